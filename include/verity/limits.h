@@ -1,0 +1,27 @@
+/*
+ * Every limit that input can grow, in one place, with their relations
+ * checked at compile time. Runtime configuration may lower these; nothing may
+ * raise them above the hard ceilings marked _HARD.
+ */
+#ifndef VERITY_LIMITS_H
+#define VERITY_LIMITS_H
+
+#define VERITY_FRAME_BYTES_MAX (16u << 20)       /* default max frame */
+#define VERITY_FRAME_BYTES_HARD (64u << 20)      /* ceiling for max frame */
+#define VERITY_BATCH_BYTES_MAX (8u << 20)        /* default max record batch */
+#define VERITY_BATCH_RECORDS_MAX 100000u         /* records in one batch */
+#define VERITY_RECORD_HEADERS_MAX 64u            /* headers on one record */
+#define VERITY_KEY_BYTES_MAX (64u << 10)         /* one record key */
+#define VERITY_CONNECTIONS_MAX 4096u             /* default max connections */
+#define VERITY_INFLIGHT_MAX 1024u                /* requests in flight per connection */
+#define VERITY_TOPIC_NAME_MAX 200u               /* bytes in a topic name */
+#define VERITY_PARTITIONS_MAX 1024u              /* partitions per topic */
+#define VERITY_HTTP_BODY_MAX (1u << 20)          /* admin HTTP request body */
+#define VERITY_PENDING_PER_GROUP_MAX 1000000u    /* leased, unacked deliveries */
+
+_Static_assert(VERITY_BATCH_BYTES_MAX < VERITY_FRAME_BYTES_MAX,
+               "a maximal batch must fit in a frame with its envelope");
+_Static_assert(VERITY_FRAME_BYTES_MAX <= VERITY_FRAME_BYTES_HARD, "default above ceiling");
+_Static_assert(VERITY_BATCH_BYTES_MAX < (1u << 31), "batch length is a u32 field");
+
+#endif

@@ -1,0 +1,3 @@
+/* placeholder main replaced by the CLI helper */
+#include <stdio.h>
+int main(void) { puts("verity"); return 0; }
