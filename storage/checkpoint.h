@@ -57,8 +57,17 @@ int ckpt_load_public(const char *path, EVP_PKEY **out) __attribute__((warn_unuse
 
 /* Anchor file: write atomically (tmp, fsync, rename, fsync dir) / read. */
 int ckpt_anchor_write(const char *dir, struct ckpt *ck, EVP_PKEY *key) __attribute__((warn_unused_result));
-/* 0 with *out, VERITY_ENOTFOUND when there is no anchor, or an error. */
+/* 0 with *out, VERITY_ENOTFOUND when there is no anchor, or an error.
+ * raw_out_or_null, when given, receives the CKPT_PAYLOAD_SIZE (160) payload
+ * bytes (without the magic), ready for ckpt_verify. */
 int ckpt_anchor_read(const char *dir, struct ckpt *out, uint8_t *raw_out_or_null)
     __attribute__((warn_unused_result));
+
+/* The same two through a vio table (NULL = vio_posix), for fault tests. */
+struct vio;
+int ckpt_anchor_write_io(const char *dir, struct ckpt *ck, EVP_PKEY *key, const struct vio *io)
+    __attribute__((warn_unused_result));
+int ckpt_anchor_read_io(const char *dir, struct ckpt *out, uint8_t *raw_out_or_null,
+                        const struct vio *io) __attribute__((warn_unused_result));
 
 #endif
