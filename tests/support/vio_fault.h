@@ -15,8 +15,8 @@
  *
  * A rule matches a call when its op is the call's op and path_suffix is NULL,
  * empty, or a suffix of the call's path (a full path is its own suffix). Calls
- * on a descriptor use the path it was opened with (kept across rename()); for
- * rename() the path is `from`. Each rule counts its matching calls: the first
+ * on a descriptor use the path it was opened with, or the new name once the
+ * file is renamed through the table; for rename() the path is `from`. Each rule counts its matching calls: the first
  * after_n pass through, then the rule fires on the next `count` matching calls
  * (count -1 = forever, 0 is taken as 1). When several rules are due on one
  * call, the earliest armed fires and the others stay due for the next match.
