@@ -1,3 +1,83 @@
-/* placeholder main replaced by the CLI helper */
+/*
+ * verity: the command-line entry point. It only dispatches: the first
+ * argument names a subcommand, looked up in one const table; each handler
+ * lives in its own tools/cmd_*.c and follows the contract in tools/cmds.h.
+ *
+ *   verity --help | help          list subcommands
+ *   verity help <cmd>             that subcommand's usage (== verity <cmd> --help)
+ *   verity --version
+ *   verity <cmd> [args...]
+ */
 #include <stdio.h>
-int main(void) { puts("verity"); return 0; }
+#include <string.h>
+
+#include "tools/cmds.h"
+
+#define VERITY_CLI_VERSION "0.1.0"
+
+struct cmd {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help; /* one line, shown by `verity --help` */
+};
+
+/* One row per subcommand; keep the list alphabetical. */
+static const struct cmd cmds[] = {
+    {"keygen", cmd_keygen, "create an Ed25519 key pair for signing checkpoints"},
+    {"log", cmd_log, "verify, dump or benchmark a partition log directory"},
+};
+
+static const struct cmd *cmd_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(cmds[i].name, name) == 0)
+            return &cmds[i];
+    return NULL;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: verity <command> [args...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
+    fprintf(f, "  %-10s %s\n", "help", "show this list, or `help <command>` for one command");
+    fprintf(f, "\nRun `verity <command> --help` for a command's options.\n");
+}
+
+static int is_help(const char *a)
+{
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CMD_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("verity %s\n", VERITY_CLI_VERSION);
+        return CMD_EXIT_OK;
+    }
+    if (is_help(argv[1])) {
+        if (argc == 2) {
+            usage(stdout);
+            return CMD_EXIT_OK;
+        }
+        const struct cmd *c = cmd_find(argv[2]);
+        if (!c) {
+            fprintf(stderr, "verity: unknown command '%s'\n", argv[2]);
+            return CMD_EXIT_USAGE;
+        }
+        char help_flag[] = "--help";
+        char *sub_argv[] = {argv[2], help_flag, NULL};
+        return c->run(2, sub_argv);
+    }
+    const struct cmd *c = cmd_find(argv[1]);
+    if (!c) {
+        fprintf(stderr, "verity: unknown command '%s'\n\n", argv[1]);
+        usage(stderr);
+        return CMD_EXIT_USAGE;
+    }
+    return c->run(argc - 1, argv + 1);
+}

@@ -1,0 +1,29 @@
+/*
+ * Subcommands of the `verity` CLI. tools/verity.c dispatches through one
+ * const table; each subcommand lives in its own tools/cmd_*.c file.
+ *
+ * Contract for every handler int cmd_<name>(int argc, char **argv):
+ *   - argv[0] is the subcommand name ("log", "keygen", ...); argv[1..] are
+ *     its arguments; argv[argc] is NULL.
+ *   - `--help` or `-h` as the first argument prints the subcommand's usage
+ *     to stdout and returns 0 (`verity help <cmd>` calls it that way).
+ *   - It returns the process exit code: 0 ok, 1 finding or failure, 2 usage
+ *     error (usage goes to stderr then).
+ *
+ * Adding a subcommand: declare its handler below and add one row to the
+ * table in tools/verity.c.
+ */
+#ifndef VERITY_TOOLS_CMDS_H
+#define VERITY_TOOLS_CMDS_H
+
+#define CMD_EXIT_OK 0
+#define CMD_EXIT_FAIL 1
+#define CMD_EXIT_USAGE 2
+
+int cmd_log(int argc, char **argv);       /* log verify|dump|bench (cmd_log.c, cmd_log_bench.c) */
+int cmd_log_bench(int argc, char **argv); /* log bench, called by cmd_log (cmd_log_bench.c) */
+int cmd_keygen(int argc, char **argv);    /* keygen (cmd_keygen.c) */
+/* Further subcommands (topic, produce, consume, offsets, broker, bench,
+ * group, dlq) are declared here, one line each. */
+
+#endif
