@@ -167,6 +167,16 @@ int vlog_checkpoint(struct vlog *log, int64_t now_ms) __attribute__((warn_unused
  * an error. */
 int vlog_retain(struct vlog *log, int64_t now_ms) __attribute__((warn_unused_result));
 
+/* fdatasync latency histogram: bucket i counts syncs that took < 2^i us
+ * (the last bucket takes the rest). Thread-safe snapshot. */
+#define VLOG_SYNC_BUCKETS 24
+struct vlog_sync_stats {
+    uint64_t count;
+    uint64_t sum_ns;
+    uint64_t buckets[VLOG_SYNC_BUCKETS];
+};
+void vlog_get_sync_stats(const struct vlog *log, struct vlog_sync_stats *out);
+
 /* Rolls to a new segment if the active one is older than segment_ms. */
 int vlog_maybe_roll(struct vlog *log, int64_t now_ms) __attribute__((warn_unused_result));
 
