@@ -94,7 +94,8 @@ struct vlog {
     pthread_cond_t durable_cond; /* wakes vlog_wait_durable */
     pthread_mutex_t sync_mu;     /* held across one fdatasync and across a roll */
     uint64_t written_end;
-    uint64_t durable_end;
+    uint64_t synced_end;         /* covered by a successful fdatasync */
+    uint64_t durable_end;        /* durable under the policy (os: written) */
     uint64_t pending_bytes;
     int64_t pending_since_ns;
     int sync_fd;
@@ -793,7 +794,7 @@ static int sync_once(struct vlog *log)
     uint64_t target = log->written_end;
     int fd = log->sync_fd;
     int err = log->error;
-    bool needed = target > log->durable_end;
+    bool needed = target > log->synced_end;
     log->pending_bytes = 0;
     log->pending_since_ns = 0;
     pthread_mutex_unlock(&log->mu);
@@ -807,8 +808,10 @@ static int sync_once(struct vlog *log)
     pthread_mutex_lock(&log->mu);
     stats_add(log, t1 - t0);
     if (rc == 0) {
-        VERITY_VERIFY(target >= log->durable_end);
-        __atomic_store_n(&log->durable_end, target, __ATOMIC_RELEASE);
+        VERITY_VERIFY(target >= log->synced_end);
+        log->synced_end = target;
+        if (target > log->durable_end)
+            __atomic_store_n(&log->durable_end, target, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&log->durable_cond);
     }
     pthread_mutex_unlock(&log->mu);
@@ -832,7 +835,7 @@ static void *commit_thread(void *arg)
     struct vlog *log = arg;
     pthread_mutex_lock(&log->mu);
     while (!log->stop) {
-        if (log->error == 0 && log->written_end > log->durable_end) {
+        if (log->error == 0 && log->written_end > log->synced_end) {
             int64_t delay_ns = (int64_t)log->cfg.group_delay_us * 1000;
             int64_t due = log->pending_since_ns + delay_ns;
             if (delay_ns > 0 && log->pending_bytes < log->cfg.group_bytes_max && mono_ns() < due) {
@@ -889,7 +892,9 @@ static int roll(struct vlog *log)
         goto fail;
     if ((rc = vio_fsync_dir(log->io, log->dir)))
         goto fail;
-    if (old->size > 0 && log->cfg.durability != VLOG_DURABILITY_OS && (rc = sync_once(log)))
+    /* Every policy syncs a segment before it is closed, so only the active
+     * segment can ever hold unsynced bytes. */
+    if (old->size > 0 && (rc = sync_once(log)))
         goto fail;
     if ((rc = segs_push(log, s)))
         goto fail;
@@ -898,11 +903,6 @@ static int roll(struct vlog *log)
     log->sync_fd = s->fd;
     pthread_mutex_unlock(&log->mu);
     pthread_mutex_unlock(&log->sync_mu);
-    if (old->size > 0 && log->cfg.durability == VLOG_DURABILITY_OS &&
-        (rc = log->io->fdatasync(log->io->ctx, old->fd))) {
-        set_error(log, rc); /* the new segment is in place; the log is read-only */
-        return rc;
-    }
     seg_unload_index(old);
     return 0;
 fail:
@@ -1249,7 +1249,7 @@ int vlog_open(const char *dir, const struct vlog_config *cfg, int64_t now_ms, st
     for (size_t i = 0; i < log->nsegs; i++)
         if (log->segs[i]->max_ts > log->max_ts)
             log->max_ts = log->segs[i]->max_ts;
-    log->written_end = log->durable_end = log->end_offset;
+    log->written_end = log->synced_end = log->durable_end = log->end_offset;
     log->sync_fd = s->fd;
     VERITY_VERIFY(log_ok(log));
     if (log->recovery.cut && !cfg->read_only && (rc = write_recovery_record(log, now_ms)))
@@ -1285,16 +1285,11 @@ int vlog_close(struct vlog *log, int64_t now_ms)
         return 0;
     stop_thread(log);
     if (!log->cfg.read_only && vlog_error(log) == 0) {
-        if (!log->last_is_checkpoint && log->end_offset > active(log)->base - 0 &&
-            log->end_offset > 0)
+        if (!log->last_is_checkpoint && log->end_offset > 0)
             rc = vlog_checkpoint(log, now_ms);
-        int src = log->cfg.durability == VLOG_DURABILITY_ALWAYS ? 0 : sync_once(log);
+        int src = sync_once(log); /* a no-op when everything is synced */
         if (!rc)
             rc = src;
-        if (log->cfg.durability == VLOG_DURABILITY_OS && rc == 0) {
-            struct seg *s = active(log);
-            rc = log->io->fdatasync(log->io->ctx, s->fd);
-        }
     }
     if (!rc)
         rc = vlog_error(log);
@@ -1445,13 +1440,17 @@ int vlog_read_copy(struct vlog *log, uint64_t offset, uint64_t end, void *buf, s
         if ((rc = vio_pread_all(log->io, spans[i].fd, (uint8_t *)buf + used, spans[i].length,
                                 (off_t)spans[i].position)))
             return rc;
-        /* Check what was read, so a bad read is reported, never returned. */
+        /* Check what was read (CRC, structure, offset continuity), so a bad
+         * read is reported, never returned. */
+        uint64_t expect = spans[i].base_offset;
         for (size_t p = used; p < used + spans[i].length;) {
             struct batch_hdr h;
             const uint8_t *b = (const uint8_t *)buf + p;
             if (batch_hdr_decode(b, used + spans[i].length - p, &h) ||
-                h.length > used + spans[i].length - p || batch_validate(b, h.length, NULL))
+                h.length > used + spans[i].length - p || batch_validate(b, h.length, NULL) ||
+                h.base_offset != expect)
                 return VERITY_ECORRUPT;
+            expect += h.record_count;
             p += h.length;
         }
         used += spans[i].length;
