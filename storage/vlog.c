@@ -47,7 +47,8 @@
 #include "verity/limits.h"
 #include "verity/verify.h"
 
-#define SCAN_CHUNK (256u << 10)
+#define SCAN_CHUNK (256u << 10)   /* read-ahead of sequential scans */
+#define LOOKUP_CHUNK (16u << 10)  /* read-ahead of random lookups */
 #define PATH_MAX_LOG 4096
 
 struct seg {
@@ -185,8 +186,8 @@ static void scan_reset(struct vlog *log)
  * segment's valid size). The pointer is valid until the next call. Returns 0,
  * VERITY_ECORRUPT when [pos, pos+len) passes limit, or -errno.
  */
-static int read_at(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t limit,
-                   const uint8_t **out)
+static int read_ahead(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t limit,
+                      size_t ahead, const uint8_t **out)
 {
     if (pos > limit || len > limit - pos)
         return VERITY_ECORRUPT;
@@ -194,7 +195,7 @@ static int read_at(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t 
         *out = log->scan_buf + (pos - log->scan_pos);
         return 0;
     }
-    size_t want = len > SCAN_CHUNK ? len : SCAN_CHUNK;
+    size_t want = len > ahead ? len : ahead;
     if (want > limit - pos)
         want = (size_t)(limit - pos);
     if (want > log->scan_cap) {
@@ -213,6 +214,13 @@ static int read_at(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t 
     log->scan_len = want;
     *out = log->scan_buf;
     return 0;
+}
+
+/* Sequential scans read ahead a large chunk; random lookups a small one. */
+static int read_at(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t limit,
+                   const uint8_t **out)
+{
+    return read_ahead(log, fd, pos, len, limit, SCAN_CHUNK, out);
 }
 
 /* Reads and fully checks the batch at pos; on a CRC failure reads it once
@@ -1382,7 +1390,7 @@ int vlog_read(struct vlog *log, uint64_t offset, uint64_t end, size_t max_bytes,
         while (pos < s->size) {
             const uint8_t *p;
             struct batch_hdr h;
-            if ((rc = read_at(log, s->fd, pos, BATCH_HDR_SIZE, s->size, &p)))
+            if ((rc = read_ahead(log, s->fd, pos, BATCH_HDR_SIZE, s->size, LOOKUP_CHUNK, &p)))
                 return rc;
             if ((rc = batch_hdr_decode(p, BATCH_HDR_SIZE, &h)))
                 return rc;
