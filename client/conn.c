@@ -1,0 +1,587 @@
+/*
+ * conn: one connection from a libverity handle to a broker, driven by the
+ * handle's I/O thread. Frames go through proto/codec.h (the only frame codec
+ * in the project); this file adds connection management.
+ *
+ * States (function performing the transition):
+ *
+ *   IDLE --conn_start--> CONNECTING --connected: send Hello--> HELLO
+ *   HELLO --hello answered (hello_done)--> READY
+ *   CONNECTING/HELLO/READY --error, EOF, timeout (conn_fail)--> BACKOFF
+ *   BACKOFF --timer (try_connect)--> CONNECTING
+ *   any --conn_free--> (gone)
+ *
+ * Requests: each gets a correlation id (never 0: the broker uses 0 for
+ * connection-level errors). Until the connection is READY, or while the
+ * broker's max_inflight requests are out, a request waits in `waiting`
+ * with its encoded frame; written requests sit in `inflight` until their
+ * answer, matched by correlation id (answers may come in any order). When
+ * the connection drops, requests flagged CONN_RETRY_ON_RESET go back to the
+ * front of `waiting` (same frame), the others fail with the error.
+ *
+ * Deadlines: a waiting request fails after request_timeout_ms from its
+ * submission (with the last connection error, e.g. -ECONNREFUSED, when
+ * there was one); a written request unanswered for request_timeout_ms plus
+ * its extra time means the connection is broken (-ETIMEDOUT). A 100 ms tick
+ * checks both.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "client/client_int.h"
+#include "verity/limits.h"
+#include "verity/verify.h"
+
+#define TICK_MS 100
+
+enum conn_state { CS_IDLE, CS_CONNECTING, CS_HELLO, CS_READY, CS_BACKOFF };
+
+struct creq {
+    struct creq *next;
+    struct creq *prev;
+    uint64_t corr;
+    Verity__Envelope__BodyCase expect; /* the response body that answers it */
+    uint8_t *frame;                    /* whole encoded frame while it may be (re)sent */
+    size_t frame_len;
+    int64_t deadline_ms;               /* waiting: give up; in flight: connection broken */
+    uint32_t extra_ms;
+    unsigned flags;
+    conn_resp_fn fn;
+    void *arg;
+};
+
+struct creq_list {
+    struct creq *head;
+    struct creq *tail;
+    uint32_t n;
+};
+
+struct conn {
+    struct event_base *base;
+    struct verity_conn_config cfg;     /* strings point to the copies below */
+    char *broker;
+    char *client_id;
+    const struct conn_events *ev;
+    void *arg;
+    enum conn_state state;
+    struct bufferevent *bev;
+    struct event *retry_ev;            /* reconnect after backoff */
+    struct event *tick_ev;             /* deadlines, every TICK_MS */
+    int64_t connect_deadline_ms;
+    int backoff_ms;
+    struct creq_list waiting;
+    struct creq_list inflight;
+    uint64_t next_corr;
+    uint64_t hello_corr;
+    int last_err;
+    struct codec_limits lim;
+    uint32_t max_inflight;             /* from Hello */
+    uint32_t max_batch_bytes;          /* from Hello (0 before) */
+};
+
+/* ---- request lists ------------------------------------------------------- */
+
+static void list_push_back(struct creq_list *l, struct creq *r)
+{
+    r->next = NULL;
+    r->prev = l->tail;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
+    l->tail = r;
+    l->n++;
+}
+
+static void list_push_front(struct creq_list *l, struct creq *r)
+{
+    r->prev = NULL;
+    r->next = l->head;
+    if (l->head)
+        l->head->prev = r;
+    else
+        l->tail = r;
+    l->head = r;
+    l->n++;
+}
+
+static void list_remove(struct creq_list *l, struct creq *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        l->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        l->tail = r->prev;
+    r->next = r->prev = NULL;
+    VERITY_VERIFY(l->n > 0);
+    l->n--;
+}
+
+static void creq_free(struct creq *r)
+{
+    free(r->frame);
+    free(r);
+}
+
+static void creq_fail(struct creq *r, int err, const char *msg)
+{
+    r->fn(r->arg, err, msg ? msg : verity_strerror(err), NULL, NULL, 0);
+    creq_free(r);
+}
+
+/* ---- connection ---------------------------------------------------------- */
+
+static void try_connect(struct conn *c);
+static void pump(struct conn *c);
+
+static void schedule_retry(struct conn *c)
+{
+    struct timeval tv = {c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000};
+    evtimer_add(c->retry_ev, &tv);
+    c->backoff_ms *= 2;
+    if (c->backoff_ms > c->cfg.reconnect_backoff_max_ms)
+        c->backoff_ms = c->cfg.reconnect_backoff_max_ms;
+}
+
+static void conn_fail(struct conn *c, int err)
+{
+    if (c->state == CS_BACKOFF || c->state == CS_IDLE)
+        return;
+    if (c->bev) {
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+    c->state = CS_BACKOFF;
+    c->last_err = err;
+    /* Retried requests go back to the front of `waiting`, in their order. */
+    struct creq_list failed = {0};
+    while (c->inflight.tail) {
+        struct creq *r = c->inflight.tail;
+        list_remove(&c->inflight, r);
+        if ((r->flags & CONN_RETRY_ON_RESET) && r->frame) {
+            r->deadline_ms = cl_mono_ms() + c->cfg.request_timeout_ms;
+            list_push_front(&c->waiting, r);
+        } else {
+            list_push_front(&failed, r);
+        }
+    }
+    schedule_retry(c);
+    while (failed.head) {
+        struct creq *r = failed.head;
+        list_remove(&failed, r);
+        creq_fail(r, err, NULL);
+    }
+    if (c->ev->on_down)
+        c->ev->on_down(c->arg, err);
+}
+
+void conn_reset(struct conn *c, int err)
+{
+    conn_fail(c, err);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    try_connect(arg);
+}
+
+/* Splits "host:port" or "[v6]:port". Returns 0 or VERITY_EINVAL. */
+static int split_addr(const char *s, char *host, size_t host_cap, char *port, size_t port_cap)
+{
+    const char *colon;
+    const char *h = s;
+    size_t hlen;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':')
+            return VERITY_EINVAL;
+        h = s + 1;
+        hlen = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return VERITY_EINVAL;
+        hlen = (size_t)(colon - s);
+    }
+    size_t plen = strlen(colon + 1);
+    if (hlen == 0 || hlen >= host_cap || plen == 0 || plen >= port_cap)
+        return VERITY_EINVAL;
+    for (size_t i = 0; i < plen; i++)
+        if (colon[1 + i] < '0' || colon[1 + i] > '9')
+            return VERITY_EINVAL;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    memcpy(port, colon + 1, plen + 1);
+    return 0;
+}
+
+static void send_hello(struct conn *c)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__HelloRequest hello = VERITY__HELLO_REQUEST__INIT;
+    hello.version_min = CODEC_PROTOCOL_VERSION;
+    hello.version_max = CODEC_PROTOCOL_VERSION;
+    hello.client_id = c->client_id;
+    hello.software = "libverity 0.1";
+    env.version = CODEC_PROTOCOL_VERSION;
+    env.correlation_id = c->hello_corr = c->next_corr++;
+    env.body_case = VERITY__ENVELOPE__BODY_HELLO_REQ;
+    env.hello_req = &hello;
+    uint8_t *head = NULL;
+    size_t head_len = 0;
+    int rc = codec_encode(&env, 0, &c->lim, &head, &head_len);
+    if (rc == 0 && evbuffer_add(bufferevent_get_output(c->bev), head, head_len) != 0)
+        rc = -ENOMEM;
+    free(head);
+    if (rc)
+        conn_fail(c, rc);
+}
+
+static void hello_done(struct conn *c, const Verity__Envelope *env)
+{
+    int err = codec_err_from_wire(env->error);
+    if (err == 0 && env->body_case != VERITY__ENVELOPE__BODY_HELLO_RESP)
+        err = VERITY_EPROTO;
+    if (err) {
+        conn_fail(c, err);
+        return;
+    }
+    const Verity__HelloResponse *h = env->hello_resp;
+    if (h->version != CODEC_PROTOCOL_VERSION) {
+        conn_fail(c, VERITY_EVERSION);
+        return;
+    }
+    c->max_inflight = h->max_inflight ? h->max_inflight : VERITY_INFLIGHT_MAX;
+    c->max_batch_bytes = h->max_batch_bytes;
+    c->state = CS_READY;
+    c->last_err = 0;
+    c->backoff_ms = c->cfg.reconnect_backoff_ms;
+    pump(c);
+    if (c->state == CS_READY && c->ev->on_ready)
+        c->ev->on_ready(c->arg);
+}
+
+static void dispatch(struct conn *c, struct codec_msg *msg, uint8_t **payload, size_t payload_len)
+{
+    char why[CL_ERRMSG_MAX];
+    const Verity__Envelope *env = msg->env;
+    int rc = codec_validate_response(env, payload_len, &c->lim, why, sizeof why);
+    if (rc) {
+        conn_fail(c, rc);
+        return;
+    }
+    if (env->correlation_id == 0) {
+        /* A connection-level error: the broker closes after it. */
+        conn_fail(c, env->error ? codec_err_from_wire(env->error) : VERITY_EPROTO);
+        return;
+    }
+    if (c->state == CS_HELLO && env->correlation_id == c->hello_corr) {
+        hello_done(c, env);
+        return;
+    }
+    struct creq *r = c->inflight.head;
+    while (r && r->corr != env->correlation_id)
+        r = r->next;
+    if (!r) {
+        conn_fail(c, VERITY_EPROTO);
+        return;
+    }
+    list_remove(&c->inflight, r);
+    int err = codec_err_from_wire(env->error);
+    if (err == 0 && env->body_case != r->expect)
+        err = VERITY_EPROTO;
+    const char *text = env->error_message && env->error_message[0] ? env->error_message
+                                                                   : verity_strerror(err);
+    r->fn(r->arg, err, err ? text : "", env, payload, payload_len);
+    creq_free(r);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    /* Bounded: each pass consumes one whole frame or stops. */
+    while (c->bev == bev) {
+        uint8_t prefix[CODEC_PREFIX_SIZE];
+        size_t avail = evbuffer_get_length(in);
+        size_t n = avail < sizeof prefix ? avail : sizeof prefix;
+        if (evbuffer_copyout(in, prefix, n) != (ev_ssize_t)n) {
+            conn_fail(c, -EIO);
+            return;
+        }
+        struct codec_frame f;
+        int rc = codec_frame_peek(prefix, n, &c->lim, &f);
+        if (rc < 0) {
+            conn_fail(c, rc);
+            return;
+        }
+        if (rc == 1 || avail < f.total)
+            return;
+        evbuffer_drain(in, CODEC_PREFIX_SIZE);
+        struct codec_msg *msg = NULL;
+        const uint8_t *envb = f.envelope_length ? evbuffer_pullup(in, f.envelope_length) : prefix;
+        if (!envb) {
+            conn_fail(c, -ENOMEM);
+            return;
+        }
+        rc = codec_decode(envb, f.envelope_length, &c->lim, &msg);
+        evbuffer_drain(in, f.envelope_length);
+        if (rc) {
+            conn_fail(c, rc);
+            return;
+        }
+        uint8_t *payload = NULL;
+        if (f.payload_length) {
+            payload = malloc(f.payload_length);
+            if (!payload ||
+                evbuffer_remove(in, payload, f.payload_length) != (int)f.payload_length) {
+                free(payload);
+                codec_msg_free(msg);
+                conn_fail(c, -ENOMEM);
+                return;
+            }
+        }
+        dispatch(c, msg, &payload, f.payload_length);
+        free(payload);
+        codec_msg_free(msg);
+    }
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (bev != c->bev)
+        return;
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        evutil_socket_t fd = bufferevent_getfd(bev);
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->state = CS_HELLO;
+        send_hello(c);
+        return;
+    }
+    int err = EVUTIL_SOCKET_ERROR();
+    if (what & BEV_EVENT_EOF)
+        conn_fail(c, c->state == CS_READY ? -ECONNRESET : VERITY_ECLOSED);
+    else
+        conn_fail(c, err ? -err : -ECONNRESET);
+}
+
+static void try_connect(struct conn *c)
+{
+    char host[256], port[16];
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    c->state = CS_CONNECTING;
+    c->connect_deadline_ms = cl_mono_ms() + c->cfg.connect_timeout_ms;
+    if (split_addr(c->broker, host, sizeof host, port, sizeof port) != 0 ||
+        getaddrinfo(host, port, &hints, &ai) != 0 || !ai) {
+        if (ai)
+            freeaddrinfo(ai);
+        conn_fail(c, -ENXIO);
+        return;
+    }
+    c->bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        freeaddrinfo(ai);
+        conn_fail(c, -ENOMEM);
+        return;
+    }
+    bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    int rc = bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen);
+    int err = EVUTIL_SOCKET_ERROR();
+    freeaddrinfo(ai);
+    if (rc != 0 && c->state == CS_CONNECTING)
+        conn_fail(c, err ? -err : -ECONNREFUSED);
+}
+
+/* Writes waiting requests while the connection is ready and has room. */
+static void pump(struct conn *c)
+{
+    while (c->state == CS_READY && c->waiting.head && c->inflight.n < c->max_inflight) {
+        struct creq *r = c->waiting.head;
+        list_remove(&c->waiting, r);
+        if (evbuffer_add(bufferevent_get_output(c->bev), r->frame, r->frame_len) != 0) {
+            list_push_front(&c->waiting, r);
+            conn_fail(c, -ENOMEM);
+            return;
+        }
+        if (!(r->flags & CONN_RETRY_ON_RESET)) {
+            free(r->frame);
+            r->frame = NULL;
+        }
+        r->deadline_ms = cl_mono_ms() + c->cfg.request_timeout_ms + r->extra_ms;
+        list_push_back(&c->inflight, r);
+    }
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    int64_t now = cl_mono_ms();
+    (void)fd;
+    (void)what;
+    if ((c->state == CS_CONNECTING || c->state == CS_HELLO) && now > c->connect_deadline_ms) {
+        conn_fail(c, -ETIMEDOUT);
+        return;
+    }
+    for (struct creq *r = c->inflight.head; r; r = r->next) {
+        if (now > r->deadline_ms) {
+            conn_fail(c, -ETIMEDOUT);
+            return;
+        }
+    }
+    /* Bounded by the list length; each failed request is removed first. */
+    struct creq *r = c->waiting.head;
+    while (r) {
+        struct creq *next = r->next;
+        if (now > r->deadline_ms) {
+            list_remove(&c->waiting, r);
+            creq_fail(r, c->last_err ? c->last_err : VERITY_ETIMEOUT, NULL);
+        }
+        r = next;
+    }
+}
+
+int conn_new(struct event_base *base, const struct verity_conn_config *cfg,
+             const struct conn_events *ev, void *arg, struct conn **out)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    cl_conn_config_fill(cfg, &c->cfg);
+    c->broker = strdup(c->cfg.broker);
+    c->client_id = strdup(c->cfg.client_id);
+    c->retry_ev = evtimer_new(base, retry_cb, c);
+    c->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, c);
+    if (!c->broker || !c->client_id || !c->retry_ev || !c->tick_ev) {
+        conn_free(c);
+        return -ENOMEM;
+    }
+    char host[256], port[16];
+    if (split_addr(c->broker, host, sizeof host, port, sizeof port) != 0) {
+        conn_free(c);
+        return VERITY_EINVAL;
+    }
+    c->cfg.broker = c->broker;
+    c->cfg.client_id = c->client_id;
+    c->base = base;
+    c->ev = ev;
+    c->arg = arg;
+    c->state = CS_IDLE;
+    c->next_corr = 1;
+    c->backoff_ms = c->cfg.reconnect_backoff_ms;
+    c->max_inflight = VERITY_INFLIGHT_MAX;
+    codec_limits_default(&c->lim);
+    *out = c;
+    return 0;
+}
+
+void conn_start(struct conn *c)
+{
+    struct timeval tv = {0, TICK_MS * 1000};
+    event_add(c->tick_ev, &tv);
+    try_connect(c);
+}
+
+void conn_free(struct conn *c)
+{
+    if (!c)
+        return;
+    if (c->bev)
+        bufferevent_free(c->bev);
+    c->bev = NULL;
+    c->state = CS_IDLE;
+    struct creq_list *lists[] = {&c->inflight, &c->waiting};
+    for (size_t i = 0; i < 2; i++) {
+        while (lists[i]->head) {
+            struct creq *r = lists[i]->head;
+            list_remove(lists[i], r);
+            creq_fail(r, VERITY_ECLOSED, NULL);
+        }
+    }
+    if (c->retry_ev)
+        event_free(c->retry_ev);
+    if (c->tick_ev)
+        event_free(c->tick_ev);
+    free(c->broker);
+    free(c->client_id);
+    free(c);
+}
+
+bool conn_ready(const struct conn *c)
+{
+    return c->state == CS_READY;
+}
+
+int conn_last_error(const struct conn *c)
+{
+    return c->last_err;
+}
+
+uint32_t conn_inflight(const struct conn *c)
+{
+    return c->inflight.n;
+}
+
+uint32_t conn_max_batch_bytes(const struct conn *c)
+{
+    return c->max_batch_bytes;
+}
+
+int conn_request(struct conn *c, Verity__Envelope *env, const struct iovec *iov, int iovcnt,
+                 uint32_t extra_timeout_ms, unsigned flags, conn_resp_fn fn, void *arg)
+{
+    size_t payload_len = 0;
+    for (int i = 0; i < iovcnt; i++)
+        payload_len += iov[i].iov_len;
+    struct creq *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    env->version = CODEC_PROTOCOL_VERSION;
+    env->correlation_id = r->corr = c->next_corr++;
+    r->expect = codec_response_case(env->body_case);
+    r->extra_ms = extra_timeout_ms;
+    r->flags = flags;
+    r->fn = fn;
+    r->arg = arg;
+    uint8_t *head = NULL;
+    size_t head_len = 0;
+    int rc = codec_encode(env, payload_len, &c->lim, &head, &head_len);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    r->frame_len = head_len + payload_len;
+    r->frame = realloc(head, r->frame_len);
+    if (!r->frame) {
+        free(head);
+        free(r);
+        return -ENOMEM;
+    }
+    size_t pos = head_len;
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(r->frame + pos, iov[i].iov_base, iov[i].iov_len);
+        pos += iov[i].iov_len;
+    }
+    r->deadline_ms = cl_mono_ms() + c->cfg.request_timeout_ms;
+    list_push_back(&c->waiting, r);
+    pump(c);
+    return 0;
+}

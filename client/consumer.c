@@ -1,0 +1,796 @@
+/*
+ * verity_consumer: reads assigned partitions from an offset, the start, the
+ * end or a time, and follows them with long-poll fetches.
+ *
+ * Threads. The I/O thread resolves start positions (ListOffsets), keeps one
+ * Fetch request in flight for every partition that is ready, validates what
+ * comes back, and queues it as chunks; the polling thread takes chunks off
+ * the queue and decodes the records in place. `mu` protects the partition
+ * list and the queue.
+ *
+ * Validation. Every batch of a fetch answer is checked before anything of it
+ * is queued: the header, the CRC and every record (batch_validate), and the
+ * offsets: each batch starts where the previous one ended, and the first one
+ * holds the offset asked for. The next fetch offset is computed from the
+ * validated batches, never taken on trust. A partition whose answer fails
+ * these checks stops with VERITY_ECORRUPT.
+ *
+ * Memory. A fetch answer's payload is kept as one reference-counted blob;
+ * each chunk points into it. Messages returned by poll point into the blobs
+ * of the chunks that poll took, which are released at the next poll. The
+ * queue stops growing at queue_bytes_max: no fetch is sent while it is full.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client_int.h"
+#include "verity/limits.h"
+#include "verity/verify.h"
+
+#define RETRY_MS 100
+
+enum cp_state {
+    CP_RESOLVE = 0,  /* start position not known yet */
+    CP_RESOLVING,    /* ListOffsets in flight */
+    CP_FETCH,        /* fetching from fetch_offset */
+    CP_FAILED,       /* stopped with err */
+};
+
+struct cpart {
+    struct cpart *next;
+    char *topic;
+    uint32_t partition;
+    enum verity_start start;
+    int64_t arg;
+    enum cp_state state;
+    uint64_t fetch_offset;      /* loop thread: next offset to ask for */
+    uint64_t position;          /* next offset poll returns */
+    uint64_t high_watermark;
+    int64_t retry_at_ms;        /* after a transient error */
+    int err;                    /* CP_FAILED: why */
+    bool err_reported;
+    bool fetching;              /* in the fetch in flight */
+};
+
+struct blob {
+    atomic_uint refs;
+    uint8_t *data;
+};
+
+struct chunk {
+    struct chunk *next;
+    struct cpart *part;
+    struct blob *blob;
+    const uint8_t *data;        /* whole, validated batches */
+    size_t len;
+    uint64_t from_offset;       /* records below it are skipped */
+};
+
+struct fetch_req {
+    struct verity_consumer *c;
+    size_t n;
+    struct cpart *parts[];
+};
+
+struct verity_consumer {
+    struct verity_consumer_config cfg;
+    struct cl_loop loop;
+    struct conn *conn;          /* loop thread */
+    struct event *kick_ev;
+    struct event *timer_ev;
+    pthread_mutex_t mu;         /* protects the fields up to `closing` */
+    pthread_cond_t cv;
+    struct cpart *parts;
+    struct chunk *q_head;
+    struct chunk *q_tail;
+    uint64_t q_bytes;
+    bool kick_pending;
+    bool closing;
+    /* loop thread */
+    bool fetch_inflight;
+    /* polling thread */
+    struct chunk *held;         /* backing the last poll's messages */
+    struct verity_message *msgs;
+    size_t msgs_cap;
+    struct verity_header *hdrs;
+    size_t hdrs_cap;
+};
+
+void verity_consumer_config_default(struct verity_consumer_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    verity_conn_config_default(&cfg->conn);
+    cfg->fetch_max_wait_ms = 500;
+    cfg->fetch_min_bytes = 1;
+    cfg->fetch_max_bytes = 8u << 20;
+    cfg->partition_max_bytes = 1u << 20;
+    cfg->queue_bytes_max = 32u << 20;
+}
+
+static void blob_unref(struct blob *b)
+{
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
+        free(b->data);
+        free(b);
+    }
+}
+
+static void chunks_free(struct chunk *ch)
+{
+    while (ch) {
+        struct chunk *next = ch->next;
+        blob_unref(ch->blob);
+        free(ch);
+        ch = next;
+    }
+}
+
+static void cpump(struct verity_consumer *c);
+
+static void kick(struct verity_consumer *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool was = c->kick_pending;
+    c->kick_pending = true;
+    pthread_mutex_unlock(&c->mu);
+    if (!was)
+        event_active(c->kick_ev, 0, 0);
+}
+
+/* With mu held. */
+static void part_fail(struct verity_consumer *c, struct cpart *p, int err)
+{
+    p->state = CP_FAILED;
+    p->err = err;
+    pthread_cond_broadcast(&c->cv);
+}
+
+static bool transient(int err)
+{
+    return accum_err_retriable(err) && err != VERITY_EREADONLY;
+}
+
+/* ---- start positions ----------------------------------------------------- */
+
+struct resolve_req {
+    struct verity_consumer *c;
+    struct cpart *p;
+};
+
+static void resolve_done(void *arg, int err, const char *msg, const Verity__Envelope *env,
+                         uint8_t **payload, size_t payload_len)
+{
+    struct resolve_req *r = arg;
+    struct verity_consumer *c = r->c;
+    struct cpart *p = r->p;
+    (void)msg;
+    (void)payload;
+    (void)payload_len;
+    free(r);
+    uint64_t offset = 0, hw = 0;
+    if (err == 0) {
+        const Verity__ListOffsetsResponse *resp = env->list_offsets_resp;
+        if (resp->n_results != 1 || !resp->results[0]->topic ||
+            strcmp(resp->results[0]->topic, p->topic) != 0 ||
+            resp->results[0]->partition != p->partition) {
+            err = VERITY_EPROTO;
+        } else {
+            err = codec_err_from_wire(resp->results[0]->error);
+            offset = resp->results[0]->offset;
+            hw = resp->results[0]->high_watermark;
+        }
+    }
+    pthread_mutex_lock(&c->mu);
+    if (err == 0) {
+        p->state = CP_FETCH;
+        p->fetch_offset = p->position = offset;
+        p->high_watermark = hw;
+    } else if (transient(err) && !c->closing) {
+        p->state = CP_RESOLVE;
+        p->retry_at_ms = cl_mono_ms() + RETRY_MS;
+    } else {
+        part_fail(c, p, err);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!c->closing)
+        cpump(c);
+}
+
+static void resolve_send(struct verity_consumer *c, struct cpart *p)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__ListOffsetsRequest req = VERITY__LIST_OFFSETS_REQUEST__INIT;
+    Verity__ListOffsetsPartition lp = VERITY__LIST_OFFSETS_PARTITION__INIT;
+    Verity__ListOffsetsPartition *lps[1] = {&lp};
+    struct resolve_req *r = malloc(sizeof *r);
+    if (!r) {
+        pthread_mutex_lock(&c->mu);
+        p->state = CP_RESOLVE;
+        p->retry_at_ms = cl_mono_ms() + RETRY_MS;
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    r->c = c;
+    r->p = p;
+    lp.topic = p->topic;
+    lp.partition = p->partition;
+    lp.spec = p->start == VERITY_START_EARLIEST ? VERITY__OFFSET_SPEC__OFFSET_EARLIEST
+              : p->start == VERITY_START_TIME   ? VERITY__OFFSET_SPEC__OFFSET_TIMESTAMP
+                                                : VERITY__OFFSET_SPEC__OFFSET_LATEST;
+    lp.timestamp_ms = p->start == VERITY_START_TIME ? p->arg : 0;
+    req.partitions = lps;
+    req.n_partitions = 1;
+    env.body_case = VERITY__ENVELOPE__BODY_LIST_OFFSETS_REQ;
+    env.list_offsets_req = &req;
+    int rc = conn_request(c->conn, &env, NULL, 0, 0, 0, resolve_done, r);
+    if (rc) {
+        free(r);
+        pthread_mutex_lock(&c->mu);
+        part_fail(c, p, rc);
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+/* ---- fetch --------------------------------------------------------------- */
+
+/*
+ * Checks the len bytes of whole batches answering a fetch at `offset` and
+ * returns the offset after the last record in *next. Returns 0 or
+ * VERITY_ECORRUPT.
+ */
+static int check_batches(const uint8_t *data, size_t len, uint64_t offset, uint64_t *next)
+{
+    size_t pos = 0;
+    uint64_t expect = offset;
+    bool first = true;
+    while (pos < len) {
+        struct batch_hdr h;
+        if (len - pos < BATCH_HDR_SIZE || batch_hdr_decode(data + pos, len - pos, &h) != 0 ||
+            h.length > len - pos)
+            return VERITY_ECORRUPT;
+        if (batch_validate(data + pos, h.length, NULL) != 0)
+            return VERITY_ECORRUPT;
+        uint64_t end = h.base_offset + h.record_count;
+        if (end < h.base_offset)
+            return VERITY_ECORRUPT;
+        if (first ? !(h.base_offset <= offset && offset < end) : h.base_offset != expect)
+            return VERITY_ECORRUPT;
+        first = false;
+        expect = end;
+        pos += h.length;
+    }
+    *next = expect;
+    return 0;
+}
+
+static void fetch_result(struct verity_consumer *c, struct cpart *p, const Verity__FetchResult *x,
+                         struct blob *blob, const uint8_t *data, int64_t now)
+{
+    int err = codec_err_from_wire(x->error);
+    if (err == 0 && (!x->topic || strcmp(x->topic, p->topic) != 0 ||
+                     x->partition != p->partition))
+        err = VERITY_EPROTO;
+    if (err) {
+        if (transient(err))
+            p->retry_at_ms = now + RETRY_MS;
+        else
+            part_fail(c, p, err);
+        return;
+    }
+    p->high_watermark = x->high_watermark;
+    if (x->records_bytes == 0)
+        return;
+    uint64_t next = 0;
+    if (check_batches(data, x->records_bytes, p->fetch_offset, &next) != 0) {
+        part_fail(c, p, VERITY_ECORRUPT);
+        return;
+    }
+    struct chunk *ch = calloc(1, sizeof *ch);
+    if (!ch) {
+        p->retry_at_ms = now + RETRY_MS;
+        return;
+    }
+    ch->part = p;
+    ch->blob = blob;
+    atomic_fetch_add(&blob->refs, 1);
+    ch->data = data;
+    ch->len = x->records_bytes;
+    ch->from_offset = p->fetch_offset;
+    p->fetch_offset = next;
+    if (c->q_tail)
+        c->q_tail->next = ch;
+    else
+        c->q_head = ch;
+    c->q_tail = ch;
+    c->q_bytes += ch->len;
+    pthread_cond_broadcast(&c->cv);
+}
+
+static void fetch_done(void *arg, int err, const char *msg, const Verity__Envelope *env,
+                       uint8_t **payload, size_t payload_len)
+{
+    struct fetch_req *r = arg;
+    struct verity_consumer *c = r->c;
+    int64_t now = cl_mono_ms();
+    (void)msg;
+    const Verity__FetchResponse *resp = err == 0 ? env->fetch_resp : NULL;
+    if (resp && resp->n_results != r->n)
+        err = VERITY_EPROTO;
+    struct blob *blob = NULL;
+    if (err == 0 && payload_len > 0) {
+        blob = malloc(sizeof *blob);
+        if (!blob) {
+            err = -ENOMEM;
+        } else {
+            atomic_init(&blob->refs, 1);
+            blob->data = *payload;
+            *payload = NULL;
+        }
+    }
+    pthread_mutex_lock(&c->mu);
+    c->fetch_inflight = false;
+    size_t pos = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        struct cpart *p = r->parts[i];
+        p->fetching = false;
+        if (p->state != CP_FETCH)
+            continue;
+        if (err) {
+            if (transient(err))
+                p->retry_at_ms = now + RETRY_MS;
+            else
+                part_fail(c, p, err);
+            continue;
+        }
+        const Verity__FetchResult *x = resp->results[i];
+        fetch_result(c, p, x, blob, blob ? blob->data + pos : NULL, now);
+        pos += x->records_bytes;
+    }
+    pthread_mutex_unlock(&c->mu);
+    blob_unref(blob);
+    free(r);
+    if (!c->closing)
+        cpump(c);
+}
+
+/* Sends one Fetch for every partition ready to fetch (loop thread). */
+static void fetch_send(struct verity_consumer *c, int64_t now)
+{
+    size_t n = 0;
+    for (struct cpart *p = c->parts; p; p = p->next)
+        n++;
+    struct fetch_req *r = malloc(sizeof *r + n * sizeof(struct cpart *));
+    Verity__FetchPartition *fps = calloc(n ? n : 1, sizeof *fps);
+    Verity__FetchPartition **fpp = calloc(n ? n : 1, sizeof *fpp);
+    if (!r || !fps || !fpp)
+        goto out;
+    r->c = c;
+    r->n = 0;
+    pthread_mutex_lock(&c->mu);
+    for (struct cpart *p = c->parts; p && r->n < CODEC_ITEMS_MAX; p = p->next) {
+        if (p->state != CP_FETCH || p->retry_at_ms > now)
+            continue;
+        Verity__FetchPartition *fp = &fps[r->n];
+        verity__fetch_partition__init(fp);
+        fp->topic = p->topic;
+        fp->partition = p->partition;
+        fp->offset = p->fetch_offset;
+        fp->max_bytes = c->cfg.partition_max_bytes;
+        fpp[r->n] = fp;
+        r->parts[r->n++] = p;
+        p->fetching = true;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (r->n == 0)
+        goto out;
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__FetchRequest req = VERITY__FETCH_REQUEST__INIT;
+    req.max_wait_ms = c->cfg.fetch_max_wait_ms;
+    req.min_bytes = c->cfg.fetch_min_bytes;
+    req.max_bytes = c->cfg.fetch_max_bytes;
+    req.partitions = fpp;
+    req.n_partitions = r->n;
+    env.body_case = VERITY__ENVELOPE__BODY_FETCH_REQ;
+    env.fetch_req = &req;
+    c->fetch_inflight = true;
+    int rc = conn_request(c->conn, &env, NULL, 0, c->cfg.fetch_max_wait_ms, 0, fetch_done, r);
+    if (rc) {
+        c->fetch_inflight = false;
+        pthread_mutex_lock(&c->mu);
+        for (size_t i = 0; i < r->n; i++) {
+            r->parts[i]->fetching = false;
+            part_fail(c, r->parts[i], rc);
+        }
+        pthread_mutex_unlock(&c->mu);
+        goto out;
+    }
+    r = NULL; /* owned by the request now */
+out:
+    free(r);
+    free(fps);
+    free(fpp);
+}
+
+static void cpump(struct verity_consumer *c)
+{
+    int64_t now = cl_mono_ms();
+    int64_t next = INT64_MAX;
+    struct cpart *resolve[16];
+    size_t n_resolve = 0;
+    if (!c->conn || !conn_ready(c->conn))
+        return;
+    pthread_mutex_lock(&c->mu);
+    bool room = c->q_bytes < c->cfg.queue_bytes_max;
+    bool want_fetch = false;
+    for (struct cpart *p = c->parts; p; p = p->next) {
+        if (p->state == CP_RESOLVE && p->start == VERITY_START_OFFSET) {
+            p->state = CP_FETCH;
+            p->fetch_offset = p->position = (uint64_t)p->arg;
+        }
+        if (p->state == CP_RESOLVE) {
+            if (p->retry_at_ms > now) {
+                if (p->retry_at_ms < next)
+                    next = p->retry_at_ms;
+            } else if (n_resolve < sizeof resolve / sizeof resolve[0]) {
+                p->state = CP_RESOLVING;
+                resolve[n_resolve++] = p;
+            } else {
+                next = now; /* the rest on the next pass */
+            }
+        }
+        if (p->state == CP_FETCH) {
+            if (p->retry_at_ms <= now)
+                want_fetch = true;
+            else if (p->retry_at_ms < next)
+                next = p->retry_at_ms;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    /* Requests are sent without mu: a send that fails runs handlers that lock it. */
+    for (size_t i = 0; i < n_resolve; i++)
+        resolve_send(c, resolve[i]);
+    if (want_fetch && room && !c->fetch_inflight)
+        fetch_send(c, now);
+    if (next != INT64_MAX) {
+        int64_t ms = next > now ? next - now : 0;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        evtimer_add(c->timer_ev, &tv);
+    }
+}
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct verity_consumer *c = arg;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&c->mu);
+    c->kick_pending = false;
+    pthread_mutex_unlock(&c->mu);
+    cpump(c);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    cpump(arg);
+}
+
+static void on_ready(void *arg)
+{
+    cpump(arg);
+}
+
+static void on_down(void *arg, int err)
+{
+    struct verity_consumer *c = arg;
+    (void)err;
+    /* A ListOffsets lost with the connection is asked again. */
+    pthread_mutex_lock(&c->mu);
+    for (struct cpart *p = c->parts; p; p = p->next)
+        if (p->state == CP_RESOLVING)
+            p->state = CP_RESOLVE;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static const struct conn_events consumer_events = {on_ready, on_down};
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+static void start_job(void *arg)
+{
+    struct verity_consumer *c = arg;
+    conn_start(c->conn);
+}
+
+static void stop_job(void *arg)
+{
+    struct verity_consumer *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->closing = true;
+    pthread_mutex_unlock(&c->mu);
+    conn_free(c->conn);
+    c->conn = NULL;
+    event_free(c->kick_ev);
+    event_free(c->timer_ev);
+    c->kick_ev = c->timer_ev = NULL;
+}
+
+int verity_consumer_new(const struct verity_consumer_config *cfg, struct verity_consumer **out)
+{
+    struct verity_consumer *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    struct verity_consumer_config d;
+    verity_consumer_config_default(&d);
+    c->cfg = cfg ? *cfg : d;
+    if (c->cfg.fetch_max_bytes == 0)
+        c->cfg.fetch_max_bytes = d.fetch_max_bytes;
+    if (c->cfg.partition_max_bytes == 0)
+        c->cfg.partition_max_bytes = d.partition_max_bytes;
+    if (c->cfg.queue_bytes_max == 0)
+        c->cfg.queue_bytes_max = d.queue_bytes_max;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = cl_loop_start(&c->loop, stop_job, c);
+    if (rc)
+        goto fail;
+    c->kick_ev = event_new(c->loop.base, -1, 0, kick_cb, c);
+    c->timer_ev = evtimer_new(c->loop.base, timer_cb, c);
+    rc = c->kick_ev && c->timer_ev ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = conn_new(c->loop.base, &c->cfg.conn, &consumer_events, c, &c->conn);
+    if (rc == 0)
+        rc = cl_loop_post(&c->loop, start_job, c);
+    if (rc) {
+        cl_loop_stop(&c->loop);
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+    return rc;
+}
+
+void verity_consumer_free(struct verity_consumer *c)
+{
+    if (!c)
+        return;
+    cl_loop_stop(&c->loop);
+    chunks_free(c->held);
+    chunks_free(c->q_head);
+    struct cpart *p = c->parts;
+    while (p) {
+        struct cpart *next = p->next;
+        free(p->topic);
+        free(p);
+        p = next;
+    }
+    free(c->msgs);
+    free(c->hdrs);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+int verity_consumer_assign(struct verity_consumer *c, const char *topic, uint32_t partition,
+                           enum verity_start start, int64_t arg)
+{
+    if (!codec_topic_name_ok(topic, true) || (unsigned)start > VERITY_START_TIME ||
+        (start == VERITY_START_OFFSET && arg < 0))
+        return VERITY_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    size_t n = 0;
+    for (struct cpart *p = c->parts; p; p = p->next, n++) {
+        if (p->partition == partition && strcmp(p->topic, topic) == 0) {
+            pthread_mutex_unlock(&c->mu);
+            return VERITY_EEXIST;
+        }
+    }
+    if (n >= CODEC_ITEMS_MAX) {
+        pthread_mutex_unlock(&c->mu);
+        return VERITY_ELIMIT;
+    }
+    struct cpart *p = calloc(1, sizeof *p);
+    if (!p || !(p->topic = strdup(topic))) {
+        free(p);
+        pthread_mutex_unlock(&c->mu);
+        return -ENOMEM;
+    }
+    p->partition = partition;
+    p->start = start;
+    p->arg = arg;
+    p->state = CP_RESOLVE;
+    /* Append, so fetches list partitions in assignment order. */
+    struct cpart **pp = &c->parts;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = p;
+    pthread_mutex_unlock(&c->mu);
+    kick(c);
+    return 0;
+}
+
+/* ---- poll ---------------------------------------------------------------- */
+
+static int msgs_reserve(struct verity_consumer *c, size_t n)
+{
+    if (n <= c->msgs_cap)
+        return 0;
+    size_t cap = c->msgs_cap ? c->msgs_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    struct verity_message *m = realloc(c->msgs, cap * sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    c->msgs = m;
+    c->msgs_cap = cap;
+    return 0;
+}
+
+static int hdrs_reserve(struct verity_consumer *c, size_t n)
+{
+    if (n <= c->hdrs_cap)
+        return 0;
+    size_t cap = c->hdrs_cap ? c->hdrs_cap : 64;
+    while (cap < n)
+        cap *= 2;
+    struct verity_header *h = realloc(c->hdrs, cap * sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    c->hdrs = h;
+    c->hdrs_cap = cap;
+    return 0;
+}
+
+/* Decodes the records of one chunk into c->msgs from *n on; header slots
+ * are numbered from *nh (pointers are fixed once the array stops moving). */
+static int decode_chunk(struct verity_consumer *c, const struct chunk *ch, size_t *n, size_t *nh,
+                        uint64_t *last)
+{
+    size_t pos = 0;
+    while (pos < ch->len) {
+        const uint8_t *b = ch->data + pos;
+        uint32_t blen = get_le32(b + BATCH_OFF_LENGTH);
+        uint64_t base = get_le64(b + BATCH_OFF_BASE_OFFSET);
+        struct batch_iter it;
+        struct batch_record r;
+        int rc;
+        batch_iter_init(&it, b, blen);
+        if (msgs_reserve(c, *n + get_le32(b + 56)))
+            return -ENOMEM;
+        while ((rc = batch_iter_next(&it, &r)) == 1) {
+            uint64_t off = base + r.offset_delta;
+            if (off < ch->from_offset)
+                continue;
+            struct verity_message *m = &c->msgs[(*n)++];
+            m->topic = ch->part->topic;
+            m->partition = ch->part->partition;
+            m->offset = off;
+            m->timestamp_ms = r.timestamp;
+            m->key = r.key;
+            m->key_len = r.key_len;
+            m->value = r.value;
+            m->value_len = r.value_len;
+            m->header_count = r.header_count;
+            m->headers = (const struct verity_header *)(uintptr_t)*nh;
+            if (r.header_count) {
+                if (hdrs_reserve(c, *nh + r.header_count))
+                    return -ENOMEM;
+                size_t hp = 0;
+                struct batch_header_kv kv;
+                while (batch_header_next(&r, &hp, &kv) == 1) {
+                    struct verity_header *h = &c->hdrs[(*nh)++];
+                    h->key = (const char *)kv.key;
+                    h->key_len = kv.key_len;
+                    h->value = kv.value;
+                    h->value_len = kv.value_len;
+                }
+            }
+            *last = off;
+        }
+        if (rc < 0)
+            return VERITY_ECORRUPT; /* validated on arrival; cannot happen */
+        pos += blen;
+    }
+    return 0;
+}
+
+int verity_consumer_poll(struct verity_consumer *c, int timeout_ms,
+                         const struct verity_message **msgs_out, size_t *n_out,
+                         uint32_t *err_partition_out)
+{
+    *msgs_out = NULL;
+    *n_out = 0;
+    chunks_free(c->held);
+    c->held = NULL;
+
+    int64_t deadline = cl_mono_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
+    struct timespec ts = {deadline / 1000, (deadline % 1000) * 1000000};
+    int err = 0;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        for (struct cpart *p = c->parts; p; p = p->next) {
+            /* Report a failure once the data before it has been polled. */
+            if (p->state == CP_FAILED && !p->err_reported) {
+                bool queued = false;
+                for (struct chunk *ch = c->q_head; ch && !queued; ch = ch->next)
+                    queued = ch->part == p;
+                if (!queued) {
+                    p->err_reported = true;
+                    err = p->err;
+                    if (err_partition_out)
+                        *err_partition_out = p->partition;
+                    break;
+                }
+            }
+        }
+        if (err || c->q_head || timeout_ms == 0)
+            break;
+        if (timeout_ms < 0)
+            pthread_cond_wait(&c->cv, &c->mu);
+        else if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) != 0)
+            break;
+    }
+    bool was_full = c->q_bytes >= c->cfg.queue_bytes_max;
+    if (!err) {
+        c->held = c->q_head;
+        c->q_head = c->q_tail = NULL;
+        c->q_bytes = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (err)
+        return err;
+    if (was_full)
+        kick(c);
+
+    size_t n = 0, nh = 0;
+    for (struct chunk *ch = c->held; ch; ch = ch->next) {
+        uint64_t last = UINT64_MAX;
+        int rc = decode_chunk(c, ch, &n, &nh, &last);
+        if (rc)
+            return rc;
+        if (last != UINT64_MAX) {
+            pthread_mutex_lock(&c->mu);
+            ch->part->position = last + 1;
+            pthread_mutex_unlock(&c->mu);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t idx = (size_t)(uintptr_t)c->msgs[i].headers;
+        c->msgs[i].headers = c->msgs[i].header_count ? &c->hdrs[idx] : NULL;
+    }
+    *msgs_out = c->msgs;
+    *n_out = n;
+    return 0;
+}
+
+int verity_consumer_position(struct verity_consumer *c, const char *topic, uint32_t partition,
+                             uint64_t *next_offset_out, uint64_t *high_watermark_out)
+{
+    int rc = VERITY_ENOTFOUND;
+    pthread_mutex_lock(&c->mu);
+    for (struct cpart *p = c->parts; p; p = p->next) {
+        if (p->partition != partition || strcmp(p->topic, topic) != 0)
+            continue;
+        if (p->state == CP_RESOLVE || p->state == CP_RESOLVING) {
+            rc = VERITY_ETIMEOUT;
+        } else {
+            *next_offset_out = p->position;
+            *high_watermark_out = p->high_watermark;
+            rc = p->state == CP_FAILED ? p->err : 0;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
