@@ -466,6 +466,47 @@ static void test_checkpoints_signed_every_n(void)
     free(dir);
 }
 
+
+static void test_age_roll_and_age_retention(void)
+{
+    char *dir = tu_tmpdir("vlog");
+    struct vlog_config c;
+    struct vlog *log = NULL;
+    struct batch_builder b;
+    uint64_t id = 0;
+    const int64_t day = 24ll * 3600 * 1000;
+    int64_t now = tu_now_ms();
+    cfg_init(&c, VLOG_DURABILITY_OS);
+    c.segment_ms = day;
+    c.retention_ms = 3 * day;
+    c.checkpoint_records = 0;
+    CU_ASSERT_EQUAL_FATAL(batch_builder_init(&b, 1 << 16), 0);
+    CU_ASSERT_EQUAL_FATAL(vlog_open(dir, &c, now, &log, NULL), 0);
+    /* Five "days" of records, ten days ago to six days ago; roll daily. */
+    for (int d = 0; d < 5; d++) {
+        int64_t ts = now - (10 - d) * day;
+        CU_ASSERT_EQUAL(vlog_maybe_roll(log, ts), 0);
+        append_n(log, &b, 3, 2, 10, &id, ts);
+        CU_ASSERT_EQUAL(vlog_maybe_roll(log, ts + day + 1000), 0); /* a day later: roll */
+    }
+    append_n(log, &b, 3, 2, 10, &id, now); /* today */
+    struct vlog_info info;
+    vlog_get_info(log, &info);
+    CU_ASSERT_EQUAL(info.segments, 6);
+    /* Every closed segment is older than three days; the active one stays. */
+    CU_ASSERT_EQUAL(vlog_retain(log, now), 5);
+    vlog_get_info(log, &info);
+    CU_ASSERT_EQUAL(info.segments, 1);
+    CU_ASSERT_EQUAL(info.start_offset, 30);
+    CU_ASSERT_EQUAL(info.end_offset, 36);
+    CU_ASSERT_EQUAL(vlog_retain(log, now), 0);
+    CU_ASSERT_EQUAL(vlog_close(log, now), 0);
+    verify_clean(dir, 37);
+    batch_builder_deinit(&b);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 static int suite_init(void)
 {
     char kp[4096], pp[4096];
@@ -501,6 +542,7 @@ int main(void)
         {"retention keeps the log verifiable", test_retention_keeps_log_verifiable},
         {"group commit acknowledges after a sync", test_group_commit_acks_after_sync},
         {"signed checkpoints every N records", test_checkpoints_signed_every_n},
+        {"segments roll by age; retention by age", test_age_roll_and_age_retention},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
