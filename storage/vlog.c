@@ -475,7 +475,8 @@ static int list_segments(const char *dir, uint64_t **out, size_t *n_out)
         free(v);
         return rc;
     }
-    qsort(v, n, sizeof *v, cmp_u64);
+    if (n > 1)
+        qsort(v, n, sizeof *v, cmp_u64);
     *out = v;
     *n_out = n;
     return 0;
