@@ -1,0 +1,430 @@
+/*
+ * Configuration table and its three sources (see config.h). Each key is one
+ * row: name, type, offset into struct broker_config, bounds, help text. The
+ * same parser serves the file, the environment and the flags, so a value
+ * means the same thing wherever it comes from.
+ */
+#include "broker/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "broker/blog.h"
+#include "proto/codec.h"
+#include "storage/batch.h"
+#include "verity/errors.h"
+#include "verity/limits.h"
+
+enum ktype { K_STR, K_U32, K_U64, K_I64, K_DUR, K_LEVEL };
+
+struct key {
+    const char *name;
+    enum ktype type;
+    size_t off;
+    size_t size;       /* K_STR: buffer size */
+    int64_t min;
+    int64_t max;
+    const char *help;
+};
+
+#define F(f) offsetof(struct broker_config, f)
+#define S(f) sizeof(((struct broker_config *)0)->f)
+
+static const struct key keys[] = {
+    {"data_dir", K_STR, F(data_dir), S(data_dir), 0, 0, "data directory"},
+    {"listen", K_STR, F(listen), S(listen), 0, 0, "protocol listener HOST:PORT"},
+    {"http", K_STR, F(http), S(http), 0, 0, "admin HTTP HOST:PORT (\"off\" disables)"},
+    {"signing_key", K_STR, F(signing_key), S(signing_key), 0, 0,
+     "Ed25519 checkpoint key (default <data_dir>/keys/verity.key, generated)"},
+    {"log_level", K_LEVEL, F(log_level), S(log_level), 0, 0, "debug|info|warn|error"},
+    {"node_id", K_U32, F(node_id), 0, 0, 65535, "this broker's node id"},
+    {"max_connections", K_U32, F(max_connections), 0, 1, 1000000, "open connections"},
+    {"max_inflight", K_U32, F(max_inflight), 0, 1, 65536, "requests in flight per connection"},
+    {"max_frame_bytes", K_U32, F(max_frame_bytes), 0, 4096, VERITY_FRAME_BYTES_HARD,
+     "largest frame"},
+    {"max_batch_bytes", K_U32, F(max_batch_bytes), 0, BATCH_HDR_SIZE + 8, VERITY_BATCH_BYTES_MAX,
+     "largest record batch"},
+    {"idle_timeout_ms", K_U32, F(idle_timeout_ms), 0, 0, UINT32_MAX,
+     "close idle connections after (0 = never)"},
+    {"write_buffer_bytes", K_U32, F(write_buffer_bytes), 0, 65536, 1u << 30,
+     "pause reading a connection whose unsent output exceeds this"},
+    {"produce_timeout_ms", K_U32, F(produce_timeout_ms), 0, 1, 3600000,
+     "default and ceiling for a produce's wait for durability"},
+    {"fetch_max_bytes", K_U32, F(fetch_max_bytes), 0, 1024, VERITY_FRAME_BYTES_HARD,
+     "ceiling for one fetch response"},
+    {"fetch_max_wait_ms", K_U32, F(fetch_max_wait_ms), 0, 0, 600000, "ceiling for a long-poll"},
+    {"max_producers", K_U32, F(max_producers), 0, 1, 100000000, "producer ids in the broker"},
+    {"partition_producers_max", K_U32, F(partition_producers_max), 0, 1, 10000000,
+     "producer ids tracked per partition"},
+    {"idempotency_window_ms", K_U64, F(idempotency_window_ms), 0, 0, INT64_MAX / 2,
+     "how long an idempotency key is remembered"},
+    {"idempotency_keys_max", K_U32, F(idempotency_keys_max), 0, 0, 100000000,
+     "idempotency keys remembered per partition"},
+    {"max_topics", K_U32, F(max_topics), 0, 1, 1000000, "topics in the broker"},
+    {"default_partitions", K_U32, F(default_partitions), 0, 1, VERITY_PARTITIONS_MAX,
+     "partitions of a new topic"},
+    {"default_durability", K_DUR, F(default_durability), 0, 0, 0, "always|group|os"},
+    {"default_retention_ms", K_I64, F(default_retention_ms), 0, -1, INT64_MAX / 2,
+     "-1 = unlimited"},
+    {"default_retention_bytes", K_I64, F(default_retention_bytes), 0, -1, INT64_MAX / 2,
+     "-1 = unlimited"},
+    {"default_segment_bytes", K_U64, F(default_segment_bytes), 0, 4096, 1ll << 31,
+     "segment size"},
+    {"default_max_message_bytes", K_U32, F(default_max_message_bytes), 0, BATCH_HDR_SIZE + 8,
+     VERITY_BATCH_BYTES_MAX, "largest batch for a topic"},
+    {"group_delay_us", K_U32, F(group_delay_us), 0, 0, 1000000,
+     "group commit: longest wait for an fdatasync"},
+    {"group_bytes_max", K_U64, F(group_bytes_max), 0, 1, 1ll << 32,
+     "group commit: sync once this much is pending"},
+    {"checkpoint_records", K_U32, F(checkpoint_records), 0, 0, UINT32_MAX,
+     "signed checkpoint every N records (0 = only at close)"},
+    {"retention_check_ms", K_U32, F(retention_check_ms), 0, 100, 86400000,
+     "how often retention and segment age run"},
+    {"http_timeout_s", K_U32, F(http_timeout_s), 0, 1, 3600, "admin HTTP request timeout"},
+    {"shutdown_timeout_ms", K_U32, F(shutdown_timeout_ms), 0, 0, 600000,
+     "longest wait for in-flight requests on SIGTERM"},
+};
+
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+
+void bcfg_default(struct broker_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->data_dir, sizeof c->data_dir, "./data");
+    snprintf(c->listen, sizeof c->listen, "127.0.0.1:9720");
+    snprintf(c->http, sizeof c->http, "127.0.0.1:9721");
+    snprintf(c->log_level, sizeof c->log_level, "info");
+    c->node_id = 1;
+    c->max_connections = VERITY_CONNECTIONS_MAX;
+    c->max_inflight = VERITY_INFLIGHT_MAX;
+    c->max_frame_bytes = VERITY_FRAME_BYTES_MAX;
+    c->max_batch_bytes = VERITY_BATCH_BYTES_MAX;
+    c->idle_timeout_ms = 600000;
+    c->write_buffer_bytes = 32u << 20;
+    c->produce_timeout_ms = 30000;
+    c->fetch_max_bytes = 4u << 20;
+    c->fetch_max_wait_ms = 30000;
+    c->max_producers = 1000000;
+    c->partition_producers_max = 100000;
+    c->idempotency_window_ms = 600000;
+    c->idempotency_keys_max = 1000000;
+    c->max_topics = 10000;
+    c->default_partitions = 1;
+    c->default_durability = TDUR_GROUP;
+    c->default_retention_ms = -1;
+    c->default_retention_bytes = -1;
+    c->default_segment_bytes = 1ull << 30;
+    c->default_max_message_bytes = VERITY_BATCH_BYTES_MAX;
+    c->group_delay_us = 2000;
+    c->group_bytes_max = 1u << 20;
+    c->checkpoint_records = 10000;
+    c->retention_check_ms = 60000;
+    c->http_timeout_s = 30;
+    c->shutdown_timeout_ms = 10000;
+}
+
+static const char *const dur_names[] = {"always", "group", "os"};
+
+const char *bcfg_durability_name(enum topic_durability d)
+{
+    return (unsigned)d < 3 ? dur_names[d] : "unknown";
+}
+
+int bcfg_durability_parse(const char *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, dur_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static const struct key *find_key(const char *name)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static int bad(char *err, size_t cap, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int bad(char *err, size_t cap, int code, const char *fmt, ...)
+{
+    if (err && cap) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, cap, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static int parse_int(const char *v, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end != '\0')
+        return -1;
+    *out = x;
+    return 0;
+}
+
+int bcfg_set(struct broker_config *c, const char *name, const char *value, char *err, size_t cap)
+{
+    const struct key *k = find_key(name);
+    if (!k)
+        return bad(err, cap, VERITY_ENOTFOUND, "unknown configuration key %s", name);
+    char *field = (char *)c + k->off;
+    int64_t x;
+    switch (k->type) {
+    case K_STR:
+        if (strlen(value) >= k->size)
+            return bad(err, cap, VERITY_EINVAL, "%s: value too long (%s)", name, value);
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+    case K_LEVEL:
+        if (blog_level_parse(value) < 0)
+            return bad(err, cap, VERITY_EINVAL, "%s: expected debug|info|warn|error, got %s",
+                       name, value);
+        snprintf(field, k->size, "%s", value);
+        return 0;
+    case K_DUR: {
+        int d = bcfg_durability_parse(value);
+        if (d < 0)
+            return bad(err, cap, VERITY_EINVAL, "%s: expected always|group|os, got %s", name,
+                       value);
+        *(enum topic_durability *)field = (enum topic_durability)d;
+        return 0;
+    }
+    case K_U32:
+    case K_U64:
+    case K_I64:
+        if (value[0] == '-' && k->type != K_I64)
+            return bad(err, cap, VERITY_EINVAL, "%s: not a non-negative integer: %s", name, value);
+        if (k->type == K_U32 && strcmp(value, "4294967295") == 0) {
+            x = UINT32_MAX;
+        } else if (parse_int(value, &x)) {
+            return bad(err, cap, VERITY_EINVAL, "%s: not an integer: %s", name, value);
+        }
+        if (x < k->min || x > k->max) {
+            char range[64];
+            snprintf(range, sizeof range, "%" PRId64 "..%" PRId64, k->min, k->max);
+            return bad(err, cap, VERITY_EINVAL, "%s: out of range %s", name, range);
+        }
+        if (k->type == K_U32)
+            *(uint32_t *)field = (uint32_t)x;
+        else if (k->type == K_U64)
+            *(uint64_t *)field = (uint64_t)x;
+        else
+            *(int64_t *)field = x;
+        return 0;
+    }
+    return VERITY_EINVAL;
+}
+
+int bcfg_load_file(struct broker_config *c, const char *path, char *err, size_t cap)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        if (err && cap)
+            snprintf(err, cap, "%s:%d: %s", path, jerr.line, jerr.text);
+        return VERITY_EINVAL;
+    }
+    int rc = 0;
+    if (!json_is_object(root)) {
+        rc = bad(err, cap, VERITY_EINVAL, "%s: expected a JSON object%s", path, "");
+        goto out;
+    }
+    const char *name;
+    json_t *v;
+    json_object_foreach(root, name, v) {
+        char buf[BCFG_PATH_MAX];
+        if (json_is_string(v))
+            snprintf(buf, sizeof buf, "%s", json_string_value(v));
+        else if (json_is_integer(v))
+            snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        else {
+            rc = bad(err, cap, VERITY_EINVAL, "%s: %s must be a string or an integer", path, name);
+            goto out;
+        }
+        if ((rc = bcfg_set(c, name, buf, err, cap)))
+            goto out;
+    }
+out:
+    json_decref(root);
+    return rc;
+}
+
+int bcfg_load_env(struct broker_config *c, char *err, size_t cap)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        char var[64] = "VERITY_";
+        size_t o = strlen(var);
+        for (const char *p = keys[i].name; *p && o + 1 < sizeof var; p++)
+            var[o++] = (char)toupper((unsigned char)*p);
+        var[o] = '\0';
+        const char *v = getenv(var);
+        if (!v)
+            continue;
+        int rc = bcfg_set(c, keys[i].name, v, err, cap);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* "--max-connections" -> "max_connections" in buf; NULL if not a flag. */
+static const char *flag_key(const char *arg, char *buf, size_t cap, const char **inline_value)
+{
+    if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
+        return NULL;
+    size_t o = 0;
+    const char *p = arg + 2;
+    *inline_value = NULL;
+    for (; *p && *p != '=' && o + 1 < cap; p++)
+        buf[o++] = *p == '-' ? '_' : *p;
+    buf[o] = '\0';
+    if (*p == '=')
+        *inline_value = p + 1;
+    return buf;
+}
+
+int bcfg_from_args(struct broker_config *c, int argc, char **argv, bool *help, char *err,
+                   size_t cap)
+{
+    const char *config_path = getenv("VERITY_CONFIG");
+    char key[64];
+    int rc;
+    *help = false;
+    bcfg_default(c);
+    /* Pass 1: --help and --config, which decide what the other sources mean. */
+    for (int i = 1; i < argc; i++) {
+        const char *iv;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            *help = true;
+            return 0;
+        }
+        if (!flag_key(argv[i], key, sizeof key, &iv))
+            return bad(err, cap, VERITY_EINVAL, "unexpected argument %s", argv[i]);
+        if (!iv && i + 1 >= argc)
+            return bad(err, cap, VERITY_EINVAL, "%s needs a value%s", argv[i], "");
+        const char *v = iv ? iv : argv[i + 1];
+        if (!iv)
+            i++;
+        if (strcmp(key, "config") == 0)
+            config_path = v;
+    }
+    if (config_path && config_path[0] && (rc = bcfg_load_file(c, config_path, err, cap)))
+        return rc;
+    if ((rc = bcfg_load_env(c, err, cap)))
+        return rc;
+    for (int i = 1; i < argc; i++) {
+        const char *iv;
+        flag_key(argv[i], key, sizeof key, &iv);
+        const char *v = iv ? iv : argv[i + 1];
+        if (!iv)
+            i++;
+        if (strcmp(key, "config") == 0)
+            continue;
+        if ((rc = bcfg_set(c, key, v, err, cap)))
+            return rc;
+    }
+    return bcfg_check(c, err, cap);
+}
+
+int bcfg_split_hostport(const char *addr, char *host, size_t cap, uint16_t *port)
+{
+    const char *colon;
+    const char *h = addr;
+    size_t hlen;
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (!close || close[1] != ':')
+            return VERITY_EINVAL;
+        h = addr + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon)
+            return VERITY_EINVAL;
+        hlen = (size_t)(colon - addr);
+    }
+    if (hlen == 0 || hlen >= cap)
+        return VERITY_EINVAL;
+    int64_t p;
+    if (parse_int(colon + 1, &p) || p < 0 || p > 65535)
+        return VERITY_EINVAL;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+int bcfg_check(const struct broker_config *c, char *err, size_t cap)
+{
+    char host[BCFG_ADDR_MAX];
+    uint16_t port;
+    if (c->data_dir[0] == '\0')
+        return bad(err, cap, VERITY_EINVAL, "data_dir must be set");
+    if (bcfg_split_hostport(c->listen, host, sizeof host, &port))
+        return bad(err, cap, VERITY_EINVAL, "listen: expected HOST:PORT, got %s", c->listen);
+    if (c->http[0] && strcmp(c->http, "off") != 0 &&
+        bcfg_split_hostport(c->http, host, sizeof host, &port))
+        return bad(err, cap, VERITY_EINVAL, "http: expected HOST:PORT or off, got %s", c->http);
+    if ((uint64_t)c->max_batch_bytes + CODEC_PREFIX_SIZE + 65536 > c->max_frame_bytes)
+        return bad(err, cap, VERITY_EINVAL,
+                   "max_batch_bytes plus an envelope (64 KiB) must fit in max_frame_bytes");
+    if ((uint64_t)c->fetch_max_bytes + 65536 > c->max_frame_bytes ||
+        (uint64_t)c->max_batch_bytes + 65536 > c->max_frame_bytes)
+        return bad(err, cap, VERITY_EINVAL,
+                   "fetch_max_bytes plus an envelope (64 KiB) must fit in max_frame_bytes");
+    return 0;
+}
+
+void bcfg_usage(FILE *out)
+{
+    struct broker_config d;
+    bcfg_default(&d);
+    fprintf(out,
+            "usage: verityd [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
+            "               [--http HOST:PORT] [--<key> VALUE ...] [--help]\n\n"
+            "Every key below may be set in the JSON config file (\"key\": value), in the\n"
+            "environment (VERITY_<KEY>), or as --<key-with-dashes> VALUE. Later sources win:\n"
+            "file < environment < flags. VERITY_CONFIG names the file when --config is absent.\n\n");
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct key *k = &keys[i];
+        const char *field = (const char *)&d + k->off;
+        char def[BCFG_PATH_MAX];
+        switch (k->type) {
+        case K_STR:
+        case K_LEVEL:
+            snprintf(def, sizeof def, "\"%s\"", field);
+            break;
+        case K_DUR:
+            snprintf(def, sizeof def, "%s",
+                     bcfg_durability_name(*(const enum topic_durability *)field));
+            break;
+        case K_U32:
+            snprintf(def, sizeof def, "%" PRIu32, *(const uint32_t *)field);
+            break;
+        case K_U64:
+            snprintf(def, sizeof def, "%" PRIu64, *(const uint64_t *)field);
+            break;
+        case K_I64:
+            snprintf(def, sizeof def, "%" PRId64, *(const int64_t *)field);
+            break;
+        }
+        fprintf(out, "  %-26s %-18s %s\n", k->name, def, k->help);
+    }
+}

@@ -1,0 +1,99 @@
+/*
+ * Broker configuration: defaults that run with nothing but a data directory,
+ * overridden in order by a JSON config file, the environment and the command
+ * line. Every key is one row of the table in config.c; docs/OPERATIONS.md
+ * lists them.
+ *
+ *   file:  {"data_dir": "/var/lib/verity", "max_connections": 1000, ...}
+ *   env:   VERITY_<KEY in upper case>, e.g. VERITY_DATA_DIR, VERITY_LISTEN
+ *   flags: --<key with dashes> VALUE or --<key>=VALUE, e.g. --data-dir DIR
+ */
+#ifndef VERITY_BROKER_CONFIG_H
+#define VERITY_BROKER_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define BCFG_PATH_MAX 1024
+#define BCFG_ADDR_MAX 300
+
+enum topic_durability { TDUR_ALWAYS = 0, TDUR_GROUP = 1, TDUR_OS = 2 };
+
+struct broker_config {
+    char data_dir[BCFG_PATH_MAX];      /* required (default "./data") */
+    char listen[BCFG_ADDR_MAX];        /* protocol HOST:PORT (127.0.0.1:9720) */
+    char http[BCFG_ADDR_MAX];          /* admin HTTP HOST:PORT (127.0.0.1:9721); "" or "off" disables */
+    char signing_key[BCFG_PATH_MAX];   /* "" = <data_dir>/keys/verity.key, generated when missing */
+    char log_level[16];                /* debug|info|warn|error */
+    uint32_t node_id;
+    /* limits */
+    uint32_t max_connections;
+    uint32_t max_inflight;             /* requests in flight per connection */
+    uint32_t max_frame_bytes;
+    uint32_t max_batch_bytes;
+    uint32_t idle_timeout_ms;          /* close a connection idle this long (0 = never) */
+    uint32_t write_buffer_bytes;       /* stop reading a connection whose output exceeds this */
+    uint32_t produce_timeout_ms;       /* default and ceiling for ProduceRequest.timeout_ms */
+    uint32_t fetch_max_bytes;          /* ceiling for one fetch response's payload */
+    uint32_t fetch_max_wait_ms;        /* ceiling for FetchRequest.max_wait_ms */
+    uint32_t max_producers;            /* producer ids the metadata log may hold */
+    uint32_t partition_producers_max;  /* producer ids tracked per partition */
+    uint64_t idempotency_window_ms;
+    uint32_t idempotency_keys_max;     /* idempotency keys remembered per partition */
+    uint32_t max_topics;
+    /* topic defaults */
+    uint32_t default_partitions;
+    enum topic_durability default_durability;
+    int64_t default_retention_ms;      /* -1 = unlimited */
+    int64_t default_retention_bytes;   /* -1 = unlimited */
+    uint64_t default_segment_bytes;
+    uint32_t default_max_message_bytes;
+    /* storage */
+    uint32_t group_delay_us;
+    uint64_t group_bytes_max;
+    uint32_t checkpoint_records;
+    uint32_t retention_check_ms;
+    /* admin HTTP and shutdown */
+    uint32_t http_timeout_s;
+    uint32_t shutdown_timeout_ms;
+};
+
+void bcfg_default(struct broker_config *c);
+
+/* Sets one key from its text form. Returns 0, or VERITY_EINVAL /
+ * VERITY_ENOTFOUND (unknown key) with a message in err. */
+int bcfg_set(struct broker_config *c, const char *key, const char *value, char *err, size_t cap)
+    __attribute__((warn_unused_result));
+
+/* Applies a JSON object file. Unknown keys are errors. */
+int bcfg_load_file(struct broker_config *c, const char *path, char *err, size_t cap)
+    __attribute__((warn_unused_result));
+
+/* Applies every VERITY_<KEY> variable that is set. */
+int bcfg_load_env(struct broker_config *c, char *err, size_t cap) __attribute__((warn_unused_result));
+
+/*
+ * The whole sequence: defaults, then the file named by --config or
+ * VERITY_CONFIG, then the environment, then the flags, then bcfg_check.
+ * Sets *help when --help was given (nothing else is applied then).
+ */
+int bcfg_from_args(struct broker_config *c, int argc, char **argv, bool *help, char *err,
+                   size_t cap) __attribute__((warn_unused_result));
+
+/* Cross-key checks (fetch_max_bytes fits in a frame, ...). */
+int bcfg_check(const struct broker_config *c, char *err, size_t cap)
+    __attribute__((warn_unused_result));
+
+/* Splits "host:port" or "[v6]:port" into host (cap bytes) and port. */
+int bcfg_split_hostport(const char *addr, char *host, size_t cap, uint16_t *port)
+    __attribute__((warn_unused_result));
+
+const char *bcfg_durability_name(enum topic_durability d);
+/* Parses always|group|os; -1 when unknown. */
+int bcfg_durability_parse(const char *s);
+
+/* Writes the usage text with every key and its default. */
+void bcfg_usage(FILE *out);
+
+#endif

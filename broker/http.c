@@ -1,0 +1,302 @@
+/*
+ * Admin HTTP server (evhttp) on its own port:
+ *   GET /health      200 "ok" while the process runs
+ *   GET /ready       200 when serving, 503 while starting or shutting down
+ *   GET /metrics     Prometheus text format
+ *   GET /v1/topics   JSON: every topic with its config and partitions
+ * Limits set explicitly: body size (VERITY_HTTP_BODY_MAX), header size,
+ * timeout, GET/HEAD only.
+ */
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "broker/blog.h"
+#include "broker/broker_int.h"
+#include "verity/errors.h"
+
+#define HTTP_HEADERS_MAX 8192
+
+static void send_text(struct evhttp_request *req, int code, const char *reason,
+                      const char *type, struct evbuffer *body)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+    evhttp_send_reply(req, code, reason, body);
+}
+
+static void h_health(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    struct evbuffer *body = evbuffer_new();
+    if (!body) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    evbuffer_add_printf(body, "ok\n");
+    send_text(req, 200, "OK", "text/plain", body);
+    evbuffer_free(body);
+}
+
+static void h_ready(struct evhttp_request *req, void *arg)
+{
+    struct broker *b = arg;
+    struct evbuffer *body = evbuffer_new();
+    if (!body) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    bool ok = b->ready && !b->stopping;
+    evbuffer_add_printf(body, ok ? "ready\n" : "not ready\n");
+    send_text(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain", body);
+    evbuffer_free(body);
+}
+
+static void render_requests(struct broker *b, struct evbuffer *o)
+{
+    const struct metrics *m = &b->met;
+    met_family(o, "verity_requests_total", "counter", "Requests answered, by type.");
+    for (int s = 0; s < MET_REQ_TYPES; s++) {
+        if (m->req_total[s] == 0 && s != MET_REQ_INVALID &&
+            !codec_is_request((Verity__Envelope__BodyCase)(s + 100)))
+            continue;
+        const char *name = s == MET_REQ_INVALID
+                               ? "invalid"
+                               : codec_body_name((Verity__Envelope__BodyCase)(s + 100));
+        evbuffer_add_printf(o, "verity_requests_total{type=\"%s\"} %" PRIu64 "\n", name,
+                            m->req_total[s]);
+    }
+    met_family(o, "verity_request_errors_total", "counter",
+               "Requests answered with an error (request-level or on any entry), by type.");
+    for (int s = 0; s < MET_REQ_TYPES; s++) {
+        if (m->req_total[s] == 0 && s != MET_REQ_INVALID &&
+            !codec_is_request((Verity__Envelope__BodyCase)(s + 100)))
+            continue;
+        const char *name = s == MET_REQ_INVALID
+                               ? "invalid"
+                               : codec_body_name((Verity__Envelope__BodyCase)(s + 100));
+        evbuffer_add_printf(o, "verity_request_errors_total{type=\"%s\"} %" PRIu64 "\n", name,
+                            m->req_errors[s]);
+    }
+    met_family(o, "verity_request_duration_seconds", "histogram",
+               "Time from a decoded request to its answer, by type.");
+    for (int s = 0; s < MET_REQ_INVALID; s++) {
+        if (!codec_is_request((Verity__Envelope__BodyCase)(s + 100)))
+            continue;
+        char labels[64];
+        snprintf(labels, sizeof labels, "type=\"%s\"",
+                 codec_body_name((Verity__Envelope__BodyCase)(s + 100)));
+        const struct met_hist *h = &m->req_latency[s];
+        met_hist_render(o, "verity_request_duration_seconds", labels, met_lat_bounds, h->buckets,
+                        MET_LAT_BUCKETS, h->count, h->sum);
+    }
+}
+
+static void render_fsync(struct broker *b, struct evbuffer *o)
+{
+    struct vlog_sync_stats st;
+    meta_sync_stats(b, &st);
+    double bounds[VLOG_SYNC_BUCKETS - 1];
+    for (int i = 0; i < VLOG_SYNC_BUCKETS - 1; i++)
+        bounds[i] = (double)(1ull << i) / 1e6;
+    met_family(o, "verity_fsync_duration_seconds", "histogram",
+               "fdatasync latency over every log (partitions and metadata).");
+    met_hist_render(o, "verity_fsync_duration_seconds", "", bounds, st.buckets,
+                    VLOG_SYNC_BUCKETS - 1, st.count, (double)st.sum_ns / 1e9);
+}
+
+static void render_partitions(struct broker *b, struct evbuffer *o)
+{
+    static const char *const names[] = {"verity_partition_end_offset",
+                                        "verity_partition_high_watermark",
+                                        "verity_partition_start_offset",
+                                        "verity_partition_size_bytes"};
+    static const char *const helps[] = {"Next offset the log assigns.",
+                                        "Offsets below it are committed and visible.",
+                                        "First offset still stored.", "Bytes in all segments."};
+    for (int k = 0; k < 4; k++) {
+        met_family(o, names[k], "gauge", helps[k]);
+        struct topic *t;
+        TAILQ_FOREACH(t, &b->topics, link)
+        {
+            if (!t->ready)
+                continue;
+            for (uint32_t i = 0; i < t->cfg.partitions; i++) {
+                struct partition *p = t->parts[i];
+                if (!p || !p->log)
+                    continue;
+                struct vlog_info info;
+                vlog_get_info(p->log, &info);
+                uint64_t v = k == 0   ? info.end_offset
+                             : k == 1 ? part_hw(p)
+                             : k == 2 ? info.start_offset
+                                      : info.size_bytes;
+                evbuffer_add_printf(o, "%s{topic=\"%s\",partition=\"%" PRIu32 "\"} %" PRIu64 "\n",
+                                    names[k], t->name, i, v);
+            }
+        }
+    }
+}
+
+static void h_metrics(struct evhttp_request *req, void *arg)
+{
+    struct broker *b = arg;
+    struct evbuffer *o = evbuffer_new();
+    if (!o) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    const struct metrics *m = &b->met;
+    render_requests(b, o);
+    met_family(o, "verity_bytes_in_total", "counter", "Protocol frame bytes read.");
+    evbuffer_add_printf(o, "verity_bytes_in_total %" PRIu64 "\n", m->bytes_in);
+    met_family(o, "verity_bytes_out_total", "counter", "Protocol frame bytes sent.");
+    evbuffer_add_printf(o, "verity_bytes_out_total %" PRIu64 "\n", m->bytes_out);
+    met_family(o, "verity_connections", "gauge", "Open protocol connections.");
+    evbuffer_add_printf(o, "verity_connections %zu\n", b->n_conns);
+    met_family(o, "verity_connections_total", "counter", "Protocol connections accepted.");
+    evbuffer_add_printf(o, "verity_connections_total %" PRIu64 "\n", m->connections_total);
+    met_family(o, "verity_connections_rejected_total", "counter",
+               "Connections refused (max_connections or shutdown).");
+    evbuffer_add_printf(o, "verity_connections_rejected_total %" PRIu64 "\n",
+                        m->connections_rejected);
+    met_family(o, "verity_frames_rejected_total", "counter",
+               "Frames that closed their connection (over the limit, malformed prefix).");
+    evbuffer_add_printf(o, "verity_frames_rejected_total %" PRIu64 "\n", m->frames_rejected);
+    met_family(o, "verity_produce_batches_total", "counter", "Batches appended.");
+    evbuffer_add_printf(o, "verity_produce_batches_total %" PRIu64 "\n", m->produce_batches);
+    met_family(o, "verity_produce_records_total", "counter", "Records appended.");
+    evbuffer_add_printf(o, "verity_produce_records_total %" PRIu64 "\n", m->produce_records);
+    met_family(o, "verity_produce_duplicates_total", "counter",
+               "Batches answered from the idempotence state instead of appended.");
+    evbuffer_add_printf(o, "verity_produce_duplicates_total %" PRIu64 "\n",
+                        m->produce_duplicates);
+    met_family(o, "verity_topics", "gauge", "Topics.");
+    evbuffer_add_printf(o, "verity_topics %zu\n", b->n_topics);
+    render_fsync(b, o);
+    render_partitions(b, o);
+    send_text(req, 200, "OK", "text/plain; version=0.0.4", o);
+    evbuffer_free(o);
+}
+
+static json_t *topic_json(struct topic *t)
+{
+    json_t *parts = json_array();
+    for (uint32_t i = 0; i < t->cfg.partitions && parts; i++) {
+        struct partition *p = t->parts[i];
+        json_t *pj;
+        if (p && p->log) {
+            struct vlog_info info;
+            vlog_get_info(p->log, &info);
+            pj = json_pack("{s:i, s:I, s:I, s:I, s:I, s:i, s:s}", "partition", (int)i,
+                           "start_offset", (json_int_t)info.start_offset, "end_offset",
+                           (json_int_t)info.end_offset, "high_watermark", (json_int_t)part_hw(p),
+                           "size_bytes", (json_int_t)info.size_bytes, "segments",
+                           (int)info.segments, "error", verity_errname(p->error));
+        } else {
+            pj = json_pack("{s:i, s:s}", "partition", (int)i, "error",
+                           verity_errname(p ? p->error : VERITY_ENOTFOUND));
+        }
+        if (!pj || json_array_append_new(parts, pj)) {
+            json_decref(parts);
+            return NULL;
+        }
+    }
+    if (!parts)
+        return NULL;
+    return json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:I, s:o}", "name", t->name, "partitions",
+                     (int)t->cfg.partitions, "durability", bcfg_durability_name(t->cfg.durability),
+                     "retention_ms", (json_int_t)t->cfg.retention_ms, "retention_bytes",
+                     (json_int_t)t->cfg.retention_bytes, "segment_bytes",
+                     (json_int_t)t->cfg.segment_bytes, "max_message_bytes",
+                     (json_int_t)t->cfg.max_message_bytes, "partition_state", parts);
+}
+
+static void h_topics(struct evhttp_request *req, void *arg)
+{
+    struct broker *b = arg;
+    json_t *arr = json_array();
+    struct topic *t;
+    TAILQ_FOREACH(t, &b->topics, link)
+    {
+        if (!arr || !t->ready || t->deleting)
+            continue;
+        json_t *tj = topic_json(t);
+        if (!tj || json_array_append_new(arr, tj)) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    json_t *root = arr ? json_pack("{s:o}", "topics", arr) : NULL;
+    char *text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
+    json_decref(root);
+    struct evbuffer *body = text ? evbuffer_new() : NULL;
+    if (!body) {
+        free(text);
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    evbuffer_add(body, text, strlen(text));
+    evbuffer_add(body, "\n", 1);
+    free(text);
+    send_text(req, 200, "OK", "application/json", body);
+    evbuffer_free(body);
+}
+
+static void h_notfound(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    evhttp_send_error(req, 404, "no such path (try /health, /ready, /metrics, /v1/topics)");
+}
+
+int http_start(struct broker *b)
+{
+    if (b->cfg.http[0] == '\0' || strcmp(b->cfg.http, "off") == 0)
+        return 0;
+    char host[BCFG_ADDR_MAX];
+    uint16_t port;
+    int rc = bcfg_split_hostport(b->cfg.http, host, sizeof host, &port);
+    if (rc)
+        return rc;
+    b->http = evhttp_new(b->base);
+    if (!b->http)
+        return -ENOMEM;
+    evhttp_set_max_body_size(b->http, VERITY_HTTP_BODY_MAX);
+    evhttp_set_max_headers_size(b->http, HTTP_HEADERS_MAX);
+    evhttp_set_timeout(b->http, (int)b->cfg.http_timeout_s);
+    evhttp_set_allowed_methods(b->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_cb(b->http, "/health", h_health, b);
+    evhttp_set_cb(b->http, "/ready", h_ready, b);
+    evhttp_set_cb(b->http, "/metrics", h_metrics, b);
+    evhttp_set_cb(b->http, "/v1/topics", h_topics, b);
+    evhttp_set_gencb(b->http, h_notfound, b);
+    struct evhttp_bound_socket *s = evhttp_bind_socket_with_handle(b->http, host, port);
+    if (!s) {
+        blog(BLOG_ERROR, "http_listen_failed", "addr=%s", b->cfg.http);
+        evhttp_free(b->http);
+        b->http = NULL;
+        return -EADDRINUSE;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    uint16_t bport = port;
+    if (getsockname(evhttp_bound_socket_get_fd(s), (struct sockaddr *)&ss, &len) == 0)
+        bport = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    snprintf(b->http_addr, sizeof b->http_addr, "%s:%u", host, bport);
+    return 0;
+}
+
+void http_stop(struct broker *b)
+{
+    if (b->http)
+        evhttp_free(b->http);
+    b->http = NULL;
+}

@@ -1,0 +1,435 @@
+/*
+ * The metadata log: a vlog under <data-dir>/__meta whose records are JSON
+ * objects, replayed in order on start. It holds everything about the broker
+ * that is not partition data:
+ *
+ *   {"type":"create_topic","name":N,"partitions":P,"durability":"group",
+ *    "retention_ms":R,"retention_bytes":B,"segment_bytes":S,
+ *    "max_message_bytes":M,"time_ms":T}
+ *   {"type":"delete_topic","name":N,"time_ms":T}
+ *   {"type":"init_producer","producer_id":I,"epoch":E,"time_ms":T}
+ *
+ * A record is valid only if it is a JSON object with a known type and every
+ * field of that type in range; an invalid record met on replay is logged and
+ * skipped (it can only come from a newer broker version).
+ *
+ * The log runs in group mode with no delay, so the loop never waits for an
+ * fdatasync: meta_append returns at once and the caller's callback runs when
+ * the commit thread reports the record durable. Callers answer clients only
+ * from that callback, so an answered CreateTopic or InitProducer survives a
+ * crash.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "broker/blog.h"
+#include "broker/broker_int.h"
+#include "storage/batch.h"
+#include "verity/errors.h"
+#include "verity/verify.h"
+
+#define META_RECORD_BYTES_MAX (64u << 10)
+#define META_REPLAY_BUF_MAX (VERITY_BATCH_BYTES_MAX + BATCH_HDR_SIZE)
+
+int meta_producer_epoch(const struct broker *b, int64_t pid)
+{
+    if (pid < 1 || (uint64_t)pid > b->meta.n_producers)
+        return -1;
+    return b->meta.epochs[pid - 1];
+}
+
+int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
+{
+    struct meta *m = &b->meta;
+    if (pid < 1 || pid > (int64_t)100000000)
+        return VERITY_EINVAL;
+    if ((uint64_t)pid > m->cap_producers) {
+        size_t ncap = m->cap_producers ? m->cap_producers : 1024;
+        while (ncap < (uint64_t)pid)
+            ncap *= 2;
+        int16_t *ne = realloc(m->epochs, ncap * sizeof *ne);
+        if (!ne)
+            return -ENOMEM;
+        for (size_t i = m->cap_producers; i < ncap; i++)
+            ne[i] = -1;
+        m->epochs = ne;
+        m->cap_producers = ncap;
+    }
+    m->epochs[pid - 1] = epoch;
+    if ((uint64_t)pid > m->n_producers)
+        m->n_producers = (size_t)pid;
+    return 0;
+}
+
+/* ---- records -------------------------------------------------------------- */
+
+static int get_int(json_t *o, const char *k, int64_t lo, int64_t hi, int64_t *out)
+{
+    json_t *v = json_object_get(o, k);
+    if (!json_is_integer(v))
+        return VERITY_EINVAL;
+    int64_t x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return VERITY_EINVAL;
+    *out = x;
+    return 0;
+}
+
+/* Applies one replayed record. */
+static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
+{
+    const char *type = json_string_value(json_object_get(rec, "type"));
+    const char *name = json_string_value(json_object_get(rec, "name"));
+    int64_t x, t = 0;
+    if (!type) {
+        snprintf(why, cap, "no type");
+        return VERITY_EINVAL;
+    }
+    (void)get_int(rec, "time_ms", INT64_MIN, INT64_MAX, &t);
+    if (strcmp(type, "create_topic") == 0) {
+        struct topic_cfg tc;
+        const char *dur = json_string_value(json_object_get(rec, "durability"));
+        if (!name || !codec_topic_name_ok(name, true) || !dur ||
+            bcfg_durability_parse(dur) < 0) {
+            snprintf(why, cap, "bad create_topic");
+            return VERITY_EINVAL;
+        }
+        tc.durability = (enum topic_durability)bcfg_durability_parse(dur);
+        if (get_int(rec, "partitions", 1, VERITY_PARTITIONS_MAX, &x))
+            goto bad;
+        tc.partitions = (uint32_t)x;
+        if (get_int(rec, "retention_ms", -1, INT64_MAX, &tc.retention_ms) ||
+            get_int(rec, "retention_bytes", -1, INT64_MAX, &tc.retention_bytes))
+            goto bad;
+        if (get_int(rec, "segment_bytes", 4096, 1ll << 31, &x))
+            goto bad;
+        tc.segment_bytes = (uint64_t)x;
+        if (get_int(rec, "max_message_bytes", BATCH_HDR_SIZE + 8, VERITY_BATCH_BYTES_MAX, &x))
+            goto bad;
+        tc.max_message_bytes = (uint32_t)x;
+        if (topic_find(b, name)) {
+            snprintf(why, cap, "topic %s exists", name);
+            return VERITY_EEXIST;
+        }
+        return topic_add(b, name, &tc, t) ? 0 : -ENOMEM;
+    }
+    if (strcmp(type, "delete_topic") == 0) {
+        struct topic *tp = name ? topic_find(b, name) : NULL;
+        if (!tp) {
+            snprintf(why, cap, "delete of unknown topic");
+            return VERITY_ENOTFOUND;
+        }
+        topic_remove(b, tp);
+        return 0;
+    }
+    if (strcmp(type, "init_producer") == 0) {
+        int64_t pid, epoch;
+        if (get_int(rec, "producer_id", 1, 100000000, &pid) ||
+            get_int(rec, "epoch", 0, INT16_MAX, &epoch))
+            goto bad;
+        return meta_producer_set(b, pid, (int16_t)epoch);
+    }
+    snprintf(why, cap, "unknown type %s", type);
+    return VERITY_EINVAL;
+bad:
+    snprintf(why, cap, "bad %s fields", type);
+    return VERITY_EINVAL;
+}
+
+/* Applies every data record of the len-byte batch at buf. */
+static int replay_batch(struct broker *b, const uint8_t *buf, size_t len)
+{
+    struct batch_hdr h;
+    int rc = batch_hdr_decode(buf, len, &h);
+    if (rc)
+        return rc;
+    if (h.attributes & BATCH_ATTR_CONTROL)
+        return 0;
+    struct batch_iter it;
+    struct batch_record r;
+    batch_iter_init(&it, buf, h.length);
+    while ((rc = batch_iter_next(&it, &r)) == 1) {
+        if (r.value_len <= 0)
+            continue;
+        json_error_t jerr;
+        json_t *rec = json_loadb((const char *)r.value, (size_t)r.value_len, 0, &jerr);
+        char why[160] = "not a JSON object";
+        int arc = rec && json_is_object(rec) ? apply_record(b, rec, why, sizeof why)
+                                             : VERITY_EINVAL;
+        json_decref(rec);
+        if (arc == -ENOMEM)
+            return arc;
+        if (arc) {
+            char q[200];
+            blog(BLOG_WARN, "meta_record_skipped", "offset=%" PRIu64 " reason=%s",
+                 h.base_offset + r.offset_delta, blog_q(why, q, sizeof q));
+        }
+    }
+    return rc < 0 ? rc : 0;
+}
+
+static int replay(struct broker *b)
+{
+    struct vlog_info info;
+    vlog_get_info(b->meta.log, &info);
+    size_t cap = 1u << 20;
+    uint8_t *buf = malloc(cap);
+    uint64_t off = info.start_offset;
+    int rc = 0;
+    if (!buf)
+        return -ENOMEM;
+    while (off < info.end_offset) {
+        size_t len = 0;
+        rc = vlog_read_copy(b->meta.log, off, info.end_offset, buf, cap, &len);
+        if (rc == VERITY_ELIMIT && cap < META_REPLAY_BUF_MAX) {
+            uint8_t *nb = realloc(buf, META_REPLAY_BUF_MAX);
+            if (!nb) {
+                rc = -ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap = META_REPLAY_BUF_MAX;
+            continue;
+        }
+        if (rc || len == 0)
+            break;
+        for (size_t p = 0; p < len;) {
+            struct batch_hdr h;
+            if ((rc = batch_hdr_decode(buf + p, len - p, &h)) || h.length > len - p)
+                goto out;
+            if ((rc = replay_batch(b, buf + p, h.length)))
+                goto out;
+            off = h.base_offset + h.record_count;
+            p += h.length;
+        }
+    }
+out:
+    free(buf);
+    return rc;
+}
+
+/* ---- durability ------------------------------------------------------------ */
+
+static void meta_on_durable(void *arg, uint64_t durable_end)
+{
+    struct broker *b = arg;
+    (void)durable_end;
+    event_active(b->meta.durable_ev, EV_READ, 0);
+}
+
+static void meta_durable_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct broker *b = arg;
+    (void)fd;
+    (void)what;
+    if (!b->meta.log)
+        return;
+    uint64_t durable = vlog_durable_end(b->meta.log);
+    int err = vlog_error(b->meta.log);
+    struct meta_op *op;
+    while ((op = TAILQ_FIRST(&b->meta.ops)) && (op->end <= durable || err)) {
+        TAILQ_REMOVE(&b->meta.ops, op, link);
+        int rc = op->end <= durable ? 0 : VERITY_EREADONLY;
+        op->done(b, op->arg, rc);
+        free(op);
+    }
+    if (err)
+        blog(BLOG_ERROR, "meta_log_failed", "error=%s", verity_errname(err));
+}
+
+int meta_append(struct broker *b, const char *json, meta_done_fn done, void *arg)
+{
+    struct batch_builder bb;
+    size_t len = strlen(json);
+    int rc;
+    if (!b->meta.log)
+        return VERITY_EREADONLY;
+    if (len > META_RECORD_BYTES_MAX)
+        return VERITY_ELIMIT;
+    struct meta_op *op = calloc(1, sizeof *op);
+    if (!op)
+        return -ENOMEM;
+    if ((rc = batch_builder_init(&bb, len + 256))) {
+        free(op);
+        return rc;
+    }
+    int64_t now = now_ms();
+    struct batch_meta bm = {0, -1, -1, -1, NULL};
+    struct vlog_append_info ai;
+    if ((rc = batch_builder_add(&bb, now, NULL, -1, json, (int32_t)len, NULL, 0)) ||
+        (rc = batch_builder_finish(&bb, &bm)) ||
+        (rc = vlog_append(b->meta.log, bb.buf, bb.len, now, &ai))) {
+        batch_builder_deinit(&bb);
+        free(op);
+        blog(BLOG_ERROR, "meta_append_failed", "error=%s", verity_errname(rc));
+        return rc;
+    }
+    batch_builder_deinit(&bb);
+    op->end = ai.last_offset + 1;
+    op->done = done;
+    op->arg = arg;
+    TAILQ_INSERT_TAIL(&b->meta.ops, op, link);
+    return 0;
+}
+
+void meta_sync_stats(struct broker *b, struct vlog_sync_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    struct vlog_sync_stats s;
+    if (b->meta.log) {
+        vlog_get_sync_stats(b->meta.log, &s);
+        *out = s;
+    }
+    struct topic *t;
+    TAILQ_FOREACH(t, &b->topics, link)
+    {
+        for (uint32_t i = 0; i < t->cfg.partitions; i++) {
+            struct partition *p = t->parts[i];
+            if (!p || !p->log)
+                continue;
+            vlog_get_sync_stats(p->log, &s);
+            out->count += s.count;
+            out->sum_ns += s.sum_ns;
+            for (int k = 0; k < VLOG_SYNC_BUCKETS; k++)
+                out->buckets[k] += s.buckets[k];
+        }
+    }
+}
+
+/* ---- open / close ---------------------------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    int rc = flag == FTW_DP ? rmdir(path) : unlink(path);
+    return rc ? -errno : 0;
+}
+
+static int rm_rf(const char *path)
+{
+    int rc = nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return rc < 0 ? -errno : rc;
+}
+
+/* Removes directories under <data>/topics that belong to no topic: topics
+ * deleted before a crash finished removing them. */
+static void sweep_topic_dirs(struct broker *b)
+{
+    char path[BCFG_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/topics", b->cfg.data_dir);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (codec_topic_name_ok(e->d_name, true) && topic_find(b, e->d_name))
+            continue;
+        char victim[BCFG_PATH_MAX + 300];
+        snprintf(victim, sizeof victim, "%s/%s", path, e->d_name);
+        int rc = rm_rf(victim);
+        char q[300];
+        blog(rc ? BLOG_WARN : BLOG_INFO, "topic_dir_removed", "dir=%s error=%s",
+             blog_q(victim, q, sizeof q), verity_errname(rc));
+    }
+    closedir(d);
+}
+
+int meta_remove_topic_dir(struct broker *b, const char *name)
+{
+    char from[BCFG_PATH_MAX + 300], to[BCFG_PATH_MAX + 400], parent[BCFG_PATH_MAX + 32];
+    snprintf(parent, sizeof parent, "%s/topics", b->cfg.data_dir);
+    snprintf(from, sizeof from, "%s/%s", parent, name);
+    snprintf(to, sizeof to, "%s/.deleted-%s-%" PRId64, parent, name, now_ms());
+    if (rename(from, to)) {
+        if (errno == ENOENT)
+            return 0;
+        return -errno;
+    }
+    int rc = vio_fsync_dir(&vio_posix, parent);
+    int rrc = rm_rf(to);
+    return rc ? rc : rrc;
+}
+
+int meta_open(struct broker *b)
+{
+    struct meta *m = &b->meta;
+    char dir[BCFG_PATH_MAX + 32];
+    int rc;
+    TAILQ_INIT(&m->ops);
+    snprintf(dir, sizeof dir, "%s/__meta", b->cfg.data_dir);
+    m->durable_ev = event_new(b->base, -1, 0, meta_durable_cb, b);
+    if (!m->durable_ev)
+        return -ENOMEM;
+    struct vlog_config vc;
+    vlog_config_default(&vc);
+    vc.durability = VLOG_DURABILITY_GROUP;
+    vc.group_delay_us = 0;
+    vc.segment_bytes = 64u << 20;
+    vc.checkpoint_records = 1000;
+    vc.signing_key = b->signing_key;
+    vc.on_durable = meta_on_durable;
+    vc.on_durable_arg = b;
+    uint64_t bad = 0;
+    if ((rc = vlog_open(dir, &vc, now_ms(), &m->log, &bad))) {
+        blog(BLOG_ERROR, "meta_open_failed", "dir=%s error=%s bad_offset=%" PRIu64, dir,
+             verity_errname(rc), bad);
+        m->log = NULL;
+        return rc;
+    }
+    const struct vlog_recovery *rec = vlog_last_recovery(m->log);
+    if (rec && rec->cut)
+        blog(BLOG_WARN, "meta_recovered", "cut_first=%" PRIu64 " cut_bytes=%" PRIu64,
+             rec->cut_offset_first, rec->cut_bytes);
+    if ((rc = replay(b))) {
+        blog(BLOG_ERROR, "meta_replay_failed", "error=%s", verity_errname(rc));
+        return rc;
+    }
+    sweep_topic_dirs(b);
+    struct topic *t;
+    TAILQ_FOREACH(t, &b->topics, link)
+    {
+        if ((rc = topic_open_partitions(b, t)))
+            return rc;
+    }
+    blog(BLOG_INFO, "meta_loaded", "topics=%zu producers=%zu", b->n_topics, m->n_producers);
+    return 0;
+}
+
+int meta_close(struct broker *b, bool clean)
+{
+    struct meta *m = &b->meta;
+    int rc = 0;
+    if (m->log) {
+        if (clean)
+            rc = vlog_close(m->log, now_ms());
+        else
+            vlog_abandon(m->log);
+        m->log = NULL;
+    }
+    /* Ops still waiting can no longer become durable through this log. */
+    struct meta_op *op;
+    while ((op = TAILQ_FIRST(&m->ops))) {
+        TAILQ_REMOVE(&m->ops, op, link);
+        op->done(b, op->arg, VERITY_ECLOSED);
+        free(op);
+    }
+    if (m->durable_ev)
+        event_free(m->durable_ev);
+    m->durable_ev = NULL;
+    free(m->epochs);
+    m->epochs = NULL;
+    return rc;
+}

@@ -1,0 +1,58 @@
+/*
+ * Broker metrics: counters and fixed-bucket histograms owned by the event
+ * loop (no locking), rendered in the Prometheus text format by the admin
+ * HTTP server. Per request type: count, errors and a latency histogram; plus
+ * bytes in and out, connections and rejected frames. Storage metrics
+ * (fsync latency, partition offsets and sizes) are read from the logs at
+ * render time (broker/http.c).
+ */
+#ifndef VERITY_BROKER_METRICS_H
+#define VERITY_BROKER_METRICS_H
+
+#include <stdint.h>
+
+#include "proto/codec.h"
+
+struct evbuffer;
+
+#define MET_LAT_BUCKETS 16
+#define MET_REQ_TYPES 64           /* request cases 100..162; the last slot is "invalid" */
+#define MET_REQ_INVALID (MET_REQ_TYPES - 1)
+
+/* Upper bounds in seconds of the latency buckets (the +Inf bucket is implicit). */
+extern const double met_lat_bounds[MET_LAT_BUCKETS];
+
+struct met_hist {
+    uint64_t buckets[MET_LAT_BUCKETS + 1]; /* last = +Inf only */
+    uint64_t count;
+    double sum;                             /* seconds */
+};
+
+struct metrics {
+    struct met_hist req_latency[MET_REQ_TYPES];
+    uint64_t req_total[MET_REQ_TYPES];
+    uint64_t req_errors[MET_REQ_TYPES];     /* request-level or any per-entry error */
+    uint64_t bytes_in;                      /* frame bytes read */
+    uint64_t bytes_out;                     /* frame bytes queued for sending */
+    uint64_t connections_total;             /* accepted */
+    uint64_t connections_rejected;          /* over max_connections */
+    uint64_t frames_rejected;               /* framing errors that closed a connection */
+    uint64_t produce_batches;               /* appended */
+    uint64_t produce_records;
+    uint64_t produce_duplicates;            /* answered from idempotence state */
+};
+
+/* Slot for a request case (MET_REQ_INVALID when not a request). */
+int met_req_slot(Verity__Envelope__BodyCase c);
+void met_hist_observe(struct met_hist *h, double seconds);
+
+/* Appends "# HELP", "# TYPE" lines for a metric family. */
+void met_family(struct evbuffer *out, const char *name, const char *type, const char *help);
+/* Appends one histogram series (name_bucket/_sum/_count) with the given
+ * label text (e.g. "type=\"produce\"", or "" for none). bounds has n
+ * entries, counts n + 1 (the last is +Inf only, not cumulative). */
+void met_hist_render(struct evbuffer *out, const char *name, const char *labels,
+                     const double *bounds, const uint64_t *counts, unsigned n, uint64_t count,
+                     double sum);
+
+#endif
