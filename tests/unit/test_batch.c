@@ -497,7 +497,7 @@ static void test_iterator_returns_records_and_headers_exactly(void)
     struct batch_header_kv kv;
     batch_iter_init(&it, golden.buf, golden.len);
     for (int i = 0; i < 2; i++) {
-        char key[16], val[16], hv[16];
+        char key[24], val[24], hv[24];
         snprintf(key, sizeof key, "key-%d", i);
         snprintf(val, sizeof val, "value-%d", i);
         snprintf(hv, sizeof hv, "x%d", i);
