@@ -943,6 +943,66 @@ static void test_anchor_after_retention(void)
     rm_tree(dir);
 }
 
+/* Random bytes, random-length garbage after valid batches, and odd
+ * directories never crash the verifier (run under ASan) and always give a
+ * finding or an error. */
+static void test_garbage_never_crashes_the_verifier(void)
+{
+    const char *dir = subdir("garbage");
+    struct verify_report rep;
+    char path[700];
+    /* A directory that does not exist: an error, not a finding. */
+    CU_ASSERT_EQUAL(verify(subdir("does-not-exist"), key_a, &rep), -ENOENT);
+    CU_ASSERT_FALSE(rep.found);
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0755), 0);
+    /* No segments: a finding (there is nothing to vouch for). */
+    CU_ASSERT_EQUAL(verify(dir, key_a, &rep), VERITY_ENOTFOUND);
+    CU_ASSERT(rep.found);
+
+    struct layout L;
+    struct write_opts o = small_opts();
+    o.bytes = 64u << 10;
+    o.segment_bytes = 1u << 20;
+    rm_tree(dir);
+    write_log(dir, &o, &L);
+    seg_path(dir, 0, path, sizeof path);
+    struct stat st;
+    CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+    uint8_t *orig = malloc((size_t)st.st_size);
+    FILE *f = fopen(path, "rb");
+    CU_ASSERT_FATAL(orig && f);
+    CU_ASSERT_EQUAL_FATAL(fread(orig, 1, (size_t)st.st_size, f), (size_t)st.st_size);
+    fclose(f);
+    int rounds = g_quick ? 50 : 300;
+    for (int r = 0; r < rounds; r++) {
+        /* Keep a prefix of whole or partial batches, then garbage. */
+        size_t keep = (size_t)(rng() % (uint64_t)st.st_size);
+        size_t junk = (size_t)(rng() % 4096);
+        uint8_t *buf = malloc(keep + junk + 1);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+        memcpy(buf, orig, keep);
+        for (size_t i = 0; i < junk; i++)
+            buf[keep + i] = (uint8_t)rng();
+        if (junk >= BATCH_HDR_SIZE && rng() % 2) { /* a plausible header */
+            memcpy(buf + keep, "VRB1", 4);
+            put_le32(buf + keep + 4, (uint32_t)(BATCH_HDR_SIZE + rng() % 8192));
+            buf[keep + 52] = 1;
+            memset(buf + keep + 53, 0, 3);
+        }
+        f = fopen(path, "wb");
+        CU_ASSERT_FATAL(f != NULL);
+        CU_ASSERT_EQUAL(fwrite(buf, 1, keep + junk, f), keep + junk);
+        fclose(f);
+        free(buf);
+        int rc = verify(dir, key_a, &rep);
+        CU_ASSERT(rc != 0 || keep + junk == 0 || (junk == 0 && rep.end_offset > 0));
+        CU_ASSERT(rc == 0 || rep.found);
+    }
+    free(orig);
+    layout_free(&L);
+    rm_tree(dir);
+}
+
 /* ---- (d) the CLI ---------------------------------------------------------------- */
 
 /* Runs argv with stdout captured into out (NUL-terminated). Returns the exit
@@ -1120,6 +1180,7 @@ int main(void)
         {"missing_segment_found", test_missing_segment_found},
         {"renamed_segment_found", test_renamed_segment_found},
         {"anchor_after_retention", test_anchor_after_retention},
+        {"garbage_never_crashes_the_verifier", test_garbage_never_crashes_the_verifier},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
