@@ -196,7 +196,8 @@ int batch_iter_next(struct batch_iter *it, struct batch_record *r)
         return VERITY_ECORRUPT;
     if (uvarint_get(&p, rend, &nh) || nh > VERITY_RECORD_HEADERS_MAX)
         return VERITY_ECORRUPT;
-    r->timestamp = it->first_timestamp + tdelta;
+    if (__builtin_add_overflow(it->first_timestamp, tdelta, &r->timestamp))
+        return VERITY_ECORRUPT;
     r->offset_delta = (uint32_t)odelta;
     r->header_count = (uint32_t)nh;
     r->headers = p;

@@ -376,6 +376,25 @@ static void test_attribute_rules(void)
     free(b);
 }
 
+/* first_timestamp + timestamp_delta must not overflow: a client can send
+ * any i64 in both, and the sum is signed arithmetic. */
+static void test_timestamp_overflow_is_corrupt(void)
+{
+    struct batch_builder bb;
+    CU_ASSERT_EQUAL_FATAL(batch_builder_init(&bb, 1024), 0);
+    CU_ASSERT_EQUAL_FATAL(batch_builder_add(&bb, 0, "k", 1, "v", 1, NULL, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(batch_builder_add(&bb, 1, "k", 1, "v", 1, NULL, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(batch_builder_finish(&bb, NULL), 0);
+    put_le64(bb.buf + 64, (uint64_t)INT64_MAX); /* record 1: INT64_MAX + 1 */
+    recrc(bb.buf, bb.len);
+    CU_ASSERT_EQUAL(batch_validate(bb.buf, bb.len, NULL), VERITY_ECORRUPT);
+    put_le64(bb.buf + 64, (uint64_t)INT64_MIN); /* record 1: INT64_MIN + 1, fine */
+    put_le64(bb.buf + 72, (uint64_t)(INT64_MIN + 1));
+    recrc(bb.buf, bb.len);
+    CU_ASSERT_EQUAL(batch_validate(bb.buf, bb.len, NULL), 0);
+    batch_builder_deinit(&bb);
+}
+
 /* ---- hand-encoded records for cases the builder refuses to make ----------- */
 
 static size_t uv(uint8_t *p, uint64_t v)
@@ -615,6 +634,7 @@ int main(void)
         {"max_timestamp_mismatch_is_badbatch", test_max_timestamp_mismatch_is_badbatch},
         {"nonzero_reserved_is_corrupt", test_nonzero_reserved_is_corrupt},
         {"attribute_rules", test_attribute_rules},
+        {"timestamp_overflow_is_corrupt", test_timestamp_overflow_is_corrupt},
         {"header_count_over_limit", test_header_count_over_limit},
         {"size_and_record_limits", test_size_and_record_limits},
         {"truncations_and_garbage_never_validate", test_truncations_and_garbage_never_validate},
