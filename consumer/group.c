@@ -122,7 +122,7 @@ void gst_group_free(struct group *g)
         free(g->parts[i].done);
         free(g->parts[i].heap);
     }
-    for (uint32_t i = 0; i < g->n_slots; i++) {
+    for (uint32_t i = 0; i < g->cap_slots; i++) {
         free(g->members[i].name);
         free(g->members[i].parts);
     }

@@ -125,7 +125,8 @@ static void put_v(struct gbuf *b, uint64_t v)
 static void put_str(struct gbuf *b, const char *s, size_t n)
 {
     put_v(b, n);
-    memcpy(b->p + b->len, s, n);
+    if (n)
+        memcpy(b->p + b->len, s, n);
     b->len += n;
 }
 

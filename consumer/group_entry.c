@@ -361,7 +361,8 @@ void gdone_add(struct gpart *p, uint64_t lo, uint64_t hi)
         /* The merged range starts at the floor: it collapses. */
         VERITY_VERIFY(i == 0);
         p->floor = nhi;
-        memmove(p->done, p->done + j, (p->n_done - j) * sizeof(*p->done));
+        if (j && p->n_done > j)
+            memmove(p->done, p->done + j, (p->n_done - j) * sizeof(*p->done));
         p->n_done -= j;
         return;
     }

@@ -231,7 +231,7 @@ struct sbuf {
 
 static void s_bytes(struct sbuf *b, const void *v, size_t n)
 {
-    if (b->oom)
+    if (b->oom || n == 0)
         return;
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
@@ -379,7 +379,8 @@ int group_snapshot(const struct group_state *st, bool with_volatile, uint8_t **b
     struct group **gs = malloc(((size_t)st->n_groups + 1) * sizeof(*gs));
     if (!gs)
         return -ENOMEM;
-    memcpy(gs, st->groups, st->n_groups * sizeof(*gs));
+    if (st->n_groups)
+        memcpy(gs, st->groups, st->n_groups * sizeof(*gs));
     qsort(gs, st->n_groups, sizeof(*gs), gid_cmp);
     s_u64(&b, st->seq_applied);
     s_u64(&b, st->next_group_id);
