@@ -441,6 +441,8 @@ static int check_batch(struct vstate *st, const uint8_t *b, size_t len, uint64_t
                        "batch has base offset %" PRIu64 ", expected %" PRIu64
                        " (a batch was removed, duplicated or moved)",
                        h.base_offset, st->expected);
+    if (h.record_count > UINT64_MAX - st->expected)
+        return finding(st, VERITY_ECORRUPT, position, "offsets run past 2^64 - 1");
     if (h.attributes & BATCH_ATTR_CONTROL) {
         if ((rc = control_record(st, b, len, position, &rec, &kind)))
             return rc;

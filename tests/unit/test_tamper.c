@@ -1001,6 +1001,31 @@ static void test_garbage_never_crashes_the_verifier(void)
     free(orig);
     layout_free(&L);
     rm_tree(dir);
+
+    /* A log whose offsets would run past 2^64 - 1: a finding, not an abort. */
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0755), 0);
+    uint64_t base = UINT64_MAX - 1;
+    struct ckpt anc = {.offset = base};
+    CU_ASSERT_EQUAL_FATAL(ckpt_anchor_write(dir, &anc, NULL), 0);
+    struct batch_builder bb;
+    uint8_t zero[32] = {0}, chain[32];
+    CU_ASSERT_EQUAL_FATAL(batch_builder_init(&bb, 1024), 0);
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL_FATAL(batch_builder_add(&bb, NOW0, "k", 1, "v", 1, NULL, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(batch_builder_finish(&bb, NULL), 0);
+    batch_set_base_offset(bb.buf, base);
+    batch_chain_compute(zero, bb.buf, bb.len, chain);
+    batch_set_chain(bb.buf, chain);
+    seg_path(dir, base, path, sizeof path);
+    f = fopen(path, "wb");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT_EQUAL(fwrite(bb.buf, 1, bb.len, f), bb.len);
+    fclose(f);
+    CU_ASSERT_EQUAL(verify(dir, NULL, &rep), VERITY_ECORRUPT);
+    CU_ASSERT(rep.found);
+    CU_ASSERT_EQUAL(rep.finding.offset, base);
+    batch_builder_deinit(&bb);
+    rm_tree(dir);
 }
 
 /* ---- (d) the CLI ---------------------------------------------------------------- */
