@@ -422,7 +422,10 @@ static void pb_seal(struct accum *a, struct acc_part *part, struct pbatch *pb)
         .base_sequence = -1,
         .idem_key = pb->has_idem_key ? pb->idem_key : NULL,
     };
-    if (a->cfg.idempotence) {
+    /* A batch with an idempotency key is deduplicated by that key, which
+     * the broker honours only for batches without a producer id; it takes
+     * no sequence numbers. */
+    if (a->cfg.idempotence && !pb->has_idem_key) {
         VERITY_VERIFY(a->producer_id >= 0);
         VERITY_VERIFY(!seq_overflows(part->next_sequence, pb->b.count));
         pb->base_sequence = part->next_sequence;
@@ -499,7 +502,7 @@ size_t accum_drain(struct accum *a, int64_t now_ms, bool flush, struct pbatch **
             }
             if (n > 0 && bytes + pb->b.len > bytes_max)
                 return n;
-            if (pb->state == PB_CLOSED && a->cfg.idempotence &&
+            if (pb->state == PB_CLOSED && a->cfg.idempotence && !pb->has_idem_key &&
                 seq_overflows(part->next_sequence, pb->b.count)) {
                 a->need_reinit = true;
                 return n;

@@ -15,6 +15,9 @@
  * validated batches, never taken on trust. A partition whose answer fails
  * these checks stops with VERITY_ECORRUPT.
  *
+ * Control batches (signed checkpoints, recovery records) are validated like
+ * the others and take offsets, but poll steps over them.
+ *
  * Memory. A fetch answer's payload is kept as one reference-counted blob;
  * each chunk points into it. Messages returned by poll point into the blobs
  * of the chunks that poll took, which are released at the next poll. The
@@ -665,6 +668,15 @@ static int decode_chunk(struct verity_consumer *c, const struct chunk *ch, size_
         struct batch_iter it;
         struct batch_record r;
         int rc;
+        if (b[53] & BATCH_ATTR_CONTROL) {
+            /* Checkpoints and recovery records take offsets but are not
+             * messages: step over them. */
+            uint64_t end = base + get_le32(b + 56) - 1;
+            if (end >= ch->from_offset)
+                *last = end;
+            pos += blen;
+            continue;
+        }
         batch_iter_init(&it, b, blen);
         if (msgs_reserve(c, *n + get_le32(b + 56)))
             return -ENOMEM;

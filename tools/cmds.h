@@ -23,6 +23,11 @@
 int cmd_log(int argc, char **argv);       /* log verify|dump|bench (cmd_log.c, cmd_log_bench.c) */
 int cmd_log_bench(int argc, char **argv); /* log bench, called by cmd_log (cmd_log_bench.c) */
 int cmd_keygen(int argc, char **argv);    /* keygen (cmd_keygen.c) */
+int cmd_broker(int argc, char **argv);    /* broker status (cmd_broker.c) */
+int cmd_consume(int argc, char **argv);   /* consume (cmd_consume.c) */
+int cmd_offsets(int argc, char **argv);   /* offsets (cmd_offsets.c) */
+int cmd_produce(int argc, char **argv);   /* produce (cmd_produce.c) */
+int cmd_topic(int argc, char **argv);     /* topic create|delete|list|describe (cmd_topic.c) */
 /* Further subcommands (topic, produce, consume, offsets, broker, bench,
  * group, dlq) are declared here, one line each. */
 

@@ -23,8 +23,13 @@ struct cmd {
 
 /* One row per subcommand; keep the list alphabetical. */
 static const struct cmd cmds[] = {
+    {"broker", cmd_broker, "broker status: reachable, topics, partitions in error"},
+    {"consume", cmd_consume, "print a topic's records from an offset or time; --follow"},
     {"keygen", cmd_keygen, "create an Ed25519 key pair for signing checkpoints"},
     {"log", cmd_log, "verify, dump or benchmark a partition log directory"},
+    {"offsets", cmd_offsets, "first and last offsets of a topic's partitions"},
+    {"produce", cmd_produce, "send lines from stdin or files as records"},
+    {"topic", cmd_topic, "create, delete, list or describe topics"},
 };
 
 static const struct cmd *cmd_find(const char *name)

@@ -338,8 +338,11 @@ int verity_produce(struct verity_producer *p, const char *topic, int32_t partiti
 
 /* Queues n records as exactly one batch, sent to one partition (after every
  * record already queued for it), carrying the 16-byte idempotency key when
- * idem_key is not NULL. A broker that knows the key answers with the
- * original offsets (delivery.duplicate). cb runs once per record. */
+ * idem_key is not NULL. A keyed batch is sent without producer id and
+ * sequence (the broker deduplicates it by the key, within its idempotency
+ * window, across producers and restarts); a broker that knows the key
+ * answers with the original offsets (delivery.duplicate). Without a key the
+ * batch is an ordinary idempotent batch. cb runs once per record. */
 int verity_produce_batch(struct verity_producer *p, const char *topic, int32_t partition,
                          const struct verity_record *recs, size_t n, const uint8_t *idem_key,
                          verity_delivery_cb cb, void *opaque) VERITY_WUR;

@@ -466,7 +466,7 @@ static void test_fenced_producer_stops(void)
 
 static void test_explicit_batch_carries_idempotency_key(void)
 {
-    setup(4, 1 << 20, 1000, 1000, false);
+    setup(4, 1 << 20, 1000, 1000, true);
     uint8_t key[16];
     verity_idempotency_key("order-42", 8, key);
     struct verity_record recs[3] = {
@@ -485,6 +485,15 @@ static void test_explicit_batch_carries_idempotency_key(void)
     CU_ASSERT_EQUAL(batch_hdr_decode(out[1]->b.buf, out[1]->b.len, &h), 0);
     CU_ASSERT(h.attributes & BATCH_ATTR_IDEM_KEY);
     CU_ASSERT_EQUAL(memcmp(h.idem_key, key, 16), 0);
+    /* Deduplicated by its key: no producer id, no sequence taken. */
+    CU_ASSERT_EQUAL(h.producer_id, -1);
+    CU_ASSERT_EQUAL(h.producer_epoch, -1);
+    CU_ASSERT_EQUAL(h.base_sequence, -1);
+    CU_ASSERT_EQUAL(batch_validate(out[1]->b.buf, out[1]->b.len, NULL), 0);
+    CU_ASSERT_EQUAL(batch_hdr_decode(out[0]->b.buf, out[0]->b.len, &h), 0);
+    CU_ASSERT_EQUAL(h.producer_id, 42);
+    CU_ASSERT_EQUAL(h.base_sequence, 0);
+    CU_ASSERT_EQUAL(topic->parts[2].next_sequence, 1);
     CU_ASSERT_EQUAL(accum_append_batch(&acc, topic, 2, recs, 0, key, NULL, NULL, T0, WALL),
                     VERITY_EINVAL);
     teardown();
