@@ -488,64 +488,60 @@ static uint64_t immediate_seq(struct group_state *st, int64_t now_ms)
 
 /* ---- administration ------------------------------------------------------------------ */
 
+/* Validates *in and writes its normalized form to *c: defaults filled in
+ * (dlq topic, pending_max) and every unused byte zero, so equal configs
+ * encode and compare equal. */
 static int config_check(const struct group_state *st, const struct group_config *in,
                         struct group_config *c)
 {
-    *c = *in;
-    if (!str_ok(c->name, sizeof(c->name)) || !c->name[0] || (unsigned)c->mode > GROUP_SHARED ||
-        c->n_topics == 0 || c->n_topics > GROUP_TOPICS_MAX ||
-        !str_ok(c->dlq_topic, sizeof(c->dlq_topic)))
+    memset(c, 0, sizeof(*c));
+    if (!str_ok(in->name, sizeof(in->name)) || !in->name[0] ||
+        (unsigned)in->mode > GROUP_SHARED || in->n_topics == 0 ||
+        in->n_topics > GROUP_TOPICS_MAX || !str_ok(in->dlq_topic, sizeof(in->dlq_topic)))
         return VERITY_EINVAL;
     uint64_t total = 0;
-    for (uint32_t i = 0; i < c->n_topics; i++) {
-        const struct group_topic *t = &c->topics[i];
+    for (uint32_t i = 0; i < in->n_topics; i++) {
+        const struct group_topic *t = &in->topics[i];
         if (!str_ok(t->name, sizeof(t->name)) || !t->name[0] || t->partitions == 0 ||
             t->partitions > VERITY_PARTITIONS_MAX)
             return VERITY_EINVAL;
         for (uint32_t j = 0; j < i; j++)
-            if (strcmp(c->topics[j].name, t->name) == 0)
+            if (strcmp(in->topics[j].name, t->name) == 0)
                 return VERITY_EINVAL;
         total += t->partitions;
+        strcpy(c->topics[i].name, t->name);
+        c->topics[i].partitions = t->partitions;
     }
     if (total > GROUP_PARTITIONS_MAX)
         return VERITY_ELIMIT;
-    if (c->lease_ms <= 0 || c->lease_ms > GROUP_DELAY_MS_MAX || c->session_ms <= 0 ||
-        c->session_ms > GROUP_DELAY_MS_MAX || c->max_deliveries == 0 ||
-        c->max_deliveries > GROUP_DELIVERIES_HARD || c->n_backoff > GROUP_BACKOFF_STEPS_MAX)
+    if (in->lease_ms <= 0 || in->lease_ms > GROUP_DELAY_MS_MAX || in->session_ms <= 0 ||
+        in->session_ms > GROUP_DELAY_MS_MAX || in->max_deliveries == 0 ||
+        in->max_deliveries > GROUP_DELIVERIES_HARD || in->n_backoff > GROUP_BACKOFF_STEPS_MAX)
         return VERITY_EINVAL;
-    for (uint32_t i = 0; i < c->n_backoff; i++)
-        if (c->backoff_ms[i] < 0 || c->backoff_ms[i] > GROUP_DELAY_MS_MAX)
+    for (uint32_t i = 0; i < in->n_backoff; i++) {
+        if (in->backoff_ms[i] < 0 || in->backoff_ms[i] > GROUP_DELAY_MS_MAX)
             return VERITY_EINVAL;
-    for (uint32_t i = c->n_backoff; i < GROUP_BACKOFF_STEPS_MAX; i++)
-        c->backoff_ms[i] = 0;
-    if (c->pending_max == 0 || c->pending_max > st->pending_cap)
-        c->pending_max = st->pending_cap;
-    if (!c->dlq_topic[0]) {
-        size_t n = strlen(c->topics[0].name);
+        c->backoff_ms[i] = in->backoff_ms[i];
+    }
+    if (in->dlq_topic[0]) {
+        strcpy(c->dlq_topic, in->dlq_topic);
+    } else {
+        size_t n = strlen(in->topics[0].name);
         if (n + 4 > VERITY_TOPIC_NAME_MAX)
             return VERITY_EINVAL;
-        memcpy(c->dlq_topic, c->topics[0].name, n);
+        memcpy(c->dlq_topic, in->topics[0].name, n);
         memcpy(c->dlq_topic + n, ".dlq", 5);
     }
-    /* Normalize the padding so equal configs encode and compare equal. */
-    struct group_config z;
-    memset(&z, 0, sizeof(z));
-    z = *c;
-    memset(c, 0, sizeof(*c));
-    memcpy(c->name, z.name, strlen(z.name));
-    c->mode = z.mode;
-    c->n_topics = z.n_topics;
-    for (uint32_t i = 0; i < z.n_topics; i++) {
-        memcpy(c->topics[i].name, z.topics[i].name, strlen(z.topics[i].name));
-        c->topics[i].partitions = z.topics[i].partitions;
-    }
-    memcpy(c->dlq_topic, z.dlq_topic, strlen(z.dlq_topic));
-    c->lease_ms = z.lease_ms;
-    c->session_ms = z.session_ms;
-    c->max_deliveries = z.max_deliveries;
-    c->n_backoff = z.n_backoff;
-    memcpy(c->backoff_ms, z.backoff_ms, sizeof(c->backoff_ms));
-    c->pending_max = z.pending_max;
+    strcpy(c->name, in->name);
+    c->mode = in->mode;
+    c->n_topics = in->n_topics;
+    c->lease_ms = in->lease_ms;
+    c->session_ms = in->session_ms;
+    c->max_deliveries = in->max_deliveries;
+    c->n_backoff = in->n_backoff;
+    c->pending_max = in->pending_max;
+    if (c->pending_max == 0 || c->pending_max > st->pending_cap)
+        c->pending_max = st->pending_cap;
     return 0;
 }
 
@@ -767,8 +763,10 @@ int64_t group_next_deadline(const struct group_state *st)
         if (g->n_waiting == 0)
             continue;
         for (uint32_t p = 0; p < g->n_parts; p++) {
+            /* Only a future availability: one already due waits for a
+             * fetch, not for a timer. */
             uint32_t ei = gheap_top(g, &g->parts[p]);
-            if (ei != GNIL && g->ents[ei].when_ms < t)
+            if (ei != GNIL && g->ents[ei].when_ms > st->now_ms && g->ents[ei].when_ms < t)
                 t = g->ents[ei].when_ms;
         }
     }

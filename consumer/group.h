@@ -189,9 +189,11 @@ size_t group_batch_items(const struct group_state *st);
 /* Seq of the last record emitted (0 if none). */
 uint64_t group_last_seq(const struct group_state *st);
 
-/* Earliest time at which group_tick or group_fetch would find something to
- * do (a lease expiry, a session timeout, a message whose backoff ends);
- * INT64_MAX if none. Shells use it to arm their timer. */
+/* Earliest time at which group_tick or group_fetch would find something
+ * new to do: a lease expiry or session timeout (may be in the past: call
+ * group_tick), or a waiting message whose backoff ends later than the
+ * machine's current time (wake long-polling fetches then); INT64_MAX if
+ * none. Shells use it to arm their timer. */
 int64_t group_next_deadline(const struct group_state *st);
 
 /* ---- administration ----------------------------------------------------- */

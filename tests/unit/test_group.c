@@ -778,6 +778,45 @@ static void test_reset_and_delete(void)
     assert_replay_equal();
 }
 
+static void test_multi_topic_group_numbers_partitions_flat(void)
+{
+    fresh(0);
+    struct group_config c;
+    cfg_init(&c, "multi", GROUP_ORDERED, 2);
+    c.n_topics = 2;
+    snprintf(c.topics[1].name, sizeof(c.topics[1].name), "payments");
+    c.topics[1].partitions = 3;
+    create(&c);
+    struct group_info gi;
+    CU_ASSERT_EQUAL(group_get_info(st, "multi", &gi), 0);
+    CU_ASSERT_EQUAL(gi.n_partitions, 5);
+    CU_ASSERT_STRING_EQUAL(gi.cfg->dlq_topic, "orders.dlq");
+    uint32_t pidx = 99;
+    CU_ASSERT_EQUAL(group_part_index(st, "multi", "payments", 2, &pidx), 0);
+    CU_ASSERT_EQUAL(pidx, 4);
+    CU_ASSERT_EQUAL(group_part_index(st, "multi", "payments", 3, &pidx), VERITY_EINVAL);
+    CU_ASSERT_EQUAL(group_part_index(st, "multi", "nope", 0, &pidx), VERITY_EINVAL);
+    const char *topics[] = {"payments"};
+    uint64_t m, t;
+    CU_ASSERT_EQUAL(group_join(st, "multi", "a", topics, 1, 0, now, &m, &t), 0);
+    drain();
+    set_hwm(5, 0);
+    hwm_all[4] = 2;
+    struct group_delivery d[4];
+    CU_ASSERT_EQUAL_FATAL(fetch("multi", m, 4, 5, d), 2);
+    CU_ASSERT_EQUAL(d[0].pidx, 4);
+    CU_ASSERT_EQUAL(d[0].topic, 1);
+    CU_ASSERT_EQUAL(d[0].partition, 2);
+    CU_ASSERT_EQUAL(group_term(st, "multi", m, (struct group_ref){4, 1}, NULL, now, &t), 0);
+    drain();
+    const struct eff *e = last_effect(GROUP_EFFECT_DEAD_LETTER);
+    CU_ASSERT_FATAL(e != NULL);
+    CU_ASSERT_STRING_EQUAL(e->topic, "payments");
+    CU_ASSERT_EQUAL(e->e.partition, 2);
+    CU_ASSERT_STRING_EQUAL(e->error, "");
+    assert_replay_equal();
+}
+
 /* ---- bad input: typed error, state unchanged --------------------------------------- */
 
 static uint8_t *snap_before;
@@ -1443,6 +1482,8 @@ int main(void)
         {"pending_limit_bounds_deliveries", test_pending_limit_bounds_deliveries},
         {"pending_by_member_and_age", test_pending_by_member_and_age},
         {"reset_and_delete", test_reset_and_delete},
+        {"multi_topic_group_numbers_partitions_flat",
+         test_multi_topic_group_numbers_partitions_flat},
         {"bad_input_is_typed_and_changes_nothing", test_bad_input_is_typed_and_changes_nothing},
         {"late_ack_by_last_holder_is_accepted", test_late_ack_by_last_holder_is_accepted},
         {"corrupt_records_are_refused", test_corrupt_records_are_refused},
