@@ -263,7 +263,7 @@ int batch_validate(const uint8_t *batch, size_t len, const struct batch_limits *
     int64_t ts_max = INT64_MIN;
     batch_iter_init(&it, batch, len);
     while ((rc = batch_iter_next(&it, &r)) == 1) {
-        if (r.header_count > lim->headers_max)
+        if (r.header_count > lim->headers_max || r.key_len > (int32_t)VERITY_KEY_BYTES_MAX)
             return VERITY_ELIMIT;
         if (r.timestamp > ts_max)
             ts_max = r.timestamp;
@@ -321,6 +321,13 @@ int batch_builder_add(struct batch_builder *b, int64_t ts, const void *key, int3
         key_len = -1;
     if (!value)
         value_len = -1;
+    if (key_len < -1 || value_len < -1 || (nh > 0 && !hdrs))
+        return VERITY_EINVAL;
+    for (uint32_t i = 0; i < nh; i++)
+        if (hdrs[i].value && hdrs[i].value_len < -1)
+            return VERITY_EINVAL;
+    if (key_len > (int32_t)VERITY_KEY_BYTES_MAX)
+        return VERITY_ELIMIT;
     if (nh > VERITY_RECORD_HEADERS_MAX || b->count >= VERITY_BATCH_RECORDS_MAX)
         return VERITY_ELIMIT;
     size_t need = batch_record_size_max(key_len > 0 ? (size_t)key_len : 0,

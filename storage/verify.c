@@ -456,13 +456,19 @@ static int check_batch(struct vstate *st, const uint8_t *b, size_t len, uint64_t
     }
     batch_chain_compute(st->prev_chain, b, len, chain);
     if (memcmp(chain, h.chain, sizeof chain) != 0) {
+        /* Show 8 bytes from the first that differs, so the two never look alike. */
+        size_t d = 0;
+        while (d < sizeof chain && chain[d] == h.chain[d])
+            d++;
+        if (d > sizeof chain - 8)
+            d = sizeof chain - 8;
         char want[17], got[17];
-        hex8(chain, want);
-        hex8(h.chain, got);
+        hex8(chain + d, want);
+        hex8(h.chain + d, got);
         return finding(st, VERITY_ECHAIN, position,
-                       "chain hash does not link to the previous batch (stored %s..., computed "
-                       "%s...)",
-                       got, want);
+                       "chain hash does not link to the previous batch (bytes %zu..%zu: stored "
+                       "%s, computed %s)",
+                       d, d + 7, got, want);
     }
     if (kind == CONTROL_CHECKPOINT) {
         if (ck.offset != h.base_offset)

@@ -1082,15 +1082,35 @@ int vlog_wait_durable(struct vlog *log, uint64_t end, int timeout_ms)
 
 /* ---- open / close --------------------------------------------------------- */
 
+/* Copies s into out as the body of a JSON string (quotes, backslashes and
+ * control characters escaped). */
+static void json_escape(const char *s, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (; *s && o + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20) {
+            o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = '\0';
+}
+
 static int write_recovery_record(struct vlog *log, int64_t now_ms)
 {
-    char json[512];
+    char json[1024], reason[400];
     const struct vlog_recovery *r = &log->recovery;
+    json_escape(r->reason, reason, sizeof reason);
     int n = snprintf(json, sizeof json,
                      "{\"cut_offset_first\":%" PRIu64 ",\"cut_offset_last\":%" PRIu64
                      ",\"cut_bytes\":%" PRIu64 ",\"cut_position\":%" PRIu64 ",\"reason\":\"%s\"}",
                      r->cut_offset_first, r->cut_offset_last, r->cut_bytes, r->cut_position,
-                     r->reason);
+                     reason);
     fprintf(stderr, "verity: %s: recovery cut a torn tail: %s\n", log->dir, json);
     int rc = append_control(log, BATCH_CONTROL_RECOVERY, json, (size_t)n, now_ms);
     if (rc == 0 && log->cfg.durability != VLOG_DURABILITY_ALWAYS)

@@ -524,6 +524,7 @@ struct log_cmd {
 static const struct log_cmd log_cmds[] = {
     {"verify", log_verify, "verify CRCs, offsets, the hash chain and signed checkpoints"},
     {"dump", log_dump, "print batches and records (text or JSON lines)"},
+    {"write", cmd_log_write, "append lines from stdin or files to a log directory"},
     {"bench", cmd_log_bench, "storage benchmark: append and read throughput, latency"},
 };
 
