@@ -74,6 +74,12 @@ static bool str_ok(const char *s, size_t size)
 
 int64_t gst_clock(struct group_state *st, int64_t now_ms)
 {
+    /* Clamped so that now + any delay or session never overflows. */
+    const int64_t lim = INT64_C(1) << 62;
+    if (now_ms > lim)
+        now_ms = lim;
+    if (now_ms < -lim)
+        now_ms = -lim;
     if (now_ms > st->now_ms)
         st->now_ms = now_ms;
     return st->now_ms;

@@ -416,6 +416,31 @@ static void test_extend_renews_lease(void)
     CU_ASSERT_EQUAL(group_extend(st, "g", m, &r, 1, now, &dl), VERITY_ELEASE);
 }
 
+static void test_clock_never_runs_backwards(void)
+{
+    fresh(0);
+    simple_group("g", GROUP_SHARED, 1);
+    uint64_t m = join("g", "a");
+    set_hwm(1, 2);
+    struct group_delivery d[2];
+    now += 5000;
+    CU_ASSERT_EQUAL_FATAL(fetch("g", m, 1, 1, d), 1);
+    CU_ASSERT_EQUAL(d[0].lease_deadline_ms, now + 1000);
+    /* an older time is taken as the newest seen: the lease is still 1 s */
+    int64_t t0 = now;
+    now -= 100000;
+    CU_ASSERT_EQUAL_FATAL(fetch("g", m, 1, 1, d), 1);
+    CU_ASSERT_EQUAL(d[0].lease_deadline_ms, t0 + 1000);
+    group_tick(st, now);
+    CU_ASSERT_EQUAL(msg_state("g", 0, 0, NULL), GROUP_MSG_LEASED);
+    /* extreme times do not overflow */
+    now = INT64_MAX;
+    group_tick(st, now);
+    CU_ASSERT_EQUAL(msg_state("g", 0, 0, NULL), GROUP_MSG_WAITING);
+    CU_ASSERT_EQUAL(group_heartbeat(st, "g", m, now), VERITY_EMEMBER); /* session ran out */
+    group_check(st);
+}
+
 /* ---- membership and ordering ----------------------------------------------------- */
 
 static size_t owned(const char *g, uint64_t m, uint32_t *out)
@@ -1472,6 +1497,7 @@ int main(void)
         {"term_dead_letters_at_once", test_term_dead_letters_at_once},
         {"nack_delay_holds_message_back", test_nack_delay_holds_message_back},
         {"extend_renews_lease", test_extend_renews_lease},
+        {"clock_never_runs_backwards", test_clock_never_runs_backwards},
         {"rebalance_is_sticky_and_balanced", test_rebalance_is_sticky_and_balanced},
         {"session_timeout_returns_work", test_session_timeout_returns_work},
         {"ordered_keeps_partition_order", test_ordered_keeps_partition_order},
