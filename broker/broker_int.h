@@ -250,17 +250,6 @@ void h_list_offsets(struct req *r);
 void produce_wait_resolve(struct prod_wait *w, int err, uint64_t hw);
 void fetch_link_wake(struct fetch_link *l, bool final);
 
-/*
- * Validates one produced batch at the boundary (the same function the
- * fuzzer drives): length within max_bytes, header, CRC, records
- * (batch_validate), not a control batch, producer fields consistent.
- * Returns 0 with *h decoded, or VERITY_ECORRUPT / VERITY_EBADBATCH /
- * VERITY_ELIMIT / VERITY_EVERSION / VERITY_EUNSUPPORTED / VERITY_EINVAL with
- * a sentence in msg.
- */
-int produce_check_batch(const uint8_t *batch, size_t len, uint32_t max_bytes, struct batch_hdr *h,
-                        char *msg, size_t cap) __attribute__((warn_unused_result));
-
 /* ---- the broker ----------------------------------------------------------- */
 
 struct broker {

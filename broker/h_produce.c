@@ -20,6 +20,7 @@
 
 #include <event2/event.h>
 
+#include "broker/batchcheck.h"
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "storage/batch.h"
@@ -39,41 +40,6 @@ struct produce_ctx {
     bool *resolved;                   /* n */
     struct event *timer;
 };
-
-int produce_check_batch(const uint8_t *batch, size_t len, uint32_t max_bytes, struct batch_hdr *h,
-                        char *msg, size_t cap)
-{
-    int rc;
-    if (len > max_bytes) {
-        snprintf(msg, cap, "batch of %zu bytes exceeds the topic's max_message_bytes %" PRIu32,
-                 len, max_bytes);
-        return VERITY_ELIMIT;
-    }
-    if ((rc = batch_hdr_decode(batch, len, h))) {
-        snprintf(msg, cap, "batch header is invalid (%s)", verity_errname(rc));
-        return rc;
-    }
-    if (h->length != len) {
-        snprintf(msg, cap, "batch_length %" PRIu32 " differs from the %zu bytes sent", h->length,
-                 len);
-        return VERITY_ECORRUPT;
-    }
-    struct batch_limits lim = batch_limits_default;
-    lim.bytes_max = max_bytes;
-    if ((rc = batch_validate(batch, len, &lim))) {
-        snprintf(msg, cap, "batch rejected: %s (%s)", verity_strerror(rc), verity_errname(rc));
-        return rc;
-    }
-    if (h->attributes & BATCH_ATTR_CONTROL) {
-        snprintf(msg, cap, "control batches are written by the broker only");
-        return VERITY_EBADBATCH;
-    }
-    if (h->producer_id < -1) {
-        snprintf(msg, cap, "producer_id %" PRId64 " is invalid", h->producer_id);
-        return VERITY_EINVAL;
-    }
-    return 0;
-}
 
 static void produce_finish(struct produce_ctx *pc)
 {
