@@ -1,7 +1,8 @@
 # Verity: one non-recursive Makefile.
 #   make            build release binaries into build/
 #   make test       install deps, build, run every test, then the unit suites
-#                   again under ASan+UBSan
+#                   again under ASan+UBSan, then the fuzz target for
+#                   TEST_FUZZ_SECONDS (60)
 #   make run        install deps, build, start a single-node broker
 #   make bench      storage + broker benchmarks (see docs/PERFORMANCE.md)
 #   make fuzz       run the libFuzzer targets (FUZZ_SECONDS each)
@@ -13,6 +14,8 @@ BUILD ?= build
 MODE ?= release
 CC ?= gcc
 FUZZ_SECONDS ?= 60
+# Seconds the fuzz target runs inside `make test` (0 skips it).
+TEST_FUZZ_SECONDS ?= 60
 
 DEB_PKGS := build-essential pkg-config libssl-dev libevent-dev \
             protobuf-c-compiler libprotobuf-c-dev libjansson-dev \
@@ -130,6 +133,7 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory test-unit test-integ
 	@$(MAKE) --no-print-directory check-asan
+	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS); fi
 	@echo "make test: all suites passed"
 
 test-unit: $(UNIT_TESTS)
