@@ -51,7 +51,9 @@ static void assert_alive(void)
     uint8_t key[16] = {0};
     uint8_t *b;
     size_t len;
-    snprintf((char *)key, sizeof key, "alive-%u", ++g_alive_n);
+    char text[32];
+    int tl = snprintf(text, sizeof text, "alive-%u", ++g_alive_n);
+    memcpy(key, text, (size_t)tl < sizeof key ? (size_t)tl : sizeof key);
     CU_ASSERT_EQUAL_FATAL(bh_batch("alive", 2, -1, -1, -1, key, &b, &len), 0);
     struct bh_produced p;
     CU_ASSERT_EQUAL(bh_produce(&H, fd, TOPIC, 1, b, len, &p), 0);
@@ -350,8 +352,8 @@ static void test_fenced_epoch_gets_fenced(void)
 {
     int fd = bh_connect(&H);
     CU_ASSERT_FATAL(fd >= 0);
-    int64_t pid2;
-    int epoch2;
+    int64_t pid2 = 0;
+    int epoch2 = 0;
     CU_ASSERT_EQUAL_FATAL(bh_init_producer(&H, fd, g_pid, &pid2, &epoch2), 0);
     CU_ASSERT_EQUAL(pid2, g_pid);
     CU_ASSERT_EQUAL(epoch2, g_epoch + 1);
@@ -412,7 +414,9 @@ static void test_many_requests_in_flight_on_one_connection(void)
     bool seen[N] = {false};
     for (int i = 0; i < N; i++) {
         uint8_t key[16] = {0};
-        snprintf((char *)key, sizeof key, "pipe-%d", i);
+        char text[32];
+        int tl = snprintf(text, sizeof text, "pipe-%d", i);
+        memcpy(key, text, (size_t)tl < sizeof key ? (size_t)tl : sizeof key);
         CU_ASSERT_EQUAL_FATAL(bh_batch("pipe", 1, -1, -1, -1, key, &b[i], &len[i]), 0);
         Verity__Envelope env = VERITY__ENVELOPE__INIT;
         Verity__ProduceRequest q = VERITY__PRODUCE_REQUEST__INIT;
