@@ -266,6 +266,12 @@ void h_produce(struct req *r)
         pos += len;
     }
     VERITY_VERIFY(pos == r->payload_len);
+    /* The batches are in the log (or refused): let the payload go now, so
+     * produces waiting for durability hold only their envelopes. */
+    free(r->frame);
+    r->frame = NULL;
+    r->payload = NULL;
+    r->payload_len = 0;
     pc->pending--;
     if (pc->pending == 0) {
         produce_finish(pc);
