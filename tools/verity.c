@@ -23,6 +23,7 @@ struct cmd {
 
 /* One row per subcommand; keep the list alphabetical. */
 static const struct cmd cmds[] = {
+    {"bench", cmd_bench, "run the peer benchmark workloads W1-W4 against a broker"},
     {"broker", cmd_broker, "broker status: reachable, topics, partitions in error"},
     {"consume", cmd_consume, "print a topic's records from an offset or time; --follow"},
     {"keygen", cmd_keygen, "create an Ed25519 key pair for signing checkpoints"},

@@ -1,0 +1,738 @@
+/*
+ * verity bench: the four workloads of the peer benchmark
+ * (/work/shared/bench-peers/README.md) run through libverity against a
+ * Verity broker, so the figures compare with Redis Streams and NATS
+ * JetStream measured on the same machine.
+ *
+ *   W1  1,000,000 x 100-byte messages, at most 1000 sent and unacknowledged
+ *   W2  20,000 messages one at a time (send, wait for the ack, next)
+ *   W3  read back the 1,000,000 messages of W1 as fast as possible (a plain
+ *       fetch by a single reader until consumer groups exist)
+ *   W4  100,000 messages at 10,000/s; end-to-end latency to a consumer that
+ *       follows with long polls
+ *
+ * The constants and the payload generator (xorshift64* with the same seed,
+ * restarted for each workload as each peer client process does) are copied
+ * from the peers' src/common.h; percentiles are nearest-rank; RESULT lines use
+ * the same keys (msgs_per_s, MB_per_s, p50_us, p99_us, p999_us, max_us,
+ * mean_us), with peer=verity.
+ *
+ * The mode is the durability of the topic each workload creates: durable ->
+ * `always` (the broker acks after an fdatasync that covers the message;
+ * group commit allowed), relaxed -> `os` (acked once written; the OS writes
+ * back). Every workload gets a fresh, empty one-partition topic; W3 reads
+ * W1's. --broker-pid PID adds srv_cpu_s (the broker's user+system CPU during
+ * the workload, from /proc) to each line. Progress goes to stderr, results
+ * to stdout (RESULT lines, or JSON lines with --json).
+ *
+ * Exit codes: 0 every workload ran and checked out, 1 a workload failed
+ * (a FAILED line says which), 2 usage, 3 the broker cannot be reached.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "tools/cmds.h"
+#include "verity/verity.h"
+
+#define EXIT_UNREACHABLE 3
+
+/* From bench-peers/src/common.h: the workload definition. */
+#define PAYLOAD 100
+#define W1_MSGS 1000000
+#define W1_WINDOW 1000
+#define W2_MSGS 20000
+#define W3_BATCH 1000
+#define W4_RATE 10000
+#define W4_SECS 10
+#define W4_MSGS (W4_RATE * W4_SECS)
+
+/* A fetch of W3_BATCH records: payload plus per-record framing. */
+#define W3_FETCH_BYTES (W3_BATCH * (PAYLOAD + 12))
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void sleep_until_ns(int64_t t)
+{
+    struct timespec ts = {t / 1000000000LL, t % 1000000000LL};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+/* xorshift64*, seeded as in common.h; restarted per workload. */
+static uint64_t rng_state;
+
+static uint64_t rng64(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1DULL;
+}
+
+/* n payloads of PAYLOAD random bytes, back to back (common.h's make_payloads
+ * from a fresh generator). NULL when out of memory. */
+static uint8_t *make_payloads(size_t n)
+{
+    size_t len = n * PAYLOAD;
+    uint8_t *p = malloc(len + 8);
+    if (!p)
+        return NULL;
+    rng_state = 0x9E3779B97F4A7C15ULL;
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t r = rng64();
+        memcpy(p + i, &r, 8);
+    }
+    return p;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of a sorted array, q in (0,1]. */
+static int64_t pct(const int64_t *s, size_t n, double q)
+{
+    if (n == 0)
+        return 0;
+    size_t k = (size_t)(q * n + 0.999999);
+    if (k < 1)
+        k = 1;
+    if (k > n)
+        k = n;
+    return s[k - 1];
+}
+
+/* Sorts lat (ns) and formats the percentile keys of common.h's fmt_lat. */
+static void fmt_lat(char *out, size_t cap, int64_t *lat, size_t n)
+{
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)lat[i];
+    qsort(lat, n, sizeof lat[0], cmp_i64);
+    snprintf(out, cap, "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f mean_us=%.1f",
+             pct(lat, n, 0.50) / 1e3, pct(lat, n, 0.99) / 1e3, pct(lat, n, 0.999) / 1e3,
+             n ? lat[n - 1] / 1e3 : 0.0, n ? sum / n / 1e3 : 0.0);
+}
+
+/* A log2 histogram of sorted latencies on stderr. */
+static void histogram(const char *w, const int64_t *lat, size_t n)
+{
+    fprintf(stderr, "[%s] latency histogram (us, upper bound: count):", w);
+    size_t i = 0;
+    for (int64_t bound = 16; i < n; bound *= 2) {
+        size_t c = 0;
+        while (i < n && lat[i] / 1000 < bound) {
+            i++;
+            c++;
+        }
+        if (c)
+            fprintf(stderr, " <%" PRId64 ":%zu", bound, c);
+    }
+    fputc('\n', stderr);
+}
+
+/* ---- the run ------------------------------------------------------------- */
+
+struct bench {
+    const char *broker;
+    const char *mode;               /* "durable" | "relaxed" */
+    enum verity_durability durability;
+    bool json;
+    bool keep;
+    long broker_pid;                /* 0: unknown */
+    struct verity_client *admin;
+    char w1_topic[96];              /* W1's topic, for W3 */
+    bool w1_ok;
+    bool failed;
+    double cpu0;
+};
+
+/* The broker's user+system CPU seconds so far (-1 when unknown). */
+static double broker_cpu(const struct bench *b)
+{
+    if (b->broker_pid <= 0)
+        return -1;
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", b->broker_pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    /* After ") ": state is field 3; utime and stime are fields 14 and 15. */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void workload_begin(struct bench *b)
+{
+    b->cpu0 = broker_cpu(b);
+}
+
+/* Prints one result: "RESULT peer=verity mode=M workload=W <kv>" or JSON. */
+static void emit(struct bench *b, const char *w, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void emit(struct bench *b, const char *w, const char *fmt, ...)
+{
+    char kv[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(kv, sizeof kv, fmt, ap);
+    va_end(ap);
+    double cpu1 = broker_cpu(b);
+    if (b->cpu0 >= 0 && cpu1 >= 0) {
+        size_t l = strlen(kv);
+        snprintf(kv + l, sizeof kv - l, " srv_cpu_s=%.2f", cpu1 - b->cpu0);
+    }
+    if (!b->json) {
+        printf("RESULT peer=verity mode=%s workload=%s %s\n", b->mode, w, kv);
+        fflush(stdout);
+        return;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "peer", json_string("verity"));
+    json_object_set_new(o, "mode", json_string(b->mode));
+    json_object_set_new(o, "workload", json_string(w));
+    char *save = NULL;
+    for (char *tok = strtok_r(kv, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            continue;
+        *eq = '\0';
+        char *end;
+        double v = strtod(eq + 1, &end);
+        json_object_set_new(o, tok, *end ? json_string(eq + 1) : json_real(v));
+    }
+    char *s = json_dumps(o, JSON_COMPACT);
+    if (s)
+        puts(s);
+    free(s);
+    json_decref(o);
+    fflush(stdout);
+}
+
+static void failed(struct bench *b, const char *w, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void failed(struct bench *b, const char *w, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    b->failed = true;
+    fprintf(stderr, "[%s %s] FAILED: %s\n", w, b->mode, why);
+    if (b->json)
+        printf("{\"peer\":\"verity\",\"mode\":\"%s\",\"workload\":\"%s\",\"failed\":true}\n",
+               b->mode, w);
+    else
+        printf("FAILED peer=verity mode=%s workload=%s\n", b->mode, w);
+    fflush(stdout);
+}
+
+static void progress(const char *w, const char *mode, uint64_t done, uint64_t total, int64_t t0,
+                     int64_t *last)
+{
+    int64_t t = now_ns();
+    if (t - *last < 250000000LL && done != total)
+        return;
+    *last = t;
+    double s = (t - t0) / 1e9;
+    fprintf(stderr, "\r[%s %s] %" PRIu64 "/%" PRIu64 "  %.0f msg/s   ", w, mode, done, total,
+            s > 0 ? done / s : 0.0);
+    if (done == total)
+        fputc('\n', stderr);
+}
+
+/* Creates a fresh one-partition topic for workload w. */
+static int make_topic(struct bench *b, const char *w, char *name, size_t cap)
+{
+    snprintf(name, cap, "bench-%s-%s-%ld-%lld", w, b->mode, (long)getpid(),
+             (long long)(now_ns() % 1000000000LL));
+    struct verity_topic_config tc = {.partitions = 1, .durability = b->durability};
+    int rc = verity_topic_create(b->admin, name, &tc, NULL);
+    if (rc)
+        fprintf(stderr, "create topic %s: %s\n", name, verity_last_error_message());
+    return rc;
+}
+
+static void drop_topic(struct bench *b, const char *name)
+{
+    if (!b->keep && name[0] && verity_topic_delete(b->admin, name) != 0)
+        fprintf(stderr, "delete topic %s: %s\n", name, verity_last_error_message());
+}
+
+static struct verity_producer *new_producer(struct bench *b)
+{
+    struct verity_producer_config pc;
+    verity_producer_config_default(&pc);
+    pc.conn.broker = b->broker;
+    pc.linger_ms = 0;
+    pc.block_ms = 60000;
+    struct verity_producer *p = NULL;
+    return verity_producer_new(&pc, &p) == 0 ? p : NULL;
+}
+
+/* ---- W1 --------------------------------------------------------------------- */
+
+struct w1_state {
+    sem_t window;
+    atomic_uint_fast64_t acked;
+    atomic_uint_fast64_t errors;
+    atomic_int first_err;
+    int64_t last_ack_ns;
+};
+
+static void w1_cb(void *opaque, int err, const struct verity_delivery *d)
+{
+    struct w1_state *s = opaque;
+    (void)d;
+    if (err) {
+        atomic_fetch_add(&s->errors, 1);
+        int zero = 0;
+        atomic_compare_exchange_strong(&s->first_err, &zero, err);
+    }
+    if (atomic_fetch_add(&s->acked, 1) + 1 == W1_MSGS)
+        s->last_ack_ns = now_ns();
+    sem_post(&s->window);
+}
+
+static void w1(struct bench *b)
+{
+    uint8_t *pl = make_payloads(W1_MSGS);
+    struct verity_producer *p = new_producer(b);
+    struct w1_state s = {0};
+    bool sem_ok = false;
+    if (!pl || !p || make_topic(b, "w1", b->w1_topic, sizeof b->w1_topic) != 0 ||
+        sem_init(&s.window, 0, W1_WINDOW) != 0) {
+        failed(b, "W1", "setup");
+        goto out;
+    }
+    sem_ok = true;
+    workload_begin(b);
+    int64_t t0 = now_ns(), last = t0;
+    int rc = 0;
+    for (uint64_t i = 0; i < W1_MSGS && rc == 0; i++) {
+        while (sem_wait(&s.window) != 0 && errno == EINTR)
+            ;
+        struct verity_record r = {.value = pl + i * PAYLOAD, .value_len = PAYLOAD};
+        rc = verity_produce(p, b->w1_topic, 0, &r, w1_cb, &s);
+        if ((i & 1023) == 0)
+            progress("W1", b->mode, atomic_load(&s.acked), W1_MSGS, t0, &last);
+    }
+    if (rc == 0)
+        rc = verity_producer_flush(p, 120000);
+    progress("W1", b->mode, atomic_load(&s.acked), W1_MSGS, t0, &last);
+    int64_t el = s.last_ack_ns - t0;
+    if (rc || atomic_load(&s.errors) || atomic_load(&s.acked) != W1_MSGS) {
+        failed(b, "W1", "%s; %" PRIu64 " acked, %" PRIu64 " errors (%s)", verity_strerror(rc),
+               (uint64_t)atomic_load(&s.acked), (uint64_t)atomic_load(&s.errors),
+               verity_strerror(atomic_load(&s.first_err)));
+        goto out;
+    }
+    /* Not timed: the log holds the messages (checkpoints take offsets too). */
+    struct verity_topic_info *t = NULL;
+    if (verity_topic_describe(b->admin, b->w1_topic, &t) != 0 || t->partition_count != 1 ||
+        t->partitions[0].high_watermark < W1_MSGS) {
+        failed(b, "W1", "the log does not hold %d messages", W1_MSGS);
+        verity_topic_info_free(t, t ? 1 : 0);
+        goto out;
+    }
+    double disk_mb = t->partitions[0].size_bytes / 1048576.0;
+    verity_topic_info_free(t, 1);
+    b->w1_ok = true;
+    double sec = el / 1e9;
+    emit(b, "W1", "msgs=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.2f disk_MB=%.0f", W1_MSGS, sec,
+         W1_MSGS / sec, W1_MSGS * (double)PAYLOAD / sec / 1e6, disk_mb);
+out:
+    verity_producer_free(p, 10000);
+    if (sem_ok)
+        sem_destroy(&s.window);
+    free(pl);
+}
+
+/* ---- W2 --------------------------------------------------------------------- */
+
+static void w2(struct bench *b)
+{
+    char topic[96] = "";
+    uint8_t *pl = make_payloads(W2_MSGS);
+    int64_t *lat = malloc(sizeof *lat * W2_MSGS);
+    struct verity_producer *p = new_producer(b);
+    if (!pl || !lat || !p || make_topic(b, "w2", topic, sizeof topic) != 0) {
+        failed(b, "W2", "setup");
+        goto out;
+    }
+    /* The producer id is granted in the background: wait for it untimed. */
+    int64_t id;
+    int16_t epoch;
+    for (int i = 0; i < 500; i++) {
+        verity_producer_id(p, &id, &epoch);
+        if (id > 0)
+            break;
+        usleep(10000);
+    }
+    workload_begin(b);
+    int64_t t0 = now_ns(), last = t0;
+    for (int i = 0; i < W2_MSGS; i++) {
+        struct verity_record r = {.value = pl + (size_t)i * PAYLOAD, .value_len = PAYLOAD};
+        int64_t t = now_ns();
+        int rc = verity_produce_sync(p, topic, 0, &r, NULL);
+        lat[i] = now_ns() - t;
+        if (rc) {
+            failed(b, "W2", "message %d: %s", i, verity_strerror(rc));
+            goto out;
+        }
+        progress("W2", b->mode, (uint64_t)i + 1, W2_MSGS, t0, &last);
+    }
+    int64_t el = now_ns() - t0;
+    char buf[256];
+    fmt_lat(buf, sizeof buf, lat, W2_MSGS);
+    histogram("W2", lat, W2_MSGS);
+    emit(b, "W2", "msgs=%d msgs_per_s=%.0f %s", W2_MSGS, W2_MSGS / (el / 1e9), buf);
+out:
+    verity_producer_free(p, 10000);
+    drop_topic(b, topic);
+    free(pl);
+    free(lat);
+}
+
+/* ---- W3 --------------------------------------------------------------------- */
+
+static struct verity_consumer *new_consumer(struct bench *b, uint32_t max_wait_ms)
+{
+    struct verity_consumer_config cc;
+    verity_consumer_config_default(&cc);
+    cc.conn.broker = b->broker;
+    cc.fetch_max_wait_ms = max_wait_ms;
+    cc.fetch_min_bytes = 1;
+    cc.partition_max_bytes = W3_FETCH_BYTES;
+    cc.fetch_max_bytes = W3_FETCH_BYTES;
+    struct verity_consumer *c = NULL;
+    return verity_consumer_new(&cc, &c) == 0 ? c : NULL;
+}
+
+static void w3(struct bench *b)
+{
+    if (!b->w1_ok) {
+        failed(b, "W3", "needs the messages of W1");
+        return;
+    }
+    uint8_t *pl = make_payloads(W1_MSGS); /* what W1 sent, to check against */
+    struct verity_consumer *c = new_consumer(b, 100);
+    if (!pl || !c) {
+        failed(b, "W3", "setup");
+        goto out;
+    }
+    workload_begin(b);
+    int64_t t0 = now_ns(), last = t0;
+    uint64_t got = 0, wrong = 0;
+    int rc = verity_consumer_assign(c, b->w1_topic, 0, VERITY_START_EARLIEST, 0);
+    int64_t deadline = t0 + 120 * 1000000000LL;
+    while (rc == 0 && got < W1_MSGS && now_ns() < deadline) {
+        const struct verity_message *m;
+        size_t n;
+        rc = verity_consumer_poll(c, 1000, &m, &n, NULL);
+        for (size_t i = 0; rc == 0 && i < n && got < W1_MSGS; i++, got++)
+            if (m[i].value_len != PAYLOAD || memcmp(m[i].value, pl + got * PAYLOAD, PAYLOAD))
+                wrong++;
+        progress("W3", b->mode, got, W1_MSGS, t0, &last);
+    }
+    int64_t el = now_ns() - t0;
+    if (rc || got != W1_MSGS || wrong) {
+        failed(b, "W3", "%s; %" PRIu64 " of %d messages, %" PRIu64 " differ from what W1 sent",
+               verity_strerror(rc), got, W1_MSGS, wrong);
+        goto out;
+    }
+    double sec = el / 1e9;
+    emit(b, "W3", "msgs=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.2f fetch_bytes=%d", W1_MSGS, sec,
+         W1_MSGS / sec, W1_MSGS * (double)PAYLOAD / sec / 1e6, W3_FETCH_BYTES);
+out:
+    verity_consumer_free(c);
+    free(pl);
+}
+
+/* ---- W4 --------------------------------------------------------------------- */
+
+struct w4_state {
+    struct verity_consumer *c;
+    const char *topic;
+    int64_t *lat;
+    uint64_t got;
+    int err;
+    int64_t deadline;
+    atomic_uint_fast64_t acked;
+    atomic_uint_fast64_t ack_errors;
+};
+
+static void *w4_consumer(void *arg)
+{
+    struct w4_state *s = arg;
+    while (s->got < W4_MSGS && now_ns() < s->deadline) {
+        const struct verity_message *m;
+        size_t n;
+        int rc = verity_consumer_poll(s->c, 100, &m, &n, NULL);
+        int64_t recv = now_ns();
+        if (rc) {
+            s->err = rc;
+            break;
+        }
+        for (size_t i = 0; i < n; i++, s->got++) {
+            int64_t sent;
+            if (m[i].value_len != PAYLOAD) {
+                s->err = VERITY_ECORRUPT;
+                return NULL;
+            }
+            memcpy(&sent, m[i].value, 8);
+            if (s->got < W4_MSGS)
+                s->lat[s->got] = recv - sent;
+        }
+    }
+    return NULL;
+}
+
+static void w4_cb(void *opaque, int err, const struct verity_delivery *d)
+{
+    struct w4_state *s = opaque;
+    (void)d;
+    if (err)
+        atomic_fetch_add(&s->ack_errors, 1);
+    atomic_fetch_add(&s->acked, 1);
+}
+
+static void w4(struct bench *b)
+{
+    char topic[96] = "";
+    struct w4_state s = {.topic = topic};
+    uint8_t *rnd = make_payloads(1);
+    s.lat = malloc(sizeof *s.lat * W4_MSGS);
+    struct verity_producer *p = new_producer(b);
+    s.c = new_consumer(b, 100);
+    if (!rnd || !s.lat || !p || !s.c || make_topic(b, "w4", topic, sizeof topic) != 0 ||
+        verity_consumer_assign(s.c, topic, 0, VERITY_START_EARLIEST, 0) != 0) {
+        failed(b, "W4", "setup");
+        goto out;
+    }
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    int64_t id;
+    int16_t epoch;
+    for (int i = 0; i < 500; i++) {
+        verity_producer_id(p, &id, &epoch);
+        if (id > 0)
+            break;
+        usleep(10000);
+    }
+    workload_begin(b);
+    s.deadline = now_ns() + (int64_t)(W4_SECS + 10) * 1000000000LL;
+    pthread_t th;
+    pthread_create(&th, NULL, w4_consumer, &s);
+    usleep(200000); /* the consumer is now waiting in a long poll */
+
+    uint8_t pl[PAYLOAD];
+    memcpy(pl, rnd, PAYLOAD);
+    int64_t max_lag = 0, start = now_ns() + 1000000, lastsend = start, lastp = start;
+    int rc = 0;
+    for (long i = 0; i < W4_MSGS && rc == 0; i++) {
+        int64_t due = start + i * (1000000000LL / W4_RATE);
+        int64_t t = now_ns();
+        if (t < due) {
+            sleep_until_ns(due);
+            t = now_ns();
+        }
+        if (t - due > max_lag)
+            max_lag = t - due;
+        memcpy(pl, &t, 8);
+        struct verity_record r = {.value = pl, .value_len = PAYLOAD};
+        rc = verity_produce(p, topic, 0, &r, w4_cb, &s);
+        lastsend = t;
+        if ((i & 1023) == 0)
+            progress("W4", b->mode, (uint64_t)i, W4_MSGS, start, &lastp);
+    }
+    double send_rate = (W4_MSGS - 1) / ((lastsend - start) / 1e9);
+    if (rc == 0)
+        rc = verity_producer_flush(p, 30000);
+    pthread_join(th, NULL);
+    progress("W4", b->mode, W4_MSGS, W4_MSGS, start, &lastp);
+    uint64_t got = s.got < W4_MSGS ? s.got : W4_MSGS;
+    if (rc || s.err || s.got != W4_MSGS || atomic_load(&s.ack_errors)) {
+        failed(b, "W4", "%s / %s; received %" PRIu64 " of %d, %" PRIu64 " ack errors",
+               verity_strerror(rc), verity_strerror(s.err), s.got, W4_MSGS,
+               (uint64_t)atomic_load(&s.ack_errors));
+        goto out;
+    }
+    char buf[256];
+    fmt_lat(buf, sizeof buf, s.lat, got);
+    histogram("W4", s.lat, got);
+    emit(b, "W4", "sent=%d recv=%" PRIu64 " send_rate=%.0f max_sched_lag_us=%.0f %s", W4_MSGS,
+         s.got, send_rate, max_lag / 1e3, buf);
+out:
+    verity_producer_free(p, 10000);
+    verity_consumer_free(s.c);
+    drop_topic(b, topic);
+    free(rnd);
+    free(s.lat);
+}
+
+/* ---- command line --------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: verity bench [--broker HOST:PORT] [--workload W1|W2|W3|W4|all|LIST]\n"
+            "                    [--mode durable|relaxed] [--broker-pid PID] [--keep] [--json]\n"
+            "Runs the peer benchmark's workloads (bench-peers/README.md) against a broker:\n"
+            "  W1  %d x %d-byte messages, at most %d unacknowledged\n"
+            "  W2  %d messages one at a time (latency)\n"
+            "  W3  read W1's %d messages back (runs W1 first when not selected)\n"
+            "  W4  %d messages at %d/s, end-to-end latency to a following consumer\n"
+            "LIST is comma separated (W1,W3). --mode: durable = topic durability always,\n"
+            "relaxed = os. --broker-pid adds the broker's CPU seconds (srv_cpu_s).\n"
+            "Prints RESULT lines (JSON lines with --json) on stdout, progress on stderr.\n"
+            "exit: 0 ok, 1 a workload failed, 2 usage, 3 broker unreachable\n",
+            W1_MSGS, PAYLOAD, W1_WINDOW, W2_MSGS, W1_MSGS, W4_MSGS, W4_RATE);
+}
+
+enum { OPT_BROKER = 256, OPT_WORKLOAD, OPT_MODE, OPT_PID, OPT_KEEP, OPT_JSON, OPT_HELP };
+
+static const struct option long_opts[] = {
+    {"broker", required_argument, NULL, OPT_BROKER},
+    {"workload", required_argument, NULL, OPT_WORKLOAD},
+    {"mode", required_argument, NULL, OPT_MODE},
+    {"broker-pid", required_argument, NULL, OPT_PID},
+    {"keep", no_argument, NULL, OPT_KEEP},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+/* Parses "W1,W3" / "all" into want[1..4]. */
+static bool parse_workloads(const char *s, bool want[5])
+{
+    if (strcmp(s, "all") == 0) {
+        want[1] = want[2] = want[3] = want[4] = true;
+        return true;
+    }
+    char buf[64];
+    if (strlen(s) >= sizeof buf)
+        return false;
+    strcpy(buf, s);
+    char *save = NULL;
+    bool any = false;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if ((t[0] != 'W' && t[0] != 'w') || t[1] < '1' || t[1] > '4' || t[2])
+            return false;
+        want[t[1] - '0'] = any = true;
+    }
+    return any;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    struct bench b = {.mode = "durable", .durability = VERITY_DURABILITY_ALWAYS};
+    bool want[5] = {false, true, true, true, true};
+    char *end;
+    int c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_BROKER:
+            b.broker = optarg;
+            break;
+        case OPT_WORKLOAD:
+            memset(want, 0, sizeof want);
+            if (!parse_workloads(optarg, want))
+                goto bad;
+            break;
+        case OPT_MODE:
+            if (strcmp(optarg, "durable") == 0) {
+                b.mode = "durable";
+                b.durability = VERITY_DURABILITY_ALWAYS;
+            } else if (strcmp(optarg, "relaxed") == 0) {
+                b.mode = "relaxed";
+                b.durability = VERITY_DURABILITY_OS;
+            } else {
+                goto bad;
+            }
+            break;
+        case OPT_PID:
+            errno = 0;
+            b.broker_pid = strtol(optarg, &end, 10);
+            if (!optarg[0] || *end || errno || b.broker_pid <= 0)
+                goto bad;
+            break;
+        case OPT_KEEP:
+            b.keep = true;
+            break;
+        case OPT_JSON:
+            b.json = true;
+            break;
+        case OPT_HELP:
+        case 'h':
+            usage(stdout);
+            return CMD_EXIT_OK;
+        default:
+            goto bad;
+        }
+    }
+    if (optind != argc)
+        goto bad;
+
+    struct verity_conn_config conn;
+    verity_conn_config_default(&conn);
+    conn.broker = b.broker;
+    int rc = verity_client_new(&conn, &b.admin);
+    if (rc) {
+        fprintf(stderr, "verity bench: %s: %s\n", verity_broker_resolve(b.broker),
+                verity_strerror(rc));
+        return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
+    }
+    if ((rc = verity_client_connect(b.admin, 5000)) != 0) {
+        fprintf(stderr, "verity bench: cannot reach broker %s: %s\n",
+                verity_broker_resolve(b.broker), verity_strerror(rc));
+        verity_client_free(b.admin);
+        return EXIT_UNREACHABLE;
+    }
+    /* W3 alone still needs W1's messages: W1 runs (and reports) first. */
+    if (want[1] || want[3])
+        w1(&b);
+    if (want[3])
+        w3(&b);
+    drop_topic(&b, b.w1_topic);
+    if (want[2])
+        w2(&b);
+    if (want[4])
+        w4(&b);
+    verity_client_free(b.admin);
+    return b.failed ? CMD_EXIT_FAIL : CMD_EXIT_OK;
+bad:
+    fprintf(stderr, "verity bench: invalid arguments\n");
+    usage(stderr);
+    return CMD_EXIT_USAGE;
+}
