@@ -196,6 +196,7 @@ struct conn {
     bool closing;                  /* answering an error: discard input, close after flush */
     bool dead;                     /* socket closed; replies are dropped */
     bool paused;                   /* reading paused for output backpressure */
+    bool eof;                      /* peer closed its side; close once answered */
     struct event *linger_ev;       /* closes a `closing` connection at the latest */
     struct req_list reqs;          /* requests in flight */
     TAILQ_ENTRY(conn) link;

@@ -65,6 +65,7 @@ static const struct handler {
 };
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_kill(struct conn *c, const char *why);
 
 /* ---- connection lifetime --------------------------------------------------- */
@@ -116,6 +117,10 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
     struct evbuffer *out = bufferevent_get_output(bev);
     if (c->closing) {
+        if (evbuffer_get_length(out) == 0 && c->eof) {
+            conn_kill(c, "eof");
+            return;
+        }
         if (evbuffer_get_length(out) == 0) {
             shutdown(bufferevent_getfd(bev), SHUT_WR);
             if (!c->linger_ev) {
@@ -176,6 +181,12 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_EOF) {
+        /* A peer that half-closes still gets the answers in flight. */
+        if (c->inflight > 0 && !c->closing) {
+            c->eof = true;
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
         conn_kill(c, "eof");
         return;
     }
@@ -194,6 +205,11 @@ static void req_free(struct req *r)
     codec_msg_free(r->msg);
     free(r->frame);
     free(r);
+    if (c->eof && c->inflight == 0 && !c->dead && !c->closing) {
+        /* Last answer queued: close once it is flushed. */
+        c->closing = true;
+        conn_write_cb(c->bev, c);
+    }
     conn_unref(c);
 }
 

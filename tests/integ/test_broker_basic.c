@@ -341,6 +341,42 @@ static void test_idempotence_survives_kill_and_restart(void)
     close(fd);
 }
 
+static void test_half_close_still_gets_answers(void)
+{
+    /* A client that sends its requests and shuts down its write side (as
+     * scripts do) still reads every answer, then sees the close. */
+    int fd = bh_connect(&H);
+    CU_ASSERT_FATAL(fd >= 0);
+    uint8_t *b;
+    size_t len;
+    CU_ASSERT_EQUAL_FATAL(bh_batch("half", 2, -1, -1, -1, NULL, &b, &len), 0);
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__ProduceRequest q = VERITY__PRODUCE_REQUEST__INIT;
+    Verity__ProduceBatch pb = VERITY__PRODUCE_BATCH__INIT;
+    Verity__ProduceBatch *pbp = &pb;
+    pb.topic = "t";
+    pb.batch_bytes = (uint32_t)len;
+    q.n_batches = 1;
+    q.batches = &pbp;
+    env.version = 1;
+    env.correlation_id = 77;
+    env.body_case = VERITY__ENVELOPE__BODY_PRODUCE_REQ;
+    env.produce_req = &q;
+    CU_ASSERT_EQUAL_FATAL(codec_fd_write(fd, &env, b, len, NULL), 0);
+    shutdown(fd, SHUT_WR);
+    struct codec_msg *m;
+    uint8_t *pl;
+    size_t n;
+    CU_ASSERT_EQUAL_FATAL(codec_fd_read(fd, NULL, BH_TIMEOUT_MS, &m, &pl, &n), 0);
+    CU_ASSERT_EQUAL(m->env->correlation_id, 77);
+    CU_ASSERT_EQUAL(m->env->produce_resp->results[0]->error, 0);
+    codec_msg_free(m);
+    free(pl);
+    CU_ASSERT_TRUE(bh_wait_closed(fd, 3000));
+    free(b);
+    close(fd);
+}
+
 static void test_admin_http(void)
 {
     char *s = bh_http_get(&H, "/health");
@@ -473,6 +509,7 @@ int main(void)
         {"list_offsets", test_list_offsets},
         {"topic_describe_delete_recreate", test_topic_describe_delete_recreate},
         {"idempotence_survives_kill_and_restart", test_idempotence_survives_kill_and_restart},
+        {"half_close_still_gets_answers", test_half_close_still_gets_answers},
         {"admin_http", test_admin_http},
         {"sigterm_then_logs_verify", test_sigterm_then_logs_verify},
         {"limits_are_named", test_limits_are_named},
