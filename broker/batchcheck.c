@@ -16,8 +16,8 @@ int produce_check_batch(const uint8_t *batch, size_t len, uint32_t max_bytes, st
 {
     int rc;
     if (len > max_bytes) {
-        snprintf(msg, cap, "batch of %zu bytes exceeds the topic's max_message_bytes %" PRIu32,
-                 len, max_bytes);
+        snprintf(msg, cap, "batch of %zu bytes exceeds the topic's max_message_bytes %" PRIu32, len,
+                 max_bytes);
         return VERITY_ELIMIT;
     }
     if ((rc = batch_hdr_decode(batch, len, h))) {

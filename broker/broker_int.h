@@ -50,8 +50,8 @@ struct fetch_link;
 struct topic_cfg {
     uint32_t partitions;
     enum topic_durability durability;
-    int64_t retention_ms;          /* -1 unlimited */
-    int64_t retention_bytes;       /* -1 unlimited */
+    int64_t retention_ms;    /* -1 unlimited */
+    int64_t retention_bytes; /* -1 unlimited */
     uint64_t segment_bytes;
     uint32_t max_message_bytes;
 };
@@ -59,10 +59,10 @@ struct topic_cfg {
 /* One produced batch waiting for the high watermark to pass its end. */
 struct prod_wait {
     struct partition *part;
-    uint64_t end;                  /* last offset + 1 */
-    bool linked;                   /* in part->waits */
-    void *ctx;                     /* the produce request's state (h_produce.c) */
-    size_t idx;                    /* entry in that request */
+    uint64_t end; /* last offset + 1 */
+    bool linked;  /* in part->waits */
+    void *ctx;    /* the produce request's state (h_produce.c) */
+    size_t idx;   /* entry in that request */
     TAILQ_ENTRY(prod_wait) link;
 };
 
@@ -70,7 +70,7 @@ struct prod_wait {
 struct fetch_link {
     struct partition *part;
     struct req *req;
-    bool linked;                   /* in part->fetchers */
+    bool linked; /* in part->fetchers */
     TAILQ_ENTRY(fetch_link) link;
 };
 
@@ -79,16 +79,16 @@ TAILQ_HEAD(fetch_link_list, fetch_link);
 
 struct partition {
     struct broker *b;
-    struct topic *topic;           /* owner */
+    struct topic *topic; /* owner */
     uint32_t id;
-    char *dir;                     /* owned */
-    struct vlog *log;              /* NULL when opening failed (error says why) */
-    struct replica *replica;       /* NULL with log */
+    char *dir;               /* owned */
+    struct vlog *log;        /* NULL when opening failed (error says why) */
+    struct replica *replica; /* NULL with log */
     struct idem idem;
-    struct event *durable_ev;      /* activated by the commit thread (on_durable) */
-    struct prod_wait_list waits;   /* produces waiting for the high watermark, by end */
+    struct event *durable_ev;        /* activated by the commit thread (on_durable) */
+    struct prod_wait_list waits;     /* produces waiting for the high watermark, by end */
     struct fetch_link_list fetchers; /* long-polls waiting for new data */
-    int error;                     /* 0, open failure or sticky log error */
+    int error;                       /* 0, open failure or sticky log error */
     bool error_logged;
 };
 
@@ -96,11 +96,11 @@ struct topic {
     char name[VERITY_TOPIC_NAME_MAX + 1];
     struct topic_cfg cfg;
     int64_t created_ms;
-    bool ready;                    /* creation durable and partitions open */
-    bool deleting;                 /* delete record appended, not yet durable */
-    struct partition **parts;      /* cfg.partitions entries (NULL until opened) */
-    struct topic *hnext;           /* broker->topic_buckets chain */
-    TAILQ_ENTRY(topic) link;       /* broker->topics, creation order */
+    bool ready;               /* creation durable and partitions open */
+    bool deleting;            /* delete record appended, not yet durable */
+    struct partition **parts; /* cfg.partitions entries (NULL until opened) */
+    struct topic *hnext;      /* broker->topic_buckets chain */
+    TAILQ_ENTRY(topic) link;  /* broker->topics, creation order */
 };
 TAILQ_HEAD(topic_list, topic);
 
@@ -126,9 +126,8 @@ struct topic *topic_find(struct broker *b, const char *name);
 /* Only ready, not deleting topics; NULL otherwise. */
 struct topic *topic_find_live(struct broker *b, const char *name);
 /* Looks up a live partition. Returns 0, or VERITY_ENOTFOUND with msg. */
-int topic_partition(struct broker *b, const char *topic, uint32_t partition,
-                    struct partition **out, char *msg, size_t cap)
-    __attribute__((warn_unused_result));
+int topic_partition(struct broker *b, const char *topic, uint32_t partition, struct partition **out,
+                    char *msg, size_t cap) __attribute__((warn_unused_result));
 /* Adds an empty, not ready topic to the table. NULL on -ENOMEM. */
 struct topic *topic_add(struct broker *b, const char *name, const struct topic_cfg *cfg,
                         int64_t created_ms);
@@ -147,7 +146,7 @@ struct meta_op;
 typedef void (*meta_done_fn)(struct broker *b, void *arg, int err);
 
 struct meta_op {
-    uint64_t end;                  /* durable once the meta log's durable end reaches it */
+    uint64_t end; /* durable once the meta log's durable end reaches it */
     meta_done_fn done;
     void *arg;
     TAILQ_ENTRY(meta_op) link;
@@ -157,8 +156,8 @@ TAILQ_HEAD(meta_op_list, meta_op);
 struct meta {
     struct vlog *log;
     struct event *durable_ev;
-    struct meta_op_list ops;       /* appended, waiting to be durable, in order */
-    int16_t *epochs;               /* epochs[pid - 1], pid = 1..n_producers */
+    struct meta_op_list ops; /* appended, waiting to be durable, in order */
+    int16_t *epochs;         /* epochs[pid - 1], pid = 1..n_producers */
     size_t n_producers;
     size_t cap_producers;
 };
@@ -188,17 +187,17 @@ TAILQ_HEAD(req_list, req);
 
 struct conn {
     struct broker *b;
-    struct bufferevent *bev;       /* NULL once dead */
+    struct bufferevent *bev; /* NULL once dead */
     uint64_t id;
     char peer[64];
-    uint32_t inflight;             /* requests decoded and not yet answered */
-    uint32_t refs;                 /* requests that point here */
-    bool closing;                  /* answering an error: discard input, close after flush */
-    bool dead;                     /* socket closed; replies are dropped */
-    bool paused;                   /* reading paused for output backpressure */
-    bool eof;                      /* peer closed its side; close once answered */
-    struct event *linger_ev;       /* closes a `closing` connection at the latest */
-    struct req_list reqs;          /* requests in flight */
+    uint32_t inflight;       /* requests decoded and not yet answered */
+    uint32_t refs;           /* requests that point here */
+    bool closing;            /* answering an error: discard input, close after flush */
+    bool dead;               /* socket closed; replies are dropped */
+    bool paused;             /* reading paused for output backpressure */
+    bool eof;                /* peer closed its side; close once answered */
+    struct event *linger_ev; /* closes a `closing` connection at the latest */
+    struct req_list reqs;    /* requests in flight */
     TAILQ_ENTRY(conn) link;
 };
 
@@ -206,18 +205,18 @@ typedef void (*req_cancel_fn)(struct req *r);
 
 struct req {
     struct broker *b;
-    struct conn *conn;             /* holds a ref */
+    struct conn *conn; /* holds a ref */
     uint64_t corr;
     Verity__Envelope__BodyCase type;
     int64_t start_ns;
-    struct codec_msg *msg;         /* the decoded request, owned */
-    uint8_t *frame;                /* the whole frame, owned; payload points into it */
+    struct codec_msg *msg; /* the decoded request, owned */
+    uint8_t *frame;        /* the whole frame, owned; payload points into it */
     uint8_t *payload;
     size_t payload_len;
-    void *ctx;                     /* handler state */
-    req_cancel_fn cancel;          /* called when the connection dies first */
-    bool failed_entry;             /* some entry of the answer carried an error */
-    TAILQ_ENTRY(req) link;         /* conn->reqs */
+    void *ctx;             /* handler state */
+    req_cancel_fn cancel;  /* called when the connection dies first */
+    bool failed_entry;     /* some entry of the answer carried an error */
+    TAILQ_ENTRY(req) link; /* conn->reqs */
 };
 
 /* Sends env (version and correlation id are filled in) followed by n file
@@ -255,19 +254,19 @@ void fetch_link_wake(struct fetch_link *l, bool final);
 
 struct broker {
     struct broker_config cfg;
-    struct codec_limits limits;    /* from cfg */
+    struct codec_limits limits; /* from cfg */
     struct event_base *base;
     struct evconnlistener *listener;
     struct evhttp *http;
     struct event *sig_term;
     struct event *sig_int;
-    struct event *tick_ev;         /* 1 s housekeeping */
-    struct event *stop_ev;         /* polls for in-flight requests during shutdown */
+    struct event *tick_ev; /* 1 s housekeeping */
+    struct event *stop_ev; /* polls for in-flight requests during shutdown */
     int64_t stop_deadline_ns;
     int64_t last_retention_ms;
     char listen_addr[BCFG_ADDR_MAX + 16]; /* bound address, port resolved */
-    char http_addr[BCFG_ADDR_MAX + 16];  
-    EVP_PKEY *signing_key;         /* owned; NULL = unsigned checkpoints */
+    char http_addr[BCFG_ADDR_MAX + 16];
+    EVP_PKEY *signing_key; /* owned; NULL = unsigned checkpoints */
     struct meta meta;
     struct topic_list topics;
     struct topic *topic_buckets[TOPIC_BUCKETS];
@@ -277,7 +276,7 @@ struct broker {
     uint64_t next_conn_id;
     struct metrics met;
     uint8_t idem_seed[16];
-    bool ready;                    /* serving (after startup, before shutdown) */
+    bool ready; /* serving (after startup, before shutdown) */
     bool stopping;
     int exit_code;
 };

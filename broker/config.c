@@ -28,7 +28,7 @@ struct key {
     const char *name;
     enum ktype type;
     size_t off;
-    size_t size;       /* K_STR: buffer size */
+    size_t size; /* K_STR: buffer size */
     int64_t min;
     int64_t max;
     const char *help;
@@ -75,8 +75,7 @@ static const struct key keys[] = {
      "-1 = unlimited"},
     {"default_retention_bytes", K_I64, F(default_retention_bytes), 0, -1, INT64_MAX / 2,
      "-1 = unlimited"},
-    {"default_segment_bytes", K_U64, F(default_segment_bytes), 0, 4096, 1ll << 31,
-     "segment size"},
+    {"default_segment_bytes", K_U64, F(default_segment_bytes), 0, 4096, 1ll << 31, "segment size"},
     {"default_max_message_bytes", K_U32, F(default_max_message_bytes), 0, BATCH_HDR_SIZE + 8,
      VERITY_BATCH_BYTES_MAX, "largest batch for a topic"},
     {"group_delay_us", K_U32, F(group_delay_us), 0, 0, 1000000,
@@ -193,8 +192,8 @@ int bcfg_set(struct broker_config *c, const char *name, const char *value, char 
         return 0;
     case K_LEVEL:
         if (blog_level_parse(value) < 0)
-            return bad(err, cap, VERITY_EINVAL, "%s: expected debug|info|warn|error, got %s",
-                       name, value);
+            return bad(err, cap, VERITY_EINVAL, "%s: expected debug|info|warn|error, got %s", name,
+                       value);
         snprintf(field, k->size, "%s", value);
         return 0;
     case K_DUR: {
@@ -247,7 +246,8 @@ int bcfg_load_file(struct broker_config *c, const char *path, char *err, size_t 
     }
     const char *name;
     json_t *v;
-    json_object_foreach(root, name, v) {
+    json_object_foreach(root, name, v)
+    {
         char buf[BCFG_PATH_MAX];
         if (json_is_string(v))
             snprintf(buf, sizeof buf, "%s", json_string_value(v));
@@ -396,12 +396,13 @@ void bcfg_usage(FILE *out)
 {
     struct broker_config d;
     bcfg_default(&d);
-    fprintf(out,
-            "usage: verityd [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
-            "               [--http HOST:PORT] [--<key> VALUE ...] [--help]\n\n"
-            "Every key below may be set in the JSON config file (\"key\": value), in the\n"
-            "environment (VERITY_<KEY>), or as --<key-with-dashes> VALUE. Later sources win:\n"
-            "file < environment < flags. VERITY_CONFIG names the file when --config is absent.\n\n");
+    fprintf(
+        out,
+        "usage: verityd [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
+        "               [--http HOST:PORT] [--<key> VALUE ...] [--help]\n\n"
+        "Every key below may be set in the JSON config file (\"key\": value), in the\n"
+        "environment (VERITY_<KEY>), or as --<key-with-dashes> VALUE. Later sources win:\n"
+        "file < environment < flags. VERITY_CONFIG names the file when --config is absent.\n\n");
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct key *k = &keys[i];
         const char *field = (const char *)&d + k->off;

@@ -21,32 +21,32 @@
 enum topic_durability { TDUR_ALWAYS = 0, TDUR_GROUP = 1, TDUR_OS = 2 };
 
 struct broker_config {
-    char data_dir[BCFG_PATH_MAX];      /* required (default "./data") */
-    char listen[BCFG_ADDR_MAX];        /* protocol HOST:PORT (127.0.0.1:9720) */
-    char http[BCFG_ADDR_MAX];          /* admin HTTP HOST:PORT (127.0.0.1:9721); "" or "off" disables */
-    char signing_key[BCFG_PATH_MAX];   /* "" = <data_dir>/keys/verity.key, generated when missing */
-    char log_level[16];                /* debug|info|warn|error */
+    char data_dir[BCFG_PATH_MAX]; /* required (default "./data") */
+    char listen[BCFG_ADDR_MAX];   /* protocol HOST:PORT (127.0.0.1:9720) */
+    char http[BCFG_ADDR_MAX];     /* admin HTTP HOST:PORT (127.0.0.1:9721); "" or "off" disables */
+    char signing_key[BCFG_PATH_MAX]; /* "" = <data_dir>/keys/verity.key, generated when missing */
+    char log_level[16];              /* debug|info|warn|error */
     uint32_t node_id;
     /* limits */
     uint32_t max_connections;
-    uint32_t max_inflight;             /* requests in flight per connection */
+    uint32_t max_inflight; /* requests in flight per connection */
     uint32_t max_frame_bytes;
     uint32_t max_batch_bytes;
-    uint32_t idle_timeout_ms;          /* close a connection idle this long (0 = never) */
-    uint32_t write_buffer_bytes;       /* stop reading a connection whose output exceeds this */
-    uint32_t produce_timeout_ms;       /* default and ceiling for ProduceRequest.timeout_ms */
-    uint32_t fetch_max_bytes;          /* ceiling for one fetch response's payload */
-    uint32_t fetch_max_wait_ms;        /* ceiling for FetchRequest.max_wait_ms */
-    uint32_t max_producers;            /* producer ids the metadata log may hold */
-    uint32_t partition_producers_max;  /* producer ids tracked per partition */
+    uint32_t idle_timeout_ms;         /* close a connection idle this long (0 = never) */
+    uint32_t write_buffer_bytes;      /* stop reading a connection whose output exceeds this */
+    uint32_t produce_timeout_ms;      /* default and ceiling for ProduceRequest.timeout_ms */
+    uint32_t fetch_max_bytes;         /* ceiling for one fetch response's payload */
+    uint32_t fetch_max_wait_ms;       /* ceiling for FetchRequest.max_wait_ms */
+    uint32_t max_producers;           /* producer ids the metadata log may hold */
+    uint32_t partition_producers_max; /* producer ids tracked per partition */
     uint64_t idempotency_window_ms;
-    uint32_t idempotency_keys_max;     /* idempotency keys remembered per partition */
+    uint32_t idempotency_keys_max; /* idempotency keys remembered per partition */
     uint32_t max_topics;
     /* topic defaults */
     uint32_t default_partitions;
     enum topic_durability default_durability;
-    int64_t default_retention_ms;      /* -1 = unlimited */
-    int64_t default_retention_bytes;   /* -1 = unlimited */
+    int64_t default_retention_ms;    /* -1 = unlimited */
+    int64_t default_retention_bytes; /* -1 = unlimited */
     uint64_t default_segment_bytes;
     uint32_t default_max_message_bytes;
     /* storage */
@@ -71,7 +71,8 @@ int bcfg_load_file(struct broker_config *c, const char *path, char *err, size_t 
     __attribute__((warn_unused_result));
 
 /* Applies every VERITY_<KEY> variable that is set. */
-int bcfg_load_env(struct broker_config *c, char *err, size_t cap) __attribute__((warn_unused_result));
+int bcfg_load_env(struct broker_config *c, char *err, size_t cap)
+    __attribute__((warn_unused_result));
 
 /*
  * The whole sequence: defaults, then the file named by --config or

@@ -159,12 +159,13 @@ static void conn_send_error(struct conn *c, int err, const char *msg)
 static void conn_close_after_flush(struct conn *c, int err, const char *msg)
 {
     char q[300];
-    blog(BLOG_WARN, "frame_rejected", "conn=%" PRIu64 " peer=%s error=%s reason=%s", c->id,
-         c->peer, verity_errname(err), blog_q(msg, q, sizeof q));
+    blog(BLOG_WARN, "frame_rejected", "conn=%" PRIu64 " peer=%s error=%s reason=%s", c->id, c->peer,
+         verity_errname(err), blog_q(msg, q, sizeof q));
     c->b->met.frames_rejected++;
     c->closing = true;
     conn_send_error(c, err, msg);
-    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    evbuffer_drain(bufferevent_get_input(c->bev),
+                   evbuffer_get_length(bufferevent_get_input(c->bev)));
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     conn_write_cb(c->bev, c);
 }
@@ -313,9 +314,9 @@ static void conn_handle_frame(struct conn *c, uint8_t *frame, const struct codec
         free(frame);
         b->met.req_total[MET_REQ_INVALID]++;
         b->met.req_errors[MET_REQ_INVALID]++;
-        conn_send_error(c, rc, rc == VERITY_ELIMIT
-                                   ? "envelope decode exceeds its memory limit"
-                                   : "envelope is not a protobuf verity.Envelope");
+        conn_send_error(c, rc,
+                        rc == VERITY_ELIMIT ? "envelope decode exceeds its memory limit"
+                                            : "envelope is not a protobuf verity.Envelope");
         return;
     }
     struct req *r = calloc(1, sizeof *r);
@@ -345,7 +346,8 @@ static void conn_handle_frame(struct conn *c, uint8_t *frame, const struct codec
         return;
     }
     if (c->inflight > b->cfg.max_inflight) {
-        snprintf(why, sizeof why, "%" PRIu32 " requests in flight on this connection (max_inflight)",
+        snprintf(why, sizeof why,
+                 "%" PRIu32 " requests in flight on this connection (max_inflight)",
                  b->cfg.max_inflight);
         req_fail(r, VERITY_ELIMIT, why);
         return;
@@ -456,8 +458,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     struct conn *c = calloc(1, sizeof *c);
-    struct bufferevent *bev =
-        c ? bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    struct bufferevent *bev = c ? bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
     if (!bev) {
         free(c);
         evutil_closesocket(fd);
@@ -520,10 +521,9 @@ int conn_listen(struct broker *b)
              b->cfg.listen);
         return VERITY_EINVAL;
     }
-    b->listener = evconnlistener_new_bind(b->base, accept_cb, b,
-                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                              LEV_OPT_CLOSE_ON_EXEC,
-                                          1024, (struct sockaddr *)&ss, sslen);
+    b->listener = evconnlistener_new_bind(
+        b->base, accept_cb, b, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, (struct sockaddr *)&ss, sslen);
     if (!b->listener) {
         rc = -errno;
         blog(BLOG_ERROR, "listen_failed", "addr=%s error=%s", b->cfg.listen,

@@ -33,8 +33,9 @@ void h_hello(struct req *r)
     uint32_t hi = q->version_max ? q->version_max : lo;
     if (lo > CODEC_PROTOCOL_VERSION || hi < CODEC_PROTOCOL_VERSION) {
         char msg[128];
-        snprintf(msg, sizeof msg, "client speaks versions %" PRIu32 "..%" PRIu32
-                 "; this broker speaks %u", lo, hi, CODEC_PROTOCOL_VERSION);
+        snprintf(msg, sizeof msg,
+                 "client speaks versions %" PRIu32 "..%" PRIu32 "; this broker speaks %u", lo, hi,
+                 CODEC_PROTOCOL_VERSION);
         req_fail(r, VERITY_EVERSION, msg);
         return;
     }
@@ -283,13 +284,12 @@ void h_create_topic(struct req *r)
         return;
     }
     int64_t now = now_ms();
-    json_t *rec = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic",
-                            "name", q->name, "partitions", (json_int_t)tc.partitions,
-                            "durability", bcfg_durability_name(tc.durability), "retention_ms",
-                            (json_int_t)tc.retention_ms, "retention_bytes",
-                            (json_int_t)tc.retention_bytes, "segment_bytes",
-                            (json_int_t)tc.segment_bytes, "max_message_bytes",
-                            (json_int_t)tc.max_message_bytes, "time_ms", (json_int_t)now);
+    json_t *rec = json_pack(
+        "{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name", q->name,
+        "partitions", (json_int_t)tc.partitions, "durability", bcfg_durability_name(tc.durability),
+        "retention_ms", (json_int_t)tc.retention_ms, "retention_bytes",
+        (json_int_t)tc.retention_bytes, "segment_bytes", (json_int_t)tc.segment_bytes,
+        "max_message_bytes", (json_int_t)tc.max_message_bytes, "time_ms", (json_int_t)now);
     char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
     struct topic *t = text ? topic_add(b, q->name, &tc, now) : NULL;
@@ -425,8 +425,10 @@ void h_init_producer(struct req *r)
             return;
         }
         if (cur >= INT16_MAX) {
-            snprintf(msg, sizeof msg, "producer %" PRId64 " has used every epoch; init a new "
-                     "producer id", pid);
+            snprintf(msg, sizeof msg,
+                     "producer %" PRId64 " has used every epoch; init a new "
+                     "producer id",
+                     pid);
             req_fail(r, VERITY_ELIMIT, msg);
             return;
         }
@@ -460,7 +462,7 @@ void h_list_offsets(struct req *r)
     size_t n = q->n_partitions;
     Verity__ListOffsetsResult *res = calloc(n, sizeof *res);
     Verity__ListOffsetsResult **ptrs = calloc(n, sizeof *ptrs);
-    char (*msgs)[200] = calloc(n, sizeof *msgs);
+    char(*msgs)[200] = calloc(n, sizeof *msgs);
     if (!res || !ptrs || !msgs) {
         free(res);
         free(ptrs);

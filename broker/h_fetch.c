@@ -31,15 +31,15 @@
 #include "verity/verify.h"
 
 #define SPANS_PER_PARTITION 8
-#define MSG_MAX 200
+#define MSG_MAX             200
 
 struct fetch_ctx {
     struct req *req;
-    size_t n;                      /* partitions requested */
-    struct fetch_link *links;      /* n; only the first of duplicate partitions links */
+    size_t n;                 /* partitions requested */
+    struct fetch_link *links; /* n; only the first of duplicate partitions links */
     struct event *timer;
     struct event *wake_ev;
-    bool waiting;                  /* links and timer armed */
+    bool waiting; /* links and timer armed */
 };
 
 static void fetch_ctx_free(struct fetch_ctx *fc)
@@ -129,11 +129,12 @@ static void fetch_try(struct fetch_ctx *fc, bool final)
     struct broker *b = r->b;
     const Verity__FetchRequest *q = r->msg->env->fetch_req;
     size_t n = fc->n;
-    uint64_t budget = q->max_bytes && q->max_bytes < b->cfg.fetch_max_bytes ? q->max_bytes
-                                                                              : b->cfg.fetch_max_bytes;
+    uint64_t budget = q->max_bytes && q->max_bytes < b->cfg.fetch_max_bytes
+                          ? q->max_bytes
+                          : b->cfg.fetch_max_bytes;
     Verity__FetchResult *res = calloc(n, sizeof *res);
     Verity__FetchResult **ptrs = calloc(n, sizeof *ptrs);
-    char (*msgs)[MSG_MAX] = calloc(n, sizeof *msgs);
+    char(*msgs)[MSG_MAX] = calloc(n, sizeof *msgs);
     struct fetch_part *fp = calloc(n, sizeof *fp);
     struct file_span *out = NULL;
     size_t n_out = 0;

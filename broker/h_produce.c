@@ -32,12 +32,12 @@
 struct produce_ctx {
     struct req *req;
     size_t n;
-    size_t pending;                   /* entries not yet resolved */
-    Verity__ProduceResult *res;       /* n */
-    Verity__ProduceResult **ptrs;     /* n */
-    char (*msgs)[MSG_MAX];            /* n */
-    struct prod_wait *waits;          /* n */
-    bool *resolved;                   /* n */
+    size_t pending;               /* entries not yet resolved */
+    Verity__ProduceResult *res;   /* n */
+    Verity__ProduceResult **ptrs; /* n */
+    char (*msgs)[MSG_MAX];        /* n */
+    struct prod_wait *waits;      /* n */
+    bool *resolved;               /* n */
     struct event *timer;
 };
 
@@ -200,8 +200,8 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
     struct vlog_append_info ai;
     if ((rc = replica_propose(p->replica, batch, len, now, &ai))) {
         snprintf(msg, sizeof msg, "append failed: %s", verity_strerror(rc));
-        blog(BLOG_WARN, "append_failed", "topic=%s partition=%" PRIu32 " error=%s",
-             p->topic->name, p->id, verity_errname(rc));
+        blog(BLOG_WARN, "append_failed", "topic=%s partition=%" PRIu32 " error=%s", p->topic->name,
+             p->id, verity_errname(rc));
         resolve(pc, i, rc, hw, msg);
         return;
     }

@@ -25,8 +25,8 @@
 
 #define HTTP_HEADERS_MAX 8192
 
-static void send_text(struct evhttp_request *req, int code, const char *reason,
-                      const char *type, struct evbuffer *body)
+static void send_text(struct evhttp_request *req, int code, const char *reason, const char *type,
+                      struct evbuffer *body)
 {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
     evhttp_send_reply(req, code, reason, body);
@@ -114,10 +114,9 @@ static void render_fsync(struct broker *b, struct evbuffer *o)
 
 static void render_partitions(struct broker *b, struct evbuffer *o)
 {
-    static const char *const names[] = {"verity_partition_end_offset",
-                                        "verity_partition_high_watermark",
-                                        "verity_partition_start_offset",
-                                        "verity_partition_size_bytes"};
+    static const char *const names[] = {
+        "verity_partition_end_offset", "verity_partition_high_watermark",
+        "verity_partition_start_offset", "verity_partition_size_bytes"};
     static const char *const helps[] = {"Next offset the log assigns.",
                                         "Offsets below it are committed and visible.",
                                         "First offset still stored.", "Bytes in all segments."};
@@ -176,8 +175,7 @@ static void h_metrics(struct evhttp_request *req, void *arg)
     evbuffer_add_printf(o, "verity_produce_records_total %" PRIu64 "\n", m->produce_records);
     met_family(o, "verity_produce_duplicates_total", "counter",
                "Batches answered from the idempotence state instead of appended.");
-    evbuffer_add_printf(o, "verity_produce_duplicates_total %" PRIu64 "\n",
-                        m->produce_duplicates);
+    evbuffer_add_printf(o, "verity_produce_duplicates_total %" PRIu64 "\n", m->produce_duplicates);
     met_family(o, "verity_topics", "gauge", "Topics.");
     evbuffer_add_printf(o, "verity_topics %zu\n", b->n_topics);
     render_fsync(b, o);

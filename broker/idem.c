@@ -149,8 +149,8 @@ static bool has_key(const struct batch_hdr *h)
     return (h->attributes & BATCH_ATTR_IDEM_KEY) != 0;
 }
 
-static int check_producer(const struct idem *s, const struct batch_hdr *h,
-                          struct idem_batch *dup, char *msg, size_t cap)
+static int check_producer(const struct idem *s, const struct batch_hdr *h, struct idem_batch *dup,
+                          char *msg, size_t cap)
 {
     if (h->producer_epoch < 0 || h->base_sequence < 0)
         return say(msg, cap, VERITY_EINVAL, "producer %lld: epoch and base_sequence must be >= 0",

@@ -43,34 +43,34 @@ struct idem_batch {
 struct idem_producer {
     int64_t pid;
     int16_t epoch;
-    uint8_t n;                              /* kept batches, <= IDEM_SEQ_KEEP */
-    uint8_t newest;                         /* index of the newest kept batch */
-    struct idem_batch b[IDEM_SEQ_KEEP];     /* ring */
-    struct idem_producer *hnext;            /* hash chain */
+    uint8_t n;                          /* kept batches, <= IDEM_SEQ_KEEP */
+    uint8_t newest;                     /* index of the newest kept batch */
+    struct idem_batch b[IDEM_SEQ_KEEP]; /* ring */
+    struct idem_producer *hnext;        /* hash chain */
 };
 
 struct idem_key {
     uint8_t key[BATCH_IDEM_KEY_SIZE];
     uint64_t base_offset;
     uint64_t last_offset;
-    int64_t time_ms;                        /* when appended (batch time on rebuild) */
-    struct idem_key *hnext;                 /* hash chain */
-    struct idem_key *fnext;                 /* FIFO, oldest first */
+    int64_t time_ms;        /* when appended (batch time on rebuild) */
+    struct idem_key *hnext; /* hash chain */
+    struct idem_key *fnext; /* FIFO, oldest first */
 };
 
 struct idem {
-    struct idem_producer **pbuckets;        /* owned */
-    size_t pcap;                            /* power of two */
+    struct idem_producer **pbuckets; /* owned */
+    size_t pcap;                     /* power of two */
     size_t pcount;
     size_t producers_max;
-    struct idem_key **kbuckets;             /* owned */
+    struct idem_key **kbuckets; /* owned */
     size_t kcap;
     size_t kcount;
     size_t keys_max;
-    struct idem_key *khead;                 /* oldest */
-    struct idem_key *ktail;                 /* newest */
+    struct idem_key *khead; /* oldest */
+    struct idem_key *ktail; /* newest */
     int64_t window_ms;
-    uint64_t seed[2];                       /* SipHash key */
+    uint64_t seed[2]; /* SipHash key */
 };
 
 enum idem_verdict { IDEM_APPEND = 0, IDEM_DUPLICATE = 1 };

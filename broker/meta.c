@@ -39,7 +39,7 @@
 #include "verity/verify.h"
 
 #define META_RECORD_BYTES_MAX (64u << 10)
-#define META_REPLAY_BUF_MAX (VERITY_BATCH_BYTES_MAX + BATCH_HDR_SIZE)
+#define META_REPLAY_BUF_MAX   (VERITY_BATCH_BYTES_MAX + BATCH_HDR_SIZE)
 
 int meta_producer_epoch(const struct broker *b, int64_t pid)
 {
@@ -99,8 +99,7 @@ static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
     if (strcmp(type, "create_topic") == 0) {
         struct topic_cfg tc;
         const char *dur = json_string_value(json_object_get(rec, "durability"));
-        if (!name || !codec_topic_name_ok(name, true) || !dur ||
-            bcfg_durability_parse(dur) < 0) {
+        if (!name || !codec_topic_name_ok(name, true) || !dur || bcfg_durability_parse(dur) < 0) {
             snprintf(why, cap, "bad create_topic");
             return VERITY_EINVAL;
         }
@@ -164,8 +163,8 @@ static int replay_batch(struct broker *b, const uint8_t *buf, size_t len)
         json_error_t jerr;
         json_t *rec = json_loadb((const char *)r.value, (size_t)r.value_len, 0, &jerr);
         char why[160] = "not a JSON object";
-        int arc = rec && json_is_object(rec) ? apply_record(b, rec, why, sizeof why)
-                                             : VERITY_EINVAL;
+        int arc =
+            rec && json_is_object(rec) ? apply_record(b, rec, why, sizeof why) : VERITY_EINVAL;
         json_decref(rec);
         if (arc == -ENOMEM)
             return arc;

@@ -16,7 +16,7 @@
 struct evbuffer;
 
 #define MET_LAT_BUCKETS 16
-#define MET_REQ_TYPES 64           /* request cases 100..162; the last slot is "invalid" */
+#define MET_REQ_TYPES   64 /* request cases 100..162; the last slot is "invalid" */
 #define MET_REQ_INVALID (MET_REQ_TYPES - 1)
 
 /* Upper bounds in seconds of the latency buckets (the +Inf bucket is implicit). */
@@ -25,21 +25,21 @@ extern const double met_lat_bounds[MET_LAT_BUCKETS];
 struct met_hist {
     uint64_t buckets[MET_LAT_BUCKETS + 1]; /* last = +Inf only */
     uint64_t count;
-    double sum;                             /* seconds */
+    double sum; /* seconds */
 };
 
 struct metrics {
     struct met_hist req_latency[MET_REQ_TYPES];
     uint64_t req_total[MET_REQ_TYPES];
-    uint64_t req_errors[MET_REQ_TYPES];     /* request-level or any per-entry error */
-    uint64_t bytes_in;                      /* frame bytes read */
-    uint64_t bytes_out;                     /* frame bytes queued for sending */
-    uint64_t connections_total;             /* accepted */
-    uint64_t connections_rejected;          /* over max_connections */
-    uint64_t frames_rejected;               /* framing errors that closed a connection */
-    uint64_t produce_batches;               /* appended */
+    uint64_t req_errors[MET_REQ_TYPES]; /* request-level or any per-entry error */
+    uint64_t bytes_in;                  /* frame bytes read */
+    uint64_t bytes_out;                 /* frame bytes queued for sending */
+    uint64_t connections_total;         /* accepted */
+    uint64_t connections_rejected;      /* over max_connections */
+    uint64_t frames_rejected;           /* framing errors that closed a connection */
+    uint64_t produce_batches;           /* appended */
     uint64_t produce_records;
-    uint64_t produce_duplicates;            /* answered from idempotence state */
+    uint64_t produce_duplicates; /* answered from idempotence state */
 };
 
 /* Slot for a request case (MET_REQ_INVALID when not a request). */

@@ -59,8 +59,8 @@ struct topic *topic_find_live(struct broker *b, const char *name)
     return t && t->ready && !t->deleting ? t : NULL;
 }
 
-int topic_partition(struct broker *b, const char *topic, uint32_t partition,
-                    struct partition **out, char *msg, size_t cap)
+int topic_partition(struct broker *b, const char *topic, uint32_t partition, struct partition **out,
+                    char *msg, size_t cap)
 {
     struct topic *t = topic_find_live(b, topic);
     char q[256];
@@ -206,8 +206,10 @@ int topic_cfg_from_wire(const struct broker *b, const Verity__TopicConfig *w, st
         out->max_message_bytes = w->max_message_bytes;
     }
     if (w->replication_factor > 1) {
-        snprintf(msg, cap, "replication_factor %" PRIu32 " needs a cluster; this broker is a "
-                 "single node", w->replication_factor);
+        snprintf(msg, cap,
+                 "replication_factor %" PRIu32 " needs a cluster; this broker is a "
+                 "single node",
+                 w->replication_factor);
         return VERITY_EINVAL;
     }
     return 0;

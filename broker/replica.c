@@ -13,7 +13,7 @@
 
 struct replica_single {
     struct replica base;
-    struct vlog *log;   /* borrowed */
+    struct vlog *log; /* borrowed */
     uint64_t hw;
 };
 

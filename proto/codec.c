@@ -92,8 +92,7 @@ struct block_hdr {
 static void *capped_alloc(void *data, size_t size)
 {
     struct codec_msg *m = data;
-    if (size > m->cap || m->used > m->cap - size ||
-        size > SIZE_MAX - sizeof(struct block_hdr)) {
+    if (size > m->cap || m->used > m->cap - size || size > SIZE_MAX - sizeof(struct block_hdr)) {
         m->over = true;
         return NULL;
     }
@@ -344,7 +343,7 @@ static bool str_ok(const char *s)
 #define CHECK_TOPIC(t, internal, what)                                                             \
     do {                                                                                           \
         if (!codec_topic_name_ok((t), (internal)))                                                 \
-            return fail(msg, cap, VERITY_EINVAL, "%s: invalid topic name", (what));               \
+            return fail(msg, cap, VERITY_EINVAL, "%s: invalid topic name", (what));                \
     } while (0)
 
 static int check_topic_config(const Verity__TopicConfig *c, const struct codec_limits *lim,
@@ -375,16 +374,22 @@ static int check_produce(const Verity__ProduceRequest *r, uint64_t payload_len,
         const Verity__ProduceBatch *b = r->batches[i];
         CHECK_TOPIC(b->topic, false, "produce");
         if (b->batch_bytes < BATCH_HDR_SIZE)
-            return fail(msg, cap, VERITY_EBADBATCH, "produce: batch %zu of %u bytes is shorter "
-                        "than a batch header", i, b->batch_bytes);
+            return fail(msg, cap, VERITY_EBADBATCH,
+                        "produce: batch %zu of %u bytes is shorter "
+                        "than a batch header",
+                        i, b->batch_bytes);
         if (b->batch_bytes > lim->batch_bytes_max)
-            return fail(msg, cap, VERITY_ELIMIT, "produce: batch %zu of %u bytes exceeds "
-                        "max_batch_bytes %u", i, b->batch_bytes, lim->batch_bytes_max);
+            return fail(msg, cap, VERITY_ELIMIT,
+                        "produce: batch %zu of %u bytes exceeds "
+                        "max_batch_bytes %u",
+                        i, b->batch_bytes, lim->batch_bytes_max);
         sum += b->batch_bytes;
     }
     if (sum != payload_len)
-        return fail(msg, cap, VERITY_EPROTO, "produce: batch_bytes sum to %llu but the payload "
-                    "holds %llu bytes", (unsigned long long)sum, (unsigned long long)payload_len);
+        return fail(msg, cap, VERITY_EPROTO,
+                    "produce: batch_bytes sum to %llu but the payload "
+                    "holds %llu bytes",
+                    (unsigned long long)sum, (unsigned long long)payload_len);
     return 0;
 }
 
@@ -498,9 +503,10 @@ int codec_validate_response(const Verity__Envelope *env, uint64_t payload_len,
         for (size_t i = 0; i < r->n_results; i++)
             sum += r->results[i]->records_bytes;
         if (sum != payload_len)
-            return fail(msg, cap, VERITY_EPROTO, "fetch: records_bytes sum to %llu but the "
-                        "payload holds %llu bytes", (unsigned long long)sum,
-                        (unsigned long long)payload_len);
+            return fail(msg, cap, VERITY_EPROTO,
+                        "fetch: records_bytes sum to %llu but the "
+                        "payload holds %llu bytes",
+                        (unsigned long long)sum, (unsigned long long)payload_len);
         return 0;
     }
     if (payload_len != 0)

@@ -34,12 +34,12 @@
 
 #include "proto/verity.pb-c.h"
 
-#define CODEC_PROTOCOL_VERSION 1u
-#define CODEC_PREFIX_SIZE 8u              /* frame_length + envelope_length */
-#define CODEC_ENVELOPE_BYTES_MAX (4u << 20) /* default protobuf part of a frame */
-#define CODEC_DECODE_ALLOC_MAX (32u << 20)  /* default heap for one decode */
-#define CODEC_ITEMS_MAX 4096u             /* entries (batches, partitions, topics) per message */
-#define CODEC_STRING_BYTES_MAX 1024u      /* client id, software, error text */
+#define CODEC_PROTOCOL_VERSION   1u
+#define CODEC_PREFIX_SIZE        8u          /* frame_length + envelope_length */
+#define CODEC_ENVELOPE_BYTES_MAX (4u << 20)  /* default protobuf part of a frame */
+#define CODEC_DECODE_ALLOC_MAX   (32u << 20) /* default heap for one decode */
+#define CODEC_ITEMS_MAX          4096u       /* entries (batches, partitions, topics) per message */
+#define CODEC_STRING_BYTES_MAX   1024u       /* client id, software, error text */
 
 /* Limits the codec enforces; codec_limits_default fills the defaults. */
 struct codec_limits {
@@ -54,10 +54,10 @@ void codec_limits_default(struct codec_limits *lim);
 
 /* The parsed prefix of a frame. */
 struct codec_frame {
-    uint32_t frame_length;     /* bytes after the length field */
+    uint32_t frame_length; /* bytes after the length field */
     uint32_t envelope_length;
-    uint32_t payload_length;   /* frame_length - 4 - envelope_length */
-    size_t total;              /* bytes the whole frame occupies: 4 + frame_length */
+    uint32_t payload_length; /* frame_length - 4 - envelope_length */
+    size_t total;            /* bytes the whole frame occupies: 4 + frame_length */
 };
 
 /*
@@ -73,11 +73,11 @@ int codec_frame_peek(const uint8_t *buf, size_t avail, const struct codec_limits
 
 /* A decoded envelope and the capped allocator that owns its memory. */
 struct codec_msg {
-    Verity__Envelope *env;     /* owned; freed by codec_msg_free */
-    ProtobufCAllocator alloc;  /* allocator_data points at this struct */
-    size_t used;               /* bytes currently allocated by the decode */
-    size_t cap;                /* decode_alloc_max at decode time */
-    bool over;                 /* an allocation was refused */
+    Verity__Envelope *env;    /* owned; freed by codec_msg_free */
+    ProtobufCAllocator alloc; /* allocator_data points at this struct */
+    size_t used;              /* bytes currently allocated by the decode */
+    size_t cap;               /* decode_alloc_max at decode time */
+    bool over;                /* an allocation was refused */
 };
 
 /*

@@ -38,11 +38,16 @@ clang "${cflags[@]}" -fsanitize=address,undefined \
 "$out/seed_gen" "$out/seeds"
 echo "fuzz: $(ls "$out/seeds" | wc -l) seeds; running for ${secs}s"
 
+par=()
+if [ "$jobs" -gt 1 ]; then
+    par=(-jobs="$jobs" -workers="$jobs") # each job logs to fuzz-N.log in $out
+fi
 set +e
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-"$out/fuzz_frame" -max_total_time="$secs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-    -jobs="$jobs" -workers="$jobs" -print_final_stats=1 \
-    -artifact_prefix="$out/artifacts/" "$out/corpus" "$out/seeds"
+(cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ./fuzz_frame -max_total_time="$secs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+    "${par[@]}" -print_final_stats=1 -artifact_prefix="$out/artifacts/" \
+    "$out/corpus" "$out/seeds")
 rc=$?
 set -e
 if [ "$rc" -ne 0 ]; then

@@ -214,9 +214,8 @@ static void test_list_offsets(void)
     CU_ASSERT_EQUAL(off, 9);
     CU_ASSERT_EQUAL(list_offset(fd, "t", VERITY__OFFSET_SPEC__OFFSET_TIMESTAMP, 0, &off), 0);
     CU_ASSERT_EQUAL(off, 0);
-    CU_ASSERT_EQUAL(list_offset(fd, "t", VERITY__OFFSET_SPEC__OFFSET_TIMESTAMP, INT64_MAX / 2,
-                                &off),
-                    0);
+    CU_ASSERT_EQUAL(
+        list_offset(fd, "t", VERITY__OFFSET_SPEC__OFFSET_TIMESTAMP, INT64_MAX / 2, &off), 0);
     CU_ASSERT_EQUAL(off, 9);
     CU_ASSERT_EQUAL(list_offset(fd, "nope", VERITY__OFFSET_SPEC__OFFSET_LATEST, 0, &off),
                     VERITY__ERROR_CODE__ERR_NOT_FOUND);
@@ -299,8 +298,7 @@ static void test_idempotence_survives_kill_and_restart(void)
     size_t seq_len[3], key_len;
     struct bh_produced p, first[3], kfirst;
     for (int i = 0; i < 3; i++) {
-        CU_ASSERT_EQUAL_FATAL(bh_batch("s", 2, pid, epoch, 2 * i, NULL, &seq_b[i], &seq_len[i]),
-                              0);
+        CU_ASSERT_EQUAL_FATAL(bh_batch("s", 2, pid, epoch, 2 * i, NULL, &seq_b[i], &seq_len[i]), 0);
         CU_ASSERT_EQUAL_FATAL(bh_produce(&H, fd, "t", 1, seq_b[i], seq_len[i], &first[i]), 0);
         CU_ASSERT_EQUAL(first[i].error, 0);
     }
@@ -428,8 +426,8 @@ static void test_limits_are_named(void)
 {
     struct bh L;
     CU_ASSERT_EQUAL_FATAL(bh_init(&L, "limits"), 0);
-    const char *const args[] = {"--max-connections", "3", "--max-inflight", "2",
-                                "--idle-timeout-ms", "300", NULL};
+    const char *const args[] = {
+        "--max-connections", "3", "--max-inflight", "2", "--idle-timeout-ms", "300", NULL};
     CU_ASSERT_EQUAL_FATAL(bh_start(&L, args), 0);
     int fd = bh_connect(&L);
     CU_ASSERT_FATAL(fd >= 0);

@@ -37,9 +37,9 @@
 #define BH_FN static __attribute__((unused))
 
 struct bh {
-    char root[256];       /* mkdtemp directory */
-    char data[300];       /* <root>/data */
-    char logpath[300];    /* <root>/verityd.log */
+    char root[256];    /* mkdtemp directory */
+    char data[300];    /* <root>/data */
+    char logpath[300]; /* <root>/verityd.log */
     uint16_t port;
     uint16_t http_port;
     pid_t pid;
@@ -212,7 +212,7 @@ BH_FN void bh_resp_free(struct bh_resp *r)
 /* Sends env (version and a fresh correlation id filled in) with payload and
  * reads the answer, which must carry the same correlation id. 0 or error. */
 BH_FN int bh_call(struct bh *h, int fd, Verity__Envelope *env, const void *payload, size_t len,
-                   struct bh_resp *out)
+                  struct bh_resp *out)
 {
     memset(out, 0, sizeof *out);
     env->version = CODEC_PROTOCOL_VERSION;
@@ -238,7 +238,7 @@ BH_FN int bh_call(struct bh *h, int fd, Verity__Envelope *env, const void *paylo
 
 /* CreateTopic; returns the wire error (0 on success) or a negative codec error. */
 BH_FN int bh_create_topic(struct bh *h, int fd, const char *name, uint32_t partitions,
-                           Verity__Durability dur)
+                          Verity__Durability dur)
 {
     Verity__Envelope env = VERITY__ENVELOPE__INIT;
     Verity__CreateTopicRequest q = VERITY__CREATE_TOPIC_REQUEST__INIT;
@@ -285,7 +285,7 @@ BH_FN int bh_init_producer(struct bh *h, int fd, int64_t pid, int64_t *pid_out, 
 /* Builds a batch of n records "<tag>-<i>" with producer fields and an
  * optional idempotency key. *out is malloc'd (free()). */
 BH_FN int bh_batch(const char *tag, uint32_t n, int64_t pid, int epoch, int32_t seq,
-                    const uint8_t *key, uint8_t **out, size_t *len)
+                   const uint8_t *key, uint8_t **out, size_t *len)
 {
     struct batch_builder b;
     int rc = batch_builder_init(&b, 4096 + n * 64);
@@ -317,7 +317,7 @@ BH_FN int bh_batch(const char *tag, uint32_t n, int64_t pid, int epoch, int32_t 
 }
 
 struct bh_produced {
-    int error;          /* wire error of the entry (or the request) */
+    int error; /* wire error of the entry (or the request) */
     uint64_t base_offset;
     uint64_t last_offset;
     bool duplicate;
@@ -327,7 +327,7 @@ struct bh_produced {
 /* Produces one batch to topic/partition. Returns 0 (see out->error) or a
  * negative transport error. */
 BH_FN int bh_produce(struct bh *h, int fd, const char *topic, uint32_t partition,
-                      const uint8_t *batch, size_t len, struct bh_produced *out)
+                     const uint8_t *batch, size_t len, struct bh_produced *out)
 {
     Verity__Envelope env = VERITY__ENVELOPE__INIT;
     Verity__ProduceRequest q = VERITY__PRODUCE_REQUEST__INIT;

@@ -79,9 +79,8 @@ static void test_peek_rejects_inconsistent_lengths(void)
 }
 
 /* A produce request for two batches of a and b bytes. */
-static void produce_env(Verity__Envelope *env, Verity__ProduceRequest *pr,
-                        Verity__ProduceBatch *pb, Verity__ProduceBatch **pbp, uint32_t a,
-                        uint32_t b)
+static void produce_env(Verity__Envelope *env, Verity__ProduceRequest *pr, Verity__ProduceBatch *pb,
+                        Verity__ProduceBatch **pbp, uint32_t a, uint32_t b)
 {
     verity__envelope__init(env);
     verity__produce_request__init(pr);
