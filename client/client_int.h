@@ -88,7 +88,7 @@ struct conn_events {
 typedef void (*conn_resp_fn)(void *arg, int err, const char *msg, const Verity__Envelope *env,
                              uint8_t **payload, size_t payload_len);
 
-#define CONN_RETRY_ON_RESET 0x1u /* resend when the connection drops before the answer */
+#define CONN_RETRY_ON_RESET 0x1u /* resend (up to 3 times) when the connection drops first */
 
 /* A connection on base; nothing happens until conn_start. cfg is copied
  * (strings too). ev is borrowed for the connection's life. */

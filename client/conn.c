@@ -17,7 +17,9 @@
  * with its encoded frame; written requests sit in `inflight` until their
  * answer, matched by correlation id (answers may come in any order). When
  * the connection drops, requests flagged CONN_RETRY_ON_RESET go back to the
- * front of `waiting` (same frame), the others fail with the error.
+ * front of `waiting` (same frame; at most CONN_RESENDS_MAX times, so a
+ * request the broker never answers cannot loop), the others fail with the
+ * error.
  *
  * Deadlines: a waiting request fails after request_timeout_ms from its
  * submission (with the last connection error, e.g. -ECONNREFUSED, when
@@ -42,6 +44,7 @@
 #include "verity/verify.h"
 
 #define TICK_MS 100
+#define CONN_RESENDS_MAX 3 /* a request that broke three connections fails */
 
 enum conn_state { CS_IDLE, CS_CONNECTING, CS_HELLO, CS_READY, CS_BACKOFF };
 
@@ -55,6 +58,7 @@ struct creq {
     int64_t deadline_ms;               /* waiting: give up; in flight: connection broken */
     uint32_t extra_ms;
     unsigned flags;
+    uint32_t resends;                  /* times put back after a drop */
     conn_resp_fn fn;
     void *arg;
 };
@@ -170,7 +174,8 @@ static void conn_fail(struct conn *c, int err)
     while (c->inflight.tail) {
         struct creq *r = c->inflight.tail;
         list_remove(&c->inflight, r);
-        if ((r->flags & CONN_RETRY_ON_RESET) && r->frame) {
+        if ((r->flags & CONN_RETRY_ON_RESET) && r->frame && r->resends < CONN_RESENDS_MAX) {
+            r->resends++;
             r->deadline_ms = cl_mono_ms() + c->cfg.request_timeout_ms;
             list_push_front(&c->waiting, r);
         } else {

@@ -22,9 +22,10 @@
  * reconnect_backoff_max_ms) whenever the connection drops. Requests are
  * pipelined and matched to responses by correlation id. A request that was
  * in flight when the connection dropped is resent by the producer (same batch
- * bytes, so the broker's sequence check makes a retry harmless) and by
- * admin reads; admin writes (create, delete) fail with -ECONNRESET instead,
- * because the broker may have executed them.
+ * bytes, so the broker's sequence check makes a retry harmless), by the
+ * consumer (its next fetch asks again) and by admin reads; admin writes
+ * (create, delete) fail with the connection error instead (-ECONNRESET,
+ * -ETIMEDOUT, ...), because the broker may have executed them.
  *
  * Errors. Functions that can fail return 0 or a negative code from
  * verity/errors.h (system errors are -errno: -ECONNREFUSED when the broker
@@ -121,9 +122,10 @@ struct verity_client;
 int verity_client_new(const struct verity_conn_config *cfg, struct verity_client **out) VERITY_WUR;
 
 /* Waits until the connection is up and the Hello exchange is done, at most
- * timeout_ms. Returns 0; the last connection error (for example
- * -ECONNREFUSED) when timeout_ms passed without a connection; or
- * VERITY_ETIMEOUT when no attempt has finished yet. */
+ * timeout_ms (-1: no limit). Returns 0; the error of a connection attempt
+ * that failed during the wait (for example -ECONNREFUSED; the client keeps
+ * retrying in the background, so a later call may succeed); or
+ * VERITY_ETIMEOUT when no attempt finished in time. */
 int verity_client_connect(struct verity_client *c, int timeout_ms) VERITY_WUR;
 
 /* Stops the I/O thread, fails every pending request with VERITY_ECLOSED
