@@ -452,15 +452,21 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
     }
-    /* Bounded by the list length; each failed request is removed first. */
+    /* Collect first, fail after: a handler may queue new requests. */
+    struct creq_list expired = {0};
     struct creq *r = c->waiting.head;
     while (r) {
         struct creq *next = r->next;
         if (now > r->deadline_ms) {
             list_remove(&c->waiting, r);
-            creq_fail(r, c->last_err ? c->last_err : VERITY_ETIMEOUT, NULL);
+            list_push_back(&expired, r);
         }
         r = next;
+    }
+    int err = c->last_err ? c->last_err : VERITY_ETIMEOUT;
+    while ((r = expired.head)) {
+        list_remove(&expired, r);
+        creq_fail(r, err, NULL);
     }
 }
 
