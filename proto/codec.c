@@ -201,6 +201,28 @@ static const struct body_info bodies[] = {
     {VERITY__ENVELOPE__BODY_FETCH_REQ, VERITY__ENVELOPE__BODY_FETCH_RESP, "fetch"},
     {VERITY__ENVELOPE__BODY_LIST_OFFSETS_REQ, VERITY__ENVELOPE__BODY_LIST_OFFSETS_RESP,
      "list_offsets"},
+    {VERITY__ENVELOPE__BODY_CREATE_GROUP_REQ, VERITY__ENVELOPE__BODY_CREATE_GROUP_RESP,
+     "create_group"},
+    {VERITY__ENVELOPE__BODY_DELETE_GROUP_REQ, VERITY__ENVELOPE__BODY_DELETE_GROUP_RESP,
+     "delete_group"},
+    {VERITY__ENVELOPE__BODY_LIST_GROUPS_REQ, VERITY__ENVELOPE__BODY_LIST_GROUPS_RESP,
+     "list_groups"},
+    {VERITY__ENVELOPE__BODY_DESCRIBE_GROUP_REQ, VERITY__ENVELOPE__BODY_DESCRIBE_GROUP_RESP,
+     "describe_group"},
+    {VERITY__ENVELOPE__BODY_GROUP_PENDING_REQ, VERITY__ENVELOPE__BODY_GROUP_PENDING_RESP,
+     "group_pending"},
+    {VERITY__ENVELOPE__BODY_RESET_GROUP_REQ, VERITY__ENVELOPE__BODY_RESET_GROUP_RESP,
+     "reset_group"},
+    {VERITY__ENVELOPE__BODY_JOIN_GROUP_REQ, VERITY__ENVELOPE__BODY_JOIN_GROUP_RESP, "join_group"},
+    {VERITY__ENVELOPE__BODY_HEARTBEAT_REQ, VERITY__ENVELOPE__BODY_HEARTBEAT_RESP, "heartbeat"},
+    {VERITY__ENVELOPE__BODY_LEAVE_GROUP_REQ, VERITY__ENVELOPE__BODY_LEAVE_GROUP_RESP,
+     "leave_group"},
+    {VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ, VERITY__ENVELOPE__BODY_GROUP_FETCH_RESP,
+     "group_fetch"},
+    {VERITY__ENVELOPE__BODY_ACK_REQ, VERITY__ENVELOPE__BODY_ACK_RESP, "ack"},
+    {VERITY__ENVELOPE__BODY_NACK_REQ, VERITY__ENVELOPE__BODY_NACK_RESP, "nack"},
+    {VERITY__ENVELOPE__BODY_EXTEND_REQ, VERITY__ENVELOPE__BODY_EXTEND_RESP, "extend"},
+    {VERITY__ENVELOPE__BODY_TERM_REQ, VERITY__ENVELOPE__BODY_TERM_RESP, "term"},
 };
 
 #define N_BODIES (sizeof(bodies) / sizeof(bodies[0]))
@@ -308,6 +330,11 @@ bool codec_topic_name_ok(const char *name, bool allow_internal)
     return true;
 }
 
+bool codec_group_name_ok(const char *name)
+{
+    return codec_topic_name_ok(name, false) && strnlen(name, CODEC_GROUP_NAME_MAX + 1) <= CODEC_GROUP_NAME_MAX;
+}
+
 static int fail(char *msg, size_t cap, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -393,6 +420,161 @@ static int check_produce(const Verity__ProduceRequest *r, uint64_t payload_len,
     return 0;
 }
 
+#define CHECK_GROUP(g, what)                                                                       \
+    do {                                                                                           \
+        if (!codec_group_name_ok(g))                                                               \
+            return fail(msg, cap, VERITY_EINVAL, "%s: invalid group name", (what));                \
+    } while (0)
+
+#define CHECK_STR(s, max, what)                                                                    \
+    do {                                                                                           \
+        if ((s) && strnlen((s), (size_t)(max) + 1) > (max))                                        \
+            return fail(msg, cap, VERITY_ELIMIT, "%s: longer than %u bytes", (what),              \
+                        (unsigned)(max));                                                          \
+    } while (0)
+
+static int check_position(const Verity__GroupPosition *p, const struct codec_limits *lim,
+                          const char *what, char *msg, size_t cap)
+{
+    if (!p)
+        return 0;
+    int s = (int)p->start;
+    if (s < 0 || s > VERITY__GROUP_START__GROUP_START_TIME)
+        return fail(msg, cap, VERITY_EINVAL, "%s: unknown start %d", what, s);
+    CHECK_COUNT(p->n_offsets, what);
+    for (size_t i = 0; i < p->n_offsets; i++)
+        CHECK_TOPIC(p->offsets[i]->topic, false, what);
+    return 0;
+}
+
+static int check_group_config(const Verity__GroupConfig *c, const struct codec_limits *lim,
+                              char *msg, size_t cap)
+{
+    if (!c)
+        return fail(msg, cap, VERITY_EINVAL, "create_group: no config (topics are required)");
+    int m = (int)c->mode;
+    if (m < 0 || m > VERITY__GROUP_MODE__GROUP_MODE_SHARED)
+        return fail(msg, cap, VERITY_EINVAL, "create_group: unknown mode %d", m);
+    CHECK_NONEMPTY(c->n_topics, "create_group topics");
+    if (c->n_topics > CODEC_GROUP_TOPICS_MAX)
+        return fail(msg, cap, VERITY_ELIMIT, "create_group: %zu topics exceed the limit %u",
+                    c->n_topics, CODEC_GROUP_TOPICS_MAX);
+    for (size_t i = 0; i < c->n_topics; i++)
+        CHECK_TOPIC(c->topics[i], false, "create_group");
+    if (c->dlq_topic && c->dlq_topic[0])
+        CHECK_TOPIC(c->dlq_topic, false, "create_group dlq_topic");
+    if (c->n_backoff_ms > CODEC_GROUP_BACKOFF_MAX)
+        return fail(msg, cap, VERITY_ELIMIT, "create_group: %zu backoff steps exceed the limit %u",
+                    c->n_backoff_ms, CODEC_GROUP_BACKOFF_MAX);
+    if (c->lease_ms < 0 || c->session_ms < 0)
+        return fail(msg, cap, VERITY_EINVAL, "create_group: negative lease_ms or session_ms");
+    for (size_t i = 0; i < c->n_backoff_ms; i++)
+        if (c->backoff_ms[i] < 0)
+            return fail(msg, cap, VERITY_EINVAL, "create_group: negative backoff step");
+    return 0;
+}
+
+static int check_ranges(Verity__GroupAckRange *const *r, size_t n, const struct codec_limits *lim,
+                        const char *what, char *msg, size_t cap)
+{
+    CHECK_COUNT(n, what);
+    for (size_t i = 0; i < n; i++)
+        CHECK_TOPIC(r[i]->topic, false, what);
+    return 0;
+}
+
+/* Group requests (fields 120-133). */
+static int check_group_body(const Verity__Envelope *env, const struct codec_limits *lim,
+                            char *msg, size_t cap)
+{
+    int rc;
+    switch (env->body_case) {
+    case VERITY__ENVELOPE__BODY_CREATE_GROUP_REQ: {
+        const Verity__CreateGroupRequest *r = env->create_group_req;
+        CHECK_GROUP(r->group, "create_group");
+        if ((rc = check_group_config(r->config, lim, msg, cap)))
+            return rc;
+        return check_position(r->start, lim, "create_group start", msg, cap);
+    }
+    case VERITY__ENVELOPE__BODY_DELETE_GROUP_REQ:
+        CHECK_GROUP(env->delete_group_req->group, "delete_group");
+        return 0;
+    case VERITY__ENVELOPE__BODY_LIST_GROUPS_REQ:
+        return 0;
+    case VERITY__ENVELOPE__BODY_DESCRIBE_GROUP_REQ:
+        CHECK_GROUP(env->describe_group_req->group, "describe_group");
+        return 0;
+    case VERITY__ENVELOPE__BODY_GROUP_PENDING_REQ:
+        CHECK_GROUP(env->group_pending_req->group, "group_pending");
+        return 0;
+    case VERITY__ENVELOPE__BODY_RESET_GROUP_REQ:
+        CHECK_GROUP(env->reset_group_req->group, "reset_group");
+        return check_position(env->reset_group_req->position, lim, "reset_group", msg, cap);
+    case VERITY__ENVELOPE__BODY_JOIN_GROUP_REQ: {
+        const Verity__JoinGroupRequest *r = env->join_group_req;
+        CHECK_GROUP(r->group, "join_group");
+        CHECK_STR(r->member_name, CODEC_MEMBER_NAME_MAX, "join_group member_name");
+        if (r->n_topics > CODEC_GROUP_TOPICS_MAX)
+            return fail(msg, cap, VERITY_ELIMIT, "join_group: %zu topics exceed the limit %u",
+                        r->n_topics, CODEC_GROUP_TOPICS_MAX);
+        for (size_t i = 0; i < r->n_topics; i++)
+            CHECK_TOPIC(r->topics[i], false, "join_group");
+        if (r->session_ms < 0)
+            return fail(msg, cap, VERITY_EINVAL, "join_group: negative session_ms");
+        return 0;
+    }
+    case VERITY__ENVELOPE__BODY_HEARTBEAT_REQ:
+        CHECK_GROUP(env->heartbeat_req->group, "heartbeat");
+        return 0;
+    case VERITY__ENVELOPE__BODY_LEAVE_GROUP_REQ:
+        CHECK_GROUP(env->leave_group_req->group, "leave_group");
+        return 0;
+    case VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ: {
+        const Verity__GroupFetchRequest *r = env->group_fetch_req;
+        CHECK_GROUP(r->group, "group_fetch");
+        if (r->max_messages > CODEC_GROUP_FETCH_MAX)
+            return fail(msg, cap, VERITY_ELIMIT,
+                        "group_fetch: max_messages %u exceeds the limit %u", r->max_messages,
+                        CODEC_GROUP_FETCH_MAX);
+        return 0;
+    }
+    case VERITY__ENVELOPE__BODY_ACK_REQ: {
+        const Verity__AckRequest *r = env->ack_req;
+        CHECK_GROUP(r->group, "ack");
+        if (r->n_ranges == 0 && r->n_upto == 0)
+            return fail(msg, cap, VERITY_EINVAL, "ack: no ranges and no upto");
+        if ((rc = check_ranges(r->ranges, r->n_ranges, lim, "ack", msg, cap)))
+            return rc;
+        CHECK_COUNT(r->n_upto, "ack upto");
+        for (size_t i = 0; i < r->n_upto; i++)
+            CHECK_TOPIC(r->upto[i]->topic, false, "ack upto");
+        return 0;
+    }
+    case VERITY__ENVELOPE__BODY_NACK_REQ: {
+        const Verity__NackRequest *r = env->nack_req;
+        CHECK_GROUP(r->group, "nack");
+        CHECK_TOPIC(r->topic, false, "nack");
+        CHECK_STR(r->error, CODEC_STRING_BYTES_MAX, "nack error");
+        return 0;
+    }
+    case VERITY__ENVELOPE__BODY_EXTEND_REQ: {
+        const Verity__ExtendRequest *r = env->extend_req;
+        CHECK_GROUP(r->group, "extend");
+        CHECK_NONEMPTY(r->n_ranges, "extend");
+        return check_ranges(r->ranges, r->n_ranges, lim, "extend", msg, cap);
+    }
+    case VERITY__ENVELOPE__BODY_TERM_REQ: {
+        const Verity__TermRequest *r = env->term_req;
+        CHECK_GROUP(r->group, "term");
+        CHECK_TOPIC(r->topic, false, "term");
+        CHECK_STR(r->error, CODEC_STRING_BYTES_MAX, "term error");
+        return 0;
+    }
+    default:
+        return fail(msg, cap, VERITY_EPROTO, "envelope holds no request");
+    }
+}
+
 static int check_request_body(const Verity__Envelope *env, const struct codec_limits *lim,
                               char *msg, size_t cap)
 {
@@ -452,7 +634,7 @@ static int check_request_body(const Verity__Envelope *env, const struct codec_li
         return 0;
     }
     default:
-        return fail(msg, cap, VERITY_EPROTO, "envelope holds no request");
+        return check_group_body(env, lim, msg, cap);
     }
 }
 
@@ -505,6 +687,21 @@ int codec_validate_response(const Verity__Envelope *env, uint64_t payload_len,
         if (sum != payload_len)
             return fail(msg, cap, VERITY_EPROTO,
                         "fetch: records_bytes sum to %llu but the "
+                        "payload holds %llu bytes",
+                        (unsigned long long)sum, (unsigned long long)payload_len);
+        return 0;
+    }
+    if (env->body_case == VERITY__ENVELOPE__BODY_GROUP_FETCH_RESP) {
+        const Verity__GroupFetchResponse *r = env->group_fetch_resp;
+        CHECK_COUNT(r->n_results, "group_fetch");
+        uint64_t sum = 0;
+        for (size_t i = 0; i < r->n_results; i++) {
+            sum += r->results[i]->records_bytes;
+            CHECK_COUNT(r->results[i]->n_ranges, "group_fetch ranges");
+        }
+        if (sum != payload_len)
+            return fail(msg, cap, VERITY_EPROTO,
+                        "group_fetch: records_bytes sum to %llu but the "
                         "payload holds %llu bytes",
                         (unsigned long long)sum, (unsigned long long)payload_len);
         return 0;

@@ -40,6 +40,11 @@
 #define CODEC_DECODE_ALLOC_MAX   (32u << 20) /* default heap for one decode */
 #define CODEC_ITEMS_MAX          4096u       /* entries (batches, partitions, topics) per message */
 #define CODEC_STRING_BYTES_MAX   1024u       /* client id, software, error text */
+#define CODEC_GROUP_NAME_MAX     200u        /* bytes in a group name */
+#define CODEC_MEMBER_NAME_MAX    128u        /* bytes in a member name */
+#define CODEC_GROUP_TOPICS_MAX   16u         /* topics per group */
+#define CODEC_GROUP_BACKOFF_MAX  8u          /* redelivery backoff steps */
+#define CODEC_GROUP_FETCH_MAX    65536u      /* GroupFetch max_messages ceiling */
 
 /* Limits the codec enforces; codec_limits_default fills the defaults. */
 struct codec_limits {
@@ -130,6 +135,10 @@ int codec_validate_response(const Verity__Envelope *env, uint64_t payload_len,
 /* True for 1..VERITY_TOPIC_NAME_MAX bytes of [A-Za-z0-9._-], not "." or
  * "..", and (unless allow_internal) not starting with "__". */
 bool codec_topic_name_ok(const char *name, bool allow_internal);
+
+/* True for 1..CODEC_GROUP_NAME_MAX bytes of [A-Za-z0-9._-], not "." or "..",
+ * not starting with "__" (the topic name rule). */
+bool codec_group_name_ok(const char *name);
 
 /* Error code mapping. err is 0, a VERITY_E* code or -errno. */
 Verity__ErrorCode codec_err_to_wire(int err);
