@@ -317,6 +317,19 @@ static void test_torn_tail_cut_and_recorded(void)
     CU_ASSERT_FALSE(rep.found);
     CU_ASSERT_EQUAL(rep.recovery_records, 1);
     CU_ASSERT_TRUE(rep.recoveries_listed == 1 && strstr(rep.recoveries[0].text, "cut_offset_first"));
+    CU_ASSERT_EQUAL(rep.checkpoints_verified, 1); /* clean close after the recovery record */
+
+    /* Killed right after the recovery record: that control batch is not a
+     * checkpoint, so the next clean close still writes one. */
+    snprintf(path, sizeof path, "%s/%020d.log", dir, 0);
+    CU_ASSERT_EQUAL(truncate(path, (off_t)(tu_file_size(path) - 1)), 0); /* tear the checkpoint */
+    CU_ASSERT_EQUAL_FATAL(vlog_open(dir, &c, tu_now_ms(), &log, NULL), 0);
+    vlog_abandon(log); /* now the tail is a recovery record */
+    CU_ASSERT_EQUAL_FATAL(vlog_open(dir, &c, tu_now_ms(), &log, NULL), 0);
+    CU_ASSERT_EQUAL(vlog_close(log, tu_now_ms()), 0);
+    CU_ASSERT_EQUAL(verify_log_dir(dir, key_pub, NULL, NULL, &rep), 0);
+    CU_ASSERT_EQUAL(rep.recovery_records, 2);
+    CU_ASSERT_EQUAL(rep.checkpoints_verified, 1);
     tu_rmrf(dir);
     free(dir);
 }

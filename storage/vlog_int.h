@@ -1,0 +1,115 @@
+/*
+ * Internals shared by the partition log's files (storage/vlog*.c). Nothing
+ * outside storage/ includes this; the API is storage/vlog.h.
+ *
+ *   vlog.c          lifecycle, appends, durability (commit thread), retention
+ *   vlog_seg.c      segments and their indexes, buffered reads
+ *   vlog_recover.c  opening a directory: index checks, recovery of the tail
+ *   vlog_read.c     reads by offset and by time
+ */
+#ifndef VERITY_VLOG_INT_H
+#define VERITY_VLOG_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "storage/batch.h"
+#include "storage/index.h"
+#include "storage/vlog.h"
+#include "verity/verify.h"
+
+#define SCAN_CHUNK (256u << 10)   /* read-ahead of sequential scans */
+#define LOOKUP_CHUNK (16u << 10)  /* read-ahead of random lookups */
+#define PATH_MAX_LOG 4096
+
+struct seg {
+    uint64_t base;               /* base offset, the file name */
+    uint64_t end;                /* offset after the last batch */
+    uint64_t size;               /* valid bytes */
+    uint64_t data_records_base;  /* data records below base */
+    int64_t max_ts;              /* largest batch max_timestamp, INT64_MIN if none */
+    int64_t first_ts;            /* first batch's first_timestamp (age roll) */
+    int fd;
+    bool idx_loaded;             /* oidx/tidx valid (active: writable heap) */
+    struct idx oidx;
+    struct idx tidx;
+    uint64_t bytes_since_index;  /* active only */
+    int64_t tidx_last_ts;        /* active only: last time-index timestamp */
+};
+
+struct vlog {
+    char *dir;
+    struct vlog_config cfg;
+    const struct vio *io;
+    struct seg **segs;
+    size_t nsegs;
+    size_t segs_cap;
+
+    /* owner-thread state */
+    uint64_t end_offset;
+    uint8_t chain[BATCH_CHAIN_SIZE];
+    uint64_t data_records;
+    uint64_t records_since_ckpt;
+    int64_t max_ts;
+    bool last_is_checkpoint;
+    struct vlog_recovery recovery;
+    struct batch_builder ctl;    /* control batches */
+    uint8_t *scan_buf;           /* read-ahead for scans */
+    size_t scan_cap;
+    int scan_fd;
+    uint64_t scan_pos;
+    size_t scan_len;
+
+    /* shared with the commit thread and vlog_sync callers */
+    pthread_mutex_t mu;          /* guards the fields below */
+    pthread_cond_t commit_cond;  /* wakes the commit thread */
+    pthread_cond_t durable_cond; /* wakes vlog_wait_durable */
+    pthread_mutex_t sync_mu;     /* held across one fdatasync and across a roll */
+    uint64_t written_end;
+    uint64_t synced_end;         /* covered by a successful fdatasync */
+    uint64_t durable_end;        /* durable under the policy (os: written) */
+    uint64_t pending_bytes;
+    int64_t pending_since_ns;
+    int sync_fd;
+    int error;
+    bool stop;
+    bool thread_started;
+    pthread_t thread;
+    struct vlog_sync_stats stats;
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+/* Only the active segment is ever written. */
+static inline struct seg *vl_active(const struct vlog *log)
+{
+    VERITY_VERIFY(log->nsegs > 0);
+    return log->segs[log->nsegs - 1];
+}
+
+/* vlog_seg.c: segments, their indexes, buffered reads */
+void vl_seg_path(const struct vlog *log, uint64_t base, const char *ext, char *out);
+struct seg *vl_seg_new(uint64_t base);
+void vl_seg_free(struct vlog *log, struct seg *s);
+int vl_segs_push(struct vlog *log, struct seg *s) __attribute__((warn_unused_result));
+void vl_scan_reset(struct vlog *log);
+int vl_read_ahead(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t limit, size_t ahead,
+                  const uint8_t **out) __attribute__((warn_unused_result));
+int vl_read_at(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t limit,
+               const uint8_t **out) __attribute__((warn_unused_result));
+int vl_read_batch_checked(struct vlog *log, struct seg *s, uint64_t pos, uint64_t limit,
+                          struct batch_hdr *h, const uint8_t **out)
+    __attribute__((warn_unused_result));
+int vl_seg_load_index_mapped(struct vlog *log, struct seg *s) __attribute__((warn_unused_result));
+void vl_seg_unload_index(struct seg *s);
+void vl_seg_index_batch(struct vlog *log, struct seg *s, uint64_t pos, uint64_t base,
+                        uint64_t data_records_before, int64_t max_ts, uint32_t len);
+
+/* vlog_recover.c: opening a directory of segments, recovery */
+int vl_open_segments(struct vlog *log, int64_t now_ms, uint64_t *bad_offset)
+    __attribute__((warn_unused_result));
+int vl_seg_tail_state(struct vlog *log, struct seg *s, uint8_t *chain, uint64_t *records)
+    __attribute__((warn_unused_result));
+
+#endif
