@@ -601,10 +601,12 @@ void verity_producer_id(struct verity_producer *p, int64_t *id_out, int16_t *epo
 
 /* With p->mu held: runs append() until it finds buffer room or block_ms passes. */
 static int append_blocking(struct verity_producer *p, const char *topic,
-                           int (*append)(struct verity_producer *, struct acc_topic *, void *),
+                           int (*append)(struct verity_producer *, struct acc_topic *, void *,
+                                         int64_t now_ms),
                            void *arg)
 {
-    int64_t deadline = cl_mono_ms() + p->cfg.block_ms;
+    int64_t now = cl_mono_ms(); /* one clock read per call: it is on the hot path */
+    int64_t deadline = now + p->cfg.block_ms;
     struct timespec ts = {deadline / 1000, (deadline % 1000) * 1000000};
     bool in_loop = cl_loop_in_thread(&p->loop);
     struct acc_topic *t;
@@ -614,9 +616,10 @@ static int append_blocking(struct verity_producer *p, const char *topic,
     if ((rc = topic_get(p, topic, deadline, &t)))
         return rc;
     for (;;) {
-        rc = append(p, t, arg);
+        rc = append(p, t, arg, now);
         if (rc != -ENOBUFS)
             break;
+        now = cl_mono_ms();
         if (in_loop || pthread_cond_timedwait(&p->cv, &p->mu, &ts) != 0) {
             rc = VERITY_ELIMIT;
             cl_set_last_error("producer buffer full (buffer_bytes_max)");
@@ -633,11 +636,11 @@ struct one_arg {
     void *opaque;
 };
 
-static int append_one(struct verity_producer *p, struct acc_topic *t, void *arg)
+static int append_one(struct verity_producer *p, struct acc_topic *t, void *arg, int64_t now_ms)
 {
     struct one_arg *a = arg;
-    return accum_append(&p->acc, t, a->partition, a->rec, a->cb, a->opaque, cl_mono_ms(),
-                        cl_wall_ms());
+    int64_t wall = a->rec->timestamp_ms ? 0 : cl_wall_ms(); /* only stamps zero timestamps */
+    return accum_append(&p->acc, t, a->partition, a->rec, a->cb, a->opaque, now_ms, wall);
 }
 
 int verity_produce(struct verity_producer *p, const char *topic, int32_t partition,
@@ -663,11 +666,11 @@ struct many_arg {
     void *opaque;
 };
 
-static int append_many(struct verity_producer *p, struct acc_topic *t, void *arg)
+static int append_many(struct verity_producer *p, struct acc_topic *t, void *arg, int64_t now_ms)
 {
     struct many_arg *a = arg;
     return accum_append_batch(&p->acc, t, a->partition, a->recs, a->n, a->idem_key, a->cb,
-                              a->opaque, cl_mono_ms(), cl_wall_ms());
+                              a->opaque, now_ms, cl_wall_ms());
 }
 
 int verity_produce_batch(struct verity_producer *p, const char *topic, int32_t partition,

@@ -301,9 +301,20 @@ static struct verity_producer *new_producer(struct bench *b)
 
 /* ---- W1 --------------------------------------------------------------------- */
 
+/*
+ * The window: at most W1_WINDOW messages sent and not yet acknowledged. The
+ * sender sleeps only when the window is full, and the delivery callback wakes
+ * it once W1_WAKE slots are free (or at the end), not once per message: a
+ * wake-up per message costs more than the message.
+ */
+#define W1_WAKE 64
+
 struct w1_state {
-    sem_t window;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_uint_fast64_t sent;
     atomic_uint_fast64_t acked;
+    atomic_bool waiting;
     atomic_uint_fast64_t errors;
     atomic_int first_err;
     int64_t last_ack_ns;
@@ -318,30 +329,46 @@ static void w1_cb(void *opaque, int err, const struct verity_delivery *d)
         int zero = 0;
         atomic_compare_exchange_strong(&s->first_err, &zero, err);
     }
-    if (atomic_fetch_add(&s->acked, 1) + 1 == W1_MSGS)
+    uint64_t acked = atomic_fetch_add(&s->acked, 1) + 1;
+    if (acked == W1_MSGS)
         s->last_ack_ns = now_ns();
-    sem_post(&s->window);
+    if (atomic_load(&s->waiting) &&
+        (acked == W1_MSGS || atomic_load(&s->sent) - acked <= W1_WINDOW - W1_WAKE)) {
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* Blocks until one more message fits in the window. */
+static void w1_wait_room(struct w1_state *s)
+{
+    if (atomic_load(&s->sent) - atomic_load(&s->acked) < W1_WINDOW)
+        return;
+    pthread_mutex_lock(&s->mu);
+    atomic_store(&s->waiting, true);
+    while (atomic_load(&s->sent) - atomic_load(&s->acked) >= W1_WINDOW)
+        pthread_cond_wait(&s->cv, &s->mu);
+    atomic_store(&s->waiting, false);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void w1(struct bench *b)
 {
     uint8_t *pl = make_payloads(W1_MSGS);
     struct verity_producer *p = new_producer(b);
-    struct w1_state s = {0};
-    bool sem_ok = false;
-    if (!pl || !p || make_topic(b, "w1", b->w1_topic, sizeof b->w1_topic) != 0 ||
-        sem_init(&s.window, 0, W1_WINDOW) != 0) {
+    struct w1_state s = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    if (!pl || !p || make_topic(b, "w1", b->w1_topic, sizeof b->w1_topic) != 0) {
         failed(b, "W1", "setup");
         goto out;
     }
-    sem_ok = true;
     workload_begin(b);
     int64_t t0 = now_ns(), last = t0;
     int rc = 0;
     for (uint64_t i = 0; i < W1_MSGS && rc == 0; i++) {
-        while (sem_wait(&s.window) != 0 && errno == EINTR)
-            ;
+        w1_wait_room(&s);
         struct verity_record r = {.value = pl + i * PAYLOAD, .value_len = PAYLOAD};
+        atomic_fetch_add(&s.sent, 1);
         rc = verity_produce(p, b->w1_topic, 0, &r, w1_cb, &s);
         if ((i & 1023) == 0)
             progress("W1", b->mode, atomic_load(&s.acked), W1_MSGS, t0, &last);
@@ -372,8 +399,6 @@ static void w1(struct bench *b)
          W1_MSGS / sec, W1_MSGS * (double)PAYLOAD / sec / 1e6, disk_mb);
 out:
     verity_producer_free(p, 10000);
-    if (sem_ok)
-        sem_destroy(&s.window);
     free(pl);
 }
 
