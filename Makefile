@@ -4,7 +4,8 @@
 #                   again under ASan+UBSan, then the fuzz target for
 #                   TEST_FUZZ_SECONDS (60)
 #   make run        install deps, build, start a single-node broker
-#   make bench      storage + broker benchmarks (see docs/PERFORMANCE.md)
+#   make bench      storage + broker benchmarks, written into docs/PERFORMANCE.md
+#                   (PEERS=1 runs Redis Streams / NATS JetStream in the same sitting)
 #   make fuzz       run the libFuzzer targets (FUZZ_SECONDS each)
 #   make fmt        clang-format every C file
 # Variables: BUILD (output dir, default build), MODE (release|debug|asan),
@@ -159,7 +160,7 @@ run: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory all
-	@bash tools/bench.sh $(BUILD)
+	@bash tools/perf_report.sh $(BUILD)
 
 fuzz: deps
 	@bash tests/fuzz/run.sh $(FUZZ_SECONDS)
