@@ -1,0 +1,201 @@
+/*
+ * Internals of the group consumer (client/group*.c). Nothing here is public
+ * API; include/verity/group.h is.
+ *
+ *   group_rset.c    sorted sets of offset ranges (pure)
+ *   group_track.c   what the member holds per partition and how its acks go
+ *                   on the wire: cumulative where exact, ranges otherwise
+ *                   (pure: the caller holds the lock)
+ *   group_fetch.c   checking a GroupFetch answer's batches against its
+ *                   delivery ranges, and decoding the delivered records
+ *                   (pure)
+ *   group_admin.c   struct verity_group_admin
+ *   group_consumer.c  struct verity_group_consumer: join, heartbeat, fetch,
+ *                   the ack pipeline, poll
+ *   group_util.c    names, modes, defaults, frees; wire <-> public structs
+ *                   for the admin answers
+ */
+#ifndef VERITY_CLIENT_GROUP_INT_H
+#define VERITY_CLIENT_GROUP_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client/client_int.h"
+#include "verity/group.h"
+
+/* ---- group_rset.c: a set of u64 offsets as sorted, disjoint, non-adjacent
+ * half-open ranges [lo, hi). ---------------------------------------------- */
+
+struct grange {
+    uint64_t lo;
+    uint64_t hi;            /* exclusive */
+};
+
+struct grset {
+    struct grange *r;       /* owned */
+    uint32_t n;
+    uint32_t cap;
+    uint64_t count;         /* offsets in the set */
+};
+
+void grset_init(struct grset *s);
+void grset_deinit(struct grset *s);
+void grset_clear(struct grset *s);
+/* Adds [lo, hi) (lo < hi), merging with neighbours. 0 or -ENOMEM. */
+int grset_add(struct grset *s, uint64_t lo, uint64_t hi) CL_WUR;
+/* Removes [lo, hi) where present. 0 or -ENOMEM (a split needs room); the
+ * set is unchanged on error. */
+int grset_remove(struct grset *s, uint64_t lo, uint64_t hi) CL_WUR;
+/* Makes room for `extra` more ranges, so that the next adds and removes
+ * that need at most that many cannot fail. 0 or -ENOMEM. */
+int grset_reserve(struct grset *s, uint32_t extra) CL_WUR;
+bool grset_contains(const struct grset *s, uint64_t off);
+/* Smallest offset in the set, UINT64_MAX when empty. */
+uint64_t grset_min(const struct grset *s);
+/* Index of the first range with hi > off (s->n when none). */
+uint32_t grset_find(const struct grset *s, uint64_t off);
+/* Invariants (sorted, disjoint, non-adjacent, count); for tests and asserts. */
+bool grset_ok(const struct grset *s);
+
+/* ---- group_track.c: per-partition bookkeeping of a member --------------- */
+
+/*
+ * For every (topic, partition) the member has seen:
+ *   held    delivered to this member and not yet acked, nacked or termed by
+ *           the application (a lease the broker may still think we hold)
+ *   acked   acked by the application, not yet sent
+ *   nacked  nacked by this member and not delivered to it again since: the
+ *           broker still names this member as the last holder, so a
+ *           cumulative ack across it would acknowledge a message the
+ *           application gave back
+ *
+ * gtrack_take turns `acked` into wire items. In ordered mode the acked
+ * offsets below the smallest held or nacked offset go as one cumulative ack
+ * ("upto") per partition: every not-done offset below it was delivered to
+ * this member (ordered mode never hands out an offset while a lower one of
+ * the partition waits), and none of them is still held or was given back,
+ * so the broker acknowledges exactly what the application acked. The other
+ * acked offsets go as ranges.
+ */
+struct gtrack_part {
+    uint32_t topic;         /* index into the member's topic table */
+    uint32_t partition;
+    struct grset held;
+    struct grset acked;
+    struct grset nacked;
+    bool assigned;          /* ordered mode: in the last assignment */
+};
+
+struct gtrack {
+    bool ordered;
+    struct gtrack_part **parts;  /* open addressing by (topic, partition) */
+    uint32_t cap;                /* power of two */
+    uint32_t n;
+    uint64_t held_total;
+    uint64_t acked_total;
+};
+
+/* One wire item of an ack: ranges are all-or-none at the broker; an upto
+ * acknowledges [.., offset] of the partition. `lo` is the first offset this
+ * member acked in the item (what result_cb reports starts there). */
+struct gack_item {
+    uint32_t topic;
+    uint32_t partition;
+    bool upto;
+    uint64_t lo;            /* first offset covered (reported) */
+    uint64_t hi;            /* exclusive end; an upto acks through hi - 1 */
+    struct grange *report;  /* upto: the acked ranges it stands for (owned) */
+    uint32_t n_report;
+};
+
+void gtrack_init(struct gtrack *t, bool ordered);
+void gtrack_deinit(struct gtrack *t);
+/* The partition's entry, created when create is true (NULL: not found or
+ * out of memory). */
+struct gtrack_part *gtrack_part(struct gtrack *t, uint32_t topic, uint32_t partition, bool create);
+/* A fetch delivered [lo, hi) of the partition to this member. */
+int gtrack_delivered(struct gtrack *t, struct gtrack_part *p, uint64_t lo, uint64_t hi) CL_WUR;
+/* The application acked [lo, hi). Offsets not held are acked anyway (the
+ * broker decides); they never join a cumulative ack. */
+int gtrack_ack(struct gtrack *t, struct gtrack_part *p, uint64_t lo, uint64_t hi) CL_WUR;
+/* Ordered mode: ack every held offset <= offset. Returns 0 or -ENOMEM. */
+int gtrack_ack_upto(struct gtrack *t, struct gtrack_part *p, uint64_t offset) CL_WUR;
+/* The application nacked (nack = true) or termed one offset: no longer held. */
+int gtrack_release(struct gtrack *t, struct gtrack_part *p, uint64_t off, bool nack) CL_WUR;
+/* True when the partition holds off (delivered, not acked/nacked/termed). */
+bool gtrack_holds(const struct gtrack_part *p, uint64_t off);
+/* Forgets everything: the member is gone (acked offsets are dropped too; the
+ * caller reports them first). */
+void gtrack_reset(struct gtrack *t);
+/* Ordered mode: forgets held and nacked offsets of partitions not marked
+ * assigned (the broker returned those leases when the partition moved). */
+void gtrack_drop_unassigned(struct gtrack *t);
+
+/* Moves acked offsets into items: *out is malloc'd (n_out items, free with
+ * gack_items_free). At most max_items items, and ranges (not uptos) that
+ * hold at most max_offsets offsets together (a range is cut to fit); the
+ * rest stays queued. Returns 0 or -ENOMEM (nothing taken then). */
+int gtrack_take(struct gtrack *t, size_t max_items, uint64_t max_offsets, struct gack_item **out,
+                size_t *n_out) CL_WUR;
+void gack_items_free(struct gack_item *items, size_t n);
+
+/* ---- group_fetch.c: a GroupFetch answer ---------------------------------- */
+
+/* One delivery range of a fetch result, copied from the wire. */
+struct gdeliv {
+    uint64_t first;
+    uint32_t count;
+    uint32_t delivery_count;
+};
+
+/*
+ * Checks the len bytes of whole batches of one fetch result against its
+ * ascending, disjoint delivery ranges: every batch valid (header, CRC,
+ * records), batches in ascending, non-overlapping offset order, and every
+ * offset of every range inside a data (non-control) batch. Returns 0,
+ * VERITY_ECORRUPT (bad batch bytes) or VERITY_EPROTO (ranges not ascending,
+ * or an offset of a range that the bytes do not hold).
+ */
+int gfetch_check(const uint8_t *data, size_t len, const struct gdeliv *d, size_t nd) CL_WUR;
+
+/* A decoded message before its pointers are fixed up: header indexes are
+ * kept in `headers` as an integer until the header array stops moving. */
+struct gdecode {
+    struct verity_group_message *msgs; /* growable, owned by the caller */
+    size_t n, cap;
+    struct verity_header *hdrs;
+    size_t nh, hcap;
+};
+
+/*
+ * Appends the records of a checked result whose offsets lie in the ranges
+ * to out, in offset order, with topic, partition, delivery count and lease
+ * deadline set; header pointers stay indexes until gdecode_finish. The
+ * records point into data. Returns 0, -ENOMEM, VERITY_ECORRUPT.
+ */
+int gfetch_decode(const uint8_t *data, size_t len, const struct gdeliv *d, size_t nd,
+                  const char *topic, uint32_t partition, int64_t lease_deadline_ms,
+                  struct gdecode *out) CL_WUR;
+/* Turns header indexes into pointers once every result is decoded. */
+void gdecode_finish(struct gdecode *out);
+void gdecode_deinit(struct gdecode *out);
+
+/* ---- group_util.c: wire conversions --------------------------------------------------------- */
+
+enum verity_group_mode gw_mode_from_wire(int m);
+int gw_mode_to_wire(enum verity_group_mode m);
+int gw_start_to_wire(enum verity_group_start s);
+/* Wire -> public; 0 or -ENOMEM (out is cleared on error). */
+int gw_info_from_summary(const Verity__GroupSummary *s, struct verity_group_info *out) CL_WUR;
+int gw_info_from_description(const Verity__GroupDescription *d, struct verity_group_info *out)
+    CL_WUR;
+int gw_offsets_from_wire(Verity__GroupPartitionOffset *const *w, size_t n,
+                         struct verity_group_offset **out) CL_WUR;
+int gw_pending_from_wire(Verity__GroupPendingEntry *const *w, size_t n,
+                         struct verity_group_pending_entry **out) CL_WUR;
+/* Frees the fields of one info (not the struct). */
+void gw_info_clear(struct verity_group_info *g);
+
+#endif
