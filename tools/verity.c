@@ -26,6 +26,8 @@ static const struct cmd cmds[] = {
     {"bench", cmd_bench, "run the peer benchmark workloads W1-W4 against a broker"},
     {"broker", cmd_broker, "broker status: reachable, topics, partitions in error"},
     {"consume", cmd_consume, "print a topic's records from an offset or time; --follow"},
+    {"dlq", cmd_dlq, "list dead letters of a group, replay them to their source topic"},
+    {"group", cmd_group, "create, list, describe, inspect, reset or delete consumer groups"},
     {"keygen", cmd_keygen, "create an Ed25519 key pair for signing checkpoints"},
     {"log", cmd_log, "verify, dump or benchmark a partition log directory"},
     {"offsets", cmd_offsets, "first and last offsets of a topic's partitions"},
