@@ -13,9 +13,23 @@
  * line: topic, partition, offset, timestamp, key, value, headers (key and
  * value as "key_base64"/"value_base64" when they are not UTF-8).
  *
+ * --group NAME reads as a member of a consumer group instead
+ * (include/verity/group.h): messages are leased to this process, printed,
+ * and acknowledged. The group is created when it does not exist (--mode,
+ * default ordered, starting at --from); an existing group must have the
+ * mode --mode names, if given, and read TOPIC. --ack auto (default) acks
+ * each batch once it is written to stdout; --ack manual reads one answer
+ * line from stdin per printed message: "ack", "nack [DELAY_MS [ERROR]]"
+ * (without a delay: the group's backoff), "term [ERROR]" or "skip" (leave
+ * the lease to expire). JSON lines carry delivery_count and
+ * lease_deadline_ms; stderr ends with how many messages came and how many
+ * of them were redeliveries. Without --follow it stops once a fetch finds
+ * nothing deliverable. Messages fetched past --count go back to the group
+ * when the member leaves.
+ *
  * Exit codes: 0 ok, 1 failure (unknown topic, offset out of range, corrupt
- * data), 2 usage, 3 the broker cannot be reached. SIGINT/SIGTERM end a
- * --follow with 0.
+ * data, group of another mode, acks that failed), 2 usage, 3 the broker
+ * cannot be reached. SIGINT/SIGTERM end a --follow with 0.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -30,12 +44,14 @@
 #include <openssl/evp.h>
 
 #include "tools/cmds.h"
+#include "verity/group.h"
 #include "verity/limits.h"
 #include "verity/verity.h"
 
 #define EXIT_UNREACHABLE 3
 #define CONNECT_TIMEOUT_MS 5000
 #define POLL_MS 200
+#define GROUP_POLL_MS 1500 /* longer than a group fetch's long poll (500 ms) */
 
 static volatile sig_atomic_t stop_requested;
 
@@ -51,12 +67,21 @@ static void usage(FILE *f)
             "usage: verity consume TOPIC [--from earliest|latest|OFFSET|TIME] [--partition N]\n"
             "                      [--follow] [--format raw|json] [--count N]\n"
             "                      [--broker HOST:PORT]\n"
+            "       verity consume TOPIC --group NAME [--mode ordered|shared] [--ack auto|manual]\n"
+            "                      [--from ...] [--follow] [--format raw|json] [--count N]\n"
             "  --from      earliest (default), latest, an offset, or a time: @MS since the epoch,\n"
             "              ISO 8601 UTC (2026-11-22T01:00:00Z) or relative (-30s, -5m, -2h, -1d)\n"
             "  --follow    keep reading new records (long poll) until interrupted\n"
             "  --format    raw: the value and a newline (default); json: one object per line\n"
             "  --count N   stop after N records\n"
             "Without --follow, stops at the end offsets seen when it starts.\n"
+            "  --group     consume as a member of consumer group NAME (created if missing,\n"
+            "              starting at --from): leased messages, acknowledged once printed\n"
+            "  --mode      the group's delivery mode when it is created (default ordered)\n"
+            "  --ack       auto (default): ack each batch once written; manual: read one\n"
+            "              line per message from stdin: ack | nack [DELAY_MS [ERROR]] |\n"
+            "              term [ERROR] | skip\n"
+            "With --group and without --follow, stops once nothing is deliverable.\n"
             "exit: 0 ok, 1 failure, 2 usage, 3 broker unreachable\n");
 }
 
@@ -69,6 +94,10 @@ struct consume_args {
     bool json;
     uint64_t count;            /* 0: unlimited */
     const char *broker;
+    const char *group;         /* --group: consume as a group member */
+    enum verity_group_mode mode;
+    bool mode_given;
+    bool ack_manual;
 };
 
 /* Parses an ISO 8601 UTC time "YYYY-MM-DDTHH:MM:SS[.fff]Z" into ms. */
@@ -145,7 +174,8 @@ static bool parse_from(const char *s, enum verity_start *start, int64_t *arg)
     return false;
 }
 
-enum { OPT_FROM = 256, OPT_PARTITION, OPT_FOLLOW, OPT_FORMAT, OPT_COUNT, OPT_BROKER, OPT_HELP };
+enum { OPT_FROM = 256, OPT_PARTITION, OPT_FOLLOW, OPT_FORMAT, OPT_COUNT, OPT_BROKER, OPT_HELP,
+       OPT_GROUP, OPT_MODE, OPT_ACK };
 
 static const struct option long_opts[] = {
     {"from", required_argument, NULL, OPT_FROM},
@@ -155,6 +185,9 @@ static const struct option long_opts[] = {
     {"count", required_argument, NULL, OPT_COUNT},
     {"broker", required_argument, NULL, OPT_BROKER},
     {"help", no_argument, NULL, OPT_HELP},
+    {"group", required_argument, NULL, OPT_GROUP},
+    {"mode", required_argument, NULL, OPT_MODE},
+    {"ack", required_argument, NULL, OPT_ACK},
     {NULL, 0, NULL, 0},
 };
 
@@ -199,6 +232,22 @@ static int parse(int argc, char **argv, struct consume_args *a)
         case OPT_BROKER:
             a->broker = optarg;
             break;
+        case OPT_GROUP:
+            if (!verity_group_name_ok(optarg))
+                goto bad;
+            a->group = optarg;
+            break;
+        case OPT_MODE:
+            if (verity_group_mode_parse(optarg, &a->mode) != 0)
+                goto bad;
+            a->mode_given = true;
+            break;
+        case OPT_ACK:
+            if (strcmp(optarg, "manual") == 0)
+                a->ack_manual = true;
+            else if (strcmp(optarg, "auto") != 0)
+                goto bad;
+            break;
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -210,6 +259,11 @@ static int parse(int argc, char **argv, struct consume_args *a)
     if (optind != argc - 1)
         goto bad;
     a->topic = argv[optind];
+    /* Group options need a group; a group member takes no --partition. */
+    if (!a->group && (a->mode_given || a->ack_manual))
+        goto bad;
+    if (a->group && a->partition >= 0)
+        goto bad;
     return -1;
 bad:
     fprintf(stderr, "verity consume: invalid arguments\n");
@@ -239,7 +293,9 @@ static void set_bytes(json_t *o, const char *name, const void *p, int32_t len)
     free(b64);
 }
 
-static void print_message(const struct verity_message *m, bool json)
+/* gm (may be NULL): the group delivery m belongs to. */
+static void print_message(const struct verity_message *m, const struct verity_group_message *gm,
+                          bool json)
 {
     if (!json) {
         if (m->value && m->value_len > 0)
@@ -252,6 +308,10 @@ static void print_message(const struct verity_message *m, bool json)
     json_object_set_new(o, "partition", json_integer(m->partition));
     json_object_set_new(o, "offset", json_integer((json_int_t)m->offset));
     json_object_set_new(o, "timestamp", json_integer(m->timestamp_ms));
+    if (gm) {
+        json_object_set_new(o, "delivery_count", json_integer(gm->delivery_count));
+        json_object_set_new(o, "lease_deadline_ms", json_integer(gm->lease_deadline_ms));
+    }
     set_bytes(o, "key", m->key, m->key_len);
     set_bytes(o, "value", m->value, m->value_len);
     if (m->header_count) {
@@ -343,12 +403,196 @@ static bool at_end(struct verity_consumer *cons, const struct consume_args *a, u
     return true;
 }
 
+/* ---- --group ---------------------------------------------------------- */
+
+static enum verity_group_start group_start(const struct consume_args *a)
+{
+    switch (a->start) {
+    case VERITY_START_OFFSET:
+        return VERITY_GROUP_START_OFFSET;
+    case VERITY_START_LATEST:
+        return VERITY_GROUP_START_LATEST;
+    case VERITY_START_TIME:
+        return VERITY_GROUP_START_TIME;
+    default:
+        return VERITY_GROUP_START_EARLIEST;
+    }
+}
+
+/* Creates the group when missing; checks mode and topic when it exists.
+ * Returns -1 when fine, else the exit code. */
+static int group_prepare(const struct consume_args *a, const struct verity_conn_config *conn)
+{
+    struct verity_group_admin *ga = NULL;
+    int rc = verity_group_admin_new(conn, &ga);
+    if (rc) {
+        fprintf(stderr, "verity consume: %s: %s\n", verity_broker_resolve(a->broker),
+                verity_strerror(rc));
+        return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
+    }
+    if ((rc = verity_group_admin_connect(ga, CONNECT_TIMEOUT_MS)) != 0) {
+        fprintf(stderr, "verity consume: cannot reach broker %s: %s\n",
+                verity_broker_resolve(a->broker), verity_strerror(rc));
+        verity_group_admin_free(ga);
+        return EXIT_UNREACHABLE;
+    }
+    struct verity_group_info *g = NULL;
+    rc = verity_group_describe(ga, a->group, &g);
+    if (rc == VERITY_ENOTFOUND) {
+        const char *topics[] = {a->topic};
+        struct verity_group_config cfg = {.mode = a->mode_given ? a->mode : VERITY_GROUP_ORDERED,
+                                          .topics = topics,
+                                          .n_topics = 1};
+        rc = verity_group_create(ga, a->group, &cfg, group_start(a), a->start_arg, NULL, NULL);
+        if (rc == VERITY_EEXIST) /* another member created it meanwhile */
+            rc = verity_group_describe(ga, a->group, &g);
+    }
+    int out = -1;
+    if (rc) {
+        fprintf(stderr, "verity consume: group %s: %s\n", a->group, verity_last_error_message());
+        out = verity_err_unreachable(rc) ? EXIT_UNREACHABLE : CMD_EXIT_FAIL;
+    } else if (g && a->mode_given && g->mode != a->mode) {
+        fprintf(stderr, "verity consume: group %s is %s, not %s\n", a->group,
+                verity_group_mode_name(g->mode), verity_group_mode_name(a->mode));
+        out = CMD_EXIT_FAIL;
+    } else if (g) {
+        bool reads = false;
+        for (size_t i = 0; i < g->n_topics; i++)
+            reads = reads || strcmp(g->topics[i], a->topic) == 0;
+        if (!reads) {
+            fprintf(stderr, "verity consume: group %s does not read topic %s\n", a->group,
+                    a->topic);
+            out = CMD_EXIT_FAIL;
+        }
+    }
+    verity_group_info_free(g, 1);
+    verity_group_admin_free(ga);
+    return out;
+}
+
+/* --ack manual: reads the answer for m from stdin and acts on it. Returns
+ * 0, an error from the group call, or 1 at end of input. */
+static int manual_answer(struct verity_group_consumer *gc, const struct verity_message *m)
+{
+    char line[512];
+    if (!fgets(line, sizeof line, stdin))
+        return 1;
+    line[strcspn(line, "\r\n")] = '\0';
+    char *rest = NULL;
+    char *word = strtok_r(line, " ", &rest);
+    if (!word || strcmp(word, "ack") == 0)
+        return verity_group_ack(gc, m->topic, m->partition, m->offset);
+    if (strcmp(word, "skip") == 0)
+        return 0;
+    if (strcmp(word, "term") == 0)
+        return verity_group_term(gc, m->topic, m->partition, m->offset, rest ? rest : "");
+    if (strcmp(word, "nack") == 0) {
+        int64_t delay = -1;
+        char *d = strtok_r(NULL, " ", &rest);
+        if (d) {
+            char *end;
+            errno = 0;
+            long long v = strtoll(d, &end, 10);
+            if (*end || errno || v < 0) {
+                fprintf(stderr, "verity consume: bad nack delay '%s'; skipped\n", d);
+                return 0;
+            }
+            delay = v;
+        }
+        return verity_group_nack(gc, m->topic, m->partition, m->offset, delay, rest ? rest : "");
+    }
+    fprintf(stderr, "verity consume: unknown answer '%s' (ack|nack|term|skip); skipped\n", word);
+    return 0;
+}
+
+static int consume_group(const struct consume_args *a)
+{
+    struct verity_group_consumer_config gc;
+    verity_group_consumer_config_default(&gc);
+    gc.conn.broker = a->broker;
+    gc.conn.client_id = "verity-cli";
+    int rc = group_prepare(a, &gc.conn);
+    if (rc >= 0)
+        return rc;
+    const char *topics[] = {a->topic};
+    gc.group = a->group;
+    gc.topics = topics;
+    gc.n_topics = 1;
+    gc.member_name = "verity consume";
+    /* Lease only what is about to be printed: fetch when the loop asks. */
+    gc.queue_max = 0;
+    gc.fetch_max = a->count && a->count < 1000 ? (uint32_t)a->count : 1000;
+    struct verity_group_consumer *g = NULL;
+    if ((rc = verity_group_consumer_new(&gc, &g)) != 0) {
+        fprintf(stderr, "verity consume: %s\n", verity_strerror(rc));
+        return CMD_EXIT_FAIL;
+    }
+    if ((rc = verity_group_connect(g, CONNECT_TIMEOUT_MS)) != 0) {
+        fprintf(stderr, "verity consume: group %s: %s\n", a->group, verity_strerror(rc));
+        verity_group_consumer_free(g, 0);
+        return verity_err_unreachable(rc) ? EXIT_UNREACHABLE : CMD_EXIT_FAIL;
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    uint64_t printed = 0, redelivered = 0;
+    bool eof = false;
+    while (rc == 0 && !eof && !stop_requested && (a->count == 0 || printed < a->count)) {
+        const struct verity_group_message *m;
+        size_t n = 0;
+        rc = verity_group_poll(g, GROUP_POLL_MS, &m, &n);
+        if (rc || (n == 0 && !a->follow))
+            break;
+        size_t shown = 0;
+        for (; shown < n && (a->count == 0 || printed < a->count) && !eof; shown++) {
+            print_message(&m[shown].msg, &m[shown], a->json);
+            printed++;
+            redelivered += m[shown].delivery_count > 1;
+            if (a->ack_manual) {
+                if (fflush(stdout) != 0) {
+                    rc = -errno;
+                    break;
+                }
+                int arc = manual_answer(g, &m[shown].msg);
+                if (arc == 1)
+                    eof = true;
+                else if (arc < 0)
+                    fprintf(stderr, "verity consume: %s/%" PRIu32 "@%" PRIu64 ": %s\n",
+                            m[shown].msg.topic, m[shown].msg.partition, m[shown].msg.offset,
+                            verity_strerror(arc));
+            }
+        }
+        if (!a->ack_manual && shown) {
+            /* Acknowledge only what reached stdout. */
+            if (fflush(stdout) != 0)
+                rc = -errno;
+            else
+                rc = verity_group_ack_many(g, m, shown);
+        }
+    }
+    if (rc == 0)
+        rc = verity_group_commit(g, 30000);
+    if (rc)
+        fprintf(stderr, "verity consume: group %s: %s\n", a->group, verity_strerror(rc));
+    fprintf(stderr, "verity consume: %" PRIu64 " messages from group %s, %" PRIu64
+                    " of them redelivered\n",
+            printed, a->group, redelivered);
+    verity_group_consumer_free(g, 5000);
+    if (rc)
+        return verity_err_unreachable(rc) ? EXIT_UNREACHABLE : CMD_EXIT_FAIL;
+    return CMD_EXIT_OK;
+}
+
 int cmd_consume(int argc, char **argv)
 {
     struct consume_args a;
     int rc = parse(argc, argv, &a);
     if (rc >= 0)
         return rc;
+    if (a.group)
+        return consume_group(&a);
     uint32_t nparts = 0;
     uint64_t *ends = NULL;
     if ((rc = inspect(&a, &nparts, &ends)) >= 0)
@@ -383,7 +627,7 @@ int cmd_consume(int argc, char **argv)
         for (size_t i = 0; rc == 0 && i < n && (a.count == 0 || printed < a.count); i++) {
             if (!a.follow && m[i].offset >= ends[m[i].partition])
                 continue; /* arrived after we started */
-            print_message(&m[i], a.json);
+            print_message(&m[i], NULL, a.json);
             printed++;
         }
         if (n && fflush(stdout) != 0)

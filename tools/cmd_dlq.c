@@ -466,10 +466,10 @@ static void on_delivery(void *opaque, int err, const struct verity_delivery *d)
     p->done = true;
 }
 
-/* Builds the copy of dead letter m (its own headers only). headers has room
- * for m->header_count entries. */
-static void copy_record(const struct verity_message *m, struct verity_header *headers,
-                        struct verity_record *r)
+/* Builds the copy of dead letter m: its key, value, own headers (headers
+ * has room for m->header_count entries) and the source record's timestamp. */
+static void copy_record(const struct verity_message *m, const struct dead_letter *d,
+                        struct verity_header *headers, struct verity_record *r)
 {
     uint32_t nh = 0;
     size_t plen = strlen(VERITY_DLQ_HDR_PREFIX);
@@ -486,7 +486,7 @@ static void copy_record(const struct verity_message *m, struct verity_header *he
     r->value_len = m->value_len;
     r->headers = nh ? headers : NULL;
     r->header_count = nh;
-    r->timestamp_ms = m->timestamp_ms;
+    r->timestamp_ms = d->timestamp_ms > 0 ? d->timestamp_ms : m->timestamp_ms;
 }
 
 static int ensure_replay_group(struct dlq_ctx *x)
@@ -513,7 +513,7 @@ static int replay_one(struct dlq_ctx *x, struct verity_producer *prod,
         return VERITY_EINVAL;
     }
     struct verity_record r;
-    copy_record(m, hbuf, &r);
+    copy_record(m, &d, hbuf, &r);
     char idem[VERITY_TOPIC_NAME_MAX + 64];
     int il = snprintf(idem, sizeof idem, "verity-dlq-replay/%s/%" PRIu32 "/%" PRIu64, m->topic,
                       m->partition, m->offset);
