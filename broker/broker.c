@@ -146,6 +146,9 @@ void broker_stop(struct broker *b)
                 fetch_link_wake(TAILQ_FIRST(&p->fetchers), true);
         }
     }
+    for (struct bgroup *bg = b->groups.list; bg; bg = bg->next)
+        while (!TAILQ_EMPTY(&bg->waiters))
+            gfetch_fail(TAILQ_FIRST(&bg->waiters)->f, 0, NULL);
     b->stop_deadline_ns = mono_ns() + (int64_t)b->cfg.shutdown_timeout_ms * 1000000;
     struct timeval tv = {0, 20000};
     if (!b->stop_ev || event_add(b->stop_ev, &tv)) {
@@ -211,6 +214,8 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
         goto fail;
     if ((rc = meta_open(b)))
         goto fail;
+    if ((rc = groups_open(b)))
+        goto fail;
     if ((rc = conn_listen(b)) || (rc = http_start(b)))
         goto fail;
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
@@ -253,6 +258,9 @@ int broker_free(struct broker *b)
     conn_stop_accepting(b);
     conn_close_all(b);
     http_stop(b);
+    int grc = groups_close(b, true);
+    if (grc && !rc)
+        rc = grc;
     struct topic *t;
     while ((t = TAILQ_FIRST(&b->topics))) {
         for (uint32_t i = 0; i < t->cfg.partitions; i++) {

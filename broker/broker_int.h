@@ -27,7 +27,9 @@
 #include "broker/idem.h"
 #include "broker/metrics.h"
 #include "broker/replica.h"
+#include "consumer/group.h"
 #include "proto/codec.h"
+#include "storage/batch.h"
 #include "storage/vlog.h"
 #include "verity/limits.h"
 
@@ -250,6 +252,156 @@ void h_list_offsets(struct req *r);
 void produce_wait_resolve(struct prod_wait *w, int err, uint64_t hw);
 void fetch_link_wake(struct fetch_link *l, bool final);
 
+/* ---- consumer groups (broker/groups.c, h_group_*.c, dlq.c) ----------------- */
+
+/* A reply parked until the group log is durable through `ticket`. */
+struct gpark;
+typedef void (*gpark_fn)(struct broker *b, struct gpark *p, int err);
+struct gpark {
+    uint64_t ticket; /* group-log seq that must be durable */
+    gpark_fn done;   /* err 0, or the group log's sticky error */
+    bool linked;     /* in groups.parked */
+    TAILQ_ENTRY(gpark) link;
+};
+TAILQ_HEAD(gpark_list, gpark);
+
+struct gfetch; /* a long-polling GroupFetch (h_group_fetch.c) */
+/* A GroupFetch's entry in its group's list of long-polls. */
+struct gwaiter {
+    struct gfetch *f;
+    uint64_t member_id;
+    TAILQ_ENTRY(gwaiter) link;
+};
+TAILQ_HEAD(gwaiter_list, gwaiter);
+
+/* Shell-side companion of one group of the state machine: long-polls and
+ * counters. Created on first use, freed with the group. */
+struct bgroup {
+    char name[GROUP_NAME_MAX + 1];
+    struct gwaiter_list waiters; /* GroupFetches waiting for something deliverable */
+    uint64_t deliveries;        /* offsets handed out since start */
+    uint64_t redeliveries;      /* of those, with delivery count > 1 */
+    uint64_t dlq_appended;      /* dead letters appended since start */
+    uint64_t control_acked;     /* control-batch offsets acknowledged by the broker */
+    struct bgroup *next;
+};
+
+struct dlq_job; /* a dead letter on its way (dlq.c) */
+TAILQ_HEAD(dlq_job_list, dlq_job);
+
+/* One appended group-log batch: durable once the log's durable end reaches
+ * end; then every record through seq is durable. */
+struct gend {
+    uint64_t end;
+    uint64_t seq;
+};
+
+struct groups {
+    struct group_state *st;  /* the state machine (consumer/group.h) */
+    struct vlog *log;        /* <data-dir>/__groups */
+    struct event *durable_ev;/* activated by the commit thread */
+    struct event *flush_ev;  /* group_flush at the end of this loop pass */
+    struct event *timer_ev;  /* group_tick at group_next_deadline */
+    struct event *retry_ev;  /* dead letters waiting to be retried */
+    int64_t timer_at;        /* wall ms the timer is armed for (INT64_MAX: none) */
+    bool flush_armed;
+    bool in_after;           /* inside groups_after (no recursion) */
+    struct gpark_list parked;/* by ticket, ascending */
+    uint64_t seq_appended;   /* last record written to the log */
+    uint64_t seq_durable;    /* records through this seq are durable */
+    struct gend *ends;       /* FIFO of appended batches not yet durable */
+    size_t ends_head, ends_n, ends_cap;
+    struct batch_builder bb; /* packs records into one batch */
+    struct bgroup *list;
+    struct dlq_job_list dlq_jobs; /* dead letters in progress */
+    size_t n_dlq_jobs;
+    int error;               /* sticky: the group log failed; groups are read-only */
+    uint64_t records;        /* records appended since start */
+    uint64_t batches;        /* log batches appended since start */
+};
+
+/* Opens <data>/__groups, replays it into the state machine and recovers.
+ * Called after the topics are open. */
+int groups_open(struct broker *b) __attribute__((warn_unused_result));
+/* Fails everything parked or waiting and closes the log. */
+int groups_close(struct broker *b, bool clean);
+/* Drains the state machine's records (appended to the group log) and effects
+ * (dead letters, removed members), schedules the flush and re-arms the
+ * timer. Call after every group command. */
+void groups_after(struct broker *b);
+/* Parks p until the group log is durable through ticket (0: now). p->done
+ * is called exactly once, possibly before this returns. */
+void groups_park(struct broker *b, struct gpark *p, uint64_t ticket);
+/* 0, or the error (with msg) that makes group commands fail now: the group
+ * log failed or is not open. */
+int groups_writable(struct broker *b, char *msg, size_t cap) __attribute__((warn_unused_result));
+/* The companion of group name (created when the group exists); NULL when
+ * the state machine does not know the group (or -ENOMEM). */
+struct bgroup *bgroup_get(struct broker *b, const char *name);
+/* Drops the companion of a deleted group (its waiters must be gone). */
+void bgroup_drop(struct broker *b, const char *name);
+/* Wakes the long-polls of one group / of every group. */
+void groups_wake(struct bgroup *bg);
+void groups_wake_all(struct broker *b);
+/* Partition hooks: p's high watermark moved (wake long-polls of groups
+ * reading it, finish dead letters appended to it); p is closing. */
+void groups_on_commit(struct partition *p, uint64_t hw);
+void groups_part_closing(struct partition *p);
+/* The group's high watermark per flat partition (n entries; 0 for a
+ * partition that is unavailable). */
+void groups_hwm(struct broker *b, const struct group_config *cfg, uint64_t *hwm, size_t n);
+/* The live partition behind flat index pidx of cfg, or NULL. */
+struct partition *groups_part(struct broker *b, const struct group_config *cfg, uint32_t pidx);
+/* Maps (topic, partition) of a request to the group's flat index; 0 or
+ * VERITY_EINVAL / VERITY_ENOTFOUND with msg. */
+int groups_pidx(struct broker *b, const char *group, const char *topic, uint32_t partition,
+                uint32_t *pidx, char *msg, size_t cap) __attribute__((warn_unused_result));
+/* Answers r with the error rc of a group command, phrased for group and
+ * member (detail, may be NULL, is appended). */
+void group_fail(struct req *r, int rc, const char *group, uint64_t member_id, const char *detail);
+/* Topic index and partition of flat index pidx of cfg (false when out of range). */
+bool groups_pidx_split(const struct group_config *cfg, uint32_t pidx, uint32_t *topic,
+                       uint32_t *partition);
+/* First timestamp of the batch that holds offset in p; INT64_MIN if none. */
+int64_t groups_batch_ts(struct partition *p, uint64_t offset);
+/* Long-poll hooks (h_group_fetch.c): wake re-evaluates; fail answers the
+ * waiting fetch with err (member removed, group deleted, shutdown). */
+void gfetch_wake(struct gfetch *f);
+void gfetch_fail(struct gfetch *f, int err, const char *msg);
+
+
+/* Dead letters (dlq.c): start one (the effect's strings are copied). */
+void dlq_start(struct broker *b, const struct group_effect *e);
+/* Retries jobs that wait for a topic or failed; called on a timer. */
+void dlq_retry(struct broker *b);
+/* The high watermark of p moved / p closes: finish or fail its jobs. */
+void dlq_on_commit(struct partition *p, uint64_t hw);
+void dlq_part_closing(struct partition *p);
+void dlq_free_all(struct broker *b);
+
+/* Starts creating topic name with config tc: metadata record, then done(b,
+ * arg, err) once durable and the partitions are open (err != 0: the topic
+ * is gone again). Returns 0 (done will be called) or an error with msg. */
+int topic_create_start(struct broker *b, const char *name, const struct topic_cfg *tc,
+                       meta_done_fn done, void *arg, char *msg, size_t cap)
+    __attribute__((warn_unused_result));
+
+/* Group request handlers. */
+void h_create_group(struct req *r);
+void h_delete_group(struct req *r);
+void h_list_groups(struct req *r);
+void h_describe_group(struct req *r);
+void h_group_pending(struct req *r);
+void h_reset_group(struct req *r);
+void h_join_group(struct req *r);
+void h_heartbeat(struct req *r);
+void h_leave_group(struct req *r);
+void h_group_fetch(struct req *r);
+void h_ack(struct req *r);
+void h_nack(struct req *r);
+void h_extend(struct req *r);
+void h_term(struct req *r);
+
 /* ---- the broker ----------------------------------------------------------- */
 
 struct broker {
@@ -268,6 +420,7 @@ struct broker {
     char http_addr[BCFG_ADDR_MAX + 16];
     EVP_PKEY *signing_key; /* owned; NULL = unsigned checkpoints */
     struct meta meta;
+    struct groups groups;
     struct topic_list topics;
     struct topic *topic_buckets[TOPIC_BUCKETS];
     size_t n_topics;

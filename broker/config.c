@@ -86,6 +86,12 @@ static const struct key keys[] = {
      "signed checkpoint every N records (0 = only at close)"},
     {"retention_check_ms", K_U32, F(retention_check_ms), 0, 100, 86400000,
      "how often retention and segment age run"},
+    {"group_log_durability", K_DUR, F(group_log_durability), 0, 0, 0,
+     "consumer-group log: always|group|os (answers wait for it)"},
+    {"group_log_delay_us", K_U32, F(group_log_delay_us), 0, 0, 1000000,
+     "consumer-group log, group mode: longest wait for an fdatasync"},
+    {"group_pending_max", K_U32, F(group_pending_max), 0, 1, VERITY_PENDING_PER_GROUP_MAX,
+     "ceiling for deliveries a group tracks at once"},
     {"http_timeout_s", K_U32, F(http_timeout_s), 0, 1, 3600, "admin HTTP request timeout"},
     {"shutdown_timeout_ms", K_U32, F(shutdown_timeout_ms), 0, 0, 600000,
      "longest wait for in-flight requests on SIGTERM"},
@@ -117,6 +123,9 @@ void bcfg_default(struct broker_config *c)
     c->max_topics = 10000;
     c->default_partitions = 1;
     c->default_durability = TDUR_GROUP;
+    c->group_log_durability = TDUR_GROUP;
+    c->group_log_delay_us = 0;
+    c->group_pending_max = VERITY_PENDING_PER_GROUP_MAX;
     c->default_retention_ms = -1;
     c->default_retention_bytes = -1;
     c->default_segment_bytes = 1ull << 30;

@@ -54,6 +54,10 @@ struct broker_config {
     uint64_t group_bytes_max;
     uint32_t checkpoint_records;
     uint32_t retention_check_ms;
+    /* consumer groups */
+    enum topic_durability group_log_durability; /* of <data_dir>/__groups */
+    uint32_t group_log_delay_us;                /* group mode: longest wait for its fdatasync */
+    uint32_t group_pending_max;                 /* ceiling for a group's pending_max */
     /* admin HTTP and shutdown */
     uint32_t http_timeout_s;
     uint32_t shutdown_timeout_ms;

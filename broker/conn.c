@@ -62,6 +62,20 @@ static const struct handler {
     {VERITY__ENVELOPE__BODY_PRODUCE_REQ, h_produce},
     {VERITY__ENVELOPE__BODY_FETCH_REQ, h_fetch},
     {VERITY__ENVELOPE__BODY_LIST_OFFSETS_REQ, h_list_offsets},
+    {VERITY__ENVELOPE__BODY_CREATE_GROUP_REQ, h_create_group},
+    {VERITY__ENVELOPE__BODY_DELETE_GROUP_REQ, h_delete_group},
+    {VERITY__ENVELOPE__BODY_LIST_GROUPS_REQ, h_list_groups},
+    {VERITY__ENVELOPE__BODY_DESCRIBE_GROUP_REQ, h_describe_group},
+    {VERITY__ENVELOPE__BODY_GROUP_PENDING_REQ, h_group_pending},
+    {VERITY__ENVELOPE__BODY_RESET_GROUP_REQ, h_reset_group},
+    {VERITY__ENVELOPE__BODY_JOIN_GROUP_REQ, h_join_group},
+    {VERITY__ENVELOPE__BODY_HEARTBEAT_REQ, h_heartbeat},
+    {VERITY__ENVELOPE__BODY_LEAVE_GROUP_REQ, h_leave_group},
+    {VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ, h_group_fetch},
+    {VERITY__ENVELOPE__BODY_ACK_REQ, h_ack},
+    {VERITY__ENVELOPE__BODY_NACK_REQ, h_nack},
+    {VERITY__ENVELOPE__BODY_EXTEND_REQ, h_extend},
+    {VERITY__ENVELOPE__BODY_TERM_REQ, h_term},
 };
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);

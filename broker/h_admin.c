@@ -237,6 +237,77 @@ void h_describe_topic(struct req *r)
 
 /* ---- CreateTopic ------------------------------------------------------------- */
 
+/* The metadata record of a new topic (malloc'd JSON text, NULL on -ENOMEM). */
+static char *create_record(const char *name, const struct topic_cfg *tc, int64_t now)
+{
+    json_t *rec = json_pack(
+        "{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name", name,
+        "partitions", (json_int_t)tc->partitions, "durability",
+        bcfg_durability_name(tc->durability), "retention_ms", (json_int_t)tc->retention_ms,
+        "retention_bytes", (json_int_t)tc->retention_bytes, "segment_bytes",
+        (json_int_t)tc->segment_bytes, "max_message_bytes", (json_int_t)tc->max_message_bytes,
+        "time_ms", (json_int_t)now);
+    char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+    json_decref(rec);
+    return text;
+}
+
+struct tcreate {
+    meta_done_fn done;
+    void *arg;
+    char name[VERITY_TOPIC_NAME_MAX + 1];
+};
+
+static void tcreate_done(struct broker *b, void *arg, int err)
+{
+    struct tcreate *c = arg;
+    struct topic *t = topic_find(b, c->name);
+    if (!t || t->ready) {
+        err = err ? err : VERITY_ECLOSED;
+    } else if (err) {
+        topic_remove(b, t);
+    } else if ((err = topic_open_partitions(b, t)) == 0) {
+        blog(BLOG_INFO, "topic_created", "topic=%s partitions=%" PRIu32 " durability=%s",
+             t->name, t->cfg.partitions, bcfg_durability_name(t->cfg.durability));
+    }
+    c->done(b, c->arg, err);
+    free(c);
+}
+
+int topic_create_start(struct broker *b, const char *name, const struct topic_cfg *tc,
+                       meta_done_fn done, void *arg, char *msg, size_t cap)
+{
+    if (!codec_topic_name_ok(name, false)) {
+        snprintf(msg, cap, "invalid topic name");
+        return VERITY_EINVAL;
+    }
+    if (topic_find(b, name)) {
+        snprintf(msg, cap, "topic %s already exists", name);
+        return VERITY_EEXIST;
+    }
+    int64_t now = now_ms();
+    struct tcreate *c = calloc(1, sizeof *c);
+    char *text = c ? create_record(name, tc, now) : NULL;
+    struct topic *t = text ? topic_add(b, name, tc, now) : NULL;
+    if (!t) {
+        free(text);
+        free(c);
+        snprintf(msg, cap, "out of memory");
+        return -ENOMEM;
+    }
+    c->done = done;
+    c->arg = arg;
+    snprintf(c->name, sizeof c->name, "%s", name);
+    int rc = meta_append(b, text, tcreate_done, c);
+    free(text);
+    if (rc) {
+        topic_remove(b, t);
+        free(c);
+        snprintf(msg, cap, "metadata log could not record the topic");
+    }
+    return rc;
+}
+
 static void create_done(struct broker *b, void *arg, int err)
 {
     struct req *r = arg;
@@ -284,14 +355,7 @@ void h_create_topic(struct req *r)
         return;
     }
     int64_t now = now_ms();
-    json_t *rec = json_pack(
-        "{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name", q->name,
-        "partitions", (json_int_t)tc.partitions, "durability", bcfg_durability_name(tc.durability),
-        "retention_ms", (json_int_t)tc.retention_ms, "retention_bytes",
-        (json_int_t)tc.retention_bytes, "segment_bytes", (json_int_t)tc.segment_bytes,
-        "max_message_bytes", (json_int_t)tc.max_message_bytes, "time_ms", (json_int_t)now);
-    char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
-    json_decref(rec);
+    char *text = create_record(q->name, &tc, now);
     struct topic *t = text ? topic_add(b, q->name, &tc, now) : NULL;
     if (!t) {
         free(text);

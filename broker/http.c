@@ -4,9 +4,11 @@
  *   GET /ready       200 when serving, 503 while starting or shutting down
  *   GET /metrics     Prometheus text format
  *   GET /v1/topics   JSON: every topic with its config and partitions
+ *   GET /v1/groups   JSON: every consumer group with members and per-partition lag
  * Limits set explicitly: body size (VERITY_HTTP_BODY_MAX), header size,
  * timeout, GET/HEAD only.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -144,6 +146,121 @@ static void render_partitions(struct broker *b, struct evbuffer *o)
     }
 }
 
+/* One group's partitions: calls fn for each with its lag and age. */
+struct glag {
+    const char *topic;
+    uint32_t partition;
+    uint64_t hwm;
+    struct group_lag lag;
+    int64_t oldest_age_ms; /* 0 when nothing is unacked */
+};
+
+static int group_lags(struct broker *b, const char *name, const struct group_info *info,
+                      struct glag **out)
+{
+    uint32_t np = info->n_partitions;
+    uint64_t *hwm = calloc(np ? np : 1, sizeof *hwm);
+    struct glag *g = calloc(np ? np : 1, sizeof *g);
+    if (!hwm || !g) {
+        free(hwm);
+        free(g);
+        return -ENOMEM;
+    }
+    groups_hwm(b, info->cfg, hwm, np);
+    int64_t now = now_ms();
+    for (uint32_t k = 0; k < np; k++) {
+        uint32_t ti = 0, part = 0;
+        (void)groups_pidx_split(info->cfg, k, &ti, &part);
+        g[k].topic = info->cfg->topics[ti].name;
+        g[k].partition = part;
+        g[k].hwm = hwm[k];
+        if (group_get_lag(b->groups.st, name, k, hwm[k], &g[k].lag))
+            continue;
+        if (g[k].lag.unacked > 0) {
+            struct partition *p = groups_part(b, info->cfg, k);
+            int64_t ts = p ? groups_batch_ts(p, g[k].lag.ack_floor) : INT64_MIN;
+            g[k].oldest_age_ms = ts != INT64_MIN && ts < now ? now - ts : 0;
+        }
+    }
+    free(hwm);
+    *out = g;
+    return 0;
+}
+
+static void render_groups(struct broker *b, struct evbuffer *o)
+{
+    struct group_state *st = b->groups.st;
+    if (!st)
+        return;
+    size_t n = 0;
+    group_list(st, NULL, 0, &n);
+    const char **names = calloc(n ? n : 1, sizeof *names);
+    if (!names)
+        return;
+    group_list(st, names, n, &n);
+    static const char *const fam[] = {
+        "verity_group_lag",         "verity_group_pending",
+        "verity_group_waiting",     "verity_group_oldest_unacked_age_seconds",
+        "verity_group_ack_floor",
+    };
+    static const char *const help[] = {
+        "Messages below the high watermark not yet acknowledged or dead-lettered.",
+        "Messages leased to members (delivered, not yet acknowledged).",
+        "Messages returned and waiting for redelivery.",
+        "Age of the oldest unacknowledged message (its batch timestamp).",
+        "Every offset below is acknowledged or dead-lettered.",
+    };
+    for (int k = 0; k < 5; k++) {
+        met_family(o, fam[k], "gauge", help[k]);
+        for (size_t i = 0; i < n; i++) {
+            struct group_info info;
+            struct glag *g = NULL;
+            if (group_get_info(st, names[i], &info) || group_lags(b, names[i], &info, &g))
+                continue;
+            for (uint32_t p = 0; p < info.n_partitions; p++) {
+                double v = k == 0   ? (double)g[p].lag.unacked
+                           : k == 1 ? (double)g[p].lag.leased
+                           : k == 2 ? (double)g[p].lag.waiting
+                           : k == 3 ? (double)g[p].oldest_age_ms / 1000.0
+                                    : (double)g[p].lag.ack_floor;
+                evbuffer_add_printf(o, "%s{group=\"%s\",topic=\"%s\",partition=\"%" PRIu32
+                                       "\"} %.17g\n",
+                                    fam[k], names[i], g[p].topic, g[p].partition, v);
+            }
+            free(g);
+        }
+    }
+    static const char *const cfam[] = {"verity_group_deliveries_total",
+                                       "verity_group_redeliveries_total",
+                                       "verity_group_dead_letters_total", "verity_group_members"};
+    static const char *const chelp[] = {
+        "Messages handed to members since the broker started.",
+        "Of those, deliveries with a delivery count above 1.",
+        "Messages dead-lettered since the group was created or reset.",
+        "Members of the group."};
+    for (int k = 0; k < 4; k++) {
+        met_family(o, cfam[k], k == 3 ? "gauge" : "counter", chelp[k]);
+        for (size_t i = 0; i < n; i++) {
+            struct group_info info;
+            if (group_get_info(st, names[i], &info))
+                continue;
+            struct bgroup *bg = bgroup_get(b, names[i]);
+            uint64_t v = k == 0   ? (bg ? bg->deliveries : 0)
+                         : k == 1 ? (bg ? bg->redeliveries : 0)
+                         : k == 2 ? info.dead_lettered
+                                  : info.n_members;
+            evbuffer_add_printf(o, "%s{group=\"%s\"} %" PRIu64 "\n", cfam[k], names[i], v);
+        }
+    }
+    met_family(o, "verity_group_log_records_total", "counter",
+               "Records appended to the consumer-group log.");
+    evbuffer_add_printf(o, "verity_group_log_records_total %" PRIu64 "\n", b->groups.records);
+    met_family(o, "verity_group_log_batches_total", "counter",
+               "Batches appended to the consumer-group log.");
+    evbuffer_add_printf(o, "verity_group_log_batches_total %" PRIu64 "\n", b->groups.batches);
+    free(names);
+}
+
 static void h_metrics(struct evhttp_request *req, void *arg)
 {
     struct broker *b = arg;
@@ -180,6 +297,7 @@ static void h_metrics(struct evhttp_request *req, void *arg)
     evbuffer_add_printf(o, "verity_topics %zu\n", b->n_topics);
     render_fsync(b, o);
     render_partitions(b, o);
+    render_groups(b, o);
     send_text(req, 200, "OK", "text/plain; version=0.0.4", o);
     evbuffer_free(o);
 }
@@ -248,10 +366,109 @@ static void h_topics(struct evhttp_request *req, void *arg)
     evbuffer_free(body);
 }
 
+static json_t *group_json(struct broker *b, const char *name)
+{
+    struct group_state *st = b->groups.st;
+    struct group_info info;
+    struct glag *g = NULL;
+    if (group_get_info(st, name, &info) || group_lags(b, name, &info, &g))
+        return NULL;
+    const struct group_config *gc = info.cfg;
+    json_t *topics = json_array(), *backoff = json_array(), *parts = json_array(),
+           *members = json_array();
+    bool ok = topics && backoff && parts && members;
+    for (uint32_t i = 0; ok && i < gc->n_topics; i++)
+        ok = json_array_append_new(topics, json_string(gc->topics[i].name)) == 0;
+    for (uint32_t i = 0; ok && i < gc->n_backoff; i++)
+        ok = json_array_append_new(backoff, json_integer(gc->backoff_ms[i])) == 0;
+    for (uint32_t k = 0; ok && k < info.n_partitions; k++) {
+        json_t *pj = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:i, s:i, s:I}", "topic",
+                               g[k].topic, "partition", (int)g[k].partition, "ack_floor",
+                               (json_int_t)g[k].lag.ack_floor, "read_cursor",
+                               (json_int_t)g[k].lag.read_cursor, "high_watermark",
+                               (json_int_t)g[k].hwm, "lag", (json_int_t)g[k].lag.unacked,
+                               "pending", (int)g[k].lag.leased, "waiting", (int)g[k].lag.waiting,
+                               "oldest_unacked_age_ms", (json_int_t)g[k].oldest_age_ms);
+        ok = pj && json_array_append_new(parts, pj) == 0;
+    }
+    size_t nm = 0;
+    struct group_member_info *mi = calloc(info.n_members ? info.n_members : 1, sizeof *mi);
+    ok = ok && mi && group_members(st, name, mi, info.n_members, &nm) == 0;
+    for (size_t i = 0; ok && i < nm && i < info.n_members; i++) {
+        json_t *mj = json_pack("{s:I, s:s, s:I, s:I, s:i, s:i}", "member_id",
+                               (json_int_t)mi[i].member_id, "name", mi[i].name, "session_ms",
+                               (json_int_t)mi[i].session_ms, "last_seen_ms",
+                               (json_int_t)mi[i].last_seen_ms, "pending", (int)mi[i].n_leased,
+                               "partitions", (int)mi[i].n_partitions);
+        ok = mj && json_array_append_new(members, mj) == 0;
+    }
+    free(mi);
+    free(g);
+    struct bgroup *bg = bgroup_get(b, name);
+    json_t *out = NULL;
+    if (ok)
+        out = json_pack("{s:s, s:i, s:s, s:o, s:s, s:I, s:I, s:i, s:o, s:i, s:i, s:i, s:i, s:i, "
+                        "s:I, s:I, s:I, s:o, s:o}",
+                        "name", name, "group_id", (int)info.group_id, "mode",
+                        gc->mode == GROUP_SHARED ? "shared" : "ordered", "topics", topics,
+                        "dlq_topic", gc->dlq_topic, "lease_ms", (json_int_t)gc->lease_ms,
+                        "session_ms", (json_int_t)gc->session_ms, "max_deliveries",
+                        (int)gc->max_deliveries, "backoff_ms", backoff, "pending_max",
+                        (int)info.pending_max, "generation", (int)info.generation, "pending",
+                        (int)info.n_leased, "waiting", (int)info.n_waiting,
+                        "dead_letter_pending", (int)info.n_dead_letter, "dead_lettered",
+                        (json_int_t)info.dead_lettered, "deliveries",
+                        (json_int_t)(bg ? bg->deliveries : 0), "redeliveries",
+                        (json_int_t)(bg ? bg->redeliveries : 0), "members", members,
+                        "partitions", parts);
+    if (!out) {
+        json_decref(topics);
+        json_decref(backoff);
+        json_decref(parts);
+        json_decref(members);
+    }
+    return out;
+}
+
+static void h_groups(struct evhttp_request *req, void *arg)
+{
+    struct broker *b = arg;
+    struct group_state *st = b->groups.st;
+    json_t *arr = json_array();
+    size_t n = 0;
+    if (st)
+        group_list(st, NULL, 0, &n);
+    const char **names = calloc(n ? n : 1, sizeof *names);
+    if (st && names)
+        group_list(st, names, n, &n);
+    for (size_t i = 0; st && names && arr && i < n; i++) {
+        json_t *gj = group_json(b, names[i]);
+        if (!gj || json_array_append_new(arr, gj)) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    free(names);
+    json_t *root = arr ? json_pack("{s:o}", "groups", arr) : NULL;
+    char *text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
+    json_decref(root);
+    struct evbuffer *body = text ? evbuffer_new() : NULL;
+    if (!body) {
+        free(text);
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    evbuffer_add(body, text, strlen(text));
+    evbuffer_add(body, "\n", 1);
+    free(text);
+    send_text(req, 200, "OK", "application/json", body);
+    evbuffer_free(body);
+}
+
 static void h_notfound(struct evhttp_request *req, void *arg)
 {
     (void)arg;
-    evhttp_send_error(req, 404, "no such path (try /health, /ready, /metrics, /v1/topics)");
+    evhttp_send_error(req, 404, "no such path (try /health, /ready, /metrics, /v1/topics, /v1/groups)");
 }
 
 int http_start(struct broker *b)
@@ -274,6 +491,7 @@ int http_start(struct broker *b)
     evhttp_set_cb(b->http, "/ready", h_ready, b);
     evhttp_set_cb(b->http, "/metrics", h_metrics, b);
     evhttp_set_cb(b->http, "/v1/topics", h_topics, b);
+    evhttp_set_cb(b->http, "/v1/groups", h_groups, b);
     evhttp_set_gencb(b->http, h_notfound, b);
     struct evhttp_bound_socket *s = evhttp_bind_socket_with_handle(b->http, host, port);
     if (!s) {

@@ -277,6 +277,7 @@ static void part_commit(void *arg, uint64_t hw)
         next = TAILQ_NEXT(l, link);
         fetch_link_wake(l, false);
     }
+    groups_on_commit(p, hw);
 }
 
 static void part_fail_all(struct partition *p, int err, bool final)
@@ -456,6 +457,7 @@ int part_close(struct partition *p, int err, bool clean)
     if (!p)
         return 0;
     part_fail_all(p, err, true);
+    groups_part_closing(p);
     if (p->log) {
         if (clean)
             rc = vlog_close(p->log, now_ms());

@@ -286,6 +286,10 @@ int group_dead_lettered(struct group_state *st, const char *group, struct group_
 
 /* ---- queries (no state change) ------------------------------------------- */
 
+/* Names of every group (borrowed, valid until the next non-query call), in
+ * no particular order; *n_out gets the total, at most cap are written. */
+void group_list(const struct group_state *st, const char **names, size_t cap, size_t *n_out);
+
 /* Flat partition index of (topic, partition). */
 int group_part_index(const struct group_state *st, const char *group, const char *topic,
                      uint32_t partition, uint32_t *pidx) GROUP_WUR;

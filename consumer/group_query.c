@@ -17,6 +17,13 @@ static int find(const struct group_state *st, const char *name, const struct gro
     return *g ? 0 : VERITY_ENOTFOUND;
 }
 
+void group_list(const struct group_state *st, const char **names, size_t cap, size_t *n_out)
+{
+    for (uint32_t i = 0; i < st->n_groups && i < cap; i++)
+        names[i] = st->groups[i]->cfg.name;
+    *n_out = st->n_groups;
+}
+
 int group_part_index(const struct group_state *st, const char *name, const char *topic,
                      uint32_t partition, uint32_t *pidx)
 {

@@ -459,4 +459,336 @@ BH_FN char *bh_http_get(struct bh *h, const char *path)
     return buf;
 }
 
+/* ---- consumer groups ---------------------------------------------------------- */
+
+struct bh_group_opts {
+    Verity__GroupMode mode;
+    Verity__GroupStart start;
+    uint64_t start_offset;
+    int64_t start_time_ms;
+    int64_t lease_ms;
+    int64_t session_ms;
+    uint32_t max_deliveries;
+    const int64_t *backoff_ms; /* n_backoff steps */
+    size_t n_backoff;
+    const char *dlq_topic;
+};
+
+/* CreateGroup over one or more topics. Returns the wire error (0 ok) or a
+ * negative transport error; msg (may be NULL) gets the error text. */
+BH_FN int bh_create_group(struct bh *h, int fd, const char *group, const char *const *topics,
+                          size_t n_topics, const struct bh_group_opts *o, char *msg, size_t cap)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__CreateGroupRequest q = VERITY__CREATE_GROUP_REQUEST__INIT;
+    Verity__GroupConfig c = VERITY__GROUP_CONFIG__INIT;
+    Verity__GroupPosition pos = VERITY__GROUP_POSITION__INIT;
+    c.mode = o->mode;
+    c.n_topics = n_topics;
+    c.topics = (char **)topics;
+    c.lease_ms = o->lease_ms;
+    c.session_ms = o->session_ms;
+    c.max_deliveries = o->max_deliveries;
+    c.n_backoff_ms = o->n_backoff;
+    c.backoff_ms = (int64_t *)o->backoff_ms;
+    c.dlq_topic = (char *)(o->dlq_topic ? o->dlq_topic : "");
+    pos.start = o->start;
+    pos.offset = o->start_offset;
+    pos.timestamp_ms = o->start_time_ms;
+    q.group = (char *)group;
+    q.config = &c;
+    q.start = &pos;
+    env.body_case = VERITY__ENVELOPE__BODY_CREATE_GROUP_REQ;
+    env.create_group_req = &q;
+    struct bh_resp r;
+    int rc = bh_call(h, fd, &env, NULL, 0, &r);
+    if (rc)
+        return rc;
+    rc = (int)r.msg->env->error;
+    if (msg && cap)
+        snprintf(msg, cap, "%s", r.msg->env->error_message);
+    if (rc == 0 && r.msg->env->body_case != VERITY__ENVELOPE__BODY_CREATE_GROUP_RESP)
+        rc = -1;
+    bh_resp_free(&r);
+    return rc;
+}
+
+/* Sends env and returns the wire error (0 ok) or a negative transport
+ * error; on 0 *out holds the answer (bh_resp_free), else it is freed. msg
+ * gets the error text. */
+BH_FN int bh_group_call(struct bh *h, int fd, Verity__Envelope *env, struct bh_resp *out,
+                        char *msg, size_t cap)
+{
+    int rc = bh_call(h, fd, env, NULL, 0, out);
+    if (rc)
+        return rc;
+    rc = (int)out->msg->env->error;
+    if (msg && cap)
+        snprintf(msg, cap, "%s", out->msg->env->error_message);
+    if (rc)
+        bh_resp_free(out);
+    return rc;
+}
+
+/* JoinGroup; *member gets the id. Wire error or negative. */
+BH_FN int bh_join(struct bh *h, int fd, const char *group, const char *name,
+                  const char *const *topics, size_t n_topics, int64_t session_ms,
+                  uint64_t *member, char *msg, size_t cap)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__JoinGroupRequest q = VERITY__JOIN_GROUP_REQUEST__INIT;
+    q.group = (char *)group;
+    q.member_name = (char *)name;
+    q.n_topics = n_topics;
+    q.topics = (char **)topics;
+    q.session_ms = session_ms;
+    env.body_case = VERITY__ENVELOPE__BODY_JOIN_GROUP_REQ;
+    env.join_group_req = &q;
+    struct bh_resp r;
+    int rc = bh_group_call(h, fd, &env, &r, msg, cap);
+    if (rc)
+        return rc;
+    *member = r.msg->env->join_group_resp->member_id;
+    bh_resp_free(&r);
+    return 0;
+}
+
+/* One message a GroupFetch delivered. */
+struct bh_msg {
+    char topic[VERITY_TOPIC_NAME_MAX + 1];
+    uint32_t partition;
+    uint64_t offset;
+    uint32_t delivery_count;
+    char value[128]; /* record value as text (cut) */
+};
+
+struct bh_fetched {
+    struct bh_msg *m;
+    size_t n;
+    int64_t lease_deadline_ms;
+    int error; /* wire error */
+    char message[300];
+    bool bad_payload; /* a delivered offset was not in the bytes, or bytes were invalid */
+};
+
+BH_FN void bh_fetched_free(struct bh_fetched *f)
+{
+    free(f->m);
+    memset(f, 0, sizeof *f);
+}
+
+/* GroupFetch; decodes the payload and keeps only the records in ranges.
+ * Returns 0 (see out->error) or a negative transport error. */
+BH_FN int bh_gfetch(struct bh *h, int fd, const char *group, uint64_t member, uint32_t max,
+                    uint32_t wait_ms, struct bh_fetched *out)
+{
+    memset(out, 0, sizeof *out);
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__GroupFetchRequest q = VERITY__GROUP_FETCH_REQUEST__INIT;
+    q.group = (char *)group;
+    q.member_id = member;
+    q.max_messages = max;
+    q.max_wait_ms = wait_ms;
+    env.body_case = VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ;
+    env.group_fetch_req = &q;
+    struct bh_resp r;
+    int rc = bh_call(h, fd, &env, NULL, 0, &r);
+    if (rc)
+        return rc;
+    const Verity__Envelope *e = r.msg->env;
+    out->error = (int)e->error;
+    snprintf(out->message, sizeof out->message, "%s", e->error_message);
+    if (e->error || e->body_case != VERITY__ENVELOPE__BODY_GROUP_FETCH_RESP) {
+        if (!e->error)
+            rc = VERITY_EPROTO;
+        bh_resp_free(&r);
+        return rc;
+    }
+    const Verity__GroupFetchResponse *g = e->group_fetch_resp;
+    out->lease_deadline_ms = g->lease_deadline_ms;
+    out->m = calloc(g->messages ? g->messages : 1, sizeof *out->m);
+    size_t pos = 0, want = 0;
+    for (size_t i = 0; i < g->n_results && out->m; i++) {
+        const Verity__GroupFetchResult *res = g->results[i];
+        size_t end = pos + res->records_bytes;
+        for (size_t k = 0; k < res->n_ranges; k++)
+            want += res->ranges[k]->count;
+        while (pos < end) {
+            struct batch_hdr bh;
+            if (batch_hdr_decode(r.payload + pos, end - pos, &bh) || bh.length > end - pos ||
+                batch_validate(r.payload + pos, bh.length, NULL)) {
+                out->bad_payload = true;
+                break;
+            }
+            struct batch_iter it;
+            struct batch_record rec;
+            batch_iter_init(&it, r.payload + pos, bh.length);
+            while (batch_iter_next(&it, &rec) == 1) {
+                uint64_t off = bh.base_offset + rec.offset_delta;
+                for (size_t k = 0; k < res->n_ranges; k++) {
+                    const Verity__GroupDeliveryRange *rg = res->ranges[k];
+                    if (off < rg->first_offset || off >= rg->first_offset + rg->count)
+                        continue;
+                    if (bh.attributes & BATCH_ATTR_CONTROL || out->n >= g->messages) {
+                        out->bad_payload = true;
+                        break;
+                    }
+                    struct bh_msg *m = &out->m[out->n++];
+                    snprintf(m->topic, sizeof m->topic, "%s", res->topic);
+                    m->partition = res->partition;
+                    m->offset = off;
+                    m->delivery_count = rg->delivery_count;
+                    int vl = rec.value_len > 0 ? rec.value_len : 0;
+                    if (vl > (int)sizeof m->value - 1)
+                        vl = (int)sizeof m->value - 1;
+                    memcpy(m->value, rec.value, (size_t)vl);
+                    m->value[vl] = '\0';
+                }
+            }
+            pos += bh.length;
+        }
+        pos = end;
+    }
+    if (out->n != want || want != g->messages || pos != r.payload_len)
+        out->bad_payload = true;
+    bh_resp_free(&r);
+    return 0;
+}
+
+/* Ack of [first, first + count) of one partition (count 0 = 1), or with
+ * upto set a cumulative ack up to first. Wire error or negative. */
+BH_FN int bh_ack(struct bh *h, int fd, const char *group, uint64_t member, const char *topic,
+                 uint32_t partition, uint64_t first, uint32_t count, bool upto, char *msg,
+                 size_t cap)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__AckRequest q = VERITY__ACK_REQUEST__INIT;
+    Verity__GroupAckRange rg = VERITY__GROUP_ACK_RANGE__INIT;
+    Verity__GroupPartitionOffset up = VERITY__GROUP_PARTITION_OFFSET__INIT;
+    Verity__GroupAckRange *rp = &rg;
+    Verity__GroupPartitionOffset *upp = &up;
+    q.group = (char *)group;
+    q.member_id = member;
+    if (upto) {
+        up.topic = (char *)topic;
+        up.partition = partition;
+        up.offset = first;
+        q.n_upto = 1;
+        q.upto = &upp;
+    } else {
+        rg.topic = (char *)topic;
+        rg.partition = partition;
+        rg.first_offset = first;
+        rg.count = count;
+        q.n_ranges = 1;
+        q.ranges = &rp;
+    }
+    env.body_case = VERITY__ENVELOPE__BODY_ACK_REQ;
+    env.ack_req = &q;
+    struct bh_resp r;
+    int rc = bh_group_call(h, fd, &env, &r, msg, cap);
+    if (rc == 0)
+        bh_resp_free(&r);
+    return rc;
+}
+
+/* Nack (delay_ms as on the wire: 0 schedule, < 0 at once) or, with term,
+ * Term. *dead gets NackResponse.dead_lettered (may be NULL). */
+BH_FN int bh_nack(struct bh *h, int fd, const char *group, uint64_t member, const char *topic,
+                  uint32_t partition, uint64_t offset, int64_t delay_ms, const char *error,
+                  bool term, bool *dead, char *msg, size_t cap)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__NackRequest nq = VERITY__NACK_REQUEST__INIT;
+    Verity__TermRequest tq = VERITY__TERM_REQUEST__INIT;
+    if (term) {
+        tq.group = (char *)group;
+        tq.member_id = member;
+        tq.topic = (char *)topic;
+        tq.partition = partition;
+        tq.offset = offset;
+        tq.error = (char *)error;
+        env.body_case = VERITY__ENVELOPE__BODY_TERM_REQ;
+        env.term_req = &tq;
+    } else {
+        nq.group = (char *)group;
+        nq.member_id = member;
+        nq.topic = (char *)topic;
+        nq.partition = partition;
+        nq.offset = offset;
+        nq.delay_ms = delay_ms;
+        nq.error = (char *)error;
+        env.body_case = VERITY__ENVELOPE__BODY_NACK_REQ;
+        env.nack_req = &nq;
+    }
+    struct bh_resp r;
+    int rc = bh_group_call(h, fd, &env, &r, msg, cap);
+    if (rc == 0) {
+        if (dead && !term)
+            *dead = r.msg->env->nack_resp->dead_lettered;
+        bh_resp_free(&r);
+    }
+    return rc;
+}
+
+/* DescribeGroup; on 0 *out holds the answer (bh_resp_free). */
+BH_FN int bh_describe(struct bh *h, int fd, const char *group, struct bh_resp *out)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__DescribeGroupRequest q = VERITY__DESCRIBE_GROUP_REQUEST__INIT;
+    q.group = (char *)group;
+    env.body_case = VERITY__ENVELOPE__BODY_DESCRIBE_GROUP_REQ;
+    env.describe_group_req = &q;
+    return bh_group_call(h, fd, &env, out, NULL, 0);
+}
+
+/* GroupPending (member 0 = all); on 0 *out holds the answer. */
+BH_FN int bh_pending(struct bh *h, int fd, const char *group, uint64_t member, int64_t min_age_ms,
+                     struct bh_resp *out)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__GroupPendingRequest q = VERITY__GROUP_PENDING_REQUEST__INIT;
+    q.group = (char *)group;
+    q.member_id = member;
+    q.min_age_ms = min_age_ms;
+    env.body_case = VERITY__ENVELOPE__BODY_GROUP_PENDING_REQ;
+    env.group_pending_req = &q;
+    return bh_group_call(h, fd, &env, out, NULL, 0);
+}
+
+/* Plain Fetch of one partition from offset: *out is a malloc'd copy of the
+ * payload (whole batches), *len its size. Returns the wire error of the
+ * partition or the request (0 ok) or a negative transport error. */
+BH_FN int bh_fetch_raw(struct bh *h, int fd, const char *topic, uint32_t partition,
+                       uint64_t offset, uint8_t **out, size_t *len)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__FetchRequest q = VERITY__FETCH_REQUEST__INIT;
+    Verity__FetchPartition fp = VERITY__FETCH_PARTITION__INIT;
+    Verity__FetchPartition *fpp = &fp;
+    fp.topic = (char *)topic;
+    fp.partition = partition;
+    fp.offset = offset;
+    q.n_partitions = 1;
+    q.partitions = &fpp;
+    env.body_case = VERITY__ENVELOPE__BODY_FETCH_REQ;
+    env.fetch_req = &q;
+    struct bh_resp r;
+    *out = NULL;
+    *len = 0;
+    int rc = bh_call(h, fd, &env, NULL, 0, &r);
+    if (rc)
+        return rc;
+    rc = (int)r.msg->env->error;
+    if (rc == 0)
+        rc = (int)r.msg->env->fetch_resp->results[0]->error;
+    if (rc == 0) {
+        *out = r.payload;
+        *len = r.payload_len;
+        r.payload = NULL;
+    }
+    bh_resp_free(&r);
+    return rc;
+}
+
 #endif
