@@ -10,8 +10,10 @@
  *                   delivery ranges, and decoding the delivered records
  *                   (pure)
  *   group_admin.c   struct verity_group_admin
- *   group_consumer.c  struct verity_group_consumer: join, heartbeat, fetch,
- *                   the ack pipeline, poll
+ *   group_io.c      the group consumer's I/O thread: join, heartbeat,
+ *                   fetch, the ack pipeline, answers
+ *   group_consumer.c  struct verity_group_consumer, the application's side:
+ *                   acks, commit, poll
  *   group_util.c    names, modes, defaults, frees; wire <-> public structs
  *                   for the admin answers
  */
@@ -181,6 +183,163 @@ int gfetch_decode(const uint8_t *data, size_t len, const struct gdeliv *d, size_
 /* Turns header indexes into pointers once every result is decoded. */
 void gdecode_finish(struct gdecode *out);
 void gdecode_deinit(struct gdecode *out);
+
+/* ---- group_io.c / group_consumer.c: the group consumer ------------------- */
+
+#define GC_RETRY_MS 100            /* after a transient fetch error (pending limit, ...) */
+#define GC_TOPICS_MAX 64u          /* distinct topic names a member keeps */
+#define GC_ACK_ITEMS_MAX 1024u     /* items in one Ack request */
+#define GC_ACK_OFFSETS_MAX 100000u /* the broker's cap on offsets in Ack ranges */
+#define GC_ERRS_MAX 256u           /* failed requests remembered for commit */
+#define GC_RUNS_MAX 4096u          /* auto-ack runs remembered from one poll */
+
+enum gstate { G_UNJOINED = 0, G_JOINING, G_JOINED, G_FAILED, G_CLOSING };
+
+enum greq_kind { GR_JOIN, GR_HEARTBEAT, GR_LEAVE, GR_FETCH, GR_ACK, GR_NACK, GR_EXTEND, GR_TERM };
+
+struct greq {
+    struct greq *prev, *next;     /* outstanding (ack/nack/extend/term only) */
+    struct verity_group_consumer *g;
+    enum greq_kind kind;
+    uint64_t id;                  /* commit accounting (0: not counted) */
+    uint64_t member_id;
+    struct gack_item *items;      /* GR_ACK, owned */
+    size_t n_items;
+    bool single;                  /* GR_ACK: a resend of one item after a failed batch */
+    uint32_t topic, partition;    /* nack / extend / term */
+    uint64_t offset;
+    struct cl_wait *wait;         /* GR_LEAVE from free */
+};
+
+/* A nack, extend or term waiting to be sent (mu). */
+struct gop {
+    struct gop *next;
+    enum greq_kind kind;
+    uint32_t topic, partition;
+    uint64_t offset;
+    int64_t delay_ms;             /* nack: wire semantics already */
+    char *error;
+};
+
+struct gq_result {
+    uint32_t topic;
+    uint32_t partition;
+    const uint8_t *data;
+    size_t len;
+    struct gdeliv *d;
+    size_t nd;
+    bool dropped;                 /* the partition moved away before the poll */
+    const char *wire_topic;       /* the answer's name; valid in fetch_done only */
+};
+
+/* One GroupFetch answer waiting to be polled, or held by the last poll. */
+struct gq_fetch {
+    struct gq_fetch *next;
+    uint8_t *payload;             /* owned; results point into it */
+    struct gq_result *results;
+    size_t n_results;
+    uint64_t member_id;
+    uint32_t messages;
+    int64_t lease_deadline_ms;
+};
+
+struct gerr {
+    uint64_t id;
+    int err;
+};
+
+/* A run of consecutive offsets one poll returned (auto-ack). */
+struct grun {
+    uint32_t topic, partition;
+    uint64_t lo, hi;
+};
+
+struct verity_group_consumer {
+    struct verity_group_consumer_config cfg; /* strings point to the copies below */
+    char *group;
+    char **topics;
+    char *member_name;
+    char *client_id;
+    char *broker;
+    struct cl_loop loop;
+    struct conn *conn;            /* loop thread */
+    struct event *kick_ev;
+    struct event *timer_ev;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* (mu) */
+    enum gstate state;
+    int fatal;                    /* FAILED: why */
+    bool fatal_reported;
+    bool ready;                   /* connection up */
+    int conn_err;
+    uint64_t conn_failures;
+    uint64_t member_id;
+    uint32_t generation;
+    bool ordered;
+    bool mode_known;
+    int64_t lease_ms;
+    int64_t session_ms;
+    char *interned[GC_TOPICS_MAX];
+    uint32_t n_interned;
+    struct gtrack track;
+    struct gop *ops_head, *ops_tail;
+    struct gq_fetch *q_head, *q_tail;
+    uint64_t q_msgs;
+    bool poll_waiting;
+    bool kick_pending;
+    bool left;                    /* LeaveGroup sent: never join again */
+    uint64_t next_id;             /* last id handed out */
+    struct greq *out_head, *out_tail;
+    uint64_t flush_want;          /* flush requests made */
+    uint64_t flush_done;          /* flush requests served */
+    uint64_t flush_barrier;       /* ids <= this belong to served flushes */
+    struct gerr errs[GC_ERRS_MAX];
+    uint32_t n_errs;
+    struct grun *runs;            /* auto-ack: what the last poll returned */
+    uint32_t n_runs;
+    uint64_t proto_errors;        /* answers dropped as malformed */
+
+    /* loop thread */
+    uint32_t fetch_inflight;
+    bool hb_inflight;
+    bool hb_now;                  /* generation changed: ask for the assignment */
+    int64_t last_member_req_ms;   /* last request that renews the session */
+    int64_t ack_due_ms;           /* acks queued since; INT64_MAX when none */
+    int64_t retry_at_ms;          /* fetch retry after a transient error */
+
+    /* polling thread */
+    struct gq_fetch *held;
+    struct gdecode dec;
+};
+
+/* A LeaveGroup asked for by verity_group_consumer_free. */
+struct leave_job {
+    struct verity_group_consumer *g;
+    struct cl_wait *w;
+};
+
+/* group_io.c: the I/O thread's side; the application's side calls these. */
+bool gio_closing(struct verity_group_consumer *g);
+/* Wakes the I/O thread (coalesced); any thread, mu not held. */
+void gio_kick(struct verity_group_consumer *g);
+/* Index of topic name in the member's table, adding it (mu held); -1 when
+ * the table is full or memory runs out. */
+int gio_intern(struct verity_group_consumer *g, const char *name);
+/* Index of an interned topic (pointer or name), -1 when unknown (mu held). */
+int gio_topic_index(struct verity_group_consumer *g, const char *name);
+void gio_fetch_free(struct gq_fetch *f);
+void gio_op_free(struct gop *op);
+/* Sends what is due: join, ops, acks, fetches, heartbeats (loop thread). */
+void gio_pump(struct verity_group_consumer *g);
+void gio_kick_cb(evutil_socket_t fd, short what, void *arg);
+void gio_timer_cb(evutil_socket_t fd, short what, void *arg);
+void gio_start_job(void *arg);
+void gio_stop_job(void *arg);
+/* Loop job: sends LeaveGroup for the member; signals the leave_job's wait. */
+void gio_leave_job(void *arg);
+extern const struct conn_events gio_events;
 
 /* ---- group_util.c: wire conversions --------------------------------------------------------- */
 
