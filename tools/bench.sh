@@ -8,11 +8,18 @@
 #   session 2: W2
 #   session 3: W4
 #
+# and, for each consumer-group mode in GROUP_MODES, the two workloads that
+# consume through a group (verity bench --group MODE):
+#   session 4: W1 then W3 through the group (W1's line is not reported again)
+#   session 5: W4 through the group
+# Their lines carry workload=W3-<mode> / W4-<mode>.
+#
 # Modes are topic durabilities: durable = `always` (ack after an fdatasync
 # that covers the message, group commit allowed), relaxed = `os`.
 #
 # Environment: RUNS (default 1) repeats everything and reports medians;
-# WORKLOAD_TIMEOUT (default 300 s) bounds each `verity bench` call.
+# WORKLOAD_TIMEOUT (default 300 s) bounds each `verity bench` call;
+# GROUP_MODES (default "ordered shared", empty to skip) the group sessions.
 # Prints every RESULT line, then a table of medians; the lead copies it into
 # docs/PERFORMANCE.md. Exit 1 when a workload failed.
 set -u
@@ -20,6 +27,7 @@ set -u
 BUILD=${1:-build}
 RUNS=${RUNS:-1}
 WORKLOAD_TIMEOUT=${WORKLOAD_TIMEOUT:-300}
+GROUP_MODES=${GROUP_MODES-ordered shared}
 VERITYD=$BUILD/bin/verityd
 VERITY=$BUILD/bin/verity
 
@@ -83,18 +91,31 @@ start_server() {
     die "verityd not ready after 20 s"
 }
 
-# session MODE RUN WORKLOADS: fresh broker, one `verity bench` call.
+# Group sessions: W1 only feeds W3 (not reported again); W3 / W4 are renamed
+# after the group mode.
+relabel() {
+    if [ -n "$1" ]; then
+        sed -e '/workload=W1 /d' -e "s/workload=\(W[34]\)/workload=\1-$1/"
+    else
+        cat
+    fi
+}
+
+# session MODE RUN WORKLOADS [GROUP_MODE]: fresh broker, one `verity bench`
+# call (through a consumer group of GROUP_MODE when given).
 session() {
-    local mode=$1 run=$2 wl=$3 out rc
+    local mode=$1 run=$2 wl=$3 group=${4:-} out rc
+    local gargs=()
+    [ -n "$group" ] && gargs=(--group "$group")
     start_server
-    log "verity/$mode run $run: $wl (broker $BROKER, pid $SERVER_PID)"
+    log "verity/$mode run $run: $wl${group:+ through a $group group} (broker $BROKER, pid $SERVER_PID)"
     out=$(timeout -k 5 "$WORKLOAD_TIMEOUT" "$VERITY" bench --broker "$BROKER" --mode "$mode" \
-        --workload "$wl" --broker-pid "$SERVER_PID") && rc=0 || rc=$?
+        --workload "$wl" --broker-pid "$SERVER_PID" "${gargs[@]}") && rc=0 || rc=$?
     if [ $rc -ne 0 ]; then
-        log "FAILED: verity $mode $wl (rc=$rc; 124 or 137 = killed after ${WORKLOAD_TIMEOUT}s)"
+        log "FAILED: verity $mode $wl $group (rc=$rc; 124 or 137 = killed after ${WORKLOAD_TIMEOUT}s)"
         FAILED=1
     fi
-    grep -E '^(RESULT|FAILED) ' <<<"$out" | sed "s/\$/ run=$run/" | tee -a "$RAW"
+    grep -E '^(RESULT|FAILED) ' <<<"$out" | relabel "$group" | sed "s/\$/ run=$run/" | tee -a "$RAW"
     stop_server
     sync
 }
@@ -105,6 +126,10 @@ for run in $(seq 1 "$RUNS"); do
         session "$mode" "$run" W1,W3
         session "$mode" "$run" W2
         session "$mode" "$run" W4
+        for group in $GROUP_MODES; do
+            session "$mode" "$run" W1,W3 "$group"
+            session "$mode" "$run" W4 "$group"
+        done
     done
 done
 
@@ -121,6 +146,7 @@ function median(k,    n, i, j, t, v) {
     delete kv
     for (i = 2; i <= NF; i++) { split($i, p, "="); kv[p[1]] = p[2] }
     m = kv["mode"]; w = kv["workload"]; modes[m] = 1
+    if (w ~ /-/) { groups = 1; g = w; sub(/^W[34]-/, "", g); gmodes[g] = 1 }
     for (k in kv) { key = m SUBSEP w SUBSEP k; vals[key, ++cnt[key]] = kv[k] }
 }
 /^FAILED / { failed = failed " " $0 }
@@ -140,7 +166,18 @@ END {
             f(m, "W2", "srv_cpu_s", "%.2f"), f(m, "W4", "srv_cpu_s", "%.2f"),
             f(m, "W2", "msgs_per_s", "%.0f"), f(m, "W4", "send_rate", "%.0f")
     }
+    if (groups) {
+        printf "\nThrough a consumer group (fetch up to 1000, ack each batch with the next fetch):\n"
+        printf "%-8s | %-8s | %-9s | %-28s | %s\n", "mode", "group", "W3 msg/s", "W4 p50/p99/p999 (max)",
+               "srv_cpu_s W3 / W4"
+        for (m in modes)
+            for (g in gmodes)
+                printf "%-8s | %-8s | %-9s | %-28s | %s / %s\n", m, g,
+                    f(m, "W3-" g, "msgs_per_s", "%.0f"),
+                    f(m, "W4-" g, "p50_us", "%.0f") "/" f(m, "W4-" g, "p99_us", "%.0f") "/" f(m, "W4-" g, "p999_us", "%.0f") " (" f(m, "W4-" g, "max_us", "%.0f") ")",
+                    f(m, "W3-" g, "srv_cpu_s", "%.2f"), f(m, "W4-" g, "srv_cpu_s", "%.2f")
+    }
     if (failed != "") print "FAILED:" failed
 }' "$RAW"
-echo "W3 is a plain fetch by one reader (no consumer group and no acks yet), unlike the peers' W3."
+echo "W3 in the first table is a plain fetch by one reader (no group, no acks); the group rows are the peers' W3."
 exit $FAILED

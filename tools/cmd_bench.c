@@ -11,6 +11,20 @@
  *   W4  100,000 messages at 10,000/s; end-to-end latency to a consumer that
  *       follows with long polls
  *
+ * --group ordered|shared runs W3 and W4 through a consumer group of that
+ * mode instead (include/verity/group.h), as the peers do: W3 creates a group
+ * at W1's first message and one member fetches up to 1000 messages per
+ * request and acks each batch, the ack riding with the next fetch (the
+ * member asks for batch k+1 only when the application polls again, so one
+ * fetch is out at a time, as XREADGROUP + XACK); the clock stops when the
+ * broker has confirmed every ack. W3 checks every message arrives once, in
+ * order, with delivery count 1, and holds W1's bytes. W4's consumer is a
+ * group member that keeps two fetches of "up to 1000, answer as soon as any
+ * is there" out (a continuous pull, as the NATS client's) and acks what it
+ * got as in W3. --prefetch lets the W3 member keep one fetch out while the
+ * application works on the previous batch (not the peers' rule; reported as
+ * prefetch=1).
+ *
  * The constants and the payload generator (xorshift64* with the same seed,
  * restarted for each workload as each peer client process does) are copied
  * from the peers' src/common.h; percentiles are nearest-rank; RESULT lines use
@@ -45,6 +59,7 @@
 #include <jansson.h>
 
 #include "tools/cmds.h"
+#include "verity/group.h"
 #include "verity/verity.h"
 
 #define EXIT_UNREACHABLE 3
@@ -160,6 +175,9 @@ struct bench {
     bool json;
     bool keep;
     long broker_pid;                /* 0: unknown */
+    const char *group;              /* --group: "ordered" | "shared", NULL: plain fetch */
+    enum verity_group_mode group_mode;
+    bool prefetch;                  /* --prefetch: group member keeps a fetch out */
     struct verity_client *admin;
     char w1_topic[96];              /* W1's topic, for W3 */
     bool w1_ok;
@@ -503,10 +521,112 @@ out:
     free(pl);
 }
 
+/* ---- W3 / W4 through a consumer group ------------------------------------------ */
+
+/* Creates group `name` of b's mode on topic, starting at its first message. */
+static int make_group(struct bench *b, const char *topic, char *name, size_t cap)
+{
+    snprintf(name, cap, "bench-%s-%ld-%lld", b->group, (long)getpid(),
+             (long long)(now_ns() % 1000000000LL));
+    struct verity_conn_config conn;
+    verity_conn_config_default(&conn);
+    conn.broker = b->broker;
+    struct verity_group_admin *ga = NULL;
+    int rc = verity_group_admin_new(&conn, &ga);
+    if (rc == 0) {
+        const char *topics[] = {topic};
+        struct verity_group_config gc = {.mode = b->group_mode, .topics = topics, .n_topics = 1};
+        rc = verity_group_create(ga, name, &gc, VERITY_GROUP_START_EARLIEST, 0, NULL, NULL);
+        if (rc)
+            fprintf(stderr, "create group %s: %s\n", name, verity_last_error_message());
+    }
+    verity_group_admin_free(ga);
+    return rc;
+}
+
+/* continuous: two fetches out at once (W4's "continuous pull", as the NATS
+ * client keeps pull requests outstanding), else one, sent when the
+ * application polls (or kept out meanwhile with --prefetch). */
+static struct verity_group_consumer *new_member(struct bench *b, const char *group,
+                                                const char *topic, uint32_t max_wait_ms,
+                                                bool continuous)
+{
+    const char *topics[] = {topic};
+    struct verity_group_consumer_config gc;
+    verity_group_consumer_config_default(&gc);
+    gc.conn.broker = b->broker;
+    gc.group = group;
+    gc.topics = topics;
+    gc.n_topics = 1;
+    gc.member_name = "verity bench";
+    gc.fetch_max = W3_BATCH;
+    gc.fetch_max_wait_ms = max_wait_ms;
+    gc.queue_max = b->prefetch || continuous ? W3_BATCH : 0;
+    gc.fetch_inflight = continuous ? 2 : 1;
+    struct verity_group_consumer *g = NULL;
+    if (verity_group_consumer_new(&gc, &g) != 0)
+        return NULL;
+    if (verity_group_connect(g, 5000) != 0) {
+        verity_group_consumer_free(g, 0);
+        return NULL;
+    }
+    return g;
+}
+
+static void w3_group(struct bench *b)
+{
+    char group[128] = "";
+    uint8_t *pl = make_payloads(W1_MSGS);
+    struct verity_group_consumer *g = NULL;
+    if (!pl || make_group(b, b->w1_topic, group, sizeof group) != 0 ||
+        !(g = new_member(b, group, b->w1_topic, 100, false))) {
+        failed(b, "W3", "group setup");
+        goto out;
+    }
+    workload_begin(b);
+    int64_t t0 = now_ns(), last = t0;
+    uint64_t got = 0, wrong = 0, redelivered = 0, prev = 0;
+    int rc = 0;
+    int64_t deadline = t0 + 120 * 1000000000LL;
+    while (rc == 0 && got < W1_MSGS && now_ns() < deadline) {
+        const struct verity_group_message *m;
+        size_t n;
+        rc = verity_group_poll(g, 1000, &m, &n);
+        for (size_t i = 0; rc == 0 && i < n; i++, got++) {
+            /* One partition, one member: W1's messages in offset order. */
+            const struct verity_message *x = &m[i].msg;
+            if (got >= W1_MSGS || x->value_len != PAYLOAD ||
+                memcmp(x->value, pl + got * PAYLOAD, PAYLOAD) || (got && x->offset <= prev))
+                wrong++;
+            redelivered += m[i].delivery_count != 1;
+            prev = x->offset;
+        }
+        if (rc == 0 && n)
+            rc = verity_group_ack_many(g, m, n);
+        progress("W3", b->mode, got, W1_MSGS, t0, &last);
+    }
+    if (rc == 0)
+        rc = verity_group_commit(g, 30000); /* every ack confirmed */
+    int64_t el = now_ns() - t0;
+    if (rc || got != W1_MSGS || wrong || redelivered) {
+        failed(b, "W3", "%s; %" PRIu64 " of %d messages, %" PRIu64 " wrong, %" PRIu64
+               " redelivered", verity_strerror(rc), got, W1_MSGS, wrong, redelivered);
+        goto out;
+    }
+    double sec = el / 1e9;
+    emit(b, "W3", "msgs=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.2f group=%s batch=%d prefetch=%d",
+         W1_MSGS, sec, W1_MSGS / sec, W1_MSGS * (double)PAYLOAD / sec / 1e6, b->group, W3_BATCH,
+         b->prefetch);
+out:
+    verity_group_consumer_free(g, 5000);
+    free(pl);
+}
+
 /* ---- W4 --------------------------------------------------------------------- */
 
 struct w4_state {
     struct verity_consumer *c;
+    struct verity_group_consumer *g; /* --group: the member instead of c */
     const char *topic;
     int64_t *lat;
     uint64_t got;
@@ -516,29 +636,50 @@ struct w4_state {
     atomic_uint_fast64_t ack_errors;
 };
 
+/* Records the latency of one received value; false when it is malformed. */
+static bool w4_record(struct w4_state *s, const struct verity_message *m, int64_t recv)
+{
+    int64_t sent;
+    if (m->value_len != PAYLOAD)
+        return false;
+    memcpy(&sent, m->value, 8);
+    if (s->got < W4_MSGS)
+        s->lat[s->got] = recv - sent;
+    s->got++;
+    return true;
+}
+
 static void *w4_consumer(void *arg)
 {
     struct w4_state *s = arg;
     while (s->got < W4_MSGS && now_ns() < s->deadline) {
-        const struct verity_message *m;
         size_t n;
-        int rc = verity_consumer_poll(s->c, 100, &m, &n, NULL);
-        int64_t recv = now_ns();
+        int rc;
+        int64_t recv;
+        if (s->g) {
+            const struct verity_group_message *m;
+            rc = verity_group_poll(s->g, 100, &m, &n);
+            recv = now_ns();
+            for (size_t i = 0; rc == 0 && i < n; i++)
+                if (!w4_record(s, &m[i].msg, recv))
+                    rc = VERITY_ECORRUPT;
+            if (rc == 0 && n)
+                rc = verity_group_ack_many(s->g, m, n);
+        } else {
+            const struct verity_message *m;
+            rc = verity_consumer_poll(s->c, 100, &m, &n, NULL);
+            recv = now_ns();
+            for (size_t i = 0; rc == 0 && i < n; i++)
+                if (!w4_record(s, &m[i], recv))
+                    rc = VERITY_ECORRUPT;
+        }
         if (rc) {
             s->err = rc;
             break;
         }
-        for (size_t i = 0; i < n; i++, s->got++) {
-            int64_t sent;
-            if (m[i].value_len != PAYLOAD) {
-                s->err = VERITY_ECORRUPT;
-                return NULL;
-            }
-            memcpy(&sent, m[i].value, 8);
-            if (s->got < W4_MSGS)
-                s->lat[s->got] = recv - sent;
-        }
     }
+    if (s->g && s->err == 0)
+        s->err = verity_group_commit(s->g, 30000);
     return NULL;
 }
 
@@ -553,14 +694,19 @@ static void w4_cb(void *opaque, int err, const struct verity_delivery *d)
 
 static void w4(struct bench *b)
 {
-    char topic[96] = "";
+    char topic[96] = "", group[128] = "";
     struct w4_state s = {.topic = topic};
     uint8_t *rnd = make_payloads(1);
     s.lat = malloc(sizeof *s.lat * W4_MSGS);
     struct verity_producer *p = new_producer(b);
-    s.c = new_consumer(b, 100);
-    if (!rnd || !s.lat || !p || !s.c || make_topic(b, "w4", topic, sizeof topic) != 0 ||
-        verity_consumer_assign(s.c, topic, 0, VERITY_START_EARLIEST, 0) != 0) {
+    bool ok = rnd && s.lat && p && make_topic(b, "w4", topic, sizeof topic) == 0;
+    if (ok && b->group)
+        ok = make_group(b, topic, group, sizeof group) == 0 &&
+             (s.g = new_member(b, group, topic, 100, true)) != NULL;
+    else if (ok)
+        ok = (s.c = new_consumer(b, 100)) != NULL &&
+             verity_consumer_assign(s.c, topic, 0, VERITY_START_EARLIEST, 0) == 0;
+    if (!ok) {
         failed(b, "W4", "setup");
         goto out;
     }
@@ -614,10 +760,15 @@ static void w4(struct bench *b)
     char buf[256];
     fmt_lat(buf, sizeof buf, s.lat, got);
     histogram("W4", s.lat, got);
-    emit(b, "W4", "sent=%d recv=%" PRIu64 " send_rate=%.0f max_sched_lag_us=%.0f %s", W4_MSGS,
-         s.got, send_rate, max_lag / 1e3, buf);
+    if (b->group)
+        emit(b, "W4", "sent=%d recv=%" PRIu64 " send_rate=%.0f max_sched_lag_us=%.0f %s group=%s",
+             W4_MSGS, s.got, send_rate, max_lag / 1e3, buf, b->group);
+    else
+        emit(b, "W4", "sent=%d recv=%" PRIu64 " send_rate=%.0f max_sched_lag_us=%.0f %s", W4_MSGS,
+             s.got, send_rate, max_lag / 1e3, buf);
 out:
     verity_producer_free(p, 10000);
+    verity_group_consumer_free(s.g, 5000);
     verity_consumer_free(s.c);
     drop_topic(b, topic);
     free(rnd);
@@ -631,6 +782,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: verity bench [--broker HOST:PORT] [--workload W1|W2|W3|W4|all|LIST]\n"
             "                    [--mode durable|relaxed] [--broker-pid PID] [--keep] [--json]\n"
+            "                    [--group ordered|shared [--prefetch]]\n"
             "Runs the peer benchmark's workloads (bench-peers/README.md) against a broker:\n"
             "  W1  %d x %d-byte messages, at most %d unacknowledged\n"
             "  W2  %d messages one at a time (latency)\n"
@@ -638,12 +790,15 @@ static void usage(FILE *f)
             "  W4  %d messages at %d/s, end-to-end latency to a following consumer\n"
             "LIST is comma separated (W1,W3). --mode: durable = topic durability always,\n"
             "relaxed = os. --broker-pid adds the broker's CPU seconds (srv_cpu_s).\n"
+            "--group runs W3 and W4 through a consumer group of that mode (fetch up to %d,\n"
+            "ack each batch with the next fetch); --prefetch keeps one fetch out meanwhile.\n"
             "Prints RESULT lines (JSON lines with --json) on stdout, progress on stderr.\n"
             "exit: 0 ok, 1 a workload failed, 2 usage, 3 broker unreachable\n",
-            W1_MSGS, PAYLOAD, W1_WINDOW, W2_MSGS, W1_MSGS, W4_MSGS, W4_RATE);
+            W1_MSGS, PAYLOAD, W1_WINDOW, W2_MSGS, W1_MSGS, W4_MSGS, W4_RATE, W3_BATCH);
 }
 
-enum { OPT_BROKER = 256, OPT_WORKLOAD, OPT_MODE, OPT_PID, OPT_KEEP, OPT_JSON, OPT_HELP };
+enum { OPT_BROKER = 256, OPT_WORKLOAD, OPT_MODE, OPT_PID, OPT_KEEP, OPT_JSON, OPT_HELP,
+       OPT_GROUP, OPT_PREFETCH };
 
 static const struct option long_opts[] = {
     {"broker", required_argument, NULL, OPT_BROKER},
@@ -653,6 +808,8 @@ static const struct option long_opts[] = {
     {"keep", no_argument, NULL, OPT_KEEP},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, OPT_HELP},
+    {"group", required_argument, NULL, OPT_GROUP},
+    {"prefetch", no_argument, NULL, OPT_PREFETCH},
     {NULL, 0, NULL, 0},
 };
 
@@ -718,6 +875,14 @@ int cmd_bench(int argc, char **argv)
         case OPT_JSON:
             b.json = true;
             break;
+        case OPT_GROUP:
+            if (verity_group_mode_parse(optarg, &b.group_mode) != 0)
+                goto bad;
+            b.group = verity_group_mode_name(b.group_mode);
+            break;
+        case OPT_PREFETCH:
+            b.prefetch = true;
+            break;
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -726,7 +891,7 @@ int cmd_bench(int argc, char **argv)
             goto bad;
         }
     }
-    if (optind != argc)
+    if (optind != argc || (b.prefetch && !b.group))
         goto bad;
 
     struct verity_conn_config conn;
@@ -747,7 +912,9 @@ int cmd_bench(int argc, char **argv)
     /* W3 alone still needs W1's messages: W1 runs (and reports) first. */
     if (want[1] || want[3])
         w1(&b);
-    if (want[3])
+    if (want[3] && b.group)
+        w3_group(&b);
+    else if (want[3])
         w3(&b);
     drop_topic(&b, b.w1_topic);
     if (want[2])
