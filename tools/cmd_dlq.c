@@ -292,7 +292,7 @@ struct dlq_ctx {
     struct verity_group_admin *ga;
     struct verity_client *client;
     char dlq[VERITY_TOPIC_NAME_MAX + 1];
-    char replay_group[VERITY_GROUP_NAME_MAX + 1];
+    char replay_group[VERITY_TOPIC_NAME_MAX + sizeof REPLAY_SUFFIX]; /* <= group name max */
     struct verity_topic_info *dlq_info;   /* partitions, high watermarks */
 };
 
