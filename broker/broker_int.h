@@ -101,6 +101,9 @@ struct topic {
     bool ready;               /* creation durable and partitions open */
     bool deleting;            /* delete record appended, not yet durable */
     struct partition **parts; /* cfg.partitions entries (NULL until opened) */
+    struct treader *readers;  /* groups reading this topic (groups_on_append's cache) */
+    size_t n_readers;
+    uint64_t readers_gen;     /* groups.gen the cache was built at (0: never) */
     struct topic *hnext;      /* broker->topic_buckets chain */
     TAILQ_ENTRY(topic) link;  /* broker->topics, creation order */
 };
@@ -283,7 +286,15 @@ struct bgroup {
     uint64_t redeliveries;      /* of those, with delivery count > 1 */
     uint64_t dlq_appended;      /* dead letters appended since start */
     uint64_t control_acked;     /* control-batch offsets acknowledged by the broker */
+    uint64_t fetch_answers;     /* GroupFetch answers with messages */
+    uint64_t fetch_log_waits;   /* of those, answers that waited for the group log */
     struct bgroup *next;
+};
+
+/* A group that reads a topic: its name and the flat index of partition 0. */
+struct treader {
+    char group[GROUP_NAME_MAX + 1];
+    uint32_t base;
 };
 
 struct dlq_job; /* a dead letter on its way (dlq.c) */
@@ -316,6 +327,7 @@ struct groups {
     struct dlq_job_list dlq_jobs; /* dead letters in progress */
     size_t n_dlq_jobs;
     int error;               /* sticky: the group log failed; groups are read-only */
+    uint64_t gen;            /* raised when a group is created or deleted */
     uint64_t records;        /* records appended since start */
     uint64_t batches;        /* log batches appended since start */
 };
@@ -347,6 +359,11 @@ void groups_wake_all(struct broker *b);
  * reading it, finish dead letters appended to it); p is closing. */
 void groups_on_commit(struct partition *p, uint64_t hw);
 void groups_part_closing(struct partition *p);
+/* p's log end moved to end (a batch was appended, not yet committed): raise
+ * the delivery horizon of every group reading p (group_horizon). */
+void groups_on_append(struct partition *p, uint64_t end);
+/* A group was created or deleted: the per-topic reader caches are stale. */
+void groups_changed(struct broker *b);
 /* The group's high watermark per flat partition (n entries; 0 for a
  * partition that is unavailable). */
 void groups_hwm(struct broker *b, const struct group_config *cfg, uint64_t *hwm, size_t n);

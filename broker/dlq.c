@@ -259,6 +259,7 @@ static void dlq_step(struct broker *b, struct dlq_job *j)
         job_retry_later(b, j, rc, "dead-letter append failed");
         return;
     }
+    groups_on_append(p, ai.last_offset + 1);
     j->state = DLQ_APPENDED;
     j->part = p;
     j->end = ai.last_offset + 1;

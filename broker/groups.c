@@ -430,6 +430,72 @@ void groups_on_commit(struct partition *p, uint64_t hw)
     dlq_on_commit(p, hw);
 }
 
+void groups_changed(struct broker *b)
+{
+    b->groups.gen++;
+}
+
+/* Rebuilds t's list of reading groups. */
+static void readers_build(struct broker *b, struct topic *t)
+{
+    struct groups *gs = &b->groups;
+    size_t n = 0, k = 0;
+    group_list(gs->st, NULL, 0, &n);
+    const char **names = calloc(n ? n : 1, sizeof *names);
+    struct treader *rd = calloc(n ? n : 1, sizeof *rd);
+    free(t->readers);
+    t->readers = NULL;
+    t->n_readers = 0;
+    if (!names || !rd) {
+        free(names);
+        free(rd);
+        return; /* no cache: no early answers for this topic until the next change */
+    }
+    group_list(gs->st, names, n, &n);
+    for (size_t i = 0; i < n; i++) {
+        struct group_info info;
+        if (group_get_info(gs->st, names[i], &info))
+            continue;
+        uint32_t base = 0;
+        for (uint32_t j = 0; j < info.cfg->n_topics; j++) {
+            if (strcmp(info.cfg->topics[j].name, t->name) == 0) {
+                snprintf(rd[k].group, sizeof rd[k].group, "%s", names[i]);
+                rd[k].base = base;
+                k++;
+                break;
+            }
+            base += info.cfg->topics[j].partitions;
+        }
+    }
+    free(names);
+    t->readers = rd;
+    t->n_readers = k;
+    t->readers_gen = gs->gen;
+}
+
+void groups_on_append(struct partition *p, uint64_t end)
+{
+    struct broker *b = p->b;
+    struct groups *gs = &b->groups;
+    struct topic *t = p->topic;
+    if (!gs->st || gs->error || !gs->log)
+        return;
+    if (t->readers_gen != gs->gen)
+        readers_build(b, t);
+    if (t->n_readers == 0)
+        return;
+    int64_t now = now_ms();
+    for (size_t i = 0; i < t->n_readers; i++) {
+        int rc = group_horizon(gs->st, t->readers[i].group, t->readers[i].base + p->id, end, now);
+        if (rc && rc != VERITY_ENOTFOUND && rc != VERITY_EINVAL)
+            blog(BLOG_WARN, "group_horizon_failed", "group=%s error=%s", t->readers[i].group,
+                 verity_errname(rc));
+    }
+    /* The horizon items (and any record a forced emit produced) go out with
+     * this loop pass's flush. */
+    arm_flush(b);
+}
+
 void groups_part_closing(struct partition *p)
 {
     dlq_part_closing(p);
@@ -552,6 +618,7 @@ int groups_open(struct broker *b)
     TAILQ_INIT(&gs->parked);
     TAILQ_INIT(&gs->dlq_jobs);
     gs->timer_at = INT64_MAX;
+    gs->gen = 1;
     if ((rc = group_state_new(b->cfg.group_pending_max, &gs->st)))
         return rc;
     if ((rc = batch_builder_init(&gs->bb, VERITY_BATCH_BYTES_MAX)))

@@ -341,6 +341,7 @@ void h_create_group(struct req *r)
         return;
     }
     char qn[GROUP_NAME_MAX + 8];
+    groups_changed(b);
     blog(BLOG_INFO, "group_created", "group=%s partitions=%" PRIu64, blog_q(q->group, qn, sizeof qn),
          total);
     groups_after(b);
@@ -395,6 +396,7 @@ void h_delete_group(struct req *r)
         bgroup_drop(b, name);
     }
     char qn[GROUP_NAME_MAX + 8];
+    groups_changed(b);
     blog(BLOG_INFO, "group_deleted", "group=%s", blog_q(name, qn, sizeof qn));
     groups_after(b);
     groups_park(b, &c->park, ticket);

@@ -382,8 +382,7 @@ static int make_ranges(struct answer *a, struct fpart *fp, const struct group_re
  * Turns the n raw deliveries into the answer: sorted, located, control
  * offsets acknowledged. *n_user gets the offsets a member will see.
  */
-static int build(struct gfetch *f, const struct group_info *info, size_t n, size_t *n_user,
-                 uint64_t *ticket)
+static int build(struct gfetch *f, const struct group_info *info, size_t n, size_t *n_user)
 {
     struct broker *b = f->b;
     struct answer *a = &f->ans;
@@ -458,12 +457,12 @@ static int build(struct gfetch *f, const struct group_info *info, size_t n, size
     if (rc == 0 && n_ctl > 0) {
         uint64_t t2 = 0;
         int arc = group_ack(b->groups.st, f->group, f->member_id, ctl, n_ctl, now_ms(), &t2);
+        /* The answer does not wait for this ack: if it is lost in a crash,
+         * the control offsets are delivered and acknowledged again. */
         if (arc == 0) {
             struct bgroup *bg = bgroup_get(b, f->group);
             if (bg)
                 bg->control_acked += n_ctl;
-            if (t2 > *ticket)
-                *ticket = t2;
         }
     }
     free(ctl);
@@ -599,8 +598,8 @@ static void fetch_try(struct gfetch *f, bool final)
                          &t1);
         if (rc || n == 0)
             break;
-        ticket = t1 > ticket ? t1 : ticket;
-        if ((rc = build(f, &info, n, &n_user, &ticket)))
+        ticket = t1; /* earlier rounds held only control offsets: nothing to wait for */
+        if ((rc = build(f, &info, n, &n_user)))
             break;
     }
     groups_after(b);
@@ -650,6 +649,10 @@ static void fetch_try(struct gfetch *f, bool final)
     unlink_waiter(f);
     r->cancel = NULL; /* leases stand; the answer is dropped if the connection dies */
     f->park.done = parked_done;
+    if (bg) {
+        bg->fetch_answers++;
+        bg->fetch_log_waits += ticket > b->groups.seq_durable;
+    }
     groups_park(b, &f->park, ticket);
 }
 

@@ -208,6 +208,7 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
     if ((rc = idem_record(&p->idem, &h, ai.base_offset, ai.last_offset, now)))
         blog(BLOG_ERROR, "idem_record_failed", "topic=%s partition=%" PRIu32 " error=%s",
              p->topic->name, p->id, verity_errname(rc));
+    groups_on_append(p, ai.last_offset + 1);
     b->met.produce_batches++;
     b->met.produce_records += h.record_count;
     o->base_offset = ai.base_offset;

@@ -230,15 +230,19 @@ static void render_groups(struct broker *b, struct evbuffer *o)
             free(g);
         }
     }
-    static const char *const cfam[] = {"verity_group_deliveries_total",
-                                       "verity_group_redeliveries_total",
-                                       "verity_group_dead_letters_total", "verity_group_members"};
+    static const char *const cfam[] = {
+        "verity_group_deliveries_total",    "verity_group_redeliveries_total",
+        "verity_group_dead_letters_total",  "verity_group_members",
+        "verity_group_fetch_answers_total", "verity_group_fetch_log_waits_total"};
     static const char *const chelp[] = {
         "Messages handed to members since the broker started.",
         "Of those, deliveries with a delivery count above 1.",
         "Messages dead-lettered since the group was created or reset.",
-        "Members of the group."};
-    for (int k = 0; k < 4; k++) {
+        "Members of the group.",
+        "GroupFetch answers that carried messages.",
+        "Of those, answers that waited for the group log to become durable (the rest were "
+        "covered by a durable delivery horizon)."};
+    for (int k = 0; k < 6; k++) {
         met_family(o, cfam[k], k == 3 ? "gauge" : "counter", chelp[k]);
         for (size_t i = 0; i < n; i++) {
             struct group_info info;
@@ -248,7 +252,9 @@ static void render_groups(struct broker *b, struct evbuffer *o)
             uint64_t v = k == 0   ? (bg ? bg->deliveries : 0)
                          : k == 1 ? (bg ? bg->redeliveries : 0)
                          : k == 2 ? info.dead_lettered
-                                  : info.n_members;
+                         : k == 3 ? info.n_members
+                         : k == 4 ? (bg ? bg->fetch_answers : 0)
+                                  : (bg ? bg->fetch_log_waits : 0);
             evbuffer_add_printf(o, "%s{group=\"%s\"} %" PRIu64 "\n", cfam[k], names[i], v);
         }
     }

@@ -111,6 +111,7 @@ void topic_remove(struct broker *b, struct topic *t)
     for (uint32_t i = 0; i < t->cfg.partitions; i++)
         VERITY_VERIFY(t->parts[i] == NULL);
     free(t->parts);
+    free(t->readers);
     free(t);
 }
 

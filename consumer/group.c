@@ -138,6 +138,7 @@ void gst_group_free(struct group *g)
     free(b->decide);
     free(b->ack);
     free(b->done);
+    free(b->horizon);
     free(b->text);
     free(g->parts);
     free(g->members);
@@ -430,6 +431,47 @@ void gbatch_done(struct group_state *st, struct group *g, uint32_t pidx, uint64_
     batch_item(st, b, 20);
 }
 
+int group_horizon(struct group_state *st, const char *name, uint32_t pidx, uint64_t end_offset,
+                  int64_t now_ms)
+{
+    if (!st->live)
+        return VERITY_EINVAL;
+    struct group *g = gst_find(st, name);
+    if (!g)
+        return VERITY_ENOTFOUND;
+    if (pidx >= g->n_parts)
+        return VERITY_EINVAL;
+    if (end_offset >= GROUP_OFFSET_LIMIT)
+        return VERITY_EOFFSET;
+    if (g->cfg.max_deliveries < 2)
+        return 0;
+    struct gpart *p = &g->parts[pidx];
+    struct gbatch *b = &g->batch;
+    uint64_t have = p->batch_horizon ? b->horizon[p->batch_horizon - 1].offset : p->horizon;
+    if (have >= end_offset + GROUP_HORIZON_AHEAD / 2)
+        return 0; /* enough lead left */
+    uint64_t h = p->cursor + GROUP_HORIZON_AHEAD;
+    if (h > end_offset + GROUP_HORIZON_AHEAD)
+        h = end_offset + GROUP_HORIZON_AHEAD;
+    if (h >= GROUP_OFFSET_LIMIT)
+        h = GROUP_OFFSET_LIMIT - 1;
+    if (h <= have)
+        return 0;
+    if (p->batch_horizon) {
+        b->horizon[p->batch_horizon - 1].offset = h;
+        return 0;
+    }
+    int rc = grow((void **)&b->horizon, &b->cap_horizon, b->n_horizon + 1, sizeof(*b->horizon), 16);
+    if (rc)
+        return rc;
+    gbatch_open(st, g);
+    b->horizon[b->n_horizon++] = (struct ghorizon){.pidx = pidx, .offset = h};
+    p->batch_horizon = (uint32_t)b->n_horizon;
+    batch_item(st, b, 20);
+    gbatch_maybe_emit(st, g, gst_clock(st, now_ms));
+    return 0;
+}
+
 static void batch_emit(struct group_state *st, struct group *g, int64_t now_ms)
 {
     struct gbatch *b = &g->batch;
@@ -442,10 +484,13 @@ static void batch_emit(struct group_state *st, struct group *g, int64_t now_ms)
         st->open_tail = NULL;
     for (size_t i = 0; i < b->n_deliv; i++)
         g->parts[b->deliv[i].pidx].batch_deliv = 0;
+    for (size_t i = 0; i < b->n_horizon; i++)
+        g->parts[b->horizon[i].pidx].batch_horizon = 0;
     st->open_items -= b->items;
     b->seq = 0;
     b->prev = b->next = NULL;
     b->n_deliv = b->n_redeliv = b->n_decide = b->n_ack = b->n_done = b->n_text = 0;
+    b->n_horizon = 0;
     b->items = b->bytes = 0;
     emit(st);
 }
@@ -734,8 +779,12 @@ int group_recover(struct group_state *st, int64_t now_ms)
         for (uint32_t s = 0; s < g->n_slots; s++)
             if (g->members[s].id)
                 g->members[s].last_seen_ms = now;
-        for (uint32_t p = 0; p < g->n_parts; p++)
-            VERITY_VERIFY(g->parts[p].cursor == g->parts[p].cursor_logged);
+        for (uint32_t p = 0; p < g->n_parts; p++) {
+            struct gpart *gp = &g->parts[p];
+            VERITY_VERIFY(gp->cursor == gp->cursor_logged);
+            /* First deliveries below the horizon may have happened unlogged. */
+            gp->recovered = gp->horizon > gp->cursor ? gp->horizon : 0;
+        }
         for (uint32_t ei = 0; ei < g->n_used; ei++) {
             struct gent *e = &g->ents[ei];
             if (e->status != GE_IDLE)

@@ -78,6 +78,8 @@
 #define GROUP_LEASE_MS_DEFAULT 30000
 #define GROUP_SESSION_MS_DEFAULT 30000
 #define GROUP_MAX_DELIVERIES_DEFAULT 5u
+#define GROUP_HORIZON_AHEAD 256u            /* delivery horizon: at most this far past the log
+                                               end and past the read cursor */
 
 _Static_assert(GROUP_PARTITIONS_MAX >= VERITY_PARTITIONS_MAX, "one full topic fits a group");
 _Static_assert(GROUP_PARTITIONS_MAX < (1u << 16), "partition index shares a u64 key with the offset");
@@ -236,6 +238,25 @@ int group_leave(struct group_state *st, const char *group, uint64_t member_id, i
 void group_tick(struct group_state *st, int64_t now_ms);
 
 /* ---- delivery ------------------------------------------------------------- */
+
+/*
+ * The delivery horizon of a partition: offsets below it may have been
+ * delivered once without a delivery record (see docs/GROUPS.md
+ * "Delivery horizon"). The shell calls this when partition pidx's log end
+ * moved to end_offset (appended, not necessarily committed). When less than
+ * half of GROUP_HORIZON_AHEAD is left between end_offset and the horizon,
+ * the horizon rises to min(end_offset + GROUP_HORIZON_AHEAD, read cursor +
+ * GROUP_HORIZON_AHEAD) with the group's next progress record, so it is
+ * durable before the offsets it covers are committed. A first delivery
+ * below a horizon that is already durable may be answered without waiting
+ * for its own record (its ticket is the horizon's record); after a restart,
+ * first deliveries in [logged read cursor, horizon) show a count of at
+ * least 2. A no-op for groups with max_deliveries 1 (a message that was
+ * never delivered must not be dead-lettered). Returns 0, VERITY_ENOTFOUND,
+ * VERITY_EINVAL (pidx), VERITY_EOFFSET, -ENOMEM.
+ */
+int group_horizon(struct group_state *st, const char *group, uint32_t pidx, uint64_t end_offset,
+                  int64_t now_ms) GROUP_WUR;
 
 /*
  * Leases up to max messages to the member. hwm[pidx] is each partition's end

@@ -55,6 +55,8 @@ static int apply_create(struct group_state *st, const struct grec *r)
         for (uint32_t k = 0; k < c->topics[t].partitions; k++) {
             struct gpart *p = &g->parts[base + k];
             p->floor = p->cursor_logged = p->cursor = r->offsets[base + k];
+            p->horizon = p->floor;
+            p->horizon_seq = r->seq;
             p->owner = GNIL;
             p->topic = t;
             p->partition = k;
@@ -170,15 +172,21 @@ static int apply_leave(struct group *g, const struct grec *r)
     return 0;
 }
 
-static int apply_reset(struct group *g, const struct grec *r)
+static int apply_reset(struct group_state *st, struct group *g, const struct grec *r)
 {
     if (r->n_offsets != g->n_parts)
         return VERITY_ECORRUPT;
     VERITY_VERIFY(g->batch.seq == 0);
+    (void)st;
     gent_drop_all(g);
     for (uint32_t i = 0; i < g->n_parts; i++) {
         struct gpart *p = &g->parts[i];
         p->floor = p->cursor_logged = p->cursor = r->offsets[i];
+        /* Nothing past the new cursor was delivered: the horizon restarts
+         * there (a crash must not count the whole replay as delivered). */
+        p->horizon = p->floor;
+        p->horizon_seq = r->seq;
+        p->recovered = 0;
         p->n_done = 0;
         p->done_count = 0;
         VERITY_VERIFY(p->n_heap == 0 && p->n_leased == 0);
@@ -225,6 +233,9 @@ static int progress_check(struct group_state *st, struct group *g, const struct 
             return VERITY_ECORRUPT;
     for (size_t i = 0; i < r->n_done; i++)
         if (r->done[i].pidx >= g->n_parts || r->done[i].offset >= g->chk[r->done[i].pidx])
+            return VERITY_ECORRUPT;
+    for (size_t i = 0; i < r->n_horizon; i++)
+        if (r->horizon[i].pidx >= g->n_parts)
             return VERITY_ECORRUPT;
     /* The live machine tracks its deliveries already; replay creates them. */
     if (!st->live) {
@@ -314,6 +325,13 @@ static int apply_progress(struct group_state *st, struct group *g, const struct 
             gdone_add(p, d->offset, d->offset + 1);
         }
     }
+    for (size_t i = 0; i < r->n_horizon; i++) {
+        struct gpart *p = &g->parts[r->horizon[i].pidx];
+        if (r->horizon[i].offset > p->horizon) {
+            p->horizon = r->horizon[i].offset;
+            p->horizon_seq = r->seq;
+        }
+    }
     return 0;
 }
 
@@ -347,7 +365,7 @@ int gapply_record(struct group_state *st, const uint8_t *rec, size_t len)
         rc = apply_leave(g, &r);
         break;
     case GROUP_REC_RESET:
-        rc = apply_reset(g, &r);
+        rc = apply_reset(st, g, &r);
         break;
     case GROUP_REC_PROGRESS:
         rc = apply_progress(st, g, &r);

@@ -1,5 +1,5 @@
 /*
- * group_codec: the byte format of group-log records (version 1). The group
+ * group_codec: the byte format of group-log records (versions 1 and 2). The group
  * state machine (consumer/group.c) emits these records and rebuilds itself by
  * applying them; nothing else writes them. docs/GROUPS.md repeats this table.
  *
@@ -7,7 +7,7 @@
  *
  *   off size field
  *     0    2 magic       'V' 'G'
- *     2    1 version     1
+ *     2    1 version     1, or 2 for a PROGRESS record with a horizon section
  *     3    1 type        1 CREATE, 2 DELETE, 3 JOIN, 4 LEAVE, 5 RESET, 6 PROGRESS
  *     4    4 length      u32, whole record including this header,
  *                        GREC_HDR_SIZE..GROUP_RECORD_BYTES_MAX
@@ -39,6 +39,8 @@
  *                         previous range's end when pidx_delta == 0 (else absolute)
  *            dead-lettered
  *                         pidx v | offset v
+ *            version 2 only, a sixth section:
+ *            horizons     pidx v | offset v                  (delivery horizon rises to offset)
  *
  * A record is valid only if: magic, version and a known type match; length
  * equals the bytes given and lies within the limits; the CRC matches; the
@@ -58,6 +60,7 @@
 #include "verity/verify.h"
 
 #define GREC_VERSION 1
+#define GREC_VERSION_HORIZON 2 /* PROGRESS with a horizon section */
 #define GREC_MAGIC_0 'V'
 #define GREC_MAGIC_1 'G'
 #define GREC_TYPE_LAST GROUP_REC_PROGRESS
@@ -280,9 +283,9 @@ static void acks_normalize(struct gbatch *bt)
 int gcodec_progress(struct gbuf *b, uint64_t seq, uint32_t gid, int64_t t, struct gbatch *bt)
 {
     acks_normalize(bt);
-    size_t max = 5 * V_MAX + bt->n_deliv * 3 * V_MAX + bt->n_redeliv * 3 * V_MAX +
+    size_t max = 6 * V_MAX + bt->n_deliv * 3 * V_MAX + bt->n_redeliv * 3 * V_MAX +
                  bt->n_decide * 4 * V_MAX + bt->n_text + bt->n_ack * 3 * V_MAX +
-                 bt->n_done * 2 * V_MAX;
+                 bt->n_done * 2 * V_MAX + bt->n_horizon * 2 * V_MAX;
     int rc = rec_begin(b, GROUP_REC_PROGRESS, seq, gid, t, max);
     if (rc)
         return rc;
@@ -322,6 +325,14 @@ int gcodec_progress(struct gbuf *b, uint64_t seq, uint32_t gid, int64_t t, struc
     for (size_t i = 0; i < bt->n_done; i++) {
         put_v(b, bt->done[i].pidx);
         put_v(b, bt->done[i].offset);
+    }
+    if (bt->n_horizon > 0) {
+        b->p[2] = GREC_VERSION_HORIZON;
+        put_v(b, bt->n_horizon);
+        for (size_t i = 0; i < bt->n_horizon; i++) {
+            put_v(b, bt->horizon[i].pidx);
+            put_v(b, bt->horizon[i].offset);
+        }
     }
     rec_end(b);
     return 0;
@@ -446,7 +457,7 @@ static void decode_create(struct rd *r, struct grec *out)
         out->offsets[i] = get_vmax(r, GROUP_OFFSET_LIMIT - 1);
 }
 
-static void decode_progress(struct rd *r, struct grec *out)
+static void decode_progress(struct rd *r, struct grec *out, bool v2)
 {
     const uint64_t lim = GROUP_OFFSET_LIMIT - 1;
     uint64_t n = get_v(r);
@@ -517,6 +528,17 @@ static void decode_progress(struct rd *r, struct grec *out)
         out->done[i].offset = get_vmax(r, lim);
     }
     out->n_done = (size_t)n;
+    if (v2) {
+        n = get_v(r);
+        if (n == 0 && !r->err)
+            r->err = VERITY_ECORRUPT; /* version 2 is written only with horizons */
+        out->horizon = get_array(r, n, sizeof(*out->horizon), 2);
+        for (uint64_t i = 0; i < n && !r->err; i++) {
+            out->horizon[i].pidx = (uint32_t)get_vmax(r, GROUP_PARTITIONS_MAX - 1);
+            out->horizon[i].offset = get_vmax(r, lim);
+        }
+        out->n_horizon = (size_t)n;
+    }
     out->text = (const char *)r->p;
 }
 
@@ -525,7 +547,7 @@ int group_record_peek(const uint8_t *rec, size_t len, enum group_rec_type *type,
 {
     if (len < GREC_HDR_SIZE || rec[0] != GREC_MAGIC_0 || rec[1] != GREC_MAGIC_1)
         return VERITY_ECORRUPT;
-    if (rec[2] != GREC_VERSION)
+    if (rec[2] != GREC_VERSION && rec[2] != GREC_VERSION_HORIZON)
         return VERITY_EVERSION;
     uint32_t l = get_le32(rec + 4);
     if (rec[3] < GROUP_REC_CREATE || rec[3] > GREC_TYPE_LAST || l != len ||
@@ -545,6 +567,8 @@ int gcodec_decode(const uint8_t *rec, size_t len, struct grec *out)
     int rc = group_record_peek(rec, len, &out->type, &out->seq, &out->group_id);
     if (rc)
         return rc;
+    if (rec[2] == GREC_VERSION_HORIZON && out->type != GROUP_REC_PROGRESS)
+        return VERITY_ECORRUPT;
     out->time_ms = (int64_t)get_le64(rec + 20);
     struct rd r = {.p = rec, .len = len, .pos = GREC_HDR_SIZE, .err = 0};
     switch (out->type) {
@@ -575,7 +599,7 @@ int gcodec_decode(const uint8_t *rec, size_t len, struct grec *out)
         break;
     }
     case GROUP_REC_PROGRESS:
-        decode_progress(&r, out);
+        decode_progress(&r, out, rec[2] == GREC_VERSION_HORIZON);
         break;
     }
     if (!r.err && r.pos != len)
@@ -596,6 +620,8 @@ void grec_free(struct grec *r)
     free(r->decide);
     free(r->ack);
     free(r->done);
+    free(r->horizon);
+    r->horizon = NULL;
     r->cfg = NULL;
     r->offsets = NULL;
     r->deliv = NULL;

@@ -65,10 +65,17 @@ static void fill(const struct group *g, const struct gent *e, struct group_deliv
     out->lease_deadline_ms = e->when_ms;
 }
 
+/* What the reply to a fetch waits for: the open progress record (slow), or
+ * only the records that raised the horizons of its first deliveries. */
+struct fticket {
+    bool slow;
+    uint64_t horizon_seq;
+};
+
 /* Delivers up to want messages of one partition; returns how many. */
 static size_t fetch_part(struct group_state *st, struct group *g, struct gmember *m,
                          uint32_t pidx, uint64_t hwm, size_t want, int64_t now,
-                         struct group_delivery *out, bool *limited)
+                         struct group_delivery *out, bool *limited, struct fticket *tk)
 {
     struct gpart *p = &g->parts[pidx];
     size_t n = 0;
@@ -86,6 +93,7 @@ static size_t fetch_part(struct group_state *st, struct group *g, struct gmember
             lease_to(g, m, ei, now);
             gbatch_redeliv(st, g, pidx, e->offset, e->count);
             fill(g, e, &out[n++]);
+            tk->slow = true;
         }
         gbatch_maybe_emit(st, g, now);
     }
@@ -96,11 +104,33 @@ static size_t fetch_part(struct group_state *st, struct group *g, struct gmember
             *limited = true;
             break;
         }
-        uint32_t ei = gent_alloc(g, pidx, p->cursor);
-        lease_to(g, m, ei, now);
-        gbatch_deliv(st, g, pidx, p->cursor);
+        uint64_t off = p->cursor;
+        uint32_t ei = gent_alloc(g, pidx, off);
+        gbatch_deliv(st, g, pidx, off);
         p->cursor++;
-        fill(g, &g->ents[ei], &out[n++]);
+        struct gent *e = &g->ents[ei];
+        if (off < p->recovered) {
+            /* Below the horizon at the last restart: it may have been
+             * delivered once before, unlogged. Count that delivery. */
+            e->count = 1;
+            if (e->count >= g->cfg.max_deliveries) {
+                gent_dead_letter(st, g, ei);
+                gbatch_maybe_emit(st, g, now);
+                continue;
+            }
+            lease_to(g, m, ei, now);
+            gbatch_redeliv(st, g, pidx, off, e->count);
+            tk->slow = true;
+        } else {
+            lease_to(g, m, ei, now);
+            if (off < p->horizon) {
+                if (p->horizon_seq > tk->horizon_seq)
+                    tk->horizon_seq = p->horizon_seq;
+            } else {
+                tk->slow = true;
+            }
+        }
+        fill(g, e, &out[n++]);
         gbatch_maybe_emit(st, g, now);
     }
     return n;
@@ -136,10 +166,11 @@ int group_fetch(struct group_state *st, const char *name, uint64_t member_id, si
     uint32_t np = ordered ? m->n_parts : g->n_parts;
     uint32_t start = ordered ? m->rr : g->rr;
     bool limited = false;
+    struct fticket tk = {false, 0};
     size_t n = 0;
     for (uint32_t k = 0; k < np && n < max; k++) {
         uint32_t pidx = ordered ? m->parts[(start + k) % np] : (start + k) % np;
-        n += fetch_part(st, g, m, pidx, hwm[pidx], max - n, now, out + n, &limited);
+        n += fetch_part(st, g, m, pidx, hwm[pidx], max - n, now, out + n, &limited, &tk);
     }
     if (np) {
         if (ordered)
@@ -150,7 +181,8 @@ int group_fetch(struct group_state *st, const char *name, uint64_t member_id, si
     *n_out = n;
     if (n == 0 && limited)
         return VERITY_ELIMIT;
-    *ticket = n ? gst_ticket(st, g) : 0;
+    if (n)
+        *ticket = tk.slow ? gst_ticket(st, g) : tk.horizon_seq;
     return 0;
 }
 

@@ -75,6 +75,11 @@ struct gpart {
     uint32_t topic, partition;
     uint32_t n_leased;      /* volatile */
     uint32_t batch_deliv;   /* volatile: index + 1 of this partition's delivery item in the batch */
+    uint32_t batch_horizon; /* volatile: index + 1 of this partition's horizon item in the batch */
+    uint64_t horizon;       /* durable: offsets below may have been delivered once unlogged */
+    uint64_t horizon_seq;   /* durable: seq of the record that set horizon */
+    uint64_t recovered;     /* volatile: horizon at the last restart; first deliveries below
+                               it count as the second */
 };
 
 struct gmember {
@@ -94,6 +99,7 @@ struct gredeliv { uint32_t pidx; uint16_t count; uint64_t offset; };
 struct gdecide { uint32_t pidx; uint16_t count; uint64_t offset; uint32_t err_off, err_len; };
 struct gack { uint32_t pidx; uint64_t lo, hi; };
 struct gdone { uint32_t pidx; uint64_t offset; };
+struct ghorizon { uint32_t pidx; uint64_t offset; };
 
 struct gbatch {
     uint64_t seq;          /* reserved seq; 0 = no open batch */
@@ -102,6 +108,7 @@ struct gbatch {
     struct gdecide *decide; size_t n_decide, cap_decide;
     struct gack *ack; size_t n_ack, cap_ack;
     struct gdone *done; size_t n_done, cap_done;
+    struct ghorizon *horizon; size_t n_horizon, cap_horizon;
     char *text; size_t n_text, cap_text;
     size_t items, bytes;   /* for the forced-emit thresholds */
     struct group *prev, *next; /* state's open-batch list, in seq order */
@@ -189,6 +196,7 @@ struct grec {
     struct gdecide *decide; size_t n_decide;
     struct gack *ack; size_t n_ack;
     struct gdone *done; size_t n_done;
+    struct ghorizon *horizon; size_t n_horizon; /* version 2 */
     const char *text;       /* decide err_off/err_len index this (the record bytes) */
 };
 

@@ -320,6 +320,8 @@ static int snap_group_enc(struct sbuf *b, const struct group *g, bool vol)
         const struct gpart *p = &g->parts[i];
         s_u64(b, p->floor);
         s_u64(b, p->cursor_logged);
+        s_u64(b, p->horizon);
+        s_u64(b, p->horizon_seq);
         s_u64(b, p->owner);
         s_u64(b, p->done_count);
         s_u64(b, p->n_done);
@@ -331,6 +333,7 @@ static int snap_group_enc(struct sbuf *b, const struct group *g, bool vol)
             s_u64(b, p->cursor);
             s_u64(b, p->n_leased);
             s_u64(b, p->n_heap);
+            s_u64(b, p->recovered);
         }
     }
     /* Entries in (pidx, offset) order: the hash key sorts that way. */
@@ -413,7 +416,7 @@ int group_snapshot(const struct group_state *st, bool with_volatile, uint8_t **b
 
 /* ---- invariants ------------------------------------------------------------------------ */
 
-static void check_group(const struct group *g)
+static void check_group(const struct group_state *st, const struct group *g)
 {
     uint32_t n = 0, leased = 0, waiting = 0, dlq = 0;
     for (uint32_t ei = 0; ei < g->n_used; ei++) {
@@ -452,6 +455,7 @@ static void check_group(const struct group *g)
     for (uint32_t i = 0; i < g->n_parts; i++) {
         const struct gpart *p = &g->parts[i];
         VERITY_VERIFY(p->cursor_logged <= p->cursor && p->floor <= p->cursor_logged);
+        VERITY_VERIFY(p->horizon < GROUP_OFFSET_LIMIT && p->horizon_seq <= st->seq_applied);
         uint64_t sum = 0, prev = p->floor;
         for (uint32_t k = 0; k < p->n_done; k++) {
             VERITY_VERIFY(p->done[k].lo > prev && p->done[k].lo < p->done[k].hi);
@@ -507,6 +511,6 @@ void group_check(const struct group_state *st)
     for (uint32_t i = 0; i < st->n_groups; i++) {
         VERITY_VERIFY(gst_find(st, st->groups[i]->cfg.name) == st->groups[i]);
         VERITY_VERIFY(gst_find_id(st, st->groups[i]->id) == st->groups[i]);
-        check_group(st->groups[i]);
+        check_group(st, st->groups[i]);
     }
 }

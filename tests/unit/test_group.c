@@ -985,6 +985,7 @@ static void test_corrupt_records_are_refused(void)
     struct group_delivery d[8];
     CU_ASSERT_EQUAL(fetch("g", m, 8, 2, d), 8);
     CU_ASSERT_EQUAL(nack1("g", m, d[0].pidx, d[0].offset, 0, "err"), 0);
+    CU_ASSERT_EQUAL(group_horizon(st, "g", 1, 30, now), 0); /* a version-2 record */
     group_flush(st, now);
     drain();
     struct group_state *r = NULL;
@@ -1012,6 +1013,160 @@ static void test_corrupt_records_are_refused(void)
         CU_ASSERT_EQUAL(group_apply(r, recs[i].p, recs[i].len), VERITY_ECORRUPT);
     }
     group_state_free(r);
+}
+
+
+/* ---- delivery horizon ------------------------------------------------------------------ */
+
+/* Replays the first keep records into a new state and recovers it (the
+ * crash lost the rest); st becomes the new state. */
+static void crash_to(size_t keep)
+{
+    for (size_t i = keep; i < n_recs; i++)
+        free(recs[i].p);
+    n_recs = keep;
+    struct group_state *r = replay(keep);
+    group_state_free(st);
+    st = r;
+    CU_ASSERT_EQUAL_FATAL(group_recover(st, now), 0);
+    drain();
+}
+
+static void test_horizon_answers_first_deliveries_early(void)
+{
+    fresh(0);
+    simple_group("g", GROUP_ORDERED, 1);
+    uint64_t m = join("g", "a");
+    set_hwm(1, 0);
+    /* The partition's end moves to 10 before anything is committed: the
+     * horizon goes GROUP_HORIZON_AHEAD past the read cursor (0). */
+    const uint64_t H = GROUP_HORIZON_AHEAD;
+    CU_ASSERT_EQUAL(group_horizon(st, "g", 0, 10, now), 0);
+    CU_ASSERT_EQUAL(group_horizon(st, "g", 0, 8, now), 0); /* never lowers */
+    CU_ASSERT_EQUAL(group_horizon(st, "g", 0, 20, now), 0); /* enough lead: no item */
+    group_flush(st, now);
+    drain();
+    uint64_t hseq = n_recs; /* the record that carries the horizon */
+    set_hwm(1, 6);
+    static struct group_delivery d[2 * GROUP_HORIZON_AHEAD];
+    size_t n = 0;
+    uint64_t t;
+    CU_ASSERT_EQUAL(group_fetch(st, "g", m, 16, hwm_all, 1, now, d, &n, &t), 0);
+    CU_ASSERT_EQUAL(n, 6);
+    CU_ASSERT_EQUAL(t, hseq); /* already durable: no wait for the delivery record */
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT_EQUAL(d[i].delivery_count, 1);
+    drain();
+    /* A fetch that reaches past the horizon waits for its own record. */
+    set_hwm(1, H + 6);
+    CU_ASSERT_EQUAL(group_fetch(st, "g", m, 2 * GROUP_HORIZON_AHEAD, hwm_all, 1, now, d, &n, &t),
+                    0);
+    CU_ASSERT_EQUAL(n, H);
+    CU_ASSERT(t > hseq);
+    drain();
+    /* Crash before the delivery records: offsets below the horizon come
+     * again with a count of 2 (the early answers showed 1), the rest with 1. */
+    crash_to((size_t)hseq);
+    /* Members survive a restart (their JOIN is durable). */
+    CU_ASSERT_EQUAL(group_heartbeat(st, "g", m, now), 0);
+    CU_ASSERT_EQUAL(group_fetch(st, "g", m, 2 * GROUP_HORIZON_AHEAD, hwm_all, 1, now, d, &n, &t),
+                    0);
+    CU_ASSERT_EQUAL(n, H + 6);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT_EQUAL(d[i].delivery_count, d[i].offset < H ? 2u : 1u);
+    drain();
+    assert_replay_equal();
+    /* A second crash keeps the raised counts. */
+    group_flush(st, now);
+    drain();
+    crash_to(n_recs);
+    CU_ASSERT_EQUAL(group_fetch(st, "g", m, 2 * GROUP_HORIZON_AHEAD, hwm_all, 1, now, d, &n, &t),
+                    0);
+    CU_ASSERT_EQUAL(n, H + 6);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT_EQUAL(d[i].delivery_count, d[i].offset < H ? 3u : 2u);
+    drain();
+}
+
+static void test_horizon_window_and_reset(void)
+{
+    fresh(0);
+    simple_group("g", GROUP_SHARED, 1);
+    uint64_t m = join("g", "a");
+    /* The horizon runs at most GROUP_HORIZON_AHEAD past the read cursor. */
+    CU_ASSERT_EQUAL(group_horizon(st, "g", 0, 1000000, now), 0);
+    group_flush(st, now);
+    drain();
+    uint64_t hseq = n_recs;
+    set_hwm(1, GROUP_HORIZON_AHEAD + 5);
+    struct group_delivery d[8];
+    size_t n = 0;
+    uint64_t t;
+    /* Deliver up to the window: early tickets; one past it: a wait. */
+    uint64_t got = 0;
+    while (got < GROUP_HORIZON_AHEAD) {
+        CU_ASSERT_EQUAL_FATAL(group_fetch(st, "g", m, 8, hwm_all, 1, now, d, &n, &t), 0);
+        CU_ASSERT_EQUAL_FATAL(n, 8);
+        CU_ASSERT_EQUAL(t, hseq);
+        for (size_t i = 0; i < n; i++) {
+            struct group_ref r = {0, d[i].offset};
+            CU_ASSERT_EQUAL(group_ack(st, "g", m, &r, 1, now, &t), 0);
+        }
+        got += n;
+        drain();
+    }
+    CU_ASSERT_EQUAL(group_fetch(st, "g", m, 1, hwm_all, 1, now, d, &n, &t), 0);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT(t > hseq);
+    drain();
+    /* A reset moves the horizon to the new position: a crash right after it
+     * does not count the replayed messages as delivered. */
+    uint64_t zero = 0;
+    CU_ASSERT_EQUAL(group_reset(st, "g", &zero, 1, now, &t), 0);
+    drain();
+    crash_to(n_recs);
+    m = join("g", "b");
+    CU_ASSERT_EQUAL(group_fetch(st, "g", m, 8, hwm_all, 1, now, d, &n, &t), 0);
+    CU_ASSERT_EQUAL(n, 8);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT_EQUAL(d[i].delivery_count, 1);
+    drain();
+    /* Bad input: unknown group, partition out of range, offset too large. */
+    CU_ASSERT_EQUAL(group_horizon(st, "nope", 0, 5, now), VERITY_ENOTFOUND);
+    CU_ASSERT_EQUAL(group_horizon(st, "g", 1, 5, now), VERITY_EINVAL);
+    CU_ASSERT_EQUAL(group_horizon(st, "g", 0, GROUP_OFFSET_LIMIT, now), VERITY_EOFFSET);
+    assert_replay_equal();
+}
+
+static void test_horizon_off_when_max_deliveries_is_1(void)
+{
+    fresh(0);
+    struct group_config c;
+    cfg_init(&c, "g", GROUP_ORDERED, 1);
+    c.max_deliveries = 1;
+    create(&c);
+    uint64_t m = join("g", "a");
+    CU_ASSERT_EQUAL(group_horizon(st, "g", 0, 4, now), 0);
+    CU_ASSERT_EQUAL(group_batch_items(st), 0); /* no horizon for such a group */
+    group_flush(st, now);
+    drain();
+    size_t keep = n_recs;
+    set_hwm(1, 6);
+    struct group_delivery d[8];
+    size_t n = 0;
+    uint64_t t;
+    CU_ASSERT_EQUAL(group_fetch(st, "g", m, 8, hwm_all, 1, now, d, &n, &t), 0);
+    CU_ASSERT_EQUAL(n, 6);
+    CU_ASSERT(t > keep); /* answered only once its own record is durable */
+    drain();
+    /* That record was lost: the fetch was never answered, so a restart
+     * delivers everything once, and dead-letters nothing. */
+    crash_to(keep);
+    CU_ASSERT_EQUAL(fetch("g", m, 8, 1, d), 6);
+    for (size_t i = 0; i < 6; i++)
+        CU_ASSERT_EQUAL(d[i].delivery_count, 1);
+    CU_ASSERT_PTR_NULL(last_effect(GROUP_EFFECT_DEAD_LETTER));
+    assert_replay_equal();
 }
 
 /* ---- seeded random runs: replay equality and the restart bound -------------------------- */
@@ -1248,9 +1403,14 @@ static void r_step(void)
         group_flush(st, now);
     } else {
         uint32_t pi = (uint32_t)rn(g->parts);
-        g->hwm[pi] += rn(60);
-        if (g->hwm[pi] > R_OFF_MAX)
-            g->hwm[pi] = R_OFF_MAX;
+        /* The shell raises the horizon when the log end moves, before the
+         * high watermark follows. */
+        uint64_t end = g->hwm[pi] + rn(60);
+        if (end > R_OFF_MAX)
+            end = R_OFF_MAX;
+        if (rn(2))
+            CU_ASSERT_EQUAL(group_horizon(st, g->name, pi, end, now), 0);
+        g->hwm[pi] = rn(4) ? end : g->hwm[pi] + (end - g->hwm[pi]) / 2;
     }
     r_effects();
     r_report_dlq(gi);
@@ -1513,6 +1673,9 @@ int main(void)
         {"bad_input_is_typed_and_changes_nothing", test_bad_input_is_typed_and_changes_nothing},
         {"late_ack_by_last_holder_is_accepted", test_late_ack_by_last_holder_is_accepted},
         {"corrupt_records_are_refused", test_corrupt_records_are_refused},
+        {"horizon_answers_first_deliveries_early", test_horizon_answers_first_deliveries_early},
+        {"horizon_window_and_reset", test_horizon_window_and_reset},
+        {"horizon_off_when_max_deliveries_is_1", test_horizon_off_when_max_deliveries_is_1},
         {"random_run_replays_to_same_state", test_random_run_replays_to_same_state},
         {"restart_redelivers_only_unanswered", test_restart_redelivers_only_unanswered},
         {"throughput_ordered_and_shared", test_throughput_ordered_and_shared},
