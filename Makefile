@@ -67,6 +67,9 @@ INTEG_TESTS := $(patsubst tests/integ/%.c,$(BUILD)/tests/%,$(wildcard tests/inte
 TEST_SUPPORT:= $(call obj,$(wildcard tests/support/*.c))
 
 .PHONY: all deps run test test-unit test-integ check-asan bench fuzz fmt clean
+# Keep every object (make would otherwise delete test objects as
+# intermediates and rebuild them on the next `make run` or `make test`).
+.SECONDARY:
 all: $(BINS) $(EXAMPLES) $(UNIT_TESTS) $(INTEG_TESTS)
 
 # ---- dependencies ----------------------------------------------------------
