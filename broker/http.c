@@ -109,7 +109,7 @@ static void render_fsync(struct broker *b, struct evbuffer *o)
     for (int i = 0; i < VLOG_SYNC_BUCKETS - 1; i++)
         bounds[i] = (double)(1ull << i) / 1e6;
     met_family(o, "verity_fsync_duration_seconds", "histogram",
-               "fdatasync latency over every log (partitions and metadata).");
+               "fdatasync latency over every log (partitions, metadata, group log).");
     met_hist_render(o, "verity_fsync_duration_seconds", "", bounds, st.buckets,
                     VLOG_SYNC_BUCKETS - 1, st.count, (double)st.sum_ns / 1e9);
 }

@@ -289,6 +289,13 @@ void meta_sync_stats(struct broker *b, struct vlog_sync_stats *out)
         vlog_get_sync_stats(b->meta.log, &s);
         *out = s;
     }
+    if (b->groups.log) {
+        vlog_get_sync_stats(b->groups.log, &s);
+        out->count += s.count;
+        out->sum_ns += s.sum_ns;
+        for (int k = 0; k < VLOG_SYNC_BUCKETS; k++)
+            out->buckets[k] += s.buckets[k];
+    }
     struct topic *t;
     TAILQ_FOREACH(t, &b->topics, link)
     {
