@@ -276,7 +276,8 @@ struct verity_group_consumer {
     int conn_err;
     uint64_t conn_failures;
     uint64_t member_id;
-    uint32_t generation;
+    uint32_t generation;          /* of the assignment applied last */
+    uint32_t gen_seen;            /* highest generation any answer showed */
     bool ordered;
     bool mode_known;
     int64_t lease_ms;

@@ -510,7 +510,7 @@ static void join_done(struct verity_group_consumer *g, int err, const Verity__En
         pthread_mutex_lock(&g->mu);
         if (g->state == G_JOINING) {
             g->member_id = j->member_id;
-            g->generation = j->generation;
+            g->generation = g->gen_seen = j->generation;
             g->ordered = j->mode == VERITY__GROUP_MODE__GROUP_MODE_ORDERED;
             g->track.ordered = g->ordered;
             g->mode_known = true;
@@ -555,10 +555,15 @@ static void heartbeat_done(struct verity_group_consumer *g, struct greq *r, int 
         return;
     const Verity__HeartbeatResponse *h = env->heartbeat_resp;
     pthread_mutex_lock(&g->mu);
-    bool changed = g->member_id == r->member_id && h->generation != g->generation;
-    if (g->member_id == r->member_id) {
-        g->generation = h->generation;
+    /* An answer older than a generation a fetch already showed would undo
+     * a newer assignment: ask again instead. */
+    bool current = g->member_id == r->member_id && h->generation >= g->gen_seen;
+    bool changed = current && h->generation != g->generation;
+    if (current) {
+        g->generation = g->gen_seen = h->generation;
         apply_assignment(g, h->assignment, h->n_assignment);
+    } else if (g->member_id == r->member_id) {
+        g->hb_now = g->ordered;
     }
     pthread_mutex_unlock(&g->mu);
     if (changed)
@@ -661,9 +666,13 @@ static void fetch_done(struct verity_group_consumer *g, struct greq *r, int err,
     }
     pthread_mutex_lock(&g->mu);
     g->proto_errors += bad;
-    if (resp->generation != g->generation && g->member_id == r->member_id && g->ordered)
-        g->hb_now = true;
-    if (f && g->member_id == r->member_id && g->state == G_JOINED) {
+    bool current = g->member_id == r->member_id;
+    if (current && resp->generation > g->gen_seen) {
+        /* A rebalance we have not seen the assignment of: ask for it. */
+        g->gen_seen = resp->generation;
+        g->hb_now = g->ordered;
+    }
+    if (f && current && g->state == G_JOINED) {
         f->member_id = r->member_id;
         /* Record what we hold before anyone can ack it. */
         for (size_t k = 0; k < f->n_results; k++) {
@@ -671,19 +680,26 @@ static void fetch_done(struct verity_group_consumer *g, struct greq *r, int err,
             int t = gio_intern(g, res->wire_topic);
             struct gtrack_part *p =
                 t < 0 ? NULL : gtrack_part(&g->track, (uint32_t)t, res->partition, true);
+            res->wire_topic = NULL;
+            if (p && g->ordered && !p->assigned) {
+                /* Delivered at a generation no older than the assignment we
+                 * know: the broker's word is newer, the partition is ours.
+                 * Older: it moved away since, and its leases went with it. */
+                if (resp->generation >= g->generation)
+                    p->assigned = true;
+                else
+                    res->dropped = true;
+            }
             int rc = p ? 0 : -ENOMEM;
-            for (size_t d = 0; d < res->nd && rc == 0; d++)
+            for (size_t d = 0; d < res->nd && rc == 0 && !res->dropped; d++)
                 rc = gtrack_delivered(&g->track, p, res->d[d].first,
                                       res->d[d].first + res->d[d].count);
-            res->wire_topic = NULL;
             if (rc) {
                 /* Cannot track it (too many topic names, no memory): hand it
                  * to nobody; the lease runs out at the broker. */
                 res->dropped = true;
-            } else {
+            } else if (p) {
                 res->topic = (uint32_t)t;
-                if (g->ordered && !p->assigned)
-                    res->dropped = true;
             }
         }
         for (size_t i = 0; i < f->n_results; i++)

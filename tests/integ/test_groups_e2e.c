@@ -26,6 +26,16 @@
  * count and the last error; `verity dlq replay` moves it back to the source
  * topic (a second replay moves nothing); `verity dlq list` then shows none.
  *
+ * ordered_rebalance_moves_leased_partitions: in-process members. A holds a
+ * batch without acking it when B joins; the partitions that move to B take
+ * A's leases with them. A learns the new assignment from its next fetch
+ * (the generation changed); B fetches once, getting A's returned leases
+ * with a raised delivery count, and holds them; then A acks its batch: the
+ * acks of what B now holds fail (ELEASE), the rest succeed (A is their
+ * owner, or their last holder while they wait). Everything ends acked,
+ * nobody gets a message after another member's answered ack, and each
+ * member sees every partition in increasing offset order.
+ *
  * cli_group_commands: `verity consume --group`, `verity group
  * list|describe|pending|reset|delete` with --json, and the exit codes
  * (1 refused, 2 usage, 3 unreachable).
@@ -886,6 +896,212 @@ static void test_poison_message_dead_lettered_and_replayed(void)
     verity_client_free(c);
 }
 
+/* ---- ordered rebalance ---------------------------------------------------------- */
+
+#define REB_MSGS 4000
+
+struct reb_member {
+    int idx;
+    struct verity_group_consumer *g;
+    uint64_t last[PARTS];
+    bool any[PARTS];
+    uint64_t order_breaks;
+    atomic_uint_fast64_t ack_fail;
+};
+
+/* Per message: which member's ack was answered first (0 none, 1 + idx) and
+ * the global step it happened at; receipts by member with their step. */
+struct reb_book {
+    _Atomic uint8_t acked_by[PARTS][REB_MSGS];
+    _Atomic uint64_t acked_at[PARTS][REB_MSGS];
+    uint8_t got_by[PARTS][REB_MSGS];      /* bit per member */
+    uint32_t dc_b[PARTS][REB_MSGS];       /* B's highest delivery count */
+    uint64_t got_at[2][PARTS][REB_MSGS];  /* step of the member's last receipt */
+    atomic_uint_fast64_t step;
+    atomic_uint_fast64_t acked;
+};
+
+static struct reb_book *rb;
+
+static void reb_result(void *opaque, int err, const struct verity_group_result *r)
+{
+    struct reb_member *m = opaque;
+    if (r->op != VERITY_GROUP_OP_ACK)
+        return;
+    if (err) {
+        atomic_fetch_add(&m->ack_fail, r->count);
+        return;
+    }
+    uint64_t at = atomic_fetch_add(&rb->step, 1);
+    for (uint64_t o = r->first_offset; r->partition < PARTS && o < r->first_offset + r->count &&
+                                       o < REB_MSGS;
+         o++) {
+        uint8_t zero = 0;
+        if (atomic_compare_exchange_strong(&rb->acked_by[r->partition][o], &zero,
+                                           (uint8_t)(1 + m->idx))) {
+            atomic_store(&rb->acked_at[r->partition][o], at);
+            atomic_fetch_add(&rb->acked, 1);
+        }
+    }
+}
+
+static int reb_new(struct reb_member *m, int idx)
+{
+    const char *topics[] = {"reb"};
+    struct verity_group_consumer_config cfg;
+    verity_group_consumer_config_default(&cfg);
+    cfg.conn.broker = addr;
+    cfg.group = "g-reb";
+    cfg.topics = topics;
+    cfg.n_topics = 1;
+    cfg.fetch_max = 100;
+    cfg.fetch_max_wait_ms = 50;
+    cfg.queue_max = 0;
+    cfg.result_cb = reb_result;
+    cfg.opaque = m;
+    m->idx = idx;
+    int rc = verity_group_consumer_new(&cfg, &m->g);
+    return rc ? rc : verity_group_connect(m->g, 10000);
+}
+
+/* One poll of member m: records receipts and order; acks unless hold. */
+static size_t reb_poll(struct reb_member *m, bool hold, struct verity_group_offset *held,
+                       size_t *n_held)
+{
+    const struct verity_group_message *msgs;
+    size_t n = 0;
+    if (verity_group_poll(m->g, 100, &msgs, &n) != 0)
+        return 0;
+    uint64_t at = atomic_fetch_add(&rb->step, 1);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t p = msgs[i].msg.partition;
+        uint64_t o = msgs[i].msg.offset;
+        if (p >= PARTS || o >= REB_MSGS)
+            continue;
+        if (m->any[p] && o <= m->last[p])
+            m->order_breaks++;
+        m->any[p] = true;
+        m->last[p] = o;
+        rb->got_by[p][o] |= (uint8_t)(1u << m->idx);
+        rb->got_at[m->idx][p][o] = at;
+        if (m->idx == 1 && msgs[i].delivery_count > rb->dc_b[p][o])
+            rb->dc_b[p][o] = msgs[i].delivery_count;
+        if (hold && held)
+            held[(*n_held)++] = (struct verity_group_offset){(char *)msgs[i].msg.topic, p, o};
+    }
+    if (!hold && n)
+        CU_ASSERT_EQUAL(verity_group_ack_many(m->g, msgs, n), 0);
+    return n;
+}
+
+static void test_ordered_rebalance_moves_leased_partitions(void)
+{
+    struct produced pr = {0};
+    CU_ASSERT_EQUAL_FATAL(produce_topic("reb", REB_MSGS, &pr), 0);
+    uint64_t total = 0;
+    for (int p = 0; p < PARTS; p++) {
+        CU_ASSERT_FATAL(pr.hwm[p] <= REB_MSGS);
+        for (uint64_t o = 0; o < pr.hwm[p]; o++)
+            total += pr.id_at[p][o] != 0;
+    }
+    CU_ASSERT_EQUAL_FATAL(create_group("g-reb", "reb", VERITY_GROUP_ORDERED, 0, 0, false), 0);
+    rb = calloc(1, sizeof *rb);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rb);
+    struct reb_member a = {0}, b = {0};
+    CU_ASSERT_EQUAL_FATAL(reb_new(&a, 0), 0);
+
+    /* A alone owns every partition and holds leases on all of them. */
+    static struct verity_group_offset held[1100];
+    size_t n_held = 0;
+    int64_t deadline = bh_mono_ms() + 10000;
+    while (bh_mono_ms() < deadline && n_held + 100 <= 1000 &&
+           !(a.any[0] && a.any[1] && a.any[2] && a.any[3]))
+        reb_poll(&a, true, held, &n_held);
+    CU_ASSERT_FATAL(a.any[0] && a.any[1] && a.any[2] && a.any[3]);
+    uint32_t gen0 = 0;
+    verity_group_member_id(a.g, NULL, &gen0);
+
+    /* B joins: half the partitions move, with A's leases on them. */
+    CU_ASSERT_EQUAL_FATAL(reb_new(&b, 1), 0);
+    uint32_t gen = gen0;
+    deadline = bh_mono_ms() + 10000;
+    while (gen == gen0 && bh_mono_ms() < deadline) {
+        reb_poll(&a, false, NULL, NULL);
+        verity_group_member_id(a.g, NULL, &gen);
+    }
+    CU_ASSERT(gen > gen0); /* A learned the rebalance from its fetches */
+    /* B takes over what moved, starting with A's returned leases. */
+    static struct verity_group_offset b_held[200];
+    size_t n_b_held = 0;
+    deadline = bh_mono_ms() + 10000;
+    while (n_b_held == 0 && bh_mono_ms() < deadline)
+        reb_poll(&b, true, b_held, &n_b_held);
+    for (size_t i = 0; i < n_held; i++)
+        CU_ASSERT_EQUAL(verity_group_ack(a.g, held[i].topic, held[i].partition, held[i].offset),
+                        0);
+    CU_ASSERT_EQUAL(verity_group_commit(a.g, 10000) == VERITY_ETIMEOUT, 0);
+    for (size_t i = 0; i < n_b_held; i++)
+        CU_ASSERT_EQUAL(
+            verity_group_ack(b.g, b_held[i].topic, b_held[i].partition, b_held[i].offset), 0);
+
+    deadline = bh_mono_ms() + 30000;
+    while (atomic_load(&rb->acked) < total && bh_mono_ms() < deadline) {
+        reb_poll(&a, false, NULL, NULL);
+        reb_poll(&b, false, NULL, NULL);
+    }
+    CU_ASSERT_EQUAL(verity_group_commit(a.g, 10000) == VERITY_ETIMEOUT, 0);
+    CU_ASSERT_EQUAL(verity_group_commit(b.g, 10000) == VERITY_ETIMEOUT, 0);
+    verity_group_consumer_free(a.g, 5000);
+    verity_group_consumer_free(b.g, 5000);
+
+    uint64_t unacked = 0, moved_not_redelivered = 0, after_other = 0, moved = 0;
+    for (int p = 0; p < PARTS; p++)
+        for (uint64_t o = 0; o < pr.hwm[p]; o++) {
+            if (!pr.id_at[p][o])
+                continue;
+            uint8_t by = atomic_load(&rb->acked_by[p][o]);
+            if (by == 0)
+                unacked++;
+            /* A receipt after another member's answered ack. */
+            for (int m = 0; m < 2 && by; m++)
+                if (m != by - 1 && (rb->got_by[p][o] & (1u << m)) &&
+                    rb->got_at[m][p][o] > atomic_load(&rb->acked_at[p][o]))
+                    after_other++;
+        }
+    for (size_t i = 0; i < n_held; i++) {
+        uint32_t p = held[i].partition;
+        uint64_t o = held[i].offset;
+        if (!(rb->got_by[p][o] & 2u))
+            continue;
+        moved++;
+        if (rb->dc_b[p][o] < 2)
+            moved_not_redelivered++;
+    }
+    fprintf(stderr, "\n[rebalance] %" PRIu64 " messages, A held %zu, %" PRIu64
+                    " of them went to B; A's refused acks %" PRIu64 ", order breaks %" PRIu64
+                    "/%" PRIu64 "\n",
+            total, n_held, moved, (uint64_t)atomic_load(&a.ack_fail), a.order_breaks,
+            b.order_breaks);
+    CU_ASSERT_EQUAL(unacked, 0);
+    CU_ASSERT_EQUAL(after_other, 0);
+    CU_ASSERT_EQUAL(moved_not_redelivered, 0);
+    /* A's acks of what B holds now fail; the rest of its batch it still
+     * acks as the last holder (or as owner). */
+    CU_ASSERT(moved > 0);
+    CU_ASSERT_EQUAL(atomic_load(&a.ack_fail), moved);
+    CU_ASSERT_EQUAL(a.order_breaks, 0);
+    CU_ASSERT_EQUAL(b.order_breaks, 0);
+    /* Something moved: B owns half of the partitions A had leases on. */
+    bool b_got_any = false;
+    for (int p = 0; p < PARTS; p++)
+        for (uint64_t o = 0; o < pr.hwm[p] && !b_got_any; o++)
+            b_got_any = rb->got_by[p][o] & 2u;
+    CU_ASSERT_TRUE(b_got_any);
+    free(rb);
+    rb = NULL;
+    produced_free(&pr);
+}
+
 /* ---- CLI ---------------------------------------------------------------------- */
 
 static json_t *load_json(const char *path)
@@ -1026,6 +1242,8 @@ int main(int argc, char **argv)
         {"shared_kill_mid_batch", test_shared_kill_mid_batch},
         {"poison_message_dead_lettered_and_replayed",
          test_poison_message_dead_lettered_and_replayed},
+        {"ordered_rebalance_moves_leased_partitions",
+         test_ordered_rebalance_moves_leased_partitions},
         {"cli_group_commands", test_cli_group_commands},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
