@@ -508,7 +508,8 @@ static void join_done(struct verity_group_consumer *g, int err, const Verity__En
     if (err == 0) {
         const Verity__JoinGroupResponse *j = env->join_group_resp;
         pthread_mutex_lock(&g->mu);
-        if (g->state == G_JOINING) {
+        bool joining = g->state == G_JOINING;
+        if (joining) {
             g->member_id = j->member_id;
             g->generation = g->gen_seen = j->generation;
             g->ordered = j->mode == VERITY__GROUP_MODE__GROUP_MODE_ORDERED;
@@ -516,12 +517,18 @@ static void join_done(struct verity_group_consumer *g, int err, const Verity__En
             g->mode_known = true;
             g->lease_ms = j->lease_ms;
             g->session_ms = j->session_ms;
-            g->state = G_JOINED;
             apply_assignment(g, j->assignment, j->n_assignment);
-            pthread_cond_broadcast(&g->cv);
         }
         pthread_mutex_unlock(&g->mu);
+        if (!joining)
+            return;
+        /* The callback runs before verity_group_connect returns. */
         call_member_cb(g, j->member_id, j->generation, j->assignment, j->n_assignment);
+        pthread_mutex_lock(&g->mu);
+        if (g->state == G_JOINING)
+            g->state = G_JOINED;
+        pthread_cond_broadcast(&g->cv);
+        pthread_mutex_unlock(&g->mu);
         return;
     }
     pthread_mutex_lock(&g->mu);

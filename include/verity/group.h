@@ -275,8 +275,9 @@ struct verity_group_result {
 typedef void (*verity_group_result_cb)(void *opaque, int err, const struct verity_group_result *r);
 
 /* Membership changes (I/O thread): joined (or joined again as a new member
- * after VERITY_EMEMBER) and, in ordered mode, a new assignment. assigned has
- * n entries (offset fields unused), valid during the callback. */
+ * after VERITY_EMEMBER; the call for a join runs before verity_group_connect
+ * returns) and, in ordered mode, a new assignment. assigned has n entries
+ * (offset fields unused), valid during the callback. */
 typedef void (*verity_group_member_cb)(void *opaque, uint64_t member_id, uint32_t generation,
                                        const struct verity_group_offset *assigned, size_t n);
 

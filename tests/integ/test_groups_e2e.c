@@ -36,6 +36,10 @@
  * nobody gets a message after another member's answered ack, and each
  * member sees every partition in increasing offset order.
  *
+ * deleted_group_stops_member: a member joins (member callback), a join
+ * naming a topic the group does not read is refused, and once the group is
+ * deleted the member's poll reports VERITY_ENOTFOUND.
+ *
  * cli_group_commands: `verity consume --group`, `verity group
  * list|describe|pending|reset|delete` with --json, and the exit codes
  * (1 refused, 2 usage, 3 unreachable).
@@ -1102,6 +1106,81 @@ static void test_ordered_rebalance_moves_leased_partitions(void)
     produced_free(&pr);
 }
 
+/* ---- a deleted group stops its members -------------------------------------------- */
+
+struct joins {
+    atomic_int n;
+    atomic_uint_fast64_t last_member;
+};
+
+static void count_joins(void *opaque, uint64_t member_id, uint32_t generation,
+                        const struct verity_group_offset *assigned, size_t n)
+{
+    struct joins *j = opaque;
+    (void)generation;
+    (void)assigned;
+    (void)n;
+    atomic_fetch_add(&j->n, 1);
+    atomic_store(&j->last_member, member_id);
+}
+
+static void test_deleted_group_stops_member(void)
+{
+    struct produced pr = {0};
+    CU_ASSERT_EQUAL_FATAL(produce_topic("del", 100, &pr), 0);
+    CU_ASSERT_EQUAL_FATAL(create_group("g-del", "del", VERITY_GROUP_SHARED, 0, 0, false), 0);
+    struct joins j = {0};
+    const char *topics[] = {"del"};
+    struct verity_group_consumer_config cfg;
+    verity_group_consumer_config_default(&cfg);
+    cfg.conn.broker = addr;
+    cfg.group = "g-del";
+    cfg.topics = topics;
+    cfg.n_topics = 1;
+    cfg.fetch_max_wait_ms = 100;
+    cfg.member_cb = count_joins;
+    cfg.opaque = &j;
+    struct verity_group_consumer *g = NULL;
+    CU_ASSERT_EQUAL_FATAL(verity_group_consumer_new(&cfg, &g), 0);
+    CU_ASSERT_EQUAL_FATAL(verity_group_connect(g, 10000), 0);
+    uint64_t id = 0;
+    verity_group_member_id(g, &id, NULL);
+    CU_ASSERT(id != 0);
+    CU_ASSERT_EQUAL(atomic_load(&j.n), 1);
+    CU_ASSERT_EQUAL(atomic_load(&j.last_member), id);
+    const struct verity_group_message *m;
+    size_t n = 0;
+    int64_t deadline = bh_mono_ms() + 5000;
+    while (n == 0 && bh_mono_ms() < deadline)
+        CU_ASSERT_EQUAL_FATAL(verity_group_poll(g, 200, &m, &n), 0);
+    CU_ASSERT(n > 0);
+    /* Joining a group for a topic it does not read is refused. */
+    const char *wrong[] = {"poison"};
+    struct verity_group_consumer_config bad = cfg;
+    bad.topics = wrong;
+    bad.member_cb = NULL;
+    struct verity_group_consumer *g2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(verity_group_consumer_new(&bad, &g2), 0);
+    CU_ASSERT_EQUAL(verity_group_connect(g2, 10000), VERITY_EINVAL);
+    verity_group_consumer_free(g2, 0);
+
+    struct verity_conn_config conn;
+    verity_conn_config_default(&conn);
+    conn.broker = addr;
+    struct verity_group_admin *ga = NULL;
+    CU_ASSERT_EQUAL_FATAL(verity_group_admin_new(&conn, &ga), 0);
+    CU_ASSERT_EQUAL(verity_group_delete(ga, "g-del"), 0);
+    verity_group_admin_free(ga);
+    int rc = 0;
+    deadline = bh_mono_ms() + 10000;
+    while (rc == 0 && bh_mono_ms() < deadline)
+        rc = verity_group_poll(g, 200, &m, &n);
+    CU_ASSERT_EQUAL(rc, VERITY_ENOTFOUND);
+    CU_ASSERT_EQUAL(verity_group_ack(g, "del", 0, 0), VERITY_ENOTFOUND);
+    verity_group_consumer_free(g, 1000);
+    produced_free(&pr);
+}
+
 /* ---- CLI ---------------------------------------------------------------------- */
 
 static json_t *load_json(const char *path)
@@ -1244,6 +1323,7 @@ int main(int argc, char **argv)
          test_poison_message_dead_lettered_and_replayed},
         {"ordered_rebalance_moves_leased_partitions",
          test_ordered_rebalance_moves_leased_partitions},
+        {"deleted_group_stops_member", test_deleted_group_stops_member},
         {"cli_group_commands", test_cli_group_commands},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
