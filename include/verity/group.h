@@ -344,7 +344,9 @@ int verity_group_poll(struct verity_group_consumer *g, int timeout_ms,
                       const struct verity_group_message **msgs_out, size_t *n_out) VERITY_WUR;
 
 /* Acknowledges one message. Queued; see result_cb and verity_group_commit.
- * Returns 0, VERITY_EINVAL (topic not the group's), VERITY_ECLOSED. */
+ * Returns 0, VERITY_EINVAL (a topic this member never saw), VERITY_ECLOSED,
+ * or the error that stopped the member (VERITY_ENOTFOUND: group deleted).
+ * The same holds for the calls below. */
 int verity_group_ack(struct verity_group_consumer *g, const char *topic, uint32_t partition,
                      uint64_t offset) VERITY_WUR;
 
