@@ -9,6 +9,11 @@
  *   - the input itself as one batch (batch_validate via produce_check_batch,
  *     and the record iterator), as is and with its length and CRC fixed up
  *     so the record decoder behind the CRC is reached.
+ *   - the input as consumer-group log records (consumer/group.h): applied
+ *     with group_apply to a state that holds one group, as is and with the
+ *     record's length and CRC fixed up so the body decoder and the apply
+ *     rules are reached; the state must stay consistent (group_check) and
+ *     recover.
  * Built and run by tests/fuzz/run.sh. Any crash, sanitizer report, leak or
  * limit violation (a decode using more than its cap) aborts.
  */
@@ -19,7 +24,9 @@
 
 #include "broker/batchcheck.h"
 #include "broker/idem.h"
+#include "consumer/group.h"
 #include "proto/codec.h"
+#include "storage/crc32c.h"
 #include "storage/batch.h"
 #include "verity/errors.h"
 
@@ -93,8 +100,114 @@ static void one_frame(struct idem *st, const struct codec_limits *lim, const uin
     codec_msg_free(m);
 }
 
+/* A group log holding one group ("g", 2 partitions of "orders", one member,
+ * a few deliveries), built once by the live machine. */
+static uint8_t *glog;
+static size_t *glog_len, glog_n;
+
+static void glog_build(void)
+{
+    struct group_state *st = NULL;
+    if (group_state_new(1000, &st) || group_recover(st, 1000))
+        abort();
+    struct group_config c;
+    group_config_default(&c);
+    snprintf(c.name, sizeof c.name, "g");
+    c.n_topics = 1;
+    snprintf(c.topics[0].name, sizeof c.topics[0].name, "orders");
+    c.topics[0].partitions = 2;
+    uint64_t start[2] = {0, 5}, t, m;
+    const char *topics[] = {"orders"};
+    uint64_t hwm[2] = {10, 12};
+    struct group_delivery d[8];
+    size_t n;
+    if (group_create(st, &c, start, 2, 1000, &t) ||
+        group_join(st, "g", "m", topics, 1, 0, 1000, &m, &t) ||
+        group_horizon(st, "g", 0, 20, 1000) ||
+        group_fetch(st, "g", m, 8, hwm, 2, 1001, d, &n, &t))
+        abort();
+    struct group_ref r = {d[0].pidx, d[0].offset};
+    if (group_ack(st, "g", m, &r, 1, 1002, &t) ||
+        group_nack(st, "g", m, (struct group_ref){d[1].pidx, d[1].offset}, 0, "e", 1002, &t))
+        abort();
+    group_flush(st, 1003);
+    size_t cap = 1 << 16, used = 0;
+    glog = malloc(cap);
+    glog_len = calloc(16, sizeof *glog_len);
+    const uint8_t *rec;
+    size_t len;
+    uint64_t seq;
+    while (group_next_record(st, &rec, &len, &seq) && glog_n < 16 && used + len <= cap) {
+        memcpy(glog + used, rec, len);
+        glog_len[glog_n++] = len;
+        used += len;
+    }
+    group_state_free(st);
+}
+
+/* Applies the first k records of glog, then rec (len bytes). */
+static void group_one(const uint8_t *rec, size_t len, size_t k)
+{
+    struct group_state *st = NULL;
+    if (group_state_new(1000, &st))
+        return;
+    size_t pos = 0;
+    for (size_t i = 0; i < k && i < glog_n; i++) {
+        if (group_apply(st, glog + pos, glog_len[i]))
+            abort(); /* the machine's own records always apply */
+        pos += glog_len[i];
+    }
+    uint8_t *before = NULL, *after = NULL;
+    size_t lb = 0, la = 0;
+    if (group_snapshot(st, true, &before, &lb))
+        abort();
+    int rc = group_apply(st, rec, len);
+    if (group_snapshot(st, true, &after, &la))
+        abort();
+    if (rc != 0 && (la != lb || memcmp(before, after, la) != 0))
+        abort(); /* a refused record changed the state */
+    free(before);
+    free(after);
+    group_check(st);
+    if (group_recover(st, 5000))
+        abort();
+    group_check(st);
+    group_state_free(st);
+}
+
+static void group_records(const uint8_t *data, size_t size)
+{
+    if (size < 1 || size > (1u << 16))
+        return;
+    size_t k = data[0] % (glog_n + 1);
+    group_one(data + 1, size - 1, k);
+    /* Length, seq and CRC made right: the body decoder and apply rules. */
+    if (size - 1 >= 32) {
+        uint8_t *copy = malloc(size - 1);
+        if (!copy)
+            return;
+        memcpy(copy, data + 1, size - 1);
+        size_t n = size - 1;
+        copy[0] = 'V';
+        copy[1] = 'G';
+        for (int i = 0; i < 4; i++)
+            copy[4 + i] = (uint8_t)(n >> (8 * i));
+        for (int i = 0; i < 8; i++)
+            copy[8 + i] = (uint8_t)((k + 1) >> (8 * i));
+        uint32_t c = crc32c(0, copy, 28);
+        c = crc32c(c, copy + 32, n - 32);
+        for (int i = 0; i < 4; i++)
+            copy[28 + i] = (uint8_t)(c >> (8 * i));
+        group_one(copy, n, k);
+        free(copy);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    if (!glog)
+        glog_build();
+    group_records(data, size);
     static const uint8_t seed[16] = "fuzz-idem-seed!";
     struct codec_limits lim;
     codec_limits_default(&lim);

@@ -2,7 +2,8 @@
 # Builds the libFuzzer target tests/fuzz/fuzz_frame.c with
 # clang -fsanitize=fuzzer,address,undefined against the sources it needs
 # (the frame codec, the generated protobuf code, the batch format, the
-# broker's batch check and idempotence rules), generates a small seed corpus,
+# broker's batch check and idempotence rules, the consumer-group state
+# machine and its record codec), generates a small seed corpus,
 # and runs the fuzzer for SECONDS (default 60). Exits non-zero on a crash,
 # a sanitizer report or a leak; the crashing input is left in
 # $FUZZ_DIR/artifacts.
@@ -28,7 +29,7 @@ cflags=(-std=c17 -g -O1 -D_GNU_SOURCE -Iinclude -I. -I"$out/gen" -fno-omit-frame
 # shellcheck disable=SC2207
 pkg=($(pkg-config --cflags --libs libprotobuf-c libcrypto))
 srcs=(proto/codec.c "$out/gen/proto/verity.pb-c.c" storage/batch.c storage/crc32c.c
-      storage/errors.c broker/batchcheck.c broker/idem.c)
+      storage/errors.c broker/batchcheck.c broker/idem.c consumer/group*.c)
 
 echo "fuzz: building $out/fuzz_frame"
 clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \

@@ -1,13 +1,15 @@
 /*
  * Writes the seed corpus for fuzz_frame into the directory given as argv[1]:
  * well-formed frames of every request type (a Produce carrying real batches,
- * idempotent and keyed), a response, a bare batch, and a few near misses.
+ * idempotent and keyed), the consumer-group requests, a GroupFetch response,
+ * a response, a bare batch, and a few near misses.
  * Built and run by tests/fuzz/run.sh.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "consumer/group.h"
 #include "proto/codec.h"
 #include "storage/batch.h"
 
@@ -51,6 +53,47 @@ static int batch(struct batch_builder *b, int64_t pid, int epoch, int32_t seq, c
     }
     struct batch_meta m = {0, pid, (int16_t)epoch, seq, key};
     return batch_builder_finish(b, &m);
+}
+
+/* Group-log records as fuzz_frame reads them: one selector byte (how many
+ * records of its own log to apply first) then the record. */
+static int group_seeds(const char *dir)
+{
+    struct group_state *st = NULL;
+    if (group_state_new(1000, &st) || group_recover(st, 1000))
+        return -1;
+    struct group_config c;
+    group_config_default(&c);
+    snprintf(c.name, sizeof c.name, "g");
+    c.n_topics = 1;
+    snprintf(c.topics[0].name, sizeof c.topics[0].name, "orders");
+    c.topics[0].partitions = 2;
+    uint64_t start[2] = {0, 5}, t, m;
+    const char *topics[] = {"orders"};
+    uint64_t hwm[2] = {10, 12};
+    struct group_delivery d[8];
+    size_t n;
+    int rc = 0;
+    if (group_create(st, &c, start, 2, 1000, &t) ||
+        group_join(st, "g", "m", topics, 1, 0, 1000, &m, &t) ||
+        group_horizon(st, "g", 0, 20, 1000) ||
+        group_fetch(st, "g", m, 8, hwm, 2, 1001, d, &n, &t) || n < 3 ||
+        group_ack(st, "g", m, (struct group_ref[]){{d[0].pidx, d[0].offset}}, 1, 1002, &t) ||
+        group_term(st, "g", m, (struct group_ref){d[2].pidx, d[2].offset}, "bad", 1002, &t))
+        rc = -1;
+    group_flush(st, 1003);
+    const uint8_t *rec;
+    size_t len;
+    uint64_t seq;
+    uint8_t k = 0;
+    while (rc == 0 && group_next_record(st, &rec, &len, &seq)) {
+        char name[32];
+        snprintf(name, sizeof name, "grec_%u", k);
+        rc |= write_file(dir, name, &k, 1, rec, len);
+        k++;
+    }
+    group_state_free(st);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -158,6 +201,104 @@ int main(int argc, char **argv)
     env.fetch_resp = &fres;
     rc |= frame(dir, "fetch_resp", &env, payload, b1.len);
 
+    Verity__CreateGroupRequest cg = VERITY__CREATE_GROUP_REQUEST__INIT;
+    Verity__GroupConfig gc = VERITY__GROUP_CONFIG__INIT;
+    Verity__GroupPosition gp = VERITY__GROUP_POSITION__INIT;
+    Verity__GroupPartitionOffset gpo = VERITY__GROUP_PARTITION_OFFSET__INIT;
+    Verity__GroupPartitionOffset *gpop = &gpo;
+    char *gtopics[1] = {"orders"};
+    int64_t backoff[2] = {0, 500};
+    gc.mode = VERITY__GROUP_MODE__GROUP_MODE_SHARED;
+    gc.n_topics = 1;
+    gc.topics = gtopics;
+    gc.lease_ms = 1000;
+    gc.max_deliveries = 3;
+    gc.n_backoff_ms = 2;
+    gc.backoff_ms = backoff;
+    gpo.topic = "orders";
+    gpo.offset = 3;
+    gp.start = VERITY__GROUP_START__GROUP_START_OFFSET;
+    gp.n_offsets = 1;
+    gp.offsets = &gpop;
+    cg.group = "g";
+    cg.config = &gc;
+    cg.start = &gp;
+    env.body_case = VERITY__ENVELOPE__BODY_CREATE_GROUP_REQ;
+    env.create_group_req = &cg;
+    rc |= frame(dir, "create_group", &env, NULL, 0);
+
+    Verity__JoinGroupRequest jg = VERITY__JOIN_GROUP_REQUEST__INIT;
+    jg.group = "g";
+    jg.member_name = "m";
+    jg.n_topics = 1;
+    jg.topics = gtopics;
+    env.body_case = VERITY__ENVELOPE__BODY_JOIN_GROUP_REQ;
+    env.join_group_req = &jg;
+    rc |= frame(dir, "join_group", &env, NULL, 0);
+
+    Verity__GroupFetchRequest gf = VERITY__GROUP_FETCH_REQUEST__INIT;
+    gf.group = "g";
+    gf.member_id = 65536;
+    gf.max_messages = 1000;
+    gf.max_wait_ms = 100;
+    env.body_case = VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ;
+    env.group_fetch_req = &gf;
+    rc |= frame(dir, "group_fetch", &env, NULL, 0);
+
+    Verity__AckRequest ak = VERITY__ACK_REQUEST__INIT;
+    Verity__GroupAckRange ar = VERITY__GROUP_ACK_RANGE__INIT;
+    Verity__GroupAckRange *arp = &ar;
+    ar.topic = "orders";
+    ar.first_offset = 3;
+    ar.count = 4;
+    ak.group = "g";
+    ak.member_id = 65536;
+    ak.n_ranges = 1;
+    ak.ranges = &arp;
+    ak.n_upto = 1;
+    ak.upto = &gpop;
+    env.body_case = VERITY__ENVELOPE__BODY_ACK_REQ;
+    env.ack_req = &ak;
+    rc |= frame(dir, "ack", &env, NULL, 0);
+
+    Verity__NackRequest nk = VERITY__NACK_REQUEST__INIT;
+    nk.group = "g";
+    nk.member_id = 65536;
+    nk.topic = "orders";
+    nk.offset = 3;
+    nk.delay_ms = -1;
+    nk.error = "failed";
+    env.body_case = VERITY__ENVELOPE__BODY_NACK_REQ;
+    env.nack_req = &nk;
+    rc |= frame(dir, "nack", &env, NULL, 0);
+
+    Verity__ResetGroupRequest rg = VERITY__RESET_GROUP_REQUEST__INIT;
+    rg.group = "g";
+    rg.position = &gp;
+    env.body_case = VERITY__ENVELOPE__BODY_RESET_GROUP_REQ;
+    env.reset_group_req = &rg;
+    rc |= frame(dir, "reset_group", &env, NULL, 0);
+
+    Verity__GroupFetchResponse gfr = VERITY__GROUP_FETCH_RESPONSE__INIT;
+    Verity__GroupFetchResult gres = VERITY__GROUP_FETCH_RESULT__INIT;
+    Verity__GroupFetchResult *gresp = &gres;
+    Verity__GroupDeliveryRange gdr = VERITY__GROUP_DELIVERY_RANGE__INIT;
+    Verity__GroupDeliveryRange *gdrp = &gdr;
+    gdr.first_offset = 1;
+    gdr.count = 2;
+    gdr.delivery_count = 1;
+    gres.topic = "orders";
+    gres.records_bytes = (uint32_t)b1.len;
+    gres.n_ranges = 1;
+    gres.ranges = &gdrp;
+    gfr.n_results = 1;
+    gfr.results = &gresp;
+    gfr.messages = 2;
+    env.body_case = VERITY__ENVELOPE__BODY_GROUP_FETCH_RESP;
+    env.group_fetch_resp = &gfr;
+    rc |= frame(dir, "group_fetch_resp", &env, payload, b1.len);
+
+    rc |= group_seeds(dir);
     rc |= write_file(dir, "batch", b1.buf, b1.len, NULL, 0);
     rc |= write_file(dir, "batch_keyed", b2.buf, b2.len, NULL, 0);
     uint8_t bad[16] = {0, 0, 0, 12, 0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
