@@ -523,6 +523,38 @@ static size_t budget_messages(struct broker *b, const struct group_config *gc, u
     return m < 1 ? 1 : m > SIZE_MAX ? SIZE_MAX : (size_t)m;
 }
 
+/*
+ * New offsets are leased by count, so a fetch of max offsets usually ends
+ * inside a batch that then goes out whole, and the next fetch sends it
+ * again. Where more than max offsets are ready, stop each partition's new
+ * deliveries at the start of the batch that holds cursor + max (when that
+ * is past the cursor): fetches then end on batch boundaries and each stored
+ * batch is sent once. Only for groups of up to ALIGN_PARTS_MAX partitions
+ * (it costs an index lookup per partition).
+ */
+#define ALIGN_PARTS_MAX 64
+
+static void align_to_batches(struct gfetch *f, const struct group_info *info, size_t max)
+{
+    if (info->n_partitions > ALIGN_PARTS_MAX)
+        return;
+    for (uint32_t k = 0; k < info->n_partitions && k < f->n_hwm; k++) {
+        struct group_lag lag;
+        if (group_get_lag(f->b->groups.st, f->group, k, f->hwm[k], &lag))
+            continue;
+        uint64_t want = lag.read_cursor + max;
+        if (f->hwm[k] <= want)
+            continue;
+        struct partition *p = groups_part(f->b, info->cfg, k);
+        struct vlog_span sp;
+        size_t n = 0;
+        if (!p || vlog_read(p->log, want, want + 1, 1, &sp, 1, &n) || n == 0)
+            continue;
+        if (sp.base_offset > lag.read_cursor && sp.base_offset < f->hwm[k])
+            f->hwm[k] = sp.base_offset;
+    }
+}
+
 static void arm_wait(struct gfetch *f, uint32_t wait_ms)
 {
     struct bgroup *bg = bgroup_get(f->b, f->group);
@@ -592,6 +624,7 @@ static void fetch_try(struct gfetch *f, bool final)
     uint64_t ticket = 0;
     for (int round = 0; round < ROUNDS_MAX && n_user == 0; round++) {
         groups_hwm(b, info.cfg, f->hwm, f->n_hwm);
+        align_to_batches(f, &info, max);
         size_t n = 0;
         uint64_t t1 = 0;
         rc = group_fetch(st, f->group, f->member_id, max, f->hwm, f->n_hwm, now_ms(), f->raw, &n,
