@@ -291,10 +291,12 @@ struct bgroup {
     struct bgroup *next;
 };
 
-/* A group that reads a topic: its name and the flat index of partition 0. */
+/* A group that reads a topic: its name, the flat index of partition 0 and
+ * the partition count the group knows (a re-created topic may differ). */
 struct treader {
     char group[GROUP_NAME_MAX + 1];
     uint32_t base;
+    uint32_t partitions;
 };
 
 struct dlq_job; /* a dead letter on its way (dlq.c) */

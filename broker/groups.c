@@ -461,6 +461,7 @@ static void readers_build(struct broker *b, struct topic *t)
             if (strcmp(info.cfg->topics[j].name, t->name) == 0) {
                 snprintf(rd[k].group, sizeof rd[k].group, "%s", names[i]);
                 rd[k].base = base;
+                rd[k].partitions = info.cfg->topics[j].partitions;
                 k++;
                 break;
             }
@@ -486,6 +487,8 @@ void groups_on_append(struct partition *p, uint64_t end)
         return;
     int64_t now = now_ms();
     for (size_t i = 0; i < t->n_readers; i++) {
+        if (p->id >= t->readers[i].partitions)
+            continue;
         int rc = group_horizon(gs->st, t->readers[i].group, t->readers[i].base + p->id, end, now);
         if (rc && rc != VERITY_ENOTFOUND && rc != VERITY_EINVAL)
             blog(BLOG_WARN, "group_horizon_failed", "group=%s error=%s", t->readers[i].group,

@@ -427,7 +427,32 @@ static int build(struct gfetch *f, const struct group_info *info, size_t n, size
         fp->hw = fp->pidx < f->n_hwm ? f->hwm[fp->pidx] : 0;
         size_t span_mark = a->n_spans, ctl_mark = n_ctl;
         uint64_t bytes_mark = fp->bytes;
-        int lrc = p ? locate(a, p, fp, &ctl, &n_ctl, &cap_ctl) : VERITY_ENOTFOUND;
+        if (p) {
+            /* Offsets retention deleted before they were acknowledged are
+             * gone: the broker acknowledges them (logged), as it does
+             * control offsets, instead of handing out what it cannot send. */
+            struct vlog_info vi;
+            vlog_get_info(p->log, &vi);
+            size_t gone = 0;
+            while (gone < fp->n && a->dl[fp->first + gone].offset < vi.start_offset)
+                gone++;
+            if (gone > 0) {
+                if ((rc = grow((void **)&ctl, &cap_ctl, n_ctl + gone, sizeof *ctl)))
+                    break;
+                for (size_t k = 0; k < gone; k++)
+                    ctl[n_ctl++] = (struct group_ref){fp->pidx, a->dl[fp->first + k].offset};
+                ctl_mark = n_ctl;
+                fp->first += gone;
+                fp->n -= gone;
+                char q[GROUP_NAME_MAX + 8];
+                blog(BLOG_WARN, "group_retention_skip",
+                     "group=%s topic=%s partition=%" PRIu32 " offsets=%zu first=%" PRIu64
+                     " start_offset=%" PRIu64,
+                     blog_q(f->group, q, sizeof q), gc->topics[ti].name, part, gone,
+                     ctl[n_ctl - gone].offset, vi.start_offset);
+            }
+        }
+        int lrc = !p ? VERITY_ENOTFOUND : fp->n ? locate(a, p, fp, &ctl, &n_ctl, &cap_ctl) : 0;
         if (lrc) {
             if (lrc == -ENOMEM) {
                 rc = lrc;

@@ -21,7 +21,8 @@
 static struct bh H;
 static bool g_quick;
 
-static const char *const EXTRA[] = {"--log-level", "info", "--checkpoint-records", "50", NULL};
+static const char *const EXTRA[] = {"--log-level",          "info", "--checkpoint-records", "50",
+                                    "--retention-check-ms", "100",  NULL};
 
 static int suite_init(void)
 {
@@ -606,6 +607,98 @@ static void test_reset_delete_and_http(void)
     close(fd);
 }
 
+
+/* ---- retention ------------------------------------------------------------------ */
+
+/* First offset still stored in topic/0 (ListOffsets earliest). */
+static uint64_t earliest(int fd, const char *topic)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__ListOffsetsRequest q = VERITY__LIST_OFFSETS_REQUEST__INIT;
+    Verity__ListOffsetsPartition lp = VERITY__LIST_OFFSETS_PARTITION__INIT;
+    Verity__ListOffsetsPartition *lpp = &lp;
+    lp.topic = (char *)topic;
+    lp.spec = VERITY__OFFSET_SPEC__OFFSET_EARLIEST;
+    q.n_partitions = 1;
+    q.partitions = &lpp;
+    env.body_case = VERITY__ENVELOPE__BODY_LIST_OFFSETS_REQ;
+    env.list_offsets_req = &q;
+    struct bh_resp r;
+    uint64_t off = 0;
+    if (bh_call(&H, fd, &env, NULL, 0, &r) == 0) {
+        if (!r.msg->env->error && r.msg->env->list_offsets_resp->n_results == 1)
+            off = r.msg->env->list_offsets_resp->results[0]->offset;
+        bh_resp_free(&r);
+    }
+    return off;
+}
+
+static void test_offsets_retention_deleted_are_skipped(void)
+{
+    int fd = bh_connect(&H);
+    CU_ASSERT_FATAL(fd >= 0);
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__CreateTopicRequest ct = VERITY__CREATE_TOPIC_REQUEST__INIT;
+    Verity__TopicConfig tc = VERITY__TOPIC_CONFIG__INIT;
+    tc.partitions = 1;
+    tc.segment_bytes = 4096;
+    tc.retention_bytes = 4096;
+    ct.name = "g8t";
+    ct.config = &tc;
+    env.body_case = VERITY__ENVELOPE__BODY_CREATE_TOPIC_REQ;
+    env.create_topic_req = &ct;
+    struct bh_resp r;
+    char msg[300];
+    CU_ASSERT_EQUAL_FATAL(bh_group_call(&H, fd, &env, &r, msg, sizeof msg), 0);
+    bh_resp_free(&r);
+    const char *topics[] = {"g8t"};
+    int64_t backoff[] = {0};
+    struct bh_group_opts o = {.lease_ms = 300, .backoff_ms = backoff, .n_backoff = 1};
+    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "g8", topics, 1, &o, msg, sizeof msg), 0);
+    uint64_t m = 0;
+    CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "g8", "c", topics, 1, 60000, &m, msg, sizeof msg), 0);
+    CU_ASSERT_EQUAL_FATAL(produce(fd, "g8t", 0, "g8t", 20), 0);
+    struct bh_fetched f;
+    CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "g8", m, 20, 0, &f), 0);
+    CU_ASSERT_EQUAL(f.n, 20); /* leased, never acknowledged */
+    bh_fetched_free(&f);
+    /* More data rolls segments; retention deletes the first ones. */
+    for (int i = 0; i < 12; i++)
+        CU_ASSERT_FATAL(produce(fd, "g8t", 0, "g8t-more", 20) != UINT64_MAX);
+    uint64_t start = 0;
+    int64_t deadline = bh_mono_ms() + BH_TIMEOUT_MS;
+    while ((start = earliest(fd, "g8t")) < 20 && bh_mono_ms() < deadline)
+        usleep(50000);
+    CU_ASSERT_FATAL(start >= 20);
+    /* The leases expire; what retention deleted is not handed out again
+     * (the broker acknowledges it), the rest is. */
+    uint64_t got = 0;
+    deadline = bh_mono_ms() + BH_TIMEOUT_MS;
+    while (bh_mono_ms() < deadline) {
+        CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "g8", m, 500, 500, &f), 0);
+        CU_ASSERT_EQUAL(f.error, 0);
+        CU_ASSERT_FALSE(f.bad_payload);
+        for (size_t k = 0; k < f.n; k++) {
+            CU_ASSERT(f.m[k].offset >= start);
+            CU_ASSERT_EQUAL(bh_ack(&H, fd, "g8", m, "g8t", 0, f.m[k].offset, 1, false, msg,
+                                   sizeof msg),
+                            0);
+        }
+        got += f.n;
+        size_t n = f.n;
+        bh_fetched_free(&f);
+        if (n == 0 && got > 0)
+            break;
+    }
+    CU_ASSERT(got > 0);
+    CU_ASSERT_EQUAL_FATAL(bh_describe(&H, fd, "g8", &r), 0);
+    const Verity__GroupPartitionState *ps = r.msg->env->describe_group_resp->group->partitions[0];
+    CU_ASSERT_EQUAL(ps->unacked, 0);
+    CU_ASSERT(ps->ack_floor >= start);
+    bh_resp_free(&r);
+    close(fd);
+}
+
 /* ---- crash test ---------------------------------------------------------------------- */
 
 #define CR_PARTS 2
@@ -837,6 +930,7 @@ int main(void)
         {"max_deliveries_goes_to_dlq", test_max_deliveries_goes_to_dlq},
         {"bad_input_typed_errors_state_unchanged", test_bad_input_typed_errors_state_unchanged},
         {"reset_delete_and_http", test_reset_delete_and_http},
+        {"offsets_retention_deleted_are_skipped", test_offsets_retention_deleted_are_skipped},
         {"kill9_during_consumption", test_kill9_during_consumption},
         CU_TEST_INFO_NULL,
     };
