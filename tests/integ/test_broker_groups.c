@@ -608,6 +608,67 @@ static void test_reset_delete_and_http(void)
 }
 
 
+
+/* ---- sessions ------------------------------------------------------------------- */
+
+static int heartbeat(int fd, const char *group, uint64_t member)
+{
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__HeartbeatRequest q = VERITY__HEARTBEAT_REQUEST__INIT;
+    q.group = (char *)group;
+    q.member_id = member;
+    env.body_case = VERITY__ENVELOPE__BODY_HEARTBEAT_REQ;
+    env.heartbeat_req = &q;
+    struct bh_resp r;
+    int rc = bh_group_call(&H, fd, &env, &r, NULL, 0);
+    if (rc == 0)
+        bh_resp_free(&r);
+    return rc;
+}
+
+static void test_session_timeout_returns_work(void)
+{
+    int fd = bh_connect(&H);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&H, fd, "g9t", 1, 0), 0);
+    const char *topics[] = {"g9t"};
+    int64_t backoff[] = {0};
+    struct bh_group_opts o = {.mode = VERITY__GROUP_MODE__GROUP_MODE_SHARED,
+                              .backoff_ms = backoff,
+                              .n_backoff = 1};
+    char msg[300];
+    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "g9", topics, 1, &o, msg, sizeof msg), 0);
+    uint64_t a = 0, b = 0;
+    CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "g9", "a", topics, 1, 400, &a, msg, sizeof msg), 0);
+    CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "g9", "b", topics, 1, 60000, &b, msg, sizeof msg), 0);
+    /* A member that waits in a GroupFetch longer than its session is alive. */
+    struct bh_fetched f;
+    CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "g9", a, 10, 900, &f), 0);
+    CU_ASSERT_EQUAL(f.error, 0);
+    CU_ASSERT_EQUAL(f.n, 0);
+    bh_fetched_free(&f);
+    CU_ASSERT_EQUAL(heartbeat(fd, "g9", a), 0);
+    /* a takes two messages and goes silent: its session ends, its leases
+     * return at once (not after the 30 s lease), b gets them with count 2. */
+    CU_ASSERT_EQUAL_FATAL(produce(fd, "g9t", 0, "g9t", 2), 0);
+    CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "g9", a, 10, 0, &f), 0);
+    CU_ASSERT_EQUAL(f.n, 2);
+    bh_fetched_free(&f);
+    int64_t t0 = bh_mono_ms();
+    CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "g9", b, 10, 5000, &f), 0);
+    CU_ASSERT_EQUAL(f.n, 2);
+    if (f.n == 2)
+        CU_ASSERT_EQUAL(f.m[0].delivery_count, 2);
+    CU_ASSERT(bh_mono_ms() - t0 < 4000);
+    bh_fetched_free(&f);
+    CU_ASSERT_EQUAL(heartbeat(fd, "g9", a), VERITY__ERROR_CODE__ERR_MEMBER);
+    CU_ASSERT_EQUAL(bh_gfetch(&H, fd, "g9", a, 10, 0, &f), 0);
+    CU_ASSERT_EQUAL(f.error, VERITY__ERROR_CODE__ERR_MEMBER);
+    bh_fetched_free(&f);
+    CU_ASSERT_EQUAL(bh_ack(&H, fd, "g9", b, "g9t", 0, 0, 2, false, msg, sizeof msg), 0);
+    close(fd);
+}
+
 /* ---- retention ------------------------------------------------------------------ */
 
 /* First offset still stored in topic/0 (ListOffsets earliest). */
@@ -930,6 +991,7 @@ int main(void)
         {"max_deliveries_goes_to_dlq", test_max_deliveries_goes_to_dlq},
         {"bad_input_typed_errors_state_unchanged", test_bad_input_typed_errors_state_unchanged},
         {"reset_delete_and_http", test_reset_delete_and_http},
+        {"session_timeout_returns_work", test_session_timeout_returns_work},
         {"offsets_retention_deleted_are_skipped", test_offsets_retention_deleted_are_skipped},
         {"kill9_during_consumption", test_kill9_during_consumption},
         CU_TEST_INFO_NULL,
