@@ -103,9 +103,9 @@ struct topic {
     struct partition **parts; /* cfg.partitions entries (NULL until opened) */
     struct treader *readers;  /* groups reading this topic (groups_on_append's cache) */
     size_t n_readers;
-    uint64_t readers_gen;     /* groups.gen the cache was built at (0: never) */
-    struct topic *hnext;      /* broker->topic_buckets chain */
-    TAILQ_ENTRY(topic) link;  /* broker->topics, creation order */
+    uint64_t readers_gen;    /* groups.gen the cache was built at (0: never) */
+    struct topic *hnext;     /* broker->topic_buckets chain */
+    TAILQ_ENTRY(topic) link; /* broker->topics, creation order */
 };
 TAILQ_HEAD(topic_list, topic);
 
@@ -282,12 +282,12 @@ TAILQ_HEAD(gwaiter_list, gwaiter);
 struct bgroup {
     char name[GROUP_NAME_MAX + 1];
     struct gwaiter_list waiters; /* GroupFetches waiting for something deliverable */
-    uint64_t deliveries;        /* offsets handed out since start */
-    uint64_t redeliveries;      /* of those, with delivery count > 1 */
-    uint64_t dlq_appended;      /* dead letters appended since start */
-    uint64_t control_acked;     /* control-batch offsets acknowledged by the broker */
-    uint64_t fetch_answers;     /* GroupFetch answers with messages */
-    uint64_t fetch_log_waits;   /* of those, answers that waited for the group log */
+    uint64_t deliveries;         /* offsets handed out since start */
+    uint64_t redeliveries;       /* of those, with delivery count > 1 */
+    uint64_t dlq_appended;       /* dead letters appended since start */
+    uint64_t control_acked;      /* control-batch offsets acknowledged by the broker */
+    uint64_t fetch_answers;      /* GroupFetch answers with messages */
+    uint64_t fetch_log_waits;    /* of those, answers that waited for the group log */
     struct bgroup *next;
 };
 
@@ -310,28 +310,28 @@ struct gend {
 };
 
 struct groups {
-    struct group_state *st;  /* the state machine (consumer/group.h) */
-    struct vlog *log;        /* <data-dir>/__groups */
-    struct event *durable_ev;/* activated by the commit thread */
-    struct event *flush_ev;  /* group_flush at the end of this loop pass */
-    struct event *timer_ev;  /* group_tick at group_next_deadline */
-    struct event *retry_ev;  /* dead letters waiting to be retried */
-    int64_t timer_at;        /* wall ms the timer is armed for (INT64_MAX: none) */
+    struct group_state *st;   /* the state machine (consumer/group.h) */
+    struct vlog *log;         /* <data-dir>/__groups */
+    struct event *durable_ev; /* activated by the commit thread */
+    struct event *flush_ev;   /* group_flush at the end of this loop pass */
+    struct event *timer_ev;   /* group_tick at group_next_deadline */
+    struct event *retry_ev;   /* dead letters waiting to be retried */
+    int64_t timer_at;         /* wall ms the timer is armed for (INT64_MAX: none) */
     bool flush_armed;
-    bool in_after;           /* inside groups_after (no recursion) */
-    struct gpark_list parked;/* by ticket, ascending */
-    uint64_t seq_appended;   /* last record written to the log */
-    uint64_t seq_durable;    /* records through this seq are durable */
-    struct gend *ends;       /* FIFO of appended batches not yet durable */
+    bool in_after;            /* inside groups_after (no recursion) */
+    struct gpark_list parked; /* by ticket, ascending */
+    uint64_t seq_appended;    /* last record written to the log */
+    uint64_t seq_durable;     /* records through this seq are durable */
+    struct gend *ends;        /* FIFO of appended batches not yet durable */
     size_t ends_head, ends_n, ends_cap;
     struct batch_builder bb; /* packs records into one batch */
     struct bgroup *list;
     struct dlq_job_list dlq_jobs; /* dead letters in progress */
     size_t n_dlq_jobs;
-    int error;               /* sticky: the group log failed; groups are read-only */
-    uint64_t gen;            /* raised when a group is created or deleted */
-    uint64_t records;        /* records appended since start */
-    uint64_t batches;        /* log batches appended since start */
+    int error;        /* sticky: the group log failed; groups are read-only */
+    uint64_t gen;     /* raised when a group is created or deleted */
+    uint64_t records; /* records appended since start */
+    uint64_t batches; /* log batches appended since start */
 };
 
 /* Opens <data>/__groups, replays it into the state machine and recovers.
@@ -387,7 +387,6 @@ int64_t groups_batch_ts(struct partition *p, uint64_t offset);
  * waiting fetch with err (member removed, group deleted, shutdown). */
 void gfetch_wake(struct gfetch *f);
 void gfetch_fail(struct gfetch *f, int err, const char *msg);
-
 
 /* Dead letters (dlq.c): start one (the effect's strings are copied). */
 void dlq_start(struct broker *b, const struct group_effect *e);

@@ -37,10 +37,10 @@
 #include "verity/errors.h"
 #include "verity/verify.h"
 
-#define DLQ_HEADERS 7
+#define DLQ_HEADERS            7
 #define DLQ_SOURCE_HEADERS_MAX (VERITY_RECORD_HEADERS_MAX - DLQ_HEADERS - 1)
-#define DLQ_RETRY_MS 1000
-#define DLQ_JOBS_MAX 100000
+#define DLQ_RETRY_MS           1000
+#define DLQ_JOBS_MAX           100000
 
 enum dlq_state { DLQ_NEW, DLQ_TOPIC_WAIT, DLQ_APPENDED, DLQ_DONE, DLQ_RETRY };
 
@@ -121,8 +121,7 @@ static int read_source(struct broker *b, const struct dlq_job *j, uint8_t **buf,
     if (!m)
         return -ENOMEM;
     ssize_t got = pread(sp.fd, m, sp.length, (off_t)sp.position);
-    if (got != (ssize_t)sp.length ||
-        batch_validate(m, sp.length, NULL) != 0) {
+    if (got != (ssize_t)sp.length || batch_validate(m, sp.length, NULL) != 0) {
         free(m);
         *why = "source batch unreadable";
         return got < 0 ? -errno : VERITY_ECORRUPT;
@@ -172,10 +171,10 @@ static int build(struct broker *b, const struct dlq_job *j, struct batch_builder
     snprintf(off, sizeof off, "%" PRIu64, j->offset);
     snprintf(ts, sizeof ts, "%" PRId64, have ? rec.timestamp : (int64_t)0);
     snprintf(cnt, sizeof cnt, "%" PRIu32, j->count);
-    const char *keys[] = {"verity.source.topic", "verity.source.partition",
+    const char *keys[] = {"verity.source.topic",  "verity.source.partition",
                           "verity.source.offset", "verity.source.timestamp",
-                          "verity.group",        "verity.delivery_count",
-                          "verity.error",        "verity.missing"};
+                          "verity.group",         "verity.delivery_count",
+                          "verity.error",         "verity.missing"};
     const char *vals[] = {j->topic, part, off, ts, j->group, cnt, j->error, why};
     for (size_t i = 0; i < 8; i++) {
         if (i == 7 && have)
@@ -191,8 +190,7 @@ static int build(struct broker *b, const struct dlq_job *j, struct batch_builder
     const void *val = have ? rec.value : NULL;
     int32_t val_len = have ? rec.value_len : -1;
     size_t need = BATCH_HDR_SIZE + batch_record_size_max(key_len > 0 ? (size_t)key_len : 0,
-                                                         val_len > 0 ? (size_t)val_len : 0, hv,
-                                                         nh);
+                                                         val_len > 0 ? (size_t)val_len : 0, hv, nh);
     rc = batch_builder_init(bb, need);
     if (rc == 0)
         rc = batch_builder_add(bb, now_ms(), key, key_len, val, val_len, hv, nh);
@@ -281,8 +279,7 @@ static void topic_ready(struct broker *b, void *arg, int err)
         }
     }
     if (err)
-        blog(BLOG_WARN, "dead_letter_topic_failed", "topic=%s error=%s", name,
-             verity_errname(err));
+        blog(BLOG_WARN, "dead_letter_topic_failed", "topic=%s error=%s", name, verity_errname(err));
     else
         blog(BLOG_INFO, "dead_letter_topic_created", "topic=%s", name);
     free(name);
@@ -314,8 +311,8 @@ void dlq_start(struct broker *b, const struct group_effect *e)
     j->state = DLQ_NEW;
     TAILQ_INSERT_TAIL(&gs->dlq_jobs, j, link);
     gs->n_dlq_jobs++;
-    blog(BLOG_INFO, "dead_letter", "group=%s topic=%s partition=%" PRIu32 " offset=%" PRIu64
-         " deliveries=%" PRIu32 " dlq=%s",
+    blog(BLOG_INFO, "dead_letter",
+         "group=%s topic=%s partition=%" PRIu32 " offset=%" PRIu64 " deliveries=%" PRIu32 " dlq=%s",
          blog_q(e->group, q, sizeof q), e->topic, e->partition, e->offset, e->delivery_count,
          e->dlq_topic);
     dlq_step(b, j);

@@ -240,13 +240,13 @@ void h_describe_topic(struct req *r)
 /* The metadata record of a new topic (malloc'd JSON text, NULL on -ENOMEM). */
 static char *create_record(const char *name, const struct topic_cfg *tc, int64_t now)
 {
-    json_t *rec = json_pack(
-        "{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name", name,
-        "partitions", (json_int_t)tc->partitions, "durability",
-        bcfg_durability_name(tc->durability), "retention_ms", (json_int_t)tc->retention_ms,
-        "retention_bytes", (json_int_t)tc->retention_bytes, "segment_bytes",
-        (json_int_t)tc->segment_bytes, "max_message_bytes", (json_int_t)tc->max_message_bytes,
-        "time_ms", (json_int_t)now);
+    json_t *rec =
+        json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name",
+                  name, "partitions", (json_int_t)tc->partitions, "durability",
+                  bcfg_durability_name(tc->durability), "retention_ms",
+                  (json_int_t)tc->retention_ms, "retention_bytes", (json_int_t)tc->retention_bytes,
+                  "segment_bytes", (json_int_t)tc->segment_bytes, "max_message_bytes",
+                  (json_int_t)tc->max_message_bytes, "time_ms", (json_int_t)now);
     char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
     return text;
@@ -267,8 +267,8 @@ static void tcreate_done(struct broker *b, void *arg, int err)
     } else if (err) {
         topic_remove(b, t);
     } else if ((err = topic_open_partitions(b, t)) == 0) {
-        blog(BLOG_INFO, "topic_created", "topic=%s partitions=%" PRIu32 " durability=%s",
-             t->name, t->cfg.partitions, bcfg_durability_name(t->cfg.durability));
+        blog(BLOG_INFO, "topic_created", "topic=%s partitions=%" PRIu32 " durability=%s", t->name,
+             t->cfg.partitions, bcfg_durability_name(t->cfg.durability));
     }
     c->done(b, c->arg, err);
     free(c);

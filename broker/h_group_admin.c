@@ -16,9 +16,9 @@
 #include "verity/errors.h"
 #include "verity/verify.h"
 
-#define MSG_MAX 300
+#define MSG_MAX         300
 #define PENDING_DEFAULT 1000u
-#define PENDING_MAX 4096u
+#define PENDING_MAX     4096u
 
 /* A command whose answer waits for its ticket. */
 struct gcmd {
@@ -160,8 +160,8 @@ static int cfg_from_wire(struct broker *b, const char *name, const Verity__Group
 
 /* Resolves pos (NULL: earliest) to one offset per flat partition of gc. */
 static int resolve_position(struct broker *b, const struct group_config *gc,
-                            const Verity__GroupPosition *pos, uint64_t *out, size_t n,
-                            char *msg, size_t cap)
+                            const Verity__GroupPosition *pos, uint64_t *out, size_t n, char *msg,
+                            size_t cap)
 {
     Verity__GroupStart start = pos ? pos->start : VERITY__GROUP_START__GROUP_START_EARLIEST;
     size_t k = 0;
@@ -241,7 +241,8 @@ static int resolve_position(struct broker *b, const struct group_config *gc,
 
 /* Offsets in wire form; strings borrowed from gc. */
 static int offsets_to_wire(const struct group_config *gc, const uint64_t *off, size_t n,
-                           Verity__GroupPartitionOffset **items, Verity__GroupPartitionOffset ***ptrs)
+                           Verity__GroupPartitionOffset **items,
+                           Verity__GroupPartitionOffset ***ptrs)
 {
     *items = calloc(n ? n : 1, sizeof **items);
     *ptrs = calloc(n ? n : 1, sizeof **ptrs);
@@ -342,8 +343,8 @@ void h_create_group(struct req *r)
     }
     char qn[GROUP_NAME_MAX + 8];
     groups_changed(b);
-    blog(BLOG_INFO, "group_created", "group=%s partitions=%" PRIu64, blog_q(q->group, qn, sizeof qn),
-         total);
+    blog(BLOG_INFO, "group_created", "group=%s partitions=%" PRIu64,
+         blog_q(q->group, qn, sizeof qn), total);
     groups_after(b);
     groups_park(b, &c->park, ticket);
 }
@@ -484,7 +485,7 @@ struct describe {
     struct group_member_info *members;
     Verity__GroupMember *wm;
     Verity__GroupMember **wm_ptrs;
-    Verity__GroupPartition *gp;    /* every member's assignment, back to back */
+    Verity__GroupPartition *gp; /* every member's assignment, back to back */
     Verity__GroupPartition **gp_ptrs;
     Verity__GroupPartitionState *ps;
     Verity__GroupPartitionState **ps_ptrs;
@@ -532,8 +533,7 @@ void h_describe_group(struct req *r)
     d.owner = calloc(np ? np : 1, sizeof *d.owner);
     d.hwm = calloc(np ? np : 1, sizeof *d.hwm);
     if (!d.members || !d.wm || !d.wm_ptrs || !d.gp || !d.gp_ptrs || !d.ps || !d.ps_ptrs ||
-        !d.pidx || !d.owner || !d.hwm ||
-        group_members(st, name, d.members, nm, &n_members)) {
+        !d.pidx || !d.owner || !d.hwm || group_members(st, name, d.members, nm, &n_members)) {
         describe_free(&d);
         req_fail(r, -ENOMEM, NULL);
         return;

@@ -40,9 +40,9 @@
 #include "verity/verify.h"
 
 #define FETCH_DEFAULT 1000u
-#define ROUNDS_MAX 8 /* fetches that found only control offsets before answering */
-#define SPANS_STEP 16
-#define FRAME_SLACK (64u << 10)
+#define ROUNDS_MAX    8 /* fetches that found only control offsets before answering */
+#define SPANS_STEP    16
+#define FRAME_SLACK   (64u << 10)
 
 struct fpart {
     uint32_t pidx;       /* the group's flat index */
@@ -62,7 +62,7 @@ struct answer {
     size_t n_parts, cap_parts;
     struct file_span *spans; /* dup'd fds, owned */
     size_t n_spans, cap_spans;
-    int *orig;               /* per span: the log's fd it was dup'd from */
+    int *orig; /* per span: the log's fd it was dup'd from */
     size_t cap_orig;
     Verity__GroupDeliveryRange *ranges;
     Verity__GroupDeliveryRange **range_ptrs;
@@ -361,8 +361,8 @@ static int make_ranges(struct answer *a, struct fpart *fp, const struct group_re
             c++;
         if (c < n_ctl && ctl[c].pidx == d[i].pidx && ctl[c].offset == d[i].offset)
             continue;
-        Verity__GroupDeliveryRange *last = a->n_ranges > fp->range0 ? &a->ranges[a->n_ranges - 1]
-                                                                    : NULL;
+        Verity__GroupDeliveryRange *last =
+            a->n_ranges > fp->range0 ? &a->ranges[a->n_ranges - 1] : NULL;
         if (last && last->first_offset + last->count == d[i].offset &&
             last->delivery_count == d[i].delivery_count) {
             last->count++;
@@ -470,9 +470,9 @@ static int build(struct gfetch *f, const struct group_info *info, size_t n, size
             fp->nrange = 0;
             fp->range0 = a->n_ranges;
             char q[GROUP_NAME_MAX + 8];
-            blog(BLOG_WARN, "group_fetch_read_failed", "group=%s topic=%s partition=%" PRIu32
-                 " error=%s", blog_q(f->group, q, sizeof q), gc->topics[ti].name, part,
-                 verity_errname(lrc));
+            blog(BLOG_WARN, "group_fetch_read_failed",
+                 "group=%s topic=%s partition=%" PRIu32 " error=%s", blog_q(f->group, q, sizeof q),
+                 gc->topics[ti].name, part, verity_errname(lrc));
             continue;
         }
         make_ranges(a, fp, ctl + ctl_mark, n_ctl - ctl_mark);
@@ -628,8 +628,9 @@ static void fetch_try(struct gfetch *f, bool final)
             return;
         }
     }
-    uint64_t budget = q->max_bytes && q->max_bytes < b->cfg.fetch_max_bytes ? q->max_bytes
-                                                                            : b->cfg.fetch_max_bytes;
+    uint64_t budget = q->max_bytes && q->max_bytes < b->cfg.fetch_max_bytes
+                          ? q->max_bytes
+                          : b->cfg.fetch_max_bytes;
     size_t max = q->max_messages ? q->max_messages : FETCH_DEFAULT;
     if (max > CODEC_GROUP_FETCH_MAX)
         max = CODEC_GROUP_FETCH_MAX;
@@ -680,8 +681,9 @@ static void fetch_try(struct gfetch *f, bool final)
         answer_clear(&f->ans);
         if (!final && q->max_wait_ms > 0 && !b->stopping) {
             if (!f->armed) {
-                uint32_t wait = q->max_wait_ms < b->cfg.fetch_max_wait_ms ? q->max_wait_ms
-                                                                          : b->cfg.fetch_max_wait_ms;
+                uint32_t wait = q->max_wait_ms < b->cfg.fetch_max_wait_ms
+                                    ? q->max_wait_ms
+                                    : b->cfg.fetch_max_wait_ms;
                 arm_wait(f, wait);
             }
             return;
@@ -695,8 +697,8 @@ static void fetch_try(struct gfetch *f, bool final)
         total += f->ans.parts[i].bytes;
     if (total + FRAME_SLACK > b->cfg.max_frame_bytes)
         blog(BLOG_WARN, "group_fetch_too_large",
-             "group=%s bytes=%" PRIu64 " (the answer will be refused; its leases expire)",
-             f->group, total);
+             "group=%s bytes=%" PRIu64 " (the answer will be refused; its leases expire)", f->group,
+             total);
     struct bgroup *bg = bgroup_get(b, f->group);
     if (bg) {
         bg->deliveries += n_user;

@@ -75,8 +75,8 @@ static void fail_ref(struct req *r, int rc, const char *group, uint64_t member, 
                group_msg(r->b->groups.st, group, (struct group_ref){pidx, offset}, &mi) == 0) {
         switch (mi.state) {
         case GROUP_MSG_LEASED:
-            what = mi.member_id == member ? "is leased to this member"
-                                          : "is leased to another member";
+            what =
+                mi.member_id == member ? "is leased to this member" : "is leased to another member";
             break;
         case GROUP_MSG_WAITING:
             what = mi.member_id == member ? "lease expired; it waits for redelivery"
@@ -445,12 +445,10 @@ void h_ack(struct req *r)
                            "cumulative ack (upto) is only for ordered groups");
             } else if (rc == VERITY_ELEASE || rc == VERITY_EOFFSET) {
                 char d[MSG_MAX];
-                snprintf(d, sizeof d,
-                         "upto %s partition %" PRIu32 " offset %" PRIu64 ": %s", u->topic,
-                         u->partition, u->offset,
-                         rc == VERITY_EOFFSET
-                             ? "beyond what was delivered"
-                             : "an offset in that span is held by another member");
+                snprintf(d, sizeof d, "upto %s partition %" PRIu32 " offset %" PRIu64 ": %s",
+                         u->topic, u->partition, u->offset,
+                         rc == VERITY_EOFFSET ? "beyond what was delivered"
+                                              : "an offset in that span is held by another member");
                 group_fail(r, rc, q->group, q->member_id, d);
             } else {
                 group_fail(r, rc, q->group, q->member_id, NULL);

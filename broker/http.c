@@ -199,8 +199,8 @@ static void render_groups(struct broker *b, struct evbuffer *o)
         return;
     group_list(st, names, n, &n);
     static const char *const fam[] = {
-        "verity_group_lag",         "verity_group_pending",
-        "verity_group_waiting",     "verity_group_oldest_unacked_age_seconds",
+        "verity_group_lag",       "verity_group_pending",
+        "verity_group_waiting",   "verity_group_oldest_unacked_age_seconds",
         "verity_group_ack_floor",
     };
     static const char *const help[] = {
@@ -223,9 +223,9 @@ static void render_groups(struct broker *b, struct evbuffer *o)
                            : k == 2 ? (double)g[p].lag.waiting
                            : k == 3 ? (double)g[p].oldest_age_ms / 1000.0
                                     : (double)g[p].lag.ack_floor;
-                evbuffer_add_printf(o, "%s{group=\"%s\",topic=\"%s\",partition=\"%" PRIu32
-                                       "\"} %.17g\n",
-                                    fam[k], names[i], g[p].topic, g[p].partition, v);
+                evbuffer_add_printf(
+                    o, "%s{group=\"%s\",topic=\"%s\",partition=\"%" PRIu32 "\"} %.17g\n", fam[k],
+                    names[i], g[p].topic, g[p].partition, v);
             }
             free(g);
         }
@@ -388,24 +388,23 @@ static json_t *group_json(struct broker *b, const char *name)
     for (uint32_t i = 0; ok && i < gc->n_backoff; i++)
         ok = json_array_append_new(backoff, json_integer(gc->backoff_ms[i])) == 0;
     for (uint32_t k = 0; ok && k < info.n_partitions; k++) {
-        json_t *pj = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:i, s:i, s:I}", "topic",
-                               g[k].topic, "partition", (int)g[k].partition, "ack_floor",
-                               (json_int_t)g[k].lag.ack_floor, "read_cursor",
-                               (json_int_t)g[k].lag.read_cursor, "high_watermark",
-                               (json_int_t)g[k].hwm, "lag", (json_int_t)g[k].lag.unacked,
-                               "pending", (int)g[k].lag.leased, "waiting", (int)g[k].lag.waiting,
-                               "oldest_unacked_age_ms", (json_int_t)g[k].oldest_age_ms);
+        json_t *pj = json_pack(
+            "{s:s, s:i, s:I, s:I, s:I, s:I, s:i, s:i, s:I}", "topic", g[k].topic, "partition",
+            (int)g[k].partition, "ack_floor", (json_int_t)g[k].lag.ack_floor, "read_cursor",
+            (json_int_t)g[k].lag.read_cursor, "high_watermark", (json_int_t)g[k].hwm, "lag",
+            (json_int_t)g[k].lag.unacked, "pending", (int)g[k].lag.leased, "waiting",
+            (int)g[k].lag.waiting, "oldest_unacked_age_ms", (json_int_t)g[k].oldest_age_ms);
         ok = pj && json_array_append_new(parts, pj) == 0;
     }
     size_t nm = 0;
     struct group_member_info *mi = calloc(info.n_members ? info.n_members : 1, sizeof *mi);
     ok = ok && mi && group_members(st, name, mi, info.n_members, &nm) == 0;
     for (size_t i = 0; ok && i < nm && i < info.n_members; i++) {
-        json_t *mj = json_pack("{s:I, s:s, s:I, s:I, s:i, s:i}", "member_id",
-                               (json_int_t)mi[i].member_id, "name", mi[i].name, "session_ms",
-                               (json_int_t)mi[i].session_ms, "last_seen_ms",
-                               (json_int_t)mi[i].last_seen_ms, "pending", (int)mi[i].n_leased,
-                               "partitions", (int)mi[i].n_partitions);
+        json_t *mj =
+            json_pack("{s:I, s:s, s:I, s:I, s:i, s:i}", "member_id", (json_int_t)mi[i].member_id,
+                      "name", mi[i].name, "session_ms", (json_int_t)mi[i].session_ms,
+                      "last_seen_ms", (json_int_t)mi[i].last_seen_ms, "pending",
+                      (int)mi[i].n_leased, "partitions", (int)mi[i].n_partitions);
         ok = mj && json_array_append_new(members, mj) == 0;
     }
     free(mi);
@@ -413,20 +412,18 @@ static json_t *group_json(struct broker *b, const char *name)
     struct bgroup *bg = bgroup_get(b, name);
     json_t *out = NULL;
     if (ok)
-        out = json_pack("{s:s, s:i, s:s, s:o, s:s, s:I, s:I, s:i, s:o, s:i, s:i, s:i, s:i, s:i, "
-                        "s:I, s:I, s:I, s:o, s:o}",
-                        "name", name, "group_id", (int)info.group_id, "mode",
-                        gc->mode == GROUP_SHARED ? "shared" : "ordered", "topics", topics,
-                        "dlq_topic", gc->dlq_topic, "lease_ms", (json_int_t)gc->lease_ms,
-                        "session_ms", (json_int_t)gc->session_ms, "max_deliveries",
-                        (int)gc->max_deliveries, "backoff_ms", backoff, "pending_max",
-                        (int)info.pending_max, "generation", (int)info.generation, "pending",
-                        (int)info.n_leased, "waiting", (int)info.n_waiting,
-                        "dead_letter_pending", (int)info.n_dead_letter, "dead_lettered",
-                        (json_int_t)info.dead_lettered, "deliveries",
-                        (json_int_t)(bg ? bg->deliveries : 0), "redeliveries",
-                        (json_int_t)(bg ? bg->redeliveries : 0), "members", members,
-                        "partitions", parts);
+        out = json_pack(
+            "{s:s, s:i, s:s, s:o, s:s, s:I, s:I, s:i, s:o, s:i, s:i, s:i, s:i, s:i, "
+            "s:I, s:I, s:I, s:o, s:o}",
+            "name", name, "group_id", (int)info.group_id, "mode",
+            gc->mode == GROUP_SHARED ? "shared" : "ordered", "topics", topics, "dlq_topic",
+            gc->dlq_topic, "lease_ms", (json_int_t)gc->lease_ms, "session_ms",
+            (json_int_t)gc->session_ms, "max_deliveries", (int)gc->max_deliveries, "backoff_ms",
+            backoff, "pending_max", (int)info.pending_max, "generation", (int)info.generation,
+            "pending", (int)info.n_leased, "waiting", (int)info.n_waiting, "dead_letter_pending",
+            (int)info.n_dead_letter, "dead_lettered", (json_int_t)info.dead_lettered, "deliveries",
+            (json_int_t)(bg ? bg->deliveries : 0), "redeliveries",
+            (json_int_t)(bg ? bg->redeliveries : 0), "members", members, "partitions", parts);
     if (!out) {
         json_decref(topics);
         json_decref(backoff);
@@ -474,7 +471,8 @@ static void h_groups(struct evhttp_request *req, void *arg)
 static void h_notfound(struct evhttp_request *req, void *arg)
 {
     (void)arg;
-    evhttp_send_error(req, 404, "no such path (try /health, /ready, /metrics, /v1/topics, /v1/groups)");
+    evhttp_send_error(req, 404,
+                      "no such path (try /health, /ready, /metrics, /v1/topics, /v1/groups)");
 }
 
 int http_start(struct broker *b)

@@ -332,7 +332,8 @@ bool codec_topic_name_ok(const char *name, bool allow_internal)
 
 bool codec_group_name_ok(const char *name)
 {
-    return codec_topic_name_ok(name, false) && strnlen(name, CODEC_GROUP_NAME_MAX + 1) <= CODEC_GROUP_NAME_MAX;
+    return codec_topic_name_ok(name, false) &&
+           strnlen(name, CODEC_GROUP_NAME_MAX + 1) <= CODEC_GROUP_NAME_MAX;
 }
 
 static int fail(char *msg, size_t cap, int err, const char *fmt, ...)
@@ -429,7 +430,7 @@ static int check_produce(const Verity__ProduceRequest *r, uint64_t payload_len,
 #define CHECK_STR(s, max, what)                                                                    \
     do {                                                                                           \
         if ((s) && strnlen((s), (size_t)(max) + 1) > (max))                                        \
-            return fail(msg, cap, VERITY_ELIMIT, "%s: longer than %u bytes", (what),              \
+            return fail(msg, cap, VERITY_ELIMIT, "%s: longer than %u bytes", (what),               \
                         (unsigned)(max));                                                          \
     } while (0)
 
@@ -484,8 +485,8 @@ static int check_ranges(Verity__GroupAckRange *const *r, size_t n, const struct 
 }
 
 /* Group requests (fields 120-133). */
-static int check_group_body(const Verity__Envelope *env, const struct codec_limits *lim,
-                            char *msg, size_t cap)
+static int check_group_body(const Verity__Envelope *env, const struct codec_limits *lim, char *msg,
+                            size_t cap)
 {
     int rc;
     switch (env->body_case) {

@@ -123,8 +123,7 @@ static void glog_build(void)
     size_t n;
     if (group_create(st, &c, start, 2, 1000, &t) ||
         group_join(st, "g", "m", topics, 1, 0, 1000, &m, &t) ||
-        group_horizon(st, "g", 0, 20, 1000) ||
-        group_fetch(st, "g", m, 8, hwm, 2, 1001, d, &n, &t))
+        group_horizon(st, "g", 0, 20, 1000) || group_fetch(st, "g", m, 8, hwm, 2, 1001, d, &n, &t))
         abort();
     struct group_ref r = {d[0].pidx, d[0].offset};
     if (group_ack(st, "g", m, &r, 1, 1002, &t) ||

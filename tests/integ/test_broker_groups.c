@@ -21,8 +21,8 @@
 static struct bh H;
 static bool g_quick;
 
-static const char *const EXTRA[] = {"--log-level",          "info", "--checkpoint-records", "50",
-                                    "--retention-check-ms", "100",  NULL};
+static const char *const EXTRA[] = {
+    "--log-level", "info", "--checkpoint-records", "50", "--retention-check-ms", "100", NULL};
 
 static int suite_init(void)
 {
@@ -153,8 +153,7 @@ static void test_ordered_fetch_ack_and_long_poll(void)
     CU_ASSERT_EQUAL_FATAL(produce(fd, "g1t", 1, "g1t-p1", 5), 0);
     const char *topics[] = {"g1t"};
     char msg[300];
-    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "g1", topics, 1, &DEFAULTS, msg, sizeof msg),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "g1", topics, 1, &DEFAULTS, msg, sizeof msg), 0);
     uint64_t m = 0;
     CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "g1", "c1", topics, 1, 0, &m, msg, sizeof msg), 0);
     CU_ASSERT(m != 0);
@@ -243,9 +242,8 @@ static void test_shared_nack_redelivers_with_count_2(void)
     CU_ASSERT_EQUAL(f.n, 3);
     bh_fetched_free(&f);
     bool dead = true;
-    CU_ASSERT_EQUAL(bh_nack(&H, fd, "g2", a, "g2t", 0, 1, -1, "try again", false, &dead, msg,
-                            sizeof msg),
-                    0);
+    CU_ASSERT_EQUAL(
+        bh_nack(&H, fd, "g2", a, "g2t", 0, 1, -1, "try again", false, &dead, msg, sizeof msg), 0);
     CU_ASSERT_FALSE(dead);
     /* Any member may take it in shared mode; it shows count 2. */
     CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "g2", b, 100, 1000, &f), 0);
@@ -353,17 +351,15 @@ static void test_term_goes_to_dlq_with_headers(void)
     CU_ASSERT_EQUAL_FATAL(produce(fd, "g4t", 0, "g4t", 1), 0);
     const char *topics[] = {"g4t"};
     char msg[300];
-    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "g4", topics, 1, &DEFAULTS, msg, sizeof msg),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "g4", topics, 1, &DEFAULTS, msg, sizeof msg), 0);
     uint64_t m = 0;
     CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "g4", "c", topics, 1, 0, &m, msg, sizeof msg), 0);
     struct bh_fetched f;
     CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "g4", m, 10, 0, &f), 0);
     CU_ASSERT_EQUAL_FATAL(f.n, 1);
     bh_fetched_free(&f);
-    CU_ASSERT_EQUAL(bh_nack(&H, fd, "g4", m, "g4t", 0, 0, 0, "cannot parse", true, NULL, msg,
-                            sizeof msg),
-                    0);
+    CU_ASSERT_EQUAL(
+        bh_nack(&H, fd, "g4", m, "g4t", 0, 0, 0, "cannot parse", true, NULL, msg, sizeof msg), 0);
     check_dead_letter(fd, "g4t.dlq", "g4t", "g4", 0, "1", "cannot parse");
     CU_ASSERT(wait_dead_lettered(fd, "g4", 1));
     /* It is done: nothing more to deliver. */
@@ -381,10 +377,8 @@ static void test_max_deliveries_goes_to_dlq(void)
     CU_ASSERT_EQUAL_FATAL(produce(fd, "g5t", 0, "g5t", 1), 0);
     const char *topics[] = {"g5t"};
     int64_t backoff[] = {0};
-    struct bh_group_opts o = {.max_deliveries = 2,
-                              .backoff_ms = backoff,
-                              .n_backoff = 1,
-                              .dlq_topic = "g5-dead"};
+    struct bh_group_opts o = {
+        .max_deliveries = 2, .backoff_ms = backoff, .n_backoff = 1, .dlq_topic = "g5-dead"};
     char msg[300];
     CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "g5", topics, 1, &o, msg, sizeof msg), 0);
     uint64_t m = 0;
@@ -394,17 +388,15 @@ static void test_max_deliveries_goes_to_dlq(void)
     CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "g5", m, 10, 0, &f), 0);
     CU_ASSERT_EQUAL_FATAL(f.n, 1);
     bh_fetched_free(&f);
-    CU_ASSERT_EQUAL(bh_nack(&H, fd, "g5", m, "g5t", 0, 0, -1, "boom1", false, &dead, msg,
-                            sizeof msg),
-                    0);
+    CU_ASSERT_EQUAL(
+        bh_nack(&H, fd, "g5", m, "g5t", 0, 0, -1, "boom1", false, &dead, msg, sizeof msg), 0);
     CU_ASSERT_FALSE(dead);
     CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "g5", m, 10, 1000, &f), 0);
     CU_ASSERT_EQUAL_FATAL(f.n, 1);
     CU_ASSERT_EQUAL(f.m[0].delivery_count, 2);
     bh_fetched_free(&f);
-    CU_ASSERT_EQUAL(bh_nack(&H, fd, "g5", m, "g5t", 0, 0, -1, "boom2", false, &dead, msg,
-                            sizeof msg),
-                    0);
+    CU_ASSERT_EQUAL(
+        bh_nack(&H, fd, "g5", m, "g5t", 0, 0, -1, "boom2", false, &dead, msg, sizeof msg), 0);
     CU_ASSERT_TRUE(dead);
     check_dead_letter(fd, "g5-dead", "g5t", "g5", 0, "2", "boom2");
     CU_ASSERT(wait_dead_lettered(fd, "g5", 1));
@@ -575,8 +567,10 @@ static void test_reset_delete_and_http(void)
     free(body);
     body = bh_http_get(&H, "/metrics");
     CU_ASSERT_PTR_NOT_NULL_FATAL(body);
-    CU_ASSERT_PTR_NOT_NULL(strstr(body, "verity_group_lag{group=\"g7\",topic=\"g7t\",partition=\"0\"} 2"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(body, "verity_group_pending{group=\"g7\",topic=\"g7t\",partition=\"0\"} 2"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(body, "verity_group_lag{group=\"g7\",topic=\"g7t\",partition=\"0\"} 2"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(body, "verity_group_pending{group=\"g7\",topic=\"g7t\",partition=\"0\"} 2"));
     CU_ASSERT_PTR_NOT_NULL(strstr(body, "verity_group_dead_letters_total{group=\"g4\"} 1"));
     CU_ASSERT_PTR_NOT_NULL(strstr(body, "verity_group_redeliveries_total{group=\"g2\"} 1"));
     free(body);
@@ -607,8 +601,6 @@ static void test_reset_delete_and_http(void)
     close(fd);
 }
 
-
-
 /* ---- sessions ------------------------------------------------------------------- */
 
 static int heartbeat(int fd, const char *group, uint64_t member)
@@ -633,9 +625,8 @@ static void test_session_timeout_returns_work(void)
     CU_ASSERT_EQUAL_FATAL(bh_create_topic(&H, fd, "g9t", 1, 0), 0);
     const char *topics[] = {"g9t"};
     int64_t backoff[] = {0};
-    struct bh_group_opts o = {.mode = VERITY__GROUP_MODE__GROUP_MODE_SHARED,
-                              .backoff_ms = backoff,
-                              .n_backoff = 1};
+    struct bh_group_opts o = {
+        .mode = VERITY__GROUP_MODE__GROUP_MODE_SHARED, .backoff_ms = backoff, .n_backoff = 1};
     char msg[300];
     CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "g9", topics, 1, &o, msg, sizeof msg), 0);
     uint64_t a = 0, b = 0;
@@ -741,9 +732,8 @@ static void test_offsets_retention_deleted_are_skipped(void)
         CU_ASSERT_FALSE(f.bad_payload);
         for (size_t k = 0; k < f.n; k++) {
             CU_ASSERT(f.m[k].offset >= start);
-            CU_ASSERT_EQUAL(bh_ack(&H, fd, "g8", m, "g8t", 0, f.m[k].offset, 1, false, msg,
-                                   sizeof msg),
-                            0);
+            CU_ASSERT_EQUAL(
+                bh_ack(&H, fd, "g8", m, "g8t", 0, f.m[k].offset, 1, false, msg, sizeof msg), 0);
         }
         got += f.n;
         size_t n = f.n;
@@ -766,13 +756,13 @@ static void test_offsets_retention_deleted_are_skipped(void)
 #define CR_EXTRA 800 /* records per partition produced after the last restart */
 
 struct cr_state {
-    uint32_t n;                  /* data records per partition */
-    uint8_t *acked[CR_PARTS];    /* per offset: ack answered */
-    uint8_t *seen[CR_PARTS];     /* per offset: highest delivery count seen */
-    uint8_t *data[CR_PARTS];     /* per offset: a data record (not a control batch) */
-    uint64_t end[CR_PARTS];      /* partition end after producing */
-    uint64_t redelivered_acked;  /* violations: delivered again after an answered ack */
-    uint64_t count_not_raised;   /* violations: redelivered without a higher count */
+    uint32_t n;                 /* data records per partition */
+    uint8_t *acked[CR_PARTS];   /* per offset: ack answered */
+    uint8_t *seen[CR_PARTS];    /* per offset: highest delivery count seen */
+    uint8_t *data[CR_PARTS];    /* per offset: a data record (not a control batch) */
+    uint64_t end[CR_PARTS];     /* partition end after producing */
+    uint64_t redelivered_acked; /* violations: delivered again after an answered ack */
+    uint64_t count_not_raised;  /* violations: redelivered without a higher count */
     uint64_t bad_values;
 };
 
@@ -900,9 +890,8 @@ static void test_kill9_during_consumption(void)
     char msg[300];
     CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "crg", topics, 1, &o, msg, sizeof msg), 0);
     uint64_t member = 0;
-    CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "crg", "crash", topics, 1, 60000, &member, msg,
-                                  sizeof msg),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(
+        bh_join(&H, fd, "crg", "crash", topics, 1, 60000, &member, msg, sizeof msg), 0);
     int total = (int)(s.n * CR_PARTS);
     int per_phase = (int)(s.n * CR_PARTS / 150 / 4) + 1;
     for (int kill = 0; kill < 3; kill++) {
@@ -939,10 +928,10 @@ static void test_kill9_during_consumption(void)
         done = consume(&s, fd, &member, 10);
         CU_ASSERT_FATAL(done >= 0);
     }
-    CU_ASSERT_EQUAL(done, total);                /* nothing lost */
-    CU_ASSERT_EQUAL(s.redelivered_acked, 0);     /* no answered ack came back */
-    CU_ASSERT_EQUAL(s.count_not_raised, 0);      /* every redelivery raised its count */
-    CU_ASSERT_EQUAL(s.bad_values, 0);            /* no control offset, no foreign record */
+    CU_ASSERT_EQUAL(done, total);            /* nothing lost */
+    CU_ASSERT_EQUAL(s.redelivered_acked, 0); /* no answered ack came back */
+    CU_ASSERT_EQUAL(s.count_not_raised, 0);  /* every redelivery raised its count */
+    CU_ASSERT_EQUAL(s.bad_values, 0);        /* no control offset, no foreign record */
     uint64_t again = 0;
     for (uint32_t p = 0; p < CR_PARTS; p++)
         for (uint64_t off = 0; off < s.end[p]; off++)
@@ -950,7 +939,8 @@ static void test_kill9_during_consumption(void)
     /* Each crash left leases out, so redeliveries happened. */
     CU_ASSERT(again > 0);
     if (done != total || s.redelivered_acked || s.count_not_raised || s.bad_values || !again)
-        fprintf(stderr, "\ncrash test: done=%d/%d again=%llu redelivered_acked=%llu not_raised=%llu "
+        fprintf(stderr,
+                "\ncrash test: done=%d/%d again=%llu redelivered_acked=%llu not_raised=%llu "
                 "bad=%llu\n",
                 done, total, (unsigned long long)again, (unsigned long long)s.redelivered_acked,
                 (unsigned long long)s.count_not_raised, (unsigned long long)s.bad_values);

@@ -516,8 +516,8 @@ BH_FN int bh_create_group(struct bh *h, int fd, const char *group, const char *c
 /* Sends env and returns the wire error (0 ok) or a negative transport
  * error; on 0 *out holds the answer (bh_resp_free), else it is freed. msg
  * gets the error text. */
-BH_FN int bh_group_call(struct bh *h, int fd, Verity__Envelope *env, struct bh_resp *out,
-                        char *msg, size_t cap)
+BH_FN int bh_group_call(struct bh *h, int fd, Verity__Envelope *env, struct bh_resp *out, char *msg,
+                        size_t cap)
 {
     int rc = bh_call(h, fd, env, NULL, 0, out);
     if (rc)
@@ -532,8 +532,8 @@ BH_FN int bh_group_call(struct bh *h, int fd, Verity__Envelope *env, struct bh_r
 
 /* JoinGroup; *member gets the id. Wire error or negative. */
 BH_FN int bh_join(struct bh *h, int fd, const char *group, const char *name,
-                  const char *const *topics, size_t n_topics, int64_t session_ms,
-                  uint64_t *member, char *msg, size_t cap)
+                  const char *const *topics, size_t n_topics, int64_t session_ms, uint64_t *member,
+                  char *msg, size_t cap)
 {
     Verity__Envelope env = VERITY__ENVELOPE__INIT;
     Verity__JoinGroupRequest q = VERITY__JOIN_GROUP_REQUEST__INIT;
@@ -759,8 +759,8 @@ BH_FN int bh_pending(struct bh *h, int fd, const char *group, uint64_t member, i
 /* Plain Fetch of one partition from offset: *out is a malloc'd copy of the
  * payload (whole batches), *len its size. Returns the wire error of the
  * partition or the request (0 ok) or a negative transport error. */
-BH_FN int bh_fetch_raw(struct bh *h, int fd, const char *topic, uint32_t partition,
-                       uint64_t offset, uint8_t **out, size_t *len)
+BH_FN int bh_fetch_raw(struct bh *h, int fd, const char *topic, uint32_t partition, uint64_t offset,
+                       uint8_t **out, size_t *len)
 {
     Verity__Envelope env = VERITY__ENVELOPE__INIT;
     Verity__FetchRequest q = VERITY__FETCH_REQUEST__INIT;
