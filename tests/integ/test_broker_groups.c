@@ -519,6 +519,76 @@ static void test_bad_input_typed_errors_state_unchanged(void)
     close(fd);
 }
 
+/* Requests the codec refuses before the broker looks at them. */
+static void test_malformed_group_requests_are_refused(void)
+{
+    int fd = bh_connect(&H);
+    CU_ASSERT_FATAL(fd >= 0);
+    char msg[300];
+    struct bh_group_opts o = {0};
+    const char *one[] = {"g1t"};
+    /* Group names follow the topic-name rule. */
+    CU_ASSERT_EQUAL(bh_create_group(&H, fd, "__internal", one, 1, &o, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_INVALID);
+    CU_ASSERT_EQUAL(bh_create_group(&H, fd, "has space", one, 1, &o, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_INVALID);
+    CU_ASSERT_EQUAL(bh_create_group(&H, fd, "", one, 1, &o, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_INVALID);
+    /* Too many topics, no topic, an unknown mode. */
+    const char *many[17];
+    for (int i = 0; i < 17; i++)
+        many[i] = "g1t";
+    CU_ASSERT_EQUAL(bh_create_group(&H, fd, "gx", many, 17, &o, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_LIMIT);
+    CU_ASSERT_EQUAL(bh_create_group(&H, fd, "gx", one, 0, &o, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_INVALID);
+    struct bh_group_opts bad_mode = {.mode = (Verity__GroupMode)7};
+    CU_ASSERT_EQUAL(bh_create_group(&H, fd, "gx", one, 1, &bad_mode, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_INVALID);
+    /* A topic named twice. */
+    const char *twice[] = {"g1t", "g1t"};
+    CU_ASSERT_EQUAL(bh_create_group(&H, fd, "gx", twice, 2, &o, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_INVALID);
+    /* An ack with nothing in it, an extend with no ranges. */
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__AckRequest aq = VERITY__ACK_REQUEST__INIT;
+    aq.group = "g1";
+    aq.member_id = 1;
+    env.body_case = VERITY__ENVELOPE__BODY_ACK_REQ;
+    env.ack_req = &aq;
+    struct bh_resp r;
+    CU_ASSERT_EQUAL(bh_group_call(&H, fd, &env, &r, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_INVALID);
+    Verity__ExtendRequest eq = VERITY__EXTEND_REQUEST__INIT;
+    eq.group = "g1";
+    env.body_case = VERITY__ENVELOPE__BODY_EXTEND_REQ;
+    env.extend_req = &eq;
+    CU_ASSERT_EQUAL(bh_group_call(&H, fd, &env, &r, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_INVALID);
+    /* A fetch over the ceiling, an over-long member name. */
+    Verity__GroupFetchRequest fq = VERITY__GROUP_FETCH_REQUEST__INIT;
+    fq.group = "g1";
+    fq.max_messages = CODEC_GROUP_FETCH_MAX + 1;
+    env.body_case = VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ;
+    env.group_fetch_req = &fq;
+    CU_ASSERT_EQUAL(bh_group_call(&H, fd, &env, &r, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_LIMIT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "max_messages"));
+    char name[200];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    uint64_t m = 0;
+    CU_ASSERT_EQUAL(bh_join(&H, fd, "g1", name, one, 1, 0, &m, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_LIMIT);
+    /* An ack of more offsets than one request may carry. */
+    CU_ASSERT_EQUAL(bh_ack(&H, fd, "g1", 1, "g1t", 0, 0, 70000, false, msg, sizeof msg),
+                    VERITY__ERROR_CODE__ERR_LIMIT);
+    /* The connection still serves. */
+    CU_ASSERT_EQUAL(bh_describe(&H, fd, "g1", &r), 0);
+    bh_resp_free(&r);
+    close(fd);
+}
+
 /* ---- reset, delete, admin views ------------------------------------------------ */
 
 static void test_reset_delete_and_http(void)
@@ -585,6 +655,20 @@ static void test_reset_delete_and_http(void)
         if (strcmp(r.msg->env->list_groups_resp->groups[i]->group, "g7") == 0)
             found = r.msg->env->list_groups_resp->groups[i]->unacked == 2;
     CU_ASSERT_TRUE(found);
+    bh_resp_free(&r);
+    /* Reset by time: a time after every record resolves to the end, the
+     * epoch to the first offset. */
+    pos.start = VERITY__GROUP_START__GROUP_START_TIME;
+    pos.timestamp_ms = INT64_MAX / 2;
+    env = (Verity__Envelope)VERITY__ENVELOPE__INIT;
+    env.body_case = VERITY__ENVELOPE__BODY_RESET_GROUP_REQ;
+    env.reset_group_req = &rq;
+    CU_ASSERT_EQUAL_FATAL(bh_group_call(&H, fd, &env, &r, msg, sizeof msg), 0);
+    CU_ASSERT_EQUAL(r.msg->env->reset_group_resp->offsets[0]->offset, 4);
+    bh_resp_free(&r);
+    pos.timestamp_ms = 0;
+    CU_ASSERT_EQUAL_FATAL(bh_group_call(&H, fd, &env, &r, msg, sizeof msg), 0);
+    CU_ASSERT_EQUAL(r.msg->env->reset_group_resp->offsets[0]->offset, 0);
     bh_resp_free(&r);
     /* Delete: the group and its members are gone. */
     Verity__DeleteGroupRequest dq = VERITY__DELETE_GROUP_REQUEST__INIT;
@@ -980,6 +1064,7 @@ int main(void)
         {"term_goes_to_dlq_with_headers", test_term_goes_to_dlq_with_headers},
         {"max_deliveries_goes_to_dlq", test_max_deliveries_goes_to_dlq},
         {"bad_input_typed_errors_state_unchanged", test_bad_input_typed_errors_state_unchanged},
+        {"malformed_group_requests_are_refused", test_malformed_group_requests_are_refused},
         {"reset_delete_and_http", test_reset_delete_and_http},
         {"session_timeout_returns_work", test_session_timeout_returns_work},
         {"offsets_retention_deleted_are_skipped", test_offsets_retention_deleted_are_skipped},
