@@ -27,7 +27,8 @@
  * fewer than queue_max messages wait to be polled (queue_max 0: one fetch,
  * only while a poll waits on an empty queue). Queued acks are sent before a
  * fetch, so the broker frees their pending slots first and they share the
- * TCP write; otherwise they wait at most ack_linger_ms.
+ * TCP write, or at once when no fetch is due; with ack_linger_ms > 0 they
+ * are gathered that long instead, whatever the fetches do.
  *
  * Answers are checked before anything is queued (client/group_fetch.c): a
  * result whose batches fail their CRC or do not hold every delivered
@@ -929,7 +930,7 @@ void gio_pump(struct verity_group_consumer *g)
                      g->retry_at_ms <= now;
     if (acks && g->ack_due_ms == INT64_MAX)
         g->ack_due_ms = now + g->cfg.ack_linger_ms;
-    if (acks && (fetch_now || flush || g->ack_due_ms <= now))
+    if (acks && ((fetch_now && g->cfg.ack_linger_ms == 0) || flush || g->ack_due_ms <= now))
         flush_acks(g, member_id, SIZE_MAX);
     if (flush) {
         pthread_mutex_lock(&g->mu);

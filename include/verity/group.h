@@ -23,7 +23,7 @@
  * heartbeat_ms so the session does not run out while the application is busy,
  * keeps up to fetch_inflight GroupFetch requests out while fewer than
  * queue_max messages wait to be polled, and sends the queued acks with the
- * next fetch (or after ack_linger_ms). When the broker says the member is
+ * next fetch (or gathers them for ack_linger_ms). When the broker says the member is
  * unknown (its session ran out, or the group was reset), it joins again as a
  * new member: leases of the old member are gone, so the acks still queued for
  * them are reported failed (VERITY_EMEMBER) and messages fetched for the old
@@ -298,8 +298,10 @@ struct verity_group_consumer_config {
     uint32_t queue_max;             /* no fetch is sent while this many messages
                                        wait to be polled (2 * fetch_max); 0: fetch
                                        only while a poll waits on an empty queue */
-    int ack_linger_ms;              /* queued acks wait at most this long for a
-                                       fetch to ride with (0: sent at once) */
+    int ack_linger_ms;              /* 0: queued acks go with the next fetch,
+                                       or at once; > 0: they are gathered this
+                                       long into one Ack request (fewer requests
+                                       and group-log records at high rates) */
     bool auto_ack;                  /* every message a poll returns and the
                                        application did not ack, nack or term is
                                        acked at the next poll, commit or free */
