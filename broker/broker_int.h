@@ -314,6 +314,7 @@ struct groups {
     struct vlog *log;         /* <data-dir>/__groups */
     struct event *durable_ev; /* activated by the commit thread */
     struct event *flush_ev;   /* group_flush at the end of this loop pass */
+    struct event *lazy_ev;    /* group_flush within a few ms (nobody waits for it) */
     struct event *timer_ev;   /* group_tick at group_next_deadline */
     struct event *retry_ev;   /* dead letters waiting to be retried */
     int64_t timer_at;         /* wall ms the timer is armed for (INT64_MAX: none) */

@@ -20,9 +20,11 @@
  * ticket and answered from the head. Invariant: seq_durable <=
  * seq_appended, and every parked ticket > seq_durable.
  *
- * Timers: the flush event runs at the end of the loop pass in which a
- * progress item appeared (group_flush emits the open progress records, so
- * everything one pass did shares one record and one fdatasync); the timer
+ * Timers: the flush event runs at the end of the loop pass in which a reply
+ * parked on a progress record that is still open, or a horizon rose
+ * (group_flush emits the open progress records, so everything one pass did
+ * shares one record and one fdatasync); progress nobody waits for is flushed
+ * by a lazy timer within a few ms; the timer
  * event runs group_tick at group_next_deadline (lease expiry, session
  * timeout, end of a backoff) and wakes the long-polls.
  */
@@ -85,6 +87,20 @@ static void arm_flush(struct broker *b)
         gs->flush_armed = true;
         event_active(gs->flush_ev, EV_TIMEOUT, 0);
     }
+}
+
+/* Progress nobody waits for (deliveries answered on the horizon, dead-letter
+ * steps) goes out within GROUPS_LAZY_FLUSH_MS, sharing a sync with whatever
+ * comes next, instead of costing an fdatasync of its own. */
+#define GROUPS_LAZY_FLUSH_MS 5
+
+static void arm_lazy_flush(struct broker *b)
+{
+    struct groups *gs = &b->groups;
+    if (gs->flush_armed || !gs->lazy_ev || evtimer_pending(gs->lazy_ev, NULL))
+        return;
+    struct timeval tv = {0, GROUPS_LAZY_FLUSH_MS * 1000};
+    evtimer_add(gs->lazy_ev, &tv);
 }
 
 void groups_park(struct broker *b, struct gpark *p, uint64_t ticket)
@@ -283,7 +299,7 @@ void groups_after(struct broker *b)
     drain_effects(b);
     drain_records(b);
     if (group_batch_items(gs->st) > 0)
-        arm_flush(b);
+        arm_lazy_flush(b); /* groups_park makes it immediate for a waiting reply */
     rearm_timer(b);
     gs->in_after = false;
     VERITY_VERIFY(groups_ok(gs));
@@ -295,6 +311,8 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     b->groups.flush_armed = false;
+    if (b->groups.lazy_ev)
+        evtimer_del(b->groups.lazy_ev);
     group_flush(b->groups.st, now_ms());
     groups_after(b);
 }
@@ -486,6 +504,8 @@ void groups_on_append(struct partition *p, uint64_t end)
     if (t->n_readers == 0)
         return;
     int64_t now = now_ms();
+    size_t items = group_batch_items(gs->st);
+    uint64_t seq = group_last_seq(gs->st);
     for (size_t i = 0; i < t->n_readers; i++) {
         if (p->id >= t->readers[i].partitions)
             continue;
@@ -494,9 +514,11 @@ void groups_on_append(struct partition *p, uint64_t end)
             blog(BLOG_WARN, "group_horizon_failed", "group=%s error=%s", t->readers[i].group,
                  verity_errname(rc));
     }
-    /* The horizon items (and any record a forced emit produced) go out with
-     * this loop pass's flush. */
-    arm_flush(b);
+    /* A raised horizon (or a record a forced emit produced) goes out with
+     * this loop pass's flush: it must be durable before the data commits.
+     * Most appends raise nothing. */
+    if (group_batch_items(gs->st) != items || group_last_seq(gs->st) != seq)
+        arm_flush(b);
 }
 
 void groups_part_closing(struct partition *p)
@@ -628,9 +650,10 @@ int groups_open(struct broker *b)
         return rc;
     gs->durable_ev = event_new(b->base, -1, 0, durable_cb, b);
     gs->flush_ev = event_new(b->base, -1, 0, flush_cb, b);
+    gs->lazy_ev = evtimer_new(b->base, flush_cb, b);
     gs->timer_ev = evtimer_new(b->base, timer_cb, b);
     gs->retry_ev = evtimer_new(b->base, retry_cb, b);
-    if (!gs->durable_ev || !gs->flush_ev || !gs->timer_ev || !gs->retry_ev)
+    if (!gs->durable_ev || !gs->flush_ev || !gs->lazy_ev || !gs->timer_ev || !gs->retry_ev)
         return -ENOMEM;
     snprintf(dir, sizeof dir, "%s/__groups", b->cfg.data_dir);
     struct vlog_config vc;
@@ -722,11 +745,13 @@ int groups_close(struct broker *b, bool clean)
         event_free(gs->durable_ev);
     if (gs->flush_ev)
         event_free(gs->flush_ev);
+    if (gs->lazy_ev)
+        event_free(gs->lazy_ev);
     if (gs->timer_ev)
         event_free(gs->timer_ev);
     if (gs->retry_ev)
         event_free(gs->retry_ev);
-    gs->durable_ev = gs->flush_ev = gs->timer_ev = gs->retry_ev = NULL;
+    gs->durable_ev = gs->flush_ev = gs->lazy_ev = gs->timer_ev = gs->retry_ev = NULL;
     batch_builder_deinit(&gs->bb);
     free(gs->ends);
     gs->ends = NULL;
