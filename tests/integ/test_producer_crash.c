@@ -29,109 +29,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/support/tbroker.h"
 #include "tests/support/tutil.h"
 #include "verity/verity.h"
 
 #define PARTS 3
 #define KILLS 6
 #define IDS_MAX 4000000u
-#define START_TIMEOUT_MS 15000
 
-/* ---- broker process --------------------------------------------------------- */
-
-struct broker {
-    char *root;
-    char data[512];
-    char log[512];
-    char addr[64];
-    uint16_t port;
-    pid_t pid;
-};
-
-static struct broker br;
-
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    uint16_t port = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static bool port_open(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-static int broker_start(struct broker *b)
-{
-    const char *dir = getenv("VERITY_BIN_DIR");
-    char bin[512];
-    snprintf(bin, sizeof bin, "%s/verityd", dir ? dir : "build/bin");
-    pid_t pid = fork();
-    if (pid < 0)
-        return -errno;
-    if (pid == 0) {
-        int fd = open(b->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(bin, bin, "--data-dir", b->data, "--listen", b->addr, "--http", "off",
-              "--log-level", "warn", (char *)NULL);
-        _exit(127);
-    }
-    b->pid = pid;
-    for (int i = 0; i < START_TIMEOUT_MS / 10; i++) {
-        if (port_open(b->port))
-            return 0;
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            b->pid = 0;
-            return -ECHILD;
-        }
-        usleep(10000);
-    }
-    return -ETIMEDOUT;
-}
-
-static void broker_stop(struct broker *b, int sig)
-{
-    if (b->pid <= 0)
-        return;
-    kill(b->pid, sig);
-    for (int i = 0; i < 1000; i++) {
-        if (waitpid(b->pid, NULL, WNOHANG) == b->pid) {
-            b->pid = 0;
-            return;
-        }
-        usleep(10000);
-    }
-    kill(b->pid, SIGKILL);
-    waitpid(b->pid, NULL, 0);
-    b->pid = 0;
-}
+static struct tbroker br;
 
 static int suite_init(void)
 {
-    memset(&br, 0, sizeof br);
-    br.root = tu_tmpdir("pcrash");
-    snprintf(br.data, sizeof br.data, "%s/data", br.root);
-    snprintf(br.log, sizeof br.log, "%s/verityd.log", br.root);
-    br.port = free_port();
-    snprintf(br.addr, sizeof br.addr, "127.0.0.1:%u", br.port);
-    if (!br.port || broker_start(&br) != 0) {
+    if (tb_init(&br, "pcrash") != 0 || tb_start(&br) != 0) {
         fprintf(stderr, "cannot start verityd (VERITY_BIN_DIR=%s)\n", getenv("VERITY_BIN_DIR"));
         return -1;
     }
@@ -140,9 +50,8 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    broker_stop(&br, SIGTERM);
-    tu_rmrf(br.root);
-    free(br.root);
+    tb_stop(&br, SIGTERM);
+    tb_free(&br);
     return 0;
 }
 
@@ -241,7 +150,7 @@ static void test_acked_records_survive_kills_exactly_once(void)
         br.pid = 0;
         kills++;
         sleep_ms(50 + rand_r(&seed) % 250);
-        if (broker_start(&br) == 0)
+        if (tb_start(&br) == 0)
             restarts_ok++;
         else
             break;

@@ -1,0 +1,116 @@
+/* A real verityd for integration tests (see tbroker.h). */
+#include "tests/support/tbroker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/support/tutil.h"
+
+#define START_TIMEOUT_MS 15000 /* a restart after kill -9 replays logs first */
+
+uint16_t tb_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    uint16_t port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static bool port_open(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+int tb_init(struct tbroker *b, const char *tag)
+{
+    memset(b, 0, sizeof *b);
+    b->root = tu_tmpdir(tag);
+    snprintf(b->data, sizeof b->data, "%s/data", b->root);
+    snprintf(b->log, sizeof b->log, "%s/verityd.log", b->root);
+    b->port = tb_free_port();
+    snprintf(b->addr, sizeof b->addr, "127.0.0.1:%u", b->port);
+    return b->port ? 0 : -1;
+}
+
+int tb_start(struct tbroker *b)
+{
+    const char *dir = getenv("VERITY_BIN_DIR");
+    char bin[512];
+    snprintf(bin, sizeof bin, "%s/verityd", dir ? dir : "build/bin");
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        int fd = open(b->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(bin, bin, "--data-dir", b->data, "--listen", b->addr, "--http", "off",
+              "--log-level", "warn", (char *)NULL);
+        _exit(127);
+    }
+    b->pid = pid;
+    for (int i = 0; i < START_TIMEOUT_MS / 10; i++) {
+        if (port_open(b->port))
+            return 0;
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            b->pid = 0;
+            return -ECHILD;
+        }
+        usleep(10000);
+    }
+    return -ETIMEDOUT;
+}
+
+void tb_stop(struct tbroker *b, int sig)
+{
+    if (b->pid <= 0)
+        return;
+    kill(b->pid, sig);
+    for (int i = 0; i < 1000; i++) {
+        if (waitpid(b->pid, NULL, WNOHANG) == b->pid) {
+            b->pid = 0;
+            return;
+        }
+        usleep(10000);
+    }
+    kill(b->pid, SIGKILL);
+    waitpid(b->pid, NULL, 0);
+    b->pid = 0;
+}
+
+void tb_free(struct tbroker *b)
+{
+    tb_stop(b, SIGKILL);
+    if (b->root) {
+        if (getenv("VERITY_TEST_KEEP"))
+            fprintf(stderr, "(kept %s)\n", b->root);
+        else
+            tu_rmrf(b->root);
+        free(b->root);
+        b->root = NULL;
+    }
+}
