@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/support/tbroker.h"
 #include "tests/support/tutil.h"
 #include "verity/group.h"
 #include "verity/verity.h"
@@ -56,21 +57,11 @@
 #define MEMBERS 2
 #define KILLS 3
 #define PENDING_MAX 10000u
-#define START_TIMEOUT_MS 20000
 #define RUN_TIMEOUT_MS 120000
 
 /* ---- broker process --------------------------------------------------------- */
 
-struct broker {
-    char *root;
-    char data[512];
-    char log[512];
-    char addr[64];
-    uint16_t port;
-    pid_t pid;
-};
-
-static struct broker br;
+static struct tbroker br;
 
 static int64_t mono_ms(void)
 {
@@ -79,88 +70,9 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    uint16_t port = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static bool port_open(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-static int broker_start(struct broker *b)
-{
-    const char *dir = getenv("VERITY_BIN_DIR");
-    char bin[512];
-    snprintf(bin, sizeof bin, "%s/verityd", dir ? dir : "build/bin");
-    pid_t pid = fork();
-    if (pid < 0)
-        return -errno;
-    if (pid == 0) {
-        int fd = open(b->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(bin, bin, "--data-dir", b->data, "--listen", b->addr, "--http", "off",
-              "--log-level", "warn", (char *)NULL);
-        _exit(127);
-    }
-    b->pid = pid;
-    for (int i = 0; i < START_TIMEOUT_MS / 10; i++) {
-        if (port_open(b->port))
-            return 0;
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            b->pid = 0;
-            return -ECHILD;
-        }
-        usleep(10000);
-    }
-    return -ETIMEDOUT;
-}
-
-static void broker_stop(struct broker *b, int sig)
-{
-    if (b->pid <= 0)
-        return;
-    kill(b->pid, sig);
-    for (int i = 0; i < 1000; i++) {
-        if (waitpid(b->pid, NULL, WNOHANG) == b->pid) {
-            b->pid = 0;
-            return;
-        }
-        usleep(10000);
-    }
-    kill(b->pid, SIGKILL);
-    waitpid(b->pid, NULL, 0);
-    b->pid = 0;
-}
-
 static int suite_init(void)
 {
-    memset(&br, 0, sizeof br);
-    br.root = tu_tmpdir("grestart");
-    snprintf(br.data, sizeof br.data, "%s/data", br.root);
-    snprintf(br.log, sizeof br.log, "%s/verityd.log", br.root);
-    br.port = free_port();
-    snprintf(br.addr, sizeof br.addr, "127.0.0.1:%u", br.port);
-    if (!br.port || broker_start(&br) != 0) {
+    if (tb_init(&br, "grestart") != 0 || tb_start(&br) != 0) {
         fprintf(stderr, "cannot start verityd (VERITY_BIN_DIR=%s)\n", getenv("VERITY_BIN_DIR"));
         return -1;
     }
@@ -169,12 +81,8 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    broker_stop(&br, SIGTERM);
-    if (getenv("VERITY_TEST_KEEP"))
-        fprintf(stderr, "(kept %s)\n", br.root);
-    else
-        tu_rmrf(br.root);
-    free(br.root);
+    tb_stop(&br, SIGTERM);
+    tb_free(&br);
     return 0;
 }
 
@@ -539,9 +447,9 @@ static void run_restarts(enum verity_group_mode mode)
     int64_t deadline = mono_ms() + RUN_TIMEOUT_MS;
     while (atomic_load(&bk.acked_distinct) < n && mono_ms() < deadline) {
         if (kills < KILLS && atomic_load(&bk.acked_distinct) >= n * (uint64_t)(kills + 1) / 4) {
-            broker_stop(&br, SIGKILL);
+            tb_stop(&br, SIGKILL);
             usleep(100000 + 100000 * (useconds_t)kills);
-            CU_ASSERT_EQUAL_FATAL(broker_start(&br), 0);
+            CU_ASSERT_EQUAL_FATAL(tb_start(&br), 0);
             kills++;
         }
         usleep(5000);

@@ -16,7 +16,7 @@
 
 #include "tests/support/tutil.h"
 
-#define START_TIMEOUT_MS 15000 /* a restart after kill -9 replays logs first */
+#define START_TIMEOUT_MS 20000 /* a restart after kill -9 replays its logs first */
 
 uint16_t tb_free_port(void)
 {

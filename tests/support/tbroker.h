@@ -23,7 +23,7 @@ uint16_t tb_free_port(void);
 /* Creates the directory (tag names it) and picks a port. 0 or -1. */
 int tb_init(struct tbroker *b, const char *tag);
 /* Starts verityd (admin HTTP off, log level warn) and waits until its port
- * accepts connections, at most 15 s. 0, -ECHILD (it exited), -ETIMEDOUT. */
+ * accepts connections, at most 20 s. 0, -ECHILD (it exited), -ETIMEDOUT. */
 int tb_start(struct tbroker *b);
 /* Sends sig and waits for the exit; SIGKILL after 10 s. No-op when stopped. */
 void tb_stop(struct tbroker *b, int sig);
