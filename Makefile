@@ -5,7 +5,7 @@
 #                   TEST_FUZZ_SECONDS (60)
 #   make run        install deps, build, start a single-node broker
 #   make bench      storage + broker benchmarks, written into docs/PERFORMANCE.md
-#                   (PEERS=1 runs Redis Streams / NATS JetStream in the same sitting)
+#                   (WITH_PEERS=1 runs Redis Streams / NATS JetStream in the same sitting)
 #   make fuzz       run the libFuzzer targets (FUZZ_SECONDS each)
 #   make fmt        clang-format every C file
 # Variables: BUILD (output dir, default build), MODE (release|debug|asan),

@@ -6,8 +6,11 @@
 #      the big log (default 5).
 #   2. tools/bench.sh (the peer workloads W1-W4 against fresh verityd
 #      brokers, durable and relaxed), RUNS times (default 3).
-#   3. With PEERS=1, ../shared/bench-peers/run.sh in the same sitting, so
-#      every ratio to Redis Streams and NATS JetStream comes from one run.
+#   3. With WITH_PEERS=1, ../shared/bench-peers/run.sh in the same sitting,
+#      so every ratio to Redis Streams and NATS JetStream comes from one run.
+#
+# REPORT_ONLY=1 runs nothing and rewrites the section from the raw output
+# already in build/bench/.
 #
 # The figures are written between the markers `<!-- bench:begin -->` and
 # `<!-- bench:end -->` in docs/PERFORMANCE.md (the text around them is kept),
@@ -18,7 +21,8 @@ set -u
 BUILD=${1:-build}
 BIG_GIB=${BIG_GIB:-5}
 RUNS=${RUNS:-3}
-PEERS=${PEERS:-0}
+WITH_PEERS=${WITH_PEERS:-0}
+REPORT_ONLY=${REPORT_ONLY:-0}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out="$root/$BUILD/bench"
 doc="$root/docs/PERFORMANCE.md"
@@ -28,6 +32,7 @@ cd "$root" || exit 1
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 failed=0
 
+if [ "$REPORT_ONLY" != 1 ]; then
 log "storage: $BUILD/bin/verity log bench --big-gib $BIG_GIB"
 if ! "$BUILD/bin/verity" log bench --big-gib "$BIG_GIB" > "$out/storage.txt" 2> "$out/storage.err"; then
     log "storage bench failed: $(tail -1 "$out/storage.err")"
@@ -43,10 +48,11 @@ fi
 cat "$out/broker.txt"
 
 peers_dir="$root/../shared/bench-peers"
-if [ "$PEERS" = 1 ]; then
-    if [ -x "$peers_dir/run.sh" ] || [ -f "$peers_dir/run.sh" ]; then
+if [ "$WITH_PEERS" = 1 ]; then
+    if [ -f "$peers_dir/run.sh" ]; then
         log "peers: RUNS=$RUNS $peers_dir/run.sh"
-        if ! (cd "$peers_dir" && RUNS=$RUNS bash ./run.sh) > "$out/peers.txt" 2> "$out/peers.err"; then
+        # run.sh reads PEERS as its list of peers: never pass ours down.
+        if ! (cd "$peers_dir" && env -u PEERS RUNS="$RUNS" bash ./run.sh) > "$out/peers.txt" 2> "$out/peers.err"; then
             log "peer bench failed (see $out/peers.err)"
             failed=1
         fi
@@ -54,6 +60,7 @@ if [ "$PEERS" = 1 ]; then
     else
         log "peers: $peers_dir/run.sh not found; skipped"
     fi
+fi
 fi
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
@@ -64,7 +71,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo "Machine: $(nproc) cores ($cpu), $(free -g | awk '/^Mem:/{print $2}') GiB, kernel $(uname -r)," \
          "data under /tmp on $(df -h /tmp | awk 'NR==2{print $1}')."
     echo "Commands: \`$BUILD/bin/verity log bench --big-gib $BIG_GIB\`; \`RUNS=$RUNS bash tools/bench.sh $BUILD\`" \
-         "$( [ "$PEERS" = 1 ] && echo "; \`RUNS=$RUNS ../shared/bench-peers/run.sh\` right after, same sitting")."
+         "$( [ -s "$out/peers.txt" ] && echo "; \`RUNS=$RUNS ../shared/bench-peers/run.sh\` right after, same sitting")."
     echo
     echo "Storage (\`verity log bench\`):"
     echo
@@ -77,7 +84,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo '```'
     sed -n '/^Medians over/,$p' "$out/broker.txt" | grep -v '^RESULT' || true
     echo '```'
-    if [ "$PEERS" = 1 ] && [ -f "$out/peers.txt" ]; then
+    if [ -s "$out/peers.txt" ]; then
         echo
         echo "Peers (\`../shared/bench-peers/run.sh\`, medians of $RUNS):"
         echo
