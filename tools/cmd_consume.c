@@ -43,6 +43,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "tools/cli_json.h"
 #include "tools/cmds.h"
 #include "verity/group.h"
 #include "verity/limits.h"
@@ -271,28 +272,6 @@ bad:
     return CMD_EXIT_USAGE;
 }
 
-/* Sets name (or name_base64 when the bytes are not UTF-8) on o. */
-static void set_bytes(json_t *o, const char *name, const void *p, int32_t len)
-{
-    if (!p || len < 0) {
-        json_object_set_new(o, name, json_null());
-        return;
-    }
-    json_t *s = json_stringn(p, (size_t)len);
-    if (s) {
-        json_object_set_new(o, name, s);
-        return;
-    }
-    char key[64];
-    snprintf(key, sizeof key, "%s_base64", name);
-    char *b64 = malloc(4 * (((size_t)len + 2) / 3) + 1);
-    if (!b64)
-        return;
-    EVP_EncodeBlock((unsigned char *)b64, p, len);
-    json_object_set_new(o, key, json_string(b64));
-    free(b64);
-}
-
 /* gm (may be NULL): the group delivery m belongs to. */
 static void print_message(const struct verity_message *m, const struct verity_group_message *gm,
                           bool json)
@@ -312,14 +291,14 @@ static void print_message(const struct verity_message *m, const struct verity_gr
         json_object_set_new(o, "delivery_count", json_integer(gm->delivery_count));
         json_object_set_new(o, "lease_deadline_ms", json_integer(gm->lease_deadline_ms));
     }
-    set_bytes(o, "key", m->key, m->key_len);
-    set_bytes(o, "value", m->value, m->value_len);
+    cli_json_set_bytes(o, "key", m->key, m->key_len);
+    cli_json_set_bytes(o, "value", m->value, m->value_len);
     if (m->header_count) {
         json_t *h = json_array();
         for (uint32_t i = 0; i < m->header_count; i++) {
             json_t *kv = json_object();
-            set_bytes(kv, "key", m->headers[i].key, (int32_t)m->headers[i].key_len);
-            set_bytes(kv, "value", m->headers[i].value, m->headers[i].value_len);
+            cli_json_set_bytes(kv, "key", m->headers[i].key, (int32_t)m->headers[i].key_len);
+            cli_json_set_bytes(kv, "value", m->headers[i].value, m->headers[i].value_len);
             json_array_append_new(h, kv);
         }
         json_object_set_new(o, "headers", h);

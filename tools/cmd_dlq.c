@@ -34,6 +34,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "tools/cli_json.h"
 #include "tools/cmds.h"
 #include "verity/group.h"
 #include "verity/limits.h"
@@ -222,28 +223,6 @@ static bool dead_letter_parse(const struct verity_message *m, struct dead_letter
            d->offset >= 0;
 }
 
-/* Sets name (or name_base64 when the bytes are not UTF-8) on o. */
-static void set_bytes(json_t *o, const char *name, const void *p, int32_t len)
-{
-    if (!p || len < 0) {
-        json_object_set_new(o, name, json_null());
-        return;
-    }
-    json_t *s = json_stringn(p, (size_t)len);
-    if (s) {
-        json_object_set_new(o, name, s);
-        return;
-    }
-    char key[64];
-    snprintf(key, sizeof key, "%s_base64", name);
-    char *b64 = malloc(4 * (((size_t)len + 2) / 3) + 1);
-    if (!b64)
-        return;
-    EVP_EncodeBlock((unsigned char *)b64, p, len);
-    json_object_set_new(o, key, json_string(b64));
-    free(b64);
-}
-
 static void print_dead_letter(const struct verity_message *m, const struct dead_letter *d,
                               bool json)
 {
@@ -267,13 +246,13 @@ static void print_dead_letter(const struct verity_message *m, const struct dead_
     json_object_set_new(o, "delivery_count", json_integer(d->delivery_count));
     json_object_set_new(o, "error", json_string(d->error));
     json_object_set_new(o, "timestamp", json_integer(m->timestamp_ms));
-    set_bytes(o, "key", m->key, m->key_len);
-    set_bytes(o, "value", m->value, m->value_len);
+    cli_json_set_bytes(o, "key", m->key, m->key_len);
+    cli_json_set_bytes(o, "value", m->value, m->value_len);
     json_t *hs = json_array();
     for (uint32_t i = 0; i < m->header_count; i++) {
         json_t *kv = json_object();
-        set_bytes(kv, "key", m->headers[i].key, (int32_t)m->headers[i].key_len);
-        set_bytes(kv, "value", m->headers[i].value, m->headers[i].value_len);
+        cli_json_set_bytes(kv, "key", m->headers[i].key, (int32_t)m->headers[i].key_len);
+        cli_json_set_bytes(kv, "value", m->headers[i].value, m->headers[i].value_len);
         json_array_append_new(hs, kv);
     }
     json_object_set_new(o, "headers", hs);

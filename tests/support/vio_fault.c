@@ -336,27 +336,27 @@ static ssize_t f_pwrite(void *ctx, int fd, const void *buf, size_t n, off_t off)
     int rc = fd_enter(f, VF_PWRITE, fd, n, &hit, &rule);
     if (rc < 0)
         return rc;
-    size_t todo = n;
+    size_t len_now = n;
     bool torn = false;
     if (hit) {
         size_t want = rule.len ? rule.len : n / 2;
         switch (rule.kind) {
         case VF_SHORT:
             assert(n >= 2);
-            todo = want < 1 ? 1 : want > n - 1 ? n - 1 : want;
+            len_now = want < 1 ? 1 : want > n - 1 ? n - 1 : want;
             break;
         case VF_TORN:
-            todo = n == 0 ? 0 : want > n - 1 ? n - 1 : want;
+            len_now = n == 0 ? 0 : want > n - 1 ? n - 1 : want;
             torn = true;
             break;
         default:
             return fail_code(&rule);
         }
     }
-    ssize_t w = todo > 0 ? pwrite(fd, buf, todo, off) : 0;
+    ssize_t w = len_now > 0 ? pwrite(fd, buf, len_now, off) : 0;
     if (w < 0)
         return -errno;
-    VERITY_VERIFY((size_t)w <= todo);
+    VERITY_VERIFY((size_t)w <= len_now);
     if (w > 0) {
         lock(f);
         struct vf_fd *e = fd_get(f, fd);
