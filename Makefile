@@ -43,14 +43,14 @@ PROTO_GEN_C := $(if $(wildcard $(PROTO_SRC)),$(BUILD)/gen/proto/verity.pb-c.c)
 STORAGE_SRC := $(wildcard storage/*.c)
 PROTOLIB_SRC:= $(wildcard proto/*.c)
 CLIENT_SRC  := $(wildcard client/*.c)
-CONSUMER_SRC:= $(wildcard consumer/*.c)
-BROKER_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c))
+GROUP_SRC   := $(wildcard broker/group/*.c)
+BROKER_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c)) $(GROUP_SRC)
 TOOLS_SRC   := $(wildcard tools/*.c)
 EXAMPLE_SRC := $(wildcard tools/examples/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-LIB_OBJ    := $(call obj,$(STORAGE_SRC) $(PROTOLIB_SRC) $(CLIENT_SRC) $(CONSUMER_SRC)) \
+LIB_OBJ    := $(call obj,$(STORAGE_SRC) $(PROTOLIB_SRC) $(CLIENT_SRC)) \
               $(if $(PROTO_GEN_C),$(BUILD)/obj/gen/verity.pb-c.o)
 LIBVERITY  := $(BUILD)/lib/libverity.a
 BROKER_OBJ := $(call obj,$(BROKER_SRC))

@@ -27,7 +27,7 @@
 #include "broker/idem.h"
 #include "broker/metrics.h"
 #include "broker/replica.h"
-#include "consumer/group.h"
+#include "broker/group/group.h"
 #include "proto/codec.h"
 #include "storage/batch.h"
 #include "storage/vlog.h"
@@ -310,7 +310,7 @@ struct gend {
 };
 
 struct groups {
-    struct group_state *st;   /* the state machine (consumer/group.h) */
+    struct group_state *st;   /* the state machine (broker/group/group.h) */
     struct vlog *log;         /* <data-dir>/__groups */
     struct event *durable_ev; /* activated by the commit thread */
     struct event *flush_ev;   /* group_flush at the end of this loop pass */

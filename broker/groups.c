@@ -1,6 +1,6 @@
 /*
  * Consumer groups, the shell half: the group log, tickets, timers and
- * long-poll wake-ups around the pure state machine of consumer/group.h
+ * long-poll wake-ups around the pure state machine of broker/group/group.h
  * (docs/GROUPS.md "Driving it from the shell").
  *
  * Group log: one internal vlog, <data-dir>/__groups, for every group. Each

@@ -9,7 +9,7 @@
  *   - the input itself as one batch (batch_validate via produce_check_batch,
  *     and the record iterator), as is and with its length and CRC fixed up
  *     so the record decoder behind the CRC is reached.
- *   - the input as consumer-group log records (consumer/group.h): applied
+ *   - the input as consumer-group log records (broker/group/group.h): applied
  *     with group_apply to a state that holds one group, as is and with the
  *     record's length and CRC fixed up so the body decoder and the apply
  *     rules are reached; the state must stay consistent (group_check) and
@@ -24,7 +24,7 @@
 
 #include "broker/batchcheck.h"
 #include "broker/idem.h"
-#include "consumer/group.h"
+#include "broker/group/group.h"
 #include "proto/codec.h"
 #include "storage/crc32c.h"
 #include "storage/batch.h"

@@ -29,7 +29,7 @@ cflags=(-std=c17 -g -O1 -D_GNU_SOURCE -Iinclude -I. -I"$out/gen" -fno-omit-frame
 # shellcheck disable=SC2207
 pkg=($(pkg-config --cflags --libs libprotobuf-c libcrypto))
 srcs=(proto/codec.c "$out/gen/proto/verity.pb-c.c" storage/batch.c storage/crc32c.c
-      storage/errors.c broker/batchcheck.c broker/idem.c consumer/group*.c)
+      storage/errors.c broker/batchcheck.c broker/idem.c broker/group/group*.c)
 
 echo "fuzz: building $out/fuzz_frame"
 clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \

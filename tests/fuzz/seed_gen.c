@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consumer/group.h"
+#include "broker/group/group.h"
 #include "proto/codec.h"
 #include "storage/batch.h"
 

@@ -1,5 +1,5 @@
 /*
- * Consumer-group state machine (consumer/group.h), driven with a simulated
+ * Consumer-group state machine (broker/group/group.h), driven with a simulated
  * clock: one test per rule (leases, backoff, dead-letter, term, nack delay,
  * extend, rebalancing, shared mode, cumulative ack, limits, tickets), every
  * bad-input case with the state compared before and after, and a seeded
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "consumer/group.h"
+#include "broker/group/group.h"
 #include "verity/errors.h"
 
 /* ---- harness ---------------------------------------------------------------- */

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consumer/group_int.h"
+#include "broker/group/group_int.h"
 #include "verity/verify.h"
 
 int gassign_reserve(struct group *g, uint32_t n_members)

@@ -1,6 +1,6 @@
 /*
  * group_apply: applies group-log records to the state. This is the only
- * code that changes durable state (see consumer/group_int.h for which fields
+ * code that changes durable state (see broker/group/group_int.h for which fields
  * are durable); the live machine runs it on every record it emits, replay
  * runs it on every record read back from the group log, so both build the
  * same durable state.
@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consumer/group_int.h"
+#include "broker/group/group_int.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 

@@ -16,7 +16,7 @@
  * emits records, which the machine applies to itself through the same
  * group_apply() path that replay uses. Replaying the records therefore
  * rebuilds the durable state exactly. docs/GROUPS.md describes the model,
- * the record format and the restart bound; consumer/group_codec.c owns the
+ * the record format and the restart bound; broker/group/group_codec.c owns the
  * byte format.
  *
  * Tickets. Every command that changes something returns a ticket: the seq of
@@ -401,7 +401,7 @@ int group_snapshot(const struct group_state *st, bool with_volatile, uint8_t **b
  * O(state size); for tests and debug builds. */
 void group_check(const struct group_state *st);
 
-/* ---- record codec (consumer/group_codec.c) -------------------------------- */
+/* ---- record codec (broker/group/group_codec.c) -------------------------------- */
 
 enum group_rec_type {
     GROUP_REC_CREATE = 1,

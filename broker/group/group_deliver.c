@@ -19,7 +19,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "consumer/group_int.h"
+#include "broker/group/group_int.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 

@@ -1,6 +1,6 @@
 /*
  * group_codec: the byte format of group-log records (versions 1 and 2). The group
- * state machine (consumer/group.c) emits these records and rebuilds itself by
+ * state machine (broker/group/group.c) emits these records and rebuilds itself by
  * applying them; nothing else writes them. docs/GROUPS.md repeats this table.
  *
  * Header (32 bytes, little-endian):
@@ -45,7 +45,7 @@
  * A record is valid only if: magic, version and a known type match; length
  * equals the bytes given and lies within the limits; the CRC matches; the
  * body decodes exactly to its end with every count, length and string within
- * the limits of consumer/group.h; lengths of deliveries and acks are >= 1 and
+ * the limits of broker/group/group.h; lengths of deliveries and acks are >= 1 and
  * every offset + length stays below GROUP_OFFSET_LIMIT. Whether a valid
  * record fits the state (seq follows, the group exists, offsets are in place)
  * is checked by group_apply.
@@ -54,7 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consumer/group_int.h"
+#include "broker/group/group_int.h"
 #include "storage/crc32c.h"
 #include "verity/errors.h"
 #include "verity/verify.h"

@@ -1,6 +1,6 @@
 /*
- * Internals shared by consumer/group*.c. Nothing outside consumer/group*.c
- * includes this file; the API is consumer/group.h.
+ * Internals shared by broker/group/group*.c. Nothing outside broker/group/group*.c
+ * includes this file; the API is broker/group/group.h.
  *
  * A group tracks each delivered-but-not-done message as an entry (struct
  * gent) in a pool, found by (pidx, offset) through an open-addressing hash.
@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "consumer/group.h"
+#include "broker/group/group.h"
 
 #define GNIL UINT32_MAX
 

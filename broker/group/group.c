@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consumer/group_int.h"
+#include "broker/group/group_int.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
