@@ -454,6 +454,10 @@ struct broker {
 };
 
 int64_t now_ms(void);
+/* Fault points for tests (SQLite's sqlite3FaultSim): true when the
+ * comma-separated list in $VERITY_FAULTS, read once at the first call,
+ * names site. Lets a test make an allocation fail where nothing else can. */
+bool broker_fault(const char *site);
 int64_t mono_ns(void);
 
 /* Admin HTTP server (broker/http.c). */

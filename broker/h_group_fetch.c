@@ -70,6 +70,8 @@ struct answer {
     char (*names)[VERITY_TOPIC_NAME_MAX + 1]; /* per part */
     int64_t lease_deadline;
     uint64_t ticket;
+    uint32_t generation; /* the group's generation when the leases were granted */
+    bool granted;        /* generation is set */
 };
 
 struct gfetch {
@@ -143,7 +145,12 @@ static void send_answer(struct gfetch *f)
     struct req *r = f->req;
     struct group_info info;
     uint32_t generation = 0;
-    if (f->b->groups.st && group_get_info(f->b->groups.st, f->group, &info) == 0)
+    /* Leases carry the generation they were granted under: a JOIN applied
+     * while the answer waited for the group log must not vouch for them
+     * (the client would take back a partition that moved). */
+    if (a->granted)
+        generation = a->generation;
+    else if (f->b->groups.st && group_get_info(f->b->groups.st, f->group, &info) == 0)
         generation = info.generation;
     Verity__GroupFetchResult *res = calloc(a->n_parts ? a->n_parts : 1, sizeof *res);
     Verity__GroupFetchResult **ptrs = calloc(a->n_parts ? a->n_parts : 1, sizeof *ptrs);
@@ -660,6 +667,10 @@ static void fetch_try(struct gfetch *f, bool final)
         ticket = t1; /* earlier rounds held only control offsets: nothing to wait for */
         if ((rc = build(f, &info, n, &n_user)))
             break;
+    }
+    if (n_user > 0) {
+        f->ans.generation = info.generation;
+        f->ans.granted = true;
     }
     groups_after(b);
     if (rc == VERITY_ELIMIT && n_user == 0) {

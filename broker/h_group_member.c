@@ -19,20 +19,34 @@
 
 #define MSG_MAX 400
 
-/* A member command whose answer waits for its ticket. */
+/* Offsets an Ack named that were already done before it (they did not
+ * count), with the topic names copied: the answer may go out after the
+ * group changed. */
+struct ack_already {
+    struct group_span *spans;
+    size_t n;
+    bool cut;
+    char (*topics)[VERITY_TOPIC_NAME_MAX + 1]; /* per span */
+};
+
+/* A member command whose answer waits for its ticket. It is allocated
+ * before the state machine is called, so running out of memory refuses the
+ * command before it changed anything. */
 struct mcmd {
     struct gpark park; /* first: the callback casts back */
     struct req *req;
     char group[GROUP_NAME_MAX + 1];
     uint64_t member_id;
     bool flag; /* nack: dead-lettered */
+    struct ack_already already; /* ack only */
 };
 
+/* A new command, or NULL after answering r with ENOMEM. */
 static struct mcmd *mcmd_new(struct req *r, const char *group, uint64_t member, gpark_fn done)
 {
-    struct mcmd *c = calloc(1, sizeof *c);
+    struct mcmd *c = broker_fault("mcmd_alloc") ? NULL : calloc(1, sizeof *c);
     if (!c) {
-        req_fail(r, -ENOMEM, NULL);
+        req_fail(r, -ENOMEM, "out of memory: the command was not applied");
         return NULL;
     }
     c->req = r;
@@ -40,6 +54,15 @@ static struct mcmd *mcmd_new(struct req *r, const char *group, uint64_t member, 
     c->member_id = member;
     snprintf(c->group, sizeof c->group, "%s", group);
     return c;
+}
+
+static void mcmd_free(struct mcmd *c)
+{
+    if (!c)
+        return;
+    free(c->already.spans);
+    free(c->already.topics);
+    free(c);
 }
 
 static bool writable(struct req *r)
@@ -185,7 +208,7 @@ static void join_done(struct broker *b, struct gpark *p, int err)
 out:
     free(mem);
     assign_free(&a);
-    free(c);
+    mcmd_free(c);
 }
 
 void h_join_group(struct req *r)
@@ -223,15 +246,19 @@ void h_join_group(struct req *r)
         group_fail(r, VERITY_EINVAL, q->group, 0, "session_ms too large");
         return;
     }
+    struct mcmd *c = mcmd_new(r, q->group, 0, join_done);
+    if (!c)
+        return;
     uint64_t member = 0, ticket = 0;
     rc = group_join(b->groups.st, q->group, q->member_name, topics, nt, q->session_ms, now_ms(),
                     &member, &ticket);
     if (rc) {
+        mcmd_free(c);
         group_fail(r, rc, q->group, 0,
                    rc == VERITY_ELIMIT ? "the group has its maximum of members" : NULL);
         return;
     }
-    struct mcmd *c = mcmd_new(r, q->group, member, join_done);
+    c->member_id = member;
     char qn[GROUP_NAME_MAX + 8], qm[GROUP_MEMBER_NAME_MAX + 8];
     blog(BLOG_INFO, "group_member_joined", "group=%s member=%" PRIu64 " name=%s",
          blog_q(q->group, qn, sizeof qn), member, blog_q(q->member_name, qm, sizeof qm));
@@ -239,8 +266,7 @@ void h_join_group(struct req *r)
     struct bgroup *bg = bgroup_get(b, q->group);
     if (bg)
         groups_wake(bg);
-    if (c)
-        groups_park(b, &c->park, ticket);
+    groups_park(b, &c->park, ticket);
 }
 
 /* ---- Heartbeat ------------------------------------------------------------------------ */
@@ -274,7 +300,7 @@ void h_heartbeat(struct req *r)
     assign_free(&a);
 }
 
-/* ---- answers with an empty body ------------------------------------------------------- */
+/* ---- answers parked on the group log ------------------------------------------------ */
 
 static void empty_done(struct broker *b, struct gpark *p, int err)
 {
@@ -283,7 +309,7 @@ static void empty_done(struct broker *b, struct gpark *p, int err)
     (void)b;
     if (err) {
         fail_log(r, err);
-        free(c);
+        mcmd_free(c);
         return;
     }
     Verity__Envelope env = VERITY__ENVELOPE__INIT;
@@ -291,15 +317,43 @@ static void empty_done(struct broker *b, struct gpark *p, int err)
     Verity__AckResponse ack = VERITY__ACK_RESPONSE__INIT;
     Verity__NackResponse nack = VERITY__NACK_RESPONSE__INIT;
     Verity__TermResponse term = VERITY__TERM_RESPONSE__INIT;
+    Verity__GroupAckRange *ar = NULL, **arp = NULL;
     switch (r->type) {
     case VERITY__ENVELOPE__BODY_LEAVE_GROUP_REQ:
         env.body_case = VERITY__ENVELOPE__BODY_LEAVE_GROUP_RESP;
         env.leave_group_resp = &leave;
         break;
-    case VERITY__ENVELOPE__BODY_ACK_REQ:
+    case VERITY__ENVELOPE__BODY_ACK_REQ: {
+        const struct ack_already *al = &c->already;
+        if (al->n) {
+            ar = calloc(al->n, sizeof *ar);
+            arp = calloc(al->n, sizeof *arp);
+            if (!ar || !arp) {
+                /* The ack is durable; only the detail is lost. */
+                free(ar);
+                free(arp);
+                ar = NULL;
+                arp = NULL;
+                ack.already_cut = true;
+            }
+        }
+        for (size_t i = 0; ar && i < al->n; i++) {
+            verity__group_ack_range__init(&ar[i]);
+            ar[i].topic = al->topics[i];
+            ar[i].partition = al->spans[i].pidx; /* set to the partition by h_ack */
+            ar[i].first_offset = al->spans[i].lo;
+            ar[i].count = (uint32_t)(al->spans[i].hi - al->spans[i].lo);
+            arp[i] = &ar[i];
+        }
+        if (ar) {
+            ack.n_already = al->n;
+            ack.already = arp;
+            ack.already_cut = al->cut;
+        }
         env.body_case = VERITY__ENVELOPE__BODY_ACK_RESP;
         env.ack_resp = &ack;
         break;
+    }
     case VERITY__ENVELOPE__BODY_NACK_REQ:
         nack.dead_lettered = c->flag;
         env.body_case = VERITY__ENVELOPE__BODY_NACK_RESP;
@@ -311,20 +365,21 @@ static void empty_done(struct broker *b, struct gpark *p, int err)
         break;
     }
     req_reply(r, &env, NULL, 0);
-    free(c);
+    free(ar);
+    free(arp);
+    mcmd_free(c);
 }
 
-/* After a command: append its records, wake the group's long-polls, park. */
-static void finish(struct req *r, const char *group, uint64_t member, uint64_t ticket, bool flag)
+/* After a command changed the state: append its records, wake the group's
+ * long-polls, and park c (allocated before the change) until ticket is
+ * durable. */
+static void finish(struct req *r, struct mcmd *c, uint64_t ticket, bool flag)
 {
     struct broker *b = r->b;
-    struct mcmd *c = mcmd_new(r, group, member, empty_done);
     groups_after(b);
-    struct bgroup *bg = bgroup_get(b, group);
+    struct bgroup *bg = bgroup_get(b, c->group);
     if (bg)
         groups_wake(bg);
-    if (!c)
-        return;
     c->flag = flag;
     groups_park(b, &c->park, ticket);
 }
@@ -337,9 +392,13 @@ void h_leave_group(struct req *r)
     const Verity__LeaveGroupRequest *q = r->msg->env->leave_group_req;
     if (!writable(r))
         return;
+    struct mcmd *c = mcmd_new(r, q->group, q->member_id, empty_done);
+    if (!c)
+        return;
     uint64_t ticket = 0;
     int rc = group_leave(b->groups.st, q->group, q->member_id, now_ms(), &ticket);
     if (rc) {
+        mcmd_free(c);
         group_fail(r, rc, q->group, q->member_id, NULL);
         return;
     }
@@ -355,12 +414,93 @@ void h_leave_group(struct req *r)
     char qn[GROUP_NAME_MAX + 8];
     blog(BLOG_INFO, "group_member_left", "group=%s member=%" PRIu64,
          blog_q(q->group, qn, sizeof qn), q->member_id);
-    finish(r, q->group, q->member_id, ticket, false);
+    finish(r, c, ticket, false);
 }
 
 /* ---- Ack ------------------------------------------------------------------------------- */
 
-#define ACK_OFFSETS_MAX GROUP_BATCH_ITEMS_MAX
+/* Spans named in one answer; more are summed up as already_cut. */
+#define ACK_ALREADY_MAX 4096u
+
+/* Refuses the ack, naming the item the state machine refused. */
+static void ack_refused(struct req *r, int rc, const Verity__AckRequest *q,
+                        const struct group_ref *refs, size_t n_refs, size_t failed)
+{
+    struct group_state *st = r->b->groups.st;
+    struct group_info info;
+    uint32_t ti = 0, part = 0;
+    if (failed < n_refs && (rc == VERITY_ELEASE || rc == VERITY_EOFFSET) &&
+        group_get_info(st, q->group, &info) == 0 &&
+        groups_pidx_split(info.cfg, refs[failed].pidx, &ti, &part)) {
+        fail_ref(r, rc, q->group, q->member_id, info.cfg->topics[ti].name, part,
+                 refs[failed].offset);
+        return;
+    }
+    if (failed >= n_refs && failed - n_refs < q->n_upto) {
+        const Verity__GroupPartitionOffset *u = q->upto[failed - n_refs];
+        char d[MSG_MAX];
+        const char *why = rc == VERITY_EINVAL   ? "cumulative ack (upto) is only for ordered groups"
+                          : rc == VERITY_EOFFSET ? "beyond what was delivered"
+                          : rc == VERITY_ELEASE
+                              ? "an offset in that span is held by another member, or the "
+                                "partition moved"
+                              : verity_strerror(rc);
+        snprintf(d, sizeof d, "upto %s partition %" PRIu32 " offset %" PRIu64 ": %s", u->topic,
+                 u->partition, u->offset, why);
+        group_fail(r, rc, q->group, q->member_id, d);
+        return;
+    }
+    group_fail(r, rc, q->group, q->member_id, NULL);
+}
+
+/* Copies the already-done spans into c with their topic names and
+ * partition numbers (the span's pidx field then holds the partition). */
+static void ack_keep_already(struct broker *b, struct mcmd *c, const struct group_ack_res *res,
+                             const struct group_ref *refs, size_t n_refs)
+{
+    struct group_info info;
+    size_t want = res->n_already;
+    for (size_t i = 0; i < n_refs; i++)
+        want += res->ref_already[i];
+    if (want == 0 || group_get_info(b->groups.st, c->group, &info) != 0)
+        return;
+    if (want > ACK_ALREADY_MAX)
+        want = ACK_ALREADY_MAX;
+    struct ack_already *al = &c->already;
+    al->spans = calloc(want, sizeof *al->spans);
+    al->topics = calloc(want, sizeof *al->topics);
+    if (!al->spans || !al->topics) {
+        al->cut = true;
+        return;
+    }
+    al->cut = res->already_cut;
+    for (size_t i = 0; i < n_refs + res->n_already; i++) {
+        struct group_span sp;
+        if (i < n_refs) {
+            if (!res->ref_already[i])
+                continue;
+            sp = (struct group_span){refs[i].pidx, refs[i].offset, refs[i].offset + 1};
+        } else {
+            sp = res->already[i - n_refs];
+        }
+        uint32_t ti = 0, part = 0;
+        if (!groups_pidx_split(info.cfg, sp.pidx, &ti, &part))
+            continue;
+        if (al->n && al->spans[al->n - 1].pidx == part && al->spans[al->n - 1].hi == sp.lo &&
+            strcmp(al->topics[al->n - 1], info.cfg->topics[ti].name) == 0 &&
+            sp.hi - al->spans[al->n - 1].lo <= UINT32_MAX) {
+            al->spans[al->n - 1].hi = sp.hi;
+            continue;
+        }
+        if (al->n == want) {
+            al->cut = true;
+            break;
+        }
+        al->spans[al->n] = (struct group_span){part, sp.lo, sp.hi};
+        snprintf(al->topics[al->n], sizeof al->topics[0], "%s", info.cfg->topics[ti].name);
+        al->n++;
+    }
+}
 
 void h_ack(struct req *r)
 {
@@ -373,19 +513,27 @@ void h_ack(struct req *r)
     uint64_t total = 0;
     for (size_t i = 0; i < q->n_ranges; i++)
         total += q->ranges[i]->count ? q->ranges[i]->count : 1;
-    if (total > ACK_OFFSETS_MAX) {
+    if (total > VERITY_ACK_OFFSETS_MAX) {
         snprintf(msg, sizeof msg, "ack of %" PRIu64 " offsets exceeds the limit %u per request",
-                 total, ACK_OFFSETS_MAX);
+                 total, VERITY_ACK_OFFSETS_MAX);
         req_fail(r, VERITY_ELIMIT, msg);
         return;
     }
-    struct group_ref *refs = calloc(total ? total : 1, sizeof *refs);
-    if (!refs) {
-        req_fail(r, -ENOMEM, NULL);
+    if (q->n_upto > GROUP_PARTITIONS_MAX || (q->n_upto_from && q->n_upto_from != q->n_upto)) {
+        req_fail(r, VERITY_EINVAL, "upto_from must be empty or match upto");
         return;
     }
+    struct mcmd *c = mcmd_new(r, q->group, q->member_id, empty_done);
+    if (!c)
+        return;
+    struct group_ref *refs = calloc(total ? total : 1, sizeof *refs);
+    uint8_t *ref_already = calloc(total ? total : 1, 1);
+    struct group_ref *upto = calloc(q->n_upto ? q->n_upto : 1, sizeof *upto);
+    struct group_span *spans = calloc(ACK_ALREADY_MAX, sizeof *spans);
+    int rc = refs && ref_already && upto && spans ? 0 : -ENOMEM;
+    if (rc)
+        snprintf(msg, sizeof msg, "out of memory: the ack was not applied");
     size_t n = 0;
-    int rc = 0;
     for (size_t i = 0; i < q->n_ranges && rc == 0; i++) {
         const Verity__GroupAckRange *e = q->ranges[i];
         uint32_t pidx, cnt = e->count ? e->count : 1;
@@ -397,68 +545,38 @@ void h_ack(struct req *r)
         for (uint32_t k = 0; rc == 0 && k < cnt; k++)
             refs[n++] = (struct group_ref){pidx, e->first_offset + k};
     }
-    if (rc) {
-        free(refs);
-        req_fail(r, rc, msg);
-        return;
-    }
-    uint64_t ticket = 0, t2 = 0;
-    int64_t now = now_ms();
-    if (n > 0 && (rc = group_ack(st, q->group, q->member_id, refs, n, now, &ticket))) {
-        /* All or none: name the first offset that is refused (the machine
-         * checks them in this order). */
-        for (size_t i = 0; i < n; i++) {
-            struct group_msg_info mi;
-            if (group_msg(st, q->group, refs[i], &mi) == 0 &&
-                (mi.state == GROUP_MSG_NEW || mi.state == GROUP_MSG_DEAD_LETTER ||
-                 ((mi.state == GROUP_MSG_LEASED || mi.state == GROUP_MSG_WAITING) &&
-                  mi.member_id != q->member_id))) {
-                struct group_info info;
-                uint32_t ti = 0, part = 0;
-                if (group_get_info(st, q->group, &info) == 0 &&
-                    groups_pidx_split(info.cfg, refs[i].pidx, &ti, &part)) {
-                    uint64_t off = refs[i].offset;
-                    free(refs);
-                    fail_ref(r, rc, q->group, q->member_id, info.cfg->topics[ti].name, part, off);
-                    return;
-                }
-            }
-        }
-        free(refs);
-        group_fail(r, rc, q->group, q->member_id, NULL);
-        return;
-    }
-    free(refs);
-    for (size_t i = 0; i < q->n_upto; i++) {
+    for (size_t i = 0; i < q->n_upto && rc == 0; i++) {
         const Verity__GroupPartitionOffset *u = q->upto[i];
-        uint32_t pidx;
-        if ((rc = groups_pidx(b, q->group, u->topic, u->partition, &pidx, msg, sizeof msg))) {
-            groups_after(b);
-            req_fail(r, rc, msg);
-            return;
-        }
-        rc = group_ack_upto(st, q->group, q->member_id, pidx, u->offset, now, &t2);
-        if (rc) {
-            groups_after(b);
-            if (rc == VERITY_EINVAL) {
-                group_fail(r, rc, q->group, q->member_id,
-                           "cumulative ack (upto) is only for ordered groups");
-            } else if (rc == VERITY_ELEASE || rc == VERITY_EOFFSET) {
-                char d[MSG_MAX];
-                snprintf(d, sizeof d, "upto %s partition %" PRIu32 " offset %" PRIu64 ": %s",
-                         u->topic, u->partition, u->offset,
-                         rc == VERITY_EOFFSET ? "beyond what was delivered"
-                                              : "an offset in that span is held by another member");
-                group_fail(r, rc, q->group, q->member_id, d);
-            } else {
-                group_fail(r, rc, q->group, q->member_id, NULL);
-            }
-            return;
-        }
-        if (t2 > ticket)
-            ticket = t2;
+        rc = groups_pidx(b, q->group, u->topic, u->partition, &upto[i].pidx, msg, sizeof msg);
+        upto[i].offset = u->offset;
     }
-    finish(r, q->group, q->member_id, ticket, false);
+    if (rc) {
+        req_fail(r, rc, msg);
+        goto out;
+    }
+    struct group_ack_req aq = {.refs = refs,
+                               .n_refs = n,
+                               .upto = upto,
+                               .upto_from = q->n_upto_from ? q->upto_from : NULL,
+                               .n_upto = q->n_upto};
+    struct group_ack_res res = {.ref_already = ref_already,
+                                .already = spans,
+                                .cap_already = ACK_ALREADY_MAX};
+    uint64_t ticket = 0;
+    rc = group_ack_all(st, q->group, q->member_id, &aq, now_ms(), &res, &ticket);
+    if (rc) {
+        ack_refused(r, rc, q, refs, n, res.failed);
+        goto out;
+    }
+    ack_keep_already(b, c, &res, refs, n);
+    finish(r, c, ticket, false);
+    c = NULL;
+out:
+    mcmd_free(c);
+    free(refs);
+    free(ref_already);
+    free(upto);
+    free(spans);
 }
 
 /* ---- Nack / Term ------------------------------------------------------------------------ */
@@ -482,19 +600,23 @@ void h_nack(struct req *r)
         req_fail(r, VERITY_EINVAL, msg);
         return;
     }
+    struct mcmd *c = mcmd_new(r, q->group, q->member_id, empty_done);
+    if (!c)
+        return;
     /* Wire: 0 = backoff schedule, < 0 = at once; machine: < 0 = schedule. */
     int64_t delay = q->delay_ms == 0 ? -1 : q->delay_ms < 0 ? 0 : q->delay_ms;
     uint64_t ticket = 0;
     struct group_ref ref = {pidx, q->offset};
     rc = group_nack(b->groups.st, q->group, q->member_id, ref, delay, q->error, now_ms(), &ticket);
     if (rc) {
+        mcmd_free(c);
         fail_ref(r, rc, q->group, q->member_id, q->topic, q->partition, q->offset);
         return;
     }
     struct group_msg_info mi;
     bool dead = group_msg(b->groups.st, q->group, ref, &mi) == 0 &&
                 (mi.state == GROUP_MSG_DEAD_LETTER || mi.state == GROUP_MSG_DONE);
-    finish(r, q->group, q->member_id, ticket, dead);
+    finish(r, c, ticket, dead);
 }
 
 void h_term(struct req *r)
@@ -510,14 +632,18 @@ void h_term(struct req *r)
         req_fail(r, rc, msg);
         return;
     }
+    struct mcmd *c = mcmd_new(r, q->group, q->member_id, empty_done);
+    if (!c)
+        return;
     uint64_t ticket = 0;
     rc = group_term(b->groups.st, q->group, q->member_id, (struct group_ref){pidx, q->offset},
                     q->error, now_ms(), &ticket);
     if (rc) {
+        mcmd_free(c);
         fail_ref(r, rc, q->group, q->member_id, q->topic, q->partition, q->offset);
         return;
     }
-    finish(r, q->group, q->member_id, ticket, false);
+    finish(r, c, ticket, false);
 }
 
 /* ---- Extend ------------------------------------------------------------------------------ */
@@ -534,9 +660,9 @@ void h_extend(struct req *r)
     uint64_t total = 0;
     for (size_t i = 0; i < q->n_ranges; i++)
         total += q->ranges[i]->count ? q->ranges[i]->count : 1;
-    if (total > ACK_OFFSETS_MAX) {
+    if (total > VERITY_ACK_OFFSETS_MAX) {
         snprintf(msg, sizeof msg, "extend of %" PRIu64 " offsets exceeds the limit %u", total,
-                 ACK_OFFSETS_MAX);
+                 VERITY_ACK_OFFSETS_MAX);
         req_fail(r, VERITY_ELIMIT, msg);
         return;
     }

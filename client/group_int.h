@@ -75,10 +75,15 @@ bool grset_ok(const struct grset *s);
  *
  * gtrack_take turns `acked` into wire items. In ordered mode the acked
  * offsets below the smallest held or nacked offset go as one cumulative ack
- * ("upto") per partition: every not-done offset below it was delivered to
- * this member (ordered mode never hands out an offset while a lower one of
- * the partition waits), and none of them is still held or was given back,
- * so the broker acknowledges exactly what the application acked. The other
+ * ("upto") per partition while the member's knowledge of the partition is
+ * whole (`whole`): the broker's upto acknowledges every not-done offset whose
+ * last holder is this member, and each of those was delivered to it while
+ * it tracked the partition, so it is still held, nacked or acked here.
+ * Knowledge stops being whole when the partition moves away (its held and
+ * nacked sets are dropped, but the broker keeps this member as last holder
+ * of what it returned) or when a delivery could not be tracked; from then
+ * on, for this member id, the partition's acks go as exact ranges. A new
+ * member id (gtrack_reset) starts whole: no message names it yet. The other
  * acked offsets go as ranges.
  */
 struct gtrack_part {
@@ -88,10 +93,12 @@ struct gtrack_part {
     struct grset acked;
     struct grset nacked;
     bool assigned;          /* ordered mode: in the last assignment */
+    bool whole;             /* every delivery to this member id is tracked here */
 };
 
 struct gtrack {
     bool ordered;
+    bool lost;                   /* a delivery of an unknown partition was not tracked */
     struct gtrack_part **parts;  /* open addressing by (topic, partition) */
     uint32_t cap;                /* power of two */
     uint32_t n;
@@ -132,8 +139,12 @@ bool gtrack_holds(const struct gtrack_part *p, uint64_t off);
  * caller reports them first). */
 void gtrack_reset(struct gtrack *t);
 /* Ordered mode: forgets held and nacked offsets of partitions not marked
- * assigned (the broker returned those leases when the partition moved). */
+ * assigned (the broker returned those leases when the partition moved);
+ * their acks go as ranges from then on. */
 void gtrack_drop_unassigned(struct gtrack *t);
+/* A delivery of p could not be tracked (or was dropped as stale): p's acks
+ * go as ranges from then on; p NULL: every partition's. */
+void gtrack_lost(struct gtrack *t, struct gtrack_part *p);
 
 /* Moves acked offsets into items: *out is malloc'd (n_out items, free with
  * gack_items_free). At most max_items items, and ranges (not uptos) that
@@ -189,7 +200,7 @@ void gdecode_deinit(struct gdecode *out);
 #define GC_RETRY_MS 100            /* after a transient fetch error (pending limit, ...) */
 #define GC_TOPICS_MAX 64u          /* distinct topic names a member keeps */
 #define GC_ACK_ITEMS_MAX 1024u     /* items in one Ack request */
-#define GC_ACK_OFFSETS_MAX 100000u /* the broker's cap on offsets in Ack ranges */
+#define GC_ACK_OFFSETS_MAX VERITY_ACK_OFFSETS_MAX /* the broker's cap, include/verity/limits.h */
 #define GC_ERRS_MAX 256u           /* failed requests remembered for commit */
 #define GC_RUNS_MAX 4096u          /* auto-ack runs remembered from one poll */
 

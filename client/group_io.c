@@ -111,6 +111,22 @@ static void out_add(struct verity_group_consumer *g, struct greq *r)
     g->out_tail = r;
 }
 
+/* Adds s right before `as`, under the same id: a request that replaces
+ * part of another (a failed ack resent item by item) keeps the place of
+ * the original, so a commit made after the original waits for it too. */
+static void out_add_as(struct verity_group_consumer *g, struct greq *s, const struct greq *as)
+{
+    VERITY_VERIFY(as->id != 0);
+    s->id = as->id;
+    s->next = (struct greq *)as;
+    s->prev = as->prev;
+    if (as->prev)
+        as->prev->next = s;
+    else
+        g->out_head = s;
+    ((struct greq *)as)->prev = s;
+}
+
 static void out_remove(struct verity_group_consumer *g, struct greq *r)
 {
     if (!r->id)
@@ -153,18 +169,53 @@ static void report(struct verity_group_consumer *g, enum verity_group_op op, int
     }
 }
 
+/* Reports [lo, hi) of a successful ack: VERITY_EALREADY for the offsets
+ * the broker named as done before (they did not count), 0 for the rest. */
+static void report_ack_range(struct verity_group_consumer *g, const char *topic,
+                             uint32_t partition, uint64_t lo, uint64_t hi,
+                             const Verity__AckResponse *resp)
+{
+    while (lo < hi) {
+        /* The nearest already span that ends above lo. */
+        uint64_t a_lo = UINT64_MAX, a_hi = UINT64_MAX;
+        for (size_t k = 0; resp && k < resp->n_already; k++) {
+            const Verity__GroupAckRange *a = resp->already[k];
+            uint64_t s = a->first_offset, e = s + (a->count ? a->count : 1);
+            if (a->partition != partition || strcmp(a->topic, topic) != 0 || e <= lo || s >= hi)
+                continue;
+            if (s < a_lo) {
+                a_lo = s;
+                a_hi = e;
+            }
+        }
+        if (a_lo == UINT64_MAX) {
+            report(g, VERITY_GROUP_OP_ACK, 0, topic, partition, lo, hi - lo, false, 0);
+            return;
+        }
+        if (a_lo > lo)
+            report(g, VERITY_GROUP_OP_ACK, 0, topic, partition, lo, a_lo - lo, false, 0);
+        uint64_t s = a_lo > lo ? a_lo : lo, e = a_hi < hi ? a_hi : hi;
+        report(g, VERITY_GROUP_OP_ACK, VERITY_EALREADY, topic, partition, s, e - s, false, 0);
+        lo = e;
+    }
+}
+
+/* Reports every application ack the items stand for; resp (may be NULL)
+ * is the broker's answer when err is 0. */
 static void report_items(struct verity_group_consumer *g, int err, const struct gack_item *it,
-                         size_t n)
+                         size_t n, const Verity__AckResponse *resp)
 {
     for (size_t i = 0; i < n; i++) {
         const char *topic = g->interned[it[i].topic]; /* never removed */
-        if (it[i].upto) {
-            for (uint32_t k = 0; k < it[i].n_report; k++)
-                report(g, VERITY_GROUP_OP_ACK, err, topic, it[i].partition, it[i].report[k].lo,
-                       it[i].report[k].hi - it[i].report[k].lo, false, 0);
-        } else {
-            report(g, VERITY_GROUP_OP_ACK, err, topic, it[i].partition, it[i].lo,
-                   it[i].hi - it[i].lo, false, 0);
+        size_t parts = it[i].upto ? it[i].n_report : 1;
+        for (size_t k = 0; k < parts; k++) {
+            uint64_t lo = it[i].upto ? it[i].report[k].lo : it[i].lo;
+            uint64_t hi = it[i].upto ? it[i].report[k].hi : it[i].hi;
+            if (err == 0 && g->cfg.result_cb)
+                report_ack_range(g, topic, it[i].partition, lo, hi, resp);
+            else
+                report(g, VERITY_GROUP_OP_ACK, err, topic, it[i].partition, lo, hi - lo, false,
+                       0);
         }
     }
 }
@@ -273,11 +324,13 @@ static void send_ack(struct verity_group_consumer *g, struct greq *r)
     Verity__GroupAckRange **rp = calloc(n_ranges ? n_ranges : 1, sizeof *rp);
     Verity__GroupPartitionOffset *upto = calloc(n_upto ? n_upto : 1, sizeof *upto);
     Verity__GroupPartitionOffset **up = calloc(n_upto ? n_upto : 1, sizeof *up);
-    if (!ranges || !rp || !upto || !up) {
+    uint64_t *from = calloc(n_upto ? n_upto : 1, sizeof *from);
+    if (!ranges || !rp || !upto || !up || !from) {
         free(ranges);
         free(rp);
         free(upto);
         free(up);
+        free(from);
         request_done(r, -ENOMEM, NULL, NULL, NULL, 0);
         return;
     }
@@ -290,6 +343,7 @@ static void send_ack(struct verity_group_consumer *g, struct greq *r)
             upto[nu].topic = topic;
             upto[nu].partition = it->partition;
             upto[nu].offset = it->hi - 1;
+            from[nu] = it->lo; /* the broker names what was done before, from here */
             up[nu] = &upto[nu];
             nu++;
             continue;
@@ -314,6 +368,8 @@ static void send_ack(struct verity_group_consumer *g, struct greq *r)
     q.n_ranges = nr;
     q.upto = up;
     q.n_upto = nu;
+    q.upto_from = from;
+    q.n_upto_from = nu;
     env.body_case = VERITY__ENVELOPE__BODY_ACK_REQ;
     env.ack_req = &q;
     g->last_member_req_ms = cl_mono_ms();
@@ -322,6 +378,7 @@ static void send_ack(struct verity_group_consumer *g, struct greq *r)
     free(rp);
     free(upto);
     free(up);
+    free(from);
 }
 
 static void send_op(struct verity_group_consumer *g, struct greq *r, const struct gop *op)
@@ -425,7 +482,7 @@ static void member_lost(struct verity_group_consumer *g, uint64_t member_id, int
     if (n || ops)
         err_note(g, id, err);
     pthread_mutex_unlock(&g->mu);
-    report_items(g, err, items, n);
+    report_items(g, err, items, n, NULL);
     gack_items_free(items, n);
     while (ops) {
         struct gop *next = ops->next;
@@ -698,14 +755,19 @@ static void fetch_done(struct verity_group_consumer *g, struct greq *r, int err,
                 else
                     res->dropped = true;
             }
+            if (res->dropped && p)
+                gtrack_lost(&g->track, p);
             int rc = p ? 0 : -ENOMEM;
             for (size_t d = 0; d < res->nd && rc == 0 && !res->dropped; d++)
                 rc = gtrack_delivered(&g->track, p, res->d[d].first,
                                       res->d[d].first + res->d[d].count);
             if (rc) {
                 /* Cannot track it (too many topic names, no memory): hand it
-                 * to nobody; the lease runs out at the broker. */
+                 * to nobody; the lease runs out at the broker, which keeps
+                 * this member as its last holder: no cumulative ack may
+                 * cover it. */
                 res->dropped = true;
+                gtrack_lost(&g->track, p);
             } else if (p) {
                 res->topic = (uint32_t)t;
             }
@@ -733,7 +795,8 @@ static bool ack_splittable(int err)
     return err == VERITY_ELEASE || err == VERITY_EOFFSET || err == VERITY_EINVAL;
 }
 
-static void ack_done(struct verity_group_consumer *g, struct greq *r, int err)
+static void ack_done(struct verity_group_consumer *g, struct greq *r, int err,
+                     const Verity__Envelope *env)
 {
     if (err && !r->single && ack_splittable(err) && (r->n_items > 1 || r->items[0].upto)) {
         for (size_t i = 0; i < r->n_items; i++) {
@@ -757,7 +820,7 @@ static void ack_done(struct verity_group_consumer *g, struct greq *r, int err)
                 s->n_items = 1;
                 s->single = true;
                 pthread_mutex_lock(&g->mu);
-                out_add(g, s);
+                out_add_as(g, s, r);
                 pthread_mutex_unlock(&g->mu);
                 send_ack(g, s);
             }
@@ -769,7 +832,7 @@ static void ack_done(struct verity_group_consumer *g, struct greq *r, int err)
         err_note(g, r->id, err);
         pthread_mutex_unlock(&g->mu);
     }
-    report_items(g, err, r->items, r->n_items);
+    report_items(g, err, r->items, r->n_items, err == 0 && env ? env->ack_resp : NULL);
     if (err == VERITY_EMEMBER)
         member_lost(g, r->member_id, err);
 }
@@ -813,7 +876,7 @@ static void request_done(void *arg, int err, const char *msg, const Verity__Enve
         fetch_done(g, r, err, env, payload, payload_len);
         break;
     case GR_ACK:
-        ack_done(g, r, err);
+        ack_done(g, r, err, env);
         break;
     default:
         op_done(g, r, err, env);
@@ -852,7 +915,7 @@ static size_t flush_acks(struct verity_group_consumer *g, uint64_t member_id, si
         if (rc || n == 0)
             break;
         if (!r) {
-            report_items(g, -ENOMEM, items, n);
+            report_items(g, -ENOMEM, items, n, NULL);
             gack_items_free(items, n);
             break;
         }

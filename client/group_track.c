@@ -4,8 +4,9 @@
  * locks (the group consumer calls it with its mutex held).
  *
  * The rule for cumulative acks (ordered mode only) is explained in
- * client/group_int.h: the acked offsets below min(held, nacked) of a
- * partition go as one "upto"; every other acked offset goes in a range.
+ * client/group_int.h: while the member's knowledge of a partition is whole,
+ * the acked offsets below min(held, nacked) go as one "upto"; every other
+ * acked offset goes in a range.
  * Offsets acked without being held (acks for a former lease, repeated acks)
  * go as ranges too: the broker decides what they mean.
  *
@@ -92,6 +93,7 @@ struct gtrack_part *gtrack_part(struct gtrack *t, uint32_t topic, uint32_t parti
     p->topic = topic;
     p->partition = partition;
     p->assigned = true;
+    p->whole = !t->lost;
     grset_init(&p->held);
     grset_init(&p->acked);
     grset_init(&p->nacked);
@@ -172,9 +174,23 @@ void gtrack_reset(struct gtrack *t)
         grset_clear(&p->held);
         grset_clear(&p->acked);
         grset_clear(&p->nacked);
+        p->whole = true;
     }
     t->held_total = 0;
     t->acked_total = 0;
+    t->lost = false;
+}
+
+void gtrack_lost(struct gtrack *t, struct gtrack_part *p)
+{
+    if (p) {
+        p->whole = false;
+        return;
+    }
+    t->lost = true;
+    for (uint32_t i = 0; i < t->cap; i++)
+        if (t->parts[i])
+            t->parts[i]->whole = false;
 }
 
 void gtrack_drop_unassigned(struct gtrack *t)
@@ -186,6 +202,7 @@ void gtrack_drop_unassigned(struct gtrack *t)
         t->held_total -= p->held.count;
         grset_clear(&p->held);
         grset_clear(&p->nacked);
+        p->whole = false;
     }
 }
 
@@ -222,7 +239,7 @@ int gtrack_take(struct gtrack *t, size_t max_items, uint64_t max_offsets, struct
             continue;
         uint32_t k = 0; /* ranges of p->acked consumed whole */
         uint64_t taken = 0;
-        if (t->ordered) {
+        if (t->ordered && p->whole) {
             uint64_t barrier = grset_min(&p->held);
             uint64_t nb = grset_min(&p->nacked);
             if (nb < barrier)

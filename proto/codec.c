@@ -549,6 +549,10 @@ static int check_group_body(const Verity__Envelope *env, const struct codec_limi
         CHECK_COUNT(r->n_upto, "ack upto");
         for (size_t i = 0; i < r->n_upto; i++)
             CHECK_TOPIC(r->upto[i]->topic, false, "ack upto");
+        if (r->n_upto_from != 0 && r->n_upto_from != r->n_upto)
+            return fail(msg, cap, VERITY_EINVAL,
+                        "ack: upto_from has %zu entries for %zu upto (0 or the same)",
+                        r->n_upto_from, r->n_upto);
         return 0;
     }
     case VERITY__ENVELOPE__BODY_NACK_REQ: {

@@ -36,6 +36,7 @@ static const struct err_name err_names[] = {
     {VERITY_ENOTLEADER, "ENOTLEADER", "not the leader for this partition"},
     {VERITY_ELEASE, "ELEASE", "lease not held"},
     {VERITY_EMEMBER, "EMEMBER", "unknown group member"},
+    {VERITY_EALREADY, "EALREADY", "already acknowledged; this ack did not count"},
 };
 
 static const struct err_name *find(int err)

@@ -74,6 +74,10 @@
 #define GROUP_BATCH_ITEMS_MAX 65536u        /* progress items before a forced emit */
 #define GROUP_BATCH_BYTES_MAX (1u << 20)    /* progress bytes before a forced emit */
 #define GROUP_RECORD_BYTES_MAX (4u << 20)   /* no record is longer */
+/* One Ack request (client and broker share VERITY_ACK_OFFSETS_MAX) must fit
+ * the machine's per-command item limit. */
+_Static_assert(VERITY_ACK_OFFSETS_MAX <= GROUP_BATCH_ITEMS_MAX,
+               "an Ack the client may send must be one command of the state machine");
 
 #define GROUP_LEASE_MS_DEFAULT 30000
 #define GROUP_SESSION_MS_DEFAULT 30000
@@ -272,14 +276,55 @@ int group_fetch(struct group_state *st, const char *group, uint64_t member_id, s
                 const uint64_t *hwm, size_t n_hwm, int64_t now_ms, struct group_delivery *out,
                 size_t *n_out, uint64_t *ticket) GROUP_WUR;
 
-/* Acknowledges n messages; all or none. A message may be acknowledged by its
- * lease holder, or by its last holder while it waits for redelivery (the
- * lease expired but did not move). Acknowledging a message again is 0. */
+/*
+ * Acknowledgement, all or none: q->refs one by one and, in ordered mode,
+ * q->upto[i] "everything of partition pidx up to and including offset".
+ * Every item is checked before any is applied, so a refused request changes
+ * nothing. Who may acknowledge a message:
+ *   - the member holding its lease;
+ *   - its last holder while it waits for redelivery after the lease ran out
+ *     or was given back, only while the message did not move: in ordered
+ *     mode the member must still own the partition;
+ *   - anyone, when it is already done (acknowledged or dead-lettered): that
+ *     ack did not count, and res says so (ref_already, already spans).
+ * Returns 0 or the first refusal: VERITY_ELEASE (held by, or last held by,
+ * another member, or the partition moved), VERITY_EOFFSET (never
+ * delivered), VERITY_EINVAL (bad index, upto in shared mode), and
+ * res->failed is the index of the refused item (refs first, then upto).
+ */
+struct group_ack_req {
+    const struct group_ref *refs;   /* n_refs messages */
+    size_t n_refs;
+    const struct group_ref *upto;   /* n_upto (pidx, last offset) pairs, ordered mode */
+    const uint64_t *upto_from;      /* NULL, or per upto the first offset whose
+                                       already-done state res should report */
+    size_t n_upto;
+};
+
+/* Offsets [lo, hi) of partition pidx that were already done before the ack. */
+struct group_span {
+    uint32_t pidx;
+    uint64_t lo, hi;
+};
+
+struct group_ack_res {
+    uint8_t *ref_already;      /* caller's n_refs flags or NULL: 1 = was done before */
+    struct group_span *already;/* caller's array or NULL: upto offsets done before */
+    size_t cap_already;        /* entries `already` can take */
+    size_t n_already;          /* out: entries filled */
+    bool already_cut;          /* out: more spans than cap_already (not all named) */
+    size_t failed;             /* out, on refusal: index of the item refused */
+};
+
+int group_ack_all(struct group_state *st, const char *group, uint64_t member_id,
+                  const struct group_ack_req *q, int64_t now_ms, struct group_ack_res *res,
+                  uint64_t *ticket) GROUP_WUR;
+
+/* group_ack_all with refs only, no result details. */
 int group_ack(struct group_state *st, const char *group, uint64_t member_id,
               const struct group_ref *refs, size_t n, int64_t now_ms, uint64_t *ticket) GROUP_WUR;
 
-/* Ordered mode: acknowledges every message of partition pidx up to and
- * including offset; each must be held by this member (or already done). */
+/* group_ack_all with one upto only. */
 int group_ack_upto(struct group_state *st, const char *group, uint64_t member_id, uint32_t pidx,
                    uint64_t offset, int64_t now_ms, uint64_t *ticket) GROUP_WUR;
 

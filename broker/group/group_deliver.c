@@ -186,6 +186,20 @@ int group_fetch(struct group_state *st, const char *name, uint64_t member_id, si
     return 0;
 }
 
+/* Whether m may act as the holder of entry e: it holds the lease, or it
+ * was the last holder of a message waiting for redelivery that did not move
+ * (in ordered mode the partition is still m's). */
+static bool holder_ok(const struct group *g, const struct gmember *m, const struct gent *e)
+{
+    if (e->member_id != m->id)
+        return false;
+    if (e->status == GE_LEASED)
+        return true;
+    VERITY_VERIFY(e->status == GE_WAITING);
+    return g->cfg.mode != GROUP_ORDERED ||
+           g->parts[e->pidx].owner == (uint32_t)(m->id & 0xffff);
+}
+
 /* Whether member m may acknowledge (pidx, offset): 0 (entry in *ei, or
  * GNIL when already done), or the error. */
 static int ack_check(const struct group *g, const struct gmember *m, uint32_t pidx,
@@ -208,7 +222,7 @@ static int ack_check(const struct group *g, const struct gmember *m, uint32_t pi
     switch (e->status) {
     case GE_LEASED:
     case GE_WAITING:
-        if (e->member_id != m->id)
+        if (!holder_ok(g, m, e))
             return VERITY_ELEASE;
         *ei_out = ei;
         return 0;
@@ -218,41 +232,6 @@ static int ack_check(const struct group *g, const struct gmember *m, uint32_t pi
     default:
         return VERITY_ELEASE; /* dead-letter decided */
     }
-}
-
-int group_ack(struct group_state *st, const char *name, uint64_t member_id,
-              const struct group_ref *refs, size_t n, int64_t now_ms, uint64_t *ticket)
-{
-    *ticket = 0;
-    struct group *g;
-    struct gmember *m;
-    int rc = lookup(st, name, member_id, &g, &m);
-    if (rc)
-        return rc;
-    if ((n && !refs) || n > GROUP_BATCH_ITEMS_MAX)
-        return VERITY_EINVAL;
-    uint32_t ei;
-    for (size_t i = 0; i < n; i++) {
-        rc = ack_check(g, m, refs[i].pidx, refs[i].offset, &ei);
-        if (rc)
-            return rc;
-    }
-    rc = gbatch_reserve(g, 0, 0, n);
-    if (rc)
-        return rc;
-    int64_t now = gst_clock(st, now_ms);
-    gmember_touch(m, now);
-    for (size_t i = 0; i < n; i++) {
-        VERITY_VERIFY(ack_check(g, m, refs[i].pidx, refs[i].offset, &ei) == 0);
-        if (ei == GNIL)
-            continue; /* acknowledged again */
-        gent_detach(g, ei);
-        g->ents[ei].status = GE_ACKED;
-        gbatch_ack(st, g, refs[i].pidx, refs[i].offset, refs[i].offset + 1);
-        gbatch_maybe_emit(st, g, now);
-    }
-    *ticket = gst_ticket(st, g);
-    return 0;
 }
 
 /* Next offset >= o that is not inside a done range (o has no entry). */
@@ -272,21 +251,16 @@ static uint64_t skip_done(const struct gpart *p, uint64_t o)
     return p->done[lo].hi;
 }
 
-int group_ack_upto(struct group_state *st, const char *name, uint64_t member_id, uint32_t pidx,
-                   uint64_t offset, int64_t now_ms, uint64_t *ticket)
+/* Whether m may acknowledge everything of pidx up to offset: 0 or the
+ * error. Bounded by the partition's entries and done ranges. */
+static int upto_check(const struct group *g, const struct gmember *m, uint32_t pidx,
+                      uint64_t offset)
 {
-    *ticket = 0;
-    struct group *g;
-    struct gmember *m;
-    int rc = lookup(st, name, member_id, &g, &m);
-    if (rc)
-        return rc;
     if (g->cfg.mode != GROUP_ORDERED || pidx >= g->n_parts)
         return VERITY_EINVAL;
-    struct gpart *p = &g->parts[pidx];
+    const struct gpart *p = &g->parts[pidx];
     if (offset >= p->cursor)
         return VERITY_EOFFSET;
-    /* Pass 1: every message up to offset is done, dead-lettered, or ours. */
     for (uint64_t o = p->floor; o <= offset;) {
         uint32_t ei = gent_find(g, pidx, o);
         if (ei == GNIL) {
@@ -294,17 +268,42 @@ int group_ack_upto(struct group_state *st, const char *name, uint64_t member_id,
             continue;
         }
         const struct gent *e = &g->ents[ei];
-        if ((e->status == GE_LEASED || e->status == GE_WAITING) && e->member_id != m->id)
+        if ((e->status == GE_LEASED || e->status == GE_WAITING) && !holder_ok(g, m, e))
+            return VERITY_ELEASE;
+        if (e->status == GE_IDLE)
             return VERITY_ELEASE;
         o++;
     }
-    rc = gbatch_reserve(g, 0, 0, 1);
-    if (rc)
-        return rc;
-    int64_t now = gst_clock(st, now_ms);
-    gmember_touch(m, now);
-    /* Pass 2: acknowledge in runs; a dead-letter in progress splits a run,
-     * done offsets join it (acknowledging them again changes nothing). */
+    return 0;
+}
+
+static void span_note(struct group_ack_res *res, uint32_t pidx, uint64_t lo, uint64_t hi)
+{
+    if (!res || !res->already || lo >= hi)
+        return;
+    if (res->n_already) {
+        struct group_span *last = &res->already[res->n_already - 1];
+        if (last->pidx == pidx && last->hi == lo) {
+            last->hi = hi;
+            return;
+        }
+    }
+    if (res->n_already == res->cap_already) {
+        res->already_cut = true;
+        return;
+    }
+    res->already[res->n_already++] = (struct group_span){pidx, lo, hi};
+}
+
+/* Applies a checked upto: acknowledge in runs; a dead-letter in progress
+ * splits a run, done offsets join it (acknowledging them again changes
+ * nothing) and are named in res from `from` on. */
+static void upto_apply(struct group_state *st, struct group *g, uint32_t pidx, uint64_t offset,
+                       uint64_t from, struct group_ack_res *res)
+{
+    struct gpart *p = &g->parts[pidx];
+    if (from < p->floor)
+        span_note(res, pidx, from, p->floor < offset + 1 ? p->floor : offset + 1);
     uint64_t run = UINT64_MAX, o = p->floor;
     while (o <= offset) {
         uint32_t ei = gent_find(g, pidx, o);
@@ -314,9 +313,16 @@ int group_ack_upto(struct group_state *st, const char *name, uint64_t member_id,
             next = skip_done(p, o);
             if (next > offset + 1)
                 next = offset + 1;
+            span_note(res, pidx, o > from ? o : from, next);
         } else if (g->ents[ei].status == GE_DLQ_WAIT || g->ents[ei].status == GE_DLQ_DONE) {
             in_run = false;
-        } else if (g->ents[ei].status != GE_ACKED) {
+            if (g->ents[ei].status == GE_DLQ_DONE && o >= from)
+                span_note(res, pidx, o, o + 1);
+        } else if (g->ents[ei].status == GE_ACKED) {
+            if (o >= from)
+                span_note(res, pidx, o, o + 1);
+        } else {
+            VERITY_VERIFY(g->ents[ei].status == GE_LEASED || g->ents[ei].status == GE_WAITING);
             gent_detach(g, ei);
             g->ents[ei].status = GE_ACKED;
         }
@@ -330,9 +336,80 @@ int group_ack_upto(struct group_state *st, const char *name, uint64_t member_id,
     }
     if (run != UINT64_MAX)
         gbatch_ack(st, g, pidx, run, offset + 1);
-    gbatch_maybe_emit(st, g, now);
+}
+
+int group_ack_all(struct group_state *st, const char *name, uint64_t member_id,
+                  const struct group_ack_req *q, int64_t now_ms, struct group_ack_res *res,
+                  uint64_t *ticket)
+{
+    *ticket = 0;
+    if (res) {
+        res->n_already = 0;
+        res->already_cut = false;
+        res->failed = 0;
+    }
+    struct group *g;
+    struct gmember *m;
+    int rc = lookup(st, name, member_id, &g, &m);
+    if (rc)
+        return rc;
+    if ((q->n_refs && !q->refs) || (q->n_upto && !q->upto) ||
+        q->n_refs > GROUP_BATCH_ITEMS_MAX || q->n_upto > GROUP_PARTITIONS_MAX)
+        return VERITY_EINVAL;
+    /* Check everything first: all or none. */
+    uint32_t ei;
+    for (size_t i = 0; i < q->n_refs + q->n_upto; i++) {
+        if (i < q->n_refs)
+            rc = ack_check(g, m, q->refs[i].pidx, q->refs[i].offset, &ei);
+        else
+            rc = upto_check(g, m, q->upto[i - q->n_refs].pidx, q->upto[i - q->n_refs].offset);
+        if (rc) {
+            if (res)
+                res->failed = i;
+            return rc;
+        }
+    }
+    rc = gbatch_reserve(g, 0, 0, q->n_refs + q->n_upto);
+    if (rc)
+        return rc;
+    int64_t now = gst_clock(st, now_ms);
+    gmember_touch(m, now);
+    for (size_t i = 0; i < q->n_refs; i++) {
+        VERITY_VERIFY(ack_check(g, m, q->refs[i].pidx, q->refs[i].offset, &ei) == 0);
+        if (res && res->ref_already)
+            res->ref_already[i] = ei == GNIL;
+        if (ei == GNIL)
+            continue; /* done before: this ack did not count */
+        gent_detach(g, ei);
+        g->ents[ei].status = GE_ACKED;
+        gbatch_ack(st, g, q->refs[i].pidx, q->refs[i].offset, q->refs[i].offset + 1);
+        gbatch_maybe_emit(st, g, now);
+    }
+    for (size_t i = 0; i < q->n_upto; i++) {
+        uint64_t from = q->upto_from ? q->upto_from[i] : 0;
+        /* An earlier item may have changed the span; it stays acceptable
+         * (acks only turn held messages into done ones). */
+        VERITY_VERIFY(upto_check(g, m, q->upto[i].pidx, q->upto[i].offset) == 0);
+        upto_apply(st, g, q->upto[i].pidx, q->upto[i].offset, from, res);
+        gbatch_maybe_emit(st, g, now);
+    }
     *ticket = gst_ticket(st, g);
     return 0;
+}
+
+int group_ack(struct group_state *st, const char *name, uint64_t member_id,
+              const struct group_ref *refs, size_t n, int64_t now_ms, uint64_t *ticket)
+{
+    struct group_ack_req q = {.refs = refs, .n_refs = n};
+    return group_ack_all(st, name, member_id, &q, now_ms, NULL, ticket);
+}
+
+int group_ack_upto(struct group_state *st, const char *name, uint64_t member_id, uint32_t pidx,
+                   uint64_t offset, int64_t now_ms, uint64_t *ticket)
+{
+    struct group_ref u = {pidx, offset};
+    struct group_ack_req q = {.upto = &u, .n_upto = 1};
+    return group_ack_all(st, name, member_id, &q, now_ms, NULL, ticket);
 }
 
 /* The entry of a message the member holds a lease on, or the error. */

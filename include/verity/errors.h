@@ -35,7 +35,8 @@ enum verity_err {
     VERITY_ENOTLEADER = -4115,    /* partition is led by another broker */
     VERITY_ELEASE = -4116,        /* delivery lease not held by this member */
     VERITY_EMEMBER = -4117,       /* unknown or removed group member */
-    VERITY_ELAST = -4118,
+    VERITY_EALREADY = -4118,      /* acknowledged before: this ack did not count */
+    VERITY_ELAST = -4119,
 };
 
 /* Returns a static string that names the code; never NULL. Thread-safe. */

@@ -18,10 +18,13 @@
 #define VERITY_PARTITIONS_MAX 1024u              /* partitions per topic */
 #define VERITY_HTTP_BODY_MAX (1u << 20)          /* admin HTTP request body */
 #define VERITY_PENDING_PER_GROUP_MAX 1000000u    /* leased, unacked deliveries */
+#define VERITY_ACK_OFFSETS_MAX 65536u            /* offsets in the ranges of one Ack or Extend */
 
 _Static_assert(VERITY_BATCH_BYTES_MAX < VERITY_FRAME_BYTES_MAX,
                "a maximal batch must fit in a frame with its envelope");
 _Static_assert(VERITY_FRAME_BYTES_MAX <= VERITY_FRAME_BYTES_HARD, "default above ceiling");
 _Static_assert(VERITY_BATCH_BYTES_MAX < (1u << 31), "batch length is a u32 field");
+_Static_assert(VERITY_ACK_OFFSETS_MAX <= VERITY_PENDING_PER_GROUP_MAX,
+               "an ack never names more offsets than a group may have pending");
 
 #endif
