@@ -18,10 +18,13 @@
  *   join_out_of_memory_changes_nothing  (10) a JoinGroup that cannot get
  *       memory for its answer is refused before the member exists.
  */
+#include <stdatomic.h>
+
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
 
 #include "test_broker_util.h"
+#include "verity/group.h"
 
 static struct bh H;
 
@@ -290,6 +293,83 @@ static void test_ack_limit_is_shared(void)
     close(fd);
 }
 
+/* The client side of (6): a member that acks more than the limit at once
+ * splits its acks at VERITY_ACK_OFFSETS_MAX; every ack succeeds (before, the
+ * client sent up to 100,000 per request and all of them failed ELIMIT). */
+struct big_acks {
+    atomic_uint_fast64_t ok, failed;
+};
+
+static void big_result(void *opaque, int err, const struct verity_group_result *r)
+{
+    struct big_acks *k = opaque;
+    if (r->op == VERITY_GROUP_OP_ACK)
+        atomic_fetch_add(err ? &k->failed : &k->ok, r->count);
+}
+
+static void test_client_splits_acks_at_the_limit(void)
+{
+    int fd = bh_connect(&H);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&H, fd, "d6c", 1, 0), 0);
+    uint32_t n = VERITY_ACK_OFFSETS_MAX + 5000;
+    for (uint32_t done = 0; done < n; done += 20000)
+        CU_ASSERT_FATAL(produce(&H, fd, "d6c", 0, n - done < 20000 ? n - done : 20000) !=
+                        UINT64_MAX);
+    const char *topics[] = {"d6c"};
+    char msg[300], addr[64];
+    struct bh_group_opts o = {.mode = VERITY__GROUP_MODE__GROUP_MODE_SHARED};
+    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "d6cg", topics, 1, &o, msg, sizeof msg), 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)H.port);
+    struct big_acks k = {0};
+    struct verity_group_consumer_config cfg;
+    verity_group_consumer_config_default(&cfg);
+    cfg.conn.broker = addr;
+    cfg.group = "d6cg";
+    cfg.topics = topics;
+    cfg.n_topics = 1;
+    cfg.fetch_max = 10000;
+    cfg.queue_max = n + 20000; /* hold everything before acking any */
+    cfg.ack_linger_ms = 60000;
+    cfg.result_cb = big_result;
+    cfg.opaque = &k;
+    struct verity_group_consumer *g = NULL;
+    CU_ASSERT_EQUAL_FATAL(verity_group_consumer_new(&cfg, &g), 0);
+    CU_ASSERT_EQUAL_FATAL(verity_group_connect(g, 10000), 0);
+    /* Poll everything, keeping no message pointers: ack by position. */
+    static uint8_t seen[VERITY_ACK_OFFSETS_MAX + 6000];
+    uint64_t got = 0, max_off = 0;
+    int64_t deadline = bh_mono_ms() + BH_TIMEOUT_MS;
+    while (got < n && bh_mono_ms() < deadline) {
+        const struct verity_group_message *m;
+        size_t nm = 0;
+        if (verity_group_poll(g, 200, &m, &nm) != 0)
+            continue;
+        for (size_t i = 0; i < nm; i++) {
+            uint64_t off = m[i].msg.offset;
+            if (off < sizeof seen && !seen[off]) {
+                seen[off] = 1;
+                got++;
+                if (off > max_off)
+                    max_off = off;
+            }
+        }
+    }
+    CU_ASSERT_EQUAL_FATAL(got, n);
+    for (uint64_t off = 0; off <= max_off; off++)
+        if (seen[off])
+            CU_ASSERT_EQUAL(verity_group_ack(g, "d6c", 0, off), 0);
+    CU_ASSERT_EQUAL(verity_group_commit(g, 30000), 0);
+    CU_ASSERT_EQUAL(atomic_load(&k.ok), n);
+    CU_ASSERT_EQUAL(atomic_load(&k.failed), 0);
+    verity_group_consumer_free(g, 5000);
+    struct bh_resp resp;
+    CU_ASSERT_EQUAL_FATAL(bh_pending(&H, fd, "d6cg", 0, 0, &resp), 0);
+    CU_ASSERT_EQUAL(resp.msg->env->group_pending_resp->total, 0);
+    bh_resp_free(&resp);
+    close(fd);
+}
+
 /* ---- (5) ------------------------------------------------------------------------------- */
 
 static void test_fetch_generation_is_grant_time(void)
@@ -394,6 +474,7 @@ int main(void)
         {"reack_names_already", test_reack_names_already},
         {"ack_all_or_none_with_upto", test_ack_all_or_none_with_upto},
         {"ack_limit_is_shared", test_ack_limit_is_shared},
+        {"client_splits_acks_at_the_limit", test_client_splits_acks_at_the_limit},
         {"fetch_generation_is_grant_time", test_fetch_generation_is_grant_time},
         {"join_out_of_memory_changes_nothing", test_join_out_of_memory_changes_nothing},
         CU_TEST_INFO_NULL,

@@ -215,6 +215,66 @@ static void test_track_ordered_never_acks_across_a_nack(void)
     gtrack_deinit(&t);
 }
 
+/* Issue 7, defect 1: after a rebalance the broker still names this member
+ * as the last holder of what it held and nacked on a partition that moved,
+ * but the tracker forgot those offsets; a cumulative ack across them would
+ * acknowledge messages the application never acked. */
+static void test_track_moved_partition_acks_are_exact(void)
+{
+    struct gtrack t;
+    gtrack_init(&t, true);
+    struct gtrack_part *p = gtrack_part(&t, 0, 0, true);
+    CU_ASSERT_EQUAL(gtrack_delivered(&t, p, 0, 10), 0);
+    CU_ASSERT_EQUAL(gtrack_release(&t, p, 5, true), 0); /* nacked */
+    CU_ASSERT_EQUAL(gtrack_ack(&t, p, 0, 5), 0);
+    CU_ASSERT_EQUAL(gtrack_ack(&t, p, 6, 8), 0);        /* 8 still held */
+    CU_ASSERT_EQUAL(gtrack_ack(&t, p, 9, 10), 0);
+    /* The partition moves away before the acks go out. */
+    p->assigned = false;
+    gtrack_drop_unassigned(&t);
+    take_all(&t);
+    CU_ASSERT_FALSE(wire_covers(0, 5));
+    CU_ASSERT_FALSE(wire_covers(0, 8));
+    for (size_t i = 0; i < n_items; i++)
+        CU_ASSERT_FALSE(items[i].upto);
+    for (uint64_t off = 0; off < 10; off++)
+        if (off != 5 && off != 8)
+            CU_ASSERT_TRUE(wire_covers(0, off));
+    /* It comes back: 5 and 8 may still wait at the broker with this member
+     * as last holder, so later acks stay exact too. */
+    p->assigned = true;
+    CU_ASSERT_EQUAL(gtrack_delivered(&t, p, 10, 20), 0);
+    CU_ASSERT_EQUAL(gtrack_ack(&t, p, 10, 12), 0);
+    CU_ASSERT_EQUAL(gtrack_ack(&t, p, 14, 20), 0);
+    take_all(&t);
+    for (size_t i = 0; i < n_items; i++)
+        CU_ASSERT_FALSE(items[i].upto);
+    CU_ASSERT_FALSE(wire_covers(0, 5));
+    CU_ASSERT_FALSE(wire_covers(0, 12));
+    CU_ASSERT_FALSE(wire_covers(0, 13));
+    /* A new member id starts whole again. */
+    gtrack_reset(&t);
+    CU_ASSERT_EQUAL(gtrack_delivered(&t, p, 20, 30), 0);
+    CU_ASSERT_EQUAL(gtrack_ack(&t, p, 25, 26), 0);
+    take_all(&t);
+    CU_ASSERT_EQUAL(gtrack_ack(&t, p, 20, 25), 0);
+    CU_ASSERT_EQUAL(gtrack_ack(&t, p, 26, 28), 0);
+    take_all(&t);
+    CU_ASSERT_EQUAL_FATAL(n_items, 1);
+    CU_ASSERT_TRUE(items[0].upto);
+    CU_ASSERT_EQUAL(items[0].hi, 28);
+    /* A delivery that could not be tracked makes the partition exact too. */
+    gtrack_lost(&t, p);
+    CU_ASSERT_EQUAL(gtrack_delivered(&t, p, 30, 40), 0);
+    CU_ASSERT_EQUAL(gtrack_ack(&t, p, 28, 29), 0);
+    CU_ASSERT_EQUAL(gtrack_ack(&t, p, 30, 32), 0);
+    take_all(&t);
+    for (size_t i = 0; i < n_items; i++)
+        CU_ASSERT_FALSE(items[i].upto);
+    CU_ASSERT_FALSE(wire_covers(0, 29));
+    gtrack_deinit(&t);
+}
+
 static void test_track_term_is_not_a_barrier(void)
 {
     struct gtrack t;
@@ -594,6 +654,7 @@ int main(void)
          test_track_ordered_upto_spans_holes_below_held},
         {"track_ordered_never_acks_across_a_nack", test_track_ordered_never_acks_across_a_nack},
         {"track_term_is_not_a_barrier", test_track_term_is_not_a_barrier},
+        {"track_moved_partition_acks_are_exact", test_track_moved_partition_acks_are_exact},
         {"track_ack_upto_acks_only_held", test_track_ack_upto_acks_only_held},
         {"track_acks_of_unheld_offsets_go_as_ranges",
          test_track_acks_of_unheld_offsets_go_as_ranges},
