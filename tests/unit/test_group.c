@@ -1549,6 +1549,342 @@ static void crash_check(size_t keep)
     st = live;
 }
 
+/* ---- model check: rebalances interleaved with acks, nacks, extends, expiries ---------- */
+
+/*
+ * An independent model of who may acknowledge what, checked against the
+ * state machine after every step of a seeded random run (issue 7, "what it
+ * must show" 2):
+ *   - safety of acks: every message the machine calls done was named in an
+ *     ack (a range, or an upto covering it) answered with success while the
+ *     acking member was its last recipient and, in ordered mode, owned the
+ *     partition; or it was dead-lettered;
+ *   - one holder: every message the machine calls leased is leased to the
+ *     member it was last delivered to, and when a message is delivered again
+ *     the previous holder can no longer extend it;
+ *   - liveness: after the random steps a single member drains the group and
+ *     every message ends acknowledged or dead-lettered.
+ * The model learns deliveries from group_fetch's output, ownership from
+ * group_assignment (what a member is told), dead-letters from the effects:
+ * only what a client or the shell can see.
+ */
+#define M_PARTS 3
+#define M_OFF 300
+#define M_MEMBERS 4
+
+struct mgroup {
+    const char *name;
+    bool ordered;
+    uint32_t parts;
+    uint64_t members[M_MEMBERS];
+    uint32_t n_members;
+    uint64_t hwm[M_PARTS];
+    uint64_t last[M_PARTS][M_OFF]; /* last recipient, 0 = never delivered */
+    bool ok_done[M_PARTS][M_OFF];  /* a rightful ack or a dead-letter covered it */
+    bool dead[M_PARTS][M_OFF];     /* dead-letter decided (effect seen) */
+};
+
+static struct mgroup mg[2];
+static uint64_t m_checks, m_refused, m_acks, m_uptos, m_redeliveries, m_rebalances;
+
+static bool m_owns(struct mgroup *g, uint64_t m, uint32_t pidx)
+{
+    if (!g->ordered)
+        return true;
+    uint32_t own[M_PARTS];
+    size_t n = 0;
+    if (group_assignment(st, g->name, m, own, M_PARTS, &n) != 0)
+        return false;
+    for (size_t i = 0; i < n && i < M_PARTS; i++)
+        if (own[i] == pidx)
+            return true;
+    return false;
+}
+
+/* Whether m may rightfully acknowledge (pidx, off) now, per the model. */
+static bool m_rightful(struct mgroup *g, uint64_t m, uint32_t pidx, uint64_t off)
+{
+    return g->last[pidx][off] == m && !g->dead[pidx][off] && m_owns(g, m, pidx);
+}
+
+static void m_drop(struct mgroup *g, uint64_t id)
+{
+    for (uint32_t i = 0; i < g->n_members; i++)
+        if (g->members[i] == id)
+            g->members[i] = g->members[--g->n_members];
+}
+
+static void m_effects(void)
+{
+    drain();
+    for (; effs_seen < n_effs; effs_seen++) {
+        const struct eff *e = &effs[effs_seen];
+        struct mgroup *g = strcmp(e->group, mg[0].name) == 0 ? &mg[0] : &mg[1];
+        if (e->e.type == GROUP_EFFECT_MEMBER_REMOVED) {
+            m_drop(g, e->e.member_id);
+        } else if (e->e.type == GROUP_EFFECT_DEAD_LETTER) {
+            g->dead[e->e.pidx][e->e.offset] = true;
+            g->ok_done[e->e.pidx][e->e.offset] = true;
+            uint64_t t;
+            CU_ASSERT_EQUAL(group_dead_lettered(st, g->name,
+                                                (struct group_ref){e->e.pidx, e->e.offset}, now,
+                                                &t),
+                            0);
+        }
+    }
+}
+
+/* The machine's view of every message against the model. */
+static void m_check(struct mgroup *g)
+{
+    for (uint32_t p = 0; p < g->parts; p++)
+        for (uint64_t o = 0; o < g->hwm[p]; o++) {
+            struct group_msg_info mi;
+            CU_ASSERT_EQUAL_FATAL(group_msg(st, g->name, (struct group_ref){p, o}, &mi), 0);
+            m_checks++;
+            if (mi.state == GROUP_MSG_DONE && !g->ok_done[p][o]) {
+                CU_FAIL("a message is done that no rightful holder acknowledged");
+                fprintf(stderr, "  group %s p%u o%llu last=%llu\n", g->name, p,
+                        (unsigned long long)o, (unsigned long long)g->last[p][o]);
+                g->ok_done[p][o] = true; /* report once */
+            }
+            if (mi.state == GROUP_MSG_LEASED && mi.member_id != g->last[p][o])
+                CU_FAIL("a message is leased to a member it was not last delivered to");
+        }
+}
+
+static void m_fetch(struct mgroup *g, uint64_t m)
+{
+    struct group_delivery d[32];
+    size_t n = 0;
+    uint64_t t;
+    int rc = group_fetch(st, g->name, m, 1 + rn(32), g->hwm, g->parts, now, d, &n, &t);
+    CU_ASSERT(rc == 0 || rc == VERITY_ELIMIT);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t prev = g->last[d[i].pidx][d[i].offset];
+        CU_ASSERT_FALSE(g->ok_done[d[i].pidx][d[i].offset] && !g->dead[d[i].pidx][d[i].offset]);
+        if (prev && prev != m) {
+            /* The previous holder's lease is over: it cannot extend it. */
+            int64_t dl;
+            struct group_ref r = {d[i].pidx, d[i].offset};
+            int erc = group_extend(st, g->name, prev, &r, 1, now, &dl);
+            CU_ASSERT(erc == VERITY_ELEASE || erc == VERITY_EMEMBER);
+            m_redeliveries++;
+        }
+        g->last[d[i].pidx][d[i].offset] = m;
+    }
+}
+
+/* Messages whose last recipient is m, up to cap (some of them at random). */
+static size_t m_mine(struct mgroup *g, uint64_t m, struct group_ref *out, size_t cap)
+{
+    size_t n = 0;
+    for (uint32_t p = 0; p < g->parts && n < cap; p++)
+        for (uint64_t o = 0; o < g->hwm[p] && n < cap; o++)
+            if (g->last[p][o] == m && rn(3) == 0)
+                out[n++] = (struct group_ref){p, o};
+    return n;
+}
+
+static void m_ack(struct mgroup *g, uint64_t m)
+{
+    struct group_ref refs[8];
+    size_t k = m_mine(g, m, refs, 8);
+    /* Sometimes also a message delivered to another member. */
+    if (k < 8 && rn(4) == 0) {
+        uint32_t p = (uint32_t)rn(g->parts);
+        if (g->hwm[p]) {
+            uint64_t o = rn(g->hwm[p]);
+            if (g->last[p][o])
+                refs[k++] = (struct group_ref){p, o};
+        }
+    }
+    if (k == 0)
+        return;
+    bool rightful[8];
+    for (size_t i = 0; i < k; i++)
+        rightful[i] = m_rightful(g, m, refs[i].pidx, refs[i].offset);
+    uint64_t t;
+    int rc = group_ack(st, g->name, m, refs, k, now, &t);
+    if (rc) {
+        m_refused++;
+        return;
+    }
+    m_acks++;
+    for (size_t i = 0; i < k; i++) {
+        if (rightful[i])
+            g->ok_done[refs[i].pidx][refs[i].offset] = true;
+        /* Accepted but not rightful: only if it was done before (checked
+         * by m_check: it must already be ok_done). */
+    }
+}
+
+static void m_upto(struct mgroup *g, uint64_t m)
+{
+    uint32_t p = (uint32_t)rn(g->parts);
+    if (!g->ordered || g->hwm[p] == 0)
+        return;
+    uint64_t off = rn(g->hwm[p]);
+    bool rightful[M_OFF];
+    for (uint64_t o = 0; o <= off; o++)
+        rightful[o] = m_rightful(g, m, p, o);
+    uint64_t t;
+    int rc = group_ack_upto(st, g->name, m, p, off, now, &t);
+    if (rc) {
+        m_refused++;
+        return;
+    }
+    m_uptos++;
+    for (uint64_t o = 0; o <= off; o++)
+        if (rightful[o])
+            g->ok_done[p][o] = true;
+}
+
+static void m_step(void)
+{
+    struct mgroup *g = &mg[rn(2)];
+    uint64_t m = g->n_members ? g->members[rn(g->n_members)] : 0, t;
+    struct group_ref refs[4];
+    now += (int64_t)rn(150);
+    uint64_t op = rn(100);
+    if (op < 6 || g->n_members == 0) {
+        if (g->n_members < M_MEMBERS) {
+            g->members[g->n_members++] = join(g->name, "m");
+            m_rebalances++;
+        }
+    } else if (op < 9) {
+        CU_ASSERT_EQUAL(group_leave(st, g->name, m, now, &t), 0);
+        m_drop(g, m);
+        m_rebalances++;
+    } else if (op < 35) {
+        m_fetch(g, m);
+    } else if (op < 55) {
+        m_ack(g, m);
+    } else if (op < 62) {
+        m_upto(g, m);
+    } else if (op < 70) {
+        size_t k = m_mine(g, m, refs, 1);
+        if (k) {
+            int rc = group_nack(st, g->name, m, refs[0], rn(2) ? -1 : (int64_t)rn(300), NULL,
+                                now, &t);
+            CU_ASSERT(rc == 0 || rc == VERITY_ELEASE);
+        }
+    } else if (op < 76) {
+        size_t k = m_mine(g, m, refs, 4);
+        int64_t dl;
+        int rc = k ? group_extend(st, g->name, m, refs, k, now, &dl) : 0;
+        CU_ASSERT(rc == 0 || rc == VERITY_ELEASE);
+    } else if (op < 78) {
+        size_t k = m_mine(g, m, refs, 1);
+        if (k) {
+            int rc = group_term(st, g->name, m, refs[0], "term", now, &t);
+            CU_ASSERT(rc == 0 || rc == VERITY_ELEASE);
+        }
+    } else if (op < 86) {
+        for (uint32_t i = 0; i < g->n_members; i++)
+            if (rn(6))
+                CU_ASSERT_EQUAL(group_heartbeat(st, g->name, g->members[i], now), 0);
+    } else if (op < 93) {
+        group_tick(st, now);
+    } else if (op < 96) {
+        group_flush(st, now);
+    } else {
+        uint32_t p = (uint32_t)rn(g->parts);
+        g->hwm[p] += rn(40);
+        if (g->hwm[p] > M_OFF)
+            g->hwm[p] = M_OFF;
+    }
+    m_effects();
+    m_check(g);
+}
+
+/* One member drains the group: everything ends done. */
+static void m_drain(struct mgroup *g)
+{
+    m_effects(); /* members a session timeout removed leave the model */
+    while (g->n_members > 0) {
+        uint64_t t;
+        int rc = group_leave(st, g->name, g->members[0], now, &t);
+        CU_ASSERT(rc == 0 || rc == VERITY_EMEMBER);
+        m_drop(g, g->members[0]);
+    }
+    g->members[g->n_members++] = join(g->name, "drain");
+    uint64_t m = g->members[0];
+    for (int round = 0; round < 20000; round++) {
+        now += 100;
+        CU_ASSERT_EQUAL(group_heartbeat(st, g->name, m, now), 0);
+        group_tick(st, now);
+        m_fetch(g, m);
+        struct group_ref refs[64];
+        size_t k = 0;
+        for (uint32_t p = 0; p < g->parts && k < 64; p++)
+            for (uint64_t o = 0; o < g->hwm[p] && k < 64; o++)
+                if (g->last[p][o] == m && !g->ok_done[p][o])
+                    refs[k++] = (struct group_ref){p, o};
+        uint64_t t;
+        if (k && group_ack(st, g->name, m, refs, k, now, &t) == 0)
+            for (size_t i = 0; i < k; i++)
+                g->ok_done[refs[i].pidx][refs[i].offset] = true;
+        group_flush(st, now);
+        m_effects();
+        bool all = true;
+        for (uint32_t p = 0; p < g->parts && all; p++) {
+            struct group_lag lag;
+            CU_ASSERT_EQUAL_FATAL(group_get_lag(st, g->name, p, g->hwm[p], &lag), 0);
+            all = lag.unacked == 0;
+        }
+        if (all)
+            break;
+    }
+    m_check(g);
+    for (uint32_t p = 0; p < g->parts; p++) {
+        struct group_lag lag;
+        CU_ASSERT_EQUAL_FATAL(group_get_lag(st, g->name, p, g->hwm[p], &lag), 0);
+        CU_ASSERT_EQUAL(lag.unacked, 0);
+        CU_ASSERT_EQUAL(lag.ack_floor, g->hwm[p]);
+    }
+}
+
+static void test_model_rebalance_ack_nack_extend_expiry(void)
+{
+    int seeds = quick() ? 4 : 24, steps = quick() ? 1500 : 4000;
+    for (int s = 0; s < seeds; s++) {
+        uint64_t seed = 0x9e3779b97f4a7c15ull * (uint64_t)(s + 1);
+        rng = seed;
+        fresh(0);
+        effs_seen = 0;
+        memset(mg, 0, sizeof mg);
+        for (int i = 0; i < 2; i++) {
+            struct mgroup *g = &mg[i];
+            g->name = i == 0 ? "mo" : "ms";
+            g->ordered = i == 0;
+            g->parts = i == 0 ? 3 : 2;
+            struct group_config c;
+            cfg_init(&c, g->name, g->ordered ? GROUP_ORDERED : GROUP_SHARED, g->parts);
+            c.lease_ms = 400;
+            c.session_ms = 2500;
+            c.max_deliveries = 5;
+            c.pending_max = 200;
+            create(&c);
+        }
+        unsigned failed0 = CU_get_number_of_failures();
+        for (int i = 0; i < steps; i++)
+            m_step();
+        m_drain(&mg[0]);
+        m_drain(&mg[1]);
+        if (CU_get_number_of_failures() != failed0)
+            fprintf(stderr, "model check failed for seed %llu (s=%d)\n",
+                    (unsigned long long)seed, s);
+    }
+    fprintf(stderr,
+            "\n[model] %d seeds x %d steps: %llu state checks, %llu acks, %llu uptos, %llu "
+            "refused, %llu redeliveries to another member, %llu joins/leaves\n",
+            seeds, steps, (unsigned long long)m_checks, (unsigned long long)m_acks,
+            (unsigned long long)m_uptos, (unsigned long long)m_refused,
+            (unsigned long long)m_redeliveries, (unsigned long long)m_rebalances);
+    CU_ASSERT(m_redeliveries > 0 && m_uptos > 0 && m_refused > 0 && m_rebalances > 0);
+}
+
 static void test_restart_redelivers_only_unanswered(void)
 {
     int runs = quick() ? 3 : 10;
@@ -1677,6 +2013,7 @@ int main(void)
         {"horizon_window_and_reset", test_horizon_window_and_reset},
         {"horizon_off_when_max_deliveries_is_1", test_horizon_off_when_max_deliveries_is_1},
         {"random_run_replays_to_same_state", test_random_run_replays_to_same_state},
+        {"model_rebalance_ack_nack_extend_expiry", test_model_rebalance_ack_nack_extend_expiry},
         {"restart_redelivers_only_unanswered", test_restart_redelivers_only_unanswered},
         {"throughput_ordered_and_shared", test_throughput_ordered_and_shared},
     };
