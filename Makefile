@@ -7,6 +7,7 @@
 #   make bench      storage + broker benchmarks, written into docs/PERFORMANCE.md
 #                   (WITH_PEERS=1 runs Redis Streams / NATS JetStream in the same sitting)
 #   make fuzz       run the libFuzzer targets (FUZZ_SECONDS each)
+#   make stress-groups  the groups e2e suite STRESS_RUNS (30) times under a CPU load
 #   make fmt        clang-format every C file
 # Variables: BUILD (output dir, default build), MODE (release|debug|asan),
 # WERROR=1 (CI sets it through .ci/run).
@@ -66,7 +67,7 @@ UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/
 INTEG_TESTS := $(patsubst tests/integ/%.c,$(BUILD)/tests/%,$(wildcard tests/integ/test_*.c))
 TEST_SUPPORT:= $(call obj,$(wildcard tests/support/*.c))
 
-.PHONY: all deps run test test-unit test-integ check-asan bench fuzz fmt clean
+.PHONY: all deps run test test-unit test-integ check-asan bench fuzz fmt clean stress-groups
 # Keep every object (make would otherwise delete test objects as
 # intermediates and rebuild them on the next `make run` or `make test`).
 .SECONDARY:
@@ -167,6 +168,13 @@ bench: deps
 
 fuzz: deps
 	@bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# The groups end-to-end suite STRESS_RUNS times in a row with every core
+# kept busy by a busy loop (issue 7: no flaky rebalance under load).
+STRESS_RUNS ?= 30
+stress-groups: deps
+	@$(MAKE) --no-print-directory all
+	@bash tests/stress_groups_e2e.sh $(BUILD) $(STRESS_RUNS)
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

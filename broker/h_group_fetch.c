@@ -4,7 +4,7 @@
  * sockets), with compact delivery metadata: per partition, ranges of
  * offsets with their delivery count (docs/PROTOCOL.md).
  *
- * One evaluation (fetch_try):
+ * One evaluation (gfetch_try):
  *   1. group_fetch leases up to max_messages (fewer when the byte budget
  *      says so: the estimate is budget / the largest average bytes per
  *      offset over the group's partitions);
@@ -605,7 +605,7 @@ static void arm_wait(struct gfetch *f, uint32_t wait_ms)
     f->req->cancel = fetch_cancel;
 }
 
-static void fetch_try(struct gfetch *f, bool final)
+static void gfetch_try(struct gfetch *f, bool final)
 {
     struct broker *b = f->b;
     struct req *r = f->req;
@@ -733,14 +733,14 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (f->armed)
-        fetch_try(f, false);
+        gfetch_try(f, false);
 }
 
 static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    fetch_try(arg, true);
+    gfetch_try(arg, true);
 }
 
 void h_group_fetch(struct req *r)
@@ -767,5 +767,5 @@ void h_group_fetch(struct req *r)
     f->member_id = q->member_id;
     snprintf(f->group, sizeof f->group, "%s", q->group);
     r->ctx = f;
-    fetch_try(f, false);
+    gfetch_try(f, false);
 }

@@ -18,7 +18,7 @@
 #include "client/group_int.h"
 #include "verity/limits.h"
 
-int gfetch_check(const uint8_t *data, size_t len, const struct gdeliv *d, size_t nd)
+int gfetch_check(const uint8_t *data, size_t len, const struct gwire_range *d, size_t nd)
 {
     for (size_t i = 0; i < nd; i++) {
         if (d[i].count == 0 || d[i].first + d[i].count < d[i].first)
@@ -87,7 +87,7 @@ static int hdrs_reserve(struct gdecode *o, size_t n)
     return 0;
 }
 
-int gfetch_decode(const uint8_t *data, size_t len, const struct gdeliv *d, size_t nd,
+int gfetch_decode(const uint8_t *data, size_t len, const struct gwire_range *d, size_t nd,
                   const char *topic, uint32_t partition, int64_t lease_deadline_ms,
                   struct gdecode *out)
 {

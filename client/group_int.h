@@ -25,15 +25,12 @@
 #include <stdint.h>
 
 #include "client/client_int.h"
+#include "proto/range.h"
 #include "verity/group.h"
 
 /* ---- group_rset.c: a set of u64 offsets as sorted, disjoint, non-adjacent
  * half-open ranges [lo, hi). ---------------------------------------------- */
 
-struct grange {
-    uint64_t lo;
-    uint64_t hi;            /* exclusive */
-};
 
 struct grset {
     struct grange *r;       /* owned */
@@ -157,7 +154,7 @@ void gack_items_free(struct gack_item *items, size_t n);
 /* ---- group_fetch.c: a GroupFetch answer ---------------------------------- */
 
 /* One delivery range of a fetch result, copied from the wire. */
-struct gdeliv {
+struct gwire_range {
     uint64_t first;
     uint32_t count;
     uint32_t delivery_count;
@@ -171,7 +168,7 @@ struct gdeliv {
  * VERITY_ECORRUPT (bad batch bytes) or VERITY_EPROTO (ranges not ascending,
  * or an offset of a range that the bytes do not hold).
  */
-int gfetch_check(const uint8_t *data, size_t len, const struct gdeliv *d, size_t nd) CL_WUR;
+int gfetch_check(const uint8_t *data, size_t len, const struct gwire_range *d, size_t nd) CL_WUR;
 
 /* A decoded message before its pointers are fixed up: header indexes are
  * kept in `headers` as an integer until the header array stops moving. */
@@ -188,7 +185,7 @@ struct gdecode {
  * deadline set; header pointers stay indexes until gdecode_finish. The
  * records point into data. Returns 0, -ENOMEM, VERITY_ECORRUPT.
  */
-int gfetch_decode(const uint8_t *data, size_t len, const struct gdeliv *d, size_t nd,
+int gfetch_decode(const uint8_t *data, size_t len, const struct gwire_range *d, size_t nd,
                   const char *topic, uint32_t partition, int64_t lease_deadline_ms,
                   struct gdecode *out) CL_WUR;
 /* Turns header indexes into pointers once every result is decoded. */
@@ -237,7 +234,7 @@ struct gq_result {
     uint32_t partition;
     const uint8_t *data;
     size_t len;
-    struct gdeliv *d;
+    struct gwire_range *d;
     size_t nd;
     bool dropped;                 /* the partition moved away before the poll */
     const char *wire_topic;       /* the answer's name; valid in fetch_done only */

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "broker/group/group.h"
+#include "proto/range.h"
 
 #define GNIL UINT32_MAX
 
@@ -58,9 +59,6 @@ struct gent {
     uint8_t dlq;         /* durable: dead-letter decided */
 };
 
-struct grange {
-    uint64_t lo, hi; /* [lo, hi) */
-};
 
 struct gpart {
     uint64_t floor;         /* durable: every offset below is done */

@@ -35,9 +35,14 @@
  * verity_group_commit, which waits until every ack queued before it has been
  * answered. An ack the broker answered with success is durable in the group
  * log: that message is never delivered again, also not after a broker
- * crash. An ack that fails (VERITY_ELEASE: the lease expired and the message
- * went to another member; VERITY_EMEMBER; a connection error after the
- * retries) means the message may be delivered again.
+ * crash. VERITY_EALREADY: the message was acknowledged before (by this
+ * member or another): it is done, but this ack was not the one that counted.
+ * An ack that fails (VERITY_ELEASE: the lease expired and the message went
+ * to another member, or its partition moved to another member; VERITY_EMEMBER;
+ * a connection error after the retries) means the message may be delivered
+ * again. verity_group_commit is a barrier: it returns after every ack queued
+ * before it was answered, including acks resent one by one after their
+ * request failed, with the first failure among them.
  *
  * Ordered mode: the consumer turns acks into cumulative acks ("everything of
  * this partition up to offset X") whenever that is exact, i.e. when no

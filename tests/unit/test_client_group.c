@@ -459,24 +459,24 @@ static void test_fetch_check_accepts_covered_ranges(void)
     len += put_batch(fbuf + len, 110, 1, true);
     len += put_batch(fbuf + len, 111, 10, false);
     len += put_batch(fbuf + len, 500, 5, false); /* shared mode: a later batch */
-    struct gdeliv d[] = {{103, 7, 1}, {111, 3, 2}, {502, 2, 1}};
+    struct gwire_range d[] = {{103, 7, 1}, {111, 3, 2}, {502, 2, 1}};
     CU_ASSERT_EQUAL(gfetch_check(fbuf, len, d, 3), 0);
     /* A range across the control batch is not delivered data. */
-    struct gdeliv over_control[] = {{108, 5, 1}};
+    struct gwire_range over_control[] = {{108, 5, 1}};
     CU_ASSERT_EQUAL(gfetch_check(fbuf, len, over_control, 1), VERITY_EPROTO);
     /* An offset the bytes do not hold (between batches). */
-    struct gdeliv gap[] = {{120, 2, 1}};
+    struct gwire_range gap[] = {{120, 2, 1}};
     CU_ASSERT_EQUAL(gfetch_check(fbuf, len, gap, 1), VERITY_EPROTO);
-    struct gdeliv past[] = {{504, 2, 1}};
+    struct gwire_range past[] = {{504, 2, 1}};
     CU_ASSERT_EQUAL(gfetch_check(fbuf, len, past, 1), VERITY_EPROTO);
-    struct gdeliv before[] = {{90, 20, 1}};
+    struct gwire_range before[] = {{90, 20, 1}};
     CU_ASSERT_EQUAL(gfetch_check(fbuf, len, before, 1), VERITY_EPROTO);
     /* Ranges must ascend without overlap and be non-empty. */
-    struct gdeliv unordered[] = {{111, 3, 1}, {103, 2, 1}};
+    struct gwire_range unordered[] = {{111, 3, 1}, {103, 2, 1}};
     CU_ASSERT_EQUAL(gfetch_check(fbuf, len, unordered, 2), VERITY_EPROTO);
-    struct gdeliv overlap[] = {{103, 3, 1}, {105, 2, 1}};
+    struct gwire_range overlap[] = {{103, 3, 1}, {105, 2, 1}};
     CU_ASSERT_EQUAL(gfetch_check(fbuf, len, overlap, 2), VERITY_EPROTO);
-    struct gdeliv empty[] = {{103, 0, 1}};
+    struct gwire_range empty[] = {{103, 0, 1}};
     CU_ASSERT_EQUAL(gfetch_check(fbuf, len, empty, 1), VERITY_EPROTO);
     /* No ranges, no bytes: fine (nothing delivered). */
     CU_ASSERT_EQUAL(gfetch_check(NULL, 0, NULL, 0), 0);
@@ -486,7 +486,7 @@ static void test_fetch_check_rejects_bad_bytes(void)
 {
     size_t a = put_batch(fbuf, 0, 10, false);
     size_t len = a + put_batch(fbuf + a, 10, 10, false);
-    struct gdeliv d[] = {{0, 20, 1}};
+    struct gwire_range d[] = {{0, 20, 1}};
     CU_ASSERT_EQUAL(gfetch_check(fbuf, len, d, 1), 0);
     /* A flipped payload byte fails the CRC. */
     fbuf[a + 150] ^= 0x40;
@@ -520,7 +520,7 @@ static void test_fetch_decode_returns_exactly_the_delivered_records(void)
     size_t len = put_batch(fbuf, 100, 10, false);
     len += put_batch(fbuf + len, 110, 1, true);
     len += put_batch(fbuf + len, 111, 10, false);
-    struct gdeliv d[] = {{103, 2, 1}, {107, 1, 3}, {111, 10, 2}};
+    struct gwire_range d[] = {{103, 2, 1}, {107, 1, 3}, {111, 10, 2}};
     CU_ASSERT_EQUAL_FATAL(gfetch_check(fbuf, len, d, 3), 0);
     struct gdecode dec = {0};
     CU_ASSERT_EQUAL_FATAL(gfetch_decode(fbuf, len, d, 3, "t", 4, 123456, &dec), 0);
