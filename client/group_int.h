@@ -26,6 +26,7 @@
 
 #include "client/client_int.h"
 #include "proto/range.h"
+#include "verity/limits.h"
 #include "verity/group.h"
 
 /* ---- group_rset.c: a set of u64 offsets as sorted, disjoint, non-adjacent
@@ -197,6 +198,7 @@ void gdecode_deinit(struct gdecode *out);
 #define GC_RETRY_MS 100            /* after a transient fetch error (pending limit, ...) */
 #define GC_TOPICS_MAX 64u          /* distinct topic names a member keeps */
 #define GC_ACK_ITEMS_MAX 1024u     /* items in one Ack request */
+_Static_assert(GC_ACK_ITEMS_MAX <= VERITY_ITEMS_MAX, "an Ack's items fit one protocol message");
 #define GC_ACK_OFFSETS_MAX VERITY_ACK_OFFSETS_MAX /* the broker's cap, include/verity/limits.h */
 #define GC_ERRS_MAX 256u           /* failed requests remembered for commit */
 #define GC_RUNS_MAX 4096u          /* auto-ack runs remembered from one poll */

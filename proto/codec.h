@@ -33,18 +33,20 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "proto/verity.pb-c.h"
+#include "verity/limits.h"
 
 #define CODEC_PROTOCOL_VERSION   1u
 #define CODEC_PREFIX_SIZE        8u          /* frame_length + envelope_length */
 #define CODEC_ENVELOPE_BYTES_MAX (4u << 20)  /* default protobuf part of a frame */
 #define CODEC_DECODE_ALLOC_MAX   (32u << 20) /* default heap for one decode */
-#define CODEC_ITEMS_MAX          4096u       /* entries (batches, partitions, topics) per message */
-#define CODEC_STRING_BYTES_MAX   1024u       /* client id, software, error text */
-#define CODEC_GROUP_NAME_MAX     200u        /* bytes in a group name */
-#define CODEC_MEMBER_NAME_MAX    128u        /* bytes in a member name */
-#define CODEC_GROUP_TOPICS_MAX   16u         /* topics per group */
-#define CODEC_GROUP_BACKOFF_MAX  8u          /* redelivery backoff steps */
-#define CODEC_GROUP_FETCH_MAX    65536u      /* GroupFetch max_messages ceiling */
+/* Limits a client can reach live in include/verity/limits.h. */
+#define CODEC_ITEMS_MAX          VERITY_ITEMS_MAX
+#define CODEC_STRING_BYTES_MAX   VERITY_STRING_BYTES_MAX
+#define CODEC_GROUP_NAME_MAX     VERITY_GROUP_NAME_MAX
+#define CODEC_MEMBER_NAME_MAX    VERITY_MEMBER_NAME_MAX
+#define CODEC_GROUP_TOPICS_MAX   VERITY_GROUP_TOPICS_MAX
+#define CODEC_GROUP_BACKOFF_MAX  VERITY_GROUP_BACKOFF_MAX
+#define CODEC_GROUP_FETCH_MAX    VERITY_GROUP_FETCH_MAX
 
 /* Limits the codec enforces; codec_limits_default fills the defaults. */
 struct codec_limits {

@@ -60,14 +60,14 @@
 #define GROUP_WUR __attribute__((warn_unused_result))
 
 /* ---- limits (runtime configuration may lower the per-group ones) -------- */
-#define GROUP_NAME_MAX 200u                 /* bytes in a group name */
-#define GROUP_MEMBER_NAME_MAX 128u          /* bytes in a member's client name */
-#define GROUP_TOPICS_MAX 16u                /* topics per group */
+#define GROUP_NAME_MAX VERITY_GROUP_NAME_MAX        /* bytes in a group name */
+#define GROUP_MEMBER_NAME_MAX VERITY_MEMBER_NAME_MAX /* bytes in a member's client name */
+#define GROUP_TOPICS_MAX VERITY_GROUP_TOPICS_MAX    /* topics per group */
 #define GROUP_PARTITIONS_MAX 16384u         /* partitions per group, all topics */
 #define GROUP_MEMBERS_MAX 1024u             /* members per group */
 #define GROUP_GROUPS_MAX 4096u              /* groups per state */
-#define GROUP_BACKOFF_STEPS_MAX 8u          /* redelivery backoff schedule length */
-#define GROUP_ERROR_MAX 256u                /* bytes of nack / term error text kept */
+#define GROUP_BACKOFF_STEPS_MAX VERITY_GROUP_BACKOFF_MAX /* redelivery backoff schedule length */
+#define GROUP_ERROR_MAX VERITY_GROUP_ERROR_MAX      /* bytes of nack / term error text kept */
 #define GROUP_DELIVERIES_HARD 1000u         /* ceiling for max_deliveries */
 #define GROUP_DELAY_MS_MAX (7LL * 86400000) /* longest nack delay, backoff step, lease */
 #define GROUP_OFFSET_LIMIT (1ull << 48)     /* offsets and high watermarks stay below */
