@@ -75,6 +75,7 @@ static int load_signing_key(struct broker *b)
 static void housekeeping(struct broker *b)
 {
     int64_t now = now_ms();
+    groups_skip_control_tails(b);
     bool retain = now - b->last_retention_ms >= (int64_t)b->cfg.retention_check_ms;
     if (retain)
         b->last_retention_ms = now;

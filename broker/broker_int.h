@@ -367,6 +367,10 @@ void groups_part_closing(struct partition *p);
 void groups_on_append(struct partition *p, uint64_t end);
 /* A group was created or deleted: the per-topic reader caches are stale. */
 void groups_changed(struct broker *b);
+/* Acknowledges, for every group, control offsets (checkpoints, recovery
+ * records) its read cursor stands on near the high watermark, so an idle
+ * group's lag returns to 0 (broker/groups_control.c). Loop thread. */
+void groups_skip_control_tails(struct broker *b);
 /* The group's high watermark per flat partition (n entries; 0 for a
  * partition that is unavailable). */
 void groups_hwm(struct broker *b, const struct group_config *cfg, uint64_t *hwm, size_t n);

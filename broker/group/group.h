@@ -346,6 +346,14 @@ int group_extend(struct group_state *st, const char *group, uint64_t member_id,
 int group_term(struct group_state *st, const char *group, uint64_t member_id,
                struct group_ref ref, const char *error, int64_t now_ms, uint64_t *ticket) GROUP_WUR;
 
+/* The shell vouches that offset, the partition's next never-delivered
+ * offset (its read cursor), holds a control record (checkpoint, recovery
+ * record), not a message: the group passes it as delivered and acknowledged
+ * by the broker, so an idle group's lag returns to 0. VERITY_EOFFSET when
+ * offset is not the cursor, VERITY_ELIMIT at pending_max. */
+int group_skip_control(struct group_state *st, const char *group, uint32_t pidx, uint64_t offset,
+                       int64_t now_ms, uint64_t *ticket) GROUP_WUR;
+
 /* The shell reports that a dead-letter effect's append is durable. */
 int group_dead_lettered(struct group_state *st, const char *group, struct group_ref ref,
                         int64_t now_ms, uint64_t *ticket) GROUP_WUR;

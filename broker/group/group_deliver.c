@@ -514,6 +514,41 @@ int group_term(struct group_state *st, const char *name, uint64_t member_id,
     return 0;
 }
 
+int group_skip_control(struct group_state *st, const char *name, uint32_t pidx, uint64_t offset,
+                       int64_t now_ms, uint64_t *ticket)
+{
+    *ticket = 0;
+    if (!st->live)
+        return VERITY_EINVAL;
+    struct group *g = gst_find(st, name);
+    if (!g)
+        return VERITY_ENOTFOUND;
+    if (pidx >= g->n_parts || offset >= GROUP_OFFSET_LIMIT - 1)
+        return VERITY_EINVAL;
+    struct gpart *p = &g->parts[pidx];
+    if (offset != p->cursor)
+        return VERITY_EOFFSET;
+    if (g->n_tracked >= g->pending_max)
+        return VERITY_ELIMIT;
+    int rc = gent_reserve(g, 1);
+    if (!rc)
+        rc = gbatch_reserve(g, 1, 0, 1);
+    if (rc)
+        return rc;
+    int64_t now = gst_clock(st, now_ms);
+    /* Delivered (so replay finds the entry) and acknowledged in one record. */
+    uint32_t ei = gent_alloc(g, pidx, offset);
+    VERITY_VERIFY(g->ents[ei].status == GE_IDLE);
+    gbatch_deliv(st, g, pidx, offset);
+    p->cursor++;
+    g->ents[ei].status = GE_ACKED;
+    gbatch_ack(st, g, pidx, offset, offset + 1);
+    gbatch_maybe_emit(st, g, now);
+    *ticket = gst_ticket(st, g);
+    VERITY_VERIFY(p->cursor == offset + 1);
+    return 0;
+}
+
 int group_dead_lettered(struct group_state *st, const char *name, struct group_ref ref,
                         int64_t now_ms, uint64_t *ticket)
 {
