@@ -16,7 +16,10 @@
  *   ack_limit_is_shared                 (6) the broker accepts an Ack of
  *       VERITY_ACK_OFFSETS_MAX offsets and names the limit above it;
  *   join_out_of_memory_changes_nothing  (10) a JoinGroup that cannot get
- *       memory for its answer is refused before the member exists.
+ *       memory for its answer is refused before the member exists;
+ *   idle_group_lag_returns_to_zero_after_restart  (issue 8, item 5) the
+ *       checkpoint a clean stop writes is acknowledged by the broker for a
+ *       group nobody fetches from.
  */
 #include <stdatomic.h>
 
@@ -465,6 +468,61 @@ static void test_join_out_of_memory_changes_nothing(void)
     bh_cleanup(&h2);
 }
 
+/* ---- issue 8 item 5 ------------------------------------------------------------------ */
+
+/* Unacknowledged offsets of d's only partition, polled until it is 0 or the
+ * deadline passes. */
+static uint64_t unacked_after(struct bh *h, int fd, const char *group, int64_t wait_ms)
+{
+    int64_t deadline = bh_mono_ms() + wait_ms;
+    uint64_t un = UINT64_MAX;
+    for (;;) {
+        struct bh_resp r;
+        if (bh_describe(h, fd, group, &r) == 0) {
+            un = r.msg->env->describe_group_resp->group->partitions[0]->unacked;
+            bh_resp_free(&r);
+        }
+        if (un == 0 || bh_mono_ms() >= deadline)
+            return un;
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval of a condition wait */
+    }
+}
+
+static void test_idle_group_lag_returns_to_zero_after_restart(void)
+{
+    struct bh h2;
+    CU_ASSERT_EQUAL_FATAL(bh_init(&h2, "gdefects-lag"), 0);
+    CU_ASSERT_EQUAL_FATAL(bh_start(&h2, EXTRA), 0);
+    int fd = bh_connect(&h2);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&h2, fd, "lagt", 1, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(produce(&h2, fd, "lagt", 0, 7), 0);
+    const char *topics[] = {"lagt"};
+    char msg[300];
+    struct bh_group_opts o = {0};
+    CU_ASSERT_EQUAL_FATAL(bh_create_group(&h2, fd, "lag", topics, 1, &o, msg, sizeof msg), 0);
+    uint64_t a = 0;
+    CU_ASSERT_EQUAL_FATAL(bh_join(&h2, fd, "lag", "a", topics, 1, 0, &a, msg, sizeof msg), 0);
+    struct bh_fetched f;
+    CU_ASSERT_EQUAL_FATAL(bh_gfetch(&h2, fd, "lag", a, 100, 0, &f), 0);
+    CU_ASSERT_EQUAL(f.n, 7);
+    bh_fetched_free(&f);
+    CU_ASSERT_EQUAL(bh_ack(&h2, fd, "lag", a, "lagt", 0, 6, 0, true, msg, sizeof msg), 0);
+    CU_ASSERT_EQUAL(unacked_after(&h2, fd, "lag", 0), 0);
+    close(fd);
+    /* A clean stop writes a checkpoint control batch at the end of the
+     * partition; nobody fetches after the restart. */
+    CU_ASSERT_EQUAL_FATAL(bh_stop_sig(&h2, SIGTERM), 0);
+    CU_ASSERT_EQUAL_FATAL(bh_start(&h2, EXTRA), 0);
+    fd = bh_connect(&h2);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL(unacked_after(&h2, fd, "lag", 5000), 0);
+    close(fd);
+    CU_ASSERT_EQUAL(bh_stop_sig(&h2, SIGTERM), 0);
+    bh_cleanup(&h2);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -477,6 +535,8 @@ int main(void)
         {"client_splits_acks_at_the_limit", test_client_splits_acks_at_the_limit},
         {"fetch_generation_is_grant_time", test_fetch_generation_is_grant_time},
         {"join_out_of_memory_changes_nothing", test_join_out_of_memory_changes_nothing},
+        {"idle_group_lag_returns_to_zero_after_restart",
+         test_idle_group_lag_returns_to_zero_after_restart},
         CU_TEST_INFO_NULL,
     };
     CU_SuiteInfo suites[] = {
