@@ -529,7 +529,11 @@ void h_ack(struct req *r)
     struct group_ref *refs = calloc(total ? total : 1, sizeof *refs);
     uint8_t *ref_already = calloc(total ? total : 1, 1);
     struct group_ref *upto = calloc(q->n_upto ? q->n_upto : 1, sizeof *upto);
-    struct group_span *spans = calloc(ACK_ALREADY_MAX, sizeof *spans);
+    /* Scratch for the already-done spans, kept across requests: the loop
+     * thread is the only caller, and an Ack is the hot path of groups. */
+    static struct group_span *spans;
+    if (!spans)
+        spans = calloc(ACK_ALREADY_MAX, sizeof *spans);
     int rc = refs && ref_already && upto && spans ? 0 : -ENOMEM;
     if (rc)
         snprintf(msg, sizeof msg, "out of memory: the ack was not applied");
@@ -576,7 +580,6 @@ out:
     free(refs);
     free(ref_already);
     free(upto);
-    free(spans);
 }
 
 /* ---- Nack / Term ------------------------------------------------------------------------ */
