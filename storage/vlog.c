@@ -353,6 +353,35 @@ int vlog_checkpoint(struct vlog *log, int64_t now_ms)
     return 0;
 }
 
+/*
+ * The automatic checkpoint that follows a data append. The batch is already
+ * in the log (and, in `always` mode, durable and reported through
+ * on_durable), so a failure here must not turn into a failed append: the
+ * producer would retry a batch that is stored and write it twice. Undoing
+ * the append is not an option either (a durable batch may already have been
+ * answered to a fetch). So the failure is counted and kept in vlog_info
+ * (checkpoint_failures, checkpoint_error), records_since_ckpt stays at the
+ * threshold so the next append tries again, and a failure that made the log
+ * read-only reaches callers through vlog_error and the durability waits.
+ */
+static void checkpoint_after_append(struct vlog *log, int64_t now_ms)
+{
+    uint64_t end = log->end_offset;
+    int rc = vlog_checkpoint(log, now_ms);
+    if (rc == 0) {
+        log->ckpt_error = 0;
+        return;
+    }
+    /* A failed control append leaves the data where it was, unless its
+     * sync failed after the write (then the log is read-only for good). */
+    VERITY_VERIFY(log->end_offset == end || vlog_error(log) != 0);
+    log->ckpt_failures++;
+    log->ckpt_error = rc;
+    if (log->ckpt_failures == 1 || (log->ckpt_failures & (log->ckpt_failures - 1)) == 0)
+        fprintf(stderr, "verity: %s: checkpoint after append failed (%" PRIu64 " so far): %s\n",
+                log->dir, log->ckpt_failures, verity_strerror(rc));
+}
+
 int vlog_append(struct vlog *log, uint8_t *batch, size_t len, int64_t now_ms,
                 struct vlog_append_info *out)
 {
@@ -372,7 +401,7 @@ int vlog_append(struct vlog *log, uint8_t *batch, size_t len, int64_t now_ms,
         return rc;
     log->records_since_ckpt += h.record_count;
     if (log->cfg.checkpoint_records && log->records_since_ckpt >= log->cfg.checkpoint_records)
-        return vlog_checkpoint(log, now_ms);
+        checkpoint_after_append(log, now_ms);
     return 0;
 }
 
@@ -568,6 +597,8 @@ void vlog_get_info(const struct vlog *log, struct vlog_info *o)
     o->max_timestamp = log->max_ts;
     memcpy(o->chain, log->chain, BATCH_CHAIN_SIZE);
     o->error = vlog_error(log);
+    o->checkpoint_failures = log->ckpt_failures;
+    o->checkpoint_error = log->ckpt_error;
 }
 /* ---- retention and age ----------------------------------------------------- */
 

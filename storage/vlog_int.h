@@ -53,6 +53,8 @@ struct vlog {
     uint64_t records_since_ckpt;
     int64_t max_ts;
     bool last_is_checkpoint;
+    uint64_t ckpt_failures;      /* automatic checkpoints that failed after an append */
+    int ckpt_error;              /* error of the last one, 0 once one succeeds again */
     struct vlog_recovery recovery;
     struct batch_builder ctl;    /* control batches */
     uint8_t *scan_buf;           /* read-ahead for scans */
