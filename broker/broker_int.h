@@ -177,7 +177,14 @@ int meta_append(struct broker *b, const char *json, meta_done_fn done, void *arg
     __attribute__((warn_unused_result));
 /* -1 when pid is unknown. */
 int meta_producer_epoch(const struct broker *b, int64_t pid);
-/* Records (in memory) pid's epoch; grows the table. 0 or -ENOMEM. */
+#define META_PRODUCER_ID_MAX 100000000
+/* Grows the epoch table so that meta_producer_set(pid) cannot fail. 0,
+ * VERITY_EINVAL (pid out of range) or -ENOMEM; changes no producer. */
+int meta_producer_reserve(struct broker *b, int64_t pid) __attribute__((warn_unused_result));
+/* Records (in memory) pid's epoch, which must not be older than the one
+ * held; grows the table. 0, VERITY_EINVAL or -ENOMEM. Call only for a record
+ * that is in the metadata log (replay, or after meta_append succeeded), so
+ * memory never runs ahead of the log. */
 int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
     __attribute__((warn_unused_result));
 /* Renames <data>/topics/<name> aside, fsyncs the parent, removes it. */

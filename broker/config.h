@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+struct vio;
+
 #define BCFG_PATH_MAX 1024
 #define BCFG_ADDR_MAX 300
 
@@ -61,6 +63,10 @@ struct broker_config {
     /* admin HTTP and shutdown */
     uint32_t http_timeout_s;
     uint32_t shutdown_timeout_ms;
+    /* Not a configuration key: the file operations every log of this broker
+     * uses (NULL = vio_posix). Tests that run a broker in-process hand in
+     * tests/support/vio_fault.c here. Borrowed for the broker's life. */
+    const struct vio *io;
 };
 
 void bcfg_default(struct broker_config *c);

@@ -48,10 +48,10 @@ int meta_producer_epoch(const struct broker *b, int64_t pid)
     return b->meta.epochs[pid - 1];
 }
 
-int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
+int meta_producer_reserve(struct broker *b, int64_t pid)
 {
     struct meta *m = &b->meta;
-    if (pid < 1 || pid > (int64_t)100000000)
+    if (pid < 1 || pid > (int64_t)META_PRODUCER_ID_MAX)
         return VERITY_EINVAL;
     if ((uint64_t)pid > m->cap_producers) {
         size_t ncap = m->cap_producers ? m->cap_producers : 1024;
@@ -65,6 +65,19 @@ int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
         m->epochs = ne;
         m->cap_producers = ncap;
     }
+    VERITY_VERIFY((uint64_t)pid <= m->cap_producers);
+    return 0;
+}
+
+int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
+{
+    struct meta *m = &b->meta;
+    int rc = meta_producer_reserve(b, pid);
+    if (rc)
+        return rc;
+    /* Epochs of one id only grow: an older one is refused, not applied. */
+    if (epoch < 0 || epoch < m->epochs[pid - 1])
+        return VERITY_EINVAL;
     m->epochs[pid - 1] = epoch;
     if ((uint64_t)pid > m->n_producers)
         m->n_producers = (size_t)pid;
@@ -133,7 +146,7 @@ static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
     }
     if (strcmp(type, "init_producer") == 0) {
         int64_t pid, epoch;
-        if (get_int(rec, "producer_id", 1, 100000000, &pid) ||
+        if (get_int(rec, "producer_id", 1, META_PRODUCER_ID_MAX, &pid) ||
             get_int(rec, "epoch", 0, INT16_MAX, &epoch))
             goto bad;
         return meta_producer_set(b, pid, (int16_t)epoch);
@@ -386,6 +399,7 @@ int meta_open(struct broker *b)
     vc.segment_bytes = 64u << 20;
     vc.checkpoint_records = 1000;
     vc.signing_key = b->signing_key;
+    vc.io = b->cfg.io;
     vc.on_durable = meta_on_durable;
     vc.on_durable_arg = b;
     uint64_t bad = 0;

@@ -243,6 +243,7 @@ void part_vlog_config(const struct broker *b, const struct topic_cfg *tc, struct
     vc->retention_bytes = tc->retention_bytes > 0 ? (uint64_t)tc->retention_bytes : 0;
     vc->checkpoint_records = b->cfg.checkpoint_records;
     vc->signing_key = b->signing_key;
+    vc->io = b->cfg.io;
 }
 
 /* Commit thread (group mode) or loop (os mode): wake the loop. */
