@@ -88,8 +88,10 @@ static void housekeeping(struct broker *b)
             if (!p || !p->log || p->error)
                 continue;
             idem_expire(&p->idem, now);
+            (void)part_snapshot(p, false); /* failures are logged and counted */
             if (!retain)
                 continue;
+            b->met.producers_expired += idem_expire_producers(&p->idem, now);
             int rc = vlog_maybe_roll(p->log, now);
             if (rc)
                 blog(BLOG_WARN, "segment_roll_failed", "topic=%s partition=%" PRIu32 " error=%s",

@@ -92,7 +92,13 @@ struct partition {
     struct fetch_link_list fetchers; /* long-polls waiting for new data */
     int error;                       /* 0, open failure or sticky log error */
     bool error_logged;
+    uint64_t snap_offset;            /* log offset the last idem snapshot covers (0: none) */
 };
+
+/* Writes the partition's idempotence snapshot (<dir>/idem.snap) when the
+ * whole log is durable and force is set or snapshot_records records were
+ * appended since the last one. 0, or the error (also counted in metrics). */
+int part_snapshot(struct partition *p, bool force);
 
 struct topic {
     char name[VERITY_TOPIC_NAME_MAX + 1];

@@ -43,6 +43,8 @@ struct broker_config {
     uint32_t partition_producers_max; /* producer ids tracked per partition */
     uint64_t idempotency_window_ms;
     uint32_t idempotency_keys_max; /* idempotency keys remembered per partition */
+    uint64_t producer_retention_ms; /* forget a producer idle this long (0 = never) */
+    uint64_t snapshot_records;      /* snapshot state after this many log records (0 = at stop only) */
     uint32_t max_topics;
     /* topic defaults */
     uint32_t default_partitions;
