@@ -78,6 +78,7 @@ static void housekeeping(struct broker *b)
     bool retain = now - b->last_retention_ms >= (int64_t)b->cfg.retention_check_ms;
     if (retain)
         b->last_retention_ms = now;
+    (void)meta_snapshot(b, false); /* failures are logged and counted */
     struct topic *t;
     TAILQ_FOREACH(t, &b->topics, link)
     {
@@ -263,6 +264,10 @@ int broker_free(struct broker *b)
     int grc = groups_close(b, true);
     if (grc && !rc)
         rc = grc;
+    /* Before the topics leave memory: a clean stop leaves a snapshot of
+     * the metadata, so the next start replays (almost) nothing. */
+    if (b->meta.log && vlog_sync(b->meta.log) == 0)
+        (void)meta_snapshot(b, true); /* failures are logged and counted */
     struct topic *t;
     while ((t = TAILQ_FIRST(&b->topics))) {
         for (uint32_t i = 0; i < t->cfg.partitions; i++) {

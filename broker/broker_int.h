@@ -171,6 +171,8 @@ struct meta {
     int16_t *epochs;         /* epochs[pid - 1], pid = 1..n_producers */
     size_t n_producers;
     size_t cap_producers;
+    uint64_t snap_offset; /* meta log offset the last snapshot covers (0: none) */
+    bool loaded;          /* replay finished: memory is the log's state */
 };
 
 /* Opens <data>/__meta and replays it into the broker (topics, producers). */
@@ -193,6 +195,10 @@ int meta_producer_reserve(struct broker *b, int64_t pid) __attribute__((warn_unu
  * memory never runs ahead of the log. */
 int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
     __attribute__((warn_unused_result));
+/* Writes <data>/__meta/meta.snap when the log is durable with nothing
+ * waiting and force is set or snapshot_records records were appended since
+ * the last one. 0 or the error (logged, counted). */
+int meta_snapshot(struct broker *b, bool force);
 /* Renames <data>/topics/<name> aside, fsyncs the parent, removes it. */
 int meta_remove_topic_dir(struct broker *b, const char *name) __attribute__((warn_unused_result));
 /* Sum of the fsync statistics of every log (metrics). */

@@ -336,6 +336,7 @@ static void test_restart_equals_state(void)
     restart(&e);
     assert_same(&e, &sv);
     CU_ASSERT_TRUE(topic_find(e.tp.b, "t")->parts[0]->snap_offset > 0);
+    CU_ASSERT_TRUE(e.tp.b->meta.snap_offset > 0);
     CU_ASSERT_EQUAL(e.tp.b->met.snapshots_ignored, 0);
     saved_free(&sv);
 
@@ -363,8 +364,11 @@ static void test_restart_equals_state(void)
         snap_path(&e, i, path, sizeof path);
         CU_ASSERT_EQUAL(unlink(path), 0);
     }
+    snprintf(path, sizeof path, "%s/__meta/meta.snap", e.dir);
+    CU_ASSERT_EQUAL(unlink(path), 0);
     env_start(&e, 10000);
     CU_ASSERT_EQUAL(topic_find(e.tp.b, "t")->parts[0]->snap_offset, 0);
+    CU_ASSERT_EQUAL(e.tp.b->meta.snap_offset, 0);
     assert_same(&e, &sv);
 
     /* 4. A corrupt snapshot is ignored and counted; the whole log again. */
@@ -374,8 +378,11 @@ static void test_restart_equals_state(void)
         CU_ASSERT_TRUE_FATAL(tu_file_size(path) > 80);
         CU_ASSERT_EQUAL_FATAL(tu_flip_bit(path, (uint64_t)tu_file_size(path) - 10, 3), 0);
     }
+    snprintf(path, sizeof path, "%s/__meta/meta.snap", e.dir);
+    CU_ASSERT_EQUAL_FATAL(tu_flip_bit(path, 70, 1), 0); /* in the topic JSON */
     env_start(&e, 10000);
-    CU_ASSERT_EQUAL(e.tp.b->met.snapshots_ignored, NPARTS);
+    CU_ASSERT_EQUAL(e.tp.b->met.snapshots_ignored, NPARTS + 1);
+    CU_ASSERT_EQUAL(e.tp.b->meta.snap_offset, 0);
     assert_same(&e, &sv);
     /* And the state answers: a retry of the last batch is a duplicate. */
     uint8_t *batch = NULL;
