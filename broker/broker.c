@@ -79,6 +79,7 @@ static void housekeeping(struct broker *b)
     if (retain)
         b->last_retention_ms = now;
     (void)meta_snapshot(b, false); /* failures are logged and counted */
+    (void)groups_snapshot(b, false);
     struct topic *t;
     TAILQ_FOREACH(t, &b->topics, link)
     {

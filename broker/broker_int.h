@@ -352,7 +352,19 @@ struct groups {
     uint64_t gen;     /* raised when a group is created or deleted */
     uint64_t records; /* records appended since start */
     uint64_t batches; /* log batches appended since start */
+    uint64_t snap_offset; /* group log offset the last snapshot covers (0: none) */
 };
+
+/* Group snapshots (broker/groups_snap.c). groups_snap_load loads
+ * <data>/__groups/groups.snap into the new state machine and sets *from to
+ * the offset the replay starts at (0 without a usable snapshot); 0 or
+ * -ENOMEM. groups_snap_reset discards a loaded state (replay of the tail
+ * failed) for a new empty one, logged and counted. groups_snapshot writes
+ * one when quiescent and durable (force, or snapshot_records since the last);
+ * 0 or the error (logged and counted). */
+int groups_snap_load(struct broker *b, uint64_t *from) __attribute__((warn_unused_result));
+int groups_snap_reset(struct broker *b, const char *why) __attribute__((warn_unused_result));
+int groups_snapshot(struct broker *b, bool force);
 
 /* Opens <data>/__groups, replays it into the state machine and recovers.
  * Called after the topics are open. */
