@@ -30,6 +30,7 @@
 #include "tests/support/tutil.h"
 #include "tests/support/vio_fault.h"
 #include "broker/idem.h"
+#include "broker/group/group.h"
 
 #define META_SEG "__meta/00000000000000000000.log"
 
@@ -397,6 +398,118 @@ static void test_restart_equals_state(void)
     env_close(&e);
 }
 
+/* ---- consumer groups: restart equals state --------------------------------------- */
+
+static uint8_t *groups_durable(struct env *e, size_t *len)
+{
+    uint8_t *b = NULL;
+    CU_ASSERT_EQUAL_FATAL(group_snapshot(e->tp.b->groups.st, false, &b, len), 0);
+    return b;
+}
+
+/* Starts a broker on dir, returns its groups' durable state, stops it. */
+static uint8_t *groups_after_start(struct env *e, const char *dir, size_t *len, uint64_t *snap_off,
+                                   uint64_t *ignored)
+{
+    char *keep = e->dir;
+    e->dir = (char *)dir;
+    env_start(e, 10000);
+    uint8_t *b = groups_durable(e, len);
+    *snap_off = e->tp.b->groups.snap_offset;
+    *ignored = e->tp.b->met.snapshots_ignored;
+    env_stop(e);
+    e->dir = keep;
+    return b;
+}
+
+static void test_group_restart_equals_state(void)
+{
+    struct env e;
+    char msg[300];
+    env_open(&e, 10000);
+    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&e.h, e.fd, "gt", 2, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&e.h, e.fd, "gt.dlq", 1, 0), 0);
+    const char *topics[] = {"gt"};
+    struct bh_group_opts o = {0};
+    o.mode = VERITY__GROUP_MODE__GROUP_MODE_ORDERED;
+    o.start = VERITY__GROUP_START__GROUP_START_EARLIEST;
+    o.lease_ms = 60000;
+    o.session_ms = 60000;
+    o.max_deliveries = 5;
+    CU_ASSERT_EQUAL_FATAL(bh_create_group(&e.h, e.fd, "og", topics, 1, &o, msg, sizeof msg), 0);
+    o.mode = VERITY__GROUP_MODE__GROUP_MODE_SHARED;
+    CU_ASSERT_EQUAL_FATAL(bh_create_group(&e.h, e.fd, "sg", topics, 1, &o, msg, sizeof msg), 0);
+    uint64_t m[3];
+    CU_ASSERT_EQUAL_FATAL(bh_join(&e.h, e.fd, "og", "a", topics, 1, 60000, &m[0], msg, sizeof msg), 0);
+    CU_ASSERT_EQUAL_FATAL(bh_join(&e.h, e.fd, "og", "b", topics, 1, 60000, &m[1], msg, sizeof msg), 0);
+    CU_ASSERT_EQUAL_FATAL(bh_join(&e.h, e.fd, "sg", "c", topics, 1, 60000, &m[2], msg, sizeof msg), 0);
+    for (int i = 0; i < 20; i++) {
+        uint8_t *batch = NULL;
+        size_t len = 0;
+        struct bh_produced po;
+        CU_ASSERT_EQUAL_FATAL(past_batch("g", 3, -1, -1, -1, NULL, &batch, &len), 0);
+        CU_ASSERT_EQUAL_FATAL(bh_produce(&e.h, e.fd, "gt", (uint32_t)i % 2, batch, len, &po), 0);
+        CU_ASSERT_EQUAL(po.error, 0);
+        free(batch);
+    }
+    const char *gname[3] = {"og", "og", "sg"};
+    size_t delivered = 0;
+    for (int k = 0; k < 3; k++) {
+        struct bh_fetched f;
+        CU_ASSERT_EQUAL_FATAL(bh_gfetch(&e.h, e.fd, gname[k], m[k], 12, 0, &f), 0);
+        CU_ASSERT_EQUAL(f.error, 0);
+        delivered += f.n;
+        for (size_t i = 0; i < f.n; i++) {
+            if (i % 3 == 0) {
+                bool dead = false;
+                (void)bh_nack(&e.h, e.fd, gname[k], m[k], "gt", f.m[i].partition, f.m[i].offset,
+                              0, "retry later", false, &dead, msg, sizeof msg);
+            } else if (i % 3 == 1) {
+                CU_ASSERT_EQUAL(bh_ack(&e.h, e.fd, gname[k], m[k], "gt", f.m[i].partition,
+                                       f.m[i].offset, 1, false, msg, sizeof msg),
+                                0);
+            } /* else: left leased */
+        }
+        bh_fetched_free(&f);
+    }
+    CU_ASSERT_TRUE(delivered >= 12);
+    env_stop(&e);
+    CU_ASSERT_TRUE(e.tp.b == NULL);
+
+    /* Three copies of the stopped broker's data: as left (with the
+     * snapshot written at the stop), without it, with it corrupted. */
+    char none[600], bad[600], cmd[2000], path[700];
+    snprintf(none, sizeof none, "%s.none", e.dir);
+    snprintf(bad, sizeof bad, "%s.bad", e.dir);
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s' && cp -a '%s' '%s'", e.dir, none, e.dir, bad);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/__groups/groups.snap", none);
+    CU_ASSERT_EQUAL_FATAL(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/__groups/groups.snap", bad);
+    CU_ASSERT_EQUAL_FATAL(tu_flip_bit(path, 100, 2), 0);
+
+    size_t la, lb, lc;
+    uint64_t snap_a, snap_b, snap_c, ign_a, ign_b, ign_c;
+    uint8_t *a = groups_after_start(&e, e.dir, &la, &snap_a, &ign_a);
+    uint8_t *b = groups_after_start(&e, none, &lb, &snap_b, &ign_b);
+    uint8_t *c = groups_after_start(&e, bad, &lc, &snap_c, &ign_c);
+    CU_ASSERT_TRUE(snap_a > 0); /* started from the snapshot */
+    CU_ASSERT_EQUAL(ign_a, 0);
+    CU_ASSERT_EQUAL(snap_b, 0); /* the whole log */
+    CU_ASSERT_EQUAL(snap_c, 0);
+    CU_ASSERT_EQUAL(ign_c, 1); /* corrupt: ignored and counted */
+    CU_ASSERT_TRUE(la == lb && memcmp(a, b, la) == 0);
+    CU_ASSERT_TRUE(la == lc && memcmp(a, c, la) == 0);
+    free(a);
+    free(b);
+    free(c);
+    tu_rmrf(none);
+    tu_rmrf(bad);
+    e.fd = -1;
+    env_start(&e, 10000); /* env_close stops it */
+    env_close(&e);
+}
+
 int main(void)
 {
     static const struct {
@@ -409,6 +522,8 @@ int main(void)
          test_init_producer_meta_failure_changes_nothing},
         {"restart equals state: snapshot, old snapshot + tail, none, corrupt",
          test_restart_equals_state},
+        {"groups: restart equals state with, without and with a corrupt snapshot",
+         test_group_restart_equals_state},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
