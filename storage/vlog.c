@@ -275,6 +275,7 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
         return rc;
     }
     bool control = (h->attributes & BATCH_ATTR_CONTROL) != 0;
+    VERITY_VERIFY(vl_seg_ok(s) && pos == s->size && base == s->end);
     vl_seg_index_batch(log, s, pos, base, log->data_records, h->max_timestamp, h->length);
     if (pos == 0)
         s->first_ts = h->first_timestamp;
@@ -290,7 +291,7 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
         log->data_records += h->record_count;
     log->last_is_checkpoint = false;
     VERITY_VERIFY(log->end_offset > base);
-    VERITY_VERIFY(log_ok(log));
+    VERITY_VERIFY(log_ok(log) && vl_seg_ok(s));
 
     pthread_mutex_lock(&log->mu);
     log->written_end = log->end_offset;

@@ -90,6 +90,15 @@ static inline struct seg *vl_active(const struct vlog *log)
     return log->segs[log->nsegs - 1];
 }
 
+/* A segment's invariant: it starts at its base, holds bytes exactly when it
+ * holds offsets (every batch has at least one record), and stays within the
+ * 32-bit positions its indexes store. */
+static inline bool vl_seg_ok(const struct seg *s)
+{
+    return s->base <= s->end && (s->size == 0) == (s->end == s->base) &&
+           s->size <= UINT32_MAX && s->end - s->base <= UINT32_MAX;
+}
+
 /* vlog_seg.c: segments, their indexes, buffered reads */
 void vl_seg_path(const struct vlog *log, uint64_t base, const char *ext, char *out);
 struct seg *vl_seg_new(uint64_t base);
