@@ -31,6 +31,8 @@
 #include "tests/support/vio_fault.h"
 #include "broker/idem.h"
 #include "broker/group/group.h"
+#include "broker/group/group_snap.h"
+#include "storage/snap.h"
 
 #define META_SEG "__meta/00000000000000000000.log"
 
@@ -422,6 +424,33 @@ static uint8_t *groups_after_start(struct env *e, const char *dir, size_t *len, 
     return b;
 }
 
+/* Puts into dir's group log a snapshot that passes every check (CRC, a
+ * batch ends at its offset with its chain hash, a valid empty state) but
+ * does not belong there: the records after it do not apply to it. */
+static void write_wrong_group_snapshot(const char *data)
+{
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s/__groups", data);
+    struct vlog_config c;
+    vlog_config_default(&c);
+    c.read_only = true;
+    struct vlog *log = NULL;
+    CU_ASSERT_EQUAL_FATAL(vlog_open(dir, &c, tu_now_ms(), &log, NULL), 0);
+    struct snap_hdr h = {.kind = SNAP_GROUPS};
+    for (h.offset = 1; snap_chain_at(log, h.offset, h.chain) != 0; h.offset++)
+        CU_ASSERT_TRUE_FATAL(h.offset < 1000);
+    vlog_abandon(log);
+    struct group_state *st = NULL;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL_FATAL(group_state_new(0, &st), 0);
+    CU_ASSERT_EQUAL_FATAL(group_snap_encode(st, &buf, &len), 0);
+    h.length = len;
+    CU_ASSERT_EQUAL_FATAL(snap_write(NULL, dir, "groups.snap", &h, buf, len), 0);
+    free(buf);
+    group_state_free(st);
+}
+
 static void test_group_restart_equals_state(void)
 {
     struct env e;
@@ -476,13 +505,18 @@ static void test_group_restart_equals_state(void)
     env_stop(&e);
     CU_ASSERT_TRUE(e.tp.b == NULL);
 
-    /* Three copies of the stopped broker's data: as left (with the
-     * snapshot written at the stop), without it, with it corrupted. */
-    char none[600], bad[600], cmd[2000], path[700];
+    /* Four copies of the stopped broker's data: as left (with the
+     * snapshot written at the stop), without it, with it corrupted, and with
+     * a well-formed snapshot of the wrong state at an earlier offset (its
+     * tail cannot apply: the broker must fall back to the whole log). */
+    char none[600], bad[600], wrong[600], cmd[3000], path[700];
     snprintf(none, sizeof none, "%s.none", e.dir);
     snprintf(bad, sizeof bad, "%s.bad", e.dir);
-    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s' && cp -a '%s' '%s'", e.dir, none, e.dir, bad);
+    snprintf(wrong, sizeof wrong, "%s.wrong", e.dir);
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s' && cp -a '%s' '%s' && cp -a '%s' '%s'", e.dir, none,
+             e.dir, bad, e.dir, wrong);
     CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    write_wrong_group_snapshot(wrong);
     snprintf(path, sizeof path, "%s/__groups/groups.snap", none);
     CU_ASSERT_EQUAL_FATAL(unlink(path), 0);
     snprintf(path, sizeof path, "%s/__groups/groups.snap", bad);
@@ -493,6 +527,14 @@ static void test_group_restart_equals_state(void)
     uint8_t *a = groups_after_start(&e, e.dir, &la, &snap_a, &ign_a);
     uint8_t *b = groups_after_start(&e, none, &lb, &snap_b, &ign_b);
     uint8_t *c = groups_after_start(&e, bad, &lc, &snap_c, &ign_c);
+    size_t ld;
+    uint64_t snap_d, ign_d;
+    uint8_t *d = groups_after_start(&e, wrong, &ld, &snap_d, &ign_d);
+    CU_ASSERT_EQUAL(snap_d, 0); /* fell back to the whole log */
+    CU_ASSERT_EQUAL(ign_d, 1);
+    CU_ASSERT_TRUE(la == ld && memcmp(a, d, la) == 0);
+    free(d);
+    tu_rmrf(wrong);
     CU_ASSERT_TRUE(snap_a > 0); /* started from the snapshot */
     CU_ASSERT_EQUAL(ign_a, 0);
     CU_ASSERT_EQUAL(snap_b, 0); /* the whole log */
