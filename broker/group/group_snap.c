@@ -190,7 +190,9 @@ int group_snap_encode(const struct group_state *st, uint8_t **out, size_t *len)
 {
     *out = NULL;
     *len = 0;
-    if (st->open_head || st->rec_read < st->n_recs || st->in_apply)
+    /* Only a recovered (live) machine is a whole state: a REPLAY state may
+     * be a replay that stopped half-way. */
+    if (!st->live || st->open_head || st->rec_read < st->n_recs || st->in_apply)
         return -EAGAIN;
     if (st->live && st->seq_next != st->seq_applied + 1)
         return -EAGAIN; /* a seq is reserved for a record not yet applied */

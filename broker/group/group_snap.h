@@ -18,9 +18,11 @@
 
 /*
  * Encodes the durable state of st into *out (malloc'd, the caller frees),
- * *len bytes. The state must be quiescent: no open progress record and every
- * emitted record drained (group_flush, then group_next_record until false);
- * otherwise -EAGAIN and nothing is encoded. 0, -EAGAIN or -ENOMEM.
+ * *len bytes. The state must be live (group_recover ran: a REPLAY state may
+ * be a replay that stopped half-way) and quiescent: no open progress record
+ * and every emitted record drained (group_flush, then group_next_record
+ * until false); otherwise -EAGAIN and nothing is encoded. 0, -EAGAIN or
+ * -ENOMEM.
  */
 int group_snap_encode(const struct group_state *st, uint8_t **out, size_t *len) GROUP_WUR;
 

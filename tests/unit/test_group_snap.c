@@ -278,6 +278,12 @@ static void test_snapshot_equals_replay_random(void)
 
 static void test_open_progress_record_refused(void)
 {
+    struct group_state *replaying = NULL;
+    uint8_t *rb = NULL;
+    size_t rl = 0;
+    CU_ASSERT_EQUAL_FATAL(group_state_new(0, &replaying), 0);
+    CU_ASSERT_EQUAL(group_snap_encode(replaying, &rb, &rl), -EAGAIN); /* not recovered */
+    group_state_free(replaying);
     rng = 5;
     setup();
     const char *topics[] = {"orders"};
@@ -339,7 +345,8 @@ int main(void)
         void (*fn)(void);
     } tests[] = {
         {"snapshot (+ tail) equals full replay, random runs", test_snapshot_equals_replay_random},
-        {"an open progress record refuses the snapshot", test_open_progress_record_refused},
+        {"a replaying state or an open progress record refuses the snapshot",
+         test_open_progress_record_refused},
         {"truncated or corrupted snapshots are refused or harmless",
          test_bad_bytes_refused_or_harmless},
     };
