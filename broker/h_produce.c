@@ -207,11 +207,11 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
         resolve(pc, i, rc, hw, msg);
         return;
     }
-    /* The time the rebuild after a restart will see for this batch (its
-     * max_timestamp, capped at now), so that the live state and the state
-     * rebuilt from the log are the same function of the log. */
-    int64_t rec_ms = h.max_timestamp < now ? h.max_timestamp : now;
-    if ((rc = idem_record(&p->idem, &h, ai.base_offset, ai.last_offset, rec_ms)))
+    /* Keys are remembered from their append time, so a producer that sends
+     * old event times still gets its retries recognised. A rebuild without
+     * a snapshot can only approximate it with the batch time
+     * (docs/SNAPSHOTS.md "Exactness"); snapshots keep it. */
+    if ((rc = idem_record(&p->idem, &h, ai.base_offset, ai.last_offset, now)))
         blog(BLOG_ERROR, "idem_record_failed", "topic=%s partition=%" PRIu32 " error=%s",
              p->topic->name, p->id, verity_errname(rc));
     groups_on_append(p, ai.last_offset + 1);
