@@ -183,3 +183,23 @@ clean:
 	rm -rf build build-*
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- start-time benchmark (issue 7, bounded state) -------------------------
+# make bench-start: broker start time and memory with a large log of small
+# batches and a long group log, whole-log replay vs snapshot + tail
+# (tests/perf/start_bench.c; figures in docs/PERFORMANCE.md). Not in
+# `make test`: it writes BENCH_START_BYTES of log.
+BENCH_START_BYTES ?= 1073741824
+BENCH_START_GROUP_RECORDS ?= 1000000
+BENCH_START_DIR ?= /tmp/verity-start-bench
+
+$(BUILD)/perf/start_bench: $(BUILD)/obj/tests/perf/start_bench.o $(TEST_SUPPORT) $(BROKERLIB) $(LIBVERITY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+.PHONY: bench-start
+bench-start: $(BUILD)/perf/start_bench $(BINS)
+	rm -rf $(BENCH_START_DIR) && mkdir -p $(BENCH_START_DIR)
+	VERITY_BIN_DIR=$(abspath $(BUILD)/bin) $(BUILD)/perf/start_bench $(BENCH_START_DIR)/data \
+	  $(BENCH_START_BYTES) $(BENCH_START_GROUP_RECORDS)
+	rm -rf $(BENCH_START_DIR)

@@ -79,6 +79,8 @@ static void housekeeping(struct broker *b)
     bool retain = now - b->last_retention_ms >= (int64_t)b->cfg.retention_check_ms;
     if (retain)
         b->last_retention_ms = now;
+    (void)meta_snapshot(b, false); /* failures are logged and counted */
+    (void)groups_snapshot(b, false);
     struct topic *t;
     TAILQ_FOREACH(t, &b->topics, link)
     {
@@ -89,8 +91,10 @@ static void housekeeping(struct broker *b)
             if (!p || !p->log || p->error)
                 continue;
             idem_expire(&p->idem, now);
+            (void)part_snapshot(p, false); /* failures are logged and counted */
             if (!retain)
                 continue;
+            b->met.producers_expired += idem_expire_producers(&p->idem, now);
             int rc = vlog_maybe_roll(p->log, now);
             if (rc)
                 blog(BLOG_WARN, "segment_roll_failed", "topic=%s partition=%" PRIu32 " error=%s",
@@ -262,6 +266,10 @@ int broker_free(struct broker *b)
     int grc = groups_close(b, true);
     if (grc && !rc)
         rc = grc;
+    /* Before the topics leave memory: a clean stop leaves a snapshot of
+     * the metadata, so the next start replays (almost) nothing. */
+    if (b->meta.log && vlog_sync(b->meta.log) == 0)
+        (void)meta_snapshot(b, true); /* failures are logged and counted */
     struct topic *t;
     while ((t = TAILQ_FIRST(&b->topics))) {
         for (uint32_t i = 0; i < t->cfg.partitions; i++) {

@@ -92,7 +92,13 @@ struct partition {
     struct fetch_link_list fetchers; /* long-polls waiting for new data */
     int error;                       /* 0, open failure or sticky log error */
     bool error_logged;
+    uint64_t snap_offset;            /* log offset the last idem snapshot covers (0: none) */
 };
+
+/* Writes the partition's idempotence snapshot (<dir>/idem.snap) when the
+ * whole log is durable and force is set or snapshot_records records were
+ * appended since the last one. 0, or the error (also counted in metrics). */
+int part_snapshot(struct partition *p, bool force);
 
 struct topic {
     char name[VERITY_TOPIC_NAME_MAX + 1];
@@ -165,6 +171,8 @@ struct meta {
     int16_t *epochs;         /* epochs[pid - 1], pid = 1..n_producers */
     size_t n_producers;
     size_t cap_producers;
+    uint64_t snap_offset; /* meta log offset the last snapshot covers (0: none) */
+    bool loaded;          /* replay finished: memory is the log's state */
 };
 
 /* Opens <data>/__meta and replays it into the broker (topics, producers). */
@@ -177,9 +185,20 @@ int meta_append(struct broker *b, const char *json, meta_done_fn done, void *arg
     __attribute__((warn_unused_result));
 /* -1 when pid is unknown. */
 int meta_producer_epoch(const struct broker *b, int64_t pid);
-/* Records (in memory) pid's epoch; grows the table. 0 or -ENOMEM. */
+#define META_PRODUCER_ID_MAX 100000000
+/* Grows the epoch table so that meta_producer_set(pid) cannot fail. 0,
+ * VERITY_EINVAL (pid out of range) or -ENOMEM; changes no producer. */
+int meta_producer_reserve(struct broker *b, int64_t pid) __attribute__((warn_unused_result));
+/* Records (in memory) pid's epoch, which must not be older than the one
+ * held; grows the table. 0, VERITY_EINVAL or -ENOMEM. Call only for a record
+ * that is in the metadata log (replay, or after meta_append succeeded), so
+ * memory never runs ahead of the log. */
 int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
     __attribute__((warn_unused_result));
+/* Writes <data>/__meta/meta.snap when the log is durable with nothing
+ * waiting and force is set or snapshot_records records were appended since
+ * the last one. 0 or the error (logged, counted). */
+int meta_snapshot(struct broker *b, bool force);
 /* Renames <data>/topics/<name> aside, fsyncs the parent, removes it. */
 int meta_remove_topic_dir(struct broker *b, const char *name) __attribute__((warn_unused_result));
 /* Sum of the fsync statistics of every log (metrics). */
@@ -333,7 +352,19 @@ struct groups {
     uint64_t gen;     /* raised when a group is created or deleted */
     uint64_t records; /* records appended since start */
     uint64_t batches; /* log batches appended since start */
+    uint64_t snap_offset; /* group log offset the last snapshot covers (0: none) */
 };
+
+/* Group snapshots (broker/groups_snap.c). groups_snap_load loads
+ * <data>/__groups/groups.snap into the new state machine and sets *from to
+ * the offset the replay starts at (0 without a usable snapshot); 0 or
+ * -ENOMEM. groups_snap_reset discards a loaded state (replay of the tail
+ * failed) for a new empty one, logged and counted. groups_snapshot writes
+ * one when quiescent and durable (force, or snapshot_records since the last);
+ * 0 or the error (logged and counted). */
+int groups_snap_load(struct broker *b, uint64_t *from) __attribute__((warn_unused_result));
+int groups_snap_reset(struct broker *b, const char *why) __attribute__((warn_unused_result));
+int groups_snapshot(struct broker *b, bool force);
 
 /* Opens <data>/__groups, replays it into the state machine and recovers.
  * Called after the topics are open. */

@@ -67,6 +67,10 @@ static const struct key keys[] = {
      "how long an idempotency key is remembered"},
     {"idempotency_keys_max", K_U32, F(idempotency_keys_max), 0, 0, 100000000,
      "idempotency keys remembered per partition"},
+    {"producer_retention_ms", K_U64, F(producer_retention_ms), 0, 0, INT64_MAX / 2,
+     "forget a producer id's sequences this long after its newest batch (0 = never)"},
+    {"snapshot_records", K_U64, F(snapshot_records), 0, 0, INT64_MAX / 2,
+     "write a state snapshot after this many log records (0 = only at a clean stop)"},
     {"max_topics", K_U32, F(max_topics), 0, 1, 1000000, "topics in the broker"},
     {"default_partitions", K_U32, F(default_partitions), 0, 1, VERITY_PARTITIONS_MAX,
      "partitions of a new topic"},
@@ -120,6 +124,8 @@ void bcfg_default(struct broker_config *c)
     c->partition_producers_max = 100000;
     c->idempotency_window_ms = 600000;
     c->idempotency_keys_max = 1000000;
+    c->producer_retention_ms = 7ull * 86400000;
+    c->snapshot_records = 1000000;
     c->max_topics = 10000;
     c->default_partitions = 1;
     c->default_durability = TDUR_GROUP;

@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+struct vio;
+
 #define BCFG_PATH_MAX 1024
 #define BCFG_ADDR_MAX 300
 
@@ -41,6 +43,8 @@ struct broker_config {
     uint32_t partition_producers_max; /* producer ids tracked per partition */
     uint64_t idempotency_window_ms;
     uint32_t idempotency_keys_max; /* idempotency keys remembered per partition */
+    uint64_t producer_retention_ms; /* forget a producer idle this long (0 = never) */
+    uint64_t snapshot_records;      /* snapshot state after this many log records (0 = at stop only) */
     uint32_t max_topics;
     /* topic defaults */
     uint32_t default_partitions;
@@ -61,6 +65,10 @@ struct broker_config {
     /* admin HTTP and shutdown */
     uint32_t http_timeout_s;
     uint32_t shutdown_timeout_ms;
+    /* Not a configuration key: the file operations every log of this broker
+     * uses (NULL = vio_posix). Tests that run a broker in-process hand in
+     * tests/support/vio_fault.c here. Borrowed for the broker's life. */
+    const struct vio *io;
 };
 
 void bcfg_default(struct broker_config *c);

@@ -603,14 +603,14 @@ static int replay_batch(struct broker *b, const uint8_t *buf, size_t len, uint64
     return rc < 0 ? rc : 0;
 }
 
-static int replay(struct broker *b, uint64_t *applied)
+static int replay(struct broker *b, uint64_t from, uint64_t *applied)
 {
     struct groups *gs = &b->groups;
     struct vlog_info info;
     vlog_get_info(gs->log, &info);
     size_t cap = VERITY_BATCH_BYTES_MAX;
     uint8_t *buf = malloc(cap);
-    uint64_t off = info.start_offset;
+    uint64_t off = from > info.start_offset ? from : info.start_offset;
     int rc = 0;
     if (!buf)
         return -ENOMEM;
@@ -672,6 +672,7 @@ int groups_open(struct broker *b)
         break;
     }
     vc.segment_bytes = GROUPS_SEGMENT_BYTES;
+    vc.io = b->cfg.io;
     vc.checkpoint_records = b->cfg.checkpoint_records;
     vc.signing_key = b->signing_key;
     vc.on_durable = groups_on_durable;
@@ -689,8 +690,15 @@ int groups_open(struct broker *b)
              "cut_first=%" PRIu64 " cut_bytes=%" PRIu64 " (records of the cut tail were never "
              "answered)",
              rec->cut_offset_first, rec->cut_bytes);
-    uint64_t applied = 0;
-    if ((rc = replay(b, &applied))) {
+    uint64_t applied = 0, from = 0;
+    /* Snapshot + tail (broker/groups_snap.c); the whole log if either fails. */
+    if ((rc = groups_snap_load(b, &from)))
+        return rc;
+    if (from && (rc = replay(b, from, &applied)) && (rc = groups_snap_reset(b, "tail")) == 0)
+        rc = replay(b, 0, &applied);
+    else if (!from)
+        rc = replay(b, 0, &applied);
+    if (rc) {
         blog(BLOG_ERROR, "group_log_replay_failed", "error=%s", verity_errname(rc));
         return rc;
     }
@@ -723,6 +731,8 @@ int groups_close(struct broker *b, bool clean)
         if (clean && gs->log && !gs->error) {
             group_flush(gs->st, now_ms());
             drain_records(b);
+            if (vlog_sync(gs->log) == 0)
+                (void)groups_snapshot(b, true); /* logged and counted */
         }
     }
     fail_all_parked(b, VERITY_ECLOSED);

@@ -21,6 +21,7 @@
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "verity/errors.h"
+#include "verity/verify.h"
 
 #define SOFTWARE "verityd 0.1"
 
@@ -503,12 +504,22 @@ void h_init_producer(struct req *r)
                             (json_int_t)pid, "epoch", epoch, "time_ms", (json_int_t)now_ms());
     char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
-    int rc = ic && text ? meta_producer_set(b, pid, (int16_t)epoch) : -ENOMEM;
+    /* Memory follows the log (issue 7 defect 9): room for pid first, then
+     * the record, and only once it is in the log the new id or epoch. A
+     * failed append changes nothing, so a retry gets the same id and epoch
+     * and a restart replays exactly what memory held. meta_append writes
+     * synchronously on this loop, so no other InitProducer can take the id
+     * in between. */
+    int rc = ic && text ? meta_producer_reserve(b, pid) : -ENOMEM;
     if (rc == 0) {
         ic->pid = pid;
         ic->epoch = (int16_t)epoch;
         r->ctx = ic;
         rc = meta_append(b, text, init_done, r);
+        if (rc == 0) {
+            int src = meta_producer_set(b, pid, (int16_t)epoch); /* reserved: cannot fail */
+            VERITY_VERIFY(src == 0);
+        }
     }
     free(text);
     if (rc) {

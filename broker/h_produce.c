@@ -181,6 +181,8 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
     struct idem_batch dup;
     idem_expire(&p->idem, now);
     rc = idem_check(&p->idem, &h, now, &dup, msg, sizeof msg);
+    if (rc == VERITY_ELIMIT)
+        b->met.idem_limit_refusals++;
     if (rc < 0) {
         resolve(pc, i, rc, hw, msg);
         return;
@@ -205,6 +207,10 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
         resolve(pc, i, rc, hw, msg);
         return;
     }
+    /* Keys are remembered from their append time, so a producer that sends
+     * old event times still gets its retries recognised. A rebuild without
+     * a snapshot can only approximate it with the batch time
+     * (docs/SNAPSHOTS.md "Exactness"); snapshots keep it. */
     if ((rc = idem_record(&p->idem, &h, ai.base_offset, ai.last_offset, now)))
         blog(BLOG_ERROR, "idem_record_failed", "topic=%s partition=%" PRIu32 " error=%s",
              p->topic->name, p->id, verity_errname(rc));

@@ -101,6 +101,83 @@ static void render_requests(struct broker *b, struct evbuffer *o)
     }
 }
 
+/* Idempotence state against its limits, snapshots, checkpoint failures
+ * (docs/SNAPSHOTS.md). */
+static void render_state(struct broker *b, struct evbuffer *o)
+{
+    const struct metrics *m = &b->met;
+    size_t producers = 0, keys = 0, producers_top = 0, keys_top = 0;
+    uint64_t ckpt_failures = 0;
+    struct vlog_info info;
+    struct topic *t;
+    TAILQ_FOREACH(t, &b->topics, link)
+    {
+        for (uint32_t i = 0; i < t->cfg.partitions; i++) {
+            struct partition *p = t->parts[i];
+            if (!p)
+                continue;
+            producers += p->idem.pcount;
+            keys += p->idem.kcount;
+            if (p->idem.pcount > producers_top)
+                producers_top = p->idem.pcount;
+            if (p->idem.kcount > keys_top)
+                keys_top = p->idem.kcount;
+            if (p->log) {
+                vlog_get_info(p->log, &info);
+                ckpt_failures += info.checkpoint_failures;
+            }
+        }
+    }
+    if (b->meta.log) {
+        vlog_get_info(b->meta.log, &info);
+        ckpt_failures += info.checkpoint_failures;
+    }
+    if (b->groups.log) {
+        vlog_get_info(b->groups.log, &info);
+        ckpt_failures += info.checkpoint_failures;
+    }
+    met_family(o, "verity_producer_ids", "gauge", "Producer ids allocated (limit: max_producers).");
+    evbuffer_add_printf(o, "verity_producer_ids %zu\n", b->meta.n_producers);
+    met_family(o, "verity_producer_ids_max", "gauge", "The max_producers limit.");
+    evbuffer_add_printf(o, "verity_producer_ids_max %" PRIu32 "\n", b->cfg.max_producers);
+    met_family(o, "verity_idem_producers", "gauge",
+               "Producers tracked by the partitions' idempotence state, all partitions.");
+    evbuffer_add_printf(o, "verity_idem_producers %zu\n", producers);
+    met_family(o, "verity_idem_producers_partition_top", "gauge",
+               "Most producers tracked by one partition (limit: partition_producers_max).");
+    evbuffer_add_printf(o, "verity_idem_producers_partition_top %zu\n", producers_top);
+    met_family(o, "verity_idem_producers_partition_max", "gauge", "partition_producers_max.");
+    evbuffer_add_printf(o, "verity_idem_producers_partition_max %" PRIu32 "\n",
+                        b->cfg.partition_producers_max);
+    met_family(o, "verity_idem_keys", "gauge", "Idempotency keys remembered, all partitions.");
+    evbuffer_add_printf(o, "verity_idem_keys %zu\n", keys);
+    met_family(o, "verity_idem_keys_partition_top", "gauge",
+               "Most idempotency keys remembered by one partition (limit: idempotency_keys_max).");
+    evbuffer_add_printf(o, "verity_idem_keys_partition_top %zu\n", keys_top);
+    met_family(o, "verity_idem_keys_partition_max", "gauge", "idempotency_keys_max.");
+    evbuffer_add_printf(o, "verity_idem_keys_partition_max %" PRIu32 "\n",
+                        b->cfg.idempotency_keys_max);
+    met_family(o, "verity_idem_limit_refusals_total", "counter",
+               "Produces refused because a partition reached partition_producers_max or "
+               "idempotency_keys_max.");
+    evbuffer_add_printf(o, "verity_idem_limit_refusals_total %" PRIu64 "\n",
+                        m->idem_limit_refusals);
+    met_family(o, "verity_producers_expired_total", "counter",
+               "Producers forgotten by a partition after producer_retention_ms.");
+    evbuffer_add_printf(o, "verity_producers_expired_total %" PRIu64 "\n", m->producers_expired);
+    met_family(o, "verity_snapshots_written_total", "counter", "State snapshots written.");
+    evbuffer_add_printf(o, "verity_snapshots_written_total %" PRIu64 "\n", m->snapshots_written);
+    met_family(o, "verity_snapshot_failures_total", "counter",
+               "State snapshots that could not be written (the previous one stays).");
+    evbuffer_add_printf(o, "verity_snapshot_failures_total %" PRIu64 "\n", m->snapshot_failures);
+    met_family(o, "verity_snapshots_ignored_total", "counter",
+               "Snapshots found at start that failed a check; the whole log was replayed.");
+    evbuffer_add_printf(o, "verity_snapshots_ignored_total %" PRIu64 "\n", m->snapshots_ignored);
+    met_family(o, "verity_checkpoint_failures_total", "counter",
+               "Automatic log checkpoints that failed after an append (the append stood).");
+    evbuffer_add_printf(o, "verity_checkpoint_failures_total %" PRIu64 "\n", ckpt_failures);
+}
+
 static void render_fsync(struct broker *b, struct evbuffer *o)
 {
     struct vlog_sync_stats st;
@@ -301,6 +378,7 @@ static void h_metrics(struct evhttp_request *req, void *arg)
     evbuffer_add_printf(o, "verity_produce_duplicates_total %" PRIu64 "\n", m->produce_duplicates);
     met_family(o, "verity_topics", "gauge", "Topics.");
     evbuffer_add_printf(o, "verity_topics %zu\n", b->n_topics);
+    render_state(b, o);
     render_fsync(b, o);
     render_partitions(b, o);
     render_groups(b, o);

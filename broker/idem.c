@@ -5,6 +5,18 @@
  * holds every key exactly once in append order, so expiry only looks at its
  * head; a producer's kept batches are in sequence order, newest at `newest`,
  * and consecutive ones are contiguous (last_seq + 1 == next base_seq).
+ *
+ * Snapshot payload (idem_encode, little-endian):
+ *
+ *   u32 producers, then per producer 140 bytes:
+ *     i64 pid, i16 epoch, u8 n, u8 newest, i64 last_ms,
+ *     IDEM_SEQ_KEEP x (i32 base_seq, i32 last_seq, u64 base_offset, u64 last_offset)
+ *   u32 keys, then per key in FIFO order (oldest first) 40 bytes:
+ *     16 key bytes, u64 base_offset, u64 last_offset, i64 time_ms
+ *
+ * Valid only if every count fits the remaining bytes exactly, pid >= 0 and
+ * unique, epoch >= 0, n <= IDEM_SEQ_KEEP, newest < IDEM_SEQ_KEEP, and every
+ * kept batch has last_offset >= base_offset.
  */
 #include "broker/idem.h"
 
@@ -267,7 +279,7 @@ static int grow_keys(struct idem *s)
 }
 
 static int record_producer(struct idem *s, const struct batch_hdr *h, uint64_t base_offset,
-                           uint64_t last_offset)
+                           uint64_t last_offset, int64_t time_ms)
 {
     struct idem_producer *p = (struct idem_producer *)idem_producer_get(s, h->producer_id);
     if (!p) {
@@ -278,6 +290,7 @@ static int record_producer(struct idem *s, const struct batch_hdr *h, uint64_t b
             return -ENOMEM;
         p->pid = h->producer_id;
         p->epoch = h->producer_epoch;
+        p->last_ms = time_ms;
         size_t bi = pid_bucket(s, p->pid);
         p->hnext = s->pbuckets[bi];
         s->pbuckets[bi] = p;
@@ -301,9 +314,15 @@ static int record_producer(struct idem *s, const struct batch_hdr *h, uint64_t b
     b->last_offset = last_offset;
     if (p->n < IDEM_SEQ_KEEP)
         p->n++;
+    if (time_ms > p->last_ms)
+        p->last_ms = time_ms;
     VERITY_VERIFY(b->last_offset >= b->base_offset);
+    VERITY_VERIFY(p->n <= IDEM_SEQ_KEEP && p->newest < IDEM_SEQ_KEEP);
     return 0;
 }
+
+static int key_insert(struct idem *s, const uint8_t *key, uint64_t base_offset,
+                      uint64_t last_offset, int64_t time_ms);
 
 static void key_unlink_head(struct idem *s)
 {
@@ -323,7 +342,7 @@ int idem_record(struct idem *s, const struct batch_hdr *h, uint64_t base_offset,
                 uint64_t last_offset, int64_t time_ms)
 {
     if (h->producer_id >= 0)
-        return record_producer(s, h, base_offset, last_offset);
+        return record_producer(s, h, base_offset, last_offset, time_ms);
     if (!has_key(h) || s->keys_max == 0)
         return 0;
     struct idem_key *old = key_get(s, h->idem_key);
@@ -338,12 +357,19 @@ int idem_record(struct idem *s, const struct batch_hdr *h, uint64_t base_offset,
         else
             old->time_ms = INT64_MIN; /* unreachable as a duplicate; expires first */
     }
+    return key_insert(s, h->idem_key, base_offset, last_offset, time_ms);
+}
+
+/* Appends a key at the FIFO tail. 0 or -ENOMEM. */
+static int key_insert(struct idem *s, const uint8_t *key, uint64_t base_offset,
+                      uint64_t last_offset, int64_t time_ms)
+{
     if (s->kcount >= s->kcap && grow_keys(s))
         return -ENOMEM;
     struct idem_key *k = calloc(1, sizeof *k);
     if (!k)
         return -ENOMEM;
-    memcpy(k->key, h->idem_key, BATCH_IDEM_KEY_SIZE);
+    memcpy(k->key, key, BATCH_IDEM_KEY_SIZE);
     k->base_offset = base_offset;
     k->last_offset = last_offset;
     k->time_ms = time_ms;
@@ -363,4 +389,175 @@ void idem_expire(struct idem *s, int64_t now_ms)
 {
     while (s->khead && s->khead->time_ms < now_ms - s->window_ms)
         key_unlink_head(s);
+}
+
+size_t idem_expire_producers(struct idem *s, int64_t now_ms)
+{
+    size_t n = 0;
+    if (s->producer_retention_ms <= 0)
+        return 0;
+    for (size_t i = 0; i < s->pcap; i++) {
+        struct idem_producer **pp = &s->pbuckets[i];
+        while (*pp) {
+            struct idem_producer *p = *pp;
+            if (p->last_ms < now_ms - s->producer_retention_ms) {
+                *pp = p->hnext;
+                free(p);
+                s->pcount--;
+                n++;
+            } else {
+                pp = &p->hnext;
+            }
+        }
+    }
+    return n;
+}
+
+/* ---- snapshot ---------------------------------------------------------------- */
+
+#define PROD_BYTES (8 + 2 + 1 + 1 + 8 + IDEM_SEQ_KEEP * 24)
+#define KEY_BYTES (BATCH_IDEM_KEY_SIZE + 24)
+
+int idem_encode(const struct idem *s, uint8_t **out, size_t *len)
+{
+    size_t n = 8 + s->pcount * (size_t)PROD_BYTES + s->kcount * (size_t)KEY_BYTES;
+    uint8_t *buf = malloc(n), *p = buf;
+    if (!buf)
+        return -ENOMEM;
+    put_le32(p, (uint32_t)s->pcount);
+    p += 4;
+    size_t seen = 0;
+    for (size_t i = 0; i < s->pcap; i++) {
+        for (const struct idem_producer *q = s->pbuckets[i]; q; q = q->hnext) {
+            put_le64(p, (uint64_t)q->pid);
+            put_le16(p + 8, (uint16_t)q->epoch);
+            p[10] = q->n;
+            p[11] = q->newest;
+            put_le64(p + 12, (uint64_t)q->last_ms);
+            p += 20;
+            for (unsigned j = 0; j < IDEM_SEQ_KEEP; j++) {
+                put_le32(p, (uint32_t)q->b[j].base_seq);
+                put_le32(p + 4, (uint32_t)q->b[j].last_seq);
+                put_le64(p + 8, q->b[j].base_offset);
+                put_le64(p + 16, q->b[j].last_offset);
+                p += 24;
+            }
+            seen++;
+        }
+    }
+    VERITY_VERIFY(seen == s->pcount);
+    put_le32(p, (uint32_t)s->kcount);
+    p += 4;
+    seen = 0;
+    for (const struct idem_key *k = s->khead; k; k = k->fnext) {
+        memcpy(p, k->key, BATCH_IDEM_KEY_SIZE);
+        put_le64(p + 16, k->base_offset);
+        put_le64(p + 24, k->last_offset);
+        put_le64(p + 32, (uint64_t)k->time_ms);
+        p += KEY_BYTES;
+        seen++;
+    }
+    VERITY_VERIFY(seen == s->kcount);
+    VERITY_VERIFY((size_t)(p - buf) == n);
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static void idem_clear(struct idem *s)
+{
+    for (size_t i = 0; i < s->pcap; i++) {
+        while (s->pbuckets[i]) {
+            struct idem_producer *p = s->pbuckets[i];
+            s->pbuckets[i] = p->hnext;
+            free(p);
+        }
+    }
+    s->pcount = 0;
+    while (s->khead)
+        key_unlink_head(s);
+}
+
+static int decode_producers(struct idem *s, const uint8_t **pp, const uint8_t *end)
+{
+    const uint8_t *p = *pp;
+    if (end - p < 4)
+        return VERITY_ECORRUPT;
+    uint32_t n = get_le32(p);
+    p += 4;
+    if ((uint64_t)n * PROD_BYTES > (uint64_t)(end - p))
+        return VERITY_ECORRUPT;
+    if (n > s->producers_max)
+        return VERITY_ELIMIT;
+    for (uint32_t i = 0; i < n; i++, p += PROD_BYTES) {
+        int64_t pid = (int64_t)get_le64(p);
+        int16_t epoch = (int16_t)get_le16(p + 8);
+        if (pid < 0 || epoch < 0 || p[10] > IDEM_SEQ_KEEP || p[11] >= IDEM_SEQ_KEEP ||
+            idem_producer_get(s, pid))
+            return VERITY_ECORRUPT;
+        if (s->pcount >= s->pcap && grow_producers(s))
+            return -ENOMEM;
+        struct idem_producer *q = calloc(1, sizeof *q);
+        if (!q)
+            return -ENOMEM;
+        q->pid = pid;
+        q->epoch = epoch;
+        q->n = p[10];
+        q->newest = p[11];
+        q->last_ms = (int64_t)get_le64(p + 12);
+        for (unsigned j = 0; j < IDEM_SEQ_KEEP; j++) {
+            const uint8_t *b = p + 20 + j * 24;
+            q->b[j].base_seq = (int32_t)get_le32(b);
+            q->b[j].last_seq = (int32_t)get_le32(b + 4);
+            q->b[j].base_offset = get_le64(b + 8);
+            q->b[j].last_offset = get_le64(b + 16);
+        }
+        size_t bi = pid_bucket(s, pid);
+        q->hnext = s->pbuckets[bi];
+        s->pbuckets[bi] = q;
+        s->pcount++;
+        for (unsigned j = 0; j < q->n; j++) {
+            const struct idem_batch *b = &q->b[(q->newest + IDEM_SEQ_KEEP - j) % IDEM_SEQ_KEEP];
+            if (b->last_offset < b->base_offset || b->last_seq < b->base_seq)
+                return VERITY_ECORRUPT;
+        }
+    }
+    *pp = p;
+    return 0;
+}
+
+int idem_decode(struct idem *s, const uint8_t *buf, size_t len)
+{
+    const uint8_t *p = buf, *end = buf + len;
+    VERITY_VERIFY(s->pcount == 0 && s->kcount == 0);
+    int rc = decode_producers(s, &p, end);
+    if (rc)
+        goto fail;
+    rc = VERITY_ECORRUPT;
+    if (end - p < 4)
+        goto fail;
+    uint32_t n = get_le32(p);
+    p += 4;
+    if ((uint64_t)n * KEY_BYTES != (uint64_t)(end - p))
+        goto fail;
+    if (n > s->keys_max) {
+        rc = VERITY_ELIMIT;
+        goto fail;
+    }
+    for (uint32_t i = 0; i < n; i++, p += KEY_BYTES) {
+        int64_t t = (int64_t)get_le64(p + 32);
+        if (get_le64(p + 24) < get_le64(p + 16)) {
+            rc = VERITY_ECORRUPT;
+            goto fail;
+        }
+        if (t == INT64_MIN || key_get(s, p))
+            continue; /* superseded in the live state: not a duplicate any more */
+        if ((rc = key_insert(s, p, get_le64(p + 16), get_le64(p + 24), t)))
+            goto fail;
+    }
+    VERITY_VERIFY(p == end);
+    return 0;
+fail:
+    idem_clear(s);
+    return rc;
 }

@@ -21,6 +21,16 @@
  * refused with VERITY_ELIMIT), keys by keys_max (same). Hash tables are
  * keyed with SipHash under a per-table seed so a client cannot force
  * collisions.
+ *
+ * Retention: a key is kept for window_ms after its batch was appended; a
+ * producer for producer_retention_ms after its newest batch (time of the
+ * batch, or of the append), after which idem_expire_producers forgets it: a
+ * retry from it older than that is appended again (as Kafka expires idle
+ * producer ids). 0 keeps producers until producers_max refuses new ones.
+ *
+ * Snapshot: idem_encode / idem_decode turn the whole state into bytes and
+ * back (format in idem.c), so a restart reads a snapshot and feeds only the
+ * log's tail to idem_record (broker/partition.c).
  */
 #ifndef VERITY_BROKER_IDEM_H
 #define VERITY_BROKER_IDEM_H
@@ -43,6 +53,7 @@ struct idem_batch {
 struct idem_producer {
     int64_t pid;
     int16_t epoch;
+    int64_t last_ms;                    /* newest batch time (retention) */
     uint8_t n;                          /* kept batches, <= IDEM_SEQ_KEEP */
     uint8_t newest;                     /* index of the newest kept batch */
     struct idem_batch b[IDEM_SEQ_KEEP]; /* ring */
@@ -70,6 +81,7 @@ struct idem {
     struct idem_key *khead; /* oldest */
     struct idem_key *ktail; /* newest */
     int64_t window_ms;
+    int64_t producer_retention_ms; /* 0 = producers never expire */
     uint64_t seed[2]; /* SipHash key */
 };
 
@@ -102,6 +114,23 @@ int idem_record(struct idem *s, const struct batch_hdr *h, uint64_t base_offset,
 
 /* Forgets keys appended before now_ms - window_ms. */
 void idem_expire(struct idem *s, int64_t now_ms);
+
+/* Forgets producers whose newest batch is older than now_ms -
+ * producer_retention_ms (none when that is 0). Returns how many. O(producers):
+ * call on a slow timer. */
+size_t idem_expire_producers(struct idem *s, int64_t now_ms);
+
+/* Serialises the whole state into *out (malloc'd, the caller frees), *len
+ * bytes. 0 or -ENOMEM. */
+int idem_encode(const struct idem *s, uint8_t **out, size_t *len)
+    __attribute__((warn_unused_result));
+
+/* Loads an idem_encode output into s, which must be freshly initialised
+ * (empty). 0; VERITY_ECORRUPT for bytes that are not a valid state (s is
+ * then emptied again); VERITY_ELIMIT when it holds more producers or keys
+ * than s allows; -ENOMEM. */
+int idem_decode(struct idem *s, const uint8_t *buf, size_t len)
+    __attribute__((warn_unused_result));
 
 /* Read access for tests and metrics. NULL when unknown. */
 const struct idem_producer *idem_producer_get(const struct idem *s, int64_t pid);

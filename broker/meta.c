@@ -13,6 +13,20 @@
  * field of that type in range; an invalid record met on replay is logged and
  * skipped (it can only come from a newer broker version).
  *
+ * Snapshot: <data-dir>/__meta/meta.snap (storage/snap.h) holds the state
+ * the log describes up to the offset it covers, as
+ *
+ *   u32 n, then n bytes: a JSON array of create_topic records (the format
+ *                        above), one per live topic
+ *   u64 producers, then producers x i16 epoch (pid 1.., -1 = not issued)
+ *
+ * valid only if the JSON is an array of valid create_topic records with
+ * unique names, producers <= META_PRODUCER_ID_MAX, every epoch -1..INT16_MAX
+ * and no byte is left over. meta_open loads it (if it matches the log) and
+ * replays only the records past it; meta_snapshot writes one when the whole
+ * log is durable with no record waiting, every snapshot_records records and
+ * at a clean close.
+ *
  * The log runs in group mode with no delay, so the loop never waits for an
  * fdatasync: meta_append returns at once and the caller's callback runs when
  * the commit thread reports the record durable. Callers answer clients only
@@ -35,6 +49,7 @@
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "storage/batch.h"
+#include "storage/snap.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
@@ -48,10 +63,10 @@ int meta_producer_epoch(const struct broker *b, int64_t pid)
     return b->meta.epochs[pid - 1];
 }
 
-int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
+int meta_producer_reserve(struct broker *b, int64_t pid)
 {
     struct meta *m = &b->meta;
-    if (pid < 1 || pid > (int64_t)100000000)
+    if (pid < 1 || pid > (int64_t)META_PRODUCER_ID_MAX)
         return VERITY_EINVAL;
     if ((uint64_t)pid > m->cap_producers) {
         size_t ncap = m->cap_producers ? m->cap_producers : 1024;
@@ -65,6 +80,19 @@ int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
         m->epochs = ne;
         m->cap_producers = ncap;
     }
+    VERITY_VERIFY((uint64_t)pid <= m->cap_producers);
+    return 0;
+}
+
+int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
+{
+    struct meta *m = &b->meta;
+    int rc = meta_producer_reserve(b, pid);
+    if (rc)
+        return rc;
+    /* Epochs of one id only grow: an older one is refused, not applied. */
+    if (epoch < 0 || epoch < m->epochs[pid - 1])
+        return VERITY_EINVAL;
     m->epochs[pid - 1] = epoch;
     if ((uint64_t)pid > m->n_producers)
         m->n_producers = (size_t)pid;
@@ -133,7 +161,7 @@ static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
     }
     if (strcmp(type, "init_producer") == 0) {
         int64_t pid, epoch;
-        if (get_int(rec, "producer_id", 1, 100000000, &pid) ||
+        if (get_int(rec, "producer_id", 1, META_PRODUCER_ID_MAX, &pid) ||
             get_int(rec, "epoch", 0, INT16_MAX, &epoch))
             goto bad;
         return meta_producer_set(b, pid, (int16_t)epoch);
@@ -177,13 +205,13 @@ static int replay_batch(struct broker *b, const uint8_t *buf, size_t len)
     return rc < 0 ? rc : 0;
 }
 
-static int replay(struct broker *b)
+static int replay(struct broker *b, uint64_t from)
 {
     struct vlog_info info;
     vlog_get_info(b->meta.log, &info);
     size_t cap = 1u << 20;
     uint8_t *buf = malloc(cap);
-    uint64_t off = info.start_offset;
+    uint64_t off = from > info.start_offset ? from : info.start_offset;
     int rc = 0;
     if (!buf)
         return -ENOMEM;
@@ -215,6 +243,177 @@ static int replay(struct broker *b)
 out:
     free(buf);
     return rc;
+}
+
+/* ---- snapshot ------------------------------------------------------------------ */
+
+#define META_SNAP "meta.snap"
+
+static int snap_encode(struct broker *b, uint8_t **out, size_t *len)
+{
+    json_t *arr = json_array();
+    struct topic *t;
+    char *text = NULL;
+    if (!arr)
+        return -ENOMEM;
+    TAILQ_FOREACH(t, &b->topics, link)
+    {
+        if (t->deleting)
+            continue;
+        const struct topic_cfg *tc = &t->cfg;
+        json_t *rec = json_pack(
+            "{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name",
+            t->name, "partitions", (json_int_t)tc->partitions, "durability",
+            bcfg_durability_name(tc->durability), "retention_ms", (json_int_t)tc->retention_ms,
+            "retention_bytes", (json_int_t)tc->retention_bytes, "segment_bytes",
+            (json_int_t)tc->segment_bytes, "max_message_bytes", (json_int_t)tc->max_message_bytes,
+            "time_ms", (json_int_t)t->created_ms);
+        if (!rec || json_array_append_new(arr, rec)) {
+            json_decref(arr);
+            return -ENOMEM;
+        }
+    }
+    text = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    if (!text)
+        return -ENOMEM;
+    size_t jlen = strlen(text), np = b->meta.n_producers;
+    size_t n = 4 + jlen + 8 + 2 * np;
+    uint8_t *buf = malloc(n);
+    if (!buf) {
+        free(text);
+        return -ENOMEM;
+    }
+    put_le32(buf, (uint32_t)jlen);
+    memcpy(buf + 4, text, jlen);
+    free(text);
+    put_le64(buf + 4 + jlen, np);
+    for (size_t i = 0; i < np; i++)
+        put_le16(buf + 12 + jlen + 2 * i, (uint16_t)b->meta.epochs[i]);
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* Applies a snapshot payload to the empty broker state. */
+static int snap_apply(struct broker *b, const uint8_t *buf, size_t len)
+{
+    if (len < 12)
+        return VERITY_ECORRUPT;
+    uint32_t jlen = get_le32(buf);
+    if ((uint64_t)jlen + 12 > len)
+        return VERITY_ECORRUPT;
+    uint64_t np = get_le64(buf + 4 + jlen);
+    if (np > META_PRODUCER_ID_MAX || 2 * np != len - 12 - jlen)
+        return VERITY_ECORRUPT;
+    json_error_t jerr;
+    json_t *arr = json_loadb((const char *)buf + 4, jlen, 0, &jerr);
+    if (!arr || !json_is_array(arr)) {
+        json_decref(arr);
+        return VERITY_ECORRUPT;
+    }
+    int rc = 0;
+    size_t i;
+    json_t *rec;
+    json_array_foreach(arr, i, rec)
+    {
+        const char *type = json_string_value(json_object_get(rec, "type"));
+        char why[160];
+        if (!json_is_object(rec) || !type || strcmp(type, "create_topic") != 0) {
+            rc = VERITY_ECORRUPT;
+            break;
+        }
+        if ((rc = apply_record(b, rec, why, sizeof why))) {
+            if (rc != -ENOMEM)
+                rc = VERITY_ECORRUPT;
+            break;
+        }
+    }
+    json_decref(arr);
+    for (uint64_t pid = 1; rc == 0 && pid <= np; pid++) {
+        int16_t e = (int16_t)get_le16(buf + 12 + jlen + 2 * (pid - 1));
+        if (e < -1)
+            rc = VERITY_ECORRUPT;
+        else if (e >= 0)
+            rc = meta_producer_set(b, (int64_t)pid, e);
+        else if ((rc = meta_producer_reserve(b, (int64_t)pid)) == 0 && pid > b->meta.n_producers)
+            b->meta.n_producers = pid;
+    }
+    return rc;
+}
+
+/* Drops whatever a failed snapshot load added (no partition is open yet). */
+static void snap_unload(struct broker *b)
+{
+    struct topic *t;
+    while ((t = TAILQ_FIRST(&b->topics)))
+        topic_remove(b, t);
+    free(b->meta.epochs);
+    b->meta.epochs = NULL;
+    b->meta.n_producers = b->meta.cap_producers = 0;
+}
+
+/* Loads <dir>/meta.snap if valid and matching the log; returns the offset
+ * the replay starts from (0 without one). */
+static uint64_t load_snapshot(struct broker *b, const char *dir)
+{
+    struct snap_hdr h;
+    uint8_t *buf = NULL;
+    const char *why = NULL;
+    int rc = snap_read(b->cfg.io, dir, META_SNAP, SNAP_META, &h, &buf);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        why = verity_errname(rc);
+    else if (!snap_matches(b->meta.log, &h))
+        why = "does not match the log";
+    else if ((rc = snap_apply(b, buf, h.length))) {
+        why = verity_errname(rc);
+        snap_unload(b);
+    }
+    free(buf);
+    if (why) {
+        b->met.snapshots_ignored++;
+        blog(BLOG_WARN, "meta_snapshot_ignored", "reason=\"%s\" (replaying the whole log)", why);
+        return 0;
+    }
+    b->meta.snap_offset = h.offset;
+    return h.offset;
+}
+
+int meta_snapshot(struct broker *b, bool force)
+{
+    struct meta *m = &b->meta;
+    struct vlog_info info;
+    struct snap_hdr h = {.kind = SNAP_META};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char dir[BCFG_PATH_MAX + 32];
+    int rc;
+    if (!m->log || !m->loaded || !TAILQ_EMPTY(&m->ops))
+        return 0;
+    vlog_get_info(m->log, &info);
+    if (info.end_offset == m->snap_offset || info.error || info.durable_end != info.end_offset)
+        return 0;
+    if (!force && (b->cfg.snapshot_records == 0 ||
+                   info.end_offset - m->snap_offset < b->cfg.snapshot_records))
+        return 0;
+    snprintf(dir, sizeof dir, "%s/__meta", b->cfg.data_dir);
+    h.offset = info.end_offset;
+    if ((rc = snap_chain_at(m->log, h.offset, h.chain)) || (rc = snap_encode(b, &buf, &len)))
+        goto out;
+    h.length = len;
+    rc = snap_write(b->cfg.io, dir, META_SNAP, &h, buf, len);
+out:
+    free(buf);
+    if (rc) {
+        b->met.snapshot_failures++;
+        blog(BLOG_WARN, "meta_snapshot_failed", "error=%s", verity_errname(rc));
+        return rc;
+    }
+    b->met.snapshots_written++;
+    m->snap_offset = h.offset;
+    return 0;
 }
 
 /* ---- durability ------------------------------------------------------------ */
@@ -386,6 +585,7 @@ int meta_open(struct broker *b)
     vc.segment_bytes = 64u << 20;
     vc.checkpoint_records = 1000;
     vc.signing_key = b->signing_key;
+    vc.io = b->cfg.io;
     vc.on_durable = meta_on_durable;
     vc.on_durable_arg = b;
     uint64_t bad = 0;
@@ -399,10 +599,11 @@ int meta_open(struct broker *b)
     if (rec && rec->cut)
         blog(BLOG_WARN, "meta_recovered", "cut_first=%" PRIu64 " cut_bytes=%" PRIu64,
              rec->cut_offset_first, rec->cut_bytes);
-    if ((rc = replay(b))) {
+    if ((rc = replay(b, load_snapshot(b, dir)))) {
         blog(BLOG_ERROR, "meta_replay_failed", "error=%s", verity_errname(rc));
         return rc;
     }
+    m->loaded = true;
     sweep_topic_dirs(b);
     struct topic *t;
     TAILQ_FOREACH(t, &b->topics, link)

@@ -40,6 +40,11 @@ struct metrics {
     uint64_t produce_batches;           /* appended */
     uint64_t produce_records;
     uint64_t produce_duplicates; /* answered from idempotence state */
+    uint64_t idem_limit_refusals; /* produces refused: partition_producers_max / keys_max */
+    uint64_t producers_expired;   /* forgotten after producer_retention_ms */
+    uint64_t snapshots_written;   /* idempotence, metadata and group snapshots */
+    uint64_t snapshot_failures;   /* writes that failed (the old snapshot stays) */
+    uint64_t snapshots_ignored;   /* found at start but corrupt or not matching the log */
 };
 
 /* Slot for a request case (MET_REQ_INVALID when not a request). */

@@ -11,8 +11,15 @@
  * covers, in offset order. Invariant: a produce is answered with success
  * only when the high watermark is past its last offset.
  *
- * Rebuild after a restart: every batch header of the log is fed to
- * idem_record in log order (headers only: 112 bytes per batch). Idempotency
+ * Rebuild after a restart: the idempotence snapshot <dir>/idem.snap (see
+ * storage/snap.h) is loaded if it passes its checks and still matches the
+ * log (a batch ends at the offset it covers, with its chain hash); then every
+ * batch header past it (all of them without a usable snapshot) is fed to
+ * idem_record in log order (headers only: 112 bytes per batch). Start time
+ * is bounded by the snapshot plus the tail: part_snapshot writes a new one
+ * every snapshot_records records (from the 1 s housekeeping tick, only when
+ * the whole log is durable, so it never covers bytes a crash could cut) and
+ * at a clean close. Idempotency
  * keys are recorded only for batches at or after
  * vlog_offset_for_time(now - window), as the live broker would still hold
  * them. The log after recovery holds exactly the batches that survived, so
@@ -32,6 +39,7 @@
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "storage/batch.h"
+#include "storage/snap.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
@@ -243,6 +251,7 @@ void part_vlog_config(const struct broker *b, const struct topic_cfg *tc, struct
     vc->retention_bytes = tc->retention_bytes > 0 ? (uint64_t)tc->retention_bytes : 0;
     vc->checkpoint_records = b->cfg.checkpoint_records;
     vc->signing_key = b->signing_key;
+    vc->io = b->cfg.io;
 }
 
 /* Commit thread (group mode) or loop (os mode): wake the loop. */
@@ -312,7 +321,75 @@ void part_progress(struct partition *p)
     }
 }
 
-/* Feeds every batch header of the log to the idempotence state. */
+#define IDEM_SNAP "idem.snap"
+
+int part_snapshot(struct partition *p, bool force)
+{
+    struct broker *b = p->b;
+    struct vlog_info info;
+    struct snap_hdr h = {.kind = SNAP_IDEM};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc;
+    if (!p->log || p->error)
+        return 0;
+    vlog_get_info(p->log, &info);
+    if (info.end_offset == p->snap_offset || info.error || info.durable_end != info.end_offset)
+        return 0;
+    if (!force && (b->cfg.snapshot_records == 0 ||
+                   info.end_offset - p->snap_offset < b->cfg.snapshot_records))
+        return 0;
+    h.offset = info.end_offset;
+    if ((rc = snap_chain_at(p->log, h.offset, h.chain)) || (rc = idem_encode(&p->idem, &buf, &len)))
+        goto out;
+    h.length = len;
+    rc = snap_write(b->cfg.io, p->dir, IDEM_SNAP, &h, buf, len);
+out:
+    free(buf);
+    if (rc) {
+        b->met.snapshot_failures++;
+        blog(BLOG_WARN, "snapshot_failed", "topic=%s partition=%" PRIu32 " error=%s",
+             p->topic->name, p->id, verity_errname(rc));
+        return rc;
+    }
+    b->met.snapshots_written++;
+    p->snap_offset = h.offset;
+    blog(BLOG_DEBUG, "snapshot_written", "topic=%s partition=%" PRIu32 " offset=%" PRIu64
+         " bytes=%zu", p->topic->name, p->id, h.offset, len);
+    return 0;
+}
+
+/* Loads <dir>/idem.snap when it is valid and matches the log; returns the
+ * offset the replay starts from (the log's start without one). */
+static uint64_t part_load_snapshot(struct partition *p, uint64_t start)
+{
+    struct broker *b = p->b;
+    struct snap_hdr h;
+    uint8_t *buf = NULL;
+    const char *why = NULL;
+    int rc = snap_read(b->cfg.io, p->dir, IDEM_SNAP, SNAP_IDEM, &h, &buf);
+    if (rc == -ENOENT)
+        return start;
+    if (rc)
+        why = verity_errname(rc);
+    else if (!snap_matches(p->log, &h))
+        why = "does not match the log";
+    else if ((rc = idem_decode(&p->idem, buf, h.length)))
+        why = verity_errname(rc);
+    free(buf);
+    if (why) {
+        b->met.snapshots_ignored++;
+        blog(BLOG_WARN, "snapshot_ignored",
+             "topic=%s partition=%" PRIu32 " reason=\"%s\" (replaying the whole log)",
+             p->topic->name, p->id, why);
+        return start;
+    }
+    p->snap_offset = h.offset;
+    return h.offset;
+}
+
+/* Feeds every batch header of the log past the snapshot to the idempotence
+ * state. */
 static int part_rebuild(struct partition *p, int64_t now)
 {
     struct vlog_info info;
@@ -323,7 +400,8 @@ static int part_rebuild(struct partition *p, int64_t now)
         (rc = vlog_offset_for_time(p->log, now - (int64_t)p->b->cfg.idempotency_window_ms,
                                    &key_from)))
         return rc;
-    uint64_t off = info.start_offset;
+    uint64_t off = part_load_snapshot(p, info.start_offset);
+    uint64_t from = off;
     uint64_t batches = 0;
     while (off < info.end_offset) {
         struct vlog_span spans[16];
@@ -358,9 +436,12 @@ static int part_rebuild(struct partition *p, int64_t now)
             }
         }
     }
+    idem_expire(&p->idem, now);
+    p->b->met.producers_expired += idem_expire_producers(&p->idem, now);
     blog(BLOG_DEBUG, "partition_rebuilt",
-         "topic=%s partition=%" PRIu32 " batches=%" PRIu64 " producers=%zu keys=%zu",
-         p->topic->name, p->id, batches, p->idem.pcount, p->idem.kcount);
+         "topic=%s partition=%" PRIu32 " from=%" PRIu64 " batches=%" PRIu64
+         " producers=%zu keys=%zu",
+         p->topic->name, p->id, from, batches, p->idem.pcount, p->idem.kcount);
     return 0;
 }
 
@@ -405,6 +486,7 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
         return -ENOMEM;
     }
     snprintf(p->dir, dlen, "%s/topics/%s/%" PRIu32, b->cfg.data_dir, t->name, id);
+    p->idem.producer_retention_ms = (int64_t)b->cfg.producer_retention_ms;
     *out = p;
 
     int64_t now = now_ms();
@@ -460,6 +542,10 @@ int part_close(struct partition *p, int err, bool clean)
     part_fail_all(p, err, true);
     groups_part_closing(p);
     if (p->log) {
+        /* A clean stop leaves a snapshot of everything, so the next start
+         * replays (almost) nothing. */
+        if (clean && !p->error && vlog_sync(p->log) == 0)
+            (void)part_snapshot(p, true);
         if (clean)
             rc = vlog_close(p->log, now_ms());
         else

@@ -277,6 +277,14 @@ int batch_validate(const uint8_t *batch, size_t len, const struct batch_limits *
 
 /* ---- builder ------------------------------------------------------------ */
 
+/* The builder's invariant: the header slot is reserved, the body fits the
+ * buffer, and the record count stays within the batch limit. */
+static bool builder_ok(const struct batch_builder *b)
+{
+    return b->buf && b->len >= BATCH_HDR_SIZE && b->len <= b->cap &&
+           b->count <= VERITY_BATCH_RECORDS_MAX;
+}
+
 int batch_builder_init(struct batch_builder *b, size_t cap)
 {
     memset(b, 0, sizeof *b);
@@ -321,6 +329,7 @@ int batch_builder_add(struct batch_builder *b, int64_t ts, const void *key, int3
         key_len = -1;
     if (!value)
         value_len = -1;
+    VERITY_VERIFY(builder_ok(b));
     if (key_len < -1 || value_len < -1 || (nh > 0 && !hdrs))
         return VERITY_EINVAL;
     for (uint32_t i = 0; i < nh; i++)
@@ -370,10 +379,12 @@ int batch_builder_add(struct batch_builder *b, int64_t ts, const void *key, int3
     size_t ln = uvarint_put(lenbuf, body);
     memmove(start + ln, start + 5, body);
     memcpy(start, lenbuf, ln);
+    VERITY_VERIFY(ln + body <= need); /* the bound checked before writing held */
     b->len += ln + body;
     b->count++;
     if (ts > b->max_timestamp)
         b->max_timestamp = ts;
+    VERITY_VERIFY(builder_ok(b));
     return 0;
 }
 
@@ -381,6 +392,7 @@ int batch_builder_finish(struct batch_builder *b, const struct batch_meta *m)
 {
     if (b->count == 0)
         return VERITY_EINVAL;
+    VERITY_VERIFY(builder_ok(b));
     uint8_t *h = b->buf;
     uint8_t attrs = m ? m->attributes & BATCH_ATTR_CONTROL : 0;
     memset(h, 0, BATCH_HDR_SIZE);
@@ -403,5 +415,9 @@ int batch_builder_finish(struct batch_builder *b, const struct batch_meta *m)
     }
     h[53] = attrs;
     put_le32(h + 48, batch_crc_compute(h, b->len));
+    /* Paired with the reader: what was written decodes to what was meant. */
+    struct batch_hdr back;
+    VERITY_VERIFY(batch_hdr_decode(h, b->len, &back) == 0 && back.length == b->len &&
+                  back.record_count == b->count);
     return 0;
 }

@@ -44,6 +44,19 @@ void tidx_get(const uint8_t *raw, struct tidx_entry *e)
     e->position = get_le32(raw + 12);
 }
 
+/* Writable indexes live on the heap (n <= cap) and may have a file; read-only
+ * ones are a whole-entry mapping (or empty); never both. */
+static bool idx_ok(const struct idx *x)
+{
+    if (x->heap && x->map)
+        return false;
+    if (x->heap)
+        return x->n <= x->cap;
+    if (x->fd >= 0)
+        return false;
+    return x->map ? x->n * IDX_ENTRY_SIZE == x->map_len : x->n == 0;
+}
+
 const uint8_t *idx_raw(const struct idx *x, size_t i)
 {
     VERITY_VERIFY(i < x->n);
@@ -77,6 +90,7 @@ int idx_open(struct idx *x, const struct vio *io, const char *path, bool writabl
             goto fail;
         x->fd = fd;
         x->n = n;
+        VERITY_VERIFY(idx_ok(x));
         return 0;
     }
     if (bytes) {
@@ -90,6 +104,7 @@ int idx_open(struct idx *x, const struct vio *io, const char *path, bool writabl
     }
     x->n = n;
     io->close(io->ctx, fd); /* read-only: close result carries no data */
+    VERITY_VERIFY(idx_ok(x));
     return 0;
 fail:
     free(x->heap);
@@ -111,7 +126,7 @@ void idx_close(struct idx *x)
 
 void idx_append_raw(struct idx *x, const uint8_t *entry)
 {
-    VERITY_VERIFY(x->heap != NULL);
+    VERITY_VERIFY(x->heap != NULL && idx_ok(x));
     if (x->n == x->cap) {
         uint8_t *p = realloc(x->heap, x->cap * 2 * IDX_ENTRY_SIZE);
         if (!p) {
@@ -126,11 +141,12 @@ void idx_append_raw(struct idx *x, const uint8_t *entry)
         vio_pwrite_all(x->io, x->fd, entry, IDX_ENTRY_SIZE, (off_t)(x->n * IDX_ENTRY_SIZE)) < 0)
         x->write_failed = true;
     x->n++;
+    VERITY_VERIFY(idx_ok(x));
 }
 
 int idx_truncate(struct idx *x, size_t n)
 {
-    VERITY_VERIFY(x->heap != NULL && n <= x->n);
+    VERITY_VERIFY(x->heap != NULL && n <= x->n && idx_ok(x));
     x->n = n;
     if (x->fd >= 0)
         return x->io->ftruncate(x->io->ctx, x->fd, (off_t)(n * IDX_ENTRY_SIZE));

@@ -275,6 +275,7 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
         return rc;
     }
     bool control = (h->attributes & BATCH_ATTR_CONTROL) != 0;
+    VERITY_VERIFY(vl_seg_ok(s) && pos == s->size && base == s->end);
     vl_seg_index_batch(log, s, pos, base, log->data_records, h->max_timestamp, h->length);
     if (pos == 0)
         s->first_ts = h->first_timestamp;
@@ -290,7 +291,7 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
         log->data_records += h->record_count;
     log->last_is_checkpoint = false;
     VERITY_VERIFY(log->end_offset > base);
-    VERITY_VERIFY(log_ok(log));
+    VERITY_VERIFY(log_ok(log) && vl_seg_ok(s));
 
     pthread_mutex_lock(&log->mu);
     log->written_end = log->end_offset;
@@ -353,6 +354,35 @@ int vlog_checkpoint(struct vlog *log, int64_t now_ms)
     return 0;
 }
 
+/*
+ * The automatic checkpoint that follows a data append. The batch is already
+ * in the log (and, in `always` mode, durable and reported through
+ * on_durable), so a failure here must not turn into a failed append: the
+ * producer would retry a batch that is stored and write it twice. Undoing
+ * the append is not an option either (a durable batch may already have been
+ * answered to a fetch). So the failure is counted and kept in vlog_info
+ * (checkpoint_failures, checkpoint_error), records_since_ckpt stays at the
+ * threshold so the next append tries again, and a failure that made the log
+ * read-only reaches callers through vlog_error and the durability waits.
+ */
+static void checkpoint_after_append(struct vlog *log, int64_t now_ms)
+{
+    uint64_t end = log->end_offset;
+    int rc = vlog_checkpoint(log, now_ms);
+    if (rc == 0) {
+        log->ckpt_error = 0;
+        return;
+    }
+    /* A failed control append leaves the data where it was, unless its
+     * sync failed after the write (then the log is read-only for good). */
+    VERITY_VERIFY(log->end_offset == end || vlog_error(log) != 0);
+    log->ckpt_failures++;
+    log->ckpt_error = rc;
+    if (log->ckpt_failures == 1 || (log->ckpt_failures & (log->ckpt_failures - 1)) == 0)
+        fprintf(stderr, "verity: %s: checkpoint after append failed (%" PRIu64 " so far): %s\n",
+                log->dir, log->ckpt_failures, verity_strerror(rc));
+}
+
 int vlog_append(struct vlog *log, uint8_t *batch, size_t len, int64_t now_ms,
                 struct vlog_append_info *out)
 {
@@ -372,7 +402,7 @@ int vlog_append(struct vlog *log, uint8_t *batch, size_t len, int64_t now_ms,
         return rc;
     log->records_since_ckpt += h.record_count;
     if (log->cfg.checkpoint_records && log->records_since_ckpt >= log->cfg.checkpoint_records)
-        return vlog_checkpoint(log, now_ms);
+        checkpoint_after_append(log, now_ms);
     return 0;
 }
 
@@ -568,6 +598,8 @@ void vlog_get_info(const struct vlog *log, struct vlog_info *o)
     o->max_timestamp = log->max_ts;
     memcpy(o->chain, log->chain, BATCH_CHAIN_SIZE);
     o->error = vlog_error(log);
+    o->checkpoint_failures = log->ckpt_failures;
+    o->checkpoint_error = log->ckpt_error;
 }
 /* ---- retention and age ----------------------------------------------------- */
 

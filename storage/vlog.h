@@ -75,6 +75,8 @@ struct vlog_info {
     int64_t max_timestamp;         /* largest batch max_timestamp appended, or INT64_MIN */
     uint8_t chain[32];             /* chain hash of the last batch */
     int error;                     /* 0, or the sticky error that made the log read-only */
+    uint64_t checkpoint_failures;  /* automatic checkpoints after an append that failed */
+    int checkpoint_error;          /* the last one's error; 0 once one succeeds again */
 };
 
 struct vlog;
@@ -106,7 +108,10 @@ struct vlog_append_info {
  * batches are refused with VERITY_EBADBATCH (only the log writes them).
  * Returns 0; VERITY_EREADONLY after a failed sync; -ENOSPC or -EIO with the
  * log unchanged; or a validation error. In `always` mode returns only after
- * the batch is durable.
+ * the batch is durable. A nonzero return always means the batch is not in
+ * the log (or, after a failed sync, not durable): the automatic checkpoint
+ * that may follow the batch never fails the append; its failure is counted
+ * in vlog_info.checkpoint_failures and retried on the next append.
  */
 int vlog_append(struct vlog *log, uint8_t *batch, size_t len, int64_t now_ms,
                 struct vlog_append_info *out) __attribute__((warn_unused_result));

@@ -53,6 +53,8 @@ struct vlog {
     uint64_t records_since_ckpt;
     int64_t max_ts;
     bool last_is_checkpoint;
+    uint64_t ckpt_failures;      /* automatic checkpoints that failed after an append */
+    int ckpt_error;              /* error of the last one, 0 once one succeeds again */
     struct vlog_recovery recovery;
     struct batch_builder ctl;    /* control batches */
     uint8_t *scan_buf;           /* read-ahead for scans */
@@ -86,6 +88,15 @@ static inline struct seg *vl_active(const struct vlog *log)
 {
     VERITY_VERIFY(log->nsegs > 0);
     return log->segs[log->nsegs - 1];
+}
+
+/* A segment's invariant: it starts at its base, holds bytes exactly when it
+ * holds offsets (every batch has at least one record), and stays within the
+ * 32-bit positions its indexes store. */
+static inline bool vl_seg_ok(const struct seg *s)
+{
+    return s->base <= s->end && (s->size == 0) == (s->end == s->base) &&
+           s->size <= UINT32_MAX && s->end - s->base <= UINT32_MAX;
 }
 
 /* vlog_seg.c: segments, their indexes, buffered reads */

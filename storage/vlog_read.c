@@ -63,6 +63,20 @@ static int seg_start_pos(struct vlog *log, struct seg *s, uint64_t offset, uint6
     return 0;
 }
 
+/* What vlog_read hands out: non-empty spans of increasing, contiguous
+ * offsets, all below end. */
+static bool spans_ok(const struct vlog_span *sp, size_t n, uint64_t end)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (sp[i].length < BATCH_HDR_SIZE || sp[i].base_offset >= sp[i].end_offset ||
+            sp[i].base_offset >= end)
+            return false;
+        if (i > 0 && sp[i].base_offset != sp[i - 1].end_offset)
+            return false;
+    }
+    return true;
+}
+
 int vlog_read(struct vlog *log, uint64_t offset, uint64_t end, size_t max_bytes,
               struct vlog_span *spans, size_t spans_max, size_t *n_out)
 {
@@ -99,6 +113,8 @@ int vlog_read(struct vlog *log, uint64_t offset, uint64_t end, size_t max_bytes,
                 continue;
             }
             uint64_t next = h.base_offset + h.record_count;
+            /* Paired with append_batch: every batch advances the offset. */
+            VERITY_VERIFY(next > h.base_offset && h.length >= BATCH_HDR_SIZE);
             if (next <= offset) {
                 pos += h.length;
                 at = next;
@@ -125,6 +141,7 @@ int vlog_read(struct vlog *log, uint64_t offset, uint64_t end, size_t max_bytes,
         }
     }
 done:
+    VERITY_VERIFY(*n_out <= spans_max && spans_ok(spans, *n_out, end));
     return 0;
 }
 
@@ -194,6 +211,7 @@ int vlog_offset_for_time(struct vlog *log, int64_t ts, uint64_t *offset_out)
                 return VERITY_ECORRUPT;
             if (h.max_timestamp >= ts) {
                 *offset_out = h.base_offset;
+                VERITY_VERIFY(*offset_out < log->end_offset);
                 return 0;
             }
             pos += h.length;

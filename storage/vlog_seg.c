@@ -31,6 +31,8 @@ void vl_seg_path(const struct vlog *log, uint64_t base, const char *ext, char *o
 
 int vl_segs_push(struct vlog *log, struct seg *s)
 {
+    /* Segments are kept in base order: reads binary-search them. */
+    VERITY_VERIFY(log->nsegs == 0 || log->segs[log->nsegs - 1]->base < s->base);
     if (log->nsegs == log->segs_cap) {
         size_t cap = log->segs_cap ? log->segs_cap * 2 : 8;
         struct seg **n = realloc(log->segs, cap * sizeof *n);
@@ -105,6 +107,7 @@ int vl_read_ahead(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t l
     log->scan_pos = pos;
     log->scan_len = want;
     *out = log->scan_buf;
+    VERITY_VERIFY(want >= len && want <= log->scan_cap);
     return 0;
 }
 
@@ -170,9 +173,18 @@ void vl_seg_unload_index(struct seg *s)
 void vl_seg_index_batch(struct vlog *log, struct seg *s, uint64_t pos, uint64_t base,
                             uint64_t data_records_before, int64_t max_ts, uint32_t len)
 {
+    /* Relative offsets and positions fit the index's 32-bit fields. */
+    VERITY_VERIFY(base >= s->base && base - s->base <= UINT32_MAX && pos + len <= UINT32_MAX);
     if (s->oidx.n == 0 || s->bytes_since_index >= log->cfg.index_interval_bytes) {
         uint8_t raw[IDX_ENTRY_SIZE];
         struct idx_entry e = {(uint32_t)(base - s->base), (uint32_t)pos, data_records_before};
+        if (s->oidx.n > 0) {
+            /* Entries strictly increase (index.h's validity rule). */
+            struct idx_entry last;
+            idx_get(idx_raw(&s->oidx, s->oidx.n - 1), &last);
+            VERITY_VERIFY(last.rel_offset < e.rel_offset && last.position < e.position &&
+                          last.data_records <= e.data_records);
+        }
         idx_put(raw, &e);
         idx_append_raw(&s->oidx, raw);
         if (max_ts > s->tidx_last_ts || s->tidx.n == 0) {

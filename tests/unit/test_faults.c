@@ -36,7 +36,7 @@ struct env {
     uint64_t id;
 };
 
-static void env_open(struct env *e, enum vlog_durability d)
+static void env_open_ckpt(struct env *e, enum vlog_durability d, uint32_t checkpoint_records)
 {
     memset(e, 0, sizeof *e);
     e->dir = tu_tmpdir("fault");
@@ -44,11 +44,13 @@ static void env_open(struct env *e, enum vlog_durability d)
     CU_ASSERT_PTR_NOT_NULL_FATAL(e->f);
     vlog_config_default(&e->cfg);
     e->cfg.durability = d;
-    e->cfg.checkpoint_records = 0;
+    e->cfg.checkpoint_records = checkpoint_records;
     e->cfg.io = vio_fault_io(e->f);
     CU_ASSERT_EQUAL_FATAL(batch_builder_init(&e->b, 1 << 16), 0);
     CU_ASSERT_EQUAL_FATAL(vlog_open(e->dir, &e->cfg, tu_now_ms(), &e->log, NULL), 0);
 }
+
+static void env_open(struct env *e, enum vlog_durability d) { env_open_ckpt(e, d, 0); }
 
 static int env_append(struct env *e)
 {
@@ -296,6 +298,73 @@ static void test_torn_tail_after_crash_mid_write(void)
     env_close(&e);
 }
 
+/* Issue 7 defect 8: the automatic checkpoint after an append fails (ENOSPC)
+ * once the data batch is written. The append must still report success with
+ * its offsets (a failure would make an idempotent producer retry a stored
+ * batch and write it twice); the failure is counted and the next append
+ * writes the checkpoint. Every batch is in the log exactly once. */
+static void test_checkpoint_failure_does_not_fail_append(enum vlog_durability d)
+{
+    struct env e;
+    env_open_ckpt(&e, d, 4); /* env_append writes 4 records: a checkpoint each time */
+    /* The first .log write is the data batch, the second its checkpoint. */
+    int id = vio_fault_arm(e.f, &(struct vio_fault_rule){
+        .op = VF_PWRITE, .kind = VF_ENOSPC, .path_suffix = ".log", .after_n = 1, .count = 0});
+    CU_ASSERT_TRUE_FATAL(id >= 0);
+    struct vlog_append_info ai = {99, 99};
+    CU_ASSERT_EQUAL_FATAL(tu_build_batch(&e.b, "f", 0, 4, 200, 1), 0);
+    CU_ASSERT_EQUAL(vlog_append(e.log, e.b.buf, e.b.len, 1, &ai), 0);
+    CU_ASSERT_EQUAL(vio_fault_fired(e.f, id), 1);
+    CU_ASSERT_EQUAL(ai.base_offset, 0);
+    CU_ASSERT_EQUAL(ai.last_offset, 3);
+    struct vlog_info in;
+    info(e.log, &in);
+    CU_ASSERT_EQUAL(in.end_offset, 4); /* the batch, no checkpoint */
+    CU_ASSERT_EQUAL(in.error, 0);
+    CU_ASSERT_EQUAL(in.checkpoint_failures, 1);
+    CU_ASSERT_EQUAL(in.checkpoint_error, -ENOSPC);
+    CU_ASSERT_EQUAL(vlog_wait_durable(e.log, 4, 5000), 0);
+    /* Space is back: the next append succeeds and its checkpoint lands. */
+    e.id = 4;
+    CU_ASSERT_EQUAL(env_append(&e), 0);
+    info(e.log, &in);
+    CU_ASSERT_EQUAL(in.end_offset, 9); /* 4 + 4 records + 1 checkpoint record */
+    CU_ASSERT_EQUAL(in.checkpoint_failures, 1);
+    CU_ASSERT_EQUAL(in.checkpoint_error, 0);
+    CU_ASSERT_EQUAL(vlog_close(e.log, tu_now_ms()), 0);
+    e.log = NULL;
+    assert_verifies(e.dir, 9);
+    /* Reopened: batches at 0 and 4, each once, then the checkpoint. */
+    struct vlog *log = NULL;
+    struct vlog_config c = e.cfg;
+    c.io = NULL;
+    CU_ASSERT_EQUAL_FATAL(vlog_open(e.dir, &c, tu_now_ms(), &log, NULL), 0);
+    uint8_t buf[1 << 16];
+    size_t len = 0;
+    CU_ASSERT_EQUAL_FATAL(vlog_read_copy(log, 0, 9, buf, sizeof buf, &len), 0);
+    uint64_t want[] = {0, 4, 8}, n = 0;
+    for (size_t pos = 0; pos < len && n < 3; n++) {
+        struct batch_hdr h;
+        CU_ASSERT_EQUAL_FATAL(batch_hdr_decode(buf + pos, len - pos, &h), 0);
+        CU_ASSERT_EQUAL(h.base_offset, want[n]);
+        CU_ASSERT_EQUAL((h.attributes & BATCH_ATTR_CONTROL) != 0, n == 2);
+        pos += h.length;
+    }
+    CU_ASSERT_EQUAL(n, 3);
+    vlog_abandon(log);
+    env_close(&e);
+}
+
+static void test_checkpoint_enospc_always(void)
+{
+    test_checkpoint_failure_does_not_fail_append(VLOG_DURABILITY_ALWAYS);
+}
+
+static void test_checkpoint_enospc_group(void)
+{
+    test_checkpoint_failure_does_not_fail_append(VLOG_DURABILITY_GROUP);
+}
+
 int main(void)
 {
     static const struct {
@@ -312,6 +381,10 @@ int main(void)
         {"bit flip on read reported, never cut", test_bitflip_on_read_reported_not_cut},
         {"crash drops exactly the unsynced bytes", test_crash_drops_unsynced_bytes},
         {"torn tail left by a failed write is cut and recorded", test_torn_tail_after_crash_mid_write},
+        {"checkpoint ENOSPC after append: append succeeds once (always)",
+         test_checkpoint_enospc_always},
+        {"checkpoint ENOSPC after append: append succeeds once (group)",
+         test_checkpoint_enospc_group},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
