@@ -136,6 +136,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integ/%.o $(TEST_SUPPORT) $(if $(BROKER_OBJ
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory test-unit test-integ
+	@$(MAKE) --no-print-directory test-ops
 	@$(MAKE) --no-print-directory check-asan
 	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS); fi
 	@echo "make test: all suites passed"
@@ -156,6 +157,14 @@ asan-unit: $(UNIT_TESTS) $(BINS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== [asan] $$t"; \
 	  VERITY_TEST_QUICK=1 VERITY_BIN_DIR=$(abspath $(BUILD)/bin) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $$t; done
+
+# ---- operator tests (issue 8): shell tests against the real binaries -------
+# tests/ops/test_ops_*.sh, each printing "NAME: N passed, N failed".
+OPS_TESTS := $(sort $(wildcard tests/ops/test_ops_*.sh))
+.PHONY: test-ops
+test-ops: $(BINS)
+	@set -e; for t in $(OPS_TESTS); do echo "== $$t"; \
+	  VERITY_BIN_DIR=$(abspath $(BUILD)/bin) VERITY_SRC_DIR=$(CURDIR) bash $$t; done
 
 run: deps
 	@$(MAKE) --no-print-directory all

@@ -199,6 +199,19 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
         blog(BLOG_ERROR, "data_dir_failed", "dir=%s error=%s", cfg->data_dir, verity_errname(rc));
         goto fail;
     }
+    /* One owner per data directory, before anything reads it: a second
+     * broker would otherwise run recovery on the live files. */
+    pid_t owner = 0;
+    if ((rc = dirlock_acquire(&b->lock, cfg->data_dir, &owner, NULL, 0))) {
+        if (rc == -EBUSY)
+            blog(BLOG_ERROR, "data_dir_locked",
+                 "dir=%s owner_pid=%ld text=\"data directory in use by PID %ld\"", cfg->data_dir,
+                 (long)owner, (long)owner);
+        else
+            blog(BLOG_ERROR, "data_dir_lock_failed", "dir=%s error=%s", cfg->data_dir,
+                 verity_errname(rc));
+        goto fail;
+    }
     char topics[BCFG_PATH_MAX + 16];
     snprintf(topics, sizeof topics, "%s/topics", cfg->data_dir);
     if (mkdir(topics, 0755) && errno != EEXIST) {
@@ -285,6 +298,7 @@ int broker_free(struct broker *b)
     if (b->base)
         event_base_free(b->base);
     EVP_PKEY_free(b->signing_key);
+    dirlock_release(&b->lock);
     free(b);
     return rc;
 }

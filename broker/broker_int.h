@@ -30,6 +30,7 @@
 #include "broker/group/group.h"
 #include "proto/codec.h"
 #include "storage/batch.h"
+#include "storage/dirlock.h"
 #include "storage/vlog.h"
 #include "verity/limits.h"
 
@@ -448,6 +449,7 @@ struct broker {
     uint64_t next_conn_id;
     struct metrics met;
     uint8_t idem_seed[16];
+    struct dirlock lock; /* <data_dir>/verity.lock, held from start to free */
     bool ready; /* serving (after startup, before shutdown) */
     bool stopping;
     int exit_code;
