@@ -1,5 +1,6 @@
 # Verity: one non-recursive Makefile.
-#   make            build release binaries into build/
+#   make            build release binaries (verityd, verity, examples) into build/
+#   make tests      also build the test binaries
 #   make test       install deps, build, run every test, then the unit suites
 #                   again under ASan+UBSan, then the fuzz target for
 #                   TEST_FUZZ_SECONDS (60)
@@ -66,11 +67,14 @@ UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/
 INTEG_TESTS := $(patsubst tests/integ/%.c,$(BUILD)/tests/%,$(wildcard tests/integ/test_*.c))
 TEST_SUPPORT:= $(call obj,$(wildcard tests/support/*.c))
 
-.PHONY: all deps run test test-unit test-integ check-asan bench fuzz fmt clean
+.PHONY: all tests deps run test test-unit test-integ check-asan bench fuzz fmt clean
 # Keep every object (make would otherwise delete test objects as
 # intermediates and rebuild them on the next `make run` or `make test`).
 .SECONDARY:
-all: $(BINS) $(EXAMPLES) $(UNIT_TESTS) $(INTEG_TESTS)
+# `make` builds the programs (verityd, verity, examples); `make tests` the
+# test binaries too (make test builds them itself).
+all: $(BINS) $(EXAMPLES)
+tests: all $(UNIT_TESTS) $(INTEG_TESTS)
 
 # ---- dependencies ----------------------------------------------------------
 deps:
@@ -87,7 +91,10 @@ deps:
 	fi
 
 # ---- generated protocol code ------------------------------------------------
-$(BUILD)/gen/proto/verity.pb-c.c $(BUILD)/gen/proto/verity.pb-c.h: $(PROTO_SRC)
+# One protoc-c run makes both files: a grouped target (GNU make >= 4.3), so
+# `make -j` never runs it twice and rewrites the header under objects that
+# were already compiled (which made the next `make` rebuild them).
+$(BUILD)/gen/proto/verity.pb-c.c $(BUILD)/gen/proto/verity.pb-c.h &: $(PROTO_SRC)
 	@mkdir -p $(BUILD)/gen
 	protoc-c --c_out=$(BUILD)/gen $(PROTO_SRC)
 
@@ -134,7 +141,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integ/%.o $(TEST_SUPPORT) $(if $(BROKER_OBJ
 # Each test binary is a CUnit program that exits non-zero on any failure.
 # Tests find the binaries through VERITY_BIN_DIR.
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory tests
 	@$(MAKE) --no-print-directory test-unit test-integ
 	@$(MAKE) --no-print-directory test-ops
 	@$(MAKE) --no-print-directory check-asan
