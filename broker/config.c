@@ -408,7 +408,7 @@ void bcfg_usage(FILE *out)
     fprintf(
         out,
         "usage: verityd [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
-        "               [--http HOST:PORT] [--<key> VALUE ...] [--help]\n\n"
+        "               [--http HOST:PORT] [--<key> VALUE ...] [--help] [--version]\n\n"
         "Every key below may be set in the JSON config file (\"key\": value), in the\n"
         "environment (VERITY_<KEY>), or as --<key-with-dashes> VALUE. Later sources win:\n"
         "file < environment < flags. VERITY_CONFIG names the file when --config is absent.\n\n");

@@ -238,8 +238,10 @@ static int cmd_log_write_locked(struct writer *wp, struct vlog_config *cfgp, con
                ",\"last_offset\":%" PRIu64 "}\n",
                w.records, w.batches, w.first_offset, w.last_offset);
     else if (w.batches)
-        printf("wrote %" PRIu64 " records in %" PRIu64 " batches, offsets %" PRIu64 "..%" PRIu64 "\n",
-               w.records, w.batches, w.first_offset, w.last_offset);
+        printf("wrote %" PRIu64 " record%s in %" PRIu64 " batch%s, offsets %" PRIu64 "..%" PRIu64
+               "\n",
+               w.records, w.records == 1 ? "" : "s", w.batches, w.batches == 1 ? "" : "es",
+               w.first_offset, w.last_offset);
     else
         printf("wrote nothing (no input lines)\n");
     return 0;
