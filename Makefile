@@ -168,6 +168,8 @@ asan-unit: $(UNIT_TESTS) $(BINS)
 # ---- operator tests (issue 8): shell tests against the real binaries -------
 # tests/ops/test_ops_*.sh, each printing "NAME: N passed, N failed".
 OPS_TESTS := $(sort $(wildcard tests/ops/test_ops_*.sh))
+# python3 drives the attacks and reads JSON; curl checks the admin port.
+DEB_PKGS += python3 curl
 .PHONY: test-ops
 test-ops: $(BINS)
 	@set -e; for t in $(OPS_TESTS); do echo "== $$t"; \
