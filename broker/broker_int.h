@@ -504,6 +504,12 @@ int http_guard_install(struct broker *b, struct evhttp *http, struct evconnliste
 void ops_metrics_render(struct broker *b, struct evbuffer *o);
 /* Partitions answering with an error, and of those read-only (ops_metrics.c). */
 void ops_partition_errors(struct broker *b, uint64_t *in_error, uint64_t *read_only);
+/* Descriptors open in this process (ops_metrics.c). */
+uint64_t ops_open_fds(void);
+/* 0 when a topic of n partitions fits in the descriptor limit, else
+ * VERITY_ELIMIT with msg naming the limit (ops_metrics.c). */
+int ops_fds_check(struct broker *b, uint32_t partitions, char *msg, size_t cap)
+    __attribute__((warn_unused_result));
 
 /* Fills a TopicMetadata for t (strings borrowed from t; partitions array
  * malloc'd, free with topic_md_free). */

@@ -72,8 +72,15 @@ static void h_ready(struct evhttp_request *req, void *arg)
         evhttp_send_error(req, 500, NULL);
         return;
     }
-    bool ok = b->ready && !b->stopping;
-    evbuffer_add_printf(body, ok ? "ready\n" : "not ready\n");
+    uint64_t in_error = 0, read_only = 0;
+    ops_partition_errors(b, &in_error, &read_only);
+    bool ok = b->ready && !b->stopping && in_error == 0;
+    if (in_error)
+        evbuffer_add_printf(body, "not ready: %" PRIu64 " partition%s in error (%" PRIu64
+                            " read-only); see verity broker status\n",
+                            in_error, in_error == 1 ? "" : "s", read_only);
+    else
+        evbuffer_add_printf(body, ok ? "ready\n" : "not ready\n");
     send_text(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain", body);
     evbuffer_free(body);
 }

@@ -29,7 +29,7 @@ static uint64_t rss_bytes(void)
     return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-static uint64_t open_fds(void)
+uint64_t ops_open_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
     uint64_t n = 0;
@@ -77,7 +77,7 @@ void ops_metrics_render(struct broker *b, struct evbuffer *o)
               ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
     gauge(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
           (double)rss_bytes());
-    gauge(o, "process_open_fds", "gauge", "Open file descriptors.", (double)open_fds());
+    gauge(o, "process_open_fds", "gauge", "Open file descriptors.", (double)ops_open_fds());
     gauge(o, "process_max_fds", "gauge", "File descriptor limit (soft, after raising it to the hard limit at start).",
           (double)b->fd_limit);
     gauge(o, "process_start_time_seconds", "gauge",
@@ -118,4 +118,28 @@ void ops_metrics_render(struct broker *b, struct evbuffer *o)
           (double)in_error);
     gauge(o, "verity_partitions_read_only", "gauge",
           "Partitions whose log turned read-only after a failed fsync.", (double)read_only);
+}
+
+/* Descriptors a partition holds open: its segment's .log, .index and
+ * .timeindex (the directory is opened and closed again). */
+#define FDS_PER_PARTITION 3
+/* Kept free for connections, the admin port and the logs' own needs. */
+#define FDS_HEADROOM 256
+
+int ops_fds_check(struct broker *b, uint32_t partitions, char *msg, size_t cap)
+{
+    if (b->fd_limit == 0 || b->fd_limit == UINT64_MAX)
+        return 0;
+    uint64_t in_use = ops_open_fds();
+    uint64_t need = (uint64_t)partitions * FDS_PER_PARTITION;
+    if (in_use + need + FDS_HEADROOM <= b->fd_limit)
+        return 0;
+    uint64_t free_fds = b->fd_limit > in_use + FDS_HEADROOM ? b->fd_limit - in_use - FDS_HEADROOM : 0;
+    snprintf(msg, cap,
+             "%" PRIu32 " partitions need about %" PRIu64 " file descriptors (%d each) but %" PRIu64
+             " of the limit %" PRIu64 " (RLIMIT_NOFILE, less %d kept for connections) are free: "
+             "at most %" PRIu64 " partitions fit; raise LimitNOFILE / ulimit -n",
+             partitions, need, FDS_PER_PARTITION, free_fds, b->fd_limit, FDS_HEADROOM,
+             free_fds / FDS_PER_PARTITION);
+    return VERITY_ELIMIT;
 }
