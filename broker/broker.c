@@ -90,6 +90,7 @@ static void housekeeping(struct broker *b)
             if (!p || !p->log || p->error)
                 continue;
             idem_expire(&p->idem, now);
+            part_checkpoint_tick(p, now);
             if (!retain)
                 continue;
             int rc = vlog_maybe_roll(p->log, now);

@@ -93,6 +93,8 @@ struct partition {
     struct fetch_link_list fetchers; /* long-polls waiting for new data */
     int error;                       /* 0, open failure or sticky log error */
     bool error_logged;
+    uint64_t ckpt_end;        /* log end right after the last checkpoint seen or written */
+    int64_t ckpt_pending_ms;  /* when appends after it were first seen (0: none) */
 };
 
 struct topic {
@@ -122,6 +124,8 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
 int part_close(struct partition *p, int err, bool clean);
 /* Effective vlog config of a topic. */
 void part_vlog_config(const struct broker *b, const struct topic_cfg *tc, struct vlog_config *vc);
+/* Writes a checkpoint when appends are older than checkpoint_interval_ms. */
+void part_checkpoint_tick(struct partition *p, int64_t now);
 /* The partition's high watermark (0 when it failed to open). */
 uint64_t part_hw(const struct partition *p);
 /* Called when the high watermark advanced or the partition failed: resolves

@@ -84,6 +84,8 @@ static const struct key keys[] = {
      "group commit: sync once this much is pending"},
     {"checkpoint_records", K_U32, F(checkpoint_records), 0, 0, UINT32_MAX,
      "signed checkpoint every N records (0 = only at close)"},
+    {"checkpoint_interval_ms", K_U32, F(checkpoint_interval_ms), 0, 0, 86400000,
+     "a signed checkpoint at least this often while a partition takes appends (0 = off)"},
     {"retention_check_ms", K_U32, F(retention_check_ms), 0, 100, 86400000,
      "how often retention and segment age run"},
     {"group_log_durability", K_DUR, F(group_log_durability), 0, 0, 0,
@@ -147,6 +149,7 @@ void bcfg_default(struct broker_config *c)
     c->group_delay_us = 2000;
     c->group_bytes_max = 1u << 20;
     c->checkpoint_records = 10000;
+    c->checkpoint_interval_ms = 30000;
     c->retention_check_ms = 60000;
     c->http_timeout_s = 30;
     c->buffer_bytes_max = 256ull << 20;

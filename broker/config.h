@@ -53,6 +53,7 @@ struct broker_config {
     uint32_t group_delay_us;
     uint64_t group_bytes_max;
     uint32_t checkpoint_records;
+    uint32_t checkpoint_interval_ms; /* a checkpoint at least this often while appends come */
     uint32_t retention_check_ms;
     /* consumer groups */
     enum topic_durability group_log_durability; /* of <data_dir>/__groups */
