@@ -9,6 +9,8 @@
 #                   (WITH_PEERS=1 runs Redis Streams / NATS JetStream in the same sitting)
 #   make fuzz       run the libFuzzer targets (FUZZ_SECONDS each)
 #   make fmt        clang-format every C file
+#   make install    PREFIX (/usr/local), DESTDIR, SYSCONFDIR (/etc): binaries,
+#                   systemd unit, example config, docs
 # Variables: BUILD (output dir, default build), MODE (release|debug|asan),
 # WERROR=1 (CI sets it through .ci/run).
 
@@ -168,12 +170,33 @@ asan-unit: $(UNIT_TESTS) $(BINS)
 # ---- operator tests (issue 8): shell tests against the real binaries -------
 # tests/ops/test_ops_*.sh, each printing "NAME: N passed, N failed".
 OPS_TESTS := $(sort $(wildcard tests/ops/test_ops_*.sh))
-# python3 drives the attacks and reads JSON; curl checks the admin port.
-DEB_PKGS += python3 curl
+# python3 drives the attacks and reads JSON; curl checks the admin port;
+# systemd-analyze verifies the unit.
+DEB_PKGS += python3 curl systemd
 .PHONY: test-ops
 test-ops: $(BINS)
 	@set -e; for t in $(OPS_TESTS); do echo "== $$t"; \
 	  VERITY_BIN_DIR=$(abspath $(BUILD)/bin) VERITY_SRC_DIR=$(CURDIR) bash $$t; done
+
+# ---- install (issue 8): PREFIX, DESTDIR, SYSCONFDIR -------------------------
+#   make install [PREFIX=/usr/local] [DESTDIR=/tmp/stage] [SYSCONFDIR=/etc]
+# Installs verityd and verity, the systemd unit (paths filled in), the
+# example configuration (never over an existing one) and the docs.
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR = $(PREFIX)/bin
+DOCDIR = $(PREFIX)/share/doc/verity
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+.PHONY: install
+install: $(BINS)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/verity
+	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+	  deploy/verityd.service.in > $(DESTDIR)$(UNITDIR)/verityd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/verityd.service
+	test -e $(DESTDIR)$(SYSCONFDIR)/verity/verityd.json || \
+	  install -m 0644 deploy/verityd.example.json $(DESTDIR)$(SYSCONFDIR)/verity/verityd.json
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 
 run: deps
 	@$(MAKE) --no-print-directory all

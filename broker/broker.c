@@ -68,7 +68,12 @@ static int load_signing_key(struct broker *b)
         snprintf(path, sizeof path, "%s", b->cfg.signing_key);
     }
     if ((rc = ckpt_load_private(path, &b->signing_key))) {
-        blog(BLOG_ERROR, "signing_key_load_failed", "path=%s error=%s", path, verity_errname(rc));
+        blog(BLOG_ERROR, "signing_key_load_failed", "path=%s error=%s text=\"%s\"", path,
+             verity_errname(rc),
+             rc == -ENOENT ? "no key at the configured signing_key: create it with `verity keygen "
+                             "--out <path without .key>`, or leave signing_key unset to use "
+                             "<data_dir>/keys/verity.key, generated on first start"
+                           : "not a readable Ed25519 private key (PEM)");
         return rc;
     }
     return 0;
