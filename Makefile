@@ -1,5 +1,6 @@
 # Verity: one non-recursive Makefile.
-#   make            build release binaries into build/
+#   make            build release binaries (verityd, verity, examples) into build/
+#   make tests      also build the test binaries
 #   make test       install deps, build, run every test, then the unit suites
 #                   again under ASan+UBSan, then the fuzz target for
 #                   TEST_FUZZ_SECONDS (60)
@@ -9,6 +10,8 @@
 #   make fuzz       run the libFuzzer targets (FUZZ_SECONDS each)
 #   make stress-groups  the groups e2e suite STRESS_RUNS (30) times under a CPU load
 #   make fmt        clang-format every C file
+#   make install    PREFIX (/usr/local), DESTDIR, SYSCONFDIR (/etc): binaries,
+#                   systemd unit, example config, docs
 # Variables: BUILD (output dir, default build), MODE (release|debug|asan),
 # WERROR=1 (CI sets it through .ci/run).
 
@@ -67,11 +70,14 @@ UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/
 INTEG_TESTS := $(patsubst tests/integ/%.c,$(BUILD)/tests/%,$(wildcard tests/integ/test_*.c))
 TEST_SUPPORT:= $(call obj,$(wildcard tests/support/*.c))
 
-.PHONY: all deps run test test-unit test-integ check-asan bench fuzz fmt clean stress-groups
+.PHONY: all tests deps run test test-unit test-integ check-asan bench fuzz fmt clean stress-groups
 # Keep every object (make would otherwise delete test objects as
 # intermediates and rebuild them on the next `make run` or `make test`).
 .SECONDARY:
-all: $(BINS) $(EXAMPLES) $(UNIT_TESTS) $(INTEG_TESTS)
+# `make` builds the programs (verityd, verity, examples); `make tests` the
+# test binaries too (make test builds them itself).
+all: $(BINS) $(EXAMPLES)
+tests: all $(UNIT_TESTS) $(INTEG_TESTS)
 
 # ---- dependencies ----------------------------------------------------------
 deps:
@@ -88,7 +94,10 @@ deps:
 	fi
 
 # ---- generated protocol code ------------------------------------------------
-$(BUILD)/gen/proto/verity.pb-c.c $(BUILD)/gen/proto/verity.pb-c.h: $(PROTO_SRC)
+# One protoc-c run makes both files: a grouped target (GNU make >= 4.3), so
+# `make -j` never runs it twice and rewrites the header under objects that
+# were already compiled (which made the next `make` rebuild them).
+$(BUILD)/gen/proto/verity.pb-c.c $(BUILD)/gen/proto/verity.pb-c.h &: $(PROTO_SRC)
 	@mkdir -p $(BUILD)/gen
 	protoc-c --c_out=$(BUILD)/gen $(PROTO_SRC)
 
@@ -135,8 +144,9 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integ/%.o $(TEST_SUPPORT) $(if $(BROKER_OBJ
 # Each test binary is a CUnit program that exits non-zero on any failure.
 # Tests find the binaries through VERITY_BIN_DIR.
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory tests
 	@$(MAKE) --no-print-directory test-unit test-integ
+	@$(MAKE) --no-print-directory test-ops
 	@$(MAKE) --no-print-directory check-asan
 	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS); fi
 	@echo "make test: all suites passed"
@@ -158,6 +168,37 @@ asan-unit: $(UNIT_TESTS) $(BINS)
 	  VERITY_TEST_QUICK=1 VERITY_BIN_DIR=$(abspath $(BUILD)/bin) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $$t; done
 
+# ---- operator tests (issue 8): shell tests against the real binaries -------
+# tests/ops/test_ops_*.sh, each printing "NAME: N passed, N failed".
+OPS_TESTS := $(sort $(wildcard tests/ops/test_ops_*.sh))
+# python3 drives the attacks and reads JSON; curl checks the admin port;
+# systemd-analyze verifies the unit.
+DEB_PKGS += python3 curl systemd
+.PHONY: test-ops
+test-ops: $(BINS)
+	@set -e; for t in $(OPS_TESTS); do echo "== $$t"; \
+	  VERITY_BIN_DIR=$(abspath $(BUILD)/bin) VERITY_SRC_DIR=$(CURDIR) bash $$t; done
+
+# ---- install (issue 8): PREFIX, DESTDIR, SYSCONFDIR -------------------------
+#   make install [PREFIX=/usr/local] [DESTDIR=/tmp/stage] [SYSCONFDIR=/etc]
+# Installs verityd and verity, the systemd unit (paths filled in), the
+# example configuration (never over an existing one) and the docs.
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR = $(PREFIX)/bin
+DOCDIR = $(PREFIX)/share/doc/verity
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+.PHONY: install
+install: $(BINS)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/verity
+	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+	  deploy/verityd.service.in > $(DESTDIR)$(UNITDIR)/verityd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/verityd.service
+	test -e $(DESTDIR)$(SYSCONFDIR)/verity/verityd.json || \
+	  install -m 0644 deploy/verityd.example.json $(DESTDIR)$(SYSCONFDIR)/verity/verityd.json
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	@bash tools/run.sh $(BUILD)
@@ -173,7 +214,7 @@ fuzz: deps
 # kept busy by a busy loop (issue 7: no flaky rebalance under load).
 STRESS_RUNS ?= 30
 stress-groups: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all tests
 	@bash tests/stress_groups_e2e.sh $(BUILD) $(STRESS_RUNS)
 
 fmt:

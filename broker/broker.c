@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,7 +68,12 @@ static int load_signing_key(struct broker *b)
         snprintf(path, sizeof path, "%s", b->cfg.signing_key);
     }
     if ((rc = ckpt_load_private(path, &b->signing_key))) {
-        blog(BLOG_ERROR, "signing_key_load_failed", "path=%s error=%s", path, verity_errname(rc));
+        blog(BLOG_ERROR, "signing_key_load_failed", "path=%s error=%s text=\"%s\"", path,
+             verity_errname(rc),
+             rc == -ENOENT ? "no key at the configured signing_key: create it with `verity keygen "
+                             "--out <path without .key>`, or leave signing_key unset to use "
+                             "<data_dir>/keys/verity.key, generated on first start"
+                           : "not a readable Ed25519 private key (PEM)");
         return rc;
     }
     return 0;
@@ -92,6 +99,7 @@ static void housekeeping(struct broker *b)
                 continue;
             idem_expire(&p->idem, now);
             (void)part_snapshot(p, false); /* failures are logged and counted */
+            part_checkpoint_tick(p, now);
             if (!retain)
                 continue;
             b->met.producers_expired += idem_expire_producers(&p->idem, now);
@@ -115,6 +123,66 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     housekeeping(arg);
+    conn_guards_tick(arg);
+}
+
+/* Raises the soft descriptor limit to the hard one (every partition holds
+ * descriptors, every connection one) and remembers it for the limits. */
+static void raise_fd_limit(struct broker *b)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = was;
+    }
+    b->fd_limit = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+    if (rl.rlim_cur != was)
+        blog(BLOG_INFO, "fd_limit_raised", "from=%llu to=%llu", (unsigned long long)was,
+             (unsigned long long)rl.rlim_cur);
+}
+
+/* libevent's own warnings go through the structured log, at most one line
+ * a second (an fd shortage can make it repeat itself thousands of times). */
+static void libevent_log_cb(int severity, const char *msg)
+{
+    static int64_t last_ns;
+    static uint64_t suppressed;
+    if (severity < EVENT_LOG_WARN)
+        return;
+    int64_t now = mono_ns();
+    if (now - last_ns < 1000000000) {
+        suppressed++;
+        return;
+    }
+    char q[300];
+    blog(BLOG_WARN, "libevent", "text=%s suppressed=%llu", blog_q(msg, q, sizeof q),
+         (unsigned long long)suppressed);
+    last_ns = now;
+    suppressed = 0;
+}
+
+/* Writes cfg.ready_file (JSON: pid, listen, http) through a rename, so a
+ * reader never sees half of it. Tests and scripts that listen on port 0
+ * read the bound ports from it. */
+static int write_ready_file(struct broker *b)
+{
+    char tmp[BCFG_PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", b->cfg.ready_file);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -errno;
+    fprintf(f, "{\"pid\":%ld,\"listen\":\"%s\",\"http\":\"%s\"}\n", (long)getpid(),
+            b->listen_addr, b->http_addr);
+    if (fclose(f) != 0 || rename(tmp, b->cfg.ready_file) != 0) {
+        int rc = -errno;
+        unlink(tmp);
+        return rc;
+    }
+    return 0;
 }
 
 /* Runs every 20 ms during shutdown until nothing is in flight. */
@@ -204,6 +272,19 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
         blog(BLOG_ERROR, "data_dir_failed", "dir=%s error=%s", cfg->data_dir, verity_errname(rc));
         goto fail;
     }
+    /* One owner per data directory, before anything reads it: a second
+     * broker would otherwise run recovery on the live files. */
+    pid_t owner = 0;
+    if ((rc = dirlock_acquire(&b->lock, cfg->data_dir, &owner, NULL, 0))) {
+        if (rc == -EBUSY)
+            blog(BLOG_ERROR, "data_dir_locked",
+                 "dir=%s owner_pid=%ld text=\"data directory in use by PID %ld\"", cfg->data_dir,
+                 (long)owner, (long)owner);
+        else
+            blog(BLOG_ERROR, "data_dir_lock_failed", "dir=%s error=%s", cfg->data_dir,
+                 verity_errname(rc));
+        goto fail;
+    }
     char topics[BCFG_PATH_MAX + 16];
     snprintf(topics, sizeof topics, "%s/topics", cfg->data_dir);
     if (mkdir(topics, 0755) && errno != EEXIST) {
@@ -215,6 +296,15 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
         rc = -ENOMEM;
         goto fail;
     }
+    b->started_ms = now_ms();
+    raise_fd_limit(b);
+    event_set_log_callback(libevent_log_cb);
+    /* Large buffers come from mmap and go back to the system when freed;
+     * without this glibc raises the threshold after the first free and a
+     * burst of 16 MiB frames stays resident for good. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    if ((rc = conn_guards_init(b)))
+        goto fail;
     if ((rc = load_signing_key(b)))
         goto fail;
     if ((rc = meta_open(b)))
@@ -234,6 +324,11 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
         goto fail;
     }
     b->ready = true;
+    if (b->cfg.ready_file[0] && (rc = write_ready_file(b))) {
+        blog(BLOG_ERROR, "ready_file_failed", "path=%s error=%s", b->cfg.ready_file,
+             verity_errname(rc));
+        goto fail;
+    }
     blog(BLOG_INFO, "broker_started",
          "node_id=%" PRIu32 " listen=%s http=%s data_dir=%s topics=%zu signed=%s", cfg->node_id,
          b->listen_addr, b->http_addr[0] ? b->http_addr : "off", cfg->data_dir, b->n_topics,
@@ -263,6 +358,7 @@ int broker_free(struct broker *b)
     conn_stop_accepting(b);
     conn_close_all(b);
     http_stop(b);
+    conn_guards_free(b);
     int grc = groups_close(b, true);
     if (grc && !rc)
         rc = grc;
@@ -294,6 +390,7 @@ int broker_free(struct broker *b)
     if (b->base)
         event_base_free(b->base);
     EVP_PKEY_free(b->signing_key);
+    dirlock_release(&b->lock);
     free(b);
     return rc;
 }

@@ -30,6 +30,7 @@
 #include "broker/group/group.h"
 #include "proto/codec.h"
 #include "storage/batch.h"
+#include "storage/dirlock.h"
 #include "storage/vlog.h"
 #include "verity/limits.h"
 
@@ -93,6 +94,8 @@ struct partition {
     int error;                       /* 0, open failure or sticky log error */
     bool error_logged;
     uint64_t snap_offset;            /* log offset the last idem snapshot covers (0: none) */
+    uint64_t ckpt_end;        /* log end right after the last checkpoint seen or written */
+    int64_t ckpt_pending_ms;  /* when appends after it were first seen (0: none) */
 };
 
 /* Writes the partition's idempotence snapshot (<dir>/idem.snap) when the
@@ -127,6 +130,8 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
 int part_close(struct partition *p, int err, bool clean);
 /* Effective vlog config of a topic. */
 void part_vlog_config(const struct broker *b, const struct topic_cfg *tc, struct vlog_config *vc);
+/* Writes a checkpoint when appends are older than checkpoint_interval_ms. */
+void part_checkpoint_tick(struct partition *p, int64_t now);
 /* The partition's high watermark (0 when it failed to open). */
 uint64_t part_hw(const struct partition *p);
 /* Called when the high watermark advanced or the partition failed: resolves
@@ -223,6 +228,13 @@ struct conn {
     struct event *linger_ev; /* closes a `closing` connection at the latest */
     struct req_list reqs;    /* requests in flight */
     TAILQ_ENTRY(conn) link;
+    /* resource guards (conn.c) */
+    char addr[48];                 /* peer IP address, the per-address cap's key */
+    uint64_t reserved;             /* budget held for the frame being received (0: none yet) */
+    bool starved;                  /* in b->starved: reading paused until the budget has room */
+    bool frame_open;               /* a frame's first bytes arrived; frame_ev runs */
+    struct event *frame_ev;        /* frame_timeout_ms for the frame being received */
+    TAILQ_ENTRY(conn) starve_link; /* b->starved */
 };
 
 typedef void (*req_cancel_fn)(struct req *r);
@@ -240,6 +252,7 @@ struct req {
     void *ctx;             /* handler state */
     req_cancel_fn cancel;  /* called when the connection dies first */
     bool failed_entry;     /* some entry of the answer carried an error */
+    uint64_t held;         /* bytes of b->buf_used this request holds until answered */
     TAILQ_ENTRY(req) link; /* conn->reqs */
 };
 
@@ -482,7 +495,22 @@ struct broker {
     size_t n_conns;
     uint64_t next_conn_id;
     struct metrics met;
+    /* resource guards (conn.c): the buffered-bytes budget, per-address
+     * counts, accept back-off, admin HTTP connections */
+    uint64_t buf_used;          /* frames being received (reserved) + requests unanswered */
+    uint64_t buf_peak;          /* highest buf_used since memory was last trimmed */
+    TAILQ_HEAD(, conn) starved; /* connections waiting for budget, oldest first */
+    struct event *resume_ev;    /* resumes starved connections on the next loop pass */
+    struct addr_slot **addr_buckets;
+    struct event *accept_retry_ev; /* re-enables accepting after an fd shortage */
+    uint32_t accept_backoff_ms;
+    int64_t accept_log_ns;      /* when accept_failed was last logged */
+    uint64_t accept_suppressed; /* accept failures since then, not logged */
+    struct http_guard *http_guard;
+    uint64_t fd_limit;          /* RLIMIT_NOFILE soft limit after raising it at start */
+    int64_t started_ms;         /* wall time of the start (process_start_time_seconds) */
     uint8_t idem_seed[16];
+    struct dirlock lock; /* <data_dir>/verity.lock, held from start to free */
     bool ready; /* serving (after startup, before shutdown) */
     bool stopping;
     int exit_code;
@@ -507,6 +535,24 @@ void conn_stop_accepting(struct broker *b);
 void conn_close_all(struct broker *b);
 /* Total requests in flight on every connection. */
 size_t conn_inflight_total(const struct broker *b);
+/* Resource guards (conn.c): set up / torn down with the broker; the
+ * 1-second tick returns memory after a load and sweeps HTTP connections. */
+int conn_guards_init(struct broker *b) __attribute__((warn_unused_result));
+void conn_guards_free(struct broker *b);
+void conn_guards_tick(struct broker *b);
+/* Admin HTTP connection cap (conn.c), installed by http_start. */
+int http_guard_install(struct broker *b, struct evhttp *http, struct evconnlistener *lev)
+    __attribute__((warn_unused_result));
+/* Renders the guards' and the process's metrics (broker/ops_metrics.c). */
+void ops_metrics_render(struct broker *b, struct evbuffer *o);
+/* Partitions answering with an error, and of those read-only (ops_metrics.c). */
+void ops_partition_errors(struct broker *b, uint64_t *in_error, uint64_t *read_only);
+/* Descriptors open in this process (ops_metrics.c). */
+uint64_t ops_open_fds(void);
+/* 0 when a topic of n partitions fits in the descriptor limit, else
+ * VERITY_ELIMIT with msg naming the limit (ops_metrics.c). */
+int ops_fds_check(struct broker *b, uint32_t partitions, char *msg, size_t cap)
+    __attribute__((warn_unused_result));
 
 /* Fills a TopicMetadata for t (strings borrowed from t; partitions array
  * malloc'd, free with topic_md_free). */

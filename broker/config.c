@@ -88,6 +88,8 @@ static const struct key keys[] = {
      "group commit: sync once this much is pending"},
     {"checkpoint_records", K_U32, F(checkpoint_records), 0, 0, UINT32_MAX,
      "signed checkpoint every N records (0 = only at close)"},
+    {"checkpoint_interval_ms", K_U32, F(checkpoint_interval_ms), 0, 0, 86400000,
+     "a signed checkpoint at least this often while a partition takes appends (0 = off)"},
     {"retention_check_ms", K_U32, F(retention_check_ms), 0, 100, 86400000,
      "how often retention and segment age run"},
     {"group_log_durability", K_DUR, F(group_log_durability), 0, 0, 0,
@@ -96,6 +98,20 @@ static const struct key keys[] = {
      "consumer-group log, group mode: longest wait for an fdatasync"},
     {"group_pending_max", K_U32, F(group_pending_max), 0, 1, VERITY_PENDING_PER_GROUP_MAX,
      "ceiling for deliveries a group tracks at once"},
+    {"buffer_bytes_max", K_U64, F(buffer_bytes_max), 0, 1 << 20, 1ll << 40,
+     "broker-wide budget for bytes of frames being received and requests not yet answered; "
+     "past it, reading stops (back-pressure)"},
+    {"frame_timeout_ms", K_U32, F(frame_timeout_ms), 0, 0, 3600000,
+     "a frame, once its first byte arrived, must be complete within this (0 = never)"},
+    {"max_connections_per_addr", K_U32, F(max_connections_per_addr), 0, 1, 1000000,
+     "open connections from one IP address"},
+    {"reserved_connections", K_U32, F(reserved_connections), 0, 0, 100000,
+     "the last N connection slots (at most max_connections / 8) go only to an address with no "
+     "connection open"},
+    {"max_http_connections", K_U32, F(max_http_connections), 0, 1, 100000,
+     "admin HTTP connections open at once"},
+    {"ready_file", K_STR, F(ready_file), S(ready_file), 0, 0,
+     "written (JSON: pid, listen, http) once the broker serves; for port 0"},
     {"http_timeout_s", K_U32, F(http_timeout_s), 0, 1, 3600, "admin HTTP request timeout"},
     {"shutdown_timeout_ms", K_U32, F(shutdown_timeout_ms), 0, 0, 600000,
      "longest wait for in-flight requests on SIGTERM"},
@@ -139,8 +155,14 @@ void bcfg_default(struct broker_config *c)
     c->group_delay_us = 2000;
     c->group_bytes_max = 1u << 20;
     c->checkpoint_records = 10000;
+    c->checkpoint_interval_ms = 30000;
     c->retention_check_ms = 60000;
     c->http_timeout_s = 30;
+    c->buffer_bytes_max = 256ull << 20;
+    c->frame_timeout_ms = 30000;
+    c->max_connections_per_addr = 1024;
+    c->reserved_connections = 32;
+    c->max_http_connections = 64;
     c->shutdown_timeout_ms = 10000;
 }
 
@@ -404,6 +426,11 @@ int bcfg_check(const struct broker_config *c, char *err, size_t cap)
         (uint64_t)c->max_batch_bytes + 65536 > c->max_frame_bytes)
         return bad(err, cap, VERITY_EINVAL,
                    "fetch_max_bytes plus an envelope (64 KiB) must fit in max_frame_bytes");
+    if (c->buffer_bytes_max < 2ull * c->max_frame_bytes)
+        return bad(err, cap, VERITY_EINVAL,
+                   "buffer_bytes_max (%" PRIu64 ") must hold at least two frames of max_frame_bytes "
+                   "(%" PRIu32 ")",
+                   c->buffer_bytes_max, c->max_frame_bytes);
     return 0;
 }
 
@@ -414,7 +441,7 @@ void bcfg_usage(FILE *out)
     fprintf(
         out,
         "usage: verityd [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
-        "               [--http HOST:PORT] [--<key> VALUE ...] [--help]\n\n"
+        "               [--http HOST:PORT] [--<key> VALUE ...] [--help] [--version]\n\n"
         "Every key below may be set in the JSON config file (\"key\": value), in the\n"
         "environment (VERITY_<KEY>), or as --<key-with-dashes> VALUE. Later sources win:\n"
         "file < environment < flags. VERITY_CONFIG names the file when --config is absent.\n\n");

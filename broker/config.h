@@ -57,11 +57,19 @@ struct broker_config {
     uint32_t group_delay_us;
     uint64_t group_bytes_max;
     uint32_t checkpoint_records;
+    uint32_t checkpoint_interval_ms; /* a checkpoint at least this often while appends come */
     uint32_t retention_check_ms;
     /* consumer groups */
     enum topic_durability group_log_durability; /* of <data_dir>/__groups */
     uint32_t group_log_delay_us;                /* group mode: longest wait for its fdatasync */
     uint32_t group_pending_max;                 /* ceiling for a group's pending_max */
+    /* resource budgets against hostile or broken clients (issue 8) */
+    uint64_t buffer_bytes_max;         /* broker-wide: frames being received + requests unanswered */
+    uint32_t frame_timeout_ms;         /* a started frame must complete within this (0 = never) */
+    uint32_t max_connections_per_addr; /* open connections from one IP address */
+    uint32_t reserved_connections;     /* last slots: only for an address with none open */
+    uint32_t max_http_connections;     /* admin HTTP connections open at once */
+    char ready_file[BCFG_PATH_MAX];    /* written with the bound addresses once serving ("" = none) */
     /* admin HTTP and shutdown */
     uint32_t http_timeout_s;
     uint32_t shutdown_timeout_ms;

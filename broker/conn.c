@@ -12,7 +12,25 @@
  *     resynchronised);
  *   - max_inflight: that request gets ERR_LIMIT;
  *   - write_buffer_bytes: reading pauses until the peer drains its answers;
- *   - idle_timeout_ms: a connection with nothing in flight is closed.
+ *   - idle_timeout_ms: a connection with nothing in flight is closed;
+ *   - max_connections_per_addr: connections from one IP address; the last
+ *     reserved_connections slots of max_connections go only to an address
+ *     with no connection open (an operator's `verity broker status` gets in
+ *     while one client holds every other slot);
+ *   - frame_timeout_ms: a frame whose first byte arrived must be complete in
+ *     this time (a 1-byte-per-second sender is closed), while the broker
+ *     reads it (the clock stops while reading is paused by the broker);
+ *   - buffer_bytes_max: one broker-wide budget for bytes of frames being
+ *     received and of requests not yet answered. A frame's whole announced
+ *     size is reserved when its prefix arrives; a connection whose frame
+ *     does not fit waits with reading paused (back-pressure, no growth),
+ *     oldest first, until answers or closes free the budget. Frames up to
+ *     SMALL_FRAME_BYTES may use the last eighth of the budget, large ones
+ *     may not, so small requests (status, metadata, acks) still get in.
+ *
+ * accept() failures (EMFILE when descriptors run out) pause accepting with
+ * an exponential back-off (10 ms .. 1 s) and are logged at most once a
+ * second with the count of those not logged.
  *
  * Closing after an error is graceful: the error frame is flushed, the write
  * side shut down, and input discarded until the peer closes or a linger
@@ -26,6 +44,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +54,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <event2/listener.h>
 #include <event2/util.h>
 
@@ -44,6 +64,11 @@
 #include "verity/verify.h"
 
 #define LINGER_MS 2000
+#define SMALL_FRAME_BYTES (64u * 1024) /* may use the budget's reserved eighth */
+#define ADDR_BUCKETS 4096
+#define ACCEPT_BACKOFF_MIN_MS 10
+#define ACCEPT_BACKOFF_MAX_MS 1000
+#define TRIM_BYTES_MIN (8u << 20) /* trim the heap after a peak at least this high */
 
 typedef void (*handler_fn)(struct req *r);
 
@@ -81,6 +106,177 @@ static const struct handler {
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_kill(struct conn *c, const char *why);
+static void conn_close_after_flush(struct conn *c, int err, const char *msg);
+static void conn_unref(struct conn *c);
+
+/* ---- per-address connection counts ----------------------------------------- */
+
+struct addr_slot {
+    char addr[48];
+    uint32_t n; /* open connections from addr (> 0 while the slot exists) */
+    struct addr_slot *next;
+};
+
+static uint32_t addr_hash(const char *a)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *a; a++)
+        h = (h ^ (uint8_t)*a) * 16777619u;
+    return h % ADDR_BUCKETS;
+}
+
+static struct addr_slot **addr_find(struct broker *b, const char *addr)
+{
+    struct addr_slot **pp = &b->addr_buckets[addr_hash(addr)];
+    while (*pp && strcmp((*pp)->addr, addr) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static uint32_t addr_count(struct broker *b, const char *addr)
+{
+    struct addr_slot **pp = addr_find(b, addr);
+    return *pp ? (*pp)->n : 0;
+}
+
+/* 0 or -ENOMEM. */
+static int addr_inc(struct broker *b, const char *addr)
+{
+    struct addr_slot **pp = addr_find(b, addr);
+    if (!*pp) {
+        struct addr_slot *s = calloc(1, sizeof *s);
+        if (!s)
+            return -ENOMEM;
+        snprintf(s->addr, sizeof s->addr, "%s", addr);
+        *pp = s;
+    }
+    (*pp)->n++;
+    return 0;
+}
+
+static void addr_dec(struct broker *b, const char *addr)
+{
+    struct addr_slot **pp = addr_find(b, addr);
+    VERITY_VERIFY(*pp && (*pp)->n > 0);
+    if (--(*pp)->n == 0) {
+        struct addr_slot *s = *pp;
+        *pp = s->next;
+        free(s);
+    }
+}
+
+/* ---- the buffered-bytes budget ---------------------------------------------- */
+
+/* Whether a frame of total bytes fits now. Large frames leave the last
+ * eighth to small ones and queue behind connections already waiting. */
+static bool budget_fits(const struct broker *b, uint64_t total, bool queued)
+{
+    uint64_t limit = b->cfg.buffer_bytes_max;
+    if (total > SMALL_FRAME_BYTES) {
+        limit -= limit / 8;
+        if (queued)
+            return false;
+    }
+    return b->buf_used + total <= limit;
+}
+
+static void budget_take(struct broker *b, uint64_t n)
+{
+    b->buf_used += n;
+    if (b->buf_used > b->buf_peak)
+        b->buf_peak = b->buf_used;
+}
+
+static void budget_release(struct broker *b, uint64_t n)
+{
+    VERITY_VERIFY(b->buf_used >= n);
+    b->buf_used -= n;
+    if (n && !TAILQ_EMPTY(&b->starved) && b->resume_ev)
+        event_active(b->resume_ev, EV_TIMEOUT, 0);
+}
+
+/* Stops the frame clock (the broker, not the peer, is holding the frame up). */
+static void frame_clock_stop(struct conn *c)
+{
+    if (c->frame_ev)
+        evtimer_del(c->frame_ev);
+}
+
+static void frame_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->dead || c->closing)
+        return;
+    char msg[128];
+    snprintf(msg, sizeof msg, "frame not complete within frame_timeout_ms (%" PRIu32 " ms)",
+             c->b->cfg.frame_timeout_ms);
+    c->b->met.frames_timed_out++;
+    conn_close_after_flush(c, VERITY_ETIMEOUT, msg);
+}
+
+static void frame_clock_start(struct conn *c)
+{
+    struct broker *b = c->b;
+    if (!b->cfg.frame_timeout_ms)
+        return;
+    if (!c->frame_ev && !(c->frame_ev = evtimer_new(b->base, frame_timeout_cb, c)))
+        return; /* without memory for a timer the idle timeout still applies */
+    struct timeval tv = {b->cfg.frame_timeout_ms / 1000, (b->cfg.frame_timeout_ms % 1000) * 1000};
+    evtimer_add(c->frame_ev, &tv);
+}
+
+/* The frame being received ended (complete, or the connection closes). */
+static void frame_done(struct conn *c)
+{
+    c->frame_open = false;
+    frame_clock_stop(c);
+}
+
+static void conn_unstarve(struct conn *c)
+{
+    if (c->starved) {
+        TAILQ_REMOVE(&c->b->starved, c, starve_link);
+        c->starved = false;
+    }
+}
+
+/* Gives back what the connection holds for its frame being received. */
+static void conn_unreserve(struct conn *c)
+{
+    conn_unstarve(c);
+    frame_done(c);
+    uint64_t n = c->reserved;
+    c->reserved = 0;
+    budget_release(c->b, n);
+}
+
+/* True while resume_cb runs the read callback of the connection first in
+ * line: it may take the budget although others still wait behind it. */
+static bool resuming;
+
+/* Resumes waiting connections, oldest first, while their frames fit. */
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct broker *b = arg;
+    (void)fd;
+    (void)what;
+    struct conn *c;
+    while ((c = TAILQ_FIRST(&b->starved)) != NULL) {
+        conn_unstarve(c);
+        if (!c->paused)
+            bufferevent_enable(c->bev, EV_READ);
+        c->refs++;
+        resuming = true;
+        conn_read_cb(c->bev, c);
+        resuming = false;
+        bool again = c->starved;
+        conn_unref(c);
+        if (again)
+            break; /* still does not fit: it stays first in line */
+    }
+}
 
 /* ---- connection lifetime --------------------------------------------------- */
 
@@ -99,6 +295,11 @@ static void conn_kill(struct conn *c, const char *why)
     blog(BLOG_DEBUG, "conn_closed", "conn=%" PRIu64 " peer=%s reason=%s inflight=%" PRIu32, c->id,
          c->peer, why, c->inflight);
     c->dead = true;
+    conn_unreserve(c);
+    if (c->frame_ev)
+        event_free(c->frame_ev);
+    c->frame_ev = NULL;
+    addr_dec(b, c->addr);
     if (c->bev)
         bufferevent_free(c->bev);
     c->bev = NULL;
@@ -148,7 +349,8 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
     }
     if (c->paused && evbuffer_get_length(out) <= c->b->cfg.write_buffer_bytes / 2) {
         c->paused = false;
-        bufferevent_enable(bev, EV_READ);
+        if (!c->starved)
+            bufferevent_enable(bev, EV_READ);
         conn_read_cb(bev, c); /* frames may already be buffered */
     }
 }
@@ -180,6 +382,7 @@ static void conn_close_after_flush(struct conn *c, int err, const char *msg)
     conn_send_error(c, err, msg);
     evbuffer_drain(bufferevent_get_input(c->bev),
                    evbuffer_get_length(bufferevent_get_input(c->bev)));
+    conn_unreserve(c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     conn_write_cb(c->bev, c);
 }
@@ -219,6 +422,7 @@ static void req_free(struct req *r)
     c->inflight--;
     codec_msg_free(r->msg);
     free(r->frame);
+    budget_release(r->b, r->held);
     free(r);
     if (c->eof && c->inflight == 0 && !c->dead && !c->closing) {
         /* Last answer queued: close once it is flushed. */
@@ -318,14 +522,16 @@ static void dispatch(struct req *r)
     req_fail(r, VERITY_EUNSUPPORTED, "request type not supported by this broker");
 }
 
-/* Takes over frame (f->total bytes). */
-static void conn_handle_frame(struct conn *c, uint8_t *frame, const struct codec_frame *f)
+/* Takes over frame (f->total bytes) and held bytes of the budget. */
+static void conn_handle_frame(struct conn *c, uint8_t *frame, const struct codec_frame *f,
+                              uint64_t held)
 {
     struct broker *b = c->b;
     struct codec_msg *msg = NULL;
     int rc = codec_decode(frame + CODEC_PREFIX_SIZE, f->envelope_length, &b->limits, &msg);
     if (rc) {
         free(frame);
+        budget_release(b, held);
         b->met.req_total[MET_REQ_INVALID]++;
         b->met.req_errors[MET_REQ_INVALID]++;
         conn_send_error(c, rc,
@@ -337,6 +543,7 @@ static void conn_handle_frame(struct conn *c, uint8_t *frame, const struct codec
     if (!r) {
         codec_msg_free(msg);
         free(frame);
+        budget_release(b, held);
         conn_send_error(c, -ENOMEM, "out of memory");
         return;
     }
@@ -349,6 +556,7 @@ static void conn_handle_frame(struct conn *c, uint8_t *frame, const struct codec
     r->frame = frame;
     r->payload = frame + CODEC_PREFIX_SIZE + f->envelope_length;
     r->payload_len = f->payload_length;
+    r->held = held;
     c->refs++;
     c->inflight++;
     TAILQ_INSERT_TAIL(&c->reqs, r, link);
@@ -387,6 +595,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         if (evbuffer_get_length(bufferevent_get_output(bev)) > b->cfg.write_buffer_bytes) {
             c->paused = true;
             bufferevent_disable(bev, EV_READ);
+            frame_clock_stop(c);
             break;
         }
         size_t avail = evbuffer_get_length(in);
@@ -394,6 +603,12 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         size_t n = avail < sizeof prefix ? avail : sizeof prefix;
         if (n == 0)
             break;
+        if (!c->frame_open) {
+            c->frame_open = true;
+            frame_clock_start(c);
+        } else if (c->frame_ev && !evtimer_pending(c->frame_ev, NULL)) {
+            frame_clock_start(c); /* reading resumed after a pause: a new period */
+        }
         evbuffer_copyout(in, prefix, n);
         struct codec_frame f;
         int rc = codec_frame_peek(prefix, n, &b->limits, &f);
@@ -413,6 +628,25 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             conn_close_after_flush(c, rc, msg);
             break;
         }
+        if (!c->reserved) {
+            bool first = resuming;
+            resuming = false; /* only the first frame read after resuming */
+            if (!budget_fits(b, f.total, !first && !TAILQ_EMPTY(&b->starved))) {
+                /* Back-pressure: stop reading until answers or closes free
+                 * enough of the budget (resume_cb). */
+                c->starved = true;
+                if (first)
+                    TAILQ_INSERT_HEAD(&b->starved, c, starve_link);
+                else
+                    TAILQ_INSERT_TAIL(&b->starved, c, starve_link);
+                bufferevent_disable(bev, EV_READ);
+                frame_clock_stop(c);
+                b->met.budget_waits++;
+                break;
+            }
+            c->reserved = f.total;
+            budget_take(b, f.total);
+        }
         if (avail < f.total)
             break;
         uint8_t *frame = malloc(f.total);
@@ -422,7 +656,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         }
         evbuffer_remove(in, frame, f.total);
         b->met.bytes_in += f.total;
-        conn_handle_frame(c, frame, &f);
+        uint64_t held = c->reserved;
+        c->reserved = 0;
+        frame_done(c);
+        conn_handle_frame(c, frame, &f, held);
     }
     conn_unref(c);
 }
@@ -446,15 +683,40 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
             snprintf(peer, sizeof peer, "%s:%u", host, port);
     }
     (void)salen;
-    if (b->n_conns >= b->cfg.max_connections || b->stopping) {
+    b->accept_backoff_ms = 0; /* accepting works again */
+    char addr[48];
+    snprintf(addr, sizeof addr, "%s", peer);
+    char *colon = strrchr(addr, ':');
+    if (colon)
+        *colon = '\0';
+    uint32_t from_addr = addr_count(b, addr);
+    uint32_t reserve = b->cfg.reserved_connections < b->cfg.max_connections / 8
+                           ? b->cfg.reserved_connections
+                           : b->cfg.max_connections / 8;
+    const char *why = b->stopping                                       ? "stopping"
+                      : b->n_conns >= b->cfg.max_connections            ? "max_connections"
+                      : from_addr >= b->cfg.max_connections_per_addr    ? "max_connections_per_addr"
+                      : b->n_conns >= b->cfg.max_connections - reserve &&
+                              from_addr > 0
+                          ? "reserved_connections"
+                          : NULL;
+    if (why) {
         /* Best effort: a small error frame into an empty socket buffer. */
         Verity__Envelope env = VERITY__ENVELOPE__INIT;
-        char msg[128];
+        char msg[160];
         if (b->stopping)
             snprintf(msg, sizeof msg, "broker is shutting down");
-        else
+        else if (strcmp(why, "max_connections") == 0)
             snprintf(msg, sizeof msg, "%" PRIu32 " connections open (max_connections)",
                      b->cfg.max_connections);
+        else if (strcmp(why, "max_connections_per_addr") == 0)
+            snprintf(msg, sizeof msg, "%" PRIu32 " connections open from %s (max_connections_per_addr)",
+                     from_addr, addr);
+        else
+            snprintf(msg, sizeof msg,
+                     "the last %" PRIu32 " connection slots are kept for addresses with none open "
+                     "(reserved_connections)",
+                     reserve);
         env.version = CODEC_PROTOCOL_VERSION;
         env.error = codec_err_to_wire(b->stopping ? VERITY_ECLOSED : VERITY_ELIMIT);
         env.error_message = msg;
@@ -467,17 +729,32 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         free(head);
         evutil_closesocket(fd);
         b->met.connections_rejected++;
-        blog(BLOG_WARN, "conn_rejected", "peer=%s reason=%s", peer,
-             b->stopping ? "stopping" : "max_connections");
+        if (strcmp(why, "max_connections_per_addr") == 0 || strcmp(why, "reserved_connections") == 0)
+            b->met.conn_rejected_addr++;
+        /* One line per second at most: a flood of refused connects must
+         * not become a flood of log lines. */
+        int64_t now = mono_ns();
+        if (now - b->accept_log_ns >= 1000000000) {
+            blog(BLOG_WARN, "conn_rejected", "peer=%s reason=%s suppressed=%" PRIu64, peer, why,
+                 b->accept_suppressed);
+            b->accept_log_ns = now;
+            b->accept_suppressed = 0;
+        } else {
+            b->accept_suppressed++;
+        }
         return;
     }
     struct conn *c = calloc(1, sizeof *c);
     struct bufferevent *bev = c ? bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
-    if (!bev) {
+    if (!bev || addr_inc(b, addr)) {
+        if (bev)
+            bufferevent_free(bev);
+        else
+            evutil_closesocket(fd);
         free(c);
-        evutil_closesocket(fd);
         return;
     }
+    snprintf(c->addr, sizeof c->addr, "%s", addr);
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->b = b;
@@ -500,12 +777,46 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     blog(BLOG_DEBUG, "conn_opened", "conn=%" PRIu64 " peer=%s", c->id, c->peer);
 }
 
+static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct broker *b = arg;
+    (void)fd;
+    (void)what;
+    if (b->listener && !b->stopping)
+        evconnlistener_enable(b->listener);
+}
+
+/* accept() failed. Out of descriptors or memory: stop accepting for a
+ * back-off that doubles while it keeps failing (the pending connections
+ * wait in the kernel's backlog instead of spinning the loop). Logged at
+ * most once a second, with how many failures were not logged. */
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
-    (void)l;
-    (void)arg;
+    struct broker *b = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    blog(BLOG_WARN, "accept_failed", "error=%s", evutil_socket_error_to_string(err));
+    b->met.accept_errors++;
+    bool shortage = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+    if (shortage) {
+        b->accept_backoff_ms = b->accept_backoff_ms ? b->accept_backoff_ms * 2
+                                                    : ACCEPT_BACKOFF_MIN_MS;
+        if (b->accept_backoff_ms > ACCEPT_BACKOFF_MAX_MS)
+            b->accept_backoff_ms = ACCEPT_BACKOFF_MAX_MS;
+        struct timeval tv = {b->accept_backoff_ms / 1000, (b->accept_backoff_ms % 1000) * 1000};
+        if (b->accept_retry_ev && evtimer_add(b->accept_retry_ev, &tv) == 0)
+            evconnlistener_disable(l);
+    }
+    int64_t now = mono_ns();
+    if (now - b->accept_log_ns < 1000000000) {
+        b->accept_suppressed++;
+        return;
+    }
+    blog(BLOG_WARN, "accept_failed",
+         "error=%s text=\"%s\" backoff_ms=%" PRIu32 " suppressed=%" PRIu64
+         " connections=%zu fd_limit=%" PRIu64,
+         verity_errname(-err), evutil_socket_error_to_string(err),
+         shortage ? b->accept_backoff_ms : 0, b->accept_suppressed, b->n_conns, b->fd_limit);
+    b->accept_log_ns = now;
+    b->accept_suppressed = 0;
 }
 
 int conn_listen(struct broker *b)
@@ -576,4 +887,160 @@ size_t conn_inflight_total(const struct broker *b)
     TAILQ_FOREACH(c, &b->conns, link)
     n += c->inflight;
     return n;
+}
+
+/* ---- guards: setup, the tick, admin HTTP connections ----------------------- */
+
+/*
+ * The admin HTTP cap. libevent 2.1's evhttp has no connection limit and no
+ * hook when a connection closes, so: every connection's bufferevent is made
+ * here (evhttp_set_bevcb) and kept with one extra reference; evhttp clears
+ * a bufferevent's callbacks when it frees it, which the sweep notices and
+ * answers by dropping the extra reference (that closes the socket). At the
+ * cap the listener is paused: further connections wait in the kernel's
+ * backlog and hold no descriptor of ours.
+ */
+struct http_guard {
+    struct broker *b;
+    struct evconnlistener *lev;
+    struct bufferevent **bevs; /* open HTTP connections, max_http_connections */
+    uint32_t n;
+    bool paused;
+    struct event *sweep_ev; /* 100 ms while paused */
+};
+
+static void http_guard_sweep(struct http_guard *g)
+{
+    for (uint32_t i = 0; i < g->n;) {
+        bufferevent_data_cb rd = NULL, wr = NULL;
+        bufferevent_event_cb ev = NULL;
+        bufferevent_getcb(g->bevs[i], &rd, &wr, &ev, NULL);
+        if (rd || wr || ev) {
+            i++;
+            continue;
+        }
+        bufferevent_disable(g->bevs[i], EV_READ | EV_WRITE);
+        bufferevent_decref(g->bevs[i]);
+        g->bevs[i] = g->bevs[--g->n];
+    }
+    if (g->paused && g->n < g->b->cfg.max_http_connections) {
+        g->paused = false;
+        evconnlistener_enable(g->lev);
+    }
+}
+
+static void http_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_guard *g = arg;
+    (void)fd;
+    (void)what;
+    http_guard_sweep(g);
+    struct timeval tv = {0, 100000};
+    if (g->paused)
+        evtimer_add(g->sweep_ev, &tv);
+}
+
+static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
+{
+    struct http_guard *g = arg;
+    http_guard_sweep(g);
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        return NULL;
+    if (g->n < g->b->cfg.max_http_connections) {
+        bufferevent_incref(bev);
+        g->bevs[g->n++] = bev;
+    }
+    if (g->n >= g->b->cfg.max_http_connections && !g->paused) {
+        g->paused = true;
+        g->b->met.http_paused++;
+        evconnlistener_disable(g->lev);
+        struct timeval tv = {0, 100000};
+        evtimer_add(g->sweep_ev, &tv);
+    }
+    return bev;
+}
+
+int http_guard_install(struct broker *b, struct evhttp *http, struct evconnlistener *lev)
+{
+    struct http_guard *g = calloc(1, sizeof *g);
+    if (!g)
+        return -ENOMEM;
+    g->b = b;
+    g->lev = lev;
+    g->bevs = calloc(b->cfg.max_http_connections, sizeof *g->bevs);
+    g->sweep_ev = evtimer_new(b->base, http_sweep_cb, g);
+    if (!g->bevs || !g->sweep_ev) {
+        free(g->bevs);
+        if (g->sweep_ev)
+            event_free(g->sweep_ev);
+        free(g);
+        return -ENOMEM;
+    }
+    b->http_guard = g;
+    evhttp_set_bevcb(http, http_bev_cb, g);
+    return 0;
+}
+
+/* Called after evhttp_free: what is left is ours alone. */
+static void http_guard_free(struct broker *b)
+{
+    struct http_guard *g = b->http_guard;
+    if (!g)
+        return;
+    for (uint32_t i = 0; i < g->n; i++)
+        bufferevent_decref(g->bevs[i]);
+    event_free(g->sweep_ev);
+    free(g->bevs);
+    free(g);
+    b->http_guard = NULL;
+}
+
+int conn_guards_init(struct broker *b)
+{
+    TAILQ_INIT(&b->starved);
+    b->addr_buckets = calloc(ADDR_BUCKETS, sizeof *b->addr_buckets);
+    b->resume_ev = event_new(b->base, -1, 0, resume_cb, b);
+    b->accept_retry_ev = evtimer_new(b->base, accept_retry_cb, b);
+    if (!b->addr_buckets || !b->resume_ev || !b->accept_retry_ev)
+        return -ENOMEM;
+    return 0;
+}
+
+void conn_guards_free(struct broker *b)
+{
+    http_guard_free(b);
+    if (b->resume_ev)
+        event_free(b->resume_ev);
+    if (b->accept_retry_ev)
+        event_free(b->accept_retry_ev);
+    b->resume_ev = b->accept_retry_ev = NULL;
+    for (size_t i = 0; b->addr_buckets && i < ADDR_BUCKETS; i++) {
+        while (b->addr_buckets[i]) {
+            struct addr_slot *s = b->addr_buckets[i];
+            b->addr_buckets[i] = s->next;
+            free(s);
+        }
+    }
+    free(b->addr_buckets);
+    b->addr_buckets = NULL;
+}
+
+/* Once a second: after a load has gone (the budget back under a quarter of
+ * its peak), hand freed heap pages back to the system, so resident memory
+ * returns near its baseline instead of staying at the peak. */
+void conn_guards_tick(struct broker *b)
+{
+    static size_t conns_peak; /* connections open at the last peak */
+    if (b->http_guard)
+        http_guard_sweep(b->http_guard);
+    if (b->n_conns > conns_peak)
+        conns_peak = b->n_conns;
+    bool bytes_gone = b->buf_peak >= TRIM_BYTES_MIN && b->buf_used < b->buf_peak / 4;
+    bool conns_gone = conns_peak >= 256 && b->n_conns < conns_peak / 4;
+    if (bytes_gone || conns_gone) {
+        malloc_trim(0);
+        b->buf_peak = b->buf_used;
+        conns_peak = b->n_conns;
+    }
 }

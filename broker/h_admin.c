@@ -286,6 +286,11 @@ int topic_create_start(struct broker *b, const char *name, const struct topic_cf
         snprintf(msg, cap, "topic %s already exists", name);
         return VERITY_EEXIST;
     }
+    /* Refused up front rather than created with partitions that cannot
+     * open (EMFILE): a create is all or nothing. */
+    int frc = ops_fds_check(b, tc->partitions, msg, cap);
+    if (frc)
+        return frc;
     int64_t now = now_ms();
     struct tcreate *c = calloc(1, sizeof *c);
     char *text = c ? create_record(name, tc, now) : NULL;
@@ -329,6 +334,30 @@ static void create_done(struct broker *b, void *arg, int err)
         req_fail(r, rc, "partitions could not be opened");
         return;
     }
+    /* A partition that failed to open despite the check: say so instead of
+     * "created" (the topic exists; its broken partitions answer with their
+     * error at once, /ready and verity_partitions_in_error report them). */
+    uint32_t failed = 0;
+    int first_err = 0;
+    for (uint32_t i = 0; i < t->cfg.partitions; i++) {
+        if (t->parts[i] && t->parts[i]->error) {
+            if (!failed++)
+                first_err = t->parts[i]->error;
+        }
+    }
+    if (failed) {
+        char why[512];
+        snprintf(why, sizeof why,
+                 "topic %s created but %" PRIu32 " of %" PRIu32
+                 " partitions failed to open (first: %s, %s); delete it and create it again "
+                 "once the cause is fixed",
+                 t->name, failed, t->cfg.partitions, verity_errname(first_err),
+                 verity_strerror(first_err));
+        blog(BLOG_ERROR, "topic_create_partial", "topic=%s failed=%" PRIu32 " error=%s", t->name,
+             failed, verity_errname(first_err));
+        req_fail(r, first_err < 0 && first_err > -4096 ? VERITY_ELIMIT : first_err, why);
+        return;
+    }
     blog(BLOG_INFO, "topic_created", "topic=%s partitions=%" PRIu32 " durability=%s", t->name,
          t->cfg.partitions, bcfg_durability_name(t->cfg.durability));
     reply_topic(r, t, VERITY__ENVELOPE__BODY_CREATE_TOPIC_RESP);
@@ -353,6 +382,12 @@ void h_create_topic(struct req *r)
     if (b->n_topics >= b->cfg.max_topics) {
         snprintf(msg, sizeof msg, "%zu topics exist (max_topics)", b->n_topics);
         req_fail(r, VERITY_ELIMIT, msg);
+        return;
+    }
+    /* All or nothing: refused up front when the partitions cannot all get
+     * their descriptors, rather than created with some in EMFILE. */
+    if ((rc = ops_fds_check(b, tc.partitions, msg, sizeof msg))) {
+        req_fail(r, rc, msg);
         return;
     }
     int64_t now = now_ms();

@@ -34,8 +34,23 @@ static void send_text(struct evhttp_request *req, int code, const char *reason, 
     evhttp_send_reply(req, code, reason, body);
 }
 
+/* The admin port serves GET and HEAD; anything else is answered 405 with
+ * an Allow header (libevent would say 501, which means "unknown method").
+ * Returns false when it answered. */
+static bool get_only(struct evhttp_request *req)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD)
+        return true;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+    evhttp_send_error(req, 405, "Method Not Allowed (the admin port serves GET and HEAD)");
+    return false;
+}
+
 static void h_health(struct evhttp_request *req, void *arg)
 {
+    if (!get_only(req))
+        return;
     (void)arg;
     struct evbuffer *body = evbuffer_new();
     if (!body) {
@@ -49,14 +64,23 @@ static void h_health(struct evhttp_request *req, void *arg)
 
 static void h_ready(struct evhttp_request *req, void *arg)
 {
+    if (!get_only(req))
+        return;
     struct broker *b = arg;
     struct evbuffer *body = evbuffer_new();
     if (!body) {
         evhttp_send_error(req, 500, NULL);
         return;
     }
-    bool ok = b->ready && !b->stopping;
-    evbuffer_add_printf(body, ok ? "ready\n" : "not ready\n");
+    uint64_t in_error = 0, read_only = 0;
+    ops_partition_errors(b, &in_error, &read_only);
+    bool ok = b->ready && !b->stopping && in_error == 0;
+    if (in_error)
+        evbuffer_add_printf(body, "not ready: %" PRIu64 " partition%s in error (%" PRIu64
+                            " read-only); see verity broker status\n",
+                            in_error, in_error == 1 ? "" : "s", read_only);
+    else
+        evbuffer_add_printf(body, ok ? "ready\n" : "not ready\n");
     send_text(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain", body);
     evbuffer_free(body);
 }
@@ -346,6 +370,8 @@ static void render_groups(struct broker *b, struct evbuffer *o)
 
 static void h_metrics(struct evhttp_request *req, void *arg)
 {
+    if (!get_only(req))
+        return;
     struct broker *b = arg;
     struct evbuffer *o = evbuffer_new();
     if (!o) {
@@ -354,6 +380,7 @@ static void h_metrics(struct evhttp_request *req, void *arg)
     }
     const struct metrics *m = &b->met;
     render_requests(b, o);
+    ops_metrics_render(b, o);
     met_family(o, "verity_bytes_in_total", "counter", "Protocol frame bytes read.");
     evbuffer_add_printf(o, "verity_bytes_in_total %" PRIu64 "\n", m->bytes_in);
     met_family(o, "verity_bytes_out_total", "counter", "Protocol frame bytes sent.");
@@ -421,6 +448,8 @@ static json_t *topic_json(struct topic *t)
 
 static void h_topics(struct evhttp_request *req, void *arg)
 {
+    if (!get_only(req))
+        return;
     struct broker *b = arg;
     json_t *arr = json_array();
     struct topic *t;
@@ -513,6 +542,8 @@ static json_t *group_json(struct broker *b, const char *name)
 
 static void h_groups(struct evhttp_request *req, void *arg)
 {
+    if (!get_only(req))
+        return;
     struct broker *b = arg;
     struct group_state *st = b->groups.st;
     json_t *arr = json_array();
@@ -548,6 +579,8 @@ static void h_groups(struct evhttp_request *req, void *arg)
 
 static void h_notfound(struct evhttp_request *req, void *arg)
 {
+    if (!get_only(req))
+        return;
     (void)arg;
     evhttp_send_error(req, 404,
                       "no such path (try /health, /ready, /metrics, /v1/topics, /v1/groups)");
@@ -568,7 +601,9 @@ int http_start(struct broker *b)
     evhttp_set_max_body_size(b->http, VERITY_HTTP_BODY_MAX);
     evhttp_set_max_headers_size(b->http, HTTP_HEADERS_MAX);
     evhttp_set_timeout(b->http, (int)b->cfg.http_timeout_s);
-    evhttp_set_allowed_methods(b->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_allowed_methods(b->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_cb(b->http, "/health", h_health, b);
     evhttp_set_cb(b->http, "/ready", h_ready, b);
     evhttp_set_cb(b->http, "/metrics", h_metrics, b);
@@ -582,6 +617,8 @@ int http_start(struct broker *b)
         b->http = NULL;
         return -EADDRINUSE;
     }
+    if ((rc = http_guard_install(b, b->http, evhttp_bound_socket_get_listener(s))))
+        return rc; /* max_http_connections (conn.c) */
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     uint16_t bport = port;

@@ -10,12 +10,19 @@
 #include "broker/blog.h"
 #include "broker/broker.h"
 #include "verity/errors.h"
+#include "verity/version.h"
 
 int main(int argc, char **argv)
 {
     struct broker_config cfg;
     char err[512] = "";
     bool help = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+            printf("verityd %s\n", VERITY_VERSION_STRING);
+            return 0;
+        }
+    }
     if (bcfg_from_args(&cfg, argc, argv, &help, err, sizeof err)) {
         fprintf(stderr, "verityd: %s\n(try --help)\n", err);
         return 2;

@@ -45,6 +45,11 @@ struct metrics {
     uint64_t snapshots_written;   /* idempotence, metadata and group snapshots */
     uint64_t snapshot_failures;   /* writes that failed (the old snapshot stays) */
     uint64_t snapshots_ignored;   /* found at start but corrupt or not matching the log */
+    uint64_t conn_rejected_addr;  /* over max_connections_per_addr or the reserved slots */
+    uint64_t frames_timed_out;    /* frames not complete within frame_timeout_ms */
+    uint64_t budget_waits;        /* times a connection waited for the buffered-bytes budget */
+    uint64_t accept_errors;       /* accept() failures (EMFILE, ...) */
+    uint64_t http_paused;         /* times the admin HTTP listener paused at its cap */
 };
 
 /* Slot for a request case (MET_REQ_INVALID when not a request). */

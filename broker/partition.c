@@ -526,6 +526,7 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
     }
     struct vlog_info info;
     vlog_get_info(p->log, &info);
+    p->ckpt_end = info.end_offset; /* a clean close ended it with a checkpoint */
     blog(BLOG_INFO, "partition_opened",
          "topic=%s partition=%" PRIu32 " start=%" PRIu64 " end=%" PRIu64 " segments=%" PRIu32
          " durability=%s",
@@ -623,4 +624,39 @@ void topic_md_free(Verity__TopicMetadata *md)
     free(md->partitions);
     md->partitions = NULL;
     md->n_partitions = 0;
+}
+
+/* The time bound on checkpoints (checkpoint_interval_ms): a partition that
+ * took appends since its last checkpoint gets one once the oldest of them is
+ * that old, so a small log shows a signed checkpoint within the interval
+ * instead of after checkpoint_records or at shutdown. Called by the 1 s
+ * tick on the loop thread (the log's writer). */
+void part_checkpoint_tick(struct partition *p, int64_t now)
+{
+    uint32_t interval = p->b->cfg.checkpoint_interval_ms;
+    if (!interval || !p->log || p->error)
+        return;
+    struct vlog_info info;
+    vlog_get_info(p->log, &info);
+    if (info.end_offset == p->ckpt_end) {
+        p->ckpt_pending_ms = 0;
+        return;
+    }
+    if (!p->ckpt_pending_ms) {
+        p->ckpt_pending_ms = now;
+        return;
+    }
+    if (now - p->ckpt_pending_ms < (int64_t)interval)
+        return;
+    int rc = vlog_checkpoint(p->log, now);
+    if (rc) {
+        blog(BLOG_WARN, "checkpoint_failed", "topic=%s partition=%" PRIu32 " error=%s",
+             p->topic->name, p->id, verity_errname(rc));
+        p->ckpt_pending_ms = now; /* try again after another interval */
+        return;
+    }
+    vlog_get_info(p->log, &info);
+    p->ckpt_end = info.end_offset;
+    p->ckpt_pending_ms = 0;
+    groups_on_append(p, info.end_offset);
 }

@@ -19,6 +19,7 @@
  * A failed fdatasync is never retried: the error is sticky, the log turns
  * read-only, and every later append returns VERITY_EREADONLY.
  */
+#include "storage/slog.h"
 #include "storage/vlog.h"
 
 #include <dirent.h>
@@ -80,7 +81,7 @@ static void set_error(struct vlog *log, int err)
     pthread_mutex_lock(&log->mu);
     if (log->error == 0) {
         log->error = err;
-        fprintf(stderr, "verity: log %s is now read-only: %s\n", log->dir, verity_strerror(err));
+        slog("error", "log_read_only", "dir=%s error=%s", log->dir, verity_errname(err));
     }
     pthread_cond_broadcast(&log->durable_cond);
     pthread_mutex_unlock(&log->mu);
@@ -464,7 +465,10 @@ static int write_recovery_record(struct vlog *log, int64_t now_ms)
                      ",\"cut_bytes\":%" PRIu64 ",\"cut_position\":%" PRIu64 ",\"reason\":\"%s\"}",
                      r->cut_offset_first, r->cut_offset_last, r->cut_bytes, r->cut_position,
                      reason);
-    fprintf(stderr, "verity: %s: recovery cut a torn tail: %s\n", log->dir, json);
+    slog("warn", "log_tail_cut",
+         "dir=%s cut_offset_first=%" PRIu64 " cut_offset_last=%" PRIu64 " cut_bytes=%" PRIu64
+         " cut_position=%" PRIu64 " reason=\"%s\"",
+         log->dir, r->cut_offset_first, r->cut_offset_last, r->cut_bytes, r->cut_position, reason);
     int rc = append_control(log, BATCH_CONTROL_RECOVERY, json, (size_t)n, now_ms);
     if (rc == 0 && log->cfg.durability != VLOG_DURABILITY_ALWAYS)
         rc = sync_once(log);
@@ -658,8 +662,8 @@ int vlog_retain(struct vlog *log, int64_t now_ms)
             vl_seg_path(log, base, exts[e], path);
             rc = log->io->unlink(log->io->ctx, path);
             if (rc && rc != -ENOENT)
-                fprintf(stderr, "verity: %s: cannot delete %s: %s\n", log->dir, path,
-                        verity_strerror(rc));
+                slog("warn", "segment_delete_failed", "dir=%s path=%s error=%s", log->dir, path,
+                     verity_errname(rc));
         }
     }
     memmove(log->segs, log->segs + k, (log->nsegs - k) * sizeof *log->segs);

@@ -28,6 +28,7 @@
 #include "storage/batch.h"
 #include "storage/checkpoint.h"
 #include "storage/index.h"
+#include "storage/slog.h"
 #include "storage/vlog_int.h"
 #include "verity/errors.h"
 #include "verity/limits.h"
@@ -264,7 +265,7 @@ static int open_closed_segment(struct vlog *log, struct seg *s, uint64_t next_ba
         vl_seg_unload_index(s); /* mapped again on first lookup */
         return 0;
     }
-    fprintf(stderr, "verity: rebuilding index of %s/%020" PRIu64 ".log\n", log->dir, s->base);
+    slog("info", "log_index_rebuilt", "dir=%s segment=%020" PRIu64 ".log", log->dir, s->base);
     s->data_records_base = prev_records_end;
     uint64_t bad_pos = 0;
     rc = seg_rebuild_index(log, s, s->size, &bad_pos);
@@ -488,10 +489,12 @@ static int recover_last(struct vlog *log, struct seg *s, const uint8_t *prev_cha
         if (valid_batch_after(log, s, c.pos, file_size, c.expected)) {
             if (bad_offset)
                 *bad_offset = c.expected;
-            fprintf(stderr,
-                    "verity: %s: corruption before the tail at offset %" PRIu64
-                    " (byte %" PRIu64 " of %020" PRIu64 ".log): %s; refusing to open\n",
-                    log->dir, c.expected, c.pos, s->base, why);
+            char q[256];
+            slog("error", "log_corrupt",
+                 "dir=%s offset=%" PRIu64 " position=%" PRIu64 " segment=%020" PRIu64
+                 ".log reason=%s text=\"corruption before the tail; refusing to open; run verity "
+                 "log verify on it\"",
+                 log->dir, c.expected, c.pos, s->base, slog_q(why, q, sizeof q));
             return strstr(why, "chain") ? VERITY_ECHAIN : VERITY_ECORRUPT;
         }
         describe_cut(log, s, c.pos, file_size, c.expected, why);
@@ -568,7 +571,7 @@ int vl_open_segments(struct vlog *log, int64_t now_ms, uint64_t *bad_offset)
         free(bases);
         if (bad_offset)
             *bad_offset = anchor.offset;
-        fprintf(stderr, "verity: %s: anchor offset does not match the oldest segment\n", log->dir);
+        slog("error", "log_anchor_mismatch", "dir=%s text=\"anchor offset does not match the oldest segment\"", log->dir);
         return VERITY_ECHAIN;
     }
     bool have_records = true;

@@ -58,6 +58,7 @@
 
 #include <jansson.h>
 
+#include "tools/cli_args.h"
 #include "tools/cmds.h"
 #include "verity/group.h"
 #include "verity/verity.h"
@@ -842,7 +843,7 @@ int cmd_bench(int argc, char **argv)
     int c;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((c = CLI_GETOPT(argc, argv, "h", long_opts)) != -1) {
         switch (c) {
         case OPT_BROKER:
             b.broker = optarg;
@@ -900,12 +901,12 @@ int cmd_bench(int argc, char **argv)
     int rc = verity_client_new(&conn, &b.admin);
     if (rc) {
         fprintf(stderr, "verity bench: %s: %s\n", verity_broker_resolve(b.broker),
-                verity_strerror(rc));
+                cli_strerror(verity_broker_resolve(b.broker), rc));
         return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
     }
     if ((rc = verity_client_connect(b.admin, 5000)) != 0) {
         fprintf(stderr, "verity bench: cannot reach broker %s: %s\n",
-                verity_broker_resolve(b.broker), verity_strerror(rc));
+                verity_broker_resolve(b.broker), cli_strerror(verity_broker_resolve(b.broker), rc));
         verity_client_free(b.admin);
         return EXIT_UNREACHABLE;
     }
@@ -924,7 +925,5 @@ int cmd_bench(int argc, char **argv)
     verity_client_free(b.admin);
     return b.failed ? CMD_EXIT_FAIL : CMD_EXIT_OK;
 bad:
-    fprintf(stderr, "verity bench: invalid arguments\n");
-    usage(stderr);
-    return CMD_EXIT_USAGE;
+    return cli_bad_args("verity bench", c, long_opts, argv, usage);
 }

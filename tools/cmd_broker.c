@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "tools/cli_args.h"
 #include "tools/cmds.h"
 #include "verity/verity.h"
 
@@ -103,7 +104,7 @@ int cmd_broker(int argc, char **argv)
     int c;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((c = CLI_GETOPT(argc, argv, "h", long_opts)) != -1) {
         switch (c) {
         case OPT_BROKER:
             broker = optarg;
@@ -132,7 +133,7 @@ int cmd_broker(int argc, char **argv)
     int rc = verity_client_new(&conn, &cl);
     if (rc) {
         fprintf(stderr, "verity broker: %s: %s\n", verity_broker_resolve(broker),
-                verity_strerror(rc));
+                cli_strerror(verity_broker_resolve(broker), rc));
         return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
     }
     struct verity_topic_info *t = NULL;
@@ -147,7 +148,7 @@ int cmd_broker(int argc, char **argv)
                    verity_broker_resolve(broker), verity_errname(rc));
         else
             fprintf(stderr, "verity broker: %s is not reachable: %s\n",
-                    verity_broker_resolve(broker), verity_strerror(rc));
+                    verity_broker_resolve(broker), cli_strerror(verity_broker_resolve(broker), rc));
         verity_topic_info_free(t, n);
         return verity_err_unreachable(rc) ? EXIT_UNREACHABLE : CMD_EXIT_FAIL;
     }
@@ -213,7 +214,5 @@ int cmd_broker(int argc, char **argv)
     verity_topic_info_free(t, n);
     return degraded ? CMD_EXIT_FAIL : CMD_EXIT_OK;
 bad:
-    fprintf(stderr, "verity broker: invalid arguments\n");
-    usage(stderr);
-    return CMD_EXIT_USAGE;
+    return cli_bad_args("verity broker", c, long_opts, argv, usage);
 }

@@ -44,6 +44,7 @@
 #include <openssl/evp.h>
 
 #include "tools/cli_json.h"
+#include "tools/cli_args.h"
 #include "tools/cmds.h"
 #include "verity/group.h"
 #include "verity/limits.h"
@@ -66,7 +67,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: verity consume TOPIC [--from earliest|latest|OFFSET|TIME] [--partition N]\n"
-            "                      [--follow] [--format raw|json] [--count N]\n"
+            "                      [--follow] [--format raw|json] [--json] [--count N]\n"
             "                      [--broker HOST:PORT]\n"
             "       verity consume TOPIC --group NAME [--mode ordered|shared] [--ack auto|manual]\n"
             "                      [--from ...] [--follow] [--format raw|json] [--count N]\n"
@@ -74,6 +75,7 @@ static void usage(FILE *f)
             "              ISO 8601 UTC (2026-11-22T01:00:00Z) or relative (-30s, -5m, -2h, -1d)\n"
             "  --follow    keep reading new records (long poll) until interrupted\n"
             "  --format    raw: the value and a newline (default); json: one object per line\n"
+            "  --json      the same as --format json (a stream: one JSON object per record)\n"
             "  --count N   stop after N records\n"
             "Without --follow, stops at the end offsets seen when it starts.\n"
             "  --group     consume as a member of consumer group NAME (created if missing,\n"
@@ -176,7 +178,7 @@ static bool parse_from(const char *s, enum verity_start *start, int64_t *arg)
 }
 
 enum { OPT_FROM = 256, OPT_PARTITION, OPT_FOLLOW, OPT_FORMAT, OPT_COUNT, OPT_BROKER, OPT_HELP,
-       OPT_GROUP, OPT_MODE, OPT_ACK };
+       OPT_GROUP, OPT_MODE, OPT_ACK, OPT_JSON };
 
 static const struct option long_opts[] = {
     {"from", required_argument, NULL, OPT_FROM},
@@ -189,6 +191,7 @@ static const struct option long_opts[] = {
     {"group", required_argument, NULL, OPT_GROUP},
     {"mode", required_argument, NULL, OPT_MODE},
     {"ack", required_argument, NULL, OPT_ACK},
+    {"json", no_argument, NULL, OPT_JSON},
     {NULL, 0, NULL, 0},
 };
 
@@ -201,11 +204,13 @@ static int parse(int argc, char **argv, struct consume_args *a)
     a->partition = -1;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "fh", long_opts, NULL)) != -1) {
+    while ((c = CLI_GETOPT(argc, argv, "fh", long_opts)) != -1) {
         switch (c) {
         case OPT_FROM:
             if (!parse_from(optarg, &a->start, &a->start_arg))
-                goto bad;
+                return cli_bad_value("verity consume", "--from", optarg,
+                                     "earliest, latest, an offset, @MS, an ISO 8601 UTC time "
+                                     "or -30s/-5m/-2h/-1d");
             break;
         case OPT_PARTITION:
             errno = 0;
@@ -217,6 +222,9 @@ static int parse(int argc, char **argv, struct consume_args *a)
         case OPT_FOLLOW:
         case 'f':
             a->follow = true;
+            break;
+        case OPT_JSON: /* the same as --format json: a stream, one object per line */
+            a->json = true;
             break;
         case OPT_FORMAT:
             if (strcmp(optarg, "json") == 0)
@@ -257,19 +265,27 @@ static int parse(int argc, char **argv, struct consume_args *a)
             goto bad;
         }
     }
-    if (optind != argc - 1)
+    if (optind >= argc) {
+        cli_why = "missing TOPIC";
         goto bad;
+    }
+    if (optind < argc - 1) {
+        fprintf(stderr, "verity consume: unexpected argument '%s' (one TOPIC)\n", argv[optind + 1]);
+        return CMD_EXIT_USAGE;
+    }
     a->topic = argv[optind];
     /* Group options need a group; a group member takes no --partition. */
-    if (!a->group && (a->mode_given || a->ack_manual))
+    if (!a->group && (a->mode_given || a->ack_manual)) {
+        cli_why = "--mode and --ack go with --group";
         goto bad;
-    if (a->group && a->partition >= 0)
+    }
+    if (a->group && a->partition >= 0) {
+        cli_why = "--partition does not go with --group (the group assigns partitions)";
         goto bad;
+    }
     return -1;
 bad:
-    fprintf(stderr, "verity consume: invalid arguments\n");
-    usage(stderr);
-    return CMD_EXIT_USAGE;
+    return cli_bad_args("verity consume", c, long_opts, argv, usage);
 }
 
 /* gm (may be NULL): the group delivery m belongs to. */
@@ -322,12 +338,12 @@ static int inspect(const struct consume_args *a, uint32_t *nparts, uint64_t **en
     int rc = verity_client_new(&conn, &c);
     if (rc) {
         fprintf(stderr, "verity consume: %s: %s\n", verity_broker_resolve(a->broker),
-                verity_strerror(rc));
+                cli_strerror(verity_broker_resolve(a->broker), rc));
         return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
     }
     if ((rc = verity_client_connect(c, CONNECT_TIMEOUT_MS)) != 0) {
         fprintf(stderr, "verity consume: cannot reach broker %s: %s\n",
-                verity_broker_resolve(a->broker), verity_strerror(rc));
+                verity_broker_resolve(a->broker), cli_strerror(verity_broker_resolve(a->broker), rc));
         verity_client_free(c);
         return EXIT_UNREACHABLE;
     }
@@ -406,12 +422,12 @@ static int group_prepare(const struct consume_args *a, const struct verity_conn_
     int rc = verity_group_admin_new(conn, &ga);
     if (rc) {
         fprintf(stderr, "verity consume: %s: %s\n", verity_broker_resolve(a->broker),
-                verity_strerror(rc));
+                cli_strerror(verity_broker_resolve(a->broker), rc));
         return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
     }
     if ((rc = verity_group_admin_connect(ga, CONNECT_TIMEOUT_MS)) != 0) {
         fprintf(stderr, "verity consume: cannot reach broker %s: %s\n",
-                verity_broker_resolve(a->broker), verity_strerror(rc));
+                verity_broker_resolve(a->broker), cli_strerror(verity_broker_resolve(a->broker), rc));
         verity_group_admin_free(ga);
         return EXIT_UNREACHABLE;
     }

@@ -35,6 +35,7 @@
 #include <openssl/evp.h>
 
 #include "tools/cli_json.h"
+#include "tools/cli_args.h"
 #include "tools/cmds.h"
 #include "verity/group.h"
 #include "verity/limits.h"
@@ -92,7 +93,7 @@ static int parse(int argc, char **argv, struct dlq_args *a)
     memset(a, 0, sizeof *a);
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((c = CLI_GETOPT(argc, argv, "h", long_opts)) != -1) {
         switch (c) {
         case OPT_GROUP:
             a->group = optarg;
@@ -138,9 +139,7 @@ static int parse(int argc, char **argv, struct dlq_args *a)
         goto bad;
     return -1;
 bad:
-    fprintf(stderr, "verity dlq: invalid arguments\n");
-    usage(stderr);
-    return CMD_EXIT_USAGE;
+    return cli_bad_args("verity dlq", c, long_opts, argv, usage);
 }
 
 static int exit_for(int err)
@@ -223,6 +222,10 @@ static bool dead_letter_parse(const struct verity_message *m, struct dead_letter
            d->offset >= 0;
 }
 
+/* With --json: every dead letter listed or replayed, printed as one JSON
+ * array when the command ends (an empty array when there were none). */
+static json_t *json_out;
+
 static void print_dead_letter(const struct verity_message *m, const struct dead_letter *d,
                               bool json)
 {
@@ -256,11 +259,7 @@ static void print_dead_letter(const struct verity_message *m, const struct dead_
         json_array_append_new(hs, kv);
     }
     json_object_set_new(o, "headers", hs);
-    char *s = json_dumps(o, JSON_COMPACT);
-    if (s)
-        puts(s);
-    free(s);
-    json_decref(o);
+    json_array_append_new(json_out, o);
 }
 
 /* ---- shared setup ---------------------------------------------------------- */
@@ -288,12 +287,12 @@ static int ctx_open(struct dlq_ctx *x, const struct dlq_args *a)
     if ((rc = verity_group_admin_new(&x->conn, &x->ga)) != 0 ||
         (rc = verity_client_new(&x->conn, &x->client)) != 0) {
         fprintf(stderr, "verity dlq: %s: %s\n", verity_broker_resolve(a->broker),
-                verity_strerror(rc));
+                cli_strerror(verity_broker_resolve(a->broker), rc));
         return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
     }
     if ((rc = verity_group_admin_connect(x->ga, CONNECT_TIMEOUT_MS)) != 0) {
         fprintf(stderr, "verity dlq: cannot reach broker %s: %s\n",
-                verity_broker_resolve(a->broker), verity_strerror(rc));
+                verity_broker_resolve(a->broker), cli_strerror(verity_broker_resolve(a->broker), rc));
         return EXIT_UNREACHABLE;
     }
     if (a->group) {
@@ -524,11 +523,7 @@ static int replay_one(struct dlq_ctx *x, struct verity_producer *prod,
         json_object_set_new(o, "source_offset", json_integer(d.offset));
         json_object_set_new(o, "offset", json_integer((json_int_t)res.offset));
         json_object_set_new(o, "duplicate", json_boolean(res.duplicate));
-        char *s = json_dumps(o, JSON_COMPACT);
-        if (s)
-            puts(s);
-        free(s);
-        json_decref(o);
+        json_array_append_new(json_out, o);
     } else {
         printf("replayed %s/%" PRIu32 "@%" PRIu64 " -> %s/%" PRId64 "@%" PRIu64 "%s\n", m->topic,
                m->partition, m->offset, d.topic, d.partition, res.offset,
@@ -610,15 +605,31 @@ int cmd_dlq(int argc, char **argv)
     if (rc >= 0)
         return rc;
     struct dlq_ctx x;
+    if (a.json && !(json_out = json_array()))
+        return CMD_EXIT_FAIL;
     rc = ctx_open(&x, &a);
     if (rc == -2) {
         if (!a.json)
             fprintf(stderr, "no dead letters: topic %s does not exist yet\n", x.dlq);
+        rc = CMD_EXIT_OK;
         ctx_close(&x);
-        return CMD_EXIT_OK;
+        if (json_out) {
+            puts("[]");
+            json_decref(json_out);
+            json_out = NULL;
+        }
+        return rc;
     }
     if (rc == -1)
         rc = strcmp(a.action, "list") == 0 ? do_list(&x) : do_replay(&x);
     ctx_close(&x);
+    if (json_out) {
+        char *doc = json_dumps(json_out, JSON_COMPACT);
+        if (doc)
+            puts(doc);
+        free(doc);
+        json_decref(json_out);
+        json_out = NULL;
+    }
     return rc;
 }

@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 
+#include "tools/cli_args.h"
 #include "tools/cmds.h"
 #include "verity/group.h"
 
@@ -204,7 +205,7 @@ static int parse(int argc, char **argv, struct group_args *a)
     memset(a, 0, sizeof *a);
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((c = CLI_GETOPT(argc, argv, "h", long_opts)) != -1) {
         if (c >= OPT_TOPIC && c < OPT_BROKER)
             seen |= B(c);
         switch (c) {
@@ -304,9 +305,7 @@ static int parse(int argc, char **argv, struct group_args *a)
     a->cfg.n_topics = a->n_topics;
     return -1;
 bad:
-    fprintf(stderr, "verity group: invalid arguments\n");
-    usage(stderr);
-    return CMD_EXIT_USAGE;
+    return cli_bad_args("verity group", c, long_opts, argv, usage);
 }
 
 /* ---- output -------------------------------------------------------------- */
@@ -611,13 +610,13 @@ int cmd_group(int argc, char **argv)
     struct verity_group_admin *ga = NULL;
     if ((rc = verity_group_admin_new(&conn, &ga)) != 0) {
         fprintf(stderr, "verity group: %s: %s\n", verity_broker_resolve(a->broker),
-                verity_strerror(rc));
+                cli_strerror(verity_broker_resolve(a->broker), rc));
         free(a);
         return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
     }
     if ((rc = verity_group_admin_connect(ga, CONNECT_TIMEOUT_MS)) != 0) {
         fprintf(stderr, "verity group: cannot reach broker %s: %s\n",
-                verity_broker_resolve(a->broker), verity_strerror(rc));
+                verity_broker_resolve(a->broker), cli_strerror(verity_broker_resolve(a->broker), rc));
         verity_group_admin_free(ga);
         free(a);
         return EXIT_UNREACHABLE;

@@ -4,8 +4,10 @@
  * Existing files are never overwritten: a lost signing key would orphan
  * every checkpoint it signed.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "storage/checkpoint.h"
 #include "tools/cmds.h"
@@ -19,7 +21,7 @@ static void keygen_usage(FILE *f)
     fprintf(f, "usage: verity keygen [--out PREFIX]\n"
                "  Writes PREFIX.key (Ed25519 private key, mode 0600) and PREFIX.pub\n"
                "  (public key, give it to auditors). PREFIX defaults to %s.\n"
-               "  Refuses to overwrite existing files.\n",
+               "  Creates PREFIX's directory if missing. Refuses to overwrite existing files.\n",
             KEYGEN_PREFIX_DEFAULT);
 }
 
@@ -44,6 +46,28 @@ int cmd_keygen(int argc, char **argv)
     if (n1 < 0 || n2 < 0 || (size_t)n1 >= sizeof key_path || (size_t)n2 >= sizeof pub_path) {
         fprintf(stderr, "verity keygen: prefix too long\n");
         return CMD_EXIT_USAGE;
+    }
+    /* The key's directory is made if missing (private: 0700), so
+     * `verity keygen --out /etc/verity/keys/verity` works on a clean machine. */
+    char dir[KEYGEN_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", key_path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        for (char *p = dir + 1; *p; p++) {
+            if (*p != '/')
+                continue;
+            *p = '\0';
+            if (mkdir(dir, 0755) && errno != EEXIST) {
+                fprintf(stderr, "verity keygen: cannot create %s: %s\n", dir, strerror(errno));
+                return CMD_EXIT_FAIL;
+            }
+            *p = '/';
+        }
+        if (mkdir(dir, 0700) && errno != EEXIST) {
+            fprintf(stderr, "verity keygen: cannot create %s: %s\n", dir, strerror(errno));
+            return CMD_EXIT_FAIL;
+        }
     }
     int rc = ckpt_keygen(key_path, pub_path);
     if (rc) {

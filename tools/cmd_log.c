@@ -75,7 +75,8 @@ static void verify_usage(FILE *f)
             "                 key each checkpoint embeds (integrity, not origin).\n"
             "  --json         print the report as one JSON object\n"
             "  --progress     progress on stderr (default when stderr is a terminal)\n"
-            "  Exit status: 0 clean, 1 a finding (first bad offset and why), 2 usage.\n");
+            "  Exit status: 0 clean, 1 a finding (first bad offset and why), a directory\n"
+            "  that cannot be read or holds no log, 2 usage.\n");
 }
 
 struct progress_state {
@@ -93,6 +94,13 @@ static void progress_print(void *arg, uint64_t done, uint64_t total)
     ps->printed = true;
     if (done >= total)
         fputc('\n', stderr);
+}
+
+/* A directory with no segment file is not a damaged log but no log at all
+ * (verify_log_dir reports it as an ENOTFOUND finding at offset 0). */
+static bool not_a_log(const struct verify_report *rep)
+{
+    return rep->found && rep->segments == 0 && rep->finding.code == VERITY_ENOTFOUND;
 }
 
 static json_t *report_json(const char *dir, const struct verify_report *rep)
@@ -115,7 +123,7 @@ static json_t *report_json(const char *dir, const struct verify_report *rep)
                             verity_errname(rep->finding.code), "code_num", rep->finding.code,
                             "reason", rep->finding.reason, "torn_tail", rep->torn_tail);
     return json_pack("{s:s, s:b, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:I, s:I, s:I, "
-                     "s:o, s:s, s:o}",
+                     "s:o, s:s, s:o, s:b}",
                      "dir", dir, "ok", !rep->found, "segments", (int)rep->segments, "batches",
                      (json_int_t)rep->batches, "records", (json_int_t)rep->records,
                      "control_batches", (json_int_t)rep->control_batches, "bytes",
@@ -125,16 +133,23 @@ static json_t *report_json(const char *dir, const struct verify_report *rep)
                      (json_int_t)rep->checkpoints_verified, "checkpoints_unsigned",
                      (json_int_t)rep->checkpoints_unsigned, "recovery_records",
                      (json_int_t)rep->recovery_records, "recoveries", recs, "chain", chain,
-                     "finding", finding);
+                     "finding", finding, "not_a_log", not_a_log(rep));
 }
 
 static void report_print(const char *dir, const char *pubkey_path,
                          const struct verify_report *rep)
 {
-    printf("log %s: %" PRIu32 " segment(s), %" PRIu64 " batches, %" PRIu64
-           " records, %" PRIu64 " bytes, offsets [%" PRIu64 ", %" PRIu64 ")%s\n",
-           dir, rep->segments, rep->batches, rep->records, rep->bytes, rep->start_offset,
-           rep->end_offset, rep->anchored ? " (from anchor)" : "");
+    if (not_a_log(rep)) {
+        printf("NOT A LOG: %s holds no segment files (<20 digits>.log); nothing to verify "
+               "(a partition log is <data_dir>/topics/<topic>/<partition>, or __meta, __groups)\n",
+               dir);
+        return;
+    }
+    printf("log %s: %" PRIu32 " segment%s, %" PRIu64 " batch%s, %" PRIu64
+           " record%s, %" PRIu64 " bytes, offsets [%" PRIu64 ", %" PRIu64 ")%s\n",
+           dir, rep->segments, rep->segments == 1 ? "" : "s", rep->batches,
+           rep->batches == 1 ? "" : "es", rep->records, rep->records == 1 ? "" : "s", rep->bytes,
+           rep->start_offset, rep->end_offset, rep->anchored ? " (from anchor)" : "");
     if (pubkey_path)
         printf("checkpoints: %" PRIu64 " verified against %s\n", rep->checkpoints_verified,
                pubkey_path);
@@ -146,12 +161,25 @@ static void report_print(const char *dir, const char *pubkey_path,
     for (size_t i = 0; i < rep->recoveries_listed; i++)
         printf("  at offset %" PRIu64 ": %s\n", rep->recoveries[i].offset,
                rep->recoveries[i].text);
-    if (rep->found)
+    if (rep->found) {
         printf("FAIL at offset %" PRIu64 " (%s, byte %" PRIu64 "): %s: %s\n",
                rep->finding.offset, rep->finding.segment[0] ? rep->finding.segment : "-",
                rep->finding.position, verity_errname(rep->finding.code), rep->finding.reason);
-    else
-        printf("OK: chain intact through offset %" PRIu64 "\n", rep->end_offset);
+        printf("damaged log: %s\n", dir);
+        if (rep->torn_tail)
+            printf("repair: a torn tail (an interrupted last write); verityd cuts it on its next "
+                   "start and records the cut\n");
+        else
+            printf("repair: keep a copy of the data directory, then restore this log from a "
+                   "backup or replica, or move the damaged segment and those after it aside "
+                   "(docs/OPERATIONS.md, \"A directory that does not start\")\n");
+    } else if (rep->end_offset == rep->start_offset) {
+        printf("OK: empty log, chain intact (next offset %" PRIu64 ")\n", rep->end_offset);
+    } else {
+        printf("OK: chain intact through offset %" PRIu64 ", the last offset in the log (%" PRIu64
+               " control batch%s among the offsets: checkpoints, recovery records)\n",
+               rep->end_offset - 1, rep->control_batches, rep->control_batches == 1 ? "" : "es");
+    }
 }
 
 static int log_verify(int argc, char **argv)
@@ -200,8 +228,20 @@ static int log_verify(int argc, char **argv)
     EVP_PKEY_free(pub);
     int exit_code = CMD_EXIT_OK;
     if (rc && !rep->found) {
+        /* Not a finding about the log's contents: the directory itself
+         * cannot be read. Exit 1 (2 is for a bad command line). */
         fprintf(stderr, "verity log verify: cannot read %s: %s\n", dir, verity_strerror(rc));
-        exit_code = rc == -ENOMEM ? CMD_EXIT_FAIL : CMD_EXIT_USAGE;
+        if (json) {
+            json_t *j = json_pack("{s:s, s:b, s:b, s:s, s:s}", "dir", dir, "ok", 0, "readable", 0,
+                                  "error", verity_errname(rc), "error_message",
+                                  verity_strerror(rc));
+            char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            if (s)
+                puts(s);
+            free(s);
+            json_decref(j);
+        }
+        exit_code = CMD_EXIT_FAIL;
     } else if (json) {
         json_t *j = report_json(dir, rep);
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;

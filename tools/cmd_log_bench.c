@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "storage/batch.h"
+#include "storage/dirlock.h"
 #include "storage/vlog.h"
 #include "tools/cmds.h"
 #include "verity/errors.h"
@@ -421,6 +422,20 @@ int cmd_log_bench(int argc, char **argv)
             perror("log bench: mkdir");
             return 1;
         }
+        /* A scratch directory the user names may be a live broker's. */
+        static struct dirlock probe_lock;
+        pid_t owner = 0;
+        char held[4096] = "";
+        int lrc = dirlock_acquire_tree(&probe_lock, base, &owner, held, sizeof held);
+        if (lrc) {
+            if (lrc == -EBUSY)
+                fprintf(stderr, "log bench: %s: data directory in use by PID %ld\n", held,
+                        (long)owner);
+            else
+                fprintf(stderr, "log bench: cannot lock %s: %s\n", base, verity_strerror(lrc));
+            return 1;
+        }
+        /* Held until the process exits (the kernel drops it then). */
     } else if (!mkdtemp(tmpl)) {
         perror("log bench: mkdtemp");
         return 1;

@@ -10,10 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "storage/batch.h"
 #include "storage/checkpoint.h"
+#include "storage/dirlock.h"
 #include "storage/vlog.h"
 #include "tools/cmds.h"
 #include "verity/errors.h"
@@ -101,6 +103,9 @@ static int write_stream(struct writer *w, FILE *in)
     return rc;
 }
 
+static int cmd_log_write_locked(struct writer *wp, struct vlog_config *cfgp, const char *keyfile,
+                                const char *dir, bool json, int argc, char **argv);
+
 int cmd_log_write(int argc, char **argv)
 {
     static const struct option lo[] = {{"signing-key", required_argument, 0, 'k'},
@@ -114,7 +119,6 @@ int cmd_log_write(int argc, char **argv)
     bool json = false;
     struct writer w = {0};
     struct vlog_config cfg;
-    EVP_PKEY *key = NULL;
     int ch, rc = 0;
     vlog_config_default(&cfg);
     cfg.durability = VLOG_DURABILITY_ALWAYS;
@@ -156,6 +160,35 @@ int cmd_log_write(int argc, char **argv)
         return 2;
     }
     const char *dir = argv[optind++];
+    /* The same one-owner rule as verityd: never append to a log a broker
+     * (or another writer) has open. */
+    struct dirlock lock = {0};
+    pid_t owner = 0;
+    char held[4096] = "";
+    if (mkdir(dir, 0755) && errno != EEXIST) {
+        fprintf(stderr, "log write: cannot create %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    if ((rc = dirlock_acquire_tree(&lock, dir, &owner, held, sizeof held))) {
+        if (rc == -EBUSY)
+            fprintf(stderr, "log write: %s: data directory in use by PID %ld (lock %s/%s)\n",
+                    dir, (long)owner, held, DIRLOCK_NAME);
+        else
+            fprintf(stderr, "log write: cannot lock %s: %s\n", dir, verity_strerror(rc));
+        return 1;
+    }
+    rc = cmd_log_write_locked(&w, &cfg, keyfile, dir, json, argc, argv);
+    dirlock_release(&lock);
+    return rc;
+}
+
+static int cmd_log_write_locked(struct writer *wp, struct vlog_config *cfgp, const char *keyfile,
+                                const char *dir, bool json, int argc, char **argv)
+{
+    struct writer w = *wp;
+    struct vlog_config cfg = *cfgp;
+    EVP_PKEY *key = NULL;
+    int rc = 0;
     if (keyfile && (rc = ckpt_load_private(keyfile, &key))) {
         fprintf(stderr, "log write: cannot load %s: %s\n", keyfile, verity_strerror(rc));
         return 1;
@@ -205,8 +238,10 @@ int cmd_log_write(int argc, char **argv)
                ",\"last_offset\":%" PRIu64 "}\n",
                w.records, w.batches, w.first_offset, w.last_offset);
     else if (w.batches)
-        printf("wrote %" PRIu64 " records in %" PRIu64 " batches, offsets %" PRIu64 "..%" PRIu64 "\n",
-               w.records, w.batches, w.first_offset, w.last_offset);
+        printf("wrote %" PRIu64 " record%s in %" PRIu64 " batch%s, offsets %" PRIu64 "..%" PRIu64
+               "\n",
+               w.records, w.records == 1 ? "" : "s", w.batches, w.batches == 1 ? "" : "es",
+               w.first_offset, w.last_offset);
     else
         printf("wrote nothing (no input lines)\n");
     return 0;

@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "tools/cli_args.h"
 #include "tools/cmds.h"
 #include "verity/limits.h"
 #include "verity/verity.h"
@@ -81,7 +82,7 @@ int cmd_offsets(int argc, char **argv)
     int c;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((c = CLI_GETOPT(argc, argv, "h", long_opts)) != -1) {
         switch (c) {
         case OPT_PARTITION:
             errno = 0;
@@ -119,12 +120,12 @@ int cmd_offsets(int argc, char **argv)
     int rc = verity_client_new(&conn, &cl);
     if (rc) {
         fprintf(stderr, "verity offsets: %s: %s\n", verity_broker_resolve(broker),
-                verity_strerror(rc));
+                cli_strerror(verity_broker_resolve(broker), rc));
         return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
     }
     if ((rc = verity_client_connect(cl, CONNECT_TIMEOUT_MS)) != 0) {
         fprintf(stderr, "verity offsets: cannot reach broker %s: %s\n",
-                verity_broker_resolve(broker), verity_strerror(rc));
+                verity_broker_resolve(broker), cli_strerror(verity_broker_resolve(broker), rc));
         verity_client_free(cl);
         return EXIT_UNREACHABLE;
     }
@@ -189,7 +190,5 @@ int cmd_offsets(int argc, char **argv)
     }
     return rc ? exit_for(rc) : CMD_EXIT_OK;
 bad:
-    fprintf(stderr, "verity offsets: invalid arguments\n");
-    usage(stderr);
-    return CMD_EXIT_USAGE;
+    return cli_bad_args("verity offsets", c, long_opts, argv, usage);
 }

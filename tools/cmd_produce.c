@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 
+#include "tools/cli_args.h"
 #include "tools/cmds.h"
 #include "verity/limits.h"
 #include "verity/verity.h"
@@ -143,7 +144,7 @@ static int parse(int argc, char **argv, struct produce_args *a)
     a->timeout_ms = 30000;
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((c = CLI_GETOPT(argc, argv, "h", long_opts)) != -1) {
         switch (c) {
         case OPT_KEYSEP:
             if (!optarg[0])
@@ -203,9 +204,7 @@ static int parse(int argc, char **argv, struct produce_args *a)
     a->nfiles = argc - optind;
     return -1;
 bad:
-    fprintf(stderr, "verity produce: invalid arguments\n");
-    usage(stderr);
-    return CMD_EXIT_USAGE;
+    return cli_bad_args("verity produce", c, long_opts, argv, usage);
 }
 
 /* One input line as a record (pointers into line). */
@@ -342,7 +341,7 @@ static int send_keyed_batch(const struct produce_args *a, struct verity_producer
 static void print_summary(const struct produce_args *a, struct stats *s, uint64_t count)
 {
     if (!a->json) {
-        fprintf(stderr, "produced %" PRIu64 " records to %s: %" PRIu64 " acknowledged", count,
+        fprintf(stderr, "produced %" PRIu64 " record%s to %s: %" PRIu64 " acknowledged", count, count == 1 ? "" : "s",
                 a->topic, s->acked);
         if (s->duplicates)
             fprintf(stderr, " (%" PRIu64 " already stored)", s->duplicates);
@@ -387,12 +386,12 @@ static int check_topic(const struct produce_args *a, uint32_t *partitions)
     int rc = verity_client_new(&conn, &c);
     if (rc) {
         fprintf(stderr, "verity produce: %s: %s\n", verity_broker_resolve(a->broker),
-                verity_strerror(rc));
+                cli_strerror(verity_broker_resolve(a->broker), rc));
         return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
     }
     if ((rc = verity_client_connect(c, CONNECT_TIMEOUT_MS)) != 0) {
         fprintf(stderr, "verity produce: cannot reach broker %s: %s\n",
-                verity_broker_resolve(a->broker), verity_strerror(rc));
+                verity_broker_resolve(a->broker), cli_strerror(verity_broker_resolve(a->broker), rc));
         verity_client_free(c);
         return EXIT_UNREACHABLE;
     }

@@ -14,6 +14,8 @@
 
 #include <jansson.h>
 
+#include "tools/cli_args.h"
+#include "verity/limits.h"
 #include "tools/cmds.h"
 #include "verity/verity.h"
 
@@ -108,11 +110,11 @@ static void print_json(json_t *o)
 
 static void print_topic(const struct verity_topic_info *t)
 {
-    printf("topic %s: %" PRIu32 " partitions, durability %s, retention_ms %" PRId64
+    printf("topic %s: %" PRIu32 " partition%s, durability %s, retention_ms %" PRId64
            ", retention_bytes %" PRId64 ", segment_bytes %" PRIu64 ", max_message_bytes %" PRIu32
            "\n",
-           t->name, t->config.partitions, verity_durability_name(t->config.durability),
-           t->config.retention_ms, t->config.retention_bytes, t->config.segment_bytes,
+           t->name, t->config.partitions, t->config.partitions == 1 ? "" : "s",
+           verity_durability_name(t->config.durability), t->config.retention_ms, t->config.retention_bytes, t->config.segment_bytes,
            t->config.max_message_bytes);
     if (t->partition_count)
         printf("%-9s %-6s %-14s %-14s %-14s %s\n", "PARTITION", "LEADER", "START", "HIGH_WM",
@@ -161,11 +163,14 @@ static int parse(int argc, char **argv, struct topic_args *a)
     memset(a, 0, sizeof *a);
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    while ((c = CLI_GETOPT(argc, argv, "h", long_opts)) != -1) {
         switch (c) {
         case OPT_PARTITIONS:
-            if (!parse_i64(optarg, 1, &v) || v > UINT32_MAX)
-                goto bad;
+            if (!parse_i64(optarg, 1, &v) || v > VERITY_PARTITIONS_MAX) {
+                char must[64];
+                snprintf(must, sizeof must, "an integer 1..%u", VERITY_PARTITIONS_MAX);
+                return cli_bad_value("verity topic", "--partitions", optarg, must);
+            }
             a->cfg.partitions = (uint32_t)v;
             a->config_given = true;
             break;
@@ -219,21 +224,37 @@ static int parse(int argc, char **argv, struct topic_args *a)
             a->action = argv[optind];
         else if (!a->name)
             a->name = argv[optind];
-        else
-            goto bad;
+        else {
+            fprintf(stderr, "verity topic: unexpected argument '%s'\n", argv[optind]);
+            return CMD_EXIT_USAGE;
+        }
     }
-    if (!a->action)
+    if (!a->action) {
+        cli_why = "missing action: create, delete, list or describe";
         goto bad;
+    }
+    if (strcmp(a->action, "create") && strcmp(a->action, "delete") &&
+        strcmp(a->action, "list") && strcmp(a->action, "describe")) {
+        fprintf(stderr, "verity topic: unknown action '%s' (create, delete, list or describe)\n",
+                a->action);
+        return CMD_EXIT_USAGE;
+    }
     bool needs_name = strcmp(a->action, "list") != 0;
-    if (needs_name != (a->name != NULL))
+    if (needs_name && !a->name) {
+        cli_why = "missing topic NAME";
         goto bad;
-    if (a->config_given && strcmp(a->action, "create") != 0)
+    }
+    if (!needs_name && a->name) {
+        fprintf(stderr, "verity topic: unexpected argument '%s' (list takes no name)\n", a->name);
+        return CMD_EXIT_USAGE;
+    }
+    if (a->config_given && strcmp(a->action, "create") != 0) {
+        cli_why = "topic options (--partitions, --durability, ...) go with create only";
         goto bad;
+    }
     return -1;
 bad:
-    fprintf(stderr, "verity topic: invalid arguments\n");
-    usage(stderr);
-    return CMD_EXIT_USAGE;
+    return cli_bad_args("verity topic", c, long_opts, argv, usage);
 }
 
 static int run(struct verity_client *c, const struct topic_args *a)
@@ -246,8 +267,9 @@ static int run(struct verity_client *c, const struct topic_args *a)
         if (a->json)
             print_json(topic_json(t));
         else
-            printf("created topic %s (%" PRIu32 " partitions, durability %s)\n", t->name,
-                   t->config.partitions, verity_durability_name(t->config.durability));
+            printf("created topic %s (%" PRIu32 " partition%s, durability %s)\n", t->name,
+                   t->config.partitions, t->config.partitions == 1 ? "" : "s",
+                   verity_durability_name(t->config.durability));
         verity_topic_info_free(t, 1);
         return CMD_EXIT_OK;
     }
@@ -308,12 +330,12 @@ int cmd_topic(int argc, char **argv)
     struct verity_client *c = NULL;
     if ((rc = verity_client_new(&conn, &c)) != 0) {
         fprintf(stderr, "verity topic: %s: %s\n", verity_broker_resolve(a.broker),
-                verity_strerror(rc));
+                cli_strerror(verity_broker_resolve(a.broker), rc));
         return rc == VERITY_EINVAL ? CMD_EXIT_USAGE : CMD_EXIT_FAIL;
     }
     if ((rc = verity_client_connect(c, CONNECT_TIMEOUT_MS)) != 0) {
         fprintf(stderr, "verity topic: cannot reach broker %s: %s\n",
-                verity_broker_resolve(a.broker), verity_strerror(rc));
+                verity_broker_resolve(a.broker), cli_strerror(verity_broker_resolve(a.broker), rc));
         verity_client_free(c);
         return EXIT_UNREACHABLE;
     }

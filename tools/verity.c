@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "tools/cmds.h"
+#include "verity/version.h"
 
-#define VERITY_CLI_VERSION "0.1.0"
 
 struct cmd {
     const char *name;
@@ -63,12 +63,15 @@ int main(int argc, char **argv)
         usage(stderr);
         return CMD_EXIT_USAGE;
     }
-    if (strcmp(argv[1], "--version") == 0) {
-        printf("verity %s\n", VERITY_CLI_VERSION);
+    /* --version first or right after the subcommand: verity [CMD] --version */
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0 ||
+        (argc == 3 && strcmp(argv[2], "--version") == 0)) {
+        printf("verity %s\n", VERITY_VERSION_STRING);
         return CMD_EXIT_OK;
     }
     if (is_help(argv[1])) {
-        if (argc == 2) {
+        /* `verity help --help` and `verity --help help`: the list itself. */
+        if (argc == 2 || is_help(argv[2])) {
             usage(stdout);
             return CMD_EXIT_OK;
         }

@@ -1,7 +1,10 @@
 /*
- * A real verityd for integration tests: started from $VERITY_BIN_DIR on a
- * free loopback port with its data in a fresh temporary directory, its
- * stderr in <root>/verityd.log, stopped by its PID (never by name).
+ * A real verityd for integration tests: started from $VERITY_BIN_DIR on
+ * loopback port 0 (the broker picks a free port and writes it to its
+ * ready_file, <root>/ready.json, which tb_start reads back; no probing for
+ * a free port, so no race with other tests), with its data in a fresh
+ * temporary directory, its stderr in <root>/verityd.log, stopped by its PID
+ * (never by name).
  */
 #ifndef VERITY_TBROKER_H
 #define VERITY_TBROKER_H
@@ -13,17 +16,18 @@ struct tbroker {
     char *root;       /* temporary directory (owned) */
     char data[512];   /* <root>/data */
     char log[512];    /* <root>/verityd.log */
-    char addr[64];    /* "127.0.0.1:<port>" */
-    uint16_t port;
+    char addr[64];    /* "127.0.0.1:<port>", valid after the first tb_start */
+    uint16_t port;    /* 0 until the first tb_start; restarts ask for it again */
     pid_t pid;        /* 0 when not running */
 };
 
 /* A loopback port that was free a moment ago, or 0. */
 uint16_t tb_free_port(void);
-/* Creates the directory (tag names it) and picks a port. 0 or -1. */
+/* Creates the directory (tag names it). 0 or -1. */
 int tb_init(struct tbroker *b, const char *tag);
-/* Starts verityd (admin HTTP off, log level warn) and waits until its port
- * accepts connections, at most 20 s. 0, -ECHILD (it exited), -ETIMEDOUT. */
+/* Starts verityd (admin HTTP off, log level warn) and waits until it has
+ * written its ready file (it serves then), at most 20 s; fills port and
+ * addr. 0, -ECHILD (it exited), -ETIMEDOUT. */
 int tb_start(struct tbroker *b);
 /* Sends sig and waits for the exit; SIGKILL after 10 s. No-op when stopped. */
 void tb_stop(struct tbroker *b, int sig);
