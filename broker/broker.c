@@ -28,20 +28,17 @@
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "storage/checkpoint.h"
+#include "storage/clock.h"
 #include "verity/errors.h"
 
 int64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_wall_ms();
 }
 
 int64_t mono_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return clock_mono_ns();
 }
 
 /* Loads the signing key, generating the default one on first start. */

@@ -36,6 +36,7 @@
 #include "storage/batch.h"
 #include "storage/checkpoint.h"
 #include "storage/index.h"
+#include "storage/clock.h"
 #include "storage/vlog_int.h"
 #include "verity/errors.h"
 #include "verity/limits.h"
@@ -46,13 +47,6 @@
 #define PATH_MAX_LOG 4096
 
 /* ---- small helpers --------------------------------------------------------- */
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static bool log_ok(const struct vlog *log)
 {
@@ -136,9 +130,9 @@ static int sync_once(struct vlog *log)
         pthread_mutex_unlock(&log->sync_mu);
         return err ? VERITY_EREADONLY : 0;
     }
-    int64_t t0 = mono_ns();
+    int64_t t0 = clock_mono_ns();
     int rc = log->io->fdatasync(log->io->ctx, fd);
-    int64_t t1 = mono_ns();
+    int64_t t1 = clock_mono_ns();
     pthread_mutex_lock(&log->mu);
     stats_add(log, t1 - t0);
     if (rc == 0) {
@@ -172,10 +166,10 @@ static void *commit_thread(void *arg)
         if (log->error == 0 && log->written_end > log->synced_end) {
             int64_t delay_ns = (int64_t)log->cfg.group_delay_us * 1000;
             int64_t due = log->pending_since_ns + delay_ns;
-            if (delay_ns > 0 && log->pending_bytes < log->cfg.group_bytes_max && mono_ns() < due) {
+            if (delay_ns > 0 && log->pending_bytes < log->cfg.group_bytes_max && clock_mono_ns() < due) {
                 struct timespec ts;
                 clock_gettime(CLOCK_MONOTONIC, &ts);
-                int64_t wait = due - mono_ns();
+                int64_t wait = due - clock_mono_ns();
                 if (wait > 0) {
                     int64_t abs = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + wait;
                     ts.tv_sec = abs / 1000000000;
@@ -297,7 +291,7 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
     pthread_mutex_lock(&log->mu);
     log->written_end = log->end_offset;
     if (log->pending_bytes == 0)
-        log->pending_since_ns = mono_ns();
+        log->pending_since_ns = clock_mono_ns();
     log->pending_bytes += h->length;
     if (log->cfg.durability == VLOG_DURABILITY_OS) {
         __atomic_store_n(&log->durable_end, log->written_end, __ATOMIC_RELEASE);

@@ -58,6 +58,8 @@
 
 #include <jansson.h>
 
+#include "storage/clock.h"
+#include "tools/stats.h"
 #include "tools/cli_args.h"
 #include "tools/cmds.h"
 #include "verity/group.h"
@@ -77,13 +79,6 @@
 
 /* A fetch of W3_BATCH records: payload plus per-record framing. */
 #define W3_FETCH_BYTES (W3_BATCH * (PAYLOAD + 12))
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void sleep_until_ns(int64_t t)
 {
@@ -125,19 +120,6 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Nearest-rank percentile of a sorted array, q in (0,1]. */
-static int64_t pct(const int64_t *s, size_t n, double q)
-{
-    if (n == 0)
-        return 0;
-    size_t k = (size_t)(q * n + 0.999999);
-    if (k < 1)
-        k = 1;
-    if (k > n)
-        k = n;
-    return s[k - 1];
-}
-
 /* Sorts lat (ns) and formats the percentile keys of common.h's fmt_lat. */
 static void fmt_lat(char *out, size_t cap, int64_t *lat, size_t n)
 {
@@ -146,7 +128,7 @@ static void fmt_lat(char *out, size_t cap, int64_t *lat, size_t n)
         sum += (double)lat[i];
     qsort(lat, n, sizeof lat[0], cmp_i64);
     snprintf(out, cap, "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f mean_us=%.1f",
-             pct(lat, n, 0.50) / 1e3, pct(lat, n, 0.99) / 1e3, pct(lat, n, 0.999) / 1e3,
+             stats_pct(lat, n, 0.50) / 1e3, stats_pct(lat, n, 0.99) / 1e3, stats_pct(lat, n, 0.999) / 1e3,
              n ? lat[n - 1] / 1e3 : 0.0, n ? sum / n / 1e3 : 0.0);
 }
 
@@ -278,7 +260,7 @@ static void failed(struct bench *b, const char *w, const char *fmt, ...)
 static void progress(const char *w, const char *mode, uint64_t done, uint64_t total, int64_t t0,
                      int64_t *last)
 {
-    int64_t t = now_ns();
+    int64_t t = clock_mono_ns();
     if (t - *last < 250000000LL && done != total)
         return;
     *last = t;
@@ -293,7 +275,7 @@ static void progress(const char *w, const char *mode, uint64_t done, uint64_t to
 static int make_topic(struct bench *b, const char *w, char *name, size_t cap)
 {
     snprintf(name, cap, "bench-%s-%s-%ld-%lld", w, b->mode, (long)getpid(),
-             (long long)(now_ns() % 1000000000LL));
+             (long long)(clock_mono_ns() % 1000000000LL));
     struct verity_topic_config tc = {.partitions = 1, .durability = b->durability};
     int rc = verity_topic_create(b->admin, name, &tc, NULL);
     if (rc)
@@ -350,7 +332,7 @@ static void w1_cb(void *opaque, int err, const struct verity_delivery *d)
     }
     uint64_t acked = atomic_fetch_add(&s->acked, 1) + 1;
     if (acked == W1_MSGS)
-        s->last_ack_ns = now_ns();
+        s->last_ack_ns = clock_mono_ns();
     if (atomic_load(&s->waiting) &&
         (acked == W1_MSGS || atomic_load(&s->sent) - acked <= W1_WINDOW - W1_WAKE)) {
         pthread_mutex_lock(&s->mu);
@@ -382,7 +364,7 @@ static void w1(struct bench *b)
         goto out;
     }
     workload_begin(b);
-    int64_t t0 = now_ns(), last = t0;
+    int64_t t0 = clock_mono_ns(), last = t0;
     int rc = 0;
     for (uint64_t i = 0; i < W1_MSGS && rc == 0; i++) {
         w1_wait_room(&s);
@@ -443,19 +425,19 @@ static void w2(struct bench *b)
         usleep(10000);
     }
     workload_begin(b);
-    int64_t t0 = now_ns(), last = t0;
+    int64_t t0 = clock_mono_ns(), last = t0;
     for (int i = 0; i < W2_MSGS; i++) {
         struct verity_record r = {.value = pl + (size_t)i * PAYLOAD, .value_len = PAYLOAD};
-        int64_t t = now_ns();
+        int64_t t = clock_mono_ns();
         int rc = verity_produce_sync(p, topic, 0, &r, NULL);
-        lat[i] = now_ns() - t;
+        lat[i] = clock_mono_ns() - t;
         if (rc) {
             failed(b, "W2", "message %d: %s", i, verity_strerror(rc));
             goto out;
         }
         progress("W2", b->mode, (uint64_t)i + 1, W2_MSGS, t0, &last);
     }
-    int64_t el = now_ns() - t0;
+    int64_t el = clock_mono_ns() - t0;
     char buf[256];
     fmt_lat(buf, sizeof buf, lat, W2_MSGS);
     histogram("W2", lat, W2_MSGS);
@@ -495,11 +477,11 @@ static void w3(struct bench *b)
         goto out;
     }
     workload_begin(b);
-    int64_t t0 = now_ns(), last = t0;
+    int64_t t0 = clock_mono_ns(), last = t0;
     uint64_t got = 0, wrong = 0;
     int rc = verity_consumer_assign(c, b->w1_topic, 0, VERITY_START_EARLIEST, 0);
     int64_t deadline = t0 + 120 * 1000000000LL;
-    while (rc == 0 && got < W1_MSGS && now_ns() < deadline) {
+    while (rc == 0 && got < W1_MSGS && clock_mono_ns() < deadline) {
         const struct verity_message *m;
         size_t n;
         rc = verity_consumer_poll(c, 1000, &m, &n, NULL);
@@ -508,7 +490,7 @@ static void w3(struct bench *b)
                 wrong++;
         progress("W3", b->mode, got, W1_MSGS, t0, &last);
     }
-    int64_t el = now_ns() - t0;
+    int64_t el = clock_mono_ns() - t0;
     if (rc || got != W1_MSGS || wrong) {
         failed(b, "W3", "%s; %" PRIu64 " of %d messages, %" PRIu64 " differ from what W1 sent",
                verity_strerror(rc), got, W1_MSGS, wrong);
@@ -528,7 +510,7 @@ out:
 static int make_group(struct bench *b, const char *topic, char *name, size_t cap)
 {
     snprintf(name, cap, "bench-%s-%ld-%lld", b->group, (long)getpid(),
-             (long long)(now_ns() % 1000000000LL));
+             (long long)(clock_mono_ns() % 1000000000LL));
     struct verity_conn_config conn;
     verity_conn_config_default(&conn);
     conn.broker = b->broker;
@@ -585,11 +567,11 @@ static void w3_group(struct bench *b)
         goto out;
     }
     workload_begin(b);
-    int64_t t0 = now_ns(), last = t0;
+    int64_t t0 = clock_mono_ns(), last = t0;
     uint64_t got = 0, wrong = 0, redelivered = 0, prev = 0;
     int rc = 0;
     int64_t deadline = t0 + 120 * 1000000000LL;
-    while (rc == 0 && got < W1_MSGS && now_ns() < deadline) {
+    while (rc == 0 && got < W1_MSGS && clock_mono_ns() < deadline) {
         const struct verity_group_message *m;
         size_t n;
         rc = verity_group_poll(g, 1000, &m, &n);
@@ -608,7 +590,7 @@ static void w3_group(struct bench *b)
     }
     if (rc == 0)
         rc = verity_group_commit(g, 30000); /* every ack confirmed */
-    int64_t el = now_ns() - t0;
+    int64_t el = clock_mono_ns() - t0;
     if (rc || got != W1_MSGS || wrong || redelivered) {
         failed(b, "W3", "%s; %" PRIu64 " of %d messages, %" PRIu64 " wrong, %" PRIu64
                " redelivered", verity_strerror(rc), got, W1_MSGS, wrong, redelivered);
@@ -653,14 +635,14 @@ static bool w4_record(struct w4_state *s, const struct verity_message *m, int64_
 static void *w4_consumer(void *arg)
 {
     struct w4_state *s = arg;
-    while (s->got < W4_MSGS && now_ns() < s->deadline) {
+    while (s->got < W4_MSGS && clock_mono_ns() < s->deadline) {
         size_t n;
         int rc;
         int64_t recv;
         if (s->g) {
             const struct verity_group_message *m;
             rc = verity_group_poll(s->g, 100, &m, &n);
-            recv = now_ns();
+            recv = clock_mono_ns();
             for (size_t i = 0; rc == 0 && i < n; i++)
                 if (!w4_record(s, &m[i].msg, recv))
                     rc = VERITY_ECORRUPT;
@@ -669,7 +651,7 @@ static void *w4_consumer(void *arg)
         } else {
             const struct verity_message *m;
             rc = verity_consumer_poll(s->c, 100, &m, &n, NULL);
-            recv = now_ns();
+            recv = clock_mono_ns();
             for (size_t i = 0; rc == 0 && i < n; i++)
                 if (!w4_record(s, &m[i], recv))
                     rc = VERITY_ECORRUPT;
@@ -721,21 +703,21 @@ static void w4(struct bench *b)
         usleep(10000);
     }
     workload_begin(b);
-    s.deadline = now_ns() + (int64_t)(W4_SECS + 10) * 1000000000LL;
+    s.deadline = clock_mono_ns() + (int64_t)(W4_SECS + 10) * 1000000000LL;
     pthread_t th;
     pthread_create(&th, NULL, w4_consumer, &s);
     usleep(200000); /* the consumer is now waiting in a long poll */
 
     uint8_t pl[PAYLOAD];
     memcpy(pl, rnd, PAYLOAD);
-    int64_t max_lag = 0, start = now_ns() + 1000000, lastsend = start, lastp = start;
+    int64_t max_lag = 0, start = clock_mono_ns() + 1000000, lastsend = start, lastp = start;
     int rc = 0;
     for (long i = 0; i < W4_MSGS && rc == 0; i++) {
         int64_t due = start + i * (1000000000LL / W4_RATE);
-        int64_t t = now_ns();
+        int64_t t = clock_mono_ns();
         if (t < due) {
             sleep_until_ns(due);
-            t = now_ns();
+            t = clock_mono_ns();
         }
         if (t - due > max_lag)
             max_lag = t - due;

@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "storage/clock.h"
+#include "tools/stats.h"
 #include "storage/batch.h"
 #include "storage/dirlock.h"
 #include "storage/vlog.h"
@@ -44,35 +46,10 @@ struct opts {
     bool skip_big;
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of n sorted samples. */
-static int64_t pct(const int64_t *v, size_t n, double p)
-{
-    size_t rank = (size_t)(p / 100.0 * (double)n + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    if (rank > n)
-        rank = n;
-    return v[rank - 1];
 }
 
 static void progress(bool on, const char *what, uint64_t done, uint64_t total)
@@ -124,26 +101,26 @@ static int probe(const char *dir, double *fsync_p50_us, double *seq_mb_s)
     int rc = 0;
     memset(buf4k, 0xa5, sizeof buf4k);
     for (int i = 0; i < 500 && !rc; i++) {
-        int64_t t0 = now_ns();
+        int64_t t0 = clock_mono_ns();
         if (pwrite(fd, buf4k, sizeof buf4k, (off_t)i * 4096) != (ssize_t)sizeof buf4k ||
             fdatasync(fd))
             rc = -errno;
-        lat[i] = now_ns() - t0;
+        lat[i] = clock_mono_ns() - t0;
     }
     qsort(lat, 500, sizeof lat[0], cmp_i64);
-    *fsync_p50_us = (double)pct(lat, 500, 50) / 1000.0;
+    *fsync_p50_us = (double)stats_pct(lat, 500, 0.50) / 1000.0;
     uint8_t *mb = malloc(1 << 20);
     if (!mb) {
         close(fd);
         return -ENOMEM;
     }
     memset(mb, 0x5a, 1 << 20);
-    int64_t t0 = now_ns();
+    int64_t t0 = clock_mono_ns();
     const int n = 256;
     for (int i = 0; i < n && !rc; i++)
         if (pwrite(fd, mb, 1 << 20, (off_t)i << 20) != 1 << 20 || fdatasync(fd))
             rc = -errno;
-    *seq_mb_s = (double)n * (1 << 20) / 1e6 / ((double)(now_ns() - t0) / 1e9);
+    *seq_mb_s = (double)n * (1 << 20) / 1e6 / ((double)(clock_mono_ns() - t0) / 1e9);
     free(mb);
     if (close(fd) && !rc)
         rc = -errno;
@@ -167,7 +144,7 @@ static int make_batch(struct batch_builder *b, uint32_t n, size_t value_len)
         val[i] = (uint8_t)x;
     }
     batch_builder_reset(b);
-    int64_t ts = wall_ms();
+    int64_t ts = clock_wall_ms();
     for (uint32_t i = 0; i < n && !rc; i++)
         rc = batch_builder_add(b, ts, NULL, -1, val, (int32_t)value_len, NULL, 0);
     free(val);
@@ -187,14 +164,14 @@ static int bench_append(const char *dir, uint64_t records, size_t value_len, boo
     c.durability = VLOG_DURABILITY_GROUP;
     if ((rc = batch_builder_init(&b, 1000 * (value_len + 32) + BATCH_HDR_SIZE)))
         return rc;
-    if ((rc = make_batch(&b, 1000, value_len)) || (rc = vlog_open(dir, &c, wall_ms(), &log, NULL))) {
+    if ((rc = make_batch(&b, 1000, value_len)) || (rc = vlog_open(dir, &c, clock_wall_ms(), &log, NULL))) {
         batch_builder_deinit(&b);
         return rc;
     }
     uint64_t batches = records / 1000;
-    int64_t t0 = now_ns();
+    int64_t t0 = clock_mono_ns();
     for (uint64_t i = 0; i < batches && !rc; i++) {
-        rc = vlog_append(log, b.buf, b.len, wall_ms(), NULL);
+        rc = vlog_append(log, b.buf, b.len, clock_wall_ms(), NULL);
         if ((i & 255) == 0)
             progress(show, "append", i, batches);
     }
@@ -202,11 +179,11 @@ static int bench_append(const char *dir, uint64_t records, size_t value_len, boo
     vlog_get_info(log, &info);
     if (!rc)
         rc = vlog_wait_durable(log, info.end_offset, 60000);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(clock_mono_ns() - t0) / 1e9;
     progress_end(show);
     *rec_s = (double)(batches * 1000) / secs;
     *mb_s = (double)(batches * 1000) * (double)value_len / 1e6 / secs;
-    int crc = vlog_close(log, wall_ms());
+    int crc = vlog_close(log, clock_wall_ms());
     batch_builder_deinit(&b);
     rm_dir_files(dir);
     return rc ? rc : crc;
@@ -228,17 +205,17 @@ static int bench_always(const char *dir, int n, double *p50, double *p99)
         free(lat);
         return rc;
     }
-    if ((rc = make_batch(&b, 1, 100)) || (rc = vlog_open(dir, &c, wall_ms(), &log, NULL)))
+    if ((rc = make_batch(&b, 1, 100)) || (rc = vlog_open(dir, &c, clock_wall_ms(), &log, NULL)))
         goto out;
     for (int i = 0; i < n && !rc; i++) {
-        int64_t t0 = now_ns();
-        rc = vlog_append(log, b.buf, b.len, wall_ms(), NULL);
-        lat[i] = now_ns() - t0;
+        int64_t t0 = clock_mono_ns();
+        rc = vlog_append(log, b.buf, b.len, clock_wall_ms(), NULL);
+        lat[i] = clock_mono_ns() - t0;
     }
     qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
-    *p50 = (double)pct(lat, (size_t)n, 50) / 1000.0;
-    *p99 = (double)pct(lat, (size_t)n, 99) / 1000.0;
-    int crc = vlog_close(log, wall_ms());
+    *p50 = (double)stats_pct(lat, (size_t)n, 0.50) / 1000.0;
+    *p99 = (double)stats_pct(lat, (size_t)n, 0.99) / 1000.0;
+    int crc = vlog_close(log, clock_wall_ms());
     if (!rc)
         rc = crc;
 out:
@@ -265,7 +242,7 @@ static int bench_big(const char *dir, const struct opts *o, bool show, struct bi
     if (pipe(pfd))
         return -errno;
     uint64_t target = (uint64_t)(o->big_gib * (double)(1ull << 30));
-    int64_t t0 = now_ns();
+    int64_t t0 = clock_mono_ns();
     pid_t pid = fork();
     if (pid < 0)
         return -errno;
@@ -279,12 +256,12 @@ static int bench_big(const char *dir, const struct opts *o, bool show, struct bi
         vlog_config_default(&c);
         c.durability = VLOG_DURABILITY_OS;
         if (batch_builder_init(&b, 200000) || make_batch(&b, 1000, 100) ||
-            vlog_open(dir, &c, wall_ms(), &log, NULL))
+            vlog_open(dir, &c, clock_wall_ms(), &log, NULL))
             _exit(3);
         struct vlog_info info;
         uint64_t i = 0;
         do {
-            if (vlog_append(log, b.buf, b.len, wall_ms(), NULL))
+            if (vlog_append(log, b.buf, b.len, clock_wall_ms(), NULL))
                 _exit(4);
             vlog_get_info(log, &info);
             if ((++i & 1023) == 0)
@@ -306,16 +283,16 @@ static int bench_big(const char *dir, const struct opts *o, bool show, struct bi
     waitpid(pid, &status, 0);
     if (got != 1)
         return VERITY_EINVAL;
-    r->build_s = (double)(now_ns() - t0) / 1e9;
+    r->build_s = (double)(clock_mono_ns() - t0) / 1e9;
 
     r->rss_small_kb = status_kb("VmRSS");
     r->anon_small_kb = status_kb("RssAnon");
     struct vlog_config c;
     struct vlog *log = NULL;
     vlog_config_default(&c);
-    int64_t t1 = now_ns();
-    int rc = vlog_open(dir, &c, wall_ms(), &log, NULL);
-    r->reopen_ms = (double)(now_ns() - t1) / 1e6;
+    int64_t t1 = clock_mono_ns();
+    int rc = vlog_open(dir, &c, clock_wall_ms(), &log, NULL);
+    r->reopen_ms = (double)(clock_mono_ns() - t1) / 1e6;
     if (rc)
         return rc;
     struct vlog_info info;
@@ -340,7 +317,7 @@ static int bench_big(const char *dir, const struct opts *o, bool show, struct bi
             x ^= x >> 7;
             x ^= x << 17;
             uint64_t off = x % info.end_offset;
-            int64_t t = now_ns();
+            int64_t t = clock_mono_ns();
             size_t len = 0;
             rc = vlog_read_copy(log, off, off + 1, buf, 1 << 20, &len);
             struct batch_iter it;
@@ -357,13 +334,13 @@ static int bench_big(const char *dir, const struct opts *o, bool show, struct bi
             }
             if (!rc && !found)
                 rc = VERITY_ENOTFOUND;
-            lat[i] = now_ns() - t;
+            lat[i] = clock_mono_ns() - t;
         }
     }
     if (!rc) {
         qsort(lat, (size_t)o->reads, sizeof *lat, cmp_i64);
-        r->read_p50_us = (double)pct(lat, (size_t)o->reads, 50) / 1000.0;
-        r->read_p99_us = (double)pct(lat, (size_t)o->reads, 99) / 1000.0;
+        r->read_p50_us = (double)stats_pct(lat, (size_t)o->reads, 0.50) / 1000.0;
+        r->read_p99_us = (double)stats_pct(lat, (size_t)o->reads, 0.99) / 1000.0;
         r->read_max_us = (double)lat[o->reads - 1] / 1000.0;
     }
     r->rss_big_kb = status_kb("VmRSS");

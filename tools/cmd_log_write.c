@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "storage/clock.h"
 #include "storage/batch.h"
 #include "storage/checkpoint.h"
 #include "storage/dirlock.h"
@@ -20,13 +21,6 @@
 #include "tools/cmds.h"
 #include "verity/errors.h"
 #include "verity/limits.h"
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void usage(FILE *f)
 {
@@ -55,7 +49,7 @@ static int flush_batch(struct writer *w)
         return 0;
     if ((rc = batch_builder_finish(&w->b, NULL)))
         return rc;
-    if ((rc = vlog_append(w->log, w->b.buf, w->b.len, wall_ms(), &info)))
+    if ((rc = vlog_append(w->log, w->b.buf, w->b.len, clock_wall_ms(), &info)))
         return rc;
     if (w->batches == 0)
         w->first_offset = info.base_offset;
@@ -87,10 +81,10 @@ static int write_stream(struct writer *w, FILE *in)
             rc = VERITY_ELIMIT;
             break;
         }
-        rc = batch_builder_add(&w->b, wall_ms(), key, klen, val, vlen, NULL, 0);
+        rc = batch_builder_add(&w->b, clock_wall_ms(), key, klen, val, vlen, NULL, 0);
         if (rc == VERITY_ELIMIT && w->b.count > 0) { /* full: flush and retry once */
             if ((rc = flush_batch(w)) == 0)
-                rc = batch_builder_add(&w->b, wall_ms(), key, klen, val, vlen, NULL, 0);
+                rc = batch_builder_add(&w->b, clock_wall_ms(), key, klen, val, vlen, NULL, 0);
         }
         if (rc == 0)
             w->records++;
@@ -199,7 +193,7 @@ static int cmd_log_write_locked(struct writer *wp, struct vlog_config *cfgp, con
         EVP_PKEY_free(key);
         return 1;
     }
-    if ((rc = vlog_open(dir, &cfg, wall_ms(), &w.log, &bad))) {
+    if ((rc = vlog_open(dir, &cfg, clock_wall_ms(), &w.log, &bad))) {
         fprintf(stderr, "log write: cannot open %s: %s", dir, verity_strerror(rc));
         if (rc == VERITY_ECORRUPT || rc == VERITY_ECHAIN)
             fprintf(stderr, " (first bad offset %" PRIu64 ")", bad);
@@ -224,7 +218,7 @@ static int cmd_log_write_locked(struct writer *wp, struct vlog_config *cfgp, con
     }
     if (rc == 0)
         rc = flush_batch(&w);
-    int crc = vlog_close(w.log, wall_ms());
+    int crc = vlog_close(w.log, clock_wall_ms());
     if (rc == 0)
         rc = crc;
     batch_builder_deinit(&w.b);
