@@ -29,6 +29,7 @@
 static char verify_err[256];
 
 struct fetch {
+    struct event_base *base;
     FILE *out;
     int code;
     bool done;
@@ -70,6 +71,8 @@ static void on_done(struct evhttp_request *req, void *arg)
 {
     struct fetch *f = arg;
     f->done = true;
+    /* The connection may stay open (keep-alive): stop the loop now. */
+    event_base_loopexit(f->base, NULL);
     if (req) {
         f->code = evhttp_request_get_response_code(req);
         if (f->code == 200)
@@ -212,6 +215,7 @@ static int share_fetch(int argc, char **argv)
         evhttp_connection_base_bufferevent_new(base, NULL, bev, host, (unsigned short)port);
     evhttp_connection_set_timeout(evcon, 60);
     struct fetch f = {0};
+    f.base = base;
     f.errbody = evbuffer_new();
     f.out = fopen(out, have ? "ab" : "wb");
     if (!f.out) {
@@ -226,6 +230,7 @@ static int share_fetch(int argc, char **argv)
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Host", host);
     evhttp_add_header(h, "Authorization", auth);
+    evhttp_add_header(h, "Connection", "close");
     if (evhttp_make_request(evcon, req, EVHTTP_REQ_GET, target) != 0) {
         fprintf(stderr, "verity share fetch: cannot send the request\n");
         rc = CMD_EXIT_FAIL;
