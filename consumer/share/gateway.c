@@ -55,8 +55,8 @@
 
 #define GW_VERSION "0.1.0"
 #define EXPORT_CHUNK_BYTES (256u << 10)
-#define EXPORT_FETCH_BYTES (1u << 20)
-#define EXPORT_QUEUE_BYTES (4u << 20)
+#define EXPORT_FETCH_BYTES (4u << 20)
+#define EXPORT_QUEUE_BYTES (16u << 20)
 #define EXPORT_SOURCES_MAX 1024u
 #define RL_SLOTS 1024u
 #define HTTP_HEADERS_MAX (16u << 10)
@@ -108,6 +108,8 @@ struct exp {
     uint64_t skipped;             /* records not JSON objects */
     EVP_MD_CTX *md;
     struct event *timer;
+    struct evbuffer *line_buf;    /* one record line being built */
+    char *paths_json[SHARE_FIELDS_MAX]; /* each rule's path as a JSON string */
 };
 
 static volatile sig_atomic_t stopping;
@@ -211,6 +213,10 @@ static void exp_free(struct exp *x)
         free(x->src[i].topic);
     free(x->src);
     EVP_MD_CTX_free(x->md);
+    if (x->line_buf)
+        evbuffer_free(x->line_buf);
+    for (uint32_t i = 0; i < SHARE_FIELDS_MAX; i++)
+        free(x->paths_json[i]);
     OPENSSL_cleanse(&x->keys, sizeof x->keys);
     x->g->exports_active--;
     free(x);
@@ -219,7 +225,9 @@ static void exp_free(struct exp *x)
 /* Appends one body line: hashed always, sent only past x->after. */
 static int emit(struct exp *x, struct evbuffer *out, json_t *line)
 {
-    char *s = json_dumps(line, JSON_COMPACT | JSON_SORT_KEYS);
+    /* Insertion order is deterministic (a resumed export re-creates the
+     * same bytes); sorting keys would only cost time. */
+    char *s = json_dumps(line, JSON_COMPACT);
     if (!s)
         return -ENOMEM;
     size_t n = strlen(s);
@@ -278,6 +286,23 @@ static int copy_path(json_t *dst, const json_t *doc, const char *ptr)
     return 0;
 }
 
+/* Appends one prepared body line (the contents of lb, ending in '\n'). */
+static int emit_raw(struct exp *x, struct evbuffer *out, struct evbuffer *lb)
+{
+    size_t n = evbuffer_get_length(lb);
+    if (n > SHARE_LINE_MAX)
+        return VERITY_ELIMIT;
+    const unsigned char *p = evbuffer_pullup(lb, -1);
+    if (!p)
+        return -ENOMEM;
+    EVP_DigestUpdate(x->md, p, n);
+    int rc = 0;
+    if (x->line >= x->after && evbuffer_add(out, p, n) != 0)
+        rc = -ENOMEM;
+    x->line++;
+    return rc;
+}
+
 static int emit_record(struct exp *x, struct evbuffer *out, const struct export_source *src,
                        const struct verity_message *m)
 {
@@ -305,17 +330,38 @@ static int emit_record(struct exp *x, struct evbuffer *out, const struct export_
     for (uint32_t i = 0; !rc && i < s->field_count; i++)
         if (s->fields[i].op != XF_DROP)
             rc = copy_path(value, doc, s->fields[i].path);
-    json_t *line = NULL;
-    if (!rc)
-        line = json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:O, s:O}", "type", "record", "i",
-                         (json_int_t)x->records, "pos", pos, "topic", src->topic, "partition",
-                         (json_int_t)src->partition, "offset", (json_int_t)m->offset, "ts",
-                         (json_int_t)m->timestamp_ms, "value", value, "commit", commits);
-    if (line) {
-        rc = emit(x, out, line);
+    /* The line is written directly around the dumped value: same bytes as
+     * dumping one object with these members in this order, at a fraction of
+     * the allocations. Commitments are base64url (no escaping needed). */
+    char *vs = rc ? NULL : json_dumps(value, JSON_COMPACT);
+    if (!rc && !vs)
+        rc = -ENOMEM;
+    if (!rc) {
+        struct evbuffer *lb = x->line_buf;
+        evbuffer_drain(lb, evbuffer_get_length(lb));
+        evbuffer_add_printf(lb, "{\"type\":\"record\",\"i\":%llu,\"pos\":\"%s\",\"topic\":\"%s\","
+                                "\"partition\":%u,\"offset\":%llu,\"ts\":%lld,\"value\":",
+                            (unsigned long long)x->records, pos, src->topic, src->partition,
+                            (unsigned long long)m->offset, (long long)m->timestamp_ms);
+        evbuffer_add(lb, vs, strlen(vs));
+        evbuffer_add(lb, ",\"commit\":{", 11);
+        const char *k;
+        json_t *cv;
+        bool first = true;
+        json_object_foreach(commits, k, cv) {
+            uint32_t fi = 0;
+            while (fi < s->field_count && strcmp(s->fields[fi].path, k) != 0)
+                fi++;
+            evbuffer_add_printf(lb, "%s%s:\"%s\"", first ? "" : ",",
+                                fi < s->field_count ? x->paths_json[fi] : "\"?\"",
+                                json_string_value(cv));
+            first = false;
+        }
+        evbuffer_add(lb, "}}\n", 3);
+        rc = emit_raw(x, out, lb);
         x->records++;
     }
-    json_decref(line);
+    free(vs);
     json_decref(value);
     json_decref(commits);
     json_decref(doc);
@@ -602,7 +648,13 @@ static void h_export(struct gw *g, struct evhttp_request *req, struct share_entr
     snprintf(x->client, sizeof x->client, "%s", client);
     x->md = EVP_MD_CTX_new();
     x->timer = evtimer_new(g->base, on_timer, x);
-    int rc = x->md && x->timer && EVP_DigestInit_ex(x->md, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+    x->line_buf = evbuffer_new();
+    for (uint32_t i = 0; i < s->field_count; i++) {
+        json_t *pj = json_string(s->fields[i].path);
+        x->paths_json[i] = pj ? json_dumps(pj, JSON_ENCODE_ANY) : NULL;
+        json_decref(pj);
+    }
+    int rc = x->md && x->timer && x->line_buf && EVP_DigestInit_ex(x->md, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
     if (!rc)
         rc = xf_keys_derive(g->secret, s->id, &x->keys);
     if (!rc && resume) {

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,10 +133,45 @@ int sh_unhex(const char *s, uint8_t *out, size_t n)
     return 0;
 }
 
+/* SHA-256 fetched once: the implicit fetch behind EVP_sha256() and HMAC()
+ * takes a provider lock and allocates on every call, which dominated the
+ * cost of an export (several HMACs and digests per record). */
+static EVP_MD *g_sha256;
+static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+int sh_sha256v(const void *const *parts, const size_t *lens, size_t n, uint8_t out[32])
+{
+    pthread_once(&g_sha256_once, sha256_fetch);
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned int len = 32;
+    int ok = c && g_sha256 && EVP_DigestInit_ex2(c, g_sha256, NULL) == 1;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = EVP_DigestUpdate(c, parts[i], lens[i]) == 1;
+    ok = ok && EVP_DigestFinal_ex(c, out, &len) == 1 && len == 32;
+    EVP_MD_CTX_free(c);
+    return ok ? 0 : VERITY_EINVAL;
+}
+
+/* HMAC-SHA-256 (RFC 2104) over sh_sha256v; keys of at most 64 bytes. */
 int sh_hmac(const uint8_t *key, size_t klen, const void *d, size_t n, uint8_t out[32])
 {
-    unsigned int len = 32;
-    if (!HMAC(EVP_sha256(), key, (int)klen, d, n, out, &len) || len != 32)
+    uint8_t ipad[64], opad[64], inner[32];
+    if (klen > 64)
+        return VERITY_EINVAL;
+    memset(ipad, 0x36, sizeof ipad);
+    memset(opad, 0x5c, sizeof opad);
+    for (size_t i = 0; i < klen; i++) {
+        ipad[i] ^= key[i];
+        opad[i] ^= key[i];
+    }
+    const void *ip[2] = {ipad, d}, *op[2] = {opad, inner};
+    size_t il[2] = {64, n}, ol[2] = {64, 32};
+    if (sh_sha256v(ip, il, 2, inner) || sh_sha256v(op, ol, 2, out))
         return VERITY_EINVAL;
     return 0;
 }

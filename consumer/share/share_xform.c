@@ -154,18 +154,12 @@ int xf_commit(const uint8_t salt[16], const json_t *orig, char out[44])
     if (!c)
         return -ENOMEM;
     uint8_t d[32];
-    size_t n = strlen(c), tl = sizeof COMMIT_TAG; /* the tag with its NUL */
-    uint8_t *buf = malloc(tl + 16 + n);
-    if (!buf) {
-        free(c);
-        return -ENOMEM;
-    }
-    memcpy(buf, COMMIT_TAG, tl);
-    memcpy(buf + tl, salt, 16);
-    memcpy(buf + tl + 16, c, n);
-    SHA256(buf, tl + 16 + n, d);
-    free(buf);
+    const void *parts[3] = {COMMIT_TAG, salt, c};
+    size_t lens[3] = {sizeof COMMIT_TAG, 16, strlen(c)}; /* the tag with its NUL */
+    int rc = sh_sha256v(parts, lens, 3, d);
     free(c);
+    if (rc)
+        return rc;
     sh_b64url_enc(d, 32, out);
     return 0;
 }
@@ -282,8 +276,15 @@ out:
 
 static bool date_prefix(const char *s, int *y, int *m, int *d)
 {
-    return strlen(s) >= 10 && sscanf(s, "%4d-%2d-%2d", y, m, d) == 3 && s[4] == '-' &&
-           s[7] == '-' && *m >= 1 && *m <= 12 && *d >= 1 && *d <= 31;
+    for (int i = 0; i < 10; i++) {
+        bool dash = i == 4 || i == 7;
+        if (dash ? s[i] != '-' : (s[i] < '0' || s[i] > '9'))
+            return false;
+    }
+    *y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+    *m = (s[5] - '0') * 10 + (s[6] - '0');
+    *d = (s[8] - '0') * 10 + (s[9] - '0');
+    return *m >= 1 && *m <= 12 && *d >= 1 && *d <= 31;
 }
 
 static json_t *t_generalise(const struct xf_field *f, const json_t *v)
