@@ -60,13 +60,14 @@ t0=$(date +%s.%N)
 "$bin/verity" share fetch "$dir/bench.share" -o "$dir/export.ndjson" --cacert "$dir/tls.crt" >/dev/null
 t1=$(date +%s.%N)
 c1=$(cpu "$gpid")
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$gpid/status")
 [ -n "${ppid:-}" ] && { kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true; }
 "$bin/verity" share verify "$dir/export.ndjson" --key "$dir/keys/gateway.pub" \
     --log-key "$dir/data/keys/verity.pub" >/dev/null
 t2=$(date +%s.%N)
 recs=$(($(wc -l < "$dir/export.ndjson") - 2))
 bytes=$(stat -c %s "$dir/export.ndjson")
-python3 - "$recs" "$bytes" "$t0" "$t1" "$t2" "$c0" "$c1" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$recs" "$bytes" "$t0" "$t1" "$t2" "$c0" "$c1" "$(getconf CLK_TCK)" "$hwm" <<'PY'
 import sys
 recs, size = int(sys.argv[1]), int(sys.argv[2])
 t0, t1, t2 = map(float, sys.argv[3:6])
@@ -74,5 +75,6 @@ cpu = (float(sys.argv[7]) - float(sys.argv[6])) / float(sys.argv[8])
 print("records %d, export %.1f MB" % (recs, size / 1e6))
 print("fetch (gateway export over TLS): %.2f s, %.0f records/s, %.1f MB/s" % (t1 - t0, recs / (t1 - t0), size / 1e6 / (t1 - t0)))
 print("gateway CPU: %.2f s (user+sys), %.0f records per CPU-second" % (cpu, recs / cpu if cpu else 0))
+print("gateway peak RSS: %.1f MiB" % (float(sys.argv[9]) / 1024))
 print("verify (offline): %.2f s, %.0f records/s" % (t2 - t1, recs / (t2 - t1)))
 PY
