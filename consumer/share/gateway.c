@@ -55,8 +55,8 @@
 
 #define GW_VERSION "0.1.0"
 #define EXPORT_CHUNK_BYTES (256u << 10)
-#define EXPORT_FETCH_BYTES (4u << 20)
-#define EXPORT_QUEUE_BYTES (16u << 20)
+#define EXPORT_FETCH_BYTES (1u << 20)
+#define EXPORT_QUEUE_BYTES (4u << 20)
 #define EXPORT_SOURCES_MAX 1024u
 #define RL_SLOTS 1024u
 #define HTTP_HEADERS_MAX (16u << 10)
@@ -102,6 +102,8 @@ struct exp {
     struct export_source *src;
     size_t nsrc, cur;
     struct verity_consumer *cons; /* reading src[cur] */
+    const struct verity_message *msgs; /* the last poll's messages (owned by cons) */
+    size_t nmsgs, mi;             /* how many, and the next to turn into a line */
     uint64_t line;                /* body lines made (0 = header) */
     uint64_t records;
     uint64_t after;               /* lines the client already holds */
@@ -447,12 +449,16 @@ static int source_step(struct exp *x, bool *done_out)
         return rc;
     }
     uint64_t next, hwm;
+    if (x->mi < x->nmsgs)
+        return 0; /* lines still to make from the last poll */
     if (verity_consumer_position(x->cons, src->topic, src->partition, &next, &hwm) == 0 &&
         next >= src->to) {
         src->has_ckpt = verity_consumer_checkpoint(x->cons, src->topic, src->partition, src->ckpt,
                                                    &src->ckpt_batch) == 0;
         verity_consumer_free(x->cons);
         x->cons = NULL;
+        x->msgs = NULL;
+        x->nmsgs = x->mi = 0;
         *done_out = true;
     }
     return 0;
@@ -476,15 +482,21 @@ static void pump(struct exp *x)
             x->cur++;
             continue;
         }
-        const struct verity_message *m;
-        size_t n;
-        if ((rc = verity_consumer_poll(x->cons, 0, &m, &n, NULL)))
-            break;
+        /* One poll may hold megabytes: turn it into lines a chunk at a
+         * time, so the output (and the memory) stays near one chunk. */
         struct export_source *src = &x->src[x->cur];
-        for (size_t i = 0; i < n && !rc; i++)
-            if (m[i].offset < src->to)
-                rc = emit_record(x, out, src, &m[i]);
-        if (n == 0 && !(source_step(x, &done) == 0 && done ? (x->cur++, true) : false)) {
+        if (x->mi < x->nmsgs) {
+            while (!rc && x->mi < x->nmsgs && evbuffer_get_length(out) < EXPORT_CHUNK_BYTES) {
+                const struct verity_message *m = &x->msgs[x->mi++];
+                if (m->offset < src->to)
+                    rc = emit_record(x, out, src, m);
+            }
+            continue;
+        }
+        if ((rc = verity_consumer_poll(x->cons, 0, &x->msgs, &x->nmsgs, NULL)))
+            break;
+        x->mi = 0;
+        if (x->nmsgs == 0 && !(source_step(x, &done) == 0 && done ? (x->cur++, true) : false)) {
             wait = true;
             break;
         }
