@@ -783,6 +783,13 @@ static void test_refusals_are_typed_and_audited(void)
         limited += https_get(port2, "/v1/shares", tok, 0, body, sizeof body) == 429;
     CU_ASSERT(limited >= 2);
     free(tok);
+    /* the audit topic is an ordinary log: verify it offline like any partition */
+    char audit_dir[700];
+    snprintf(audit_dir, sizeof audit_dir, "%s/topics/%s/0", br.data, SHARE_AUDIT_TOPIC);
+    CU_ASSERT_EQUAL(cli(out, sizeof out, (const char *[]){"log", "verify", audit_dir, "--pubkey",
+                                                           log_pub, NULL}),
+                    0);
+    CU_ASSERT(strstr(out, "OK") != NULL);
 }
 
 /* ---- 3. verification ----------------------------------------------------------------------------- */
