@@ -1030,8 +1030,11 @@ int main(int argc, char **argv)
     struct event *sig_term = evsignal_new(g.base, SIGTERM, on_signal, g.base);
     event_add(sig_int, NULL);
     event_add(sig_term, NULL);
+    unsigned long long nshares = 0;
+    for (struct share_entry *e = g.db.head; e; e = e->next)
+        nshares++;
     printf("verity-gateway: listening on https://%s (broker %s, %llu shares)\n", listen, g.broker,
-           (unsigned long long)0);
+           nshares);
     fflush(stdout);
     event_base_dispatch(g.base);
     event_free(sig_int);
