@@ -140,6 +140,28 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integ/%.o $(TEST_SUPPORT) $(if $(BROKER_OBJ
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# ---- sharing gateway (consumer/share, docs/SHARING.md) ---------------------
+# libvshare: the gateway's core, linked into verity-gateway, the verity CLI
+# (verity share ...) and the share tests. Built on libverity only.
+SHARE_SRC := $(filter-out consumer/share/gateway.c,$(wildcard consumer/share/*.c))
+SHARELIB  := $(BUILD)/lib/libvshare.a
+SHARE_LIBS := $(SHARELIB) $(LIBVERITY) -levent_openssl
+BINS += $(BUILD)/bin/verity-gateway
+
+$(SHARELIB): $(call obj,$(SHARE_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/verity-gateway: $(BUILD)/obj/consumer/share/gateway.o $(SHARELIB) $(LIBVERITY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -levent_openssl $(LDLIBS)
+
+$(BUILD)/bin/verity: $(SHARELIB)
+$(BUILD)/bin/verity: LDLIBS := $(SHARE_LIBS) $(LDLIBS)
+SHARE_TESTS := $(BUILD)/tests/test_share_unit $(BUILD)/tests/test_share_gateway
+$(SHARE_TESTS): $(SHARELIB)
+$(SHARE_TESTS): LDLIBS := $(SHARE_LIBS) $(LDLIBS)
+
 # ---- tests -----------------------------------------------------------------
 # Each test binary is a CUnit program that exits non-zero on any failure.
 # Tests find the binaries through VERITY_BIN_DIR.

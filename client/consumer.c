@@ -55,6 +55,9 @@ struct cpart {
     int err;                    /* CP_FAILED: why */
     bool err_reported;
     bool fetching;              /* in the fetch in flight */
+    bool ckpt_have;             /* ckpt holds a checkpoint poll stepped over */
+    uint64_t ckpt_offset;       /* offset of that checkpoint's control batch */
+    uint8_t ckpt[VERITY_CHECKPOINT_SIZE]; /* its 160-byte payload */
 };
 
 struct blob {
@@ -655,6 +658,25 @@ static int hdrs_reserve(struct verity_consumer *c, size_t n)
     return 0;
 }
 
+/* Copies the payload of a checkpoint control batch into p (the latest one
+ * wins); other control batches are ignored. */
+static void keep_checkpoint(struct verity_consumer *c, struct cpart *p, const uint8_t *b,
+                            uint32_t blen, uint64_t base)
+{
+    struct batch_iter it;
+    struct batch_record r;
+    batch_iter_init(&it, b, blen);
+    if (batch_iter_next(&it, &r) != 1 || !r.key || r.value_len != VERITY_CHECKPOINT_SIZE ||
+        r.key_len != (int32_t)strlen(BATCH_CONTROL_CHECKPOINT) ||
+        memcmp(r.key, BATCH_CONTROL_CHECKPOINT, strlen(BATCH_CONTROL_CHECKPOINT)) != 0)
+        return;
+    pthread_mutex_lock(&c->mu);
+    memcpy(p->ckpt, r.value, VERITY_CHECKPOINT_SIZE);
+    p->ckpt_offset = base;
+    p->ckpt_have = true;
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* Decodes the records of one chunk into c->msgs from *n on; header slots
  * are numbered from *nh (pointers are fixed once the array stops moving). */
 static int decode_chunk(struct verity_consumer *c, const struct chunk *ch, size_t *n, size_t *nh,
@@ -670,10 +692,13 @@ static int decode_chunk(struct verity_consumer *c, const struct chunk *ch, size_
         int rc;
         if (b[53] & BATCH_ATTR_CONTROL) {
             /* Checkpoints and recovery records take offsets but are not
-             * messages: step over them. */
+             * messages: step over them, keeping the latest checkpoint for
+             * verity_consumer_checkpoint. */
             uint64_t end = base + get_le32(b + 56) - 1;
-            if (end >= ch->from_offset)
+            if (end >= ch->from_offset) {
                 *last = end;
+                keep_checkpoint(c, ch->part, b, blen, base);
+            }
             pos += blen;
             continue;
         }
@@ -801,6 +826,24 @@ int verity_consumer_position(struct verity_consumer *c, const char *topic, uint3
             *high_watermark_out = p->high_watermark;
             rc = p->state == CP_FAILED ? p->err : 0;
         }
+        break;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+int verity_consumer_checkpoint(struct verity_consumer *c, const char *topic, uint32_t partition,
+                               uint8_t payload_out[VERITY_CHECKPOINT_SIZE], uint64_t *offset_out)
+{
+    int rc = VERITY_ENOTFOUND;
+    pthread_mutex_lock(&c->mu);
+    for (struct cpart *p = c->parts; p; p = p->next) {
+        if (p->partition != partition || strcmp(p->topic, topic) != 0 || !p->ckpt_have)
+            continue;
+        memcpy(payload_out, p->ckpt, VERITY_CHECKPOINT_SIZE);
+        if (offset_out)
+            *offset_out = p->ckpt_offset;
+        rc = 0;
         break;
     }
     pthread_mutex_unlock(&c->mu);

@@ -32,6 +32,7 @@ int cmd_produce(int argc, char **argv);   /* produce (cmd_produce.c) */
 int cmd_topic(int argc, char **argv);     /* topic create|delete|list|describe (cmd_topic.c) */
 int cmd_group(int argc, char **argv);     /* group create|list|describe|pending|reset|delete (cmd_group.c) */
 int cmd_dlq(int argc, char **argv);       /* dlq list|replay (cmd_dlq.c) */
+int cmd_share(int argc, char **argv);     /* share init|create|...|fetch|verify (cmd_share*.c) */
 /* Further subcommands (topic, produce, consume, offsets, broker, bench,
  * group, dlq) are declared here, one line each. */
 

@@ -32,6 +32,7 @@ static const struct cmd cmds[] = {
     {"log", cmd_log, "verify, dump or benchmark a partition log directory"},
     {"offsets", cmd_offsets, "first and last offsets of a topic's partitions"},
     {"produce", cmd_produce, "send lines from stdin or files as records"},
+    {"share", cmd_share, "share scoped, redacted, verifiable exports (see docs/SHARING.md)"},
     {"topic", cmd_topic, "create, delete, list or describe topics"},
 };
 

@@ -437,6 +437,23 @@ int verity_consumer_poll(struct verity_consumer *c, int timeout_ms,
 int verity_consumer_position(struct verity_consumer *c, const char *topic, uint32_t partition,
                              uint64_t *next_offset_out, uint64_t *high_watermark_out) VERITY_WUR;
 
+/* Size of a checkpoint payload (docs/FORMAT.md, storage/checkpoint.h):
+ * version, flags, offset covered, chain hash, record count, time, the
+ * signer's Ed25519 public key and its signature over
+ * "VERITY-CKPT-1" || bytes[0, 96). */
+#define VERITY_CHECKPOINT_SIZE 160
+
+/* The latest checkpoint (a control batch the broker writes every N records
+ * and at close) that verity_consumer_poll has stepped over in (topic,
+ * partition): its 160-byte payload and the offset of its batch. Checkpoints
+ * are not messages; this is how a reader that wants to prove what it read
+ * (the sharing gateway's manifests) gets them. Returns 0, or
+ * VERITY_ENOTFOUND when the partition is not assigned or no checkpoint has
+ * been passed yet. */
+int verity_consumer_checkpoint(struct verity_consumer *c, const char *topic, uint32_t partition,
+                               uint8_t payload_out[VERITY_CHECKPOINT_SIZE], uint64_t *offset_out)
+    VERITY_WUR;
+
 /* Stops fetching, frees every message and c. NULL is a no-op. */
 void verity_consumer_free(struct verity_consumer *c);
 

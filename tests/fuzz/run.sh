@@ -56,3 +56,48 @@ if [ "$rc" -ne 0 ]; then
     exit "$rc"
 fi
 echo "fuzz: no crash in ${secs}s"
+
+# ---- sharing gateway decoders (tests/fuzz/fuzz_share.c) ---------------------
+# Tokens, profiles, field rules (with the rule applied), predicates, share
+# specs, shares-topic records, export files. SHARE_FUZZ_SECONDS (default 15)
+# is its run time, in `make test` as in `make fuzz`.
+share_secs=${SHARE_FUZZ_SECONDS:-15}
+if [ "$share_secs" != 0 ]; then
+    # shellcheck disable=SC2207
+    spkg=($(pkg-config --cflags --libs libevent libevent_pthreads libprotobuf-c jansson libssl libcrypto))
+    ssrcs=(consumer/share/paseto.c consumer/share/share_util.c consumer/share/share_spec.c
+           consumer/share/share_xform.c consumer/share/share_export.c consumer/share/share_store.c
+           client/*.c storage/*.c proto/codec.c "$out/gen/proto/verity.pb-c.c")
+    echo "fuzz: building $out/fuzz_share"
+    clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+        tests/fuzz/fuzz_share.c "${ssrcs[@]}" "${spkg[@]}" -pthread -o "$out/fuzz_share"
+    sseeds="$out/share_seeds"
+    mkdir -p "$sseeds" "$out/share_corpus"
+    s() { printf '%b' "$2" > "$sseeds/$1"; }
+    s tok '\x00v4.public.eyJkYXRhIjoidGhpcyBpcyBhIHNpZ25lZCBtZXNzYWdlIiwiZXhwIjoiMjAyMi0wMS0wMVQwMDowMDowMCswMDowMCJ9bg_XBBzds8lTZShVlwwKSgeKpLT3yukTw6JUz3W4h_ExsQV-P0V54zemZDcAxFaSeef1QlXEFtkqxT1ciiQEDA'
+    s tokf '\x00v4.public.eyJzaWQiOiIwMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc4OWFiY2RlZiJ9AAAA.eyJraWQiOiJ4In0'
+    s prof '\x01{"shareCredentialsVersion":1,"endpoint":"https://127.0.0.1:9743/v1","bearerToken":"v4.public.AAAA","expirationTime":"2026-12-11T17:57:33Z"}'
+    for r in '/a=hash' '/a=mask:last:4' '/a=generalise:month' '/n=generalise:bucket:10' \
+             '/n=generalise:ranges:0-17=child,18-=adult' '/a=date_shift:/p:30' '/b/c/2/d=encrypt' \
+             '/a=tokenize' '/a=replace:{"x":[1]}' '/b~1c=drop'; do
+        s "rule$(echo "$r" | md5sum | cut -c1-8)" "\\x02$r"
+    done
+    s pred1 '\x03/a>=1'; s pred2 '\x03/c/1/d==2'; s pred3 '\x03/b exists'
+    s spec '\x04{"id":"0123456789abcdef0123456789abcdef","topics":["t","u"],"filter":["/a==1"],"fields":["/a=hash","/b=drop"],"created_ms":1,"expires_ms":2,"max_uses":1,"from_time_ms":5,"recipient":{"name":"r","purpose":"p"}}'
+    s use '\x05{"type":"use","share":"0123456789abcdef0123456789abcdef","export":"e","sources":[]}'
+    s rev '\x05{"type":"revoke","share":"0123456789abcdef0123456789abcdef","reason":"x"}'
+    s exp '\x06{"type":"export","share":"0123456789abcdef0123456789abcdef","export":"e"}\n{"type":"record","i":0,"pos":"t/0/1","commit":{"/a":"x"}}\n{"type":"manifest","signature":"AA","gateway_key":"AA"}\n'
+    echo "fuzz: fuzz_share for ${share_secs}s"
+    set +e
+    (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ./fuzz_share -max_total_time="$share_secs" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="$out/artifacts/share-" "$out/share_corpus" "$sseeds")
+    rc=$?
+    set -e
+    if [ "$rc" -ne 0 ]; then
+        echo "fuzz: fuzz_share FAILED (exit $rc); inputs in $out/artifacts" >&2
+        exit "$rc"
+    fi
+    echo "fuzz: fuzz_share: no crash in ${share_secs}s"
+fi

@@ -1,0 +1,419 @@
+/*
+ * Small helpers of the sharing gateway: base64url, hex, HMAC-SHA-256,
+ * HKDF-SHA-256 (OpenSSL 3 EVP_KDF), RFC 3339 times, durations, canonical
+ * JSON, atomic file writes and PEM key files.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/core_names.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+
+#include "consumer/share/share.h"
+
+static const char B64U[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+size_t sh_b64url_enc(const uint8_t *in, size_t n, char *out)
+{
+    size_t o = 0, i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = B64U[v >> 18];
+        out[o++] = B64U[(v >> 12) & 63];
+        out[o++] = B64U[(v >> 6) & 63];
+        out[o++] = B64U[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        out[o++] = B64U[v >> 18];
+        out[o++] = B64U[(v >> 12) & 63];
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        out[o++] = B64U[v >> 18];
+        out[o++] = B64U[(v >> 12) & 63];
+        out[o++] = B64U[(v >> 6) & 63];
+    }
+    out[o] = '\0';
+    return o;
+}
+
+char *sh_b64url_str(const uint8_t *in, size_t n)
+{
+    char *s = malloc(4 * ((n + 2) / 3) + 1);
+    if (s)
+        sh_b64url_enc(in, n, s);
+    return s;
+}
+
+static int b64v(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+int sh_b64url_dec(const char *in, size_t n, uint8_t *out, size_t cap, size_t *out_len)
+{
+    if (n % 4 == 1)
+        return VERITY_EINVAL;
+    size_t need = n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0);
+    if (need > cap)
+        return VERITY_EINVAL;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64v(in[i]);
+        if (v < 0)
+            return VERITY_EINVAL;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (acc != 0) /* non-canonical trailing bits */
+        return VERITY_EINVAL;
+    *out_len = o;
+    return 0;
+}
+
+void sh_hex(const uint8_t *in, size_t n, char *out)
+{
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[in[i] >> 4];
+        out[2 * i + 1] = hx[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexv(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int sh_unhex(const char *s, uint8_t *out, size_t n)
+{
+    if (strlen(s) != 2 * n)
+        return VERITY_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        int a = hexv(s[2 * i]), b = hexv(s[2 * i + 1]);
+        if (a < 0 || b < 0)
+            return VERITY_EINVAL;
+        out[i] = (uint8_t)(a << 4 | b);
+    }
+    return 0;
+}
+
+/* SHA-256 fetched once: the implicit fetch behind EVP_sha256() and HMAC()
+ * takes a provider lock and allocates on every call, which dominated the
+ * cost of an export (several HMACs and digests per record). */
+static EVP_MD *g_sha256;
+static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+/* One digest context per thread, reused (re-initialised for every digest):
+ * allocating one per call showed up in profiles of an export. */
+static __thread EVP_MD_CTX *tl_md;
+
+int sh_sha256v(const void *const *parts, const size_t *lens, size_t n, uint8_t out[32])
+{
+    pthread_once(&g_sha256_once, sha256_fetch);
+    if (!tl_md)
+        tl_md = EVP_MD_CTX_new();
+    EVP_MD_CTX *c = tl_md;
+    unsigned int len = 32;
+    int ok = c && g_sha256 && EVP_DigestInit_ex2(c, g_sha256, NULL) == 1;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = EVP_DigestUpdate(c, parts[i], lens[i]) == 1;
+    ok = ok && EVP_DigestFinal_ex(c, out, &len) == 1 && len == 32;
+    return ok ? 0 : VERITY_EINVAL;
+}
+
+/* HMAC-SHA-256 (RFC 2104) over sh_sha256v; keys of at most 64 bytes. */
+int sh_hmac(const uint8_t *key, size_t klen, const void *d, size_t n, uint8_t out[32])
+{
+    uint8_t ipad[64], opad[64], inner[32];
+    if (klen > 64)
+        return VERITY_EINVAL;
+    memset(ipad, 0x36, sizeof ipad);
+    memset(opad, 0x5c, sizeof opad);
+    for (size_t i = 0; i < klen; i++) {
+        ipad[i] ^= key[i];
+        opad[i] ^= key[i];
+    }
+    const void *ip[2] = {ipad, d}, *op[2] = {opad, inner};
+    size_t il[2] = {64, n}, ol[2] = {64, 32};
+    if (sh_sha256v(ip, il, 2, inner) || sh_sha256v(op, ol, 2, out))
+        return VERITY_EINVAL;
+    return 0;
+}
+
+int sh_hkdf(const uint8_t *ikm, size_t ikm_len, const void *salt, size_t salt_len,
+            const void *info, size_t info_len, uint8_t *out, size_t out_len)
+{
+    int rc = VERITY_EINVAL;
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    if (!ctx)
+        goto out;
+    OSSL_PARAM ps[5], *p = ps;
+    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len);
+    if (salt_len)
+        *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len);
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, info_len);
+    *p = OSSL_PARAM_construct_end();
+    if (EVP_KDF_derive(ctx, out, out_len, ps) == 1)
+        rc = 0;
+out:
+    EVP_KDF_CTX_free(ctx);
+    EVP_KDF_free(kdf);
+    return rc;
+}
+
+int sh_random(uint8_t *out, size_t n)
+{
+    return RAND_bytes(out, (int)n) == 1 ? 0 : -EIO;
+}
+
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int sh_time_parse(const char *s, int64_t *ms_out)
+{
+    int Y, M, D, h = 0, mi = 0, se = 0, ms = 0, off = 0;
+    size_t n = strlen(s);
+    if (n < 10 || digits(s, 4, &Y) || s[4] != '-' || digits(s + 5, 2, &M) || s[7] != '-' ||
+        digits(s + 8, 2, &D))
+        return VERITY_EINVAL;
+    const char *p = s + 10;
+    if (*p) {
+        if ((*p != 'T' && *p != 't' && *p != ' ') || strlen(p) < 9 || digits(p + 1, 2, &h) ||
+            p[3] != ':' || digits(p + 4, 2, &mi) || p[6] != ':' || digits(p + 7, 2, &se))
+            return VERITY_EINVAL;
+        p += 9;
+        if (*p == '.') {
+            p++;
+            int k = 0;
+            while (*p >= '0' && *p <= '9' && k < 9) {
+                if (k < 3)
+                    ms = ms * 10 + (*p - '0');
+                p++, k++;
+            }
+            if (k == 0)
+                return VERITY_EINVAL;
+            for (; k < 3; k++)
+                ms *= 10;
+        }
+        if (*p == 'Z' || *p == 'z') {
+            p++;
+        } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+            int oh, om;
+            if (digits(p + 1, 2, &oh) || digits(p + 4, 2, &om) || oh > 23 || om > 59)
+                return VERITY_EINVAL;
+            off = (oh * 60 + om) * (*p == '+' ? 1 : -1);
+            p += 6;
+        } else {
+            return VERITY_EINVAL;
+        }
+        if (*p)
+            return VERITY_EINVAL;
+    }
+    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || mi > 59 || se > 60)
+        return VERITY_EINVAL;
+    struct tm tm = {0};
+    tm.tm_year = Y - 1900;
+    tm.tm_mon = M - 1;
+    tm.tm_mday = D;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = se;
+    time_t t = timegm(&tm);
+    if (tm.tm_mday != D) /* 2026-02-31 */
+        return VERITY_EINVAL;
+    *ms_out = ((int64_t)t - (int64_t)off * 60) * 1000 + ms;
+    return 0;
+}
+
+void sh_time_fmt(int64_t ms, char out[32])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        strcpy(out, "1970-01-01T00:00:00Z");
+}
+
+int sh_duration_parse(const char *s, int64_t *ms_out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || v <= 0 || v > 100000000LL)
+        return VERITY_EINVAL;
+    int64_t unit;
+    if (strcmp(end, "s") == 0)
+        unit = 1000;
+    else if (strcmp(end, "m") == 0)
+        unit = 60000;
+    else if (strcmp(end, "h") == 0)
+        unit = 3600000;
+    else if (strcmp(end, "d") == 0)
+        unit = 86400000;
+    else
+        return VERITY_EINVAL;
+    *ms_out = v * unit;
+    return 0;
+}
+
+int64_t sh_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *sh_canon(const json_t *v)
+{
+    return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+}
+
+int sh_read_file(const char *path, size_t max, char **out, size_t *len_out)
+{
+    int rc = 0;
+    char *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    buf = malloc(max + 1);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    size_t n = fread(buf, 1, max + 1, f);
+    if (ferror(f)) {
+        rc = -EIO;
+        goto out;
+    }
+    if (n > max) {
+        rc = VERITY_ELIMIT;
+        goto out;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    buf = NULL;
+    if (len_out)
+        *len_out = n;
+out:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+int sh_write_file(const char *path, const void *data, size_t len, int mode)
+{
+    char tmp[4200];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
+        return VERITY_EINVAL;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -errno;
+    const uint8_t *p = data;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = -errno;
+            close(fd);
+            unlink(tmp);
+            return e;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int e = -errno;
+        unlink(tmp);
+        return e;
+    }
+    if (rename(tmp, path) != 0)
+        return -errno;
+    return 0;
+}
+
+int sh_load_private(const char *path, EVP_PKEY **out)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -errno;
+    EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    if (!k)
+        return VERITY_EINVAL;
+    *out = k;
+    return 0;
+}
+
+int sh_load_public(const char *path, EVP_PKEY **out)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -errno;
+    EVP_PKEY *k = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+    fclose(f);
+    if (!k)
+        return VERITY_EINVAL;
+    *out = k;
+    return 0;
+}
+
+int sh_raw_public(EVP_PKEY *k, uint8_t out[32])
+{
+    size_t n = 32;
+    if (EVP_PKEY_get_raw_public_key(k, out, &n) != 1 || n != 32)
+        return VERITY_EINVAL;
+    return 0;
+}
