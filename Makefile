@@ -64,6 +64,10 @@ BINS := $(BUILD)/bin/verity
 ifneq ($(wildcard broker/main.c),)
 BINS += $(BUILD)/bin/verityd
 endif
+# Downstream programs (consumer/): listed here, before any rule uses BINS.
+ifneq ($(wildcard consumer/share/gateway.c),)
+BINS += $(BUILD)/bin/verity-gateway
+endif
 EXAMPLES := $(patsubst tools/examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -146,7 +150,6 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integ/%.o $(TEST_SUPPORT) $(if $(BROKER_OBJ
 SHARE_SRC := $(filter-out consumer/share/gateway.c,$(wildcard consumer/share/*.c))
 SHARELIB  := $(BUILD)/lib/libvshare.a
 SHARE_LIBS := $(SHARELIB) $(LIBVERITY) -levent_openssl
-BINS += $(BUILD)/bin/verity-gateway
 
 $(SHARELIB): $(call obj,$(SHARE_SRC))
 	@mkdir -p $(dir $@)
