@@ -63,7 +63,8 @@ struct vsr {
     uint64_t log_view;
     uint64_t op;                   /* head of the log */
     uint64_t commit_min;           /* applied */
-    uint64_t commit_max;           /* known committed */
+    uint64_t commit_max;           /* known committed (in this replica's canonical log) */
+    uint64_t commit_seen;          /* highest commit heard of elsewhere (state transfer) */
     uint8_t commit_sum[VSR_CHECKSUM_SIZE];
     uint8_t digest[VSR_CHECKSUM_SIZE];
     uint8_t root[VSR_CHECKSUM_SIZE];
@@ -92,6 +93,7 @@ struct vsr {
     uint32_t since_heartbeat;
     uint32_t since_retry;
     uint32_t since_vc;
+    uint32_t since_intact;         /* primary: ticks with an entry it cannot repair */
 
     uint64_t wid_next;
     struct client_entry clients[VSR_CLIENTS_MAX];
@@ -708,7 +710,8 @@ static void request_repairs(struct vsr *r, struct vsr_outbox *ob, bool to_all)
 
 static void maybe_request_state(struct vsr *r, struct vsr_outbox *ob)
 {
-    if (r->commit_max <= r->commit_min + r->cfg.slots / 2 || r->cfg.replica_count == 1)
+    uint64_t seen = r->commit_seen > r->commit_max ? r->commit_seen : r->commit_max;
+    if (seen <= r->commit_min + r->cfg.slots / 2 || r->cfg.replica_count == 1)
         return;
     uint8_t to = (uint8_t)((r->cfg.replica + 1 + (r->ticks / r->cfg.retry_ticks) %
                             (r->cfg.replica_count - 1)) %
@@ -780,8 +783,8 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
             head = r->commit_min;
         if (head >= r->commit_min + r->cfg.slots) {
             /* Too far behind to hold the log: catch up by state transfer. */
-            if (commit > r->commit_max)
-                r->commit_max = commit;
+            if (commit > r->commit_seen)
+                r->commit_seen = commit;
             maybe_request_state(r, ob);
             return;
         }
@@ -905,9 +908,10 @@ static void install_start_view(struct vsr *r, struct vsr_outbox *ob, const struc
     r->since_primary = 0;
     uint64_t head = m->op < r->commit_min ? r->commit_min : m->op;
     if (head >= r->commit_min + r->cfg.slots) {
-        /* Too far behind to hold this log: state transfer first. */
-        if (m->commit > r->commit_max)
-            r->commit_max = m->commit;
+        /* Too far behind to hold this log: state transfer first. The
+         * commit number is not this log's: it only says how far to go. */
+        if (m->commit > r->commit_seen)
+            r->commit_seen = m->commit;
         maybe_request_state(r, ob);
         return;
     }
@@ -1108,6 +1112,8 @@ static void on_commit(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg
     r->since_primary = 0;
     if (m->commit <= r->commit_min)
         return;
+    if (m->commit > r->commit_seen)
+        r->commit_seen = m->commit;
     if (m->commit > r->commit_max)
         r->commit_max = m->commit;
     if (m->commit < r->commit_min + 1 + r->cfg.slots) {
@@ -1295,6 +1301,16 @@ void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
                     if (m && !op_checksum(r, r->commit_max, m->checksum))
                         ob->nmsgs--;  /* not applied nor canonical yet: next beat */
                 }
+            }
+            /* A primary that lost an entry and cannot get it back from any
+             * backup hands over: the view change truncates it by nack
+             * quorum if nobody holds it. */
+            if (vsr_log_intact(r))
+                r->since_intact = 0;
+            else if (++r->since_intact >= timeout) {
+                r->since_intact = 0;
+                start_view_change(r, ob, r->view + 1);
+                break;
             }
             if (retry) {
                 for (uint64_t k = r->commit_max + 1; k <= r->op; k++)
