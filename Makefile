@@ -44,7 +44,8 @@ STORAGE_SRC := $(wildcard storage/*.c)
 PROTOLIB_SRC:= $(wildcard proto/*.c)
 CLIENT_SRC  := $(wildcard client/*.c)
 GROUP_SRC   := $(wildcard broker/group/*.c)
-BROKER_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c)) $(GROUP_SRC)
+VSR_SRC     := $(wildcard broker/vsr/*.c)
+BROKER_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c)) $(GROUP_SRC) $(VSR_SRC)
 TOOLS_SRC   := $(wildcard tools/*.c)
 EXAMPLE_SRC := $(wildcard tools/examples/*.c)
 
@@ -136,6 +137,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integ/%.o $(TEST_SUPPORT) $(if $(BROKER_OBJ
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory test-unit test-integ
+	@$(MAKE) --no-print-directory test-sim
 	@$(MAKE) --no-print-directory check-asan
 	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS); fi
 	@echo "make test: all suites passed"
@@ -156,6 +158,30 @@ asan-unit: $(UNIT_TESTS) $(BINS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== [asan] $$t"; \
 	  VERITY_TEST_QUICK=1 VERITY_BIN_DIR=$(abspath $(BUILD)/bin) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $$t; done
+
+# ---- replication simulator (tests/sim, issue 9) ------------------------------
+# make sim SEEDS=N [SEED_START=S]   run N seeds of the VSR simulator
+# make test-sim                     TEST_SIM_SEEDS seeds (200), then each planted
+#                                   bug (a-d) must be caught by a safety checker
+#                                   within the same seeds
+SEEDS ?= 1000
+SEED_START ?= 1
+TEST_SIM_SEEDS ?= 200
+SIM_BIN := $(BUILD)/tests/vsr_sim
+.PHONY: sim test-sim
+all: $(SIM_BIN)
+$(SIM_BIN): $(BUILD)/obj/tests/sim/vsr_sim.o $(BROKERLIB) $(LIBVERITY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+sim: $(SIM_BIN)
+	$(SIM_BIN) --seeds $(SEEDS) --start $(SEED_START)
+
+test-sim: $(SIM_BIN)
+	@echo "== $(SIM_BIN) --seeds $(TEST_SIM_SEEDS)"
+	@$(SIM_BIN) --seeds $(TEST_SIM_SEEDS)
+	@set -e; for p in a b c d; do \
+	  $(SIM_BIN) --plant $$p --seeds $(TEST_SIM_SEEDS) --expect-fail --safety-only 2>/dev/null | tail -1; done
 
 run: deps
 	@$(MAKE) --no-print-directory all
