@@ -353,7 +353,10 @@ static void sb_request(struct vsr *r, struct vsr_outbox *ob)
     n->replica_count = r->cfg.replica_count;
     n->view = r->view;
     n->log_view = r->log_view;
-    n->commit_max = r->commit_max;
+    /* The commit number only means something for the log of log_view: a
+     * new primary that installed a newer log but has not taken the view
+     * yet keeps the old one on disk (after a restart it holds the old log). */
+    n->commit_max = r->log_view == r->view ? r->commit_max : r->sb.commit_max;
     n->sv_op = r->sv_op;
     memcpy(n->sv_checksum, r->sv_sum, VSR_CHECKSUM_SIZE);
     struct vsr_superblock disk = *n;
@@ -635,6 +638,20 @@ static void fill_window(struct vsr *r, struct vsr_msg *m, uint64_t lo, uint64_t 
         window_entry(r, k, &m->window[m->window_len++]);
 }
 
+/* What DVC d says about op k: its window, or past it a nack when it has no
+ * faulty slot, else nothing. */
+static int dvc_status(const struct vsr_msg *d, uint64_t k, const struct vsr_wentry **w)
+{
+    *w = NULL;
+    if (k >= d->window_base && k < d->window_base + d->window_len) {
+        *w = &d->window[k - d->window_base];
+        return (*w)->status;
+    }
+    if (k >= d->window_base + d->window_len && d->nack_above)
+        return VSR_W_NACK;
+    return VSR_W_UNKNOWN;
+}
+
 static void build_dvc(struct vsr *r, struct vsr_msg *m)
 {
     memset(m, 0, offsetof(struct vsr_msg, window));
@@ -648,6 +665,10 @@ static void build_dvc(struct vsr *r, struct vsr_msg *m)
     m->commit = r->commit_max;
     uint64_t p = r->cfg.pipeline;
     fill_window(r, m, r->op > p ? r->op - p : 1, r->op + p);
+    m->nack_above = true;
+    for (uint32_t i = 0; i < r->cfg.slots; i++)
+        if (r->slots[i].faulty || r->slots[i].unverified)
+            m->nack_above = false;
 }
 
 static void send_start_view(struct vsr *r, struct vsr_outbox *ob, uint8_t to)
@@ -779,6 +800,18 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
         for (int i = 0; i < r->cfg.replica_count; i++)
             if (((r->dvc_from >> i) & 1) && r->dvc[i].log_view == lv && r->dvc[i].op > head)
                 head = r->dvc[i].op;
+        /* Protocol-aware: a replica whose slot for head + 1 is faulty may
+         * have acknowledged an op there that nobody reported. Go on only
+         * when a nack quorum says op head + 1 was never prepared (then
+         * nothing above it was committed either); else wait for more DVCs. */
+        int nacks_next = 0;
+        for (int i = 0; i < r->cfg.replica_count; i++) {
+            const struct vsr_wentry *w;
+            if (((r->dvc_from >> i) & 1) && dvc_status(&r->dvc[i], head + 1, &w) == VSR_W_NACK)
+                nacks_next++;
+        }
+        if (nacks_next < r->quorum && !plant(r, VSR_PLANT_TRUNCATE_ONE))
+            return;
         if (head < r->commit_min)
             head = r->commit_min;
         if (head >= r->commit_min + r->cfg.slots) {
@@ -831,14 +864,13 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
         int nacks = 0;
         bool known = canon_at(r, k);
         for (int i = 0; i < r->cfg.replica_count; i++) {
-            const struct vsr_msg *d = &r->dvc[i];
-            if (!((r->dvc_from >> i) & 1) || k < d->window_base ||
-                k >= d->window_base + d->window_len)
+            const struct vsr_wentry *w;
+            if (!((r->dvc_from >> i) & 1))
                 continue;
-            const struct vsr_wentry *w = &d->window[k - d->window_base];
-            if (w->status == VSR_W_NACK)
+            int st = dvc_status(&r->dvc[i], k, &w);
+            if (st == VSR_W_NACK)
                 nacks++;
-            else if (known && (w->status == VSR_W_HAVE || w->status == VSR_W_HEADER) &&
+            else if (known && w && (w->status == VSR_W_HAVE || w->status == VSR_W_HEADER) &&
                      w->h.op == k && !sum_eq(w->h.checksum, slot_of(r, k)->h.checksum))
                 nacks++;
         }
@@ -1455,17 +1487,22 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
     struct vsr_header p, h;
     uint32_t plen = 0, hlen = 0;
     bool pv = false, hv = false, pempty, hempty;
-    int rc = r->cfg.read_prepare(r->cfg.ctx, i, r->rbuf, r->rbuf_cap, &plen);
+    int rc = 0;
+    /* Each read is tried up to three times: a transient read error must not
+     * make an intact slot look damaged. */
+    for (int attempt = 0; attempt < 3 && !pv; attempt++) {
+        rc = r->cfg.read_prepare(r->cfg.ctx, i, r->rbuf, r->rbuf_cap, &plen);
+        pv = rc == 0 && vsr_entry_check(&r->cfg, r->rbuf, plen, &p) == 0 &&
+             p.op % r->cfg.slots == i && p.op > 0;
+    }
     pempty = rc == 0 && (plen == 0 || all_zero(r->rbuf, plen < VSR_HEADER_SIZE ? plen : VSR_HEADER_SIZE));
-    if (rc == 0 && vsr_entry_check(&r->cfg, r->rbuf, plen, &p) == 0 && p.op % r->cfg.slots == i &&
-        p.op > 0)
-        pv = true;
     uint8_t hb[VSR_HEADER_SIZE];
-    rc = r->cfg.read_header(r->cfg.ctx, i, hb, sizeof hb, &hlen);
+    for (int attempt = 0; attempt < 3 && !hv; attempt++) {
+        rc = r->cfg.read_header(r->cfg.ctx, i, hb, sizeof hb, &hlen);
+        hv = rc == 0 && hlen == VSR_HEADER_SIZE && vsr_header_decode(&r->cfg, hb, &h) == 0 &&
+             h.op % r->cfg.slots == i && h.op > 0;
+    }
     hempty = rc == 0 && (hlen == 0 || all_zero(hb, hlen));
-    if (rc == 0 && hlen == VSR_HEADER_SIZE && vsr_header_decode(&r->cfg, hb, &h) == 0 &&
-        h.op % r->cfg.slots == i && h.op > 0)
-        hv = true;
     *has_cand = false;
     if (pv && hv && sum_eq(p.checksum, h.checksum)) {
         s->disk_valid = true;           /* intact and marked */
@@ -1483,13 +1520,14 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
         /* prepare newer than its mark: written, never marked, never acked */
         r->ctr.torn_found++;
         return;
+    } else if (pv && !hv && !hempty) {
+        /* The mark is damaged but the prepare is intact: keep the entry, and
+         * the slot stays faulty (the mark may have named a newer op). */
+        s->faulty = true;
+        r->ctr.faulty_found++;
+        s->disk_valid = true;
     } else if (pv && !hv) {
-        if (!hempty) {                  /* the mark itself is damaged */
-            s->faulty = true;
-            r->ctr.faulty_found++;
-        } else {
-            r->ctr.torn_found++;        /* never marked: not acknowledged */
-        }
+        r->ctr.torn_found++;            /* never marked: not acknowledged */
         return;
     } else if (hv) {
         if (h.op > r->commit_min) {     /* marked entry, bad prepare: corruption */

@@ -153,6 +153,8 @@ struct vsr_msg {
     struct vsr_header header;      /* PREPARE, REPAIR */
     const uint8_t *body;           /* PREPARE, REPAIR, REQUEST */
     uint32_t body_len;
+    bool nack_above;               /* DVC: no faulty slot, so every op past the
+                                    * window is a nack too */
     uint64_t window_base;          /* DVC, SV: op of window[0] */
     uint32_t window_len;
     struct vsr_wentry window[VSR_WINDOW_MAX];
