@@ -386,6 +386,11 @@ static void write_entry(struct vsr *r, struct vsr_outbox *ob, const struct vsr_h
     VERITY_VERIFY(h->op < r->commit_min + 1 + r->cfg.slots);
     vsr_header_encode(&r->cfg, h, body, b);
     memcpy(b + VSR_HEADER_SIZE, body, h->size);
+    /* Overwriting a durable copy of the same entry: until the new copy is
+     * durable the slot may hold a torn write of an entry this replica
+     * acknowledged, so it sends no nack for it meanwhile. */
+    if (s->disk_valid && s->disk_op == h->op && sum_eq(s->disk_sum, h->checksum))
+        s->faulty = true;
     s->wstage = 1;
     s->wid = ++r->wid_next;
     s->wh = *h;
@@ -800,14 +805,18 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
         for (int i = 0; i < r->cfg.replica_count; i++)
             if (((r->dvc_from >> i) & 1) && r->dvc[i].log_view == lv && r->dvc[i].op > head)
                 head = r->dvc[i].op;
-        /* Protocol-aware: a replica whose slot for head + 1 is faulty may
+        /* Protocol-aware: a replica of log view lv whose slot for head + 1 is faulty may
          * have acknowledged an op there that nobody reported. Go on only
          * when a nack quorum says op head + 1 was never prepared (then
          * nothing above it was committed either); else wait for more DVCs. */
         int nacks_next = 0;
         for (int i = 0; i < r->cfg.replica_count; i++) {
             const struct vsr_wentry *w;
-            if (((r->dvc_from >> i) & 1) && dvc_status(&r->dvc[i], head + 1, &w) == VSR_W_NACK)
+            if (!((r->dvc_from >> i) & 1))
+                continue;
+            /* A replica of an older log view never acknowledged an op of
+             * log view lv (it would have installed lv first). */
+            if (r->dvc[i].log_view < lv || dvc_status(&r->dvc[i], head + 1, &w) == VSR_W_NACK)
                 nacks_next++;
         }
         if (nacks_next < r->quorum && !plant(r, VSR_PLANT_TRUNCATE_ONE))
@@ -1099,9 +1108,23 @@ static void on_prepare(struct vsr *r, struct vsr_outbox *ob, const struct vsr_ms
     uint64_t k = h->op;
     if (m->commit > r->commit_max)
         r->commit_max = m->commit;
-    if (k <= r->commit_min || k >= r->commit_min + 1 + r->cfg.slots) {
+    if (k <= r->commit_min) {
+        /* Applied here already (a new primary may know less): say so, it
+         * is durable here. */
+        const struct vsr_slot *s = slot_of(r, k);
+        if (r->sb.log_view == r->view && s->disk_valid && s->disk_op == k &&
+            sum_eq(s->disk_sum, h->checksum)) {
+            struct vsr_msg *ok = msg_new(r, ob, VSR_MSG_PREPARE_OK, m->from);
+            if (ok) {
+                ok->op = k;
+                memcpy(ok->checksum, h->checksum, VSR_CHECKSUM_SIZE);
+            }
+        }
+        return;
+    }
+    if (k >= r->commit_min + 1 + r->cfg.slots) {
         apply(r, ob);
-        return;  /* applied already, or no room until this replica catches up */
+        return;  /* no room until this replica catches up */
     }
     if (canon_at(r, k) && sum_eq(slot_of(r, k)->h.checksum, h->checksum) &&
         (has_op(r, k) || slot_of(r, k)->wstage)) {
@@ -1119,7 +1142,10 @@ static void on_prepare(struct vsr *r, struct vsr_outbox *ob, const struct vsr_ms
              !plant(r, VSR_PLANT_SKIP_CHAIN))
         return;  /* does not link to what this replica applied */
     adopt(r, k, h->checksum, h);
-    write_entry(r, ob, h, m->body);
+    if (has_op(r, k))
+        send_prepare_ok(r, ob, k);  /* the disk held it already */
+    else
+        write_entry(r, ob, h, m->body);
     link_down(r, k, true);
     apply(r, ob);
 }
@@ -1515,6 +1541,18 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
             *cand = h;
             *has_cand = true;
         }
+        return;
+    } else if (pv && hv && h.op == p.op) {
+        /* Mark and prepare name different entries for one op: either the
+         * prepare of the marked entry went astray, or a newer prepare was
+         * never marked. The mark may have been acknowledged: faulty. */
+        s->faulty = true;
+        r->ctr.faulty_found++;
+        s->disk_valid = true;
+        s->disk_op = p.op;
+        memcpy(s->disk_sum, p.checksum, VSR_CHECKSUM_SIZE);
+        *cand = h.op > r->commit_min ? h : p;
+        *has_cand = h.op > r->commit_min;
         return;
     } else if (pv && hv) {
         /* prepare newer than its mark: written, never marked, never acked */
