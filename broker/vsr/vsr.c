@@ -613,12 +613,13 @@ static void window_entry(struct vsr *r, uint64_t k, struct vsr_wentry *w)
     if (canon_at(r, k) && k > r->commit_min) {
         w->h = s->h;
         w->full = s->full;
+        bool other = s->disk_valid && s->disk_op == k && !sum_eq(s->disk_sum, s->h.checksum);
         if (has_op(r, k) && s->full)
             w->status = VSR_W_HAVE;
-        else if (s->faulty || s->unverified)
+        else if (s->faulty || (s->unverified && !other))
             w->status = VSR_W_HEADER;  /* it may have acknowledged this entry */
         else
-            w->status = VSR_W_NACK;    /* knows the header, never held it durably */
+            w->status = VSR_W_NACK;    /* never held it durably (or holds another entry) */
         return;
     }
     if (k <= r->commit_min || s->faulty || s->unverified) {
