@@ -1364,7 +1364,10 @@ void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
             /* A primary that lost an entry and cannot get it back from any
              * backup hands over: the view change truncates it by nack
              * quorum if nobody holds it. */
-            if (vsr_log_intact(r))
+            bool lost = false;
+            for (uint64_t k = r->commit_min + 1; k <= r->op && !lost; k++)
+                lost = !has_op(r, k) && !slot_of(r, k)->wstage;  /* not merely in flight */
+            if (!lost)
                 r->since_intact = 0;
             else if (++r->since_intact >= timeout) {
                 r->since_intact = 0;

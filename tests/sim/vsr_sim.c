@@ -40,7 +40,7 @@
 #define SLOTS 32
 #define PIPELINE 4
 #define BODY_MAX 48
-#define CLIENTS 3
+#define CLIENTS_MAX 32
 #define FAULT_TICKS 2500
 #define LIVENESS_TICKS 4000
 #define LIVENESS_REQUESTS 3
@@ -54,6 +54,7 @@
 static uint64_t rng_s;
 static int g_verbose;
 static int g_trace;
+static int g_clients = 3;
 static int g_last_liveness; /* the last failure was a liveness failure */
 #define TRACE(...) do { if (g_trace) { fprintf(stderr, "[%6" PRIu64 "] ", W.now); fprintf(stderr, __VA_ARGS__); } } while (0)
 static uint64_t rnd(void)
@@ -146,7 +147,7 @@ struct canon {
 
 struct counters {
     uint64_t runs, ticks, commits, msgs, drops, dups, partitions, crashes, pauses, torn,
-        corrupt_writes, misdirects, corrupt_reads, acks;
+        corrupt_writes, misdirects, corrupt_reads, acks, ops;
     struct vsr_counters core;
 };
 
@@ -156,7 +157,8 @@ static struct {
     uint32_t plant;
     struct rates rt;
     struct node nodes[VSR_REPLICAS_MAX];
-    struct client clients[CLIENTS];
+    struct client clients[CLIENTS_MAX];
+    int nclients;
     struct packet *pk;
     size_t npk, cappk;
     uint64_t now, pseq;
@@ -422,7 +424,7 @@ static void drain(int i)
     for (size_t k = 0; k < ob->nmsgs; k++) {
         const struct vsr_msg *m = &ob->msgs[k];
         if (m->type == VSR_MSG_REPLY) {
-            for (int c = 0; c < CLIENTS; c++)
+            for (int c = 0; c < W.nclients; c++)
                 if (W.clients[c].id == m->client)
                     net_send(m, c);
         } else {
@@ -656,7 +658,7 @@ static void step_tick(void)
             free(batch);
         }
     }
-    for (int c = 0; c < CLIENTS; c++)
+    for (int c = 0; c < W.nclients; c++)
         client_step(&W.clients[c]);
 }
 
@@ -715,6 +717,7 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
     W.seed = seed;
     rng_s = seed * 0x2545F4914F6CDD1Dull + 1;
     W.plant = plant;
+    W.nclients = g_clients;
     static const int sizes[] = {1, 3, 3, 3, 5, 5};
     W.n = replicas ? replicas : sizes[rnd_n(6)];
     draw_rates();
@@ -734,7 +737,7 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
     int f = (W.n - 1) / 2;
     for (int k = 0; k < f; k++)
         W.nodes[rnd_n((uint64_t)W.n)].faulty_disk = 1;
-    for (int c = 0; c < CLIENTS; c++) {
+    for (int c = 0; c < W.nclients; c++) {
         W.clients[c].id = 1000 + (uint64_t)c;
         W.clients[c].request = 1;
     }
@@ -744,7 +747,7 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
     uint64_t fault_ticks = ticks ? ticks : FAULT_TICKS;
     while (W.now < fault_ticks && !W.fail[0])
         step_tick();
-    uint64_t want[CLIENTS];
+    uint64_t want[CLIENTS_MAX];
     if (!W.fail[0] && !no_faults) {
         /* Heal: faults stop, every replica runs, the network is clean. */
         W.faults_on = 0;
@@ -755,14 +758,14 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
             if (!W.nodes[i].up)
                 node_start(i, 0);
         }
-        for (int c = 0; c < CLIENTS; c++)
+        for (int c = 0; c < W.nclients; c++)
             want[c] = W.clients[c].replies + LIVENESS_REQUESTS;
         uint64_t deadline = W.now + LIVENESS_TICKS;
         int done = 0;
         while (!W.fail[0] && W.now < deadline && !done) {
             step_tick();
             done = 1;
-            for (int c = 0; c < CLIENTS; c++)
+            for (int c = 0; c < W.nclients; c++)
                 if (W.clients[c].replies < want[c])
                     done = 0;
         }
@@ -775,6 +778,8 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
         if (W.nodes[i].core)
             add_core_counters(&W.c.core, vsr_counters(W.nodes[i].core));
     W.c.runs = 1;
+    for (uint64_t k = 1; k <= W.canon_max; k++)
+        W.c.ops += W.canon[k].set;
     if (total) {
         uint64_t *a = (uint64_t *)total, *b = (uint64_t *)&W.c;
         for (size_t k = 0; k < offsetof(struct counters, core) / sizeof(uint64_t); k++)
@@ -811,7 +816,7 @@ static void print_counters(const struct counters *c, int json, double secs)
 {
     const struct vsr_counters *k = &c->core;
     if (json) {
-        printf("{\"runs\":%" PRIu64 ",\"ticks\":%" PRIu64 ",\"commits\":%" PRIu64
+        printf("{\"ops\":%" PRIu64 ",\"runs\":%" PRIu64 ",\"ticks\":%" PRIu64 ",\"commits\":%" PRIu64
                ",\"acks\":%" PRIu64 ",\"seconds\":%.2f,\"view_changes\":%" PRIu64
                ",\"repairs\":%" PRIu64 ",\"state_transfers\":%" PRIu64
                ",\"nack_truncations\":%" PRIu64 ",\"faulty_found\":%" PRIu64
@@ -819,7 +824,7 @@ static void print_counters(const struct counters *c, int json, double secs)
                ",\"dups\":%" PRIu64 ",\"partitions\":%" PRIu64 ",\"crashes\":%" PRIu64
                ",\"pauses\":%" PRIu64 ",\"torn\":%" PRIu64 ",\"corrupt_writes\":%" PRIu64
                ",\"misdirects\":%" PRIu64 ",\"corrupt_reads\":%" PRIu64 "},\"messages\":{",
-               c->runs, c->ticks, c->commits, c->acks, secs, k->view_changes, k->repairs,
+               c->ops, c->runs, c->ticks, c->commits, c->acks, secs, k->view_changes, k->repairs,
                k->state_transfers, k->nack_truncations, k->faulty_found, k->torn_found,
                k->stale_dropped, c->drops, c->dups, c->partitions, c->crashes, c->pauses, c->torn,
                c->corrupt_writes, c->misdirects, c->corrupt_reads);
@@ -828,9 +833,10 @@ static void print_counters(const struct counters *c, int json, double secs)
         printf("}}\n");
         return;
     }
-    printf("runs %" PRIu64 "  ticks %" PRIu64 "  commits(applied) %" PRIu64 "  acks %" PRIu64
-           "  %.2fs\n",
-           c->runs, c->ticks, c->commits, c->acks, secs);
+    printf("runs %" PRIu64 "  ticks %" PRIu64 "  ops committed %" PRIu64 " (%.0f/s)  applied %" PRIu64
+           "  acks %" PRIu64 "  %.2fs\n",
+           c->runs, c->ticks, c->ops, secs > 0 ? (double)c->ops / secs : 0.0, c->commits, c->acks,
+           secs);
     printf("core: view_changes %" PRIu64 "  repairs %" PRIu64 "  state_transfers %" PRIu64
            "  nack_truncations %" PRIu64 "  faulty_found %" PRIu64 "  torn_found %" PRIu64
            "  stale_dropped %" PRIu64 "\n",
@@ -859,6 +865,7 @@ static void usage(FILE *f)
             "  --expect-fail   exit 0 only if some seed fails (for planted bugs)\n"
             "  --safety-only   with --expect-fail: only a safety checker counts\n"
             "  --no-faults     no faults (throughput)\n"
+            "  --clients N     clients, one request in flight each (default 3)\n"
             "  --ticks T       ticks of the fault phase (default %d)\n"
             "  --json          counters as one JSON object\n"
             "  --verbose       one line per seed\n"
@@ -877,7 +884,7 @@ int main(int argc, char **argv)
         {"replicas", 1, 0, 'r'}, {"plant", 1, 0, 'p'},     {"expect-fail", 0, 0, 'e'},
         {"no-faults", 0, 0, 'z'}, {"ticks", 1, 0, 't'},    {"json", 0, 0, 'j'},
         {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'},       {"version", 0, 0, 'V'},
-        {"safety-only", 0, 0, 'y'},
+        {"safety-only", 0, 0, 'y'},  {"clients", 1, 0, 'c'},
         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -896,6 +903,13 @@ int main(int argc, char **argv)
             break;
         case 'e': expect_fail = 1; break;
         case 'y': safety_only = 1; break;
+        case 'c':
+            g_clients = atoi(optarg);
+            if (g_clients < 1 || g_clients > CLIENTS_MAX) {
+                fprintf(stderr, "vsr_sim: --clients takes 1..%d\n", CLIENTS_MAX);
+                return 2;
+            }
+            break;
         case 'z': no_faults = 1; break;
         case 't': ticks = strtoull(optarg, NULL, 10); break;
         case 'j': json = 1; break;
