@@ -168,7 +168,7 @@ SEEDS ?= 1000
 SEED_START ?= 1
 TEST_SIM_SEEDS ?= 200
 SIM_BIN := $(BUILD)/tests/vsr_sim
-.PHONY: sim test-sim
+.PHONY: sim test-sim asan-sim
 all: $(SIM_BIN)
 $(SIM_BIN): $(BUILD)/obj/tests/sim/vsr_sim.o $(BROKERLIB) $(LIBVERITY)
 	@mkdir -p $(dir $@)
@@ -182,6 +182,13 @@ test-sim: $(SIM_BIN)
 	@$(SIM_BIN) --seeds $(TEST_SIM_SEEDS)
 	@set -e; for p in a b c d; do \
 	  $(SIM_BIN) --plant $$p --seeds $(TEST_SIM_SEEDS) --expect-fail --safety-only 2>/dev/null | tail -1; done
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan MODE=asan WERROR=$(WERROR) asan-sim
+
+# The simulator under ASan+UBSan for a few seeds (the core's memory safety).
+asan-sim: $(SIM_BIN)
+	@echo "== [asan] $(SIM_BIN) --seeds 30"
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(SIM_BIN) --seeds 30 --start 7000
 
 run: deps
 	@$(MAKE) --no-print-directory all
