@@ -622,7 +622,10 @@ static void window_entry(struct vsr *r, uint64_t k, struct vsr_wentry *w)
             w->status = VSR_W_NACK;    /* never held it durably (or holds another entry) */
         return;
     }
-    if (k <= r->commit_min || s->faulty || s->unverified) {
+    /* Unverified: the disk holds an entry for this op that no link has
+     * named yet; it might be the canonical one. */
+    bool unverified_here = s->unverified && s->disk_valid && s->disk_op == k;
+    if (k <= r->commit_min || s->faulty || unverified_here) {
         w->status = VSR_W_UNKNOWN;
         if (k == r->commit_min) {
             w->status = VSR_W_HEADER;
@@ -673,7 +676,8 @@ static void build_dvc(struct vsr *r, struct vsr_msg *m)
     fill_window(r, m, r->op > p ? r->op - p : 1, r->op + p);
     m->nack_above = true;
     for (uint32_t i = 0; i < r->cfg.slots; i++)
-        if (r->slots[i].faulty || r->slots[i].unverified)
+        if (r->slots[i].faulty ||
+            (r->slots[i].unverified && r->slots[i].disk_valid && r->slots[i].disk_op > r->op))
             m->nack_above = false;
 }
 
@@ -820,7 +824,11 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
             if (r->dvc[i].log_view < lv || dvc_status(&r->dvc[i], head + 1, &w) == VSR_W_NACK)
                 nacks_next++;
         }
-        if (nacks_next < r->quorum && !plant(r, VSR_PLANT_TRUNCATE_ONE))
+        /* A single replica has nobody to ask: a damaged slot past its head
+         * is taken as the torn write of the crash (it has no redundancy to
+         * lose anyway). */
+        if (nacks_next < r->quorum && r->cfg.replica_count > 1 &&
+            !plant(r, VSR_PLANT_TRUNCATE_ONE))
             return;
         if (head < r->commit_min)
             head = r->commit_min;
