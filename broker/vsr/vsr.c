@@ -184,10 +184,11 @@ static void header_fields(const struct vsr_header *h, uint8_t out[VSR_HEADER_SIZ
 void vsr_header_encode(const struct vsr_config *cfg, const struct vsr_header *h,
                        const uint8_t *body, uint8_t out[VSR_HEADER_SIZE])
 {
+    (void)body;  /* h->checksum already covers it (header_seal) */
+    VERITY_VERIFY(h->size <= cfg->body_max);
     header_fields(h, out);
     memcpy(out + 32, h->checksum, 32);
     cfg->hash(cfg->ctx, out + 32, VSR_HEADER_SIZE - 32, NULL, 0, out);
-    (void)body;
 }
 
 /* Fills h->checksum from the fields and the body. */
@@ -1499,15 +1500,16 @@ size_t vsr_size(const struct vsr_config *cfg)
 {
     size_t n = (sizeof(struct vsr) + 15) & ~(size_t)15;
     n += ((size_t)cfg->slots * sizeof(struct vsr_slot) + 15) & ~(size_t)15;
-    n += VSR_HEADER_SIZE + (size_t)cfg->body_max + VSR_SB_SIZE;
+    n += VSR_HEADER_SIZE + (size_t)cfg->body_max;
     return n;
 }
 
 size_t vsr_outbox_arena_size(const struct vsr_config *cfg)
 {
     size_t per = VSR_HEADER_SIZE + (size_t)cfg->body_max + 8;
+    size_t init_scratch = (size_t)cfg->slots * (sizeof(struct vsr_header) + 1) + 16;
     return per * ((size_t)cfg->slots + (size_t)cfg->pipeline * VSR_REPLICAS_MAX * 4 + 16) +
-           4 * VSR_SB_SIZE;
+           4 * VSR_SB_SIZE + init_scratch;
 }
 
 static bool all_zero(const uint8_t *b, uint32_t len)
@@ -1693,8 +1695,6 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
     }
 
     /* Superblock: the valid copy with the highest sequence. */
-    uint8_t *copies_buf = r->rbuf + r->rbuf_cap;  /* VSR_SB_SIZE scratch after rbuf */
-    (void)copies_buf;
     uint8_t copies[VSR_SB_COPIES][VSR_SB_SIZE];
     const uint8_t *cp[VSR_SB_COPIES];
     size_t lens[VSR_SB_COPIES];

@@ -244,7 +244,8 @@ struct vsr_counters {
 struct vsr_slot;
 struct vsr;
 
-/* Sizes of what vsr_init needs: the caller allocates both blocks once. */
+/* Sizes of what vsr_init needs: the caller allocates both blocks once (the
+ * outbox arena also serves vsr_init as scratch for the journal scan). */
 size_t vsr_size(const struct vsr_config *cfg);
 size_t vsr_outbox_arena_size(const struct vsr_config *cfg);
 

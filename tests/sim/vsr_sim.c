@@ -729,7 +729,7 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
     W.ob_writes = calloc(WRITES_CAP, sizeof *W.ob_writes);
     W.ob_commits = calloc(COMMITS_CAP, sizeof *W.ob_commits);
     cfg0 = node_cfg(0);
-    size_t arena = vsr_outbox_arena_size(&cfg0) + SLOTS * 2 * sizeof(struct vsr_header);
+    size_t arena = vsr_outbox_arena_size(&cfg0);
     W.ob_arena = malloc(arena);
     vsr_outbox_init(&W.ob, W.ob_msgs, MSGS_CAP, W.ob_writes, WRITES_CAP, W.ob_commits,
                     COMMITS_CAP, W.ob_arena, arena);
