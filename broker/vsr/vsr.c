@@ -799,6 +799,14 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
     if (r->status != VSR_VIEW_CHANGE || primary_of(r, r->view) != r->cfg.replica ||
         popcount8(r->dvc_from) < r->quorum || r->vc_ready)
         return;
+    if (!((r->dvc_from >> r->cfg.replica) & 1)) {
+        /* Its own log always counts (it may be the only one that names an
+         * entry); it votes once its superblock holds the view. */
+        if (r->sb.view < r->view || r->sb_writing)
+            return;
+        build_dvc(r, &r->dvc[r->cfg.replica]);
+        r->dvc_from |= (uint8_t)(1u << r->cfg.replica);
+    }
     if (!r->vc_installed) {
         uint64_t lv = 0, head = 0, commit = r->commit_max;
         for (int i = 0; i < r->cfg.replica_count; i++)
