@@ -650,15 +650,20 @@ static void fill_window(struct vsr *r, struct vsr_msg *m, uint64_t lo, uint64_t 
 
 /* What DVC d says about op k: its window, or past it a nack when it has no
  * faulty slot, else nothing. */
-static int dvc_status(const struct vsr_msg *d, uint64_t k, const struct vsr_wentry **w)
+static int dvc_status(const struct vsr_msg *d, uint64_t k, uint32_t slots,
+                      const struct vsr_wentry **w)
 {
     *w = NULL;
     if (k >= d->window_base && k < d->window_base + d->window_len) {
         *w = &d->window[k - d->window_base];
         return (*w)->status;
     }
-    if (k >= d->window_base + d->window_len && d->nack_above)
+    if (k >= d->window_base + d->window_len && d->nack_above) {
+        for (uint32_t i = 0; i < d->faulty_n && i < VSR_FAULTY_LIST_MAX; i++)
+            if (d->faulty[i] == k % slots)
+                return VSR_W_UNKNOWN;
         return VSR_W_NACK;
+    }
     return VSR_W_UNKNOWN;
 }
 
@@ -676,10 +681,15 @@ static void build_dvc(struct vsr *r, struct vsr_msg *m)
     uint64_t p = r->cfg.pipeline;
     fill_window(r, m, r->op > p ? r->op - p : 1, r->op + p);
     m->nack_above = true;
+    m->faulty_n = 0;
     for (uint32_t i = 0; i < r->cfg.slots; i++)
         if (r->slots[i].faulty ||
-            (r->slots[i].unverified && r->slots[i].disk_valid && r->slots[i].disk_op > r->op))
-            m->nack_above = false;
+            (r->slots[i].unverified && r->slots[i].disk_valid && r->slots[i].disk_op > r->op)) {
+            if (m->faulty_n == VSR_FAULTY_LIST_MAX)
+                m->nack_above = false;  /* too many to list: no nack past the window */
+            else
+                m->faulty[m->faulty_n++] = i;
+        }
 }
 
 static void send_start_view(struct vsr *r, struct vsr_outbox *ob, uint8_t to)
@@ -830,7 +840,7 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
                 continue;
             /* A replica of an older log view never acknowledged an op of
              * log view lv (it would have installed lv first). */
-            if (r->dvc[i].log_view < lv || dvc_status(&r->dvc[i], head + 1, &w) == VSR_W_NACK)
+            if (r->dvc[i].log_view < lv || dvc_status(&r->dvc[i], head + 1, r->cfg.slots, &w) == VSR_W_NACK)
                 nacks_next++;
         }
         /* A single replica has nobody to ask: a damaged slot past its head
@@ -894,7 +904,7 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
             const struct vsr_wentry *w;
             if (!((r->dvc_from >> i) & 1))
                 continue;
-            int st = dvc_status(&r->dvc[i], k, &w);
+            int st = dvc_status(&r->dvc[i], k, r->cfg.slots, &w);
             if (st == VSR_W_NACK)
                 nacks++;
             else if (known && w && (w->status == VSR_W_HAVE || w->status == VSR_W_HEADER) &&
@@ -1219,7 +1229,8 @@ static void on_svc(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m
 static void on_dvc(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
 {
     if (m->view < r->view || primary_of(r, m->view) != r->cfg.replica ||
-        m->window_len > VSR_WINDOW_MAX || m->log_view > m->view)
+        m->window_len > VSR_WINDOW_MAX || m->log_view > m->view ||
+        m->faulty_n > VSR_FAULTY_LIST_MAX)
         return;
     if (m->view == r->view && r->status == VSR_NORMAL) {
         send_start_view(r, ob, m->from);

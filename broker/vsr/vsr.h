@@ -59,6 +59,7 @@
 #define VSR_PIPELINE_MAX 8      /* uncommitted ops a primary may have in flight */
 #define VSR_WINDOW_MAX (2 * VSR_PIPELINE_MAX + 1)
 #define VSR_CLIENTS_MAX 64      /* client table entries (last reply per client) */
+#define VSR_FAULTY_LIST_MAX 16  /* faulty slots a DVC can list (more: no nack past its window) */
 
 /* Planted bugs, for the simulator's self-test only (cfg.plant bits). Never
  * set outside tests/sim. */
@@ -153,8 +154,10 @@ struct vsr_msg {
     struct vsr_header header;      /* PREPARE, REPAIR */
     const uint8_t *body;           /* PREPARE, REPAIR, REQUEST */
     uint32_t body_len;
-    bool nack_above;               /* DVC: no faulty slot, so every op past the
-                                    * window is a nack too */
+    bool nack_above;               /* DVC: every op past the window is a nack,
+                                    * except in the faulty slots listed */
+    uint32_t faulty_n;             /* DVC: journal slots that are faulty */
+    uint32_t faulty[VSR_FAULTY_LIST_MAX];
     uint64_t window_base;          /* DVC, SV: op of window[0] */
     uint32_t window_len;
     struct vsr_wentry window[VSR_WINDOW_MAX];
