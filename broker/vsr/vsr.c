@@ -513,19 +513,23 @@ static void apply(struct vsr *r, struct vsr_outbox *ob)
     while (r->commit_min < r->commit_max && r->commit_min < r->op) {
         uint64_t k = r->commit_min + 1;
         struct vsr_slot *s = slot_of(r, k);
-        if (!has_op(r, k) || !s->full || ob->ncommits == ob->commits_cap)
+        if (!has_op(r, k) || ob->ncommits == ob->commits_cap)
             return;
-        if (!sum_eq(s->h.parent, r->commit_sum) && !plant(r, VSR_PLANT_SKIP_CHAIN)) {
+        struct vsr_header h;
+        const uint8_t *body;
+        if (!read_entry(r, k, s->h.checksum, &h, &body))
+            return;
+        if (!s->full) {
+            s->h = h;  /* known by checksum only so far: the disk has the rest */
+            s->full = true;
+        }
+        if (!sum_eq(h.parent, r->commit_sum) && !plant(r, VSR_PLANT_SKIP_CHAIN)) {
             /* The entry does not link to the applied prefix: it is stale.
              * Forget it; the parent link from above names the right one. */
             s->canon = false;
             r->ctr.stale_dropped++;
             return;
         }
-        struct vsr_header h;
-        const uint8_t *body;
-        if (!read_entry(r, k, s->h.checksum, &h, &body))
-            return;
         uint8_t *copy = ob_alloc(ob, h.size ? h.size : 1);
         if (!copy)
             return;
