@@ -64,14 +64,14 @@ int vlog_truncate_tail(struct vlog *log, uint64_t offset, uint64_t committed_end
     if (log->cfg.read_only || vlog_error(log))
         return VERITY_EREADONLY;
     if (offset < committed_end)
-        return VERITY_EINVAL;  /* never cut what may be committed */
+        return VERITY_EINVAL; /* never cut what may be committed */
     if (offset > log->end_offset)
         return VERITY_EOFFSET;
     if (offset == log->end_offset)
         return 0;
     struct seg *s = vl_active(log);
     if (offset < s->base)
-        return VERITY_EOFFSET;  /* only the active segment's tail */
+        return VERITY_EOFFSET; /* only the active segment's tail */
 
     /* Find the batch that starts at offset; remember the chain, record
      * count and largest timestamp of what stays. */
@@ -84,7 +84,7 @@ int vlog_truncate_tail(struct vlog *log, uint64_t offset, uint64_t committed_end
         if ((rc = vl_seg_tail_state(log, log->segs[log->nsegs - 2], chain, &r2)))
             return rc;
     } else {
-        return VERITY_EUNSUPPORTED;  /* the chain below comes from the anchor */
+        return VERITY_EUNSUPPORTED; /* the chain below comes from the anchor */
     }
     uint64_t pos = 0, off = s->base;
     int64_t max_ts = INT64_MIN;
@@ -108,7 +108,7 @@ int vlog_truncate_tail(struct vlog *log, uint64_t offset, uint64_t committed_end
         pos += h.length;
     }
     if (off != offset)
-        return VERITY_EOFFSET;  /* offset is inside a batch */
+        return VERITY_EOFFSET; /* offset is inside a batch */
 
     /* Durable first, so the cut is the only change in flight. */
     if ((rc = vlog_sync(log)))
@@ -124,7 +124,7 @@ int vlog_truncate_tail(struct vlog *log, uint64_t offset, uint64_t committed_end
     }
     if (rc) {
         pthread_mutex_unlock(&log->sync_mu);
-        return rc;  /* bytes beyond pos may or may not be gone: the caller retries */
+        return rc; /* bytes beyond pos may or may not be gone: the caller retries */
     }
     vl_scan_reset(log);
     s->size = pos;

@@ -34,7 +34,7 @@
 #include <stdint.h>
 
 #define VSR_SB_COPIES 4
-#define VSR_SB_SIZE 128
+#define VSR_SB_SIZE   128
 
 typedef void (*vsr_hash_fn)(void *ctx, const void *a, size_t alen, const void *b, size_t blen,
                             uint8_t out[32]);

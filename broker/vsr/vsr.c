@@ -33,18 +33,18 @@
 #define BCAST 0xff
 
 struct vsr_slot {
-    struct vsr_header h;           /* canonical entry (valid when canon) */
+    struct vsr_header h; /* canonical entry (valid when canon) */
     bool canon;
-    bool full;                     /* h fully known, not just op + checksum */
-    bool disk_valid;               /* disk holds a durable, marked entry: */
+    bool full;       /* h fully known, not just op + checksum */
+    bool disk_valid; /* disk holds a durable, marked entry: */
     uint64_t disk_op;
     uint8_t disk_sum[VSR_CHECKSUM_SIZE];
-    bool faulty;                   /* damaged: no nack for this slot */
-    bool unverified;               /* restart: entry not linked to the log: no nack */
-    uint8_t wstage;                /* 0 idle, 1 prepare in flight, 2 header mark in flight */
-    uint64_t wid;                  /* id of the write in flight */
-    struct vsr_header wh;          /* entry being written */
-    uint8_t oks;                   /* primary: replicas whose prepare-ok it holds */
+    bool faulty;          /* damaged: no nack for this slot */
+    bool unverified;      /* restart: entry not linked to the log: no nack */
+    uint8_t wstage;       /* 0 idle, 1 prepare in flight, 2 header mark in flight */
+    uint64_t wid;         /* id of the write in flight */
+    struct vsr_header wh; /* entry being written */
+    uint8_t oks;          /* primary: replicas whose prepare-ok it holds */
 };
 
 struct client_entry {
@@ -56,19 +56,19 @@ struct client_entry {
 
 struct vsr {
     struct vsr_config cfg;
-    uint8_t f;                     /* faults tolerated: (n - 1) / 2 */
-    uint8_t quorum;                /* f + 1: replication, view change and nack quorum */
+    uint8_t f;      /* faults tolerated: (n - 1) / 2 */
+    uint8_t quorum; /* f + 1: replication, view change and nack quorum */
     enum vsr_status status;
     uint64_t view;
     uint64_t log_view;
-    uint64_t op;                   /* head of the log */
-    uint64_t commit_min;           /* applied */
-    uint64_t commit_max;           /* known committed (in this replica's canonical log) */
-    uint64_t commit_seen;          /* highest commit heard of elsewhere (state transfer) */
+    uint64_t op;          /* head of the log */
+    uint64_t commit_min;  /* applied */
+    uint64_t commit_max;  /* known committed (in this replica's canonical log) */
+    uint64_t commit_seen; /* highest commit heard of elsewhere (state transfer) */
     uint8_t commit_sum[VSR_CHECKSUM_SIZE];
     uint8_t digest[VSR_CHECKSUM_SIZE];
     uint8_t root[VSR_CHECKSUM_SIZE];
-    uint64_t sv_op;                /* head installed when log_view began */
+    uint64_t sv_op; /* head installed when log_view began */
     uint8_t sv_sum[VSR_CHECKSUM_SIZE];
 
     /* superblock */
@@ -76,15 +76,15 @@ struct vsr {
     struct vsr_superblock sb_next; /* being written */
     uint8_t sb_bytes[VSR_SB_SIZE];
     bool sb_writing;
-    bool sb_again;                 /* another update asked for while writing */
+    bool sb_again; /* another update asked for while writing */
     uint64_t sb_wid;
 
     /* view change */
-    uint8_t svc_from;              /* START_VIEW_CHANGE senders for view */
-    uint8_t dvc_from;              /* primary: DO_VIEW_CHANGE senders for view */
-    bool vc_installed;             /* primary: canonical suffix installed */
-    bool vc_ready;                 /* primary: log intact, superblock update asked */
-    bool formatting;               /* fresh replica: first superblock not durable yet */
+    uint8_t svc_from;  /* START_VIEW_CHANGE senders for view */
+    uint8_t dvc_from;  /* primary: DO_VIEW_CHANGE senders for view */
+    bool vc_installed; /* primary: canonical suffix installed */
+    bool vc_ready;     /* primary: log intact, superblock update asked */
+    bool formatting;   /* fresh replica: first superblock not durable yet */
     struct vsr_msg dvc[VSR_REPLICAS_MAX];
 
     /* timers, in ticks */
@@ -93,13 +93,13 @@ struct vsr {
     uint32_t since_heartbeat;
     uint32_t since_retry;
     uint32_t since_vc;
-    uint32_t since_intact;         /* primary: ticks with an entry it cannot repair */
+    uint32_t since_intact; /* primary: ticks with an entry it cannot repair */
 
     uint64_t wid_next;
     struct client_entry clients[VSR_CLIENTS_MAX];
     struct vsr_counters ctr;
     struct vsr_slot *slots;
-    uint8_t *rbuf;                 /* journal reads: header + body_max */
+    uint8_t *rbuf; /* journal reads: header + body_max */
     uint32_t rbuf_cap;
 };
 
@@ -126,8 +126,14 @@ static uint32_t get32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
-static bool sum_eq(const uint8_t *a, const uint8_t *b) { return memcmp(a, b, VSR_CHECKSUM_SIZE) == 0; }
-static int popcount8(uint8_t x) { return __builtin_popcount(x); }
+static bool sum_eq(const uint8_t *a, const uint8_t *b)
+{
+    return memcmp(a, b, VSR_CHECKSUM_SIZE) == 0;
+}
+static int popcount8(uint8_t x)
+{
+    return __builtin_popcount(x);
+}
 static uint8_t primary_of(const struct vsr *r, uint64_t view)
 {
     return (uint8_t)(view % r->cfg.replica_count);
@@ -136,7 +142,10 @@ static struct vsr_slot *slot_of(const struct vsr *r, uint64_t op)
 {
     return &r->slots[op % r->cfg.slots];
 }
-static bool plant(const struct vsr *r, uint32_t p) { return (r->cfg.plant & p) != 0; }
+static bool plant(const struct vsr *r, uint32_t p)
+{
+    return (r->cfg.plant & p) != 0;
+}
 
 static bool has_op(const struct vsr *r, uint64_t k)
 {
@@ -184,7 +193,7 @@ static void header_fields(const struct vsr_header *h, uint8_t out[VSR_HEADER_SIZ
 void vsr_header_encode(const struct vsr_config *cfg, const struct vsr_header *h,
                        const uint8_t *body, uint8_t out[VSR_HEADER_SIZE])
 {
-    (void)body;  /* h->checksum already covers it (header_seal) */
+    (void)body; /* h->checksum already covers it (header_seal) */
     VERITY_VERIFY(h->size <= cfg->body_max);
     header_fields(h, out);
     memcpy(out + 32, h->checksum, 32);
@@ -280,7 +289,7 @@ static uint8_t *ob_alloc(struct vsr_outbox *ob, size_t n)
 static struct vsr_msg *msg_new(struct vsr *r, struct vsr_outbox *ob, uint8_t type, uint8_t to)
 {
     if (ob->nmsgs == ob->msgs_cap)
-        return NULL;  /* the network may drop messages anyway; retries cover it */
+        return NULL; /* the network may drop messages anyway; retries cover it */
     struct vsr_msg *m = &ob->msgs[ob->nmsgs++];
     memset(m, 0, offsetof(struct vsr_msg, window));
     m->type = type;
@@ -306,8 +315,8 @@ static bool read_entry(struct vsr *r, uint64_t k, const uint8_t *sum, struct vsr
     /* A read that fails its checksum is tried again: a transient read
      * error must not turn an intact entry into a lost one. */
     for (int attempt = 0; attempt < 3; attempt++) {
-        int rc = r->cfg.read_prepare(r->cfg.ctx, (uint32_t)(k % r->cfg.slots), r->rbuf,
-                                     r->rbuf_cap, &len);
+        int rc = r->cfg.read_prepare(r->cfg.ctx, (uint32_t)(k % r->cfg.slots), r->rbuf, r->rbuf_cap,
+                                     &len);
         if (rc == 0 && vsr_entry_check(&r->cfg, r->rbuf, len, h) == 0 && h->op == k &&
             sum_eq(h->checksum, sum)) {
             *body = r->rbuf + VSR_HEADER_SIZE;
@@ -362,7 +371,7 @@ static void sb_request(struct vsr *r, struct vsr_outbox *ob)
     memcpy(n->sv_checksum, r->sv_sum, VSR_CHECKSUM_SIZE);
     struct vsr_superblock disk = *n;
     if (plant(r, VSR_PLANT_FORGET_VIEW)) {
-        disk.view = 0;     /* planted bug (d): the view never reaches the disk */
+        disk.view = 0; /* planted bug (d): the view never reaches the disk */
         disk.log_view = 0;
     }
     vsr_sb_encode(r->cfg.hash, r->cfg.ctx, &disk, r->sb_bytes);
@@ -379,7 +388,7 @@ static void write_entry(struct vsr *r, struct vsr_outbox *ob, const struct vsr_h
 {
     struct vsr_slot *s = slot_of(r, h->op);
     if (ob->nwrites == ob->writes_cap)
-        return;  /* retried through repair */
+        return; /* retried through repair */
     uint8_t *b = ob_alloc(ob, VSR_HEADER_SIZE + h->size);
     if (!b)
         return;
@@ -415,7 +424,7 @@ static void adopt(struct vsr *r, uint64_t k, const uint8_t *sum, const struct vs
     struct vsr_slot *s = slot_of(r, k);
     VERITY_VERIFY(k > r->commit_min);
     if (k >= r->commit_min + 1 + r->cfg.slots)
-        return;  /* no slot for it until this replica applies more */
+        return; /* no slot for it until this replica applies more */
     if (s->canon && s->h.op == k && sum_eq(s->h.checksum, sum)) {
         if (full && !s->full) {
             s->h = *full;
@@ -520,7 +529,7 @@ static void apply(struct vsr *r, struct vsr_outbox *ob)
         if (!read_entry(r, k, s->h.checksum, &h, &body))
             return;
         if (!s->full) {
-            s->h = h;  /* known by checksum only so far: the disk has the rest */
+            s->h = h; /* known by checksum only so far: the disk has the rest */
             s->full = true;
         }
         if (!sum_eq(h.parent, r->commit_sum) && !plant(r, VSR_PLANT_SKIP_CHAIN)) {
@@ -622,9 +631,9 @@ static void window_entry(struct vsr *r, uint64_t k, struct vsr_wentry *w)
         if (has_op(r, k) && s->full)
             w->status = VSR_W_HAVE;
         else if (s->faulty || (s->unverified && !other))
-            w->status = VSR_W_HEADER;  /* it may have acknowledged this entry */
+            w->status = VSR_W_HEADER; /* it may have acknowledged this entry */
         else
-            w->status = VSR_W_NACK;    /* never held it durably (or holds another entry) */
+            w->status = VSR_W_NACK; /* never held it durably (or holds another entry) */
         return;
     }
     /* Unverified: the disk holds an entry for this op that no link has
@@ -690,7 +699,7 @@ static void build_dvc(struct vsr *r, struct vsr_msg *m)
         if (r->slots[i].faulty ||
             (r->slots[i].unverified && r->slots[i].disk_valid && r->slots[i].disk_op > r->op)) {
             if (m->faulty_n == VSR_FAULTY_LIST_MAX)
-                m->nack_above = false;  /* too many to list: no nack past the window */
+                m->nack_above = false; /* too many to list: no nack past the window */
             else
                 m->faulty[m->faulty_n++] = i;
         }
@@ -737,9 +746,12 @@ static void request_repairs(struct vsr *r, struct vsr_outbox *ob, bool to_all)
         if (!canon_at(r, k) || has_op(r, k) || s->wstage)
             continue;
         for (uint8_t i = 0; i < r->cfg.replica_count; i++) {
-            uint8_t to = to_all ? i : (uint8_t)((r->cfg.replica + 1 + (k + r->ticks / r->cfg.retry_ticks) %
-                                                 (r->cfg.replica_count - 1)) %
-                                                r->cfg.replica_count);
+            uint8_t to =
+                to_all
+                    ? i
+                    : (uint8_t)((r->cfg.replica + 1 +
+                                 (k + r->ticks / r->cfg.retry_ticks) % (r->cfg.replica_count - 1)) %
+                                r->cfg.replica_count);
             if (to == r->cfg.replica)
                 continue;
             struct vsr_msg *m = msg_new(r, ob, VSR_MSG_REQUEST_PREPARE, to);
@@ -759,8 +771,8 @@ static void maybe_request_state(struct vsr *r, struct vsr_outbox *ob)
     uint64_t seen = r->commit_seen > r->commit_max ? r->commit_seen : r->commit_max;
     if (seen <= r->commit_min + r->cfg.slots / 2 || r->cfg.replica_count == 1)
         return;
-    uint8_t to = (uint8_t)((r->cfg.replica + 1 + (r->ticks / r->cfg.retry_ticks) %
-                            (r->cfg.replica_count - 1)) %
+    uint8_t to = (uint8_t)((r->cfg.replica + 1 +
+                            (r->ticks / r->cfg.retry_ticks) % (r->cfg.replica_count - 1)) %
                            r->cfg.replica_count);
     struct vsr_msg *m = msg_new(r, ob, VSR_MSG_REQUEST_STATE, to);
     if (m)
@@ -785,7 +797,7 @@ static void start_view_change(struct vsr *r, struct vsr_outbox *ob, uint64_t v)
     r->since_vc = 0;
     for (uint32_t i = 0; i < r->cfg.slots; i++)
         r->slots[i].oks = 0;
-    sb_request(r, ob);  /* never vote in a view the disk forgets */
+    sb_request(r, ob); /* never vote in a view the disk forgets */
     send_svc(r, ob);
 }
 
@@ -844,14 +856,14 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
                 continue;
             /* A replica of an older log view never acknowledged an op of
              * log view lv (it would have installed lv first). */
-            if (r->dvc[i].log_view < lv || dvc_status(&r->dvc[i], head + 1, r->cfg.slots, &w) == VSR_W_NACK)
+            if (r->dvc[i].log_view < lv ||
+                dvc_status(&r->dvc[i], head + 1, r->cfg.slots, &w) == VSR_W_NACK)
                 nacks_next++;
         }
         /* A single replica has nobody to ask: a damaged slot past its head
          * is taken as the torn write of the crash (it has no redundancy to
          * lose anyway). */
-        if (nacks_next < r->quorum && r->cfg.replica_count > 1 &&
-            !plant(r, VSR_PLANT_TRUNCATE_ONE))
+        if (nacks_next < r->quorum && r->cfg.replica_count > 1 && !plant(r, VSR_PLANT_TRUNCATE_ONE))
             return;
         if (head < r->commit_min)
             head = r->commit_min;
@@ -886,11 +898,11 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
             else if (k < head && canon_at(r, k + 1) && slot_of(r, k + 1)->full)
                 adopt(r, k, slot_of(r, k + 1)->h.parent, NULL);
             else if (slot_of(r, k)->h.op == k)
-                slot_of(r, k)->canon = false;  /* unknown until a parent link names it */
+                slot_of(r, k)->canon = false; /* unknown until a parent link names it */
         }
         for (uint64_t k = head; k > r->commit_min; k--)
             if (k + VSR_WINDOW_MAX <= head && canon_at(r, k))
-                slot_of(r, k)->canon = false;  /* re-linked from above, or repaired */
+                slot_of(r, k)->canon = false; /* re-linked from above, or repaired */
         link_down(r, head, false);
         r->commit_max = commit > head ? head : commit;
         if (r->commit_max < r->commit_min)
@@ -933,7 +945,7 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
     }
     for (uint64_t k = r->commit_min + 1; k <= r->op; k++)
         if (!has_op(r, k))
-            return;  /* repairs are asked for on the retry tick */
+            return; /* repairs are asked for on the retry tick */
     /* Before serving, read the whole log back: a write that went to the
      * wrong place (or rotted) is found here, not by a backup later. */
     for (uint64_t k = r->commit_min + 1; k <= r->op; k++) {
@@ -954,7 +966,7 @@ static void become_primary(struct vsr *r, struct vsr_outbox *ob)
 {
     VERITY_VERIFY(r->status == VSR_VIEW_CHANGE && r->vc_ready);
     if (!vsr_log_intact(r)) {
-        r->vc_ready = false;  /* lost an entry meanwhile: repair it first */
+        r->vc_ready = false; /* lost an entry meanwhile: repair it first */
         return;
     }
     r->status = VSR_NORMAL;
@@ -973,7 +985,7 @@ static void become_primary(struct vsr *r, struct vsr_outbox *ob)
 static void install_start_view(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
 {
     r->view = m->view;
-    r->status = VSR_VIEW_CHANGE;  /* until the superblock says log_view == view */
+    r->status = VSR_VIEW_CHANGE; /* until the superblock says log_view == view */
     r->vc_ready = false;
     r->vc_installed = false;
     r->svc_from = 0;
@@ -1075,12 +1087,12 @@ static void on_request(struct vsr *r, struct vsr_outbox *ob, const struct vsr_ms
     for (uint64_t k = r->commit_max + 1; k <= r->op; k++) {
         const struct vsr_slot *s = slot_of(r, k);
         if (s->full && s->h.client == m->client && s->h.request >= m->request)
-            return;  /* in the pipeline already */
+            return; /* in the pipeline already */
     }
     uint64_t k = r->op + 1;
     if (r->op - r->commit_max >= r->cfg.pipeline || k >= r->commit_min + 1 + r->cfg.slots ||
         ob->nwrites == ob->writes_cap || slot_of(r, k)->wstage)
-        return;  /* the client retries */
+        return; /* the client retries */
     struct vsr_header h = {0};
     VERITY_VERIFY(op_checksum(r, r->op, h.parent));
     h.op = k;
@@ -1097,7 +1109,7 @@ static void on_request(struct vsr *r, struct vsr_outbox *ob, const struct vsr_ms
     size_t nw = ob->nwrites;
     write_entry(r, ob, &h, m->body);
     if (ob->nwrites == nw) {
-        s->canon = false;  /* no room in the outbox: the client retries */
+        s->canon = false; /* no room in the outbox: the client retries */
         r->op = k - 1;
         return;
     }
@@ -1136,7 +1148,7 @@ static void on_prepare(struct vsr *r, struct vsr_outbox *ob, const struct vsr_ms
         return;
     header_seal(&r->cfg, &x, m->body);
     if (!sum_eq(x.checksum, h->checksum))
-        return;  /* a body that does not match its checksum */
+        return; /* a body that does not match its checksum */
     uint64_t k = h->op;
     if (m->commit > r->commit_max)
         r->commit_max = m->commit;
@@ -1156,7 +1168,7 @@ static void on_prepare(struct vsr *r, struct vsr_outbox *ob, const struct vsr_ms
     }
     if (k >= r->commit_min + 1 + r->cfg.slots) {
         apply(r, ob);
-        return;  /* no room until this replica catches up */
+        return; /* no room until this replica catches up */
     }
     if (canon_at(r, k) && sum_eq(slot_of(r, k)->h.checksum, h->checksum) &&
         (has_op(r, k) || slot_of(r, k)->wstage)) {
@@ -1172,10 +1184,10 @@ static void on_prepare(struct vsr *r, struct vsr_outbox *ob, const struct vsr_ms
         adopt(r, k - 1, h->parent, NULL);
     else if (k - 1 == r->commit_min && !sum_eq(h->parent, r->commit_sum) &&
              !plant(r, VSR_PLANT_SKIP_CHAIN))
-        return;  /* does not link to what this replica applied */
+        return; /* does not link to what this replica applied */
     adopt(r, k, h->checksum, h);
     if (has_op(r, k))
-        send_prepare_ok(r, ob, k);  /* the disk held it already */
+        send_prepare_ok(r, ob, k); /* the disk held it already */
     else
         write_entry(r, ob, h, m->body);
     link_down(r, k, true);
@@ -1184,8 +1196,8 @@ static void on_prepare(struct vsr *r, struct vsr_outbox *ob, const struct vsr_ms
 
 static void on_prepare_ok(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
 {
-    if (m->view != r->view || r->status != VSR_NORMAL ||
-        primary_of(r, r->view) != r->cfg.replica || m->op <= r->commit_max || m->op > r->op)
+    if (m->view != r->view || r->status != VSR_NORMAL || primary_of(r, r->view) != r->cfg.replica ||
+        m->op <= r->commit_max || m->op > r->op)
         return;
     struct vsr_slot *s = slot_of(r, m->op);
     if (!canon_at(r, m->op) || !sum_eq(s->h.checksum, m->checksum))
@@ -1260,8 +1272,7 @@ static void on_start_view(struct vsr *r, struct vsr_outbox *ob, const struct vsr
 
 static void on_request_start_view(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
 {
-    if (m->view == r->view && r->status == VSR_NORMAL &&
-        primary_of(r, r->view) == r->cfg.replica)
+    if (m->view == r->view && r->status == VSR_NORMAL && primary_of(r, r->view) == r->cfg.replica)
         send_start_view(r, ob, m->from);
 }
 
@@ -1390,7 +1401,7 @@ void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
                         continue;
                     struct vsr_msg *m = msg_new(r, ob, VSR_MSG_COMMIT, i);
                     if (m && !op_checksum(r, r->commit_max, m->checksum))
-                        ob->nmsgs--;  /* not applied nor canonical yet: next beat */
+                        ob->nmsgs--; /* not applied nor canonical yet: next beat */
                 }
             }
             /* A primary that lost an entry and cannot get it back from any
@@ -1398,7 +1409,7 @@ void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
              * quorum if nobody holds it. */
             bool lost = false;
             for (uint64_t k = r->commit_min + 1; k <= r->op && !lost; k++)
-                lost = !has_op(r, k) && !slot_of(r, k)->wstage;  /* not merely in flight */
+                lost = !has_op(r, k) && !slot_of(r, k)->wstage; /* not merely in flight */
             if (!lost)
                 r->since_intact = 0;
             else if (++r->since_intact >= timeout) {
@@ -1482,7 +1493,7 @@ void vsr_on_write_done(struct vsr *r, const struct vsr_write *w, struct vsr_outb
         return;
     struct vsr_slot *s = &r->slots[w->slot];
     if (s->wid != w->id)
-        return;  /* superseded by a later write to the slot */
+        return; /* superseded by a later write to the slot */
     if (w->kind == VSR_WRITE_PREPARE && s->wstage == 1) {
         uint8_t *b = ob_alloc(ob, VSR_HEADER_SIZE);
         VERITY_VERIFY(b != NULL && ob->nwrites < ob->writes_cap);
@@ -1558,7 +1569,8 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
         pv = rc == 0 && vsr_entry_check(&r->cfg, r->rbuf, plen, &p) == 0 &&
              p.op % r->cfg.slots == i && p.op > 0;
     }
-    pempty = rc == 0 && (plen == 0 || all_zero(r->rbuf, plen < VSR_HEADER_SIZE ? plen : VSR_HEADER_SIZE));
+    pempty = rc == 0 &&
+             (plen == 0 || all_zero(r->rbuf, plen < VSR_HEADER_SIZE ? plen : VSR_HEADER_SIZE));
     uint8_t hb[VSR_HEADER_SIZE];
     for (int attempt = 0; attempt < 3 && !hv; attempt++) {
         rc = r->cfg.read_header(r->cfg.ctx, i, hb, sizeof hb, &hlen);
@@ -1568,7 +1580,7 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
     hempty = rc == 0 && (hlen == 0 || all_zero(hb, hlen));
     *has_cand = false;
     if (pv && hv && sum_eq(p.checksum, h.checksum)) {
-        s->disk_valid = true;           /* intact and marked */
+        s->disk_valid = true; /* intact and marked */
     } else if (pv && hv && h.op > p.op) {
         /* The mark names a newer entry whose prepare is gone: corruption
          * (a misdirected or lost write) of an entry it may have acked. */
@@ -1602,21 +1614,21 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
         r->ctr.faulty_found++;
         s->disk_valid = true;
     } else if (pv && !hv) {
-        r->ctr.torn_found++;            /* never marked: not acknowledged */
+        r->ctr.torn_found++; /* never marked: not acknowledged */
         return;
     } else if (hv) {
-        if (h.op > r->commit_min) {     /* marked entry, bad prepare: corruption */
+        if (h.op > r->commit_min) { /* marked entry, bad prepare: corruption */
             s->faulty = true;
             r->ctr.faulty_found++;
             *cand = h;
             *has_cand = true;
         } else if (!pempty) {
-            r->ctr.torn_found++;        /* torn write over an applied entry */
+            r->ctr.torn_found++; /* torn write over an applied entry */
         }
         return;
     } else {
         if (!hempty) {
-            s->faulty = true;           /* mark damaged: cannot tell, assume the worst */
+            s->faulty = true; /* mark damaged: cannot tell, assume the worst */
             r->ctr.faulty_found++;
         } else if (!pempty) {
             r->ctr.torn_found++;
@@ -1646,7 +1658,7 @@ static void recover_log(struct vsr *r, const struct vsr_header *cands, const boo
             if (c->op > head)
                 head = c->op;
         } else if (c->op <= r->sv_op && c->op > r->commit_min) {
-            r->slots[i].unverified = true;  /* until a link from above names it */
+            r->slots[i].unverified = true; /* until a link from above names it */
         }
     }
     r->op = head;
@@ -1682,7 +1694,7 @@ static void recover_log(struct vsr *r, const struct vsr_header *cands, const boo
         if (s->canon && (s->h.op <= r->commit_min || s->h.op > r->op))
             s->canon = false;
         if (has[i] && !s->canon && cands[i].op > r->sv_op && cands[i].view != r->log_view)
-            r->ctr.stale_dropped++;     /* truncated by the view it installed */
+            r->ctr.stale_dropped++; /* truncated by the view it installed */
     }
 }
 
@@ -1734,8 +1746,8 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
         return NULL;
     if (rc != 0) {
         if (!fresh || state->op != 0)
-            return NULL;  /* a replica that lost its superblock must not vote */
-        r->status = VSR_RECOVERING;  /* NORMAL once the superblock is durable */
+            return NULL;            /* a replica that lost its superblock must not vote */
+        r->status = VSR_RECOVERING; /* NORMAL once the superblock is durable */
         r->formatting = true;
         memcpy(r->sv_sum, r->root, VSR_CHECKSUM_SIZE);
         sb_request(r, ob);
@@ -1751,7 +1763,8 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
 
     /* Journal: classify every slot, then rebuild the canonical log. The
      * candidate headers live in the outbox arena only during init. */
-    struct vsr_header *cands = (struct vsr_header *)ob_alloc(ob, sizeof(struct vsr_header) * cfg->slots);
+    struct vsr_header *cands =
+        (struct vsr_header *)ob_alloc(ob, sizeof(struct vsr_header) * cfg->slots);
     bool *has = (bool *)ob_alloc(ob, sizeof(bool) * cfg->slots);
     VERITY_VERIFY(cands != NULL && has != NULL);
     for (uint32_t i = 0; i < cfg->slots; i++)
@@ -1762,7 +1775,7 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
     vsr_outbox_clear(ob);
 
     if (cfg->replica_count == 1 || primary_of(r, r->view) == cfg->replica)
-        start_view_change(r, ob, r->view + 1);  /* never resume as primary of an old view */
+        start_view_change(r, ob, r->view + 1); /* never resume as primary of an old view */
     else if (r->log_view < r->view)
         start_view_change(r, ob, r->view);
     else
@@ -1773,17 +1786,38 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
 
 /* ---- read-only views ---------------------------------------------------------------- */
 
-enum vsr_status vsr_status(const struct vsr *r) { return r->status; }
-uint64_t vsr_view(const struct vsr *r) { return r->view; }
-uint64_t vsr_log_view(const struct vsr *r) { return r->log_view; }
-uint64_t vsr_op(const struct vsr *r) { return r->op; }
-uint64_t vsr_commit_min(const struct vsr *r) { return r->commit_min; }
-uint64_t vsr_commit_max(const struct vsr *r) { return r->commit_max; }
+enum vsr_status vsr_status(const struct vsr *r)
+{
+    return r->status;
+}
+uint64_t vsr_view(const struct vsr *r)
+{
+    return r->view;
+}
+uint64_t vsr_log_view(const struct vsr *r)
+{
+    return r->log_view;
+}
+uint64_t vsr_op(const struct vsr *r)
+{
+    return r->op;
+}
+uint64_t vsr_commit_min(const struct vsr *r)
+{
+    return r->commit_min;
+}
+uint64_t vsr_commit_max(const struct vsr *r)
+{
+    return r->commit_max;
+}
 bool vsr_is_primary(const struct vsr *r)
 {
     return r->status == VSR_NORMAL && primary_of(r, r->view) == r->cfg.replica;
 }
-const struct vsr_counters *vsr_counters(const struct vsr *r) { return &r->ctr; }
+const struct vsr_counters *vsr_counters(const struct vsr *r)
+{
+    return &r->ctr;
+}
 
 bool vsr_log_intact(const struct vsr *r)
 {
@@ -1816,19 +1850,32 @@ void vsr_verify(const struct vsr *r)
 
 const char *vsr_msg_name(int type)
 {
-    static const char *const names[VSR_MSG_TYPE_COUNT] = {
-        "none", "request", "reply", "prepare", "prepare_ok", "commit", "start_view_change",
-        "do_view_change", "start_view", "request_start_view", "request_prepare", "repair",
-        "request_state", "state"};
+    static const char *const names[VSR_MSG_TYPE_COUNT] = {"none",
+                                                          "request",
+                                                          "reply",
+                                                          "prepare",
+                                                          "prepare_ok",
+                                                          "commit",
+                                                          "start_view_change",
+                                                          "do_view_change",
+                                                          "start_view",
+                                                          "request_start_view",
+                                                          "request_prepare",
+                                                          "repair",
+                                                          "request_state",
+                                                          "state"};
     return type > 0 && type < VSR_MSG_TYPE_COUNT ? names[type] : "unknown";
 }
 
 const char *vsr_status_name(enum vsr_status s)
 {
     switch (s) {
-    case VSR_NORMAL: return "normal";
-    case VSR_VIEW_CHANGE: return "view_change";
-    case VSR_RECOVERING: return "recovering";
+    case VSR_NORMAL:
+        return "normal";
+    case VSR_VIEW_CHANGE:
+        return "view_change";
+    case VSR_RECOVERING:
+        return "recovering";
     }
     return "unknown";
 }
@@ -1838,17 +1885,18 @@ void vsr_debug_dump(const struct vsr *r, void (*out)(void *arg, const char *line
     char line[256];
     for (uint64_t k = r->commit_min + 1; k <= r->op && k <= r->commit_min + r->cfg.slots; k++) {
         const struct vsr_slot *s = slot_of(r, k);
-        snprintf(line, sizeof line,
-                 "    op %llu: canon %d hop %llu full %d disk_valid %d disk_op %llu match %d faulty %d "
-                 "unverified %d wstage %d oks %x sum %02x%02x",
-                 (unsigned long long)k, s->canon, (unsigned long long)s->h.op, s->full,
-                 s->disk_valid, (unsigned long long)s->disk_op,
-                 sum_eq(s->disk_sum, s->h.checksum), s->faulty, s->unverified, s->wstage, s->oks,
-                 s->h.checksum[0], s->h.checksum[1]);
+        snprintf(
+            line, sizeof line,
+            "    op %llu: canon %d hop %llu full %d disk_valid %d disk_op %llu match %d faulty %d "
+            "unverified %d wstage %d oks %x sum %02x%02x",
+            (unsigned long long)k, s->canon, (unsigned long long)s->h.op, s->full, s->disk_valid,
+            (unsigned long long)s->disk_op, sum_eq(s->disk_sum, s->h.checksum), s->faulty,
+            s->unverified, s->wstage, s->oks, s->h.checksum[0], s->h.checksum[1]);
         out(arg, line);
     }
-    snprintf(line, sizeof line, "    svc %x dvc %x installed %d ready %d sb view %llu log_view %llu writing %d",
-             r->svc_from, r->dvc_from, r->vc_installed, r->vc_ready,
-             (unsigned long long)r->sb.view, (unsigned long long)r->sb.log_view, r->sb_writing);
+    snprintf(line, sizeof line,
+             "    svc %x dvc %x installed %d ready %d sb view %llu log_view %llu writing %d",
+             r->svc_from, r->dvc_from, r->vc_installed, r->vc_ready, (unsigned long long)r->sb.view,
+             (unsigned long long)r->sb.log_view, r->sb_writing);
     out(arg, line);
 }

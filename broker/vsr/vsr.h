@@ -53,21 +53,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VSR_REPLICAS_MAX 5
-#define VSR_CHECKSUM_SIZE 32
-#define VSR_HEADER_SIZE 144     /* on-disk and on-wire header bytes */
-#define VSR_PIPELINE_MAX 8      /* uncommitted ops a primary may have in flight */
-#define VSR_WINDOW_MAX (2 * VSR_PIPELINE_MAX + 1)
-#define VSR_CLIENTS_MAX 64      /* client table entries (last reply per client) */
-#define VSR_FAULTY_LIST_MAX 16  /* faulty slots a DVC can list (more: no nack past its window) */
+#define VSR_REPLICAS_MAX    5
+#define VSR_CHECKSUM_SIZE   32
+#define VSR_HEADER_SIZE     144 /* on-disk and on-wire header bytes */
+#define VSR_PIPELINE_MAX    8   /* uncommitted ops a primary may have in flight */
+#define VSR_WINDOW_MAX      (2 * VSR_PIPELINE_MAX + 1)
+#define VSR_CLIENTS_MAX     64 /* client table entries (last reply per client) */
+#define VSR_FAULTY_LIST_MAX 16 /* faulty slots a DVC can list (more: no nack past its window) */
 
 /* Planted bugs, for the simulator's self-test only (cfg.plant bits). Never
  * set outside tests/sim. */
 enum vsr_plant {
-    VSR_PLANT_COMMIT_MINORITY = 1u << 0,  /* (a) primary commits with its own ok */
-    VSR_PLANT_TRUNCATE_ONE = 1u << 1,     /* (b) new primary truncates on its own nack */
-    VSR_PLANT_SKIP_CHAIN = 1u << 2,       /* (c) backup appends without the parent check */
-    VSR_PLANT_FORGET_VIEW = 1u << 3,      /* (d) superblock keeps view and log view at 0 */
+    VSR_PLANT_COMMIT_MINORITY = 1u << 0, /* (a) primary commits with its own ok */
+    VSR_PLANT_TRUNCATE_ONE = 1u << 1,    /* (b) new primary truncates on its own nack */
+    VSR_PLANT_SKIP_CHAIN = 1u << 2,      /* (c) backup appends without the parent check */
+    VSR_PLANT_FORGET_VIEW = 1u << 3,     /* (d) superblock keeps view and log view at 0 */
 };
 
 /*
@@ -103,62 +103,62 @@ struct vsr_header {
 enum vsr_status { VSR_RECOVERING = 0, VSR_NORMAL = 1, VSR_VIEW_CHANGE = 2 };
 
 enum vsr_msg_type {
-    VSR_MSG_REQUEST = 1,           /* client -> primary: body */
-    VSR_MSG_REPLY,                 /* primary -> client: op, checksum */
-    VSR_MSG_PREPARE,               /* primary -> backups: header, body, commit */
-    VSR_MSG_PREPARE_OK,            /* backup -> primary: op, checksum */
-    VSR_MSG_COMMIT,                /* primary -> backups: commit, checksum (heartbeat) */
-    VSR_MSG_START_VIEW_CHANGE,     /* all -> all */
-    VSR_MSG_DO_VIEW_CHANGE,        /* all -> new primary: log view, op, commit, window */
-    VSR_MSG_START_VIEW,            /* new primary -> backups: op, commit, window */
-    VSR_MSG_REQUEST_START_VIEW,    /* recovering backup -> primary */
-    VSR_MSG_REQUEST_PREPARE,       /* any -> any: op, checksum (repair) */
-    VSR_MSG_REPAIR,                /* answer: header, body */
-    VSR_MSG_REQUEST_STATE,         /* lagging replica -> any: its commit_min */
-    VSR_MSG_STATE,                 /* answer: op, checksum, digest of the applied prefix */
+    VSR_MSG_REQUEST = 1,        /* client -> primary: body */
+    VSR_MSG_REPLY,              /* primary -> client: op, checksum */
+    VSR_MSG_PREPARE,            /* primary -> backups: header, body, commit */
+    VSR_MSG_PREPARE_OK,         /* backup -> primary: op, checksum */
+    VSR_MSG_COMMIT,             /* primary -> backups: commit, checksum (heartbeat) */
+    VSR_MSG_START_VIEW_CHANGE,  /* all -> all */
+    VSR_MSG_DO_VIEW_CHANGE,     /* all -> new primary: log view, op, commit, window */
+    VSR_MSG_START_VIEW,         /* new primary -> backups: op, commit, window */
+    VSR_MSG_REQUEST_START_VIEW, /* recovering backup -> primary */
+    VSR_MSG_REQUEST_PREPARE,    /* any -> any: op, checksum (repair) */
+    VSR_MSG_REPAIR,             /* answer: header, body */
+    VSR_MSG_REQUEST_STATE,      /* lagging replica -> any: its commit_min */
+    VSR_MSG_STATE,              /* answer: op, checksum, digest of the applied prefix */
     VSR_MSG_TYPE_COUNT
 };
 
 /* What a replica says about one op in a DO_VIEW_CHANGE / START_VIEW window. */
 enum vsr_wstatus {
-    VSR_W_NACK = 0,     /* never prepared anything at this op that it could
-                         * have acknowledged: counts toward a nack quorum */
-    VSR_W_HAVE = 1,     /* holds the entry intact; header is full */
-    VSR_W_HEADER = 2,   /* knows the checksum (header.op, header.checksum),
-                         * body missing or faulty: not a nack */
-    VSR_W_UNKNOWN = 3,  /* faulty slot or unverified: not a nack */
+    VSR_W_NACK = 0,    /* never prepared anything at this op that it could
+                        * have acknowledged: counts toward a nack quorum */
+    VSR_W_HAVE = 1,    /* holds the entry intact; header is full */
+    VSR_W_HEADER = 2,  /* knows the checksum (header.op, header.checksum),
+                        * body missing or faulty: not a nack */
+    VSR_W_UNKNOWN = 3, /* faulty slot or unverified: not a nack */
 };
 
 struct vsr_wentry {
-    uint8_t status;                /* enum vsr_wstatus */
-    bool full;                     /* header fully known (else op + checksum only) */
+    uint8_t status; /* enum vsr_wstatus */
+    bool full;      /* header fully known (else op + checksum only) */
     struct vsr_header h;
 };
 
 /* A message. body points into the outbox arena (outgoing) or into the
  * caller's buffer (incoming); it is valid until the next call on the core. */
 struct vsr_msg {
-    uint8_t type;                  /* enum vsr_msg_type */
-    uint8_t from;                  /* replica index, or 0xff from a client */
-    uint8_t to;                    /* replica index, or 0xff to a client */
+    uint8_t type; /* enum vsr_msg_type */
+    uint8_t from; /* replica index, or 0xff from a client */
+    uint8_t to;   /* replica index, or 0xff to a client */
     uint64_t cluster;
     uint64_t view;
-    uint64_t log_view;             /* DO_VIEW_CHANGE */
-    uint64_t op;                   /* PREPARE_OK, DVC/SV head, REQUEST_PREPARE, STATE */
-    uint64_t commit;               /* commit number (commit_max) of the sender */
+    uint64_t log_view;                   /* DO_VIEW_CHANGE */
+    uint64_t op;                         /* PREPARE_OK, DVC/SV head, REQUEST_PREPARE, STATE */
+    uint64_t commit;                     /* commit number (commit_max) of the sender */
     uint8_t checksum[VSR_CHECKSUM_SIZE]; /* of op (PREPARE_OK, REQUEST_PREPARE, REPLY,
                                           * STATE) or of commit (COMMIT) */
     uint8_t digest[VSR_CHECKSUM_SIZE];   /* STATE: digest of the applied prefix */
-    uint64_t client;               /* REQUEST, REPLY */
-    uint64_t request;              /* REQUEST, REPLY */
-    struct vsr_header header;      /* PREPARE, REPAIR */
-    const uint8_t *body;           /* PREPARE, REPAIR, REQUEST */
+    uint64_t client;                     /* REQUEST, REPLY */
+    uint64_t request;                    /* REQUEST, REPLY */
+    struct vsr_header header;            /* PREPARE, REPAIR */
+    const uint8_t *body;                 /* PREPARE, REPAIR, REQUEST */
     uint32_t body_len;
-    bool nack_above;               /* DVC: every op past the window is a nack,
-                                    * except in the faulty slots listed */
-    uint32_t faulty_n;             /* DVC: journal slots that are faulty */
+    bool nack_above;   /* DVC: every op past the window is a nack,
+                        * except in the faulty slots listed */
+    uint32_t faulty_n; /* DVC: journal slots that are faulty */
     uint32_t faulty[VSR_FAULTY_LIST_MAX];
-    uint64_t window_base;          /* DVC, SV: op of window[0] */
+    uint64_t window_base; /* DVC, SV: op of window[0] */
     uint32_t window_len;
     struct vsr_wentry window[VSR_WINDOW_MAX];
 };
@@ -172,8 +172,8 @@ enum vsr_write_kind { VSR_WRITE_PREPARE = 1, VSR_WRITE_HEADER, VSR_WRITE_SUPERBL
 struct vsr_write {
     uint8_t kind;
     uint32_t slot;
-    uint64_t op;                   /* PREPARE / HEADER: the entry's op */
-    uint64_t id;                   /* echo it to vsr_on_write_done */
+    uint64_t op; /* PREPARE / HEADER: the entry's op */
+    uint64_t id; /* echo it to vsr_on_write_done */
     const uint8_t *bytes;
     uint32_t len;
 };
@@ -193,7 +193,7 @@ struct vsr_outbox {
     size_t nwrites, writes_cap;
     struct vsr_commit *commits;
     size_t ncommits, commits_cap;
-    bool install;                  /* a state transfer to install (below) */
+    bool install; /* a state transfer to install (below) */
     uint64_t install_op;
     uint8_t install_checksum[VSR_CHECKSUM_SIZE];
     uint8_t install_digest[VSR_CHECKSUM_SIZE];
@@ -206,40 +206,40 @@ struct vsr_outbox {
 typedef int (*vsr_read_fn)(void *ctx, uint32_t slot, uint8_t *buf, uint32_t cap, uint32_t *len);
 
 struct vsr_config {
-    uint64_t cluster;              /* cluster id, in every message */
-    uint8_t replica;               /* this replica's index */
-    uint8_t replica_count;         /* 1, 3 or 5 */
-    uint32_t slots;                /* journal slots; > 2 * pipeline */
-    uint32_t pipeline;             /* 1 .. VSR_PIPELINE_MAX */
-    uint32_t body_max;             /* largest body */
-    uint32_t heartbeat_ticks;      /* primary: commit heartbeat period */
-    uint32_t retry_ticks;          /* resend period (prepares, DVC, repair) */
-    uint32_t timeout_ticks;        /* backup: primary silent this long -> view change */
+    uint64_t cluster;         /* cluster id, in every message */
+    uint8_t replica;          /* this replica's index */
+    uint8_t replica_count;    /* 1, 3 or 5 */
+    uint32_t slots;           /* journal slots; > 2 * pipeline */
+    uint32_t pipeline;        /* 1 .. VSR_PIPELINE_MAX */
+    uint32_t body_max;        /* largest body */
+    uint32_t heartbeat_ticks; /* primary: commit heartbeat period */
+    uint32_t retry_ticks;     /* resend period (prepares, DVC, repair) */
+    uint32_t timeout_ticks;   /* backup: primary silent this long -> view change */
     void (*hash)(void *ctx, const void *a, size_t alen, const void *b, size_t blen,
                  uint8_t out[VSR_CHECKSUM_SIZE]); /* H(a || b), e.g. SHA-256 */
-    vsr_read_fn read_prepare;      /* journal prepare slot */
-    vsr_read_fn read_header;       /* redundant header slot */
-    vsr_read_fn read_superblock;   /* superblock copy (slot = copy index) */
-    void *ctx;                     /* passed to the functions above */
-    uint32_t plant;                /* enum vsr_plant bits; 0 outside tests/sim */
+    vsr_read_fn read_prepare;                     /* journal prepare slot */
+    vsr_read_fn read_header;                      /* redundant header slot */
+    vsr_read_fn read_superblock;                  /* superblock copy (slot = copy index) */
+    void *ctx;                                    /* passed to the functions above */
+    uint32_t plant;                               /* enum vsr_plant bits; 0 outside tests/sim */
 };
 
 /* The applied prefix the caller recovered from its state (the data log). */
 struct vsr_state {
-    uint64_t op;                   /* commit_min: last op applied */
+    uint64_t op; /* commit_min: last op applied */
     uint8_t checksum[VSR_CHECKSUM_SIZE];
     uint8_t digest[VSR_CHECKSUM_SIZE];
 };
 
 /* Counters, for the simulator and /metrics. */
 struct vsr_counters {
-    uint64_t view_changes;         /* views this replica completed as primary */
-    uint64_t repairs;              /* entries repaired from a peer */
-    uint64_t state_transfers;      /* states installed */
-    uint64_t nack_truncations;     /* ops truncated by a nack quorum */
-    uint64_t faulty_found;         /* faulty entries found (restart or read) */
-    uint64_t torn_found;           /* torn writes told apart from corruption */
-    uint64_t stale_dropped;        /* entries dropped by a view change or restart */
+    uint64_t view_changes;     /* views this replica completed as primary */
+    uint64_t repairs;          /* entries repaired from a peer */
+    uint64_t state_transfers;  /* states installed */
+    uint64_t nack_truncations; /* ops truncated by a nack quorum */
+    uint64_t faulty_found;     /* faulty entries found (restart or read) */
+    uint64_t torn_found;       /* torn writes told apart from corruption */
+    uint64_t stale_dropped;    /* entries dropped by a view change or restart */
     uint64_t msgs_in[VSR_MSG_TYPE_COUNT];
     uint64_t msgs_out[VSR_MSG_TYPE_COUNT];
 };

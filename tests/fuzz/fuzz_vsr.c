@@ -18,9 +18,9 @@
 #include "broker/vsr/superblock.h"
 #include "broker/vsr/vsr.h"
 
-#define SLOTS 8
+#define SLOTS    8
 #define BODY_MAX 32
-#define PSIZE (VSR_HEADER_SIZE + BODY_MAX)
+#define PSIZE    (VSR_HEADER_SIZE + BODY_MAX)
 
 static void mix(void *ctx, const void *a, size_t alen, const void *b, size_t blen, uint8_t out[32])
 {

@@ -36,18 +36,18 @@
 #include "broker/vsr/superblock.h"
 #include "broker/vsr/vsr.h"
 
-#define SIM_VERSION "1.0"
-#define SLOTS 32
-#define PIPELINE 4
-#define BODY_MAX 48
-#define CLIENTS_MAX 32
-#define FAULT_TICKS 2500
-#define LIVENESS_TICKS 4000
+#define SIM_VERSION       "1.0"
+#define SLOTS             32
+#define PIPELINE          4
+#define BODY_MAX          48
+#define CLIENTS_MAX       32
+#define FAULT_TICKS       2500
+#define LIVENESS_TICKS    4000
 #define LIVENESS_REQUESTS 3
-#define MSGS_CAP 1024
-#define WRITES_CAP 256
-#define COMMITS_CAP 256
-#define OPS_MAX 200000
+#define MSGS_CAP          1024
+#define WRITES_CAP        256
+#define COMMITS_CAP       256
+#define OPS_MAX           200000
 
 /* ---- PRNG (splitmix64) --------------------------------------------------- */
 
@@ -56,7 +56,13 @@ static int g_verbose;
 static int g_trace;
 static int g_clients = 3;
 static int g_last_liveness; /* the last failure was a liveness failure */
-#define TRACE(...) do { if (g_trace) { fprintf(stderr, "[%6" PRIu64 "] ", W.now); fprintf(stderr, __VA_ARGS__); } } while (0)
+#define TRACE(...)                                                                                 \
+    do {                                                                                           \
+        if (g_trace) {                                                                             \
+            fprintf(stderr, "[%6" PRIu64 "] ", W.now);                                             \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+        }                                                                                          \
+    } while (0)
 static uint64_t rnd(void)
 {
     uint64_t z = (rng_s += 0x9E3779B97F4A7C15ull);
@@ -64,9 +70,15 @@ static uint64_t rnd(void)
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
-static uint64_t rnd_n(uint64_t n) { return n ? rnd() % n : 0; }
+static uint64_t rnd_n(uint64_t n)
+{
+    return n ? rnd() % n : 0;
+}
 /* true with probability ppm / 1,000,000 */
-static int chance(uint32_t ppm) { return rnd_n(1000000) < ppm; }
+static int chance(uint32_t ppm)
+{
+    return rnd_n(1000000) < ppm;
+}
 
 /* ---- hashing (SHA-256 through OpenSSL, one context) ------------------------ */
 
@@ -86,14 +98,14 @@ static void sim_hash(void *ctx, const void *a, size_t alen, const void *b, size_
 /* ---- world ------------------------------------------------------------------- */
 
 struct rates {
-    uint32_t drop, dup, delay_max, partition, crash, pause;   /* ppm per event/tick */
+    uint32_t drop, dup, delay_max, partition, crash, pause; /* ppm per event/tick */
     uint32_t torn, corrupt_write, misdirect, corrupt_read;
     uint32_t write_delay_max;
 };
 
 struct packet {
     uint64_t at, seq;
-    int to_client;                 /* -1: to replica msg.to */
+    int to_client; /* -1: to replica msg.to */
     struct vsr_msg msg;
     uint8_t body[BODY_MAX];
 };
@@ -111,7 +123,7 @@ struct disk {
     uint32_t hdr_len[SLOTS];
     uint8_t sb[VSR_SB_COPIES][VSR_SB_SIZE];
     uint32_t sb_len[VSR_SB_COPIES];
-    struct pwrite *q;              /* FIFO of writes in flight */
+    struct pwrite *q; /* FIFO of writes in flight */
     size_t nq, capq;
 };
 
@@ -119,12 +131,12 @@ struct node {
     struct vsr *core;
     void *mem;
     struct disk disk;
-    struct vsr_state state;        /* durable applied prefix */
+    struct vsr_state state; /* durable applied prefix */
     int up, paused_until_set;
     uint64_t down_until, paused_until;
-    int faulty_disk;               /* may get persistent disk faults */
-    int formatted;                 /* a superblock update completed once */
-    uint64_t last_view_primary;    /* view in which the checker last saw it primary */
+    int faulty_disk;            /* may get persistent disk faults */
+    int formatted;              /* a superblock update completed once */
+    uint64_t last_view_primary; /* view in which the checker last saw it primary */
     int was_primary;
     int tr_status;
     uint64_t tr_view, tr_op;
@@ -175,7 +187,7 @@ static struct {
     struct counters c;
     char fail[256];
     int verbose;
-    int cur;                       /* replica whose outbox is drained */
+    int cur; /* replica whose outbox is drained */
 } W;
 
 static void failf(const char *fmt, const char *a, uint64_t x, uint64_t y)
@@ -187,8 +199,8 @@ static void failf(const char *fmt, const char *a, uint64_t x, uint64_t y)
 
 /* ---- disk callbacks ------------------------------------------------------------- */
 
-static int read_copy(const uint8_t *src, uint32_t len, uint8_t *buf, uint32_t cap,
-                     uint32_t *out, int node)
+static int read_copy(const uint8_t *src, uint32_t len, uint8_t *buf, uint32_t cap, uint32_t *out,
+                     int node)
 {
     if (len > cap)
         return -1;
@@ -275,7 +287,9 @@ static void node_start(int i, int fresh)
     }
     nd->up = 1;
     nd->was_primary = 0;
-    TRACE("r%d start %s view %" PRIu64 " log_view %" PRIu64 " op %" PRIu64 " commit %" PRIu64 "\n", i, vsr_status_name(vsr_status(nd->core)), vsr_view(nd->core), vsr_log_view(nd->core), vsr_op(nd->core), vsr_commit_min(nd->core));
+    TRACE("r%d start %s view %" PRIu64 " log_view %" PRIu64 " op %" PRIu64 " commit %" PRIu64 "\n",
+          i, vsr_status_name(vsr_status(nd->core)), vsr_view(nd->core), vsr_log_view(nd->core),
+          vsr_op(nd->core), vsr_commit_min(nd->core));
     drain(i);
 }
 
@@ -290,9 +304,9 @@ static void node_crash(int i)
             uint32_t cut = (uint32_t)rnd_n(p->w.len);
             struct vsr_write w = p->w;
             uint8_t tmp[VSR_HEADER_SIZE + BODY_MAX];
-            const uint8_t *old = w.kind == VSR_WRITE_PREPARE ? d->prep[w.slot]
+            const uint8_t *old = w.kind == VSR_WRITE_PREPARE  ? d->prep[w.slot]
                                  : w.kind == VSR_WRITE_HEADER ? d->hdr[w.slot]
-                                                               : d->sb[w.slot];
+                                                              : d->sb[w.slot];
             memcpy(tmp, old, p->w.len);
             memcpy(tmp, p->bytes, cut);
             for (uint32_t j = cut; j < p->w.len; j++)
@@ -380,7 +394,8 @@ static void check_commit(int i, const struct vsr_commit *c)
               "agreement", (uint64_t)i, c->op);
         return;
     }
-    TRACE("r%d commit op %" PRIu64 " sum %02x%02x view %" PRIu64 "\n", i, c->op, c->header.checksum[0], c->header.checksum[1], c->header.view);
+    TRACE("r%d commit op %" PRIu64 " sum %02x%02x view %" PRIu64 "\n", i, c->op,
+          c->header.checksum[0], c->header.checksum[1], c->header.view);
     nd->state.op = c->op;
     memcpy(nd->state.checksum, c->header.checksum, 32);
     memcpy(nd->state.digest, c->digest, 32);
@@ -445,9 +460,16 @@ static void check_all(void)
             failf("%s: replica %" PRIu64 " core commit_min differs from applied %" PRIu64, "state",
                   (uint64_t)i, nd->state.op);
         int prim = vsr_is_primary(nd->core);
-        if (g_trace && (nd->tr_status != (int)vsr_status(nd->core) || nd->tr_view != vsr_view(nd->core) || nd->tr_op != vsr_op(nd->core))) {
-            TRACE("r%d %s view %" PRIu64 " log_view %" PRIu64 " op %" PRIu64 " commit %" PRIu64 "/%" PRIu64 "%s\n", i, vsr_status_name(vsr_status(nd->core)), vsr_view(nd->core), vsr_log_view(nd->core), vsr_op(nd->core), vsr_commit_min(nd->core), vsr_commit_max(nd->core), prim ? " PRIMARY" : "");
-            nd->tr_status = (int)vsr_status(nd->core); nd->tr_view = vsr_view(nd->core); nd->tr_op = vsr_op(nd->core);
+        if (g_trace && (nd->tr_status != (int)vsr_status(nd->core) ||
+                        nd->tr_view != vsr_view(nd->core) || nd->tr_op != vsr_op(nd->core))) {
+            TRACE("r%d %s view %" PRIu64 " log_view %" PRIu64 " op %" PRIu64 " commit %" PRIu64
+                  "/%" PRIu64 "%s\n",
+                  i, vsr_status_name(vsr_status(nd->core)), vsr_view(nd->core),
+                  vsr_log_view(nd->core), vsr_op(nd->core), vsr_commit_min(nd->core),
+                  vsr_commit_max(nd->core), prim ? " PRIMARY" : "");
+            nd->tr_status = (int)vsr_status(nd->core);
+            nd->tr_view = vsr_view(nd->core);
+            nd->tr_op = vsr_op(nd->core);
         }
         if (prim && (!nd->was_primary || nd->last_view_primary != vsr_view(nd->core))) {
             /* Became primary: every op of its log intact on its own disk. */
@@ -541,7 +563,7 @@ static void inject_faults(void)
     if (!W.part_until && W.n > 1 && chance(W.rt.partition)) {
         int kind = (int)rnd_n(4);
         int a = (int)rnd_n((uint64_t)W.n);
-        if (kind == 3) {   /* primary isolated */
+        if (kind == 3) { /* primary isolated */
             for (int i = 0; i < W.n; i++)
                 if (W.nodes[i].up && vsr_is_primary(W.nodes[i].core))
                     a = i;
@@ -552,9 +574,9 @@ static void inject_faults(void)
                     continue;
                 if (kind == 0 || kind == 3) /* one replica isolated both ways */
                     W.part[i][j] = (i == a || j == a);
-                else if (kind == 1)         /* one way: a hears nobody */
+                else if (kind == 1) /* one way: a hears nobody */
                     W.part[i][j] = (j == a);
-                else                        /* random split, maybe asymmetric */
+                else /* random split, maybe asymmetric */
                     W.part[i][j] = (uint8_t)(rnd_n(2) && ((i ^ j) & 1));
             }
         W.part_until = W.now + 50 + rnd_n(400);
@@ -707,7 +729,10 @@ static void add_core_counters(struct vsr_counters *sum, const struct vsr_counter
     }
 }
 
-static void dump_line(void *arg, const char *line) { fprintf(arg, "%s\n", line); }
+static void dump_line(void *arg, const char *line)
+{
+    fprintf(arg, "%s\n", line);
+}
 
 /* Runs one seed. Returns 0 when every checker passed. */
 static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, uint64_t ticks,
@@ -731,8 +756,8 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
     cfg0 = node_cfg(0);
     size_t arena = vsr_outbox_arena_size(&cfg0);
     W.ob_arena = malloc(arena);
-    vsr_outbox_init(&W.ob, W.ob_msgs, MSGS_CAP, W.ob_writes, WRITES_CAP, W.ob_commits,
-                    COMMITS_CAP, W.ob_arena, arena);
+    vsr_outbox_init(&W.ob, W.ob_msgs, MSGS_CAP, W.ob_writes, WRITES_CAP, W.ob_commits, COMMITS_CAP,
+                    W.ob_arena, arena);
     /* persistent disk faults: at most f replicas */
     int f = (W.n - 1) / 2;
     for (int k = 0; k < f; k++)
@@ -811,19 +836,19 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
     return failed;
 }
 
-
 static void print_counters(const struct counters *c, int json, double secs)
 {
     const struct vsr_counters *k = &c->core;
     if (json) {
-        printf("{\"ops\":%" PRIu64 ",\"runs\":%" PRIu64 ",\"ticks\":%" PRIu64 ",\"commits\":%" PRIu64
-               ",\"acks\":%" PRIu64 ",\"seconds\":%.2f,\"view_changes\":%" PRIu64
-               ",\"repairs\":%" PRIu64 ",\"state_transfers\":%" PRIu64
-               ",\"nack_truncations\":%" PRIu64 ",\"faulty_found\":%" PRIu64
-               ",\"torn_found\":%" PRIu64 ",\"stale_dropped\":%" PRIu64 ",\"faults\":{\"drops\":%" PRIu64
-               ",\"dups\":%" PRIu64 ",\"partitions\":%" PRIu64 ",\"crashes\":%" PRIu64
-               ",\"pauses\":%" PRIu64 ",\"torn\":%" PRIu64 ",\"corrupt_writes\":%" PRIu64
-               ",\"misdirects\":%" PRIu64 ",\"corrupt_reads\":%" PRIu64 "},\"messages\":{",
+        printf("{\"ops\":%" PRIu64 ",\"runs\":%" PRIu64 ",\"ticks\":%" PRIu64
+               ",\"commits\":%" PRIu64 ",\"acks\":%" PRIu64
+               ",\"seconds\":%.2f,\"view_changes\":%" PRIu64 ",\"repairs\":%" PRIu64
+               ",\"state_transfers\":%" PRIu64 ",\"nack_truncations\":%" PRIu64
+               ",\"faulty_found\":%" PRIu64 ",\"torn_found\":%" PRIu64 ",\"stale_dropped\":%" PRIu64
+               ",\"faults\":{\"drops\":%" PRIu64 ",\"dups\":%" PRIu64 ",\"partitions\":%" PRIu64
+               ",\"crashes\":%" PRIu64 ",\"pauses\":%" PRIu64 ",\"torn\":%" PRIu64
+               ",\"corrupt_writes\":%" PRIu64 ",\"misdirects\":%" PRIu64
+               ",\"corrupt_reads\":%" PRIu64 "},\"messages\":{",
                c->ops, c->runs, c->ticks, c->commits, c->acks, secs, k->view_changes, k->repairs,
                k->state_transfers, k->nack_truncations, k->faulty_found, k->torn_found,
                k->stale_dropped, c->drops, c->dups, c->partitions, c->crashes, c->pauses, c->torn,
@@ -833,8 +858,8 @@ static void print_counters(const struct counters *c, int json, double secs)
         printf("}}\n");
         return;
     }
-    printf("runs %" PRIu64 "  ticks %" PRIu64 "  ops committed %" PRIu64 " (%.0f/s)  applied %" PRIu64
-           "  acks %" PRIu64 "  %.2fs\n",
+    printf("runs %" PRIu64 "  ticks %" PRIu64 "  ops committed %" PRIu64
+           " (%.0f/s)  applied %" PRIu64 "  acks %" PRIu64 "  %.2fs\n",
            c->runs, c->ticks, c->ops, secs > 0 ? (double)c->ops / secs : 0.0, c->commits, c->acks,
            secs);
     printf("core: view_changes %" PRIu64 "  repairs %" PRIu64 "  state_transfers %" PRIu64
@@ -880,19 +905,27 @@ int main(int argc, char **argv)
     uint32_t plant = 0;
     char plant_name[4] = "";
     static const struct option opts[] = {
-        {"seeds", 1, 0, 'n'},   {"start", 1, 0, 's'},      {"seed", 1, 0, 'S'},
-        {"replicas", 1, 0, 'r'}, {"plant", 1, 0, 'p'},     {"expect-fail", 0, 0, 'e'},
-        {"no-faults", 0, 0, 'z'}, {"ticks", 1, 0, 't'},    {"json", 0, 0, 'j'},
-        {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'},       {"version", 0, 0, 'V'},
-        {"safety-only", 0, 0, 'y'},  {"clients", 1, 0, 'c'},
-        {0, 0, 0, 0}};
+        {"seeds", 1, 0, 'n'},       {"start", 1, 0, 's'},   {"seed", 1, 0, 'S'},
+        {"replicas", 1, 0, 'r'},    {"plant", 1, 0, 'p'},   {"expect-fail", 0, 0, 'e'},
+        {"no-faults", 0, 0, 'z'},   {"ticks", 1, 0, 't'},   {"json", 0, 0, 'j'},
+        {"verbose", 0, 0, 'v'},     {"help", 0, 0, 'h'},    {"version", 0, 0, 'V'},
+        {"safety-only", 0, 0, 'y'}, {"clients", 1, 0, 'c'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'n': seeds = strtoull(optarg, NULL, 10); break;
-        case 's': start = strtoull(optarg, NULL, 10); break;
-        case 'S': start = strtoull(optarg, NULL, 10); seeds = 1; break;
-        case 'r': replicas = atoi(optarg); break;
+        case 'n':
+            seeds = strtoull(optarg, NULL, 10);
+            break;
+        case 's':
+            start = strtoull(optarg, NULL, 10);
+            break;
+        case 'S':
+            start = strtoull(optarg, NULL, 10);
+            seeds = 1;
+            break;
+        case 'r':
+            replicas = atoi(optarg);
+            break;
         case 'p':
             if (strlen(optarg) != 1 || optarg[0] < 'a' || optarg[0] > 'd') {
                 fprintf(stderr, "vsr_sim: --plant takes a, b, c or d\n");
@@ -901,8 +934,12 @@ int main(int argc, char **argv)
             plant = 1u << (optarg[0] - 'a');
             snprintf(plant_name, sizeof plant_name, "%c", optarg[0]);
             break;
-        case 'e': expect_fail = 1; break;
-        case 'y': safety_only = 1; break;
+        case 'e':
+            expect_fail = 1;
+            break;
+        case 'y':
+            safety_only = 1;
+            break;
         case 'c':
             g_clients = atoi(optarg);
             if (g_clients < 1 || g_clients > CLIENTS_MAX) {
@@ -910,13 +947,27 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'z': no_faults = 1; break;
-        case 't': ticks = strtoull(optarg, NULL, 10); break;
-        case 'j': json = 1; break;
-        case 'v': verbose = 1; break;
-        case 'h': usage(stdout); return 0;
-        case 'V': printf("vsr_sim %s\n", SIM_VERSION); return 0;
-        default: usage(stderr); return 2;
+        case 'z':
+            no_faults = 1;
+            break;
+        case 't':
+            ticks = strtoull(optarg, NULL, 10);
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'v':
+            verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("vsr_sim %s\n", SIM_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (replicas && replicas != 1 && replicas != 3 && replicas != 5) {
@@ -943,7 +994,10 @@ int main(int argc, char **argv)
             failed++;
             fprintf(stderr, "replay: %s --seed %" PRIu64 "%s%s%s%s\n", argv[0], s,
                     plant ? " --plant " : "", plant_name, replicas ? " --replicas " : "",
-                    replicas ? (replicas == 1 ? "1" : replicas == 3 ? "3" : "5") : "");
+                    replicas ? (replicas == 1   ? "1"
+                                : replicas == 3 ? "3"
+                                                : "5")
+                             : "");
             if (expect_fail)
                 break;
         }

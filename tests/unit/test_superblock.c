@@ -121,8 +121,14 @@ static void test_every_copy_combination(void)
             cp[i] = copies[i];
             lens[i] = VSR_SB_SIZE;
             switch (st[i]) {
-            case C_NEW: memcpy(copies[i], newb, VSR_SB_SIZE); any_new = 1; break;
-            case C_OLD: memcpy(copies[i], oldb, VSR_SB_SIZE); any_old = 1; break;
+            case C_NEW:
+                memcpy(copies[i], newb, VSR_SB_SIZE);
+                any_new = 1;
+                break;
+            case C_OLD:
+                memcpy(copies[i], oldb, VSR_SB_SIZE);
+                any_old = 1;
+                break;
             case C_TORN: {
                 /* a write of the new copy cut at a byte boundary (never all) */
                 size_t cut = 1 + (size_t)((code * 7 + i * 13) % (VSR_SB_SIZE - 1));
@@ -134,7 +140,10 @@ static void test_every_copy_combination(void)
                 memcpy(copies[i], (code + i) % 2 ? newb : oldb, VSR_SB_SIZE);
                 copies[i][(code * 31 + i * 17) % VSR_SB_SIZE] ^= (uint8_t)(1u << (code % 8));
                 break;
-            case C_MISSING: cp[i] = NULL; lens[i] = 0; break;
+            case C_MISSING:
+                cp[i] = NULL;
+                lens[i] = 0;
+                break;
             }
         }
         /* A torn write whose cut falls after the last byte that differs is
@@ -144,7 +153,7 @@ static void test_every_copy_combination(void)
                 st[i] = C_NEW;
                 any_new = 1;
             } else if (st[i] == C_TORN && memcmp(copies[i], oldb, VSR_SB_SIZE) == 0) {
-                st[i] = C_OLD;  /* cut inside the bytes both copies share */
+                st[i] = C_OLD; /* cut inside the bytes both copies share */
                 any_old = 1;
             }
         struct vsr_superblock got;

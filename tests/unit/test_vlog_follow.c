@@ -18,14 +18,14 @@
 #include "tests/support/tutil.h"
 #include "verity/errors.h"
 
-#define NB 12
+#define NB  12
 #define BUF (1u << 20)
 
 static void cfg_init(struct vlog_config *c)
 {
     vlog_config_default(c);
     c->durability = VLOG_DURABILITY_ALWAYS;
-    c->checkpoint_records = 0;  /* no node-local batches in the data log */
+    c->checkpoint_records = 0; /* no node-local batches in the data log */
 }
 
 /* The primary: NB batches appended the ordinary way; offsets kept. */
@@ -145,7 +145,7 @@ static void test_exact_append_refuses_what_does_not_chain(void)
     struct vlog *f;
     struct vlog_info before, after;
     primary_open(&p, "vf-prim2", 0);
-    primary_open(&other, "vf-other", 5000);  /* another history, same offsets */
+    primary_open(&other, "vf-other", 5000); /* another history, same offsets */
     follower_open(&fdir, &f, "vf-foll2");
     for (int i = 0; i < 4; i++) {
         size_t len = batch_of(&p, i, buf);
@@ -204,7 +204,7 @@ static void test_truncate_tail_leaves_a_log_that_verifies(void)
         size_t len = batch_of(&p, i, buf);
         CU_ASSERT_EQUAL_FATAL(vlog_append_exact(f, buf, len, NULL), 0);
     }
-    CU_ASSERT_EQUAL_FATAL(vlog_truncate_tail(f, p.base[6], p.base[6]), 0);  /* no-op */
+    CU_ASSERT_EQUAL_FATAL(vlog_truncate_tail(f, p.base[6], p.base[6]), 0); /* no-op */
     struct vlog_config c;
     cfg_init(&c);
     {
@@ -250,7 +250,7 @@ static void test_truncate_tail_leaves_a_log_that_verifies(void)
     CU_ASSERT_EQUAL_FATAL(vlog_open(fdir, &c, tu_now_ms(), &f, NULL), 0);
     vlog_get_info(f, &after);
     CU_ASSERT_EQUAL(after.end_offset, p.base[9]);
-    CU_ASSERT_FALSE(vlog_last_recovery(f)->cut);  /* nothing torn: a clean cut */
+    CU_ASSERT_FALSE(vlog_last_recovery(f)->cut); /* nothing torn: a clean cut */
     size_t len = batch_of(&p, 9, buf);
     CU_ASSERT_EQUAL(vlog_append_exact(f, buf, len, NULL), 0);
     /* cutting everything in the only segment is allowed when uncommitted */
