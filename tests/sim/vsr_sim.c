@@ -774,14 +774,23 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
         step_tick();
     uint64_t want[CLIENTS_MAX];
     if (!W.fail[0] && !no_faults) {
-        /* Heal: faults stop, every replica runs, the network is clean. */
+        /* Heal: faults stop and the network is clean. Every replica runs,
+         * or (every other seed) only a majority: the replicas whose disks
+         * took persistent faults (at most f) stay down, so the majority
+         * holds an intact copy of every committed entry. */
         W.faults_on = 0;
         memset(W.part, 0, sizeof W.part);
         W.part_until = 0;
+        int minority_down = W.n > 1 && rnd_n(2);
         for (int i = 0; i < W.n; i++) {
             W.nodes[i].paused_until = 0;
-            if (!W.nodes[i].up)
+            if (minority_down && W.nodes[i].faulty_disk) {
+                if (W.nodes[i].up)
+                    node_crash(i);
+                W.nodes[i].down_until = UINT64_MAX;
+            } else if (!W.nodes[i].up) {
                 node_start(i, 0);
+            }
         }
         for (int c = 0; c < W.nclients; c++)
             want[c] = W.clients[c].replies + LIVENESS_REQUESTS;
