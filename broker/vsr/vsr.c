@@ -982,8 +982,21 @@ static void become_primary(struct vsr *r, struct vsr_outbox *ob)
 }
 
 /* Backup: install a START_VIEW (its superblock update, then NORMAL). */
+/* The START_VIEW's own header for its head op, or NULL. */
+static const struct vsr_wentry *sv_head_entry(const struct vsr_msg *m)
+{
+    if (m->window_len == 0 || m->op < m->window_base || m->op >= m->window_base + m->window_len)
+        return NULL;
+    const struct vsr_wentry *w = &m->window[m->op - m->window_base];
+    return w->h.op == m->op && w->status != VSR_W_UNKNOWN ? w : NULL;
+}
+
 static void install_start_view(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
 {
+    /* A START_VIEW must name its head entry (else the installed head would
+     * be unknown, and the superblock would record no checksum for it). */
+    if (m->op > r->commit_min && !sv_head_entry(m))
+        return;
     r->view = m->view;
     r->status = VSR_VIEW_CHANGE; /* until the superblock says log_view == view */
     r->vc_ready = false;
@@ -1013,7 +1026,10 @@ static void install_start_view(struct vsr *r, struct vsr_outbox *ob, const struc
         uint64_t k = m->window_base + i;
         if (k <= r->commit_min || k > head || w->h.op != k)
             continue;
-        if (w->status == VSR_W_HAVE || w->status == VSR_W_HEADER)
+        /* Every header the new primary names is canonical in its view,
+         * whatever it says about its own copy (one still being written
+         * reads NACK). */
+        if (w->status != VSR_W_UNKNOWN)
             adopt(r, k, w->h.checksum, w->full ? &w->h : NULL);
     }
     for (uint64_t k = head; k > r->commit_min; k--)
@@ -1024,8 +1040,7 @@ static void install_start_view(struct vsr *r, struct vsr_outbox *ob, const struc
         r->commit_max = m->commit > head ? head : m->commit;
     r->log_view = m->view;
     r->sv_op = head;
-    if (!op_checksum(r, head, r->sv_sum))
-        memset(r->sv_sum, 0, VSR_CHECKSUM_SIZE);
+    VERITY_VERIFY(op_checksum(r, head, r->sv_sum)); /* never record an unknown head */
     sb_request(r, ob);
 }
 
