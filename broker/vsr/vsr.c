@@ -628,16 +628,20 @@ static void window_entry(struct vsr *r, uint64_t k, struct vsr_wentry *w)
         w->h = s->h;
         w->full = s->full;
         bool other = s->disk_valid && s->disk_op == k && !sum_eq(s->disk_sum, s->h.checksum);
+        bool same = s->disk_valid && s->disk_op == k && sum_eq(s->disk_sum, s->h.checksum);
         if (has_op(r, k) && s->full)
             w->status = VSR_W_HAVE;
-        else if (s->faulty || (s->unverified && !other))
-            w->status = VSR_W_HEADER; /* it may have acknowledged this entry */
+        else if (same || s->faulty || (s->unverified && !other))
+            w->status = VSR_W_HEADER; /* holds it, or may have acknowledged it */
         else
             w->status = VSR_W_NACK; /* never held it durably (or holds another entry) */
         return;
     }
     /* Unverified: the disk holds an entry for this op that no link has
-     * named yet; it might be the canonical one. */
+     * named yet; it might be the canonical one. An entry dropped from the
+     * canonical log in memory (truncated by a view change, or stale after a
+     * restart) was never committed, so holding it is no reason to hold back
+     * a nack. */
     bool unverified_here = s->unverified && s->disk_valid && s->disk_op == k;
     if (k <= r->commit_min || s->faulty || unverified_here) {
         w->status = VSR_W_UNKNOWN;
@@ -1013,12 +1017,19 @@ static void install_start_view(struct vsr *r, struct vsr_outbox *ob, const struc
         maybe_request_state(r, ob);
         return;
     }
+    /* A START_VIEW of the view its log already belongs to (a late or
+     * repeated one) never cuts: entries past its head came from the same
+     * primary after it was sent. */
+    uint64_t sv_head = head;
+    uint8_t known[VSR_CHECKSUM_SIZE];
+    if (m->view == r->log_view && r->op > head && op_checksum(r, r->op, known))
+        head = r->op;
     truncate_above(r, r->op > head ? head : r->op);
     if (head > r->op)
         r->op = head;
     /* Forget the old suffix: only what the START_VIEW names, and what its
      * parent links name from there down, is canonical now. */
-    for (uint64_t k = r->commit_min + 1; k <= head; k++)
+    for (uint64_t k = r->commit_min + 1; k <= sv_head; k++)
         if (canon_at(r, k))
             slot_of(r, k)->canon = false;
     for (uint32_t i = 0; i < m->window_len; i++) {
