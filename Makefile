@@ -48,7 +48,8 @@ STORAGE_SRC := $(wildcard storage/*.c)
 PROTOLIB_SRC:= $(wildcard proto/*.c)
 CLIENT_SRC  := $(wildcard client/*.c)
 GROUP_SRC   := $(wildcard broker/group/*.c)
-BROKER_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c)) $(GROUP_SRC)
+VSR_SRC     := $(wildcard broker/vsr/*.c)
+BROKER_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c)) $(GROUP_SRC) $(VSR_SRC)
 TOOLS_SRC   := $(wildcard tools/*.c)
 EXAMPLE_SRC := $(wildcard tools/examples/*.c)
 
@@ -172,6 +173,7 @@ test: deps
 	@$(MAKE) --no-print-directory tests
 	@$(MAKE) --no-print-directory test-unit test-integ
 	@$(MAKE) --no-print-directory test-ops
+	@$(MAKE) --no-print-directory test-sim
 	@$(MAKE) --no-print-directory check-asan
 	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS); fi
 	@echo "make test: all suites passed"
@@ -223,6 +225,36 @@ install: $(BINS)
 	test -e $(DESTDIR)$(SYSCONFDIR)/verity/verityd.json || \
 	  install -m 0644 deploy/verityd.example.json $(DESTDIR)$(SYSCONFDIR)/verity/verityd.json
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+# ---- replication simulator (tests/sim, issue 9) ------------------------------
+# make sim SEEDS=N [SEED_START=S]   run N seeds of the VSR simulator
+# make test-sim                     TEST_SIM_SEEDS seeds (200), then each planted
+#                                   bug (a-d) must be caught by a safety checker
+#                                   within the same seeds
+SEEDS ?= 1000
+SEED_START ?= 1
+TEST_SIM_SEEDS ?= 200
+SIM_BIN := $(BUILD)/tests/vsr_sim
+.PHONY: sim test-sim asan-sim
+all: $(SIM_BIN)
+$(SIM_BIN): $(BUILD)/obj/tests/sim/vsr_sim.o $(BROKERLIB) $(LIBVERITY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+sim: $(SIM_BIN)
+	$(SIM_BIN) --seeds $(SEEDS) --start $(SEED_START)
+
+test-sim: $(SIM_BIN)
+	@echo "== $(SIM_BIN) --seeds $(TEST_SIM_SEEDS)"
+	@$(SIM_BIN) --seeds $(TEST_SIM_SEEDS)
+	@set -e; for p in a b c d; do \
+	  $(SIM_BIN) --plant $$p --seeds $(TEST_SIM_SEEDS) --expect-fail --safety-only 2>/dev/null | tail -1; done
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan MODE=asan WERROR=$(WERROR) asan-sim
+
+# The simulator under ASan+UBSan for a few seeds (the core's memory safety).
+asan-sim: $(SIM_BIN)
+	@echo "== [asan] $(SIM_BIN) --seeds 30"
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(SIM_BIN) --seeds 30 --start 7000
 
 run: deps
 	@$(MAKE) --no-print-directory all

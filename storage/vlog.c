@@ -667,3 +667,12 @@ int vlog_retain(struct vlog *log, int64_t now_ms)
     VERITY_VERIFY(log_ok(log));
     return (int)k;
 }
+
+/* For storage/vlog_follow.c: the one write path, without the automatic
+ * checkpoint that vlog_append adds (a follower must not write node-local
+ * batches). */
+int vl_append_raw(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
+                  struct vlog_append_info *out)
+{
+    return append_batch(log, b, h, out);
+}

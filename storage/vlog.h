@@ -116,6 +116,28 @@ struct vlog_append_info {
 int vlog_append(struct vlog *log, uint8_t *batch, size_t len, int64_t now_ms,
                 struct vlog_append_info *out) __attribute__((warn_unused_result));
 
+/*
+ * Follower calls (storage/vlog_follow.c), for a backup that must hold the
+ * primary's bytes exactly.
+ *
+ * vlog_append_exact: appends the len-byte batch unchanged, after checking
+ * that it is valid (batch_validate), that its base offset is this log's end
+ * offset (else VERITY_EOFFSET) and that its chain hash is H(tail chain ||
+ * batch) (else VERITY_ECHAIN): it must chain from this log's tail. Control
+ * batches are accepted (the primary may propose them). No automatic
+ * checkpoint follows. Refusals change nothing. The bytes are not modified.
+ *
+ * vlog_truncate_tail: cuts every batch from offset on (offset must start a
+ * batch in the active segment; VERITY_EOFFSET otherwise), after syncing.
+ * Refuses (VERITY_EINVAL) to cut below committed_end: only an uncommitted
+ * suffix may go. The log verifies afterwards (verify_log_dir) and appends
+ * continue from offset. offset == end offset is a no-op.
+ */
+int vlog_append_exact(struct vlog *log, uint8_t *batch, size_t len, struct vlog_append_info *out)
+    __attribute__((warn_unused_result));
+int vlog_truncate_tail(struct vlog *log, uint64_t offset, uint64_t committed_end)
+    __attribute__((warn_unused_result));
+
 /* Makes everything appended so far durable. Thread-safe. 0 or the error
  * (a failure turns the log read-only for good). */
 int vlog_sync(struct vlog *log) __attribute__((warn_unused_result));

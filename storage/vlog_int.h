@@ -117,6 +117,10 @@ void vl_seg_unload_index(struct seg *s);
 void vl_seg_index_batch(struct vlog *log, struct seg *s, uint64_t pos, uint64_t base,
                         uint64_t data_records_before, int64_t max_ts, uint32_t len);
 
+/* vlog.c: the write path, for vlog_follow.c */
+int vl_append_raw(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
+                  struct vlog_append_info *out) __attribute__((warn_unused_result));
+
 /* vlog_recover.c: opening a directory of segments, recovery */
 int vl_open_segments(struct vlog *log, int64_t now_ms, uint64_t *bad_offset)
     __attribute__((warn_unused_result));

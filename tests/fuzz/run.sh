@@ -101,3 +101,24 @@ if [ "$share_secs" != 0 ]; then
     fi
     echo "fuzz: fuzz_share: no crash in ${share_secs}s"
 fi
+
+# The replication core (issue 9): decoders and restart from arbitrary disk
+# bytes, for VSR_FUZZ_SECONDS (default 10; 0 skips).
+vsecs=${VSR_FUZZ_SECONDS:-10}
+if [ "$vsecs" != 0 ]; then
+    mkdir -p "$out/corpus_vsr"
+    clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+        tests/fuzz/fuzz_vsr.c broker/vsr/vsr.c broker/vsr/superblock.c -o "$out/fuzz_vsr"
+    set +e
+    (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ./fuzz_vsr -max_total_time="$vsecs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=0 -artifact_prefix="$out/artifacts/" "$out/corpus_vsr")
+    rc=$?
+    set -e
+    if [ "$rc" -ne 0 ]; then
+        echo "fuzz: fuzz_vsr FAILED (exit $rc); inputs in $out/artifacts" >&2
+        exit "$rc"
+    fi
+    echo "fuzz: fuzz_vsr no crash in ${vsecs}s"
+fi

@@ -1,0 +1,72 @@
+/*
+ * Superblock of a replica: its durable view, log view, commit number and
+ * membership, written as VSR_SB_COPIES copies of VSR_SB_SIZE bytes. Every
+ * update writes all copies one after another with the same, higher sequence
+ * number; an update counts only once every copy is durable. On open the
+ * valid copy with the highest sequence wins, so a torn or corrupt copy (or
+ * all but one) is survivable.
+ *
+ * Copy layout (little-endian):
+ *
+ *   off size field
+ *     0    4 magic          'V' 'S' 'B' '1'
+ *     4    4 version        1
+ *     8    8 sequence       > 0, raised by every update
+ *    16    8 cluster
+ *    24    1 replica        this replica's index
+ *    25    1 replica_count  1, 3 or 5
+ *    26    6 reserved       0
+ *    32    8 view           highest view this replica took part in
+ *    40    8 log_view       view in which its log was last normal
+ *    48    8 commit_max     commit number known at the update
+ *    56    8 sv_op          head op of the log installed for log_view
+ *    64   32 sv_checksum    checksum of that head entry
+ *    96   32 checksum       H(bytes[0, 96))
+ *
+ * A copy is valid only if its checksum matches, magic and version match,
+ * reserved bytes are zero, log_view <= view, sequence > 0 and the replica
+ * fits the count.
+ */
+#ifndef VERITY_VSR_SUPERBLOCK_H
+#define VERITY_VSR_SUPERBLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VSR_SB_COPIES 4
+#define VSR_SB_SIZE   128
+
+typedef void (*vsr_hash_fn)(void *ctx, const void *a, size_t alen, const void *b, size_t blen,
+                            uint8_t out[32]);
+
+struct vsr_superblock {
+    uint64_t sequence;
+    uint64_t cluster;
+    uint8_t replica;
+    uint8_t replica_count;
+    uint64_t view;
+    uint64_t log_view;
+    uint64_t commit_max;
+    uint64_t sv_op;
+    uint8_t sv_checksum[32];
+};
+
+/* Writes one copy of sb into out. */
+void vsr_sb_encode(vsr_hash_fn hash, void *ctx, const struct vsr_superblock *sb,
+                   uint8_t out[VSR_SB_SIZE]);
+
+/* 0 and *sb when the len bytes are a valid copy; VERITY_ECORRUPT otherwise
+ * (len != VSR_SB_SIZE included). */
+int vsr_sb_decode(vsr_hash_fn hash, void *ctx, const uint8_t *in, size_t len,
+                  struct vsr_superblock *sb) __attribute__((warn_unused_result));
+
+/*
+ * Picks the valid copy with the highest sequence among n copies (copies[i]
+ * may be NULL for an unreadable copy). Returns 0 with *sb and *which;
+ * VERITY_ENOTFOUND when no copy is valid; VERITY_ECORRUPT when two valid
+ * copies with the same sequence disagree (never written that way).
+ */
+int vsr_sb_choose(vsr_hash_fn hash, void *ctx, const uint8_t *const *copies, const size_t *lens,
+                  int n, struct vsr_superblock *sb, int *which) __attribute__((warn_unused_result));
+
+#endif
