@@ -22,6 +22,8 @@ TEST_FUZZ_SECONDS ?= 60
 DEB_PKGS := build-essential pkg-config libssl-dev libevent-dev \
             protobuf-c-compiler libprotobuf-c-dev libjansson-dev \
             libcunit1-dev libsqlite3-dev clang libclang-rt-14-dev
+# Kafka listener suite (issue 15): the real clients from Debian's packages.
+DEB_PKGS += kcat python3-confluent-kafka python3-kafka
 
 PKG_LIBS := libevent libevent_pthreads libcrypto libssl libprotobuf-c jansson
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -138,6 +140,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integ/%.o $(TEST_SUPPORT) $(if $(BROKER_OBJ
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory test-unit test-integ
+	@$(MAKE) --no-print-directory test-kafka
 	@$(MAKE) --no-print-directory check-asan
 	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS); fi
 	@echo "make test: all suites passed"
@@ -176,6 +179,19 @@ STRESS_RUNS ?= 30
 stress-groups: deps
 	@$(MAKE) --no-print-directory all
 	@bash tests/stress_groups_e2e.sh $(BUILD) $(STRESS_RUNS)
+
+# ---- Kafka listener (issue 15) ------------------------------------------------
+# test-kafka: kcat, confluent-kafka and kafka-python against a real verityd
+# (~25 s; part of make test). test-kafka-full: the same with a 1,000,000-message
+# idempotent producer and three kill -9s (several minutes).
+.PHONY: test-kafka test-kafka-full
+test-kafka: $(BINS)
+	@echo "== tests/kafka/run.sh quick"
+	@bash tests/kafka/run.sh $(BUILD) quick
+
+test-kafka-full: deps
+	@$(MAKE) --no-print-directory $(BINS)
+	@bash tests/kafka/run.sh $(BUILD) full
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')
