@@ -28,32 +28,18 @@
 
 #include "broker/blog.h"
 #include "broker/kafka/kafka_int.h"
+#include "broker/kafka/kparse.h"
 #include "broker/kafka/krecords.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
 #define KSPANS 8
 
-struct kfentry {
-    uint32_t topic_idx;
-    int32_t partition;
-    int64_t offset;
-    int32_t max_bytes;
-};
-
-struct kftopic {
-    struct kstr name;
-    uint32_t first;
-    uint32_t n;
-};
-
 struct kfetch {
     struct kreq *q;
     struct broker *b;
-    int32_t max_wait_ms, min_bytes, max_bytes;
-    size_t n, n_topics;
-    struct kfentry *e;
-    struct kftopic *t;
+    struct kfetch_req req;    /* decoded request */
+    size_t n;                 /* req.n_parts */
     struct fetch_link *links; /* n */
     struct event *timer;
     struct event *wake_ev;
@@ -81,8 +67,7 @@ static void kf_free(struct kfetch *kf)
     if (kf->wake_ev)
         event_free(kf->wake_ev);
     free(kf->links);
-    free(kf->e);
-    free(kf->t);
+    kfetch_req_free(&kf->req);
     free(kf);
 }
 
@@ -119,11 +104,11 @@ static void kf_cancel(struct kreq *q)
     kreq_done(q);
 }
 
-static struct partition *kf_part(struct kfetch *kf, const struct kfentry *e)
+static struct partition *kf_part(struct kfetch *kf, const struct kfetch_part *e)
 {
     char name[VERITY_TOPIC_NAME_MAX + 1], msg[160];
     struct partition *p;
-    if (e->partition < 0 || !kstr_copy(kf->t[e->topic_idx].name, name, sizeof name) ||
+    if (e->partition < 0 || !kstr_copy(kf->req.topics[e->topic_idx].name, name, sizeof name) ||
         topic_partition(kf->b, name, (uint32_t)e->partition, &p, msg, sizeof msg))
         return NULL;
     return p;
@@ -132,7 +117,7 @@ static struct partition *kf_part(struct kfetch *kf, const struct kfentry *e)
 static void kf_arm(struct kfetch *kf, uint32_t wait_ms)
 {
     for (size_t i = 0; i < kf->n; i++) {
-        struct partition *p = kf_part(kf, &kf->e[i]);
+        struct partition *p = kf_part(kf, &kf->req.parts[i]);
         if (!p)
             continue;
         bool dup = false;
@@ -155,7 +140,7 @@ static void kf_arm(struct kfetch *kf, uint32_t wait_ms)
 
 /* Reads and converts entry e's batches into o->recs within max bytes of
  * stored data (the first batch always). Returns the stored bytes used. */
-static uint64_t kf_read(struct kfetch *kf, const struct kfentry *e, uint64_t max,
+static uint64_t kf_read(struct kfetch *kf, const struct kfetch_part *e, uint64_t max,
                         struct kfout *o)
 {
     struct partition *p = kf_part(kf, e);
@@ -225,13 +210,13 @@ static void kf_respond(struct kfetch *kf, struct kfout *out)
         kw_i16(w, KE_NONE);
         kw_i32(w, 0); /* session id: sessions are not kept */
     }
-    kw_i32(w, (int32_t)kf->n_topics);
-    for (size_t ti = 0; ti < kf->n_topics; ti++) {
-        const struct kftopic *t = &kf->t[ti];
+    kw_i32(w, (int32_t)kf->req.n_topics);
+    for (size_t ti = 0; ti < kf->req.n_topics; ti++) {
+        const struct ktopic_span *t = &kf->req.topics[ti];
         kw_kstr(w, t->name);
         kw_i32(w, (int32_t)t->n);
         for (uint32_t k = 0; k < t->n; k++) {
-            const struct kfentry *e = &kf->e[t->first + k];
+            const struct kfetch_part *e = &kf->req.parts[t->first + k];
             struct kfout *o = &out[t->first + k];
             kw_i32(w, e->partition);
             kw_i16(w, o->err);
@@ -258,8 +243,8 @@ static void kf_try(struct kfetch *kf, bool final)
         kreq_malformed(q, "out of memory");
         return;
     }
-    uint64_t budget = kf->max_bytes > 0 && (uint32_t)kf->max_bytes < b->cfg.fetch_max_bytes
-                          ? (uint64_t)kf->max_bytes
+    uint64_t budget = kf->req.max_bytes > 0 && (uint32_t)kf->req.max_bytes < b->cfg.fetch_max_bytes
+                          ? (uint64_t)kf->req.max_bytes
                           : b->cfg.fetch_max_bytes;
     uint64_t total = 0;
     size_t converted = 0;
@@ -269,7 +254,7 @@ static void kf_try(struct kfetch *kf, bool final)
         kw_init(&o->recs);
         o->hw = -1;
         o->start = -1;
-        const struct kfentry *e = &kf->e[i];
+        const struct kfetch_part *e = &kf->req.parts[i];
         uint64_t left = total < budget ? budget - total : 0;
         uint64_t pmax = e->max_bytes > 0 && (uint64_t)e->max_bytes < left ? (uint64_t)e->max_bytes
                                                                           : left;
@@ -286,14 +271,15 @@ static void kf_try(struct kfetch *kf, bool final)
         total += used;
         converted += o->recs.len;
     }
-    if (!final && !any_error && converted < (size_t)(kf->min_bytes > 0 ? kf->min_bytes : 1) &&
-        kf->max_wait_ms > 0 && !b->stopping) {
+    if (!final && !any_error &&
+        converted < (size_t)(kf->req.min_bytes > 0 ? kf->req.min_bytes : 1) &&
+        kf->req.max_wait_ms > 0 && !b->stopping) {
         for (size_t i = 0; i < kf->n; i++)
             kw_deinit(&out[i].recs);
         free(out);
         if (!kf->waiting) {
-            uint32_t wait = (uint32_t)kf->max_wait_ms < b->cfg.fetch_max_wait_ms
-                                ? (uint32_t)kf->max_wait_ms
+            uint32_t wait = (uint32_t)kf->req.max_wait_ms < b->cfg.fetch_max_wait_ms
+                                ? (uint32_t)kf->req.max_wait_ms
                                 : b->cfg.fetch_max_wait_ms;
             kf_arm(kf, wait);
         }
@@ -308,65 +294,9 @@ static void kf_try(struct kfetch *kf, bool final)
     kreq_done(q);
 }
 
-static bool kf_decode(struct kfetch *kf, struct kr *r, int16_t v)
-{
-    struct kr probe = *r;
-    size_t pbytes = 4 + 8 + 4 + (v >= 9 ? 4 : 0) + (v >= 5 ? 8 : 0);
-    int32_t nt = kr_array(&probe, false, 6);
-    size_t total = 0;
-    for (int32_t t = 0; t < nt && kr_ok(&probe); t++) {
-        (void)kr_str(&probe, false);
-        int32_t np = kr_array(&probe, false, pbytes);
-        if (np > 0 && kr_ok(&probe) && kr_left(&probe) >= (size_t)np * pbytes)
-            probe.p += (size_t)np * pbytes;
-        total += (size_t)(np > 0 ? np : 0);
-    }
-    if (!kr_ok(&probe))
-        return false;
-    kf->t = calloc(nt > 0 ? (size_t)nt : 1, sizeof *kf->t);
-    kf->e = calloc(total ? total : 1, sizeof *kf->e);
-    kf->links = calloc(total ? total : 1, sizeof *kf->links);
-    if (!kf->t || !kf->e || !kf->links)
-        return false;
-    kf->n_topics = (size_t)nt;
-    kf->n = total;
-    (void)kr_i32(r);
-    size_t i = 0;
-    for (int32_t t = 0; t < nt; t++) {
-        kf->t[t].name = kr_str(r, false);
-        kf->t[t].first = (uint32_t)i;
-        int32_t np = kr_i32(r);
-        kf->t[t].n = (uint32_t)np;
-        for (int32_t k = 0; k < np; k++, i++) {
-            kf->e[i].topic_idx = (uint32_t)t;
-            kf->e[i].partition = kr_i32(r);
-            if (v >= 9)
-                (void)kr_i32(r); /* current leader epoch */
-            kf->e[i].offset = kr_i64(r);
-            if (v >= 5)
-                (void)kr_i64(r); /* log start offset: followers only */
-            kf->e[i].max_bytes = kr_i32(r);
-        }
-    }
-    if (v >= 7) {
-        int32_t nf = kr_array(r, false, 6);
-        for (int32_t f = 0; f < nf && kr_ok(r); f++) {
-            (void)kr_str(r, false);
-            int32_t np = kr_array(r, false, 4);
-            for (int32_t k = 0; k < np; k++)
-                (void)kr_i32(r);
-        }
-    }
-    if (v >= 11)
-        (void)kr_str(r, false);
-    return kr_ok(r) && i == total;
-}
-
 void k_fetch(struct kreq *q)
 {
     struct broker *b = q->k->b;
-    struct kr *r = &q->r;
-    int16_t v = q->api_version;
     struct kfetch *kf = calloc(1, sizeof *kf);
     if (!kf) {
         kreq_malformed(q, "out of memory");
@@ -374,23 +304,16 @@ void k_fetch(struct kreq *q)
     }
     kf->q = q;
     kf->b = b;
-    (void)kr_i32(r); /* replica id */
-    kf->max_wait_ms = kr_i32(r);
-    kf->min_bytes = kr_i32(r);
-    kf->max_bytes = kr_i32(r);
-    (void)kr_i8(r); /* isolation level: read_uncommitted either way */
-    if (v >= 7) {
-        (void)kr_i32(r);
-        (void)kr_i32(r);
-    }
-    if (!kr_ok(r) || !kf_decode(kf, r, v)) {
+    if (kfetch_parse(&q->r, q->api_version, &kf->req)) {
         kf_free(kf);
         kreq_malformed(q, "Fetch request does not decode");
         return;
     }
+    kf->n = kf->req.n_parts;
+    kf->links = calloc(kf->n ? kf->n : 1, sizeof *kf->links);
     kf->timer = evtimer_new(b->base, kf_timeout_cb, kf);
     kf->wake_ev = event_new(b->base, -1, 0, kf_wake_cb, kf);
-    if (!kf->timer || !kf->wake_ev) {
+    if (!kf->links || !kf->timer || !kf->wake_ev) {
         kf_free(kf);
         kreq_malformed(q, "out of memory");
         return;

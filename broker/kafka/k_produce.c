@@ -27,6 +27,7 @@
 #include "broker/batchcheck.h"
 #include "broker/blog.h"
 #include "broker/kafka/kafka_int.h"
+#include "broker/kafka/kparse.h"
 #include "broker/kafka/krecords.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
@@ -34,28 +35,19 @@
 #define KMSG_MAX 160
 
 struct kpentry {
-    uint32_t topic_idx;
-    int32_t partition;
-    struct kstr records;
     int16_t err;
     int64_t base_offset;
     bool resolved;
     struct prod_wait wait;
 };
 
-struct kptopic {
-    struct kstr name;
-    uint32_t first; /* first entry */
-    uint32_t n;
-};
-
 struct kproduce {
     struct kreq *q;
     struct broker *b;
-    size_t n, n_topics;
+    struct kprod_req req; /* decoded request; entry i is req.parts[i] */
+    size_t n;
     size_t pending;
     struct kpentry *e;
-    struct kptopic *t;
     struct event *timer;
 };
 
@@ -64,7 +56,7 @@ static void kp_free(struct kproduce *kp)
     if (kp->timer)
         event_free(kp->timer);
     free(kp->e);
-    free(kp->t);
+    kprod_req_free(&kp->req);
     free(kp);
 }
 
@@ -75,16 +67,17 @@ static void kp_finish(struct kproduce *kp)
     struct kw *w = &q->w;
     int16_t v = q->api_version;
     VERITY_VERIFY(kp->pending == 0);
-    kw_i32(w, (int32_t)kp->n_topics);
-    for (size_t ti = 0; ti < kp->n_topics; ti++) {
-        const struct kptopic *t = &kp->t[ti];
+    kw_i32(w, (int32_t)kp->req.n_topics);
+    for (size_t ti = 0; ti < kp->req.n_topics; ti++) {
+        const struct ktopic_span *t = &kp->req.topics[ti];
         kw_kstr(w, t->name);
         kw_i32(w, (int32_t)t->n);
         char name[VERITY_TOPIC_NAME_MAX + 1];
         bool named = kstr_copy(t->name, name, sizeof name);
         for (uint32_t k = 0; k < t->n; k++) {
             const struct kpentry *e = &kp->e[t->first + k];
-            kw_i32(w, e->partition);
+            const struct kprod_part *pp = &kp->req.parts[t->first + k];
+            kw_i32(w, pp->partition);
             kw_i16(w, e->err);
             kw_i64(w, e->err ? -1 : e->base_offset);
             kw_i64(w, -1); /* log append time: CreateTime topics */
@@ -92,8 +85,8 @@ static void kp_finish(struct kproduce *kp)
                 int64_t start = -1;
                 struct partition *p;
                 char msg[KMSG_MAX];
-                if (named && e->partition >= 0 &&
-                    topic_partition(b, name, (uint32_t)e->partition, &p, msg, sizeof msg) == 0 &&
+                if (named && pp->partition >= 0 &&
+                    topic_partition(b, name, (uint32_t)pp->partition, &p, msg, sizeof msg) == 0 &&
                     p->log) {
                     struct vlog_info info;
                     vlog_get_info(p->log, &info);
@@ -226,10 +219,11 @@ static void kp_entry(struct kproduce *kp, size_t i, bool silent)
 {
     struct broker *b = kp->b;
     struct kpentry *e = &kp->e[i];
+    const struct kprod_part *pp = &kp->req.parts[i];
     char name[VERITY_TOPIC_NAME_MAX + 1], msg[KMSG_MAX];
     struct partition *p;
-    if (!kstr_copy(kp->t[e->topic_idx].name, name, sizeof name) || e->partition < 0 ||
-        topic_partition(b, name, (uint32_t)e->partition, &p, msg, sizeof msg)) {
+    if (!kstr_copy(kp->req.topics[pp->topic_idx].name, name, sizeof name) || pp->partition < 0 ||
+        topic_partition(b, name, (uint32_t)pp->partition, &p, msg, sizeof msg)) {
         kp_resolve_entry(kp, i, KE_UNKNOWN_TOPIC_OR_PARTITION);
         return;
     }
@@ -237,11 +231,11 @@ static void kp_entry(struct kproduce *kp, size_t i, bool silent)
         kp_resolve_entry(kp, i, KE_KAFKA_STORAGE_ERROR);
         return;
     }
-    if (!e->records.p || e->records.len == 0) {
+    if (!pp->records.p || pp->records.len == 0) {
         kp_resolve_entry(kp, i, KE_CORRUPT_MESSAGE);
         return;
     }
-    size_t cap = (size_t)e->records.len * 2 + 1024;
+    size_t cap = (size_t)pp->records.len * 2 + 1024;
     if (cap > b->cfg.max_batch_bytes)
         cap = b->cfg.max_batch_bytes;
     struct batch_builder bb;
@@ -249,8 +243,8 @@ static void kp_entry(struct kproduce *kp, size_t i, bool silent)
         kp_resolve_entry(kp, i, KE_UNKNOWN);
         return;
     }
-    const uint8_t *rp = e->records.p;
-    size_t left = (size_t)e->records.len;
+    const uint8_t *rp = pp->records.p;
+    size_t left = (size_t)pp->records.len;
     uint64_t end_max = 0;
     bool first = true;
     int16_t err = KE_NONE;
@@ -262,7 +256,7 @@ static void kp_entry(struct kproduce *kp, size_t i, bool silent)
             kc = krec_to_verity(rp, blen, &bb, &src, msg, sizeof msg);
         if (kc) {
             blog(BLOG_DEBUG, "kafka_batch_refused", "topic=%s partition=%" PRId32 " code=%d "
-                 "reason=%s", name, e->partition, kc, msg);
+                 "reason=%s", name, pp->partition, kc, msg);
             err = (int16_t)kc;
             break;
         }
@@ -289,53 +283,9 @@ static void kp_entry(struct kproduce *kp, size_t i, bool silent)
         kp_wait_on(kp, i, p, end_max);
 }
 
-/* Decodes the topics into kp (entries in request order). */
-static bool kp_decode(struct kproduce *kp, struct kr *r)
-{
-    struct kr probe = *r;
-    int32_t nt = kr_array(&probe, false, 6);
-    size_t total = 0;
-    for (int32_t t = 0; t < nt && kr_ok(&probe); t++) {
-        (void)kr_str(&probe, false);
-        int32_t np = kr_array(&probe, false, 8);
-        for (int32_t k = 0; k < np && kr_ok(&probe); k++) {
-            (void)kr_i32(&probe);
-            (void)kr_bytes(&probe, true);
-        }
-        total += (size_t)(np > 0 ? np : 0);
-    }
-    if (!kr_ok(&probe))
-        return false;
-    kp->t = calloc(nt > 0 ? (size_t)nt : 1, sizeof *kp->t);
-    kp->e = calloc(total ? total : 1, sizeof *kp->e);
-    if (!kp->t || !kp->e)
-        return false;
-    kp->n_topics = (size_t)nt;
-    kp->n = total;
-    (void)kr_i32(r);
-    size_t i = 0;
-    for (int32_t t = 0; t < nt; t++) {
-        kp->t[t].name = kr_str(r, false);
-        kp->t[t].first = (uint32_t)i;
-        int32_t np = kr_i32(r);
-        kp->t[t].n = (uint32_t)np;
-        for (int32_t k = 0; k < np; k++, i++) {
-            kp->e[i].topic_idx = (uint32_t)t;
-            kp->e[i].partition = kr_i32(r);
-            kp->e[i].records = kr_bytes(r, true);
-        }
-    }
-    VERITY_VERIFY(i == total && kr_ok(r));
-    return true;
-}
-
 void k_produce(struct kreq *q)
 {
     struct broker *b = q->k->b;
-    struct kr *r = &q->r;
-    struct kstr txn = kr_str(r, true);
-    int16_t acks = kr_i16(r);
-    int32_t timeout_ms = kr_i32(r);
     struct kproduce *kp = calloc(1, sizeof *kp);
     if (!kp) {
         kreq_malformed(q, "out of memory");
@@ -343,13 +293,18 @@ void k_produce(struct kreq *q)
     }
     kp->q = q;
     kp->b = b;
-    if (!kr_ok(r) || !kp_decode(kp, r) || kr_left(r) != 0 || (acks != 0 && acks != 1 && acks != -1)) {
+    if (kprod_parse(&q->r, q->api_version, &kp->req)) {
         kp_free(kp);
         kreq_malformed(q, "Produce request does not decode");
         return;
     }
+    struct kstr txn = kp->req.txn;
+    int16_t acks = kp->req.acks;
+    int32_t timeout_ms = kp->req.timeout_ms;
+    kp->n = kp->req.n_parts;
+    kp->e = calloc(kp->n ? kp->n : 1, sizeof *kp->e);
     kp->timer = evtimer_new(b->base, kp_timeout_cb, kp);
-    if (!kp->timer) {
+    if (!kp->e || !kp->timer) {
         kp_free(kp);
         kreq_malformed(q, "out of memory");
         return;
