@@ -15,6 +15,11 @@ mismatch raises (exit 1). Run by tests/kafka/run.sh, which owns the broker.
   kp_group BOOT TOPIC GROUP N OUT  kafka-python group consumer: reads N,
                                commits, writes each partition's position to OUT
   kp_committed BOOT TOPIC GROUP OUT  the group's committed offsets equal OUT
+  fill BOOT TOPIC N            N keyed messages (idempotent producer)
+  group3 BOOT TOPIC GROUP N TMP  three confluent-kafka members with manual
+                               commits; one is killed -9 mid-stream; its
+                               partitions move, nothing is lost, and only its
+                               uncommitted tail is read twice
   badinput HOST PORT           malformed frames: typed errors or a closed
                                connection, and the broker keeps answering
 """
@@ -171,6 +176,97 @@ def crosscheck(kcat_file, verity_file):
     print('crosscheck: %d records identical (key, value, headers, timestamp)' % len(a))
 
 
+def fill(boot, topic, n):
+    import confluent_kafka as ck
+    p = ck.Producer({'bootstrap.servers': boot, 'enable.idempotence': True, 'linger.ms': 5})
+    for i in range(n):
+        p.produce(topic, key=b'%08d' % i, value=b'g%d' % i)
+        p.poll(0)
+    assert p.flush(60) == 0
+    print('fill: %d messages' % n)
+
+
+def member(boot, topic, group, out):
+    """A group member with manual commits: logs every message as 'M p o key'
+    and every successful commit as 'C p next_offset' (flushed at once)."""
+    import confluent_kafka as ck
+    c = ck.Consumer({'bootstrap.servers': boot, 'group.id': group,
+                     'auto.offset.reset': 'earliest', 'enable.auto.commit': False,
+                     'session.timeout.ms': 6000, 'heartbeat.interval.ms': 500})
+    c.subscribe([topic])
+    f = open(out, 'w', buffering=1)
+    idle_since = time.time()
+    n = 0
+    while time.time() - idle_since < 5:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        idle_since = time.time()
+        f.write('M %d %d %s %.6f\n' % (m.partition(), m.offset(), m.key().decode(), time.time()))
+        n += 1
+        time.sleep(0.002)
+        if n % 25 == 0:
+            try:
+                for tp in c.commit(asynchronous=False) or []:
+                    if tp.offset >= 0 and not tp.error:
+                        f.write('C %d %d %.6f\n' % (tp.partition, tp.offset, time.time()))
+            except ck.KafkaException:
+                pass  # rebalancing: the next commit carries the position
+    c.close()
+
+
+def group3(boot, topic, group, n, tmp):
+    import os
+    import signal
+    import subprocess
+    outs = ['%s/member%d.log' % (tmp, i) for i in range(3)]
+    procs = [subprocess.Popen([sys.executable, __file__, 'member', boot, topic, group, o])
+             for o in outs]
+
+    def lines(o):
+        try:
+            return open(o).read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if all(sum(1 for x in lines(o) if x.startswith('C ')) >= 2 for o in outs):
+            break
+        time.sleep(0.05)
+    else:
+        raise RuntimeError('members did not all consume and commit')
+    os.kill(procs[0].pid, signal.SIGKILL)
+    procs[0].wait()
+    for p in procs[1:]:
+        assert p.wait(timeout=120) == 0
+    dead = lines(outs[0])
+    commits = []  # (time, partition, next offset), from every member
+    reads = []    # (time, partition, offset, member, key)
+    for i, o in enumerate(outs):
+        for x in lines(o):
+            f = x.split()
+            if f[0] == 'C':
+                commits.append((float(f[3]), int(f[1]), int(f[2])))
+            elif f[0] == 'M':
+                reads.append((float(f[4]), int(f[1]), int(f[2]), i, f[3]))
+    keys = {r[4] for r in reads}
+    assert len(keys) == n, ('lost messages', n - len(keys))
+    first = {}
+    reread = 0
+    for t, p, off, who, k in sorted(reads):
+        if (p, off) not in first:
+            first[(p, off)] = who
+            continue
+        # A second read is allowed only while the message is uncommitted.
+        done = [c for c in commits if c[1] == p and c[2] > off and c[0] < t]
+        assert not done, ('committed message re-read', p, off, who, done[:1])
+        reread += 1
+    moved = {int(x.split()[1]) for x in dead if x.startswith('M ')}
+    print('group3: %d messages, none lost; member 0 (partitions %s) killed -9; %d re-read, '
+          'none of them committed before' % (n, sorted(moved), reread))
+
+
 # ---- bad input -------------------------------------------------------------
 
 def frame(api_key, version, corr, body, client=b'bad'):
@@ -318,6 +414,12 @@ if __name__ == '__main__':
         kp_group(args[0], args[1], args[2], int(args[3]), args[4])
     elif cmd == 'kp_committed':
         kp_committed(*args)
+    elif cmd == 'fill':
+        fill(args[0], args[1], int(args[2]))
+    elif cmd == 'member':
+        member(*args)
+    elif cmd == 'group3':
+        group3(args[0], args[1], args[2], int(args[3]), args[4])
     elif cmd == 'crosscheck':
         crosscheck(*args)
     elif cmd == 'badinput':

@@ -115,11 +115,17 @@ start
 $KC kp_committed "$BOOT" kp kpg "$ROOT/kp.pos"
 echo "ok: kafka-python round trip, committed offsets survive a restart"
 
-# 6. Bad input on the Kafka port.
+# 6. A confluent-kafka group of three with manual commits; one killed -9.
+V topic create g3 --partitions 6 >/dev/null
+$KC fill "$BOOT" g3 6000
+$KC group3 "$BOOT" g3 grp3 6000 "$ROOT"
+echo "ok: group of three: a killed member's partitions move, none lost, no committed message re-read"
+
+# 7. Bad input on the Kafka port.
 $KC badinput 127.0.0.1 "$KPORT" bad
 echo "ok: bad input answered with typed errors or a close; broker serving"
 
-# 7. Every log written through the Kafka listener verifies.
+# 8. Every log written through the Kafka listener verifies.
 stop TERM
 for d in "$DATA"/topics/*/* "$DATA/__kafka_offsets"; do
     "$BIN/verity" log verify "$d" >/dev/null || fail "verity log verify $d"
