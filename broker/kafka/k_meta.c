@@ -28,17 +28,32 @@
 void k_api_versions(struct kreq *q)
 {
     struct kw *w = &q->w;
-    bool supported = q->api_version >= 0 && q->api_version <= 2;
-    /* v0 body when the version is unsupported (KIP-511); v1+ adds throttle. */
+    int16_t v = q->api_version;
+    bool supported = v >= 0 && v <= 3;
+    /* v3 is the one flexible version the listener speaks (librdkafka opens
+     * with it): compact array, tagged fields; its response header stays v0.
+     * Its request body (client software name and version) is not needed. */
+    bool flex = v == 3;
+    /* An unsupported version gets the v0 body (KIP-511). */
     kw_i16(w, supported ? KE_NONE : KE_UNSUPPORTED_VERSION);
-    kw_i32(w, (int32_t)kapi_count);
+    if (flex) {
+        uint8_t *p = kw_reserve(w, 5);
+        if (p) /* compact array length: N + 1 as an unsigned varint */
+            w->len -= 5 - kuv_put(p, (uint64_t)kapi_count + 1);
+    } else {
+        kw_i32(w, (int32_t)kapi_count);
+    }
     for (size_t i = 0; i < kapi_count; i++) {
         kw_i16(w, kapi_table[i].key);
         kw_i16(w, kapi_table[i].min_version);
         kw_i16(w, kapi_table[i].max_version);
+        if (flex)
+            kw_i8(w, 0); /* no tagged fields */
     }
-    if (supported && q->api_version >= 1)
-        kw_i32(w, 0);
+    if (supported && v >= 1)
+        kw_i32(w, 0); /* throttle */
+    if (flex)
+        kw_i8(w, 0); /* no tagged fields */
     kreq_done(q);
 }
 

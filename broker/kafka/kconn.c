@@ -20,6 +20,8 @@
  * An API key the table lacks, or a version outside its range, closes the
  * connection like Apache Kafka does, except ApiVersions: KIP-511, an
  * unsupported version gets error 35 and a v0 body listing what is supported.
+ * ApiVersions v3 is the only flexible version spoken (librdkafka opens with
+ * it); its response header is v0 by the protocol's own exception.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -55,7 +57,7 @@ const struct kapi kapi_table[] = {
     {12, 0, 3, k_heartbeat, "Heartbeat"},
     {13, 0, 2, k_leave_group, "LeaveGroup"},
     {14, 0, 3, k_sync_group, "SyncGroup"},
-    {18, 0, 2, k_api_versions, "ApiVersions"},
+    {18, 0, 3, k_api_versions, "ApiVersions"},
     {19, 0, 4, k_create_topics, "CreateTopics"},
     {20, 0, 3, k_delete_topics, "DeleteTopics"},
     {22, 0, 1, k_init_producer_id, "InitProducerId"},
@@ -302,9 +304,9 @@ static void kconn_handle(struct kconn *c, uint8_t *frame, size_t len)
         return;
     }
     bool in_range = q->api_version >= api->min_version && q->api_version <= api->max_version;
-    if (api->key == 18 && !in_range) {
+    if (api->key == 18 && (!in_range || q->api_version >= 3)) {
         /* KIP-511: the rest of the header may be a newer format; answer from
-         * what is known so far. */
+         * what is known so far. v3 (flexible header) needs nothing more. */
         k_api_versions(q);
         return;
     }

@@ -151,6 +151,17 @@ size_t kv_put_varint(uint8_t *p, int64_t v)
     return n;
 }
 
+size_t kuv_put(uint8_t *p, uint64_t u)
+{
+    size_t n = 0;
+    while (u >= 0x80) {
+        p[n++] = (uint8_t)(u | 0x80);
+        u >>= 7;
+    }
+    p[n++] = (uint8_t)u;
+    return n;
+}
+
 size_t kv_varint_size(int64_t v)
 {
     uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);

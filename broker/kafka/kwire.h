@@ -59,6 +59,8 @@ int kv_get_varint(const uint8_t **p, const uint8_t *end, int64_t *v);
 /* Bytes written (at most 10). */
 size_t kv_put_varint(uint8_t *p, int64_t v);
 size_t kv_varint_size(int64_t v);
+/* Unsigned varint (flexible versions' compact lengths); bytes written. */
+size_t kuv_put(uint8_t *p, uint64_t v);
 
 struct kw {
     uint8_t *buf; /* owned */
