@@ -23,7 +23,7 @@ DEB_PKGS := build-essential pkg-config libssl-dev libevent-dev \
             protobuf-c-compiler libprotobuf-c-dev libjansson-dev \
             libcunit1-dev libsqlite3-dev clang libclang-rt-14-dev
 # Kafka listener suite (issue 15): the real clients from Debian's packages.
-DEB_PKGS += kcat python3-confluent-kafka python3-kafka
+DEB_PKGS += kcat python3-confluent-kafka python3-kafka librdkafka-dev
 
 PKG_LIBS := libevent libevent_pthreads libcrypto libssl libprotobuf-c jansson
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -192,6 +192,17 @@ test-kafka: $(BINS)
 test-kafka-full: deps
 	@$(MAKE) --no-print-directory $(BINS)
 	@bash tests/kafka/run.sh $(BUILD) full
+
+# bench-kafka: W1/W3 with librdkafka against the Kafka port next to the
+# native protocol, same broker and sitting (docs/PERFORMANCE.md).
+.PHONY: bench-kafka
+$(BUILD)/bin/kafka_bench: tools/kafka/kafka_bench.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< -lrdkafka
+
+bench-kafka: deps
+	@$(MAKE) --no-print-directory $(BINS) $(BUILD)/bin/kafka_bench
+	@bash tools/kafka/bench.sh $(BUILD)
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

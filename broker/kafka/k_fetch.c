@@ -236,6 +236,7 @@ static void kf_respond(struct kfetch *kf, struct kfout *out)
 static void kf_try(struct kfetch *kf, bool final)
 {
     struct broker *b = kf->b;
+    int64_t t0 = mono_ns();
     struct kfout *out = calloc(kf->n ? kf->n : 1, sizeof *out);
     if (!out) {
         struct kreq *q = kf->q;
@@ -291,6 +292,8 @@ static void kf_try(struct kfetch *kf, bool final)
         kw_deinit(&out[i].recs);
     free(out);
     kf_free(kf);
+    blog(BLOG_DEBUG, "kafka_fetch_answered", "bytes=%zu stored_bytes=%" PRIu64 " us=%" PRId64,
+         q->w.len, total, (mono_ns() - t0) / 1000);
     kreq_done(q);
 }
 
