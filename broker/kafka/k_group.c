@@ -751,6 +751,19 @@ void kgroups_close(struct kafka *k)
     k->groups = NULL;
 }
 
+void kgroups_shutdown(struct kafka *k)
+{
+    struct kgroups *gs = k->groups;
+    for (struct kgroup *g = gs ? gs->list : NULL; g; g = g->next) {
+        for (struct kmember *m = g->members; m; m = m->next) {
+            if (m->join_q)
+                join_answer(m, g, KE_NOT_COORDINATOR);
+            if (m->sync_q)
+                sync_answer(m, KE_NOT_COORDINATOR);
+        }
+    }
+}
+
 void kgroups_conn_gone(struct kafka *k, struct kconn *c)
 {
     (void)k;

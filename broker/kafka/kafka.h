@@ -13,7 +13,8 @@ struct broker;
 /* Binds cfg.kafka_listen and opens the Kafka group offsets log. 0 or an
  * error (logged). */
 int kafka_start(struct broker *b) __attribute__((warn_unused_result));
-/* Stops accepting new Kafka connections. */
+/* Stops accepting new Kafka connections; parked group requests are answered
+ * (NOT_COORDINATOR) so shutdown does not wait for a rebalance. */
 void kafka_stop_accepting(struct broker *b);
 /* Closes every Kafka connection (requests in flight are dropped). */
 void kafka_close_all(struct broker *b);

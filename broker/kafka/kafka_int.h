@@ -160,7 +160,10 @@ extern const size_t kapi_count;
 /* Group coordinator (k_group.c). */
 int kgroups_open(struct kafka *k) __attribute__((warn_unused_result));
 void kgroups_close(struct kafka *k);
-/* Fails parked requests of connection-independent waits (JoinGroup) on close. */
+/* Shutdown: answers every parked JoinGroup and SyncGroup with NOT_COORDINATOR
+ * so graceful shutdown does not wait for them. */
+void kgroups_shutdown(struct kafka *k);
+/* A connection died (its parked requests are cancelled through their kreq). */
 void kgroups_conn_gone(struct kafka *k, struct kconn *c);
 
 #endif

@@ -470,6 +470,8 @@ void kafka_stop_accepting(struct broker *b)
         evconnlistener_free(k->listener);
         k->listener = NULL;
     }
+    if (k)
+        kgroups_shutdown(k);
 }
 
 void kafka_close_all(struct broker *b)
