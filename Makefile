@@ -8,6 +8,7 @@
 #                   (WITH_PEERS=1 runs Redis Streams / NATS JetStream in the same sitting)
 #   make fuzz       run the libFuzzer targets (FUZZ_SECONDS each)
 #   make stress-groups  the groups e2e suite STRESS_RUNS (30) times under a CPU load
+#   make test-kafka, test-kafka-full, bench-kafka  the Kafka listener (docs/KAFKA.md)
 #   make fmt        clang-format every C file
 # Variables: BUILD (output dir, default build), MODE (release|debug|asan),
 # WERROR=1 (CI sets it through .ci/run).
