@@ -9,6 +9,7 @@
 #                   (WITH_PEERS=1 runs Redis Streams / NATS JetStream in the same sitting)
 #   make fuzz       run the libFuzzer targets (FUZZ_SECONDS each)
 #   make stress-groups  the groups e2e suite STRESS_RUNS (30) times under a CPU load
+#   make test-kafka, test-kafka-full, bench-kafka  the Kafka listener (docs/KAFKA.md)
 #   make fmt        clang-format every C file
 #   make install    PREFIX (/usr/local), DESTDIR, SYSCONFDIR (/etc): binaries,
 #                   systemd unit, example config, docs
@@ -25,6 +26,8 @@ TEST_FUZZ_SECONDS ?= 60
 DEB_PKGS := build-essential pkg-config libssl-dev libevent-dev \
             protobuf-c-compiler libprotobuf-c-dev libjansson-dev \
             libcunit1-dev libsqlite3-dev clang libclang-rt-14-dev
+# Kafka listener suite (issue 15): the real clients from Debian's packages.
+DEB_PKGS += kcat python3-confluent-kafka python3-kafka librdkafka-dev
 
 PKG_LIBS := libevent libevent_pthreads libcrypto libssl libprotobuf-c jansson
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -49,7 +52,8 @@ PROTOLIB_SRC:= $(wildcard proto/*.c)
 CLIENT_SRC  := $(wildcard client/*.c)
 GROUP_SRC   := $(wildcard broker/group/*.c)
 VSR_SRC     := $(wildcard broker/vsr/*.c)
-BROKER_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c)) $(GROUP_SRC) $(VSR_SRC)
+KAFKA_SRC   := $(wildcard broker/kafka/*.c)
+BROKER_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c)) $(GROUP_SRC) $(VSR_SRC) $(KAFKA_SRC)
 TOOLS_SRC   := $(wildcard tools/*.c)
 EXAMPLE_SRC := $(wildcard tools/examples/*.c)
 
@@ -174,6 +178,7 @@ test: deps
 	@$(MAKE) --no-print-directory test-unit test-integ
 	@$(MAKE) --no-print-directory test-ops
 	@$(MAKE) --no-print-directory test-sim
+	@$(MAKE) --no-print-directory test-kafka
 	@$(MAKE) --no-print-directory check-asan
 	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS); fi
 	@echo "make test: all suites passed"
@@ -273,6 +278,30 @@ STRESS_RUNS ?= 30
 stress-groups: deps
 	@$(MAKE) --no-print-directory all tests
 	@bash tests/stress_groups_e2e.sh $(BUILD) $(STRESS_RUNS)
+
+# ---- Kafka listener (issue 15) ------------------------------------------------
+# test-kafka: kcat, confluent-kafka and kafka-python against a real verityd
+# (~25 s; part of make test). test-kafka-full: the same with a 1,000,000-message
+# idempotent producer and three kill -9s (several minutes).
+.PHONY: test-kafka test-kafka-full
+test-kafka: $(BINS)
+	@echo "== tests/kafka/run.sh quick"
+	@bash tests/kafka/run.sh $(BUILD) quick
+
+test-kafka-full: deps
+	@$(MAKE) --no-print-directory $(BINS)
+	@bash tests/kafka/run.sh $(BUILD) full
+
+# bench-kafka: W1/W3 with librdkafka against the Kafka port next to the
+# native protocol, same broker and sitting (docs/PERFORMANCE.md).
+.PHONY: bench-kafka
+$(BUILD)/bin/kafka_bench: tools/kafka/kafka_bench.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< -lrdkafka
+
+bench-kafka: deps
+	@$(MAKE) --no-print-directory $(BINS) $(BUILD)/bin/kafka_bench
+	@bash tools/kafka/bench.sh $(BUILD)
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

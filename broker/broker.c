@@ -27,6 +27,7 @@
 
 #include "broker/blog.h"
 #include "broker/broker_int.h"
+#include "broker/kafka/kafka.h"
 #include "storage/checkpoint.h"
 #include "storage/clock.h"
 #include "verity/errors.h"
@@ -188,13 +189,14 @@ static void stop_poll_cb(evutil_socket_t fd, short what, void *arg)
     struct broker *b = arg;
     (void)fd;
     (void)what;
-    size_t inflight = conn_inflight_total(b);
+    size_t inflight = conn_inflight_total(b) + kafka_inflight_total(b);
     if (inflight > 0 && mono_ns() < b->stop_deadline_ns)
         return;
     if (inflight > 0)
         blog(BLOG_WARN, "shutdown_timeout", "requests_dropped=%zu", inflight);
     event_del(b->stop_ev);
     conn_close_all(b);
+    kafka_close_all(b);
     event_base_loopexit(b->base, NULL);
 }
 
@@ -206,6 +208,7 @@ void broker_stop(struct broker *b)
     blog(BLOG_INFO, "shutdown_started", "inflight=%zu connections=%zu", conn_inflight_total(b),
          b->n_conns);
     conn_stop_accepting(b);
+    kafka_stop_accepting(b);
     /* Long-polls answer now with what is ready. */
     struct topic *t;
     TAILQ_FOREACH(t, &b->topics, link)
@@ -223,6 +226,7 @@ void broker_stop(struct broker *b)
     struct timeval tv = {0, 20000};
     if (!b->stop_ev || event_add(b->stop_ev, &tv)) {
         conn_close_all(b);
+        kafka_close_all(b);
         event_base_loopexit(b->base, NULL);
         return;
     }
@@ -308,7 +312,7 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
         goto fail;
     if ((rc = groups_open(b)))
         goto fail;
-    if ((rc = conn_listen(b)) || (rc = http_start(b)))
+    if ((rc = conn_listen(b)) || (rc = http_start(b)) || (rc = kafka_start(b)))
         goto fail;
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
@@ -327,8 +331,9 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
         goto fail;
     }
     blog(BLOG_INFO, "broker_started",
-         "node_id=%" PRIu32 " listen=%s http=%s data_dir=%s topics=%zu signed=%s", cfg->node_id,
-         b->listen_addr, b->http_addr[0] ? b->http_addr : "off", cfg->data_dir, b->n_topics,
+         "node_id=%" PRIu32 " listen=%s http=%s kafka=%s data_dir=%s topics=%zu signed=%s",
+         cfg->node_id, b->listen_addr, b->http_addr[0] ? b->http_addr : "off", kafka_addr(b),
+         cfg->data_dir, b->n_topics,
          b->signing_key ? "yes" : "no");
     *out = b;
     return 0;
@@ -354,6 +359,7 @@ int broker_free(struct broker *b)
     b->ready = false;
     conn_stop_accepting(b);
     conn_close_all(b);
+    kafka_free(b);
     http_stop(b);
     conn_guards_free(b);
     int grc = groups_close(b, true);

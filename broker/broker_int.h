@@ -61,6 +61,9 @@ struct topic_cfg {
 
 /* One produced batch waiting for the high watermark to pass its end. */
 struct prod_wait {
+    /* NULL for native produces (produce_wait_resolve); the Kafka listener's
+     * own resolver otherwise, called in its place with the same contract. */
+    void (*resolve)(struct prod_wait *w, int err, uint64_t hw);
     struct partition *part;
     uint64_t end; /* last offset + 1 */
     bool linked;  /* in part->waits */
@@ -71,6 +74,10 @@ struct prod_wait {
 
 /* One fetch long-polling on a partition. */
 struct fetch_link {
+    /* NULL for native fetches; the Kafka listener's wake hook otherwise,
+     * called in place of fetch_link_wake (arg is its fetch). */
+    void (*wake)(struct fetch_link *l, bool final);
+    void *arg;
     struct partition *part;
     struct req *req;
     bool linked; /* in part->fetchers */
@@ -488,6 +495,7 @@ struct broker {
     EVP_PKEY *signing_key; /* owned; NULL = unsigned checkpoints */
     struct meta meta;
     struct groups groups;
+    struct kafka *kafka; /* the Kafka listener (broker/kafka/), NULL when off */
     struct topic_list topics;
     struct topic *topic_buckets[TOPIC_BUCKETS];
     size_t n_topics;

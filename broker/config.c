@@ -41,6 +41,10 @@ static const struct key keys[] = {
     {"data_dir", K_STR, F(data_dir), S(data_dir), 0, 0, "data directory"},
     {"listen", K_STR, F(listen), S(listen), 0, 0, "protocol listener HOST:PORT"},
     {"http", K_STR, F(http), S(http), 0, 0, "admin HTTP HOST:PORT (\"off\" disables)"},
+    {"kafka_listen", K_STR, F(kafka_listen), S(kafka_listen), 0, 0,
+     "Kafka protocol listener HOST:PORT (\"off\", the default, disables; docs/KAFKA.md)"},
+    {"kafka_advertised_host", K_STR, F(kafka_advertised_host), S(kafka_advertised_host), 0, 0,
+     "host Kafka clients are told to connect to (default: the bound host)"},
     {"signing_key", K_STR, F(signing_key), S(signing_key), 0, 0,
      "Ed25519 checkpoint key (default <data_dir>/keys/verity.key, generated)"},
     {"log_level", K_LEVEL, F(log_level), S(log_level), 0, 0, "debug|info|warn|error"},
@@ -416,6 +420,10 @@ int bcfg_check(const struct broker_config *c, char *err, size_t cap)
         return bad(err, cap, VERITY_EINVAL, "data_dir must be set");
     if (bcfg_split_hostport(c->listen, host, sizeof host, &port))
         return bad(err, cap, VERITY_EINVAL, "listen: expected HOST:PORT, got %s", c->listen);
+    if (c->kafka_listen[0] && strcmp(c->kafka_listen, "off") != 0 &&
+        bcfg_split_hostport(c->kafka_listen, host, sizeof host, &port))
+        return bad(err, cap, VERITY_EINVAL, "kafka_listen: expected HOST:PORT or off, got %s",
+                   c->kafka_listen);
     if (c->http[0] && strcmp(c->http, "off") != 0 &&
         bcfg_split_hostport(c->http, host, sizeof host, &port))
         return bad(err, cap, VERITY_EINVAL, "http: expected HOST:PORT or off, got %s", c->http);

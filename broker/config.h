@@ -26,6 +26,8 @@ struct broker_config {
     char data_dir[BCFG_PATH_MAX]; /* required (default "./data") */
     char listen[BCFG_ADDR_MAX];   /* protocol HOST:PORT (127.0.0.1:9720) */
     char http[BCFG_ADDR_MAX];     /* admin HTTP HOST:PORT (127.0.0.1:9721); "" or "off" disables */
+    char kafka_listen[BCFG_ADDR_MAX];          /* Kafka protocol HOST:PORT; "" or "off" (default) disables */
+    char kafka_advertised_host[BCFG_ADDR_MAX]; /* host in Kafka Metadata ("" = the bound host) */
     char signing_key[BCFG_PATH_MAX]; /* "" = <data_dir>/keys/verity.key, generated when missing */
     char log_level[16];              /* debug|info|warn|error */
     uint32_t node_id;

@@ -78,6 +78,10 @@ static void fetch_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 void fetch_link_wake(struct fetch_link *l, bool final)
 {
+    if (l->wake) {
+        l->wake(l, final);
+        return;
+    }
     struct fetch_ctx *fc = l->req->ctx;
     if (final)
         fetch_try(fc, true);

@@ -81,6 +81,10 @@ static void resolve(struct produce_ctx *pc, size_t i, int err, uint64_t hw, cons
 
 void produce_wait_resolve(struct prod_wait *w, int err, uint64_t hw)
 {
+    if (w->resolve) {
+        w->resolve(w, err, hw);
+        return;
+    }
     struct produce_ctx *pc = w->ctx;
     VERITY_VERIFY(w->linked);
     TAILQ_REMOVE(&w->part->waits, w, link);

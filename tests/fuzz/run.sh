@@ -8,8 +8,12 @@
 # a sanitizer report or a leak; the crashing input is left in
 # $FUZZ_DIR/artifacts.
 #
+# Then tests/fuzz/fuzz_kafka.c (the Kafka listener's frame, Produce/Fetch and
+# record batch decoders) for KAFKA_FUZZ_SECONDS (default 15; 0 skips).
+#
 # usage: bash tests/fuzz/run.sh [SECONDS]
-# env:   FUZZ_DIR (default build/fuzz), FUZZ_JOBS (parallel jobs, default 1)
+# env:   FUZZ_DIR (default build/fuzz), FUZZ_JOBS (parallel jobs, default 1),
+#        KAFKA_FUZZ_SECONDS (default 15)
 set -euo pipefail
 
 secs=${1:-60}
@@ -121,4 +125,30 @@ if [ "$vsecs" != 0 ]; then
         exit "$rc"
     fi
     echo "fuzz: fuzz_vsr no crash in ${vsecs}s"
+fi
+
+# ---- Kafka listener decoders (issue 15): fuzz_kafka, its own short block ----
+ksecs=${KAFKA_FUZZ_SECONDS:-15}
+if [ "$ksecs" != 0 ]; then
+    kout="$out/kafka"
+    mkdir -p "$kout/seeds" "$kout/corpus" "$kout/artifacts"
+    ksrcs=(broker/kafka/kwire.c broker/kafka/kparse.c broker/kafka/krecords.c storage/batch.c
+           storage/crc32c.c storage/errors.c broker/batchcheck.c)
+    echo "fuzz: building $kout/fuzz_kafka"
+    clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+        tests/fuzz/fuzz_kafka.c "${ksrcs[@]}" "${pkg[@]}" -o "$kout/fuzz_kafka"
+    python3 tests/fuzz/kafka_seeds.py "$kout/seeds"
+    echo "fuzz: kafka: $(ls "$kout/seeds" | wc -l) seeds; running for ${ksecs}s"
+    set +e
+    (cd "$kout" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ./fuzz_kafka -max_total_time="$ksecs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="$kout/artifacts/" "$kout/corpus" "$kout/seeds")
+    rc=$?
+    set -e
+    if [ "$rc" -ne 0 ]; then
+        echo "fuzz: kafka FAILED (exit $rc); inputs in $kout/artifacts" >&2
+        exit "$rc"
+    fi
+    echo "fuzz: kafka: no crash in ${ksecs}s"
 fi

@@ -1,0 +1,404 @@
+/*
+ * Kafka Fetch (v4-v11) and ListOffsets (v0-v5).
+ *
+ * Fetch reads whole Verity batches from each requested offset up to the
+ * high watermark (vlog_read), converts each into a Kafka record batch v2
+ * (krecords.h) and answers with them. Budget: the request's max_bytes
+ * (capped by fetch_max_bytes) over the whole response and each partition's
+ * partition_max_bytes, counted in stored bytes; the first batch of the
+ * response is always sent whole (KIP-74), so a consumer never stalls
+ * behind a large batch. Isolation is read_uncommitted either way (there are
+ * no transactions). Fetch sessions (v7+) are not kept: session id 0 means
+ * every request is a full fetch, which clients accept.
+ *
+ * Long-poll: fewer than min_bytes ready and max_wait_ms > 0: the fetch
+ * links itself to its partitions (fetch_link with the wake hook) and a
+ * timer; a partition whose high watermark moves activates the wake event
+ * (never calling into the fetch directly); the timer, a topic deletion or
+ * shutdown answer with whatever is ready.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "broker/blog.h"
+#include "broker/kafka/kafka_int.h"
+#include "broker/kafka/kparse.h"
+#include "broker/kafka/krecords.h"
+#include "verity/errors.h"
+#include "verity/verify.h"
+
+#define KSPANS 8
+
+struct kfetch {
+    struct kreq *q;
+    struct broker *b;
+    struct kfetch_req req;    /* decoded request */
+    size_t n;                 /* req.n_parts */
+    struct fetch_link *links; /* n */
+    struct event *timer;
+    struct event *wake_ev;
+    bool waiting;
+};
+
+struct kfout {
+    int16_t err;
+    int64_t hw;
+    int64_t start;
+    struct kw recs;
+};
+
+static void kf_free(struct kfetch *kf)
+{
+    for (size_t i = 0; i < kf->n; i++) {
+        struct fetch_link *l = &kf->links[i];
+        if (l->linked) {
+            TAILQ_REMOVE(&l->part->fetchers, l, link);
+            l->linked = false;
+        }
+    }
+    if (kf->timer)
+        event_free(kf->timer);
+    if (kf->wake_ev)
+        event_free(kf->wake_ev);
+    free(kf->links);
+    kfetch_req_free(&kf->req);
+    free(kf);
+}
+
+static void kf_try(struct kfetch *kf, bool final);
+
+static void kf_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kf_try(arg, false);
+}
+
+static void kf_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kf_try(arg, true);
+}
+
+static void kf_link_wake(struct fetch_link *l, bool final)
+{
+    struct kfetch *kf = l->arg;
+    if (final)
+        kf_try(kf, true);
+    else
+        event_active(kf->wake_ev, EV_READ, 0);
+}
+
+static void kf_cancel(struct kreq *q)
+{
+    struct kfetch *kf = q->ctx;
+    kf_free(kf);
+    q->silent = true;
+    kreq_done(q);
+}
+
+static struct partition *kf_part(struct kfetch *kf, const struct kfetch_part *e)
+{
+    char name[VERITY_TOPIC_NAME_MAX + 1], msg[160];
+    struct partition *p;
+    if (e->partition < 0 || !kstr_copy(kf->req.topics[e->topic_idx].name, name, sizeof name) ||
+        topic_partition(kf->b, name, (uint32_t)e->partition, &p, msg, sizeof msg))
+        return NULL;
+    return p;
+}
+
+static void kf_arm(struct kfetch *kf, uint32_t wait_ms)
+{
+    for (size_t i = 0; i < kf->n; i++) {
+        struct partition *p = kf_part(kf, &kf->req.parts[i]);
+        if (!p)
+            continue;
+        bool dup = false;
+        for (size_t k = 0; k < i && !dup; k++)
+            dup = kf->links[k].linked && kf->links[k].part == p;
+        if (dup)
+            continue;
+        struct fetch_link *l = &kf->links[i];
+        l->wake = kf_link_wake;
+        l->arg = kf;
+        l->part = p;
+        l->req = NULL;
+        TAILQ_INSERT_TAIL(&p->fetchers, l, link);
+        l->linked = true;
+    }
+    struct timeval tv = {wait_ms / 1000, (wait_ms % 1000) * 1000};
+    evtimer_add(kf->timer, &tv);
+    kf->waiting = true;
+}
+
+/* Reads and converts entry e's batches into o->recs within max bytes of
+ * stored data (the first batch always). Returns the stored bytes used. */
+static uint64_t kf_read(struct kfetch *kf, const struct kfetch_part *e, uint64_t max,
+                        struct kfout *o)
+{
+    struct partition *p = kf_part(kf, e);
+    if (!p) {
+        o->err = KE_UNKNOWN_TOPIC_OR_PARTITION;
+        return 0;
+    }
+    if (!p->log) {
+        o->err = KE_KAFKA_STORAGE_ERROR;
+        return 0;
+    }
+    struct vlog_info info;
+    vlog_get_info(p->log, &info);
+    uint64_t hw = part_hw(p);
+    o->hw = (int64_t)hw;
+    o->start = (int64_t)info.start_offset;
+    if (e->offset < (int64_t)info.start_offset || e->offset > (int64_t)hw) {
+        o->err = KE_OFFSET_OUT_OF_RANGE;
+        return 0;
+    }
+    if ((uint64_t)e->offset == hw)
+        return 0;
+    struct vlog_span spans[KSPANS];
+    size_t n_spans = 0;
+    if (vlog_read(p->log, (uint64_t)e->offset, hw, max ? max : 1, spans, KSPANS, &n_spans)) {
+        o->err = KE_KAFKA_STORAGE_ERROR;
+        return 0;
+    }
+    uint64_t used = 0;
+    for (size_t s = 0; s < n_spans && !o->err; s++) {
+        uint8_t *buf = malloc(spans[s].length ? spans[s].length : 1);
+        if (!buf) {
+            o->err = KE_UNKNOWN;
+            break;
+        }
+        ssize_t got = pread(spans[s].fd, buf, spans[s].length, (off_t)spans[s].position);
+        if (got != (ssize_t)spans[s].length) {
+            free(buf);
+            o->err = KE_KAFKA_STORAGE_ERROR;
+            break;
+        }
+        size_t pos = 0;
+        while (pos + BATCH_HDR_SIZE <= spans[s].length) {
+            uint32_t len = get_le32(buf + pos + BATCH_OFF_LENGTH);
+            if (len < BATCH_HDR_SIZE || len > spans[s].length - pos ||
+                krec_from_verity(buf + pos, len, &o->recs)) {
+                o->err = KE_KAFKA_STORAGE_ERROR;
+                break;
+            }
+            pos += len;
+        }
+        used += spans[s].length;
+        free(buf);
+    }
+    if (o->err)
+        kw_deinit(&o->recs);
+    return used;
+}
+
+static void kf_respond(struct kfetch *kf, struct kfout *out)
+{
+    struct kreq *q = kf->q;
+    struct kw *w = &q->w;
+    int16_t v = q->api_version;
+    kw_i32(w, 0); /* throttle */
+    if (v >= 7) {
+        kw_i16(w, KE_NONE);
+        kw_i32(w, 0); /* session id: sessions are not kept */
+    }
+    kw_i32(w, (int32_t)kf->req.n_topics);
+    for (size_t ti = 0; ti < kf->req.n_topics; ti++) {
+        const struct ktopic_span *t = &kf->req.topics[ti];
+        kw_kstr(w, t->name);
+        kw_i32(w, (int32_t)t->n);
+        for (uint32_t k = 0; k < t->n; k++) {
+            const struct kfetch_part *e = &kf->req.parts[t->first + k];
+            struct kfout *o = &out[t->first + k];
+            kw_i32(w, e->partition);
+            kw_i16(w, o->err);
+            kw_i64(w, o->hw);
+            kw_i64(w, o->hw); /* last stable offset: no transactions */
+            if (v >= 5)
+                kw_i64(w, o->start);
+            kw_i32(w, 0); /* aborted transactions */
+            if (v >= 11)
+                kw_i32(w, -1); /* preferred read replica */
+            kw_i32(w, (int32_t)o->recs.len);
+            kw_raw(w, o->recs.buf, o->recs.len);
+        }
+    }
+}
+
+static void kf_try(struct kfetch *kf, bool final)
+{
+    struct broker *b = kf->b;
+    int64_t t0 = mono_ns();
+    struct kfout *out = calloc(kf->n ? kf->n : 1, sizeof *out);
+    if (!out) {
+        struct kreq *q = kf->q;
+        kf_free(kf);
+        kreq_malformed(q, "out of memory");
+        return;
+    }
+    uint64_t budget = kf->req.max_bytes > 0 && (uint32_t)kf->req.max_bytes < b->cfg.fetch_max_bytes
+                          ? (uint64_t)kf->req.max_bytes
+                          : b->cfg.fetch_max_bytes;
+    uint64_t total = 0;
+    size_t converted = 0;
+    bool any_error = false;
+    for (size_t i = 0; i < kf->n; i++) {
+        struct kfout *o = &out[i];
+        kw_init(&o->recs);
+        o->hw = -1;
+        o->start = -1;
+        const struct kfetch_part *e = &kf->req.parts[i];
+        uint64_t left = total < budget ? budget - total : 0;
+        uint64_t pmax = e->max_bytes > 0 && (uint64_t)e->max_bytes < left ? (uint64_t)e->max_bytes
+                                                                          : left;
+        if (pmax == 0)
+            pmax = 1; /* read anyway for the offsets; dropped below if over budget */
+        uint64_t used = kf_read(kf, e, pmax, o);
+        if (o->err)
+            any_error = true;
+        if (used > 0 && total > 0 && total + used > budget) {
+            kw_deinit(&o->recs); /* its first batch does not fit after the others */
+            kw_init(&o->recs);
+            used = 0;
+        }
+        total += used;
+        converted += o->recs.len;
+    }
+    if (!final && !any_error &&
+        converted < (size_t)(kf->req.min_bytes > 0 ? kf->req.min_bytes : 1) &&
+        kf->req.max_wait_ms > 0 && !b->stopping) {
+        for (size_t i = 0; i < kf->n; i++)
+            kw_deinit(&out[i].recs);
+        free(out);
+        if (!kf->waiting) {
+            uint32_t wait = (uint32_t)kf->req.max_wait_ms < b->cfg.fetch_max_wait_ms
+                                ? (uint32_t)kf->req.max_wait_ms
+                                : b->cfg.fetch_max_wait_ms;
+            kf_arm(kf, wait);
+        }
+        return;
+    }
+    struct kreq *q = kf->q;
+    kf_respond(kf, out);
+    for (size_t i = 0; i < kf->n; i++)
+        kw_deinit(&out[i].recs);
+    free(out);
+    kf_free(kf);
+    blog(BLOG_DEBUG, "kafka_fetch_answered", "bytes=%zu stored_bytes=%" PRIu64 " us=%" PRId64,
+         q->w.len, total, (mono_ns() - t0) / 1000);
+    kreq_done(q);
+}
+
+void k_fetch(struct kreq *q)
+{
+    struct broker *b = q->k->b;
+    struct kfetch *kf = calloc(1, sizeof *kf);
+    if (!kf) {
+        kreq_malformed(q, "out of memory");
+        return;
+    }
+    kf->q = q;
+    kf->b = b;
+    if (kfetch_parse(&q->r, q->api_version, &kf->req)) {
+        kf_free(kf);
+        kreq_malformed(q, "Fetch request does not decode");
+        return;
+    }
+    kf->n = kf->req.n_parts;
+    kf->links = calloc(kf->n ? kf->n : 1, sizeof *kf->links);
+    kf->timer = evtimer_new(b->base, kf_timeout_cb, kf);
+    kf->wake_ev = event_new(b->base, -1, 0, kf_wake_cb, kf);
+    if (!kf->links || !kf->timer || !kf->wake_ev) {
+        kf_free(kf);
+        kreq_malformed(q, "out of memory");
+        return;
+    }
+    q->ctx = kf;
+    q->cancel = kf_cancel;
+    kf_try(kf, false);
+}
+
+/* ---- ListOffsets ----------------------------------------------------------- */
+
+void k_list_offsets(struct kreq *q)
+{
+    struct broker *b = q->k->b;
+    struct kr *r = &q->r;
+    struct kw *w = &q->w;
+    int16_t v = q->api_version;
+    (void)kr_i32(r); /* replica id */
+    if (v >= 2) {
+        (void)kr_i8(r);
+        kw_i32(w, 0); /* throttle */
+    }
+    int32_t nt = kr_array(r, false, 6);
+    kw_i32(w, nt);
+    for (int32_t t = 0; t < nt && kr_ok(r); t++) {
+        struct kstr tname = kr_str(r, false);
+        char name[VERITY_TOPIC_NAME_MAX + 1];
+        bool named = kstr_copy(tname, name, sizeof name);
+        kw_kstr(w, tname);
+        int32_t np = kr_array(r, false, 12);
+        kw_i32(w, np);
+        for (int32_t k = 0; k < np && kr_ok(r); k++) {
+            int32_t part = kr_i32(r);
+            if (v >= 4)
+                (void)kr_i32(r);
+            int64_t ts = kr_i64(r);
+            if (v == 0)
+                (void)kr_i32(r); /* max_num_offsets */
+            struct partition *p = NULL;
+            char msg[160];
+            int16_t err = KE_NONE;
+            int64_t off = -1, ts_out = -1;
+            if (!named || part < 0 ||
+                topic_partition(b, name, (uint32_t)part, &p, msg, sizeof msg))
+                err = KE_UNKNOWN_TOPIC_OR_PARTITION;
+            else if (!p->log)
+                err = KE_KAFKA_STORAGE_ERROR;
+            if (!err) {
+                struct vlog_info info;
+                vlog_get_info(p->log, &info);
+                uint64_t hw = part_hw(p);
+                if (ts == -1) {
+                    off = (int64_t)hw;
+                } else if (ts == -2) {
+                    off = (int64_t)info.start_offset;
+                } else {
+                    uint64_t o = 0;
+                    if (vlog_offset_for_time(p->log, ts, &o))
+                        err = KE_KAFKA_STORAGE_ERROR;
+                    else if (o < hw) {
+                        off = (int64_t)o;
+                        ts_out = ts;
+                    }
+                }
+            }
+            kw_i32(w, part);
+            kw_i16(w, err);
+            if (v == 0) {
+                kw_i32(w, off >= 0 ? 1 : 0);
+                if (off >= 0)
+                    kw_i64(w, off);
+            } else {
+                kw_i64(w, ts_out);
+                kw_i64(w, off);
+                if (v >= 4)
+                    kw_i32(w, 0); /* leader epoch */
+            }
+        }
+    }
+    if (!kr_ok(r)) {
+        kreq_malformed(q, "ListOffsets request does not decode");
+        return;
+    }
+    kreq_done(q);
+}

@@ -1,0 +1,169 @@
+/*
+ * Internals of the Kafka listener (broker/kafka/). A translation at the
+ * edge: Kafka frames are decoded here and mapped onto the broker's
+ * partitions, producer state and logs; nothing below broker/kafka/ knows
+ * about Kafka.
+ *
+ * Lifetimes (loop thread only):
+ *   kafka   from kafka_start to kafka_free (b->kafka)
+ *   kconn   while its socket is open or a request still refers to it (refs)
+ *   kreq    from a decoded frame to its response being queued in order
+ *
+ * Ordering: a connection's requests sit in c->reqs in arrival order; a
+ * handler finishes its request with kreq_done (now or later), and responses
+ * leave strictly from the head of that list, so they go out in request
+ * order whatever order they complete in (Kafka clients require it).
+ */
+#ifndef VERITY_KAFKA_INT_H
+#define VERITY_KAFKA_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "broker/broker_int.h"
+#include "broker/kafka/kafka.h"
+#include "broker/kafka/kwire.h"
+
+/* Kafka error codes used by the listener. */
+enum kerr {
+    KE_NONE = 0,
+    KE_UNKNOWN = -1,
+    KE_OFFSET_OUT_OF_RANGE = 1,
+    KE_CORRUPT_MESSAGE = 2,
+    KE_UNKNOWN_TOPIC_OR_PARTITION = 3,
+    KE_LEADER_NOT_AVAILABLE = 5,
+    KE_NOT_LEADER_OR_FOLLOWER = 6,
+    KE_REQUEST_TIMED_OUT = 7,
+    KE_MESSAGE_TOO_LARGE = 10,
+    KE_COORDINATOR_NOT_AVAILABLE = 15,
+    KE_NOT_COORDINATOR = 16,
+    KE_INVALID_TOPIC_EXCEPTION = 17,
+    KE_ILLEGAL_GENERATION = 22,
+    KE_INCONSISTENT_GROUP_PROTOCOL = 23,
+    KE_INVALID_GROUP_ID = 24,
+    KE_UNKNOWN_MEMBER_ID = 25,
+    KE_INVALID_SESSION_TIMEOUT = 26,
+    KE_REBALANCE_IN_PROGRESS = 27,
+    KE_TOPIC_ALREADY_EXISTS = 36,
+    KE_INVALID_PARTITIONS = 37,
+    KE_INVALID_REPLICATION_FACTOR = 38,
+    KE_INVALID_REQUEST = 42,
+    KE_UNSUPPORTED_VERSION = 35,
+    KE_OUT_OF_ORDER_SEQUENCE_NUMBER = 45,
+    KE_DUPLICATE_SEQUENCE_NUMBER = 46,
+    KE_INVALID_PRODUCER_EPOCH = 47,
+    KE_POLICY_VIOLATION = 44,
+    KE_KAFKA_STORAGE_ERROR = 56,
+    KE_UNKNOWN_PRODUCER_ID = 59,
+    KE_INVALID_CONFIG = 40,
+    KE_GROUP_ID_NOT_FOUND = 69,
+};
+
+struct kconn;
+struct kreq;
+
+TAILQ_HEAD(kreq_list, kreq);
+TAILQ_HEAD(kconn_list, kconn);
+
+struct kgroups; /* the classic group coordinator (k_group.c) */
+
+struct kafka {
+    struct broker *b;
+    struct evconnlistener *listener;
+    struct kconn_list conns;
+    size_t n_conns;
+    uint64_t next_conn_id;
+    char host[BCFG_ADDR_MAX]; /* advertised in Metadata and FindCoordinator */
+    uint16_t port;
+    char addr[BCFG_ADDR_MAX + 16];
+    struct kgroups *groups;
+    uint64_t requests;  /* decoded since start */
+    uint64_t malformed; /* connections closed for a malformed request */
+};
+
+struct kconn {
+    struct kafka *k;
+    struct bufferevent *bev; /* NULL once dead */
+    uint64_t id;
+    char peer[64];
+    uint32_t inflight;    /* requests decoded, response not yet queued */
+    uint32_t refs;        /* requests pointing here, plus callbacks running */
+    bool dead;            /* socket closed; responses are dropped */
+    bool paused;          /* reading stopped (in-flight cap or output backlog) */
+    bool eof;             /* peer half-closed: close once answered */
+    struct kreq_list reqs; /* arrival order */
+    TAILQ_ENTRY(kconn) link;
+};
+
+typedef void (*kreq_cancel_fn)(struct kreq *q);
+
+struct kreq {
+    struct kafka *k;
+    struct kconn *c; /* holds a ref */
+    int16_t api_key;
+    int16_t api_version;
+    int32_t corr;
+    uint8_t *frame;  /* owned: the request after its size prefix */
+    struct kr r;     /* reader positioned at the body */
+    struct kw w;     /* the response body */
+    bool done;       /* response complete (or none is due) */
+    bool silent;     /* no response is sent (Produce acks=0) */
+    void *ctx;       /* handler state */
+    kreq_cancel_fn cancel; /* the connection died first: release ctx, then kreq_done */
+    TAILQ_ENTRY(kreq) link;
+};
+
+/* Marks q answered (its body is q->w; nothing is sent when silent or on a
+ * dead connection) and sends every finished response at the head of the
+ * connection's queue. q may be freed before this returns. */
+void kreq_done(struct kreq *q);
+/* The request does not decode: the stream is closed (Kafka has no error
+ * frame for it); q is freed. */
+void kreq_malformed(struct kreq *q, const char *why);
+
+/* Maps a Verity error to the Kafka code a client retries correctly. */
+int16_t kerr_from_verity(int err);
+
+/* Handlers (one file per API family). Each decodes q->r, writes q->w and
+ * calls kreq_done now or later (or kreq_malformed). */
+void k_api_versions(struct kreq *q);
+void k_metadata(struct kreq *q);
+void k_create_topics(struct kreq *q);
+void k_delete_topics(struct kreq *q);
+void k_describe_configs(struct kreq *q);
+void k_init_producer_id(struct kreq *q);
+void k_produce(struct kreq *q);
+void k_fetch(struct kreq *q);
+void k_list_offsets(struct kreq *q);
+void k_find_coordinator(struct kreq *q);
+void k_join_group(struct kreq *q);
+void k_sync_group(struct kreq *q);
+void k_heartbeat(struct kreq *q);
+void k_leave_group(struct kreq *q);
+void k_offset_commit(struct kreq *q);
+void k_offset_fetch(struct kreq *q);
+
+/* The dispatch table (kconn.c): ApiVersions advertises exactly it. */
+typedef void (*kapi_fn)(struct kreq *q);
+struct kapi {
+    int16_t key;
+    int16_t min_version;
+    int16_t max_version;
+    kapi_fn fn;
+    const char *name;
+};
+extern const struct kapi kapi_table[];
+extern const size_t kapi_count;
+
+/* Group coordinator (k_group.c). */
+int kgroups_open(struct kafka *k) __attribute__((warn_unused_result));
+void kgroups_close(struct kafka *k);
+/* Shutdown: answers every parked JoinGroup and SyncGroup with NOT_COORDINATOR
+ * so graceful shutdown does not wait for them. */
+void kgroups_shutdown(struct kafka *k);
+/* A connection died (its parked requests are cancelled through their kreq). */
+void kgroups_conn_gone(struct kafka *k, struct kconn *c);
+
+#endif
