@@ -275,6 +275,7 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
         return rc;
     }
     bool control = (h->attributes & BATCH_ATTR_CONTROL) != 0;
+    vl_tree_append(log, base, h->record_count, log->chain, chain);
     vl_seg_index_batch(log, s, pos, base, log->data_records, h->max_timestamp, h->length);
     if (pos == 0)
         s->first_ts = h->first_timestamp;
@@ -350,7 +351,7 @@ int vlog_checkpoint(struct vlog *log, int64_t now_ms)
         return rc;
     log->records_since_ckpt = 0;
     log->last_is_checkpoint = true;
-    return 0;
+    return vl_tree_sync(log);
 }
 
 int vlog_append(struct vlog *log, uint8_t *batch, size_t len, int64_t now_ms,
@@ -448,6 +449,7 @@ static void log_free(struct vlog *log)
     for (size_t i = 0; i < log->nsegs; i++)
         vl_seg_free(log, log->segs[i]);
     free(log->segs);
+    vl_tree_close(log);
     batch_builder_deinit(&log->ctl);
     free(log->scan_buf);
     pthread_mutex_destroy(&log->mu);
@@ -504,6 +506,8 @@ int vlog_open(const char *dir, const struct vlog_config *cfg, int64_t now_ms, st
     log->sync_fd = s->fd;
     VERITY_VERIFY(log_ok(log));
     if (log->recovery.cut && !cfg->read_only && (rc = write_recovery_record(log, now_ms)))
+        goto fail;
+    if ((rc = vl_tree_open(log)))
         goto fail;
     if (cfg->durability == VLOG_DURABILITY_GROUP && !cfg->read_only) {
         if ((rc = -pthread_create(&log->thread, NULL, commit_thread, log)))

@@ -6,6 +6,7 @@
  *   vlog_seg.c      segments and their indexes, buffered reads
  *   vlog_recover.c  opening a directory: index checks, recovery of the tail
  *   vlog_read.c     reads by offset and by time
+ *   vlog_tree.c     the Merkle tree hooks (storage/merkle.h)
  */
 #ifndef VERITY_VLOG_INT_H
 #define VERITY_VLOG_INT_H
@@ -77,6 +78,8 @@ struct vlog {
     bool thread_started;
     pthread_t thread;
     struct vlog_sync_stats stats;
+
+    struct mtree *tree;          /* Merkle tree (vlog_tree.c); NULL when off */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -111,5 +114,12 @@ int vl_open_segments(struct vlog *log, int64_t now_ms, uint64_t *bad_offset)
     __attribute__((warn_unused_result));
 int vl_seg_tail_state(struct vlog *log, struct seg *s, uint8_t *chain, uint64_t *records)
     __attribute__((warn_unused_result));
+
+/* vlog_tree.c: the partition's Merkle tree follows the log */
+int vl_tree_open(struct vlog *log) __attribute__((warn_unused_result));
+void vl_tree_append(struct vlog *log, uint64_t base, uint32_t records, const uint8_t *prev_chain,
+                    const uint8_t *chain);
+int vl_tree_sync(struct vlog *log) __attribute__((warn_unused_result));
+void vl_tree_close(struct vlog *log);
 
 #endif

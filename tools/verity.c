@@ -32,7 +32,9 @@ static const struct cmd cmds[] = {
     {"log", cmd_log, "verify, dump or benchmark a partition log directory"},
     {"offsets", cmd_offsets, "first and last offsets of a topic's partitions"},
     {"produce", cmd_produce, "send lines from stdin or files as records"},
+    {"proof", cmd_proof, "inclusion and consistency proofs, signed C2SP checkpoints, verify"},
     {"topic", cmd_topic, "create, delete, list or describe topics"},
+    {"witness", cmd_witness, "run a C2SP tlog-witness that cosigns consistent checkpoints"},
 };
 
 static const struct cmd *cmd_find(const char *name)

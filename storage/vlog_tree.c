@@ -1,0 +1,200 @@
+/*
+ * vlog_tree: keeps a partition's Merkle tree (storage/merkle.h) in step with
+ * its log. vlog.c calls four hooks: vl_tree_open at the end of vlog_open,
+ * vl_tree_append after each batch is written, vl_tree_sync at each checkpoint
+ * and at close, vl_tree_close when the log is freed.
+ *
+ * Invariant after vl_tree_open (writable log, tree on): leaf i is the i-th
+ * batch of the log, for every i < mt_size, and mt_size equals the number of
+ * batches, so the tree's last leaf ends at the log's end offset. Recovery
+ * makes that true: the tree keeps its fsynced prefix (tree.state), drops
+ * leaves past the log's end (a cut tail), checks its last leaf against the
+ * batch it names, and appends leaves for batches it does not have, read back
+ * from the log. A tree that cannot be rebuilt (retention deleted the start
+ * of a log whose tree files are gone) is switched off with a message; the
+ * log itself stays usable. A failed tree write makes the tree stale (proofs
+ * refused) until the next open rebuilds it; it never fails an append.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "storage/merkle.h"
+#include "storage/vlog_int.h"
+#include "verity/errors.h"
+#include "verity/limits.h"
+
+#define CATCHUP_BUF ((size_t)VERITY_FRAME_BYTES_HARD) /* above any batch; pages touched lazily */
+
+struct mtree *vlog_tree(struct vlog *log) { return log->tree; }
+
+/* Reads the whole batch that starts at base into *buf (grown as needed). */
+static int read_batch(struct vlog *log, uint64_t base, uint8_t *buf, size_t cap, size_t *len)
+{
+    size_t got = 0;
+    int rc = vlog_read_copy(log, base, log->end_offset, buf, cap, &got);
+    if (rc)
+        return rc;
+    struct batch_hdr h;
+    if (got < BATCH_HDR_SIZE || batch_hdr_decode(buf, got, &h) || h.length > got ||
+        h.base_offset != base)
+        return VERITY_ECORRUPT;
+    *len = h.length;
+    return 0;
+}
+
+/* Appends leaves for every batch in [off, end). */
+static int catch_up(struct vlog *log, uint64_t off, uint8_t *prev, uint8_t *buf, size_t cap)
+{
+    int rc;
+    while (off < log->end_offset) {
+        size_t len = 0;
+        if ((rc = vlog_read_copy(log, off, log->end_offset, buf, cap, &len)))
+            return rc;
+        VERITY_VERIFY(len > 0);
+        for (size_t p = 0; p < len;) {
+            struct batch_hdr h;
+            if ((rc = batch_hdr_decode(buf + p, len - p, &h)))
+                return rc;
+            VERITY_VERIFY(h.base_offset == off && h.length <= len - p);
+            struct mt_leaf l = {.base_offset = h.base_offset, .record_count = h.record_count};
+            uint8_t data[MT_LEAF_SIZE];
+            memcpy(l.prev_chain, prev, MT_HASH_SIZE);
+            memcpy(l.chain, h.chain, MT_HASH_SIZE);
+            mt_leaf_encode(&l, data);
+            if ((rc = mt_append(log->tree, data)))
+                return rc;
+            memcpy(prev, h.chain, MT_HASH_SIZE);
+            off = h.base_offset + h.record_count;
+            p += h.length;
+        }
+    }
+    return 0;
+}
+
+/* Drops tree leaves the log no longer has, checks the last one against its
+ * batch; *next gets the offset after the last kept leaf. */
+static int align_tail(struct vlog *log, uint8_t *prev, uint8_t *buf, size_t cap, uint64_t *next)
+{
+    struct mtree *t = log->tree;
+    uint8_t data[MT_LEAF_SIZE];
+    struct mt_leaf l;
+    int rc;
+    uint64_t n = mt_size(t);
+    if (n > 0 && log->end_offset > 0) {
+        uint64_t i;
+        if ((rc = mt_find_offset(t, n, log->end_offset - 1, &i)) == 0)
+            n = i + 1;
+        else if (rc == VERITY_EOFFSET)
+            n = 0;
+        else
+            return rc;
+    } else {
+        n = 0;
+    }
+    if ((rc = mt_truncate(t, n)))
+        return rc;
+    if (n == 0)
+        return 0;
+    if ((rc = mt_leaf_get(t, n - 1, data)) || (rc = mt_leaf_decode(data, sizeof data, &l)))
+        return rc;
+    uint64_t start = log->segs[0]->base;
+    if (l.base_offset >= start) {
+        size_t len = 0;
+        if ((rc = read_batch(log, l.base_offset, buf, cap, &len)))
+            return rc;
+        if (mt_leaf_check_batch(&l, buf, len) != 0)
+            return mt_truncate(t, 0); /* disagrees with the log: rebuild */
+    }
+    memcpy(prev, l.chain, MT_HASH_SIZE);
+    *next = l.base_offset + l.record_count;
+    return 0;
+}
+
+int vl_tree_open(struct vlog *log)
+{
+    int rc;
+    if (log->cfg.tree_off)
+        return 0;
+    if ((rc = mt_open(log->dir, log->io, log->cfg.read_only, &log->tree))) {
+        log->tree = NULL;
+        /* a read-only log without tree files (older data) simply has no tree */
+        return log->cfg.read_only && rc == VERITY_ENOTFOUND ? 0 : rc;
+    }
+    if (log->cfg.read_only)
+        return 0;
+    uint8_t *buf = malloc(CATCHUP_BUF);
+    uint8_t prev[MT_HASH_SIZE] = {0};
+    uint64_t next = 0;
+    if (!buf)
+        return -ENOMEM;
+    if ((rc = align_tail(log, prev, buf, CATCHUP_BUF, &next)))
+        goto out;
+    uint64_t start = log->segs[0]->base;
+    if (mt_size(log->tree) == 0 && start > 0) {
+        fprintf(stderr,
+                "verity: %s: Merkle tree missing and the log no longer starts at offset 0; "
+                "tree off for this partition\n",
+                log->dir);
+        mt_close(log->tree);
+        log->tree = NULL;
+        goto out;
+    }
+    if (next < start) {
+        fprintf(stderr, "verity: %s: Merkle tree ends at %llu, before the log's start %llu; "
+                        "tree off for this partition\n",
+                log->dir, (unsigned long long)next, (unsigned long long)start);
+        mt_close(log->tree);
+        log->tree = NULL;
+        goto out;
+    }
+    if ((rc = catch_up(log, next, prev, buf, CATCHUP_BUF)))
+        goto out;
+    if (mt_size(log->tree) != mt_state_size(log->tree))
+        rc = mt_sync(log->tree);
+out:
+    free(buf);
+    if (rc) {
+        mt_close(log->tree);
+        log->tree = NULL;
+    }
+    return rc;
+}
+
+void vl_tree_append(struct vlog *log, uint64_t base, uint32_t records, const uint8_t *prev_chain,
+                    const uint8_t *chain)
+{
+    if (!log->tree || mt_stale(log->tree))
+        return;
+    struct mt_leaf l = {.base_offset = base, .record_count = records};
+    uint8_t data[MT_LEAF_SIZE];
+    memcpy(l.prev_chain, prev_chain, MT_HASH_SIZE);
+    memcpy(l.chain, chain, MT_HASH_SIZE);
+    mt_leaf_encode(&l, data);
+    int rc = mt_append(log->tree, data);
+    if (rc) {
+        mt_set_stale(log->tree);
+        fprintf(stderr, "verity: %s: Merkle tree write failed (%s); proofs off until reopen\n",
+                log->dir, verity_strerror(rc));
+    }
+}
+
+int vl_tree_sync(struct vlog *log)
+{
+    if (!log->tree || mt_stale(log->tree) || log->cfg.read_only)
+        return 0;
+    int rc = mt_sync(log->tree);
+    if (rc) {
+        mt_set_stale(log->tree);
+        fprintf(stderr, "verity: %s: Merkle tree sync failed (%s); proofs off until reopen\n",
+                log->dir, verity_strerror(rc));
+    }
+    return 0;
+}
+
+void vl_tree_close(struct vlog *log)
+{
+    mt_close(log->tree);
+    log->tree = NULL;
+}
