@@ -129,6 +129,9 @@ int vl_tree_open(struct vlog *log)
     uint64_t next = 0;
     if (!buf)
         return -ENOMEM;
+    /* Recovery may have read a torn tail into the read-ahead buffer and then
+     * written the recovery record over those bytes: drop it before reading. */
+    vl_scan_reset(log);
     if ((rc = align_tail(log, prev, buf, CATCHUP_BUF, &next)))
         goto out;
     uint64_t start = log->segs[0]->base;
@@ -155,6 +158,7 @@ int vl_tree_open(struct vlog *log)
         rc = mt_sync(log->tree);
 out:
     free(buf);
+    vl_scan_reset(log); /* leave no tree-time read-ahead behind */
     if (rc) {
         mt_close(log->tree);
         log->tree = NULL;

@@ -21,6 +21,7 @@
 
 #include "storage/batch.h"
 #include "storage/verify.h"
+#include "storage/verify_tree.h"
 #include "storage/vlog.h"
 #include "tests/support/tutil.h"
 #include "verity/errors.h"
@@ -124,6 +125,16 @@ static void check_round(const char *dir, const struct acked *acks, size_t nacks,
         fprintf(stderr, "round %d: verify: %s at %" PRIu64 "\n", round, rep.finding.reason,
                 rep.finding.offset);
     CU_ASSERT_EQUAL(rep.end_offset, info.end_offset);
+    /* The Merkle tree was brought back in step by the reopen: one leaf per
+     * batch, every stored hash recomputes (storage/verify_tree.h). */
+    struct verify_tree_report tree;
+    CU_ASSERT_EQUAL(verify_tree_dir(dir, &tree), 0);
+    CU_ASSERT_TRUE(tree.present);
+    CU_ASSERT_EQUAL(tree.tree_behind, 0);
+    CU_ASSERT_EQUAL(tree.leaves, rep.batches);
+    if (tree.found || tree.tree_behind || tree.leaves != rep.batches)
+        fprintf(stderr, "round %d: tree: %s (leaves %" PRIu64 ", batches %" PRIu64 ")\n", round,
+                tree.reason, tree.leaves, rep.batches);
 }
 
 static void test_kill9_loses_no_acknowledged_batch(void)
