@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "storage/batch.h"
+#include "storage/checkpoint.h"
 #include "storage/merkle.h"
+#include "storage/note.h"
 #include "storage/verify.h"
 #include "verity/errors.h"
 
@@ -28,6 +30,60 @@ static int tree_finding(struct verify_tree_report *o, int code, uint64_t leaf, c
     o->leaf = leaf;
     snprintf(o->reason, sizeof o->reason, "%s", why);
     return code;
+}
+
+/* A signed checkpoint batch may carry the tree's C2SP note (record header
+ * verity.tree.checkpoint): its signature must verify with the checkpoint's
+ * own key, its size must be the batch's leaf index (the batches before it)
+ * and its root the tree's root at that size. Returns 0 or a finding. */
+static int check_note(struct mtree *t, const uint8_t *b, size_t len, uint64_t index,
+                      struct verify_tree_report *o)
+{
+    struct batch_iter it;
+    struct batch_record rec;
+    struct batch_header_kv kv;
+    size_t pos = 0;
+    batch_iter_init(&it, b, len);
+    if (batch_iter_next(&it, &rec) != 1 || rec.key_len != (int32_t)strlen(BATCH_CONTROL_CHECKPOINT) ||
+        memcmp(rec.key, BATCH_CONTROL_CHECKPOINT, (size_t)rec.key_len) != 0 ||
+        rec.value_len != CKPT_PAYLOAD_SIZE)
+        return 0;
+    while (batch_header_next(&rec, &pos, &kv) == 1) {
+        static const char hname[] = "verity.tree.checkpoint";
+        if (kv.key_len != sizeof hname - 1 || memcmp(kv.key, hname, kv.key_len) != 0 ||
+            kv.value_len <= 0)
+            continue;
+        const char *note = (const char *)kv.value;
+        size_t nlen = (size_t)kv.value_len, tlen = 0;
+        struct note_vkey k = {.type = NOTE_TYPE_ED25519};
+        /* the signer's name from the first signature line, its key from the payload */
+        const char *sig = NULL;
+        for (size_t i = 1; i + 4 < nlen; i++)
+            if (note[i - 1] == '\n' && note[i] == '\n') {
+                sig = note + i + 1;
+                break;
+            }
+        const char *sp = sig ? memchr(sig + 4, ' ', (size_t)(note + nlen - sig - 4)) : NULL;
+        if (!sig || !sp || sp - sig - 4 <= 0 || sp - sig - 4 > NOTE_NAME_MAX)
+            return tree_finding(o, VERITY_ECORRUPT, index, "malformed tree note in a checkpoint");
+        memcpy(k.name, sig + 4, (size_t)(sp - sig - 4));
+        memcpy(k.pub, rec.value + 64, 32);
+        k.id = note_key_id(k.name, NOTE_TYPE_ED25519, k.pub);
+        char origin[NOTE_ORIGIN_MAX + 1];
+        uint64_t size = 0;
+        uint8_t root[MT_HASH_SIZE], want[MT_HASH_SIZE];
+        if (note_open(note, nlen, &k, 1, &tlen, NULL) ||
+            note_checkpoint_parse(note, tlen, origin, sizeof origin, &size, root))
+            return tree_finding(o, VERITY_ESIGNATURE, index,
+                                "tree note in a checkpoint does not verify with its key");
+        if (size != index)
+            return tree_finding(o, VERITY_ECHAIN, index,
+                                "tree note's size is not the batches before its checkpoint");
+        if (mt_root(t, size, want) || memcmp(root, want, MT_HASH_SIZE) != 0)
+            return tree_finding(o, VERITY_ECHAIN, index, "tree note's root is not the tree's root");
+        o->notes_checked++;
+    }
+    return 0;
 }
 
 /* Recomputes the stored hashes of the first n leaves and compares. */
@@ -122,6 +178,8 @@ int verify_tree_dir(const char *dir, struct verify_tree_report *o)
             }
             memcpy(prev, l.chain, MT_HASH_SIZE);
             have_prev = true;
+            if ((h.attributes & BATCH_ATTR_CONTROL) && (rc = check_note(t, b, len, i, o)))
+                goto out;
             i++;
         }
     }

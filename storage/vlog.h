@@ -54,6 +54,10 @@ struct vlog_config {
     void *on_durable_arg;
     bool read_only;                /* open without recovery writes (verify, dump) */
     bool tree_off;                 /* no Merkle tree files (storage/merkle.h); default on */
+    /* Signed checkpoints also carry the tree's C2SP note (record header
+     * verity.tree.checkpoint) when both are set: key name and origin. */
+    char tree_name[256];           /* e.g. verity.example/local */
+    char tree_origin[512];         /* e.g. verity.example/local/orders/3 */
 };
 
 void vlog_config_default(struct vlog_config *cfg);

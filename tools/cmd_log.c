@@ -100,8 +100,9 @@ static void progress_print(void *arg, uint64_t done, uint64_t total)
 
 static json_t *tree_json(const struct verify_tree_report *t, int rc)
 {
-    return json_pack("{s:b,s:I,s:I,s:I,s:b,s:s}", "present", t->present, "leaves",
-                     (json_int_t)t->leaves, "batches", (json_int_t)t->batches, "behind",
+    return json_pack("{s:b,s:I,s:I,s:I,s:I,s:b,s:s}", "present", t->present, "leaves",
+                     (json_int_t)t->leaves, "batches", (json_int_t)t->batches, "notes_checked",
+                     (json_int_t)t->notes_checked, "behind",
                      (json_int_t)t->tree_behind, "ok", rc == 0,
                      "reason", t->found ? t->reason : rc ? verity_strerror(rc) : "");
 }
@@ -113,8 +114,9 @@ static void tree_print(const struct verify_tree_report *t, int rc)
         return;
     }
     if (rc == 0)
-        printf("merkle tree: OK, %llu leaves match the batches%s\n",
-               (unsigned long long)t->leaves,
+        printf("merkle tree: OK, %llu leaves match the batches, %llu signed tree notes in "
+               "checkpoints match%s\n",
+               (unsigned long long)t->leaves, (unsigned long long)t->notes_checked,
                t->tree_behind ? " (the last batches get their leaves on the next open)" : "");
     else if (t->found)
         printf("merkle tree: FINDING at leaf %llu: %s\n", (unsigned long long)t->leaf, t->reason);

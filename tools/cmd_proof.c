@@ -6,6 +6,7 @@
  *   verity proof checkpoint TOPIC PARTITION [--size N]
  *   verity proof key
  *   verity proof verify FILE|- --key VKEY [--key VKEY ...] [--json]
+ *   verity proof bench ...            (cmd_proof_bench.c)
  *
  * Common options: --data-dir DIR (./data), --key-file FILE (the Ed25519
  * private key, default DIR/keys/verity.key), --name NAME (the key name,
@@ -55,6 +56,7 @@ static void proof_usage(FILE *f)
             "  checkpoint TOPIC PARTITION         signed C2SP checkpoint of the durable tree [--size N]\n"
             "  key                                the verifier key string (name+id+key)\n"
             "  verify FILE|- --key VKEY           check a proof offline (repeat --key for more keys)\n"
+            "  bench [--help]                     tree cost: append on/off, proof time (PERFORMANCE.md)\n"
             "options: --data-dir DIR (./data)  --key-file FILE (DIR/keys/verity.key)\n"
             "         --name NAME (%s)  --json\n"
             "Exit: 0 ok, 1 failure or proof rejected, 2 usage.\n",
@@ -339,6 +341,8 @@ int cmd_proof(int argc, char **argv)
         return argc < 2 ? CMD_EXIT_USAGE : CMD_EXIT_OK;
     }
     const char *cmd = argv[1];
+    if (strcmp(cmd, "bench") == 0)
+        return cmd_proof_bench(argc - 1, argv + 1);
     if (parse_opts(argc, argv, &o)) {
         proof_usage(stderr);
         return CMD_EXIT_USAGE;

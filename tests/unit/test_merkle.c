@@ -21,6 +21,7 @@
 #include "storage/note.h"
 #include "storage/proof.h"
 #include "storage/tproof.h"
+#include "storage/verify_tree.h"
 #include "storage/vlog.h"
 #include "tests/support/tutil.h"
 #include "verity/errors.h"
@@ -422,12 +423,26 @@ static void test_tree_follows_log(void)
     cfg.signing_key = key_priv;
     cfg.checkpoint_records = 50;
     cfg.segment_bytes = 8192; /* several segments */
+    snprintf(cfg.tree_name, sizeof cfg.tree_name, "verity.example/t");
+    snprintf(cfg.tree_origin, sizeof cfg.tree_origin, "verity.example/t/orders/3");
     CU_ASSERT_EQUAL_FATAL(vlog_open(dir, &cfg, 1000, &log, &bad), 0);
     append_batches(log, &b, 300, &id);
     uint64_t n = check_tree_matches_log(log);
     CU_ASSERT(n > 300); /* checkpoint batches are leaves too */
     CU_ASSERT_EQUAL(mt_root(vlog_tree(log), n, r1), 0);
     CU_ASSERT_EQUAL_FATAL(vlog_close(log, 2000), 0);
+    /* checkpoints carry signed tree notes that match the tree */
+    struct verify_tree_report vt;
+    CU_ASSERT_EQUAL(verify_tree_dir(dir, &vt), 0);
+    CU_ASSERT(vt.notes_checked >= 6);
+    CU_ASSERT_EQUAL(vt.leaves, n + 1);
+    CU_ASSERT_EQUAL(vt.tree_behind, 0);
+    /* a changed stored hash is a finding */
+    snprintf(path, sizeof path, "%s/tree.hashes", dir);
+    CU_ASSERT_EQUAL(tu_flip_bit(path, 32 * 9 + 3, 1), 0);
+    CU_ASSERT_NOT_EQUAL(verify_tree_dir(dir, &vt), 0);
+    CU_ASSERT_TRUE(vt.found);
+    CU_ASSERT_EQUAL(tu_flip_bit(path, 32 * 9 + 3, 1), 0);
 
     /* reopen: same tree plus the close checkpoint's leaf */
     CU_ASSERT_EQUAL_FATAL(vlog_open(dir, &cfg, 3000, &log, &bad), 0);
