@@ -6,6 +6,7 @@
  *   verity proof checkpoint TOPIC PARTITION [--size N]
  *   verity proof key
  *   verity proof verify FILE|- --key VKEY [--key VKEY ...] [--json]
+ *   verity proof cosign TOPIC PARTITION --witness URL --witness-key VKEY (cmd_proof_cosign.c)
  *   verity proof bench ...            (cmd_proof_bench.c)
  *
  * Common options: --data-dir DIR (./data), --key-file FILE (the Ed25519
@@ -44,7 +45,12 @@ struct popts {
     size_t nvkeys;
     const char *pos[4];
     int npos;
+    const char *witness;     /* cosign: witness URL */
+    const char *witness_key; /* cosign: its cosignature vkey */
 };
+
+int cmd_proof_cosign(struct vlog *log, const struct proof_signer *s, const char *dir,
+                     const char *url, const char *wvkey, bool json); /* cmd_proof_cosign.c */
 
 static void proof_usage(FILE *f)
 {
@@ -56,6 +62,9 @@ static void proof_usage(FILE *f)
             "  checkpoint TOPIC PARTITION         signed C2SP checkpoint of the durable tree [--size N]\n"
             "  key                                the verifier key string (name+id+key)\n"
             "  verify FILE|- --key VKEY           check a proof offline (repeat --key for more keys)\n"
+            "  cosign TOPIC PARTITION --witness URL --witness-key VKEY\n"
+            "                                     get a witness's cosignature (tlog-witness); kept\n"
+            "                                     in the partition dir as tree.cosigned\n"
             "  bench [--help]                     tree cost: append on/off, proof time (PERFORMANCE.md)\n"
             "options: --data-dir DIR (./data)  --key-file FILE (DIR/keys/verity.key)\n"
             "         --name NAME (%s)  --json\n"
@@ -92,6 +101,10 @@ static int parse_opts(int argc, char **argv, struct popts *o)
             o->key_file = argv[++i];
         else if (strcmp(a, "--name") == 0 && more)
             o->name = argv[++i];
+        else if (strcmp(a, "--witness") == 0 && more)
+            o->witness = argv[++i];
+        else if (strcmp(a, "--witness-key") == 0 && more)
+            o->witness_key = argv[++i];
         else if (strcmp(a, "--size") == 0 && more) {
             if (parse_u64(argv[++i], &o->size))
                 return -1;
@@ -127,9 +140,8 @@ static int load_key(const struct popts *o, EVP_PKEY **key)
 
 /* Opens <data>/topics/<topic>/<partition> read-only and the signer. */
 static int open_partition(const struct popts *o, struct vlog **log, EVP_PKEY **key,
-                          struct proof_signer *s)
+                          struct proof_signer *s, char *dir)
 {
-    char dir[PROOF_PATH_MAX];
     uint64_t part;
     int rc;
     if (parse_u64(o->pos[1], &part) || part > UINT32_MAX) {
@@ -142,7 +154,7 @@ static int open_partition(const struct popts *o, struct vlog **log, EVP_PKEY **k
         fprintf(stderr, "verity proof: bad key name or topic\n");
         return rc;
     }
-    snprintf(dir, sizeof dir, "%s/topics/%s/%" PRIu64, o->data_dir, o->pos[0], part);
+    snprintf(dir, PROOF_PATH_MAX, "%s/topics/%s/%" PRIu64, o->data_dir, o->pos[0], part);
     struct vlog_config cfg;
     vlog_config_default(&cfg);
     cfg.read_only = true;
@@ -182,9 +194,17 @@ static int run_partition_cmd(const char *cmd, const struct popts *o)
         proof_usage(stderr);
         return CMD_EXIT_USAGE;
     }
-    if ((rc = open_partition(o, &log, &key, &s)))
+    char dir[PROOF_PATH_MAX];
+    if ((rc = open_partition(o, &log, &key, &s, dir)))
         goto out;
-    if (strcmp(cmd, "inclusion") == 0) {
+    if (strcmp(cmd, "cosign") == 0) {
+        if (!o->witness || !o->witness_key) {
+            fprintf(stderr, "verity proof cosign: needs --witness URL and --witness-key VKEY\n");
+            rc = VERITY_EINVAL;
+        } else {
+            rc = cmd_proof_cosign(log, &s, dir, o->witness, o->witness_key, o->json);
+        }
+    } else if (strcmp(cmd, "inclusion") == 0) {
         if ((rc = proof_inclusion(log, &s, a, o->size, !o->no_batch, &j)))
             goto out;
         if (o->json)
@@ -348,7 +368,7 @@ int cmd_proof(int argc, char **argv)
         return CMD_EXIT_USAGE;
     }
     if (strcmp(cmd, "inclusion") == 0 || strcmp(cmd, "consistency") == 0 ||
-        strcmp(cmd, "checkpoint") == 0)
+        strcmp(cmd, "checkpoint") == 0 || strcmp(cmd, "cosign") == 0)
         return run_partition_cmd(cmd, &o);
     if (strcmp(cmd, "key") == 0)
         return run_key(&o);

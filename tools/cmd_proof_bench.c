@@ -121,6 +121,7 @@ int cmd_proof_bench(int argc, char **argv)
     int rounds = 3;
     double big_gib = 5;
     bool json = false;
+    setvbuf(stdout, NULL, _IOLBF, 0);
     static const struct option lo[] = {{"dir", required_argument, 0, 'd'},
                                        {"records", required_argument, 0, 'r'},
                                        {"rounds", required_argument, 0, 'n'},
@@ -200,7 +201,12 @@ int cmd_proof_bench(int argc, char **argv)
         double rs;
         uint64_t big_records = (uint64_t)(big_gib * (double)(1ull << 30) / (double)(b.len) * 1000);
         snprintf(dir, sizeof dir, "%s/big", base);
-        rc = append_run(dir, big_records, false, VLOG_DURABILITY_OS, &b, &rs, &log);
+        rc = append_run(dir, big_records, false, VLOG_DURABILITY_OS, &b, &rs, NULL);
+        /* measure a settled log, as a broker serving proofs has one: closed
+         * (synced), reopened, warmed with a first pass of proofs */
+        if (!rc)
+            rc = vlog_open(dir, &(struct vlog_config){.durability = VLOG_DURABILITY_OS}, 0, &log,
+                           NULL);
         EVP_PKEY *key = NULL;
         char kp[4400], pp[4400];
         snprintf(kp, sizeof kp, "%s/k.key", base);
@@ -221,7 +227,8 @@ int cmd_proof_bench(int argc, char **argv)
             t[k] = calloc(proofs, sizeof(int64_t));
         uint64_t seed = 88172645463325252ull;
         uint8_t path[MT_PROOF_MAX][MT_HASH_SIZE], root[MT_HASH_SIZE];
-        for (uint64_t i = 0; i < proofs && !rc; i++) {
+        for (uint64_t i = 0; i < 2 * proofs && !rc; i++) {
+            bool warm = i < proofs;
             seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
             uint64_t at = seed % info.end_offset, idx;
             size_t np = 0;
@@ -232,6 +239,8 @@ int cmd_proof_bench(int argc, char **argv)
                 (rc = mt_root(tr, leaves, root)))
                 break;
             int64_t t1 = now_ns();
+            if (warm)
+                continue;
             json_t *j = NULL;
             if ((rc = proof_inclusion(log, &s, at, leaves, false, &j)))
                 break;
@@ -241,7 +250,7 @@ int cmd_proof_bench(int argc, char **argv)
                 break;
             int64_t t3 = now_ns();
             json_decref(j);
-            t[0][i] = t1 - t0, t[1][i] = t2 - t1, t[2][i] = t3 - t2;
+            t[0][i - proofs] = t1 - t0, t[1][i - proofs] = t2 - t1, t[2][i - proofs] = t3 - t2;
         }
         for (int k = 0; k < 3 && !rc; k++) {
             qsort(t[k], proofs, sizeof(int64_t), cmp_i64);

@@ -613,6 +613,41 @@ static void test_witness(void)
     CU_ASSERT_EQUAL(http(port, "POST", "/add-checkpoint", "garbage", resp, sizeof resp), 400);
     EVP_PKEY_free(wk);
     vlog_abandon(log);
+
+    /* Verity's own client: `verity proof cosign`, twice, the log growing in
+     * between; the cosigned checkpoint is kept in the partition directory. */
+    char data[600], part[700], kf[700], url[128], cos[800];
+    snprintf(data, sizeof data, "%s/data", root);
+    snprintf(part, sizeof part, "%s/topics/orders/4", data);
+    snprintf(kf, sizeof kf, "%s/log.key", root);
+    snprintf(url, sizeof url, "http://%s", listen);
+    snprintf(cos, sizeof cos, "%s/tree.cosigned", part);
+    log = build_log(part, 120);
+    CU_ASSERT_EQUAL(vlog_close(log, 2000), 0);
+    char *cs[] = {bin_verity, "proof", "cosign", "orders", "4", "--data-dir", data, "--key-file",
+                  kf, "--name", NAME, "--witness", url, "--witness-key", vk2, NULL};
+    CU_ASSERT_EQUAL(run(cs, NULL, "/dev/null"), 0);
+    char *g2[] = {bin_check, "cosig", vkey, vk2, cos, NULL};
+    CU_ASSERT_EQUAL(run(g2, NULL, "/dev/null"), 0);
+    struct vlog_config cfg;
+    vlog_config_default(&cfg);
+    cfg.signing_key = key;
+    uint64_t bad = 0;
+    CU_ASSERT_EQUAL_FATAL(vlog_open(part, &cfg, 3000, &log, &bad), 0);
+    struct batch_builder bb;
+    CU_ASSERT_EQUAL_FATAL(batch_builder_init(&bb, 4096), 0);
+    for (int i = 0; i < 30; i++) {
+        CU_ASSERT_EQUAL_FATAL(tu_build_batch(&bb, "q", (uint64_t)i, 2, 16, 3000), 0);
+        CU_ASSERT_EQUAL_FATAL(vlog_append(log, bb.buf, bb.len, 3000, NULL), 0);
+    }
+    batch_builder_deinit(&bb);
+    CU_ASSERT_EQUAL(vlog_close(log, 4000), 0);
+    CU_ASSERT_EQUAL(run(cs, NULL, "/dev/null"), 0); /* old 121 -> 152, with a proof */
+    CU_ASSERT_EQUAL(run(g2, NULL, "/dev/null"), 0);
+    char *cn = slurp(cos, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cn);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cn, "\n152\n"));
+    free(cn);
     stop(pid);
 }
 
@@ -692,7 +727,7 @@ int main(void)
         {"logs of 1, 2, 3, 255, 256, 257 batches: C and Go agree", test_small_logs},
         {"a log of 1,000,003 batches, sampled", test_large_log},
         {"note.Open and verity proof verify", test_note_open_and_cli},
-        {"witness round trip: 200, 409, 422, 403, 404", test_witness},
+        {"witness round trip: 200, 409, 422, 403, 404; verity proof cosign", test_witness},
         {"tiles from a real broker rebuild the signed root", test_tiles_from_broker},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
