@@ -45,8 +45,8 @@ static void send_body(struct evhttp_request *req, int code, const char *type, co
     evbuffer_add(b, p, n);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", type);
-    evhttp_add_header(h, "Cache-Control", immutable ? "public, max-age=31536000, immutable"
-                                                    : "no-cache, max-age=2");
+    evhttp_add_header(h, "Cache-Control",
+                      immutable ? "public, max-age=31536000, immutable" : "no-cache, max-age=2");
     evhttp_send_reply(req, code, code == 200 ? "OK" : "Error", b);
     evbuffer_free(b);
 }
@@ -131,7 +131,7 @@ static void h_proof_api(struct broker *b, struct evhttp_request *req, const char
         if (!b->signing_key)
             rc = VERITY_EUNSUPPORTED;
         else if (!(rc = note_vkey_format(b->cfg.tlog_name, NOTE_TYPE_ED25519, b->signing_key, vkey,
-                                          sizeof vkey - 1))) {
+                                         sizeof vkey - 1))) {
             strcat(vkey, "\n");
             send_body(req, 200, "text/plain; charset=utf-8", vkey, strlen(vkey), false);
         }
@@ -166,8 +166,8 @@ static void h_proof_api(struct broker *b, struct evhttp_request *req, const char
         }
     } else if (strcmp(what, "consistency") == 0) {
         const char *nw = evhttp_find_header(&q, "new");
-        if ((rc = parse_u64(evhttp_find_header(&q, "old"), &a)) || (nw && (rc = parse_u64(nw, &n))) ||
-            (rc = proof_consistency(log, &s, a, n, &j)))
+        if ((rc = parse_u64(evhttp_find_header(&q, "old"), &a)) ||
+            (nw && (rc = parse_u64(nw, &n))) || (rc = proof_consistency(log, &s, a, n, &j)))
             goto out;
         send_json(req, j);
     } else {

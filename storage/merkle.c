@@ -26,8 +26,8 @@
 #include "verity/errors.h"
 #include "verity/verify.h"
 
-#define STATE_MAGIC "VTS1"
-#define STATE_SIZE 48
+#define STATE_MAGIC   "VTS1"
+#define STATE_SIZE    48
 #define PATH_MAX_TREE 4096
 
 struct mtree {
@@ -37,9 +37,9 @@ struct mtree {
     bool stale;
     int fd_leaves;
     int fd_hashes;
-    uint64_t size;                       /* leaves appended */
-    uint64_t state_size;                 /* size named by tree.state at open */
-    uint8_t frontier[64][MT_HASH_SIZE];  /* see the file comment */
+    uint64_t size;                      /* leaves appended */
+    uint64_t state_size;                /* size named by tree.state at open */
+    uint8_t frontier[64][MT_HASH_SIZE]; /* see the file comment */
 };
 
 /* ---- hashing ----------------------------------------------------------- */
@@ -74,7 +74,10 @@ void mt_node_hash(const uint8_t left[MT_HASH_SIZE], const uint8_t right[MT_HASH_
     sha256_parts(&one, 1, left, MT_HASH_SIZE, right, MT_HASH_SIZE, out);
 }
 
-void mt_empty_root(uint8_t out[MT_HASH_SIZE]) { sha256_parts(NULL, 0, NULL, 0, NULL, 0, out); }
+void mt_empty_root(uint8_t out[MT_HASH_SIZE])
+{
+    sha256_parts(NULL, 0, NULL, 0, NULL, 0, out);
+}
 
 void mt_leaf_encode(const struct mt_leaf *l, uint8_t out[MT_LEAF_SIZE])
 {
@@ -177,8 +180,8 @@ int mt_verify_inclusion(const uint8_t leaf_hash[MT_HASH_SIZE], uint64_t index, u
 }
 
 int mt_verify_consistency(uint64_t m, uint64_t n, const uint8_t old_root[MT_HASH_SIZE],
-                          const uint8_t new_root[MT_HASH_SIZE],
-                          const uint8_t (*path)[MT_HASH_SIZE], size_t npath)
+                          const uint8_t new_root[MT_HASH_SIZE], const uint8_t (*path)[MT_HASH_SIZE],
+                          size_t npath)
 {
     if (m > n)
         return VERITY_EINVAL;
@@ -239,10 +242,22 @@ static void tree_path(const struct mtree *t, const char *name, char *out)
     snprintf(out, PATH_MAX_TREE, "%s/%s", t->dir, name);
 }
 
-uint64_t mt_size(const struct mtree *t) { return t->size; }
-uint64_t mt_state_size(const struct mtree *t) { return t->state_size; }
-bool mt_stale(const struct mtree *t) { return t->stale; }
-void mt_set_stale(struct mtree *t) { t->stale = true; }
+uint64_t mt_size(const struct mtree *t)
+{
+    return t->size;
+}
+uint64_t mt_state_size(const struct mtree *t)
+{
+    return t->state_size;
+}
+bool mt_stale(const struct mtree *t)
+{
+    return t->stale;
+}
+void mt_set_stale(struct mtree *t)
+{
+    t->stale = true;
+}
 
 int mt_stored_hash(struct mtree *t, int level, uint64_t idx, uint8_t out[MT_HASH_SIZE])
 {
@@ -544,7 +559,8 @@ int mt_append(struct mtree *t, const uint8_t leaf[MT_LEAF_SIZE])
     }
     uint64_t hpos = mt_stored_count(n);
     VERITY_VERIFY(hpos + k == mt_stored_count(n + 1));
-    rc = vio_pwrite_all(t->io, t->fd_hashes, hashes, k * MT_HASH_SIZE, (off_t)(hpos * MT_HASH_SIZE));
+    rc =
+        vio_pwrite_all(t->io, t->fd_hashes, hashes, k * MT_HASH_SIZE, (off_t)(hpos * MT_HASH_SIZE));
     if (!rc)
         rc = vio_pwrite_all(t->io, t->fd_leaves, leaf, MT_LEAF_SIZE, (off_t)(n * MT_LEAF_SIZE));
     if (rc) {

@@ -46,10 +46,10 @@
 
 #include "storage/vio.h"
 
-#define MT_HASH_SIZE 32
-#define MT_LEAF_SIZE 76
-#define MT_PROOF_MAX 64 /* hashes in any proof of a tree below 2^63 leaves */
-#define MT_TILE_WIDTH 256
+#define MT_HASH_SIZE   32
+#define MT_LEAF_SIZE   76
+#define MT_PROOF_MAX   64 /* hashes in any proof of a tree below 2^63 leaves */
+#define MT_TILE_WIDTH  256
 #define MT_TILE_HEIGHT 8
 
 struct mt_leaf {
@@ -90,9 +90,8 @@ int mt_verify_inclusion(const uint8_t leaf_hash[MT_HASH_SIZE], uint64_t index, u
  * tree of size n with new_root (m <= n); VERITY_ECHAIN when not. m == 0 and
  * m == n need an empty path (and, for m == n, equal roots). */
 int mt_verify_consistency(uint64_t m, uint64_t n, const uint8_t old_root[MT_HASH_SIZE],
-                          const uint8_t new_root[MT_HASH_SIZE],
-                          const uint8_t (*path)[MT_HASH_SIZE], size_t npath)
-    __attribute__((warn_unused_result));
+                          const uint8_t new_root[MT_HASH_SIZE], const uint8_t (*path)[MT_HASH_SIZE],
+                          size_t npath) __attribute__((warn_unused_result));
 
 /* ---- the stored tree --------------------------------------------------- */
 
@@ -116,7 +115,8 @@ uint64_t mt_state_size(const struct mtree *t);
 /* Appends one leaf (its data). 0 or -errno; on error the tree is unchanged
  * in memory and the files are cut back (a failure there leaves the tree
  * stale, see mt_stale). */
-int mt_append(struct mtree *t, const uint8_t leaf[MT_LEAF_SIZE]) __attribute__((warn_unused_result));
+int mt_append(struct mtree *t, const uint8_t leaf[MT_LEAF_SIZE])
+    __attribute__((warn_unused_result));
 /* Drops leaves >= n (recovery only). */
 int mt_truncate(struct mtree *t, uint64_t n) __attribute__((warn_unused_result));
 /* fdatasyncs both files and replaces tree.state with the current size and
@@ -133,7 +133,8 @@ int mt_leaf_get(struct mtree *t, uint64_t index, uint8_t out[MT_LEAF_SIZE])
 int mt_stored_hash(struct mtree *t, int level, uint64_t idx, uint8_t out[MT_HASH_SIZE])
     __attribute__((warn_unused_result));
 /* Root of the first n leaves (n <= size). */
-int mt_root(struct mtree *t, uint64_t n, uint8_t out[MT_HASH_SIZE]) __attribute__((warn_unused_result));
+int mt_root(struct mtree *t, uint64_t n, uint8_t out[MT_HASH_SIZE])
+    __attribute__((warn_unused_result));
 /* Index of the leaf (batch) among the first n that holds offset;
  * VERITY_EOFFSET when none does. */
 int mt_find_offset(struct mtree *t, uint64_t n, uint64_t offset, uint64_t *index_out)

@@ -76,7 +76,8 @@ long note_b64_decode(const char *in, size_t n, uint8_t *out, size_t cap)
                     return -1;
             }
         }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        uint32_t w =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         size_t take = 3 - (size_t)pad;
         if (o + take > cap)
             return -1;
@@ -330,8 +331,8 @@ static uint8_t *cosig_message(const char *text, size_t len, uint64_t t, size_t *
     return m;
 }
 
-int note_cosign_line(const char *text, size_t len, const char *name, EVP_PKEY *key,
-                     uint64_t time_s, char *out, size_t cap)
+int note_cosign_line(const char *text, size_t len, const char *name, EVP_PKEY *key, uint64_t time_s,
+                     char *out, size_t cap)
 {
     uint8_t pub[32], sig[4 + 8 + 64];
     size_t mlen = 0;
@@ -424,7 +425,8 @@ int note_open(const char *msg, size_t len, const struct note_vkey *keys, size_t 
         long slen = note_b64_decode(sp + 1, (size_t)(le - sp - 1), sig, sizeof sig);
         if (slen < 5)
             return VERITY_ECORRUPT;
-        uint32_t id = (uint32_t)sig[0] << 24 | (uint32_t)sig[1] << 16 | (uint32_t)sig[2] << 8 | sig[3];
+        uint32_t id =
+            (uint32_t)sig[0] << 24 | (uint32_t)sig[1] << 16 | (uint32_t)sig[2] << 8 | sig[3];
         for (size_t k = 0; k < nkeys && k < 32; k++) {
             if (keys[k].id != id || strcmp(keys[k].name, nm) != 0)
                 continue;

@@ -28,18 +28,18 @@
 
 #include <openssl/evp.h>
 
-#define NOTE_BYTES_MAX (64u << 10)
-#define NOTE_SIGS_MAX 32 /* the spec asks verifiers to accept at least 16 */
-#define NOTE_NAME_MAX 255
-#define NOTE_VKEY_MAX 400
+#define NOTE_BYTES_MAX    (64u << 10)
+#define NOTE_SIGS_MAX     32 /* the spec asks verifiers to accept at least 16 */
+#define NOTE_NAME_MAX     255
+#define NOTE_VKEY_MAX     400
 #define NOTE_TYPE_ED25519 0x01
-#define NOTE_TYPE_COSIG 0x04
-#define NOTE_ORIGIN_MAX 512
+#define NOTE_TYPE_COSIG   0x04
+#define NOTE_ORIGIN_MAX   512
 
 struct note_vkey {
     char name[NOTE_NAME_MAX + 1];
     uint32_t id;
-    uint8_t type;  /* NOTE_TYPE_ED25519 or NOTE_TYPE_COSIG */
+    uint8_t type; /* NOTE_TYPE_ED25519 or NOTE_TYPE_COSIG */
     uint8_t pub[32];
 };
 
@@ -77,8 +77,8 @@ int note_sign(const char *text, size_t len, const char *name, EVP_PKEY *key, cha
     __attribute__((warn_unused_result));
 /* One cosignature line ("— name base64(id || u64 time || sig)\n") over text.
  * Returns the line length or a negative error. */
-int note_cosign_line(const char *text, size_t len, const char *name, EVP_PKEY *key,
-                     uint64_t time_s, char *out, size_t cap) __attribute__((warn_unused_result));
+int note_cosign_line(const char *text, size_t len, const char *name, EVP_PKEY *key, uint64_t time_s,
+                     char *out, size_t cap) __attribute__((warn_unused_result));
 
 /* Verifies msg against the trusted keys. On 0, *text_len is the length of
  * the signed text (msg[0, *text_len)), and *verified has bit i set for each

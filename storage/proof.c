@@ -268,9 +268,8 @@ static int json_path(json_t *o, uint8_t (*path)[MT_HASH_SIZE], size_t *np)
     *np = json_array_size(a);
     for (size_t i = 0; i < *np; i++) {
         json_t *v = json_array_get(a, i);
-        if (!json_is_string(v) ||
-            note_b64_decode(json_string_value(v), json_string_length(v), path[i], MT_HASH_SIZE) !=
-                MT_HASH_SIZE)
+        if (!json_is_string(v) || note_b64_decode(json_string_value(v), json_string_length(v),
+                                                  path[i], MT_HASH_SIZE) != MT_HASH_SIZE)
             return VERITY_ECORRUPT;
     }
     return 0;
@@ -329,11 +328,10 @@ static int verify_inclusion_json(json_t *o, const struct note_vkey *keys, size_t
         rc = VERITY_ECHAIN;
         goto out;
     }
-    *summary = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:b}", "type", "inclusion", "origin",
-                         res.origin, "index", (json_int_t)tp.index, "tree_size",
-                         (json_int_t)res.tree_size, "offset", (json_int_t)res.offset,
-                         "base_offset", (json_int_t)res.leaf.base_offset, "batch_checked",
-                         res.batch_checked);
+    *summary = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:b}", "type", "inclusion", "origin", res.origin,
+                         "index", (json_int_t)tp.index, "tree_size", (json_int_t)res.tree_size,
+                         "offset", (json_int_t)res.offset, "base_offset",
+                         (json_int_t)res.leaf.base_offset, "batch_checked", res.batch_checked);
 out:
     tproof_deinit(&tp);
     return rc;
@@ -388,11 +386,11 @@ int proof_verify_text(const char *buf, size_t len, const struct note_vkey *keys,
         return rc;
     rc = tproof_verify(&tp, keys, nkeys, &res);
     if (!rc)
-        *summary = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:b}", "type", "inclusion", "origin",
-                             res.origin, "index", (json_int_t)tp.index, "tree_size",
-                             (json_int_t)res.tree_size, "offset", (json_int_t)res.offset,
-                             "base_offset", (json_int_t)res.leaf.base_offset, "batch_checked",
-                             res.batch_checked);
+        *summary =
+            json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:b}", "type", "inclusion", "origin", res.origin,
+                      "index", (json_int_t)tp.index, "tree_size", (json_int_t)res.tree_size,
+                      "offset", (json_int_t)res.offset, "base_offset",
+                      (json_int_t)res.leaf.base_offset, "batch_checked", res.batch_checked);
     tproof_deinit(&tp);
     return rc;
 }

@@ -30,12 +30,12 @@
 #include "storage/note.h"
 #include "storage/vlog.h"
 
-#define PROOF_NAME_DEFAULT "verity.example/local"
+#define PROOF_NAME_DEFAULT   "verity.example/local"
 #define PROOF_CHECKPOINT_MAX 2048
 
 struct proof_signer {
-    EVP_PKEY *key;     /* Ed25519, borrowed */
-    const char *name;  /* key name, e.g. verity.example/<cluster> */
+    EVP_PKEY *key;                    /* Ed25519, borrowed */
+    const char *name;                 /* key name, e.g. verity.example/<cluster> */
     char origin[NOTE_ORIGIN_MAX + 1]; /* <name>/<topic>/<partition> */
 };
 

@@ -39,8 +39,8 @@ static int parse_dec(const char *p, size_t n, uint64_t *out)
 }
 
 /* Reads hash lines until a blank line; p is left after the blank line. */
-static int parse_hashes(const char **pp, const char *end, uint8_t (*path)[MT_HASH_SIZE],
-                        size_t max, size_t *n)
+static int parse_hashes(const char **pp, const char *end, uint8_t (*path)[MT_HASH_SIZE], size_t max,
+                        size_t *n)
 {
     const char *p = *pp;
     *n = 0;
@@ -188,8 +188,8 @@ int tproof_verify(const struct tproof *p, const struct note_vkey *keys, size_t n
     memset(out, 0, sizeof *out);
     if ((rc = note_open(p->note, p->note_len, keys, nkeys, &tlen, NULL)))
         return rc;
-    if ((rc = note_checkpoint_parse(p->note, tlen, out->origin, sizeof out->origin,
-                                    &out->tree_size, out->root)))
+    if ((rc = note_checkpoint_parse(p->note, tlen, out->origin, sizeof out->origin, &out->tree_size,
+                                    out->root)))
         return rc;
     if (!p->extra || p->extra_len < TPROOF_EXTRA_MIN)
         return VERITY_ECORRUPT;

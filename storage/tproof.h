@@ -27,33 +27,35 @@
 #include "storage/merkle.h"
 #include "storage/note.h"
 
-#define TPROOF_HEADER "c2sp.org/tlog-proof@v1"
-#define TPROOF_BYTES_MAX (24u << 20) /* extra may carry one batch */
-#define TPROOF_EXTRA_MIN (MT_LEAF_SIZE + 8)
+#define TPROOF_HEADER            "c2sp.org/tlog-proof@v1"
+#define TPROOF_BYTES_MAX         (24u << 20) /* extra may carry one batch */
+#define TPROOF_EXTRA_MIN         (MT_LEAF_SIZE + 8)
 #define TPROOF_WITNESS_PROOF_MAX 63
 
 struct tproof {
     uint64_t index;
     uint8_t path[MT_PROOF_MAX][MT_HASH_SIZE];
     size_t npath;
-    uint8_t *extra;        /* owned (tproof_deinit), NULL when absent */
+    uint8_t *extra; /* owned (tproof_deinit), NULL when absent */
     size_t extra_len;
-    const char *note;      /* points into the parsed buffer */
+    const char *note; /* points into the parsed buffer */
     size_t note_len;
 };
 
 /* Writes the tlog-proof text into a malloc'd *out (*len bytes, also
  * NUL-terminated). 0 or -ENOMEM / VERITY_EINVAL. */
-int tproof_format(const struct tproof *p, char **out, size_t *len) __attribute__((warn_unused_result));
+int tproof_format(const struct tproof *p, char **out, size_t *len)
+    __attribute__((warn_unused_result));
 /* Parses a tlog-proof. 0 or VERITY_ECORRUPT; out->note borrows buf. */
-int tproof_parse(const char *buf, size_t len, struct tproof *out) __attribute__((warn_unused_result));
+int tproof_parse(const char *buf, size_t len, struct tproof *out)
+    __attribute__((warn_unused_result));
 void tproof_deinit(struct tproof *p);
 
 struct tproof_witness_req {
     uint64_t old_size;
     uint8_t path[TPROOF_WITNESS_PROOF_MAX][MT_HASH_SIZE];
     size_t npath;
-    const char *note;      /* borrows the parsed buffer */
+    const char *note; /* borrows the parsed buffer */
     size_t note_len;
 };
 /* Parses an add-checkpoint body. 0 or VERITY_ECORRUPT. */
@@ -69,8 +71,8 @@ struct tproof_result {
     uint64_t tree_size;
     uint8_t root[MT_HASH_SIZE];
     struct mt_leaf leaf;
-    uint64_t offset;       /* the record's offset */
-    int batch_checked;     /* 1 when the extra carried the batch and it matched */
+    uint64_t offset;   /* the record's offset */
+    int batch_checked; /* 1 when the extra carried the batch and it matched */
 };
 
 /*

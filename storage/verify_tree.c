@@ -44,7 +44,8 @@ static int check_note(struct mtree *t, const uint8_t *b, size_t len, uint64_t in
     struct batch_header_kv kv;
     size_t pos = 0;
     batch_iter_init(&it, b, len);
-    if (batch_iter_next(&it, &rec) != 1 || rec.key_len != (int32_t)strlen(BATCH_CONTROL_CHECKPOINT) ||
+    if (batch_iter_next(&it, &rec) != 1 ||
+        rec.key_len != (int32_t)strlen(BATCH_CONTROL_CHECKPOINT) ||
         memcmp(rec.key, BATCH_CONTROL_CHECKPOINT, (size_t)rec.key_len) != 0 ||
         rec.value_len != CKPT_PAYLOAD_SIZE)
         return 0;
@@ -105,7 +106,8 @@ static int check_hashes(struct mtree *t, uint64_t n, struct verify_tree_report *
             if ((rc = mt_stored_hash(t, level + 1, (i + 1) / (2ull << level) - 1, s)))
                 return rc;
             if (memcmp(h, s, MT_HASH_SIZE) != 0)
-                return tree_finding(o, VERITY_ECHAIN, i, "stored node hash differs from its children");
+                return tree_finding(o, VERITY_ECHAIN, i,
+                                    "stored node hash differs from its children");
         }
         memcpy(frontier[level], h, MT_HASH_SIZE);
     }

@@ -10,15 +10,15 @@
 #include <stdint.h>
 
 struct verify_tree_report {
-    bool present;          /* tree files exist */
-    uint64_t leaves;       /* complete leaves on disk */
-    uint64_t batches;      /* batches in the segments (from first_checked on) */
+    bool present;           /* tree files exist */
+    uint64_t leaves;        /* complete leaves on disk */
+    uint64_t batches;       /* batches in the segments (from first_checked on) */
     uint64_t first_checked; /* first leaf compared (> 0 after retention) */
-    uint64_t tree_behind;  /* batches without a leaf yet (filled on the next open) */
+    uint64_t tree_behind;   /* batches without a leaf yet (filled on the next open) */
     uint64_t notes_checked; /* checkpoint batches whose tree note verified and matched */
     bool found;
     int code;
-    uint64_t leaf;         /* the leaf of the finding */
+    uint64_t leaf; /* the leaf of the finding */
     char reason[160];
 };
 

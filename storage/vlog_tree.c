@@ -28,11 +28,14 @@
 
 /* tree.state is replaced at a checkpoint once this much is unsynced: bounds
  * what the next open re-reads from the log, at 3 fdatasyncs per period. */
-#define VL_TREE_SYNC_BYTES (64ull << 20)
+#define VL_TREE_SYNC_BYTES  (64ull << 20)
 #define VL_TREE_SYNC_LEAVES 65536u
-#define CATCHUP_BUF ((size_t)VERITY_FRAME_BYTES_HARD) /* above any batch; pages touched lazily */
+#define CATCHUP_BUF         ((size_t)VERITY_FRAME_BYTES_HARD) /* above any batch; pages touched lazily */
 
-struct mtree *vlog_tree(struct vlog *log) { return log->tree; }
+struct mtree *vlog_tree(struct vlog *log)
+{
+    return log->tree;
+}
 
 /* Reads the whole batch that starts at base into *buf (grown as needed). */
 static int read_batch(struct vlog *log, uint64_t base, uint8_t *buf, size_t cap, size_t *len)
@@ -150,8 +153,9 @@ int vl_tree_open(struct vlog *log)
         goto out;
     }
     if (next < start) {
-        fprintf(stderr, "verity: %s: Merkle tree ends at %llu, before the log's start %llu; "
-                        "tree off for this partition\n",
+        fprintf(stderr,
+                "verity: %s: Merkle tree ends at %llu, before the log's start %llu; "
+                "tree off for this partition\n",
                 log->dir, (unsigned long long)next, (unsigned long long)start);
         mt_close(log->tree);
         log->tree = NULL;
@@ -218,8 +222,8 @@ int vl_tree_sync(struct vlog *log, bool force)
     if (!log->tree || mt_stale(log->tree) || log->cfg.read_only)
         return 0;
     uint64_t behind = mt_size(log->tree) - mt_state_size(log->tree);
-    if (behind == 0 || (!force && behind < VL_TREE_SYNC_LEAVES &&
-                        log->tree_unsynced_bytes < VL_TREE_SYNC_BYTES))
+    if (behind == 0 ||
+        (!force && behind < VL_TREE_SYNC_LEAVES && log->tree_unsynced_bytes < VL_TREE_SYNC_BYTES))
         return 0;
     log->tree_unsynced_bytes = 0;
     int rc = mt_sync(log->tree);

@@ -54,22 +54,25 @@ int cmd_proof_cosign(struct vlog *log, const struct proof_signer *s, const char 
 
 static void proof_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: verity proof <command> [options]\n"
-            "  inclusion TOPIC PARTITION OFFSET   tlog-proof (or --json) that the record is in the\n"
-            "                                     signed tree [--size N] [--no-batch]\n"
-            "  consistency TOPIC PARTITION OLD NEW  proof that tree size NEW extends OLD (JSON)\n"
-            "  checkpoint TOPIC PARTITION         signed C2SP checkpoint of the durable tree [--size N]\n"
-            "  key                                the verifier key string (name+id+key)\n"
-            "  verify FILE|- --key VKEY           check a proof offline (repeat --key for more keys)\n"
-            "  cosign TOPIC PARTITION --witness URL --witness-key VKEY\n"
-            "                                     get a witness's cosignature (tlog-witness); kept\n"
-            "                                     in the partition dir as tree.cosigned\n"
-            "  bench [--help]                     tree cost: append on/off, proof time (PERFORMANCE.md)\n"
-            "options: --data-dir DIR (./data)  --key-file FILE (DIR/keys/verity.key)\n"
-            "         --name NAME (%s)  --json\n"
-            "Exit: 0 ok, 1 failure or proof rejected, 2 usage.\n",
-            PROOF_NAME_DEFAULT);
+    fprintf(
+        f,
+        "usage: verity proof <command> [options]\n"
+        "  inclusion TOPIC PARTITION OFFSET   tlog-proof (or --json) that the record is in the\n"
+        "                                     signed tree [--size N] [--no-batch]\n"
+        "  consistency TOPIC PARTITION OLD NEW  proof that tree size NEW extends OLD (JSON)\n"
+        "  checkpoint TOPIC PARTITION         signed C2SP checkpoint of the durable tree [--size "
+        "N]\n"
+        "  key                                the verifier key string (name+id+key)\n"
+        "  verify FILE|- --key VKEY           check a proof offline (repeat --key for more keys)\n"
+        "  cosign TOPIC PARTITION --witness URL --witness-key VKEY\n"
+        "                                     get a witness's cosignature (tlog-witness); kept\n"
+        "                                     in the partition dir as tree.cosigned\n"
+        "  bench [--help]                     tree cost: append on/off, proof time "
+        "(PERFORMANCE.md)\n"
+        "options: --data-dir DIR (./data)  --key-file FILE (DIR/keys/verity.key)\n"
+        "         --name NAME (%s)  --json\n"
+        "Exit: 0 ok, 1 failure or proof rejected, 2 usage.\n",
+        PROOF_NAME_DEFAULT);
 }
 
 static int parse_u64(const char *s, uint64_t *out)

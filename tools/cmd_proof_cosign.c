@@ -143,7 +143,8 @@ int cmd_proof_cosign(struct vlog *log, const struct proof_signer *s, const char 
     uint64_t n = 0, old = 0;
     int rc;
     if (note_vkey_parse(wvkey, &wk) || wk.type != NOTE_TYPE_COSIG) {
-        fprintf(stderr, "verity proof cosign: --witness-key must be a cosignature vkey (type 0x04)\n");
+        fprintf(stderr,
+                "verity proof cosign: --witness-key must be a cosignature vkey (type 0x04)\n");
         return VERITY_EINVAL;
     }
     if ((rc = proof_durable_size(log, &n)))

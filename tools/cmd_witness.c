@@ -191,8 +191,8 @@ static void add_checkpoint(struct witness *w, struct evhttp_request *req, const 
     }
     if (state_store(w, origin, size, root))
         return reply(req, 500, "Internal Server Error", "text/plain", "cannot persist state\n");
-    int ll = note_cosign_line(r.note, tlen, w->name, w->key, (uint64_t)time(NULL), line,
-                              sizeof line);
+    int ll =
+        note_cosign_line(r.note, tlen, w->name, w->key, (uint64_t)time(NULL), line, sizeof line);
     if (ll < 0)
         return reply(req, 500, "Internal Server Error", "text/plain", "cannot sign\n");
     reply(req, 200, "OK", "text/plain; charset=utf-8", line);

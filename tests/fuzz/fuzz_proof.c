@@ -16,7 +16,8 @@
 #include "storage/proof.h"
 #include "storage/tproof.h"
 
-static const char vkey[] = "verity.example/local+52bdfc7c+AdW3CUCpB1B2uU+5FV9hTOoR0iASqNgL9iij3puV6AOV";
+static const char vkey[] =
+    "verity.example/local+52bdfc7c+AdW3CUCpB1B2uU+5FV9hTOoR0iASqNgL9iij3puV6AOV";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -236,10 +236,10 @@ static int write_tampered(FILE *f, json_t *p, int *c_rejected)
             flip_b64(t, "leaf_hash", 3);
             break;
         case 3:
-            json_object_set_new(t, incl ? "tree_size" : "new_size",
-                                json_integer(json_integer_value(json_object_get(
-                                                 t, incl ? "tree_size" : "new_size")) +
-                                             1));
+            json_object_set_new(
+                t, incl ? "tree_size" : "new_size",
+                json_integer(
+                    json_integer_value(json_object_get(t, incl ? "tree_size" : "new_size")) + 1));
             break;
         case 4:
             if (incl) {
@@ -316,7 +316,8 @@ static void check_log(uint64_t n, bool all)
     uint64_t step = all ? 1 : n / 997 + 1;
     uint64_t seed = n * 2654435761u + 17;
     for (uint64_t i = 0; i < n; i += step) {
-        uint64_t off = all ? i : (seed = seed * 6364136223846793005ull + 1442695040888963407ull) % n;
+        uint64_t off =
+            all ? i : (seed = seed * 6364136223846793005ull + 1442695040888963407ull) % n;
         json_t *j = NULL;
         CU_ASSERT_EQUAL_FATAL(proof_inclusion(log, &s, off, 0, true, &j), 0);
         CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "index")), (json_int_t)off);
@@ -388,8 +389,8 @@ static void test_note_open_and_cli(void)
     snprintf(cp, sizeof cp, "%s/cp.note", root);
     snprintf(cp2, sizeof cp2, "%s/cp2.note", root);
     snprintf(pf, sizeof pf, "%s/p.tlog-proof", root);
-    char *a1[] = {bin_verity, "proof", "checkpoint", "orders", "3", "--data-dir", data,
-                  "--key-file", kf, "--name", NAME, NULL};
+    char *a1[] = {bin_verity, "proof",      "checkpoint", "orders", "3",  "--data-dir",
+                  data,       "--key-file", kf,           "--name", NAME, NULL};
     CU_ASSERT_EQUAL_FATAL(run(a1, NULL, cp), 0);
     char *g1[] = {bin_check, "note", vkey, cp, NULL};
     CU_ASSERT_EQUAL(run(g1, NULL, "/dev/null"), 0);
@@ -408,8 +409,8 @@ static void test_note_open_and_cli(void)
         s[i] ^= 1;
     }
     free(s);
-    char *a2[] = {bin_verity, "proof", "inclusion", "orders", "3", "214", "--data-dir", data,
-                  "--key-file", kf, "--name", NAME, NULL};
+    char *a2[] = {bin_verity, "proof",      "inclusion", "orders", "3",  "214", "--data-dir",
+                  data,       "--key-file", kf,          "--name", NAME, NULL};
     CU_ASSERT_EQUAL_FATAL(run(a2, NULL, pf), 0);
     char *a3[] = {bin_verity, "proof", "verify", pf, "--key", vkey, NULL};
     CU_ASSERT_EQUAL(run(a3, NULL, "/dev/null"), 0);
@@ -426,8 +427,8 @@ static void test_note_open_and_cli(void)
 
 /* ---- a tiny HTTP/1.0 client over loopback ---------------------------------- */
 
-static int http(uint16_t port, const char *method, const char *path, const char *body,
-                char *resp, size_t cap)
+static int http(uint16_t port, const char *method, const char *path, const char *body, char *resp,
+                size_t cap)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -441,8 +442,9 @@ static int http(uint16_t port, const char *method, const char *path, const char 
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char hdr[512];
     size_t bl = body ? strlen(body) : 0;
-    int hl = snprintf(hdr, sizeof hdr, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n",
-                      method, path, bl);
+    int hl = snprintf(hdr, sizeof hdr,
+                      "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n", method,
+                      path, bl);
     if (write(fd, hdr, (size_t)hl) != hl || (bl && write(fd, body, bl) != (ssize_t)bl)) {
         close(fd);
         return -1;
@@ -536,12 +538,13 @@ static void test_witness(void)
     CU_ASSERT_EQUAL_FATAL(ckpt_keygen(wkf, wpf), 0);
     uint16_t port = tb_free_port();
     snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
-    char *wa[] = {bin_verity, "witness", "--listen", listen, "--key-file", wkf, "--name",
-                  "witness.example/w1", "--log", vkey, "--state-dir", state, NULL};
+    char *wa[] = {
+        bin_verity,           "witness", "--listen", listen,        "--key-file", wkf, "--name",
+        "witness.example/w1", "--log",   vkey,       "--state-dir", state,        NULL};
     pid_t pid = spawn(wa, wlog);
     CU_ASSERT_FATAL(wait_port(port, pid));
-    char *pk[] = {bin_verity, "witness", "--print-key", "--key-file", wkf, "--name",
-                  "witness.example/w1", NULL};
+    char *pk[] = {bin_verity, "witness", "--print-key",        "--key-file",
+                  wkf,        "--name",  "witness.example/w1", NULL};
     char vkf[700];
     snprintf(vkf, sizeof vkf, "%s/w.vkey", root);
     CU_ASSERT_EQUAL_FATAL(run(pk, NULL, vkf), 0);
@@ -624,8 +627,9 @@ static void test_witness(void)
     snprintf(cos, sizeof cos, "%s/tree.cosigned", part);
     log = build_log(part, 120);
     CU_ASSERT_EQUAL(vlog_close(log, 2000), 0);
-    char *cs[] = {bin_verity, "proof", "cosign", "orders", "4", "--data-dir", data, "--key-file",
-                  kf, "--name", NAME, "--witness", url, "--witness-key", vk2, NULL};
+    char *cs[] = {bin_verity, "proof",         "cosign", "orders", "4",  "--data-dir",
+                  data,       "--key-file",    kf,       "--name", NAME, "--witness",
+                  url,        "--witness-key", vk2,      NULL};
     CU_ASSERT_EQUAL(run(cs, NULL, "/dev/null"), 0);
     char *g2[] = {bin_check, "cosig", vkey, vk2, cos, NULL};
     CU_ASSERT_EQUAL(run(g2, NULL, "/dev/null"), 0);
@@ -667,8 +671,9 @@ static void test_tiles_from_broker(void)
     snprintf(http_addr, sizeof http_addr, "127.0.0.1:%u", hport);
     snprintf(logp, sizeof logp, "%s", tb.log);
     snprintf(kf, sizeof kf, "%s/log.key", root);
-    char *a[] = {bin_verityd, "--data-dir", tb.data, "--listen", tb.addr, "--http", http_addr,
-                 "--signing-key", kf, "--tlog-name", NAME, "--log-level", "warn", NULL};
+    char *a[] = {bin_verityd, "--data-dir",  tb.data,         "--listen", tb.addr,
+                 "--http",    http_addr,     "--signing-key", kf,         "--tlog-name",
+                 NAME,        "--log-level", "warn",          NULL};
     pid_t pid = spawn(a, logp);
     CU_ASSERT_FATAL(wait_port(hport, pid));
     struct verity_conn_config cc;

@@ -154,10 +154,10 @@ static void test_known_answers(void)
 static void test_roots_and_inclusion(void)
 {
     char *dir = tu_tmpdir("merkle-incl");
-    uint8_t (*lh)[H];
+    uint8_t(*lh)[H];
     uint64_t n = tu_quick() ? 140 : 300;
     struct mtree *t = make_tree(dir, n, &lh);
-    uint8_t (*path)[H] = malloc(MT_PROOF_MAX * H), (*ref)[H] = malloc(MT_PROOF_MAX * H);
+    uint8_t(*path)[H] = malloc(MT_PROOF_MAX * H), (*ref)[H] = malloc(MT_PROOF_MAX * H);
     for (uint64_t size = 0; size <= n; size++) {
         uint8_t root[H], rroot[H];
         CU_ASSERT_EQUAL_FATAL(mt_root(t, size, root), 0);
@@ -171,8 +171,8 @@ static void test_roots_and_inclusion(void)
             ref_path(lh, i, 0, size, ref, &rn);
             CU_ASSERT_EQUAL_FATAL(np, rn);
             CU_ASSERT_EQUAL_FATAL(memcmp(path, ref, np * H), 0);
-            CU_ASSERT_EQUAL_FATAL(mt_verify_inclusion(lh[i], i, size,
-                                                      (const uint8_t(*)[H])path, np, root), 0);
+            CU_ASSERT_EQUAL_FATAL(
+                mt_verify_inclusion(lh[i], i, size, (const uint8_t(*)[H])path, np, root), 0);
         }
     }
     free(path);
@@ -185,10 +185,10 @@ static void test_roots_and_inclusion(void)
 static void test_consistency(void)
 {
     char *dir = tu_tmpdir("merkle-cons");
-    uint8_t (*lh)[H];
+    uint8_t(*lh)[H];
     uint64_t n = tu_quick() ? 70 : 140;
     struct mtree *t = make_tree(dir, n, &lh);
-    uint8_t (*path)[H] = malloc(MT_PROOF_MAX * H), (*ref)[H] = malloc(MT_PROOF_MAX * H);
+    uint8_t(*path)[H] = malloc(MT_PROOF_MAX * H), (*ref)[H] = malloc(MT_PROOF_MAX * H);
     for (uint64_t m = 0; m <= n; m++) {
         for (uint64_t size = m; size <= n; size++) {
             uint8_t r1[H], r2[H];
@@ -217,7 +217,7 @@ static void test_consistency(void)
 static void test_tamper_rejected(void)
 {
     char *dir = tu_tmpdir("merkle-tamper");
-    uint8_t (*lh)[H];
+    uint8_t(*lh)[H];
     static const uint64_t sizes[] = {1, 2, 3, 7, 255, 256, 257};
     struct mtree *t = make_tree(dir, 257, &lh);
     uint8_t path[MT_PROOF_MAX][H];
@@ -288,7 +288,8 @@ static void test_notes(void)
     int nl = note_sign(text, (size_t)tl, "verity.example/local", key_priv, note, sizeof note);
     CU_ASSERT_FATAL(nl > tl);
     CU_ASSERT_EQUAL_FATAL(
-        note_vkey_format("verity.example/local", NOTE_TYPE_ED25519, key_priv, vkey, sizeof vkey), 0);
+        note_vkey_format("verity.example/local", NOTE_TYPE_ED25519, key_priv, vkey, sizeof vkey),
+        0);
     CU_ASSERT_EQUAL_FATAL(note_vkey_parse(vkey, &k), 0);
     CU_ASSERT_EQUAL(note_open(note, (size_t)nl, &k, 1, &tlen, NULL), 0);
     CU_ASSERT_EQUAL(tlen, (size_t)tl);
