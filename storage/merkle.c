@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -40,6 +41,11 @@ struct mtree {
     uint64_t size;                      /* leaves appended */
     uint64_t state_size;                /* size named by tree.state at open */
     uint8_t frontier[64][MT_HASH_SIZE]; /* see the file comment */
+    /* Read-only shared mappings of the two files (vio_posix only), grown on
+     * demand; reads past them fall back to pread. Appends go through pwrite,
+     * which the page cache makes visible in the mapping. */
+    const uint8_t *map[2]; /* 0: tree.leaves, 1: tree.hashes */
+    size_t map_len[2];
 };
 
 /* ---- hashing ----------------------------------------------------------- */
@@ -259,20 +265,42 @@ void mt_set_stale(struct mtree *t)
     t->stale = true;
 }
 
+/* Reads len bytes at off of file w (0 leaves, 1 hashes), which the caller
+ * knows were written: from the mapping when there is one, else pread. A
+ * proof then costs memory reads, not O(log n) system calls. */
+static int tree_read(struct mtree *t, int w, void *out, size_t len, uint64_t off)
+{
+    int fd = w ? t->fd_hashes : t->fd_leaves;
+    if (t->io == &vio_posix && off + len > t->map_len[w]) {
+        size_t want = (size_t)(off + len) * 2;
+        want = (want + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);
+        if (t->map[w])
+            munmap((void *)t->map[w], t->map_len[w]);
+        void *m = mmap(NULL, want, PROT_READ, MAP_SHARED, fd, 0);
+        t->map[w] = m == MAP_FAILED ? NULL : m;
+        t->map_len[w] = m == MAP_FAILED ? 0 : want;
+    }
+    if (t->map[w] && off + len <= t->map_len[w]) {
+        memcpy(out, t->map[w] + off, len);
+        return 0;
+    }
+    return vio_pread_all(t->io, fd, out, len, (off_t)off);
+}
+
 int mt_stored_hash(struct mtree *t, int level, uint64_t idx, uint8_t out[MT_HASH_SIZE])
 {
     if (level < 0 || level > 62 || idx >= (t->size >> level))
         return VERITY_EOFFSET;
     uint64_t i = mt_stored_index(level, idx);
     VERITY_VERIFY(i < mt_stored_count(t->size));
-    return vio_pread_all(t->io, t->fd_hashes, out, MT_HASH_SIZE, (off_t)(i * MT_HASH_SIZE));
+    return tree_read(t, 1, out, MT_HASH_SIZE, i * MT_HASH_SIZE);
 }
 
 int mt_leaf_get(struct mtree *t, uint64_t index, uint8_t out[MT_LEAF_SIZE])
 {
     if (index >= t->size)
         return VERITY_EOFFSET;
-    return vio_pread_all(t->io, t->fd_leaves, out, MT_LEAF_SIZE, (off_t)(index * MT_LEAF_SIZE));
+    return tree_read(t, 0, out, MT_LEAF_SIZE, index * MT_LEAF_SIZE);
 }
 
 /* MTH(D[lo:hi]) for lo aligned to the largest power of two <= hi - lo, as
@@ -534,6 +562,9 @@ void mt_close(struct mtree *t)
 {
     if (!t)
         return;
+    for (int w = 0; w < 2; w++)
+        if (t->map[w])
+            munmap((void *)t->map[w], t->map_len[w]);
     if (t->fd_leaves >= 0)
         (void)t->io->close(t->io->ctx, t->fd_leaves);
     if (t->fd_hashes >= 0)
