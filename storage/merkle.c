@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,16 @@ struct mtree {
      * which the page cache makes visible in the mapping. */
     const uint8_t *map[2]; /* 0: tree.leaves, 1: tree.hashes */
     size_t map_len[2];
+    /* background state sync (mt_sync_async), guarded by mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    bool thread_started;
+    bool stop;
+    bool req_pending; /* a write_state is queued or running */
+    uint64_t req_size;
+    uint8_t req_root[MT_HASH_SIZE];
+    int async_err; /* first background failure */
 };
 
 /* ---- hashing ----------------------------------------------------------- */
@@ -254,7 +265,7 @@ uint64_t mt_size(const struct mtree *t)
 }
 uint64_t mt_state_size(const struct mtree *t)
 {
-    return t->state_size;
+    return __atomic_load_n(&t->state_size, __ATOMIC_ACQUIRE);
 }
 bool mt_stale(const struct mtree *t)
 {
@@ -509,6 +520,8 @@ int mt_open(const char *dir, const struct vio *io, bool read_only, struct mtree 
         return -ENOMEM;
     t->io = io ? io : &vio_posix;
     t->read_only = read_only;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
     t->fd_leaves = t->fd_hashes = -1;
     if (!(t->dir = strdup(dir))) {
         rc = -ENOMEM;
@@ -562,6 +575,15 @@ void mt_close(struct mtree *t)
 {
     if (!t)
         return;
+    if (t->thread_started) {
+        pthread_mutex_lock(&t->mu);
+        t->stop = true;
+        pthread_cond_broadcast(&t->cv);
+        pthread_mutex_unlock(&t->mu);
+        pthread_join(t->thread, NULL);
+    }
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
     for (int w = 0; w < 2; w++)
         if (t->map[w])
             munmap((void *)t->map[w], t->map_len[w]);
@@ -618,21 +640,20 @@ int mt_truncate(struct mtree *t, uint64_t n)
     return load_frontier(t);
 }
 
-int mt_sync(struct mtree *t)
+/* fdatasyncs both files, then replaces tree.state with (size, root). Only
+ * uses fds and paths, so the background thread may run it while the owner
+ * appends: everything below size was written before it started. */
+static int write_state(struct mtree *t, uint64_t size, const uint8_t root[MT_HASH_SIZE])
 {
     char path[PATH_MAX_TREE], tmp[PATH_MAX_TREE];
     uint8_t buf[STATE_SIZE];
     int rc, fd = -1;
-    VERITY_VERIFY(tree_ok(t) && !t->read_only);
-    if (t->stale)
-        return VERITY_EREADONLY;
     if ((rc = t->io->fdatasync(t->io->ctx, t->fd_hashes)) ||
         (rc = t->io->fdatasync(t->io->ctx, t->fd_leaves)))
         return rc;
     memcpy(buf, STATE_MAGIC, 4);
-    put_le64(buf + 4, t->size);
-    if ((rc = mt_root(t, t->size, buf + 12)))
-        return rc;
+    put_le64(buf + 4, size);
+    memcpy(buf + 12, root, MT_HASH_SIZE);
     put_le32(buf + 44, crc32c(0, buf, 44));
     tree_path(t, "tree.state.tmp", tmp);
     tree_path(t, "tree.state", path);
@@ -648,7 +669,82 @@ int mt_sync(struct mtree *t)
         rc = t->io->rename(t->io->ctx, tmp, path);
     if (!rc)
         rc = vio_fsync_dir(t->io, t->dir);
-    if (!rc)
-        t->state_size = t->size;
+    return rc;
+}
+
+static void *sync_thread(void *arg)
+{
+    struct mtree *t = arg;
+    pthread_mutex_lock(&t->mu);
+    for (;;) {
+        while (!t->req_pending && !t->stop)
+            pthread_cond_wait(&t->cv, &t->mu);
+        if (!t->req_pending && t->stop)
+            break;
+        uint64_t size = t->req_size;
+        uint8_t root[MT_HASH_SIZE];
+        memcpy(root, t->req_root, MT_HASH_SIZE);
+        pthread_mutex_unlock(&t->mu);
+        int rc = write_state(t, size, root);
+        pthread_mutex_lock(&t->mu);
+        if (rc)
+            t->async_err = rc;
+        else
+            __atomic_store_n(&t->state_size, size, __ATOMIC_RELEASE);
+        t->req_pending = false;
+        pthread_cond_broadcast(&t->cv);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* Waits until the background thread has nothing in flight. */
+static void sync_idle(struct mtree *t)
+{
+    if (!t->thread_started)
+        return;
+    pthread_mutex_lock(&t->mu);
+    while (t->req_pending)
+        pthread_cond_wait(&t->cv, &t->mu);
+    pthread_mutex_unlock(&t->mu);
+}
+
+int mt_sync(struct mtree *t)
+{
+    uint8_t root[MT_HASH_SIZE];
+    int rc;
+    VERITY_VERIFY(tree_ok(t) && !t->read_only);
+    if (t->stale)
+        return VERITY_EREADONLY;
+    sync_idle(t);
+    if ((rc = mt_root(t, t->size, root)) || (rc = write_state(t, t->size, root)))
+        return rc;
+    __atomic_store_n(&t->state_size, t->size, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int mt_sync_async(struct mtree *t)
+{
+    uint8_t root[MT_HASH_SIZE];
+    int rc;
+    VERITY_VERIFY(tree_ok(t) && !t->read_only);
+    if (t->stale)
+        return VERITY_EREADONLY;
+    if (!t->thread_started) {
+        if ((rc = -pthread_create(&t->thread, NULL, sync_thread, t)))
+            return rc;
+        t->thread_started = true;
+    }
+    if ((rc = mt_root(t, t->size, root)))
+        return rc;
+    pthread_mutex_lock(&t->mu);
+    rc = t->async_err;
+    if (!rc && !t->req_pending) {
+        t->req_size = t->size;
+        memcpy(t->req_root, root, MT_HASH_SIZE);
+        t->req_pending = true;
+        pthread_cond_signal(&t->cv);
+    }
+    pthread_mutex_unlock(&t->mu);
     return rc;
 }

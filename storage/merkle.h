@@ -33,7 +33,8 @@
  * (storage/vlog_tree.c). Append order: hashes first, then the leaf, so a
  * reader that counts leaves never finds a leaf without its hashes.
  *
- * Threads: one writer (the log's owner thread); readers in the same thread.
+ * Threads: one writer (the log's owner thread); readers in the same thread;
+ * mt_sync_async's own thread writes tree.state.
  * Other processes may read the files concurrently (they only grow, except a
  * recovery truncation of the unsynced tail).
  */
@@ -122,6 +123,11 @@ int mt_truncate(struct mtree *t, uint64_t n) __attribute__((warn_unused_result))
 /* fdatasyncs both files and replaces tree.state with the current size and
  * root. */
 int mt_sync(struct mtree *t) __attribute__((warn_unused_result));
+/* The same on a background thread of the tree's own (started on first
+ * use): the owner thread only computes the root; the fdatasyncs and the
+ * rename happen off it. Skipped while one is in flight. Returns 0, or the
+ * error of an earlier background sync. */
+int mt_sync_async(struct mtree *t) __attribute__((warn_unused_result));
 /* True after a write failed: the tree no longer follows the log until the
  * next open rebuilds its tail. */
 bool mt_stale(const struct mtree *t);
