@@ -30,18 +30,51 @@
  * what the next open re-reads from the log, at 3 fdatasyncs per period. */
 #define VL_TREE_SYNC_BYTES  (64ull << 20)
 #define VL_TREE_SYNC_LEAVES 65536u
-#define CATCHUP_BUF         ((size_t)VERITY_FRAME_BYTES_HARD) /* above any batch; pages touched lazily */
+#define CATCHUP_BUF_MIN     ((size_t)1 << 20)                 /* grown when a batch is larger */
+#define CATCHUP_BUF_MAX     ((size_t)VERITY_FRAME_BYTES_HARD) /* above any batch */
+
+/* A read buffer that doubles when the next batch does not fit. */
+struct cbuf {
+    uint8_t *p;
+    size_t cap;
+};
+
+static int cbuf_grow(struct cbuf *b)
+{
+    if (b->cap >= CATCHUP_BUF_MAX)
+        return VERITY_ELIMIT;
+    size_t cap = b->cap ? b->cap * 2 : CATCHUP_BUF_MIN;
+    uint8_t *p = realloc(b->p, cap);
+    if (!p)
+        return -ENOMEM;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* vlog_read_copy into b, growing it until the first batch fits. */
+static int read_into(struct vlog *log, uint64_t off, struct cbuf *b, size_t *len)
+{
+    for (;;) {
+        int rc = vlog_read_copy(log, off, log->end_offset, b->p, b->cap, len);
+        if (rc != VERITY_ELIMIT)
+            return rc;
+        if ((rc = cbuf_grow(b)))
+            return rc;
+    }
+}
 
 struct mtree *vlog_tree(struct vlog *log)
 {
     return log->tree;
 }
 
-/* Reads the whole batch that starts at base into *buf (grown as needed). */
-static int read_batch(struct vlog *log, uint64_t base, uint8_t *buf, size_t cap, size_t *len)
+/* Reads the whole batch that starts at base into b (grown as needed). */
+static int read_batch(struct vlog *log, uint64_t base, struct cbuf *b, size_t *len)
 {
     size_t got = 0;
-    int rc = vlog_read_copy(log, base, log->end_offset, buf, cap, &got);
+    int rc = read_into(log, base, b, &got);
+    const uint8_t *buf = b->p;
     if (rc)
         return rc;
     struct batch_hdr h;
@@ -53,13 +86,14 @@ static int read_batch(struct vlog *log, uint64_t base, uint8_t *buf, size_t cap,
 }
 
 /* Appends leaves for every batch in [off, end). */
-static int catch_up(struct vlog *log, uint64_t off, uint8_t *prev, uint8_t *buf, size_t cap)
+static int catch_up(struct vlog *log, uint64_t off, uint8_t *prev, struct cbuf *b)
 {
     int rc;
     while (off < log->end_offset) {
         size_t len = 0;
-        if ((rc = vlog_read_copy(log, off, log->end_offset, buf, cap, &len)))
+        if ((rc = read_into(log, off, b, &len)))
             return rc;
+        const uint8_t *buf = b->p;
         VERITY_VERIFY(len > 0);
         for (size_t p = 0; p < len;) {
             struct batch_hdr h;
@@ -83,7 +117,7 @@ static int catch_up(struct vlog *log, uint64_t off, uint8_t *prev, uint8_t *buf,
 
 /* Drops tree leaves the log no longer has, checks the last one against its
  * batch; *next gets the offset after the last kept leaf. */
-static int align_tail(struct vlog *log, uint8_t *prev, uint8_t *buf, size_t cap, uint64_t *next)
+static int align_tail(struct vlog *log, uint8_t *prev, struct cbuf *b, uint64_t *next)
 {
     struct mtree *t = log->tree;
     uint8_t data[MT_LEAF_SIZE];
@@ -110,9 +144,9 @@ static int align_tail(struct vlog *log, uint8_t *prev, uint8_t *buf, size_t cap,
     uint64_t start = log->segs[0]->base;
     if (l.base_offset >= start) {
         size_t len = 0;
-        if ((rc = read_batch(log, l.base_offset, buf, cap, &len)))
+        if ((rc = read_batch(log, l.base_offset, b, &len)))
             return rc;
-        if (mt_leaf_check_batch(&l, buf, len) != 0)
+        if (mt_leaf_check_batch(&l, b->p, len) != 0)
             return mt_truncate(t, 0); /* disagrees with the log: rebuild */
     }
     memcpy(prev, l.chain, MT_HASH_SIZE);
@@ -132,15 +166,15 @@ int vl_tree_open(struct vlog *log)
     }
     if (log->cfg.read_only)
         return 0;
-    uint8_t *buf = malloc(CATCHUP_BUF);
+    struct cbuf buf = {NULL, 0};
     uint8_t prev[MT_HASH_SIZE] = {0};
     uint64_t next = 0;
-    if (!buf)
-        return -ENOMEM;
+    if ((rc = cbuf_grow(&buf)))
+        return rc;
     /* Recovery may have read a torn tail into the read-ahead buffer and then
      * written the recovery record over those bytes: drop it before reading. */
     vl_scan_reset(log);
-    if ((rc = align_tail(log, prev, buf, CATCHUP_BUF, &next)))
+    if ((rc = align_tail(log, prev, &buf, &next)))
         goto out;
     uint64_t start = log->segs[0]->base;
     if (mt_size(log->tree) == 0 && start > 0) {
@@ -161,12 +195,15 @@ int vl_tree_open(struct vlog *log)
         log->tree = NULL;
         goto out;
     }
-    if ((rc = catch_up(log, next, prev, buf, CATCHUP_BUF)))
+    if ((rc = catch_up(log, next, prev, &buf)))
         goto out;
+    /* Persist what the catch-up added on the tree's background thread: the
+     * next open then starts from here, and this one stays fast (the crash
+     * test kills a child within 25 ms of starting it). */
     if (mt_size(log->tree) != mt_state_size(log->tree))
-        rc = mt_sync(log->tree);
+        rc = mt_sync_async(log->tree);
 out:
-    free(buf);
+    free(buf.p);
     vl_scan_reset(log); /* leave no tree-time read-ahead behind */
     if (rc) {
         mt_close(log->tree);

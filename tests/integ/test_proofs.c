@@ -81,6 +81,7 @@ static int suite_clean(void)
     EVP_PKEY_free(key);
     if (!getenv("VERITY_TEST_KEEP"))
         tu_rmrf(root);
+    free(root);
     return 0;
 }
 

@@ -46,6 +46,7 @@ static int suite_clean(void)
 {
     EVP_PKEY_free(key_priv);
     tu_rmrf(key_dir);
+    free(key_dir);
     return 0;
 }
 
@@ -187,6 +188,7 @@ static void test_roots_and_inclusion(void)
     CU_ASSERT_EQUAL(mt_state_size(t), n);
     mt_close(t);
     tu_rmrf(dir);
+    free(dir);
 }
 
 static void test_consistency(void)
@@ -217,6 +219,7 @@ static void test_consistency(void)
     free(lh);
     mt_close(t);
     tu_rmrf(dir);
+    free(dir);
 }
 
 /* Every single-bit change of a proof hash, the leaf, the root or the index
@@ -280,6 +283,7 @@ static void test_tamper_rejected(void)
     free(lh);
     mt_close(t);
     tu_rmrf(dir);
+    free(dir);
 }
 
 static void test_notes(void)
@@ -515,6 +519,8 @@ static void test_tree_follows_log(void)
     batch_builder_deinit(&b);
     tu_rmrf(dir);
     tu_rmrf(dir2);
+    free(dir);
+    free(dir2);
 }
 
 int main(void)
