@@ -330,3 +330,17 @@ bench-start: $(BUILD)/perf/start_bench $(BINS)
 	VERITY_BIN_DIR=$(abspath $(BUILD)/bin) $(BUILD)/perf/start_bench $(BENCH_START_DIR)/data \
 	  $(BENCH_START_BYTES) $(BENCH_START_GROUP_RECORDS)
 	rm -rf $(BENCH_START_DIR)
+
+# ---- proofs (issue 11): the independent Go verifier -------------------------
+# tests/go/proofcheck is built offline in GOPATH mode against Debian's
+# golang-golang-x-mod-dev (sumdb/note, sumdb/tlog); test_proofs (part of
+# test-integ, ~45 s including a 1,000,003-batch log) runs it.
+DEB_PKGS += golang-go golang-golang-x-mod-dev
+PROOFCHECK := $(BUILD)/go/proofcheck
+GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOCACHE=$(abspath $(BUILD))/go/cache
+
+$(PROOFCHECK): tests/go/proofcheck/main.go
+	@mkdir -p $(dir $@)
+	$(GO_ENV) go build -o $@ ./tests/go/proofcheck
+
+test-integ: $(PROOFCHECK)

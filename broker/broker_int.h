@@ -533,6 +533,9 @@ int64_t mono_ns(void);
 
 /* Admin HTTP server (broker/http.c). */
 int http_start(struct broker *b) __attribute__((warn_unused_result));
+/* http_proof.c: /v1/proof/... and /tlog/... (tiles); true when it answered. */
+struct evhttp_request;
+bool http_proof_handle(struct broker *b, struct evhttp_request *req);
 void http_stop(struct broker *b);
 
 /* Protocol listener and connections (broker/conn.c). */

@@ -47,6 +47,8 @@ static const struct key keys[] = {
      "host Kafka clients are told to connect to (default: the bound host)"},
     {"signing_key", K_STR, F(signing_key), S(signing_key), 0, 0,
      "Ed25519 checkpoint key (default <data_dir>/keys/verity.key, generated)"},
+    {"tlog_name", K_STR, F(tlog_name), S(tlog_name), 0, 0,
+     "key name of C2SP checkpoints; origins are <name>/<topic>/<partition>"},
     {"log_level", K_LEVEL, F(log_level), S(log_level), 0, 0, "debug|info|warn|error"},
     {"node_id", K_U32, F(node_id), 0, 0, 65535, "this broker's node id"},
     {"max_connections", K_U32, F(max_connections), 0, 1, 1000000, "open connections"},
@@ -130,6 +132,7 @@ void bcfg_default(struct broker_config *c)
     snprintf(c->listen, sizeof c->listen, "127.0.0.1:9720");
     snprintf(c->http, sizeof c->http, "127.0.0.1:9721");
     snprintf(c->log_level, sizeof c->log_level, "info");
+    snprintf(c->tlog_name, sizeof c->tlog_name, "verity.example/local");
     c->node_id = 1;
     c->max_connections = VERITY_CONNECTIONS_MAX;
     c->max_inflight = VERITY_INFLIGHT_MAX;

@@ -30,6 +30,7 @@ struct broker_config {
     char kafka_advertised_host[BCFG_ADDR_MAX]; /* host in Kafka Metadata ("" = the bound host) */
     char signing_key[BCFG_PATH_MAX]; /* "" = <data_dir>/keys/verity.key, generated when missing */
     char log_level[16];              /* debug|info|warn|error */
+    char tlog_name[256];             /* key name of signed checkpoints (verity.example/local) */
     uint32_t node_id;
     /* limits */
     uint32_t max_connections;

@@ -581,7 +581,8 @@ static void h_notfound(struct evhttp_request *req, void *arg)
 {
     if (!get_only(req))
         return;
-    (void)arg;
+    if (http_proof_handle(arg, req))
+        return;
     evhttp_send_error(req, 404,
                       "no such path (try /health, /ready, /metrics, /v1/topics, /v1/groups)");
 }

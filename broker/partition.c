@@ -492,6 +492,10 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
     int64_t now = now_ms();
     struct vlog_config vc;
     part_vlog_config(b, &t->cfg, &vc);
+    /* signed checkpoints carry the Merkle tree's C2SP note (docs/PROOFS.md) */
+    snprintf(vc.tree_name, sizeof vc.tree_name, "%s", b->cfg.tlog_name);
+    snprintf(vc.tree_origin, sizeof vc.tree_origin, "%s/%s/%" PRIu32, b->cfg.tlog_name, t->name,
+             id);
     vc.on_durable = part_on_durable;
     vc.on_durable_arg = p;
     uint64_t bad = 0;

@@ -271,6 +271,7 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
     }
     bool control = (h->attributes & BATCH_ATTR_CONTROL) != 0;
     VERITY_VERIFY(vl_seg_ok(s) && pos == s->size && base == s->end);
+    vl_tree_append(log, base, h->record_count, h->length, log->chain, chain);
     vl_seg_index_batch(log, s, pos, base, log->data_records, h->max_timestamp, h->length);
     if (pos == 0)
         s->first_ts = h->first_timestamp;
@@ -313,15 +314,16 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
     return 0;
 }
 
-/* Appends a control batch whose single record is key -> value. */
+/* Appends a control batch whose single record is key -> value (with nh
+ * headers, the tree's checkpoint note: vlog_tree.c). */
 static int append_control(struct vlog *log, const char *key, const void *value, size_t vlen,
-                          int64_t now_ms)
+                          int64_t now_ms, const struct batch_header_kv *hdrs, uint32_t nh)
 {
     struct batch_hdr h;
     int rc;
     batch_builder_reset(&log->ctl);
     if ((rc = batch_builder_add(&log->ctl, now_ms, key, (int32_t)strlen(key), value,
-                                (int32_t)vlen, NULL, 0)))
+                                (int32_t)vlen, hdrs, nh)))
         return rc;
     struct batch_meta m = {BATCH_ATTR_CONTROL, -1, -1, -1, NULL};
     if ((rc = batch_builder_finish(&log->ctl, &m)))
@@ -342,11 +344,15 @@ int vlog_checkpoint(struct vlog *log, int64_t now_ms)
     ck.time_ms = now_ms;
     if ((rc = ckpt_encode(&ck, log->cfg.signing_key, payload)))
         return rc;
-    if ((rc = append_control(log, BATCH_CONTROL_CHECKPOINT, payload, sizeof payload, now_ms)))
+    struct batch_header_kv note;
+    char note_buf[VL_TREE_NOTE_MAX];
+    uint32_t nh = vl_tree_note(log, &note, note_buf, sizeof note_buf);
+    if ((rc = append_control(log, BATCH_CONTROL_CHECKPOINT, payload, sizeof payload, now_ms,
+                             &note, nh)))
         return rc;
     log->records_since_ckpt = 0;
     log->last_is_checkpoint = true;
-    return 0;
+    return vl_tree_sync(log, false);
 }
 
 /*
@@ -463,7 +469,7 @@ static int write_recovery_record(struct vlog *log, int64_t now_ms)
          "dir=%s cut_offset_first=%" PRIu64 " cut_offset_last=%" PRIu64 " cut_bytes=%" PRIu64
          " cut_position=%" PRIu64 " reason=\"%s\"",
          log->dir, r->cut_offset_first, r->cut_offset_last, r->cut_bytes, r->cut_position, reason);
-    int rc = append_control(log, BATCH_CONTROL_RECOVERY, json, (size_t)n, now_ms);
+    int rc = append_control(log, BATCH_CONTROL_RECOVERY, json, (size_t)n, now_ms, NULL, 0);
     if (rc == 0 && log->cfg.durability != VLOG_DURABILITY_ALWAYS)
         rc = sync_once(log);
     return rc;
@@ -476,6 +482,7 @@ static void log_free(struct vlog *log)
     for (size_t i = 0; i < log->nsegs; i++)
         vl_seg_free(log, log->segs[i]);
     free(log->segs);
+    vl_tree_close(log);
     batch_builder_deinit(&log->ctl);
     free(log->scan_buf);
     pthread_mutex_destroy(&log->mu);
@@ -533,6 +540,8 @@ int vlog_open(const char *dir, const struct vlog_config *cfg, int64_t now_ms, st
     VERITY_VERIFY(log_ok(log));
     if (log->recovery.cut && !cfg->read_only && (rc = write_recovery_record(log, now_ms)))
         goto fail;
+    if ((rc = vl_tree_open(log)))
+        goto fail;
     if (cfg->durability == VLOG_DURABILITY_GROUP && !cfg->read_only) {
         if ((rc = -pthread_create(&log->thread, NULL, commit_thread, log)))
             goto fail;
@@ -566,6 +575,8 @@ int vlog_close(struct vlog *log, int64_t now_ms)
     if (!log->cfg.read_only && vlog_error(log) == 0) {
         if (!log->last_is_checkpoint && log->end_offset > 0)
             rc = vlog_checkpoint(log, now_ms);
+        if (!rc)
+            rc = vl_tree_sync(log, true);
         int src = sync_once(log); /* a no-op when everything is synced */
         if (!rc)
             rc = src;

@@ -16,6 +16,8 @@
  *   <dir>/<base-offset %020>.timeindex  sparse time index
  *   <dir>/anchor                        signed chain hash preceding the oldest
  *                                       segment, written by retention
+ *   <dir>/tree.leaves, tree.hashes,     the partition's Merkle tree over its
+ *   tree.state                          batches (storage/merkle.h)
  */
 #ifndef VERITY_VLOG_H
 #define VERITY_VLOG_H
@@ -51,6 +53,11 @@ struct vlog_config {
     void (*on_durable)(void *arg, uint64_t durable_end);
     void *on_durable_arg;
     bool read_only;                /* open without recovery writes (verify, dump) */
+    bool tree_off;                 /* no Merkle tree files (storage/merkle.h); default on */
+    /* Signed checkpoints also carry the tree's C2SP note (record header
+     * verity.tree.checkpoint) when both are set: key name and origin. */
+    char tree_name[256];           /* e.g. verity.example/local */
+    char tree_origin[512];         /* e.g. verity.example/local/orders/3 */
 };
 
 void vlog_config_default(struct vlog_config *cfg);
@@ -203,6 +210,11 @@ struct vlog_sync_stats {
     uint64_t buckets[VLOG_SYNC_BUCKETS];
 };
 void vlog_get_sync_stats(const struct vlog *log, struct vlog_sync_stats *out);
+
+/* The partition's Merkle tree (storage/merkle.h), valid until vlog_close;
+ * NULL when the tree is off. Owner thread only. */
+struct mtree;
+struct mtree *vlog_tree(struct vlog *log);
 
 /* Rolls to a new segment if the active one is older than segment_ms. */
 int vlog_maybe_roll(struct vlog *log, int64_t now_ms) __attribute__((warn_unused_result));

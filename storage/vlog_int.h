@@ -6,6 +6,7 @@
  *   vlog_seg.c      segments and their indexes, buffered reads
  *   vlog_recover.c  opening a directory: index checks, recovery of the tail
  *   vlog_read.c     reads by offset and by time
+ *   vlog_tree.c     the Merkle tree hooks (storage/merkle.h)
  */
 #ifndef VERITY_VLOG_INT_H
 #define VERITY_VLOG_INT_H
@@ -79,6 +80,9 @@ struct vlog {
     bool thread_started;
     pthread_t thread;
     struct vlog_sync_stats stats;
+
+    struct mtree *tree;          /* Merkle tree (vlog_tree.c); NULL when off */
+    uint64_t tree_unsynced_bytes; /* log bytes appended since tree.state was replaced */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -126,5 +130,21 @@ int vl_open_segments(struct vlog *log, int64_t now_ms, uint64_t *bad_offset)
     __attribute__((warn_unused_result));
 int vl_seg_tail_state(struct vlog *log, struct seg *s, uint8_t *chain, uint64_t *records)
     __attribute__((warn_unused_result));
+
+/* vlog_tree.c: the partition's Merkle tree follows the log */
+int vl_tree_open(struct vlog *log) __attribute__((warn_unused_result));
+void vl_tree_append(struct vlog *log, uint64_t base, uint32_t records, uint32_t len,
+                    const uint8_t *prev_chain, const uint8_t *chain);
+/* The signed C2SP checkpoint note of the tree as it is now (size = batches
+ * so far), as a record header for the checkpoint control batch: returns 1
+ * with *kv pointing into buf, or 0 (no header) when the tree is off, the
+ * log unsigned or cfg.tree_origin empty. */
+#define VL_TREE_NOTE_MAX 2048
+#define VL_TREE_NOTE_HEADER "verity.tree.checkpoint"
+uint32_t vl_tree_note(struct vlog *log, struct batch_header_kv *kv, char *buf, size_t cap);
+/* Persists the tree's state at a checkpoint once enough is unsynced
+ * (VL_TREE_SYNC_*), or always with force (close). Never fails the log. */
+int vl_tree_sync(struct vlog *log, bool force) __attribute__((warn_unused_result));
+void vl_tree_close(struct vlog *log);
 
 #endif

@@ -29,6 +29,7 @@
 #include "storage/batch.h"
 #include "storage/checkpoint.h"
 #include "storage/verify.h"
+#include "storage/verify_tree.h"
 #include "tools/cmds.h"
 #include "verity/errors.h"
 
@@ -101,6 +102,34 @@ static void progress_print(void *arg, uint64_t done, uint64_t total)
 static bool not_a_log(const struct verify_report *rep)
 {
     return rep->found && rep->segments == 0 && rep->finding.code == VERITY_ENOTFOUND;
+}
+
+/* ---- Merkle tree (storage/verify_tree.h) ----------------------------------- */
+
+static json_t *tree_json(const struct verify_tree_report *t, int rc)
+{
+    return json_pack("{s:b,s:I,s:I,s:I,s:I,s:b,s:s}", "present", t->present, "leaves",
+                     (json_int_t)t->leaves, "batches", (json_int_t)t->batches, "notes_checked",
+                     (json_int_t)t->notes_checked, "behind",
+                     (json_int_t)t->tree_behind, "ok", rc == 0,
+                     "reason", t->found ? t->reason : rc ? verity_strerror(rc) : "");
+}
+
+static void tree_print(const struct verify_tree_report *t, int rc)
+{
+    if (!t->present && rc == 0) {
+        printf("merkle tree: none (tree.* files absent)\n");
+        return;
+    }
+    if (rc == 0)
+        printf("merkle tree: OK, %llu leaves match the batches, %llu signed tree notes in "
+               "checkpoints match%s\n",
+               (unsigned long long)t->leaves, (unsigned long long)t->notes_checked,
+               t->tree_behind ? " (the last batches get their leaves on the next open)" : "");
+    else if (t->found)
+        printf("merkle tree: FINDING at leaf %llu: %s\n", (unsigned long long)t->leaf, t->reason);
+    else
+        printf("merkle tree: cannot check: %s\n", verity_strerror(rc));
 }
 
 static json_t *report_json(const char *dir, const struct verify_report *rep)
@@ -226,6 +255,8 @@ static int log_verify(int argc, char **argv)
     struct progress_state ps = {0};
     int rc = verify_log_dir(dir, pub, progress ? progress_print : NULL, &ps, rep);
     EVP_PKEY_free(pub);
+    struct verify_tree_report tree;
+    int trc = verify_tree_dir(dir, &tree); /* the Merkle tree against the segments */
     int exit_code = CMD_EXIT_OK;
     if (rc && !rep->found) {
         /* Not a finding about the log's contents: the directory itself
@@ -244,6 +275,8 @@ static int log_verify(int argc, char **argv)
         exit_code = CMD_EXIT_FAIL;
     } else if (json) {
         json_t *j = report_json(dir, rep);
+        if (j)
+            json_object_set_new(j, "tree", tree_json(&tree, trc));
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (s)
             puts(s);
@@ -251,10 +284,11 @@ static int log_verify(int argc, char **argv)
             fprintf(stderr, "verity log verify: cannot encode the report\n");
         free(s);
         json_decref(j);
-        exit_code = rep->found || !s ? CMD_EXIT_FAIL : CMD_EXIT_OK;
+        exit_code = rep->found || !s || trc ? CMD_EXIT_FAIL : CMD_EXIT_OK;
     } else {
         report_print(dir, pubkey_path, rep);
-        exit_code = rep->found ? CMD_EXIT_FAIL : CMD_EXIT_OK;
+        tree_print(&tree, trc);
+        exit_code = rep->found || trc ? CMD_EXIT_FAIL : CMD_EXIT_OK;
     }
     free(rep);
     return exit_code;

@@ -33,6 +33,9 @@ int cmd_topic(int argc, char **argv);     /* topic create|delete|list|describe (
 int cmd_group(int argc, char **argv);     /* group create|list|describe|pending|reset|delete (cmd_group.c) */
 int cmd_dlq(int argc, char **argv);       /* dlq list|replay (cmd_dlq.c) */
 int cmd_share(int argc, char **argv);     /* share init|create|...|fetch|verify (cmd_share*.c) */
+int cmd_proof(int argc, char **argv);     /* proof inclusion|consistency|checkpoint|key|verify (cmd_proof.c) */
+int cmd_proof_bench(int argc, char **argv); /* proof bench, called by cmd_proof (cmd_proof_bench.c) */
+int cmd_witness(int argc, char **argv);   /* witness: a C2SP tlog-witness (cmd_witness.c) */
 /* Further subcommands (topic, produce, consume, offsets, broker, bench,
  * group, dlq) are declared here, one line each. */
 

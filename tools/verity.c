@@ -33,7 +33,9 @@ static const struct cmd cmds[] = {
     {"offsets", cmd_offsets, "first and last offsets of a topic's partitions"},
     {"produce", cmd_produce, "send lines from stdin or files as records"},
     {"share", cmd_share, "share scoped, redacted, verifiable exports (see docs/SHARING.md)"},
+    {"proof", cmd_proof, "inclusion and consistency proofs, signed C2SP checkpoints, verify"},
     {"topic", cmd_topic, "create, delete, list or describe topics"},
+    {"witness", cmd_witness, "run a C2SP tlog-witness that cosigns consistent checkpoints"},
 };
 
 static const struct cmd *cmd_find(const char *name)
