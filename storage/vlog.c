@@ -380,8 +380,8 @@ static void checkpoint_after_append(struct vlog *log, int64_t now_ms)
     log->ckpt_failures++;
     log->ckpt_error = rc;
     if (log->ckpt_failures == 1 || (log->ckpt_failures & (log->ckpt_failures - 1)) == 0)
-        fprintf(stderr, "verity: %s: checkpoint after append failed (%" PRIu64 " so far): %s\n",
-                log->dir, log->ckpt_failures, verity_strerror(rc));
+        slog("warn", "checkpoint_failed", "dir=%s failures=%" PRIu64 " error=%s", log->dir,
+             log->ckpt_failures, verity_errname(rc));
 }
 
 int vlog_append(struct vlog *log, uint8_t *batch, size_t len, int64_t now_ms,

@@ -22,6 +22,7 @@
 
 #include "storage/merkle.h"
 #include "storage/note.h"
+#include "storage/slog.h"
 #include "storage/vlog_int.h"
 #include "verity/errors.h"
 #include "verity/limits.h"
@@ -226,8 +227,8 @@ void vl_tree_append(struct vlog *log, uint64_t base, uint32_t records, uint32_t 
     int rc = mt_append(log->tree, data);
     if (rc) {
         mt_set_stale(log->tree);
-        fprintf(stderr, "verity: %s: Merkle tree write failed (%s); proofs off until reopen\n",
-                log->dir, verity_strerror(rc));
+        slog("error", "merkle_tree_failed", "dir=%s op=write error=%s (proofs off until reopen)",
+             log->dir, verity_errname(rc));
     }
 }
 
@@ -268,8 +269,8 @@ int vl_tree_sync(struct vlog *log, bool force)
     int rc = force ? mt_sync(log->tree) : mt_sync_async(log->tree);
     if (rc) {
         mt_set_stale(log->tree);
-        fprintf(stderr, "verity: %s: Merkle tree sync failed (%s); proofs off until reopen\n",
-                log->dir, verity_strerror(rc));
+        slog("error", "merkle_tree_failed", "dir=%s op=sync error=%s (proofs off until reopen)",
+             log->dir, verity_errname(rc));
     }
     return 0;
 }

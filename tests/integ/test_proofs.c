@@ -668,6 +668,9 @@ static void test_tiles_from_broker(void)
     struct tbroker tb;
     char http_addr[64], logp[700], prefix[128], kf[700];
     CU_ASSERT_EQUAL_FATAL(tb_init(&tb, "proofs-tiles"), 0);
+    /* This broker is spawned here (not by tb_start), so it needs a port
+     * known before it starts. */
+    snprintf(tb.addr, sizeof tb.addr, "127.0.0.1:%u", (unsigned)tb_free_port());
     uint16_t hport = tb_free_port();
     snprintf(http_addr, sizeof http_addr, "127.0.0.1:%u", hport);
     snprintf(logp, sizeof logp, "%s", tb.log);
