@@ -240,7 +240,7 @@ SEED_START ?= 1
 TEST_SIM_SEEDS ?= 200
 SIM_BIN := $(BUILD)/tests/vsr_sim
 .PHONY: sim test-sim asan-sim
-all: $(SIM_BIN)
+tests: $(SIM_BIN)
 $(SIM_BIN): $(BUILD)/obj/tests/sim/vsr_sim.o $(BROKERLIB) $(LIBVERITY)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -630,3 +630,56 @@ void grec_free(struct grec *r)
     r->ack = NULL;
     r->done = NULL;
 }
+
+/* ---- the growable writer of the snapshot encoders (group_int.h) ---- */
+
+void gw_bytes(struct gwriter *b, const void *src, size_t n)
+{
+    if (b->oom || n == 0)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n)
+            cap *= 2;
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+}
+
+void gw_u8(struct gwriter *b, uint8_t v) { gw_bytes(b, &v, 1); }
+
+void gw_u16(struct gwriter *b, uint16_t v)
+{
+    uint8_t x[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    gw_bytes(b, x, 2);
+}
+
+void gw_u32(struct gwriter *b, uint32_t v)
+{
+    uint8_t x[4];
+    for (int i = 0; i < 4; i++)
+        x[i] = (uint8_t)(v >> (8 * i));
+    gw_bytes(b, x, 4);
+}
+
+void gw_u64(struct gwriter *b, uint64_t v)
+{
+    uint8_t x[8];
+    for (int i = 0; i < 8; i++)
+        x[i] = (uint8_t)(v >> (8 * i));
+    gw_bytes(b, x, 8);
+}
+
+void gw_str(struct gwriter *b, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    gw_u32(b, (uint32_t)n);
+    gw_bytes(b, s, n);
+}

@@ -139,6 +139,17 @@ struct group {
     uint64_t *chk;         /* apply scratch, one per partition */
 };
 
+/* Growable little-endian writer of the snapshot encoders (group_snap.c,
+ * group_query.c; defined in group_codec.c): a failed allocation sets oom,
+ * later writes do nothing, the caller checks oom once at the end. */
+struct gwriter { uint8_t *p; size_t len, cap; bool oom; };
+void gw_bytes(struct gwriter *b, const void *v, size_t n);
+void gw_u8(struct gwriter *b, uint8_t v);
+void gw_u16(struct gwriter *b, uint16_t v);
+void gw_u32(struct gwriter *b, uint32_t v);
+void gw_u64(struct gwriter *b, uint64_t v);
+void gw_str(struct gwriter *b, const char *s); /* u32 length, then the bytes */
+
 /* Growable byte buffer used by the encoders. */
 struct gbuf { uint8_t *p; size_t len, cap; };
 

@@ -230,110 +230,69 @@ int group_get_lag(const struct group_state *st, const char *name, uint32_t pidx,
 
 /* ---- snapshot --------------------------------------------------------------------- */
 
-struct sbuf {
-    uint8_t *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void s_bytes(struct sbuf *b, const void *v, size_t n)
-{
-    if (b->oom || n == 0)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n)
-            cap *= 2;
-        uint8_t *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, v, n);
-    b->len += n;
-}
-
-static void s_u64(struct sbuf *b, uint64_t v)
-{
-    uint8_t x[8];
-    for (int i = 0; i < 8; i++)
-        x[i] = (uint8_t)(v >> (8 * i));
-    s_bytes(b, x, 8);
-}
-
-static void s_str(struct sbuf *b, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    s_u64(b, n);
-    s_bytes(b, s, n);
-}
-
 static int u64_cmp(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : (x > y);
 }
 
-static void snap_config(struct sbuf *b, const struct group_config *c)
+static void snap_config(struct gwriter *b, const struct group_config *c)
 {
-    s_str(b, c->name);
-    s_u64(b, c->mode);
-    s_u64(b, c->n_topics);
+    gw_str(b, c->name);
+    gw_u64(b, c->mode);
+    gw_u64(b, c->n_topics);
     for (uint32_t i = 0; i < c->n_topics; i++) {
-        s_str(b, c->topics[i].name);
-        s_u64(b, c->topics[i].partitions);
+        gw_str(b, c->topics[i].name);
+        gw_u64(b, c->topics[i].partitions);
     }
-    s_str(b, c->dlq_topic);
-    s_u64(b, (uint64_t)c->lease_ms);
-    s_u64(b, (uint64_t)c->session_ms);
-    s_u64(b, c->max_deliveries);
-    s_u64(b, c->n_backoff);
+    gw_str(b, c->dlq_topic);
+    gw_u64(b, (uint64_t)c->lease_ms);
+    gw_u64(b, (uint64_t)c->session_ms);
+    gw_u64(b, c->max_deliveries);
+    gw_u64(b, c->n_backoff);
     for (uint32_t i = 0; i < c->n_backoff; i++)
-        s_u64(b, (uint64_t)c->backoff_ms[i]);
-    s_u64(b, c->pending_max);
+        gw_u64(b, (uint64_t)c->backoff_ms[i]);
+    gw_u64(b, c->pending_max);
 }
 
-static int snap_group_enc(struct sbuf *b, const struct group *g, bool vol)
+static int snap_group_enc(struct gwriter *b, const struct group *g, bool vol)
 {
-    s_u64(b, g->id);
+    gw_u64(b, g->id);
     snap_config(b, &g->cfg);
-    s_u64(b, g->generation);
-    s_u64(b, g->incarnation);
-    s_u64(b, g->dead_lettered);
-    s_u64(b, g->n_members);
+    gw_u64(b, g->generation);
+    gw_u64(b, g->incarnation);
+    gw_u64(b, g->dead_lettered);
+    gw_u64(b, g->n_members);
     for (uint32_t s = 0; s < g->n_slots; s++) {
         const struct gmember *m = &g->members[s];
         if (!m->id)
             continue;
-        s_u64(b, m->id);
-        s_str(b, m->name);
-        s_u64(b, (uint64_t)m->session_ms);
+        gw_u64(b, m->id);
+        gw_str(b, m->name);
+        gw_u64(b, (uint64_t)m->session_ms);
         if (vol) {
-            s_u64(b, (uint64_t)m->last_seen_ms);
-            s_u64(b, m->n_leased);
+            gw_u64(b, (uint64_t)m->last_seen_ms);
+            gw_u64(b, m->n_leased);
         }
     }
     for (uint32_t i = 0; i < g->n_parts; i++) {
         const struct gpart *p = &g->parts[i];
-        s_u64(b, p->floor);
-        s_u64(b, p->cursor_logged);
-        s_u64(b, p->horizon);
-        s_u64(b, p->horizon_seq);
-        s_u64(b, p->owner);
-        s_u64(b, p->done_count);
-        s_u64(b, p->n_done);
+        gw_u64(b, p->floor);
+        gw_u64(b, p->cursor_logged);
+        gw_u64(b, p->horizon);
+        gw_u64(b, p->horizon_seq);
+        gw_u64(b, p->owner);
+        gw_u64(b, p->done_count);
+        gw_u64(b, p->n_done);
         for (uint32_t k = 0; k < p->n_done; k++) {
-            s_u64(b, p->done[k].lo);
-            s_u64(b, p->done[k].hi);
+            gw_u64(b, p->done[k].lo);
+            gw_u64(b, p->done[k].hi);
         }
         if (vol) {
-            s_u64(b, p->cursor);
-            s_u64(b, p->n_leased);
-            s_u64(b, p->n_heap);
-            s_u64(b, p->recovered);
+            gw_u64(b, p->cursor);
+            gw_u64(b, p->n_leased);
+            gw_u64(b, p->n_heap);
+            gw_u64(b, p->recovered);
         }
     }
     /* Entries in (pidx, offset) order: the hash key sorts that way. */
@@ -346,31 +305,31 @@ static int snap_group_enc(struct sbuf *b, const struct group *g, bool vol)
             keys[n++] = ((uint64_t)g->ents[ei].pidx << 48) | g->ents[ei].offset;
     VERITY_VERIFY(n == g->n_tracked);
     qsort(keys, n, sizeof(*keys), u64_cmp);
-    s_u64(b, n);
+    gw_u64(b, n);
     for (uint32_t i = 0; i < n; i++) {
         const struct gent *e = &g->ents[gent_find(g, (uint32_t)(keys[i] >> 48),
                                                   keys[i] & (GROUP_OFFSET_LIMIT - 1))];
-        s_u64(b, e->pidx);
-        s_u64(b, e->offset);
-        s_u64(b, e->logged);
-        s_u64(b, e->dlq);
+        gw_u64(b, e->pidx);
+        gw_u64(b, e->offset);
+        gw_u64(b, e->logged);
+        gw_u64(b, e->dlq);
         if (e->dlq || vol)
-            s_str(b, e->error);
+            gw_str(b, e->error);
         if (vol) {
-            s_u64(b, e->status);
-            s_u64(b, e->count);
-            s_u64(b, e->member_id);
-            s_u64(b, (uint64_t)e->when_ms);
-            s_u64(b, (uint64_t)e->first_ms);
+            gw_u64(b, e->status);
+            gw_u64(b, e->count);
+            gw_u64(b, e->member_id);
+            gw_u64(b, (uint64_t)e->when_ms);
+            gw_u64(b, (uint64_t)e->first_ms);
         }
     }
     free(keys);
     if (vol) {
         const struct gbatch *bt = &g->batch;
-        s_u64(b, bt->seq);
-        s_u64(b, bt->items);
-        s_u64(b, g->lease_head);
-        s_u64(b, g->rr);
+        gw_u64(b, bt->seq);
+        gw_u64(b, bt->items);
+        gw_u64(b, g->lease_head);
+        gw_u64(b, g->rr);
     }
     return 0;
 }
@@ -385,22 +344,22 @@ int group_snapshot(const struct group_state *st, bool with_volatile, uint8_t **b
 {
     *buf = NULL;
     *len = 0;
-    struct sbuf b = {0};
+    struct gwriter b = {0};
     struct group **gs = malloc(((size_t)st->n_groups + 1) * sizeof(*gs));
     if (!gs)
         return -ENOMEM;
     if (st->n_groups)
         memcpy(gs, st->groups, st->n_groups * sizeof(*gs));
     qsort(gs, st->n_groups, sizeof(*gs), gid_cmp);
-    s_u64(&b, st->seq_applied);
-    s_u64(&b, st->next_group_id);
-    s_u64(&b, st->n_groups);
+    gw_u64(&b, st->seq_applied);
+    gw_u64(&b, st->next_group_id);
+    gw_u64(&b, st->n_groups);
     int rc = 0;
     for (uint32_t i = 0; i < st->n_groups && !rc; i++)
         rc = snap_group_enc(&b, gs[i], with_volatile);
     if (with_volatile) {
-        s_u64(&b, (uint64_t)st->now_ms);
-        s_u64(&b, st->seq_next);
+        gw_u64(&b, (uint64_t)st->now_ms);
+        gw_u64(&b, st->seq_next);
     }
     free(gs);
     if (!rc && b.oom)

@@ -50,80 +50,23 @@
 
 /* ---- encoding -------------------------------------------------------------------- */
 
-struct wbuf {
-    uint8_t *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void w_bytes(struct wbuf *b, const void *src, size_t n)
+static void enc_config(struct gwriter *b, const struct group_config *c)
 {
-    if (b->oom)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n)
-            cap *= 2;
-        uint8_t *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, src, n);
-    b->len += n;
-}
-
-static void w_u8(struct wbuf *b, uint8_t v) { w_bytes(b, &v, 1); }
-
-static void w_u16(struct wbuf *b, uint16_t v)
-{
-    uint8_t x[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
-    w_bytes(b, x, 2);
-}
-
-static void w_u32(struct wbuf *b, uint32_t v)
-{
-    uint8_t x[4];
-    for (int i = 0; i < 4; i++)
-        x[i] = (uint8_t)(v >> (8 * i));
-    w_bytes(b, x, 4);
-}
-
-static void w_u64(struct wbuf *b, uint64_t v)
-{
-    uint8_t x[8];
-    for (int i = 0; i < 8; i++)
-        x[i] = (uint8_t)(v >> (8 * i));
-    w_bytes(b, x, 8);
-}
-
-static void w_str(struct wbuf *b, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    w_u32(b, (uint32_t)n);
-    w_bytes(b, s, n);
-}
-
-static void enc_config(struct wbuf *b, const struct group_config *c)
-{
-    w_str(b, c->name);
-    w_u8(b, (uint8_t)c->mode);
-    w_u32(b, c->n_topics);
+    gw_str(b, c->name);
+    gw_u8(b, (uint8_t)c->mode);
+    gw_u32(b, c->n_topics);
     for (uint32_t t = 0; t < c->n_topics; t++) {
-        w_str(b, c->topics[t].name);
-        w_u32(b, c->topics[t].partitions);
+        gw_str(b, c->topics[t].name);
+        gw_u32(b, c->topics[t].partitions);
     }
-    w_str(b, c->dlq_topic);
-    w_u64(b, (uint64_t)c->lease_ms);
-    w_u64(b, (uint64_t)c->session_ms);
-    w_u32(b, c->max_deliveries);
-    w_u32(b, c->n_backoff);
+    gw_str(b, c->dlq_topic);
+    gw_u64(b, (uint64_t)c->lease_ms);
+    gw_u64(b, (uint64_t)c->session_ms);
+    gw_u32(b, c->max_deliveries);
+    gw_u32(b, c->n_backoff);
     for (uint32_t i = 0; i < c->n_backoff; i++)
-        w_u64(b, (uint64_t)c->backoff_ms[i]);
-    w_u32(b, c->pending_max);
+        gw_u64(b, (uint64_t)c->backoff_ms[i]);
+    gw_u32(b, c->pending_max);
 }
 
 /* Entries replay would hold: every tracked message whose delivery is in
@@ -134,49 +77,49 @@ static bool ent_durable(const struct gent *e)
     return e->status != GE_FREE && e->logged >= 1;
 }
 
-static void enc_group(struct wbuf *b, const struct group *g)
+static void enc_group(struct gwriter *b, const struct group *g)
 {
-    w_u32(b, g->id);
+    gw_u32(b, g->id);
     enc_config(b, &g->cfg);
-    w_u32(b, g->generation);
-    w_u64(b, g->incarnation);
-    w_u64(b, g->dead_lettered);
-    w_u32(b, g->n_slots);
+    gw_u32(b, g->generation);
+    gw_u64(b, g->incarnation);
+    gw_u64(b, g->dead_lettered);
+    gw_u32(b, g->n_slots);
     for (uint32_t s = 0; s < g->n_slots; s++) {
         const struct gmember *m = &g->members[s];
-        w_u64(b, m->id);
+        gw_u64(b, m->id);
         if (m->id) {
-            w_str(b, m->name);
-            w_u64(b, (uint64_t)m->session_ms);
+            gw_str(b, m->name);
+            gw_u64(b, (uint64_t)m->session_ms);
         }
     }
     for (uint32_t i = 0; i < g->n_parts; i++) {
         const struct gpart *p = &g->parts[i];
-        w_u64(b, p->floor);
-        w_u64(b, p->cursor_logged);
-        w_u64(b, p->horizon);
-        w_u64(b, p->horizon_seq);
-        w_u32(b, p->owner);
-        w_u32(b, p->n_done);
+        gw_u64(b, p->floor);
+        gw_u64(b, p->cursor_logged);
+        gw_u64(b, p->horizon);
+        gw_u64(b, p->horizon_seq);
+        gw_u32(b, p->owner);
+        gw_u32(b, p->n_done);
         for (uint32_t k = 0; k < p->n_done; k++) {
-            w_u64(b, p->done[k].lo);
-            w_u64(b, p->done[k].hi);
+            gw_u64(b, p->done[k].lo);
+            gw_u64(b, p->done[k].hi);
         }
     }
     uint32_t n = 0;
     for (uint32_t ei = 0; ei < g->n_used; ei++)
         n += ent_durable(&g->ents[ei]);
-    w_u32(b, n);
+    gw_u32(b, n);
     for (uint32_t ei = 0; ei < g->n_used; ei++) {
         const struct gent *e = &g->ents[ei];
         if (!ent_durable(e))
             continue;
-        w_u32(b, e->pidx);
-        w_u64(b, e->offset);
-        w_u16(b, e->logged);
-        w_u8(b, e->dlq);
+        gw_u32(b, e->pidx);
+        gw_u64(b, e->offset);
+        gw_u16(b, e->logged);
+        gw_u8(b, e->dlq);
         if (e->dlq)
-            w_str(b, e->error);
+            gw_str(b, e->error);
     }
 }
 
@@ -202,13 +145,13 @@ int group_snap_encode(const struct group_state *st, uint8_t **out, size_t *len)
     if (st->n_groups)
         memcpy(gs, st->groups, st->n_groups * sizeof(*gs));
     qsort(gs, st->n_groups, sizeof(*gs), gid_cmp);
-    struct wbuf b = {0};
-    w_bytes(&b, "GSNP", 4);
-    w_u32(&b, GSNAP_VERSION);
-    w_u64(&b, st->seq_applied);
-    w_u64(&b, (uint64_t)st->now_ms);
-    w_u32(&b, st->next_group_id);
-    w_u32(&b, st->n_groups);
+    struct gwriter b = {0};
+    gw_bytes(&b, "GSNP", 4);
+    gw_u32(&b, GSNAP_VERSION);
+    gw_u64(&b, st->seq_applied);
+    gw_u64(&b, (uint64_t)st->now_ms);
+    gw_u32(&b, st->next_group_id);
+    gw_u32(&b, st->n_groups);
     for (uint32_t i = 0; i < st->n_groups; i++) {
         VERITY_VERIFY(gs[i]->batch.seq == 0);
         enc_group(&b, gs[i]);
