@@ -190,7 +190,9 @@ $(call obj,$(PROJECT_SRC)): CPPFLAGS += $(PROJECT_CFLAGS)
 $(BUILD)/bin/verity-project: $(call obj,$(PROJECT_SRC)) $(LIBVERITY)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpq
-$(BUILD)/tests/test_project%: LDLIBS += -lpq
+PROJECT_TESTS := $(patsubst tests/integ/%.c,%,$(wildcard tests/integ/test_project*.c))
+$(addprefix $(BUILD)/tests/,$(PROJECT_TESTS)): LDLIBS += -lpq
+$(addprefix $(BUILD)/obj/tests/integ/,$(addsuffix .o,$(PROJECT_TESTS))): CPPFLAGS += $(PROJECT_CFLAGS)
 .PHONY: soak-project
 soak-project: all
 	VERITY_PROJECT_SOAK=1 VERITY_BIN_DIR=$(abspath $(BUILD)/bin) $(BUILD)/tests/test_project

@@ -58,6 +58,8 @@ struct pstate {
     int64_t updated_ms;
     bool delivered;                /* the group delivered something not acked yet */
     uint64_t ack_upto;             /* highest offset the group delivered */
+    bool group_prev_known;         /* group_prev is from this assignment */
+    uint64_t group_prev;           /* the group's previous delivery here */
 };
 
 struct ev {
@@ -132,6 +134,7 @@ static int positions_reload(struct worker *w)
     for (size_t i = 0; i < w->n_ps; i++) {
         w->ps[i]->next = w->ps[i]->batch_next = 0;
         w->ps[i]->stored = false;
+        w->ps[i]->group_prev_known = false;
     }
     for (size_t i = 0; i < n; i++) {
         struct pstate *p = pstate_get(w, pos[i].topic, pos[i].partition);
@@ -500,12 +503,19 @@ static int gap_fill(struct worker *w, struct pstate *ps, uint64_t to)
             idle_since = prj_mono_ms();
         else if (prj_mono_ms() - idle_since > GAP_IDLE_MAX_MS)
             rc = VERITY_ETIMEOUT;
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            if (m[i].offset < ps->batch_next || m[i].offset >= to)
-                continue;
-            if (batch_add(w, ps, &m[i]) != 0)
+        bool done = false;
+        for (size_t i = 0; i < n && rc == 0 && !done; i++) {
+            if (m[i].offset >= to)
+                done = true; /* the rest of the range holds no data */
+            else if (m[i].offset >= ps->batch_next && batch_add(w, ps, &m[i]) != 0)
                 rc = VERITY_EINVAL;
         }
+        uint64_t pos = 0, hwm = 0;
+        if (rc == 0 && !done && verity_consumer_position(c, ps->topic, ps->partition, &pos, &hwm) == 0 &&
+            pos >= to)
+            done = true;
+        if (done)
+            break;
         if (rc == 0 && w->n_ev >= w->cfg->batch_events && flush(w) != 0)
             rc = VERITY_ECLOSED;
     }
@@ -577,7 +587,17 @@ static void worker_free(struct worker *w)
     pthread_mutex_destroy(&w->stats.mu);
 }
 
-/* Adds one delivered message; 0, or an error that stops the worker. */
+/*
+ * Adds one delivered message; 0, or an error that stops the worker.
+ *
+ * Offsets of a partition have holes where the log holds records no
+ * consumer sees (signed checkpoints), so "the message is past batch_next"
+ * alone does not mean a gap. The group's deliveries to this member are in
+ * offset order, so when the previous delivery here was at or past
+ * batch_next - 1, what lies between it and this message is such a hole.
+ * Otherwise (first delivery since positions were loaded) the range is read
+ * by offset, which applies whatever data it holds.
+ */
 static int on_message(struct worker *w, const struct verity_group_message *gm)
 {
     const struct verity_message *m = &gm->msg;
@@ -585,11 +605,15 @@ static int on_message(struct worker *w, const struct verity_group_message *gm)
     if (!ps->delivered || m->offset > ps->ack_upto)
         ps->ack_upto = m->offset;
     ps->delivered = true;
+    bool contiguous = ps->group_prev_known && ps->group_prev + 1 >= ps->batch_next &&
+                      ps->group_prev < m->offset;
+    ps->group_prev = m->offset;
+    ps->group_prev_known = true;
     if (m->offset < ps->batch_next) {
         stat_add(w, &w->stats.skipped);
         return 0;
     }
-    if (m->offset > ps->batch_next && gap_fill(w, ps, m->offset) != 0)
+    if (m->offset > ps->batch_next && !contiguous && gap_fill(w, ps, m->offset) != 0)
         return -1;
     if (m->offset < ps->batch_next)
         return 0;
