@@ -508,6 +508,43 @@ int pos_store(struct sink *s, const char *table, const struct prj_pos *p, uint64
     return changes == 1 ? 0 : SINK_ECONFLICT;
 }
 
+struct pos_one {
+    bool found;
+    uint64_t next;
+};
+
+static int pos_one_row(void *opaque, int nc, const char *const *v)
+{
+    struct pos_one *o = opaque;
+    if (nc >= 1 && v[0]) {
+        o->found = true;
+        o->next = strtoull(v[0], NULL, 10);
+    }
+    return 1;
+}
+
+int pos_check(struct sink *s, const char *topic, uint32_t partition, bool stored,
+              uint64_t expected_next)
+{
+    struct prj_val v[2] = {
+        {.kind = PV_TEXT, .s = topic, .len = strlen(topic)},
+        {.kind = PV_INT, .i = partition},
+    };
+    struct pos_one o = {0};
+    int rc = sink_query(s,
+                        sink_kind(s) == SINK_PG
+                            ? "SELECT next_offset FROM " PRJ_POSITIONS
+                              " WHERE topic = ?1 AND part = ?2 FOR UPDATE"
+                            : "SELECT next_offset FROM " PRJ_POSITIONS
+                              " WHERE topic = ?1 AND part = ?2",
+                        v, 2, pos_one_row, &o);
+    if (rc)
+        return rc;
+    if (o.found != stored || (stored && o.next != expected_next))
+        return SINK_ECONFLICT;
+    return 0;
+}
+
 static int gen_row(void *opaque, int nc, const char *const *v)
 {
     if (nc >= 1 && v[0])

@@ -202,8 +202,21 @@ void pos_free(struct prj_pos *p, size_t n);
  * expected_next (UINT64_MAX: the row must not exist). SINK_ECONFLICT when
  * another writer moved it. */
 int pos_store(struct sink *s, const char *table, const struct prj_pos *p, uint64_t expected_next);
+/* Inside the open transaction, before writing rows: checks that the
+ * stored position of (topic, partition) is still what this writer loaded
+ * (and, in PostgreSQL, locks the row until commit). SINK_ECONFLICT if not. */
+int pos_check(struct sink *s, const char *topic, uint32_t partition, bool stored,
+              uint64_t expected_next);
 /* The table generation (indexes are named after it); 0 when unset. */
 int meta_gen(struct sink *s, uint32_t *out);
+
+/* ---- jansson arena (arena.c) --------------------------------------------- */
+
+/* Routes jansson's allocations to a bump allocator whose free is a no-op. */
+void prj_arena_enable(void);
+/* Makes the arena's memory reusable: every jansson value allocated since
+ * the last reset must have been dropped. */
+void prj_arena_reset(void);
 
 /* ---- helpers ---------------------------------------------------------------- */
 

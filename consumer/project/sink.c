@@ -77,7 +77,8 @@ int sink_open(const struct prj_config *cfg, struct sink **out, char *err, size_t
             return SINK_EDB;
         }
         sqlite3_busy_timeout(s->db, cfg->busy_timeout_ms);
-        if (sink_exec(s, "PRAGMA journal_mode=WAL") || sink_exec(s, "PRAGMA synchronous=NORMAL")) {
+        if (sink_exec(s, "PRAGMA journal_mode=WAL") || sink_exec(s, "PRAGMA synchronous=NORMAL") ||
+            sink_exec(s, "PRAGMA cache_size=-65536")) {
             snprintf(err, errlen, "%s", s->err);
             sink_close(s);
             return SINK_EDB;

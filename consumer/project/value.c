@@ -247,9 +247,20 @@ int prj_extract(const struct prj_column *c, json_t *root, struct prj_val *v, cha
         return 0;
     }
     case PT_JSON:
-        v->own = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
-        if (!v->own)
+    {
+        /* into our own buffer: json_dumps memory belongs to jansson's allocator */
+        size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS;
+        size_t need = json_dumpb(j, NULL, 0, flags);
+        if (need == 0)
             return bad(reason, c, "cannot encode");
+        v->own = malloc(need + 1);
+        if (!v->own || json_dumpb(j, v->own, need, flags) != need) {
+            free(v->own);
+            v->own = NULL;
+            return bad(reason, c, "cannot encode");
+        }
+        v->own[need] = 0;
+    }
         v->kind = PV_TEXT;
         v->s = v->own;
         v->len = strlen(v->own);

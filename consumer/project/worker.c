@@ -85,6 +85,9 @@ struct worker {
     struct ev *ev;
     size_t n_ev, cap_ev;
     atomic_bool reassigned;        /* member_cb: reload positions */
+    int64_t poll_ms, flush_ms;     /* where the time went (logged at exit) */
+    uint64_t polls, polled, flushes;
+    int64_t first_msg_ms, last_commit_ms;
     struct prj_stats stats;
     char fatal[512];
 };
@@ -162,6 +165,7 @@ static void batch_clear(struct worker *w)
     for (size_t i = 0; i < w->n_ev; i++)
         ev_free(&w->ev[i]);
     w->n_ev = 0;
+    prj_arena_reset(); /* no event of the batch is left */
     for (size_t i = 0; i < w->n_ps; i++)
         w->ps[i]->batch_next = w->ps[i]->next;
 }
@@ -367,6 +371,18 @@ static int txn_once(struct worker *w, uint64_t *events_out, uint64_t *dead_out)
     for (size_t i = 0; i < w->n_ps; i++)
         t[i] = (struct tmp){w->ps[i]->next, w->ps[i]->events, w->ps[i]->dead, false};
     int rc = sink_begin(w->sink);
+    /* Positions first: a writer that lost its partitions (a rebalance
+     * overlap, a rebuild's swap) stops here, before any row. */
+    for (size_t i = 0; rc == 0 && i < w->n_ev; i++) {
+        struct tmp *pt = &t[w->ev[i].ps->idx];
+        if (pt->touched)
+            continue;
+        pt->touched = true;
+        rc = pos_check(w->sink, w->ev[i].ps->topic, w->ev[i].ps->partition, w->ev[i].ps->stored,
+                       w->ev[i].ps->next);
+    }
+    for (size_t i = 0; i < w->n_ps; i++)
+        t[i].touched = false;
     for (size_t i = 0; rc == 0 && i < w->n_ev; i++) {
         struct ev *e = &w->ev[i];
         struct tmp *pt = &t[e->ps->idx];
@@ -674,6 +690,7 @@ int prj_run(const struct prj_config *cfg)
         logmsg("metrics: cannot listen on %s", cfg->metrics);
         goto out;
     }
+    prj_arena_enable();
     logmsg("running: group %s, %zu tables", cfg->group, cfg->n_tables);
     int64_t batch_start = prj_mono_ms();
     while (!prj_stop) {
@@ -686,7 +703,13 @@ int prj_run(const struct prj_config *cfg)
         int64_t left = cfg->commit_ms - (prj_mono_ms() - batch_start);
         const struct verity_group_message *msgs;
         size_t n = 0;
+        int64_t tp = prj_mono_ms();
         rc = verity_group_poll(w.g, left > 0 ? (int)left : 0, &msgs, &n);
+        w.poll_ms += prj_mono_ms() - tp;
+        w.polls++;
+        w.polled += n;
+        if (n && !w.first_msg_ms)
+            w.first_msg_ms = tp;
         if (rc) {
             logmsg("group: %s", verity_strerror(rc));
             goto out;
@@ -704,8 +727,14 @@ int prj_run(const struct prj_config *cfg)
             }
         if (w.n_ev >= cfg->batch_events || prj_mono_ms() - batch_start >= cfg->commit_ms ||
             (n == 0 && w.n_ev == 0)) {
+            int64_t tf = prj_mono_ms();
+            bool any = w.n_ev > 0;
             if (flush(&w) != 0)
                 break;
+            w.flush_ms += prj_mono_ms() - tf;
+            w.flushes += any;
+            if (any)
+                w.last_commit_ms = prj_mono_ms();
             batch_start = prj_mono_ms();
         }
     }
@@ -714,6 +743,13 @@ int prj_run(const struct prj_config *cfg)
         code = 0;
     }
 out:
+    logmsg("stopped: %" PRIu64 " polls (%" PRIu64 " messages) took %" PRId64 " ms, %" PRIu64
+           " commits took %" PRId64 " ms",
+           w.polls, w.polled, w.poll_ms, w.flushes, w.flush_ms);
+    if (w.last_commit_ms > w.first_msg_ms && w.first_msg_ms)
+        logmsg("first message to last commit: %" PRId64 " ms, %.0f events/s",
+               w.last_commit_ms - w.first_msg_ms,
+               (double)w.polled * 1000.0 / (double)(w.last_commit_ms - w.first_msg_ms));
     prj_metrics_stop();
     worker_free(&w);
     return code;

@@ -120,7 +120,8 @@ struct live_producer {
 static void *produce_until_stopped(void *arg)
 {
     struct live_producer *lp = arg;
-    while (!atomic_load(&lp->stop) && lp->rc == 0 && ev.n + 2000 <= ev.cap) {
+    while (!atomic_load(&lp->stop) && lp->rc == 0 && ev.n + 2000 <= ev.cap &&
+           lp->produced < n_events / 2) {
         lp->rc = pt_produce(lp->p, "sales", &ev, 500);
         if (lp->rc == 0)
             lp->produced += 500;
