@@ -27,7 +27,11 @@ struct sink {
     char *conninfo;
     char err[512];
     unsigned stmt_seq;             /* PostgreSQL prepared statement names */
+    bool pipelined;                /* PostgreSQL: inside a pipelined transaction */
+    int pending;                   /* statements sent, results not read */
 };
+
+#define PG_PIPELINE_MAX 2000       /* statements sent before results are read */
 
 struct sink_stmt {
     struct sink *s;
@@ -60,6 +64,66 @@ static int pg_connect(struct sink *s)
     pg_conn_gen++;
     PGresult *r = PQexec(s->pg, "SET client_min_messages = warning");
     PQclear(r);
+    return 0;
+}
+
+/*
+ * PostgreSQL transactions are pipelined (libpq pipeline mode): the rows'
+ * statements are sent without waiting for each answer, and their results
+ * are read at a sync point (every PG_PIPELINE_MAX statements, before a
+ * query whose answer is needed, and at COMMIT). A Sync inside an explicit
+ * transaction block does not commit it; an error aborts the transaction
+ * and is reported at the next sync point, which the worker treats like any
+ * database error (roll back, retry).
+ */
+static int pg_sync(struct sink *s, int64_t *last_changes)
+{
+    if (PQpipelineSync(s->pg) != 1)
+        return db_fail(s);
+    int rc = 0, nulls = 0;
+    for (;;) {
+        PGresult *r = PQgetResult(s->pg);
+        if (!r) {
+            if (PQstatus(s->pg) != CONNECTION_OK || ++nulls > s->pending + 2) {
+                if (rc == 0)
+                    rc = db_fail(s);
+                break;
+            }
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        if ((st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED) && rc == 0) {
+            snprintf(s->err, sizeof s->err, "postgres: %s",
+                     st == PGRES_FATAL_ERROR ? PQresultErrorMessage(r) : "pipeline aborted");
+            rc = SINK_EDB;
+        }
+        if (st == PGRES_COMMAND_OK && last_changes)
+            *last_changes = strtoll(PQcmdTuples(r), NULL, 10);
+        PQclear(r);
+    }
+    s->pending = 0;
+    return rc;
+}
+
+/* Leaves pipeline mode for a synchronous call (results read first). */
+static int pg_pause(struct sink *s)
+{
+    if (!s->pipelined)
+        return 0;
+    int rc = pg_sync(s, NULL);
+    if (PQexitPipelineMode(s->pg) != 1 && rc == 0)
+        rc = db_fail(s);
+    return rc;
+}
+
+static int pg_resume(struct sink *s)
+{
+    if (s->pipelined && PQenterPipelineMode(s->pg) != 1)
+        return db_fail(s);
     return 0;
 }
 
@@ -138,20 +202,43 @@ int sink_exec(struct sink *s, const char *sql)
         }
         return 0;
     }
+    if (pg_pause(s) != 0)
+        return SINK_EDB;
     PGresult *r = PQexec(s->pg, sql);
     ExecStatusType st = PQresultStatus(r);
     int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : db_fail(s);
     PQclear(r);
+    if (rc == 0)
+        rc = pg_resume(s);
     return rc;
 }
 
 int sink_begin(struct sink *s)
 {
-    return sink_exec(s, s->kind == SINK_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN");
+    if (s->kind == SINK_SQLITE)
+        return sink_exec(s, "BEGIN IMMEDIATE");
+    if (sink_exec(s, "BEGIN") != 0)
+        return SINK_EDB;
+    if (PQenterPipelineMode(s->pg) != 1)
+        return db_fail(s);
+    s->pipelined = true;
+    s->pending = 0;
+    return 0;
 }
 
 int sink_commit(struct sink *s)
 {
+    if (s->kind == SINK_SQLITE)
+        return sink_exec(s, "COMMIT");
+    int rc = 0;
+    if (s->pipelined) {
+        rc = pg_sync(s, NULL);
+        if (PQexitPipelineMode(s->pg) != 1 && rc == 0)
+            rc = db_fail(s);
+        s->pipelined = false;
+    }
+    if (rc)
+        return rc;
     return sink_exec(s, "COMMIT");
 }
 
@@ -162,6 +249,12 @@ void sink_rollback(struct sink *s)
             sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         return;
     }
+    if (s->pipelined && s->pg && PQstatus(s->pg) == CONNECTION_OK) {
+        (void)pg_sync(s, NULL);
+        PQexitPipelineMode(s->pg);
+    }
+    s->pipelined = false;
+    s->pending = 0;
     if (s->pg && PQstatus(s->pg) == CONNECTION_OK)
         PQclear(PQexec(s->pg, "ROLLBACK"));
 }
@@ -203,7 +296,7 @@ int sink_prepare(struct sink *s, const char *sql, int nparams, struct sink_stmt 
     } else {
         snprintf(st->name, sizeof st->name, "vp%u", ++s->stmt_seq);
         st->sql = strdup(sql);
-        if (pg_prepare(st) != 0) {
+        if (pg_pause(s) != 0 || pg_prepare(st) != 0 || pg_resume(s) != 0) {
             free(st->sql);
             free(st);
             return SINK_EDB;
@@ -304,14 +397,24 @@ int sink_run(struct sink_stmt *st, const struct prj_val *p, int n, int64_t *chan
             *changes = sqlite3_changes(s->db);
         return 0;
     }
-    if (st->conn_gen != pg_conn_gen && pg_prepare(st) != 0)
-        return SINK_EDB;
+    if (st->conn_gen != pg_conn_gen) {
+        if (pg_pause(s) != 0 || pg_prepare(st) != 0 || pg_resume(s) != 0)
+            return SINK_EDB;
+    }
     struct pg_params pp;
     pg_params_fill(&pp, p, n);
+    int rc = 0;
+    if (s->pipelined) {
+        if (PQsendQueryPrepared(s->pg, st->name, n, pp.v, NULL, NULL, 0) != 1)
+            rc = db_fail(s);
+        else if (++s->pending >= PG_PIPELINE_MAX || changes)
+            rc = pg_sync(s, changes);
+        pg_params_free(&pp, n);
+        return rc;
+    }
     PGresult *r = PQexecPrepared(s->pg, st->name, n, pp.v, NULL, NULL, 0);
     pg_params_free(&pp, n);
     ExecStatusType es = PQresultStatus(r);
-    int rc = 0;
     if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK)
         rc = db_fail(s);
     else if (changes)
@@ -347,6 +450,8 @@ int sink_query(struct sink *s, const char *sql, const struct prj_val *p, int n, 
         sqlite3_finalize(st);
         return out;
     }
+    if (pg_pause(s) != 0)
+        return SINK_EDB;
     char *q = pg_sql(sql);
     struct pg_params pp;
     pg_params_fill(&pp, p, n);
@@ -356,6 +461,7 @@ int sink_query(struct sink *s, const char *sql, const struct prj_val *p, int n, 
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         int rc = db_fail(s);
         PQclear(r);
+        (void)pg_resume(s);
         return rc;
     }
     int nc = PQnfields(r);
@@ -369,7 +475,7 @@ int sink_query(struct sink *s, const char *sql, const struct prj_val *p, int n, 
             break;
     }
     PQclear(r);
-    return 0;
+    return pg_resume(s);
 }
 
 const char *sink_sqltype(const struct sink *s, enum prj_type t)

@@ -564,7 +564,7 @@ struct pt_pg {
     gid_t gid;
 };
 
-static pid_t pt_pg_exec(struct pt_pg *p, const char *log, const char *const *argv)
+PT_FN pid_t pt_pg_exec(struct pt_pg *p, const char *log, const char *const *argv)
 {
     pid_t pid = fork();
     if (pid != 0)
