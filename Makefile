@@ -193,6 +193,10 @@ $(BUILD)/bin/verity-project: $(call obj,$(PROJECT_SRC)) $(LIBVERITY)
 PROJECT_TESTS := $(patsubst tests/integ/%.c,%,$(wildcard tests/integ/test_project*.c))
 $(addprefix $(BUILD)/tests/,$(PROJECT_TESTS)): LDLIBS += -lpq
 $(addprefix $(BUILD)/obj/tests/integ/,$(addsuffix .o,$(PROJECT_TESTS))): CPPFLAGS += $(PROJECT_CFLAGS)
-.PHONY: soak-project
+.PHONY: soak-project fuzz-project
+# libFuzzer over the config and event decoders (FUZZ_SECONDS).
+fuzz-project:
+	@bash tests/fuzz/run_project.sh $(FUZZ_SECONDS)
 soak-project: all
 	VERITY_PROJECT_SOAK=1 VERITY_BIN_DIR=$(abspath $(BUILD)/bin) $(BUILD)/tests/test_project
+	VERITY_PROJECT_SOAK=1 VERITY_BIN_DIR=$(abspath $(BUILD)/bin) $(BUILD)/tests/test_project_pg

@@ -39,6 +39,21 @@ static bool name_ok(const char *s)
     return strstr(s, PRJ_SHADOW_SUFFIX) == NULL;
 }
 
+static void pointer_free(struct prj_pointer *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        free(p->seg[i]);
+    free(p->seg);
+    free(p->text);
+    memset(p, 0, sizeof *p);
+}
+
+static int pointer_fail(struct prj_pointer *p)
+{
+    pointer_free(p);
+    return -1;
+}
+
 static int pointer_parse(const char *text, struct prj_pointer *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
@@ -48,9 +63,10 @@ static int pointer_parse(const char *text, struct prj_pointer *p, char *err, siz
     p->seg = calloc(PRJ_POINTER_DEPTH_MAX, sizeof *p->seg);
     const char *s = text + 1;
     for (;;) {
-        if (p->n == PRJ_POINTER_DEPTH_MAX)
-            return fail(err, errlen, "pointer \"%s\" is deeper than %u", text,
-                        PRJ_POINTER_DEPTH_MAX);
+        if (p->n == PRJ_POINTER_DEPTH_MAX) {
+            fail(err, errlen, "pointer \"%s\" is deeper than %u", text, PRJ_POINTER_DEPTH_MAX);
+            return pointer_fail(p);
+        }
         const char *e = strchr(s, '/');
         size_t len = e ? (size_t)(e - s) : strlen(s);
         char *seg = malloc(len + 1);
@@ -63,8 +79,8 @@ static int pointer_parse(const char *text, struct prj_pointer *p, char *err, siz
                     continue;
                 }
                 free(seg);
-                return fail(err, errlen, "pointer \"%s\": '~' must be followed by 0 or 1",
-                            text);
+                fail(err, errlen, "pointer \"%s\": '~' must be followed by 0 or 1", text);
+                return pointer_fail(p);
             }
             seg[o++] = s[i];
         }
@@ -77,13 +93,6 @@ static int pointer_parse(const char *text, struct prj_pointer *p, char *err, siz
     return 0;
 }
 
-static void pointer_free(struct prj_pointer *p)
-{
-    for (size_t i = 0; i < p->n; i++)
-        free(p->seg[i]);
-    free(p->seg);
-    free(p->text);
-}
 
 static int type_parse(const char *s, enum prj_type *t)
 {
@@ -108,8 +117,28 @@ static const char *last_segment(const struct prj_pointer *p)
 }
 
 /* A column from "name": "/pointer" or "name": {"pointer":..., "type":...}. */
+static void column_free(struct prj_column *c)
+{
+    free(c->name);
+    pointer_free(&c->ptr);
+    memset(c, 0, sizeof *c);
+}
+
+static int column_parse1(const char *name, json_t *j, enum prj_type dflt, struct prj_column *c,
+                         char *err, size_t errlen);
+
+/* On failure c is left empty. */
 static int column_parse(const char *name, json_t *j, enum prj_type dflt, struct prj_column *c,
                         char *err, size_t errlen)
+{
+    if (column_parse1(name, j, dflt, c, err, errlen) == 0)
+        return 0;
+    column_free(c);
+    return -1;
+}
+
+static int column_parse1(const char *name, json_t *j, enum prj_type dflt, struct prj_column *c,
+                         char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
     c->type = dflt;
@@ -160,12 +189,6 @@ static int column_parse(const char *name, json_t *j, enum prj_type dflt, struct 
     return 0;
 }
 
-static void column_free(struct prj_column *c)
-{
-    free(c->name);
-    pointer_free(&c->ptr);
-}
-
 static int pred_parse(json_t *j, struct prj_pred *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
@@ -187,6 +210,7 @@ static void pred_free(struct prj_pred *p)
 {
     pointer_free(&p->ptr);
     json_decref(p->equals);
+    p->equals = NULL;
 }
 
 static int strings_parse(json_t *arr, const char *what, char ***out, size_t *n, char *err,
@@ -392,15 +416,12 @@ static void table_free(struct prj_table *t)
     for (size_t i = 0; i < t->n_when; i++)
         pred_free(&t->when[i]);
     free(t->when);
-    if (t->has_key)
-        column_free(&t->key);
+    column_free(&t->key);
     for (size_t i = 0; i < t->n_cols; i++)
         column_free(&t->cols[i]);
     free(t->cols);
-    if (t->tpl == TPL_SUM && t->value.name)
-        column_free(&t->value);
-    if (t->has_del)
-        pred_free(&t->del);
+    column_free(&t->value);
+    pred_free(&t->del);
     for (size_t i = 0; i < t->n_indexes; i++) {
         for (char **c = t->indexes[i]; c && *c; c++)
             free(*c);
@@ -422,6 +443,9 @@ static int int_opt(json_t *o, const char *k, long long lo, long long hi, long lo
     return 0;
 }
 
+static int config_parse(json_t *root, const char *path, struct prj_config *cfg, char *err,
+                        size_t errlen);
+
 int prj_config_load(const char *path, struct prj_config *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -429,6 +453,24 @@ int prj_config_load(const char *path, struct prj_config *cfg, char *err, size_t 
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return fail(err, errlen, "%s:%d: %s", path, je.line, je.text);
+    return config_parse(root, path, cfg, err, errlen);
+}
+
+int prj_config_loadb(const char *buf, size_t len, struct prj_config *cfg, char *err,
+                     size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    json_error_t je;
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return fail(err, errlen, "config:%d: %s", je.line, je.text);
+    return config_parse(root, "config", cfg, err, errlen);
+}
+
+/* Takes over root (freed before return). */
+static int config_parse(json_t *root, const char *path, struct prj_config *cfg, char *err,
+                        size_t errlen)
+{
     int rc = -1;
     cfg->path = strdup(path);
     json_t *src = json_object_get(root, "source");

@@ -93,6 +93,9 @@ struct prj_config {
 /* Reads and checks the config file. On error returns -1 with a message in
  * err (errlen bytes). cfg is filled on success; prj_config_free releases. */
 int prj_config_load(const char *path, struct prj_config *cfg, char *err, size_t errlen);
+/* The same from a buffer (the fuzz target). */
+int prj_config_loadb(const char *buf, size_t len, struct prj_config *cfg, char *err,
+                     size_t errlen);
 void prj_config_free(struct prj_config *cfg);
 const char *prj_type_name(enum prj_type t);
 
