@@ -85,6 +85,11 @@ struct worker {
     struct ev *ev;
     size_t n_ev, cap_ev;
     atomic_bool reassigned;        /* member_cb: reload positions */
+    pthread_mutex_t assigned_mu;   /* guards assigned (member_cb writes it) */
+    struct verity_group_offset *assigned; /* this member's partitions */
+    size_t n_assigned;
+    struct verity_group_admin *admin; /* describe: the group's read cursors */
+    uint64_t member_id;
     int64_t poll_ms, flush_ms;     /* where the time went (logged at exit) */
     uint64_t polls, polled, flushes;
     int64_t first_msg_ms, last_commit_ms;
@@ -548,7 +553,58 @@ static void on_member(void *opaque, uint64_t member_id, uint32_t generation,
                       const struct verity_group_offset *assigned, size_t n)
 {
     struct worker *w = opaque;
+    pthread_mutex_lock(&w->assigned_mu);
+    verity_group_offsets_free(w->assigned, w->n_assigned);
+    w->assigned = calloc(n + 1, sizeof *w->assigned);
+    for (size_t i = 0; i < n; i++) {
+        w->assigned[i].topic = strdup(assigned[i].topic);
+        w->assigned[i].partition = assigned[i].partition;
+    }
+    w->n_assigned = n;
+    w->member_id = member_id;
+    pthread_mutex_unlock(&w->assigned_mu);
     atomic_store(&w->reassigned, true);
+}
+
+/*
+ * After a (re)assignment: where the group's read cursor of an assigned
+ * partition is past the sink's position (a fresh or restored database, a
+ * group that moved on without this sink), read the difference by offset
+ * now instead of waiting for the next delivery, so the tables catch up
+ * with everything the group already handed out.
+ */
+static int catch_up_assigned(struct worker *w)
+{
+    struct verity_group_info *gi = NULL;
+    int rc = verity_group_describe(w->admin, w->cfg->group, &gi);
+    if (rc) {
+        logmsg("describe group %s: %s (catch-up waits for deliveries)", w->cfg->group,
+               verity_strerror(rc));
+        return 0;
+    }
+    pthread_mutex_lock(&w->assigned_mu);
+    size_t n = w->n_assigned;
+    struct verity_group_offset *a = calloc(n + 1, sizeof *a);
+    for (size_t i = 0; i < n; i++) {
+        a[i].topic = strdup(w->assigned[i].topic);
+        a[i].partition = w->assigned[i].partition;
+    }
+    pthread_mutex_unlock(&w->assigned_mu);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        for (size_t k = 0; k < gi->n_partitions; k++) {
+            struct verity_group_partition *gp = &gi->partitions[k];
+            if (gp->partition != a[i].partition || strcmp(gp->topic, a[i].topic) != 0)
+                continue;
+            struct pstate *ps = pstate_get(w, a[i].topic, a[i].partition);
+            if (ps->batch_next < gp->read_cursor && gp->read_cursor > gp->start_offset)
+                rc = gap_fill(w, ps, gp->read_cursor);
+        }
+    }
+    verity_group_offsets_free(a, n);
+    verity_group_info_free(gi, 1);
+    if (rc == 0)
+        rc = flush(w);
+    return rc;
 }
 
 static int group_ensure(const struct prj_config *cfg)
@@ -596,6 +652,9 @@ static void worker_free(struct worker *w)
     }
     free(w->ps);
     verity_group_consumer_free(w->g, 5000);
+    verity_group_admin_free(w->admin);
+    verity_group_offsets_free(w->assigned, w->n_assigned);
+    pthread_mutex_destroy(&w->assigned_mu);
     verity_producer_free(w->dlq, 5000);
     applier_free(w->app);
     sink_close(w->sink);
@@ -648,6 +707,7 @@ int prj_run(const struct prj_config *cfg)
 {
     struct worker w = {.cfg = cfg};
     pthread_mutex_init(&w.stats.mu, NULL);
+    pthread_mutex_init(&w.assigned_mu, NULL);
     char err[512];
     int code = 1;
     if (sink_open(cfg, &w.sink, err, sizeof err) != 0) {
@@ -664,6 +724,14 @@ int prj_run(const struct prj_config *cfg)
     int rc = group_ensure(cfg);
     if (rc) {
         code = verity_err_unreachable(rc) ? 3 : 1;
+        goto out;
+    }
+    struct verity_conn_config ac;
+    verity_conn_config_default(&ac);
+    ac.broker = cfg->broker;
+    rc = verity_group_admin_new(&ac, &w.admin);
+    if (rc) {
+        logmsg("group admin: %s", verity_strerror(rc));
         goto out;
     }
     struct verity_group_consumer_config gc;
@@ -697,8 +765,11 @@ int prj_run(const struct prj_config *cfg)
         if (atomic_exchange(&w.reassigned, false)) {
             /* A new assignment: what another member applied meanwhile is in
              * the sink, not in memory. */
-            if (flush(&w) != 0 || positions_reload(&w) != 0)
+            if (flush(&w) != 0 || positions_reload(&w) != 0 || catch_up_assigned(&w) != 0) {
+                if (w.fatal[0])
+                    logmsg("%s", w.fatal);
                 break;
+            }
         }
         int64_t left = cfg->commit_ms - (prj_mono_ms() - batch_start);
         const struct verity_group_message *msgs;

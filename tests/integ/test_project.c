@@ -19,8 +19,9 @@
  * poison_events_dead_lettered_tables_untouched: not JSON, a missing key
  *   and a wrong type land in the dead-letter topic with their reason and
  *   source position; the position moves past them; the tables hold only
- *   the good events. With on_bad_event "stop" the worker exits 1 and the
- *   stored position stays at the poison event.
+ *   the good events. A fresh database joining the same (finished) group
+ *   builds the same tables. With on_bad_event "stop" the worker exits 1
+ *   and the stored position stays at the poison event.
  * wait_returns_after_row_visible_not_before: `verity-project wait` blocks
  *   while no worker runs, returns once the worker applied the offset (the
  *   row is then visible), and times out (exit 4) for an offset not written.
@@ -272,6 +273,20 @@ static void test_poison_events_dead_lettered_tables_untouched(void)
     CU_ASSERT(got == 3);
     verity_consumer_free(c);
 
+    /* A fresh database joining the same group (which has handed out and
+     * acked everything) builds the same tables: positions come from the
+     * sink, and what the group is past is read by offset. */
+    const char *cfg3 = path_in("poison-fresh.json"), *db3 = path_in("poison-fresh.db");
+    write_sqlite_config(cfg3, db3, "poison", "g-poison", NULL);
+    pid_t w3 = pt_spawn("run", cfg3, path_in("poison-fresh.log"), NULL);
+    CU_ASSERT(pt_wait_applied(pt_applied_sqlite, db3, 5, 60000, w3));
+    kill(w3, SIGTERM);
+    CU_ASSERT(pt_wait_exit(w3, 20000) == 0);
+    char *d1 = pt_dump_sqlite(db), *d3 = pt_dump_sqlite(db3);
+    CU_ASSERT(pt_same("fresh sink vs first sink", d3, d1));
+    free(d1);
+    free(d3);
+
     /* on_bad_event: stop -> exit 1, position at the first poison event */
     const char *cfg2 = path_in("poison-stop.json"), *db2 = path_in("poison-stop.db");
     write_sqlite_config(cfg2, db2, "poison", "g-poison-stop", " \"on_bad_event\": \"stop\",\n");
@@ -340,7 +355,7 @@ static void test_db_lock_retried_position_not_advanced(void)
             _exit(2);
         sqlite3_stmt *st = NULL;
         int64_t v = -1;
-        if (sqlite3_prepare_v2(h, "SELECT sum(next_offset) FROM _verity_positions", -1, &st,
+        if (sqlite3_prepare_v2(h, "SELECT sum(events) FROM _verity_positions", -1, &st,
                                NULL) == SQLITE_OK &&
             sqlite3_step(st) == SQLITE_ROW)
             v = sqlite3_column_int64(st, 0);
