@@ -766,9 +766,13 @@ int prj_run(const struct prj_config *cfg)
             /* A new assignment: what another member applied meanwhile is in
              * the sink, not in memory. */
             if (flush(&w) != 0 || positions_reload(&w) != 0 || catch_up_assigned(&w) != 0) {
-                if (w.fatal[0])
+                if (w.fatal[0]) {
                     logmsg("%s", w.fatal);
-                break;
+                    /* stop: commit what came before the failure */
+                    if (flush(&w) == 0)
+                        acks_wait(&w);
+                }
+                goto out;
             }
         }
         int64_t left = cfg->commit_ms - (prj_mono_ms() - batch_start);
