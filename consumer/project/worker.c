@@ -297,7 +297,7 @@ static int dlq_send(struct worker *w)
             snprintf(part, sizeof part, "%u", e->ps->partition);
             snprintf(off, sizeof off, "%" PRIu64, e->offset);
             snprintf(ts, sizeof ts, "%" PRId64, e->timestamp_ms);
-            struct verity_header h[5] = {
+            struct verity_header h[6] = {
                 {VERITY_DLQ_HDR_TOPIC, sizeof VERITY_DLQ_HDR_TOPIC - 1, e->ps->topic,
                  (int32_t)strlen(e->ps->topic)},
                 {VERITY_DLQ_HDR_PARTITION, sizeof VERITY_DLQ_HDR_PARTITION - 1, part,
@@ -308,10 +308,11 @@ static int dlq_send(struct worker *w)
                  (int32_t)strlen(w->cfg->group)},
                 {VERITY_DLQ_HDR_ERROR, sizeof VERITY_DLQ_HDR_ERROR - 1, e->reason,
                  (int32_t)strlen(e->reason)},
+                {VERITY_DLQ_HDR_COUNT, sizeof VERITY_DLQ_HDR_COUNT - 1, "1", 1},
             };
             struct verity_record r = {.key = e->key, .key_len = e->key_len,
                                       .value = e->value, .value_len = e->value_len,
-                                      .headers = h, .header_count = 5};
+                                      .headers = h, .header_count = 6};
             int n = snprintf(idem_src, sizeof idem_src, "verity-project\n%s\n%s\n%u\n%" PRIu64,
                              w->cfg->group, e->ps->topic, e->ps->partition, e->offset);
             uint8_t key[VERITY_IDEM_KEY_SIZE];
