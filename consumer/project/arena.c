@@ -8,9 +8,8 @@
  * worker: after a batch is committed or dropped).
  *
  * Only the thread that uses jansson may call these (the worker's polling
- * thread); the config is parsed before the arena is enabled, and its
- * values are freed with free() at exit, which jansson then routes to the
- * no-op: they are released by process exit.
+ * thread). The config is parsed before the arena is enabled and freed
+ * after prj_arena_disable() has given jansson malloc and free back.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -89,4 +88,18 @@ void prj_arena_reset(void)
     }
     if (head)
         head->used = 0;
+}
+
+void prj_arena_disable(void)
+{
+    json_set_alloc_funcs(malloc, free);
+    prj_arena_reset();
+    struct block *lists[] = {head, spare};
+    for (size_t i = 0; i < 2; i++)
+        while (lists[i]) {
+            struct block *b = lists[i];
+            lists[i] = b->next;
+            free(b);
+        }
+    head = spare = NULL;
 }

@@ -220,6 +220,9 @@ void prj_arena_enable(void);
 /* Makes the arena's memory reusable: every jansson value allocated since
  * the last reset must have been dropped. */
 void prj_arena_reset(void);
+/* Gives jansson malloc and free back and frees the blocks; no value
+ * allocated from the arena may be used after. */
+void prj_arena_disable(void);
 
 /* ---- helpers ---------------------------------------------------------------- */
 

@@ -828,5 +828,6 @@ out:
                (double)w.polled * 1000.0 / (double)(w.last_commit_ms - w.first_msg_ms));
     prj_metrics_stop();
     worker_free(&w);
+    prj_arena_disable();
     return code;
 }
