@@ -11,9 +11,10 @@
  * pg_kill9_20_times_equals_clean_run
  * pg_rebuild_while_live_equals_clean_projection
  * pg_server_restart_retried_without_loss: the PostgreSQL server is stopped
- *   while the worker runs and started again; the worker's transactions
- *   fail, it reconnects with backoff, and the tables end equal to the
- *   reference (nothing lost, nothing twice).
+ *   while the worker runs and 500 more events are produced; the worker's
+ *   transactions fail, it reconnects with backoff once the server is back,
+ *   and the tables end equal to the reference (nothing lost, nothing
+ *   twice).
  */
 #include <CUnit/Basic.h>
 
@@ -161,6 +162,11 @@ static void test_pg_server_restart_retried_without_loss(void)
     snprintf(port, sizeof port, "%u", pg.port);
     kill(pg.pid, SIGINT);
     CU_ASSERT_FATAL(pt_wait_exit(pg.pid, 30000) >= 0);
+    /* events to write while the server is down: the worker must fail */
+    struct verity_producer *p = pt_producer(br.addr);
+    CU_ASSERT_FATAL(p != NULL);
+    CU_ASSERT_FATAL(pt_produce(p, "sales", &ev, 500) == 0);
+    verity_producer_free(p, 10000);
     int64_t end = tu_now_ms() + 30000;
     bool failed = false;
     while (!failed && tu_now_ms() < end) {
