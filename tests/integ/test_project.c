@@ -2,7 +2,7 @@
  * verity-project into SQLite, end to end against a real verityd
  * (test_project_util.h has the harness and the reference fold).
  *
- * One 4-partition topic of N dealership sales (200,000; 1,000,000 with
+ * One 4-partition topic of N dealership sales (100,000; 1,000,000 with
  * VERITY_PROJECT_SOAK=1, `make soak-project`), projected with latest_by_id,
  * timeline, sum (seller x month) and tags:
  *
@@ -475,7 +475,7 @@ static int suite_init(void)
         fprintf(stderr, "cannot start verityd (VERITY_BIN_DIR=%s)\n", getenv("VERITY_BIN_DIR"));
         return -1;
     }
-    n_events = soak() ? 1000000 : (tu_quick() ? 50000 : 200000);
+    n_events = soak() ? 1000000 : (tu_quick() ? 50000 : 100000);
     if (getenv("VERITY_PROJECT_EVENTS"))
         n_events = strtoull(getenv("VERITY_PROJECT_EVENTS"), NULL, 10);
     pt_stream_init(&ev, n_events * 3 + 100000, n_events / 10);
