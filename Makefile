@@ -344,3 +344,28 @@ $(PROOFCHECK): tests/go/proofcheck/main.go
 	$(GO_ENV) go build -o $@ ./tests/go/proofcheck
 
 test-integ: $(PROOFCHECK)
+
+# ---- projection worker (consumer/project, issue 12) --------------------------
+# verity-project: libverity + jansson + SQLite + libpq. soak-project runs the
+# full-size projection tests (1,000,000 events, 20 kill -9s) outside make test.
+DEB_PKGS += libpq-dev postgresql
+PROJECT_SRC := $(wildcard consumer/project/*.c)
+PROJECT_CFLAGS := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+ifneq ($(PROJECT_SRC),)
+BINS += $(BUILD)/bin/verity-project
+all test-integ asan-unit: $(BUILD)/bin/verity-project
+endif
+$(call obj,$(PROJECT_SRC)): CPPFLAGS += $(PROJECT_CFLAGS)
+$(BUILD)/bin/verity-project: $(call obj,$(PROJECT_SRC)) $(LIBVERITY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpq
+PROJECT_TESTS := $(patsubst tests/integ/%.c,%,$(wildcard tests/integ/test_project*.c))
+$(addprefix $(BUILD)/tests/,$(PROJECT_TESTS)): LDLIBS += -lpq
+$(addprefix $(BUILD)/obj/tests/integ/,$(addsuffix .o,$(PROJECT_TESTS))): CPPFLAGS += $(PROJECT_CFLAGS)
+.PHONY: soak-project fuzz-project
+# libFuzzer over the config and event decoders (FUZZ_SECONDS).
+fuzz-project:
+	@bash tests/fuzz/run_project.sh $(FUZZ_SECONDS)
+soak-project: all tests
+	VERITY_PROJECT_SOAK=1 VERITY_BIN_DIR=$(abspath $(BUILD)/bin) $(BUILD)/tests/test_project
+	VERITY_PROJECT_SOAK=1 VERITY_BIN_DIR=$(abspath $(BUILD)/bin) $(BUILD)/tests/test_project_pg
