@@ -27,6 +27,8 @@ DEB_PKGS := build-essential pkg-config libssl-dev libevent-dev \
             libcunit1-dev libsqlite3-dev clang libclang-rt-14-dev
 
 PKG_LIBS := libevent libevent_pthreads libcrypto libssl libprotobuf-c jansson
+# ---- TLS (issue 14): libevent's OpenSSL bufferevents (in libevent-dev) ------
+PKG_LIBS += libevent_openssl
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ifeq ($(WERROR),1)
 WARN += -Werror
