@@ -65,6 +65,7 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 #include <event2/util.h>
+#include <openssl/err.h>
 
 #include "broker/blog.h"
 #include "broker/broker_int.h"
@@ -1040,22 +1041,8 @@ static void http_guard_sweep(struct http_guard *g)
             continue;
         }
         SSL *ssl = g->b->tls_ctx ? bufferevent_openssl_get_ssl(g->bevs[i]) : NULL;
-        if (ssl && !SSL_is_init_finished(ssl)) {
-            char why[256], peer[64] = "?";
-            struct sockaddr_storage ss;
-            socklen_t sl = sizeof ss;
-            evutil_socket_t fd = bufferevent_getfd(g->bevs[i]);
-            if (fd >= 0 && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-                ss.ss_family == AF_INET) {
-                char host[48];
-                struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-                if (evutil_inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host))
-                    snprintf(peer, sizeof peer, "%s:%u", host, ntohs(sin->sin_port));
-            }
-            conn_tls_failed(g->b, "admin", peer, tls_reason(g->bevs[i], 0, why, sizeof why));
-        } else if (ssl) {
-            g->b->met.tls_handshakes++;
-        }
+        if (ssl && SSL_is_init_finished(ssl))
+            g->b->met.tls_handshakes++; /* failures were counted by http_tls_info_cb */
         bufferevent_disable(g->bevs[i], EV_READ | EV_WRITE);
         bufferevent_decref(g->bevs[i]);
         g->bevs[i] = g->bevs[--g->n];
@@ -1077,13 +1064,52 @@ static void http_sweep_cb(evutil_socket_t fd, short what, void *arg)
         evtimer_add(g->sweep_ev, &tv);
 }
 
+/* Admin port handshakes: evhttp owns the bufferevent and learns of a failed
+ * handshake only as a connection error (and keeps the socket until the
+ * peer goes), so OpenSSL's own callback logs the failure and shuts the
+ * socket down at once. A fatal error leaves its reason on the error queue
+ * (a handshake that only waits for bytes leaves none). */
+static int http_tls_logged_idx = -1; /* SSL ex_data: the failure was logged */
+
+static void http_tls_info_cb(const SSL *ssl, int where, int ret)
+{
+    if (!(where & SSL_CB_EXIT) || ret > 0 || !ERR_peek_error() || SSL_is_init_finished(ssl))
+        return;
+    struct broker *b = SSL_get_app_data(ssl);
+    if (!b || SSL_get_ex_data(ssl, http_tls_logged_idx) /* already logged */)
+        return;
+    char why[256], peer[64] = "?";
+    unsigned long e = ERR_peek_error();
+    const char *r = ERR_reason_error_string(e);
+    snprintf(why, sizeof why, "%s", r ? r : "handshake failed");
+    int fd = SSL_get_fd(ssl);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (fd >= 0 && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
+        char host[48];
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        if (evutil_inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host))
+            snprintf(peer, sizeof peer, "%s:%u", host, ntohs(sin->sin_port));
+    }
+    SSL_set_ex_data((SSL *)ssl, http_tls_logged_idx, (void *)1);
+    conn_tls_failed(b, "admin", peer, why);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+}
+
 static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
 {
     struct http_guard *g = arg;
     http_guard_sweep(g);
     struct bufferevent *bev;
     if (g->b->tls_ctx) {
+        if (http_tls_logged_idx < 0)
+            http_tls_logged_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
         SSL *ssl = SSL_new(g->b->tls_ctx);
+        if (ssl) {
+            SSL_set_app_data(ssl, g->b);
+            SSL_set_info_callback(ssl, http_tls_info_cb);
+        }
         bev = ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                    BEV_OPT_CLOSE_ON_FREE)
                   : NULL;
