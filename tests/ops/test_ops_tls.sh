@@ -51,7 +51,7 @@ check "tls_client_auth required without tls_ca: refused" grep -q 'needs tls_ca' 
 cp "$certs/broker.pem" "$OPS_TMP/live.pem"
 cp "$certs/broker.key" "$OPS_TMP/live.key"
 start_broker A "$OPS_TMP/a" --tls-cert "$OPS_TMP/live.pem" --tls-key "$OPS_TMP/live.key" \
-    --tls-ca "$certs/ca.pem" --tls-client-auth optional || exit 1
+    --tls-ca "$certs/ca.pem" --tls-client-auth optional --frame-timeout-ms 2000 || exit 1
 check "broker_started says tls=optional" log_has A 'broker_started.*tls=optional'
 check "create topic over TLS" quiet timeout 20 "$VERITY" topic create t --broker "$A_addr" "${TLS[@]}"
 # 3000 records of 300 bytes: the fetch answer spans many 64 KiB copy chunks.
@@ -99,6 +99,13 @@ check "client port, TLS 1.2 is accepted" grep -q 'Protocol  : TLSv1.2' "$OPS_TMP
 echo | timeout 10 openssl s_client -connect "$A_addr" -CAfile "$certs/ca.pem" >"$OPS_TMP/s13.txt" 2>&1
 check "client port, TLS 1.3 preferred" grep -q 'New, TLSv1.3' "$OPS_TMP/s13.txt"
 check "client port, no compression" grep -q 'Compression: NONE' "$OPS_TMP/s12.txt"
+
+n=$(failures A)
+exec 3<>"/dev/tcp/${A_addr%:*}/${A_addr#*:}" # connects, never says a word
+check "client port, a handshake that never starts: closed after frame_timeout_ms, logged" \
+    wait_failed A "$n" 'port=client.*handshake not complete within frame_timeout_ms'
+exec 3<&- 3>&-
+check "  and A keeps serving" serves "$A_addr"
 
 # Admin port negatives.
 n=$(failures A)
