@@ -792,7 +792,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)salen;
     b->accept_backoff_ms = 0; /* accepting works again */
     char addr[48];
-    snprintf(addr, sizeof addr, "%s", peer);
+    snprintf(addr, sizeof addr, "%.47s", peer);
     char *colon = strrchr(addr, ':');
     if (colon)
         *colon = '\0';
