@@ -81,6 +81,7 @@
 #define TRIM_BYTES_MIN (8u << 20) /* trim the heap after a peak at least this high */
 #define TLS_COPY_CHUNK (64u * 1024 - 256) /* a fetch span read per output chunk over TLS */
 #define TLS_LOG_PER_SEC 10
+#define TLS_SINGLE_IO_BYTES (1u << 20) /* bytes a TLS bufferevent writes per callback */
 
 typedef void (*handler_fn)(struct req *r);
 
@@ -858,8 +859,15 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         bev = ssl ? bufferevent_openssl_socket_new(b->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                    BEV_OPT_CLOSE_ON_FREE)
                   : NULL;
-        if (bev)
+        if (bev) {
             bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+            /* libevent writes at most 16 KiB per callback by default: a
+             * fetch answer of megabytes took hundreds of loop passes.
+             * Reads keep the default: 1 MiB reserved a chunk above
+             * M_MMAP_THRESHOLD, an mmap per read, and 60 KiB measured no
+             * better than 16 KiB. */
+            bufferevent_set_max_single_write(bev, TLS_SINGLE_IO_BYTES);
+        }
     } else if (c) {
         bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }

@@ -48,7 +48,6 @@ SSL_CTX *btls_ctx_new(const struct broker_config *cfg, char *err, size_t cap)
         return fail(ctx, err, cap, "SSL_CTX_set_min_proto_version", "TLS1.2");
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1)
         return fail(ctx, err, cap, "tls_cert", cfg->tls_cert);
     if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1)

@@ -544,8 +544,12 @@ static void try_connect(struct conn *c)
         c->bev = ssl ? bufferevent_openssl_socket_new(c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                                       BEV_OPT_CLOSE_ON_FREE)
                      : NULL;
-        if (c->bev)
+        if (c->bev) {
             bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+            /* (libevent's default is 16 KiB per callback) */
+            bufferevent_set_max_single_read(c->bev, 128 << 10);
+            bufferevent_set_max_single_write(c->bev, 1 << 20);
+        }
     } else {
         c->bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
     }
