@@ -1081,7 +1081,10 @@ static int http_tls_logged_idx = -1; /* SSL ex_data: the failure was logged */
 
 static void http_tls_info_cb(const SSL *ssl, int where, int ret)
 {
-    if (!(where & SSL_CB_EXIT) || ret > 0 || !ERR_peek_error() || SSL_is_init_finished(ssl))
+    /* Only libssl's own errors: a stale entry from another library (a PEM
+     * or EVP call) must not pass for a failed handshake. */
+    if (!(where & SSL_CB_EXIT) || ret > 0 || ERR_GET_LIB(ERR_peek_error()) != ERR_LIB_SSL ||
+        SSL_is_init_finished(ssl))
         return;
     struct broker *b = SSL_get_app_data(ssl);
     if (!b || SSL_get_ex_data(ssl, http_tls_logged_idx) /* already logged */)
