@@ -30,6 +30,10 @@ DEB_PKGS := build-essential pkg-config libssl-dev libevent-dev \
 DEB_PKGS += kcat python3-confluent-kafka python3-kafka librdkafka-dev
 
 PKG_LIBS := libevent libevent_pthreads libcrypto libssl libprotobuf-c jansson
+# ---- TLS (issue 14): libevent's OpenSSL bufferevents (in libevent-dev) ------
+PKG_LIBS += libevent_openssl
+# the openssl command: deploy/gen-certs.sh and tests/ops/test_ops_tls.sh
+DEB_PKGS += openssl
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ifeq ($(WERROR),1)
 WARN += -Werror

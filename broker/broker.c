@@ -28,6 +28,7 @@
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "broker/kafka/kafka.h"
+#include "broker/tls.h"
 #include "storage/checkpoint.h"
 #include "storage/clock.h"
 #include "verity/errors.h"
@@ -233,6 +234,33 @@ void broker_stop(struct broker *b)
     stop_poll_cb(-1, 0, b);
 }
 
+/* SIGHUP: reload the TLS certificates and key. New connections use the new
+ * ones; open connections keep theirs (their SSL holds the old context). A
+ * reload that fails keeps the old context and says why. */
+static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct broker *b = arg;
+    (void)sig;
+    (void)what;
+    if (!b->cfg.tls_cert[0]) {
+        blog(BLOG_INFO, "signal", "signal=SIGHUP action=none (TLS not configured)");
+        return;
+    }
+    char err[512];
+    SSL_CTX *ctx = btls_ctx_new(&b->cfg, err, sizeof err);
+    if (!ctx) {
+        char q[600];
+        b->met.tls_reload_failures++;
+        blog(BLOG_ERROR, "tls_reload_failed", "reason=%s (the previous certificates stay in use)",
+             blog_q(err, q, sizeof q));
+        return;
+    }
+    SSL_CTX_free(b->tls_ctx);
+    b->tls_ctx = ctx;
+    b->met.tls_reloads++;
+    blog(BLOG_INFO, "tls_reloaded", "cert=%s connections=%zu", b->cfg.tls_cert, b->n_conns);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -312,15 +340,26 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
         goto fail;
     if ((rc = groups_open(b)))
         goto fail;
+    if (cfg->tls_cert[0]) {
+        char err[512];
+        if (!(b->tls_ctx = btls_ctx_new(cfg, err, sizeof err))) {
+            char q[600];
+            blog(BLOG_ERROR, "tls_config_failed", "reason=%s", blog_q(err, q, sizeof q));
+            rc = VERITY_EINVAL;
+            goto fail;
+        }
+    }
     if ((rc = conn_listen(b)) || (rc = http_start(b)) || (rc = kafka_start(b)))
         goto fail;
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
+    b->sig_hup = evsignal_new(b->base, SIGHUP, sighup_cb, b);
     b->tick_ev = event_new(b->base, -1, EV_PERSIST, tick_cb, b);
     b->stop_ev = event_new(b->base, -1, EV_PERSIST, stop_poll_cb, b);
     struct timeval sec = {1, 0};
-    if (!b->sig_term || !b->sig_int || !b->tick_ev || !b->stop_ev || event_add(b->sig_term, NULL) ||
-        event_add(b->sig_int, NULL) || event_add(b->tick_ev, &sec)) {
+    if (!b->sig_term || !b->sig_int || !b->sig_hup || !b->tick_ev || !b->stop_ev ||
+        event_add(b->sig_term, NULL) || event_add(b->sig_int, NULL) ||
+        event_add(b->sig_hup, NULL) || event_add(b->tick_ev, &sec)) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -331,10 +370,10 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
         goto fail;
     }
     blog(BLOG_INFO, "broker_started",
-         "node_id=%" PRIu32 " listen=%s http=%s kafka=%s data_dir=%s topics=%zu signed=%s",
+         "node_id=%" PRIu32 " listen=%s http=%s kafka=%s data_dir=%s topics=%zu signed=%s tls=%s",
          cfg->node_id, b->listen_addr, b->http_addr[0] ? b->http_addr : "off", kafka_addr(b),
-         cfg->data_dir, b->n_topics,
-         b->signing_key ? "yes" : "no");
+         cfg->data_dir, b->n_topics, b->signing_key ? "yes" : "no",
+         !b->tls_ctx ? "off" : strcmp(cfg->tls_client_auth, "none") == 0 ? "on" : cfg->tls_client_auth);
     *out = b;
     return 0;
 fail:
@@ -386,6 +425,9 @@ int broker_free(struct broker *b)
         event_free(b->sig_term);
     if (b->sig_int)
         event_free(b->sig_int);
+    if (b->sig_hup)
+        event_free(b->sig_hup);
+    SSL_CTX_free(b->tls_ctx);
     if (b->tick_ev)
         event_free(b->tick_ev);
     if (b->stop_ev)

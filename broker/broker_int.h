@@ -21,6 +21,7 @@
 #include <sys/queue.h>
 
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 #include "broker/broker.h"
 #include "broker/config.h"
@@ -242,6 +243,8 @@ struct conn {
     bool frame_open;               /* a frame's first bytes arrived; frame_ev runs */
     struct event *frame_ev;        /* frame_timeout_ms for the frame being received */
     TAILQ_ENTRY(conn) starve_link; /* b->starved */
+    bool tls;                      /* bev is a bufferevent_openssl */
+    bool tls_up;                   /* its handshake completed */
 };
 
 typedef void (*req_cancel_fn)(struct req *r);
@@ -515,6 +518,12 @@ struct broker {
     int64_t accept_log_ns;      /* when accept_failed was last logged */
     uint64_t accept_suppressed; /* accept failures since then, not logged */
     struct http_guard *http_guard;
+    /* TLS (tls.c, conn.c): NULL = plaintext; replaced on SIGHUP */
+    SSL_CTX *tls_ctx;
+    struct event *sig_hup;
+    int64_t tls_log_ns;          /* start of the current second of tls log lines */
+    uint32_t tls_log_n;          /* lines logged in it */
+    uint64_t tls_log_suppressed; /* lines not logged since */
     uint64_t fd_limit;          /* RLIMIT_NOFILE soft limit after raising it at start */
     int64_t started_ms;         /* wall time of the start (process_start_time_seconds) */
     uint8_t idem_seed[16];
@@ -551,6 +560,10 @@ size_t conn_inflight_total(const struct broker *b);
 int conn_guards_init(struct broker *b) __attribute__((warn_unused_result));
 void conn_guards_free(struct broker *b);
 void conn_guards_tick(struct broker *b);
+/* A TLS handshake on port ("client" or "admin") failed: a warning, at most
+ * 10 lines a second (conn.c). */
+void conn_tls_failed(struct broker *b, const char *port, const char *peer, const char *reason);
+
 /* Admin HTTP connection cap (conn.c), installed by http_start. */
 int http_guard_install(struct broker *b, struct evhttp *http, struct evconnlistener *lev)
     __attribute__((warn_unused_result));

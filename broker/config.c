@@ -121,6 +121,12 @@ static const struct key keys[] = {
     {"http_timeout_s", K_U32, F(http_timeout_s), 0, 1, 3600, "admin HTTP request timeout"},
     {"shutdown_timeout_ms", K_U32, F(shutdown_timeout_ms), 0, 0, 600000,
      "longest wait for in-flight requests on SIGTERM"},
+    {"tls_cert", K_STR, F(tls_cert), S(tls_cert), 0, 0,
+     "PEM certificate chain: TLS on the client and admin ports (\"\" = plaintext)"},
+    {"tls_key", K_STR, F(tls_key), S(tls_key), 0, 0, "PEM private key of tls_cert"},
+    {"tls_ca", K_STR, F(tls_ca), S(tls_ca), 0, 0, "PEM CA bundle that client certificates must chain to"},
+    {"tls_client_auth", K_STR, F(tls_client_auth), S(tls_client_auth), 0, 0,
+     "none|optional|required: ask for and check client certificates"},
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -171,6 +177,7 @@ void bcfg_default(struct broker_config *c)
     c->reserved_connections = 32;
     c->max_http_connections = 64;
     c->shutdown_timeout_ms = 10000;
+    snprintf(c->tls_client_auth, sizeof c->tls_client_auth, "none");
 }
 
 static const char *const dur_names[] = {"always", "group", "os"};
@@ -437,6 +444,16 @@ int bcfg_check(const struct broker_config *c, char *err, size_t cap)
         (uint64_t)c->max_batch_bytes + 65536 > c->max_frame_bytes)
         return bad(err, cap, VERITY_EINVAL,
                    "fetch_max_bytes plus an envelope (64 KiB) must fit in max_frame_bytes");
+    if (strcmp(c->tls_client_auth, "none") != 0 && strcmp(c->tls_client_auth, "optional") != 0 &&
+        strcmp(c->tls_client_auth, "required") != 0)
+        return bad(err, cap, VERITY_EINVAL, "tls_client_auth: expected none|optional|required, got %s",
+                   c->tls_client_auth);
+    if (!c->tls_cert[0] != !c->tls_key[0])
+        return bad(err, cap, VERITY_EINVAL, "tls_cert and tls_key go together (one is set, not the other)%s", "");
+    if ((c->tls_ca[0] || strcmp(c->tls_client_auth, "none") != 0) && !c->tls_cert[0])
+        return bad(err, cap, VERITY_EINVAL, "tls_ca and tls_client_auth need tls_cert and tls_key%s", "");
+    if (strcmp(c->tls_client_auth, "none") != 0 && !c->tls_ca[0])
+        return bad(err, cap, VERITY_EINVAL, "tls_client_auth %s needs tls_ca", c->tls_client_auth);
     if (c->buffer_bytes_max < 2ull * c->max_frame_bytes)
         return bad(err, cap, VERITY_EINVAL,
                    "buffer_bytes_max (%" PRIu64 ") must hold at least two frames of max_frame_bytes "

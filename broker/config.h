@@ -76,6 +76,11 @@ struct broker_config {
     /* admin HTTP and shutdown */
     uint32_t http_timeout_s;
     uint32_t shutdown_timeout_ms;
+    /* TLS (broker/tls.c): on for the client and admin ports when tls_cert is set */
+    char tls_cert[BCFG_PATH_MAX];   /* PEM chain ("" = plaintext) */
+    char tls_key[BCFG_PATH_MAX];    /* PEM private key */
+    char tls_ca[BCFG_PATH_MAX];     /* PEM CAs for client certificates ("" = none) */
+    char tls_client_auth[16];       /* none|optional|required */
     /* Not a configuration key: the file operations every log of this broker
      * uses (NULL = vio_posix). Tests that run a broker in-process hand in
      * tests/support/vio_fault.c here. Borrowed for the broker's life. */

@@ -36,6 +36,13 @@
  * side shut down, and input discarded until the peer closes or a linger
  * timer fires, so the peer reads the error instead of a reset.
  *
+ * TLS (tls_cert set): the same connection over a bufferevent_openssl. The
+ * handshake must finish within frame_timeout_ms; a failed one is logged
+ * (tls_handshake_failed, at most 10 lines a second) and counted. Fetch
+ * answers cannot go through sendfile: their file spans are read (pread)
+ * straight into the output buffer's chunks, which OpenSSL encrypts from
+ * there (one copy, no per-record work).
+ *
  * Connection states: open -> closing (conn_close_after_flush) -> dead
  * (conn_kill); open -> dead on EOF, error or idle timeout. A dead
  * connection's struct lives until its last request lets go (refs).
@@ -53,13 +60,16 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
 #include <event2/util.h>
+#include <openssl/err.h>
 
 #include "broker/blog.h"
 #include "broker/broker_int.h"
+#include "broker/tls.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
@@ -69,6 +79,9 @@
 #define ACCEPT_BACKOFF_MIN_MS 10
 #define ACCEPT_BACKOFF_MAX_MS 1000
 #define TRIM_BYTES_MIN (8u << 20) /* trim the heap after a peak at least this high */
+#define TLS_COPY_CHUNK (64u * 1024 - 256) /* a fetch span read per output chunk over TLS */
+#define TLS_LOG_PER_SEC 10
+#define TLS_SINGLE_IO_BYTES (1u << 20) /* bytes a TLS bufferevent writes per callback */
 
 typedef void (*handler_fn)(struct req *r);
 
@@ -209,6 +222,11 @@ static void frame_timeout_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (c->dead || c->closing)
         return;
+    if (c->tls && !c->tls_up) {
+        conn_tls_failed(c->b, "client", c->peer, "handshake not complete within frame_timeout_ms");
+        conn_kill(c, "tls_handshake_timeout");
+        return;
+    }
     char msg[128];
     snprintf(msg, sizeof msg, "frame not complete within frame_timeout_ms (%" PRIu32 " ms)",
              c->b->cfg.frame_timeout_ms);
@@ -387,9 +405,63 @@ static void conn_close_after_flush(struct conn *c, int err, const char *msg)
     conn_write_cb(c->bev, c);
 }
 
+void conn_tls_failed(struct broker *b, const char *port, const char *peer, const char *reason)
+{
+    b->met.tls_handshake_failures++;
+    int64_t now = mono_ns();
+    if (now - b->tls_log_ns >= 1000000000) {
+        b->tls_log_ns = now;
+        b->tls_log_n = 0;
+    }
+    if (b->tls_log_n >= TLS_LOG_PER_SEC) {
+        b->tls_log_suppressed++;
+        return;
+    }
+    b->tls_log_n++;
+    char q[300];
+    blog(BLOG_WARN, "tls_handshake_failed", "port=%s peer=%s reason=%s suppressed=%" PRIu64, port,
+         peer, blog_q(reason, q, sizeof q), b->tls_log_suppressed);
+    b->tls_log_suppressed = 0;
+}
+
+/* Why a TLS bufferevent failed, from OpenSSL's queue for it. */
+static const char *tls_reason(struct bufferevent *bev, short what, char *buf, size_t cap)
+{
+    unsigned long e = bufferevent_get_openssl_error(bev);
+    unsigned long last = e;
+    while (last) { /* the first error is the root cause; drain the rest */
+        last = bufferevent_get_openssl_error(bev);
+    }
+    if (e)
+        return btls_err_text(e, buf, cap);
+    int serr = EVUTIL_SOCKET_ERROR();
+    if ((what & BEV_EVENT_ERROR) && serr)
+        snprintf(buf, cap, "socket: %s", evutil_socket_error_to_string(serr));
+    else
+        snprintf(buf, cap, "%s", "peer closed during the handshake");
+    return buf;
+}
+
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) { /* TLS handshake done */
+        c->tls_up = true;
+        c->b->met.tls_handshakes++;
+        if (!c->frame_open)
+            frame_clock_stop(c);
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        blog(BLOG_DEBUG, "tls_established", "conn=%" PRIu64 " peer=%s version=%s cipher=%s",
+             c->id, c->peer, ssl ? SSL_get_version(ssl) : "?",
+             ssl ? SSL_get_cipher_name(ssl) : "?");
+        return;
+    }
+    if (c->tls && !c->tls_up && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))) {
+        char why[256];
+        conn_tls_failed(c->b, "client", c->peer, tls_reason(bev, what, why, sizeof why));
+        conn_kill(c, "tls_handshake_failed");
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT) {
         if ((what & BEV_EVENT_READING) && c->inflight > 0 && !c->closing) {
             bufferevent_enable(bev, EV_READ); /* busy, not idle */
@@ -442,6 +514,39 @@ static void req_account(struct req *r, bool error)
     met_hist_observe(&m->req_latency[slot], (double)(mono_ns() - r->start_ns) / 1e9);
 }
 
+/* Reads length bytes of fd at position into out's own chunks (TLS: no
+ * sendfile). Closes fd. 0 or -errno. */
+static int add_span_copy(struct evbuffer *out, int fd, uint64_t position, uint64_t length)
+{
+    int rc = 0;
+    while (length > 0 && rc == 0) {
+        size_t want = length < TLS_COPY_CHUNK ? (size_t)length : TLS_COPY_CHUNK;
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(out, (ev_ssize_t)want, &v, 1) < 1) {
+            rc = -ENOMEM;
+            break;
+        }
+        size_t got = 0;
+        while (got < want) {
+            ssize_t k = pread(fd, (char *)v.iov_base + got, want - got, (off_t)(position + got));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                rc = k < 0 ? -errno : -EIO; /* a span ends inside the file */
+                break;
+            }
+            got += (size_t)k;
+        }
+        v.iov_len = got;
+        if (evbuffer_commit_space(out, &v, 1) != 0 && rc == 0)
+            rc = -ENOMEM;
+        position += got;
+        length -= got;
+    }
+    close(fd);
+    return rc;
+}
+
 void req_reply(struct req *r, Verity__Envelope *env, const struct file_span *spans, size_t n)
 {
     struct conn *c = r->conn;
@@ -459,8 +564,11 @@ void req_reply(struct req *r, Verity__Envelope *env, const struct file_span *spa
         if (rc == 0) {
             evbuffer_add(out, head, len);
             for (size_t i = 0; i < n; i++) {
-                if (evbuffer_add_file(out, spans[i].fd, (ev_off_t)spans[i].position,
-                                      (ev_off_t)spans[i].length) != 0) {
+                int arc = c->tls ? add_span_copy(out, spans[i].fd, spans[i].position,
+                                                 spans[i].length)
+                                 : evbuffer_add_file(out, spans[i].fd, (ev_off_t)spans[i].position,
+                                                     (ev_off_t)spans[i].length);
+                if (arc != 0) {
                     /* The frame is already half out: the stream is lost. */
                     for (size_t k = i + 1; k < n; k++)
                         close(spans[k].fd);
@@ -685,7 +793,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)salen;
     b->accept_backoff_ms = 0; /* accepting works again */
     char addr[48];
-    snprintf(addr, sizeof addr, "%s", peer);
+    snprintf(addr, sizeof addr, "%.47s", peer);
     char *colon = strrchr(addr, ':');
     if (colon)
         *colon = '\0';
@@ -722,7 +830,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         env.error_message = msg;
         uint8_t *head = NULL;
         size_t len = 0;
-        if (codec_encode(&env, 0, &b->limits, &head, &len) == 0) {
+        if (!b->tls_ctx && codec_encode(&env, 0, &b->limits, &head, &len) == 0) {
             ssize_t w = send(fd, head, len, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)w;
         }
@@ -745,7 +853,24 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     struct conn *c = calloc(1, sizeof *c);
-    struct bufferevent *bev = c ? bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    struct bufferevent *bev = NULL;
+    if (c && b->tls_ctx) {
+        SSL *ssl = SSL_new(b->tls_ctx);
+        bev = ssl ? bufferevent_openssl_socket_new(b->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                   BEV_OPT_CLOSE_ON_FREE)
+                  : NULL;
+        if (bev) {
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+            /* libevent writes at most 16 KiB per callback by default: a
+             * fetch answer of megabytes took hundreds of loop passes.
+             * Reads keep the default: 1 MiB reserved a chunk above
+             * M_MMAP_THRESHOLD, an mmap per read, and 60 KiB measured no
+             * better than 16 KiB. */
+            bufferevent_set_max_single_write(bev, TLS_SINGLE_IO_BYTES);
+        }
+    } else if (c) {
+        bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!bev || addr_inc(b, addr)) {
         if (bev)
             bufferevent_free(bev);
@@ -755,6 +880,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     snprintf(c->addr, sizeof c->addr, "%s", addr);
+    c->tls = b->tls_ctx != NULL;
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->b = b;
@@ -774,7 +900,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         bufferevent_set_timeouts(bev, &tv, NULL);
     }
     bufferevent_enable(bev, EV_READ | EV_WRITE);
-    blog(BLOG_DEBUG, "conn_opened", "conn=%" PRIu64 " peer=%s", c->id, c->peer);
+    if (c->tls)
+        frame_clock_start(c); /* the handshake has frame_timeout_ms too */
+    blog(BLOG_DEBUG, "conn_opened", "conn=%" PRIu64 " peer=%s tls=%s", c->id, c->peer,
+         c->tls ? "yes" : "no");
 }
 
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -919,6 +1048,9 @@ static void http_guard_sweep(struct http_guard *g)
             i++;
             continue;
         }
+        SSL *ssl = g->b->tls_ctx ? bufferevent_openssl_get_ssl(g->bevs[i]) : NULL;
+        if (ssl && SSL_is_init_finished(ssl))
+            g->b->met.tls_handshakes++; /* failures were counted by http_tls_info_cb */
         bufferevent_disable(g->bevs[i], EV_READ | EV_WRITE);
         bufferevent_decref(g->bevs[i]);
         g->bevs[i] = g->bevs[--g->n];
@@ -940,11 +1072,63 @@ static void http_sweep_cb(evutil_socket_t fd, short what, void *arg)
         evtimer_add(g->sweep_ev, &tv);
 }
 
+/* Admin port handshakes: evhttp owns the bufferevent and learns of a failed
+ * handshake only as a connection error (and keeps the socket until the
+ * peer goes), so OpenSSL's own callback logs the failure and shuts the
+ * socket down at once. A fatal error leaves its reason on the error queue
+ * (a handshake that only waits for bytes leaves none). */
+static int http_tls_logged_idx = -1; /* SSL ex_data: the failure was logged */
+
+static void http_tls_info_cb(const SSL *ssl, int where, int ret)
+{
+    /* Only libssl's own errors: a stale entry from another library (a PEM
+     * or EVP call) must not pass for a failed handshake. */
+    if (!(where & SSL_CB_EXIT) || ret > 0 || ERR_GET_LIB(ERR_peek_error()) != ERR_LIB_SSL ||
+        SSL_is_init_finished(ssl))
+        return;
+    struct broker *b = SSL_get_app_data(ssl);
+    if (!b || SSL_get_ex_data(ssl, http_tls_logged_idx) /* already logged */)
+        return;
+    char why[256], peer[64] = "?";
+    unsigned long e = ERR_peek_error();
+    const char *r = ERR_reason_error_string(e);
+    snprintf(why, sizeof why, "%s", r ? r : "handshake failed");
+    int fd = SSL_get_fd(ssl);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (fd >= 0 && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
+        char host[48];
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        if (evutil_inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host))
+            snprintf(peer, sizeof peer, "%s:%u", host, ntohs(sin->sin_port));
+    }
+    SSL_set_ex_data((SSL *)ssl, http_tls_logged_idx, (void *)1);
+    conn_tls_failed(b, "admin", peer, why);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+}
+
 static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
 {
     struct http_guard *g = arg;
     http_guard_sweep(g);
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev;
+    if (g->b->tls_ctx) {
+        if (http_tls_logged_idx < 0)
+            http_tls_logged_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        SSL *ssl = SSL_new(g->b->tls_ctx);
+        if (ssl) {
+            SSL_set_app_data(ssl, g->b);
+            SSL_set_info_callback(ssl, http_tls_info_cb);
+        }
+        bev = ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                   BEV_OPT_CLOSE_ON_FREE)
+                  : NULL;
+        if (bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    } else {
+        bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!bev)
         return NULL;
     if (g->n < g->b->cfg.max_http_connections) {

@@ -50,6 +50,10 @@ struct metrics {
     uint64_t budget_waits;        /* times a connection waited for the buffered-bytes budget */
     uint64_t accept_errors;       /* accept() failures (EMFILE, ...) */
     uint64_t http_paused;         /* times the admin HTTP listener paused at its cap */
+    uint64_t tls_handshakes;        /* TLS handshakes completed (client and admin ports) */
+    uint64_t tls_handshake_failures; /* refused: wrong CA, old version, plaintext, no cert, ... */
+    uint64_t tls_reloads;           /* certificate reloads on SIGHUP that took effect */
+    uint64_t tls_reload_failures;   /* reloads refused (the old certificates stay) */
 };
 
 /* Slot for a request case (MET_REQ_INVALID when not a request). */

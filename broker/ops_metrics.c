@@ -111,6 +111,19 @@ void ops_metrics_render(struct broker *b, struct evbuffer *o)
           (double)m->accept_errors);
     gauge(o, "verity_http_paused_total", "counter",
           "Times the admin HTTP listener paused at max_http_connections.", (double)m->http_paused);
+    gauge(o, "verity_tls_enabled", "gauge", "1 when the client and admin ports speak TLS.",
+          b->tls_ctx ? 1.0 : 0.0);
+    gauge(o, "verity_tls_handshakes_total", "counter", "TLS handshakes completed.",
+          (double)m->tls_handshakes);
+    gauge(o, "verity_tls_handshake_failures_total", "counter",
+          "TLS handshakes refused (plaintext, wrong CA, old protocol version, missing client "
+          "certificate, timeout).",
+          (double)m->tls_handshake_failures);
+    gauge(o, "verity_tls_reloads_total", "counter", "Certificate reloads on SIGHUP that took effect.",
+          (double)m->tls_reloads);
+    gauge(o, "verity_tls_reload_failures_total", "counter",
+          "Certificate reloads on SIGHUP refused (the previous certificates stay in use).",
+          (double)m->tls_reload_failures);
     uint64_t in_error, read_only;
     ops_partition_errors(b, &in_error, &read_only);
     gauge(o, "verity_partitions_in_error", "gauge",

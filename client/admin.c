@@ -95,6 +95,12 @@ int verity_client_new(const struct verity_conn_config *cfg, struct verity_client
     if (rc)
         goto fail;
     rc = conn_new(c->loop.base, cfg, &client_events, c, &c->conn);
+    if (rc == VERITY_ETLS) {
+        char why[256], msg[300];
+        conn_tls_reason(why, sizeof why);
+        snprintf(msg, sizeof msg, "TLS: %s", why);
+        cl_set_last_error(msg);
+    }
     if (rc) {
         cl_loop_stop(&c->loop);
         goto fail;
@@ -135,6 +141,12 @@ int verity_client_connect(struct verity_client *c, int timeout_ms)
             pthread_cond_wait(&c->cv, &c->mu);
     }
     pthread_mutex_unlock(&c->mu);
+    if (rc == VERITY_ETLS) {
+        char why[256], msg[400];
+        conn_tls_reason(why, sizeof why);
+        snprintf(msg, sizeof msg, "TLS handshake failed: %s", why);
+        cl_set_last_error(msg);
+    }
     return rc;
 }
 

@@ -104,6 +104,9 @@ int conn_last_error(const struct conn *c);
 uint32_t conn_inflight(const struct conn *c);
 /* Hello's answer (0 before): broker limits. */
 uint32_t conn_max_batch_bytes(const struct conn *c);
+/* The reason of the last TLS failure in this process (a file that did not
+ * load, or OpenSSL's words for a handshake), "" when none. */
+void conn_tls_reason(char *buf, size_t cap);
 /* Drops the connection (as on an error) and reconnects after backoff. */
 void conn_reset(struct conn *c, int err);
 

@@ -31,6 +31,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
 
 #include "client/client_int.h"
 #include "verity/limits.h"
@@ -90,7 +96,110 @@ struct conn {
     struct codec_limits lim;
     uint32_t max_inflight;             /* from Hello */
     uint32_t max_batch_bytes;          /* from Hello (0 before) */
+    SSL_CTX *tls_ctx;                  /* NULL: plaintext */
+    char *tls_name;                    /* name or IP the broker's certificate must carry */
 };
+
+/* ---- TLS ------------------------------------------------------------------- */
+
+/* The reason of the last failed TLS handshake in this process, for
+ * verity_client_connect's message (conn_tls_reason). */
+static pthread_mutex_t tls_reason_mu = PTHREAD_MUTEX_INITIALIZER;
+static char tls_reason[256];
+
+static void tls_reason_set(const char *fmt, const char *a, const char *b)
+{
+    pthread_mutex_lock(&tls_reason_mu);
+    snprintf(tls_reason, sizeof tls_reason, fmt, a, b);
+    pthread_mutex_unlock(&tls_reason_mu);
+}
+
+void conn_tls_reason(char *buf, size_t cap)
+{
+    pthread_mutex_lock(&tls_reason_mu);
+    snprintf(buf, cap, "%s", tls_reason);
+    pthread_mutex_unlock(&tls_reason_mu);
+}
+
+static const char *ossl_reason(unsigned long e)
+{
+    static _Thread_local char buf[160];
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    if (r)
+        return r;
+    if (!e)
+        return "handshake failed";
+    ERR_error_string_n(e, buf, sizeof buf);
+    return buf;
+}
+
+/* A client context from cfg: TLS 1.2 minimum, no compression or
+ * renegotiation, the broker's certificate checked against tls_ca (or the
+ * system's CAs). NULL with the reason recorded when a file fails. */
+static SSL_CTX *tls_ctx_new(const struct verity_conn_config *cfg)
+{
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    const char *what = "SSL_CTX_new", *path = "";
+    if (!ctx)
+        goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    what = "tls_ca";
+    path = cfg->tls_ca ? cfg->tls_ca : "(system CAs)";
+    if (cfg->tls_ca ? SSL_CTX_load_verify_locations(ctx, cfg->tls_ca, NULL) != 1
+                    : SSL_CTX_set_default_verify_paths(ctx) != 1)
+        goto fail;
+    if (cfg->tls_cert || cfg->tls_key) {
+        what = "tls_cert and tls_key go together";
+        path = cfg->tls_cert ? cfg->tls_cert : cfg->tls_key;
+        if (!cfg->tls_cert || !cfg->tls_key)
+            goto fail;
+        what = "tls_cert";
+        path = cfg->tls_cert;
+        if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1)
+            goto fail;
+        what = "tls_key";
+        path = cfg->tls_key;
+        if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1)
+            goto fail;
+    }
+    return ctx;
+fail:
+    {
+        unsigned long e = ERR_get_error();
+        ERR_clear_error();
+        pthread_mutex_lock(&tls_reason_mu);
+        snprintf(tls_reason, sizeof tls_reason, "%.80s %.120s: %.40s", what, path,
+                 e ? ossl_reason(e) : "missing");
+        pthread_mutex_unlock(&tls_reason_mu);
+    }
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* The SSL for one connection attempt; NULL on failure. */
+static SSL *tls_ssl_new(struct conn *c)
+{
+    SSL *ssl = SSL_new(c->tls_ctx);
+    if (!ssl)
+        return NULL;
+    unsigned char ip[16];
+    bool is_ip = inet_pton(AF_INET, c->tls_name, ip) == 1 || inet_pton(AF_INET6, c->tls_name, ip) == 1;
+    if (is_ip) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->tls_name) != 1)
+            goto fail;
+    } else {
+        if (SSL_set1_host(ssl, c->tls_name) != 1 || SSL_set_tlsext_host_name(ssl, c->tls_name) != 1)
+            goto fail;
+    }
+    return ssl;
+fail:
+    SSL_free(ssl);
+    return NULL;
+}
 
 /* ---- request lists ------------------------------------------------------- */
 
@@ -372,6 +481,35 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     if (bev != c->bev)
         return;
+    if (c->tls_ctx && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) &&
+        (c->state == CS_CONNECTING || c->state == CS_HELLO)) {
+        unsigned long e = bufferevent_get_openssl_error(bev), more = e;
+        while (more)
+            more = bufferevent_get_openssl_error(bev);
+        if (e && ERR_GET_LIB(e) == 0) {
+            /* libevent's own code, not OpenSSL's: the peer hung up. */
+            tls_reason_set("%s%s", "the broker closed the connection during the handshake "
+                           "(a client certificate it requires?)", "");
+            conn_fail(c, VERITY_ETLS);
+            return;
+        }
+        if (e) {
+            SSL *ssl = bufferevent_openssl_get_ssl(bev);
+            long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+            if (vr != X509_V_OK)
+                tls_reason_set("%s: %s", ossl_reason(e), X509_verify_cert_error_string(vr));
+            else
+                tls_reason_set("%s%s", ossl_reason(e), "");
+            conn_fail(c, VERITY_ETLS);
+            return;
+        }
+        if (c->state == CS_HELLO && (what & BEV_EVENT_EOF)) {
+            tls_reason_set("%s%s", "the broker closed the connection after the handshake "
+                           "(a client certificate it requires?)", "");
+            conn_fail(c, VERITY_ETLS);
+            return;
+        }
+    }
     if (what & BEV_EVENT_CONNECTED) {
         int one = 1;
         evutil_socket_t fd = bufferevent_getfd(bev);
@@ -401,7 +539,20 @@ static void try_connect(struct conn *c)
         conn_fail(c, -ENXIO);
         return;
     }
-    c->bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (c->tls_ctx) {
+        SSL *ssl = tls_ssl_new(c);
+        c->bev = ssl ? bufferevent_openssl_socket_new(c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL;
+        if (c->bev) {
+            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+            /* (libevent's default is 16 KiB per callback) */
+            bufferevent_set_max_single_read(c->bev, 128 << 10);
+            bufferevent_set_max_single_write(c->bev, 1 << 20);
+        }
+    } else {
+        c->bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!c->bev) {
         freeaddrinfo(ai);
         conn_fail(c, -ENOMEM);
@@ -490,6 +641,18 @@ int conn_new(struct event_base *base, const struct verity_conn_config *cfg,
         conn_free(c);
         return VERITY_EINVAL;
     }
+    if (c->cfg.tls == 1) {
+        c->tls_name = strdup(c->cfg.tls_server_name ? c->cfg.tls_server_name : host);
+        if (!c->tls_name) {
+            conn_free(c);
+            return -ENOMEM;
+        }
+        if (!(c->tls_ctx = tls_ctx_new(&c->cfg))) {
+            conn_free(c);
+            return VERITY_ETLS;
+        }
+    }
+    c->cfg.tls_ca = c->cfg.tls_cert = c->cfg.tls_key = c->cfg.tls_server_name = NULL;
     c->cfg.broker = c->broker;
     c->cfg.client_id = c->client_id;
     c->base = base;
@@ -533,6 +696,8 @@ void conn_free(struct conn *c)
         event_free(c->tick_ev);
     free(c->broker);
     free(c->client_id);
+    free(c->tls_name);
+    SSL_CTX_free(c->tls_ctx);
     free(c);
 }
 

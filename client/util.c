@@ -77,6 +77,18 @@ void cl_conn_config_fill(const struct verity_conn_config *cfg, struct verity_con
             d.reconnect_backoff_max_ms > out->reconnect_backoff_ms ? d.reconnect_backoff_max_ms
                                                                    : out->reconnect_backoff_ms;
     out->broker = verity_broker_resolve(out->broker);
+    const char *e;
+    if (!out->tls_ca && (e = getenv("VERITY_TLS_CA")) && e[0])
+        out->tls_ca = e;
+    if (!out->tls_cert && (e = getenv("VERITY_TLS_CERT")) && e[0])
+        out->tls_cert = e;
+    if (!out->tls_key && (e = getenv("VERITY_TLS_KEY")) && e[0])
+        out->tls_key = e;
+    if (!out->tls_server_name && (e = getenv("VERITY_TLS_SERVER_NAME")) && e[0])
+        out->tls_server_name = e;
+    if (out->tls == 0 && (out->tls_ca || out->tls_cert ||
+                          ((e = getenv("VERITY_TLS")) && strcmp(e, "1") == 0)))
+        out->tls = 1;
     if (!out->client_id)
         out->client_id = "libverity";
 }

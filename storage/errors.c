@@ -37,6 +37,8 @@ static const struct err_name err_names[] = {
     {VERITY_ELEASE, "ELEASE", "lease not held"},
     {VERITY_EMEMBER, "EMEMBER", "unknown group member"},
     {VERITY_EALREADY, "EALREADY", "already acknowledged; this ack did not count"},
+    {VERITY_ETLS, "ETLS", "TLS handshake failed (untrusted or expired certificate, wrong host name, "
+                          "protocol version, or a client certificate the broker requires)"},
 };
 
 static const struct err_name *find(int err)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "verity/errors.h"
+#include "verity/verity.h"
 
 #include "tools/cmds.h"
 
@@ -66,6 +67,10 @@ int cli_bad_value(const char *prog, const char *opt, const char *value, const ch
 const char *cli_strerror(const char *broker, int rc)
 {
     static char buf[512];
+    if (rc == VERITY_ETLS && verity_last_error_message()[0]) {
+        snprintf(buf, sizeof buf, "%s", verity_last_error_message());
+        return buf;
+    }
     if (rc != -ENXIO || !broker)
         return verity_strerror(rc);
     char host[256];

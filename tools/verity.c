@@ -8,7 +8,9 @@
  *   verity --version
  *   verity <cmd> [args...]
  */
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tools/cmds.h"
@@ -53,6 +55,63 @@ static void usage(FILE *f)
         fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
     fprintf(f, "  %-10s %s\n", "help", "show this list, or `help <command>` for one command");
     fprintf(f, "\nRun `verity <command> --help` for a command's options.\n");
+    fprintf(f, "\nTLS, for every command that connects to a broker (before any `--`):\n"
+               "  --tls                  TLS with the system's CAs (VERITY_TLS=1)\n"
+               "  --tls-ca FILE          CA bundle the broker's certificate must chain to "
+               "(VERITY_TLS_CA)\n"
+               "  --tls-cert FILE        client certificate for mutual TLS (VERITY_TLS_CERT)\n"
+               "  --tls-key FILE         its private key (VERITY_TLS_KEY)\n"
+               "  --tls-server-name NAME name the broker's certificate must carry; default: "
+               "the\n"
+               "                         broker address's host (VERITY_TLS_SERVER_NAME)\n");
+}
+
+/* The TLS options are the same for every subcommand: taken out of argv here
+ * and handed to libverity through its VERITY_TLS_* variables (a flag wins
+ * over the environment). Returns argc after removal, or -1 (message
+ * printed) when one lacks its value. */
+static int take_tls_flags(int argc, char **argv)
+{
+    static const struct {
+        const char *flag;
+        const char *env;
+    } flags[] = {{"--tls-ca", "VERITY_TLS_CA"},
+                 {"--tls-cert", "VERITY_TLS_CERT"},
+                 {"--tls-key", "VERITY_TLS_KEY"},
+                 {"--tls-server-name", "VERITY_TLS_SERVER_NAME"}};
+    int out = 2;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            while (i < argc)
+                argv[out++] = argv[i++];
+            break;
+        }
+        if (strcmp(argv[i], "--tls") == 0) {
+            setenv("VERITY_TLS", "1", 1);
+            continue;
+        }
+        bool taken = false;
+        for (size_t k = 0; k < sizeof flags / sizeof flags[0] && !taken; k++) {
+            size_t n = strlen(flags[k].flag);
+            if (strncmp(argv[i], flags[k].flag, n) != 0)
+                continue;
+            if (argv[i][n] == '=') {
+                setenv(flags[k].env, argv[i] + n + 1, 1);
+                taken = true;
+            } else if (argv[i][n] == '\0') {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "verity %s: %s needs a value\n", argv[1], flags[k].flag);
+                    return -1;
+                }
+                setenv(flags[k].env, argv[++i], 1);
+                taken = true;
+            }
+        }
+        if (!taken)
+            argv[out++] = argv[i];
+    }
+    argv[out] = NULL;
+    return out;
 }
 
 static int is_help(const char *a)
@@ -93,5 +152,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return CMD_EXIT_USAGE;
     }
+    if ((argc = take_tls_flags(argc, argv)) < 0)
+        return CMD_EXIT_USAGE;
     return c->run(argc - 1, argv + 1);
 }

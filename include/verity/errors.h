@@ -36,7 +36,8 @@ enum verity_err {
     VERITY_ELEASE = -4116,        /* delivery lease not held by this member */
     VERITY_EMEMBER = -4117,       /* unknown or removed group member */
     VERITY_EALREADY = -4118,      /* acknowledged before: this ack did not count */
-    VERITY_ELAST = -4119,
+    VERITY_ETLS = -4119,          /* TLS handshake failed (CA, certificate, version, name) */
+    VERITY_ELAST = -4120,
 };
 
 /* Returns a static string that names the code; never NULL. Thread-safe. */

@@ -107,6 +107,19 @@ struct verity_conn_config {
                                       for a connection */
     int reconnect_backoff_ms;      /* first wait before reconnecting (50) */
     int reconnect_backoff_max_ms;  /* ceiling of the doubling wait (1000) */
+    /* TLS (TLS 1.2 minimum). Each NULL string falls back to the environment:
+     * VERITY_TLS_CA, VERITY_TLS_CERT, VERITY_TLS_KEY, VERITY_TLS_SERVER_NAME.
+     * TLS is on when tls is 1, or when tls is 0 and a CA or a client
+     * certificate is given (or VERITY_TLS=1); tls = -1 forces plaintext.
+     * The broker's certificate must chain to tls_ca (the system's CAs when
+     * tls_ca is NULL) and name tls_server_name (default: the host of
+     * broker, an IP address or a DNS name). Files are read when the client
+     * is made; a file that cannot be read fails it with VERITY_ETLS. */
+    int tls;
+    const char *tls_ca;            /* PEM CA bundle */
+    const char *tls_cert;          /* PEM client certificate chain (mutual TLS) */
+    const char *tls_key;           /* PEM private key of tls_cert */
+    const char *tls_server_name;   /* name the broker's certificate must carry */
 };
 
 /* Fills the defaults shown above. */
