@@ -70,7 +70,7 @@ echo "fuzz: no crash in ${secs}s"
 share_secs=${SHARE_FUZZ_SECONDS:-15}
 if [ "$share_secs" != 0 ]; then
     # shellcheck disable=SC2207
-    spkg=($(pkg-config --cflags --libs libevent libevent_pthreads libprotobuf-c jansson libssl libcrypto))
+    spkg=($(pkg-config --cflags --libs libevent libevent_pthreads libevent_openssl libprotobuf-c jansson libssl libcrypto))
     ssrcs=(consumer/share/paseto.c consumer/share/share_util.c consumer/share/share_spec.c
            consumer/share/share_xform.c consumer/share/share_export.c consumer/share/share_store.c
            client/*.c storage/*.c proto/codec.c "$out/gen/proto/verity.pb-c.c")
