@@ -100,6 +100,29 @@ static int ack_raw(int fd, const char *group, uint64_t member, Verity__GroupAckR
     return bh_group_call(&H, fd, &env, out, msg, cap);
 }
 
+/* A one-partition topic with n records, a group on it with default
+ * options and one member that has fetched all n: returns the member id
+ * (0 on failure, with the failure asserted). */
+static uint64_t one_member_holding(struct bh *h, int fd, const char *topic, const char *group,
+                                   uint32_t n)
+{
+    const char *topics[] = {topic};
+    char msg[300];
+    struct bh_group_opts o = {0};
+    uint64_t a = 0;
+    struct bh_fetched f;
+    if (bh_create_topic(h, fd, topic, 1, 0) != 0 || produce(h, fd, topic, 0, n) != 0 ||
+        bh_create_group(h, fd, group, topics, 1, &o, msg, sizeof msg) != 0 ||
+        bh_join(h, fd, group, "a", topics, 1, 0, &a, msg, sizeof msg) != 0 ||
+        bh_gfetch(h, fd, group, a, 100, 0, &f) != 0) {
+        CU_FAIL("setting up the group failed");
+        return 0;
+    }
+    CU_ASSERT_EQUAL(f.n, n);
+    bh_fetched_free(&f);
+    return a;
+}
+
 /* ---- (2) ------------------------------------------------------------------------------- */
 
 static void test_waiting_ack_after_move_is_refused(void)
@@ -149,18 +172,9 @@ static void test_reack_names_already(void)
 {
     int fd = bh_connect(&H);
     CU_ASSERT_FATAL(fd >= 0);
-    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&H, fd, "d3t", 1, 0), 0);
-    CU_ASSERT_EQUAL_FATAL(produce(&H, fd, "d3t", 0, 6), 0);
-    const char *topics[] = {"d3t"};
+    uint64_t a = one_member_holding(&H, fd, "d3t", "d3", 6);
+    CU_ASSERT_FATAL(a != 0);
     char msg[300];
-    struct bh_group_opts o = {0};
-    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "d3", topics, 1, &o, msg, sizeof msg), 0);
-    uint64_t a = 0;
-    CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "d3", "a", topics, 1, 0, &a, msg, sizeof msg), 0);
-    struct bh_fetched f;
-    CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "d3", a, 100, 0, &f), 0);
-    CU_ASSERT_EQUAL(f.n, 6);
-    bh_fetched_free(&f);
 
     Verity__GroupAckRange r1 = VERITY__GROUP_ACK_RANGE__INIT, *rp = &r1;
     r1.topic = "d3t";
@@ -211,18 +225,9 @@ static void test_ack_all_or_none_with_upto(void)
 {
     int fd = bh_connect(&H);
     CU_ASSERT_FATAL(fd >= 0);
-    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&H, fd, "d7t", 1, 0), 0);
-    CU_ASSERT_EQUAL_FATAL(produce(&H, fd, "d7t", 0, 4), 0);
-    const char *topics[] = {"d7t"};
+    uint64_t a = one_member_holding(&H, fd, "d7t", "d7", 4);
+    CU_ASSERT_FATAL(a != 0);
     char msg[300];
-    struct bh_group_opts o = {0};
-    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "d7", topics, 1, &o, msg, sizeof msg), 0);
-    uint64_t a = 0;
-    CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "d7", "a", topics, 1, 0, &a, msg, sizeof msg), 0);
-    struct bh_fetched f;
-    CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "d7", a, 100, 0, &f), 0);
-    CU_ASSERT_EQUAL(f.n, 4);
-    bh_fetched_free(&f);
     /* A valid range and an upto beyond what was delivered. */
     Verity__GroupAckRange r1 = VERITY__GROUP_ACK_RANGE__INIT, *rp = &r1;
     r1.topic = "d7t";
@@ -496,18 +501,9 @@ static void test_idle_group_lag_returns_to_zero_after_restart(void)
     CU_ASSERT_EQUAL_FATAL(bh_start(&h2, EXTRA), 0);
     int fd = bh_connect(&h2);
     CU_ASSERT_FATAL(fd >= 0);
-    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&h2, fd, "lagt", 1, 0), 0);
-    CU_ASSERT_EQUAL_FATAL(produce(&h2, fd, "lagt", 0, 7), 0);
-    const char *topics[] = {"lagt"};
+    uint64_t a = one_member_holding(&h2, fd, "lagt", "lag", 7);
+    CU_ASSERT_FATAL(a != 0);
     char msg[300];
-    struct bh_group_opts o = {0};
-    CU_ASSERT_EQUAL_FATAL(bh_create_group(&h2, fd, "lag", topics, 1, &o, msg, sizeof msg), 0);
-    uint64_t a = 0;
-    CU_ASSERT_EQUAL_FATAL(bh_join(&h2, fd, "lag", "a", topics, 1, 0, &a, msg, sizeof msg), 0);
-    struct bh_fetched f;
-    CU_ASSERT_EQUAL_FATAL(bh_gfetch(&h2, fd, "lag", a, 100, 0, &f), 0);
-    CU_ASSERT_EQUAL(f.n, 7);
-    bh_fetched_free(&f);
     CU_ASSERT_EQUAL(bh_ack(&h2, fd, "lag", a, "lagt", 0, 6, 0, true, msg, sizeof msg), 0);
     CU_ASSERT_EQUAL(unacked_after(&h2, fd, "lag", 0), 0);
     close(fd);
