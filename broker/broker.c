@@ -144,6 +144,19 @@ static void raise_fd_limit(struct broker *b)
              (unsigned long long)rl.rlim_cur);
 }
 
+/* Sizes the closed segments' descriptor cache: the configured bound, or a
+ * quarter of the descriptor limit (the rest is for partitions' active
+ * segments and connections). */
+static void set_segment_fds(struct broker *b)
+{
+    uint64_t max = b->cfg.segment_fds_max;
+    if (max == 0) {
+        max = b->fd_limit == 0 || b->fd_limit == UINT64_MAX ? 16384 : b->fd_limit / 4;
+        max = max < 16 ? 16 : max > 16384 ? 16384 : max;
+    }
+    vlog_fd_cache_set_max(max);
+}
+
 /* libevent's own warnings go through the structured log, at most one line
  * a second (an fd shortage can make it repeat itself thousands of times). */
 static void libevent_log_cb(int severity, const char *msg)
@@ -327,6 +340,7 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
     }
     b->started_ms = now_ms();
     raise_fd_limit(b);
+    set_segment_fds(b);
     event_set_log_callback(libevent_log_cb);
     /* Large buffers come from mmap and go back to the system when freed;
      * without this glibc raises the threshold after the first free and a

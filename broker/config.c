@@ -116,6 +116,9 @@ static const struct key keys[] = {
      "connection open"},
     {"max_http_connections", K_U32, F(max_http_connections), 0, 1, 100000,
      "admin HTTP connections open at once"},
+    {"segment_fds_max", K_U32, F(segment_fds_max), 0, 0, 10000000,
+     "descriptors of closed segments kept open, in one LRU cache for the broker (0 = a quarter "
+     "of the descriptor limit, 16..16384)"},
     {"ready_file", K_STR, F(ready_file), S(ready_file), 0, 0,
      "written (JSON: pid, listen, http) once the broker serves; for port 0"},
     {"http_timeout_s", K_U32, F(http_timeout_s), 0, 1, 3600, "admin HTTP request timeout"},

@@ -72,6 +72,7 @@ struct broker_config {
     uint32_t max_connections_per_addr; /* open connections from one IP address */
     uint32_t reserved_connections;     /* last slots: only for an address with none open */
     uint32_t max_http_connections;     /* admin HTTP connections open at once */
+    uint32_t segment_fds_max;          /* closed segments' descriptor cache (0 = fd limit / 4) */
     char ready_file[BCFG_PATH_MAX];    /* written with the bound addresses once serving ("" = none) */
     /* admin HTTP and shutdown */
     uint32_t http_timeout_s;

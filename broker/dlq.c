@@ -114,17 +114,22 @@ static int read_source(struct broker *b, const struct dlq_job *j, uint8_t **buf,
         return rc ? rc : VERITY_EOFFSET;
     }
     if (sp.length > VERITY_BATCH_BYTES_MAX) {
+        vlog_spans_close(&sp, n);
         *why = "source batch too large";
         return VERITY_ELIMIT;
     }
     uint8_t *m = malloc(sp.length);
-    if (!m)
+    if (!m) {
+        vlog_spans_close(&sp, n);
         return -ENOMEM;
+    }
     ssize_t got = pread(sp.fd, m, sp.length, (off_t)sp.position);
+    int err = got < 0 ? -errno : 0;
+    vlog_spans_close(&sp, n);
     if (got != (ssize_t)sp.length || batch_validate(m, sp.length, NULL) != 0) {
         free(m);
         *why = "source batch unreadable";
-        return got < 0 ? -errno : VERITY_ECORRUPT;
+        return err ? err : VERITY_ECORRUPT;
     }
     *buf = m;
     *len = sp.length;

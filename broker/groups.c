@@ -795,8 +795,9 @@ int64_t groups_batch_ts(struct partition *p, uint64_t offset)
     struct batch_hdr h;
     if (!p || !p->log || vlog_read(p->log, offset, offset + 1, 1, &sp, 1, &n) || n == 0)
         return INT64_MIN;
-    if (pread(sp.fd, hb, sizeof hb, (off_t)sp.position) != (ssize_t)sizeof hb ||
-        batch_hdr_decode(hb, sizeof hb, &h))
+    ssize_t got = pread(sp.fd, hb, sizeof hb, (off_t)sp.position);
+    vlog_spans_close(&sp, n);
+    if (got != (ssize_t)sizeof hb || batch_hdr_decode(hb, sizeof hb, &h))
         return INT64_MIN;
     return h.first_timestamp;
 }

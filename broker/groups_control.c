@@ -39,7 +39,9 @@ static int control_end(struct partition *p, uint64_t offset, uint64_t hw, uint64
     if (ns == 0)
         return 0;
     uint8_t hb[BATCH_HDR_SIZE];
-    if (pread(sp.fd, hb, sizeof hb, (off_t)sp.position) != (ssize_t)sizeof hb)
+    ssize_t got = pread(sp.fd, hb, sizeof hb, (off_t)sp.position);
+    vlog_spans_close(&sp, ns);
+    if (got != (ssize_t)sizeof hb)
         return -EIO;
     struct batch_hdr h;
     if ((rc = batch_hdr_decode(hb, sizeof hb, &h)))

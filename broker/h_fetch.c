@@ -195,7 +195,9 @@ static void fetch_try(struct fetch_ctx *fc, bool final)
         for (size_t k = 0; k < fp[i].n_spans; k++)
             bytes += fp[i].spans[k].length;
         if (bytes > 0 && total > 0 && total + bytes > budget) {
-            fp[i].n_spans = 0; /* its first batch does not fit after the others */
+            /* its first batch does not fit after the others */
+            vlog_spans_close(fp[i].spans, fp[i].n_spans);
+            fp[i].n_spans = 0;
             bytes = 0;
         }
         if (fp[i].n_spans > 0)
@@ -209,6 +211,8 @@ static void fetch_try(struct fetch_ctx *fc, bool final)
                                                                       : b->cfg.fetch_max_wait_ms;
             arm(fc, wait);
         }
+        for (size_t i = 0; i < n; i++)
+            vlog_spans_close(fp[i].spans, fp[i].n_spans);
         free(res);
         free(ptrs);
         free(msgs);
@@ -225,12 +229,9 @@ static void fetch_try(struct fetch_ctx *fc, bool final)
     }
     for (size_t i = 0; i < n && !fatal; i++) {
         for (size_t k = 0; k < fp[i].n_spans; k++) {
-            int fd = dup(fp[i].spans[k].fd);
-            if (fd < 0) {
-                fatal = -errno;
-                break;
-            }
-            out[n_out].fd = fd;
+            /* The answer takes the span's own descriptor (vlog_read's dup). */
+            out[n_out].fd = fp[i].spans[k].fd;
+            fp[i].spans[k].fd = -1;
             out[n_out].position = fp[i].spans[k].position;
             out[n_out].length = fp[i].spans[k].length;
             n_out++;
@@ -240,6 +241,8 @@ done:
     r->ctx = NULL;
     r->cancel = NULL;
     fetch_ctx_free(fc);
+    for (size_t i = 0; fp && i < n; i++)
+        vlog_spans_close(fp[i].spans, fp[i].n_spans); /* those not handed on */
     if (fatal) {
         for (size_t i = 0; i < n_out; i++)
             close(out[i].fd);

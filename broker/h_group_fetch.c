@@ -55,6 +55,13 @@ struct fpart {
     int error;
 };
 
+/* Which file a span reads: descriptor numbers cannot say (each span has its
+ * own dup), the log and the segment's base offset can. */
+struct span_src {
+    const struct vlog *log;
+    uint64_t segment;
+};
+
 struct answer {
     struct group_delivery *dl; /* sorted deliveries, control offsets removed */
     size_t n_dl, cap_dl;
@@ -62,7 +69,7 @@ struct answer {
     size_t n_parts, cap_parts;
     struct file_span *spans; /* dup'd fds, owned */
     size_t n_spans, cap_spans;
-    int *orig; /* per span: the log's fd it was dup'd from */
+    struct span_src *orig; /* per span: the segment file it reads */
     size_t cap_orig;
     Verity__GroupDeliveryRange *ranges;
     Verity__GroupDeliveryRange **range_ptrs;
@@ -260,13 +267,17 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-static int add_span(struct answer *a, const struct vlog_span *s)
+/* Appends s to the answer, which takes its descriptor (s->fd becomes -1)
+ * unless s extends the previous span (then the caller still closes it). */
+static int add_span(struct answer *a, const struct vlog *log, struct vlog_span *s)
 {
     if (a->n_spans > 0) {
         /* Spans hold whole batches in offset order; a span that continues
          * the previous one in the same segment file extends it. */
         struct file_span *last = &a->spans[a->n_spans - 1];
-        if (a->orig[a->n_spans - 1] == s->fd && last->position + last->length == s->position) {
+        const struct span_src *o = &a->orig[a->n_spans - 1];
+        if (o->log == log && o->segment == s->segment &&
+            last->position + last->length == s->position) {
             last->length += s->length;
             return 0;
         }
@@ -276,11 +287,9 @@ static int add_span(struct answer *a, const struct vlog_span *s)
         rc = grow((void **)&a->orig, &a->cap_orig, a->n_spans + 1, sizeof *a->orig);
     if (rc)
         return rc;
-    int fd = dup(s->fd);
-    if (fd < 0)
-        return -errno;
-    a->orig[a->n_spans] = s->fd;
-    a->spans[a->n_spans++] = (struct file_span){fd, s->position, s->length};
+    a->orig[a->n_spans] = (struct span_src){log, s->segment};
+    a->spans[a->n_spans++] = (struct file_span){s->fd, s->position, s->length};
+    s->fd = -1;
     return 0;
 }
 
@@ -313,18 +322,19 @@ static int locate(struct answer *a, struct partition *p, struct fpart *fp, struc
                 return rc;
             if (ns == 0)
                 return VERITY_EOFFSET;
-            for (size_t k = 0; k < ns; k++) {
+            for (size_t k = 0; k < ns && rc == 0; k++) {
                 /* Control batches: read each batch header of the span. */
                 uint64_t pos = sp[k].position, stop = sp[k].position + sp[k].length;
-                while (pos < stop) {
+                while (pos < stop && rc == 0) {
                     uint8_t hb[BATCH_HDR_SIZE];
                     struct batch_hdr h;
                     if (pread(sp[k].fd, hb, sizeof hb, (off_t)pos) != (ssize_t)sizeof hb)
-                        return -EIO;
-                    if ((rc = batch_hdr_decode(hb, sizeof hb, &h)))
-                        return rc;
-                    if (h.length > stop - pos)
-                        return VERITY_ECORRUPT;
+                        rc = -EIO;
+                    else if ((rc = batch_hdr_decode(hb, sizeof hb, &h)) == 0 &&
+                             h.length > stop - pos)
+                        rc = VERITY_ECORRUPT;
+                    if (rc)
+                        break;
                     if (h.attributes & BATCH_ATTR_CONTROL) {
                         uint64_t cend = h.base_offset + h.record_count;
                         for (size_t x = i; x < fp->n; x++) {
@@ -333,19 +343,23 @@ static int locate(struct answer *a, struct partition *p, struct fpart *fp, struc
                             if (d[x].offset < h.base_offset)
                                 continue;
                             if ((rc = grow((void **)ctl, cap_ctl, *n_ctl + 1, sizeof **ctl)))
-                                return rc;
+                                break;
                             (*ctl)[(*n_ctl)++] = (struct group_ref){d[x].pidx, d[x].offset};
                         }
                     }
                     pos += h.length;
                 }
-                if (covered < sp[k].end_offset) {
-                    if ((rc = add_span(a, &sp[k])))
-                        return rc;
-                    fp->bytes += sp[k].length;
+                if (rc == 0 && covered < sp[k].end_offset) {
+                    uint64_t len = sp[k].length;
+                    if ((rc = add_span(a, p->log, &sp[k])) == 0)
+                        fp->bytes += len;
                 }
-                covered = sp[k].end_offset;
+                if (rc == 0)
+                    covered = sp[k].end_offset;
             }
+            vlog_spans_close(sp, ns); /* those the answer did not take */
+            if (rc)
+                return rc;
             lo = covered;
         }
         i = j;
@@ -582,6 +596,7 @@ static void align_to_batches(struct gfetch *f, const struct group_info *info, si
         size_t n = 0;
         if (!p || vlog_read(p->log, want, want + 1, 1, &sp, 1, &n) || n == 0)
             continue;
+        vlog_spans_close(&sp, n); /* only the batch boundary is wanted */
         if (sp.base_offset > lag.read_cursor && sp.base_offset < f->hwm[k])
             f->hwm[k] = sp.base_offset;
     }

@@ -124,6 +124,20 @@ void ops_metrics_render(struct broker *b, struct evbuffer *o)
     gauge(o, "verity_tls_reload_failures_total", "counter",
           "Certificate reloads on SIGHUP refused (the previous certificates stay in use).",
           (double)m->tls_reload_failures);
+    struct vlog_fd_cache_stats fdc;
+    vlog_fd_cache_get_stats(&fdc);
+    gauge(o, "verity_segment_fds_open", "gauge",
+          "Descriptors of closed segments held in the cache now.", (double)fdc.open);
+    gauge(o, "verity_segment_fds_max", "gauge",
+          "The cache's bound (segment_fds_max, or a quarter of the descriptor limit).",
+          (double)fdc.max);
+    gauge(o, "verity_segment_fd_opens_total", "counter",
+          "Closed segment files opened on demand (a read that missed the cache).",
+          (double)fdc.opens);
+    gauge(o, "verity_segment_fd_hits_total", "counter",
+          "Reads of a closed segment whose descriptor was cached.", (double)fdc.hits);
+    gauge(o, "verity_segment_fd_evictions_total", "counter",
+          "Cached descriptors closed to stay within the bound.", (double)fdc.evictions);
     uint64_t in_error, read_only;
     ops_partition_errors(b, &in_error, &read_only);
     gauge(o, "verity_partitions_in_error", "gauge",

@@ -388,6 +388,38 @@ static uint64_t part_load_snapshot(struct partition *p, uint64_t start)
     return h.offset;
 }
 
+/* Feeds the batch headers of one span to the idempotence state; *off is
+ * the offset expected next. */
+static int rebuild_span(struct partition *p, const struct vlog_span *sp, uint64_t key_from,
+                        int64_t now, uint64_t *off, uint64_t *batches)
+{
+    int rc;
+    uint64_t pos = sp->position;
+    uint64_t stop = sp->position + sp->length;
+    while (pos < stop) {
+        uint8_t hb[BATCH_HDR_SIZE];
+        struct batch_hdr h;
+        ssize_t got = pread(sp->fd, hb, sizeof hb, (off_t)pos);
+        if (got != (ssize_t)sizeof hb)
+            return got < 0 ? -errno : VERITY_ECORRUPT;
+        if ((rc = batch_hdr_decode(hb, sizeof hb, &h)))
+            return rc;
+        if (h.length > stop - pos || h.base_offset != *off)
+            return VERITY_ECORRUPT;
+        if (!(h.attributes & BATCH_ATTR_CONTROL) &&
+            (h.producer_id >= 0 || (h.producer_id == -1 && h.base_offset >= key_from))) {
+            int64_t t = h.max_timestamp < now ? h.max_timestamp : now;
+            if ((rc = idem_record(&p->idem, &h, h.base_offset, h.base_offset + h.record_count - 1,
+                                  t)))
+                return rc;
+        }
+        pos += h.length;
+        *off = h.base_offset + h.record_count;
+        (*batches)++;
+    }
+    return 0;
+}
+
 /* Feeds every batch header of the log past the snapshot to the idempotence
  * state. */
 static int part_rebuild(struct partition *p, int64_t now)
@@ -410,31 +442,11 @@ static int part_rebuild(struct partition *p, int64_t now)
             return rc;
         if (n == 0)
             break;
-        for (size_t i = 0; i < n; i++) {
-            uint64_t pos = spans[i].position;
-            uint64_t stop = spans[i].position + spans[i].length;
-            while (pos < stop) {
-                uint8_t hb[BATCH_HDR_SIZE];
-                struct batch_hdr h;
-                ssize_t got = pread(spans[i].fd, hb, sizeof hb, (off_t)pos);
-                if (got != (ssize_t)sizeof hb)
-                    return got < 0 ? -errno : VERITY_ECORRUPT;
-                if ((rc = batch_hdr_decode(hb, sizeof hb, &h)))
-                    return rc;
-                if (h.length > stop - pos || h.base_offset != off)
-                    return VERITY_ECORRUPT;
-                if (!(h.attributes & BATCH_ATTR_CONTROL) &&
-                    (h.producer_id >= 0 || (h.producer_id == -1 && h.base_offset >= key_from))) {
-                    int64_t t = h.max_timestamp < now ? h.max_timestamp : now;
-                    if ((rc = idem_record(&p->idem, &h, h.base_offset,
-                                          h.base_offset + h.record_count - 1, t)))
-                        return rc;
-                }
-                pos += h.length;
-                off = h.base_offset + h.record_count;
-                batches++;
-            }
-        }
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = rebuild_span(p, &spans[i], key_from, now, &off, &batches);
+        vlog_spans_close(spans, n);
+        if (rc)
+            return rc;
     }
     idem_expire(&p->idem, now);
     p->b->met.producers_expired += idem_expire_producers(&p->idem, now);

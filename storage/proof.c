@@ -109,12 +109,14 @@ static int read_batch(struct vlog *log, uint64_t base, uint8_t **out, size_t *le
     int rc = vlog_read(log, base, info.end_offset, 1, &sp, 1, &n);
     if (rc)
         return rc;
-    if (n != 1 || sp.base_offset != base)
+    if (n != 1 || sp.base_offset != base) {
+        vlog_spans_close(&sp, n);
         return VERITY_ECORRUPT;
+    }
     uint8_t *b = malloc(sp.length);
-    if (!b)
-        return -ENOMEM;
-    if ((rc = vio_pread_all(&vio_posix, sp.fd, b, sp.length, (off_t)sp.position))) {
+    rc = b ? vio_pread_all(&vio_posix, sp.fd, b, sp.length, (off_t)sp.position) : -ENOMEM;
+    vlog_spans_close(&sp, n);
+    if (rc) {
         free(b);
         return rc;
     }

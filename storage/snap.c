@@ -144,8 +144,9 @@ int snap_chain_at(struct vlog *log, uint64_t end, uint8_t chain[32])
         return rc;
     if (n == 0)
         return VERITY_EOFFSET;
-    if ((rc = vio_pread_all(&vio_posix, span.fd, hb, sizeof hb, (off_t)span.position)) ||
-        (rc = batch_hdr_decode(hb, sizeof hb, &bh)))
+    rc = vio_pread_all(&vio_posix, span.fd, hb, sizeof hb, (off_t)span.position);
+    vlog_spans_close(&span, n);
+    if (rc || (rc = batch_hdr_decode(hb, sizeof hb, &bh)))
         return rc;
     if (bh.base_offset + bh.record_count != end)
         return VERITY_EOFFSET;

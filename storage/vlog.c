@@ -232,6 +232,9 @@ static int roll(struct vlog *log)
     pthread_mutex_unlock(&log->mu);
     pthread_mutex_unlock(&log->sync_mu);
     vl_seg_unload_index(old);
+    /* Closed and synced: nothing writes or syncs it again, so its descriptor
+     * joins the cache (the newest closed segment is the likeliest read). */
+    vl_seg_fd_donate(log, old);
     return 0;
 fail:
     vl_seg_free(log, s);

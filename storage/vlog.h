@@ -159,10 +159,15 @@ void vlog_get_info(const struct vlog *log, struct vlog_info *out);
 const struct vlog_recovery *vlog_last_recovery(const struct vlog *log);
 const char *vlog_dir(const struct vlog *log);
 
-/* A run of whole batches inside one segment file. fd belongs to the log and
- * stays open until the next vlog_retain or vlog_close; dup() it to keep it. */
+/* A run of whole batches inside one segment file. fd is the caller's own
+ * descriptor of that file (a dup, close-on-exec): the caller closes it. It
+ * stays valid whatever the log does meanwhile (a closed segment's cached
+ * descriptor may be evicted, retention may delete the file): the bytes it
+ * reads are the span's. Two spans are in the same file when their segment
+ * fields are equal (descriptor numbers say nothing). */
 struct vlog_span {
     int fd;
+    uint64_t segment;              /* base offset of the segment (its file name) */
     uint64_t position;             /* byte position in the segment */
     uint64_t length;               /* bytes */
     uint64_t base_offset;          /* first batch's base offset */
@@ -175,11 +180,16 @@ struct vlog_span {
  * high watermark) or that would take the total past max_bytes (the first
  * batch is always included). Fills at most spans_max spans; *n_out gets the
  * count (0 when offset == end). VERITY_EOFFSET when offset is below the start
- * or above the end offset.
+ * or above the end offset; -EMFILE (or another -errno) when a descriptor
+ * could not be made, with no span handed out. On success the caller owns
+ * every spans[i].fd and must close each (vlog_spans_close).
  */
 int vlog_read(struct vlog *log, uint64_t offset, uint64_t end, size_t max_bytes,
               struct vlog_span *spans, size_t spans_max, size_t *n_out)
     __attribute__((warn_unused_result));
+
+/* Closes the n spans' descriptors and sets them to -1 (-1 is skipped). */
+void vlog_spans_close(struct vlog_span *spans, size_t n);
 
 /* vlog_read, then copies the bytes into buf (cap bytes). Returns 0 with
  * *len_out bytes of whole batches; VERITY_ELIMIT if the first batch does not
@@ -215,6 +225,25 @@ void vlog_get_sync_stats(const struct vlog *log, struct vlog_sync_stats *out);
  * NULL when the tree is off. Owner thread only. */
 struct mtree;
 struct mtree *vlog_tree(struct vlog *log);
+
+/*
+ * Closed segments hold no descriptor of their own: a read opens one on
+ * demand and keeps it in one process-wide LRU cache of at most max
+ * descriptors (VLOG_SEGMENT_FDS_DEFAULT until set; at least 1). A read in
+ * progress pins its descriptor, so with T threads reading at once the cache
+ * may hold max + T for a moment. An open that fails with EMFILE/ENFILE
+ * evicts every unpinned descriptor and tries once more. Thread-safe.
+ */
+#define VLOG_SEGMENT_FDS_DEFAULT 256
+struct vlog_fd_cache_stats {
+    uint64_t open;                 /* descriptors cached now */
+    uint64_t max;                  /* the bound */
+    uint64_t opens;                /* segment files opened on demand, ever */
+    uint64_t hits;                 /* reads that found their descriptor cached */
+    uint64_t evictions;            /* descriptors closed to stay within max */
+};
+void vlog_fd_cache_set_max(uint64_t max);
+void vlog_fd_cache_get_stats(struct vlog_fd_cache_stats *out);
 
 /* Rolls to a new segment if the active one is older than segment_ms. */
 int vlog_maybe_roll(struct vlog *log, int64_t now_ms) __attribute__((warn_unused_result));

@@ -94,7 +94,7 @@ int vlog_truncate_tail(struct vlog *log, uint64_t offset, uint64_t committed_end
         struct batch_hdr h;
         if (pos >= s->size)
             return VERITY_EOFFSET;
-        if ((rc = vl_read_at(log, s->fd, pos, BATCH_HDR_SIZE, s->size, &p)) ||
+        if ((rc = vl_read_at(log, s, pos, BATCH_HDR_SIZE, s->size, &p)) ||
             (rc = batch_hdr_decode(p, BATCH_HDR_SIZE, &h)))
             return rc;
         VERITY_VERIFY(h.base_offset == off);

@@ -7,6 +7,7 @@
  *   vlog_recover.c  opening a directory: index checks, recovery of the tail
  *   vlog_read.c     reads by offset and by time
  *   vlog_tree.c     the Merkle tree hooks (storage/merkle.h)
+ *   vlog_fdc.c      the process-wide descriptor cache of closed segments
  */
 #ifndef VERITY_VLOG_INT_H
 #define VERITY_VLOG_INT_H
@@ -31,7 +32,16 @@ struct seg {
     uint64_t data_records_base;  /* data records below base */
     int64_t max_ts;              /* largest batch max_timestamp, INT64_MIN if none */
     int64_t first_ts;            /* first batch's first_timestamp (age roll) */
+    /* Own descriptor: the active segment's, and a closed segment's only
+     * while open checks it; -1 otherwise (reads then go through the
+     * descriptor cache, vl_seg_fd_get). Owner thread. */
     int fd;
+    /* The descriptor cache's fields (vlog_fdc.c), guarded by its mutex. */
+    int cache_fd;                /* cached descriptor of a closed segment, or -1 */
+    uint32_t cache_pins;         /* reads using cache_fd now: not evictable */
+    struct seg *lru_newer;       /* the cache's LRU list (NULL at its ends) */
+    struct seg *lru_older;
+    const struct vio *io;        /* closes cache_fd on eviction, from any thread */
     bool idx_loaded;             /* oidx/tidx valid (active: writable heap) */
     struct idx oidx;
     struct idx tidx;
@@ -60,7 +70,8 @@ struct vlog {
     struct batch_builder ctl;    /* control batches */
     uint8_t *scan_buf;           /* read-ahead for scans */
     size_t scan_cap;
-    int scan_fd;
+    const struct seg *scan_seg;  /* whose bytes scan_buf holds (NULL: none); by
+                                  * segment, not descriptor: a number may be reused */
     uint64_t scan_pos;
     size_t scan_len;
 
@@ -109,10 +120,13 @@ struct seg *vl_seg_new(uint64_t base);
 void vl_seg_free(struct vlog *log, struct seg *s);
 int vl_segs_push(struct vlog *log, struct seg *s) __attribute__((warn_unused_result));
 void vl_scan_reset(struct vlog *log);
-int vl_read_ahead(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t limit, size_t ahead,
-                  const uint8_t **out) __attribute__((warn_unused_result));
-int vl_read_at(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t limit,
+int vl_read_ahead(struct vlog *log, struct seg *s, uint64_t pos, size_t len, uint64_t limit,
+                  size_t ahead, const uint8_t **out) __attribute__((warn_unused_result));
+int vl_read_at(struct vlog *log, struct seg *s, uint64_t pos, size_t len, uint64_t limit,
                const uint8_t **out) __attribute__((warn_unused_result));
+/* Reads exactly n bytes of s at off through the log's vio (vio_pread_all). */
+int vl_seg_pread(struct vlog *log, struct seg *s, void *buf, size_t n, uint64_t off)
+    __attribute__((warn_unused_result));
 int vl_read_batch_checked(struct vlog *log, struct seg *s, uint64_t pos, uint64_t limit,
                           struct batch_hdr *h, const uint8_t **out)
     __attribute__((warn_unused_result));
@@ -120,6 +134,27 @@ int vl_seg_load_index_mapped(struct vlog *log, struct seg *s) __attribute__((war
 void vl_seg_unload_index(struct seg *s);
 void vl_seg_index_batch(struct vlog *log, struct seg *s, uint64_t pos, uint64_t base,
                         uint64_t data_records_before, int64_t max_ts, uint32_t len);
+
+/*
+ * vlog_fdc.c: closed segments' descriptors, opened on demand and kept in one
+ * process-wide LRU of at most vlog_fd_cache_set_max() descriptors.
+ *
+ * vl_seg_fd_get: a descriptor to read s with: s->fd when the segment holds
+ * its own, else the cached one (opened read-only if none), pinned so no
+ * thread evicts it until vl_seg_fd_put. Owner thread of s's log. Returns the
+ * descriptor or -errno.
+ * vl_seg_fd_put: ends what vl_seg_fd_get began (fd is its result).
+ * vl_seg_fd_donate: a segment that just closed (roll, or checked at open)
+ * hands its own descriptor to the cache; s->fd becomes -1.
+ * vl_seg_fd_drop: closes and forgets s's cached descriptor (retention, log
+ * close). s must not be pinned.
+ */
+int vl_seg_fd_get(struct vlog *log, struct seg *s) __attribute__((warn_unused_result));
+void vl_seg_fd_put(struct seg *s, int fd);
+void vl_seg_fd_donate(struct vlog *log, struct seg *s);
+void vl_seg_fd_drop(struct seg *s);
+/* Closes every unpinned cached descriptor (after an EMFILE or ENFILE). */
+void vl_fdc_make_room(void);
 
 /* vlog.c: the write path, for vlog_follow.c */
 int vl_append_raw(struct vlog *log, uint8_t *b, const struct batch_hdr *h,

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "storage/batch.h"
 #include "storage/checkpoint.h"
@@ -77,8 +78,10 @@ static bool spans_ok(const struct vlog_span *sp, size_t n, uint64_t end)
     return true;
 }
 
-int vlog_read(struct vlog *log, uint64_t offset, uint64_t end, size_t max_bytes,
-              struct vlog_span *spans, size_t spans_max, size_t *n_out)
+/* vlog_read without descriptors: fills the spans' positions, lengths,
+ * offsets and segments, and sets every fd to -1. */
+static int locate(struct vlog *log, uint64_t offset, uint64_t end, size_t max_bytes,
+                  struct vlog_span *spans, size_t spans_max, size_t *n_out)
 {
     int rc;
     *n_out = 0;
@@ -100,7 +103,7 @@ int vlog_read(struct vlog *log, uint64_t offset, uint64_t end, size_t max_bytes,
         while (pos < s->size) {
             const uint8_t *p;
             struct batch_hdr h;
-            if ((rc = vl_read_ahead(log, s->fd, pos, BATCH_HDR_SIZE, s->size, LOOKUP_CHUNK, &p)))
+            if ((rc = vl_read_ahead(log, s, pos, BATCH_HDR_SIZE, s->size, LOOKUP_CHUNK, &p)))
                 return rc;
             if ((rc = batch_hdr_decode(p, BATCH_HDR_SIZE, &h)))
                 return rc;
@@ -126,7 +129,8 @@ int vlog_read(struct vlog *log, uint64_t offset, uint64_t end, size_t max_bytes,
                 goto done;
             if (!sp) {
                 sp = &spans[(*n_out)++];
-                sp->fd = s->fd;
+                sp->fd = -1;
+                sp->segment = s->base;
                 sp->position = pos;
                 sp->length = 0;
                 sp->base_offset = h.base_offset;
@@ -145,12 +149,49 @@ done:
     return 0;
 }
 
+void vlog_spans_close(struct vlog_span *spans, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (spans[i].fd >= 0)
+            (void)close(spans[i].fd); /* a read-only use of the caller's dup */
+        spans[i].fd = -1;
+    }
+}
+
+int vlog_read(struct vlog *log, uint64_t offset, uint64_t end, size_t max_bytes,
+              struct vlog_span *spans, size_t spans_max, size_t *n_out)
+{
+    int rc = locate(log, offset, end, max_bytes, spans, spans_max, n_out);
+    if (rc)
+        return rc;
+    /* Each span gets a descriptor of its own, so what the caller holds
+     * outlives an eviction from the cache and any later call on the log. */
+    for (size_t i = 0; i < *n_out; i++) {
+        struct seg *s = log->segs[seg_find(log, spans[i].segment)];
+        VERITY_VERIFY(s->base == spans[i].segment && spans[i].position + spans[i].length <= s->size);
+        int fd = vl_seg_fd_get(log, s);
+        if (fd < 0) {
+            rc = fd;
+        } else {
+            spans[i].fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+            rc = spans[i].fd < 0 ? -errno : 0;
+            vl_seg_fd_put(s, fd);
+        }
+        if (rc) {
+            vlog_spans_close(spans, i);
+            *n_out = 0;
+            return rc;
+        }
+    }
+    return 0;
+}
+
 int vlog_read_copy(struct vlog *log, uint64_t offset, uint64_t end, void *buf, size_t cap,
                    size_t *len_out)
 {
     struct vlog_span spans[16];
     size_t n = 0;
-    int rc = vlog_read(log, offset, end, cap, spans, 16, &n);
+    int rc = locate(log, offset, end, cap, spans, 16, &n);
     *len_out = 0;
     if (rc)
         return rc;
@@ -158,8 +199,11 @@ int vlog_read_copy(struct vlog *log, uint64_t offset, uint64_t end, void *buf, s
     for (size_t i = 0; i < n; i++) {
         if (spans[i].length > cap - used)
             return used ? 0 : VERITY_ELIMIT;
-        if ((rc = vio_pread_all(log->io, spans[i].fd, (uint8_t *)buf + used, spans[i].length,
-                                (off_t)spans[i].position)))
+        /* Through the log's own descriptor (and its vio), no dup needed. */
+        struct seg *s = log->segs[seg_find(log, spans[i].segment)];
+        VERITY_VERIFY(s->base == spans[i].segment);
+        if ((rc = vl_seg_pread(log, s, (uint8_t *)buf + used, spans[i].length,
+                               spans[i].position)))
             return rc;
         /* Check what was read (header, CRC, offset continuity), so a bad
          * read is reported, never returned. Records are bounds-checked by
@@ -203,7 +247,7 @@ int vlog_offset_for_time(struct vlog *log, int64_t ts, uint64_t *offset_out)
         while (pos < s->size) {
             const uint8_t *p;
             struct batch_hdr h;
-            if ((rc = vl_read_at(log, s->fd, pos, BATCH_HDR_SIZE, s->size, &p)))
+            if ((rc = vl_read_at(log, s, pos, BATCH_HDR_SIZE, s->size, &p)))
                 return rc;
             if ((rc = batch_hdr_decode(p, BATCH_HDR_SIZE, &h)))
                 return rc;

@@ -203,7 +203,7 @@ int vl_seg_tail_state(struct vlog *log, struct seg *s, uint8_t *chain, uint64_t 
     while (pos < s->size) {
         const uint8_t *p;
         struct batch_hdr h;
-        if ((rc = vl_read_at(log, s->fd, pos, BATCH_HDR_SIZE, s->size, &p)))
+        if ((rc = vl_read_at(log, s, pos, BATCH_HDR_SIZE, s->size, &p)))
             return rc;
         if ((rc = batch_hdr_decode(p, BATCH_HDR_SIZE, &h)))
             return rc;
@@ -247,7 +247,7 @@ static int open_closed_segment(struct vlog *log, struct seg *s, uint64_t next_ba
         idx_get(idx_raw(&s->oidx, 0), &first);
         idx_get(idx_raw(&s->oidx, s->oidx.n - 1), &last);
         ok = s->base + last.rel_offset < next_base &&
-             vl_read_at(log, s->fd, last.position, BATCH_HDR_SIZE, s->size, &p) == 0 &&
+             vl_read_at(log, s, last.position, BATCH_HDR_SIZE, s->size, &p) == 0 &&
              batch_hdr_decode(p, BATCH_HDR_SIZE, &h) == 0 &&
              h.base_offset == s->base + last.rel_offset &&
              (!have_prev_records || first.data_records == prev_records_end);
@@ -256,7 +256,7 @@ static int open_closed_segment(struct vlog *log, struct seg *s, uint64_t next_ba
             tidx_get(idx_raw(&s->tidx, s->tidx.n - 1), &t);
             s->max_ts = t.timestamp;
             s->data_records_base = first.data_records;
-            if (vl_read_at(log, s->fd, 0, BATCH_HDR_SIZE, s->size, &p) == 0 &&
+            if (vl_read_at(log, s, 0, BATCH_HDR_SIZE, s->size, &p) == 0 &&
                 batch_hdr_decode(p, BATCH_HDR_SIZE, &h) == 0)
                 s->first_ts = h.first_timestamp;
         }
@@ -290,7 +290,7 @@ static bool valid_batch_after(struct vlog *log, struct seg *s, uint64_t from, ui
     for (uint64_t pos = from + 1; pos + BATCH_HDR_SIZE <= file_size;) {
         const uint8_t *p;
         size_t avail = (size_t)(file_size - pos < SCAN_CHUNK ? file_size - pos : SCAN_CHUNK);
-        if (vl_read_at(log, s->fd, pos, avail, file_size, &p))
+        if (vl_read_at(log, s, pos, avail, file_size, &p))
             return false;
         const uint8_t *m = memmem(p, avail, "VRB1", 4);
         if (!m) {
@@ -319,7 +319,7 @@ static void describe_cut(struct vlog *log, struct seg *s, uint64_t pos, uint64_t
     /* Name the offsets the torn bytes claimed, where a header is legible. */
     const uint8_t *p;
     struct batch_hdr h;
-    if (vl_read_at(log, s->fd, pos, BATCH_HDR_SIZE, file_size, &p) == 0 &&
+    if (vl_read_at(log, s, pos, BATCH_HDR_SIZE, file_size, &p) == 0 &&
         batch_hdr_decode(p, BATCH_HDR_SIZE, &h) == 0 && h.base_offset == expected)
         r->cut_offset_last = expected + h.record_count - 1;
     snprintf(r->reason, sizeof r->reason, "%s at byte %" PRIu64 " of %020" PRIu64 ".log", why, pos,
@@ -498,6 +498,9 @@ static int recover_last(struct vlog *log, struct seg *s, const uint8_t *prev_cha
             return strstr(why, "chain") ? VERITY_ECHAIN : VERITY_ECORRUPT;
         }
         describe_cut(log, s, c.pos, file_size, c.expected, why);
+        /* The read-ahead may hold cut bytes past c.pos, where the recovery
+         * record goes next. */
+        vl_scan_reset(log);
         if (!log->cfg.read_only &&
             ((rc = log->io->ftruncate(log->io->ctx, s->fd, (off_t)c.pos)) ||
              (rc = log->io->fdatasync(log->io->ctx, s->fd))))
@@ -602,6 +605,8 @@ int vl_open_segments(struct vlog *log, int64_t now_ms, uint64_t *bad_offset)
                 goto out;
             }
             vl_seg_unload_index(s);
+            /* Checked: from now on it is read through the descriptor cache. */
+            vl_seg_fd_donate(log, s);
             have_records = true;
         } else {
             s->data_records_base = records;

@@ -52,6 +52,7 @@ struct seg *vl_seg_new(uint64_t base)
         return NULL;
     s->base = s->end = base;
     s->fd = -1;
+    s->cache_fd = -1;
     s->max_ts = INT64_MIN;
     s->tidx_last_ts = INT64_MIN;
     s->first_ts = INT64_MIN;
@@ -63,6 +64,7 @@ void vl_seg_free(struct vlog *log, struct seg *s)
     if (!s)
         return;
     vl_seg_unload_index(s);
+    vl_seg_fd_drop(s);
     if (s->fd >= 0)
         log->io->close(log->io->ctx, s->fd); /* data was synced or is abandoned */
     free(s);
@@ -71,21 +73,33 @@ void vl_seg_free(struct vlog *log, struct seg *s)
 
 void vl_scan_reset(struct vlog *log)
 {
-    log->scan_fd = -1;
+    log->scan_seg = NULL;
     log->scan_len = 0;
 }
 
+int vl_seg_pread(struct vlog *log, struct seg *s, void *buf, size_t n, uint64_t off)
+{
+    int fd = vl_seg_fd_get(log, s);
+    if (fd < 0)
+        return fd;
+    int rc = vio_pread_all(log->io, fd, buf, n, (off_t)off);
+    vl_seg_fd_put(s, fd);
+    return rc;
+}
+
 /*
- * Points *out at len bytes of fd at pos, reading ahead up to limit (the
- * segment's valid size). The pointer is valid until the next call. Returns 0,
- * VERITY_ECORRUPT when [pos, pos+len) passes limit, or -errno.
+ * Points *out at len bytes of segment s at pos, reading ahead up to limit
+ * (the segment's valid size). The pointer is valid until the next call.
+ * Returns 0, VERITY_ECORRUPT when [pos, pos+len) passes limit, or -errno.
+ * The buffer is keyed by segment: only the active segment ever changes, and
+ * the calls that cut it (recovery, vlog_truncate_tail) reset the buffer.
  */
-int vl_read_ahead(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t limit,
-                      size_t ahead, const uint8_t **out)
+int vl_read_ahead(struct vlog *log, struct seg *s, uint64_t pos, size_t len, uint64_t limit,
+                  size_t ahead, const uint8_t **out)
 {
     if (pos > limit || len > limit - pos)
         return VERITY_ECORRUPT;
-    if (fd == log->scan_fd && pos >= log->scan_pos && pos + len <= log->scan_pos + log->scan_len) {
+    if (s == log->scan_seg && pos >= log->scan_pos && pos + len <= log->scan_pos + log->scan_len) {
         *out = log->scan_buf + (pos - log->scan_pos);
         return 0;
     }
@@ -100,10 +114,10 @@ int vl_read_ahead(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t l
         log->scan_cap = want;
     }
     vl_scan_reset(log);
-    int rc = vio_pread_all(log->io, fd, log->scan_buf, want, (off_t)pos);
+    int rc = vl_seg_pread(log, s, log->scan_buf, want, pos);
     if (rc < 0)
         return rc;
-    log->scan_fd = fd;
+    log->scan_seg = s;
     log->scan_pos = pos;
     log->scan_len = want;
     *out = log->scan_buf;
@@ -112,10 +126,10 @@ int vl_read_ahead(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t l
 }
 
 /* Sequential scans read ahead a large chunk; random lookups a small one. */
-int vl_read_at(struct vlog *log, int fd, uint64_t pos, size_t len, uint64_t limit,
-                   const uint8_t **out)
+int vl_read_at(struct vlog *log, struct seg *s, uint64_t pos, size_t len, uint64_t limit,
+               const uint8_t **out)
 {
-    return vl_read_ahead(log, fd, pos, len, limit, SCAN_CHUNK, out);
+    return vl_read_ahead(log, s, pos, len, limit, SCAN_CHUNK, out);
 }
 
 /* Reads and fully checks the batch at pos; on a CRC failure reads it once
@@ -124,13 +138,13 @@ int vl_read_batch_checked(struct vlog *log, struct seg *s, uint64_t pos, uint64_
                               struct batch_hdr *h, const uint8_t **out)
 {
     const uint8_t *p;
-    int rc = vl_read_at(log, s->fd, pos, BATCH_HDR_SIZE, limit, &p);
+    int rc = vl_read_at(log, s, pos, BATCH_HDR_SIZE, limit, &p);
     if (rc)
         return rc;
     if ((rc = batch_hdr_decode(p, BATCH_HDR_SIZE, h)))
         return rc;
     for (int attempt = 0; attempt < 2; attempt++) {
-        if ((rc = vl_read_at(log, s->fd, pos, h->length, limit, &p)))
+        if ((rc = vl_read_at(log, s, pos, h->length, limit, &p)))
             return rc;
         rc = batch_validate(p, h->length, NULL);
         if (rc == 0 || rc != VERITY_ECORRUPT)
@@ -142,7 +156,22 @@ int vl_read_batch_checked(struct vlog *log, struct seg *s, uint64_t pos, uint64_
 }
 /* ---- indexes --------------------------------------------------------------- */
 
+static int load_index_mapped(struct vlog *log, struct seg *s);
+
+/* Maps a closed segment's indexes (their descriptors close once mapped);
+ * out of descriptors, the cache gives its own back and the load is tried
+ * once more. */
 int vl_seg_load_index_mapped(struct vlog *log, struct seg *s)
+{
+    int rc = load_index_mapped(log, s);
+    if (rc == -EMFILE || rc == -ENFILE) {
+        vl_fdc_make_room();
+        rc = load_index_mapped(log, s);
+    }
+    return rc;
+}
+
+static int load_index_mapped(struct vlog *log, struct seg *s)
 {
     char path[PATH_MAX_LOG];
     int rc;

@@ -195,6 +195,7 @@ static uint64_t kf_read(struct kfetch *kf, const struct kfetch_part *e, uint64_t
         used += spans[s].length;
         free(buf);
     }
+    vlog_spans_close(spans, n_spans);
     if (o->err)
         kw_deinit(&o->recs);
     return used;

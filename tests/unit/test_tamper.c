@@ -109,6 +109,7 @@ static void record_batches(struct vlog *log, struct layout *L, uint64_t *recorde
         size_t n = 0;
         CU_ASSERT_EQUAL_FATAL(vlog_read(log, *recorded_end, info.end_offset, 1, &sp, 1, &n), 0);
         CU_ASSERT_EQUAL_FATAL(n, 1);
+        vlog_spans_close(&sp, n);
         CU_ASSERT_EQUAL_FATAL(sp.base_offset, *recorded_end);
         if (L->n == L->cap) {
             L->cap = L->cap ? L->cap * 2 : 256;

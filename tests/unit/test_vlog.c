@@ -115,6 +115,7 @@ static void test_append_read_reopen(void)
     CU_ASSERT_EQUAL(vlog_read(log, 0, 20, 1 << 20, sp, 4, &n), 0);
     CU_ASSERT_EQUAL(n, 1);
     CU_ASSERT_EQUAL(sp[0].end_offset, 20);
+    vlog_spans_close(sp, n);
     CU_ASSERT_EQUAL(vlog_close(log, tu_now_ms()), 0);
 
     /* Clean close wrote a checkpoint (one more offset); reopen continues. */
