@@ -291,6 +291,8 @@ stress-groups: deps
 test-kafka: $(BINS)
 	@echo "== tests/kafka/run.sh quick"
 	@bash tests/kafka/run.sh $(BUILD) quick
+	@echo "== tests/kafka/tls.sh"
+	@bash tests/kafka/tls.sh $(BUILD)
 
 test-kafka-full: deps
 	@$(MAKE) --no-print-directory $(BINS)

@@ -81,7 +81,6 @@
 #define TRIM_BYTES_MIN (8u << 20) /* trim the heap after a peak at least this high */
 #define TLS_COPY_CHUNK (64u * 1024 - 256) /* a fetch span read per output chunk over TLS */
 #define TLS_LOG_PER_SEC 10
-#define TLS_SINGLE_IO_BYTES (1u << 20) /* bytes a TLS bufferevent writes per callback */
 
 typedef void (*handler_fn)(struct req *r);
 
@@ -424,24 +423,6 @@ void conn_tls_failed(struct broker *b, const char *port, const char *peer, const
     b->tls_log_suppressed = 0;
 }
 
-/* Why a TLS bufferevent failed, from OpenSSL's queue for it. */
-static const char *tls_reason(struct bufferevent *bev, short what, char *buf, size_t cap)
-{
-    unsigned long e = bufferevent_get_openssl_error(bev);
-    unsigned long last = e;
-    while (last) { /* the first error is the root cause; drain the rest */
-        last = bufferevent_get_openssl_error(bev);
-    }
-    if (e)
-        return btls_err_text(e, buf, cap);
-    int serr = EVUTIL_SOCKET_ERROR();
-    if ((what & BEV_EVENT_ERROR) && serr)
-        snprintf(buf, cap, "socket: %s", evutil_socket_error_to_string(serr));
-    else
-        snprintf(buf, cap, "%s", "peer closed during the handshake");
-    return buf;
-}
-
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
@@ -458,7 +439,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (c->tls && !c->tls_up && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))) {
         char why[256];
-        conn_tls_failed(c->b, "client", c->peer, tls_reason(bev, what, why, sizeof why));
+        conn_tls_failed(c->b, "client", c->peer, btls_bev_reason(bev, what, why, sizeof why));
         conn_kill(c, "tls_handshake_failed");
         return;
     }
@@ -866,7 +847,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
              * Reads keep the default: 1 MiB reserved a chunk above
              * M_MMAP_THRESHOLD, an mmap per read, and 60 KiB measured no
              * better than 16 KiB. */
-            bufferevent_set_max_single_write(bev, TLS_SINGLE_IO_BYTES);
+            bufferevent_set_max_single_write(bev, BTLS_SINGLE_IO_BYTES);
         }
     } else if (c) {
         bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);

@@ -13,6 +13,7 @@
 
 #include "broker/blog.h"
 #include "broker/broker_int.h"
+#include "broker/kafka/kafka.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
@@ -88,6 +89,11 @@ static int cfg_from_wire(struct broker *b, const char *name, const Verity__Group
 {
     group_config_default(gc);
     snprintf(gc->name, sizeof gc->name, "%s", name);
+    if (w->mode != VERITY__GROUP_MODE__GROUP_MODE_SHARED &&
+        w->mode != VERITY__GROUP_MODE__GROUP_MODE_ORDERED) {
+        snprintf(msg, cap, "mode must be ordered or shared (Kafka groups are made by Kafka clients)");
+        return VERITY_EINVAL;
+    }
     gc->mode = w->mode == VERITY__GROUP_MODE__GROUP_MODE_SHARED ? GROUP_SHARED : GROUP_ORDERED;
     uint64_t total = 0;
     for (size_t i = 0; i < w->n_topics; i++) {
@@ -436,13 +442,15 @@ void h_list_groups(struct req *r)
         req_fail(r, VERITY_ECLOSED, "consumer groups are not available");
         return;
     }
-    size_t n = 0;
+    size_t n = 0, nk = 0;
+    Verity__GroupSummary **kafka = NULL; /* Kafka classic groups, listed after ours */
     group_list(st, NULL, 0, &n);
     const char **names = calloc(n ? n : 1, sizeof *names);
     Verity__GroupSummary *sums = calloc(n ? n : 1, sizeof *sums);
-    Verity__GroupSummary **ptrs = calloc(n ? n : 1, sizeof *ptrs);
     struct wcfg *w = calloc(n ? n : 1, sizeof *w);
-    if (!names || !sums || !ptrs || !w) {
+    Verity__GroupSummary **ptrs = NULL;
+    if (!names || !sums || !w || kafka_group_summaries(b, &kafka, &nk) ||
+        !(ptrs = calloc(n + nk ? n + nk : 1, sizeof *ptrs))) {
         req_fail(r, -ENOMEM, NULL);
         goto out;
     }
@@ -465,8 +473,10 @@ void h_list_groups(struct req *r)
         s->dead_lettered = info.dead_lettered;
         ptrs[i] = s;
     }
+    for (size_t i = 0; i < nk; i++)
+        ptrs[n + i] = kafka[i];
     Verity__ListGroupsResponse resp = VERITY__LIST_GROUPS_RESPONSE__INIT;
-    resp.n_groups = n;
+    resp.n_groups = n + nk;
     resp.groups = ptrs;
     Verity__Envelope env = VERITY__ENVELOPE__INIT;
     env.body_case = VERITY__ENVELOPE__BODY_LIST_GROUPS_RESP;
@@ -477,6 +487,7 @@ out:
     free(sums);
     free(ptrs);
     free(w);
+    kafka_group_summaries_free(kafka, nk);
 }
 
 /* ---- DescribeGroup ------------------------------------------------------------------ */
@@ -513,6 +524,10 @@ void h_describe_group(struct req *r)
     struct broker *b = r->b;
     struct group_state *st = b->groups.st;
     const char *name = r->msg->env->describe_group_req->group;
+    if (r->msg->env->describe_group_req->kafka) {
+        kafka_describe_group(r, name);
+        return;
+    }
     struct group_info info;
     struct describe d = {0};
     int rc = st ? group_get_info(st, name, &info) : VERITY_ECLOSED;

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/util.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -70,4 +73,22 @@ SSL_CTX *btls_ctx_new(const struct broker_config *cfg, char *err, size_t cap)
     SSL_CTX_set_verify(ctx, mode, NULL);
     /* Session tickets stay on (OpenSSL rotates their keys per context). */
     return ctx;
+}
+
+/* Why a TLS bufferevent failed, from OpenSSL's queue for it. */
+const char *btls_bev_reason(struct bufferevent *bev, short what, char *buf, size_t cap)
+{
+    unsigned long e = bufferevent_get_openssl_error(bev);
+    unsigned long last = e;
+    while (last) { /* the first error is the root cause; drain the rest */
+        last = bufferevent_get_openssl_error(bev);
+    }
+    if (e)
+        return btls_err_text(e, buf, cap);
+    int serr = EVUTIL_SOCKET_ERROR();
+    if ((what & BEV_EVENT_ERROR) && serr)
+        snprintf(buf, cap, "socket: %s", evutil_socket_error_to_string(serr));
+    else
+        snprintf(buf, cap, "%s", "peer closed during the handshake");
+    return buf;
 }

@@ -28,4 +28,14 @@ SSL_CTX *btls_ctx_new(const struct broker_config *cfg, char *err, size_t cap);
  * none. buf is returned. */
 const char *btls_err_text(unsigned long e, char *buf, size_t cap);
 
+/* Why a TLS bufferevent failed (what: its event flags), from OpenSSL's
+ * queue for it, else the socket error, else "peer closed during the
+ * handshake". buf is returned. */
+struct bufferevent;
+const char *btls_bev_reason(struct bufferevent *bev, short what, char *buf, size_t cap);
+
+/* Bytes a TLS bufferevent writes per callback (libevent's default, 16 KiB,
+ * took hundreds of loop passes for a fetch answer of megabytes). */
+#define BTLS_SINGLE_IO_BYTES (1u << 20)
+
 #endif

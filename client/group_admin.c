@@ -45,6 +45,7 @@ struct gadmin_op {
     /* pending */
     uint64_t member_id;
     uint32_t max;
+    bool kafka; /* describe: the Kafka classic group */
     int64_t min_age_ms;
     /* results (loop thread fills, caller takes) */
     struct verity_group_info *infos;
@@ -331,6 +332,7 @@ static void op_send(void *arg)
         break;
     case VERITY__ENVELOPE__BODY_DESCRIBE_GROUP_REQ:
         desc.group = op->name;
+        desc.kafka = op->kafka;
         env.describe_group_req = &desc;
         break;
     case VERITY__ENVELOPE__BODY_GROUP_PENDING_REQ:
@@ -500,15 +502,17 @@ int verity_group_list(struct verity_group_admin *a, struct verity_group_info **o
     return rc;
 }
 
-int verity_group_describe(struct verity_group_admin *a, const char *name,
-                          struct verity_group_info **out)
+static int describe(struct verity_group_admin *a, const char *name, bool kafka,
+                    struct verity_group_info **out)
 {
     *out = NULL;
-    if (!verity_group_name_ok(name))
+    /* Kafka group ids are any 1..255 bytes (the Kafka listener's limit). */
+    if (kafka ? !name || !name[0] || strlen(name) > 255 : !verity_group_name_ok(name))
         return bad_name();
     struct gadmin_op *op = op_new(a, VERITY__ENVELOPE__BODY_DESCRIBE_GROUP_REQ, name);
     if (!op)
         return -ENOMEM;
+    op->kafka = kafka;
     int rc = op_run(op);
     if (rc == 0) {
         *out = op->infos;
@@ -517,6 +521,18 @@ int verity_group_describe(struct verity_group_admin *a, const char *name,
     }
     op_free(op);
     return rc;
+}
+
+int verity_group_describe(struct verity_group_admin *a, const char *name,
+                          struct verity_group_info **out)
+{
+    return describe(a, name, false, out);
+}
+
+int verity_group_describe_kafka(struct verity_group_admin *a, const char *name,
+                                struct verity_group_info **out)
+{
+    return describe(a, name, true, out);
 }
 
 int verity_group_pending(struct verity_group_admin *a, const char *name, uint64_t member_id,

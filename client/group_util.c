@@ -25,7 +25,10 @@ int verity_group_mode_parse(const char *s, enum verity_group_mode *out)
 
 const char *verity_group_mode_name(enum verity_group_mode m)
 {
-    return m == VERITY_GROUP_SHARED ? "shared" : m == VERITY_GROUP_ORDERED ? "ordered" : "unknown";
+    return m == VERITY_GROUP_SHARED    ? "shared"
+           : m == VERITY_GROUP_ORDERED ? "ordered"
+           : m == VERITY_GROUP_KAFKA   ? "kafka"
+                                       : "unknown";
 }
 
 bool verity_group_name_ok(const char *name)
@@ -46,7 +49,9 @@ void verity_group_consumer_config_default(struct verity_group_consumer_config *c
 
 enum verity_group_mode gw_mode_from_wire(int m)
 {
-    return m == VERITY__GROUP_MODE__GROUP_MODE_SHARED ? VERITY_GROUP_SHARED : VERITY_GROUP_ORDERED;
+    return m == VERITY__GROUP_MODE__GROUP_MODE_SHARED  ? VERITY_GROUP_SHARED
+           : m == VERITY__GROUP_MODE__GROUP_MODE_KAFKA ? VERITY_GROUP_KAFKA
+                                                       : VERITY_GROUP_ORDERED;
 }
 
 int gw_mode_to_wire(enum verity_group_mode m)

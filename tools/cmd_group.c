@@ -38,7 +38,7 @@ static void usage(FILE *f)
             "                   [--session-ms MS] [--max-deliveries N] [--backoff MS[,MS...]]\n"
             "                   [--dlq TOPIC] [--pending-max N]\n"
             "       verity group list\n"
-            "       verity group describe NAME\n"
+            "       verity group describe NAME [--kafka]\n"
             "       verity group pending NAME [--member ID] [--max N] [--min-age-ms MS]\n"
             "       verity group reset NAME --to earliest|latest|OFFSET|@MS\n"
             "                   [--set TOPIC:PARTITION=OFFSET ...]\n"
@@ -47,6 +47,9 @@ static void usage(FILE *f)
             "--backoff 0 means redeliver at once; zero or absent options take the broker's\n"
             "defaults (lease 30 s, session 30 s, 5 deliveries, backoff 1 s,5 s,30 s,\n"
             "dead letters to <first topic>.dlq).\n"
+            "list also shows the Kafka listener's classic groups (mode kafka); describe\n"
+            "shows a Kafka group's committed offsets and lag when no Verity group has\n"
+            "that name, or always with --kafka (Kafka groups are a namespace of their own).\n"
             "exit: 0 ok, 1 refused by the broker, 2 usage, 3 broker unreachable\n",
             VERITY_BROKER_ENV, VERITY_BROKER_DEFAULT);
 }
@@ -69,6 +72,7 @@ struct group_args {
     uint64_t member;
     uint32_t max;
     int64_t min_age_ms;
+    bool kafka;
 };
 
 static int exit_for(int err)
@@ -160,7 +164,7 @@ static bool parse_set(struct group_args *a, const char *s)
 
 enum { OPT_TOPIC = 256, OPT_MODE, OPT_FROM, OPT_TO, OPT_LEASE, OPT_SESSION, OPT_MAXDEL,
        OPT_BACKOFF, OPT_DLQ, OPT_PENDING_MAX, OPT_SET, OPT_MEMBER, OPT_MAX, OPT_MIN_AGE,
-       OPT_BROKER, OPT_JSON, OPT_HELP };
+       OPT_KAFKA, OPT_BROKER, OPT_JSON, OPT_HELP };
 
 static const struct option long_opts[] = {
     {"topic", required_argument, NULL, OPT_TOPIC},
@@ -177,6 +181,7 @@ static const struct option long_opts[] = {
     {"member", required_argument, NULL, OPT_MEMBER},
     {"max", required_argument, NULL, OPT_MAX},
     {"min-age-ms", required_argument, NULL, OPT_MIN_AGE},
+    {"kafka", no_argument, NULL, OPT_KAFKA},
     {"broker", required_argument, NULL, OPT_BROKER},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, OPT_HELP},
@@ -194,6 +199,8 @@ static unsigned allowed(const char *action)
         return B(OPT_MEMBER) | B(OPT_MAX) | B(OPT_MIN_AGE);
     if (strcmp(action, "reset") == 0)
         return B(OPT_TO) | B(OPT_SET);
+    if (strcmp(action, "describe") == 0)
+        return B(OPT_KAFKA);
     return 0;
 }
 
@@ -213,6 +220,9 @@ static int parse(int argc, char **argv, struct group_args *a)
             if (a->n_topics == VERITY_GROUP_TOPICS_MAX)
                 goto bad;
             a->topics[a->n_topics++] = optarg;
+            break;
+        case OPT_KAFKA:
+            a->kafka = true;
             break;
         case OPT_MODE:
             if (verity_group_mode_parse(optarg, &a->cfg.mode) != 0)
@@ -383,6 +393,8 @@ static json_t *group_json(const struct verity_group_info *g, bool full)
         json_object_set_new(e, "topic", json_string(p->topic));
         json_object_set_new(e, "partition", json_integer(p->partition));
         json_object_set_new(e, "ack_floor", json_integer((json_int_t)p->ack_floor));
+        if (g->mode == VERITY_GROUP_KAFKA)
+            json_object_set_new(e, "committed", json_integer((json_int_t)p->ack_floor));
         json_object_set_new(e, "read_cursor", json_integer((json_int_t)p->read_cursor));
         json_object_set_new(e, "high_watermark", json_integer((json_int_t)p->high_watermark));
         json_object_set_new(e, "start_offset", json_integer((json_int_t)p->start_offset));
@@ -399,8 +411,34 @@ static json_t *group_json(const struct verity_group_info *g, bool full)
     return o;
 }
 
+/* A Kafka classic group: members by Kafka member id, committed offsets, lag. */
+static void print_describe_kafka(const struct verity_group_info *g)
+{
+    printf("Kafka group %s: generation %" PRIu32 ", %zu member%s, topics", g->name,
+           g->generation, g->n_members, g->n_members == 1 ? "" : "s");
+    for (size_t i = 0; i < g->n_topics; i++)
+        printf(" %s", g->topics[i]);
+    printf("\n");
+    for (size_t i = 0; i < g->n_members; i++)
+        printf("  member %s\n", g->members[i].name);
+    printf("\n%-24s %-5s %-12s %-12s %s\n", "TOPIC", "PART", "COMMITTED", "HIGH_WM", "LAG");
+    uint64_t lag = 0;
+    for (size_t i = 0; i < g->n_partitions; i++) {
+        const struct verity_group_partition *p = &g->partitions[i];
+        lag += p->unacked;
+        printf("%-24s %-5" PRIu32 " %-12" PRIu64 " %-12" PRIu64 " %" PRIu64 "%s%s\n", p->topic,
+               p->partition, p->ack_floor, p->high_watermark, p->unacked, p->error ? "  " : "",
+               p->error ? verity_errname(p->error) : "");
+    }
+    printf("total lag %" PRIu64 "\n", lag);
+}
+
 static void print_describe(const struct verity_group_info *g)
 {
+    if (g->mode == VERITY_GROUP_KAFKA) {
+        print_describe_kafka(g);
+        return;
+    }
     printf("group %s (id %" PRIu32 "): %s, generation %" PRIu32 ", topics", g->name, g->group_id,
            verity_group_mode_name(g->mode), g->generation);
     for (size_t i = 0; i < g->n_topics; i++)
@@ -492,7 +530,14 @@ static int do_list(struct verity_group_admin *ga, const struct group_args *a)
 static int do_describe(struct verity_group_admin *ga, const struct group_args *a)
 {
     struct verity_group_info *g = NULL;
-    int rc = verity_group_describe(ga, a->name, &g);
+    /* Without --kafka: a Verity group first, then a Kafka group of that name
+     * (whose ids may use characters a Verity group name may not). */
+    int rc = a->kafka ? VERITY_ENOTFOUND : verity_group_describe(ga, a->name, &g);
+    if (rc == VERITY_ENOTFOUND || (rc == VERITY_EINVAL && !verity_group_name_ok(a->name))) {
+        int krc = verity_group_describe_kafka(ga, a->name, &g);
+        if (krc != VERITY_ENOTFOUND || a->kafka)
+            rc = krc;
+    }
     if (rc)
         return fail("describe", a->name, rc);
     if (a->json)

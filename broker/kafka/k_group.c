@@ -999,3 +999,175 @@ void k_offset_fetch(struct kreq *q)
     }
     kreq_done(q);
 }
+
+/* ---- native admin views (ListGroups, DescribeGroupRequest.kafka) ---------- */
+
+/* Offsets of a Kafka group below the high watermark of their partitions:
+ * the lag a Verity group reports as unacked. Unknown partitions count 0. */
+static uint64_t kg_lag(struct broker *b, const struct koffset *o)
+{
+    struct topic *t = topic_find_live(b, o->topic);
+    if (!t || o->partition < 0 || (uint32_t)o->partition >= t->cfg.partitions ||
+        !t->parts[o->partition])
+        return 0;
+    uint64_t hw = part_hw(t->parts[o->partition]);
+    return o->offset >= 0 && (uint64_t)o->offset < hw ? hw - (uint64_t)o->offset : 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp((*(Verity__GroupSummary *const *)a)->group,
+                  (*(Verity__GroupSummary *const *)b)->group);
+}
+
+/* Distinct topics of g's committed offsets, in first-seen order (pointers
+ * into the offsets; *n bounded by cap). */
+static size_t kg_topics(const struct kgroup *g, char **out, size_t cap)
+{
+    size_t n = 0;
+    for (const struct koffset *o = g->offsets; o; o = o->next) {
+        bool seen = false;
+        for (size_t i = 0; i < n && !seen; i++)
+            seen = strcmp(out[i], o->topic) == 0;
+        if (!seen && n < cap)
+            out[n++] = o->topic;
+    }
+    return n;
+}
+
+static size_t kg_offset_count(const struct kgroup *g)
+{
+    size_t n = 0;
+    for (const struct koffset *o = g->offsets; o; o = o->next)
+        n++;
+    return n;
+}
+
+int kafka_group_summaries(struct broker *b, Verity__GroupSummary ***out, size_t *n_out)
+{
+    *out = NULL;
+    *n_out = 0;
+    struct kgroups *gs = b->kafka ? b->kafka->groups : NULL;
+    if (!gs || gs->n_groups == 0)
+        return 0;
+    Verity__GroupSummary **v = calloc(gs->n_groups, sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    size_t n = 0;
+    for (struct kgroup *g = gs->list; g && n < gs->n_groups; g = g->next) {
+        Verity__GroupSummary *s = calloc(1, sizeof *s);
+        size_t cap = kg_offset_count(g);
+        char **topics = calloc(cap ? cap : 1, sizeof *topics);
+        if (!s || !topics) {
+            free(s);
+            free(topics);
+            kafka_group_summaries_free(v, n);
+            return -ENOMEM;
+        }
+        verity__group_summary__init(s);
+        s->group = g->id;
+        s->mode = VERITY__GROUP_MODE__GROUP_MODE_KAFKA;
+        s->topics = topics;
+        s->n_topics = kg_topics(g, topics, cap);
+        s->members = (uint32_t)g->n_members;
+        s->generation = g->generation > 0 ? (uint32_t)g->generation : 0;
+        for (const struct koffset *o = g->offsets; o; o = o->next)
+            s->unacked += kg_lag(b, o);
+        v[n++] = s;
+    }
+    qsort(v, n, sizeof *v, name_cmp);
+    *out = v;
+    *n_out = n;
+    return 0;
+}
+
+void kafka_group_summaries_free(Verity__GroupSummary **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        free(v[i]->topics);
+        free(v[i]);
+    }
+    free(v);
+}
+
+void kafka_describe_group(struct req *r, const char *name)
+{
+    struct broker *b = r->b;
+    struct kgroups *gs = b->kafka ? b->kafka->groups : NULL;
+    struct kgroup *g = NULL;
+    if (gs && name && name[0] && strlen(name) <= KG_ID_MAX)
+        for (g = gs->list; g && strcmp(g->id, name) != 0; g = g->next)
+            ;
+    if (!g) {
+        char msg[KG_ID_MAX + 64];
+        snprintf(msg, sizeof msg, "no Kafka group %.*s%s", KG_ID_MAX, name ? name : "",
+                 gs ? "" : " (the Kafka listener is off)");
+        req_fail(r, VERITY_ENOTFOUND, msg);
+        return;
+    }
+    size_t np = kg_offset_count(g), nm = g->n_members;
+    Verity__GroupPartitionState *ps = calloc(np ? np : 1, sizeof *ps);
+    Verity__GroupPartitionState **pp = calloc(np ? np : 1, sizeof *pp);
+    Verity__GroupMember *ms = calloc(nm ? nm : 1, sizeof *ms);
+    Verity__GroupMember **mp = calloc(nm ? nm : 1, sizeof *mp);
+    char **topics = calloc(np ? np : 1, sizeof *topics);
+    if (!ps || !pp || !ms || !mp || !topics) {
+        req_fail(r, -ENOMEM, NULL);
+        goto out;
+    }
+    size_t k = 0;
+    for (const struct koffset *o = g->offsets; o && k < np; o = o->next, k++) {
+        Verity__GroupPartitionState *s = &ps[k];
+        verity__group_partition_state__init(s);
+        s->topic = o->topic;
+        s->partition = o->partition >= 0 ? (uint32_t)o->partition : 0;
+        s->ack_floor = s->read_cursor = o->offset >= 0 ? (uint64_t)o->offset : 0;
+        struct topic *t = topic_find_live(b, o->topic);
+        struct partition *p = t && o->partition >= 0 && (uint32_t)o->partition < t->cfg.partitions
+                                  ? t->parts[o->partition]
+                                  : NULL;
+        if (p) {
+            s->high_watermark = part_hw(p);
+            s->unacked = kg_lag(b, o);
+            struct vlog_info vi;
+            vlog_get_info(p->log, &vi);
+            s->start_offset = vi.start_offset;
+        } else {
+            s->error = codec_err_to_wire(VERITY_ENOTFOUND);
+        }
+        pp[k] = s;
+    }
+    size_t i = 0;
+    for (struct kmember *m = g->members; m && i < nm; m = m->next, i++) {
+        verity__group_member__init(&ms[i]);
+        ms[i].member_id = i + 1; /* Kafka member ids are strings: the name carries it */
+        ms[i].name = m->id;
+        ms[i].session_ms = m->session_ms;
+        ms[i].last_seen_ms = m->last_seen_ms;
+        mp[i] = &ms[i];
+    }
+    Verity__GroupConfig cfg = VERITY__GROUP_CONFIG__INIT;
+    cfg.mode = VERITY__GROUP_MODE__GROUP_MODE_KAFKA;
+    cfg.topics = topics;
+    cfg.n_topics = kg_topics(g, topics, np);
+    Verity__GroupDescription desc = VERITY__GROUP_DESCRIPTION__INIT;
+    desc.group = g->id;
+    desc.config = &cfg;
+    desc.generation = g->generation > 0 ? (uint32_t)g->generation : 0;
+    desc.n_members = i;
+    desc.members = mp;
+    desc.n_partitions = k;
+    desc.partitions = pp;
+    Verity__DescribeGroupResponse resp = VERITY__DESCRIBE_GROUP_RESPONSE__INIT;
+    resp.group = &desc;
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    env.body_case = VERITY__ENVELOPE__BODY_DESCRIBE_GROUP_RESP;
+    env.describe_group_resp = &resp;
+    req_reply(r, &env, NULL, 0);
+out:
+    free(ps);
+    free(pp);
+    free(ms);
+    free(mp);
+    free(topics);
+}

@@ -25,4 +25,19 @@ void kafka_free(struct broker *b);
 /* The bound "host:port", or "off". */
 const char *kafka_addr(const struct broker *b);
 
+/* Kafka classic groups seen through the native admin requests, so that
+ * `verity group list|describe` shows their committed offsets and lag. */
+struct req;
+struct Verity__GroupSummary;
+/* One summary per Kafka group (mode GROUP_MODE_KAFKA, unacked = lag of the
+ * committed offsets), sorted by name; *n_out 0 when the listener is off.
+ * The strings point into the groups: use before returning to the loop.
+ * 0 or -ENOMEM. */
+int kafka_group_summaries(struct broker *b, struct Verity__GroupSummary ***out, size_t *n_out)
+    __attribute__((warn_unused_result));
+void kafka_group_summaries_free(struct Verity__GroupSummary **v, size_t n);
+/* Answers a DescribeGroupRequest with kafka set (VERITY_ENOTFOUND when no
+ * Kafka group has that name or the listener is off). */
+void kafka_describe_group(struct req *r, const char *name);
+
 #endif

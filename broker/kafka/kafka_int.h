@@ -93,6 +93,7 @@ struct kconn {
     bool dead;            /* socket closed; responses are dropped */
     bool paused;          /* reading stopped (in-flight cap or output backlog) */
     bool eof;             /* peer half-closed: close once answered */
+    bool tls, tls_up;     /* a TLS connection; its handshake is done */
     struct kreq_list reqs; /* arrival order */
     TAILQ_ENTRY(kconn) link;
 };

@@ -34,12 +34,14 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
 
 #include "broker/blog.h"
 #include "broker/kafka/kafka_int.h"
+#include "broker/tls.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
@@ -245,6 +247,19 @@ static void kconn_write_cb(struct bufferevent *bev, void *arg)
 static void kconn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct kconn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) { /* TLS handshake done */
+        c->tls_up = true;
+        c->k->b->met.tls_handshakes++;
+        return;
+    }
+    if (c->tls && !c->tls_up && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF | BEV_EVENT_TIMEOUT))) {
+        char why[256];
+        conn_tls_failed(c->k->b, "kafka", c->peer,
+                        what & BEV_EVENT_TIMEOUT ? "handshake not complete within idle_timeout_ms"
+                                                 : btls_bev_reason(bev, what, why, sizeof why));
+        kconn_kill(c, "tls_handshake_failed");
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT) {
         if ((what & BEV_EVENT_READING) && c->inflight > 0) {
             bufferevent_enable(bev, EV_READ); /* busy, not idle */
@@ -385,7 +400,19 @@ static void kaccept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sock
         return;
     }
     struct kconn *c = calloc(1, sizeof *c);
-    struct bufferevent *bev = c ? bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    struct bufferevent *bev = NULL;
+    if (c && b->tls_ctx) { /* TLS on the Kafka port too (security.protocol=SSL) */
+        SSL *ssl = SSL_new(b->tls_ctx);
+        bev = ssl ? bufferevent_openssl_socket_new(b->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                   BEV_OPT_CLOSE_ON_FREE)
+                  : NULL;
+        if (bev) {
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+            bufferevent_set_max_single_write(bev, BTLS_SINGLE_IO_BYTES);
+        }
+    } else if (c) {
+        bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!bev) {
         free(c);
         evutil_closesocket(fd);
@@ -395,6 +422,7 @@ static void kaccept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sock
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->k = k;
     c->bev = bev;
+    c->tls = b->tls_ctx != NULL;
     c->id = ++k->next_conn_id;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     TAILQ_INIT(&c->reqs);
@@ -459,7 +487,8 @@ int kafka_start(struct broker *b)
     snprintf(k->addr, sizeof k->addr, "%s:%u", host, k->port);
     if ((rc = kgroups_open(k)))
         return rc;
-    blog(BLOG_INFO, "kafka_listening", "addr=%s advertised=%s:%u", k->addr, k->host, k->port);
+    blog(BLOG_INFO, "kafka_listening", "addr=%s advertised=%s:%u tls=%s", k->addr, k->host, k->port,
+         b->tls_ctx ? "on" : "off");
     return 0;
 }
 

@@ -97,6 +97,7 @@
 enum verity_group_mode {
     VERITY_GROUP_ORDERED = 0,       /* one member per partition, order kept */
     VERITY_GROUP_SHARED = 1,        /* any member, any message */
+    VERITY_GROUP_KAFKA = 2,         /* a Kafka classic group: list and describe only */
 };
 
 /* "ordered" | "shared". Returns 0 or VERITY_EINVAL. */
@@ -238,6 +239,13 @@ int verity_group_list(struct verity_group_admin *a, struct verity_group_info **o
 /* One group with members and partitions: verity_group_info_free(*out, 1). */
 int verity_group_describe(struct verity_group_admin *a, const char *name,
                           struct verity_group_info **out) VERITY_WUR;
+/* The Kafka classic group `name` (the Kafka listener's own namespace): mode
+ * VERITY_GROUP_KAFKA; each partition's ack_floor and read_cursor are the
+ * committed offset, unacked is the lag to the high watermark; members carry
+ * the Kafka member id as their name. VERITY_ENOTFOUND when no Kafka group of
+ * that name exists (or the Kafka listener is off). */
+int verity_group_describe_kafka(struct verity_group_admin *a, const char *name,
+                                struct verity_group_info **out) VERITY_WUR;
 /* Leased messages of member_id (0: every member), oldest first, at most max
  * (0: 1000), delivered at least min_age_ms ago. *total_out (may be NULL) gets
  * how many match before max and the age filter. */

@@ -157,6 +157,38 @@ def kp_committed(boot, topic, group, posfile):
     print('kp_committed: %d partitions, committed offsets read back after restart' % len(want))
 
 
+def describe_check(list_file, describe_file, offsets_file, topic, group, posfile, extra):
+    """`verity group list --json` and `verity group describe GROUP --json` show
+    the Kafka group: mode kafka, the committed offsets of posfile, the high
+    watermarks of `verity offsets TOPIC --json`, and a lag per partition of
+    high watermark - committed. Lag counts offsets, as Kafka's does, so the
+    control records a restart wrote (checkpoints) count too: the total is at
+    least `extra`, the messages produced after the commit."""
+    import json
+    want = {}
+    for line in open(posfile):
+        p, o = line.split()
+        want[int(p)] = int(o)
+    listed = [g for g in json.load(open(list_file)) if g['name'] == group]
+    assert len(listed) == 1 and listed[0]['mode'] == 'kafka', ('not listed as kafka', listed)
+    d = json.load(open(describe_file))
+    assert d['mode'] == 'kafka' and d['name'] == group, (d['mode'], d['name'])
+    assert d['topics'] == [topic], d['topics']
+    hw = {p['partition']: p['end_offset'] for p in json.load(open(offsets_file))['partitions']}
+    got = {p['partition']: p for p in d['partitions'] if p['topic'] == topic}
+    assert set(got) == set(want), ('partitions', sorted(got), sorted(want))
+    lag = 0
+    for p, o in want.items():
+        assert got[p]['committed'] == o, ('committed', p, got[p]['committed'], o)
+        assert got[p]['high_watermark'] == hw[p], ('high watermark', p, got[p]['high_watermark'], hw[p])
+        assert got[p]['unacked'] == hw[p] - o, ('lag', p, got[p]['unacked'], hw[p] - o)
+        lag += got[p]['unacked']
+    assert lag >= extra, ('total lag', lag, extra)
+    assert listed[0]['unacked'] == lag, ('list lag', listed[0]['unacked'], lag)
+    print('describe_check: Kafka group %s listed and described, %d partitions, lag %d' % (group, len(want), lag))
+    return lag
+
+
 def crosscheck(kcat_file, verity_file):
     """kcat -f '%k\\t%s\\t%h\\t%T\\n' lines and `verity consume --format json`
     lines hold the same records: keys, values, headers, timestamps."""
@@ -422,6 +454,8 @@ if __name__ == '__main__':
         group3(args[0], args[1], args[2], int(args[3]), args[4])
     elif cmd == 'crosscheck':
         crosscheck(*args)
+    elif cmd == 'describe_check':
+        describe_check(*args[:6], int(args[6]))
     elif cmd == 'badinput':
         badinput(*args)
     else:

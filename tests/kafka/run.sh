@@ -140,6 +140,18 @@ start
 $KC kp_committed "$BOOT" kp kpg "$ROOT/kp.pos"
 echo "ok: kafka-python round trip, committed offsets survive a restart"
 
+# 5b. verity group list/describe show the Kafka group's offsets and lag.
+$KC kp_produce "$BOOT" kp 10
+V group list --json > "$ROOT/glist.json"
+V group describe kpg --json > "$ROOT/gdesc.json"
+V offsets kp --json > "$ROOT/kp.offsets"
+$KC describe_check "$ROOT/glist.json" "$ROOT/gdesc.json" "$ROOT/kp.offsets" kp kpg "$ROOT/kp.pos" 10
+lag=$($PY -c 'import json,sys; print(sum(p["unacked"] for p in json.load(open(sys.argv[1]))["partitions"]))' "$ROOT/gdesc.json")
+V group describe kpg --kafka | grep -q "^total lag $lag\$" || fail "describe --kafka: no total lag $lag"
+if V group describe no-such-kafka-group --kafka 2>"$ROOT/nf.err"; then fail "describe of a missing Kafka group succeeded"; fi
+grep -q 'no Kafka group no-such-kafka-group' "$ROOT/nf.err" || fail "missing group: $(cat "$ROOT/nf.err")"
+echo "ok: verity group list/describe show the Kafka group's committed offsets and lag"
+
 # 6. A confluent-kafka group of three with manual commits; one killed -9.
 V topic create g3 --partitions 6 >/dev/null
 $KC fill "$BOOT" g3 6000
