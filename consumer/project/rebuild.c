@@ -34,6 +34,9 @@ struct rpart {
     uint64_t target;               /* high watermark when the replay began */
     uint64_t events, dead;
     bool seen;
+    bool has_chain;                /* chain hash of the batch holding next - 1 */
+    uint8_t chain[PRJ_CHAIN_SIZE];
+    uint64_t chain_offset;
 };
 
 struct rb {
@@ -71,6 +74,11 @@ static int apply_msg(struct rb *r, struct rpart *p, const struct verity_message 
     p->events++;
     p->next = m->offset + 1;
     p->seen = true;
+    if (m->chain_hash) {
+        p->has_chain = true;
+        memcpy(p->chain, m->chain_hash, sizeof p->chain);
+        p->chain_offset = m->batch_last_offset;
+    }
     r->pending++;
     return 0;
 }
@@ -183,7 +191,9 @@ static int swap(struct rb *r, uint32_t gen_new, int64_t deadline)
         struct rpart *p = &r->p[i];
         struct prj_pos pp = {.topic = p->topic, .partition = p->partition,
                              .next_offset = p->next, .events = p->events,
-                             .dead_lettered = p->dead, .updated_ms = now};
+                             .dead_lettered = p->dead, .updated_ms = now,
+                             .has_chain = p->has_chain, .chain_offset = p->chain_offset};
+        memcpy(pp.chain, p->chain, sizeof pp.chain);
         rc = pos_store(r->sink, PRJ_POSITIONS, &pp, UINT64_MAX);
     }
     if (rc == 0)
