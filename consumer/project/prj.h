@@ -225,6 +225,20 @@ int prj_unhex(const char *hex, uint8_t *chain);
 /* The table generation (indexes are named after it); 0 when unset. */
 int meta_gen(struct sink *s, uint32_t *out);
 
+/* ---- event parsing (scan.c) ------------------------------------------------ */
+
+/* The members the config's pointers reach, as a trie. */
+struct prj_plan;
+struct prj_plan *prj_plan_new(const struct prj_config *cfg);
+void prj_plan_free(struct prj_plan *pl);
+/* Parses one event: a strict scan that builds only the members pl reaches
+ * (the tree answers every pointer of the config as json_loadb's would);
+ * anything it does not accept is parsed by json_loadb, whose error (je)
+ * stands. NULL: not JSON. pl NULL: json_loadb only. */
+json_t *prj_parse(const struct prj_plan *pl, const void *buf, size_t len, json_error_t *je);
+/* Frees the calling thread's string buffer. */
+void prj_parse_release(void);
+
 /* ---- jansson arena (arena.c) --------------------------------------------- */
 
 /* Routes jansson's allocations to a bump allocator whose free is a no-op. */

@@ -43,6 +43,7 @@ struct rb {
     const struct prj_config *cfg;
     struct sink *sink;
     struct applier *app;
+    struct prj_plan *plan;
     struct verity_consumer *c;
     struct rpart *p;
     size_t n;
@@ -62,7 +63,7 @@ static int apply_msg(struct rb *r, struct rpart *p, const struct verity_message 
     if (m->offset < p->next)
         return 0;
     char reason[PRJ_REASON_MAX];
-    json_t *root = m->value ? json_loadb(m->value, (size_t)m->value_len, 0, NULL) : NULL;
+    json_t *root = m->value ? prj_parse(r->plan, m->value, (size_t)m->value_len, NULL) : NULL;
     int rc = 0;
     if (root && applier_check(r->app, p->topic, root, reason) == 0)
         rc = applier_apply(r->app, p->topic, p->partition, m->offset, root);
@@ -219,6 +220,7 @@ int prj_rebuild(const struct prj_config *cfg, int timeout_ms)
         fprintf(stderr, "verity-project rebuild: %s\n", sink_errmsg(r.sink));
         goto out;
     }
+    r.plan = prj_plan_new(cfg);
     rc = discover(&r);
     if (rc) {
         code = verity_err_unreachable(rc) ? 3 : 1;
@@ -278,6 +280,8 @@ out:
         (void)drop_shadows(&r);
     verity_consumer_free(r.c);
     applier_free(r.app);
+    prj_plan_free(r.plan);
+    prj_parse_release();
     sink_close(r.sink);
     for (size_t i = 0; i < r.n; i++)
         free(r.p[i].topic);

@@ -82,6 +82,7 @@ struct worker {
     const struct prj_config *cfg;
     struct sink *sink;
     struct applier *app;
+    struct prj_plan *plan;         /* what the parser builds of each event */
     struct verity_group_consumer *g;
     struct verity_producer *dlq;   /* created on the first bad event */
     uint32_t dlq_partitions;
@@ -203,7 +204,7 @@ static int batch_add(struct worker *w, struct pstate *ps, const struct verity_me
     if (!m->value) {
         snprintf(reason, sizeof reason, "not JSON: null value");
     } else {
-        e.root = json_loadb(m->value, (size_t)m->value_len, 0, &je);
+        e.root = prj_parse(w->plan, m->value, (size_t)m->value_len, &je);
         if (!e.root)
             snprintf(reason, sizeof reason, "not JSON: %s at byte %d", je.text, je.position);
         else if (applier_check(w->app, ps->topic, e.root, reason) != 0) {
@@ -687,6 +688,8 @@ static void worker_free(struct worker *w)
     pthread_mutex_destroy(&w->assigned_mu);
     verity_producer_free(w->dlq, 5000);
     applier_free(w->app);
+    prj_plan_free(w->plan);
+    prj_parse_release();
     sink_close(w->sink);
     pos_free(w->stats.pos, w->stats.n_pos);
     pthread_mutex_destroy(&w->stats.mu);
@@ -751,6 +754,11 @@ int prj_run(const struct prj_config *cfg)
         logmsg("%s", sink_errmsg(w.sink));
         goto out;
     }
+    /* VERITY_PROJECT_PARSER=jansson: the full parse, for comparisons
+     * (docs/PERFORMANCE.md) */
+    const char *parser = getenv("VERITY_PROJECT_PARSER");
+    if (!parser || strcmp(parser, "jansson") != 0)
+        w.plan = prj_plan_new(cfg);
     int rc = group_ensure(cfg);
     if (rc) {
         code = verity_err_unreachable(rc) ? 3 : 1;
