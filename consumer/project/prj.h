@@ -236,6 +236,8 @@ void prj_plan_free(struct prj_plan *pl);
  * anything it does not accept is parsed by json_loadb, whose error (je)
  * stands. NULL: not JSON. pl NULL: json_loadb only. */
 json_t *prj_parse(const struct prj_plan *pl, const void *buf, size_t len, json_error_t *je);
+/* The scan alone: NULL when it refuses (prj_parse then asks jansson). */
+json_t *prj_scan(const struct prj_plan *pl, const void *buf, size_t len);
 /* Frees the calling thread's string buffer. */
 void prj_parse_release(void);
 

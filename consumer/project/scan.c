@@ -472,7 +472,7 @@ static int value(struct scan *s, const struct pnode *node, bool whole, json_t **
 static __thread char *sbuf;        /* decoded strings, kept between events */
 static __thread size_t scap;
 
-json_t *prj_parse(const struct prj_plan *pl, const void *buf, size_t len, json_error_t *je)
+json_t *prj_scan(const struct prj_plan *pl, const void *buf, size_t len)
 {
     struct scan s = {.p = buf, .end = (const unsigned char *)buf + len, .buf = sbuf, .cap = scap};
     json_t *root = NULL;
@@ -489,9 +489,13 @@ json_t *prj_parse(const struct prj_plan *pl, const void *buf, size_t len, json_e
     }
     sbuf = s.buf;
     scap = s.cap;
-    if (root)
-        return root;
-    return json_loadb(buf, len, 0, je);
+    return root;
+}
+
+json_t *prj_parse(const struct prj_plan *pl, const void *buf, size_t len, json_error_t *je)
+{
+    json_t *root = pl ? prj_scan(pl, buf, len) : NULL;
+    return root ? root : json_loadb(buf, len, 0, je);
 }
 
 void prj_parse_release(void)
