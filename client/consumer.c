@@ -719,6 +719,8 @@ static int decode_chunk(struct verity_consumer *c, const struct chunk *ch, size_
             m->value = r.value;
             m->value_len = r.value_len;
             m->header_count = r.header_count;
+            m->chain_hash = b + BATCH_OFF_CHAIN;
+            m->batch_last_offset = base + get_le32(b + 56) - 1;
             m->headers = (const struct verity_header *)(uintptr_t)*nh;
             if (r.header_count) {
                 if (hdrs_reserve(c, *nh + r.header_count))

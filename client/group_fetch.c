@@ -129,6 +129,8 @@ int gfetch_decode(const uint8_t *data, size_t len, const struct gwire_range *d, 
             m->msg.value = r.value;
             m->msg.value_len = r.value_len;
             m->msg.header_count = r.header_count;
+            m->msg.chain_hash = b + BATCH_OFF_CHAIN;
+            m->msg.batch_last_offset = base + get_le32(b + 56) - 1;
             m->msg.headers = (const struct verity_header *)(uintptr_t)out->nh;
             m->delivery_count = d[ri].delivery_count;
             m->lease_deadline_ms = lease_deadline_ms;

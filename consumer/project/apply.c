@@ -14,8 +14,9 @@
  * the same transaction as the rows, with a compare-and-set on next_offset
  * so two writers (a rebalance overlap, a rebuild's swap) cannot both move
  * it: the loser rolls back and reloads.
- *   topic, part, next_offset, chain_hash (NULL: libverity does not hand a
- *   consumer the batch chain hash), events, dead_lettered, updated_ms, rate_eps
+ *   topic, part, next_offset, chain_hash (hex SHA-256 chain hash of the log
+ *   batch holding next_offset - 1; NULL before any event), chain_offset (that
+ *   batch's last offset), events, dead_lettered, updated_ms, rate_eps
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -394,10 +395,26 @@ int pos_ensure(struct sink *s)
              "CREATE TABLE IF NOT EXISTS %s (topic TEXT NOT NULL, part INTEGER NOT NULL, "
              "next_offset %s NOT NULL, chain_hash TEXT, events %s NOT NULL, "
              "dead_lettered %s NOT NULL, updated_ms %s NOT NULL, rate_eps %s NOT NULL, "
-             "PRIMARY KEY (topic, part))",
-             PRJ_POSITIONS, big, big, big, big, dbl);
+             "chain_offset %s, PRIMARY KEY (topic, part))",
+             PRJ_POSITIONS, big, big, big, big, dbl, big);
     if (sink_exec(s, sql) != 0)
         return SINK_EDB;
+    /* A table from 0.1.0 has no chain_offset column yet. */
+    bool col = false;
+    snprintf(sql, sizeof sql,
+             sink_kind(s) == SINK_PG
+                 ? "SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                   "current_schema() AND table_name = '%s' AND column_name = 'chain_offset'"
+                 : "SELECT 1 FROM pragma_table_info('%s') WHERE name = 'chain_offset'",
+             PRJ_POSITIONS);
+    if (sink_query(s, sql, NULL, 0, any_row, &col) != 0)
+        return SINK_EDB;
+    if (!col) {
+        snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN chain_offset %s", PRJ_POSITIONS,
+                 big);
+        if (sink_exec(s, sql) != 0)
+            return SINK_EDB;
+    }
     snprintf(sql, sizeof sql, "CREATE TABLE IF NOT EXISTS %s (gen INTEGER NOT NULL)", PRJ_META);
     if (sink_exec(s, sql) != 0)
         return SINK_EDB;
@@ -421,7 +438,7 @@ struct pos_list {
 static int pos_row(void *opaque, int nc, const char *const *v)
 {
     struct pos_list *l = opaque;
-    if (nc < 7 || !v[0] || !v[1] || !v[2])
+    if (nc < 9 || !v[0] || !v[1] || !v[2])
         return 0;
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 16;
@@ -437,6 +454,11 @@ static int pos_row(void *opaque, int nc, const char *const *v)
     p->updated_ms = v[5] ? strtoll(v[5], NULL, 10) : 0;
     p->rate_eps = v[6] ? strtod(v[6], NULL) : 0;
     p->stored = true;
+    /* A hash that is not 64 hex digits loads as none: verify reports it. */
+    if (v[7] && v[8] && prj_unhex(v[7], p->chain) == 0) {
+        p->has_chain = true;
+        p->chain_offset = strtoull(v[8], NULL, 10);
+    }
     return 0;
 }
 
@@ -447,8 +469,8 @@ int pos_load(struct sink *s, struct prj_pos **out, size_t *n)
     *n = 0;
     char sql[256];
     snprintf(sql, sizeof sql,
-             "SELECT topic, part, next_offset, events, dead_lettered, updated_ms, rate_eps "
-             "FROM %s ORDER BY topic, part",
+             "SELECT topic, part, next_offset, events, dead_lettered, updated_ms, rate_eps, "
+             "chain_hash, chain_offset FROM %s ORDER BY topic, part",
              PRJ_POSITIONS);
     if (sink_query(s, sql, NULL, 0, pos_row, &l) != 0) {
         pos_free(l.p, l.n);
@@ -466,10 +488,44 @@ void pos_free(struct prj_pos *p, size_t n)
     free(p);
 }
 
+void prj_hex(const uint8_t *chain, char *out)
+{
+    static const char dig[] = "0123456789abcdef";
+    for (size_t i = 0; i < PRJ_CHAIN_SIZE; i++) {
+        out[2 * i] = dig[chain[i] >> 4];
+        out[2 * i + 1] = dig[chain[i] & 15];
+    }
+    out[2 * PRJ_CHAIN_SIZE] = 0;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+int prj_unhex(const char *hex, uint8_t *chain)
+{
+    if (strlen(hex) != 2 * PRJ_CHAIN_SIZE)
+        return -1;
+    for (size_t i = 0; i < PRJ_CHAIN_SIZE; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        chain[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
 int pos_store(struct sink *s, const char *table, const struct prj_pos *p, uint64_t expected_next)
 {
     char sql[512];
-    struct prj_val v[8] = {
+    char hex[2 * PRJ_CHAIN_SIZE + 1];
+    if (p->has_chain)
+        prj_hex(p->chain, hex);
+    struct prj_val v[10] = {
         {.kind = PV_INT, .i = (int64_t)p->next_offset},
         {.kind = PV_INT, .i = (int64_t)p->events},
         {.kind = PV_INT, .i = (int64_t)p->dead_lettered},
@@ -478,29 +534,36 @@ int pos_store(struct sink *s, const char *table, const struct prj_pos *p, uint64
         {.kind = PV_TEXT, .s = p->topic, .len = strlen(p->topic)},
         {.kind = PV_INT, .i = p->partition},
         {.kind = PV_INT, .i = (int64_t)expected_next},
+        {.kind = p->has_chain ? PV_TEXT : PV_NULL, .s = hex, .len = 2 * PRJ_CHAIN_SIZE},
+        {.kind = p->has_chain ? PV_INT : PV_NULL, .i = (int64_t)p->chain_offset},
     };
     int64_t changes = 0;
     struct sink_stmt *st = NULL;
     if (expected_next == UINT64_MAX) {
         snprintf(sql, sizeof sql,
                  "INSERT INTO %s (next_offset, events, dead_lettered, updated_ms, rate_eps, "
-                 "topic, part) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                 "topic, part, chain_hash, chain_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                 "?8, ?9) ON CONFLICT DO NOTHING",
                  table);
-        if (sink_prepare(s, sql, 7, &st) != 0)
+        struct prj_val vi[9];
+        memcpy(vi, v, 7 * sizeof *v);
+        vi[7] = v[8];
+        vi[8] = v[9];
+        if (sink_prepare(s, sql, 9, &st) != 0)
             return SINK_EDB;
-        int rc = sink_run(st, v, 7, &changes);
+        int rc = sink_run(st, vi, 9, &changes);
         sink_stmt_free(st);
         if (rc)
             return rc;
     } else {
         snprintf(sql, sizeof sql,
                  "UPDATE %s SET next_offset = ?1, events = ?2, dead_lettered = ?3, "
-                 "updated_ms = ?4, rate_eps = ?5 WHERE topic = ?6 AND part = ?7 AND "
-                 "next_offset = ?8",
+                 "updated_ms = ?4, rate_eps = ?5, chain_hash = ?9, chain_offset = ?10 "
+                 "WHERE topic = ?6 AND part = ?7 AND next_offset = ?8",
                  table);
-        if (sink_prepare(s, sql, 8, &st) != 0)
+        if (sink_prepare(s, sql, 10, &st) != 0)
             return SINK_EDB;
-        int rc = sink_run(st, v, 8, &changes);
+        int rc = sink_run(st, v, 10, &changes);
         sink_stmt_free(st);
         if (rc)
             return rc;

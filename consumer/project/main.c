@@ -7,10 +7,11 @@
  *   verity-project rebuild CONFIG [--timeout-ms N]
  *   verity-project status CONFIG [--json]
  *   verity-project wait CONFIG --topic T --partition P --offset O [--timeout-ms N]
+ *   verity-project verify CONFIG [--json] [--timeout-ms N]
  *   verity-project check CONFIG
  *
  * Exit codes: 0 ok, 1 failure, 2 usage or bad config, 3 broker unreachable,
- * 4 wait timed out.
+ * 4 wait timed out, 5 verify found a position that does not match the log.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -29,6 +30,7 @@ static void usage(FILE *f)
             "       verity-project status CONFIG.json [--json]\n"
             "       verity-project wait CONFIG.json --topic T --partition P --offset O "
             "[--timeout-ms N]\n"
+            "       verity-project verify CONFIG.json [--json] [--timeout-ms N]\n"
             "       verity-project check CONFIG.json\n"
             "       verity-project --help | --version\n"
             "run      join the config's ordered consumer group and keep the tables up to date,\n"
@@ -37,9 +39,12 @@ static void usage(FILE *f)
             "         live ones keep serving, then swap them in atomically\n"
             "status   per partition: applied offset, lag, events/s, last apply, dead letters\n"
             "wait     return once the tables include (topic, partition, offset)\n"
+            "verify   check each stored position's chain hash against the log: proves which\n"
+            "         log prefix the tables were built from (exit 5 when one does not match)\n"
             "check    validate the config and exit\n"
             "The broker is source.broker in the config, else $%s, else %s.\n"
-            "exit: 0 ok, 1 failure, 2 usage or bad config, 3 broker unreachable, 4 timed out\n",
+            "exit: 0 ok, 1 failure, 2 usage or bad config, 3 broker unreachable, 4 timed out,\n"
+            "      5 verify: a position does not match the log\n",
             VERITY_BROKER_ENV, VERITY_BROKER_DEFAULT);
 }
 
@@ -133,6 +138,8 @@ int main(int argc, char **argv)
         code = prj_rebuild(&cfg, (int)timeout);
     } else if (strcmp(cmd, "status") == 0) {
         code = prj_status(&cfg, json);
+    } else if (strcmp(cmd, "verify") == 0) {
+        code = prj_verify(&cfg, json, (int)timeout);
     } else if (strcmp(cmd, "check") == 0) {
         printf("%s: ok (%zu tables, group %s)\n", path, cfg.n_tables, cfg.group);
         code = 0;

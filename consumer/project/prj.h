@@ -25,6 +25,7 @@
 #define PRJ_POSITIONS "_verity_positions"
 #define PRJ_META "_verity_meta"
 #define PRJ_SHADOW_SUFFIX "__shadow"
+#define PRJ_CHAIN_SIZE 32u         /* SHA-256 chain hash of a log batch */
 
 /* ---- configuration ------------------------------------------------------- */
 
@@ -194,6 +195,13 @@ struct prj_pos {
     int64_t updated_ms;
     double rate_eps;               /* events/s over the last commits */
     bool stored;                   /* a row exists in the sink */
+    /* The chain hash of the log batch that holds next_offset - 1 (it covers
+     * the log up to chain_offset, that batch's last offset): which log
+     * prefix the tables were built from. has_chain false: nothing applied
+     * yet (or a row written before chain hashes were stored). */
+    bool has_chain;
+    uint8_t chain[PRJ_CHAIN_SIZE];
+    uint64_t chain_offset;
 };
 
 /* Creates the positions and meta tables when missing. */
@@ -210,8 +218,28 @@ int pos_store(struct sink *s, const char *table, const struct prj_pos *p, uint64
  * (and, in PostgreSQL, locks the row until commit). SINK_ECONFLICT if not. */
 int pos_check(struct sink *s, const char *topic, uint32_t partition, bool stored,
               uint64_t expected_next);
+/* Lower-case hex of a chain hash into out (2 * PRJ_CHAIN_SIZE + 1 bytes). */
+void prj_hex(const uint8_t *chain, char *out);
+/* Parses 64 hex digits; 0 or -1. */
+int prj_unhex(const char *hex, uint8_t *chain);
 /* The table generation (indexes are named after it); 0 when unset. */
 int meta_gen(struct sink *s, uint32_t *out);
+
+/* ---- event parsing (scan.c) ------------------------------------------------ */
+
+/* The members the config's pointers reach, as a trie. */
+struct prj_plan;
+struct prj_plan *prj_plan_new(const struct prj_config *cfg);
+void prj_plan_free(struct prj_plan *pl);
+/* Parses one event: a strict scan that builds only the members pl reaches
+ * (the tree answers every pointer of the config as json_loadb's would);
+ * anything it does not accept is parsed by json_loadb, whose error (je)
+ * stands. NULL: not JSON. pl NULL: json_loadb only. */
+json_t *prj_parse(const struct prj_plan *pl, const void *buf, size_t len, json_error_t *je);
+/* The scan alone: NULL when it refuses (prj_parse then asks jansson). */
+json_t *prj_scan(const struct prj_plan *pl, const void *buf, size_t len);
+/* Frees the calling thread's string buffer. */
+void prj_parse_release(void);
 
 /* ---- jansson arena (arena.c) --------------------------------------------- */
 

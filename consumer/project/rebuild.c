@@ -34,12 +34,16 @@ struct rpart {
     uint64_t target;               /* high watermark when the replay began */
     uint64_t events, dead;
     bool seen;
+    bool has_chain;                /* chain hash of the batch holding next - 1 */
+    uint8_t chain[PRJ_CHAIN_SIZE];
+    uint64_t chain_offset;
 };
 
 struct rb {
     const struct prj_config *cfg;
     struct sink *sink;
     struct applier *app;
+    struct prj_plan *plan;
     struct verity_consumer *c;
     struct rpart *p;
     size_t n;
@@ -59,7 +63,7 @@ static int apply_msg(struct rb *r, struct rpart *p, const struct verity_message 
     if (m->offset < p->next)
         return 0;
     char reason[PRJ_REASON_MAX];
-    json_t *root = m->value ? json_loadb(m->value, (size_t)m->value_len, 0, NULL) : NULL;
+    json_t *root = m->value ? prj_parse(r->plan, m->value, (size_t)m->value_len, NULL) : NULL;
     int rc = 0;
     if (root && applier_check(r->app, p->topic, root, reason) == 0)
         rc = applier_apply(r->app, p->topic, p->partition, m->offset, root);
@@ -71,6 +75,11 @@ static int apply_msg(struct rb *r, struct rpart *p, const struct verity_message 
     p->events++;
     p->next = m->offset + 1;
     p->seen = true;
+    if (m->chain_hash) {
+        p->has_chain = true;
+        memcpy(p->chain, m->chain_hash, sizeof p->chain);
+        p->chain_offset = m->batch_last_offset;
+    }
     r->pending++;
     return 0;
 }
@@ -183,7 +192,9 @@ static int swap(struct rb *r, uint32_t gen_new, int64_t deadline)
         struct rpart *p = &r->p[i];
         struct prj_pos pp = {.topic = p->topic, .partition = p->partition,
                              .next_offset = p->next, .events = p->events,
-                             .dead_lettered = p->dead, .updated_ms = now};
+                             .dead_lettered = p->dead, .updated_ms = now,
+                             .has_chain = p->has_chain, .chain_offset = p->chain_offset};
+        memcpy(pp.chain, p->chain, sizeof pp.chain);
         rc = pos_store(r->sink, PRJ_POSITIONS, &pp, UINT64_MAX);
     }
     if (rc == 0)
@@ -209,6 +220,7 @@ int prj_rebuild(const struct prj_config *cfg, int timeout_ms)
         fprintf(stderr, "verity-project rebuild: %s\n", sink_errmsg(r.sink));
         goto out;
     }
+    r.plan = prj_plan_new(cfg);
     rc = discover(&r);
     if (rc) {
         code = verity_err_unreachable(rc) ? 3 : 1;
@@ -268,6 +280,8 @@ out:
         (void)drop_shadows(&r);
     verity_consumer_free(r.c);
     applier_free(r.app);
+    prj_plan_free(r.plan);
+    prj_parse_release();
     sink_close(r.sink);
     for (size_t i = 0; i < r.n; i++)
         free(r.p[i].topic);

@@ -60,6 +60,9 @@ struct pstate {
     uint64_t ack_upto;             /* highest offset the group delivered */
     bool group_prev_known;         /* group_prev is from this assignment */
     uint64_t group_prev;           /* the group's previous delivery here */
+    bool has_chain;                /* chain hash of the batch holding next - 1 */
+    uint8_t chain[PRJ_CHAIN_SIZE];
+    uint64_t chain_offset;         /* that batch's last offset */
 };
 
 struct ev {
@@ -70,12 +73,16 @@ struct ev {
     char *reason;                  /* bad events */
     void *key, *value;             /* bad events: copies for the dead letter */
     int32_t key_len, value_len;
+    bool has_chain;                /* the chain hash of the batch holding it */
+    uint8_t chain[PRJ_CHAIN_SIZE];
+    uint64_t chain_offset;
 };
 
 struct worker {
     const struct prj_config *cfg;
     struct sink *sink;
     struct applier *app;
+    struct prj_plan *plan;         /* what the parser builds of each event */
     struct verity_group_consumer *g;
     struct verity_producer *dlq;   /* created on the first bad event */
     uint32_t dlq_partitions;
@@ -152,6 +159,9 @@ static int positions_reload(struct worker *w)
         p->dead = pos[i].dead_lettered;
         p->rate = pos[i].rate_eps;
         p->updated_ms = pos[i].updated_ms;
+        p->has_chain = pos[i].has_chain;
+        memcpy(p->chain, pos[i].chain, sizeof p->chain);
+        p->chain_offset = pos[i].chain_offset;
     }
     pos_free(pos, n);
     return 0;
@@ -184,12 +194,17 @@ static int batch_add(struct worker *w, struct pstate *ps, const struct verity_me
         w->ev = realloc(w->ev, w->cap_ev * sizeof *w->ev);
     }
     struct ev e = {.ps = ps, .offset = m->offset, .timestamp_ms = m->timestamp_ms};
+    if (m->chain_hash) {
+        e.has_chain = true;
+        memcpy(e.chain, m->chain_hash, sizeof e.chain);
+        e.chain_offset = m->batch_last_offset;
+    }
     char reason[PRJ_REASON_MAX] = "";
     json_error_t je;
     if (!m->value) {
         snprintf(reason, sizeof reason, "not JSON: null value");
     } else {
-        e.root = json_loadb(m->value, (size_t)m->value_len, 0, &je);
+        e.root = prj_parse(w->plan, m->value, (size_t)m->value_len, &je);
         if (!e.root)
             snprintf(reason, sizeof reason, "not JSON: %s at byte %d", je.text, je.position);
         else if (applier_check(w->app, ps->topic, e.root, reason) != 0) {
@@ -356,6 +371,9 @@ static void stats_publish(struct worker *w, uint64_t events, uint64_t dead)
         p->updated_ms = w->ps[i]->updated_ms;
         p->rate_eps = w->ps[i]->rate;
         p->stored = w->ps[i]->stored;
+        p->has_chain = w->ps[i]->has_chain;
+        memcpy(p->chain, w->ps[i]->chain, sizeof p->chain);
+        p->chain_offset = w->ps[i]->chain_offset;
     }
     pthread_mutex_unlock(&w->stats.mu);
 }
@@ -373,9 +391,10 @@ static int txn_once(struct worker *w, uint64_t *events_out, uint64_t *dead_out)
     struct tmp {
         uint64_t next, events, dead;
         bool touched;
+        const struct ev *last;     /* the last event applied: its batch's chain */
     } *t = calloc(w->n_ps + 1, sizeof *t);
     for (size_t i = 0; i < w->n_ps; i++)
-        t[i] = (struct tmp){w->ps[i]->next, w->ps[i]->events, w->ps[i]->dead, false};
+        t[i] = (struct tmp){w->ps[i]->next, w->ps[i]->events, w->ps[i]->dead, false, NULL};
     int rc = sink_begin(w->sink);
     /* Positions first: a writer that lost its partitions (a rebalance
      * overlap, a rebuild's swap) stops here, before any row. */
@@ -401,6 +420,7 @@ static int txn_once(struct worker *w, uint64_t *events_out, uint64_t *dead_out)
         pt->events++;
         pt->next = e->offset + 1;
         pt->touched = true;
+        pt->last = e;
     }
     int64_t now = prj_now_ms();
     for (size_t i = 0; rc == 0 && i < w->n_ps; i++) {
@@ -410,6 +430,11 @@ static int txn_once(struct worker *w, uint64_t *events_out, uint64_t *dead_out)
         struct prj_pos p = {.topic = ps->topic, .partition = ps->partition,
                             .next_offset = t[i].next, .events = t[i].events,
                             .dead_lettered = t[i].dead, .updated_ms = now};
+        if (t[i].last && t[i].last->has_chain) {
+            p.has_chain = true;
+            memcpy(p.chain, t[i].last->chain, sizeof p.chain);
+            p.chain_offset = t[i].last->chain_offset;
+        }
         double dt = ps->updated_ms ? (double)(now - ps->updated_ms) : 0;
         double inst = dt > 0 ? (double)(t[i].events - ps->events) * 1000.0 / dt : 0;
         p.rate_eps = ps->rate * 0.5 + inst * 0.5;
@@ -436,6 +461,11 @@ static int txn_once(struct worker *w, uint64_t *events_out, uint64_t *dead_out)
         ps->dead = t[i].dead;
         ps->stored = true;
         ps->updated_ms = now;
+        if (t[i].last && t[i].last->has_chain) {
+            ps->has_chain = true;
+            memcpy(ps->chain, t[i].last->chain, sizeof ps->chain);
+            ps->chain_offset = t[i].last->chain_offset;
+        }
     }
     free(t);
     return 0;
@@ -658,6 +688,8 @@ static void worker_free(struct worker *w)
     pthread_mutex_destroy(&w->assigned_mu);
     verity_producer_free(w->dlq, 5000);
     applier_free(w->app);
+    prj_plan_free(w->plan);
+    prj_parse_release();
     sink_close(w->sink);
     pos_free(w->stats.pos, w->stats.n_pos);
     pthread_mutex_destroy(&w->stats.mu);
@@ -722,6 +754,11 @@ int prj_run(const struct prj_config *cfg)
         logmsg("%s", sink_errmsg(w.sink));
         goto out;
     }
+    /* VERITY_PROJECT_PARSER=jansson: the full parse, for comparisons
+     * (docs/PERFORMANCE.md) */
+    const char *parser = getenv("VERITY_PROJECT_PARSER");
+    if (!parser || strcmp(parser, "jansson") != 0)
+        w.plan = prj_plan_new(cfg);
     int rc = group_ensure(cfg);
     if (rc) {
         code = verity_err_unreachable(rc) ? 3 : 1;

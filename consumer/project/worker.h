@@ -45,6 +45,11 @@ int prj_status(const struct prj_config *cfg, bool json);
 int prj_wait(const struct prj_config *cfg, const char *topic, uint32_t partition,
              uint64_t offset, int timeout_ms);
 
+/* Checks each stored position's chain hash against the log (verify.c).
+ * Exit code: 0 all match, 5 a mismatch or a position that cannot be
+ * checked, 1 error, 3 broker unreachable. */
+int prj_verify(const struct prj_config *cfg, bool json, int timeout_ms);
+
 /* Serves GET /metrics on addr ("HOST:PORT") from a thread. 0 or -1. */
 int prj_metrics_start(const char *addr, struct prj_stats *st);
 void prj_metrics_stop(void);

@@ -415,6 +415,12 @@ struct verity_message {
     int32_t value_len;             /* -1 for null */
     uint32_t header_count;
     const struct verity_header *headers;
+    /* The record batch that holds this message (consumers and group
+     * consumers): its SHA-256 chain hash (32 bytes, docs/FORMAT.md), which
+     * covers the log up to and including batch_last_offset, the batch's
+     * last offset. Lets a reader record which log prefix it has read. */
+    const uint8_t *chain_hash;
+    uint64_t batch_last_offset;
 };
 
 int verity_consumer_new(const struct verity_consumer_config *cfg, struct verity_consumer **out)

@@ -9,6 +9,11 @@
  * e2e_tables_equal_reference_fold: a clean run's tables equal a plain C
  *   fold of the same events (row for row, partition and offset included);
  *   prints the throughput.
+ * verify_detects_altered_positions: `verify` passes on the clean run's
+ *   positions (each partition's chain hash equals the log's at
+ *   next_offset - 1) and exits 5 naming the partition when a chain hash
+ *   digit is flipped, the hash is malformed or removed, next_offset is
+ *   moved back or past the log. The crash and rebuild tests verify too.
  * kill9_20_times_equals_clean_run: the worker is killed with SIGKILL 20
  *   times at random moments, then runs to the end: the tables equal the
  *   clean run's and the reference.
@@ -95,6 +100,12 @@ static void test_e2e_tables_equal_reference_fold(void)
     free(ref);
 }
 
+static void test_verify_detects_altered_positions(void)
+{
+    pt_verify_tamper(path_in("clean.json"), path_in("verify.out"), pt_exec_sqlite,
+                     path_in("clean.db"), PT_PARTS);
+}
+
 static void test_kill9_20_times_equals_clean_run(void)
 {
     const char *cfg = path_in("crash.json"), *db = path_in("crash.db");
@@ -109,6 +120,10 @@ static void test_kill9_20_times_equals_clean_run(void)
     CU_ASSERT(pt_same("crash run vs reference", got, ref));
     free(ref);
     free(got);
+    json_t *j = NULL;
+    CU_ASSERT(pt_verify(cfg, path_in("crash-verify.out"), &j) == 0);
+    CU_ASSERT(pt_verify_count(j, "ok") == PT_PARTS);
+    json_decref(j);
 }
 
 struct live_producer {
@@ -158,6 +173,10 @@ static void test_rebuild_while_live_equals_clean_projection(void)
     CU_ASSERT(pt_same("rebuilt tables vs reference", got, ref));
     free(ref);
     free(got);
+    json_t *j = NULL; /* positions written by the swap and the live worker after it */
+    CU_ASSERT(pt_verify(cfg, path_in("rebuild-verify.out"), &j) == 0);
+    CU_ASSERT(pt_verify_count(j, "ok") == PT_PARTS);
+    json_decref(j);
     /* the shadow tables are gone, the indexes are the new generation's */
     sqlite3 *h = NULL;
     CU_ASSERT(sqlite3_open(db, &h) == SQLITE_OK);
@@ -519,6 +538,7 @@ int main(int argc, char **argv)
         void (*fn)(void);
     } tests[] = {
         {"e2e_tables_equal_reference_fold", test_e2e_tables_equal_reference_fold},
+        {"verify_detects_altered_positions", test_verify_detects_altered_positions},
         {"kill9_20_times_equals_clean_run", test_kill9_20_times_equals_clean_run},
         {"status_json_and_metrics", test_status_json_and_metrics},
         {"rebuild_while_live_equals_clean_projection",

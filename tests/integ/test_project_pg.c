@@ -8,6 +8,8 @@
  * 200,000 with VERITY_PROJECT_SOAK=1), one database per test:
  *
  * pg_e2e_tables_equal_reference_fold
+ * pg_verify_detects_altered_positions (as test_project.c's; crash and
+ *   rebuild verify too)
  * pg_kill9_20_times_equals_clean_run
  * pg_rebuild_while_live_equals_clean_projection
  * pg_server_restart_retried_without_loss: the PostgreSQL server is stopped
@@ -82,6 +84,14 @@ static void test_pg_e2e_tables_equal_reference_fold(void)
     free(log);
 }
 
+static void test_pg_verify_detects_altered_positions(void)
+{
+    char *cfg = file_in("clean.json"), *out = file_in("verify.out");
+    pt_verify_tamper(cfg, out, pt_exec_pg, conninfo("clean"), PT_PARTS);
+    free(cfg);
+    free(out);
+}
+
 static void test_pg_kill9_20_times_equals_clean_run(void)
 {
     char *cfg = setup("crash", "pg-crash"), *log = file_in("crash.log");
@@ -92,6 +102,12 @@ static void test_pg_kill9_20_times_equals_clean_run(void)
     char *got = pt_dump_pg(conninfo("crash"));
     CU_ASSERT(pt_same("pg crash run vs clean run", got, clean_dump));
     free(got);
+    char *out = file_in("crash-verify.out");
+    json_t *j = NULL;
+    CU_ASSERT(pt_verify(cfg, out, &j) == 0);
+    CU_ASSERT(pt_verify_count(j, "ok") == PT_PARTS);
+    json_decref(j);
+    free(out);
     free(cfg);
     free(log);
 }
@@ -144,6 +160,12 @@ static void test_pg_rebuild_while_live_equals_clean_projection(void)
     CU_ASSERT(pt_same("pg rebuilt tables vs reference", got, ref));
     free(ref);
     free(got);
+    char *out = file_in("rebuild-verify.out");
+    json_t *j = NULL;
+    CU_ASSERT(pt_verify(cfg, out, &j) == 0);
+    CU_ASSERT(pt_verify_count(j, "ok") == PT_PARTS);
+    json_decref(j);
+    free(out);
     free(cfg);
     free(log);
     free(rlog);
@@ -237,6 +259,7 @@ int main(int argc, char **argv)
         void (*fn)(void);
     } tests[] = {
         {"pg_e2e_tables_equal_reference_fold", test_pg_e2e_tables_equal_reference_fold},
+        {"pg_verify_detects_altered_positions", test_pg_verify_detects_altered_positions},
         {"pg_kill9_20_times_equals_clean_run", test_pg_kill9_20_times_equals_clean_run},
         {"pg_rebuild_while_live_equals_clean_projection",
          test_pg_rebuild_while_live_equals_clean_projection},

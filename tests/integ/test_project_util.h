@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -510,6 +511,138 @@ PT_FN int64_t pt_applied_pg(const char *conninfo)
     }
     PQfinish(pg);
     return v;
+}
+
+/* Runs SQL on the sink (SQLite file or PostgreSQL conninfo); 0 or -1. */
+typedef int (*pt_exec_fn)(const char *where, const char *sql);
+
+PT_FN int pt_exec_sqlite(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    int rc = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        char *msg = NULL;
+        rc = sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK ? 0 : -1;
+        if (rc)
+            fprintf(stderr, "sqlite: %s: %s\n", sql, msg ? msg : "?");
+        sqlite3_free(msg);
+    }
+    sqlite3_close(db);
+    return rc;
+}
+
+PT_FN int pt_exec_pg(const char *conninfo, const char *sql)
+{
+    PGconn *pg = PQconnectdb(conninfo);
+    int rc = -1;
+    if (PQstatus(pg) == CONNECTION_OK) {
+        PGresult *r = PQexec(pg, sql);
+        rc = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : -1;
+        if (rc)
+            fprintf(stderr, "pg: %s: %s\n", sql, PQerrorMessage(pg));
+        PQclear(r);
+    }
+    PQfinish(pg);
+    return rc;
+}
+
+/* Runs `verity-project verify CONFIG --json` into out (truncated first);
+ * its exit code; *j the parsed answer (NULL if unparsable). */
+PT_FN int pt_verify(const char *config, const char *out, json_t **j)
+{
+    unlink(out);
+    const char *args[] = {"--json", "--timeout-ms", "20000", NULL};
+    int code = pt_wait_exit(pt_spawn("verify", config, out, args), 60000);
+    json_error_t je;
+    *j = json_load_file(out, 0, &je);
+    return code;
+}
+
+/* Partitions of a verify answer with this status. */
+PT_FN size_t pt_verify_count(json_t *j, const char *status)
+{
+    size_t n = 0, i;
+    json_t *p;
+    json_array_foreach(json_object_get(j, "partitions"), i, p)
+        n += strcmp(json_string_value(json_object_get(p, "status")) ?: "", status) == 0;
+    return n;
+}
+
+/* The status of partition part in a verify answer ("" when absent). */
+PT_FN const char *pt_verify_status(json_t *j, uint32_t part)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(j, "partitions"), i, p)
+        if (json_integer_value(json_object_get(p, "partition")) == part)
+            return json_string_value(json_object_get(p, "status")) ?: "";
+    return "";
+}
+
+/* verify on a finished projection of nparts partitions: it passes; then
+ * each way of altering the positions (a flipped hex digit of a chain hash,
+ * next_offset moved back, next_offset past the log, the hash removed) makes
+ * it fail with exit 5 on that partition only; restored, it passes again.
+ * No worker may run on the sink meanwhile. */
+PT_FN void pt_verify_tamper(const char *config, const char *out, pt_exec_fn ex, const char *where,
+                            size_t nparts)
+{
+    json_t *j = NULL;
+    CU_ASSERT(pt_verify(config, out, &j) == 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT(json_is_true(json_object_get(j, "ok")));
+    CU_ASSERT(pt_verify_count(j, "ok") == nparts);
+    json_decref(j);
+    CU_ASSERT_FATAL(ex(where, "CREATE TABLE vt_save AS SELECT * FROM _verity_positions") == 0);
+    static const struct {
+        const char *sql, *status;
+    } tampers[] = {
+        {"UPDATE _verity_positions SET chain_hash = CASE WHEN substr(chain_hash, 20, 1) = 'a' "
+         "THEN 'b' ELSE 'a' END || substr(chain_hash, 21) WHERE part = 0",
+         "unrecorded"}, /* not 64 hex digits */
+        {"UPDATE _verity_positions SET chain_hash = substr(chain_hash, 1, 19) || CASE WHEN "
+         "substr(chain_hash, 20, 1) = 'a' THEN 'b' ELSE 'a' END || substr(chain_hash, 21) "
+         "WHERE part = 0",
+         "mismatch"},
+        {"UPDATE _verity_positions SET next_offset = next_offset / 2 WHERE part = 0", "mismatch"},
+        {"UPDATE _verity_positions SET next_offset = next_offset + 1000000, chain_offset = "
+         "chain_offset + 1000000 WHERE part = 0",
+         "beyond_log"},
+        {"UPDATE _verity_positions SET chain_hash = NULL WHERE part = 0", "unrecorded"},
+    };
+    for (size_t t = 0; t < sizeof tampers / sizeof tampers[0]; t++) {
+        CU_ASSERT_FATAL(ex(where, tampers[t].sql) == 0);
+        int code = pt_verify(config, out, &j);
+        CU_ASSERT(code == 5);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+        CU_ASSERT(json_is_false(json_object_get(j, "ok")));
+        CU_ASSERT(strcmp(pt_verify_status(j, 0), tampers[t].status) == 0);
+        CU_ASSERT(pt_verify_count(j, "ok") == nparts - 1);
+        if (code != 5 || strcmp(pt_verify_status(j, 0), tampers[t].status) != 0)
+            fprintf(stderr, "tamper %zu: exit %d, status %s\n", t, code, pt_verify_status(j, 0));
+        json_decref(j);
+        CU_ASSERT_FATAL(ex(where, "DELETE FROM _verity_positions") == 0);
+        CU_ASSERT_FATAL(ex(where, "INSERT INTO _verity_positions SELECT * FROM vt_save") == 0);
+    }
+    /* the text form names the failure */
+    CU_ASSERT_FATAL(ex(where, tampers[1].sql) == 0);
+    unlink(out);
+    int code = pt_wait_exit(pt_spawn("verify", config, out, NULL), 60000);
+    CU_ASSERT(code == 5);
+    char buf[8192] = "";
+    FILE *f = fopen(out, "r");
+    if (f) {
+        buf[fread(buf, 1, sizeof buf - 1, f)] = 0;
+        fclose(f);
+    }
+    CU_ASSERT(strstr(buf, "not built from this log's prefix") != NULL);
+    CU_ASSERT(strstr(buf, "verify FAILED: 1 of") != NULL);
+    CU_ASSERT_FATAL(ex(where, "DELETE FROM _verity_positions") == 0);
+    CU_ASSERT_FATAL(ex(where, "INSERT INTO _verity_positions SELECT * FROM vt_save") == 0);
+    CU_ASSERT(ex(where, "DROP TABLE vt_save") == 0);
+    CU_ASSERT(pt_verify(config, out, &j) == 0);
+    json_decref(j);
 }
 
 /* Polls until applied(where) >= want, at most timeout_ms. */

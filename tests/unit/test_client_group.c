@@ -519,7 +519,15 @@ static void test_fetch_decode_returns_exactly_the_delivered_records(void)
 {
     size_t len = put_batch(fbuf, 100, 10, false);
     len += put_batch(fbuf + len, 110, 1, true);
+    size_t second = len;
     len += put_batch(fbuf + len, 111, 10, false);
+    /* Distinct chain hashes on the two data batches (the log sets them;
+     * the check does not read them). */
+    uint8_t chain_a[BATCH_CHAIN_SIZE], chain_b[BATCH_CHAIN_SIZE];
+    memset(chain_a, 0xa1, sizeof chain_a);
+    memset(chain_b, 0xb2, sizeof chain_b);
+    batch_set_chain(fbuf, chain_a);
+    batch_set_chain(fbuf + second, chain_b);
     struct gwire_range d[] = {{103, 2, 1}, {107, 1, 3}, {111, 10, 2}};
     CU_ASSERT_EQUAL_FATAL(gfetch_check(fbuf, len, d, 3), 0);
     struct gdecode dec = {0};
@@ -540,6 +548,11 @@ static void test_fetch_decode_returns_exactly_the_delivered_records(void)
         CU_ASSERT_EQUAL(m->msg.value_len, vl);
         CU_ASSERT(m->msg.value && memcmp(m->msg.value, v, (size_t)vl) == 0);
         CU_ASSERT_EQUAL(m->msg.key_len, -1);
+        /* The chain hash and last offset of the batch that holds it. */
+        bool in_a = want[i] < 110;
+        CU_ASSERT_PTR_NOT_NULL_FATAL(m->msg.chain_hash);
+        CU_ASSERT(memcmp(m->msg.chain_hash, in_a ? chain_a : chain_b, BATCH_CHAIN_SIZE) == 0);
+        CU_ASSERT_EQUAL(m->msg.batch_last_offset, in_a ? 109u : 120u);
         /* Header on every third record of its batch, carrying the value. */
         uint64_t base = want[i] < 110 ? 100 : 111;
         bool has = (want[i] - base) % 3 == 0;
