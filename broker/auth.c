@@ -898,7 +898,9 @@ static void unscope_msg(struct rwalk *w, ProtobufCMessage *m, unsigned depth)
         if (f->label == PROTOBUF_C_LABEL_REPEATED) {
             size_t *np = (size_t *)((char *)m + f->quantifier_offset);
             void **arr = *(void ***)base;
-            if (*np == 0)
+            /* Only arrays of pointers (strings, messages); scalars are
+             * packed arrays of their own width. */
+            if (*np == 0 || (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE))
                 continue;
             /* A filtered copy of the array when some entry must go. */
             void **keep = malloc(*np * sizeof *keep);
