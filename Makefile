@@ -137,6 +137,9 @@ $(BUILD)/bin/verity: $(call obj,$(TOOLS_SRC)) $(LIBVERITY)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# issue 14: `verity auth` edits the broker's security store with its code.
+$(BUILD)/bin/verity: $(BUILD)/obj/broker/auth_store.o
+
 $(BUILD)/bin/verityd: $(BUILD)/obj/broker/main.o $(BROKERLIB) $(LIBVERITY)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -29,6 +29,7 @@
 #include "broker/broker_int.h"
 #include "broker/kafka/kafka.h"
 #include "broker/tls.h"
+#include "broker/auth.h"
 #include "storage/checkpoint.h"
 #include "storage/clock.h"
 #include "verity/errors.h"
@@ -255,8 +256,10 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
     struct broker *b = arg;
     (void)sig;
     (void)what;
+    auth_reload(b); /* issue 14: keys, mappings, ACLs, quotas */
     if (!b->cfg.tls_cert[0]) {
-        blog(BLOG_INFO, "signal", "signal=SIGHUP action=none (TLS not configured)");
+        blog(BLOG_INFO, "signal", "signal=SIGHUP action=%s (TLS not configured)",
+             b->auth ? "auth_reload" : "none");
         return;
     }
     char err[512];
@@ -363,6 +366,8 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
             goto fail;
         }
     }
+    if ((rc = auth_open(b))) /* issue 14 */
+        goto fail;
     if ((rc = conn_listen(b)) || (rc = http_start(b)) || (rc = kafka_start(b)))
         goto fail;
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
@@ -442,6 +447,7 @@ int broker_free(struct broker *b)
     if (b->sig_hup)
         event_free(b->sig_hup);
     SSL_CTX_free(b->tls_ctx);
+    auth_close(b);
     if (b->tick_ev)
         event_free(b->tick_ev);
     if (b->stop_ev)

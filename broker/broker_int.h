@@ -245,6 +245,7 @@ struct conn {
     TAILQ_ENTRY(conn) starve_link; /* b->starved */
     bool tls;                      /* bev is a bufferevent_openssl */
     bool tls_up;                   /* its handshake completed */
+    struct auth_conn *auth;        /* broker/auth.c: the principal (NULL: auth off) */
 };
 
 typedef void (*req_cancel_fn)(struct req *r);
@@ -263,6 +264,7 @@ struct req {
     req_cancel_fn cancel;  /* called when the connection dies first */
     bool failed_entry;     /* some entry of the answer carried an error */
     uint64_t held;         /* bytes of b->buf_used this request holds until answered */
+    struct auth_scope *auth_scope; /* broker/auth.c: names put in the tenant, a quota wait */
     TAILQ_ENTRY(req) link; /* conn->reqs */
 };
 
@@ -524,6 +526,7 @@ struct broker {
     int64_t tls_log_ns;          /* start of the current second of tls log lines */
     uint32_t tls_log_n;          /* lines logged in it */
     uint64_t tls_log_suppressed; /* lines not logged since */
+    struct auth_state *auth;     /* broker/auth.c: NULL unless auth_file is set */
     uint64_t fd_limit;          /* RLIMIT_NOFILE soft limit after raising it at start */
     int64_t started_ms;         /* wall time of the start (process_start_time_seconds) */
     uint8_t idem_seed[16];
@@ -551,6 +554,10 @@ void http_stop(struct broker *b);
 int conn_listen(struct broker *b) __attribute__((warn_unused_result));
 /* Stops accepting new connections. */
 void conn_stop_accepting(struct broker *b);
+/* Answers err/msg with correlation id 0, then closes c (auth.c). */
+void conn_close_error(struct conn *c, int err, const char *msg);
+/* Runs r's handler (auth.c, after a quota wait). */
+void conn_dispatch(struct req *r);
 /* Closes every connection (requests still in flight are dropped). */
 void conn_close_all(struct broker *b);
 /* Total requests in flight on every connection. */

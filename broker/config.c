@@ -130,6 +130,13 @@ static const struct key keys[] = {
     {"tls_ca", K_STR, F(tls_ca), S(tls_ca), 0, 0, "PEM CA bundle that client certificates must chain to"},
     {"tls_client_auth", K_STR, F(tls_client_auth), S(tls_client_auth), 0, 0,
      "none|optional|required: ask for and check client certificates"},
+    {"auth_file", K_STR, F(auth_file), S(auth_file), 0, 0,
+     "security store (keys, certificate mappings, ACLs, quotas; `verity auth`): set, every "
+     "connection must authenticate and names live in its tenant (\"\" = off)"},
+    {"auth_timeout_ms", K_U32, F(auth_timeout_ms), 0, 0, 3600000,
+     "with auth_file: a connection not authenticated in this time is closed (0 = never)"},
+    {"auth_fail_delay_ms", K_U32, F(auth_fail_delay_ms), 0, 0, 60000,
+     "with auth_file: a failed Authenticate is answered after this delay"},
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -181,6 +188,8 @@ void bcfg_default(struct broker_config *c)
     c->max_http_connections = 64;
     c->shutdown_timeout_ms = 10000;
     snprintf(c->tls_client_auth, sizeof c->tls_client_auth, "none");
+    c->auth_timeout_ms = 10000;
+    c->auth_fail_delay_ms = 500;
 }
 
 static const char *const dur_names[] = {"always", "group", "os"};

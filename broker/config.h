@@ -82,6 +82,10 @@ struct broker_config {
     char tls_key[BCFG_PATH_MAX];    /* PEM private key */
     char tls_ca[BCFG_PATH_MAX];     /* PEM CAs for client certificates ("" = none) */
     char tls_client_auth[16];       /* none|optional|required */
+    /* authentication, tenants, ACLs, quotas (broker/auth.c, issue 14) */
+    char auth_file[BCFG_PATH_MAX];  /* the security store ("" = no authentication) */
+    uint32_t auth_timeout_ms;       /* a connection must authenticate within this */
+    uint32_t auth_fail_delay_ms;    /* a failed Authenticate is answered after this */
     /* Not a configuration key: the file operations every log of this broker
      * uses (NULL = vio_posix). Tests that run a broker in-process hand in
      * tests/support/vio_fault.c here. Borrowed for the broker's life. */

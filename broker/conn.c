@@ -67,6 +67,7 @@
 #include <event2/util.h>
 #include <openssl/err.h>
 
+#include "broker/auth.h"
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "broker/tls.h"
@@ -113,6 +114,7 @@ static const struct handler {
     {VERITY__ENVELOPE__BODY_NACK_REQ, h_nack},
     {VERITY__ENVELOPE__BODY_EXTEND_REQ, h_extend},
     {VERITY__ENVELOPE__BODY_TERM_REQ, h_term},
+    {VERITY__ENVELOPE__BODY_AUTHENTICATE_REQ, h_authenticate},
 };
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -313,6 +315,7 @@ static void conn_kill(struct conn *c, const char *why)
          c->peer, why, c->inflight);
     c->dead = true;
     conn_unreserve(c);
+    auth_conn_close(c); /* issue 14 */
     if (c->frame_ev)
         event_free(c->frame_ev);
     c->frame_ev = NULL;
@@ -404,6 +407,11 @@ static void conn_close_after_flush(struct conn *c, int err, const char *msg)
     conn_write_cb(c->bev, c);
 }
 
+void conn_close_error(struct conn *c, int err, const char *msg)
+{
+    conn_close_after_flush(c, err, msg);
+}
+
 void conn_tls_failed(struct broker *b, const char *port, const char *peer, const char *reason)
 {
     b->met.tls_handshake_failures++;
@@ -432,6 +440,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         if (!c->frame_open)
             frame_clock_stop(c);
         SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        if (c->auth) /* issue 14: a mapped client certificate names the principal */
+            auth_conn_tls(c, ssl);
         blog(BLOG_DEBUG, "tls_established", "conn=%" PRIu64 " peer=%s version=%s cipher=%s",
              c->id, c->peer, ssl ? SSL_get_version(ssl) : "?",
              ssl ? SSL_get_cipher_name(ssl) : "?");
@@ -473,6 +483,8 @@ static void req_free(struct req *r)
     TAILQ_REMOVE(&c->reqs, r, link);
     VERITY_VERIFY(c->inflight > 0);
     c->inflight--;
+    if (r->auth_scope) /* issue 14: the request's names back before the free */
+        auth_req_release(r);
     codec_msg_free(r->msg);
     free(r->frame);
     budget_release(r->b, r->held);
@@ -540,7 +552,10 @@ void req_reply(struct req *r, Verity__Envelope *env, const struct file_span *spa
     if (!c->dead && !c->closing) {
         uint8_t *head = NULL;
         size_t len = 0;
+        /* issue 14: names out of the tenant while encoding */
+        struct auth_undo *au = c->auth ? auth_reply_scope(r, env, payload) : NULL;
         int rc = codec_encode(env, payload, &r->b->limits, &head, &len);
+        auth_reply_unscope(au);
         struct evbuffer *out = bufferevent_get_output(c->bev);
         if (rc == 0) {
             evbuffer_add(out, head, len);
@@ -600,7 +615,7 @@ void req_fail(struct req *r, int err, const char *msg)
     req_reply(r, &env, NULL, 0);
 }
 
-static void dispatch(struct req *r)
+void conn_dispatch(struct req *r)
 {
     for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
         if (handlers[i].type == r->type) {
@@ -667,7 +682,9 @@ static void conn_handle_frame(struct conn *c, uint8_t *frame, const struct codec
         req_fail(r, VERITY_ECLOSED, "broker is shutting down");
         return;
     }
-    dispatch(r);
+    if (c->auth && auth_gate(r)) /* issue 14: principal, ACLs, tenant, quotas */
+        return;
+    conn_dispatch(r);
 }
 
 static void conn_read_cb(struct bufferevent *bev, void *arg)
@@ -715,6 +732,13 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             else
                 snprintf(msg, sizeof msg, "malformed frame prefix");
             conn_close_after_flush(c, rc, msg);
+            break;
+        }
+        if (!auth_frame_ok(c, f.total)) { /* issue 14 */
+            char msg[120];
+            snprintf(msg, sizeof msg, "frame of %" PRIu64 " bytes before authentication (max %u)",
+                     (uint64_t)f.total, AUTH_PREAUTH_FRAME_BYTES);
+            conn_close_after_flush(c, VERITY_EAUTH, msg);
             break;
         }
         if (!c->reserved) {
@@ -879,6 +903,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (b->cfg.idle_timeout_ms) {
         struct timeval tv = {b->cfg.idle_timeout_ms / 1000, (b->cfg.idle_timeout_ms % 1000) * 1000};
         bufferevent_set_timeouts(bev, &tv, NULL);
+    }
+    if (b->auth && auth_conn_open(c)) { /* issue 14: the authentication deadline */
+        conn_kill(c, "out_of_memory");
+        return;
     }
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     if (c->tls)

@@ -92,6 +92,9 @@ struct conn {
     struct creq_list inflight;
     uint64_t next_corr;
     uint64_t hello_corr;
+    uint64_t auth_corr;                /* Authenticate sent with Hello (0: no api_key) */
+    bool hello_ok;                     /* Hello answered; waiting for Authenticate */
+    char *api_key;
     int last_err;
     struct codec_limits lim;
     uint32_t max_inflight;             /* from Hello */
@@ -344,6 +347,8 @@ static int split_addr(const char *s, char *host, size_t host_cap, char *port, si
     return 0;
 }
 
+static void hello_ready(struct conn *c);
+
 static void send_hello(struct conn *c)
 {
     Verity__Envelope env = VERITY__ENVELOPE__INIT;
@@ -362,8 +367,46 @@ static void send_hello(struct conn *c)
     if (rc == 0 && evbuffer_add(bufferevent_get_output(c->bev), head, head_len) != 0)
         rc = -ENOMEM;
     free(head);
+    c->auth_corr = 0;
+    c->hello_ok = false;
+    if (rc == 0 && c->api_key) { /* issue 14: Authenticate right behind Hello */
+        Verity__Envelope ae = VERITY__ENVELOPE__INIT;
+        Verity__AuthenticateRequest ar = VERITY__AUTHENTICATE_REQUEST__INIT;
+        ar.api_key = c->api_key;
+        ae.version = CODEC_PROTOCOL_VERSION;
+        ae.correlation_id = c->auth_corr = c->next_corr++;
+        ae.body_case = VERITY__ENVELOPE__BODY_AUTHENTICATE_REQ;
+        ae.authenticate_req = &ar;
+        head = NULL;
+        rc = codec_encode(&ae, 0, &c->lim, &head, &head_len);
+        if (rc == 0 && evbuffer_add(bufferevent_get_output(c->bev), head, head_len) != 0)
+            rc = -ENOMEM;
+        free(head);
+    }
     if (rc)
         conn_fail(c, rc);
+}
+
+/* The answer to Authenticate: a refused key fails every request waiting
+ * (retrying cannot help). */
+static void auth_done(struct conn *c, const Verity__Envelope *env)
+{
+    int err = codec_err_from_wire(env->error);
+    if (err == 0 && env->body_case != VERITY__ENVELOPE__BODY_AUTHENTICATE_RESP)
+        err = VERITY_EPROTO;
+    c->auth_corr = 0;
+    if (err) {
+        conn_fail(c, err);
+        while (c->waiting.head) {
+            struct creq *r = c->waiting.head;
+            list_remove(&c->waiting, r);
+            creq_fail(r, err, env->error_message && env->error_message[0] ? env->error_message
+                                                                          : NULL);
+        }
+        return;
+    }
+    if (c->hello_ok)
+        hello_ready(c);
 }
 
 static void hello_done(struct conn *c, const Verity__Envelope *env)
@@ -382,6 +425,13 @@ static void hello_done(struct conn *c, const Verity__Envelope *env)
     }
     c->max_inflight = h->max_inflight ? h->max_inflight : VERITY_INFLIGHT_MAX;
     c->max_batch_bytes = h->max_batch_bytes;
+    c->hello_ok = true;
+    if (c->auth_corr == 0)
+        hello_ready(c);
+}
+
+static void hello_ready(struct conn *c)
+{
     c->state = CS_READY;
     c->last_err = 0;
     c->backoff_ms = c->cfg.reconnect_backoff_ms;
@@ -406,6 +456,10 @@ static void dispatch(struct conn *c, struct codec_msg *msg, uint8_t **payload, s
     }
     if (c->state == CS_HELLO && env->correlation_id == c->hello_corr) {
         hello_done(c, env);
+        return;
+    }
+    if (c->state == CS_HELLO && c->auth_corr && env->correlation_id == c->auth_corr) {
+        auth_done(c, env);
         return;
     }
     struct creq *r = c->inflight.head;
@@ -630,6 +684,7 @@ int conn_new(struct event_base *base, const struct verity_conn_config *cfg,
     cl_conn_config_fill(cfg, &c->cfg);
     c->broker = strdup(c->cfg.broker);
     c->client_id = strdup(c->cfg.client_id);
+    c->api_key = c->cfg.api_key ? strdup(c->cfg.api_key) : NULL;
     c->retry_ev = evtimer_new(base, retry_cb, c);
     c->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, c);
     if (!c->broker || !c->client_id || !c->retry_ev || !c->tick_ev) {
@@ -655,6 +710,7 @@ int conn_new(struct event_base *base, const struct verity_conn_config *cfg,
     c->cfg.tls_ca = c->cfg.tls_cert = c->cfg.tls_key = c->cfg.tls_server_name = NULL;
     c->cfg.broker = c->broker;
     c->cfg.client_id = c->client_id;
+    c->cfg.api_key = c->api_key;
     c->base = base;
     c->ev = ev;
     c->arg = arg;
@@ -696,6 +752,7 @@ void conn_free(struct conn *c)
         event_free(c->tick_ev);
     free(c->broker);
     free(c->client_id);
+    free(c->api_key);
     free(c->tls_name);
     SSL_CTX_free(c->tls_ctx);
     free(c);

@@ -89,6 +89,8 @@ void cl_conn_config_fill(const struct verity_conn_config *cfg, struct verity_con
     if (out->tls == 0 && (out->tls_ca || out->tls_cert ||
                           ((e = getenv("VERITY_TLS")) && strcmp(e, "1") == 0)))
         out->tls = 1;
+    if (!out->api_key && (e = getenv("VERITY_API_KEY")) && e[0])
+        out->api_key = e;
     if (!out->client_id)
         out->client_id = "libverity";
 }

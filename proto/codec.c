@@ -223,6 +223,8 @@ static const struct body_info bodies[] = {
     {VERITY__ENVELOPE__BODY_NACK_REQ, VERITY__ENVELOPE__BODY_NACK_RESP, "nack"},
     {VERITY__ENVELOPE__BODY_EXTEND_REQ, VERITY__ENVELOPE__BODY_EXTEND_RESP, "extend"},
     {VERITY__ENVELOPE__BODY_TERM_REQ, VERITY__ENVELOPE__BODY_TERM_RESP, "term"},
+    {VERITY__ENVELOPE__BODY_AUTHENTICATE_REQ, VERITY__ENVELOPE__BODY_AUTHENTICATE_RESP,
+     "authenticate"},
 };
 
 #define N_BODIES (sizeof(bodies) / sizeof(bodies[0]))
@@ -309,6 +311,22 @@ static bool wire_err_known(int c)
 
 /* ---- validation ---------------------------------------------------------- */
 
+bool codec_tenant_name_ok(const char *name)
+{
+    if (!name)
+        return false;
+    size_t n = strnlen(name, CODEC_TENANT_NAME_MAX + 1);
+    if (n == 0 || n > CODEC_TENANT_NAME_MAX || (n >= 2 && name[0] == '_' && name[1] == '_'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
 bool codec_topic_name_ok(const char *name, bool allow_internal)
 {
     if (!name)
@@ -316,6 +334,19 @@ bool codec_topic_name_ok(const char *name, bool allow_internal)
     size_t n = strnlen(name, VERITY_TOPIC_NAME_MAX + 1);
     if (n == 0 || n > VERITY_TOPIC_NAME_MAX)
         return false;
+    const char *sep = memchr(name, CODEC_TENANT_SEP, n);
+    if (sep) {
+        /* Tenant-qualified ("<tenant>~<name>"): one separator, a valid
+         * tenant, a valid name after it. */
+        char t[CODEC_TENANT_NAME_MAX + 1];
+        size_t tn = (size_t)(sep - name);
+        if (tn == 0 || tn > CODEC_TENANT_NAME_MAX)
+            return false;
+        memcpy(t, name, tn);
+        t[tn] = '\0';
+        return codec_tenant_name_ok(t) && !strchr(sep + 1, CODEC_TENANT_SEP) &&
+               codec_topic_name_ok(sep + 1, allow_internal);
+    }
     if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
         return false;
     if (!allow_internal && n >= 2 && name[0] == '_' && name[1] == '_')
@@ -573,6 +604,13 @@ static int check_group_body(const Verity__Envelope *env, const struct codec_limi
         CHECK_GROUP(r->group, "term");
         CHECK_TOPIC(r->topic, false, "term");
         CHECK_STR(r->error, CODEC_STRING_BYTES_MAX, "term error");
+        return 0;
+    }
+    case VERITY__ENVELOPE__BODY_AUTHENTICATE_REQ: {
+        const Verity__AuthenticateRequest *r = env->authenticate_req;
+        if (!r->api_key || !r->api_key[0])
+            return fail(msg, cap, VERITY_EINVAL, "authenticate: no api_key");
+        CHECK_STR(r->api_key, CODEC_API_KEY_MAX, "authenticate api_key");
         return 0;
     }
     default:

@@ -142,6 +142,16 @@ bool codec_topic_name_ok(const char *name, bool allow_internal);
  * not starting with "__" (the topic name rule). */
 bool codec_group_name_ok(const char *name);
 
+/* Tenants (issue 14). On a broker with authentication, a tenant's object
+ * "orders" is stored as "<tenant>~orders"; codec_topic_name_ok and
+ * codec_group_name_ok accept such a tenant-qualified name (one separator, a
+ * valid tenant before it, a valid name after it). codec_tenant_name_ok: 1..
+ * CODEC_TENANT_NAME_MAX bytes of [A-Za-z0-9_-], not starting with "__". */
+#define CODEC_TENANT_SEP      '~'
+#define CODEC_TENANT_NAME_MAX 32u
+#define CODEC_API_KEY_MAX     128u /* bytes of an api_key in Authenticate */
+bool codec_tenant_name_ok(const char *name);
+
 /* Error code mapping. err is 0, a VERITY_E* code or -errno. */
 Verity__ErrorCode codec_err_to_wire(int err);
 /* The inverse; unknown wire codes map to VERITY_EPROTO, ERR_SYSTEM to -EIO. */

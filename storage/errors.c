@@ -39,6 +39,9 @@ static const struct err_name err_names[] = {
     {VERITY_EALREADY, "EALREADY", "already acknowledged; this ack did not count"},
     {VERITY_ETLS, "ETLS", "TLS handshake failed (untrusted or expired certificate, wrong host name, "
                           "protocol version, or a client certificate the broker requires)"},
+    {VERITY_EAUTH, "EAUTH", "authentication required or failed (unknown, wrong or revoked key)"},
+    {VERITY_EDENIED, "EDENIED", "denied by the principal's ACLs"},
+    {VERITY_EQUOTA, "EQUOTA", "quota exceeded"},
 };
 
 static const struct err_name *find(int err)

@@ -23,7 +23,8 @@
 int cmd_log(int argc, char **argv);       /* log verify|dump|bench (cmd_log.c, cmd_log_bench.c) */
 int cmd_log_bench(int argc, char **argv); /* log bench, called by cmd_log (cmd_log_bench.c) */
 int cmd_log_write(int argc, char **argv); /* log write, called by cmd_log (cmd_log_write.c) */
-int cmd_keygen(int argc, char **argv);    /* keygen (cmd_keygen.c) */
+int cmd_keygen(int argc, char **argv);
+int cmd_auth(int argc, char **argv);      /* auth key|acl|cert|quota, acl (cmd_auth.c) */    /* keygen (cmd_keygen.c) */
 int cmd_bench(int argc, char **argv);     /* bench W1..W4 (cmd_bench.c) */
 int cmd_broker(int argc, char **argv);    /* broker status (cmd_broker.c) */
 int cmd_consume(int argc, char **argv);   /* consume (cmd_consume.c) */

@@ -25,6 +25,8 @@ struct cmd {
 
 /* One row per subcommand; keep the list alphabetical. */
 static const struct cmd cmds[] = {
+    {"acl", cmd_auth, "ACLs in the security store: the same as `verity auth acl`"},
+    {"auth", cmd_auth, "API keys, ACLs, certificate mappings, quotas (the broker's auth_file)"},
     {"bench", cmd_bench, "run the peer benchmark workloads W1-W4 against a broker"},
     {"broker", cmd_broker, "broker status: reachable, topics, partitions in error"},
     {"consume", cmd_consume, "print a topic's records from an offset or time; --follow"},

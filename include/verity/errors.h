@@ -37,7 +37,10 @@ enum verity_err {
     VERITY_EMEMBER = -4117,       /* unknown or removed group member */
     VERITY_EALREADY = -4118,      /* acknowledged before: this ack did not count */
     VERITY_ETLS = -4119,          /* TLS handshake failed (CA, certificate, version, name) */
-    VERITY_ELAST = -4120,
+    VERITY_EAUTH = -4120,         /* not authenticated, or the key/certificate is unknown or revoked */
+    VERITY_EDENIED = -4121,       /* the principal's ACLs do not allow this operation */
+    VERITY_EQUOTA = -4122,        /* a quota was exceeded (the message names it) */
+    VERITY_ELAST = -4123,
 };
 
 /* Returns a static string that names the code; never NULL. Thread-safe. */

@@ -120,6 +120,11 @@ struct verity_conn_config {
     const char *tls_cert;          /* PEM client certificate chain (mutual TLS) */
     const char *tls_key;           /* PEM private key of tls_cert */
     const char *tls_server_name;   /* name the broker's certificate must carry */
+    /* Authentication (issue 14): an API key ("vk_...", from `verity auth key
+     * create`) sent in Authenticate after Hello on every connection; NULL
+     * falls back to VERITY_API_KEY. A refused key fails the connection's
+     * requests with VERITY_EAUTH. Copied. */
+    const char *api_key;
 };
 
 /* Fills the defaults shown above. */

@@ -11,7 +11,8 @@
 # Then tests/fuzz/fuzz_kafka.c (the Kafka listener's frame, Produce/Fetch and
 # record batch decoders) for KAFKA_FUZZ_SECONDS (default 15; 0 skips).
 # Then builds and runs tests/fuzz/fuzz_proof.c (proof decoders) for
-# PROOF_FUZZ_SECONDS (default 15).
+# PROOF_FUZZ_SECONDS (default 15), then tests/fuzz/fuzz_auth.c (the security
+# store's JSON decoder, issue 14) for AUTH_FUZZ_SECONDS (default 15).
 #
 # usage: bash tests/fuzz/run.sh [SECONDS]
 # env:   FUZZ_DIR (default build/fuzz), FUZZ_JOBS (parallel jobs, default 1),
@@ -184,3 +185,28 @@ if [ "$rc" -ne 0 ]; then
     exit "$rc"
 fi
 echo "fuzz: fuzz_proof no crash in ${psecs}s"
+
+# ---- the security store's decoder (issue 14): auth_file JSON. Runs
+# AUTH_FUZZ_SECONDS (default 15) after fuzz_proof.
+asecs=${AUTH_FUZZ_SECONDS:-15}
+echo "fuzz: building $out/fuzz_auth"
+mkdir -p "$out/auth-seeds" "$out/auth-corpus"
+# shellcheck disable=SC2207
+apkg=($(pkg-config --cflags --libs libcrypto jansson))
+clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+    tests/fuzz/fuzz_auth.c broker/auth_store.c proto/codec.c "$out/gen/proto/verity.pb-c.c" \
+    storage/errors.c "${apkg[@]}" "${pkg[@]}" -o "$out/fuzz_auth"
+printf '%s' '{"version":1,"keys":[{"id":"0123456789abcdef","tenant":"acme","principal":"svc-a","salt":"00112233445566778899aabbccddeeff","hash":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff","created_ms":1}],"certs":[{"subject":"verity-client","tenant":"acme","principal":"svc-a"}],"acls":[{"tenant":"acme","principal":"*","resource":"topic:orders*","ops":["produce","consume"],"effect":"deny"}],"quotas":[{"tenant":"acme","principal":"*","produce_bytes_per_s":100}]}' > "$out/auth-seeds/full"
+set +e
+(cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ./fuzz_auth -max_total_time="$asecs" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$out/artifacts/auth-" \
+    "$out/auth-corpus" "$out/auth-seeds")
+rc=$?
+set -e
+if [ "$rc" -ne 0 ]; then
+    echo "fuzz: fuzz_auth FAILED (exit $rc); inputs in $out/artifacts" >&2
+    exit "$rc"
+fi
+echo "fuzz: fuzz_auth no crash in ${asecs}s"

@@ -1,0 +1,967 @@
+/*
+ * Authentication, tenants, ACLs and quotas on the protocol port (issue 14).
+ *
+ * With auth_file set, every connection starts without a principal. It gets
+ * one from a client certificate whose subject CN the store maps (at the end
+ * of the TLS handshake) or from an Authenticate request with an API key.
+ * Until then: only Hello and Authenticate are answered (others: ERR_AUTH),
+ * frames are at most AUTH_PREAUTH_FRAME_BYTES, and the connection is closed
+ * after auth_timeout_ms or AUTH_FAILS_PER_CONN failed attempts; each failed
+ * attempt is answered only after auth_fail_delay_ms.
+ *
+ * Tenants: a principal belongs to one tenant. Every topic and group name in
+ * its requests is put inside the tenant ("orders" -> "<tenant>~orders")
+ * before the handler sees it, and taken out again in the answer; entries of
+ * other tenants are dropped from answers (list_topics, metadata of every
+ * topic, list_groups). So a name never resolves to another tenant's object,
+ * and a client cannot name one: '~' in a name is refused. Handlers are
+ * unchanged; the rewrite walks the protobuf-c descriptors, so a new request
+ * or response type is covered by its field names ("topic", "topics",
+ * "dlq_topic", "group", and "name" in the *Topic* messages).
+ *
+ * ACLs are checked on every request against the store in use (reloaded on
+ * SIGHUP), so a revoked key or a removed rule takes effect on open
+ * connections at their next request: the principal is looked up again each
+ * time by key id or certificate subject. A request type without a row in
+ * the ACL table is denied.
+ *
+ * Quotas: produce_bytes_per_s and fetch_bytes_per_s per principal (or per
+ * principal of a tenant with "*"), token buckets with one second of burst.
+ * A produce is charged its payload before it runs; a fetch is charged what
+ * it returns. A request that finds its bucket in debt waits (throttling) until
+ * the debt is paid; a wait over QUOTA_WAIT_MAX_MS is refused with EQUOTA
+ * naming the quota.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "broker/auth.h"
+#include "broker/auth_store.h"
+#include "broker/blog.h"
+#include "broker/broker_int.h"
+#include "verity/errors.h"
+#include "verity/verify.h"
+
+#define QUOTA_WAIT_MAX_MS 10000
+#define QUOTA_BUCKETS 256
+#define FAIL_LOG_PER_SEC 10
+
+struct quota_bucket {
+    char key[AUTH_TENANT_MAX + AUTH_PRINCIPAL_MAX + 2]; /* tenant/principal */
+    double produce_tokens;                             /* bytes; negative: debt */
+    double fetch_tokens;
+    int64_t last_ns;
+    struct quota_bucket *next;
+};
+
+struct auth_state {
+    struct auth_store *store;
+    struct quota_bucket *buckets[QUOTA_BUCKETS];
+    int64_t log_ns; /* rate limit of auth_failed / acl_denied lines */
+    uint32_t log_n;
+    uint64_t log_suppressed;
+};
+
+enum auth_how { HOW_NONE, HOW_KEY, HOW_CERT };
+
+struct auth_conn {
+    enum auth_how how;
+    char tenant[AUTH_TENANT_MAX + 1];
+    char principal[AUTH_PRINCIPAL_MAX + 1];
+    char key_id[AUTH_KEY_ID_HEX + 1];    /* HOW_KEY */
+    char subject[AUTH_SUBJECT_MAX + 1];  /* HOW_CERT (also kept for a later key) */
+    uint32_t fails;
+    struct event *deadline_ev;
+};
+
+/* What auth_gate put on a request: the original name pointers, the new
+ * strings, a throttling timer. */
+struct swap {
+    void **slot;
+    void *orig;
+};
+struct auth_undo {
+    struct swap *swaps;
+    size_t n, cap;
+    struct {
+        size_t *slot;
+        size_t orig;
+    } *counts;
+    size_t nc, capc;
+    void **allocs;
+    size_t na, capa;
+};
+struct auth_scope {
+    struct auth_undo undo;
+    struct event *wait_ev;
+    int wait_err; /* answered by the timer with this error (failed Authenticate) */
+    char wait_msg[160];
+};
+
+/* ---- undo log -------------------------------------------------------------- */
+
+static int undo_swap(struct auth_undo *u, void **slot, void *val)
+{
+    if (u->n == u->cap) {
+        size_t nc = u->cap ? u->cap * 2 : 8;
+        struct swap *p = realloc(u->swaps, nc * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        u->swaps = p;
+        u->cap = nc;
+    }
+    u->swaps[u->n++] = (struct swap){slot, *slot};
+    *slot = val;
+    return 0;
+}
+
+static int undo_count(struct auth_undo *u, size_t *slot, size_t val)
+{
+    if (u->nc == u->capc) {
+        size_t nc = u->capc ? u->capc * 2 : 4;
+        void *p = realloc(u->counts, nc * sizeof *u->counts);
+        if (!p)
+            return -ENOMEM;
+        u->counts = p;
+        u->capc = nc;
+    }
+    u->counts[u->nc].slot = slot;
+    u->counts[u->nc].orig = *slot;
+    u->nc++;
+    *slot = val;
+    return 0;
+}
+
+/* Takes over p (freed with the undo log); -ENOMEM frees it at once. */
+static int undo_keep(struct auth_undo *u, void *p)
+{
+    if (u->na == u->capa) {
+        size_t nc = u->capa ? u->capa * 2 : 8;
+        void **q = realloc(u->allocs, nc * sizeof *q);
+        if (!q) {
+            free(p);
+            return -ENOMEM;
+        }
+        u->allocs = q;
+        u->capa = nc;
+    }
+    u->allocs[u->na++] = p;
+    return 0;
+}
+
+static void undo_run(struct auth_undo *u)
+{
+    for (size_t i = u->n; i-- > 0;)
+        *u->swaps[i].slot = u->swaps[i].orig;
+    for (size_t i = u->nc; i-- > 0;)
+        *u->counts[i].slot = u->counts[i].orig;
+    for (size_t i = 0; i < u->na; i++)
+        free(u->allocs[i]);
+    free(u->swaps);
+    free(u->counts);
+    free(u->allocs);
+    memset(u, 0, sizeof *u);
+}
+
+/* ---- names in messages ----------------------------------------------------- */
+
+enum name_kind { NK_NONE = -1, NK_TOPIC = AUTH_RES_TOPIC, NK_GROUP = AUTH_RES_GROUP };
+
+static enum name_kind field_kind(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f)
+{
+    if (f->type != PROTOBUF_C_TYPE_STRING)
+        return NK_NONE;
+    if (strcmp(f->name, "topic") == 0 || strcmp(f->name, "topics") == 0 ||
+        strcmp(f->name, "dlq_topic") == 0)
+        return NK_TOPIC;
+    if (strcmp(f->name, "group") == 0)
+        return NK_GROUP;
+    if (strcmp(f->name, "name") == 0 && strstr(d->name, "Topic"))
+        return NK_TOPIC;
+    return NK_NONE;
+}
+
+/* The body message of env (NULL when none). */
+static ProtobufCMessage *env_body(const Verity__Envelope *env)
+{
+    const ProtobufCMessageDescriptor *d = env->base.descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->id == (uint32_t)env->body_case && f->type == PROTOBUF_C_TYPE_MESSAGE)
+            return *(ProtobufCMessage **)((char *)env + f->offset);
+    }
+    return NULL;
+}
+
+/* ---- the ACL table --------------------------------------------------------- */
+
+#define ANY 0x100u /* any one of the ops suffices */
+#define PREAUTH 0x200u
+#define LIST 0x400u /* an answer listing objects: filtered by describe rights */
+
+static const struct acl_row {
+    Verity__Envelope__BodyCase type;
+    unsigned topic_ops; /* checked on every topic name (0: not checked) */
+    unsigned group_ops; /* checked on every group name */
+    unsigned flags;
+} acl_rows[] = {
+    {VERITY__ENVELOPE__BODY_HELLO_REQ, 0, 0, PREAUTH},
+    {VERITY__ENVELOPE__BODY_AUTHENTICATE_REQ, 0, 0, PREAUTH},
+    {VERITY__ENVELOPE__BODY_METADATA_REQ, AUTH_OP_DESCRIBE | AUTH_OP_PRODUCE | AUTH_OP_CONSUME, 0,
+     ANY | LIST},
+    {VERITY__ENVELOPE__BODY_CREATE_TOPIC_REQ, AUTH_OP_ADMIN, 0, 0},
+    {VERITY__ENVELOPE__BODY_DELETE_TOPIC_REQ, AUTH_OP_ADMIN, 0, 0},
+    {VERITY__ENVELOPE__BODY_LIST_TOPICS_REQ, 0, 0, LIST},
+    {VERITY__ENVELOPE__BODY_DESCRIBE_TOPIC_REQ,
+     AUTH_OP_DESCRIBE | AUTH_OP_PRODUCE | AUTH_OP_CONSUME, 0, ANY},
+    {VERITY__ENVELOPE__BODY_INIT_PRODUCER_REQ, 0, 0, 0},
+    {VERITY__ENVELOPE__BODY_PRODUCE_REQ, AUTH_OP_PRODUCE, 0, 0},
+    {VERITY__ENVELOPE__BODY_FETCH_REQ, AUTH_OP_CONSUME, 0, 0},
+    {VERITY__ENVELOPE__BODY_LIST_OFFSETS_REQ, AUTH_OP_CONSUME | AUTH_OP_DESCRIBE, 0, ANY},
+    {VERITY__ENVELOPE__BODY_CREATE_GROUP_REQ, AUTH_OP_CONSUME, AUTH_OP_ADMIN, 0},
+    {VERITY__ENVELOPE__BODY_DELETE_GROUP_REQ, 0, AUTH_OP_ADMIN, 0},
+    {VERITY__ENVELOPE__BODY_LIST_GROUPS_REQ, 0, 0, LIST},
+    {VERITY__ENVELOPE__BODY_DESCRIBE_GROUP_REQ, 0, AUTH_OP_DESCRIBE | AUTH_OP_GROUP, ANY},
+    {VERITY__ENVELOPE__BODY_GROUP_PENDING_REQ, 0, AUTH_OP_DESCRIBE | AUTH_OP_GROUP, ANY},
+    {VERITY__ENVELOPE__BODY_RESET_GROUP_REQ, 0, AUTH_OP_ADMIN, 0},
+    {VERITY__ENVELOPE__BODY_JOIN_GROUP_REQ, 0, AUTH_OP_GROUP, 0},
+    {VERITY__ENVELOPE__BODY_HEARTBEAT_REQ, 0, AUTH_OP_GROUP, 0},
+    {VERITY__ENVELOPE__BODY_LEAVE_GROUP_REQ, 0, AUTH_OP_GROUP, 0},
+    {VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ, 0, AUTH_OP_GROUP, 0},
+    {VERITY__ENVELOPE__BODY_ACK_REQ, 0, AUTH_OP_GROUP, 0},
+    {VERITY__ENVELOPE__BODY_NACK_REQ, 0, AUTH_OP_GROUP, 0},
+    {VERITY__ENVELOPE__BODY_EXTEND_REQ, 0, AUTH_OP_GROUP, 0},
+    {VERITY__ENVELOPE__BODY_TERM_REQ, 0, AUTH_OP_GROUP, 0},
+};
+
+static const struct acl_row *acl_row(Verity__Envelope__BodyCase t)
+{
+    for (size_t i = 0; i < sizeof acl_rows / sizeof acl_rows[0]; i++)
+        if (acl_rows[i].type == t)
+            return &acl_rows[i];
+    return NULL;
+}
+
+/* ---- logging (rate-limited for what a client can cause) -------------------- */
+
+static bool may_log(struct auth_state *a)
+{
+    int64_t now = mono_ns();
+    if (now - a->log_ns >= 1000000000) {
+        a->log_ns = now;
+        a->log_n = 0;
+    }
+    if (a->log_n >= FAIL_LOG_PER_SEC) {
+        a->log_suppressed++;
+        return false;
+    }
+    a->log_n++;
+    return true;
+}
+
+static uint64_t take_suppressed(struct auth_state *a)
+{
+    uint64_t n = a->log_suppressed;
+    a->log_suppressed = 0;
+    return n;
+}
+
+/* ---- start, reload ----------------------------------------------------------- */
+
+int auth_open(struct broker *b)
+{
+    if (!b->cfg.auth_file[0])
+        return 0;
+    char why[400], q[500];
+    if (b->cfg.kafka_listen[0] && strcmp(b->cfg.kafka_listen, "off") != 0) {
+        blog(BLOG_ERROR, "auth_config_failed",
+             "reason=\"auth_file and kafka_listen together: the Kafka listener has no "
+             "authentication\"");
+        return VERITY_EINVAL;
+    }
+    struct auth_state *a = calloc(1, sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    int rc = auth_store_load(b->cfg.auth_file, false, &a->store, why, sizeof why);
+    if (rc) {
+        blog(BLOG_ERROR, "auth_config_failed", "reason=%s", blog_q(why, q, sizeof q));
+        free(a);
+        return rc;
+    }
+    b->auth = a;
+    blog(BLOG_INFO, "auth_loaded", "file=%s keys=%zu certs=%zu acls=%zu quotas=%zu",
+         b->cfg.auth_file, a->store->n_keys, a->store->n_certs, a->store->n_acls,
+         a->store->n_quotas);
+    return 0;
+}
+
+void auth_close(struct broker *b)
+{
+    struct auth_state *a = b->auth;
+    if (!a)
+        return;
+    for (size_t i = 0; i < QUOTA_BUCKETS; i++) {
+        struct quota_bucket *q = a->buckets[i], *next;
+        for (; q; q = next) {
+            next = q->next;
+            free(q);
+        }
+    }
+    auth_store_free(a->store);
+    free(a);
+    b->auth = NULL;
+}
+
+void auth_reload(struct broker *b)
+{
+    struct auth_state *a = b->auth;
+    if (!a)
+        return;
+    char why[400], q[500];
+    struct auth_store *s = NULL;
+    int rc = auth_store_load(b->cfg.auth_file, false, &s, why, sizeof why);
+    if (rc) {
+        blog(BLOG_ERROR, "auth_reload_failed", "reason=%s (the previous store stays in use)",
+             blog_q(why, q, sizeof q));
+        return;
+    }
+    auth_store_free(a->store);
+    a->store = s;
+    blog(BLOG_INFO, "auth_reloaded", "file=%s keys=%zu certs=%zu acls=%zu quotas=%zu",
+         b->cfg.auth_file, s->n_keys, s->n_certs, s->n_acls, s->n_quotas);
+}
+
+/* ---- connections ------------------------------------------------------------- */
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->dead || !c->auth || c->auth->how != HOW_NONE)
+        return;
+    if (may_log(c->b->auth))
+        blog(BLOG_WARN, "auth_timeout", "conn=%" PRIu64 " peer=%s timeout_ms=%" PRIu32, c->id,
+             c->peer, c->b->cfg.auth_timeout_ms);
+    conn_close_error(c, VERITY_EAUTH, "not authenticated within auth_timeout_ms");
+}
+
+int auth_conn_open(struct conn *c)
+{
+    struct auth_conn *ac = calloc(1, sizeof *ac);
+    if (!ac)
+        return -ENOMEM;
+    if (c->b->cfg.auth_timeout_ms) {
+        ac->deadline_ev = evtimer_new(c->b->base, deadline_cb, c);
+        struct timeval tv = {(time_t)(c->b->cfg.auth_timeout_ms / 1000),
+                             (suseconds_t)(c->b->cfg.auth_timeout_ms % 1000) * 1000};
+        if (!ac->deadline_ev || evtimer_add(ac->deadline_ev, &tv) != 0) {
+            if (ac->deadline_ev)
+                event_free(ac->deadline_ev);
+            free(ac);
+            return -ENOMEM;
+        }
+    }
+    c->auth = ac;
+    return 0;
+}
+
+void auth_conn_close(struct conn *c)
+{
+    if (!c->auth)
+        return;
+    if (c->auth->deadline_ev)
+        event_free(c->auth->deadline_ev);
+    free(c->auth);
+    c->auth = NULL;
+}
+
+static void set_principal(struct conn *c, enum auth_how how, const char *tenant,
+                          const char *principal)
+{
+    struct auth_conn *ac = c->auth;
+    ac->how = how;
+    snprintf(ac->tenant, sizeof ac->tenant, "%s", tenant);
+    snprintf(ac->principal, sizeof ac->principal, "%s", principal);
+    ac->fails = 0;
+    if (ac->deadline_ev)
+        evtimer_del(ac->deadline_ev);
+}
+
+void auth_conn_tls(struct conn *c, struct ssl_st *ssl)
+{
+    if (!c->auth || !c->b->auth || !ssl)
+        return;
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    if (!cert)
+        return;
+    char cn[AUTH_SUBJECT_MAX + 1] = "";
+    if (SSL_get_verify_result(ssl) == X509_V_OK)
+        X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+    X509_free(cert);
+    if (!cn[0])
+        return;
+    const struct auth_cert *m = auth_cert_find(c->b->auth->store, cn);
+    char q[200];
+    if (!m) {
+        blog(BLOG_INFO, "auth_cert_unmapped", "conn=%" PRIu64 " peer=%s subject=%s", c->id,
+             c->peer, blog_q(cn, q, sizeof q));
+        return;
+    }
+    snprintf(c->auth->subject, sizeof c->auth->subject, "%s", cn);
+    set_principal(c, HOW_CERT, m->tenant, m->principal);
+    blog(BLOG_INFO, "auth_ok", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s method=cert "
+         "subject=%s", c->id, c->peer, m->tenant, m->principal, blog_q(cn, q, sizeof q));
+}
+
+bool auth_frame_ok(const struct conn *c, uint64_t total)
+{
+    return !c->auth || c->auth->how != HOW_NONE || total <= AUTH_PREAUTH_FRAME_BYTES;
+}
+
+/* Whether the connection's principal still stands in the store in use (a
+ * key revoked or a mapping removed since: no longer). */
+static bool principal_current(struct conn *c)
+{
+    struct auth_conn *ac = c->auth;
+    const struct auth_store *s = c->b->auth->store;
+    if (ac->how == HOW_KEY) {
+        const struct auth_key *k = auth_key_find(s, ac->key_id);
+        return k && strcmp(k->tenant, ac->tenant) == 0 && strcmp(k->principal, ac->principal) == 0;
+    }
+    if (ac->how == HOW_CERT) {
+        const struct auth_cert *m = auth_cert_find(s, ac->subject);
+        return m && strcmp(m->tenant, ac->tenant) == 0 && strcmp(m->principal, ac->principal) == 0;
+    }
+    return false;
+}
+
+/* ---- quotas ------------------------------------------------------------------ */
+
+static struct quota_bucket *bucket_get(struct auth_state *a, const char *tenant,
+                                       const char *principal)
+{
+    char key[sizeof ((struct quota_bucket *)0)->key];
+    snprintf(key, sizeof key, "%s/%s", tenant, principal);
+    uint32_t h = 2166136261u;
+    for (const char *p = key; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    struct quota_bucket **pp = &a->buckets[h % QUOTA_BUCKETS];
+    for (; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->key, key) == 0)
+            return *pp;
+    struct quota_bucket *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    snprintf(q->key, sizeof q->key, "%s", key);
+    q->last_ns = mono_ns();
+    q->produce_tokens = q->fetch_tokens = -1; /* filled at the first refill */
+    *pp = q;
+    return q;
+}
+
+/* Refills tokens at rate (one second of burst at most). */
+static void refill(double *tokens, uint64_t rate, double dt_s)
+{
+    *tokens += dt_s * (double)rate;
+    if (*tokens > (double)rate)
+        *tokens = (double)rate;
+}
+
+/* Milliseconds r must wait for its quota (0: none), charging a produce. */
+static int64_t quota_wait_ms(struct req *r, char *which, size_t cap)
+{
+    struct auth_state *a = r->b->auth;
+    struct auth_conn *ac = r->conn->auth;
+    bool produce = r->type == VERITY__ENVELOPE__BODY_PRODUCE_REQ;
+    bool fetch = r->type == VERITY__ENVELOPE__BODY_FETCH_REQ ||
+                 r->type == VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ;
+    if (!produce && !fetch)
+        return 0;
+    const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, ac->principal);
+    uint64_t rate = !q ? 0 : produce ? q->produce_bytes_per_s : q->fetch_bytes_per_s;
+    if (!rate)
+        return 0;
+    struct quota_bucket *bk = bucket_get(a, ac->tenant, ac->principal);
+    if (!bk)
+        return 0;
+    int64_t now = mono_ns();
+    double dt = (double)(now - bk->last_ns) / 1e9;
+    bool first = bk->produce_tokens == -1 && bk->fetch_tokens == -1;
+    bk->last_ns = now;
+    if (first)
+        bk->produce_tokens = bk->fetch_tokens = 0;
+    if (q->produce_bytes_per_s)
+        refill(&bk->produce_tokens, q->produce_bytes_per_s, first ? 1.0 : dt);
+    if (q->fetch_bytes_per_s)
+        refill(&bk->fetch_tokens, q->fetch_bytes_per_s, first ? 1.0 : dt);
+    double *t = produce ? &bk->produce_tokens : &bk->fetch_tokens;
+    if (produce)
+        *t -= (double)r->payload_len;
+    snprintf(which, cap, "%s_bytes_per_s %" PRIu64 " of %s/%s", produce ? "produce" : "fetch",
+             rate, ac->tenant, ac->principal);
+    if (*t >= 0)
+        return 0;
+    return (int64_t)(-*t / (double)rate * 1000.0) + 1;
+}
+
+static void quota_charge_fetch(struct req *r, uint64_t bytes)
+{
+    struct auth_state *a = r->b->auth;
+    struct auth_conn *ac = r->conn->auth;
+    if (!bytes || !ac || ac->how == HOW_NONE)
+        return;
+    const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, ac->principal);
+    if (!q || !q->fetch_bytes_per_s)
+        return;
+    struct quota_bucket *bk = bucket_get(a, ac->tenant, ac->principal);
+    if (bk)
+        bk->fetch_tokens -= (double)bytes;
+}
+
+/* ---- waiting requests (throttled, or a failed Authenticate) ------------------ */
+
+static void scope_free(struct req *r)
+{
+    struct auth_scope *s = r->auth_scope;
+    if (!s)
+        return;
+    undo_run(&s->undo);
+    if (s->wait_ev)
+        event_free(s->wait_ev);
+    free(s);
+    r->auth_scope = NULL;
+}
+
+void auth_req_release(struct req *r)
+{
+    scope_free(r);
+}
+
+static struct auth_scope *scope_of(struct req *r)
+{
+    if (!r->auth_scope)
+        r->auth_scope = calloc(1, sizeof(struct auth_scope));
+    return r->auth_scope;
+}
+
+static void wait_cancel(struct req *r)
+{
+    struct auth_scope *s = r->auth_scope;
+    if (s && s->wait_ev)
+        evtimer_del(s->wait_ev);
+    r->cancel = NULL;
+    req_fail(r, VERITY_ECLOSED, "connection closed");
+}
+
+static void wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct req *r = arg;
+    struct auth_scope *s = r->auth_scope;
+    (void)fd;
+    (void)what;
+    r->cancel = NULL;
+    if (s->wait_err) {
+        bool close = r->conn->auth && r->conn->auth->fails >= AUTH_FAILS_PER_CONN;
+        struct conn *c = r->conn;
+        req_fail(r, s->wait_err, s->wait_msg);
+        if (close && !c->dead)
+            conn_close_error(c, VERITY_EAUTH, "too many failed authentication attempts");
+        return;
+    }
+    if (r->b->stopping) {
+        req_fail(r, VERITY_ECLOSED, "broker is shutting down");
+        return;
+    }
+    conn_dispatch(r);
+}
+
+/* Answers or dispatches r after ms. 0 or -ENOMEM. */
+static int wait_then(struct req *r, int64_t ms, int err, const char *msg)
+{
+    struct auth_scope *s = scope_of(r);
+    if (!s)
+        return -ENOMEM;
+    if (!s->wait_ev && !(s->wait_ev = evtimer_new(r->b->base, wait_cb, r)))
+        return -ENOMEM;
+    s->wait_err = err;
+    snprintf(s->wait_msg, sizeof s->wait_msg, "%s", msg ? msg : "");
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    if (evtimer_add(s->wait_ev, &tv) != 0)
+        return -ENOMEM;
+    r->cancel = wait_cancel;
+    return 0;
+}
+
+/* ---- Authenticate -------------------------------------------------------------- */
+
+void h_authenticate(struct req *r)
+{
+    struct broker *b = r->b;
+    struct conn *c = r->conn;
+    if (!b->auth || !c->auth) {
+        req_fail(r, VERITY_EUNSUPPORTED, "authentication is not configured on this broker");
+        return;
+    }
+    const char *key = r->msg->env->authenticate_req->api_key;
+    const struct auth_key *k = NULL;
+    int rc = auth_key_verify(b->auth->store, key, &k);
+    char id[AUTH_KEY_ID_HEX + 1] = "?";
+    if (key && strncmp(key, "vk_", 3) == 0 && strnlen(key, 3 + AUTH_KEY_ID_HEX) >= 3 + AUTH_KEY_ID_HEX) {
+        memcpy(id, key + 3, AUTH_KEY_ID_HEX);
+        id[AUTH_KEY_ID_HEX] = '\0';
+        for (size_t i = 0; i < AUTH_KEY_ID_HEX; i++)
+            if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+                id[i] = '?';
+    }
+    if (rc) {
+        c->auth->fails++;
+        if (may_log(b->auth))
+            blog(BLOG_WARN, "auth_failed",
+                 "conn=%" PRIu64 " peer=%s method=key key_id=%s fails=%" PRIu32
+                 " suppressed=%" PRIu64,
+                 c->id, c->peer, id, c->auth->fails, take_suppressed(b->auth));
+        const char *msg = "authentication failed (unknown, wrong or revoked key)";
+        if (b->cfg.auth_fail_delay_ms == 0 || wait_then(r, b->cfg.auth_fail_delay_ms, VERITY_EAUTH, msg)) {
+            bool close = c->auth->fails >= AUTH_FAILS_PER_CONN;
+            req_fail(r, VERITY_EAUTH, msg);
+            if (close && !c->dead)
+                conn_close_error(c, VERITY_EAUTH, "too many failed authentication attempts");
+        }
+        return;
+    }
+    set_principal(c, HOW_KEY, k->tenant, k->principal);
+    snprintf(c->auth->key_id, sizeof c->auth->key_id, "%s", k->id);
+    blog(BLOG_INFO, "auth_ok", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s method=key key_id=%s",
+         c->id, c->peer, k->tenant, k->principal, k->id);
+    Verity__AuthenticateResponse resp = VERITY__AUTHENTICATE_RESPONSE__INIT;
+    resp.tenant = c->auth->tenant;
+    resp.principal = c->auth->principal;
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    env.body_case = VERITY__ENVELOPE__BODY_AUTHENTICATE_RESP;
+    env.authenticate_resp = &resp;
+    req_reply(r, &env, NULL, 0);
+}
+
+/* ---- the gate ------------------------------------------------------------------ */
+
+struct walk {
+    struct auth_undo *u;
+    const struct auth_store *s;
+    const struct auth_conn *ac;
+    const struct acl_row *row;
+    size_t tlen;
+    int err;
+    char why[256];
+};
+
+static int scope_name(struct walk *w, char **slot, enum name_kind kind)
+{
+    const char *name = *slot;
+    if (!name || !name[0])
+        return 0;
+    if (strchr(name, CODEC_TENANT_SEP)) {
+        snprintf(w->why, sizeof w->why, "names may not contain '%c' (the tenant separator)",
+                 CODEC_TENANT_SEP);
+        return w->err = VERITY_EINVAL;
+    }
+    unsigned ops = kind == NK_TOPIC ? w->row->topic_ops : w->row->group_ops;
+    if (ops) {
+        bool ok = (w->row->flags & ANY)
+                      ? auth_allowed_any(w->s, w->ac->tenant, w->ac->principal,
+                                         (enum auth_res)kind, name, ops)
+                      : auth_allowed(w->s, w->ac->tenant, w->ac->principal, (enum auth_res)kind,
+                                     name, ops, w->why, sizeof w->why);
+        if (!ok) {
+            if (w->row->flags & ANY) {
+                char names[64];
+                auth_op_names(ops, names, sizeof names);
+                snprintf(w->why, sizeof w->why, "principal %s may not %s on %s %s (ACL)",
+                         w->ac->principal, names, kind == NK_TOPIC ? "topic" : "group", name);
+            }
+            return w->err = VERITY_EDENIED;
+        }
+    }
+    size_t n = strlen(name);
+    if (w->tlen + 1 + n > VERITY_TOPIC_NAME_MAX) {
+        snprintf(w->why, sizeof w->why, "name too long: %zu bytes with the tenant (max %u)",
+                 w->tlen + 1 + n, VERITY_TOPIC_NAME_MAX);
+        return w->err = VERITY_EINVAL;
+    }
+    char *q = malloc(w->tlen + 1 + n + 1);
+    if (!q)
+        return w->err = -ENOMEM;
+    memcpy(q, w->ac->tenant, w->tlen);
+    q[w->tlen] = CODEC_TENANT_SEP;
+    memcpy(q + w->tlen + 1, name, n + 1);
+    if (undo_keep(w->u, q) || undo_swap(w->u, (void **)slot, q))
+        return w->err = -ENOMEM;
+    return 0;
+}
+
+/* Puts every name in m into the tenant, checking ACLs. */
+static int scope_msg(struct walk *w, ProtobufCMessage *m, unsigned depth)
+{
+    if (!m || depth > 8)
+        return 0;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields && !w->err; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        char *base = (char *)m + f->offset;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(size_t *)((char *)m + f->quantifier_offset);
+            void **arr = *(void ***)base;
+            enum name_kind k = field_kind(d, f);
+            for (size_t j = 0; j < n && !w->err; j++) {
+                if (k != NK_NONE)
+                    scope_name(w, (char **)&arr[j], k);
+                else if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+                    scope_msg(w, arr[j], depth + 1);
+            }
+        } else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            scope_msg(w, *(ProtobufCMessage **)base, depth + 1);
+        } else {
+            enum name_kind k = field_kind(d, f);
+            if (k != NK_NONE)
+                scope_name(w, (char **)base, k);
+        }
+    }
+    return w->err;
+}
+
+static void deny_log(struct req *r, int err, const char *why)
+{
+    struct auth_state *a = r->b->auth;
+    struct auth_conn *ac = r->conn->auth;
+    char q[300];
+    if (may_log(a))
+        blog(BLOG_WARN, err == VERITY_EDENIED ? "acl_denied" : "auth_required",
+             "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s reason=%s suppressed=%" PRIu64,
+             r->conn->id, r->conn->peer, ac->tenant[0] ? ac->tenant : "-",
+             ac->principal[0] ? ac->principal : "-", codec_body_name(r->type),
+             blog_q(why, q, sizeof q), take_suppressed(a));
+}
+
+int auth_gate(struct req *r)
+{
+    struct conn *c = r->conn;
+    struct auth_conn *ac = c->auth;
+    if (!ac)
+        return 0;
+    const struct acl_row *row = acl_row(r->type);
+    if (row && (row->flags & PREAUTH))
+        return 0;
+    if (ac->how == HOW_NONE || !principal_current(c)) {
+        const char *why = ac->how == HOW_NONE
+                              ? "not authenticated: send Authenticate with an API key first"
+                              : "the connection's key or certificate mapping was revoked";
+        if (ac->how != HOW_NONE) {
+            blog(BLOG_INFO, "auth_revoked", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s",
+                 c->id, c->peer, ac->tenant, ac->principal);
+            ac->how = HOW_NONE;
+        }
+        deny_log(r, VERITY_EAUTH, why);
+        req_fail(r, VERITY_EAUTH, why);
+        return 1;
+    }
+    if (!row) {
+        deny_log(r, VERITY_EDENIED, "request type not covered by ACLs");
+        req_fail(r, VERITY_EDENIED, "request type not covered by ACLs: denied");
+        return 1;
+    }
+    struct auth_scope *s = scope_of(r);
+    if (!s) {
+        req_fail(r, -ENOMEM, "out of memory");
+        return 1;
+    }
+    struct walk w = {.u = &s->undo, .s = r->b->auth->store, .ac = ac, .row = row,
+                     .tlen = strlen(ac->tenant)};
+    if (scope_msg(&w, env_body(r->msg->env), 0)) {
+        if (w.err == VERITY_EDENIED)
+            deny_log(r, w.err, w.why);
+        req_fail(r, w.err, w.why);
+        return 1;
+    }
+    char which[200];
+    int64_t ms = quota_wait_ms(r, which, sizeof which);
+    if (ms > 0) {
+        if (ms > QUOTA_WAIT_MAX_MS) {
+            char why[300];
+            snprintf(why, sizeof why, "quota exceeded: %s (a wait of %" PRId64 " ms)", which, ms);
+            req_fail(r, VERITY_EQUOTA, why);
+            return 1;
+        }
+        if (wait_then(r, ms, 0, NULL) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- answers ------------------------------------------------------------------- */
+
+struct rwalk {
+    struct auth_undo *u;
+    const struct auth_store *s;
+    const struct auth_conn *ac;
+    bool list; /* filter top-level entries by rights too */
+    size_t tlen;
+    int err;
+};
+
+static bool in_tenant(const struct rwalk *w, const char *name)
+{
+    return name && strncmp(name, w->ac->tenant, w->tlen) == 0 && name[w->tlen] == CODEC_TENANT_SEP;
+}
+
+/* The first name field of m and its kind, or NULL. */
+static const char *msg_key(ProtobufCMessage *m, enum name_kind *kind)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->label == PROTOBUF_C_LABEL_REPEATED)
+            continue;
+        enum name_kind k = field_kind(d, f);
+        if (k != NK_NONE) {
+            *kind = k;
+            return *(char **)((char *)m + f->offset);
+        }
+    }
+    return NULL;
+}
+
+static bool keep_entry(struct rwalk *w, ProtobufCMessage *m, unsigned depth)
+{
+    enum name_kind k = NK_NONE;
+    const char *name = msg_key(m, &k);
+    if (!name || !name[0])
+        return true;
+    if (!in_tenant(w, name))
+        return false;
+    if (!w->list || depth != 0)
+        return true;
+    unsigned ops = k == NK_TOPIC ? AUTH_OP_DESCRIBE | AUTH_OP_PRODUCE | AUTH_OP_CONSUME | AUTH_OP_ADMIN
+                                 : AUTH_OP_DESCRIBE | AUTH_OP_GROUP | AUTH_OP_ADMIN;
+    return auth_allowed_any(w->s, w->ac->tenant, w->ac->principal, (enum auth_res)k,
+                            name + w->tlen + 1, ops);
+}
+
+static void unscope_str(struct rwalk *w, char **slot)
+{
+    char *s = *slot;
+    if (s && in_tenant(w, s) && undo_swap(w->u, (void **)slot, s + w->tlen + 1))
+        w->err = -ENOMEM;
+}
+
+/* Removes "<tenant>~" from a human message (a copy kept in the undo log). */
+static void unscope_text(struct rwalk *w, char **slot)
+{
+    const char *s = *slot;
+    char pat[AUTH_TENANT_MAX + 2];
+    snprintf(pat, sizeof pat, "%s%c", w->ac->tenant, CODEC_TENANT_SEP);
+    if (!s || !strstr(s, pat))
+        return;
+    size_t n = strlen(s), pn = strlen(pat);
+    char *o = malloc(n + 1), *p = o;
+    if (!o) {
+        w->err = -ENOMEM;
+        return;
+    }
+    while (*s) {
+        if (strncmp(s, pat, pn) == 0)
+            s += pn;
+        else
+            *p++ = *s++;
+    }
+    *p = '\0';
+    if (undo_keep(w->u, o) || undo_swap(w->u, (void **)slot, o))
+        w->err = -ENOMEM;
+}
+
+static void unscope_msg(struct rwalk *w, ProtobufCMessage *m, unsigned depth)
+{
+    if (!m || depth > 8)
+        return;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields && !w->err; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        char *base = (char *)m + f->offset;
+        enum name_kind k = field_kind(d, f);
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t *np = (size_t *)((char *)m + f->quantifier_offset);
+            void **arr = *(void ***)base;
+            /* Only arrays of pointers (strings, messages); scalars are
+             * packed arrays of their own width. */
+            if (*np == 0 || (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE))
+                continue;
+            /* A filtered copy of the array when some entry must go. */
+            void **keep = malloc(*np * sizeof *keep);
+            if (!keep) {
+                w->err = -ENOMEM;
+                return;
+            }
+            size_t kn = 0;
+            for (size_t j = 0; j < *np; j++) {
+                bool ok = k != NK_NONE ? in_tenant(w, arr[j])
+                          : f->type == PROTOBUF_C_TYPE_MESSAGE ? keep_entry(w, arr[j], depth)
+                                                                : true;
+                if (ok)
+                    keep[kn++] = arr[j];
+            }
+            if (undo_keep(w->u, keep) || undo_swap(w->u, (void **)base, keep) ||
+                undo_count(w->u, np, kn)) {
+                w->err = -ENOMEM;
+                return;
+            }
+            for (size_t j = 0; j < kn && !w->err; j++) {
+                if (k != NK_NONE)
+                    unscope_str(w, (char **)&keep[j]);
+                else if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+                    unscope_msg(w, keep[j], depth + 1);
+            }
+        } else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            unscope_msg(w, *(ProtobufCMessage **)base, depth + 1);
+        } else if (k != NK_NONE) {
+            unscope_str(w, (char **)base);
+        } else if (f->type == PROTOBUF_C_TYPE_STRING && strcmp(f->name, "error_message") == 0) {
+            unscope_text(w, (char **)base);
+        }
+    }
+}
+
+struct auth_undo *auth_reply_scope(struct req *r, Verity__Envelope *env, uint64_t payload)
+{
+    struct auth_conn *ac = r->conn->auth;
+    if (!ac || ac->how == HOW_NONE)
+        return NULL;
+    if (r->type == VERITY__ENVELOPE__BODY_FETCH_REQ ||
+        r->type == VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ)
+        quota_charge_fetch(r, payload);
+    struct auth_undo *u = calloc(1, sizeof *u);
+    if (!u)
+        return NULL;
+    const struct acl_row *row = acl_row(r->type);
+    struct rwalk w = {.u = u, .s = r->b->auth->store, .ac = ac,
+                      .list = row && (row->flags & LIST), .tlen = strlen(ac->tenant)};
+    unscope_text(&w, &env->error_message);
+    unscope_msg(&w, env_body(env), 0);
+    /* On -ENOMEM some names may stay qualified: the answer is still the
+     * caller's own objects. */
+    return u;
+}
+
+void auth_reply_unscope(struct auth_undo *u)
+{
+    if (!u)
+        return;
+    undo_run(u);
+    free(u);
+}
