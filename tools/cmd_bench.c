@@ -62,6 +62,7 @@
 #include "tools/stats.h"
 #include "tools/cli_args.h"
 #include "tools/cmds.h"
+#include "tools/latplot.h"
 #include "verity/group.h"
 #include "verity/verity.h"
 
@@ -166,7 +167,23 @@ struct bench {
     bool w1_ok;
     bool failed;
     double cpu0;
+    const char *plot;               /* --plot FILE.svg */
+    const char *peers;              /* --peers FILE: RESULT lines of bench-peers */
+    int64_t *kept[5];               /* sorted latencies of W2 / W4 for the plot */
+    size_t kept_n[5];
 };
+
+/* Keeps a copy of a workload's sorted latencies for --plot. */
+static void keep_lat(struct bench *b, int w, const int64_t *sorted, size_t n)
+{
+    if (!b->plot || n == 0)
+        return;
+    free(b->kept[w]);
+    b->kept[w] = malloc(n * sizeof *sorted);
+    if (b->kept[w])
+        memcpy(b->kept[w], sorted, n * sizeof *sorted);
+    b->kept_n[w] = b->kept[w] ? n : 0;
+}
 
 /* The broker's user+system CPU seconds so far (-1 when unknown). */
 static double broker_cpu(const struct bench *b)
@@ -441,6 +458,7 @@ static void w2(struct bench *b)
     char buf[256];
     fmt_lat(buf, sizeof buf, lat, W2_MSGS);
     histogram("W2", lat, W2_MSGS);
+    keep_lat(b, 2, lat, W2_MSGS);
     emit(b, "W2", "msgs=%d msgs_per_s=%.0f %s", W2_MSGS, W2_MSGS / (el / 1e9), buf);
 out:
     verity_producer_free(p, 10000);
@@ -743,6 +761,7 @@ static void w4(struct bench *b)
     char buf[256];
     fmt_lat(buf, sizeof buf, s.lat, got);
     histogram("W4", s.lat, got);
+    keep_lat(b, 4, s.lat, got);
     if (b->group)
         emit(b, "W4", "sent=%d recv=%" PRIu64 " send_rate=%.0f max_sched_lag_us=%.0f %s group=%s",
              W4_MSGS, s.got, send_rate, max_lag / 1e3, buf, b->group);
@@ -758,6 +777,141 @@ out:
     free(s.lat);
 }
 
+/* ---- --plot ----------------------------------------------------------------- */
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define PEER_RUNS 32
+
+/* One peer/mode/workload of the --peers file: its runs' figures. */
+struct peer_fig {
+    char peer[24], mode[16], wl[8];
+    double v[4][PEER_RUNS]; /* p50, p99, p999, max */
+    size_t runs;
+};
+
+static double median_of(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_dbl);
+    return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Reads RESULT lines (bench-peers' results-*.txt, or saved `verity bench`
+ * output) into figs; returns how many figures, -1 when the file cannot be
+ * read. Lines it does not understand are skipped. */
+static int read_peers(const char *path, struct peer_fig *figs, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[1024];
+    size_t n = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "RESULT ", 7) != 0)
+            continue;
+        char peer[24] = "", mode[16] = "", wl[8] = "";
+        double v[4] = {0, 0, 0, 0};
+        static const char *const keys[4] = {"p50_us=", "p99_us=", "p999_us=", "max_us="};
+        char *save = NULL;
+        for (char *t = strtok_r(line + 7, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
+            if (strncmp(t, "peer=", 5) == 0)
+                snprintf(peer, sizeof peer, "%s", t + 5);
+            else if (strncmp(t, "mode=", 5) == 0)
+                snprintf(mode, sizeof mode, "%s", t + 5);
+            else if (strncmp(t, "workload=", 9) == 0)
+                snprintf(wl, sizeof wl, "%s", t + 9);
+            for (int k = 0; k < 4; k++)
+                if (strncmp(t, keys[k], strlen(keys[k])) == 0)
+                    v[k] = strtod(t + strlen(keys[k]), NULL);
+        }
+        if (!peer[0] || (strcmp(wl, "W2") != 0 && strcmp(wl, "W4") != 0) || v[1] <= 0)
+            continue;
+        size_t i = 0;
+        while (i < n && (strcmp(figs[i].peer, peer) || strcmp(figs[i].mode, mode) ||
+                         strcmp(figs[i].wl, wl)))
+            i++;
+        if (i == n) {
+            if (n == cap)
+                continue;
+            memset(&figs[n], 0, sizeof figs[n]);
+            snprintf(figs[n].peer, sizeof figs[n].peer, "%s", peer);
+            snprintf(figs[n].mode, sizeof figs[n].mode, "%s", mode);
+            snprintf(figs[n].wl, sizeof figs[n].wl, "%s", wl);
+            n++;
+        }
+        if (figs[i].runs < PEER_RUNS) {
+            for (int k = 0; k < 4; k++)
+                figs[i].v[k][figs[i].runs] = v[k];
+            figs[i].runs++;
+        }
+    }
+    fclose(f);
+    return (int)n;
+}
+
+/* Writes --plot: W2 and W4 of this run, with the peers' medians of the same
+ * mode (relaxed also shows NATS' only mode) beside them. */
+static int write_plot(struct bench *b)
+{
+    struct peer_fig figs[32];
+    int nf = 0;
+    if (b->peers && (nf = read_peers(b->peers, figs, 32)) < 0) {
+        fprintf(stderr, "verity bench: --peers %s: %s\n", b->peers, strerror(errno));
+        return -1;
+    }
+    struct latplot_panel panels[2];
+    size_t np = 0;
+    for (int w = 2; w <= 4; w += 2) {
+        if (!b->kept_n[w])
+            continue;
+        struct latplot_panel *pn = &panels[np++];
+        memset(pn, 0, sizeof *pn);
+        snprintf(pn->title, sizeof pn->title, "W%d %s%s%s", w, b->mode, b->group ? ", group " : "",
+                 b->group ? b->group : "");
+        struct latplot_series *s = &pn->s[pn->ns++];
+        snprintf(s->name, sizeof s->name, "verity %s", b->mode);
+        s->sorted_ns = b->kept[w];
+        s->n = b->kept_n[w];
+        for (int i = 0; i < nf && pn->ns < 8; i++) {
+            struct peer_fig *fg = &figs[i];
+            bool same = strcmp(fg->mode, b->mode) == 0 ||
+                        (strcmp(b->mode, "relaxed") == 0 && strcmp(fg->mode, "default") == 0);
+            if (fg->wl[1] - '0' != w || !same)
+                continue;
+            s = &pn->s[pn->ns++];
+            snprintf(s->name, sizeof s->name, "%s %s (median of %zu)", fg->peer, fg->mode, fg->runs);
+            s->n = w == 2 ? W2_MSGS : W4_MSGS;
+            s->p50_us = median_of(fg->v[0], fg->runs);
+            s->p99_us = median_of(fg->v[1], fg->runs);
+            s->p999_us = median_of(fg->v[2], fg->runs);
+            s->max_us = median_of(fg->v[3], fg->runs);
+        }
+    }
+    if (np == 0) {
+        fprintf(stderr, "verity bench: --plot: no W2 or W4 latencies to plot\n");
+        return -1;
+    }
+    FILE *f = fopen(b->plot, "w");
+    if (!f) {
+        fprintf(stderr, "verity bench: --plot %s: %s\n", b->plot, strerror(errno));
+        return -1;
+    }
+    char title[160];
+    snprintf(title, sizeof title, "verity bench, mode %s; latency in us by percentile%s%s", b->mode,
+             b->peers ? "; peers from " : "", b->peers ? b->peers : "");
+    latplot_svg(f, title, panels, np);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "verity bench: --plot %s: %s\n", b->plot, strerror(errno));
+        return -1;
+    }
+    fprintf(stderr, "[plot] wrote %s\n", b->plot);
+    return 0;
+}
+
 /* ---- command line --------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -765,7 +919,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: verity bench [--broker HOST:PORT] [--workload W1|W2|W3|W4|all|LIST]\n"
             "                    [--mode durable|relaxed] [--broker-pid PID] [--keep] [--json]\n"
-            "                    [--group ordered|shared [--prefetch]]\n"
+            "                    [--group ordered|shared [--prefetch]] [--plot FILE.svg [--peers FILE]]\n"
             "Runs the peer benchmark's workloads (bench-peers/README.md) against a broker:\n"
             "  W1  %d x %d-byte messages, at most %d unacknowledged\n"
             "  W2  %d messages one at a time (latency)\n"
@@ -775,13 +929,15 @@ static void usage(FILE *f)
             "relaxed = os. --broker-pid adds the broker's CPU seconds (srv_cpu_s).\n"
             "--group runs W3 and W4 through a consumer group of that mode (fetch up to %d,\n"
             "ack each batch with the next fetch); --prefetch keeps one fetch out meanwhile.\n"
+            "--plot writes an SVG of W2's and W4's latency by percentile; --peers adds the\n"
+            "medians of the RESULT lines in FILE (bench-peers results-*.txt) of the same mode.\n"
             "Prints RESULT lines (JSON lines with --json) on stdout, progress on stderr.\n"
             "exit: 0 ok, 1 a workload failed, 2 usage, 3 broker unreachable\n",
             W1_MSGS, PAYLOAD, W1_WINDOW, W2_MSGS, W1_MSGS, W4_MSGS, W4_RATE, W3_BATCH);
 }
 
 enum { OPT_BROKER = 256, OPT_WORKLOAD, OPT_MODE, OPT_PID, OPT_KEEP, OPT_JSON, OPT_HELP,
-       OPT_GROUP, OPT_PREFETCH };
+       OPT_GROUP, OPT_PREFETCH, OPT_PLOT, OPT_PEERS };
 
 static const struct option long_opts[] = {
     {"broker", required_argument, NULL, OPT_BROKER},
@@ -793,6 +949,8 @@ static const struct option long_opts[] = {
     {"help", no_argument, NULL, OPT_HELP},
     {"group", required_argument, NULL, OPT_GROUP},
     {"prefetch", no_argument, NULL, OPT_PREFETCH},
+    {"plot", required_argument, NULL, OPT_PLOT},
+    {"peers", required_argument, NULL, OPT_PEERS},
     {NULL, 0, NULL, 0},
 };
 
@@ -866,6 +1024,12 @@ int cmd_bench(int argc, char **argv)
         case OPT_PREFETCH:
             b.prefetch = true;
             break;
+        case OPT_PLOT:
+            b.plot = optarg;
+            break;
+        case OPT_PEERS:
+            b.peers = optarg;
+            break;
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -874,7 +1038,7 @@ int cmd_bench(int argc, char **argv)
             goto bad;
         }
     }
-    if (optind != argc || (b.prefetch && !b.group))
+    if (optind != argc || (b.prefetch && !b.group) || (b.peers && !b.plot))
         goto bad;
 
     struct verity_conn_config conn;
@@ -905,6 +1069,10 @@ int cmd_bench(int argc, char **argv)
     if (want[4])
         w4(&b);
     verity_client_free(b.admin);
+    if (b.plot && write_plot(&b) != 0)
+        b.failed = true;
+    for (int i = 0; i < 5; i++)
+        free(b.kept[i]);
     return b.failed ? CMD_EXIT_FAIL : CMD_EXIT_OK;
 bad:
     return cli_bad_args("verity bench", c, long_opts, argv, usage);
