@@ -1209,6 +1209,10 @@ int cmd_bench(int argc, char **argv)
     if (optind != argc || (b.prefetch && !b.group) || (b.peers && !b.plot))
         goto bad;
 
+    if (b.peers && access(b.peers, R_OK) != 0) {
+        fprintf(stderr, "verity bench: --peers %s: %s\n", b.peers, strerror(errno));
+        return CMD_EXIT_FAIL;
+    }
     struct verity_conn_config conn;
     verity_conn_config_default(&conn);
     conn.broker = b.broker;
