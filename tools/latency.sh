@@ -65,23 +65,35 @@ stop_server() {
 trap 'stop_server; rm -f "$RAW"' EXIT
 trap 'exit 130' INT TERM
 
-start_server() { # DIR
+start_server() { # DIR: retries on another port when one was taken meanwhile
+    local try
+    for try in 1 2 3; do
+        start_server_once "$1" && return 0
+        stop_server
+        log "start failed, retrying"
+    done
+    die "verityd would not start"
+}
+
+start_server_once() { # DIR
     local port hport i targs=()
     port=$(free_port) || die "no free port"
     hport=$(free_port) || die "no free port"
     DATA_DIR=$(mktemp -d /tmp/verity-latency.XXXXXX)
-    [ -n "${TRACE:-}" ] && targs=(--trace-sample "$TRACE")
+    [ -n "${TRACE:-}" ] && "$1/bin/verityd" --help 2>&1 | grep -q trace.sample &&
+        targs=(--trace-sample "$TRACE")
     "$1/bin/verityd" --data-dir "$DATA_DIR/data" --listen "127.0.0.1:$port" \
         --http "127.0.0.1:$hport" --log-level warn "${targs[@]}" >"$DATA_DIR/verityd.log" 2>&1 &
     SERVER_PID=$!
     BROKER=127.0.0.1:$port
     ADMIN=127.0.0.1:$hport
     for i in $(seq 1 200); do
-        kill -0 "$SERVER_PID" 2>/dev/null || die "verityd exited at start: $(tail -3 "$DATA_DIR/verityd.log")"
+        kill -0 "$SERVER_PID" 2>/dev/null || { log "verityd exited at start: $(tail -1 "$DATA_DIR/verityd.log")"; return 1; }
         "$1/bin/verity" broker status --broker "$BROKER" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    die "verityd not ready after 20 s"
+    log "verityd not ready after 20 s"
+    return 1
 }
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -94,13 +106,15 @@ for run in $(seq 1 "$RUNS"); do
                 group=; [ "$s" != "$wl" ] && group=${s#*:}
                 args=()
                 [ -n "$group" ] && args+=(--group "$group")
-                if [ -n "${PLOT_DIR:-}" ] && [ "$run" = "$RUNS" ] && [[ $wl == *W[24]* ]]; then
+                if [ -n "${PLOT_DIR:-}" ] && [ "$run" = "$RUNS" ] && [[ $wl == *W[24]* ]] &&
+                    "$d/bin/verity" bench --help 2>/dev/null | grep -q -- --plot; then
                     mkdir -p "$PLOT_DIR"
                     args+=(--plot "$PLOT_DIR/$(basename "$d")-$mode-${s//[:,]/-}.svg")
                     [ -n "${PEERS:-}" ] && args+=(--peers "$PEERS")
                 fi
                 start_server "$d"
-                [ -n "${TRACE:-}" ] && [[ $wl == *W4* ]] && args+=(--trace "$ADMIN")
+                [ -n "${TRACE:-}" ] && [[ $wl == *W4* ]] &&
+                    "$d/bin/verity" bench --help 2>/dev/null | grep -q -- --trace && args+=(--trace "$ADMIN")
                 log "run $run $mode $s build=$d (load $(cut -d' ' -f1 /proc/loadavg))"
                 out=$(timeout -k 5 "$WORKLOAD_TIMEOUT" "$d/bin/verity" bench --broker "$BROKER" \
                     --mode "$mode" --workload "$wl" --broker-pid "$SERVER_PID" "${args[@]}") ||
