@@ -307,6 +307,13 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
     if (b->limits.envelope_bytes_max > cfg->max_frame_bytes - 4)
         b->limits.envelope_bytes_max = cfg->max_frame_bytes - 4;
     b->last_retention_ms = now_ms();
+    if (cfg->trace_sample) {
+        if (!(b->trace = calloc(1, sizeof *b->trace))) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        b->trace->sample = cfg->trace_sample;
+    }
     if (getrandom(b->idem_seed, sizeof b->idem_seed, 0) != (ssize_t)sizeof b->idem_seed) {
         rc = -errno;
         goto fail;
@@ -456,6 +463,7 @@ int broker_free(struct broker *b)
         event_base_free(b->base);
     EVP_PKEY_free(b->signing_key);
     dirlock_release(&b->lock);
+    free(b->trace);
     free(b);
     return rc;
 }

@@ -28,6 +28,7 @@
 #include "broker/idem.h"
 #include "broker/metrics.h"
 #include "broker/replica.h"
+#include "broker/trace.h"
 #include "broker/group/group.h"
 #include "proto/codec.h"
 #include "storage/batch.h"
@@ -531,6 +532,7 @@ struct broker {
     int64_t started_ms;         /* wall time of the start (process_start_time_seconds) */
     uint8_t idem_seed[16];
     struct dirlock lock; /* <data_dir>/verity.lock, held from start to free */
+    struct trace *trace; /* sampled path trace (trace.h); NULL when trace_sample is 0 */
     bool ready; /* serving (after startup, before shutdown) */
     bool stopping;
     int exit_code;

@@ -98,6 +98,8 @@ static const struct key keys[] = {
      "a signed checkpoint at least this often while a partition takes appends (0 = off)"},
     {"retention_check_ms", K_U32, F(retention_check_ms), 0, 100, 86400000,
      "how often retention and segment age run"},
+    {"trace_sample", K_U32, F(trace_sample), 0, 0, 1000000,
+     "trace the path of every Nth produce (GET /debug/trace; 0 = off)"},
     {"group_log_durability", K_DUR, F(group_log_durability), 0, 0, 0,
      "consumer-group log: always|group|os (answers wait for it)"},
     {"group_log_delay_us", K_U32, F(group_log_delay_us), 0, 0, 1000000,

@@ -254,6 +254,14 @@ done:
         Verity__Envelope env = VERITY__ENVELOPE__INIT;
         env.body_case = VERITY__ENVELOPE__BODY_FETCH_RESP;
         env.fetch_resp = &resp;
+        if (b->trace) {
+            int64_t t = mono_ns();
+            for (size_t i = 0; i < n; i++)
+                if (res[i].records_bytes)
+                    trace_deliver(b, res[i].topic, res[i].partition,
+                                  r->msg->env->fetch_req->partitions[i]->offset,
+                                  res[i].next_offset, t);
+        }
         req_reply(r, &env, out, n_out);
     }
     free(out);

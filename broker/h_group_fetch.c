@@ -197,6 +197,15 @@ static void send_answer(struct gfetch *f)
     env.group_fetch_resp = &resp;
     size_t n_spans = a->n_spans;
     a->n_spans = 0; /* req_reply takes the fds */
+    if (f->b->trace) {
+        int64_t t = mono_ns();
+        for (size_t i = 0; i < a->n_parts; i++)
+            for (size_t k = 0; k < a->parts[i].nrange; k++) {
+                const Verity__GroupDeliveryRange *rg = &a->ranges[a->parts[i].range0 + k];
+                trace_deliver(f->b, a->names[i], a->parts[i].partition, rg->first_offset,
+                              rg->first_offset + rg->count, t);
+            }
+    }
     req_reply(r, &env, a->spans, n_spans);
     free(res);
     free(ptrs);

@@ -39,6 +39,7 @@ struct produce_ctx {
     struct prod_wait *waits;      /* n */
     bool *resolved;               /* n */
     struct event *timer;
+    long trace_row;               /* sampled path trace row (trace.h), -1 none */
 };
 
 static void produce_finish(struct produce_ctx *pc)
@@ -54,7 +55,10 @@ static void produce_finish(struct produce_ctx *pc)
     env.body_case = VERITY__ENVELOPE__BODY_PRODUCE_RESP;
     env.produce_resp = &resp;
     r->ctx = NULL;
-    req_reply(r, &env, NULL, 0);
+    struct broker *b = r->b;
+    req_reply(r, &env, NULL, 0); /* frees r */
+    if (pc->trace_row >= 0)
+        trace_answer(b, pc->trace_row, mono_ns());
     free(pc->res);
     free(pc->ptrs);
     free(pc->msgs);
@@ -204,6 +208,7 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
         return;
     }
     struct vlog_append_info ai;
+    int64_t t_append = b->trace ? mono_ns() : 0;
     if ((rc = replica_propose(p->replica, batch, len, now, &ai))) {
         snprintf(msg, sizeof msg, "append failed: %s", verity_strerror(rc));
         blog(BLOG_WARN, "append_failed", "topic=%s partition=%" PRIu32 " error=%s", p->topic->name,
@@ -223,6 +228,8 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
     b->met.produce_records += h.record_count;
     o->base_offset = ai.base_offset;
     o->last_offset = ai.last_offset;
+    if (b->trace && pc->trace_row < 0)
+        pc->trace_row = trace_produce(b, p, ai.base_offset, pc->req->start_ns, t_append, mono_ns());
     wait_on(pc, i, p, ai.last_offset + 1);
 }
 
@@ -233,6 +240,7 @@ void h_produce(struct req *r)
     size_t n = q->n_batches;
     struct produce_ctx *pc = calloc(1, sizeof *pc);
     if (pc) {
+        pc->trace_row = -1;
         pc->res = calloc(n, sizeof *pc->res);
         pc->ptrs = calloc(n, sizeof *pc->ptrs);
         pc->msgs = calloc(n, sizeof *pc->msgs);

@@ -62,6 +62,22 @@ static void h_health(struct evhttp_request *req, void *arg)
     evbuffer_free(body);
 }
 
+/* GET /debug/trace: the sampled path trace (broker/trace.h), one line per row. */
+static void h_trace(struct evhttp_request *req, void *arg)
+{
+    if (!get_only(req))
+        return;
+    struct broker *b = arg;
+    struct evbuffer *body = evbuffer_new();
+    if (!body) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    trace_render(b, body);
+    send_text(req, 200, "OK", "text/plain", body);
+    evbuffer_free(body);
+}
+
 static void h_ready(struct evhttp_request *req, void *arg)
 {
     if (!get_only(req))
@@ -608,6 +624,7 @@ int http_start(struct broker *b)
     evhttp_set_cb(b->http, "/health", h_health, b);
     evhttp_set_cb(b->http, "/ready", h_ready, b);
     evhttp_set_cb(b->http, "/metrics", h_metrics, b);
+    evhttp_set_cb(b->http, "/debug/trace", h_trace, b);
     evhttp_set_cb(b->http, "/v1/topics", h_topics, b);
     evhttp_set_cb(b->http, "/v1/groups", h_groups, b);
     evhttp_set_gencb(b->http, h_notfound, b);

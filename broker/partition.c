@@ -278,6 +278,11 @@ static void part_commit(void *arg, uint64_t hw)
 {
     struct partition *p = arg;
     struct prod_wait *w;
+    if (p->b->trace && p->log) {
+        int64_t s0, s1;
+        vlog_last_sync(p->log, &s0, &s1);
+        trace_commit(p->b, p, hw, s0, s1, mono_ns());
+    }
     while ((w = TAILQ_FIRST(&p->waits)) && w->end <= hw) {
         produce_wait_resolve(w, 0, hw);
         VERITY_VERIFY(TAILQ_FIRST(&p->waits) != w);

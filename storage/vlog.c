@@ -135,6 +135,8 @@ static int sync_once(struct vlog *log)
     int64_t t1 = clock_mono_ns();
     pthread_mutex_lock(&log->mu);
     stats_add(log, t1 - t0);
+    log->last_sync0_ns = t0;
+    log->last_sync1_ns = t1;
     if (rc == 0) {
         VERITY_VERIFY(target >= log->synced_end);
         log->synced_end = target;
@@ -151,6 +153,14 @@ static int sync_once(struct vlog *log)
     if (log->cfg.on_durable)
         log->cfg.on_durable(log->cfg.on_durable_arg, target);
     return 0;
+}
+
+void vlog_last_sync(const struct vlog *log, int64_t *start_ns, int64_t *end_ns)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&log->mu);
+    *start_ns = log->last_sync0_ns;
+    *end_ns = log->last_sync1_ns;
+    pthread_mutex_unlock((pthread_mutex_t *)&log->mu);
 }
 
 int vlog_sync(struct vlog *log)

@@ -220,6 +220,8 @@ struct vlog_sync_stats {
     uint64_t buckets[VLOG_SYNC_BUCKETS];
 };
 void vlog_get_sync_stats(const struct vlog *log, struct vlog_sync_stats *out);
+/* CLOCK_MONOTONIC start and end of the newest completed fdatasync (0 none). */
+void vlog_last_sync(const struct vlog *log, int64_t *start_ns, int64_t *end_ns);
 
 /* The partition's Merkle tree (storage/merkle.h), valid until vlog_close;
  * NULL when the tree is off. Owner thread only. */

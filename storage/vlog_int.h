@@ -91,6 +91,7 @@ struct vlog {
     bool thread_started;
     pthread_t thread;
     struct vlog_sync_stats stats;
+    int64_t last_sync0_ns, last_sync1_ns; /* the newest fdatasync (under mu) */
 
     struct mtree *tree;          /* Merkle tree (vlog_tree.c); NULL when off */
     uint64_t tree_unsynced_bytes; /* log bytes appended since tree.state was replaced */

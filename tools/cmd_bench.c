@@ -52,7 +52,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +64,7 @@
 #include "tools/stats.h"
 #include "tools/cli_args.h"
 #include "tools/cmds.h"
+#include "tools/latplot.h"
 #include "verity/group.h"
 #include "verity/verity.h"
 
@@ -166,7 +169,24 @@ struct bench {
     bool w1_ok;
     bool failed;
     double cpu0;
+    const char *plot;               /* --plot FILE.svg */
+    const char *peers;              /* --peers FILE: RESULT lines of bench-peers */
+    const char *trace_admin;        /* --trace HOST:PORT: the broker's admin HTTP */
+    int64_t *kept[5];               /* sorted latencies of W2 / W4 for the plot */
+    size_t kept_n[5];
 };
+
+/* Keeps a copy of a workload's sorted latencies for --plot. */
+static void keep_lat(struct bench *b, int w, const int64_t *sorted, size_t n)
+{
+    if (!b->plot || n == 0)
+        return;
+    free(b->kept[w]);
+    b->kept[w] = malloc(n * sizeof *sorted);
+    if (b->kept[w])
+        memcpy(b->kept[w], sorted, n * sizeof *sorted);
+    b->kept_n[w] = b->kept[w] ? n : 0;
+}
 
 /* The broker's user+system CPU seconds so far (-1 when unknown). */
 static double broker_cpu(const struct bench *b)
@@ -441,6 +461,7 @@ static void w2(struct bench *b)
     char buf[256];
     fmt_lat(buf, sizeof buf, lat, W2_MSGS);
     histogram("W2", lat, W2_MSGS);
+    keep_lat(b, 2, lat, W2_MSGS);
     emit(b, "W2", "msgs=%d msgs_per_s=%.0f %s", W2_MSGS, W2_MSGS / (el / 1e9), buf);
 out:
     verity_producer_free(p, 10000);
@@ -617,7 +638,11 @@ struct w4_state {
     int64_t deadline;
     atomic_uint_fast64_t acked;
     atomic_uint_fast64_t ack_errors;
+    /* --trace: client times by offset (< TRACE_OFFSETS), 0 = not seen */
+    int64_t *t_sent, *t_ack, *t_recv;
 };
+
+#define TRACE_OFFSETS (2 * W4_MSGS) /* data plus the checkpoints' control offsets */
 
 /* Records the latency of one received value; false when it is malformed. */
 static bool w4_record(struct w4_state *s, const struct verity_message *m, int64_t recv)
@@ -626,6 +651,10 @@ static bool w4_record(struct w4_state *s, const struct verity_message *m, int64_
     if (m->value_len != PAYLOAD)
         return false;
     memcpy(&sent, m->value, 8);
+    if (s->t_recv && m->offset < TRACE_OFFSETS) {
+        s->t_sent[m->offset] = sent;
+        s->t_recv[m->offset] = recv;
+    }
     if (s->got < W4_MSGS)
         s->lat[s->got] = recv - sent;
     s->got++;
@@ -669,10 +698,147 @@ static void *w4_consumer(void *arg)
 static void w4_cb(void *opaque, int err, const struct verity_delivery *d)
 {
     struct w4_state *s = opaque;
-    (void)d;
+    if (s->t_ack && !err && d->offset < TRACE_OFFSETS)
+        s->t_ack[d->offset] = clock_mono_ns();
     if (err)
         atomic_fetch_add(&s->ack_errors, 1);
     atomic_fetch_add(&s->acked, 1);
+}
+
+/* GET path from the admin HTTP server at hostport; the body (malloc'd,
+ * NUL-terminated) or NULL. HTTP/1.0, so the server closes after the body. */
+static char *http_get(const char *hostport, const char *path)
+{
+    char host[256], *colon;
+    snprintf(host, sizeof host, "%s", hostport);
+    if (!(colon = strrchr(host, ':')))
+        return NULL;
+    *colon = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
+        return NULL;
+    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return NULL;
+    }
+    freeaddrinfo(ai);
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, hostport);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return NULL;
+    }
+    size_t len = 0, cap = 1 << 20;
+    char *buf = malloc(cap + 1);
+    ssize_t k;
+    while (buf && (k = read(fd, buf + len, cap - len)) > 0) {
+        len += (size_t)k;
+        if (len == cap) {
+            char *nb = realloc(buf, 2 * cap + 1);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    close(fd);
+    if (!buf)
+        return NULL;
+    buf[len] = '\0';
+    char *body = strstr(buf, "\r\n\r\n");
+    if (strncmp(buf, "HTTP/1.", 7) != 0 || !body || strncmp(buf + 9, "200", 3) != 0) {
+        free(buf);
+        return NULL;
+    }
+    memmove(buf, body + 4, len - (size_t)(body + 4 - buf) + 1);
+    return buf;
+}
+
+/* The stages of one message's path, as differences of the times below. */
+enum { T_SENT, T_RECV, T_APP0, T_APP1, T_SYNC0, T_SYNC1, T_COMMIT, T_ANSWER, T_ACK, T_DELIVER,
+       T_CONSUMED, T_N };
+static const struct {
+    const char *name;
+    int from, to;
+} stages[] = {
+    {"enqueue_to_broker_recv", T_SENT, T_RECV},  {"recv_to_append", T_RECV, T_APP0},
+    {"append", T_APP0, T_APP1},                 {"append_to_sync_start", T_APP1, T_SYNC0},
+    {"sync", T_SYNC0, T_SYNC1},                 {"sync_to_commit", T_SYNC1, T_COMMIT},
+    {"append_to_commit", T_APP1, T_COMMIT},     {"commit_to_answer", T_COMMIT, T_ANSWER},
+    {"answer_to_client_ack", T_ANSWER, T_ACK},  {"commit_to_delivery", T_COMMIT, T_DELIVER},
+    {"delivery_to_consumer", T_DELIVER, T_CONSUMED}, {"total_enqueue_to_consumer", T_SENT, T_CONSUMED},
+};
+#define N_STAGES (sizeof stages / sizeof stages[0])
+
+/* --trace: joins the broker's sampled rows (GET /debug/trace) with the
+ * client's times by offset and prints TRACE lines: p50/p99 per stage. */
+static void w4_trace(struct bench *b, const struct w4_state *s)
+{
+    char *body = http_get(b->trace_admin, "/debug/trace");
+    if (!body) {
+        fprintf(stderr, "[W4] --trace: GET http://%s/debug/trace failed\n", b->trace_admin);
+        return;
+    }
+    size_t cap = 8192, n = 0;
+    int64_t (*rows)[T_N] = calloc(cap, sizeof *rows);
+    char *save = NULL;
+    for (char *line = strtok_r(body, "\n", &save); rows && line && n < cap;
+         line = strtok_r(NULL, "\n", &save)) {
+        char topic[256];
+        unsigned long long off;
+        long long v[8];
+        if (sscanf(line, "TRACE topic=%255s partition=%*u offset=%llu recv=%lld append0=%lld "
+                         "append1=%lld sync0=%lld sync1=%lld commit=%lld answer=%lld deliver=%lld",
+                   topic, &off, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 10 ||
+            strcmp(topic, s->topic) != 0 || off >= TRACE_OFFSETS || !s->t_recv[off])
+            continue;
+        int64_t *r = rows[n++];
+        r[T_SENT] = s->t_sent[off];
+        r[T_RECV] = v[0];
+        r[T_APP0] = v[1];
+        r[T_APP1] = v[2];
+        /* relaxed mode: no sync of its own (the newest one may predate it) */
+        r[T_SYNC0] = v[4] >= v[2] ? v[3] : 0;
+        r[T_SYNC1] = v[4] >= v[2] ? v[4] : 0;
+        r[T_COMMIT] = v[5];
+        r[T_ANSWER] = v[6];
+        r[T_ACK] = s->t_ack[off];
+        r[T_DELIVER] = v[7];
+        r[T_CONSUMED] = s->t_recv[off];
+    }
+    free(body);
+    int64_t *d = rows ? malloc(sizeof *d * (n ? n : 1)) : NULL;
+    fprintf(stderr, "[W4] path of %zu sampled messages (us):\n", n);
+    for (size_t k = 0; d && k < N_STAGES; k++) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            int64_t a = rows[i][stages[k].from], z = rows[i][stages[k].to];
+            if (a && z)
+                d[m++] = z - a;
+        }
+        if (m == 0)
+            continue;
+        qsort(d, m, sizeof *d, cmp_i64);
+        double sum = 0;
+        for (size_t i = 0; i < m; i++)
+            sum += (double)d[i];
+        printf("TRACE peer=verity mode=%s workload=W4%s%s stage=%s n=%zu p50_us=%.1f p99_us=%.1f "
+               "mean_us=%.1f max_us=%.1f\n",
+               b->mode, b->group ? "-" : "", b->group ? b->group : "", stages[k].name, m,
+               stats_pct(d, m, 0.5) / 1e3, stats_pct(d, m, 0.99) / 1e3, sum / (double)m / 1e3,
+               d[m - 1] / 1e3);
+        fprintf(stderr, "  %-26s n=%-5zu p50 %8.1f  p99 %8.1f  mean %8.1f\n", stages[k].name, m,
+                stats_pct(d, m, 0.5) / 1e3, stats_pct(d, m, 0.99) / 1e3, sum / (double)m / 1e3);
+    }
+    fflush(stdout);
+    free(d);
+    free(rows);
 }
 
 static void w4(struct bench *b)
@@ -681,8 +847,14 @@ static void w4(struct bench *b)
     struct w4_state s = {.topic = topic};
     uint8_t *rnd = make_payloads(1);
     s.lat = malloc(sizeof *s.lat * W4_MSGS);
+    if (b->trace_admin) {
+        s.t_sent = calloc(TRACE_OFFSETS, sizeof *s.t_sent);
+        s.t_ack = calloc(TRACE_OFFSETS, sizeof *s.t_ack);
+        s.t_recv = calloc(TRACE_OFFSETS, sizeof *s.t_recv);
+    }
     struct verity_producer *p = new_producer(b);
-    bool ok = rnd && s.lat && p && make_topic(b, "w4", topic, sizeof topic) == 0;
+    bool ok = rnd && s.lat && p && (!b->trace_admin || (s.t_sent && s.t_ack && s.t_recv)) &&
+              make_topic(b, "w4", topic, sizeof topic) == 0;
     if (ok && b->group)
         ok = make_group(b, topic, group, sizeof group) == 0 &&
              (s.g = new_member(b, group, topic, 100, true)) != NULL;
@@ -743,12 +915,15 @@ static void w4(struct bench *b)
     char buf[256];
     fmt_lat(buf, sizeof buf, s.lat, got);
     histogram("W4", s.lat, got);
+    keep_lat(b, 4, s.lat, got);
     if (b->group)
         emit(b, "W4", "sent=%d recv=%" PRIu64 " send_rate=%.0f max_sched_lag_us=%.0f %s group=%s",
              W4_MSGS, s.got, send_rate, max_lag / 1e3, buf, b->group);
     else
         emit(b, "W4", "sent=%d recv=%" PRIu64 " send_rate=%.0f max_sched_lag_us=%.0f %s", W4_MSGS,
              s.got, send_rate, max_lag / 1e3, buf);
+    if (b->trace_admin)
+        w4_trace(b, &s);
 out:
     verity_producer_free(p, 10000);
     verity_group_consumer_free(s.g, 5000);
@@ -756,6 +931,144 @@ out:
     drop_topic(b, topic);
     free(rnd);
     free(s.lat);
+    free(s.t_sent);
+    free(s.t_ack);
+    free(s.t_recv);
+}
+
+/* ---- --plot ----------------------------------------------------------------- */
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define PEER_RUNS 32
+
+/* One peer/mode/workload of the --peers file: its runs' figures. */
+struct peer_fig {
+    char peer[24], mode[16], wl[8];
+    double v[4][PEER_RUNS]; /* p50, p99, p999, max */
+    size_t runs;
+};
+
+static double median_of(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_dbl);
+    return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Reads RESULT lines (bench-peers' results-*.txt, or saved `verity bench`
+ * output) into figs; returns how many figures, -1 when the file cannot be
+ * read. Lines it does not understand are skipped. */
+static int read_peers(const char *path, struct peer_fig *figs, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[1024];
+    size_t n = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "RESULT ", 7) != 0)
+            continue;
+        char peer[24] = "", mode[16] = "", wl[8] = "";
+        double v[4] = {0, 0, 0, 0};
+        static const char *const keys[4] = {"p50_us=", "p99_us=", "p999_us=", "max_us="};
+        char *save = NULL;
+        for (char *t = strtok_r(line + 7, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
+            if (strncmp(t, "peer=", 5) == 0)
+                snprintf(peer, sizeof peer, "%s", t + 5);
+            else if (strncmp(t, "mode=", 5) == 0)
+                snprintf(mode, sizeof mode, "%s", t + 5);
+            else if (strncmp(t, "workload=", 9) == 0)
+                snprintf(wl, sizeof wl, "%s", t + 9);
+            for (int k = 0; k < 4; k++)
+                if (strncmp(t, keys[k], strlen(keys[k])) == 0)
+                    v[k] = strtod(t + strlen(keys[k]), NULL);
+        }
+        if (!peer[0] || (strcmp(wl, "W2") != 0 && strcmp(wl, "W4") != 0) || v[1] <= 0)
+            continue;
+        size_t i = 0;
+        while (i < n && (strcmp(figs[i].peer, peer) || strcmp(figs[i].mode, mode) ||
+                         strcmp(figs[i].wl, wl)))
+            i++;
+        if (i == n) {
+            if (n == cap)
+                continue;
+            memset(&figs[n], 0, sizeof figs[n]);
+            snprintf(figs[n].peer, sizeof figs[n].peer, "%s", peer);
+            snprintf(figs[n].mode, sizeof figs[n].mode, "%s", mode);
+            snprintf(figs[n].wl, sizeof figs[n].wl, "%s", wl);
+            n++;
+        }
+        if (figs[i].runs < PEER_RUNS) {
+            for (int k = 0; k < 4; k++)
+                figs[i].v[k][figs[i].runs] = v[k];
+            figs[i].runs++;
+        }
+    }
+    fclose(f);
+    return (int)n;
+}
+
+/* Writes --plot: W2 and W4 of this run, with the peers' medians of the same
+ * mode (relaxed also shows NATS' only mode) beside them. */
+static int write_plot(struct bench *b)
+{
+    struct peer_fig figs[32];
+    int nf = 0;
+    if (b->peers && (nf = read_peers(b->peers, figs, 32)) < 0) {
+        fprintf(stderr, "verity bench: --peers %s: %s\n", b->peers, strerror(errno));
+        return -1;
+    }
+    struct latplot_panel panels[2];
+    size_t np = 0;
+    for (int w = 2; w <= 4; w += 2) {
+        if (!b->kept_n[w])
+            continue;
+        struct latplot_panel *pn = &panels[np++];
+        memset(pn, 0, sizeof *pn);
+        snprintf(pn->title, sizeof pn->title, "W%d %s%s%s", w, b->mode, b->group ? ", group " : "",
+                 b->group ? b->group : "");
+        struct latplot_series *s = &pn->s[pn->ns++];
+        snprintf(s->name, sizeof s->name, "verity %s", b->mode);
+        s->sorted_ns = b->kept[w];
+        s->n = b->kept_n[w];
+        for (int i = 0; i < nf && pn->ns < 8; i++) {
+            struct peer_fig *fg = &figs[i];
+            bool same = strcmp(fg->mode, b->mode) == 0 ||
+                        (strcmp(b->mode, "relaxed") == 0 && strcmp(fg->mode, "default") == 0);
+            if (fg->wl[1] - '0' != w || !same)
+                continue;
+            s = &pn->s[pn->ns++];
+            snprintf(s->name, sizeof s->name, "%s %s (median of %zu)", fg->peer, fg->mode, fg->runs);
+            s->n = w == 2 ? W2_MSGS : W4_MSGS;
+            s->p50_us = median_of(fg->v[0], fg->runs);
+            s->p99_us = median_of(fg->v[1], fg->runs);
+            s->p999_us = median_of(fg->v[2], fg->runs);
+            s->max_us = median_of(fg->v[3], fg->runs);
+        }
+    }
+    if (np == 0) {
+        fprintf(stderr, "verity bench: --plot: no W2 or W4 latencies to plot\n");
+        return -1;
+    }
+    FILE *f = fopen(b->plot, "w");
+    if (!f) {
+        fprintf(stderr, "verity bench: --plot %s: %s\n", b->plot, strerror(errno));
+        return -1;
+    }
+    char title[160];
+    snprintf(title, sizeof title, "verity bench, mode %s; latency in us by percentile%s%s", b->mode,
+             b->peers ? "; peers from " : "", b->peers ? b->peers : "");
+    latplot_svg(f, title, panels, np);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "verity bench: --plot %s: %s\n", b->plot, strerror(errno));
+        return -1;
+    }
+    fprintf(stderr, "[plot] wrote %s\n", b->plot);
+    return 0;
 }
 
 /* ---- command line --------------------------------------------------------- */
@@ -765,7 +1078,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: verity bench [--broker HOST:PORT] [--workload W1|W2|W3|W4|all|LIST]\n"
             "                    [--mode durable|relaxed] [--broker-pid PID] [--keep] [--json]\n"
-            "                    [--group ordered|shared [--prefetch]]\n"
+            "                    [--group ordered|shared [--prefetch]] [--plot FILE.svg [--peers FILE]]\n"
+            "                    [--trace ADMIN_HOST:PORT]\n"
             "Runs the peer benchmark's workloads (bench-peers/README.md) against a broker:\n"
             "  W1  %d x %d-byte messages, at most %d unacknowledged\n"
             "  W2  %d messages one at a time (latency)\n"
@@ -775,13 +1089,19 @@ static void usage(FILE *f)
             "relaxed = os. --broker-pid adds the broker's CPU seconds (srv_cpu_s).\n"
             "--group runs W3 and W4 through a consumer group of that mode (fetch up to %d,\n"
             "ack each batch with the next fetch); --prefetch keeps one fetch out meanwhile.\n"
+            "--plot writes an SVG of W2's and W4's latency by percentile; --peers adds the\n"
+            "medians of the RESULT lines in FILE (bench-peers results-*.txt) of the same mode.\n"
+            "--trace joins W4's client times with the broker's sampled path trace (verityd\n"
+            "--trace-sample N, GET /debug/trace on its admin port) and prints TRACE lines:\n"
+            "p50/p99 per stage (enqueue, broker receive, append, sync, commit, answer, ack,\n"
+            "delivery, consumer).\n"
             "Prints RESULT lines (JSON lines with --json) on stdout, progress on stderr.\n"
             "exit: 0 ok, 1 a workload failed, 2 usage, 3 broker unreachable\n",
             W1_MSGS, PAYLOAD, W1_WINDOW, W2_MSGS, W1_MSGS, W4_MSGS, W4_RATE, W3_BATCH);
 }
 
 enum { OPT_BROKER = 256, OPT_WORKLOAD, OPT_MODE, OPT_PID, OPT_KEEP, OPT_JSON, OPT_HELP,
-       OPT_GROUP, OPT_PREFETCH };
+       OPT_GROUP, OPT_PREFETCH, OPT_PLOT, OPT_PEERS, OPT_TRACE };
 
 static const struct option long_opts[] = {
     {"broker", required_argument, NULL, OPT_BROKER},
@@ -793,6 +1113,9 @@ static const struct option long_opts[] = {
     {"help", no_argument, NULL, OPT_HELP},
     {"group", required_argument, NULL, OPT_GROUP},
     {"prefetch", no_argument, NULL, OPT_PREFETCH},
+    {"plot", required_argument, NULL, OPT_PLOT},
+    {"peers", required_argument, NULL, OPT_PEERS},
+    {"trace", required_argument, NULL, OPT_TRACE},
     {NULL, 0, NULL, 0},
 };
 
@@ -866,6 +1189,15 @@ int cmd_bench(int argc, char **argv)
         case OPT_PREFETCH:
             b.prefetch = true;
             break;
+        case OPT_PLOT:
+            b.plot = optarg;
+            break;
+        case OPT_PEERS:
+            b.peers = optarg;
+            break;
+        case OPT_TRACE:
+            b.trace_admin = optarg;
+            break;
         case OPT_HELP:
         case 'h':
             usage(stdout);
@@ -874,9 +1206,13 @@ int cmd_bench(int argc, char **argv)
             goto bad;
         }
     }
-    if (optind != argc || (b.prefetch && !b.group))
+    if (optind != argc || (b.prefetch && !b.group) || (b.peers && !b.plot))
         goto bad;
 
+    if (b.peers && access(b.peers, R_OK) != 0) {
+        fprintf(stderr, "verity bench: --peers %s: %s\n", b.peers, strerror(errno));
+        return CMD_EXIT_FAIL;
+    }
     struct verity_conn_config conn;
     verity_conn_config_default(&conn);
     conn.broker = b.broker;
@@ -905,6 +1241,10 @@ int cmd_bench(int argc, char **argv)
     if (want[4])
         w4(&b);
     verity_client_free(b.admin);
+    if (b.plot && write_plot(&b) != 0)
+        b.failed = true;
+    for (int i = 0; i < 5; i++)
+        free(b.kept[i]);
     return b.failed ? CMD_EXIT_FAIL : CMD_EXIT_OK;
 bad:
     return cli_bad_args("verity bench", c, long_opts, argv, usage);
