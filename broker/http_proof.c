@@ -8,6 +8,11 @@
  *   GET /v1/proof/checkpoint?topic=T&partition=P       signed checkpoint note
  *   GET /v1/proof/inclusion?topic=T&partition=P&offset=O[&size=N][&format=tlog-proof]
  *   GET /v1/proof/consistency?topic=T&partition=P&old=M[&new=N]
+ *   GET /v1/proof/leaves?topic=T&partition=P&offset=O&size=N[&count=K]
+ *                                      inclusion proofs of up to K (256)
+ *                                      consecutive leaves from the one holding
+ *                                      O, without a checkpoint (the sharing
+ *                                      gateway's bulk read)
  *   GET /tlog/<topic>/<partition>/checkpoint           c2sp.org/tlog-tiles
  *   GET /tlog/<topic>/<partition>/tile/<L>/<N>[.p/<W>]
  *   GET /tlog/<topic>/<partition>/tile/entries/<N>[.p/<W>]
@@ -164,6 +169,15 @@ static void h_proof_api(struct broker *b, struct evhttp_request *req, const char
         } else {
             send_json(req, j);
         }
+    } else if (strcmp(what, "leaves") == 0) {
+        const char *cs = evhttp_find_header(&q, "count");
+        uint64_t count = PROOF_LEAVES_MAX;
+        if ((rc = parse_u64(evhttp_find_header(&q, "offset"), &a)) ||
+            (cs && (rc = parse_u64(cs, &count))) ||
+            (rc = count == 0 || count > PROOF_LEAVES_MAX ? VERITY_EINVAL : 0) ||
+            (rc = proof_leaves(log, a, n, (uint32_t)count, &j)))
+            goto out;
+        send_json(req, j);
     } else if (strcmp(what, "consistency") == 0) {
         const char *nw = evhttp_find_header(&q, "new");
         if ((rc = parse_u64(evhttp_find_header(&q, "old"), &a)) ||

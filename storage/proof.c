@@ -16,6 +16,7 @@
 #include "storage/merkle.h"
 #include "storage/tproof.h"
 #include "verity/errors.h"
+#include "verity/verify.h"
 
 int proof_signer_init(struct proof_signer *s, EVP_PKEY *key, const char *name, const char *topic,
                       uint32_t partition)
@@ -197,6 +198,53 @@ out:
     free(extra);
     free(batch);
     return rc;
+}
+
+int proof_leaves(struct vlog *log, uint64_t offset, uint64_t n, uint32_t count, json_t **out)
+{
+    struct mtree *t = usable_tree(log);
+    uint8_t leafx[MT_LEAF_SIZE], path[MT_PROOF_MAX][MT_HASH_SIZE];
+    size_t npath;
+    uint64_t index;
+    int rc;
+    if (!t)
+        return VERITY_EUNSUPPORTED;
+    if (count == 0 || count > PROOF_LEAVES_MAX)
+        return VERITY_EINVAL;
+    if (n == 0 && (rc = proof_durable_size(log, &n)))
+        return rc;
+    if ((rc = mt_find_offset(t, n, offset, &index)))
+        return rc;
+    json_t *o = json_object(), *items = json_array();
+    if (!o || !items || json_object_set_new(o, "items", items)) {
+        json_decref(o);
+        return -ENOMEM;
+    }
+    json_object_set_new(o, "tree_size", json_integer((json_int_t)n));
+    for (uint32_t k = 0; k < count && index + k < n && !rc; k++) {
+        struct mt_leaf leaf;
+        if ((rc = mt_leaf_get(t, index + k, leafx)) ||
+            (rc = mt_leaf_decode(leafx, MT_LEAF_SIZE, &leaf)) ||
+            (rc = mt_prove_inclusion(t, index + k, n, path, &npath)))
+            break;
+        VERITY_VERIFY(k > 0 || (leaf.base_offset <= offset &&
+                                offset - leaf.base_offset < leaf.record_count));
+        json_t *it = json_object();
+        if (!it || json_array_append_new(items, it)) {
+            rc = -ENOMEM;
+            break;
+        }
+        json_object_set_new(it, "index", json_integer((json_int_t)(index + k)));
+        json_object_set_new(it, "leaf", b64_json(leafx, MT_LEAF_SIZE));
+        json_object_set_new(it, "proof",
+                            path_json((const uint8_t(*)[MT_HASH_SIZE])path, npath));
+    }
+    if (rc) {
+        json_decref(o);
+        return rc;
+    }
+    *out = o;
+    return 0;
 }
 
 int proof_consistency(struct vlog *log, const struct proof_signer *s, uint64_t m, uint64_t n,

@@ -57,6 +57,16 @@ int proof_checkpoint(struct vlog *log, const struct proof_signer *s, uint64_t n,
 int proof_inclusion(struct vlog *log, const struct proof_signer *s, uint64_t offset, uint64_t n,
                     bool with_batch, json_t **out) __attribute__((warn_unused_result));
 
+/* Inclusion proofs, in the tree of size n (0 = the durable size), of up to
+ * count (1..PROOF_LEAVES_MAX) consecutive leaves starting with the one that
+ * holds offset: {"tree_size", "items":[{"index","leaf","proof"}]} (base64,
+ * as in an inclusion proof). No checkpoint is signed: the caller fetches
+ * the one of size n once (the sharing gateway proves every exported record
+ * this way). *out is a new JSON object; VERITY_EOFFSET as above. */
+#define PROOF_LEAVES_MAX 256
+int proof_leaves(struct vlog *log, uint64_t offset, uint64_t n, uint32_t count, json_t **out)
+    __attribute__((warn_unused_result));
+
 /* Consistency proof between tree sizes m <= n (n = 0: the durable size). */
 int proof_consistency(struct vlog *log, const struct proof_signer *s, uint64_t m, uint64_t n,
                       json_t **out) __attribute__((warn_unused_result));

@@ -41,7 +41,7 @@ static void usage(FILE *f)
             "  detokenize --share ID TOKEN                          (tokenize -> original)\n"
             "recipient:\n"
             "  fetch PROFILE -o EXPORT [--cacert CA.pem] [--resume] [--topic T]\n"
-            "  verify EXPORT --key GATEWAY.pub [--log-key LOG.pub] [--json]\n"
+            "  verify EXPORT --key GATEWAY.pub [--log-key LOG.pub] [--log-vkey VKEY] [--require-proofs] [--json]\n"
             "  decrypt EXPORT --key RECIPIENT.key -o OUT\n"
             "  check-reveal EXPORT REVEAL.json\n"
             "common: --broker HOST:PORT (owner), --keys DIR (default %s)\n"

@@ -52,6 +52,7 @@
 #include <openssl/ssl.h>
 
 #include "consumer/share/share.h"
+#include "verity/verify.h"
 
 #define GW_VERSION "0.1.0"
 #define EXPORT_CHUNK_BYTES (256u << 10)
@@ -89,6 +90,7 @@ struct gw {
     struct rl rl_addr, rl_tok;
     uint32_t exports_active, exports_max;
     char endpoint[128];
+    const char *proofs;           /* http://HOST:PORT of the broker's admin API, or NULL */
 };
 
 struct exp {
@@ -112,6 +114,14 @@ struct exp {
     struct event *timer;
     struct evbuffer *line_buf;    /* one record line being built */
     char *paths_json[SHARE_FIELDS_MAX]; /* each rule's path as a JSON string */
+    /* inclusion proofs of the current source (share_proof.c) */
+    size_t proof_src;             /* the source the cache below belongs to */
+    json_t *leaves;               /* the last /v1/proof/leaves items */
+    size_t leaf_pos;              /* the next item to look at */
+    bool have_leaf, leaves_end;   /* a proof line was sent / the tree ends before */
+    uint64_t leaf_base;           /* offsets of the last proven batch */
+    uint32_t leaf_count;
+    uint64_t proof_lines;
 };
 
 static volatile sig_atomic_t stopping;
@@ -211,9 +221,12 @@ static void exp_free(struct exp *x)
     if (x->timer)
         event_free(x->timer);
     verity_consumer_free(x->cons);
-    for (size_t i = 0; i < x->nsrc; i++)
+    for (size_t i = 0; i < x->nsrc; i++) {
         free(x->src[i].topic);
+        free(x->src[i].tree_note);
+    }
     free(x->src);
+    json_decref(x->leaves);
     EVP_MD_CTX_free(x->md);
     if (x->line_buf)
         evbuffer_free(x->line_buf);
@@ -305,8 +318,162 @@ static int emit_raw(struct exp *x, struct evbuffer *out, struct evbuffer *lb)
     return rc;
 }
 
-static int emit_record(struct exp *x, struct evbuffer *out, const struct export_source *src,
-                       const struct verity_message *m)
+static bool b64_chars(const char *s)
+{
+    if (!s || !*s)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '+' || *s == '/' || *s == '='))
+            return false;
+    return true;
+}
+
+/* One proof line from a /v1/proof/leaves item. The broker's strings are
+ * checked to be base64 before they are written between quotes. */
+static int emit_proof(struct exp *x, struct evbuffer *out, const struct export_source *src,
+                      const json_t *it)
+{
+    const json_t *path = json_object_get(it, "proof"), *idx = json_object_get(it, "index");
+    const char *leaf = json_string_value(json_object_get(it, "leaf"));
+    if (!json_is_integer(idx) || !b64_chars(leaf) || !json_is_array(path))
+        return VERITY_ECORRUPT;
+    struct evbuffer *lb = x->line_buf;
+    evbuffer_drain(lb, evbuffer_get_length(lb));
+    evbuffer_add_printf(lb, "{\"type\":\"proof\",\"topic\":\"%s\",\"partition\":%u,\"index\":%lld,"
+                            "\"leaf\":\"%s\",\"proof\":[",
+                        src->topic, src->partition, (long long)json_integer_value(idx), leaf);
+    for (size_t i = 0; i < json_array_size(path); i++) {
+        const char *h = json_string_value(json_array_get(path, i));
+        if (!b64_chars(h))
+            return VERITY_ECORRUPT;
+        evbuffer_add_printf(lb, "%s\"%s\"", i ? "," : "", h);
+    }
+    evbuffer_add(lb, "]}\n", 3);
+    x->proof_lines++;
+    return emit_raw(x, out, lb);
+}
+
+/* Makes sure a proof line for the batch holding offset off precedes the
+ * record's line: reuses the last one, or takes the next from the cached
+ * proofs, fetching up to 256 more from the broker when they run out.
+ * Records whose batch lies beyond the source's tree stay unproven. */
+static int prove(struct exp *x, struct evbuffer *out, struct export_source *src, uint64_t off)
+{
+    if (!src->tree_note)
+        return 0;
+    if (x->proof_src != x->cur) {
+        json_decref(x->leaves);
+        x->leaves = NULL;
+        x->leaf_pos = 0;
+        x->have_leaf = x->leaves_end = false;
+        x->proof_src = x->cur;
+    }
+    if (x->have_leaf && off >= x->leaf_base && off - x->leaf_base < x->leaf_count) {
+        src->proven++;
+        return 0;
+    }
+    for (int fetched = 0; !x->leaves_end; fetched++) {
+        while (x->leaves && x->leaf_pos < json_array_size(x->leaves)) {
+            const json_t *it = json_array_get(x->leaves, x->leaf_pos);
+            uint8_t leaf[SP_LEAF_SIZE];
+            uint64_t base;
+            uint32_t count;
+            if (sp_leaf_decode(json_object_get(it, "leaf"), leaf, &base, &count))
+                return VERITY_ECORRUPT;
+            if (off < base)
+                return 0; /* not in the tree's batches (cannot happen: fetched from off) */
+            x->leaf_pos++;
+            if (off - base < count) {
+                x->have_leaf = true;
+                x->leaf_base = base;
+                x->leaf_count = count;
+                src->proven++;
+                return emit_proof(x, out, src, it);
+            }
+        }
+        if (fetched) {
+            x->leaves_end = true;
+            break;
+        }
+        json_decref(x->leaves);
+        x->leaves = NULL;
+        x->leaf_pos = 0;
+        int rc = sp_leaves_fetch(x->g->proofs, src->topic, src->partition, off, src->tree_size,
+                                 &x->leaves);
+        if (rc == VERITY_EOFFSET)
+            x->leaves_end = true;
+        else if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/*
+ * jansson's allocator. Turning a record into its line builds a few JSON
+ * trees (the parsed record, the allowed fields, the commitments) that all
+ * die before the next record; malloc and free for each of their nodes were
+ * a third of the gateway's CPU (perf, docs/PERFORMANCE.md). While arena.on,
+ * jansson allocates from a bump arena that arena_begin resets per record;
+ * freeing an arena pointer is a no-op, anything else (and anything that
+ * does not fit) is plain malloc/free. arena.live counts arena allocations
+ * not yet freed: it must be 0 when the record is done, or a tree escaped
+ * the record (VERITY_VERIFY aborts rather than reuse memory in use).
+ * Single thread (the event loop).
+ */
+#define ARENA_BYTES (512u << 10)
+static struct {
+    char *base;
+    size_t used;
+    bool on;
+    long live;
+} arena;
+
+static bool in_arena(const void *p)
+{
+    return arena.base && (const char *)p >= arena.base && (const char *)p < arena.base + ARENA_BYTES;
+}
+
+static void *ar_malloc(size_t n)
+{
+    size_t a = (n + 15) & ~(size_t)15;
+    if (arena.on && a >= n && ARENA_BYTES - arena.used >= a) {
+        void *p = arena.base + arena.used;
+        arena.used += a;
+        arena.live++;
+        return p;
+    }
+    return malloc(n);
+}
+
+static void ar_free(void *p)
+{
+    if (in_arena(p))
+        arena.live--;
+    else
+        free(p);
+}
+
+static void arena_begin(void)
+{
+    VERITY_VERIFY(arena.live == 0);
+    arena.used = 0;
+    arena.on = arena.base != NULL;
+}
+
+static void arena_end(void)
+{
+    arena.on = false;
+    VERITY_VERIFY(arena.live == 0);
+}
+
+static int dump_to_evbuffer(const char *b, size_t n, void *arg)
+{
+    return evbuffer_add(arg, b, n);
+}
+
+static int emit_record_in(struct exp *x, struct evbuffer *out, struct export_source *src,
+                          const struct verity_message *m)
 {
     const struct share_spec *s = &x->e->spec;
     if (m->timestamp_ms < s->from_time_ms || m->timestamp_ms > s->to_time_ms || !m->value ||
@@ -335,9 +502,12 @@ static int emit_record(struct exp *x, struct evbuffer *out, const struct export_
     /* The line is written directly around the dumped value: same bytes as
      * dumping one object with these members in this order, at a fraction of
      * the allocations. Commitments are base64url (no escaping needed). */
-    char *vs = rc ? NULL : json_dumps(value, JSON_COMPACT);
-    if (!rc && !vs)
-        rc = -ENOMEM;
+    if (!rc) { /* proofs are fetched and kept outside the record arena */
+        bool on = arena.on;
+        arena.on = false;
+        rc = prove(x, out, src, (uint64_t)m->offset);
+        arena.on = on;
+    }
     if (!rc) {
         struct evbuffer *lb = x->line_buf;
         evbuffer_drain(lb, evbuffer_get_length(lb));
@@ -345,7 +515,8 @@ static int emit_record(struct exp *x, struct evbuffer *out, const struct export_
                                 "\"partition\":%u,\"offset\":%llu,\"ts\":%lld,\"value\":",
                             (unsigned long long)x->records, pos, src->topic, src->partition,
                             (unsigned long long)m->offset, (long long)m->timestamp_ms);
-        evbuffer_add(lb, vs, strlen(vs));
+        if (json_dump_callback(value, dump_to_evbuffer, lb, JSON_COMPACT) != 0)
+            rc = -ENOMEM;
         evbuffer_add(lb, ",\"commit\":{", 11);
         const char *k;
         json_t *cv;
@@ -360,13 +531,22 @@ static int emit_record(struct exp *x, struct evbuffer *out, const struct export_
             first = false;
         }
         evbuffer_add(lb, "}}\n", 3);
-        rc = emit_raw(x, out, lb);
+        if (!rc)
+            rc = emit_raw(x, out, lb);
         x->records++;
     }
-    free(vs);
     json_decref(value);
     json_decref(commits);
     json_decref(doc);
+    return rc;
+}
+
+static int emit_record(struct exp *x, struct evbuffer *out, struct export_source *src,
+                       const struct verity_message *m)
+{
+    arena_begin();
+    int rc = emit_record_in(x, out, src, m);
+    arena_end();
     return rc;
 }
 
@@ -376,8 +556,8 @@ static void exp_finish(struct exp *x, struct evbuffer *out)
     unsigned dl = 32;
     EVP_DigestFinal_ex(x->md, d, &dl);
     int64_t now = sh_now_ms();
-    char *m = export_manifest(x->g->sk, &x->e->spec, x->eid, x->records, x->line, d, x->src,
-                              x->nsrc, now);
+    char *m = export_manifest(x->g->sk, &x->e->spec, x->eid, x->records, x->line,
+                              x->proof_lines, d, x->src, x->nsrc, now);
     if (m)
         evbuffer_add(out, m, strlen(m));
     json_t *a = share_audit_new("export", m ? "ok" : "failed", &x->e->spec, x->client, now);
@@ -392,6 +572,10 @@ static void exp_finish(struct exp *x, struct evbuffer *out)
                               "to", (json_int_t)x->src[i].to, "checkpoint", x->src[i].has_ckpt));
         json_object_set_new(a, "export", json_string(x->eid));
         json_object_set_new(a, "record_count", json_integer((json_int_t)x->records));
+        uint64_t proven = 0;
+        for (size_t i = 0; i < x->nsrc; i++)
+            proven += x->src[i].proven;
+        json_object_set_new(a, "records_proven", json_integer((json_int_t)proven));
         json_object_set_new(a, "body_sha256", json_string(ds));
         json_object_set_new(a, "sources", ck);
         json_object_set_new(a, "resumed_after", json_integer((json_int_t)x->after));
@@ -570,14 +754,43 @@ static int resolve_sources(struct exp *x, const char **topics, size_t nt)
     return 0;
 }
 
+/* With --proofs: each source's signed tree checkpoint. A new export takes
+ * the broker's current one (none when the broker keeps no tree); a resumed
+ * export asks for the size its use record names, so that it recomputes the
+ * same proof lines (notes are Ed25519: the same bytes again). */
+static int fetch_trees(struct exp *x, bool resume)
+{
+    for (size_t i = 0; x->g->proofs && i < x->nsrc; i++) {
+        struct export_source *src = &x->src[i];
+        if (src->from >= src->to || (resume && src->tree_size == 0))
+            continue;
+        uint64_t want = src->tree_size;
+        int rc = sp_checkpoint_fetch(x->g->proofs, src->topic, src->partition, want,
+                                     &src->tree_note, &src->tree_size);
+        if (rc && !want && (rc == VERITY_EUNSUPPORTED || rc == VERITY_ENOTFOUND)) {
+            fprintf(stderr, "verity-gateway: no tree for %s/%u (%s): exported without proofs\n",
+                    src->topic, src->partition, verity_strerror(rc));
+            src->tree_size = 0;
+            continue;
+        }
+        if (rc) {
+            fprintf(stderr, "verity-gateway: checkpoint of %s/%u from %s: %s\n", src->topic,
+                    src->partition, x->g->proofs, verity_strerror(rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static json_t *sources_json(const struct exp *x)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < x->nsrc; i++)
-        json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:I}", "topic", x->src[i].topic,
+        json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:I, s:I}", "topic", x->src[i].topic,
                                            "partition", (json_int_t)x->src[i].partition, "from",
                                            (json_int_t)x->src[i].from, "to",
-                                           (json_int_t)x->src[i].to));
+                                           (json_int_t)x->src[i].to, "tree_size",
+                                           (json_int_t)x->src[i].tree_size));
     return a;
 }
 
@@ -600,6 +813,8 @@ static int sources_from_use(struct exp *x, const json_t *use)
         x->src[i].partition = (uint32_t)p;
         x->src[i].from = (uint64_t)f;
         x->src[i].to = (uint64_t)t;
+        json_int_t ts = json_integer_value(json_object_get(json_array_get(a, i), "tree_size"));
+        x->src[i].tree_size = ts > 0 ? (uint64_t)ts : 0;
         x->nsrc++;
     }
     return 0;
@@ -677,12 +892,16 @@ static void h_export(struct gw *g, struct evhttp_request *req, struct share_entr
             rc = VERITY_EINVAL;
         if (!rc)
             rc = sources_from_use(x, use);
+        if (!rc)
+            rc = fetch_trees(x, true);
     } else if (!rc) {
         uint8_t r[16];
         rc = sh_random(r, sizeof r);
         sh_hex(r, sizeof r, x->eid);
         if (!rc)
             rc = resolve_sources(x, topics, nt);
+        if (!rc)
+            rc = fetch_trees(x, false);
         if (!rc) {
             json_t *u = json_pack("{s:s, s:s, s:s, s:o, s:I, s:s}", "type", "use", "share", s->id,
                                   "export", x->eid, "sources", sources_json(x), "time_ms",
@@ -913,6 +1132,9 @@ static void usage(FILE *f)
             "  --rate-addr R[,B]   requests/s per client address, burst B (default 50,100; 0 off)\n"
             "  --rate-token R[,B]  requests/s per share token (default 10,20; 0 off)\n"
             "  --exports-max N     exports running at once (default 16)\n"
+            "  --proofs URL        the broker's admin HTTP API (http://HOST:PORT): put the\n"
+            "                      inclusion proof of every exported record's batch and each\n"
+            "                      partition's signed tree checkpoint in the export\n"
             "  --help, --version\n",
             VERITY_BROKER_DEFAULT);
 }
@@ -938,6 +1160,8 @@ static int split_hostport(const char *s, char *host, size_t cap, uint16_t *port)
     return 0;
 }
 
+static struct gw g;
+
 int main(int argc, char **argv)
 {
     const char *keys = NULL, *cert = NULL, *tls_key = NULL, *listen = "127.0.0.1:9743",
@@ -947,7 +1171,7 @@ int main(int argc, char **argv)
         {"keys", 1, 0, 'k'},       {"cert", 1, 0, 'c'},       {"tls-key", 1, 0, 't'},
         {"listen", 1, 0, 'l'},     {"broker", 1, 0, 'b'},     {"rate-addr", 1, 0, 'a'},
         {"rate-token", 1, 0, 'r'}, {"exports-max", 1, 0, 'x'}, {"help", 0, 0, 'h'},
-        {"version", 0, 0, 'V'},    {0, 0, 0, 0}};
+        {"version", 0, 0, 'V'},    {"proofs", 1, 0, 'p'},     {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
@@ -959,6 +1183,7 @@ int main(int argc, char **argv)
         case 'a': rate_addr = optarg; break;
         case 'r': rate_tok = optarg; break;
         case 'x': exports_max = strtol(optarg, NULL, 10); break;
+        case 'p': g.proofs = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("verity-gateway %s\n", GW_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -968,7 +1193,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    static struct gw g;
+    /* VERITY_GW_ARENA=0 turns the arena off (to measure what it saves) */
+    const char *ae = getenv("VERITY_GW_ARENA");
+    arena.base = ae && strcmp(ae, "0") == 0 ? NULL : malloc(ARENA_BYTES);
+    json_set_alloc_funcs(ar_malloc, ar_free);
     g.broker = verity_broker_resolve(broker);
     g.exports_max = (uint32_t)exports_max;
     if (parse_rate(rate_addr, &g.rl_addr.rate, &g.rl_addr.burst) ||

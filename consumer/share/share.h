@@ -242,25 +242,40 @@ struct export_source {
     bool has_ckpt;
     uint64_t ckpt_batch;
     uint8_t ckpt[VERITY_CHECKPOINT_SIZE];
+    char *tree_note;              /* signed C2SP checkpoint the proofs use (heap) or NULL */
+    uint64_t tree_size;           /* its tree size (0: no proofs for this source) */
+    uint64_t proven;              /* records exported with a proof */
 };
 
-/* Builds, signs and returns the manifest line (heap, ends in '\n'). */
+/* Builds, signs and returns the manifest line (heap, ends in '\n').
+ * proof_lines: the body's proof lines (share_proof.c). */
 char *export_manifest(EVP_PKEY *gw_key, const struct share_spec *s, const char *export_id,
-                      uint64_t records, uint64_t lines, const uint8_t body_sha[32],
-                      const struct export_source *src, size_t nsrc, int64_t now_ms);
+                      uint64_t records, uint64_t lines, uint64_t proof_lines,
+                      const uint8_t body_sha[32], const struct export_source *src, size_t nsrc,
+                      int64_t now_ms);
 
 struct verify_report {
     uint64_t records;
     uint32_t checkpoints;         /* checkpoints that verified */
     uint64_t covered;             /* records below a verified checkpoint */
+    uint32_t trees;               /* tree checkpoint notes that parsed */
+    uint32_t trees_signed;        /* ... and whose signature verified with the log key */
+    uint64_t proof_lines;         /* proof lines whose audit path verified */
+    uint64_t proven;              /* records inside a verified proof's batch */
     char share[SHARE_ID_LEN + 1];
     char export_id[64];
 };
 /* Verifies an export file offline: manifest signature with gw_pub, body
  * digest, record count, line order, checkpoint signatures (and their key
- * against log_pub when given). 0, VERITY_ESIGNATURE, VERITY_ECORRUPT. */
-int export_verify(const char *path, EVP_PKEY *gw_pub, EVP_PKEY *log_pub,
-                  struct verify_report *rep, char *err, size_t cap) SH_WUR;
+ * against log_pub when given), and every inclusion proof against its
+ * partition's tree note (the note's signature with log_vkey, a C2SP
+ * verifier key string, or log_pub; with neither, the notes are parsed but
+ * not signature-checked and rep->trees_signed stays 0). With
+ * require_proofs, a record without a proof fails. 0, VERITY_ESIGNATURE,
+ * VERITY_ECORRUPT, VERITY_ECHAIN (a proof does not lead to its root, or a
+ * record is not in its proof's batch). */
+int export_verify(const char *path, EVP_PKEY *gw_pub, EVP_PKEY *log_pub, const char *log_vkey,
+                  bool require_proofs, struct verify_report *rep, char *err, size_t cap) SH_WUR;
 /* Replaces every encrypted field of every record with its plaintext. */
 int export_decrypt(const char *in, const char *out, EVP_PKEY *rcpt, uint64_t *fields_out,
                    char *err, size_t cap) SH_WUR;
@@ -270,6 +285,40 @@ json_t *export_reveal(const struct xf_keys *k, const char *position, const char 
 /* Checks a reveal against the commitment in the export. 0, VERITY_ENOTFOUND
  * (no such record or field), VERITY_ESIGNATURE (does not match). */
 int export_check_reveal(const char *export_path, const json_t *reveal, char *err, size_t cap) SH_WUR;
+
+/* ---- share_proof.c --------------------------------------------------------- */
+
+#define SP_LEAF_SIZE 76           /* storage/merkle.h MT_LEAF_SIZE */
+
+/* GET base (http://HOST:PORT) + path, HTTP/1.0, plain TCP. Returns the
+ * HTTP status (body in *body_out, heap, NUL-terminated) or a negative
+ * error. Blocking, with a 10 s timeout. */
+int sp_http_get(const char *base, const char *path, char **body_out, size_t *len_out) SH_WUR;
+/* The broker's signed checkpoint note of a partition at tree size size (0:
+ * its current durable size). *note_out heap. VERITY_EUNSUPPORTED: the
+ * broker keeps no tree; VERITY_ENOTFOUND: no such partition. */
+int sp_checkpoint_fetch(const char *base, const char *topic, uint32_t partition, uint64_t size,
+                        char **note_out, uint64_t *size_out) SH_WUR;
+/* Up to 256 inclusion proofs of consecutive leaves from the one holding
+ * offset, in the tree of size size: the "items" array (new reference).
+ * VERITY_EOFFSET when offset is not in the first size leaves. */
+int sp_leaves_fetch(const char *base, const char *topic, uint32_t partition, uint64_t offset,
+                    uint64_t size, json_t **items_out) SH_WUR;
+/* Decodes one item's base64 leaf data: the batch's offsets. */
+int sp_leaf_decode(const json_t *leaf_b64, uint8_t leaf[SP_LEAF_SIZE], uint64_t *base,
+                   uint32_t *count) SH_WUR;
+/* Parses a partition's checkpoint note (its origin must end in
+ * /topic/partition) and checks its signature with vkey (a C2SP verifier key
+ * string) or log_pub (the name is read from the note); with neither it is
+ * only parsed (*signed_out false). VERITY_ECORRUPT, VERITY_ESIGNATURE. */
+int sp_note_check(const char *note, size_t len, const char *vkey, EVP_PKEY *log_pub,
+                  const char *topic, uint32_t partition, uint64_t *size, uint8_t root[32],
+                  bool *signed_out) SH_WUR;
+/* Checks one proof line's audit path to root (RFC 9162 2.1.3.2). 0,
+ * VERITY_ECORRUPT (malformed) or VERITY_ECHAIN (does not verify). */
+int sp_proof_check(const json_t *line, uint64_t tree_size, const uint8_t root[32],
+                   uint64_t *index_out, uint64_t *base_out, uint32_t *count_out,
+                   uint8_t leaf_out[SP_LEAF_SIZE]) SH_WUR;
 
 /* ---- share_store.c --------------------------------------------------------- */
 

@@ -9,8 +9,11 @@
  * The manifest holds the record count, the number of body lines, the
  * SHA-256 of every byte before it (body_sha256), the transformation policy
  * and its version, the scope, the recipient, the source offsets read per
- * partition with the latest signed checkpoint passed in each, a slot for
- * inclusion proofs ("proofs", empty until the log serves them), and the
+ * partition with the latest signed checkpoint passed in each and, when the
+ * gateway reads proofs from the broker, the partition's signed C2SP tree
+ * checkpoint ("tree"), the proof summary ("proofs": format, proof lines,
+ * records proven; the proof lines themselves are body lines, see
+ * share_proof.c), and the
  * gateway's Ed25519 signature over
  *     "VERITY-SHARE-MANIFEST-1\n" || canonical JSON of the manifest
  *     without its "signature" member.
@@ -69,9 +72,11 @@ static int sig_input(json_t *m, uint8_t **out, size_t *len)
 }
 
 char *export_manifest(EVP_PKEY *gw_key, const struct share_spec *s, const char *export_id,
-                      uint64_t records, uint64_t lines, const uint8_t body_sha[32],
-                      const struct export_source *src, size_t nsrc, int64_t now_ms)
+                      uint64_t records, uint64_t lines, uint64_t proof_lines,
+                      const uint8_t body_sha[32], const struct export_source *src, size_t nsrc,
+                      int64_t now_ms)
 {
+    uint64_t proven = 0;
     char *line = NULL;
     uint8_t pub[32], *in = NULL, sig[64];
     size_t in_len, sig_len = sizeof sig;
@@ -88,16 +93,22 @@ char *export_manifest(EVP_PKEY *gw_key, const struct share_spec *s, const char *
                            p ? p : "");
             free(p);
         }
+        json_t *tree = src[i].tree_note
+                           ? json_pack("{s:I, s:s, s:I}", "size", (json_int_t)src[i].tree_size,
+                                       "note", src[i].tree_note, "proven",
+                                       (json_int_t)src[i].proven)
+                           : json_null();
+        proven += src[i].proven;
         json_array_append_new(sources,
-                              json_pack("{s:s, s:I, s:I, s:I, s:o}", "topic", src[i].topic,
+                              json_pack("{s:s, s:I, s:I, s:I, s:o, s:o}", "topic", src[i].topic,
                                         "partition", (json_int_t)src[i].partition, "from",
                                         (json_int_t)src[i].from, "to", (json_int_t)src[i].to,
-                                        "checkpoint", ck));
+                                        "checkpoint", ck, "tree", tree));
     }
     sh_b64url_enc(pub, 32, pubs);
     sh_b64url_enc(body_sha, 32, shas);
     m = json_pack("{s:s, s:i, s:s, s:s, s:s, s:I, s:I, s:s, s:{s:I, s:O, s:O}, s:O, s:O, s:O,"
-                  " s:O, s:O, s:O, s:O, s:{s:n, s:[]}, s:I}",
+                  " s:O, s:O, s:O, s:O, s:{s:s, s:I, s:I}, s:I}",
                   "type", "manifest", "version", 1, "share", s->id, "export", export_id,
                   "gateway_key", pubs, "records", (json_int_t)records, "lines", (json_int_t)lines,
                   "body_sha256", shas, "policy", "version", (json_int_t)s->policy_version,
@@ -108,7 +119,8 @@ char *export_manifest(EVP_PKEY *gw_key, const struct share_spec *s, const char *
                   json_object_get(spec, "from_time_ms"), "to_time_ms",
                   json_object_get(spec, "to_time_ms"), "recipient",
                   json_object_get(spec, "recipient"), "sources", sources, "proofs", "format",
-                  "items", "time_ms", (json_int_t)now_ms);
+                  "rfc6962-batch-v1", "lines", (json_int_t)proof_lines, "records_proven",
+                  (json_int_t)proven, "time_ms", (json_int_t)now_ms);
     if (!m || sig_input(m, &in, &in_len))
         goto out;
     if (EVP_DigestSignInit(md, NULL, NULL, NULL, gw_key) != 1 ||
@@ -196,11 +208,86 @@ struct src_check {
     uint32_t partition;
     uint64_t from, to, covers;
     bool has_ckpt;
+    bool has_tree;                /* a tree note that parsed (and verified, given a key) */
+    uint64_t tree_size;
+    uint8_t root[32];
+    bool has_leaf;                /* the last proof line of this source verified */
+    uint64_t leaf_index, leaf_base;
+    uint32_t leaf_count;
+    uint8_t leaf[SP_LEAF_SIZE];
 };
 
+/* The manifest's tree note of source i, checked (sp_note_check). */
+static int check_tree(const json_t *tree, struct src_check *sc, const char *log_vkey,
+                      EVP_PKEY *log_pub, struct verify_report *rep, char *err, size_t cap)
+{
+    const json_t *note = json_object_get(tree, "note");
+    json_int_t size = json_integer_value(json_object_get(tree, "size"));
+    bool sgn;
+    uint64_t nsize;
+    if (!json_is_string(note) || size <= 0)
+        return fail(err, cap, VERITY_ECORRUPT, "tree of %s/%u is malformed", sc->topic,
+                    sc->partition);
+    int rc = sp_note_check(json_string_value(note), json_string_length(note), log_vkey, log_pub,
+                           sc->topic, sc->partition, &nsize, sc->root, &sgn);
+    if (rc == VERITY_EINVAL)
+        return fail(err, cap, rc, "the log verifier key is not an Ed25519 vkey string");
+    if (rc == 0 && nsize != (uint64_t)size)
+        rc = VERITY_ECORRUPT;
+    if (rc)
+        return fail(err, cap, rc, "tree checkpoint note of %s/%u %s", sc->topic, sc->partition,
+                    rc == VERITY_ESIGNATURE ? "does not verify with the log key"
+                                            : "is malformed or names another partition");
+    sc->has_tree = true;
+    sc->tree_size = nsize;
+    rep->trees++;
+    rep->trees_signed += sgn;
+    return 0;
+}
+
+/* One proof line: its audit path to its partition's root, leaves in
+ * ascending order, consecutive leaves chained. */
+static int check_proof_line(const json_t *j, struct src_check *sc, size_t ns, uint64_t line,
+                            struct verify_report *rep, char *err, size_t cap)
+{
+    const char *topic = json_string_value(json_object_get(j, "topic"));
+    json_int_t part = json_integer_value(json_object_get(j, "partition"));
+    size_t k = 0;
+    for (; k < ns; k++)
+        if (topic && strcmp(sc[k].topic, topic) == 0 && sc[k].partition == (uint64_t)part)
+            break;
+    if (k == ns || !sc[k].has_tree)
+        return fail(err, cap, VERITY_ECORRUPT, "line %llu: a proof for a partition without a tree",
+                    (unsigned long long)line);
+    struct src_check *c = &sc[k];
+    uint64_t index, base;
+    uint32_t count;
+    uint8_t leaf[SP_LEAF_SIZE];
+    int rc = sp_proof_check(j, c->tree_size, c->root, &index, &base, &count, leaf);
+    if (rc)
+        return fail(err, cap, rc, "line %llu: the inclusion proof of %s/%u leaf %lld %s",
+                    (unsigned long long)line, c->topic, c->partition,
+                    (long long)json_integer_value(json_object_get(j, "index")),
+                    rc == VERITY_ECHAIN ? "does not lead to the signed root" : "is malformed");
+    if (c->has_leaf && (index <= c->leaf_index || base < c->leaf_base + c->leaf_count ||
+                        (index == c->leaf_index + 1 &&
+                         (base != c->leaf_base + c->leaf_count ||
+                          CRYPTO_memcmp(leaf + 12, c->leaf + 44, 32) != 0))))
+        return fail(err, cap, VERITY_ECHAIN, "line %llu: leaf %llu of %s/%u does not follow leaf %llu",
+                    (unsigned long long)line, (unsigned long long)index, c->topic, c->partition,
+                    (unsigned long long)c->leaf_index);
+    c->has_leaf = true;
+    c->leaf_index = index;
+    c->leaf_base = base;
+    c->leaf_count = count;
+    memcpy(c->leaf, leaf, SP_LEAF_SIZE);
+    rep->proof_lines++;
+    return 0;
+}
+
 /* Second pass: each record inside its source's range; covered count. */
-static int check_sources(FILE *f, const json_t *m, EVP_PKEY *log_pub, struct verify_report *rep,
-                         char *err, size_t cap)
+static int check_sources(FILE *f, const json_t *m, EVP_PKEY *log_pub, const char *log_vkey,
+                         bool require_proofs, struct verify_report *rep, char *err, size_t cap)
 {
     const json_t *sources = json_object_get(m, "sources");
     size_t ns = json_array_size(sources);
@@ -220,7 +307,12 @@ static int check_sources(FILE *f, const json_t *m, EVP_PKEY *log_pub, struct ver
             rc = fail(err, cap, VERITY_ECORRUPT, "manifest source %zu is malformed", i);
             break;
         }
-        sc[i] = (struct src_check){topic, (uint32_t)part, (uint64_t)from, (uint64_t)to, 0, false};
+        sc[i] = (struct src_check){.topic = topic, .partition = (uint32_t)part,
+                                   .from = (uint64_t)from, .to = (uint64_t)to};
+        const json_t *tree = json_object_get(s, "tree");
+        if (tree && !json_is_null(tree) &&
+            (rc = check_tree(tree, &sc[i], log_vkey, log_pub, rep, err, cap)))
+            break;
         if (ck && !json_is_null(ck)) {
             const json_t *pl = json_object_get(ck, "payload");
             uint8_t p[VERITY_CHECKPOINT_SIZE];
@@ -245,10 +337,14 @@ static int check_sources(FILE *f, const json_t *m, EVP_PKEY *log_pub, struct ver
     char *line = NULL;
     size_t lcap = 0;
     ssize_t got;
+    uint64_t ln = 0;
     rewind(f);
     while (!rc && (got = getline(&line, &lcap, f)) > 0) {
         json_t *j = json_loadb(line, (size_t)got, 0, NULL);
         const char *type = json_string_value(json_object_get(j, "type"));
+        ln++;
+        if (type && strcmp(type, "proof") == 0)
+            rc = check_proof_line(j, sc, ns, ln, rep, err, cap);
         if (type && strcmp(type, "record") == 0) {
             const char *topic = json_string_value(json_object_get(j, "topic"));
             json_int_t part = json_integer_value(json_object_get(j, "partition"));
@@ -262,16 +358,32 @@ static int check_sources(FILE *f, const json_t *m, EVP_PKEY *log_pub, struct ver
                           topic ? topic : "?", (long long)part, (long long)off);
             else if (sc[k].has_ckpt && (uint64_t)off < sc[k].covers)
                 rep->covered++;
+            if (!rc && sc[k].has_leaf && (uint64_t)off >= sc[k].leaf_base &&
+                (uint64_t)off - sc[k].leaf_base < sc[k].leaf_count)
+                rep->proven++;
+            else if (!rc && require_proofs)
+                rc = fail(err, cap, VERITY_ECHAIN,
+                          "record %s/%lld/%lld has no inclusion proof (line %llu)",
+                          topic ? topic : "?", (long long)part, (long long)off,
+                          (unsigned long long)ln);
         }
         json_decref(j);
     }
     free(line);
     free(sc);
+    const json_t *pr = json_object_get(m, "proofs");
+    if (!rc && ((uint64_t)json_integer_value(json_object_get(pr, "records_proven")) != rep->proven ||
+                (uint64_t)json_integer_value(json_object_get(pr, "lines")) != rep->proof_lines))
+        rc = fail(err, cap, VERITY_ECHAIN,
+                  "the manifest claims %lld proven records in %lld proof lines; %llu in %llu verify",
+                  (long long)json_integer_value(json_object_get(pr, "records_proven")),
+                  (long long)json_integer_value(json_object_get(pr, "lines")),
+                  (unsigned long long)rep->proven, (unsigned long long)rep->proof_lines);
     return rc;
 }
 
-int export_verify(const char *path, EVP_PKEY *gw_pub, EVP_PKEY *log_pub,
-                  struct verify_report *rep, char *err, size_t cap)
+int export_verify(const char *path, EVP_PKEY *gw_pub, EVP_PKEY *log_pub, const char *log_vkey,
+                  bool require_proofs, struct verify_report *rep, char *err, size_t cap)
 {
     memset(rep, 0, sizeof *rep);
     FILE *f = fopen(path, "rb");
@@ -308,6 +420,8 @@ int export_verify(const char *path, EVP_PKEY *gw_pub, EVP_PKEY *log_pub,
                 } else {
                     ok = false;
                 }
+            } else if (type && strcmp(type, "proof") == 0) {
+                ok = true; /* checked in the second pass (check_proof_line) */
             } else {
                 const json_t *i = json_object_get(j, "i");
                 ok = type && strcmp(type, "record") == 0 && json_is_integer(i) &&
@@ -365,7 +479,7 @@ int export_verify(const char *path, EVP_PKEY *gw_pub, EVP_PKEY *log_pub,
         goto out;
     }
     rep->records = records;
-    rc = check_sources(f, m, log_pub, rep, err, cap);
+    rc = check_sources(f, m, log_pub, log_vkey, require_proofs, rep, err, cap);
 out:
     EVP_MD_CTX_free(md);
     json_decref(m);

@@ -314,9 +314,44 @@ int64_t sh_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+struct canon_buf {
+    char *p;
+    size_t n, cap;
+};
+
+static int canon_put(const char *b, size_t n, void *arg)
+{
+    struct canon_buf *c = arg;
+    if (c->cap - c->n <= n) {
+        size_t cap = c->cap ? c->cap : 64;
+        while (cap - c->n <= n)
+            cap *= 2;
+        char *np = realloc(c->p, cap);
+        if (!np)
+            return -1;
+        c->p = np;
+        c->cap = cap;
+    }
+    memcpy(c->p + c->n, b, n);
+    c->n += n;
+    c->p[c->n] = '\0';
+    return 0;
+}
+
+/* Written through a callback into a libc buffer (not json_dumps): callers
+ * free() it, whatever allocator jansson uses (the gateway gives jansson a
+ * per-record arena, gateway.c). */
 char *sh_canon(const json_t *v)
 {
-    return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+    struct canon_buf c = {0};
+    if (json_dump_callback(v, canon_put, &c,
+                           JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY |
+                               JSON_REAL_PRECISION(17)) != 0 ||
+        !c.p) {
+        free(c.p);
+        return NULL;
+    }
+    return c.p;
 }
 
 int sh_read_file(const char *path, size_t max, char **out, size_t *len_out)

@@ -12,6 +12,8 @@
  *      round trip equality
  *   5  a shares-topic record: share_db_apply on a db holding one share
  *   6  an export file: export_verify and export_check_reveal
+ *   7  an export's proof line (sp_proof_check) and tree checkpoint note
+ *      (sp_note_check with the log's key): input = note "\0" proof line
  *
  * Every input must either parse or be refused with an error; nothing may
  * crash, leak or trip a sanitizer.
@@ -82,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         init();
     if (size < 1 || size > 65536)
         return 0;
-    uint8_t mode = data[0] % 7;
+    uint8_t mode = data[0] % 8;
     char *s = cstr(data + 1, size - 1);
     size_t n = size - 1;
     char err[256];
@@ -160,13 +162,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fwrite(s, 1, n, f);
             fclose(f);
             struct verify_report r;
-            (void)!export_verify(path, pk, NULL, &r, err, sizeof err);
+            (void)!export_verify(path, pk, NULL, NULL, true, &r, err, sizeof err);
             json_t *rv = json_pack("{s:s, s:s, s:s, s:s}", "position", "t/0/1", "path", "/a",
                                    "value", "x", "salt", "AAAAAAAAAAAAAAAAAAAAAA");
             (void)!export_check_reveal(path, rv, err, sizeof err);
             json_decref(rv);
             unlink(path);
         }
+        break;
+    }
+    case 7: {
+        const char *z = memchr(s, '\0', n);
+        size_t nl = z ? (size_t)(z - s) : n;
+        uint64_t size = 0, idx, base;
+        uint32_t count;
+        uint8_t root[32], leaf[SP_LEAF_SIZE];
+        bool sgn;
+        if (sp_note_check(s, nl, NULL, pk, "t", 0, &size, root, &sgn) != 0) {
+            size = 7;
+            memset(root, 0, sizeof root);
+        }
+        json_t *j = z ? json_loadb(z + 1, n - nl - 1, 0, NULL) : NULL;
+        if (j && size)
+            (void)!sp_proof_check(j, size, root, &idx, &base, &count, leaf);
+        json_decref(j);
         break;
     }
     }

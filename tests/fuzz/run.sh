@@ -74,6 +74,7 @@ if [ "$share_secs" != 0 ]; then
     spkg=($(pkg-config --cflags --libs libevent libevent_pthreads libevent_openssl libprotobuf-c jansson libssl libcrypto))
     ssrcs=(consumer/share/paseto.c consumer/share/share_util.c consumer/share/share_spec.c
            consumer/share/share_xform.c consumer/share/share_export.c consumer/share/share_store.c
+           consumer/share/share_proof.c
            client/*.c storage/*.c proto/codec.c "$out/gen/proto/verity.pb-c.c")
     echo "fuzz: building $out/fuzz_share"
     clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
@@ -94,6 +95,7 @@ if [ "$share_secs" != 0 ]; then
     s use '\x05{"type":"use","share":"0123456789abcdef0123456789abcdef","export":"e","sources":[]}'
     s rev '\x05{"type":"revoke","share":"0123456789abcdef0123456789abcdef","reason":"x"}'
     s exp '\x06{"type":"export","share":"0123456789abcdef0123456789abcdef","export":"e"}\n{"type":"record","i":0,"pos":"t/0/1","commit":{"/a":"x"}}\n{"type":"manifest","signature":"AA","gateway_key":"AA"}\n'
+    s proofl '\x07verity.example/local/t/0\n2\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n\xe2\x80\x94 verity.example/local AAAA\n\x00{"type":"proof","index":1,"leaf":"AAAAAAAAAAABAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==","proof":["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]}'
     echo "fuzz: fuzz_share for ${share_secs}s"
     set +e
     (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

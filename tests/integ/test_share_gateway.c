@@ -42,6 +42,7 @@
 #include <openssl/x509v3.h>
 
 #include "consumer/share/share.h"
+#include "storage/note.h"
 #include "tests/support/tbroker.h"
 #include "tests/support/tutil.h"
 
@@ -169,6 +170,8 @@ static int tcp_connect(uint16_t port)
     return fd;
 }
 
+static char proofs_url[96]; /* http://<broker admin HTTP> */
+
 static pid_t start_gateway(uint16_t port, const char *c, const char *k, const char *rate_addr,
                            const char *rate_tok, const char *logname)
 {
@@ -182,9 +185,11 @@ static pid_t start_gateway(uint16_t port, const char *c, const char *k, const ch
         int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         dup2(fd, 1);
         dup2(fd, 2);
+        /* gw1 (the valid certificate) puts proofs in its exports, gw2 does not */
+        bool proofs = strcmp(logname, "gw1.log") == 0;
         execl(bin, bin, "--keys", keys, "--cert", c, "--tls-key", k, "--listen", listen,
               "--broker", br.addr, "--rate-addr", rate_addr, "--rate-token", rate_tok,
-              (char *)NULL);
+              proofs ? "--proofs" : (char *)NULL, proofs_url, (char *)NULL);
         _exit(127);
     }
     int64_t deadline = tu_now_ms() + 20000;
@@ -320,7 +325,12 @@ static int produce_all(void)
 
 static int suite_init(void)
 {
-    if (tb_init(&br, "share") != 0 || tb_start(&br) != 0)
+    if (tb_init(&br, "share") != 0)
+        return -1;
+    /* the admin HTTP API serves the inclusion proofs gw1 puts in exports */
+    snprintf(br.http, sizeof br.http, "127.0.0.1:%u", tb_free_port());
+    snprintf(proofs_url, sizeof proofs_url, "http://%s", br.http);
+    if (tb_start(&br) != 0)
         return -1;
     snprintf(root, sizeof root, "%s", br.root);
     pathf(keys, sizeof keys, "keys");
@@ -887,6 +897,211 @@ static void test_verify_accepts_untouched_rejects_every_tampering(void)
     CU_ASSERT_EQUAL(verify_cli(p, out, sizeof out), 1);
 }
 
+/* ---- 3b. inclusion proofs (issue 11 in exports) ------------------------------------------------ */
+
+typedef void (*mutate_fn)(json_t *lines); /* lines: body lines, then the manifest */
+
+/* Rewrites an export as a dishonest gateway holding the gateway key would:
+ * mutate changes lines, then the body digest, line counts and signature are
+ * made consistent again. Only the proofs can then catch the change. */
+static int resign(const char *in, const char *outp, mutate_fn mutate)
+{
+    json_t *lines = json_array();
+    FILE *f = fopen(in, "rb");
+    char *l = NULL;
+    size_t c = 0;
+    while (f && getline(&l, &c, f) > 0)
+        json_array_append_new(lines, json_loads(l, 0, NULL));
+    free(l);
+    if (f)
+        fclose(f);
+    size_t n = json_array_size(lines);
+    if (n < 2)
+        return -1;
+    mutate(lines);
+    n = json_array_size(lines);
+    json_t *m = json_array_get(lines, n - 1);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    FILE *o = fopen(outp, "wb");
+    uint64_t proofs = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        json_t *j = json_array_get(lines, i);
+        char *t = json_dumps(j, JSON_COMPACT);
+        EVP_DigestUpdate(md, t, strlen(t));
+        EVP_DigestUpdate(md, "\n", 1);
+        fprintf(o, "%s\n", t);
+        free(t);
+        proofs += strcmp(json_string_value(json_object_get(j, "type")), "proof") == 0;
+    }
+    uint8_t d[32];
+    unsigned dl = 32;
+    char ds[48], sigs[96];
+    EVP_DigestFinal_ex(md, d, &dl);
+    EVP_MD_CTX_free(md);
+    sh_b64url_enc(d, 32, ds);
+    json_object_set_new(m, "body_sha256", json_string(ds));
+    json_object_set_new(m, "lines", json_integer((json_int_t)(n - 1)));
+    json_object_set_new(json_object_get(m, "proofs"), "lines", json_integer((json_int_t)proofs));
+    json_object_del(m, "signature");
+    char *canon = sh_canon(m), kp[700];
+    size_t tl = strlen("VERITY-SHARE-MANIFEST-1\n"), cl = strlen(canon), sl = 64;
+    uint8_t *msg = malloc(tl + cl), sig[64];
+    memcpy(msg, "VERITY-SHARE-MANIFEST-1\n", tl);
+    memcpy(msg + tl, canon, cl);
+    snprintf(kp, sizeof kp, "%s/gateway.key", keys);
+    EVP_PKEY *sk = NULL;
+    int rc = sh_load_private(kp, &sk);
+    EVP_MD_CTX *sm = EVP_MD_CTX_new();
+    if (!rc && (EVP_DigestSignInit(sm, NULL, NULL, NULL, sk) != 1 ||
+                EVP_DigestSign(sm, sig, &sl, msg, tl + cl) != 1))
+        rc = -1;
+    EVP_MD_CTX_free(sm);
+    EVP_PKEY_free(sk);
+    sh_b64url_enc(sig, 64, sigs);
+    json_object_set_new(m, "signature", json_string(sigs));
+    char *mt = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
+    fprintf(o, "%s\n", mt);
+    free(mt);
+    fclose(o);
+    free(canon);
+    free(msg);
+    json_decref(lines);
+    return rc;
+}
+
+static json_t *first_of(json_t *lines, const char *type)
+{
+    for (size_t i = 0; i < json_array_size(lines); i++) {
+        json_t *j = json_array_get(lines, i);
+        if (strcmp(json_string_value(json_object_get(j, "type")), type) == 0)
+            return j;
+    }
+    return NULL;
+}
+
+static void mut_none(json_t *lines) { (void)lines; }
+
+static void mut_proof_hash(json_t *lines)
+{
+    json_t *path = json_object_get(first_of(lines, "proof"), "proof");
+    char h[64];
+    snprintf(h, sizeof h, "%s", json_string_value(json_array_get(path, 0)));
+    h[0] = h[0] == 'A' ? 'B' : 'A';
+    json_array_set_new(path, 0, json_string(h));
+}
+
+static void mut_leaf(json_t *lines)
+{
+    json_t *p = first_of(lines, "proof");
+    uint8_t leaf[76];
+    long n = note_b64_decode(json_string_value(json_object_get(p, "leaf")),
+                             strlen(json_string_value(json_object_get(p, "leaf"))), leaf, 76);
+    if (n != 76)
+        return;
+    leaf[8] ^= 1; /* the batch's record count */
+    char b[128];
+    note_b64_encode(leaf, 76, b);
+    json_object_set_new(p, "leaf", json_string(b));
+}
+
+/* A record of one batch presented under another batch's proof. */
+static void mut_drop_proof(json_t *lines)
+{
+    for (size_t i = 0, seen = 0; i < json_array_size(lines); i++)
+        if (strcmp(json_string_value(json_object_get(json_array_get(lines, i), "type")),
+                   "proof") == 0 && ++seen == 2) {
+            json_array_remove(lines, i);
+            return;
+        }
+}
+
+/* The manifest claims the partition's tree had another root. */
+static void mut_note(json_t *lines)
+{
+    json_t *m = json_array_get(lines, json_array_size(lines) - 1);
+    json_t *src = json_array_get(json_object_get(m, "sources"), 0);
+    json_t *tree = json_object_get(src, "tree");
+    char note[2048];
+    snprintf(note, sizeof note, "%s", json_string_value(json_object_get(tree, "note")));
+    char *nl = strchr(strchr(note, '\n') + 1, '\n') + 1; /* the root line */
+    nl[0] = nl[0] == 'A' ? 'B' : 'A';
+    json_object_set_new(tree, "note", json_string(note));
+}
+
+static int verify_proofs(const char *file, const char *vkey, char *out, size_t cap)
+{
+    return cli(out, cap, (const char *[]){"share", "verify", file, "--key", gw_pub, "--log-vkey",
+                                          vkey, "--require-proofs", "--json", NULL});
+}
+
+static void test_export_proofs_verify_and_tampered_proofs_fail(void)
+{
+    char out[8192], p[600], vkey[512];
+    char *body = NULL;
+    size_t bl;
+    int st = sp_http_get(proofs_url, "/v1/proof/key", &body, &bl);
+    CU_ASSERT_EQUAL_FATAL(st, 200);
+    snprintf(vkey, sizeof vkey, "%.*s", (int)strcspn(body, "\n"), body);
+    free(body);
+    /* every record of the untouched export is proven, notes signed */
+    CU_ASSERT_EQUAL(verify_proofs(s1_export, vkey, out, sizeof out), 0);
+    json_t *j = json_loads(out, 0, NULL);
+    json_int_t recs = json_integer_value(json_object_get(j, "records"));
+    CU_ASSERT(recs > 0);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "proven")), recs);
+    CU_ASSERT(json_integer_value(json_object_get(j, "proof_lines")) >= 2);
+    CU_ASSERT(json_integer_value(json_object_get(j, "trees")) >= 2);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "trees_signed")),
+                    json_integer_value(json_object_get(j, "trees")));
+    json_decref(j);
+    /* with only the log's PEM key, the notes verify too */
+    CU_ASSERT_EQUAL(verify_cli(s1_export, out, sizeof out), 0);
+    CU_ASSERT(strstr(out, "\"trees_signed\":0") == NULL);
+    /* the independent Go verifier (sumdb/note, sumdb/tlog) agrees */
+    char go[700];
+    const char *dir = getenv("VERITY_BIN_DIR");
+    snprintf(go, sizeof go, "%s/../go/proofcheck", dir ? dir : "build/bin");
+    bool have_go = access(go, X_OK) == 0;
+    if (have_go) {
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "'%s' export '%s' '%s' >/dev/null", go, vkey, s1_export);
+        CU_ASSERT_EQUAL(system(cmd), 0);
+    } else {
+        fprintf(stderr, "    (%s missing: Go check of exports skipped)\n", go);
+    }
+    /* re-signed by the gateway key but otherwise unchanged: still fine */
+    pathf(p, sizeof p, "t_resigned.ndjson");
+    CU_ASSERT_EQUAL_FATAL(resign(s1_export, p, mut_none), 0);
+    CU_ASSERT_EQUAL(verify_proofs(p, vkey, out, sizeof out), 0);
+    /* a dishonest gateway (it holds its key) cannot fake the log's proofs */
+    static const struct {
+        const char *name;
+        mutate_fn fn;
+        const char *expect;
+    } cases[] = {{"t_proofhash.ndjson", mut_proof_hash, "does not lead to the signed root"},
+                 {"t_leaf.ndjson", mut_leaf, "inclusion proof"},
+                 {"t_dropproof.ndjson", mut_drop_proof, "no inclusion proof"},
+                 {"t_note.ndjson", mut_note, "does not verify with the log key"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pathf(p, sizeof p, cases[i].name);
+        CU_ASSERT_EQUAL_FATAL(resign(s1_export, p, cases[i].fn), 0);
+        CU_ASSERT_EQUAL(verify_proofs(p, vkey, out, sizeof out), 1);
+        if (!strstr(out, cases[i].expect))
+            fprintf(stderr, "    %s: %s\n", cases[i].name, out);
+        CU_ASSERT(strstr(out, cases[i].expect) != NULL);
+        if (have_go) {
+            char cmd[2048];
+            snprintf(cmd, sizeof cmd, "'%s' export '%s' '%s' >/dev/null 2>&1", go, vkey, p);
+            CU_ASSERT_NOT_EQUAL(system(cmd), 0);
+        }
+    }
+    /* a tampered record is caught by the digest before any proof */
+    pathf(p, sizeof p, "t_rec.ndjson");
+    rewrite(s1_export, p, -1, -1, -1, "\"diagnosis\":\"dx6\"", "\"diagnosis\":\"dx7\"");
+    CU_ASSERT_EQUAL(verify_proofs(p, vkey, out, sizeof out), 1);
+}
+
 static void test_reveal_matches_commitment_wrong_value_does_not(void)
 {
     char out[8192], rev[600];
@@ -980,6 +1195,7 @@ int main(void)
     CU_add_test(s, "1 tokenize, date_shift, replace, ranges", test_tokenize_date_shift_replace_in_an_export);
     CU_add_test(s, "2 refusals typed and audited", test_refusals_are_typed_and_audited);
     CU_add_test(s, "3 verify untouched / tampered", test_verify_accepts_untouched_rejects_every_tampering);
+    CU_add_test(s, "3 proofs in exports: verify, tampered proofs fail (C and Go)", test_export_proofs_verify_and_tampered_proofs_fail);
     CU_add_test(s, "3 reveal and check-reveal", test_reveal_matches_commitment_wrong_value_does_not);
     CU_add_test(s, "3 resumed fetch", test_resumed_fetch_gives_the_same_bytes);
     CU_add_test(s, "4 TLS negatives", test_tls_plaintext_old_versions_expired_cert_refused);

@@ -83,7 +83,8 @@ int tb_start(struct tbroker *b)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execl(bin, bin, "--data-dir", b->data, "--listen", listen, "--http", "off",
+        execl(bin, bin, "--data-dir", b->data, "--listen", listen, "--http",
+              b->http[0] ? b->http : "off",
               "--log-level", "warn", "--ready-file", ready, (char *)NULL);
         _exit(127);
     }

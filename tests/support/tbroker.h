@@ -19,6 +19,7 @@ struct tbroker {
     char addr[64];    /* "127.0.0.1:<port>", valid after the first tb_start */
     uint16_t port;    /* 0 until the first tb_start; restarts ask for it again */
     pid_t pid;        /* 0 when not running */
+    char http[64];    /* admin HTTP HOST:PORT to pass as --http; "" (default): off */
 };
 
 /* A loopback port that was free a moment ago, or 0. */

@@ -500,8 +500,8 @@ static void write_export(const char *path, EVP_PKEY *sk)
     unsigned dl;
     EVP_DigestFinal_ex(md, dg, &dl);
     EVP_MD_CTX_free(md);
-    struct export_source src = {(char *)"visits", 0, 10, 13, false, 0, {0}};
-    char *m = export_manifest(sk, &s, "e1", 3, 4, dg, &src, 1, 1000);
+    struct export_source src = {.topic = (char *)"visits", .partition = 0, .from = 10, .to = 13};
+    char *m = export_manifest(sk, &s, "e1", 3, 4, 0, dg, &src, 1, 1000);
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
     fputs(m, f);
     free(m);
@@ -543,7 +543,7 @@ static void edit_lines(const char *in, const char *out, int a, int b)
 static int verify_file(const char *p, EVP_PKEY *pk, char *err, size_t cap)
 {
     struct verify_report r;
-    return export_verify(p, pk, NULL, &r, err, cap);
+    return export_verify(p, pk, NULL, NULL, false, &r, err, cap);
 }
 
 static void test_export_verify_accepts_untouched_rejects_tampering(void)
@@ -553,7 +553,7 @@ static void test_export_verify_accepts_untouched_rejects_tampering(void)
     write_export(path_ok, sk);
     char err[512], p[600];
     struct verify_report r;
-    CU_ASSERT_EQUAL(export_verify(path_ok, pk, NULL, &r, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(export_verify(path_ok, pk, NULL, NULL, false, &r, err, sizeof err), 0);
     CU_ASSERT_EQUAL(r.records, 3);
     /* a changed byte in a record */
     snprintf(p, sizeof p, "%s/byte.ndjson", tmp);

@@ -11,6 +11,11 @@
 //	                             every entry bundle against the level-0 tiles
 //	proofcheck cosig VKEY NAME WITNESSVKEY FILE  checks an Ed25519 cosignature
 //	                             (tlog-cosignature v1, type 0x04) line in FILE
+//	proofcheck export VKEY FILE  a sharing gateway export (docs/SHARING.md):
+//	                             every partition's tree note opens with VKEY,
+//	                             every proof line's leaf is in its tree
+//	                             (tlog.CheckRecord), every record lies in the
+//	                             batch of the proof line before it
 package main
 
 import (
@@ -365,6 +370,97 @@ func cosig(logVkey, witnessVkey, file string) error {
 	return errors.New("no cosignature by the witness")
 }
 
+type exportTree struct {
+	Size int64  `json:"size"`
+	Note string `json:"note"`
+}
+
+type exportLine struct {
+	Type      string   `json:"type"`
+	Topic     string   `json:"topic"`
+	Partition int64    `json:"partition"`
+	Offset    int64    `json:"offset"`
+	Index     int64    `json:"index"`
+	Leaf      string   `json:"leaf"`
+	Proof     []string `json:"proof"`
+	Sources   []struct {
+		Topic     string      `json:"topic"`
+		Partition int64       `json:"partition"`
+		Tree      *exportTree `json:"tree"`
+	} `json:"sources"`
+}
+
+// export checks the proofs of an export independently of Verity's C code
+// (the gateway's manifest signature and body digest are not its business).
+func export(vkey, file string) error {
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	text := strings.TrimSuffix(string(data), "\n")
+	all := strings.Split(text, "\n")
+	var m exportLine
+	if err := json.Unmarshal([]byte(all[len(all)-1]), &m); err != nil || m.Type != "manifest" {
+		return errors.New("no manifest")
+	}
+	trees := map[string]checkpoint{}
+	for _, s := range m.Sources {
+		if s.Tree == nil {
+			continue
+		}
+		c, err := openCheckpoint(s.Tree.Note, v)
+		if err != nil {
+			return fmt.Errorf("tree note of %s/%d: %v", s.Topic, s.Partition, err)
+		}
+		if c.size != s.Tree.Size || !strings.HasSuffix(c.origin, fmt.Sprintf("/%s/%d", s.Topic, s.Partition)) {
+			return fmt.Errorf("tree note of %s/%d names another tree", s.Topic, s.Partition)
+		}
+		trees[fmt.Sprintf("%s/%d", s.Topic, s.Partition)] = c
+	}
+	type span struct{ base, count int64 }
+	cur := map[string]span{}
+	records, proven := 0, 0
+	for i, l := range all[:len(all)-1] {
+		var e exportLine
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			return fmt.Errorf("line %d: %v", i+1, err)
+		}
+		key := fmt.Sprintf("%s/%d", e.Topic, e.Partition)
+		switch e.Type {
+		case "proof":
+			c, ok := trees[key]
+			if !ok {
+				return fmt.Errorf("line %d: proof without a tree", i+1)
+			}
+			leaf, err := base64.StdEncoding.DecodeString(e.Leaf)
+			if err != nil || len(leaf) != 76 {
+				return fmt.Errorf("line %d: bad leaf", i+1)
+			}
+			p, err := hashes(e.Proof)
+			if err != nil {
+				return fmt.Errorf("line %d: %v", i+1, err)
+			}
+			if err := tlog.CheckRecord(tlog.RecordProof(p), c.size, c.root, e.Index, tlog.RecordHash(leaf)); err != nil {
+				return fmt.Errorf("line %d: %v", i+1, err)
+			}
+			cur[key] = span{int64(binary.LittleEndian.Uint64(leaf[0:8])), int64(binary.LittleEndian.Uint32(leaf[8:12]))}
+		case "record":
+			records++
+			if s, ok := cur[key]; ok && e.Offset >= s.base && e.Offset < s.base+s.count {
+				proven++
+			} else {
+				return fmt.Errorf("line %d: record %s/%d has no proof", i+1, key, e.Offset)
+			}
+		}
+	}
+	fmt.Printf("ok: %d records, all proven against %d signed trees\n", records, len(trees))
+	return nil
+}
+
 func main() {
 	var err error
 	switch {
@@ -385,8 +481,10 @@ func main() {
 		err = tiles(os.Args[2], os.Args[3])
 	case len(os.Args) == 5 && os.Args[1] == "cosig":
 		err = cosig(os.Args[2], os.Args[3], os.Args[4])
+	case len(os.Args) == 4 && os.Args[1] == "export":
+		err = export(os.Args[2], os.Args[3])
 	default:
-		fmt.Fprintln(os.Stderr, "usage: proofcheck lines VKEY | note VKEY FILE | tiles URL VKEY | cosig LOGVKEY WITNESSVKEY FILE")
+		fmt.Fprintln(os.Stderr, "usage: proofcheck lines VKEY | note VKEY FILE | tiles URL VKEY | cosig LOGVKEY WITNESSVKEY FILE | export VKEY FILE")
 		os.Exit(2)
 	}
 	if err != nil {
