@@ -335,6 +335,23 @@ static bool read_entry(struct vsr *r, uint64_t k, const uint8_t *sum, struct vsr
     return false;
 }
 
+/* Reads journal slot `slot` back and checks it holds entry h intact. A
+ * prepare is read back before its mark is written, so a durable mark always
+ * follows a prepare that was in place: on restart a damaged mark over an
+ * intact prepare can only have named that prepare's entry (recover_slot). */
+static bool prepare_in_place(struct vsr *r, uint32_t slot, const struct vsr_header *h)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        uint32_t len = 0;
+        struct vsr_header x;
+        if (r->cfg.read_prepare(r->cfg.ctx, slot, r->rbuf, r->rbuf_cap, &len) == 0 &&
+            vsr_entry_check(&r->cfg, r->rbuf, len, &x) == 0 && x.op == h->op &&
+            sum_eq(x.checksum, h->checksum))
+            return true;
+    }
+    return false;
+}
+
 /* ---- superblock ----------------------------------------------------------- */
 
 static void sb_emit_copy(struct vsr *r, struct vsr_outbox *ob, uint32_t copy)
@@ -829,6 +846,8 @@ static void request_repairs(struct vsr *r, struct vsr_outbox *ob, bool to_all)
 {
     int sent = 0;
     int budget = (int)r->cfg.pipeline * 2;
+    if (r->cfg.replica_count == 1)
+        return; /* nobody to ask (and no peer index to rotate over) */
     for (uint64_t k = r->commit_min + 1; k <= r->op && sent < budget; k++) {
         struct vsr_slot *s = slot_of(r, k);
         if (!canon_at(r, k) || has_op(r, k) || s->wstage)
@@ -1617,6 +1636,14 @@ void vsr_on_write_done(struct vsr *r, const struct vsr_write *w, struct vsr_outb
     if (s->wid != w->id)
         return; /* superseded by a later write to the slot */
     if (w->kind == VSR_WRITE_PREPARE && s->wstage == 1) {
+        if (!prepare_in_place(r, w->slot, &s->wh)) {
+            /* The prepare did not land where it was meant to (misdirected
+             * or rotted): no mark, no prepare-ok; the entry is repaired. */
+            s->wstage = 0;
+            s->disk_valid = false;
+            r->ctr.faulty_found++;
+            return;
+        }
         uint8_t *b = ob_alloc(ob, VSR_HEADER_SIZE);
         VERITY_VERIFY(b != NULL && ob->nwrites < ob->writes_cap);
         vsr_header_encode(&r->cfg, &s->wh, NULL, b);
@@ -1743,11 +1770,13 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
         r->ctr.torn_found++;
         return;
     } else if (pv && !hv && !hempty) {
-        /* The mark is damaged but the prepare is intact: keep the entry, and
-         * the slot stays faulty (the mark may have named a newer op). */
-        s->faulty = true;
-        s->faulty_lv = r->log_view;
-        r->ctr.faulty_found++;
+        /* The mark is damaged but the prepare is intact. A mark is written
+         * only after its prepare was read back in place, and a slot's ops
+         * only grow, so the mark named this entry (a torn or damaged mark
+         * of it): keep the entry; nothing newer was acknowledged here. */
+        r->ctr.torn_found++;
+        if (p.op <= r->commit_min)
+            return; /* applied already */
         s->disk_valid = true;
     } else if (pv && !hv) {
         r->ctr.torn_found++; /* never marked: not acknowledged */

@@ -900,8 +900,9 @@ static const uint64_t regression_seeds[] = {
     /* 20,000-seed run at 851bd1d: liveness failures */
     360, 591, 993, 2042, 2320, 3029, 4221, 5012, 7092, 7926, 11734, 11845, 15075, 17402, 18679,
     19170, 19174, 19601, 19942,
-    /* found while fixing those */
-    31, 2830, 3218, 3664, 6444, 9190, 9770};
+    /* found while fixing those (liveness), and 23770 (a single replica
+     * divided by zero asking nobody for a repair) */
+    31, 2160, 2830, 3218, 3664, 6444, 9190, 9770, 10071, 23366, 23770};
 
 static void usage(FILE *f)
 {
