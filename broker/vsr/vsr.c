@@ -1755,7 +1755,13 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
     } else if (pv && hv && h.op == p.op) {
         /* Mark and prepare name different entries for one op: either the
          * prepare of the marked entry went astray, or a newer prepare was
-         * never marked. The mark may have been acknowledged: faulty. */
+         * never marked. The mark may have been acknowledged: faulty, unless
+         * that op is applied already (a slot's ops only grow, so nothing
+         * newer was written here). */
+        if (h.op <= r->commit_min) {
+            r->ctr.torn_found++;
+            return;
+        }
         s->faulty = true;
         s->faulty_lv = r->log_view;
         r->ctr.faulty_found++;
