@@ -239,7 +239,8 @@ install: $(BINS)
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 # ---- replication simulator (tests/sim, issue 9) ------------------------------
 # make sim SEEDS=N [SEED_START=S]   run N seeds of the VSR simulator
-# make test-sim                     TEST_SIM_SEEDS seeds (200), then each planted
+# make test-sim                     TEST_SIM_SEEDS seeds (200), the regression
+#                                   seeds (vsr_sim --regressions), then each planted
 #                                   bug (a-d) must be caught by a safety checker
 #                                   within the same seeds
 SEEDS ?= 1000
@@ -258,6 +259,8 @@ sim: $(SIM_BIN)
 test-sim: $(SIM_BIN)
 	@echo "== $(SIM_BIN) --seeds $(TEST_SIM_SEEDS)"
 	@$(SIM_BIN) --seeds $(TEST_SIM_SEEDS)
+	@echo "== $(SIM_BIN) --regressions"
+	@$(SIM_BIN) --regressions
 	@set -e; for p in a b c d; do \
 	  $(SIM_BIN) --plant $$p --seeds $(TEST_SIM_SEEDS) --expect-fail --safety-only 2>/dev/null | tail -1; done
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan MODE=asan WERROR=$(WERROR) asan-sim

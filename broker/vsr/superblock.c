@@ -31,7 +31,8 @@ void vsr_sb_encode(vsr_hash_fn hash, void *ctx, const struct vsr_superblock *sb,
     VERITY_VERIFY(sb->sequence > 0);
     memset(out, 0, VSR_SB_SIZE);
     memcpy(out, "VSB1", 4);
-    out[4] = 1;
+    VERITY_VERIFY(sb->sv_count <= VSR_SB_SV_SUMS);
+    out[4] = 2;
     put64(out + 8, sb->sequence);
     put64(out + 16, sb->cluster);
     out[24] = sb->replica;
@@ -41,7 +42,10 @@ void vsr_sb_encode(vsr_hash_fn hash, void *ctx, const struct vsr_superblock *sb,
     put64(out + 48, sb->commit_max);
     put64(out + 56, sb->sv_op);
     memcpy(out + 64, sb->sv_checksum, 32);
-    hash(ctx, out, 96, NULL, 0, out + 96);
+    out[96] = (uint8_t)sb->sv_count;
+    for (uint32_t i = 0; i < sb->sv_count; i++)
+        memcpy(out + 104 + 32 * i, sb->sv_sums[i], 32);
+    hash(ctx, out, VSR_SB_CHECKSUM_OFF, NULL, 0, out + VSR_SB_CHECKSUM_OFF);
 }
 
 int vsr_sb_decode(vsr_hash_fn hash, void *ctx, const uint8_t *in, size_t len,
@@ -50,15 +54,24 @@ int vsr_sb_decode(vsr_hash_fn hash, void *ctx, const uint8_t *in, size_t len,
     uint8_t sum[32];
     if (!in || len != VSR_SB_SIZE)
         return VERITY_ECORRUPT;
-    hash(ctx, in, 96, NULL, 0, sum);
-    if (memcmp(sum, in + 96, 32) != 0)
+    hash(ctx, in, VSR_SB_CHECKSUM_OFF, NULL, 0, sum);
+    if (memcmp(sum, in + VSR_SB_CHECKSUM_OFF, 32) != 0)
         return VERITY_ECORRUPT;
-    if (memcmp(in, "VSB1", 4) != 0 || in[4] != 1 || in[5] || in[6] || in[7])
+    if (memcmp(in, "VSB1", 4) != 0 || in[4] != 2 || in[5] || in[6] || in[7])
         return VERITY_ECORRUPT;
     for (int i = 26; i < 32; i++)
         if (in[i])
             return VERITY_ECORRUPT;
+    for (int i = 97; i < 104; i++)
+        if (in[i])
+            return VERITY_ECORRUPT;
+    if (in[96] > VSR_SB_SV_SUMS)
+        return VERITY_ECORRUPT;
+    for (int i = 104 + 32 * in[96]; i < VSR_SB_CHECKSUM_OFF; i++)
+        if (in[i])
+            return VERITY_ECORRUPT;
     struct vsr_superblock s;
+    memset(&s, 0, sizeof s);
     s.sequence = get64(in + 8);
     s.cluster = get64(in + 16);
     s.replica = in[24];
@@ -68,6 +81,9 @@ int vsr_sb_decode(vsr_hash_fn hash, void *ctx, const uint8_t *in, size_t len,
     s.commit_max = get64(in + 48);
     s.sv_op = get64(in + 56);
     memcpy(s.sv_checksum, in + 64, 32);
+    s.sv_count = in[96];
+    for (uint32_t i = 0; i < s.sv_count; i++)
+        memcpy(s.sv_sums[i], in + 104 + 32 * i, 32);
     if (s.sequence == 0 || s.log_view > s.view || s.replica_count == 0 ||
         s.replica >= s.replica_count)
         return VERITY_ECORRUPT;
@@ -79,7 +95,8 @@ int vsr_sb_choose(vsr_hash_fn hash, void *ctx, const uint8_t *const *copies, con
                   int n, struct vsr_superblock *sb, int *which)
 {
     int best = -1;
-    struct vsr_superblock b = {0}, s;
+    struct vsr_superblock b, s;
+    memset(&b, 0, sizeof b);
     for (int i = 0; i < n; i++) {
         if (!copies[i] || vsr_sb_decode(hash, ctx, copies[i], lens[i], &s) != 0)
             continue;

@@ -10,7 +10,7 @@
  *
  *   off size field
  *     0    4 magic          'V' 'S' 'B' '1'
- *     4    4 version        1
+ *     4    4 version        2
  *     8    8 sequence       > 0, raised by every update
  *    16    8 cluster
  *    24    1 replica        this replica's index
@@ -21,11 +21,18 @@
  *    48    8 commit_max     commit number known at the update
  *    56    8 sv_op          head op of the log installed for log_view
  *    64   32 sv_checksum    checksum of that head entry
- *    96   32 checksum       H(bytes[0, 96))
+ *    96    4 sv_count       checksums that follow (<= VSR_SB_SV_SUMS)
+ *   100    4 reserved       0
+ *   104  256 sv_sums        checksums of ops sv_op - 1, sv_op - 2, ... (all
+ *                           zero: not known), so that a replica that lost
+ *                           the head entry on a crash still knows the
+ *                           entries below it of its log view
+ *   360  120 reserved       0
+ *   480   32 checksum       H(bytes[0, 480))
  *
  * A copy is valid only if its checksum matches, magic and version match,
- * reserved bytes are zero, log_view <= view, sequence > 0 and the replica
- * fits the count.
+ * reserved bytes are zero, log_view <= view, sequence > 0, sv_count fits and
+ * the replica fits the count.
  */
 #ifndef VERITY_VSR_SUPERBLOCK_H
 #define VERITY_VSR_SUPERBLOCK_H
@@ -33,8 +40,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VSR_SB_COPIES 4
-#define VSR_SB_SIZE   128
+#define VSR_SB_COPIES       4
+#define VSR_SB_SIZE         512
+#define VSR_SB_CHECKSUM_OFF 480 /* the copy's checksum covers bytes [0, 480) */
+#define VSR_SB_SV_SUMS      8   /* checksums below the head (VSR_PIPELINE_MAX) */
 
 typedef void (*vsr_hash_fn)(void *ctx, const void *a, size_t alen, const void *b, size_t blen,
                             uint8_t out[32]);
@@ -49,6 +58,8 @@ struct vsr_superblock {
     uint64_t commit_max;
     uint64_t sv_op;
     uint8_t sv_checksum[32];
+    uint32_t sv_count;                   /* entries of sv_sums in use */
+    uint8_t sv_sums[VSR_SB_SV_SUMS][32]; /* [i]: checksum of op sv_op - 1 - i (zero: unknown) */
 };
 
 /* Writes one copy of sb into out. */

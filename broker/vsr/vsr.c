@@ -40,6 +40,8 @@ struct vsr_slot {
     uint64_t disk_op;
     uint8_t disk_sum[VSR_CHECKSUM_SIZE];
     bool faulty;          /* damaged: no nack for this slot */
+    uint64_t faulty_lv;   /* log view when it was found faulty: what it may have
+                           * acknowledged there is an entry of that view or older */
     bool unverified;      /* restart: entry not linked to the log: no nack */
     uint8_t wstage;       /* 0 idle, 1 prepare in flight, 2 header mark in flight */
     uint64_t wid;         /* id of the write in flight */
@@ -70,6 +72,8 @@ struct vsr {
     uint8_t root[VSR_CHECKSUM_SIZE];
     uint64_t sv_op; /* head installed when log_view began */
     uint8_t sv_sum[VSR_CHECKSUM_SIZE];
+    uint32_t sv_count; /* checksums of the ops below sv_op, for the superblock */
+    uint8_t sv_sums[VSR_SB_SV_SUMS][VSR_CHECKSUM_SIZE];
 
     /* superblock */
     struct vsr_superblock sb;      /* last durable */
@@ -326,7 +330,25 @@ static bool read_entry(struct vsr *r, uint64_t k, const uint8_t *sum, struct vsr
     /* The disk copy failed its checksum: treat it as gone and repair it. */
     s->disk_valid = false;
     s->faulty = true;
+    s->faulty_lv = r->log_view;
     r->ctr.faulty_found++;
+    return false;
+}
+
+/* Reads journal slot `slot` back and checks it holds entry h intact. A
+ * prepare is read back before its mark is written, so a durable mark always
+ * follows a prepare that was in place: on restart a damaged mark over an
+ * intact prepare can only have named that prepare's entry (recover_slot). */
+static bool prepare_in_place(struct vsr *r, uint32_t slot, const struct vsr_header *h)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        uint32_t len = 0;
+        struct vsr_header x;
+        if (r->cfg.read_prepare(r->cfg.ctx, slot, r->rbuf, r->rbuf_cap, &len) == 0 &&
+            vsr_entry_check(&r->cfg, r->rbuf, len, &x) == 0 && x.op == h->op &&
+            sum_eq(x.checksum, h->checksum))
+            return true;
+    }
     return false;
 }
 
@@ -346,16 +368,10 @@ static void sb_emit_copy(struct vsr *r, struct vsr_outbox *ob, uint32_t copy)
     w->len = VSR_SB_SIZE;
 }
 
-/* Asks for the superblock to record view, log_view, commit_max and the
- * installed head. Copies are written one after another; after_sb runs once
- * all are durable. */
-static void sb_request(struct vsr *r, struct vsr_outbox *ob)
+/* What the superblock should record now: view, log_view, commit_max and the
+ * installed head, over the last durable copy. */
+static void sb_wanted(const struct vsr *r, struct vsr_superblock *n)
 {
-    if (r->sb_writing) {
-        r->sb_again = true;
-        return;
-    }
-    struct vsr_superblock *n = &r->sb_next;
     *n = r->sb;
     n->sequence = r->sb.sequence + 1;
     n->cluster = r->cfg.cluster;
@@ -369,7 +385,52 @@ static void sb_request(struct vsr *r, struct vsr_outbox *ob)
     n->commit_max = r->log_view == r->view ? r->commit_max : r->sb.commit_max;
     n->sv_op = r->sv_op;
     memcpy(n->sv_checksum, r->sv_sum, VSR_CHECKSUM_SIZE);
-    struct vsr_superblock disk = *n;
+    n->sv_count = r->sv_count;
+    memcpy(n->sv_sums, r->sv_sums, sizeof n->sv_sums);
+}
+
+/* Same durable meaning (everything but the sequence). */
+static bool sb_same(const struct vsr_superblock *a, const struct vsr_superblock *b)
+{
+    return a->view == b->view && a->log_view == b->log_view && a->commit_max == b->commit_max &&
+           a->sv_op == b->sv_op && sum_eq(a->sv_checksum, b->sv_checksum) &&
+           a->sv_count == b->sv_count && memcmp(a->sv_sums, b->sv_sums, sizeof a->sv_sums) == 0;
+}
+
+/* The log view's installed head is sv_op: record its checksum and those of
+ * the ops just below it. After a crash that lost the head entry (or its
+ * body), the superblock still names the entries of the log view below it,
+ * so the journal's copies of them can be verified instead of staying
+ * unverified (and withholding a nack forever). */
+static void sv_capture(struct vsr *r)
+{
+    VERITY_VERIFY(op_checksum(r, r->sv_op, r->sv_sum)); /* never record an unknown head */
+    memset(r->sv_sums, 0, sizeof r->sv_sums);
+    r->sv_count = 0;
+    for (uint32_t i = 0; i < VSR_SB_SV_SUMS && r->sv_op > i + 1; i++) {
+        uint64_t k = r->sv_op - 1 - i;
+        if (k < r->commit_min)
+            break;
+        op_checksum(r, k, r->sv_sums[i]); /* zero when not known */
+        r->sv_count = i + 1;
+    }
+}
+
+/* Asks for the superblock to record view, log_view, commit_max and the
+ * installed head. Copies are written one after another; after_sb runs once
+ * all are durable. An update asked for while one is being written follows
+ * it, unless the one being written already records the same. */
+static void sb_request(struct vsr *r, struct vsr_outbox *ob)
+{
+    struct vsr_superblock want;
+    sb_wanted(r, &want);
+    if (r->sb_writing) {
+        if (!sb_same(&want, &r->sb_next))
+            r->sb_again = true;
+        return;
+    }
+    r->sb_next = want;
+    struct vsr_superblock disk = want;
     if (plant(r, VSR_PLANT_FORGET_VIEW)) {
         disk.view = 0; /* planted bug (d): the view never reaches the disk */
         disk.log_view = 0;
@@ -399,8 +460,10 @@ static void write_entry(struct vsr *r, struct vsr_outbox *ob, const struct vsr_h
     /* Overwriting a durable copy of the same entry: until the new copy is
      * durable the slot may hold a torn write of an entry this replica
      * acknowledged, so it sends no nack for it meanwhile. */
-    if (s->disk_valid && s->disk_op == h->op && sum_eq(s->disk_sum, h->checksum))
+    if (s->disk_valid && s->disk_op == h->op && sum_eq(s->disk_sum, h->checksum)) {
         s->faulty = true;
+        s->faulty_lv = r->log_view;
+    }
     s->wstage = 1;
     s->wid = ++r->wid_next;
     s->wh = *h;
@@ -496,6 +559,25 @@ static void truncate_above(struct vsr *r, uint64_t op)
     }
     VERITY_VERIFY(op >= r->commit_min);
     r->op = op;
+}
+
+/* A replica takes a newer log view whose log ends at head: whatever its
+ * journal holds above head from an older log view was not committed (the new
+ * log holds every committed op), and it has acknowledged nothing above head in
+ * the new one yet. So the slots of the ops above head may say "never
+ * prepared" again: a faulty or unverified flag there is about an older log and
+ * would otherwise withhold this replica's nack forever (when the replica that
+ * held that entry is gone, no view change could ever truncate past it). Only
+ * for a log view newer than the one the flags were set in. */
+static void forget_stale_above(struct vsr *r, uint64_t head)
+{
+    for (uint64_t k = head + 1; k <= r->commit_min + r->cfg.slots; k++) {
+        struct vsr_slot *s = slot_of(r, k);
+        if (canon_at(r, k) || s->wstage)
+            continue;
+        s->faulty = false;
+        s->unverified = false;
+    }
 }
 
 /* ---- commits ------------------------------------------------------------------ */
@@ -619,6 +701,17 @@ static void send_prepare_ok(struct vsr *r, struct vsr_outbox *ob, uint64_t k)
     memcpy(m->checksum, slot_of(r, k)->h.checksum, VSR_CHECKSUM_SIZE);
 }
 
+/* Whether a faulty slot withholds this replica's nack for op k. The damage
+ * was found in log view faulty_lv: what the slot may have held acknowledged
+ * is an entry of that view or older. In a newer log view, an op above the
+ * installed head (sv_op) is an entry created in the log view itself, which
+ * this replica has not written since (a write clears the flag): for such an
+ * op the old damage says nothing, and the replica may nack it. */
+static bool faulty_for(const struct vsr *r, const struct vsr_slot *s, uint64_t k)
+{
+    return s->faulty && !(s->faulty_lv < r->log_view && k > r->sv_op);
+}
+
 /* What this replica says about op k in a DVC / SV window. */
 static void window_entry(struct vsr *r, uint64_t k, struct vsr_wentry *w)
 {
@@ -629,9 +722,15 @@ static void window_entry(struct vsr *r, uint64_t k, struct vsr_wentry *w)
         w->full = s->full;
         bool other = s->disk_valid && s->disk_op == k && !sum_eq(s->disk_sum, s->h.checksum);
         bool same = s->disk_valid && s->disk_op == k && sum_eq(s->disk_sum, s->h.checksum);
+        /* A slot damaged in log view faulty_lv may have held an acknowledged
+         * entry of that view or an older one, never one created later: for
+         * a canonical entry of a newer view the damage is no reason to hold
+         * back a nack (it never wrote that entry since, or the write would
+         * have cleared the flag). */
+        bool damaged = s->faulty && !(s->full && s->h.view > s->faulty_lv);
         if (has_op(r, k) && s->full)
             w->status = VSR_W_HAVE;
-        else if (same || s->faulty || (s->unverified && !other))
+        else if (same || damaged || (s->unverified && !other))
             w->status = VSR_W_HEADER; /* holds it, or may have acknowledged it */
         else
             w->status = VSR_W_NACK; /* never held it durably (or holds another entry) */
@@ -643,7 +742,7 @@ static void window_entry(struct vsr *r, uint64_t k, struct vsr_wentry *w)
      * restart) was never committed, so holding it is no reason to hold back
      * a nack. */
     bool unverified_here = s->unverified && s->disk_valid && s->disk_op == k;
-    if (k <= r->commit_min || s->faulty || unverified_here) {
+    if (k <= r->commit_min || faulty_for(r, s, k) || unverified_here) {
         w->status = VSR_W_UNKNOWN;
         if (k == r->commit_min) {
             w->status = VSR_W_HEADER;
@@ -700,7 +799,9 @@ static void build_dvc(struct vsr *r, struct vsr_msg *m)
     m->nack_above = true;
     m->faulty_n = 0;
     for (uint32_t i = 0; i < r->cfg.slots; i++)
-        if (r->slots[i].faulty ||
+        /* ops past the window are above the installed head: a slot
+         * damaged in an older log view does not count there (faulty_for) */
+        if ((r->slots[i].faulty && !(r->slots[i].faulty_lv < r->log_view && r->op >= r->sv_op)) ||
             (r->slots[i].unverified && r->slots[i].disk_valid && r->slots[i].disk_op > r->op)) {
             if (m->faulty_n == VSR_FAULTY_LIST_MAX)
                 m->nack_above = false; /* too many to list: no nack past the window */
@@ -745,6 +846,8 @@ static void request_repairs(struct vsr *r, struct vsr_outbox *ob, bool to_all)
 {
     int sent = 0;
     int budget = (int)r->cfg.pipeline * 2;
+    if (r->cfg.replica_count == 1)
+        return; /* nobody to ask (and no peer index to rotate over) */
     for (uint64_t k = r->commit_min + 1; k <= r->op && sent < budget; k++) {
         struct vsr_slot *s = slot_of(r, k);
         if (!canon_at(r, k) || has_op(r, k) || s->wstage)
@@ -960,9 +1063,11 @@ static void vc_process(struct vsr *r, struct vsr_outbox *ob)
     }
     /* Log intact: record the view as this replica's log view, then serve. */
     r->vc_ready = true;
+    if (r->view > r->log_view)
+        forget_stale_above(r, r->op);
     r->log_view = r->view;
     r->sv_op = r->op;
-    VERITY_VERIFY(op_checksum(r, r->op, r->sv_sum));
+    sv_capture(r);
     sb_request(r, ob);
 }
 
@@ -1049,9 +1154,11 @@ static void install_start_view(struct vsr *r, struct vsr_outbox *ob, const struc
     link_down(r, head, true);
     if (m->commit > r->commit_max)
         r->commit_max = m->commit > head ? head : m->commit;
+    if (m->view > r->log_view)
+        forget_stale_above(r, head);
     r->log_view = m->view;
     r->sv_op = head;
-    VERITY_VERIFY(op_checksum(r, head, r->sv_sum)); /* never record an unknown head */
+    sv_capture(r);
     sb_request(r, ob);
 }
 
@@ -1354,7 +1461,10 @@ static void on_request_state(struct vsr *r, struct vsr_outbox *ob, const struct 
 
 static void on_state(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
 {
-    if (m->op <= r->commit_min || m->op > r->commit_max + r->cfg.slots * 4)
+    /* Bounded by what it has heard is committed (commit_seen: a START_VIEW
+     * too far ahead to install raises only that, not commit_max). */
+    uint64_t seen = r->commit_seen > r->commit_max ? r->commit_seen : r->commit_max;
+    if (m->op <= r->commit_min || m->op > seen + r->cfg.slots * 4)
         return;
     /* A committed prefix from a peer: everything up to m->op is applied. */
     r->commit_min = m->op;
@@ -1506,12 +1616,17 @@ void vsr_on_write_done(struct vsr *r, const struct vsr_write *w, struct vsr_outb
         }
         r->sb = r->sb_next;
         r->sb_writing = false;
+        /* What is durable now may already be what the replica waits for:
+         * act on it even when a newer update follows (a backup that keeps
+         * hearing START_VIEW while writing must not wait forever). */
         if (r->sb_again) {
+            struct vsr_superblock want;
             r->sb_again = false;
-            sb_request(r, ob);
-        } else {
-            after_sb(r, ob);
+            sb_wanted(r, &want);
+            if (!sb_same(&want, &r->sb))
+                sb_request(r, ob);
         }
+        after_sb(r, ob);
         vsr_verify(r);
         return;
     }
@@ -1521,6 +1636,14 @@ void vsr_on_write_done(struct vsr *r, const struct vsr_write *w, struct vsr_outb
     if (s->wid != w->id)
         return; /* superseded by a later write to the slot */
     if (w->kind == VSR_WRITE_PREPARE && s->wstage == 1) {
+        if (!prepare_in_place(r, w->slot, &s->wh)) {
+            /* The prepare did not land where it was meant to (misdirected
+             * or rotted): no mark, no prepare-ok; the entry is repaired. */
+            s->wstage = 0;
+            s->disk_valid = false;
+            r->ctr.faulty_found++;
+            return;
+        }
         uint8_t *b = ob_alloc(ob, VSR_HEADER_SIZE);
         VERITY_VERIFY(b != NULL && ob->nwrites < ob->writes_cap);
         vsr_header_encode(&r->cfg, &s->wh, NULL, b);
@@ -1604,6 +1727,17 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
              h.op % r->cfg.slots == i && h.op > 0;
     }
     hempty = rc == 0 && (hlen == 0 || all_zero(hb, hlen));
+    if (hv && h.op > r->sv_op && h.view < r->log_view && h.op > r->commit_min) {
+        /* The mark names an entry above the installed head of its log view
+         * but from an older view: every entry above that head is created in
+         * the log view itself, so this one is not in the replica's log, was
+         * not committed before the log view began, and was not acknowledged
+         * in it. Whatever the replica acknowledged there long ago is no
+         * reason to withhold its nack now: the mark counts as absent. */
+        hv = false;
+        hempty = true;
+        r->ctr.stale_dropped++;
+    }
     *has_cand = false;
     if (pv && hv && sum_eq(p.checksum, h.checksum)) {
         s->disk_valid = true; /* intact and marked */
@@ -1612,6 +1746,7 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
          * (a misdirected or lost write) of an entry it may have acked. */
         if (h.op > r->commit_min) {
             s->faulty = true;
+            s->faulty_lv = r->log_view;
             r->ctr.faulty_found++;
             *cand = h;
             *has_cand = true;
@@ -1620,8 +1755,15 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
     } else if (pv && hv && h.op == p.op) {
         /* Mark and prepare name different entries for one op: either the
          * prepare of the marked entry went astray, or a newer prepare was
-         * never marked. The mark may have been acknowledged: faulty. */
+         * never marked. The mark may have been acknowledged: faulty, unless
+         * that op is applied already (a slot's ops only grow, so nothing
+         * newer was written here). */
+        if (h.op <= r->commit_min) {
+            r->ctr.torn_found++;
+            return;
+        }
         s->faulty = true;
+        s->faulty_lv = r->log_view;
         r->ctr.faulty_found++;
         s->disk_valid = true;
         s->disk_op = p.op;
@@ -1634,10 +1776,13 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
         r->ctr.torn_found++;
         return;
     } else if (pv && !hv && !hempty) {
-        /* The mark is damaged but the prepare is intact: keep the entry, and
-         * the slot stays faulty (the mark may have named a newer op). */
-        s->faulty = true;
-        r->ctr.faulty_found++;
+        /* The mark is damaged but the prepare is intact. A mark is written
+         * only after its prepare was read back in place, and a slot's ops
+         * only grow, so the mark named this entry (a torn or damaged mark
+         * of it): keep the entry; nothing newer was acknowledged here. */
+        r->ctr.torn_found++;
+        if (p.op <= r->commit_min)
+            return; /* applied already */
         s->disk_valid = true;
     } else if (pv && !hv) {
         r->ctr.torn_found++; /* never marked: not acknowledged */
@@ -1645,6 +1790,7 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
     } else if (hv) {
         if (h.op > r->commit_min) { /* marked entry, bad prepare: corruption */
             s->faulty = true;
+            s->faulty_lv = r->log_view;
             r->ctr.faulty_found++;
             *cand = h;
             *has_cand = true;
@@ -1655,6 +1801,7 @@ static void recover_slot(struct vsr *r, uint32_t i, struct vsr_header *cand, boo
     } else {
         if (!hempty) {
             s->faulty = true; /* mark damaged: cannot tell, assume the worst */
+            s->faulty_lv = r->log_view;
             r->ctr.faulty_found++;
         } else if (!pempty) {
             r->ctr.torn_found++;
@@ -1697,6 +1844,21 @@ static void recover_log(struct vsr *r, const struct vsr_header *cands, const boo
             s->unverified = false;
         } else if (!canon_at(r, r->sv_op)) {
             adopt(r, r->sv_op, r->sv_sum, NULL);
+        }
+    }
+    /* The superblock names the entries just below the installed head. */
+    for (uint32_t i = 0; i < r->sv_count && r->sv_op > i + 1; i++) {
+        uint64_t k = r->sv_op - 1 - i;
+        uint32_t ki = (uint32_t)(k % r->cfg.slots);
+        if (k <= r->commit_min || k + r->cfg.slots <= head || all_zero(r->sv_sums[i], 32))
+            continue;
+        struct vsr_slot *s = slot_of(r, k);
+        if (has[ki] && cands[ki].op == k && sum_eq(cands[ki].checksum, r->sv_sums[i])) {
+            s->h = cands[ki];
+            s->canon = s->full = true;
+            s->unverified = false;
+        } else if (!canon_at(r, k)) {
+            adopt(r, k, r->sv_sums[i], NULL);
         }
     }
     /* Walk down: each full canonical entry names its parent. */
@@ -1786,6 +1948,8 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
     r->commit_max = sb.commit_max > state->op ? sb.commit_max : state->op;
     r->sv_op = sb.sv_op;
     memcpy(r->sv_sum, sb.sv_checksum, VSR_CHECKSUM_SIZE);
+    r->sv_count = sb.sv_count;
+    memcpy(r->sv_sums, sb.sv_sums, sizeof r->sv_sums);
 
     /* Journal: classify every slot, then rebuild the canonical log. The
      * candidate headers live in the outbox arena only during init. */

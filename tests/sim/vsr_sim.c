@@ -11,9 +11,11 @@
  * completion): replicas agree on the committed prefix byte for byte and hash
  * for hash; every op acknowledged to a client is in it; a commit is never
  * undone; a replica that becomes primary holds every op of its log intact on
- * its disk. Liveness: after the fault phase the network heals, every replica
- * restarts, and the clients must each get LIVENESS_REQUESTS more replies
- * within LIVENESS_TICKS ticks.
+ * its disk. Liveness: after the fault phase the faults stop and the network
+ * heals; every replica runs, or (every other seed) the replicas whose disks
+ * took persistent faults stay down so that only a bare majority runs; the
+ * clients must each get LIVENESS_REQUESTS more replies within LIVENESS_TICKS
+ * ticks.
  *
  * Fault model that keeps a committed entry recoverable: persistent disk
  * faults (corrupt and misdirected writes) hit only a per-seed set of at most
@@ -48,6 +50,8 @@
 #define WRITES_CAP        256
 #define COMMITS_CAP       256
 #define OPS_MAX           200000
+/* largest write: a prepare (header + body) or a superblock copy */
+#define WRITE_MAX (VSR_HEADER_SIZE + BODY_MAX > VSR_SB_SIZE ? VSR_HEADER_SIZE + BODY_MAX : VSR_SB_SIZE)
 
 /* ---- PRNG (splitmix64) --------------------------------------------------- */
 
@@ -113,7 +117,7 @@ struct packet {
 struct pwrite {
     uint64_t at;
     struct vsr_write w;
-    uint8_t bytes[VSR_HEADER_SIZE + BODY_MAX];
+    uint8_t bytes[WRITE_MAX];
 };
 
 struct disk {
@@ -303,7 +307,7 @@ static void node_crash(int i)
         if (chance(W.rt.torn)) {
             uint32_t cut = (uint32_t)rnd_n(p->w.len);
             struct vsr_write w = p->w;
-            uint8_t tmp[VSR_HEADER_SIZE + BODY_MAX];
+            uint8_t tmp[WRITE_MAX];
             const uint8_t *old = w.kind == VSR_WRITE_PREPARE  ? d->prep[w.slot]
                                  : w.kind == VSR_WRITE_HEADER ? d->hdr[w.slot]
                                                               : d->sb[w.slot];
@@ -622,6 +626,9 @@ static void complete_writes(int i)
         }
         if (w.kind == VSR_WRITE_SUPERBLOCK && w.slot == VSR_SB_COPIES - 1)
             nd->formatted = 1;
+        if (w.kind != VSR_WRITE_SUPERBLOCK)
+            TRACE("r%d write %s slot %u op %" PRIu64 " sum %02x%02x done\n", i,
+                  w.kind == VSR_WRITE_PREPARE ? "prepare" : "mark", w.slot, w.op, b[32], b[33]);
         vsr_on_write_done(nd->core, &w, &W.ob);
         drain(i);
         check_all();
@@ -887,6 +894,16 @@ static void print_counters(const struct counters *c, int json, double secs)
     printf("\n");
 }
 
+/* Seeds that once failed and were fixed (docs/REPLICATION.md, "Long run"):
+ * `--regressions` replays each of them; make test-sim runs it. */
+static const uint64_t regression_seeds[] = {
+    /* 20,000-seed run at 851bd1d: liveness failures */
+    360, 591, 993, 2042, 2320, 3029, 4221, 5012, 7092, 7926, 11734, 11845, 15075, 17402, 18679,
+    19170, 19174, 19601, 19942,
+    /* found while fixing those (liveness), and 23770 (a single replica
+     * divided by zero asking nobody for a repair) */
+    31, 2160, 2830, 3218, 3664, 6444, 9190, 9770, 10071, 21101, 23366, 23770};
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -894,6 +911,7 @@ static void usage(FILE *f)
             "  --seeds N       run seeds START .. START+N-1 (default 1)\n"
             "  --start S       first seed (default 1)\n"
             "  --seed S        run exactly seed S (replay)\n"
+            "  --regressions   run the seeds that once failed (fixed since)\n"
             "  --replicas N    1, 3 or 5 (default: drawn per seed)\n"
             "  --plant X       planted bug a|b|c|d (simulator self-test only)\n"
             "  --expect-fail   exit 0 only if some seed fails (for planted bugs)\n"
@@ -912,13 +930,15 @@ int main(int argc, char **argv)
     uint64_t seeds = 1, start = 1, ticks = 0;
     int replicas = 0, json = 0, verbose = 0, expect_fail = 0, no_faults = 0, safety_only = 0;
     uint32_t plant = 0;
+    int regressions = 0;
     char plant_name[4] = "";
     static const struct option opts[] = {
         {"seeds", 1, 0, 'n'},       {"start", 1, 0, 's'},   {"seed", 1, 0, 'S'},
         {"replicas", 1, 0, 'r'},    {"plant", 1, 0, 'p'},   {"expect-fail", 0, 0, 'e'},
         {"no-faults", 0, 0, 'z'},   {"ticks", 1, 0, 't'},   {"json", 0, 0, 'j'},
         {"verbose", 0, 0, 'v'},     {"help", 0, 0, 'h'},    {"version", 0, 0, 'V'},
-        {"safety-only", 0, 0, 'y'}, {"clients", 1, 0, 'c'}, {0, 0, 0, 0}};
+        {"safety-only", 0, 0, 'y'}, {"clients", 1, 0, 'c'},   {"regressions", 0, 0, 'R'},
+        {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -945,6 +965,9 @@ int main(int argc, char **argv)
             break;
         case 'e':
             expect_fail = 1;
+            break;
+        case 'R':
+            regressions = 1;
             break;
         case 'y':
             safety_only = 1;
@@ -990,7 +1013,11 @@ int main(int argc, char **argv)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     uint64_t failed = 0, first_fail = 0;
-    for (uint64_t s = start; s < start + seeds; s++) {
+    size_t nreg = sizeof regression_seeds / sizeof regression_seeds[0];
+    if (regressions)
+        seeds = nreg;
+    for (uint64_t i = 0; i < seeds; i++) {
+        uint64_t s = regressions ? regression_seeds[i] : start + i;
         g_verbose = verbose;
         int rc = run_seed(s, replicas, plant, no_faults, ticks, &total);
         if (rc && expect_fail && safety_only && g_last_liveness) {

@@ -41,6 +41,10 @@ static struct vsr_superblock sample(uint64_t seq)
     s.sv_op = 100 * seq + 3;
     for (int i = 0; i < 32; i++)
         s.sv_checksum[i] = (uint8_t)(i + seq);
+    s.sv_count = seq < VSR_SB_SV_SUMS ? (uint32_t)seq : VSR_SB_SV_SUMS;
+    for (uint32_t k = 0; k < s.sv_count; k++)
+        for (int i = 0; i < 32; i++)
+            s.sv_sums[k][i] = (uint8_t)(k * 40 + (uint32_t)i + seq + 1);
     return s;
 }
 
@@ -60,6 +64,8 @@ static void test_round_trip_keeps_every_field(void)
     CU_ASSERT_EQUAL(d.commit_max, 500);
     CU_ASSERT_EQUAL(d.sv_op, 503);
     CU_ASSERT_EQUAL(memcmp(d.sv_checksum, s.sv_checksum, 32), 0);
+    CU_ASSERT_EQUAL(d.sv_count, 5);
+    CU_ASSERT_EQUAL(memcmp(d.sv_sums, s.sv_sums, sizeof s.sv_sums), 0);
 }
 
 static void test_every_bit_flip_is_refused(void)
@@ -91,12 +97,23 @@ static void test_bad_lengths_and_fields_are_refused(void)
     s.replica = 1;
     vsr_sb_encode(sha, NULL, &s, c);
     c[24] = 3;
-    sha(NULL, c, 96, NULL, 0, c + 96);
+    sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
     CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
     /* log_view > view */
     vsr_sb_encode(sha, NULL, &s, c);
     c[40] = 0xff;
-    sha(NULL, c, 96, NULL, 0, c + 96);
+    sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
+    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
+    /* more head checksums than there is room for */
+    vsr_sb_encode(sha, NULL, &s, c);
+    c[96] = VSR_SB_SV_SUMS + 1;
+    sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
+    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
+    /* a byte in the reserved space after the checksums in use */
+    vsr_sb_encode(sha, NULL, &s, c);
+    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), 0);
+    c[104 + 32 * s.sv_count] = 1;
+    sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
     CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
 }
 
