@@ -264,8 +264,8 @@ static void test_replicated_log(void)
         reps[i].i = i;
         snprintf(reps[i].dir, sizeof reps[i].dir, "%s/r%d", root, i);
         CU_ASSERT_FATAL(mkdir(reps[i].dir, 0755) == 0);
-        snprintf(reps[i].logdir, sizeof reps[i].logdir, "%s/log", reps[i].dir);
-        snprintf(reps[i].jdir, sizeof reps[i].jdir, "%s/vsr", reps[i].dir);
+        snprintf(reps[i].logdir, sizeof reps[i].logdir, "%s/r%d/log", root, i);
+        snprintf(reps[i].jdir, sizeof reps[i].jdir, "%s/r%d/vsr", root, i);
         rep_start(i);
     }
     uint64_t id = 0, records = 0;
