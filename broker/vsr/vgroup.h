@@ -1,0 +1,79 @@
+/*
+ * vgroup: the shell around one replica group's core. It owns the core's
+ * memory, its outbox and its journal (vjournal), performs every write the
+ * outbox asks for (synchronously: pwrite + fdatasync, then
+ * vsr_on_write_done), hands messages to `send` and commits to `apply`, in
+ * op order. The broker plugs `send` into broker/peer.c and `apply` into the
+ * partition log (vlog_append_exact); tests plug in a loopback network.
+ *
+ * Everything runs on one thread (the broker's event loop). `send` must copy
+ * or encode the message before returning (its body lives in the outbox
+ * arena until the next call on the group).
+ */
+#ifndef VERITY_VSR_VGROUP_H
+#define VERITY_VSR_VGROUP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "broker/vsr/vjournal.h"
+#include "broker/vsr/vsr.h"
+
+struct vio;
+
+struct vgroup_ops {
+    void (*send)(void *arg, const struct vsr_msg *m);
+    /* Applies a committed op (in op order). A non-zero return is a sticky
+     * error: the group stops (the data log cannot take the commit). */
+    int (*apply)(void *arg, const struct vsr_commit *c);
+    /* A state transfer to install (optional; NULL = refused, sticky error). */
+    int (*install)(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECKSUM_SIZE],
+                   const uint8_t digest[VSR_CHECKSUM_SIZE]);
+};
+
+struct vgroup_pending {
+    struct vsr_write w; /* bytes point into data */
+    uint8_t *data;
+};
+
+struct vgroup {
+    struct vjournal j;
+    struct vsr_config cfg;
+    struct vsr *core; /* NULL after a sticky error */
+    void *mem;
+    struct vsr_outbox ob;
+    struct vsr_msg *msgs;
+    struct vsr_write *writes;
+    struct vsr_commit *commits;
+    uint8_t *arena;
+    struct vgroup_pending *q; /* writes not yet performed */
+    size_t nq, capq;
+    bool busy; /* inside a drain: no re-entry */
+    int error; /* sticky */
+    const struct vgroup_ops *ops;
+    void *arg;
+};
+
+/*
+ * Opens the group's journal under dir and starts the core from it (fresh
+ * when the journal never had a superblock). cfg's read functions and ctx
+ * are filled in here. state: what the data log holds applied. io NULL =
+ * vio_posix. 0, -ENOMEM, -errno, or VERITY_EINVAL (bad config, or a
+ * journal that had a superblock and now has none valid: the replica must
+ * not join with a forgotten view).
+ */
+int vgroup_open(struct vgroup *g, const char *dir, const struct vsr_config *cfg,
+                const struct vsr_state *state, const struct vgroup_ops *ops, void *arg,
+                const struct vio *io) __attribute__((warn_unused_result));
+void vgroup_close(struct vgroup *g);
+
+void vgroup_on_message(struct vgroup *g, const struct vsr_msg *m);
+void vgroup_tick(struct vgroup *g);
+/* Submits body as request (client, request) to this replica. False when it
+ * is not the primary of a normal view (the caller answers NOT_LEADER) or the
+ * group stopped; true means the core saw it (it may still drop it when its
+ * pipeline is full: the caller retries on the next tick). */
+bool vgroup_submit(struct vgroup *g, uint64_t client, uint64_t request, const uint8_t *body,
+                   uint32_t len);
+
+#endif
