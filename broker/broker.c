@@ -349,7 +349,8 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
             goto fail;
         }
     }
-    if ((rc = conn_listen(b)) || (rc = http_start(b)) || (rc = kafka_start(b)))
+    if ((rc = conn_listen(b)) || (rc = http_start(b)) || (rc = kafka_start(b)) ||
+        (rc = peer_start(b)))
         goto fail;
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
@@ -398,6 +399,7 @@ int broker_free(struct broker *b)
     b->ready = false;
     conn_stop_accepting(b);
     conn_close_all(b);
+    peer_stop(b);
     kafka_free(b);
     http_stop(b);
     conn_guards_free(b);

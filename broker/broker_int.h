@@ -27,6 +27,7 @@
 #include "broker/config.h"
 #include "broker/idem.h"
 #include "broker/metrics.h"
+#include "broker/peer.h"
 #include "broker/replica.h"
 #include "broker/group/group.h"
 #include "proto/codec.h"
@@ -499,6 +500,7 @@ struct broker {
     struct meta meta;
     struct groups groups;
     struct kafka *kafka; /* the Kafka listener (broker/kafka/), NULL when off */
+    struct peers peers;  /* cluster links (broker/peer.c); peers.on = false without a cluster */
     struct topic_list topics;
     struct topic *topic_buckets[TOPIC_BUCKETS];
     size_t n_topics;

@@ -51,6 +51,8 @@ static const struct key keys[] = {
      "key name of C2SP checkpoints; origins are <name>/<topic>/<partition>"},
     {"log_level", K_LEVEL, F(log_level), S(log_level), 0, 0, "debug|info|warn|error"},
     {"node_id", K_U32, F(node_id), 0, 0, 65535, "this broker's node id"},
+    {"cluster_nodes", K_STR, F(cluster_nodes), S(cluster_nodes), 0, 0,
+     "cluster members \"ID=LISTEN,PEER,HTTP;...\" (\"\" = single broker; file: \"cluster\": {\"nodes\": [...]})"},
     {"max_connections", K_U32, F(max_connections), 0, 1, 1000000, "open connections"},
     {"max_inflight", K_U32, F(max_inflight), 0, 1, 65536, "requests in flight per connection"},
     {"max_frame_bytes", K_U32, F(max_frame_bytes), 0, 4096, VERITY_FRAME_BYTES_HARD,
@@ -240,6 +242,10 @@ int bcfg_set(struct broker_config *c, const char *name, const char *value, char 
         if (strlen(value) >= k->size)
             return bad(err, cap, VERITY_EINVAL, "%s: value too long (%s)", name, value);
         memcpy(field, value, strlen(value) + 1);
+        if (strcmp(name, "listen") == 0)
+            c->listen_set = true;
+        else if (strcmp(name, "http") == 0)
+            c->http_set = true;
         return 0;
     case K_LEVEL:
         if (blog_level_parse(value) < 0)
@@ -281,6 +287,122 @@ int bcfg_set(struct broker_config *c, const char *name, const char *value, char 
     return VERITY_EINVAL;
 }
 
+/* The file's "cluster": {"nodes": [{"id", "listen", "peer", "http"}, ...]}
+ * as the cluster_nodes text form. */
+static int cluster_from_json(json_t *v, char *buf, size_t bcap, const char *path, char *err,
+                             size_t cap)
+{
+    json_t *nodes = json_is_object(v) ? json_object_get(v, "nodes") : NULL;
+    if (!json_is_array(nodes) || json_object_size(v) != 1)
+        return bad(err, cap, VERITY_EINVAL, "%s: cluster must be {\"nodes\": [...]}%s", path, "");
+    size_t o = 0, i;
+    json_t *n;
+    buf[0] = '\0';
+    json_array_foreach(nodes, i, n)
+    {
+        json_t *id = json_object_get(n, "id");
+        const char *l = json_string_value(json_object_get(n, "listen"));
+        const char *pe = json_string_value(json_object_get(n, "peer"));
+        const char *h = json_string_value(json_object_get(n, "http"));
+        if (!json_is_object(n) || !json_is_integer(id) || !l || !pe ||
+            json_object_size(n) != (h ? 4u : 3u))
+            return bad(err, cap, VERITY_EINVAL,
+                       "%s: cluster node %zu needs id, listen, peer (and http) only", path, i);
+        int w = snprintf(buf + o, bcap - o, "%s%" JSON_INTEGER_FORMAT "=%s,%s,%s", i ? ";" : "",
+                         json_integer_value(id), l, pe, h ? h : "");
+        if (w < 0 || (size_t)w >= bcap - o)
+            return bad(err, cap, VERITY_EINVAL, "%s: cluster section too long%s", path, "");
+        o += (size_t)w;
+    }
+    return 0;
+}
+
+int bcfg_cluster_parse(const char *text, struct bcfg_node *out, uint32_t *n, char *err, size_t cap)
+{
+    *n = 0;
+    const char *p = text;
+    while (*p) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[4 * BCFG_NODE_ADDR_MAX];
+        if (len == 0 || len >= sizeof item)
+            return bad(err, cap, VERITY_EINVAL, "cluster_nodes: bad entry near \"%.40s\"", p);
+        if (*n == BCFG_NODES_MAX)
+            return bad(err, cap, VERITY_EINVAL, "cluster_nodes: more than %d nodes", BCFG_NODES_MAX);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        struct bcfg_node *nd = &out[*n];
+        memset(nd, 0, sizeof *nd);
+        char *eq = strchr(item, '=');
+        int64_t id;
+        if (!eq)
+            return bad(err, cap, VERITY_EINVAL, "cluster_nodes: expected ID=LISTEN,PEER,HTTP in %s", item);
+        *eq = '\0';
+        if (parse_int(item, &id) || id < 1 || id > 65535)
+            return bad(err, cap, VERITY_EINVAL, "cluster_nodes: bad node id %s", item);
+        nd->id = (uint32_t)id;
+        char *f[3] = {eq + 1, NULL, NULL};
+        for (int k = 1; k < 3; k++) {
+            char *c = f[k - 1] ? strchr(f[k - 1], ',') : NULL;
+            if (c) {
+                *c = '\0';
+                f[k] = c + 1;
+            }
+        }
+        if (!f[1] || strchr(f[2] ? f[2] : "", ','))
+            return bad(err, cap, VERITY_EINVAL, "cluster_nodes: node %s needs LISTEN,PEER[,HTTP]", item);
+        char *dst[3] = {nd->listen, nd->peer, nd->http};
+        for (int k = 0; k < 3; k++) {
+            const char *src = f[k] ? f[k] : "";
+            char host[BCFG_NODE_ADDR_MAX];
+            uint16_t port;
+            if (strlen(src) >= BCFG_NODE_ADDR_MAX)
+                return bad(err, cap, VERITY_EINVAL, "cluster_nodes: address too long in node %s", item);
+            if (k < 2 || src[0]) {
+                if (bcfg_split_hostport(src, host, sizeof host, &port) || port == 0)
+                    return bad(err, cap, VERITY_EINVAL,
+                               "cluster_nodes: node %s: bad HOST:PORT \"%s\" (port 0 not allowed)",
+                               item, src);
+            }
+            snprintf(dst[k], BCFG_NODE_ADDR_MAX, "%s", src);
+        }
+        for (uint32_t j = 0; j < *n; j++)
+            if (out[j].id == nd->id)
+                return bad(err, cap, VERITY_EINVAL, "cluster_nodes: node id %s twice", item);
+        (*n)++;
+        p = end ? end + 1 : p + len;
+    }
+    return 0;
+}
+
+const struct bcfg_node *bcfg_self(const struct broker_config *c)
+{
+    for (uint32_t i = 0; i < c->cluster_n; i++)
+        if (c->nodes[i].id == c->node_id)
+            return &c->nodes[i];
+    return NULL;
+}
+
+/* After every source: the node list parsed, and listen/http taken from this
+ * node's entry unless given explicitly. */
+static int cluster_apply(struct broker_config *c, char *err, size_t cap)
+{
+    int rc;
+    if ((rc = bcfg_cluster_parse(c->cluster_nodes, c->nodes, &c->cluster_n, err, cap)))
+        return rc;
+    if (c->cluster_n == 0)
+        return 0;
+    const struct bcfg_node *me = bcfg_self(c);
+    if (!me)
+        return bad(err, cap, VERITY_EINVAL, "node_id %u is not in cluster_nodes%s",
+                   (unsigned)c->node_id, "");
+    if (!c->listen_set)
+        snprintf(c->listen, sizeof c->listen, "%s", me->listen);
+    if (!c->http_set && me->http[0])
+        snprintf(c->http, sizeof c->http, "%s", me->http);
+    return 0;
+}
+
 int bcfg_load_file(struct broker_config *c, const char *path, char *err, size_t cap)
 {
     json_error_t jerr;
@@ -299,7 +421,13 @@ int bcfg_load_file(struct broker_config *c, const char *path, char *err, size_t 
     json_t *v;
     json_object_foreach(root, name, v)
     {
-        char buf[BCFG_PATH_MAX];
+        char buf[BCFG_CLUSTER_TEXT_MAX];
+        if (strcmp(name, "cluster") == 0) {
+            if ((rc = cluster_from_json(v, buf, sizeof buf, path, err, cap)) ||
+                (rc = bcfg_set(c, "cluster_nodes", buf, err, cap)))
+                goto out;
+            continue;
+        }
         if (json_is_string(v))
             snprintf(buf, sizeof buf, "%s", json_string_value(v));
         else if (json_is_integer(v))
@@ -390,6 +518,8 @@ int bcfg_from_args(struct broker_config *c, int argc, char **argv, bool *help, c
         if ((rc = bcfg_set(c, key, v, err, cap)))
             return rc;
     }
+    if ((rc = cluster_apply(c, err, cap)))
+        return rc;
     return bcfg_check(c, err, cap);
 }
 

@@ -19,6 +19,17 @@ struct vio;
 
 #define BCFG_PATH_MAX 1024
 #define BCFG_ADDR_MAX 300
+#define BCFG_NODES_MAX 5                /* brokers in a cluster (VSR_REPLICAS_MAX) */
+#define BCFG_NODE_ADDR_MAX 128          /* one address of a cluster node */
+#define BCFG_CLUSTER_TEXT_MAX 2048      /* the cluster_nodes text form */
+
+/* One broker of the cluster (the `cluster` section, docs/OPERATIONS.md). */
+struct bcfg_node {
+    uint32_t id;                       /* node id, unique, 1..65535 */
+    char listen[BCFG_NODE_ADDR_MAX];   /* its client protocol HOST:PORT */
+    char peer[BCFG_NODE_ADDR_MAX];     /* its broker-to-broker HOST:PORT */
+    char http[BCFG_NODE_ADDR_MAX];     /* its admin HTTP HOST:PORT */
+};
 
 enum topic_durability { TDUR_ALWAYS = 0, TDUR_GROUP = 1, TDUR_OS = 2 };
 
@@ -32,6 +43,13 @@ struct broker_config {
     char log_level[16];              /* debug|info|warn|error */
     char tlog_name[256];             /* key name of signed checkpoints (verity.example/local) */
     uint32_t node_id;
+    /* cluster membership: "1=LISTEN,PEER,HTTP;2=...", from the `cluster`
+     * object of the file, --cluster-nodes or VERITY_CLUSTER_NODES ("" = a
+     * single broker); parsed into nodes[] by bcfg_check */
+    char cluster_nodes[BCFG_CLUSTER_TEXT_MAX];
+    uint32_t cluster_n;                 /* 0 = no cluster section */
+    struct bcfg_node nodes[BCFG_NODES_MAX];
+    bool listen_set, http_set;          /* given explicitly (else the node entry's) */
     /* limits */
     uint32_t max_connections;
     uint32_t max_inflight; /* requests in flight per connection */
@@ -113,6 +131,14 @@ int bcfg_from_args(struct broker_config *c, int argc, char **argv, bool *help, c
 /* Cross-key checks (fetch_max_bytes fits in a frame, ...). */
 int bcfg_check(const struct broker_config *c, char *err, size_t cap)
     __attribute__((warn_unused_result));
+
+/* Parses the cluster_nodes text into out (n entries). 0, or VERITY_EINVAL
+ * with a message (duplicate id, missing address, more than BCFG_NODES_MAX). */
+int bcfg_cluster_parse(const char *text, struct bcfg_node *out, uint32_t *n, char *err,
+                       size_t cap) __attribute__((warn_unused_result));
+
+/* This broker's node entry, or NULL (no cluster, or node_id not in it). */
+const struct bcfg_node *bcfg_self(const struct broker_config *c);
 
 /* Splits "host:port" or "[v6]:port" into host (cap bytes) and port. */
 int bcfg_split_hostport(const char *addr, char *host, size_t cap, uint16_t *port)

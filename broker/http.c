@@ -381,6 +381,7 @@ static void h_metrics(struct evhttp_request *req, void *arg)
     const struct metrics *m = &b->met;
     render_requests(b, o);
     ops_metrics_render(b, o);
+    peer_metrics_render(b, o);
     met_family(o, "verity_bytes_in_total", "counter", "Protocol frame bytes read.");
     evbuffer_add_printf(o, "verity_bytes_in_total %" PRIu64 "\n", m->bytes_in);
     met_family(o, "verity_bytes_out_total", "counter", "Protocol frame bytes sent.");
@@ -610,6 +611,7 @@ int http_start(struct broker *b)
     evhttp_set_cb(b->http, "/metrics", h_metrics, b);
     evhttp_set_cb(b->http, "/v1/topics", h_topics, b);
     evhttp_set_cb(b->http, "/v1/groups", h_groups, b);
+    evhttp_set_cb(b->http, "/cluster", peer_http_cluster, b); /* broker/peer.c */
     evhttp_set_gencb(b->http, h_notfound, b);
     struct evhttp_bound_socket *s = evhttp_bind_socket_with_handle(b->http, host, port);
     if (!s) {

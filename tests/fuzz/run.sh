@@ -129,6 +129,27 @@ if [ "$vsecs" != 0 ]; then
     echo "fuzz: fuzz_vsr no crash in ${vsecs}s"
 fi
 
+# The VSR wire codec (issue 10): broker-to-broker messages and peer frames,
+# for VSR_WIRE_FUZZ_SECONDS (default 10; 0 skips).
+wsecs=${VSR_WIRE_FUZZ_SECONDS:-10}
+if [ "$wsecs" != 0 ]; then
+    mkdir -p "$out/corpus_vsr_wire"
+    clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+        tests/fuzz/fuzz_vsr_wire.c broker/vsr/vsr_wire.c -o "$out/fuzz_vsr_wire"
+    set +e
+    (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ./fuzz_vsr_wire -max_total_time="$wsecs" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=0 -artifact_prefix="$out/artifacts/" "$out/corpus_vsr_wire")
+    rc=$?
+    set -e
+    if [ "$rc" -ne 0 ]; then
+        echo "fuzz: fuzz_vsr_wire FAILED (exit $rc); inputs in $out/artifacts" >&2
+        exit "$rc"
+    fi
+    echo "fuzz: fuzz_vsr_wire no crash in ${wsecs}s"
+fi
+
 # ---- Kafka listener decoders (issue 15): fuzz_kafka, its own short block ----
 ksecs=${KAFKA_FUZZ_SECONDS:-15}
 if [ "$ksecs" != 0 ]; then
