@@ -475,6 +475,12 @@ static bool can_send(const struct accum *a)
 size_t accum_drain(struct accum *a, int64_t now_ms, bool flush, struct pbatch **out, size_t max,
                    size_t bytes_max)
 {
+    return accum_drain_node(a, now_ms, flush, ACCUM_NODE_ANY, out, max, bytes_max);
+}
+
+size_t accum_drain_node(struct accum *a, int64_t now_ms, bool flush, uint32_t node,
+                        struct pbatch **out, size_t max, size_t bytes_max)
+{
     size_t n = 0, bytes = 0;
     uint32_t total = parts_total(a);
     if (!can_send(a) || total == 0 || max == 0)
@@ -482,6 +488,8 @@ size_t accum_drain(struct accum *a, int64_t now_ms, bool flush, struct pbatch **
     a->rr++;
     for (uint32_t k = 0; k < total && n < max; k++) {
         struct acc_part *part = part_at(a, (a->rr + k) % total);
+        if (node != ACCUM_NODE_ANY && part->leader != node)
+            continue;
         if (part->retrying) {
             if (part->inflight > 0 || now_ms < part->retry_at_ms)
                 continue;

@@ -60,7 +60,8 @@ static void on_down(void *arg, int err)
     pthread_mutex_lock(&c->mu);
     c->ready = false;
     c->last_err = err;
-    c->attempts_failed++;
+    if (!c->conn || !conn_rotating(c->conn))
+        c->attempts_failed++; /* a whole round of the bootstrap list failed */
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }

@@ -89,6 +89,8 @@ typedef void (*conn_resp_fn)(void *arg, int err, const char *msg, const Verity__
                              uint8_t **payload, size_t payload_len);
 
 #define CONN_RETRY_ON_RESET 0x1u /* resend (up to 3 times) when the connection drops first */
+#define CONN_FOLLOW_LEADER 0x2u  /* keep the frame to resend after a request-level NOT_LEADER
+                                    (set by conn_request for all but Produce and Fetch) */
 
 /* A connection on base; nothing happens until conn_start. cfg is copied
  * (strings too). ev is borrowed for the connection's life. */
@@ -109,6 +111,17 @@ uint32_t conn_max_batch_bytes(const struct conn *c);
 void conn_tls_reason(char *buf, size_t cap);
 /* Drops the connection (as on an error) and reconnects after backoff. */
 void conn_reset(struct conn *c, int err);
+/* True when the last failed attempt moved on to the next bootstrap address
+ * (other addresses of the round are still to be tried). */
+bool conn_rotating(const struct conn *c);
+/* The address the connection uses or tries now ("host:port"). */
+const char *conn_target(const struct conn *c);
+/* Splits a bootstrap list "a:p,b:q" (spaces around entries ignored) into at
+ * most cap malloc'd "host:port" strings. Returns 0, VERITY_EINVAL (an empty
+ * or malformed entry, too many) or -ENOMEM; nothing is kept on error. */
+int conn_parse_list(const char *list, char **out, size_t cap, size_t *n_out) CL_WUR;
+/* "host:port" of a BrokerInfo (IPv6 bracketed); false when it names none. */
+bool conn_broker_addr(const Verity__BrokerInfo *b, char *buf, size_t cap);
 
 /*
  * Sends env (its version and correlation_id are set here) followed by the
@@ -203,6 +216,8 @@ struct acc_part {
                                        unacknowledged once nothing is in flight */
     int64_t retry_at_ms;
     uint32_t retry_count;           /* consecutive retries, for the backoff */
+    uint32_t leader;                /* node id of the partition's primary (0: unknown);
+                                       set by the producer from Metadata */
 };
 
 struct acc_topic {
@@ -292,6 +307,12 @@ void accum_set_identity(struct accum *a, int64_t producer_id, int16_t epoch);
  */
 size_t accum_drain(struct accum *a, int64_t now_ms, bool flush, struct pbatch **out, size_t max,
                    size_t bytes_max);
+
+/* accum_drain restricted to the partitions whose leader is node
+ * (ACCUM_NODE_ANY: every partition, which is accum_drain). */
+#define ACCUM_NODE_ANY UINT32_MAX
+size_t accum_drain_node(struct accum *a, int64_t now_ms, bool flush, uint32_t node,
+                        struct pbatch **out, size_t max, size_t bytes_max);
 
 /* The next time something may become sendable or expire without new input
  * (INT64_MAX when never). */

@@ -21,6 +21,17 @@
  * request the broker never answers cannot loop), the others fail with the
  * error.
  *
+ * Bootstrap list and primaries (issue 10). cfg.broker may name several
+ * brokers, "a:p,b:q,c:r": a connection attempt that fails moves on to the
+ * next address at once (the backoff grows only after a whole round). An
+ * answer with the request-level error ERR_NOT_LEADER names the primary in
+ * Envelope.leader: the connection moves there and the request is sent again
+ * (ERR_NOT_LEADER means the broker did not execute it). Without a known
+ * primary (a view change in progress) the request is sent again after
+ * FOLLOW_DELAY_MS on the same connection. Both at most CONN_FOLLOWS_MAX times
+ * per request. Produce and Fetch carry NOT_LEADER per partition instead and
+ * are routed by their handles.
+ *
  * Deadlines: a waiting request fails after request_timeout_ms from its
  * submission (with the last connection error, e.g. -ECONNREFUSED, when
  * there was one); a written request unanswered for request_timeout_ms plus
@@ -51,6 +62,9 @@
 
 #define TICK_MS 100
 #define CONN_RESENDS_MAX 3 /* a request that broke three connections fails */
+#define CONN_FOLLOWS_MAX 64 /* NOT_LEADER answers followed per request */
+#define FOLLOW_DELAY_MS 100 /* resend after a NOT_LEADER that names no primary */
+#define ADDRS_MAX 32        /* bootstrap list plus primaries learnt */
 
 enum conn_state { CS_IDLE, CS_CONNECTING, CS_HELLO, CS_READY, CS_BACKOFF };
 
@@ -65,6 +79,8 @@ struct creq {
     uint32_t extra_ms;
     unsigned flags;
     uint32_t resends;                  /* times put back after a drop */
+    uint32_t follows;                  /* NOT_LEADER answers followed */
+    int64_t not_before_ms;             /* waiting: do not write before (0: now) */
     conn_resp_fn fn;
     void *arg;
 };
@@ -78,7 +94,11 @@ struct creq_list {
 struct conn {
     struct event_base *base;
     struct verity_conn_config cfg;     /* strings point to the copies below */
-    char *broker;
+    char *broker;                      /* cfg.broker as given (may be a list) */
+    char *addrs[ADDRS_MAX];            /* "host:port" each; addrs[cur] is the target */
+    size_t n_addrs;
+    size_t cur;
+    size_t round_start;                /* cur when the current round of attempts began */
     char *client_id;
     const struct conn_events *ev;
     void *arg;
@@ -101,6 +121,8 @@ struct conn {
     uint32_t max_batch_bytes;          /* from Hello (0 before) */
     SSL_CTX *tls_ctx;                  /* NULL: plaintext */
     char *tls_name;                    /* name or IP the broker's certificate must carry */
+    bool tls_name_auto;                /* tls_name follows the target's host */
+    bool rotating;                     /* the last failure moved on to the next address */
 };
 
 /* ---- TLS ------------------------------------------------------------------- */
@@ -262,19 +284,63 @@ static void creq_fail(struct creq *r, int err, const char *msg)
 static void try_connect(struct conn *c);
 static void pump(struct conn *c);
 
-static void schedule_retry(struct conn *c)
+static void schedule_retry(struct conn *c, bool quick)
 {
-    struct timeval tv = {c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000};
+    int ms = quick ? 0 : c->backoff_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(c->retry_ev, &tv);
+    if (quick)
+        return;
     c->backoff_ms *= 2;
     if (c->backoff_ms > c->cfg.reconnect_backoff_max_ms)
         c->backoff_ms = c->cfg.reconnect_backoff_max_ms;
 }
 
+/* Moves the target to the next address after a failed attempt. Returns true
+ * when the next one should be tried at once (the round is not over). */
+static bool addr_advance(struct conn *c)
+{
+    if (c->n_addrs < 2)
+        return false;
+    c->cur = (c->cur + 1) % c->n_addrs;
+    if (c->cur == c->round_start)
+        return false;
+    return true;
+}
+
+/* Makes addr (a "host:port") the target, adding it to the list when new
+ * (the last entry is replaced when the list is full). Returns 0 or -ENOMEM. */
+static int addr_target(struct conn *c, const char *addr)
+{
+    for (size_t i = 0; i < c->n_addrs; i++) {
+        if (strcmp(c->addrs[i], addr) == 0) {
+            c->cur = c->round_start = i;
+            return 0;
+        }
+    }
+    char *d = strdup(addr);
+    if (!d)
+        return -ENOMEM;
+    if (c->n_addrs == ADDRS_MAX)
+        free(c->addrs[--c->n_addrs]);
+    c->addrs[c->n_addrs] = d;
+    c->cur = c->round_start = c->n_addrs++;
+    return 0;
+}
+
+static void conn_fail_how(struct conn *c, int err, bool quick);
+
 static void conn_fail(struct conn *c, int err)
+{
+    conn_fail_how(c, err, false);
+}
+
+/* quick: reconnect at once (the target just changed). */
+static void conn_fail_how(struct conn *c, int err, bool quick)
 {
     if (c->state == CS_BACKOFF || c->state == CS_IDLE)
         return;
+    bool attempt = c->state != CS_READY;
     if (c->bev) {
         bufferevent_free(c->bev);
         c->bev = NULL;
@@ -294,7 +360,12 @@ static void conn_fail(struct conn *c, int err)
             list_push_front(&failed, r);
         }
     }
-    schedule_retry(c);
+    c->rotating = false;
+    if (attempt && !quick)
+        quick = c->rotating = addr_advance(c);
+    else if (!attempt)
+        c->round_start = c->cur;
+    schedule_retry(c, quick);
     while (failed.head) {
         struct creq *r = failed.head;
         list_remove(&failed, r);
@@ -440,6 +511,39 @@ static void hello_ready(struct conn *c)
         c->ev->on_ready(c->arg);
 }
 
+/* "host:port" of a BrokerInfo into buf (IPv6 in brackets). False when it
+ * names no address. */
+bool conn_broker_addr(const Verity__BrokerInfo *b, char *buf, size_t cap)
+{
+    if (!b || !b->host || !b->host[0] || b->port == 0 || b->port > 65535)
+        return false;
+    int n = snprintf(buf, cap, strchr(b->host, ':') ? "[%s]:%u" : "%s:%u", b->host,
+                     (unsigned)b->port);
+    return n > 0 && (size_t)n < cap;
+}
+
+/* A request-level ERR_NOT_LEADER for r (already off the in-flight list).
+ * Returns true when r was queued again (and the connection may have moved
+ * to the primary), false when the caller reports the error. */
+static bool follow_leader(struct conn *c, struct creq *r, const Verity__Envelope *env)
+{
+    char addr[300];
+    bool named = conn_broker_addr(env->leader, addr, sizeof addr);
+    bool moved = named && strcmp(addr, c->addrs[c->cur]) != 0;
+    if (moved && addr_target(c, addr) != 0)
+        moved = false;
+    bool again = r->frame && r->follows < CONN_FOLLOWS_MAX;
+    if (again) {
+        r->follows++;
+        r->not_before_ms = moved ? 0 : cl_mono_ms() + FOLLOW_DELAY_MS;
+        r->deadline_ms = cl_mono_ms() + c->cfg.request_timeout_ms;
+        list_push_front(&c->waiting, r);
+    }
+    if (moved)
+        conn_fail_how(c, VERITY_ENOTLEADER, true);
+    return again;
+}
+
 static void dispatch(struct conn *c, struct codec_msg *msg, uint8_t **payload, size_t payload_len)
 {
     char why[CL_ERRMSG_MAX];
@@ -471,6 +575,8 @@ static void dispatch(struct conn *c, struct codec_msg *msg, uint8_t **payload, s
     }
     list_remove(&c->inflight, r);
     int err = codec_err_from_wire(env->error);
+    if (err == VERITY_ENOTLEADER && follow_leader(c, r, env))
+        return;
     if (err == 0 && env->body_case != r->expect)
         err = VERITY_EPROTO;
     const char *text = env->error_message && env->error_message[0] ? env->error_message
@@ -586,12 +692,22 @@ static void try_connect(struct conn *c)
     struct addrinfo *ai = NULL;
     c->state = CS_CONNECTING;
     c->connect_deadline_ms = cl_mono_ms() + c->cfg.connect_timeout_ms;
-    if (split_addr(c->broker, host, sizeof host, port, sizeof port) != 0 ||
+    if (split_addr(c->addrs[c->cur], host, sizeof host, port, sizeof port) != 0 ||
         getaddrinfo(host, port, &hints, &ai) != 0 || !ai) {
         if (ai)
             freeaddrinfo(ai);
         conn_fail(c, -ENXIO);
         return;
+    }
+    if (c->tls_ctx && c->tls_name_auto && strcmp(c->tls_name, host) != 0) {
+        char *n = strdup(host);
+        if (!n) {
+            freeaddrinfo(ai);
+            conn_fail(c, -ENOMEM);
+            return;
+        }
+        free(c->tls_name);
+        c->tls_name = n;
     }
     if (c->tls_ctx) {
         SSL *ssl = tls_ssl_new(c);
@@ -624,15 +740,23 @@ static void try_connect(struct conn *c)
 /* Writes waiting requests while the connection is ready and has room. */
 static void pump(struct conn *c)
 {
+    int64_t now = -1;
     while (c->state == CS_READY && c->waiting.head && c->inflight.n < c->max_inflight) {
         struct creq *r = c->waiting.head;
+        if (r->not_before_ms) {
+            if (now < 0)
+                now = cl_mono_ms();
+            if (now < r->not_before_ms)
+                return; /* the tick writes it */
+            r->not_before_ms = 0;
+        }
         list_remove(&c->waiting, r);
         if (evbuffer_add(bufferevent_get_output(c->bev), r->frame, r->frame_len) != 0) {
             list_push_front(&c->waiting, r);
             conn_fail(c, -ENOMEM);
             return;
         }
-        if (!(r->flags & CONN_RETRY_ON_RESET)) {
+        if (!(r->flags & (CONN_RETRY_ON_RESET | CONN_FOLLOW_LEADER))) {
             free(r->frame);
             r->frame = NULL;
         }
@@ -673,6 +797,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         list_remove(&expired, r);
         creq_fail(r, err, NULL);
     }
+    if (c->state == CS_READY && c->waiting.head && c->waiting.head->not_before_ms)
+        pump(c);
 }
 
 int conn_new(struct event_base *base, const struct verity_conn_config *cfg,
@@ -692,11 +818,14 @@ int conn_new(struct event_base *base, const struct verity_conn_config *cfg,
         return -ENOMEM;
     }
     char host[256], port[16];
-    if (split_addr(c->broker, host, sizeof host, port, sizeof port) != 0) {
+    int prc = conn_parse_list(c->broker, c->addrs, ADDRS_MAX, &c->n_addrs);
+    if (prc) {
         conn_free(c);
-        return VERITY_EINVAL;
+        return prc;
     }
+    (void)split_addr(c->addrs[0], host, sizeof host, port, sizeof port);
     if (c->cfg.tls == 1) {
+        c->tls_name_auto = !c->cfg.tls_server_name;
         c->tls_name = strdup(c->cfg.tls_server_name ? c->cfg.tls_server_name : host);
         if (!c->tls_name) {
             conn_free(c);
@@ -751,6 +880,8 @@ void conn_free(struct conn *c)
     if (c->tick_ev)
         event_free(c->tick_ev);
     free(c->broker);
+    for (size_t i = 0; i < c->n_addrs; i++)
+        free(c->addrs[i]);
     free(c->client_id);
     free(c->api_key);
     free(c->tls_name);
@@ -771,6 +902,56 @@ int conn_last_error(const struct conn *c)
 uint32_t conn_inflight(const struct conn *c)
 {
     return c->inflight.n;
+}
+
+bool conn_rotating(const struct conn *c)
+{
+    return c->rotating;
+}
+
+const char *conn_target(const struct conn *c)
+{
+    return c->addrs[c->cur];
+}
+
+int conn_parse_list(const char *list, char **out, size_t cap, size_t *n_out)
+{
+    size_t n = 0;
+    int rc = 0;
+    const char *s = list;
+    while (rc == 0) {
+        while (*s == ' ')
+            s++;
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        while (len && s[len - 1] == ' ')
+            len--;
+        char host[256], port[16], one[300];
+        if (len == 0 || len >= sizeof one || n == cap) {
+            rc = VERITY_EINVAL;
+            break;
+        }
+        memcpy(one, s, len);
+        one[len] = '\0';
+        if (split_addr(one, host, sizeof host, port, sizeof port) != 0 || atoi(port) > 65535) {
+            rc = VERITY_EINVAL;
+            break;
+        }
+        if (!(out[n] = strdup(one))) {
+            rc = -ENOMEM;
+            break;
+        }
+        n++;
+        if (!end)
+            break;
+        s = end + 1;
+    }
+    if (rc) {
+        while (n)
+            free(out[--n]);
+    }
+    *n_out = n;
+    return rc;
 }
 
 uint32_t conn_max_batch_bytes(const struct conn *c)
@@ -796,6 +977,11 @@ int conn_request(struct conn *c, Verity__Envelope *env, const struct iovec *iov,
     r->arg = arg;
     uint8_t *head = NULL;
     size_t head_len = 0;
+    /* Produce and Fetch answer NOT_LEADER per partition; everything else
+     * keeps its frame to follow a request-level NOT_LEADER. */
+    if (env->body_case != VERITY__ENVELOPE__BODY_PRODUCE_REQ &&
+        env->body_case != VERITY__ENVELOPE__BODY_FETCH_REQ)
+        r->flags |= CONN_FOLLOW_LEADER;
     int rc = codec_encode(env, payload_len, &c->lim, &head, &head_len);
     if (rc) {
         free(r);

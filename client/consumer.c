@@ -22,6 +22,15 @@
  * each chunk points into it. Messages returned by poll point into the blobs
  * of the chunks that poll took, which are released at the next poll. The
  * queue stops growing at queue_bytes_max: no fetch is sent while it is full.
+ *
+ * Cluster routing (issue 10). The consumer starts on one connection (the
+ * first reachable broker of the bootstrap list). The first per-partition
+ * ERR_NOT_LEADER makes it ask for Metadata; when that names several brokers
+ * the consumer is `routed`: each partition is fetched from (and its start
+ * resolved on) its primary, one Fetch in flight per broker connection, the
+ * connections opened on demand. A NOT_LEADER or a lost broker connection
+ * forgets the partition's primary and asks Metadata again (RETRY_MS apart).
+ * A single broker never leaves the first connection.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -55,6 +64,7 @@ struct cpart {
     int err;                    /* CP_FAILED: why */
     bool err_reported;
     bool fetching;              /* in the fetch in flight */
+    uint32_t leader;            /* routed: node id of the primary (0: unknown) */
     bool ckpt_have;             /* ckpt holds a checkpoint poll stepped over */
     uint64_t ckpt_offset;       /* offset of that checkpoint's control batch */
     uint8_t ckpt[VERITY_CHECKPOINT_SIZE]; /* its 160-byte payload */
@@ -74,8 +84,20 @@ struct chunk {
     uint64_t from_offset;       /* records below it are skipped */
 };
 
+#define CNODES_MAX 16
+
+/* One broker of the cluster (loop thread only). */
+struct cnode {
+    struct verity_consumer *c;
+    uint32_t id;
+    char addr[300];
+    struct conn *conn;          /* opened when a partition is led by it */
+    bool fetch_inflight;
+};
+
 struct fetch_req {
     struct verity_consumer *c;
+    struct cnode *node;         /* NULL: c->conn */
     size_t n;
     struct cpart *parts[];
 };
@@ -96,6 +118,12 @@ struct verity_consumer {
     bool closing;
     /* loop thread */
     bool fetch_inflight;
+    bool routed;                /* Metadata named several brokers */
+    bool meta_stale;            /* a partition's primary is unknown */
+    bool meta_inflight;
+    int64_t meta_next_ms;
+    struct cnode nodes[CNODES_MAX];
+    size_t n_nodes;
     /* polling thread */
     struct chunk *held;         /* backing the last poll's messages */
     struct verity_message *msgs;
@@ -134,6 +162,7 @@ static void chunks_free(struct chunk *ch)
 }
 
 static void cpump(struct verity_consumer *c);
+static const struct conn_events cnode_events;
 
 static void kick(struct verity_consumer *c)
 {
@@ -156,6 +185,100 @@ static void part_fail(struct verity_consumer *c, struct cpart *p, int err)
 static bool transient(int err)
 {
     return accum_err_retriable(err) && err != VERITY_EREADONLY;
+}
+
+/* ---- routing --------------------------------------------------------------- */
+
+static struct cnode *cnode_find(struct verity_consumer *c, uint32_t id)
+{
+    for (size_t i = 0; i < c->n_nodes; i++)
+        if (c->nodes[i].id == id)
+            return &c->nodes[i];
+    return NULL;
+}
+
+/* The connection for partition p: its primary's when routed (NULL when that
+ * is unknown or not connected yet), else the first connection. */
+static struct conn *part_conn(struct verity_consumer *c, const struct cpart *p)
+{
+    if (!c->routed)
+        return c->conn;
+    struct cnode *n = cnode_find(c, p->leader);
+    return n && n->conn && conn_ready(n->conn) ? n->conn : NULL;
+}
+
+static void meta_done(void *arg, int err, const char *msg, const Verity__Envelope *env,
+                      uint8_t **payload, size_t payload_len)
+{
+    struct verity_consumer *c = arg;
+    (void)msg;
+    (void)payload;
+    (void)payload_len;
+    c->meta_inflight = false;
+    if (err == 0) {
+        const Verity__MetadataResponse *r = env->metadata_resp;
+        for (size_t i = 0; i < r->n_brokers; i++) {
+            char addr[300];
+            if (r->brokers[i]->node_id == 0 ||
+                !conn_broker_addr(r->brokers[i], addr, sizeof addr))
+                continue;
+            struct cnode *n = cnode_find(c, r->brokers[i]->node_id);
+            if (!n && c->n_nodes < CNODES_MAX) {
+                n = &c->nodes[c->n_nodes++];
+                memset(n, 0, sizeof *n);
+                n->c = c;
+                n->id = r->brokers[i]->node_id;
+            }
+            if (n && !n->conn)
+                snprintf(n->addr, sizeof n->addr, "%s", addr);
+        }
+        c->routed = c->n_nodes > 1;
+        bool stale = false;
+        pthread_mutex_lock(&c->mu);
+        for (struct cpart *p = c->parts; p; p = p->next) {
+            for (size_t i = 0; i < r->n_topics; i++) {
+                const Verity__TopicMetadata *t = r->topics[i];
+                if (!t->name || strcmp(t->name, p->topic) != 0)
+                    continue;
+                for (size_t k = 0; k < t->n_partitions; k++)
+                    if (t->partitions[k]->partition == p->partition)
+                        p->leader = t->partitions[k]->leader;
+            }
+            if (c->routed && !cnode_find(c, p->leader))
+                stale = true;
+        }
+        pthread_mutex_unlock(&c->mu);
+        c->meta_stale = stale;
+    }
+    if (!c->closing)
+        cpump(c);
+}
+
+/* Loop thread: asks Metadata when a primary is unknown (RETRY_MS apart). */
+static void meta_refresh(struct verity_consumer *c, int64_t now, int64_t *next)
+{
+    if (!c->meta_stale || c->meta_inflight || !conn_ready(c->conn))
+        return;
+    if (now < c->meta_next_ms) {
+        if (c->meta_next_ms < *next)
+            *next = c->meta_next_ms;
+        return;
+    }
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__MetadataRequest req = VERITY__METADATA_REQUEST__INIT;
+    env.body_case = VERITY__ENVELOPE__BODY_METADATA_REQ;
+    env.metadata_req = &req;
+    if (conn_request(c->conn, &env, NULL, 0, 0, CONN_RETRY_ON_RESET, meta_done, c) == 0) {
+        c->meta_inflight = true;
+        c->meta_next_ms = now + RETRY_MS;
+    }
+}
+
+/* With mu held: partition p was told NOT_LEADER (or lost its broker). */
+static void part_reroute(struct verity_consumer *c, struct cpart *p)
+{
+    p->leader = 0;
+    c->meta_stale = true;
 }
 
 /* ---- start positions ----------------------------------------------------- */
@@ -196,6 +319,8 @@ static void resolve_done(void *arg, int err, const char *msg, const Verity__Enve
     } else if (transient(err) && !c->closing) {
         p->state = CP_RESOLVE;
         p->retry_at_ms = cl_mono_ms() + RETRY_MS;
+        if (err == VERITY_ENOTLEADER || c->routed)
+            part_reroute(c, p);
     } else {
         part_fail(c, p, err);
     }
@@ -204,7 +329,7 @@ static void resolve_done(void *arg, int err, const char *msg, const Verity__Enve
         cpump(c);
 }
 
-static void resolve_send(struct verity_consumer *c, struct cpart *p)
+static void resolve_send(struct verity_consumer *c, struct cpart *p, struct conn *conn)
 {
     Verity__Envelope env = VERITY__ENVELOPE__INIT;
     Verity__ListOffsetsRequest req = VERITY__LIST_OFFSETS_REQUEST__INIT;
@@ -230,7 +355,7 @@ static void resolve_send(struct verity_consumer *c, struct cpart *p)
     req.n_partitions = 1;
     env.body_case = VERITY__ENVELOPE__BODY_LIST_OFFSETS_REQ;
     env.list_offsets_req = &req;
-    int rc = conn_request(c->conn, &env, NULL, 0, 0, 0, resolve_done, r);
+    int rc = conn_request(conn, &env, NULL, 0, 0, 0, resolve_done, r);
     if (rc) {
         free(r);
         pthread_mutex_lock(&c->mu);
@@ -283,6 +408,8 @@ static void fetch_result(struct verity_consumer *c, struct cpart *p, const Verit
             p->retry_at_ms = now + RETRY_MS;
         else
             part_fail(c, p, err);
+        if (err == VERITY_ENOTLEADER)
+            part_reroute(c, p);
         return;
     }
     p->high_watermark = x->high_watermark;
@@ -336,7 +463,10 @@ static void fetch_done(void *arg, int err, const char *msg, const Verity__Envelo
         }
     }
     pthread_mutex_lock(&c->mu);
-    c->fetch_inflight = false;
+    if (r->node)
+        r->node->fetch_inflight = false;
+    else
+        c->fetch_inflight = false;
     size_t pos = 0;
     for (size_t i = 0; i < r->n; i++) {
         struct cpart *p = r->parts[i];
@@ -348,6 +478,8 @@ static void fetch_done(void *arg, int err, const char *msg, const Verity__Envelo
                 p->retry_at_ms = now + RETRY_MS;
             else
                 part_fail(c, p, err);
+            if (r->node && transient(err))
+                part_reroute(c, p);
             continue;
         }
         const Verity__FetchResult *x = resp->results[i];
@@ -361,8 +493,9 @@ static void fetch_done(void *arg, int err, const char *msg, const Verity__Envelo
         cpump(c);
 }
 
-/* Sends one Fetch for every partition ready to fetch (loop thread). */
-static void fetch_send(struct verity_consumer *c, int64_t now)
+/* Sends one Fetch for every partition ready to fetch (loop thread); with
+ * node, only those it leads, on its connection. */
+static void fetch_send(struct verity_consumer *c, struct cnode *node, int64_t now)
 {
     size_t n = 0;
     for (struct cpart *p = c->parts; p; p = p->next)
@@ -373,10 +506,13 @@ static void fetch_send(struct verity_consumer *c, int64_t now)
     if (!r || !fps || !fpp)
         goto out;
     r->c = c;
+    r->node = node;
     r->n = 0;
     pthread_mutex_lock(&c->mu);
     for (struct cpart *p = c->parts; p && r->n < CODEC_ITEMS_MAX; p = p->next) {
         if (p->state != CP_FETCH || p->retry_at_ms > now)
+            continue;
+        if (node && p->leader != node->id)
             continue;
         Verity__FetchPartition *fp = &fps[r->n];
         verity__fetch_partition__init(fp);
@@ -400,10 +536,12 @@ static void fetch_send(struct verity_consumer *c, int64_t now)
     req.n_partitions = r->n;
     env.body_case = VERITY__ENVELOPE__BODY_FETCH_REQ;
     env.fetch_req = &req;
-    c->fetch_inflight = true;
-    int rc = conn_request(c->conn, &env, NULL, 0, c->cfg.fetch_max_wait_ms, 0, fetch_done, r);
+    bool *inflight = node ? &node->fetch_inflight : &c->fetch_inflight;
+    *inflight = true;
+    int rc = conn_request(node ? node->conn : c->conn, &env, NULL, 0, c->cfg.fetch_max_wait_ms,
+                          0, fetch_done, r);
     if (rc) {
-        c->fetch_inflight = false;
+        *inflight = false;
         pthread_mutex_lock(&c->mu);
         for (size_t i = 0; i < r->n; i++) {
             r->parts[i]->fetching = false;
@@ -424,8 +562,31 @@ static void cpump(struct verity_consumer *c)
     int64_t now = cl_mono_ms();
     int64_t next = INT64_MAX;
     struct cpart *resolve[16];
+    struct conn *resolve_conn[16];
     size_t n_resolve = 0;
-    if (!c->conn || !conn_ready(c->conn))
+    if (!c->conn)
+        return;
+    if (c->routed) {
+        /* Open the connections of the brokers that lead our partitions. */
+        for (size_t i = 0; i < c->n_nodes && !c->closing; i++) {
+            struct cnode *nd = &c->nodes[i];
+            bool wanted = false;
+            pthread_mutex_lock(&c->mu);
+            for (struct cpart *p = c->parts; p && !wanted; p = p->next)
+                wanted = p->leader == nd->id;
+            pthread_mutex_unlock(&c->mu);
+            if (wanted && !nd->conn) {
+                struct verity_conn_config cc = c->cfg.conn;
+                cc.broker = nd->addr;
+                if (conn_new(c->loop.base, &cc, &cnode_events, nd, &nd->conn) == 0)
+                    conn_start(nd->conn);
+                else
+                    nd->conn = NULL;
+            }
+        }
+    }
+    meta_refresh(c, now, &next);
+    if (!c->routed && !conn_ready(c->conn))
         return;
     pthread_mutex_lock(&c->mu);
     bool room = c->q_bytes < c->cfg.queue_bytes_max;
@@ -439,8 +600,12 @@ static void cpump(struct verity_consumer *c)
             if (p->retry_at_ms > now) {
                 if (p->retry_at_ms < next)
                     next = p->retry_at_ms;
+            } else if (!part_conn(c, p)) {
+                if (now + RETRY_MS < next)
+                    next = now + RETRY_MS; /* waits for its primary */
             } else if (n_resolve < sizeof resolve / sizeof resolve[0]) {
                 p->state = CP_RESOLVING;
+                resolve_conn[n_resolve] = part_conn(c, p);
                 resolve[n_resolve++] = p;
             } else {
                 next = now; /* the rest on the next pass */
@@ -456,9 +621,16 @@ static void cpump(struct verity_consumer *c)
     pthread_mutex_unlock(&c->mu);
     /* Requests are sent without mu: a send that fails runs handlers that lock it. */
     for (size_t i = 0; i < n_resolve; i++)
-        resolve_send(c, resolve[i]);
-    if (want_fetch && room && !c->fetch_inflight)
-        fetch_send(c, now);
+        resolve_send(c, resolve[i], resolve_conn[i]);
+    if (!c->routed && want_fetch && room && !c->fetch_inflight)
+        fetch_send(c, NULL, now);
+    for (size_t i = 0; c->routed && want_fetch && room && i < c->n_nodes; i++) {
+        struct cnode *nd = &c->nodes[i];
+        if (nd->conn && conn_ready(nd->conn) && !nd->fetch_inflight)
+            fetch_send(c, nd, now);
+    }
+    if (c->routed && want_fetch && next > now + RETRY_MS)
+        next = now + RETRY_MS; /* partitions whose primary is not connected yet */
     if (next != INT64_MAX) {
         int64_t ms = next > now ? next - now : 0;
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -503,6 +675,31 @@ static void on_down(void *arg, int err)
 
 static const struct conn_events consumer_events = {on_ready, on_down};
 
+static void cnode_ready(void *arg)
+{
+    struct cnode *n = arg;
+    cpump(n->c);
+}
+
+/* A broker connection dropped: its partitions look for their primary again. */
+static void cnode_down(void *arg, int err)
+{
+    struct cnode *n = arg;
+    struct verity_consumer *c = n->c;
+    (void)err;
+    pthread_mutex_lock(&c->mu);
+    for (struct cpart *p = c->parts; p; p = p->next) {
+        if (p->leader != n->id)
+            continue;
+        if (p->state == CP_RESOLVING)
+            p->state = CP_RESOLVE;
+        part_reroute(c, p);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static const struct conn_events cnode_events = {cnode_ready, cnode_down};
+
 /* ---- lifecycle ----------------------------------------------------------- */
 
 static void start_job(void *arg)
@@ -519,6 +716,10 @@ static void stop_job(void *arg)
     pthread_mutex_unlock(&c->mu);
     conn_free(c->conn);
     c->conn = NULL;
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        conn_free(c->nodes[i].conn);
+        c->nodes[i].conn = NULL;
+    }
     event_free(c->kick_ev);
     event_free(c->timer_ev);
     c->kick_ev = c->timer_ev = NULL;

@@ -76,7 +76,8 @@ static void on_down(void *arg, int err)
     pthread_mutex_lock(&a->mu);
     a->ready = false;
     a->last_err = err;
-    a->attempts_failed++;
+    if (!a->conn || !conn_rotating(a->conn))
+        a->attempts_failed++; /* a whole round of the bootstrap list failed */
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
 }

@@ -23,6 +23,21 @@
  * (the broker keeps the last five for deduplication). After a retriable
  * failure the partition sends nothing until all its in-flight batches are
  * answered, then resends from the oldest unacknowledged one.
+ *
+ * Cluster routing (issue 10). The first connection (`conn`, to the first
+ * reachable broker of the bootstrap list) carries Metadata and InitProducer;
+ * it follows a request-level NOT_LEADER by itself (conn.c). When Metadata
+ * names more than one broker the producer is `routed`: each partition's
+ * batches go to its primary (acc_part.leader) over a connection per broker,
+ * opened on demand. A per-partition ERR_NOT_LEADER (with the primary's node
+ * id when the broker knows it), a lost broker connection or a partition
+ * without a known primary mark the metadata stale; it is fetched again
+ * (META_BACKOFF_MS doubling up to META_BACKOFF_MAX_MS between fetches) and
+ * the batches are resent as any retriable failure is: same bytes, same
+ * producer id, epoch and sequence, so the new primary, which rebuilt the
+ * sequence state from committed entries, answers a batch the old one had
+ * committed as a duplicate. Without a cluster (one broker in Metadata) the
+ * producer never leaves the single-connection path.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -34,6 +49,7 @@
 
 #define REQUEST_BYTES_MAX (VERITY_FRAME_BYTES_MAX - (1u << 20))
 #define BATCHES_PER_REQUEST_MAX 256u
+#define ROUTED_POLL_MS 5 /* shortest timer while a partition waits for its primary */
 
 /* A topic whose metadata is being looked up. */
 struct meta_lookup {
@@ -46,8 +62,23 @@ struct meta_lookup {
     uint32_t waiters;
 };
 
+#define NODES_MAX 16
+#define META_BACKOFF_MS 50
+#define META_BACKOFF_MAX_MS 1000
+
+/* One broker of the cluster (loop thread; requests_inflight under mu). */
+struct pnode {
+    struct verity_producer *p;
+    uint32_t id;                   /* node id (> 0) */
+    char addr[300];                /* "host:port" from Metadata */
+    struct conn *conn;             /* NULL until a partition is led by it */
+    bool wanted;                   /* a partition is led by it: open conn */
+    uint32_t requests_inflight;    /* Produce requests out on conn */
+};
+
 struct produce_req {
     struct verity_producer *p;
+    struct pnode *node;            /* NULL: sent on p->conn */
     size_t n;
     struct pbatch *batches[];
 };
@@ -71,6 +102,13 @@ struct verity_producer {
     /* loop thread only */
     bool pumping;
     bool repump;
+    bool routed;                   /* Metadata named several brokers */
+    struct pnode nodes[NODES_MAX];
+    size_t n_nodes;
+    bool meta_stale;               /* a partition's primary is unknown or moved */
+    bool meta_inflight;
+    int meta_backoff_ms;
+    int64_t meta_next_ms;          /* no refresh before */
 };
 
 void verity_producer_config_default(struct verity_producer_config *cfg)
@@ -133,6 +171,63 @@ static void lookup_finish(struct verity_producer *p, struct meta_lookup *m, int 
     }
 }
 
+static struct pnode *node_find(struct verity_producer *p, uint32_t id)
+{
+    for (size_t i = 0; i < p->n_nodes; i++)
+        if (p->nodes[i].id == id)
+            return &p->nodes[i];
+    return NULL;
+}
+
+/* Loop thread, p->mu held: takes the brokers and the partitions' primaries
+ * of a Metadata answer. Marks the metadata stale when a partition of ours
+ * has no primary with a known address. */
+static void meta_apply(struct verity_producer *p, const Verity__MetadataResponse *r)
+{
+    for (size_t i = 0; i < r->n_brokers; i++) {
+        const Verity__BrokerInfo *b = r->brokers[i];
+        char addr[300];
+        if (b->node_id == 0 || !conn_broker_addr(b, addr, sizeof addr))
+            continue;
+        struct pnode *n = node_find(p, b->node_id);
+        if (!n && p->n_nodes < NODES_MAX) {
+            n = &p->nodes[p->n_nodes++];
+            memset(n, 0, sizeof *n);
+            n->p = p;
+            n->id = b->node_id;
+        }
+        if (n && !n->conn)
+            snprintf(n->addr, sizeof n->addr, "%s", addr);
+    }
+    if (p->n_nodes > 1)
+        p->routed = true;
+    if (!p->routed)
+        return;
+    bool stale = false;
+    for (size_t i = 0; i < r->n_topics; i++) {
+        const Verity__TopicMetadata *tm = r->topics[i];
+        struct acc_topic *at = tm->name ? accum_topic_find(&p->acc, tm->name) : NULL;
+        if (!at)
+            continue;
+        for (size_t k = 0; k < tm->n_partitions; k++) {
+            const Verity__PartitionMetadata *pm = tm->partitions[k];
+            if (pm->partition >= at->partition_count)
+                continue;
+            at->parts[pm->partition].leader = pm->leader;
+        }
+    }
+    for (struct acc_topic *t = p->acc.topics; t; t = t->next) {
+        for (uint32_t k = 0; k < t->partition_count; k++) {
+            struct pnode *n = node_find(p, t->parts[k].leader);
+            if (n)
+                n->wanted = true;
+            else if (t->parts[k].head)
+                stale = true;
+        }
+    }
+    p->meta_stale = stale;
+}
+
 static void lookup_done(void *arg, int err, const char *msg, const Verity__Envelope *env,
                         uint8_t **payload, size_t payload_len)
 {
@@ -160,6 +255,8 @@ static void lookup_done(void *arg, int err, const char *msg, const Verity__Envel
             struct acc_topic *at = accum_topic_find(&p->acc, m->name);
             if (!at)
                 err = accum_topic_add(&p->acc, m->name, n, &at);
+            if (err == 0)
+                meta_apply(p, r);
             pthread_mutex_unlock(&p->mu);
             msg = err ? "topic metadata has no partitions" : "";
         }
@@ -180,6 +277,45 @@ static void lookup_send(void *arg)
     int rc = conn_request(m->p->conn, &env, NULL, 0, 0, CONN_RETRY_ON_RESET, lookup_done, m);
     if (rc)
         lookup_finish(m->p, m, rc, verity_strerror(rc));
+}
+
+static void pump(struct verity_producer *p);
+
+static void refresh_done(void *arg, int err, const char *msg, const Verity__Envelope *env,
+                         uint8_t **payload, size_t payload_len)
+{
+    struct verity_producer *p = arg;
+    (void)msg;
+    (void)payload;
+    (void)payload_len;
+    p->meta_inflight = false;
+    if (err == 0) {
+        pthread_mutex_lock(&p->mu);
+        meta_apply(p, env->metadata_resp);
+        pthread_mutex_unlock(&p->mu);
+    }
+    pump(p);
+}
+
+/* Loop thread: asks for every topic's metadata again when it is stale and
+ * the backoff allows; otherwise returns when the next try may run. */
+static int64_t meta_refresh(struct verity_producer *p, int64_t now)
+{
+    if (!p->meta_stale || p->meta_inflight || p->closing || !p->conn)
+        return INT64_MAX;
+    if (now < p->meta_next_ms)
+        return p->meta_next_ms;
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__MetadataRequest req = VERITY__METADATA_REQUEST__INIT;
+    env.body_case = VERITY__ENVELOPE__BODY_METADATA_REQ;
+    env.metadata_req = &req;
+    if (conn_request(p->conn, &env, NULL, 0, 0, CONN_RETRY_ON_RESET, refresh_done, p) != 0)
+        return now + p->meta_backoff_ms;
+    p->meta_inflight = true;
+    p->meta_next_ms = now + p->meta_backoff_ms;
+    p->meta_backoff_ms = p->meta_backoff_ms * 2 > META_BACKOFF_MAX_MS ? META_BACKOFF_MAX_MS
+                                                                       : p->meta_backoff_ms * 2;
+    return INT64_MAX;
 }
 
 /* With p->mu held: finds or looks up topic, waiting until deadline_ms.
@@ -290,6 +426,8 @@ static void produce_done(void *arg, int err, const char *msg, const Verity__Enve
     const Verity__ProduceResponse *resp = err == 0 ? env->produce_resp : NULL;
     if (resp && resp->n_results != r->n)
         err = VERITY_EPROTO;
+    if (p->routed && err && (err == VERITY_ENOTLEADER || accum_err_retriable(err)))
+        p->meta_stale = true; /* the broker may be gone, or no longer primary */
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < r->n; i++) {
         struct pbatch *pb = r->batches[i];
@@ -303,10 +441,24 @@ static void produce_done(void *arg, int err, const char *msg, const Verity__Enve
                        x->partition != pb->partition ||
                        x->last_offset - x->base_offset + 1 != pb->b.count))
             e = VERITY_EPROTO;
+        if (e == VERITY_ENOTLEADER && pb->partition < pb->topic->partition_count) {
+            /* Route the retry to the primary the broker named, if we know
+             * its address; ask Metadata otherwise. */
+            struct acc_part *part = &pb->topic->parts[pb->partition];
+            if (x->leader && node_find(p, x->leader) && x->leader != part->leader) {
+                part->leader = x->leader;
+                node_find(p, x->leader)->wanted = true;
+            } else {
+                p->meta_stale = true;
+            }
+        } else if (e == 0 && p->routed) {
+            p->meta_backoff_ms = META_BACKOFF_MS;
+        }
         accum_complete(&p->acc, pb, e, x->base_offset, x->duplicate, now);
     }
-    VERITY_VERIFY(p->requests_inflight > 0);
-    p->requests_inflight--;
+    uint32_t *out = r->node ? &r->node->requests_inflight : &p->requests_inflight;
+    VERITY_VERIFY(*out > 0);
+    (*out)--;
     pthread_mutex_unlock(&p->mu);
     free(r);
     pump(p);
@@ -331,12 +483,13 @@ static void produce_send(struct verity_producer *p, struct produce_req *r)
         iov[i].iov_len = pb->b.len;
     }
     req.timeout_ms = p->cfg.ack_timeout_ms;
+    req.acks = (Verity__Acks)p->cfg.acks;
     req.batches = pbp;
     req.n_batches = r->n;
     env.body_case = VERITY__ENVELOPE__BODY_PRODUCE_REQ;
     env.produce_req = &req;
-    int rc = conn_request(p->conn, &env, iov, (int)r->n, p->cfg.ack_timeout_ms, 0, produce_done,
-                          r);
+    struct conn *conn = r->node ? r->node->conn : p->conn;
+    int rc = conn_request(conn, &env, iov, (int)r->n, p->cfg.ack_timeout_ms, 0, produce_done, r);
     if (rc) {
         /* Could not even encode it: finish the batches with that error. */
         int64_t now = cl_mono_ms();
@@ -344,7 +497,10 @@ static void produce_send(struct verity_producer *p, struct produce_req *r)
         for (size_t i = 0; i < r->n; i++)
             accum_complete(&p->acc, r->batches[i], rc == VERITY_ELIMIT ? rc : VERITY_EINVAL, 0,
                            false, now);
-        p->requests_inflight--;
+        if (r->node)
+            r->node->requests_inflight--;
+        else
+            p->requests_inflight--;
         pthread_mutex_unlock(&p->mu);
         free(r);
     }
@@ -371,6 +527,45 @@ static void report(struct verity_producer *p, struct pbatch *done)
     }
 }
 
+static const struct conn_events node_events;
+
+/* Loop thread, p->mu held (released around sends and connection starts):
+ * drains each broker's partitions onto its connection. */
+static void pump_routed(struct verity_producer *p, int64_t now, bool flushing, size_t cap)
+{
+    for (size_t i = 0; i < p->n_nodes && !p->closing; i++) {
+        struct pnode *n = &p->nodes[i];
+        if (!n->conn && n->wanted) {
+            struct verity_conn_config cc = p->cfg.conn;
+            cc.broker = n->addr;
+            pthread_mutex_unlock(&p->mu);
+            if (conn_new(p->loop.base, &cc, &node_events, n, &n->conn) == 0)
+                conn_start(n->conn);
+            else
+                n->conn = NULL;
+            pthread_mutex_lock(&p->mu);
+        }
+        while (n->conn && conn_ready(n->conn) && !p->closing &&
+               n->requests_inflight < p->cfg.max_inflight) {
+            struct produce_req *r = malloc(sizeof *r + cap * sizeof(struct pbatch *));
+            if (!r)
+                break;
+            r->p = p;
+            r->node = n;
+            r->n = accum_drain_node(&p->acc, now, flushing, n->id, r->batches, cap,
+                                    REQUEST_BYTES_MAX);
+            if (r->n == 0) {
+                free(r);
+                break;
+            }
+            n->requests_inflight++;
+            pthread_mutex_unlock(&p->mu);
+            produce_send(p, r);
+            pthread_mutex_lock(&p->mu);
+        }
+    }
+}
+
 static void pump_once(struct verity_producer *p)
 {
     int64_t now = cl_mono_ms();
@@ -389,11 +584,16 @@ static void pump_once(struct verity_producer *p)
         init_send(p, id, epoch);
         pthread_mutex_lock(&p->mu);
     }
+    if (p->routed) {
+        pump_routed(p, now, flushing, cap);
+        ready = false; /* the single-connection path below is not used */
+    }
     while (ready && !p->closing && p->requests_inflight < p->cfg.max_inflight) {
         struct produce_req *r = malloc(sizeof *r + cap * sizeof(struct pbatch *));
         if (!r)
             break;
         r->p = p;
+        r->node = NULL;
         r->n = accum_drain(&p->acc, now, flushing, r->batches, cap, REQUEST_BYTES_MAX);
         if (r->n == 0) {
             free(r);
@@ -409,6 +609,15 @@ static void pump_once(struct verity_producer *p)
     int64_t next = accum_next_deadline(&p->acc, now, flushing);
     pthread_mutex_unlock(&p->mu);
 
+    if (p->routed) {
+        int64_t m = meta_refresh(p, now);
+        if (m < next)
+            next = m;
+        /* A partition whose primary is not connected yet waits for on_ready
+         * or the next refresh, not in a busy loop. */
+        if (next < now + ROUTED_POLL_MS)
+            next = now + ROUTED_POLL_MS;
+    }
     report(p, done);
     if (next == INT64_MAX) {
         evtimer_del(p->timer_ev);
@@ -467,6 +676,23 @@ static void on_down(void *arg, int err)
 
 static const struct conn_events producer_events = {on_ready, on_down};
 
+static void node_ready(void *arg)
+{
+    struct pnode *n = arg;
+    pump(n->p);
+}
+
+/* A broker connection dropped or an attempt failed: its partitions may have
+ * a new primary. */
+static void node_down(void *arg, int err)
+{
+    struct pnode *n = arg;
+    (void)err;
+    n->p->meta_stale = true;
+}
+
+static const struct conn_events node_events = {node_ready, node_down};
+
 /* ---- lifecycle ----------------------------------------------------------- */
 
 static void start_job(void *arg)
@@ -488,6 +714,10 @@ static void stop_job(void *arg)
     pthread_mutex_unlock(&p->mu);
     conn_free(p->conn);
     p->conn = NULL;
+    for (size_t i = 0; i < p->n_nodes; i++) {
+        conn_free(p->nodes[i].conn);
+        p->nodes[i].conn = NULL;
+    }
     pthread_mutex_lock(&p->mu);
     accum_fail_all(&p->acc, VERITY_ECLOSED, true);
     struct pbatch *done = accum_take_done(&p->acc);
@@ -545,6 +775,7 @@ int verity_producer_new(const struct verity_producer_config *cfg, struct verity_
         .seed = (uint32_t)cl_mono_ms() ^ (uint32_t)(uintptr_t)p,
     };
     accum_init(&p->acc, &ac);
+    p->meta_backoff_ms = META_BACKOFF_MS;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -115,6 +115,26 @@ const char *verity_durability_name(enum verity_durability d)
     return "unknown";
 }
 
+static const char *const acks_names[] = {"default", "quorum", "leader"};
+
+int verity_acks_parse(const char *s, enum verity_acks *out)
+{
+    for (size_t i = 0; s && i < sizeof acks_names / sizeof acks_names[0]; i++) {
+        if (strcasecmp(s, acks_names[i]) == 0) {
+            *out = (enum verity_acks)i;
+            return 0;
+        }
+    }
+    return VERITY_EINVAL;
+}
+
+const char *verity_acks_name(enum verity_acks a)
+{
+    if ((unsigned)a < sizeof acks_names / sizeof acks_names[0])
+        return acks_names[a];
+    return "unknown";
+}
+
 enum verity_durability cl_durability_from_wire(int d)
 {
     switch (d) {

@@ -36,8 +36,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: verity produce TOPIC [FILE...] [--key-separator SEP] [--header K=V]...\n"
             "                      [--partition N] [--idempotency-key KEY] [--no-idempotence]\n"
-            "                      [--linger-ms MS] [--timeout-ms MS] [--broker HOST:PORT] "
-            "[--json]\n"
+            "                      [--linger-ms MS] [--timeout-ms MS] [--acks quorum|leader]\n"
+            "                      [--broker HOST:PORT[,HOST:PORT...]] [--json]\n"
             "Reads one record per line from the files (stdin when none, or '-').\n"
             "  --key-separator SEP   key = text before the first SEP, value = the rest\n"
             "  --header K=V          header on every record (repeatable, up to %u)\n"
@@ -91,6 +91,7 @@ static void on_delivery(void *opaque, int err, const struct verity_delivery *d)
 }
 
 struct produce_args {
+    enum verity_acks acks;      /* cluster: quorum (default) or leader */
     const char *topic;
     char **files;
     int nfiles;
@@ -107,7 +108,7 @@ struct produce_args {
 };
 
 enum { OPT_KEYSEP = 256, OPT_HEADER, OPT_PARTITION, OPT_IDEM, OPT_NOIDEM, OPT_LINGER,
-       OPT_TIMEOUT, OPT_BROKER, OPT_JSON, OPT_HELP };
+       OPT_TIMEOUT, OPT_BROKER, OPT_JSON, OPT_HELP, OPT_ACKS };
 
 static const struct option long_opts[] = {
     {"key-separator", required_argument, NULL, OPT_KEYSEP},
@@ -117,6 +118,7 @@ static const struct option long_opts[] = {
     {"no-idempotence", no_argument, NULL, OPT_NOIDEM},
     {"linger-ms", required_argument, NULL, OPT_LINGER},
     {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
+    {"acks", required_argument, NULL, OPT_ACKS},
     {"broker", required_argument, NULL, OPT_BROKER},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, OPT_HELP},
@@ -182,6 +184,10 @@ static int parse(int argc, char **argv, struct produce_args *a)
             if (!parse_int(optarg, 1, 86400000, &v))
                 goto bad;
             a->timeout_ms = (int)v;
+            break;
+        case OPT_ACKS:
+            if (verity_acks_parse(optarg, &a->acks) != 0)
+                return cli_bad_value("verity produce", "--acks", optarg, "quorum or leader");
             break;
         case OPT_BROKER:
             a->broker = optarg;
@@ -432,6 +438,7 @@ int cmd_produce(int argc, char **argv)
     pc.idempotence = !a.no_idempotence;
     pc.linger_ms = a.linger_ms;
     pc.delivery_timeout_ms = a.timeout_ms;
+    pc.acks = a.acks;
     struct verity_producer *p = NULL;
     if (!s.parts || (rc = verity_producer_new(&pc, &p)) != 0) {
         fprintf(stderr, "verity produce: %s\n", verity_strerror(s.parts ? rc : -ENOMEM));

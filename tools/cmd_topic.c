@@ -27,11 +27,12 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: verity topic create NAME [--partitions N] [--durability always|group|os]\n"
             "                   [--retention-ms MS] [--retention-bytes N] [--segment-bytes N]\n"
-            "                   [--max-message-bytes N]\n"
+            "                   [--max-message-bytes N] [--replicas 1|3|5]\n"
             "       verity topic delete NAME\n"
             "       verity topic list [--internal]\n"
             "       verity topic describe NAME\n"
-            "common options: --broker HOST:PORT (default $%s or %s), --json\n"
+            "common options: --broker HOST:PORT[,HOST:PORT...] (default $%s or %s), --json\n"
+            "--replicas: replication factor on a cluster (default: the broker's)\n"
             "exit: 0 ok, 1 refused by the broker, 2 usage, 3 broker unreachable\n",
             VERITY_BROKER_ENV, VERITY_BROKER_DEFAULT);
 }
@@ -129,7 +130,7 @@ static void print_topic(const struct verity_topic_info *t)
 }
 
 enum { OPT_PARTITIONS = 256, OPT_DURABILITY, OPT_RET_MS, OPT_RET_BYTES, OPT_SEG_BYTES,
-       OPT_MAX_MSG, OPT_BROKER, OPT_JSON, OPT_INTERNAL, OPT_HELP };
+       OPT_MAX_MSG, OPT_BROKER, OPT_JSON, OPT_INTERNAL, OPT_HELP, OPT_REPLICAS };
 
 static const struct option long_opts[] = {
     {"partitions", required_argument, NULL, OPT_PARTITIONS},
@@ -138,6 +139,7 @@ static const struct option long_opts[] = {
     {"retention-bytes", required_argument, NULL, OPT_RET_BYTES},
     {"segment-bytes", required_argument, NULL, OPT_SEG_BYTES},
     {"max-message-bytes", required_argument, NULL, OPT_MAX_MSG},
+    {"replicas", required_argument, NULL, OPT_REPLICAS},
     {"broker", required_argument, NULL, OPT_BROKER},
     {"json", no_argument, NULL, OPT_JSON},
     {"internal", no_argument, NULL, OPT_INTERNAL},
@@ -172,6 +174,12 @@ static int parse(int argc, char **argv, struct topic_args *a)
                 return cli_bad_value("verity topic", "--partitions", optarg, must);
             }
             a->cfg.partitions = (uint32_t)v;
+            a->config_given = true;
+            break;
+        case OPT_REPLICAS:
+            if (!parse_i64(optarg, 1, &v) || (v != 1 && v != 3 && v != 5))
+                return cli_bad_value("verity topic", "--replicas", optarg, "1, 3 or 5");
+            a->cfg.replication_factor = (uint32_t)v;
             a->config_given = true;
             break;
         case OPT_DURABILITY:

@@ -27,6 +27,7 @@ int cmd_keygen(int argc, char **argv);
 int cmd_auth(int argc, char **argv);      /* auth key|acl|cert|quota, acl (cmd_auth.c) */    /* keygen (cmd_keygen.c) */
 int cmd_bench(int argc, char **argv);     /* bench W1..W4 (cmd_bench.c) */
 int cmd_broker(int argc, char **argv);    /* broker status (cmd_broker.c) */
+int cmd_cluster(int argc, char **argv);   /* cluster start|stop|restart|status (cmd_cluster.c) */
 int cmd_consume(int argc, char **argv);   /* consume (cmd_consume.c) */
 int cmd_offsets(int argc, char **argv);   /* offsets (cmd_offsets.c) */
 int cmd_produce(int argc, char **argv);   /* produce (cmd_produce.c) */

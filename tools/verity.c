@@ -29,6 +29,7 @@ static const struct cmd cmds[] = {
     {"auth", cmd_auth, "API keys, ACLs, certificate mappings, quotas (the broker's auth_file)"},
     {"bench", cmd_bench, "run the peer benchmark workloads W1-W4 against a broker"},
     {"broker", cmd_broker, "broker status: reachable, topics, partitions in error"},
+    {"cluster", cmd_cluster, "start, stop, restart a local cluster; status of any cluster"},
     {"consume", cmd_consume, "print a topic's records from an offset or time; --follow"},
     {"dlq", cmd_dlq, "list dead letters of a group, replay them to their source topic"},
     {"group", cmd_group, "create, list, describe, inspect, reset or delete consumer groups"},

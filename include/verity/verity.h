@@ -96,7 +96,10 @@ const char *verity_last_error_message(void);
 /* ---- connection options --------------------------------------------------- */
 
 struct verity_conn_config {
-    const char *broker;            /* "HOST:PORT" (IPv6 as [addr]:port); NULL:
+    const char *broker;            /* "HOST:PORT" (IPv6 as [addr]:port), or a
+                                      bootstrap list of a cluster's brokers
+                                      "HOST:PORT,HOST:PORT,..." (the first that
+                                      answers is used); NULL:
                                       verity_broker_resolve(NULL). Copied. */
     const char *client_id;         /* sent in Hello; NULL: "libverity". Copied. */
     int connect_timeout_ms;        /* one connection attempt (5000) */
@@ -291,6 +294,21 @@ struct verity_record {
 
 struct verity_producer;
 
+/* ---- replication (issue 10) ---- */
+/* When Produce answers. A single broker (replication factor 1) treats both as
+ * its own disk under the topic's durability. */
+enum verity_acks {
+    VERITY_ACKS_DEFAULT = 0,       /* the broker's default: quorum */
+    VERITY_ACKS_QUORUM = 1,        /* durable on a majority of the partition's replicas */
+    VERITY_ACKS_LEADER = 2,        /* durable on the primary only: a primary that
+                                      fails before its backups hold the batch
+                                      loses it (docs/REPLICATION.md) */
+};
+/* "default" | "quorum" | "leader". Returns 0 or VERITY_EINVAL. */
+int verity_acks_parse(const char *s, enum verity_acks *out) VERITY_WUR;
+const char *verity_acks_name(enum verity_acks a); /* never NULL */
+/* ---- */
+
 struct verity_producer_config {
     struct verity_conn_config conn;
     bool idempotence;              /* true: InitProducer id + epoch, per-partition
@@ -314,6 +332,7 @@ struct verity_producer_config {
     int retry_backoff_ms;          /* first wait before a retry (20), doubling */
     int retry_backoff_max_ms;      /* (1000) */
     uint32_t ack_timeout_ms;       /* Produce timeout_ms sent to the broker (0: its default) */
+    enum verity_acks acks;         /* cluster: quorum (default) or leader */
 };
 
 void verity_producer_config_default(struct verity_producer_config *cfg);
