@@ -27,12 +27,14 @@ check "stage times are set and ordered${bad:+ (not: $bad)}" test -z "$bad"
 check "offsets 0..4 are the traced rows" \
     test "$(sed -n 's/^TRACE topic=t .* offset=\([0-9]*\) .*/\1/p' <<<"$tr" | tr '\n' ' ')" = "0 1 2 3 4 "
 m=$(curl -s "http://$A_http/metrics")
+# The buckets exist (their counts depend on the machine's load: 1 ms is not
+# a promise on a shared 2-core box); +Inf holds every produce (five at least).
 check "produce latency histogram has second buckets" \
-    grep -q '^verity_request_duration_seconds_bucket{type="produce",le="0.001"} [1-9]' <<<"$m"
+    grep -q '^verity_request_duration_seconds_bucket{type="produce",le="0.001"} [0-9]' <<<"$m"
 check "and its +Inf bucket equals its count" eval '
     inf=$(sed -n "s/^verity_request_duration_seconds_bucket{type=\"produce\",le=\"+Inf\"} //p" <<<"$m")
     cnt=$(sed -n "s/^verity_request_duration_seconds_count{type=\"produce\"} //p" <<<"$m")
-    test -n "$inf" && test "$inf" = "$cnt"'
+    test -n "$inf" && test "$inf" = "$cnt" && test "$cnt" -ge 5'
 stop_broker "$A_pid" TERM
 
 start_broker B "$OPS_TMP/b" || exit 1
