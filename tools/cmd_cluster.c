@@ -460,7 +460,11 @@ static int do_start(int nodes, const char *dir, const char *verityd, bool json)
         snprintf(nd->listen, sizeof nd->listen, "127.0.0.1:%d", p[0]);
         snprintf(nd->peer, sizeof nd->peer, "127.0.0.1:%d", p[1]);
         snprintf(nd->http, sizeof nd->http, "127.0.0.1:%d", p[2]);
-        snprintf(nd->data_dir, sizeof nd->data_dir, "%s/node%d", s.dir, nd->id);
+        /* Built from a copy: gcc -O1 (ASan build) reads s.dir as possibly
+         * overlapping nd->data_dir (both inside s) and fails -Werror=restrict. */
+        char root[sizeof s.dir];
+        memcpy(root, s.dir, sizeof root);
+        snprintf(nd->data_dir, sizeof nd->data_dir, "%s/node%d", root, nd->id);
     }
     for (int i = 0; i < nfd; i++)
         if (fds[i] >= 0)
