@@ -81,6 +81,8 @@ struct kafka {
     struct kgroups *groups;
     uint64_t requests;  /* decoded since start */
     uint64_t malformed; /* connections closed for a malformed request */
+    uint8_t *scratch;   /* Fetch reads stored batches here (k_fetch.c) */
+    size_t scratch_cap;
 };
 
 struct kconn {

@@ -175,6 +175,16 @@ static void kconn_flow(struct kconn *c)
     }
 }
 
+/* Answers at least this large go to the socket's buffer by reference. */
+#define KCONN_REF_MIN (64u << 10)
+
+static void kconn_free_ref(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
 /* Sends the finished responses at the head of the queue. */
 static void kconn_flush(struct kconn *c)
 {
@@ -193,8 +203,16 @@ static void kconn_flush(struct kconn *c)
             kput_be32(head, (uint32_t)(q->w.len + 4));
             kput_be32(head + 4, (uint32_t)q->corr);
             evbuffer_add(out, head, sizeof head);
-            evbuffer_add(out, q->w.buf, q->w.len);
             c->k->b->met.bytes_out += q->w.len + sizeof head;
+            if (q->w.len >= KCONN_REF_MIN) {
+                /* A large answer (Fetch) is handed over, not copied. */
+                if (evbuffer_add_reference(out, q->w.buf, q->w.len, kconn_free_ref, NULL) == 0)
+                    kw_init(&q->w);
+                else
+                    evbuffer_add(out, q->w.buf, q->w.len);
+            } else {
+                evbuffer_add(out, q->w.buf, q->w.len);
+            }
         }
         kreq_free(q);
     }
@@ -530,6 +548,7 @@ void kafka_free(struct broker *b)
     kafka_stop_accepting(b);
     kafka_close_all(b);
     kgroups_close(k);
+    free(k->scratch);
     free(k);
     b->kafka = NULL;
 }

@@ -184,6 +184,26 @@ void kw_deinit(struct kw *w)
     memset(w, 0, sizeof *w);
 }
 
+bool kw_grow(struct kw *w, size_t n)
+{
+    if (w->err)
+        return false;
+    if (w->cap - w->len >= n)
+        return true;
+    if (n > SIZE_MAX - w->len) {
+        w->err = -ENOMEM;
+        return false;
+    }
+    uint8_t *nb = realloc(w->buf, w->len + n);
+    if (!nb) {
+        w->err = -ENOMEM;
+        return false;
+    }
+    w->buf = nb;
+    w->cap = w->len + n;
+    return true;
+}
+
 uint8_t *kw_reserve(struct kw *w, size_t n)
 {
     if (w->err)

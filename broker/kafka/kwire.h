@@ -73,6 +73,9 @@ void kw_init(struct kw *w);
 void kw_deinit(struct kw *w);
 /* Room for n more bytes; returns where they go, or NULL (w->err set). */
 uint8_t *kw_reserve(struct kw *w, size_t n);
+/* Capacity for n more bytes without writing them (one allocation up front
+ * instead of doublings); false (w->err set) when it cannot be had. */
+bool kw_grow(struct kw *w, size_t n);
 void kw_i8(struct kw *w, int8_t v);
 void kw_i16(struct kw *w, int16_t v);
 void kw_i32(struct kw *w, int32_t v);
