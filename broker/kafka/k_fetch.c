@@ -247,6 +247,7 @@ static void kf_respond(struct kfetch *kf, struct kfout *out, uint64_t stored)
     /* Kafka's record batch is a little smaller than Verity's per batch and
      * about the same per record: the stored bytes plus the partition
      * headers are enough room, whatever the mix. */
+    kw_pool_take(w, stored + 64 + kf->n * 64);
     (void)kw_grow(w, stored + 64 + kf->n * 64);
     kw_i32(w, 0); /* throttle */
     if (v >= 7) {

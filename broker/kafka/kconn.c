@@ -182,7 +182,7 @@ static void kconn_free_ref(const void *data, size_t len, void *arg)
 {
     (void)len;
     (void)arg;
-    free((void *)data);
+    kw_pool_give((void *)data);
 }
 
 /* Sends the finished responses at the head of the queue. */
