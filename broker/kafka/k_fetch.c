@@ -117,20 +117,28 @@ static void kf_cancel(struct kreq *q)
     kreq_done(q);
 }
 
-static struct partition *kf_part(struct kfetch *kf, const struct kfetch_part *e)
+/* The partition e names; NULL and *err (unknown, or not authorized). */
+static struct partition *kf_part(struct kfetch *kf, const struct kfetch_part *e, int16_t *err)
 {
     char name[VERITY_TOPIC_NAME_MAX + 1], msg[160];
     struct partition *p;
-    if (e->partition < 0 || !kstr_copy(kf->req.topics[e->topic_idx].name, name, sizeof name) ||
-        topic_partition(kf->b, name, (uint32_t)e->partition, &p, msg, sizeof msg))
+    *err = kname_in(kf->q, kf->req.topics[e->topic_idx].name, false, AUTH_OP_CONSUME, name,
+                    sizeof name);
+    if (*err)
         return NULL;
+    if (e->partition < 0 ||
+        topic_partition(kf->b, name, (uint32_t)e->partition, &p, msg, sizeof msg)) {
+        *err = KE_UNKNOWN_TOPIC_OR_PARTITION;
+        return NULL;
+    }
     return p;
 }
 
 static void kf_arm(struct kfetch *kf, uint32_t wait_ms)
 {
     for (size_t i = 0; i < kf->n; i++) {
-        struct partition *p = kf_part(kf, &kf->req.parts[i]);
+        int16_t err;
+        struct partition *p = kf_part(kf, &kf->req.parts[i], &err);
         if (!p)
             continue;
         bool dup = false;
@@ -156,9 +164,10 @@ static void kf_arm(struct kfetch *kf, uint32_t wait_ms)
 static uint64_t kf_locate(struct kfetch *kf, const struct kfetch_part *e, uint64_t max,
                           struct kfout *o)
 {
-    struct partition *p = kf_part(kf, e);
+    int16_t err;
+    struct partition *p = kf_part(kf, e, &err);
     if (!p) {
-        o->err = KE_UNKNOWN_TOPIC_OR_PARTITION;
+        o->err = err;
         return 0;
     }
     if (!p->log) {
@@ -400,7 +409,8 @@ void k_list_offsets(struct kreq *q)
     for (int32_t t = 0; t < nt && kr_ok(r); t++) {
         struct kstr tname = kr_str(r, false);
         char name[VERITY_TOPIC_NAME_MAX + 1];
-        bool named = kstr_copy(tname, name, sizeof name);
+        int16_t nerr = kname_in(q, tname, false, AUTH_OP_CONSUME, name, sizeof name);
+        bool named = nerr == KE_NONE;
         kw_kstr(w, tname);
         int32_t np = kr_array(r, false, 12);
         kw_i32(w, np);
@@ -415,8 +425,9 @@ void k_list_offsets(struct kreq *q)
             char msg[160];
             int16_t err = KE_NONE;
             int64_t off = -1, ts_out = -1;
-            if (!named || part < 0 ||
-                topic_partition(b, name, (uint32_t)part, &p, msg, sizeof msg))
+            if (!named)
+                err = nerr;
+            else if (part < 0 || topic_partition(b, name, (uint32_t)part, &p, msg, sizeof msg))
                 err = KE_UNKNOWN_TOPIC_OR_PARTITION;
             else if (!p->log)
                 err = KE_KAFKA_STORAGE_ERROR;
