@@ -299,6 +299,8 @@ test-kafka: $(BINS)
 	@bash tests/kafka/run.sh $(BUILD) quick
 	@echo "== tests/kafka/tls.sh"
 	@bash tests/kafka/tls.sh $(BUILD)
+	@echo "== tests/kafka/sasl.sh"
+	@bash tests/kafka/sasl.sh $(BUILD)
 
 test-kafka-full: deps
 	@$(MAKE) --no-print-directory $(BINS)

@@ -281,12 +281,6 @@ int auth_open(struct broker *b)
     if (!b->cfg.auth_file[0])
         return 0;
     char why[400], q[500];
-    if (b->cfg.kafka_listen[0] && strcmp(b->cfg.kafka_listen, "off") != 0) {
-        blog(BLOG_ERROR, "auth_config_failed",
-             "reason=\"auth_file and kafka_listen together: the Kafka listener has no "
-             "authentication\"");
-        return VERITY_EINVAL;
-    }
     struct auth_state *a = calloc(1, sizeof *a);
     if (!a)
         return -ENOMEM;
@@ -964,4 +958,70 @@ void auth_reply_unscope(struct auth_undo *u)
         return;
     undo_run(u);
     free(u);
+}
+
+/* ---- for the Kafka listener ------------------------------------------------------ */
+
+_Static_assert(sizeof ((struct auth_who *)0)->tenant == AUTH_TENANT_MAX + 1, "tenant size");
+_Static_assert(sizeof ((struct auth_who *)0)->principal == AUTH_PRINCIPAL_MAX + 1, "principal size");
+_Static_assert(sizeof ((struct auth_who *)0)->key_id == AUTH_KEY_ID_HEX + 1, "key id size");
+
+bool auth_on(const struct broker *b)
+{
+    return b->auth != NULL;
+}
+
+int auth_login_key(struct broker *b, const char *key, uint64_t conn_id, const char *peer,
+                   struct auth_who *who)
+{
+    if (!b->auth)
+        return VERITY_EUNSUPPORTED;
+    const struct auth_key *k = NULL;
+    if (auth_key_verify(b->auth->store, key, &k)) {
+        if (may_log(b->auth))
+            blog(BLOG_WARN, "auth_failed",
+                 "conn=%" PRIu64 " peer=%s method=kafka_plain suppressed=%" PRIu64, conn_id,
+                 peer, take_suppressed(b->auth));
+        return VERITY_EAUTH;
+    }
+    snprintf(who->tenant, sizeof who->tenant, "%s", k->tenant);
+    snprintf(who->principal, sizeof who->principal, "%s", k->principal);
+    snprintf(who->key_id, sizeof who->key_id, "%s", k->id);
+    blog(BLOG_INFO, "auth_ok",
+         "conn=%" PRIu64 " peer=%s tenant=%s principal=%s method=kafka_plain key_id=%s", conn_id,
+         peer, k->tenant, k->principal, k->id);
+    return 0;
+}
+
+bool auth_who_current(const struct broker *b, const struct auth_who *who)
+{
+    if (!b->auth)
+        return false;
+    const struct auth_key *k = auth_key_find(b->auth->store, who->key_id);
+    return k && strcmp(k->tenant, who->tenant) == 0 && strcmp(k->principal, who->principal) == 0;
+}
+
+bool auth_who_allowed(struct broker *b, const struct auth_who *who, int res, const char *name,
+                      unsigned ops, uint64_t conn_id, const char *peer, const char *what)
+{
+    if (!b->auth)
+        return false;
+    char why[256] = "";
+    if (auth_allowed(b->auth->store, who->tenant, who->principal, (enum auth_res)res, name, ops,
+                     why, sizeof why))
+        return true;
+    char q[300];
+    if (may_log(b->auth))
+        blog(BLOG_WARN, "acl_denied",
+             "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s reason=%s suppressed=%" PRIu64,
+             conn_id, peer, who->tenant, who->principal, what, blog_q(why, q, sizeof q),
+             take_suppressed(b->auth));
+    return false;
+}
+
+bool auth_who_allowed_quiet(const struct broker *b, const struct auth_who *who, int res,
+                            const char *name, unsigned ops)
+{
+    return b->auth && auth_allowed(b->auth->store, who->tenant, who->principal,
+                                   (enum auth_res)res, name, ops, NULL, 0);
 }

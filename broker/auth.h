@@ -53,4 +53,29 @@ void auth_req_release(struct req *r);
 /* The Authenticate request. */
 void h_authenticate(struct req *r);
 
+/* ---- for the Kafka listener (SASL/PLAIN, broker/kafka/ksasl.c) ----------- */
+
+/* A principal as the Kafka listener keeps it per connection. */
+struct auth_who {
+    char tenant[33];    /* AUTH_TENANT_MAX + 1 */
+    char principal[65]; /* AUTH_PRINCIPAL_MAX + 1 */
+    char key_id[17];    /* AUTH_KEY_ID_HEX + 1 */
+};
+
+/* Whether the broker checks principals (auth_file configured). */
+bool auth_on(const struct broker *b);
+/* Checks an API key text; 0 and *who, or VERITY_EAUTH (logged auth_failed
+ * or auth_ok with method=kafka_plain, conn and peer as given). */
+int auth_login_key(struct broker *b, const char *key, uint64_t conn_id, const char *peer,
+                   struct auth_who *who) __attribute__((warn_unused_result));
+/* Whether who's key still exists (a revoked key ends the session). */
+bool auth_who_current(const struct broker *b, const struct auth_who *who);
+/* Whether who may do ops on the named resource (name inside the tenant);
+ * a refusal is logged acl_denied (rate-limited) with what it names. */
+bool auth_who_allowed(struct broker *b, const struct auth_who *who, int res, const char *name,
+                      unsigned ops, uint64_t conn_id, const char *peer, const char *what);
+/* The same, not logged (listing what a principal may see). */
+bool auth_who_allowed_quiet(const struct broker *b, const struct auth_who *who, int res,
+                            const char *name, unsigned ops);
+
 #endif

@@ -46,12 +46,25 @@ struct kfetch {
     bool waiting;
 };
 
+/* One partition's part of the answer. The spans are located when the fetch
+ * is tried (to count the bytes against min_bytes and the budgets) and read
+ * only when it answers, straight into the response: a long-poll that waits
+ * reads nothing, and the records are converted once, in place. */
 struct kfout {
     int16_t err;
     int64_t hw;
     int64_t start;
-    struct kw recs;
+    uint64_t used; /* stored bytes in spans */
+    size_t n_spans;
+    struct vlog_span spans[KSPANS];
 };
+
+static void kfout_close(struct kfout *o)
+{
+    vlog_spans_close(o->spans, o->n_spans);
+    o->n_spans = 0;
+    o->used = 0;
+}
 
 static void kf_free(struct kfetch *kf)
 {
@@ -104,20 +117,28 @@ static void kf_cancel(struct kreq *q)
     kreq_done(q);
 }
 
-static struct partition *kf_part(struct kfetch *kf, const struct kfetch_part *e)
+/* The partition e names; NULL and *err (unknown, or not authorized). */
+static struct partition *kf_part(struct kfetch *kf, const struct kfetch_part *e, int16_t *err)
 {
     char name[VERITY_TOPIC_NAME_MAX + 1], msg[160];
     struct partition *p;
-    if (e->partition < 0 || !kstr_copy(kf->req.topics[e->topic_idx].name, name, sizeof name) ||
-        topic_partition(kf->b, name, (uint32_t)e->partition, &p, msg, sizeof msg))
+    *err = kname_in(kf->q, kf->req.topics[e->topic_idx].name, false, AUTH_OP_CONSUME, name,
+                    sizeof name);
+    if (*err)
         return NULL;
+    if (e->partition < 0 ||
+        topic_partition(kf->b, name, (uint32_t)e->partition, &p, msg, sizeof msg)) {
+        *err = KE_UNKNOWN_TOPIC_OR_PARTITION;
+        return NULL;
+    }
     return p;
 }
 
 static void kf_arm(struct kfetch *kf, uint32_t wait_ms)
 {
     for (size_t i = 0; i < kf->n; i++) {
-        struct partition *p = kf_part(kf, &kf->req.parts[i]);
+        int16_t err;
+        struct partition *p = kf_part(kf, &kf->req.parts[i], &err);
         if (!p)
             continue;
         bool dup = false;
@@ -138,14 +159,15 @@ static void kf_arm(struct kfetch *kf, uint32_t wait_ms)
     kf->waiting = true;
 }
 
-/* Reads and converts entry e's batches into o->recs within max bytes of
- * stored data (the first batch always). Returns the stored bytes used. */
-static uint64_t kf_read(struct kfetch *kf, const struct kfetch_part *e, uint64_t max,
-                        struct kfout *o)
+/* Locates entry e's batches (o->spans) within max bytes of stored data (the
+ * first batch always). Returns the stored bytes located. */
+static uint64_t kf_locate(struct kfetch *kf, const struct kfetch_part *e, uint64_t max,
+                          struct kfout *o)
 {
-    struct partition *p = kf_part(kf, e);
+    int16_t err;
+    struct partition *p = kf_part(kf, e, &err);
     if (!p) {
-        o->err = KE_UNKNOWN_TOPIC_OR_PARTITION;
+        o->err = err;
         return 0;
     }
     if (!p->log) {
@@ -163,49 +185,79 @@ static uint64_t kf_read(struct kfetch *kf, const struct kfetch_part *e, uint64_t
     }
     if ((uint64_t)e->offset == hw)
         return 0;
-    struct vlog_span spans[KSPANS];
-    size_t n_spans = 0;
-    if (vlog_read(p->log, (uint64_t)e->offset, hw, max ? max : 1, spans, KSPANS, &n_spans)) {
+    if (vlog_read(p->log, (uint64_t)e->offset, hw, max ? max : 1, o->spans, KSPANS,
+                  &o->n_spans)) {
+        o->n_spans = 0;
         o->err = KE_KAFKA_STORAGE_ERROR;
         return 0;
     }
-    uint64_t used = 0;
-    for (size_t s = 0; s < n_spans && !o->err; s++) {
-        uint8_t *buf = malloc(spans[s].length ? spans[s].length : 1);
+    for (size_t s = 0; s < o->n_spans; s++)
+        o->used += o->spans[s].length;
+    return o->used;
+}
+
+/* The scratch buffer span bytes are read into: one per listener (the event
+ * loop is single-threaded), grown to the largest span and let go when that
+ * was unusually large. */
+static uint8_t *kf_scratch(struct kafka *k, size_t n)
+{
+    if (k->scratch_cap < n) {
+        uint8_t *nb = realloc(k->scratch, n);
+        if (!nb)
+            return NULL;
+        k->scratch = nb;
+        k->scratch_cap = n;
+    }
+    return k->scratch;
+}
+
+#define KF_SCRATCH_KEEP (4u << 20)
+
+/* Reads o's spans and writes their batches, converted, at the end of w.
+ * On failure w is cut back to where it was and the error code returned. */
+static int16_t kf_write_records(struct kafka *k, struct kfout *o, struct kw *w)
+{
+    size_t mark = w->len;
+    int16_t err = KE_NONE;
+    for (size_t s = 0; s < o->n_spans && !err; s++) {
+        size_t len = (size_t)o->spans[s].length;
+        uint8_t *buf = kf_scratch(k, len ? len : 1);
         if (!buf) {
-            o->err = KE_UNKNOWN;
+            err = KE_UNKNOWN;
             break;
         }
-        ssize_t got = pread(spans[s].fd, buf, spans[s].length, (off_t)spans[s].position);
-        if (got != (ssize_t)spans[s].length) {
-            free(buf);
-            o->err = KE_KAFKA_STORAGE_ERROR;
+        ssize_t got = pread(o->spans[s].fd, buf, len, (off_t)o->spans[s].position);
+        if (got != (ssize_t)len) {
+            err = KE_KAFKA_STORAGE_ERROR;
             break;
         }
         size_t pos = 0;
-        while (pos + BATCH_HDR_SIZE <= spans[s].length) {
-            uint32_t len = get_le32(buf + pos + BATCH_OFF_LENGTH);
-            if (len < BATCH_HDR_SIZE || len > spans[s].length - pos ||
-                krec_from_verity(buf + pos, len, &o->recs)) {
-                o->err = KE_KAFKA_STORAGE_ERROR;
+        while (pos + BATCH_HDR_SIZE <= len) {
+            uint32_t blen = get_le32(buf + pos + BATCH_OFF_LENGTH);
+            if (blen < BATCH_HDR_SIZE || blen > len - pos || krec_from_verity(buf + pos, blen, w)) {
+                err = w->err ? KE_UNKNOWN : KE_KAFKA_STORAGE_ERROR;
                 break;
             }
-            pos += len;
+            pos += blen;
         }
-        used += spans[s].length;
-        free(buf);
     }
-    vlog_spans_close(spans, n_spans);
-    if (o->err)
-        kw_deinit(&o->recs);
-    return used;
+    if (err) {
+        w->err = 0; /* the partition answers with the error instead */
+        w->len = mark;
+    }
+    return err;
 }
 
-static void kf_respond(struct kfetch *kf, struct kfout *out)
+static void kf_respond(struct kfetch *kf, struct kfout *out, uint64_t stored)
 {
     struct kreq *q = kf->q;
     struct kw *w = &q->w;
     int16_t v = q->api_version;
+    /* Kafka's record batch is a little smaller than Verity's per batch and
+     * about the same per record: the stored bytes plus the partition
+     * headers are enough room, whatever the mix. */
+    kw_pool_take(w, stored + 64 + kf->n * 64);
+    (void)kw_grow(w, stored + 64 + kf->n * 64);
     kw_i32(w, 0); /* throttle */
     if (v >= 7) {
         kw_i16(w, KE_NONE);
@@ -220,6 +272,7 @@ static void kf_respond(struct kfetch *kf, struct kfout *out)
             const struct kfetch_part *e = &kf->req.parts[t->first + k];
             struct kfout *o = &out[t->first + k];
             kw_i32(w, e->partition);
+            size_t err_at = w->len;
             kw_i16(w, o->err);
             kw_i64(w, o->hw);
             kw_i64(w, o->hw); /* last stable offset: no transactions */
@@ -228,9 +281,25 @@ static void kf_respond(struct kfetch *kf, struct kfout *out)
             kw_i32(w, 0); /* aborted transactions */
             if (v >= 11)
                 kw_i32(w, -1); /* preferred read replica */
-            kw_i32(w, (int32_t)o->recs.len);
-            kw_raw(w, o->recs.buf, o->recs.len);
+            size_t len_at = w->len;
+            kw_i32(w, 0);
+            if (o->err || o->n_spans == 0 || w->err)
+                continue;
+            int16_t err = kf_write_records(kf->b->kafka, o, w);
+            if (err) {
+                if (!w->err)
+                    kput_be16(w->buf + err_at, (uint16_t)err);
+                blog(BLOG_WARN, "kafka_fetch_read_failed", "topic_index=%zu partition=%" PRId32
+                     " offset=%" PRId64 " error=%d", ti, e->partition, e->offset, err);
+            } else if (!w->err) {
+                kput_be32(w->buf + len_at, (uint32_t)(w->len - len_at - 4));
+            }
         }
+    }
+    if (kf->b->kafka->scratch_cap > KF_SCRATCH_KEEP) {
+        free(kf->b->kafka->scratch);
+        kf->b->kafka->scratch = NULL;
+        kf->b->kafka->scratch_cap = 0;
     }
 }
 
@@ -249,11 +318,9 @@ static void kf_try(struct kfetch *kf, bool final)
                           ? (uint64_t)kf->req.max_bytes
                           : b->cfg.fetch_max_bytes;
     uint64_t total = 0;
-    size_t converted = 0;
     bool any_error = false;
     for (size_t i = 0; i < kf->n; i++) {
         struct kfout *o = &out[i];
-        kw_init(&o->recs);
         o->hw = -1;
         o->start = -1;
         const struct kfetch_part *e = &kf->req.parts[i];
@@ -261,23 +328,20 @@ static void kf_try(struct kfetch *kf, bool final)
         uint64_t pmax = e->max_bytes > 0 && (uint64_t)e->max_bytes < left ? (uint64_t)e->max_bytes
                                                                           : left;
         if (pmax == 0)
-            pmax = 1; /* read anyway for the offsets; dropped below if over budget */
-        uint64_t used = kf_read(kf, e, pmax, o);
+            pmax = 1; /* located anyway for the offsets; dropped below if over budget */
+        uint64_t used = kf_locate(kf, e, pmax, o);
         if (o->err)
             any_error = true;
         if (used > 0 && total > 0 && total + used > budget) {
-            kw_deinit(&o->recs); /* its first batch does not fit after the others */
-            kw_init(&o->recs);
+            kfout_close(o); /* its first batch does not fit after the others */
             used = 0;
         }
         total += used;
-        converted += o->recs.len;
     }
-    if (!final && !any_error &&
-        converted < (size_t)(kf->req.min_bytes > 0 ? kf->req.min_bytes : 1) &&
+    if (!final && !any_error && total < (uint64_t)(kf->req.min_bytes > 0 ? kf->req.min_bytes : 1) &&
         kf->req.max_wait_ms > 0 && !b->stopping) {
         for (size_t i = 0; i < kf->n; i++)
-            kw_deinit(&out[i].recs);
+            kfout_close(&out[i]);
         free(out);
         if (!kf->waiting) {
             uint32_t wait = (uint32_t)kf->req.max_wait_ms < b->cfg.fetch_max_wait_ms
@@ -288,9 +352,9 @@ static void kf_try(struct kfetch *kf, bool final)
         return;
     }
     struct kreq *q = kf->q;
-    kf_respond(kf, out);
+    kf_respond(kf, out, total);
     for (size_t i = 0; i < kf->n; i++)
-        kw_deinit(&out[i].recs);
+        kfout_close(&out[i]);
     free(out);
     kf_free(kf);
     blog(BLOG_DEBUG, "kafka_fetch_answered", "bytes=%zu stored_bytes=%" PRIu64 " us=%" PRId64,
@@ -345,7 +409,8 @@ void k_list_offsets(struct kreq *q)
     for (int32_t t = 0; t < nt && kr_ok(r); t++) {
         struct kstr tname = kr_str(r, false);
         char name[VERITY_TOPIC_NAME_MAX + 1];
-        bool named = kstr_copy(tname, name, sizeof name);
+        int16_t nerr = kname_in(q, tname, false, AUTH_OP_CONSUME, name, sizeof name);
+        bool named = nerr == KE_NONE;
         kw_kstr(w, tname);
         int32_t np = kr_array(r, false, 12);
         kw_i32(w, np);
@@ -360,8 +425,9 @@ void k_list_offsets(struct kreq *q)
             char msg[160];
             int16_t err = KE_NONE;
             int64_t off = -1, ts_out = -1;
-            if (!named || part < 0 ||
-                topic_partition(b, name, (uint32_t)part, &p, msg, sizeof msg))
+            if (!named)
+                err = nerr;
+            else if (part < 0 || topic_partition(b, name, (uint32_t)part, &p, msg, sizeof msg))
                 err = KE_UNKNOWN_TOPIC_OR_PARTITION;
             else if (!p->log)
                 err = KE_KAFKA_STORAGE_ERROR;

@@ -145,6 +145,19 @@ static struct kgroup *kg_find(struct kgroups *gs, struct kstr id, bool create)
     return g;
 }
 
+/* The group a request names, inside the connection's tenant after the ACL
+ * check; NULL with *err set when it is refused (KE_NONE when there is just
+ * no such group and create is false). */
+static struct kgroup *kg_lookup(struct kreq *q, struct kstr gid, bool create, int16_t *err)
+{
+    char name[KG_ID_MAX + 1];
+    *err = kname_in(q, gid, true, AUTH_OP_GROUP, name, sizeof name);
+    if (*err)
+        return NULL;
+    struct kstr s = {(const uint8_t *)name, (int32_t)strlen(name)};
+    return kg_find(q->k->groups, s, create);
+}
+
 static struct kmember *kg_member(struct kgroup *g, struct kstr id)
 {
     for (struct kmember *m = g->members; m; m = m->next)
@@ -416,11 +429,12 @@ void k_join_group(struct kreq *q)
         return;
     }
     int64_t now = now_ms();
-    struct kgroup *g = kg_find(gs, gid, true);
+    int16_t gerr;
+    struct kgroup *g = kg_lookup(q, gid, true, &gerr);
     int16_t err = KE_NONE;
     char ptname[64];
     if (!g)
-        err = KE_INVALID_GROUP_ID;
+        err = gerr ? gerr : KE_INVALID_GROUP_ID;
     else if (session_ms < KG_SESSION_MIN_MS || session_ms > KG_SESSION_MAX_MS)
         err = KE_INVALID_SESSION_TIMEOUT;
     else if (kept == 0 || !kstr_copy(ptype, ptname, sizeof ptname))
@@ -474,7 +488,6 @@ void k_join_group(struct kreq *q)
 
 void k_sync_group(struct kreq *q)
 {
-    struct kgroups *gs = q->k->groups;
     struct kr *r = &q->r;
     struct kstr gid = kr_str(r, false);
     int32_t gen = kr_i32(r);
@@ -491,11 +504,12 @@ void k_sync_group(struct kreq *q)
         kreq_malformed(q, "SyncGroup request does not decode");
         return;
     }
-    struct kgroup *g = kg_find(gs, gid, false);
+    int16_t gerr;
+    struct kgroup *g = kg_lookup(q, gid, false, &gerr);
     struct kmember *m = g ? kg_member(g, mid) : NULL;
     int16_t err = KE_NONE;
     if (!m)
-        err = KE_UNKNOWN_MEMBER_ID;
+        err = gerr ? gerr : KE_UNKNOWN_MEMBER_ID;
     else if (gen != g->generation)
         err = KE_ILLEGAL_GENERATION;
     else if (g->state == KG_JOINING)
@@ -540,7 +554,6 @@ void k_sync_group(struct kreq *q)
 
 void k_heartbeat(struct kreq *q)
 {
-    struct kgroups *gs = q->k->groups;
     struct kr *r = &q->r;
     struct kstr gid = kr_str(r, false);
     int32_t gen = kr_i32(r);
@@ -551,11 +564,12 @@ void k_heartbeat(struct kreq *q)
         kreq_malformed(q, "Heartbeat request does not decode");
         return;
     }
-    struct kgroup *g = kg_find(gs, gid, false);
+    int16_t gerr;
+    struct kgroup *g = kg_lookup(q, gid, false, &gerr);
     struct kmember *m = g ? kg_member(g, mid) : NULL;
     int16_t err = KE_NONE;
     if (!m)
-        err = KE_UNKNOWN_MEMBER_ID;
+        err = gerr ? gerr : KE_UNKNOWN_MEMBER_ID;
     else if (g->state == KG_JOINING)
         err = KE_REBALANCE_IN_PROGRESS;
     else if (gen != g->generation)
@@ -570,7 +584,6 @@ void k_heartbeat(struct kreq *q)
 
 void k_leave_group(struct kreq *q)
 {
-    struct kgroups *gs = q->k->groups;
     struct kr *r = &q->r;
     struct kstr gid = kr_str(r, false);
     struct kstr mid = kr_str(r, false);
@@ -578,7 +591,8 @@ void k_leave_group(struct kreq *q)
         kreq_malformed(q, "LeaveGroup request does not decode");
         return;
     }
-    struct kgroup *g = kg_find(gs, gid, false);
+    int16_t gerr;
+    struct kgroup *g = kg_lookup(q, gid, false, &gerr);
     struct kmember *m = g ? kg_member(g, mid) : NULL;
     if (m) {
         blog(BLOG_INFO, "kafka_member_left", "group=%s member=%s", g->id, m->id);
@@ -587,7 +601,7 @@ void k_leave_group(struct kreq *q)
     }
     if (q->api_version >= 1)
         kw_i32(&q->w, 0);
-    kw_i16(&q->w, m ? KE_NONE : KE_UNKNOWN_MEMBER_ID);
+    kw_i16(&q->w, m ? KE_NONE : gerr ? gerr : KE_UNKNOWN_MEMBER_ID);
     kreq_done(q);
 }
 
@@ -772,6 +786,7 @@ void kgroups_conn_gone(struct kafka *k, struct kconn *c)
 
 struct kcommit_item {
     struct kstr topic;
+    char full[VERITY_TOPIC_NAME_MAX + 1]; /* the stored name (inside the tenant) */
     int32_t partition;
     int64_t offset;
     struct kstr meta;
@@ -799,7 +814,7 @@ static int commit_append(struct kgroups *gs, struct kgroup *g, struct kcommit_it
     struct batch_builder bb;
     size_t need = BATCH_HDR_SIZE + 64;
     for (size_t i = 0; i < n; i++)
-        need += 128 + strlen(g->id) + (size_t)(it[i].topic.len > 0 ? it[i].topic.len : 0) * 2 +
+        need += 128 + strlen(g->id) + strlen(it[i].full) * 2 +
                 (size_t)(it[i].meta.len > 0 ? it[i].meta.len : 0) * 6;
     int rc = batch_builder_init(&bb, need);
     if (rc)
@@ -809,13 +824,9 @@ static int commit_append(struct kgroups *gs, struct kgroup *g, struct kcommit_it
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (it[i].err)
             continue;
-        char topic[VERITY_TOPIC_NAME_MAX + 1];
+        const char *topic = it[i].full;
         char meta[KG_META_MAX + 1];
         bool has_meta = kstr_copy(it[i].meta, meta, sizeof meta);
-        if (!kstr_copy(it[i].topic, topic, sizeof topic)) {
-            it[i].err = KE_UNKNOWN_TOPIC_OR_PARTITION;
-            continue;
-        }
         json_t *v = json_pack("{s:s, s:i, s:I, s:s?}", "t", topic, "p", (int)it[i].partition, "o",
                               (json_int_t)it[i].offset, "m", has_meta ? meta : NULL);
         char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
@@ -902,10 +913,15 @@ void k_offset_commit(struct kreq *q)
             it[i].meta = kr_str(r, true);
         }
     }
-    struct kgroup *g = kg_find(gs, gid, true);
-    int16_t gerr = g ? commit_check(g, gen, mid) : KE_INVALID_GROUP_ID;
-    for (size_t k = 0; k < total; k++)
+    int16_t nerr;
+    struct kgroup *g = kg_lookup(q, gid, true, &nerr);
+    int16_t gerr = g ? commit_check(g, gen, mid) : nerr ? nerr : KE_INVALID_GROUP_ID;
+    for (size_t k = 0; k < total; k++) {
         it[k].err = gerr;
+        if (!gerr)
+            it[k].err = kname_in(q, it[k].topic, false, AUTH_OP_CONSUME, it[k].full,
+                                 sizeof it[k].full);
+    }
     if (!gerr) {
         int rc = commit_append(gs, g, it, total);
         if (rc) {
@@ -916,8 +932,9 @@ void k_offset_commit(struct kreq *q)
                     it[k].err = rc == VERITY_ELIMIT ? KE_MESSAGE_TOO_LARGE : KE_KAFKA_STORAGE_ERROR;
         } else {
             for (size_t k = 0; k < total; k++) {
-                char topic[VERITY_TOPIC_NAME_MAX + 1], meta[KG_META_MAX + 1];
-                if (it[k].err || !kstr_copy(it[k].topic, topic, sizeof topic))
+                char meta[KG_META_MAX + 1];
+                const char *topic = it[k].full;
+                if (it[k].err)
                     continue;
                 bool has_meta = kstr_copy(it[k].meta, meta, sizeof meta);
                 if (koff_set(gs, g, topic, it[k].partition, it[k].offset, has_meta ? meta : NULL))
@@ -957,12 +974,12 @@ static void fetch_one(struct kw *w, int16_t v, struct kgroup *g, const char *top
 
 void k_offset_fetch(struct kreq *q)
 {
-    struct kgroups *gs = q->k->groups;
     struct kr *r = &q->r;
     struct kw *w = &q->w;
     int16_t v = q->api_version;
     struct kstr gid = kr_str(r, false);
-    struct kgroup *g = kg_find(gs, gid, false);
+    int16_t gerr;
+    struct kgroup *g = kg_lookup(q, gid, false, &gerr);
     int32_t nt = kr_array(r, v >= 2, 6);
     if (v >= 3)
         kw_i32(w, 0);
@@ -972,7 +989,10 @@ void k_offset_fetch(struct kreq *q)
         int32_t count = 0;
         kw_i32(w, 0);
         for (struct koffset *o = g ? g->offsets : NULL; o; o = o->next) {
-            kw_str(w, o->topic);
+            const char *shown = kname_out(q, o->topic);
+            if (!shown)
+                continue;
+            kw_str(w, shown);
             kw_i32(w, 1);
             fetch_one(w, v, g, o->topic, o->partition);
             count++;
@@ -983,7 +1003,7 @@ void k_offset_fetch(struct kreq *q)
         for (int32_t t = 0; t < nt && kr_ok(r); t++) {
             struct kstr tn = kr_str(r, false);
             char topic[VERITY_TOPIC_NAME_MAX + 1];
-            bool named = kstr_copy(tn, topic, sizeof topic);
+            bool named = kname_in(q, tn, false, 0, topic, sizeof topic) == KE_NONE;
             kw_kstr(w, tn);
             int32_t np = kr_array(r, false, 4);
             kw_i32(w, np);
@@ -992,7 +1012,7 @@ void k_offset_fetch(struct kreq *q)
         }
     }
     if (v >= 2)
-        kw_i16(w, KE_NONE);
+        kw_i16(w, gerr);
     if (!kr_ok(r)) {
         kreq_malformed(q, "OffsetFetch request does not decode");
         return;

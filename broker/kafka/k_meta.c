@@ -81,10 +81,10 @@ static void md_partitions(struct kreq *q, const struct topic *t)
     }
 }
 
-static void md_topic(struct kreq *q, struct kstr name, const struct topic *t)
+static void md_topic(struct kreq *q, struct kstr name, const struct topic *t, int16_t err)
 {
     struct kw *w = &q->w;
-    kw_i16(w, t ? KE_NONE : KE_UNKNOWN_TOPIC_OR_PARTITION);
+    kw_i16(w, t ? KE_NONE : err ? err : KE_UNKNOWN_TOPIC_OR_PARTITION);
     kw_kstr(w, name);
     if (q->api_version >= 1)
         kw_bool(w, false); /* is_internal */
@@ -146,10 +146,11 @@ void k_metadata(struct kreq *q)
         struct topic *t;
         TAILQ_FOREACH(t, &b->topics, link)
         {
-            if (!md_visible(t))
+            if (!md_visible(t) || !kname_visible(q, t->name, AUTH_OP_DESCRIBE))
                 continue;
-            struct kstr s = {(const uint8_t *)t->name, (int32_t)strlen(t->name)};
-            md_topic(q, s, t);
+            const char *shown = kname_out(q, t->name);
+            struct kstr s = {(const uint8_t *)shown, (int32_t)strlen(shown)};
+            md_topic(q, s, t, KE_NONE);
             count++;
         }
         kw_put_i32_at(w, pos, count);
@@ -157,9 +158,9 @@ void k_metadata(struct kreq *q)
         kw_i32(w, n);
         for (int32_t i = 0; i < n; i++) {
             char name[KTOPIC_MAX];
-            struct topic *t = kstr_copy(names[i], name, sizeof name) ? topic_find_live(b, name)
-                                                                     : NULL;
-            md_topic(q, names[i], t);
+            int16_t err = kname_in(q, names[i], false, AUTH_OP_DESCRIBE, name, sizeof name);
+            struct topic *t = err ? NULL : topic_find_live(b, name);
+            md_topic(q, names[i], t, err);
         }
     }
     if (v >= 8)
@@ -284,9 +285,12 @@ void k_create_topics(struct kreq *q)
         struct topic_cfg tc;
         if (it->err)
             continue;
-        if (!kstr_copy(it->name, name, sizeof name)) {
-            it->err = KE_INVALID_TOPIC_EXCEPTION;
-            snprintf(it->msg, sizeof it->msg, "invalid topic name");
+        int16_t nerr = kname_in(q, it->name, false, AUTH_OP_ADMIN, name, sizeof name);
+        if (nerr) {
+            it->err = nerr == KE_TOPIC_AUTHORIZATION_FAILED ? nerr : KE_INVALID_TOPIC_EXCEPTION;
+            snprintf(it->msg, sizeof it->msg, "%s",
+                     nerr == KE_TOPIC_AUTHORIZATION_FAILED ? "not authorized (ACL)"
+                                                           : "invalid topic name");
             continue;
         }
         if (topic_cfg_from_wire(b, NULL, &tc, it->msg, sizeof it->msg))
@@ -428,10 +432,10 @@ void k_delete_topics(struct kreq *q)
     kd->pending = 1;
     for (int32_t i = 0; i < n; i++) {
         char name[KTOPIC_MAX];
-        struct topic *t = kstr_copy(kd->names[i], name, sizeof name) ? topic_find_live(b, name)
-                                                                     : NULL;
+        int16_t nerr = kname_in(q, kd->names[i], false, AUTH_OP_ADMIN, name, sizeof name);
+        struct topic *t = nerr ? NULL : topic_find_live(b, name);
         if (!t) {
-            kd->errs[i] = KE_UNKNOWN_TOPIC_OR_PARTITION;
+            kd->errs[i] = nerr ? nerr : KE_UNKNOWN_TOPIC_OR_PARTITION;
             continue;
         }
         struct kdelete_one *one = calloc(1, sizeof *one);
@@ -512,14 +516,15 @@ void k_describe_configs(struct kreq *q)
                 keys[kept++] = key;
         }
         char tname[KTOPIC_MAX];
-        struct topic *t = type == 2 && kstr_copy(name, tname, sizeof tname)
-                              ? topic_find_live(b, tname)
-                              : NULL;
+        int16_t nerr = type == 2 ? kname_in(q, name, false, AUTH_OP_DESCRIBE, tname, sizeof tname)
+                                 : KE_UNKNOWN_TOPIC_OR_PARTITION;
+        struct topic *t = nerr ? NULL : topic_find_live(b, tname);
         struct kconfig cfgs[8];
         size_t nc = t ? topic_configs(t, cfgs) : 0;
         bool broker_res = type == 4;
-        kw_i16(w, t || broker_res ? KE_NONE : KE_UNKNOWN_TOPIC_OR_PARTITION);
-        kw_str(w, t || broker_res ? NULL : "unknown topic");
+        bool denied = !broker_res && nerr == KE_TOPIC_AUTHORIZATION_FAILED;
+        kw_i16(w, t || broker_res ? KE_NONE : denied ? nerr : KE_UNKNOWN_TOPIC_OR_PARTITION);
+        kw_str(w, t || broker_res ? NULL : denied ? "not authorized (ACL)" : "unknown topic");
         kw_i8(w, type);
         kw_kstr(w, name);
         size_t pos = w->len;

@@ -73,7 +73,7 @@ static void kp_finish(struct kproduce *kp)
         kw_kstr(w, t->name);
         kw_i32(w, (int32_t)t->n);
         char name[VERITY_TOPIC_NAME_MAX + 1];
-        bool named = kstr_copy(t->name, name, sizeof name);
+        bool named = kname_in(q, t->name, false, 0, name, sizeof name) == KE_NONE;
         for (uint32_t k = 0; k < t->n; k++) {
             const struct kpentry *e = &kp->e[t->first + k];
             const struct kprod_part *pp = &kp->req.parts[t->first + k];
@@ -222,8 +222,13 @@ static void kp_entry(struct kproduce *kp, size_t i, bool silent)
     const struct kprod_part *pp = &kp->req.parts[i];
     char name[VERITY_TOPIC_NAME_MAX + 1], msg[KMSG_MAX];
     struct partition *p;
-    if (!kstr_copy(kp->req.topics[pp->topic_idx].name, name, sizeof name) || pp->partition < 0 ||
-        topic_partition(b, name, (uint32_t)pp->partition, &p, msg, sizeof msg)) {
+    int16_t nerr = kname_in(kp->q, kp->req.topics[pp->topic_idx].name, false, AUTH_OP_PRODUCE,
+                            name, sizeof name);
+    if (nerr) {
+        kp_resolve_entry(kp, i, nerr);
+        return;
+    }
+    if (pp->partition < 0 || topic_partition(b, name, (uint32_t)pp->partition, &p, msg, sizeof msg)) {
         kp_resolve_entry(kp, i, KE_UNKNOWN_TOPIC_OR_PARTITION);
         return;
     }

@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "broker/auth.h"
+#include "broker/auth_store.h"
 #include "broker/broker_int.h"
 #include "broker/kafka/kafka.h"
 #include "broker/kafka/kwire.h"
@@ -59,6 +61,12 @@ enum kerr {
     KE_UNKNOWN_PRODUCER_ID = 59,
     KE_INVALID_CONFIG = 40,
     KE_GROUP_ID_NOT_FOUND = 69,
+    KE_TOPIC_AUTHORIZATION_FAILED = 29,
+    KE_GROUP_AUTHORIZATION_FAILED = 30,
+    KE_CLUSTER_AUTHORIZATION_FAILED = 31,
+    KE_UNSUPPORTED_SASL_MECHANISM = 33,
+    KE_ILLEGAL_SASL_STATE = 34,
+    KE_SASL_AUTHENTICATION_FAILED = 58,
 };
 
 struct kconn;
@@ -81,6 +89,8 @@ struct kafka {
     struct kgroups *groups;
     uint64_t requests;  /* decoded since start */
     uint64_t malformed; /* connections closed for a malformed request */
+    uint8_t *scratch;   /* Fetch reads stored batches here (k_fetch.c) */
+    size_t scratch_cap;
 };
 
 struct kconn {
@@ -94,6 +104,10 @@ struct kconn {
     bool paused;          /* reading stopped (in-flight cap or output backlog) */
     bool eof;             /* peer half-closed: close once answered */
     bool tls, tls_up;     /* a TLS connection; its handshake is done */
+    bool closing;         /* answer what is queued, read nothing more, close */
+    bool sasl_mech;       /* SaslHandshake chose PLAIN (ksasl.c) */
+    bool sasl_done;       /* authenticated: who is the principal */
+    struct auth_who who;
     struct kreq_list reqs; /* arrival order */
     TAILQ_ENTRY(kconn) link;
 };
@@ -134,6 +148,28 @@ void k_metadata(struct kreq *q);
 void k_create_topics(struct kreq *q);
 void k_delete_topics(struct kreq *q);
 void k_describe_configs(struct kreq *q);
+void k_sasl_handshake(struct kreq *q);
+void k_sasl_authenticate(struct kreq *q);
+
+/* After q's answer the connection closes; nothing more is read. */
+void kreq_close_after(struct kreq *q);
+/* The API's name ("Produce"), "?" when unknown. */
+const char *kapi_name(int16_t key);
+
+/* Authentication and tenants (ksasl.c). Whether c must authenticate before
+ * this request; whether c's principal still holds (logs auth_revoked). */
+bool ksasl_required(const struct kconn *c);
+bool ksasl_current(struct kconn *c);
+/* A topic (group false) or group name from q into out (cap bytes): inside
+ * the tenant when the connection authenticated, after the ACL check for
+ * ops (0: none). KE_NONE, or the code to answer with (unknown topic,
+ * invalid group id, topic/group authorization failed). */
+int16_t kname_in(struct kreq *q, struct kstr s, bool group, unsigned ops, char *out, size_t cap);
+/* A stored name as q's client names it; NULL: another tenant's. */
+const char *kname_out(const struct kreq *q, const char *full);
+/* Whether a stored topic is listed to q's client (its tenant's, and the
+ * principal may do ops on it). */
+bool kname_visible(struct kreq *q, const char *full, unsigned ops);
 void k_init_producer_id(struct kreq *q);
 void k_produce(struct kreq *q);
 void k_fetch(struct kreq *q);

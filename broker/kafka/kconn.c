@@ -59,11 +59,13 @@ const struct kapi kapi_table[] = {
     {12, 0, 3, k_heartbeat, "Heartbeat"},
     {13, 0, 2, k_leave_group, "LeaveGroup"},
     {14, 0, 3, k_sync_group, "SyncGroup"},
+    {17, 0, 1, k_sasl_handshake, "SaslHandshake"}, /* v0 listed for librdkafka; refused */
     {18, 0, 3, k_api_versions, "ApiVersions"},
     {19, 0, 4, k_create_topics, "CreateTopics"},
     {20, 0, 3, k_delete_topics, "DeleteTopics"},
     {22, 0, 1, k_init_producer_id, "InitProducerId"},
     {32, 0, 2, k_describe_configs, "DescribeConfigs"},
+    {36, 0, 1, k_sasl_authenticate, "SaslAuthenticate"},
 };
 const size_t kapi_count = sizeof kapi_table / sizeof kapi_table[0];
 
@@ -175,6 +177,16 @@ static void kconn_flow(struct kconn *c)
     }
 }
 
+/* Answers at least this large go to the socket's buffer by reference. */
+#define KCONN_REF_MIN (64u << 10)
+
+static void kconn_free_ref(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    kw_pool_give((void *)data);
+}
+
 /* Sends the finished responses at the head of the queue. */
 static void kconn_flush(struct kconn *c)
 {
@@ -193,8 +205,16 @@ static void kconn_flush(struct kconn *c)
             kput_be32(head, (uint32_t)(q->w.len + 4));
             kput_be32(head + 4, (uint32_t)q->corr);
             evbuffer_add(out, head, sizeof head);
-            evbuffer_add(out, q->w.buf, q->w.len);
             c->k->b->met.bytes_out += q->w.len + sizeof head;
+            if (q->w.len >= KCONN_REF_MIN) {
+                /* A large answer (Fetch) is handed over, not copied. */
+                if (evbuffer_add_reference(out, q->w.buf, q->w.len, kconn_free_ref, NULL) == 0)
+                    kw_init(&q->w);
+                else
+                    evbuffer_add(out, q->w.buf, q->w.len);
+            } else {
+                evbuffer_add(out, q->w.buf, q->w.len);
+            }
         }
         kreq_free(q);
     }
@@ -291,6 +311,35 @@ static const struct kapi *kapi_find(int16_t key)
     return NULL;
 }
 
+const char *kapi_name(int16_t key)
+{
+    const struct kapi *api = kapi_find(key);
+    return api ? api->name : "?";
+}
+
+void kreq_close_after(struct kreq *q)
+{
+    struct kconn *c = q->c;
+    c->closing = true;
+    c->eof = true;
+    if (!c->dead)
+        bufferevent_disable(c->bev, EV_READ);
+}
+
+/* A request a connection may not send yet (or any more): no answer, the
+ * connection closes. */
+static void kconn_refuse(struct kreq *q, const char *event, const char *reason)
+{
+    struct kconn *c = q->c;
+    blog(BLOG_WARN, event, "conn=%" PRIu64 " peer=%s api=%s reason=%s", c->id, c->peer,
+         kapi_name(q->api_key), reason);
+    c->refs++;
+    q->silent = true;
+    kreq_done(q);
+    kconn_kill(c, reason);
+    kconn_unref(c);
+}
+
 /* Takes over frame (len bytes after the size prefix). */
 static void kconn_handle(struct kconn *c, uint8_t *frame, size_t len)
 {
@@ -334,6 +383,16 @@ static void kconn_handle(struct kconn *c, uint8_t *frame, size_t len)
         kreq_malformed(q, "request header does not decode");
         return;
     }
+    if (api->key != 17 && api->key != 18 && api->key != 36) { /* allowed before SASL */
+        if (ksasl_required(c)) {
+            kconn_refuse(q, "kafka_auth_required", "sasl_required");
+            return;
+        }
+        if (!ksasl_current(c)) {
+            kconn_refuse(q, "kafka_auth_required", "key_revoked");
+            return;
+        }
+    }
     api->fn(q);
 }
 
@@ -343,7 +402,7 @@ static void kconn_read_cb(struct bufferevent *bev, void *arg)
     const struct broker_config *cfg = &c->k->b->cfg;
     struct evbuffer *in = bufferevent_get_input(bev);
     c->refs++; /* a handler may kill the connection under us */
-    while (!c->dead && !c->paused) {
+    while (!c->dead && !c->paused && !c->closing) {
         if (c->inflight >= cfg->max_inflight ||
             evbuffer_get_length(bufferevent_get_output(bev)) > cfg->write_buffer_bytes) {
             kconn_flow(c);
@@ -530,6 +589,7 @@ void kafka_free(struct broker *b)
     kafka_stop_accepting(b);
     kafka_close_all(b);
     kgroups_close(k);
+    free(k->scratch);
     free(k);
     b->kafka = NULL;
 }

@@ -144,3 +144,23 @@ int kfetch_parse(struct kr *r, int16_t v, struct kfetch_req *out)
     }
     return 0;
 }
+
+int ksasl_plain_parse(const uint8_t *p, int32_t len, char *buf, size_t cap, const char **authzid,
+                      const char **authcid, const char **passwd)
+{
+    if (!p || len <= 0 || len > KSASL_PLAIN_MAX || (size_t)len >= cap)
+        return VERITY_ECORRUPT;
+    memcpy(buf, p, (size_t)len);
+    buf[len] = '\0';
+    const char *end = buf + len;
+    const char *z1 = memchr(buf, '\0', (size_t)len);
+    if (!z1 || z1 + 1 >= end)
+        return VERITY_ECORRUPT;
+    const char *z2 = memchr(z1 + 1, '\0', (size_t)(end - z1 - 1));
+    if (!z2 || memchr(z2 + 1, '\0', (size_t)(end - z2 - 1)))
+        return VERITY_ECORRUPT;
+    *authzid = buf;
+    *authcid = z1 + 1;
+    *passwd = z2 + 1;
+    return 0;
+}

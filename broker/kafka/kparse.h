@@ -63,4 +63,12 @@ int kfetch_parse(struct kr *r, int16_t version, struct kfetch_req *out)
     __attribute__((warn_unused_result));
 void kfetch_req_free(struct kfetch_req *q);
 
+/* SASL PLAIN's message (RFC 4616): authzid NUL authcid NUL passwd, none of
+ * them holding NUL, at most KSASL_PLAIN_MAX bytes. Copies it into buf (cap
+ * > len) and points the three parts into buf. 0 or VERITY_ECORRUPT. */
+#define KSASL_PLAIN_MAX 512
+int ksasl_plain_parse(const uint8_t *p, int32_t len, char *buf, size_t cap, const char **authzid,
+                      const char **authcid, const char **passwd)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -5,6 +5,8 @@
 #include "broker/kafka/kwire.h"
 
 #include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,6 +184,77 @@ void kw_deinit(struct kw *w)
 {
     free(w->buf);
     memset(w, 0, sizeof *w);
+}
+
+#define KW_POOL_N 4
+#define KW_POOL_MIN (64u << 10)
+#define KW_POOL_MAX (16u << 20)
+
+static pthread_mutex_t kw_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *kw_pool[KW_POOL_N];
+static size_t kw_pool_cap[KW_POOL_N];
+static size_t kw_pool_n;
+
+void kw_pool_take(struct kw *w, size_t n)
+{
+    if (w->buf || w->err || n < KW_POOL_MIN)
+        return;
+    void *buf = NULL;
+    size_t cap = 0;
+    pthread_mutex_lock(&kw_pool_mu);
+    for (size_t i = 0; i < kw_pool_n; i++) {
+        if (kw_pool_cap[i] >= n) {
+            buf = kw_pool[i];
+            cap = kw_pool_cap[i];
+            kw_pool_n--;
+            kw_pool[i] = kw_pool[kw_pool_n];
+            kw_pool_cap[i] = kw_pool_cap[kw_pool_n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&kw_pool_mu);
+    if (buf) {
+        w->buf = buf;
+        w->cap = cap;
+    }
+}
+
+void kw_pool_give(void *buf)
+{
+    if (!buf)
+        return;
+    size_t cap = malloc_usable_size(buf);
+    if (cap >= KW_POOL_MIN && cap <= KW_POOL_MAX) {
+        pthread_mutex_lock(&kw_pool_mu);
+        if (kw_pool_n < KW_POOL_N) {
+            kw_pool[kw_pool_n] = buf;
+            kw_pool_cap[kw_pool_n] = cap;
+            kw_pool_n++;
+            buf = NULL;
+        }
+        pthread_mutex_unlock(&kw_pool_mu);
+    }
+    free(buf);
+}
+
+bool kw_grow(struct kw *w, size_t n)
+{
+    if (w->err)
+        return false;
+    if (w->cap - w->len >= n)
+        return true;
+    if (n > SIZE_MAX - w->len) {
+        w->err = -ENOMEM;
+        return false;
+    }
+    uint8_t *nb = realloc(w->buf, w->len + n);
+    if (!nb) {
+        w->err = -ENOMEM;
+        return false;
+    }
+    w->buf = nb;
+    w->cap = w->len + n;
+    return true;
 }
 
 uint8_t *kw_reserve(struct kw *w, size_t n)

@@ -71,8 +71,19 @@ struct kw {
 
 void kw_init(struct kw *w);
 void kw_deinit(struct kw *w);
+/* Large answer buffers are kept for the next answer instead of going back to
+ * the allocator: a fresh multi-megabyte buffer is fresh pages, and faulting
+ * them in cost more than converting the records into them. kw_pool_take
+ * gives an empty w at least n bytes of capacity (from the pool when one
+ * fits); kw_pool_give takes a buffer back (freeing it when the pool is full
+ * or the buffer small or huge). Process-wide, locked. */
+void kw_pool_take(struct kw *w, size_t n);
+void kw_pool_give(void *buf);
 /* Room for n more bytes; returns where they go, or NULL (w->err set). */
 uint8_t *kw_reserve(struct kw *w, size_t n);
+/* Capacity for n more bytes without writing them (one allocation up front
+ * instead of doublings); false (w->err set) when it cannot be had. */
+bool kw_grow(struct kw *w, size_t n);
 void kw_i8(struct kw *w, int8_t v);
 void kw_i16(struct kw *w, int16_t v);
 void kw_i32(struct kw *w, int32_t v);

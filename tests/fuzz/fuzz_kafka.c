@@ -6,7 +6,8 @@
  *     body through kprod_parse / kfetch_parse for every advertised version;
  *   - every Produce record set, and the input itself as one record set (as
  *     is, and with batchLength and CRC32C fixed up so the record decoder
- *     behind the CRC is reached), through krec_next and krec_to_verity.
+ *     behind the CRC is reached), through krec_next and krec_to_verity;
+ *   - the input as a SASL PLAIN message (ksasl_plain_parse).
  * Properties checked (abort on violation): a converted batch passes the
  * native boundary check (produce_check_batch) and has the Kafka batch's
  * record count; converting it back (krec_from_verity) yields a Kafka batch
@@ -152,6 +153,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     record_set(data, size);
     fixed_batch(data, size);
+    /* SASL PLAIN's message: three parts inside the copy, or refused. */
+    char buf[KSASL_PLAIN_MAX + 1];
+    const char *z, *c, *pw;
+    if (ksasl_plain_parse(data, (int32_t)(size > KSASL_PLAIN_MAX + 1 ? KSASL_PLAIN_MAX + 1 : size),
+                          buf, sizeof buf, &z, &c, &pw) == 0) {
+        if (size > KSASL_PLAIN_MAX || strlen(z) + strlen(c) + strlen(pw) + 2 != size)
+            abort();
+    }
     /* Varint decoder on its own: never reads past the end. */
     const uint8_t *vp = data, *end = data + size;
     int64_t v;

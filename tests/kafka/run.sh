@@ -12,20 +12,11 @@
 set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
 MODE=${2:-quick}
-BIN=$BUILD/bin
-PY=/usr/bin/python3
+NAME=kafka
+. "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 KC="$PY $HERE/kclients.py"
 if [ "$MODE" = full ]; then IDEM_N=${KAFKA_IDEM_N:-1000000}; KILLS=3; else IDEM_N=${KAFKA_IDEM_N:-20000}; KILLS=1; fi
-ROOT=$(mktemp -d /tmp/verity-kafka.XXXXXX)
-PID=0
-cleanup() {
-    if [ "$PID" != 0 ] && kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID" || true; fi
-    if [ -z "${VERITY_TEST_KEEP:-}" ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; echo "--- verityd log tail"; tail -20 "$ROOT/verityd.log" || true; exit 1; }
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port); KPORT=$(free_port)
 BROKER=127.0.0.1:$PORT; BOOT=127.0.0.1:$KPORT
 DATA=$ROOT/data

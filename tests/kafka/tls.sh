@@ -12,23 +12,8 @@
 #   tests/kafka/tls.sh BUILD_DIR
 set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
-BIN=$BUILD/bin
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
-PY=/usr/bin/python3
-ROOT=$(mktemp -d /tmp/verity-kafka-tls.XXXXXX)
-PID=0
-cleanup() {
-    if [ "$PID" != 0 ] && kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID" || true; fi
-    if [ -z "${VERITY_TEST_KEEP:-}" ]; then rm -rf "$ROOT"; else echo "kept $ROOT"; fi
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; echo "--- verityd log tail"; tail -20 "$ROOT/verityd.log" || true; exit 1; }
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# wait_for SECONDS CMD...: polls CMD every 50 ms until it succeeds or time runs out.
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do [ $SECONDS -lt $deadline ] || return 1; sleep 0.05; done
-}
+NAME=kafka-tls
+. "$(dirname "$0")/lib.sh"
 
 certs=$ROOT/certs
 bash "$SRC/deploy/gen-certs.sh" "$certs" >/dev/null
