@@ -523,6 +523,64 @@ static void test_tree_follows_log(void)
     free(dir2);
 }
 
+/* mt_find_offset (the in-memory run index plus the search within a run)
+ * against a linear scan, for every offset, across run boundaries, after a
+ * truncation, after a reopen, and for a read-only open. */
+static void find_all(struct mtree *t, uint64_t n, const uint64_t *base, const uint32_t *cnt)
+{
+    uint64_t end = n ? base[n - 1] + cnt[n - 1] : 0, idx = 0;
+    for (uint64_t o = 0; o < end + 3; o++) {
+        uint64_t want = UINT64_MAX;
+        for (uint64_t i = 0; i < n; i++)
+            if (base[i] <= o && o < base[i] + cnt[i])
+                want = i;
+        int rc = mt_find_offset(t, n, o, &idx);
+        if (want == UINT64_MAX) {
+            CU_ASSERT_EQUAL(rc, VERITY_EOFFSET);
+        } else {
+            CU_ASSERT_EQUAL(rc, 0);
+            CU_ASSERT_EQUAL(idx, want);
+        }
+    }
+}
+
+static void test_find_offset(void)
+{
+    char *dir = tu_tmpdir("merkle-find");
+    enum { N = 1100 };
+    static uint64_t base[N];
+    static uint32_t cnt[N];
+    struct mtree *t = NULL;
+    CU_ASSERT_EQUAL_FATAL(mt_open(dir, NULL, false, &t), 0);
+    uint64_t off = 0;
+    for (uint64_t i = 0; i < N; i++) {
+        struct mt_leaf l = {.base_offset = off, .record_count = (uint32_t)(1 + (i * 7) % 5)};
+        uint8_t data[MT_LEAF_SIZE];
+        base[i] = off;
+        cnt[i] = l.record_count;
+        off += l.record_count;
+        mt_leaf_encode(&l, data);
+        CU_ASSERT_EQUAL_FATAL(mt_append(t, data), 0);
+    }
+    static const uint64_t sizes[] = {N, 1, 255, 256, 257, 513, 1024};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+        find_all(t, sizes[k], base, cnt);
+    CU_ASSERT_EQUAL(mt_truncate(t, 600), 0);
+    find_all(t, 600, base, cnt);
+    CU_ASSERT_EQUAL(mt_truncate(t, 512), 0);
+    find_all(t, 512, base, cnt);
+    uint64_t idx;
+    CU_ASSERT_EQUAL(mt_find_offset(t, 513, base[512], &idx), VERITY_EOFFSET); /* beyond size */
+    CU_ASSERT_EQUAL(mt_sync(t), 0);
+    mt_close(t);
+    CU_ASSERT_EQUAL_FATAL(mt_open(dir, NULL, true, &t), 0);
+    CU_ASSERT_EQUAL(mt_size(t), 512);
+    find_all(t, 512, base, cnt);
+    mt_close(t);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     static const struct {
@@ -536,6 +594,7 @@ int main(void)
         {"C2SP notes, vkeys, cosignatures", test_notes},
         {"tlog-proof and witness body round trip", test_tproof_roundtrip},
         {"tree follows the log: reopen, lost state, torn tail", test_tree_follows_log},
+        {"leaf of an offset: run index, truncation, reopen", test_find_offset},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
