@@ -69,7 +69,25 @@ struct wp_witness {
     /* counters since start (metrics) */
     uint64_t requests, cosigned, conflicts, rejected, errors, bad_cosig;
     int64_t last_cosigned_ms;
+    /* witness_unreachable / witness_rejected: at most one line per witness
+     * per WP_LOG_MS (every partition meets the same dead witness) */
+    int64_t log_ms;
+    uint64_t log_suppressed;
 };
+
+#define WP_LOG_MS 10000
+
+/* True when a routine failure line for w may be written now; else counts it. */
+static bool log_ok(struct wp_witness *w)
+{
+    int64_t now = now_ms();
+    if (w->log_ms && now - w->log_ms < WP_LOG_MS) {
+        w->log_suppressed++;
+        return false;
+    }
+    w->log_ms = now;
+    return true;
+}
 
 struct wp_part {
     struct wp_part *hnext;
@@ -408,8 +426,12 @@ static void offer(struct wpush *wp, struct wp_part *pp, int w, uint64_t old)
         free(c);
         pp->busy[w] = false;
         wi->errors++;
-        blog(BLOG_WARN, "witness_unreachable", "topic=%s partition=%" PRIu32 " witness=%s url=%s",
-             pp->topic, pp->id, wi->vkey.name, wi->url);
+        if (log_ok(wi)) {
+            blog(BLOG_WARN, "witness_unreachable",
+                 "topic=%s partition=%" PRIu32 " witness=%s url=%s suppressed=%" PRIu64, pp->topic,
+                 pp->id, wi->vkey.name, wi->url, wi->log_suppressed);
+            wi->log_suppressed = 0;
+        }
     }
 }
 
@@ -502,8 +524,12 @@ static void on_response(struct evhttp_request *req, void *arg)
     char q[200];
     if (code == 0) {
         wi->errors++;
-        blog(BLOG_WARN, "witness_unreachable", "topic=%s partition=%" PRIu32 " witness=%s url=%s",
-             pp->topic, pp->id, wi->vkey.name, wi->url);
+        if (log_ok(wi)) {
+            blog(BLOG_WARN, "witness_unreachable",
+                 "topic=%s partition=%" PRIu32 " witness=%s url=%s suppressed=%" PRIu64, pp->topic,
+                 pp->id, wi->vkey.name, wi->url, wi->log_suppressed);
+            wi->log_suppressed = 0;
+        }
     } else if (code == 200) {
         got_cosignature(wp, c, body, blen);
     } else if (code == 409 && ctype && strncmp(ctype, "text/x.tlog.size", 16) == 0) {
@@ -539,9 +565,13 @@ static void on_response(struct evhttp_request *req, void *arg)
              pp->topic, pp->id, wi->vkey.name, c->size, c->old);
     } else {
         wi->rejected++;
-        blog(BLOG_WARN, "witness_rejected",
-             "topic=%s partition=%" PRIu32 " witness=%s status=%d answer=%s", pp->topic, pp->id,
-             wi->vkey.name, code, first_line(body, q, sizeof q));
+        if (log_ok(wi)) {
+            blog(BLOG_WARN, "witness_rejected",
+                 "topic=%s partition=%" PRIu32 " witness=%s status=%d answer=%s suppressed=%" PRIu64,
+                 pp->topic, pp->id, wi->vkey.name, code, first_line(body, q, sizeof q),
+                 wi->log_suppressed);
+            wi->log_suppressed = 0;
+        }
     }
     free(c);
 }
