@@ -55,7 +55,6 @@
 
 #define WP_BUCKETS   1024
 #define WP_RESP_MAX  (64u << 10)
-#define WP_LINES_MAX 4096 /* one witness's cosignature lines */
 #define WP_URL_MAX   512
 
 struct wp_witness {
@@ -452,26 +451,7 @@ static void got_cosignature(struct wpush *wp, struct wp_call *c, const char *bod
 {
     struct wp_part *pp = c->pp;
     struct wp_witness *wi = &wp->w[c->w];
-    size_t tlen = 0;
-    uint32_t mask = 0;
-    bool ok = blen > 0 && blen < WP_LINES_MAX && body[blen - 1] == '\n' &&
-              memchr(body, '\0', blen) == NULL;
-    /* only signature lines: "— " ... "\n", each */
-    for (const char *p = body; ok && p < body + blen;) {
-        const char *nl = memchr(p, '\n', (size_t)(body + blen - p));
-        ok = nl && strncmp(p, "\xe2\x80\x94 ", 4) == 0;
-        p = nl ? nl + 1 : body + blen;
-    }
-    char *all = ok ? malloc(c->note_len + blen + 1) : NULL;
-    if (all) {
-        memcpy(all, c->note, c->note_len);
-        memcpy(all + c->note_len, body, blen);
-        all[c->note_len + blen] = '\0';
-        ok = note_open(all, c->note_len + blen, &wi->vkey, 1, &tlen, &mask) == 0 && (mask & 1);
-        free(all);
-    } else {
-        ok = false;
-    }
+    bool ok = tproof_cosig_check(c->note, c->note_len, body, blen, &wi->vkey) == 0;
     if (!ok) {
         wi->bad_cosig++;
         char q[200];
@@ -534,10 +514,7 @@ static void on_response(struct evhttp_request *req, void *arg)
         got_cosignature(wp, c, body, blen);
     } else if (code == 409 && ctype && strncmp(ctype, "text/x.tlog.size", 16) == 0) {
         uint64_t theirs = 0;
-        char *end = NULL;
-        errno = 0;
-        theirs = strtoull(body, &end, 10);
-        bool parsed = errno == 0 && end != body && (*end == '\n' || *end == '\0');
+        bool parsed = tproof_size_parse(body, blen, &theirs) == 0;
         if (parsed && theirs != c->old && theirs <= c->size && !pp->retried[c->w] &&
             c->size == pp->round_size) {
             /* it holds another size of the same tree: resend from there */
