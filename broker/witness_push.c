@@ -61,6 +61,7 @@ struct wp_witness {
     char url[WP_URL_MAX];
     char host[256];
     uint16_t port;
+    char host_hdr[300]; /* the Host header: host[:port], [v6] in brackets */
     char path[WP_URL_MAX + 32]; /* <prefix>/add-checkpoint */
     char vkey_text[NOTE_VKEY_MAX + 1];
     struct note_vkey vkey;
@@ -155,6 +156,12 @@ static int parse_url(const char *url, struct wp_witness *w)
         pl--;
     snprintf(w->path, sizeof w->path, "%.*s/add-checkpoint", (int)pl, prefix);
     snprintf(w->url, sizeof w->url, "%s", url);
+    bool v6 = strchr(w->host, ':') != NULL;
+    if (w->port == 80)
+        snprintf(w->host_hdr, sizeof w->host_hdr, v6 ? "[%s]" : "%s", w->host);
+    else
+        snprintf(w->host_hdr, sizeof w->host_hdr, v6 ? "[%s]:%u" : "%s:%u", w->host,
+                 (unsigned)w->port);
     return 0;
 }
 
@@ -412,7 +419,7 @@ static void offer(struct wpush *wp, struct wp_part *pp, int w, uint64_t old)
     memcpy(c->note, pp->round_note, pp->round_len);
     c->note_len = pp->round_len;
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Host", wi->host);
+    evhttp_add_header(h, "Host", wi->host_hdr);
     evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
     evbuffer_add(evhttp_request_get_output_buffer(req), body, blen);
     free(body);

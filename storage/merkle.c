@@ -94,7 +94,8 @@ static void sha256_parts(const void *a, size_t alen, const void *b, size_t blen,
     uint8_t buf[1 + MT_LEAF_SIZE + MT_HASH_SIZE];
     if (alen + blen + clen <= sizeof buf) {
         /* the hashes of a tree: one contiguous one-shot digest */
-        memcpy(buf, a, alen);
+        if (alen)
+            memcpy(buf, a, alen);
         if (blen)
             memcpy(buf + alen, b, blen);
         if (clen)
