@@ -358,7 +358,7 @@ $(PROOFCHECK): tests/go/proofcheck/main.go
 test-integ: $(PROOFCHECK)
 
 # The Merkle tree's cost (docs/PERFORMANCE.md): append tree on vs off, then
-# proof time in a 5 GiB log (~10 GiB of /tmp while it runs, a few minutes).
+# proof time in a 5 GiB log (~5.5 GiB of /tmp while it runs, a few minutes).
 # Not part of make test.
 .PHONY: bench-proofs
 bench-proofs: $(BINS)
