@@ -16,7 +16,12 @@
  *    a fork (409), a stale old size (409) and a bad proof (422), and its
  *    cosignature verifies in C and in Go;
  *  - a real verityd serves C2SP tiles from which the Go tile client
- *    rebuilds the signed root and checks every entry bundle.
+ *    rebuilds the signed root and checks every entry bundle;
+ *  - a real verityd pushes its checkpoints to real `verity witness`
+ *    processes (witnesses, by interval and by growth): honest cosignatures
+ *    arrive, are served and verify in C and Go; a forked witness, one that
+ *    does not know the log, one answering with another key and one that is
+ *    down are logged, counted and add nothing.
  */
 #include <CUnit/Basic.h>
 #include <arpa/inet.h>
@@ -988,9 +993,14 @@ static void test_witness_push(void)
     }
     produce_n(tb.addr, "orders", 25, false);
     CU_ASSERT(wait_cosigned(hport, size1 + 25, keys, 3, 7, cos, sizeof cos));
-    /* a restart: the sizes the witnesses hold are read back, no 409 needed */
+    /* a restart: the sizes the witnesses hold are read back, no 409 needed;
+     * now offered by growth (every 5 batches), the interval being a minute */
     stop(pid);
-    pid = spawn(a, logp);
+    char *a2[] = {bin_verityd, "--data-dir", tb.data, "--listen", tb.addr, "--http", http_addr,
+                  "--signing-key", kf, "--tlog-name", NAME, "--log-level", "info", "--witnesses",
+                  wl, "--witness-interval-ms", "60000", "--witness-every-batches", "5",
+                  "--witness-timeout-ms", "2000", NULL};
+    pid = spawn(a2, logp);
     CU_ASSERT_FATAL(wait_port(hport, pid));
     produce_n(tb.addr, "orders", 10, false);
     CU_ASSERT(wait_cosigned(hport, size1 + 35, keys, 3, 7, cos, sizeof cos));
