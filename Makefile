@@ -359,6 +359,13 @@ $(PROOFCHECK): tests/go/proofcheck/main.go
 
 test-integ: $(PROOFCHECK)
 
+# The Merkle tree's cost (docs/PERFORMANCE.md): append tree on vs off, then
+# proof time in a 5 GiB log (~5.5 GiB of /tmp while it runs, a few minutes).
+# Not part of make test.
+.PHONY: bench-proofs
+bench-proofs: $(BINS)
+	$(BUILD)/bin/verity proof bench --records 3000000 --rounds 5 --big-gib 5 --proofs 10000
+
 # ---- projection worker (consumer/project, issue 12) --------------------------
 # verity-project: libverity + jansson + SQLite + libpq. soak-project runs the
 # full-size projection tests (1,000,000 events, 20 kill -9s) outside make test.

@@ -378,6 +378,8 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
     if ((rc = conn_listen(b)) || (rc = http_start(b)) || (rc = kafka_start(b)) ||
         (rc = peer_start(b)))
         goto fail;
+    if ((rc = wpush_start(b))) /* issue 11: witnesses */
+        goto fail;
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
     b->sig_hup = evsignal_new(b->base, SIGHUP, sighup_cb, b);
@@ -425,6 +427,7 @@ int broker_free(struct broker *b)
     b->ready = false;
     conn_stop_accepting(b);
     conn_close_all(b);
+    wpush_stop(b); /* issue 11 */
     peer_stop(b);
     kafka_free(b);
     http_stop(b);

@@ -30,6 +30,7 @@
 #include "broker/peer.h"
 #include "broker/replica.h"
 #include "broker/trace.h"
+#include "broker/witness_push.h"
 #include "broker/group/group.h"
 #include "proto/codec.h"
 #include "storage/batch.h"
@@ -535,6 +536,7 @@ struct broker {
     uint8_t idem_seed[16];
     struct dirlock lock; /* <data_dir>/verity.lock, held from start to free */
     struct trace *trace; /* sampled path trace (trace.h); NULL when trace_sample is 0 */
+    struct wpush *wpush; /* witness push (witness_push.h); NULL without witnesses */
     bool ready; /* serving (after startup, before shutdown) */
     bool stopping;
     int exit_code;

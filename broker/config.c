@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "broker/blog.h"
+#include "broker/witness_push.h"
 #include "proto/codec.h"
 #include "storage/batch.h"
 #include "verity/errors.h"
@@ -141,6 +142,16 @@ static const struct key keys[] = {
      "with auth_file: a connection not authenticated in this time is closed (0 = never)"},
     {"auth_fail_delay_ms", K_U32, F(auth_fail_delay_ms), 0, 0, 60000,
      "with auth_file: a failed Authenticate is answered after this delay"},
+    /* witnesses (broker/witness_push.c, issue 11) */
+    {"witnesses", K_STR, F(witnesses), S(witnesses), 0, 0,
+     "C2SP tlog-witnesses that cosign the partitions' checkpoints: \"URL VKEY[;URL VKEY...]\", "
+     "VKEY from `verity witness --print-key` (\"\" = none; docs/PROOFS.md)"},
+    {"witness_interval_ms", K_U32, F(witness_interval_ms), 0, 100, 86400000,
+     "offer a partition's grown tree to the witnesses (or retry a failed offer) at most this often"},
+    {"witness_every_batches", K_U32, F(witness_every_batches), 0, 0, UINT32_MAX,
+     "also offer as soon as a partition's tree grew by this many batches (0 = off)"},
+    {"witness_timeout_ms", K_U32, F(witness_timeout_ms), 0, 100, 600000,
+     "deadline of one add-checkpoint request"},
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -194,6 +205,9 @@ void bcfg_default(struct broker_config *c)
     snprintf(c->tls_client_auth, sizeof c->tls_client_auth, "none");
     c->auth_timeout_ms = 10000;
     c->auth_fail_delay_ms = 500;
+    c->witness_interval_ms = 60000;
+    c->witness_every_batches = 0;
+    c->witness_timeout_ms = 10000;
 }
 
 static const char *const dur_names[] = {"always", "group", "os"};
@@ -572,6 +586,8 @@ int bcfg_check(const struct broker_config *c, char *err, size_t cap)
     uint16_t port;
     if (c->data_dir[0] == '\0')
         return bad(err, cap, VERITY_EINVAL, "data_dir must be set");
+    if (c->witnesses[0] && wpush_check_config(c->witnesses, err, cap))
+        return VERITY_EINVAL; /* the message names the entry */
     if (bcfg_split_hostport(c->listen, host, sizeof host, &port))
         return bad(err, cap, VERITY_EINVAL, "listen: expected HOST:PORT, got %s", c->listen);
     if (c->kafka_listen[0] && strcmp(c->kafka_listen, "off") != 0 &&

@@ -105,6 +105,11 @@ struct broker_config {
     char auth_file[BCFG_PATH_MAX];  /* the security store ("" = no authentication) */
     uint32_t auth_timeout_ms;       /* a connection must authenticate within this */
     uint32_t auth_fail_delay_ms;    /* a failed Authenticate is answered after this */
+    /* witnesses of the partitions' checkpoints (broker/witness_push.h, issue 11) */
+    char witnesses[4096];           /* "URL VKEY[;URL VKEY...]" ("" = none; WPUSH_TEXT_MAX) */
+    uint32_t witness_interval_ms;   /* offer a grown tree (or retry) at most this often */
+    uint32_t witness_every_batches; /* and as soon as it grew by this many batches (0 = off) */
+    uint32_t witness_timeout_ms;    /* one add-checkpoint request's deadline */
     /* Not a configuration key: the file operations every log of this broker
      * uses (NULL = vio_posix). Tests that run a broker in-process hand in
      * tests/support/vio_fault.c here. Borrowed for the broker's life. */

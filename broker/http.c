@@ -398,6 +398,7 @@ static void h_metrics(struct evhttp_request *req, void *arg)
     render_requests(b, o);
     ops_metrics_render(b, o);
     peer_metrics_render(b, o);
+    wpush_metrics_render(b, o); /* issue 11 */
     met_family(o, "verity_bytes_in_total", "counter", "Protocol frame bytes read.");
     evbuffer_add_printf(o, "verity_bytes_in_total %" PRIu64 "\n", m->bytes_in);
     met_family(o, "verity_bytes_out_total", "counter", "Protocol frame bytes sent.");

@@ -13,7 +13,13 @@
  *                                      consecutive leaves from the one holding
  *                                      O, without a checkpoint (the sharing
  *                                      gateway's bulk read)
+ *   GET /v1/proof/cosigned?topic=T&partition=P         the newest checkpoint witnesses
+ *                                      cosigned (witness_push.c): Verity's
+ *                                      note plus their cosignature lines;
+ *                                      404 when none yet
  *   GET /tlog/<topic>/<partition>/checkpoint           c2sp.org/tlog-tiles
+ *                                      (with the witnesses' cosignatures
+ *                                      when they cosigned the current size)
  *   GET /tlog/<topic>/<partition>/tile/<L>/<N>[.p/<W>]
  *   GET /tlog/<topic>/<partition>/tile/entries/<N>[.p/<W>]
  *
@@ -149,7 +155,14 @@ static void h_proof_api(struct broker *b, struct evhttp_request *req, const char
     const char *size = evhttp_find_header(&q, "size");
     if (size && (rc = parse_u64(size, &n)))
         goto out;
-    if (strcmp(what, "checkpoint") == 0) {
+    if (strcmp(what, "cosigned") == 0) {
+        uint64_t cs = 0;
+        const char *note = wpush_cosigned(b, topic, part, &cs);
+        if (!note)
+            rc = VERITY_ENOTFOUND;
+        else
+            send_body(req, 200, "text/plain; charset=utf-8", note, strlen(note), false);
+    } else if (strcmp(what, "checkpoint") == 0) {
         char note[PROOF_CHECKPOINT_MAX];
         if (!n && (rc = proof_durable_size(log, &n)))
             goto out;
@@ -296,6 +309,10 @@ static void h_tlog(struct broker *b, struct evhttp_request *req, const char *pat
     const char *rest = s2 + 1;
     if (strcmp(rest, "checkpoint") == 0) {
         char note[PROOF_CHECKPOINT_MAX];
+        uint64_t cs = 0;
+        const char *cos = wpush_cosigned(b, topic, pid, &cs);
+        if (cos && cs == size) /* the same note, plus the witnesses' lines */
+            return send_body(req, 200, "text/plain; charset=utf-8", cos, strlen(cos), false);
         int nl = proof_checkpoint(log, &s, size, note, sizeof note);
         if (nl < 0)
             return send_err(req, nl);

@@ -216,3 +216,39 @@ int tproof_verify(const struct tproof *p, const struct note_vkey *keys, size_t n
     }
     return 0;
 }
+
+int tproof_cosig_check(const char *note, size_t note_len, const char *body, size_t blen,
+                       const struct note_vkey *wkey)
+{
+    static const char dash[] = "\xe2\x80\x94 ";
+    if (blen == 0 || blen > TPROOF_COSIG_BODY_MAX || body[blen - 1] != '\n' ||
+        memchr(body, '\0', blen))
+        return VERITY_ECORRUPT;
+    for (const char *p = body; p < body + blen;) {
+        const char *nl = memchr(p, '\n', (size_t)(body + blen - p));
+        if (!nl || (size_t)(nl - p) < sizeof dash || memcmp(p, dash, sizeof dash - 1) != 0)
+            return VERITY_ECORRUPT;
+        p = nl + 1;
+    }
+    char *all = malloc(note_len + blen + 1);
+    if (!all)
+        return -ENOMEM;
+    memcpy(all, note, note_len);
+    memcpy(all + note_len, body, blen);
+    all[note_len + blen] = '\0';
+    size_t tlen = 0;
+    uint32_t mask = 0;
+    int rc = note_open(all, note_len + blen, wkey, 1, &tlen, &mask);
+    free(all);
+    if (rc == VERITY_ECORRUPT)
+        return rc;
+    /* the body holds signature lines only, so the signed text is ours */
+    return rc || !(mask & 1) ? VERITY_ESIGNATURE : 0;
+}
+
+int tproof_size_parse(const char *body, size_t len, uint64_t *size)
+{
+    if (len > 0 && body[len - 1] == '\n')
+        len--;
+    return parse_dec(body, len, size) ? VERITY_ECORRUPT : 0;
+}

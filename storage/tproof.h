@@ -65,6 +65,20 @@ int tproof_witness_parse(const char *buf, size_t len, struct tproof_witness_req 
 int tproof_witness_format(const struct tproof_witness_req *r, char **out, size_t *len)
     __attribute__((warn_unused_result));
 
+/* A witness's answers to add-checkpoint (c2sp.org/tlog-witness), as the
+ * broker's witness push reads them (broker/witness_push.c):
+ * tproof_cosig_check: a 200 body must be one or more signature lines
+ * ("— <name> <base64>\n", at most TPROOF_COSIG_BODY_MAX bytes, no NUL) of
+ * which one verifies with wkey over note (Verity's signed checkpoint).
+ * 0, VERITY_ECORRUPT (not signature lines) or VERITY_ESIGNATURE.
+ * tproof_size_parse: a 409 text/x.tlog.size body, a decimal size and an
+ * optional newline. 0 or VERITY_ECORRUPT. */
+#define TPROOF_COSIG_BODY_MAX 4096
+int tproof_cosig_check(const char *note, size_t note_len, const char *body, size_t blen,
+                       const struct note_vkey *wkey) __attribute__((warn_unused_result));
+int tproof_size_parse(const char *body, size_t len, uint64_t *size)
+    __attribute__((warn_unused_result));
+
 /* What a verified inclusion proof states. */
 struct tproof_result {
     char origin[NOTE_ORIGIN_MAX + 1];

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -126,6 +127,7 @@ int cmd_proof_bench(int argc, char **argv)
     const char *base_opt = NULL;
     uint64_t records = 3000000, proofs = 10000;
     int rounds = 3;
+    uint32_t gap_us = 0;
     double big_gib = 5;
     bool json = false;
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -133,7 +135,8 @@ int cmd_proof_bench(int argc, char **argv)
         {"dir", required_argument, 0, 'd'},    {"records", required_argument, 0, 'r'},
         {"rounds", required_argument, 0, 'n'}, {"big-gib", required_argument, 0, 'g'},
         {"proofs", required_argument, 0, 'p'}, {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+        {"gap-us", required_argument, 0, 'G'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -156,11 +159,16 @@ int cmd_proof_bench(int argc, char **argv)
         case 'j':
             json = true;
             break;
+        case 'G':
+            gap_us = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
         case 'h':
             printf("usage: verity proof bench [--dir DIR] [--records N] [--rounds R] "
-                   "[--big-gib G] [--proofs K] [--json]\n"
+                   "[--big-gib G] [--proofs K] [--gap-us U] [--json]\n"
                    "  Append throughput tree on vs off (batches of 1000 x 100 B, group),\n"
-                   "  then proof generation time for random offsets in a G GiB log.\n");
+                   "  then proof generation time for random offsets in a G GiB log.\n"
+                   "  --gap-us U: sleep U us before each timed proof (requests arriving\n"
+                   "  one by one, as a server sees them; default 0: back to back).\n");
             return CMD_EXIT_OK;
         default:
             return CMD_EXIT_USAGE;
@@ -218,7 +226,9 @@ int cmd_proof_bench(int argc, char **argv)
                    on_m, off_m, rounds, (on_m / off_m - 1) * 100);
     }
     /* proofs on a big log */
-    double p[4][3] = {{0}};
+    double p[5][3] = {{0}};
+    uint64_t preempted_out = 0;
+    double calm_p99_out = 0;
     uint64_t leaves = 0;
     double gib = 0;
     if (!rc && big_gib > 0) {
@@ -247,8 +257,9 @@ int cmd_proof_bench(int argc, char **argv)
             leaves = mt_size(vlog_tree(log));
             gib = (double)info.size_bytes / (double)(1ull << 30);
         }
-        int64_t *t[4];
-        for (int k = 0; k < 4; k++)
+        int64_t *t[5], *calm = calloc(proofs, sizeof(int64_t));
+        uint64_t n_preempted = 0, n_calm = 0, minflt = 0, majflt = 0;
+        for (int k = 0; k < 5; k++)
             t[k] = calloc(proofs, sizeof(int64_t));
         uint64_t seed = 88172645463325252ull;
         uint8_t path[MT_PROOF_MAX][MT_HASH_SIZE], root[MT_HASH_SIZE];
@@ -257,6 +268,10 @@ int cmd_proof_bench(int argc, char **argv)
             seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
             uint64_t at = seed % info.end_offset, idx;
             size_t np = 0;
+            struct rusage ru0, ru1;
+            if (gap_us && !warm) /* proofs arrive like requests, not back to back */
+                usleep(gap_us);
+            getrusage(RUSAGE_THREAD, &ru0);
             int64_t c0 = cpu_ns();
             int64_t t0 = now_ns();
             struct mtree *tr = vlog_tree(log);
@@ -266,27 +281,44 @@ int cmd_proof_bench(int argc, char **argv)
                 break;
             int64_t t1 = now_ns();
             int64_t c1 = cpu_ns();
+            getrusage(RUSAGE_THREAD, &ru1);
             if (warm)
                 continue;
+            /* why a proof took long: descheduled (involuntary context
+             * switch: another process took the core), page faults */
+            if (ru1.ru_nivcsw != ru0.ru_nivcsw || ru1.ru_nvcsw != ru0.ru_nvcsw)
+                n_preempted++;
+            else
+                calm[n_calm++] = t1 - t0;
+            minflt += (uint64_t)(ru1.ru_minflt - ru0.ru_minflt);
+            majflt += (uint64_t)(ru1.ru_majflt - ru0.ru_majflt);
             json_t *j = NULL;
             if ((rc = proof_inclusion(log, &s, at, leaves, false, &j)))
                 break;
             int64_t t2 = now_ns();
             json_decref(j);
+            int64_t c2 = cpu_ns();
             if ((rc = proof_inclusion(log, &s, at, leaves, true, &j)))
                 break;
             int64_t t3 = now_ns();
+            t[4][i - proofs] = cpu_ns() - c2;
             json_decref(j);
             t[0][i - proofs] = t1 - t0, t[1][i - proofs] = t2 - t1, t[2][i - proofs] = t3 - t2;
             t[3][i - proofs] = c1 - c0;
         }
-        for (int k = 0; k < 4 && !rc; k++) {
+        for (int k = 0; k < 5 && !rc; k++) {
             qsort(t[k], proofs, sizeof(int64_t), cmp_i64);
             p[k][0] = pct_us(t[k], proofs, 0.5);
             p[k][1] = pct_us(t[k], proofs, 0.99);
             p[k][2] = (double)t[k][proofs - 1] / 1000.0;
         }
-        for (int k = 0; k < 4; k++)
+        double calm_p99 = 0;
+        if (!rc && n_calm) {
+            qsort(calm, n_calm, sizeof(int64_t), cmp_i64);
+            calm_p99 = pct_us(calm, n_calm, 0.99);
+        }
+        free(calm);
+        for (int k = 0; k < 5; k++)
             free(t[k]);
         EVP_PKEY_free(key);
         vlog_abandon(log);
@@ -297,13 +329,20 @@ int cmd_proof_bench(int argc, char **argv)
             printf("proof log   %.2f GiB, %" PRIu64 " batches (leaves), %" PRIu64
                    " random offsets\n",
                    gib, leaves, proofs);
-            static const char *what[4] = {"bare proof (leaf, path, root)",
+            static const char *what[5] = {"bare proof (leaf, path, root)",
                                           "signed JSON + tlog-proof", "same, with batch bytes",
-                                          "bare proof, thread CPU time"};
-            for (int k = 0; k < 4; k++)
+                                          "bare proof, thread CPU time",
+                                          "with batch bytes, CPU time"};
+            for (int k = 0; k < 5; k++)
                 printf("proof       %-30s p50 %.1f us, p99 %.1f us, max %.1f us\n", what[k],
                        p[k][0], p[k][1], p[k][2]);
+            printf("proof       bare proofs descheduled meanwhile (context switch) %" PRIu64
+                   " of %" PRIu64 "; p99 of the others %.1f us; page faults minor %" PRIu64
+                   " major %" PRIu64 "\n",
+                   n_preempted, proofs, calm_p99, minflt, majflt);
         }
+        preempted_out = n_preempted;
+        calm_p99_out = calm_p99;
     }
     batch_builder_deinit(&b);
     if (!base_opt)
@@ -320,6 +359,9 @@ int cmd_proof_bench(int argc, char **argv)
                       p[0][1], "signed_p50_us", p[1][0], "signed_p99_us", p[1][1],
                       "with_batch_p50_us", p[2][0], "with_batch_p99_us", p[2][1]);
         json_object_set_new(j, "bare_cpu_p99_us", json_real(p[3][1]));
+        json_object_set_new(j, "with_batch_cpu_p99_us", json_real(p[4][1]));
+        json_object_set_new(j, "bare_descheduled", json_integer((json_int_t)preempted_out));
+        json_object_set_new(j, "bare_not_descheduled_p99_us", json_real(calm_p99_out));
         char *s = json_dumps(j, JSON_COMPACT);
         puts(s);
         free(s);

@@ -1,7 +1,8 @@
 /*
  * libFuzzer target for the proof decoders: C2SP signed notes (note_open),
  * verifier keys, checkpoint texts, tlog-proof texts (parse and full offline
- * check), tlog-witness request bodies, and JSON proofs (proof_verify_text).
+ * check), tlog-witness request bodies, JSON proofs (proof_verify_text), and
+ * witnesses' answers (tproof_cosig_check, tproof_size_parse).
  * The first byte picks the decoder; the rest is its input. Every decoder
  * must return a code, never crash, leak or read out of bounds. A fixed key
  * is trusted so that inputs reaching signature checks are exercised too.
@@ -30,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (size < 1)
         return 0;
-    uint8_t sel = data[0] % 6;
+    uint8_t sel = data[0] % 8;
     char *s = malloc(size);
     if (!s)
         return 0;
@@ -73,6 +74,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_t *sum = NULL;
         (void)proof_verify_text(s, n, &k, 1, &sum);
         json_decref(sum);
+        break;
+    }
+    case 6: { /* a witness's 200 answer (the broker's witness push) */
+        static const char note[] = "o\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n";
+        (void)tproof_cosig_check(note, sizeof note - 1, s, n, &k);
+        break;
+    }
+    case 7: { /* a witness's 409 answer */
+        uint64_t v;
+        (void)tproof_size_parse(s, n, &v);
         break;
     }
     }

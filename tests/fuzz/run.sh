@@ -194,6 +194,8 @@ printf '\x01verity.example/local+52bdfc7c+AdW3CUCpB1B2uU+5FV9hTOoR0iASqNgL9iij3p
 printf "\x02$note" > "$out/proof-seeds/checkpoint"
 printf "\x03c2sp.org/tlog-proof@v1\nextra AAAA\nindex 214\nX4jQ0806h4cy/llT/HffImXZHyl827yN0cgDh0lpxrs=\n\n$note" > "$out/proof-seeds/tlogproof"
 printf "\x04old 10\nX4jQ0806h4cy/llT/HffImXZHyl827yN0cgDh0lpxrs=\n\n$note" > "$out/proof-seeds/witness"
+printf "\x06\xe2\x80\x94 witness.example/w1 9U6NqgAAAABrE8FIOacoRhWcWQ9Y5jxOCI11GrDoTJss5NTPfrfTG+siB0G7YBAnHDmMrkFlKDENKgVgjStwsekX6WHFZEX+r+vXBg==\n" > "$out/proof-seeds/cosig"
+printf '\x0777\n' > "$out/proof-seeds/size409"
 printf '\x05{"type":"consistency","old_size":1,"new_size":2,"proof":["X4jQ0806h4cy/llT/HffImXZHyl827yN0cgDh0lpxrs="],"old_checkpoint":"a","new_checkpoint":"b"}' > "$out/proof-seeds/json"
 set +e
 (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

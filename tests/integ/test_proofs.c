@@ -16,7 +16,12 @@
  *    a fork (409), a stale old size (409) and a bad proof (422), and its
  *    cosignature verifies in C and in Go;
  *  - a real verityd serves C2SP tiles from which the Go tile client
- *    rebuilds the signed root and checks every entry bundle.
+ *    rebuilds the signed root and checks every entry bundle;
+ *  - a real verityd pushes its checkpoints to real `verity witness`
+ *    processes (witnesses, by interval and by growth): honest cosignatures
+ *    arrive, are served and verify in C and Go; a forked witness, one that
+ *    does not know the log, one answering with another key and one that is
+ *    down are logged, counted and add nothing.
  */
 #include <CUnit/Basic.h>
 #include <arpa/inet.h>
@@ -727,6 +732,298 @@ static void test_tiles_from_broker(void)
     tb_free(&tb);
 }
 
+/* Produces n single-record batches to topic partition 0 (creating the
+ * topic first when create is set). */
+static void produce_n(const char *addr, const char *topic, int n, bool create)
+{
+    struct verity_conn_config cc;
+    verity_conn_config_default(&cc);
+    cc.broker = addr;
+    if (create) {
+        struct verity_client *c = NULL;
+        CU_ASSERT_EQUAL_FATAL(verity_client_new(&cc, &c), 0);
+        CU_ASSERT_EQUAL_FATAL(verity_client_connect(c, 10000), 0);
+        struct verity_topic_config tc = {.partitions = 1,
+                                         .durability = VERITY_DURABILITY_GROUP};
+        CU_ASSERT_EQUAL_FATAL(verity_topic_create(c, topic, &tc, NULL), 0);
+        verity_client_free(c);
+    }
+    struct verity_producer_config pc;
+    verity_producer_config_default(&pc);
+    pc.conn = cc;
+    pc.batch_records = 1;
+    struct verity_producer *p = NULL;
+    int errs = 0;
+    CU_ASSERT_EQUAL_FATAL(verity_producer_new(&pc, &p), 0);
+    for (int i = 0; i < n; i++) {
+        char v[32];
+        int vl = snprintf(v, sizeof v, "w-%d", i);
+        struct verity_record r = {.value = v, .value_len = vl};
+        CU_ASSERT_EQUAL_FATAL(verity_produce(p, topic, 0, &r, tile_delivery, &errs), 0);
+    }
+    CU_ASSERT_EQUAL(verity_producer_flush(p, 30000), 0);
+    verity_producer_free(p, 5000);
+    CU_ASSERT_EQUAL(errs, 0);
+}
+
+/* A `verity witness` on a free port: key file <root>/<tag>.key (made when
+ * missing), trusting log_vkey; its vkey (under wname) in vkey_out. */
+static pid_t start_witness(const char *tag, const char *wname, const char *log_vkey,
+                           uint16_t *port, char *vkey_out, size_t cap)
+{
+    char kf[700], pf[700], st[700], lg[700], listen[64], vf[700];
+    snprintf(kf, sizeof kf, "%s/%s.key", root, tag);
+    snprintf(pf, sizeof pf, "%s/%s.pub", root, tag);
+    snprintf(st, sizeof st, "%s/%s-state", root, tag);
+    snprintf(lg, sizeof lg, "%s/%s.log", root, tag);
+    snprintf(vf, sizeof vf, "%s/%s.vkey", root, tag);
+    if (access(kf, F_OK) != 0)
+        CU_ASSERT_EQUAL_FATAL(ckpt_keygen(kf, pf), 0);
+    *port = tb_free_port();
+    snprintf(listen, sizeof listen, "127.0.0.1:%u", *port);
+    char *pk[] = {bin_verity, "witness", "--print-key", "--key-file", kf, "--name", (char *)wname,
+                  NULL};
+    CU_ASSERT_EQUAL_FATAL(run(pk, NULL, vf), 0);
+    char *v = slurp(vf, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v);
+    v[strcspn(v, "\n")] = '\0';
+    snprintf(vkey_out, cap, "%s", v);
+    free(v);
+    char *wa[] = {bin_verity, "witness", "--listen", listen, "--key-file", kf, "--name",
+                  (char *)wname, "--log", (char *)log_vkey, "--state-dir", st, NULL};
+    pid_t pid = spawn(wa, lg);
+    CU_ASSERT_FATAL(wait_port(*port, pid));
+    return pid;
+}
+
+/* The value of a metric line "<name>{witness="<w>"} V", or -1. */
+static double metric(const char *text, const char *name, const char *w)
+{
+    char pat[400];
+    snprintf(pat, sizeof pat, "\n%s{witness=\"%s\"} ", name, w);
+    const char *p = strstr(text, pat);
+    return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+/* Polls the broker's cosigned checkpoint until its size is at least min and
+ * it carries lines from every key in keys (bits of want), at most 30 s. */
+static bool wait_cosigned(uint16_t hport, uint64_t min, const struct note_vkey *keys, size_t nk,
+                          uint32_t want, char *out, size_t cap)
+{
+    for (int i = 0; i < 3000; i++) {
+        if (http(hport, "GET", "/v1/proof/cosigned?topic=orders&partition=0", NULL, out, cap) ==
+            200) {
+            size_t tl = 0;
+            uint32_t mask = 0;
+            char o[NOTE_ORIGIN_MAX + 1];
+            uint64_t sz = 0;
+            uint8_t r[MT_HASH_SIZE];
+            if (note_open(out, strlen(out), keys, nk, &tl, &mask) == 0 &&
+                (mask & want) == want &&
+                note_checkpoint_parse(out, tl, o, sizeof o, &sz, r) == 0 && sz >= min)
+                return true;
+        }
+        usleep(10000);
+    }
+    return false;
+}
+
+/*
+ * The broker pushes checkpoints to real `verity witness` processes on its
+ * own: two honest witnesses cosign and their lines are served (admin API,
+ * tiles checkpoint, tree.cosigned) and verify in C and Go, also after the
+ * log grew (old size -> new size with a consistency proof) and after a
+ * restart (sizes read back); a forked witness (its state is another tree
+ * of the same origin), one that does not know the log, one whose answer
+ * does not verify with the configured key and one that is down are each
+ * logged and counted, and change nothing served.
+ */
+static void test_witness_push(void)
+{
+    struct tbroker tb;
+    char http_addr[64], logp[700], kf[700], wl[4096], fdir[700], url3[64];
+    char vk1[NOTE_VKEY_MAX + 1], vk2[NOTE_VKEY_MAX + 1], vk3[NOTE_VKEY_MAX + 1];
+    char vk4[NOTE_VKEY_MAX + 1], vk5[NOTE_VKEY_MAX + 1], vk5b[NOTE_VKEY_MAX + 1];
+    char other_vkey[NOTE_VKEY_MAX + 1];
+    uint16_t p1, p2, p3, p4, p5, p5b;
+    snprintf(kf, sizeof kf, "%s/log.key", root);
+    pid_t w1 = start_witness("pw1", "witness.example/w1", vkey, &p1, vk1, sizeof vk1);
+    pid_t w2 = start_witness("pw2", "witness.example/w2", vkey, &p2, vk2, sizeof vk2);
+    pid_t w3 = start_witness("pw3", "witness.example/w3", vkey, &p3, vk3, sizeof vk3);
+    /* w4 trusts another log only: our origin is unknown to it (404) */
+    {
+        char okf[700], opf[700];
+        EVP_PKEY *ok = NULL;
+        snprintf(okf, sizeof okf, "%s/other.key", root);
+        snprintf(opf, sizeof opf, "%s/other.pub", root);
+        CU_ASSERT_EQUAL_FATAL(ckpt_keygen(okf, opf), 0);
+        CU_ASSERT_EQUAL_FATAL(ckpt_load_private(okf, &ok), 0);
+        CU_ASSERT_EQUAL_FATAL(note_vkey_format("other.example/log", NOTE_TYPE_ED25519, ok,
+                                               other_vkey, sizeof other_vkey),
+                              0);
+        EVP_PKEY_free(ok);
+    }
+    pid_t w4 = start_witness("pw4", "witness.example/w4", other_vkey, &p4, vk4, sizeof vk4);
+    /* w5 signs with one key; the broker is told another key of that name */
+    pid_t w5 = start_witness("pw5", "witness.example/w5", vkey, &p5, vk5, sizeof vk5);
+    pid_t w5b = start_witness("pw5b", "witness.example/w5", vkey, &p5b, vk5b, sizeof vk5b);
+    stop(w5b);
+    uint16_t p6 = tb_free_port(); /* nothing listens there */
+
+    /* Fork w3: it cosigns another tree of the same origin (same key and
+     * name, other records) through `verity proof cosign`. */
+    snprintf(fdir, sizeof fdir, "%s/forkdata", root);
+    char fpart[800];
+    snprintf(fpart, sizeof fpart, "%s/topics/orders/0", fdir);
+    for (char *sl = fpart + strlen(root) + 1; (sl = strchr(sl, '/')); sl++) {
+        *sl = '\0';
+        mkdir(fpart, 0755);
+        *sl = '/';
+    }
+    struct vlog *flog = build_log(fpart, 7);
+    CU_ASSERT_EQUAL(vlog_close(flog, 2000), 0);
+    snprintf(url3, sizeof url3, "http://127.0.0.1:%u", p3);
+    char *cs[] = {bin_verity, "proof", "cosign", "orders", "0", "--data-dir", fdir, "--key-file",
+                  kf, "--name", NAME, "--witness", url3, "--witness-key", vk3, NULL};
+    CU_ASSERT_EQUAL_FATAL(run(cs, NULL, "/dev/null"), 0);
+
+    snprintf(wl, sizeof wl,
+             "http://127.0.0.1:%u %s;http://127.0.0.1:%u/ %s; http://127.0.0.1:%u %s;"
+             "http://127.0.0.1:%u %s;http://127.0.0.1:%u %s;http://127.0.0.1:%u %s",
+             p1, vk1, p2, vk2, p3, vk3, p4, vk4, p5, vk5b, p6, vk1);
+    /* the same key twice is refused at start (exit 2, the message names it) */
+    CU_ASSERT_EQUAL_FATAL(tb_init(&tb, "proofs-wpush"), 0);
+    snprintf(logp, sizeof logp, "%s", tb.log);
+    snprintf(tb.addr, sizeof tb.addr, "127.0.0.1:%u", (unsigned)tb_free_port());
+    uint16_t hport = tb_free_port();
+    snprintf(http_addr, sizeof http_addr, "127.0.0.1:%u", hport);
+    char *bad[] = {bin_verityd, "--data-dir", tb.data, "--witnesses", wl, "--http", "off", NULL};
+    CU_ASSERT_EQUAL(run(bad, NULL, "/dev/null"), 2);
+    /* w6 is down and named with w1's key: replace it by its own unused key */
+    char vk6[NOTE_VKEY_MAX + 1];
+    {
+        char k6[700], p6f[700];
+        EVP_PKEY *k = NULL;
+        snprintf(k6, sizeof k6, "%s/pw6.key", root);
+        snprintf(p6f, sizeof p6f, "%s/pw6.pub", root);
+        CU_ASSERT_EQUAL_FATAL(ckpt_keygen(k6, p6f), 0);
+        CU_ASSERT_EQUAL_FATAL(ckpt_load_private(k6, &k), 0);
+        CU_ASSERT_EQUAL_FATAL(
+            note_vkey_format("witness.example/w6", NOTE_TYPE_COSIG, k, vk6, sizeof vk6), 0);
+        EVP_PKEY_free(k);
+    }
+    snprintf(wl, sizeof wl,
+             "http://127.0.0.1:%u %s;http://127.0.0.1:%u/ %s; http://127.0.0.1:%u %s;"
+             "http://127.0.0.1:%u %s;http://127.0.0.1:%u %s;http://127.0.0.1:%u %s",
+             p1, vk1, p2, vk2, p3, vk3, p4, vk4, p5, vk5b, p6, vk6);
+    char *a[] = {bin_verityd, "--data-dir", tb.data, "--listen", tb.addr, "--http", http_addr,
+                 "--signing-key", kf, "--tlog-name", NAME, "--log-level", "info", "--witnesses", wl,
+                 "--witness-interval-ms", "200", "--witness-timeout-ms", "2000", NULL};
+    pid_t pid = spawn(a, logp);
+    CU_ASSERT_FATAL(wait_port(hport, pid));
+    produce_n(tb.addr, "orders", 40, true);
+
+    struct note_vkey keys[4];
+    keys[0] = vk;
+    CU_ASSERT_EQUAL_FATAL(note_vkey_parse(vk1, &keys[1]), 0);
+    CU_ASSERT_EQUAL_FATAL(note_vkey_parse(vk2, &keys[2]), 0);
+    CU_ASSERT_EQUAL_FATAL(note_vkey_parse(vk3, &keys[3]), 0);
+    static char cos[8192], resp[8192], met[1 << 16];
+    CU_ASSERT_FATAL(wait_cosigned(hport, 40, keys, 3, 7, cos, sizeof cos));
+    /* what was cosigned verifies in Go with each witness key */
+    char cf[700];
+    snprintf(cf, sizeof cf, "%s/pushed.note", root);
+    FILE *f = fopen(cf, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs(cos, f);
+    fclose(f);
+    char *g1[] = {bin_check, "cosig", vkey, vk1, cf, NULL};
+    char *g2[] = {bin_check, "cosig", vkey, vk2, cf, NULL};
+    char *g3[] = {bin_check, "cosig", vkey, vk3, cf, NULL};
+    CU_ASSERT_EQUAL(run(g1, NULL, "/dev/null"), 0);
+    CU_ASSERT_EQUAL(run(g2, NULL, "/dev/null"), 0);
+    CU_ASSERT_NOT_EQUAL(run(g3, NULL, "/dev/null"), 0); /* the forked witness signed nothing */
+    /* the tiles checkpoint carries the same lines when it is the current size */
+    CU_ASSERT_EQUAL(http(hport, "GET", "/tlog/orders/0/checkpoint", NULL, resp, sizeof resp), 200);
+    CU_ASSERT_STRING_EQUAL(resp, cos);
+    char tcpath[800];
+    snprintf(tcpath, sizeof tcpath, "%s/topics/orders/0/tree.cosigned", tb.data);
+    char *onfile = slurp(tcpath, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(onfile);
+    CU_ASSERT_STRING_EQUAL(onfile, cos);
+    free(onfile);
+
+    /* every bad witness was handled: logged and counted, nothing kept */
+    for (int i = 0; i < 3000; i++) {
+        CU_ASSERT_EQUAL_FATAL(http(hport, "GET", "/metrics", NULL, met, sizeof met), 200);
+        if (metric(met, "verity_witness_conflicts_total", "witness.example/w3") >= 1 &&
+            metric(met, "verity_witness_rejections_total", "witness.example/w4") >= 1 &&
+            metric(met, "verity_witness_bad_cosignatures_total", "witness.example/w5") >= 1 &&
+            metric(met, "verity_witness_errors_total", "witness.example/w6") >= 1)
+            break;
+        usleep(10000);
+    }
+    CU_ASSERT(metric(met, "verity_witness_conflicts_total", "witness.example/w3") >= 1);
+    CU_ASSERT(metric(met, "verity_witness_rejections_total", "witness.example/w4") >= 1);
+    CU_ASSERT(metric(met, "verity_witness_bad_cosignatures_total", "witness.example/w5") >= 1);
+    CU_ASSERT(metric(met, "verity_witness_errors_total", "witness.example/w6") >= 1);
+    CU_ASSERT(metric(met, "verity_witness_cosignatures_total", "witness.example/w1") >= 1);
+    CU_ASSERT_EQUAL(metric(met, "verity_witness_cosignatures_total", "witness.example/w3"), 0);
+    CU_ASSERT_EQUAL(metric(met, "verity_witness_conflicts_total", "witness.example/w1"), 0);
+    CU_ASSERT_PTR_NULL(strstr(cos, "witness.example/w3"));
+    CU_ASSERT_PTR_NULL(strstr(cos, "witness.example/w5"));
+    char *lg = slurp(logp, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(lg);
+    CU_ASSERT_PTR_NOT_NULL(strstr(lg, "event=witness_conflict topic=orders partition=0 "
+                                      "witness=witness.example/w3"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(lg, "event=witness_rejected topic=orders partition=0 "
+                                      "witness=witness.example/w4 status=404"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(lg, "event=witness_bad_cosignature topic=orders partition=0 "
+                                      "witness=witness.example/w5"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(lg, "event=witness_unreachable topic=orders partition=0 "
+                                      "witness=witness.example/w6"));
+    free(lg);
+
+    /* the log grows: both witnesses move on (each checks the proof) */
+    uint64_t size1 = 0;
+    {
+        char o[NOTE_ORIGIN_MAX + 1];
+        uint8_t r[MT_HASH_SIZE];
+        CU_ASSERT_EQUAL(note_checkpoint_parse(cos, strlen(cos), o, sizeof o, &size1, r), 0);
+    }
+    produce_n(tb.addr, "orders", 25, false);
+    CU_ASSERT(wait_cosigned(hport, size1 + 25, keys, 3, 7, cos, sizeof cos));
+    /* a restart: the sizes the witnesses hold are read back, no 409 needed;
+     * now offered by growth (every 5 batches), the interval being a minute */
+    stop(pid);
+    char *a2[] = {bin_verityd, "--data-dir", tb.data, "--listen", tb.addr, "--http", http_addr,
+                  "--signing-key", kf, "--tlog-name", NAME, "--log-level", "info", "--witnesses",
+                  wl, "--witness-interval-ms", "60000", "--witness-every-batches", "5",
+                  "--witness-timeout-ms", "2000", NULL};
+    pid = spawn(a2, logp);
+    CU_ASSERT_FATAL(wait_port(hport, pid));
+    uint64_t size2 = 0;
+    CU_ASSERT_FATAL(wait_cosigned(hport, size1 + 25, keys, 3, 7, cos, sizeof cos));
+    {
+        char o[NOTE_ORIGIN_MAX + 1];
+        uint8_t r[MT_HASH_SIZE];
+        CU_ASSERT_EQUAL(note_checkpoint_parse(cos, strlen(cos), o, sizeof o, &size2, r), 0);
+    }
+    produce_n(tb.addr, "orders", 10, false); /* only growth can trigger the next offer */
+    CU_ASSERT(wait_cosigned(hport, size2 + 10, keys, 3, 7, cos, sizeof cos));
+    CU_ASSERT_EQUAL(http(hport, "GET", "/metrics", NULL, met, sizeof met), 200);
+    CU_ASSERT_EQUAL(metric(met, "verity_witness_conflicts_total", "witness.example/w1"), 0);
+    CU_ASSERT_EQUAL(metric(met, "verity_witness_conflicts_total", "witness.example/w2"), 0);
+    stop(pid);
+    tb.pid = 0;
+    tb_free(&tb);
+    stop(w1);
+    stop(w2);
+    stop(w3);
+    stop(w4);
+    stop(w5);
+}
+
 int main(void)
 {
     static const struct {
@@ -738,6 +1035,8 @@ int main(void)
         {"note.Open and verity proof verify", test_note_open_and_cli},
         {"witness round trip: 200, 409, 422, 403, 404; verity proof cosign", test_witness},
         {"tiles from a real broker rebuild the signed root", test_tiles_from_broker},
+        {"the broker pushes checkpoints to witnesses; bad witnesses are handled",
+         test_witness_push},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;

@@ -523,6 +523,123 @@ static void test_tree_follows_log(void)
     free(dir2);
 }
 
+/* mt_find_offset (the in-memory run index plus the search within a run)
+ * against a linear scan, for every offset, across run boundaries, after a
+ * truncation, after a reopen, and for a read-only open. */
+static void find_all(struct mtree *t, uint64_t n, const uint64_t *base, const uint32_t *cnt)
+{
+    uint64_t end = n ? base[n - 1] + cnt[n - 1] : 0, idx = 0;
+    for (uint64_t o = 0; o < end + 3; o++) {
+        uint64_t want = UINT64_MAX;
+        for (uint64_t i = 0; i < n; i++)
+            if (base[i] <= o && o < base[i] + cnt[i])
+                want = i;
+        int rc = mt_find_offset(t, n, o, &idx);
+        if (want == UINT64_MAX) {
+            CU_ASSERT_EQUAL(rc, VERITY_EOFFSET);
+        } else {
+            CU_ASSERT_EQUAL(rc, 0);
+            CU_ASSERT_EQUAL(idx, want);
+        }
+    }
+}
+
+static void test_find_offset(void)
+{
+    char *dir = tu_tmpdir("merkle-find");
+    enum { N = 1100 };
+    static uint64_t base[N];
+    static uint32_t cnt[N];
+    struct mtree *t = NULL;
+    CU_ASSERT_EQUAL_FATAL(mt_open(dir, NULL, false, &t), 0);
+    uint64_t off = 0;
+    for (uint64_t i = 0; i < N; i++) {
+        struct mt_leaf l = {.base_offset = off, .record_count = (uint32_t)(1 + (i * 7) % 5)};
+        uint8_t data[MT_LEAF_SIZE];
+        base[i] = off;
+        cnt[i] = l.record_count;
+        off += l.record_count;
+        mt_leaf_encode(&l, data);
+        CU_ASSERT_EQUAL_FATAL(mt_append(t, data), 0);
+    }
+    static const uint64_t sizes[] = {N, 1, 255, 256, 257, 513, 1024};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+        find_all(t, sizes[k], base, cnt);
+    CU_ASSERT_EQUAL(mt_truncate(t, 600), 0);
+    find_all(t, 600, base, cnt);
+    CU_ASSERT_EQUAL(mt_truncate(t, 512), 0);
+    find_all(t, 512, base, cnt);
+    uint64_t idx;
+    CU_ASSERT_EQUAL(mt_find_offset(t, 513, base[512], &idx), VERITY_EOFFSET); /* beyond size */
+    CU_ASSERT_EQUAL(mt_sync(t), 0);
+    mt_close(t);
+    CU_ASSERT_EQUAL_FATAL(mt_open(dir, NULL, true, &t), 0);
+    CU_ASSERT_EQUAL(mt_size(t), 512);
+    find_all(t, 512, base, cnt);
+    mt_close(t);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* The witness push's readers of add-checkpoint answers (tproof.h). */
+static void test_witness_answers(void)
+{
+    uint8_t root[H];
+    char text[256], note[1024], line[512], vkw[NOTE_VKEY_MAX + 1], body[2048];
+    struct note_vkey wk;
+    memset(root, 7, H);
+    int tl = note_checkpoint_text("verity.example/t/orders/0", 12, root, text, sizeof text);
+    CU_ASSERT_FATAL(tl > 0);
+    int nl = note_sign(text, (size_t)tl, "verity.example/t", key_priv, note, sizeof note);
+    CU_ASSERT_FATAL(nl > 0);
+    int ll = note_cosign_line(text, (size_t)tl, "witness.example/w1", key_priv, 1700000000, line,
+                              sizeof line);
+    CU_ASSERT_FATAL(ll > 0);
+    CU_ASSERT_EQUAL_FATAL(
+        note_vkey_format("witness.example/w1", NOTE_TYPE_COSIG, key_priv, vkw, sizeof vkw), 0);
+    CU_ASSERT_EQUAL_FATAL(note_vkey_parse(vkw, &wk), 0);
+    CU_ASSERT_EQUAL(tproof_cosig_check(note, (size_t)nl, line, (size_t)ll, &wk), 0);
+    /* two lines, the second from another witness: still fine */
+    snprintf(body, sizeof body, "%s%s", line, line);
+    char *other = strstr(body + ll, "w1");
+    other[1] = '9';
+    CU_ASSERT_EQUAL(tproof_cosig_check(note, (size_t)nl, body, strlen(body), &wk), 0);
+    /* a changed signature byte, another note, no line of that key: refused */
+    snprintf(body, sizeof body, "%s", line);
+    body[ll - 5] = body[ll - 5] == 'A' ? 'B' : 'A';
+    CU_ASSERT_EQUAL(tproof_cosig_check(note, (size_t)nl, body, (size_t)ll, &wk), VERITY_ESIGNATURE);
+    char note2[1024];
+    root[0] ^= 1;
+    tl = note_checkpoint_text("verity.example/t/orders/0", 12, root, text, sizeof text);
+    int nl2 = note_sign(text, (size_t)tl, "verity.example/t", key_priv, note2, sizeof note2);
+    CU_ASSERT_EQUAL(tproof_cosig_check(note2, (size_t)nl2, line, (size_t)ll, &wk),
+                    VERITY_ESIGNATURE);
+    snprintf(body, sizeof body, "%s", line);
+    strstr(body, "w1")[1] = '9';
+    CU_ASSERT_EQUAL(tproof_cosig_check(note, (size_t)nl, body, (size_t)ll, &wk), VERITY_ESIGNATURE);
+    /* not signature lines */
+    static const char *bad[] = {"", "\n", "hello\n", "\xe2\x80\x94 x", "\xe2\x80\x94 \n",
+                                "text\n\n\xe2\x80\x94 witness.example/w1 AAAA\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CU_ASSERT_EQUAL(tproof_cosig_check(note, (size_t)nl, bad[i], strlen(bad[i]), &wk),
+                        VERITY_ECORRUPT);
+    snprintf(body, sizeof body, "%s", line);
+    body[3] = '\0';
+    CU_ASSERT_EQUAL(tproof_cosig_check(note, (size_t)nl, body, (size_t)ll, &wk), VERITY_ECORRUPT);
+    /* 409 bodies */
+    uint64_t v = 0;
+    CU_ASSERT_EQUAL(tproof_size_parse("77\n", 3, &v), 0);
+    CU_ASSERT_EQUAL(v, 77);
+    CU_ASSERT_EQUAL(tproof_size_parse("0", 1, &v), 0);
+    CU_ASSERT_EQUAL(v, 0);
+    CU_ASSERT_EQUAL(tproof_size_parse("18446744073709551615\n", 21, &v), 0);
+    CU_ASSERT_EQUAL(v, UINT64_MAX);
+    static const char *badsz[] = {"", "\n", "-1\n", "077\n", "7 \n", "18446744073709551616",
+                                  "12\n\n", "x"};
+    for (size_t i = 0; i < sizeof badsz / sizeof badsz[0]; i++)
+        CU_ASSERT_EQUAL(tproof_size_parse(badsz[i], strlen(badsz[i]), &v), VERITY_ECORRUPT);
+}
+
 int main(void)
 {
     static const struct {
@@ -536,6 +653,8 @@ int main(void)
         {"C2SP notes, vkeys, cosignatures", test_notes},
         {"tlog-proof and witness body round trip", test_tproof_roundtrip},
         {"tree follows the log: reopen, lost state, torn tail", test_tree_follows_log},
+        {"leaf of an offset: run index, truncation, reopen", test_find_offset},
+        {"witness answers: cosignature lines, 409 sizes", test_witness_answers},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
