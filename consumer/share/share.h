@@ -230,8 +230,74 @@ int xf_detokenize(const struct xf_keys *k, const char *path, const char *token, 
 int xf_decrypt(EVP_PKEY *rcpt, const json_t *enc, const char *path, const char *position,
                json_t **out) SH_WUR;
 
+/* The commitment of one original value given its canonical JSON. */
+int xf_commit_canon(const uint8_t salt[16], const char *canon, size_t n, char out[44]) SH_WUR;
+/* The new value of field rule f (not KEEP / DROP) for the original v of
+ * doc (new reference, NULL on failure). canon: canon(v) when the caller has
+ * it (canon_len bytes), else NULL. */
+json_t *xf_value(const struct share_spec *s, const struct xf_keys *k, const char *export_id,
+                 const char *position, const struct xf_field *f, const json_t *doc,
+                 const json_t *v, const char *canon, size_t canon_len);
+
 /* JSON pointer (RFC 6901) over objects and arrays: the value, or NULL. */
 json_t *jp_get(const json_t *doc, const char *ptr);
+
+/* ---- share_line.c ---------------------------------------------------------- */
+
+/* A growable byte buffer (libc memory, whatever allocator jansson uses). */
+struct sh_buf {
+    char *p;
+    size_t n, cap;
+};
+int sh_buf_put(struct sh_buf *b, const void *d, size_t n) SH_WUR;
+void sh_buf_free(struct sh_buf *b);
+
+/* What turning records of one share into lines needs, computed once per
+ * export: each rule's path as a JSON string and, when every rule is on a
+ * top-level member ("/name"), the plan of the scanner path. */
+struct xf_plan {
+    char *paths_json[SHARE_FIELDS_MAX];
+    bool fast;                    /* the scanner path applies to this share */
+    bool mini;                    /* predicates or date_shift: a small doc is built */
+    char *key[SHARE_FIELDS_MAX];  /* each rule's member name (fast) */
+    size_t key_len[SHARE_FIELDS_MAX];
+    char *key_json[SHARE_FIELDS_MAX]; /* ... as a JSON string */
+    char *need[SHARE_FIELDS_MAX + 2 * SHARE_PREDS_MAX]; /* members the small doc holds */
+    size_t need_len[SHARE_FIELDS_MAX + 2 * SHARE_PREDS_MAX];
+    uint32_t nneed;
+};
+int xf_plan_init(struct xf_plan *pl, const struct share_spec *s) SH_WUR;
+void xf_plan_deinit(struct xf_plan *pl);
+
+/* One source record. */
+struct xf_rec {
+    const char *topic;
+    uint32_t partition;
+    uint64_t offset;
+    int64_t ts_ms;
+    const void *value;
+    size_t len;
+    uint64_t index;               /* the record's "i" in the export */
+};
+
+#define XF_LINE_SKIP 1            /* outside the time range or the filter: no line */
+#define XF_LINE_NOT_OBJECT 2      /* not a JSON object: no line (counted as skipped) */
+#define XF_LINE_FALLBACK 3        /* xf_line_fast only: the scanner declines */
+
+/* Appends the record's export line ('\n'-terminated) to out: 0, XF_LINE_SKIP,
+ * XF_LINE_NOT_OBJECT, or a negative error (err: which rule failed). On
+ * anything but 0, out is left as it was. xf_line takes the scanner path when
+ * it can and the jansson tree path otherwise; both give the same bytes
+ * (tests/fuzz/fuzz_share.c selector 8 compares them). */
+int xf_line(const struct xf_plan *pl, const struct share_spec *s, const struct xf_keys *k,
+            const char *export_id, const struct xf_rec *r, struct sh_buf *out, char *err,
+            size_t cap) SH_WUR;
+int xf_line_tree(const struct xf_plan *pl, const struct share_spec *s, const struct xf_keys *k,
+                 const char *export_id, const struct xf_rec *r, struct sh_buf *out, char *err,
+                 size_t cap) SH_WUR;
+int xf_line_fast(const struct xf_plan *pl, const struct share_spec *s, const struct xf_keys *k,
+                 const char *export_id, const struct xf_rec *r, struct sh_buf *out, char *err,
+                 size_t cap) SH_WUR;
 
 /* ---- share_export.c -------------------------------------------------------- */
 

@@ -74,7 +74,7 @@ if [ "$share_secs" != 0 ]; then
     spkg=($(pkg-config --cflags --libs libevent libevent_pthreads libevent_openssl libprotobuf-c jansson libssl libcrypto))
     ssrcs=(consumer/share/paseto.c consumer/share/share_util.c consumer/share/share_spec.c
            consumer/share/share_xform.c consumer/share/share_export.c consumer/share/share_store.c
-           consumer/share/share_proof.c
+           consumer/share/share_proof.c consumer/share/share_line.c
            client/*.c storage/*.c proto/codec.c "$out/gen/proto/verity.pb-c.c")
     echo "fuzz: building $out/fuzz_share"
     clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
