@@ -634,6 +634,122 @@ static void test_time_and_duration_parsing(void)
     CU_ASSERT(sh_duration_parse("-1d", &ms) != 0);
 }
 
+
+/* ---- record lines: the scanner path and the tree path ------------------------------ */
+
+/* Both paths on one record: the same verdict and the same bytes whenever
+ * the scanner does not decline. Returns the scanner's verdict. */
+static int line_both(const struct xf_plan *pl, const struct share_spec *s, const char *rec,
+                     int64_t ts, char *line, size_t cap)
+{
+    struct xf_keys k;
+    CU_ASSERT_FATAL(xf_keys_derive(SECRET, s->id, &k) == 0);
+    struct xf_rec r = {.topic = "visits", .partition = 2, .offset = 77, .ts_ms = ts,
+                       .value = rec, .len = strlen(rec), .index = 9};
+    struct sh_buf a = {0}, b = {0};
+    char err[128];
+    int fa = xf_line_fast(pl, s, &k, "exp1", &r, &a, err, sizeof err);
+    int tb = xf_line_tree(pl, s, &k, "exp1", &r, &b, err, sizeof err);
+    if (fa != XF_LINE_FALLBACK) {
+        CU_ASSERT_EQUAL(fa, tb);
+        CU_ASSERT_EQUAL(a.n, b.n);
+        CU_ASSERT(a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0));
+        if (a.n != b.n || (a.n && memcmp(a.p, b.p, a.n)))
+            fprintf(stderr, "\nscanner: %.*s\ntree:    %.*s\n", (int)a.n, a.p, (int)b.n, b.p);
+    }
+    if (line)
+        snprintf(line, cap, "%.*s", (int)b.n, b.n ? b.p : "");
+    sh_buf_free(&a);
+    sh_buf_free(&b);
+    return fa == XF_LINE_FALLBACK ? (tb == XF_LINE_NOT_OBJECT ? -1000 - tb : 1000 + tb) : fa;
+}
+
+static void test_line_scanner_and_tree_give_the_same_bytes(void)
+{
+    struct share_spec s;
+    const char *r[] = {"/patient_id=hash", "/card=mask:last:4", "/visit_date=generalise:month",
+                       "/diagnosis=keep", "/name=drop", "/n=generalise:bucket:10", "/a~1b=keep",
+                       "/obj=keep"};
+    spec_with(&s, ID_A, r, 8);
+    struct xf_plan pl;
+    CU_ASSERT_FATAL(xf_plan_init(&pl, &s) == 0);
+    CU_ASSERT(pl.fast);
+    CU_ASSERT(!pl.mini);
+    char line[4096];
+    /* the bench's record: the scanner takes it, and the line is what it must be */
+    const char *rec = "{\"patient_id\":\"p7\",\"card\":\"4111111111000007\",\"visit_date\":"
+                      "\"2026-08-08T10:00:00Z\",\"diagnosis\":\"dx7\",\"name\":\"Patient 7\","
+                      "\"type\":\"visit\"}";
+    CU_ASSERT_EQUAL(line_both(&pl, &s, rec, 5, line, sizeof line), 0);
+    json_t *j = json_loads(line, 0, NULL), *v = json_object_get(j, "value");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "pos")), "visits/2/77");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "i")), 9);
+    CU_ASSERT_EQUAL(json_object_size(v), 4);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(v, "card")), "************0007");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(v, "visit_date")), "2026-08");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(v, "diagnosis")), "dx7");
+    CU_ASSERT_EQUAL(json_object_size(json_object_get(j, "commit")), 4); /* name dropped, committed */
+    json_decref(j);
+    /* records the scanner takes, each compared byte for byte with the tree */
+    const char *same[] = {
+        "{}",
+        " {\"n\" : 42.5 , \"obj\":{\"x\":[1,2,{\"y\":null}],\"z\":true}}\n",
+        "{\"n\":-0,\"a/b\":\"slash key\",\"diagnosis\":1e2,\"card\":12345}",
+        "{\"diagnosis\":\"caf\xc3\xa9 \xe2\x80\xa8 \x7f\",\"card\":\"Zo\xc3\xab Smith\"}",
+        "{\"diagnosis\":\"\\u00e9\\n\\\"q\\\"\",\"card\":\"a\\tb\",\"patient_id\":\"\\ud83d\\ude00\"}",
+        "{\"obj\":{\"k\":\"\\/\"},\"n\":1.0,\"visit_date\":\"not a date\",\"other\":[[],{}]}",
+        "{\"patient_id\":[1,\"x\"],\"card\":null,\"name\":{\"first\":\"A\"},\"n\":123456789012345678}",
+        "{\"n\":1.7976931348623157e308,\"diagnosis\":0.1}",
+        "{\"diagnosis\":\"say \\\"hi\\\"\",\"card\":\"x\\\"y\\\"z\\\\1\"}",
+    };
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        int rc = line_both(&pl, &s, same[i], 5, NULL, 0);
+        CU_ASSERT_EQUAL(rc, 0);
+        if (rc)
+            fprintf(stderr, "\nrecord %zu: %d\n", i, rc);
+    }
+    /* declined by the scanner, decided by jansson: taken / not an object */
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"di\\u0061gnosis\":\"x\"}", 5, line, sizeof line), 1000);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"n\":1234567890123456789}", 5, NULL, 0), 1000);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":1,\"a\":2}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"o\":{\"a\":1,\"a\":2}}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":\"\\u0000\"}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":\"\\udc00\"}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":1e999}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":01}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":\"\xc0\xaf\"}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":1} x", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "[1,2]", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":\"tab\tin string\"}", 5, NULL, 0), -1002);
+    xf_plan_deinit(&pl);
+    share_spec_deinit(&s);
+
+    /* predicates and date_shift: the small doc answers as the whole doc would */
+    const char *r2[] = {"/pid=hash", "/d=date_shift:/pid:30", "/res=generalise:ranges:0-9=low,10-=high"};
+    spec_with(&s, ID_B, r2, 3);
+    CU_ASSERT_FATAL(share_pred_parse("/type==\"visit\"", &s.preds[0], line, sizeof line) == 0);
+    CU_ASSERT_FATAL(share_pred_parse("/tags/1 exists", &s.preds[1], line, sizeof line) == 0);
+    s.pred_count = 2;
+    s.from_time_ms = 10;
+    CU_ASSERT_FATAL(xf_plan_init(&pl, &s) == 0);
+    CU_ASSERT(pl.fast && pl.mini);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"type\":\"visit\",\"tags\":[1,2],\"pid\":\"p1\",\"d\":\"2026-03-01\",\"res\":12}", 10, NULL, 0), 0);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"type\":\"visit\",\"tags\":[1],\"pid\":\"p1\"}", 10, NULL, 0), XF_LINE_SKIP);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"type\":\"lab\",\"tags\":[1,2]}", 10, NULL, 0), XF_LINE_SKIP);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"type\":\"visit\",\"tags\":[1,2]}", 9, NULL, 0), XF_LINE_SKIP);
+    xf_plan_deinit(&pl);
+    share_spec_deinit(&s);
+
+    /* a rule below the top level: tree path only */
+    const char *r3[] = {"/a/b=hash"};
+    spec_with(&s, ID_B, r3, 1);
+    CU_ASSERT_FATAL(xf_plan_init(&pl, &s) == 0);
+    CU_ASSERT(!pl.fast);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":{\"b\":1}}", 5, NULL, 0), 1000);
+    xf_plan_deinit(&pl);
+    share_spec_deinit(&s);
+}
+
 int main(void)
 {
     tmp = tu_tmpdir("share-unit");
@@ -656,6 +772,7 @@ int main(void)
     CU_add_test(s, "export verify: untouched ok, tampering refused", test_export_verify_accepts_untouched_rejects_tampering);
     CU_add_test(s, "reveal against commitment", test_reveal_checks_against_commitment);
     CU_add_test(s, "times and durations", test_time_and_duration_parsing);
+    CU_add_test(s, "record lines: scanner and tree paths, same bytes", test_line_scanner_and_tree_give_the_same_bytes);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures();
