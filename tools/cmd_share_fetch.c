@@ -241,6 +241,7 @@ static int share_fetch(int argc, char **argv)
      * at once: without this glibc gives the heap top back to the kernel
      * after each and faults it in again (a quarter of the fetch's CPU in
      * brk and page faults, docs/PERFORMANCE.md). */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20); /* setting the other turns its dynamic value off */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_TOP_PAD, 4 << 20);
     event_base_dispatch(base);

@@ -55,7 +55,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d
     --listen "127.0.0.1:$gport" --rate-token 0 --rate-addr 0 >"$dir/gw.log" 2>&1 &
 gpid=$!
 wait_port "$gport"
-[ -n "${PERF_OUT:-}" ] && { perf record -g -o "$PERF_OUT" -p "$gpid" 2>/dev/null & ppid=$!; sleep 0.5; }
+[ -n "${PERF_OUT:-}" ] && { perf record ${PERF_ARGS:--g} -o "$PERF_OUT" -p "$gpid" 2>/dev/null & ppid=$!; sleep 0.5; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 c0=$(cpu "$gpid")
 b0=$(cpu "$bpid")

@@ -59,8 +59,10 @@ void sh_hex(const uint8_t *in, size_t n, char *out); /* out: 2n + 1 */
 int sh_unhex(const char *s, uint8_t *out, size_t n) SH_WUR; /* exactly 2n hex chars */
 /* SHA-256 of the concatenation of n parts. */
 int sh_sha256v(const void *const *parts, const size_t *lens, size_t n, uint8_t out[32]) SH_WUR;
-/* HMAC-SHA-256 with a key of at most 64 bytes. */
+/* HMAC-SHA-256 with a key of at most 64 bytes. The padded-key states of
+ * the last few keys are cached per thread; sh_hmac_forget wipes them. */
 int sh_hmac(const uint8_t *key, size_t klen, const void *d, size_t n, uint8_t out[32]) SH_WUR;
+void sh_hmac_forget(void);
 int sh_hkdf(const uint8_t *ikm, size_t ikm_len, const void *salt, size_t salt_len,
             const void *info, size_t info_len, uint8_t *out, size_t out_len) SH_WUR;
 int sh_random(uint8_t *out, size_t n) SH_WUR;

@@ -635,6 +635,46 @@ static void test_time_and_duration_parsing(void)
 }
 
 
+/* RFC 4231 test cases 1, 2 and 3 (a key longer than a block is refused:
+ * sh_hmac takes keys of at most 64 bytes), each twice (the second time the
+ * padded-key states come from the per-thread cache), and with the cache
+ * shared between keys. */
+static void test_hmac_rfc4231_vectors(void)
+{
+    uint8_t k1[20], mac[32], k3[20];
+    char hex[65];
+    memset(k1, 0x0b, sizeof k1);
+    memset(k3, 0xaa, sizeof k3);
+    uint8_t d3[50];
+    memset(d3, 0xdd, sizeof d3);
+    for (int round = 0; round < 2; round++) {
+        CU_ASSERT_FATAL(sh_hmac(k1, sizeof k1, "Hi There", 8, mac) == 0);
+        sh_hex(mac, 32, hex);
+        CU_ASSERT_STRING_EQUAL(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+        CU_ASSERT_FATAL(sh_hmac((const uint8_t *)"Jefe", 4, "what do ya want for nothing?", 28, mac) == 0);
+        sh_hex(mac, 32, hex);
+        CU_ASSERT_STRING_EQUAL(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        CU_ASSERT_FATAL(sh_hmac(k3, sizeof k3, d3, sizeof d3, mac) == 0);
+        sh_hex(mac, 32, hex);
+        CU_ASSERT_STRING_EQUAL(hex, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe");
+        /* more keys than the cache holds, then the first again */
+        for (uint8_t i = 0; i < 6; i++) {
+            uint8_t kk[32] = {i};
+            CU_ASSERT_FATAL(sh_hmac(kk, sizeof kk, "x", 1, mac) == 0);
+        }
+        if (round == 1)
+            sh_hmac_forget();
+    }
+    uint8_t big[65] = {0};
+    CU_ASSERT_EQUAL(sh_hmac(big, sizeof big, "x", 1, mac), VERITY_EINVAL);
+    /* SHA-256 of "abc" in two parts (FIPS 180-2) */
+    const void *parts[2] = {"a", "bc"};
+    size_t lens[2] = {1, 2};
+    CU_ASSERT_FATAL(sh_sha256v(parts, lens, 2, mac) == 0);
+    sh_hex(mac, 32, hex);
+    CU_ASSERT_STRING_EQUAL(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
 /* ---- record lines: the scanner path and the tree path ------------------------------ */
 
 /* Both paths on one record: the same verdict and the same bytes whenever
@@ -772,6 +812,7 @@ int main(void)
     CU_add_test(s, "export verify: untouched ok, tampering refused", test_export_verify_accepts_untouched_rejects_tampering);
     CU_add_test(s, "reveal against commitment", test_reveal_checks_against_commitment);
     CU_add_test(s, "times and durations", test_time_and_duration_parsing);
+    CU_add_test(s, "HMAC-SHA-256 RFC 4231 vectors, cached keys", test_hmac_rfc4231_vectors);
     CU_add_test(s, "record lines: scanner and tree paths, same bytes", test_line_scanner_and_tree_give_the_same_bytes);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
