@@ -59,6 +59,7 @@ wait_port "$gport"
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 c0=$(cpu "$gpid")
 b0=$(cpu "$bpid")
+f0=$(awk '{print $10}' "/proc/$gpid/stat")
 t0=$(date +%s.%N)
 TIMEFORMAT='%U %S'
 fcpu=$( { time ${PERF_FETCH_OUT:+perf record -g -o "$PERF_FETCH_OUT" --} "$bin/verity" share fetch "$dir/bench.share" -o "$dir/export.ndjson" \
@@ -66,6 +67,7 @@ fcpu=$( { time ${PERF_FETCH_OUT:+perf record -g -o "$PERF_FETCH_OUT" --} "$bin/v
 t1=$(date +%s.%N)
 c1=$(cpu "$gpid")
 b1=$(cpu "$bpid")
+f1=$(awk '{print $10}' "/proc/$gpid/stat")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$gpid/status")
 [ -n "${ppid:-}" ] && { kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true; }
 "$bin/verity" share verify "$dir/export.ndjson" --key "$dir/keys/gateway.pub" \
@@ -74,7 +76,7 @@ t2=$(date +%s.%N)
 recs=$(($(wc -l < "$dir/export.ndjson") - 2))
 bytes=$(stat -c %s "$dir/export.ndjson")
 python3 - "$recs" "$bytes" "$t0" "$t1" "$t2" "$c0" "$c1" "$(getconf CLK_TCK)" "$hwm" "$b0" "$b1" "$fcpu" \
-    "$(cut -d' ' -f1 /proc/loadavg)" <<'PY'
+    "$(cut -d' ' -f1 /proc/loadavg)" "$((f1 - f0))" <<'PY'
 import sys
 recs, size = int(sys.argv[1]), int(sys.argv[2])
 t0, t1, t2 = map(float, sys.argv[3:6])
@@ -82,7 +84,7 @@ cpu = (float(sys.argv[7]) - float(sys.argv[6])) / float(sys.argv[8])
 print("records %d, export %.1f MB" % (recs, size / 1e6))
 print("fetch (gateway export over TLS): %.2f s, %.0f records/s, %.1f MB/s" % (t1 - t0, recs / (t1 - t0), size / 1e6 / (t1 - t0)))
 print("gateway CPU: %.2f s (user+sys), %.0f records per CPU-second" % (cpu, recs / cpu if cpu else 0))
-print("gateway peak RSS: %.1f MiB" % (float(sys.argv[9]) / 1024))
+print("gateway peak RSS: %.1f MiB, %s minor page faults during the fetch" % (float(sys.argv[9]) / 1024, sys.argv[14]))
 bcpu = (float(sys.argv[11]) - float(sys.argv[10])) / float(sys.argv[8])
 print("during the fetch: broker CPU %.2f s, fetch client CPU %.2f s; load average %s"
       % (bcpu, float(sys.argv[12]), sys.argv[13]))
