@@ -303,13 +303,9 @@ static json_t *t_generalise(const struct xf_field *f, const json_t *v)
     if (f->gen <= GEN_YEAR) {
         if (!json_is_string(v) || !date_prefix(json_string_value(v), &y, &m, &d))
             return json_null();
-        if (f->gen == GEN_DAY)
-            snprintf(out, sizeof out, "%04d-%02d-%02d", y, m, d);
-        else if (f->gen == GEN_MONTH)
-            snprintf(out, sizeof out, "%04d-%02d", y, m);
-        else
-            snprintf(out, sizeof out, "%04d", y);
-        return json_string(out);
+        /* date_prefix checked "YYYY-MM-DD": the result is its first 10, 7 or 4 characters */
+        return json_stringn_nocheck(json_string_value(v),
+                                    f->gen == GEN_DAY ? 10 : f->gen == GEN_MONTH ? 7 : 4);
     }
     if (!json_is_number(v))
         return json_null();
