@@ -187,7 +187,11 @@ int xf_plan_init(struct xf_plan *pl, const struct share_spec *s)
             if (pl->key_len[j] == pl->key_len[i] && memcmp(pl->key[j], pl->key[i], pl->key_len[i]) == 0)
                 pl->fast = false; /* two rules on one member (the spec refuses this) */
         json_t *kj = json_string(pl->key[i]);
-        pl->key_json[i] = kj ? json_dumps(kj, JSON_ENCODE_ANY) : NULL;
+        if (!kj) { /* not UTF-8: no member can match it; the tree path says so */
+            pl->fast = false;
+            break;
+        }
+        pl->key_json[i] = json_dumps(kj, JSON_ENCODE_ANY);
         json_decref(kj);
         if (!pl->key_json[i])
             goto nomem;
