@@ -790,6 +790,147 @@ static void test_line_scanner_and_tree_give_the_same_bytes(void)
     share_spec_deinit(&s);
 }
 
+/* Random records (a fixed seed: the same every run), mostly valid JSON built
+ * from pieces that stress the scanner (escapes, UTF-8, surrogates, numbers
+ * at the edges, duplicates, nesting), some of them damaged: whenever the
+ * scanner path does not decline, it must give the tree path's verdict and
+ * bytes. Two shares: top-level rules only, and predicates with date_shift,
+ * encrypt and tokenize (the small doc). */
+static uint64_t rnd_state = 0x9e3779b97f4a7c15ULL;
+static uint32_t rnd(uint32_t n)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return (uint32_t)(rnd_state % n);
+}
+
+static void rnd_put(struct sh_buf *b, const char *s)
+{
+    if (sh_buf_put(b, s, strlen(s)) != 0)
+        abort();
+}
+
+static void rnd_value(struct sh_buf *b, int depth);
+
+static void rnd_string(struct sh_buf *b)
+{
+    static const char *piece[] = {"x", "4111111111", "2026-03-14T10:00:00Z", "2026-02-30", " ",
+                                  "\\n", "\\\"", "\\\\", "\\/", "\\u00e9", "\\ud83d\\ude00",
+                                  "\xc3\xa9", "\xe2\x80\xa8", "\x7f", "/", "~", "\\u0041", ""};
+    rnd_put(b, "\"");
+    for (uint32_t i = rnd(4); i > 0; i--)
+        rnd_put(b, piece[rnd(sizeof piece / sizeof piece[0])]);
+    rnd_put(b, "\"");
+}
+
+static void rnd_object(struct sh_buf *b, int depth)
+{
+    static const char *key[] = {"a", "b", "c", "d", "e", "n", "x/y", "p", "s", "t", "k", "m", "z", ""};
+    const uint32_t nk = sizeof key / sizeof key[0];
+    bool used[sizeof key / sizeof key[0]] = {false};
+    rnd_put(b, "{");
+    for (uint32_t i = 0, n = rnd(8); i < n; i++) {
+        if (i)
+            rnd_put(b, rnd(20) ? "," : " , ");
+        rnd_put(b, "\"");
+        uint32_t ki = rnd(nk);
+        while (used[ki] && rnd(30)) /* a duplicate now and then */
+            ki = (ki + 1) % nk;
+        used[ki] = true;
+        rnd_put(b, key[ki]);
+        rnd_put(b, rnd(25) ? "\":" : "\" : ");
+        rnd_value(b, depth + 1);
+    }
+    rnd_put(b, "}");
+}
+
+static void rnd_value(struct sh_buf *b, int depth)
+{
+    static const char *num[] = {"0", "-0", "7", "42.5", "1e2", "-1.5E-3", "123456789012345678",
+                                "1.7976931348623157e308", "0.1", "10", "1234567890123456789", "1e999"};
+    switch (depth > 3 ? rnd(4) : rnd(7)) {
+    case 0:
+    case 1: rnd_string(b); break;
+    case 2: rnd_put(b, num[rnd(8) ? rnd(6) : rnd(sizeof num / sizeof num[0])]); break;
+    case 3: rnd_put(b, rnd(3) == 0 ? "true" : rnd(2) ? "null" : "false"); break;
+    case 4:
+    case 5: rnd_object(b, depth); break;
+    default:
+        rnd_put(b, "[");
+        for (uint32_t i = 0, n = rnd(4); i < n; i++) {
+            if (i)
+                rnd_put(b, ",");
+            rnd_value(b, depth + 1);
+        }
+        rnd_put(b, "]");
+    }
+}
+
+static void test_line_paths_agree_on_random_records(void)
+{
+    struct share_spec s[2];
+    struct xf_plan pl[2];
+    const char *r0[] = {"/a=keep", "/b=hash", "/c=mask:last:2", "/d=generalise:month", "/e=drop",
+                        "/n=generalise:bucket:10", "/x~1y=replace:\"R\"", "/z=keep"};
+    const char *r1[] = {"/p=hash", "/d=date_shift:/p:30", "/t=tokenize", "/a=keep",
+                        "/n=generalise:ranges:0-9=low,10-=high"};
+    spec_with(&s[0], ID_A, r0, 8);
+    spec_with(&s[1], ID_B, r1, 5);
+    uint8_t pub[32];
+    EVP_PKEY *rk = x25519_new(pub);
+    s[1].rcpt.has_key = true;
+    memcpy(s[1].rcpt.x25519, pub, 32);
+    char err[128];
+    CU_ASSERT_FATAL(xf_field_parse("/s=encrypt", &s[1].fields[s[1].field_count++], err, sizeof err) == 0);
+    CU_ASSERT_FATAL(share_pred_parse("/k exists", &s[1].preds[0], err, sizeof err) == 0);
+    s[1].pred_count = 1;
+    for (int i = 0; i < 2; i++)
+        CU_ASSERT_FATAL(xf_plan_init(&pl[i], &s[i]) == 0 && pl[i].fast);
+    struct xf_keys k[2];
+    CU_ASSERT_FATAL(xf_keys_derive(SECRET, ID_A, &k[0]) == 0 && xf_keys_derive(SECRET, ID_B, &k[1]) == 0);
+    int fast_lines = 0, declined = 0, differ = 0;
+    for (int n = 0; n < 20000; n++) {
+        struct sh_buf rec = {0}, a = {0}, b = {0};
+        rnd_object(&rec, 0);
+        if (rnd(10) == 0 && rec.n > 2) { /* damage it */
+            size_t at = rnd((uint32_t)rec.n);
+            static const char junk[] = "\"\\{}[],:x\x80\x01 ";
+            if (rnd(2))
+                rec.p[at] = junk[rnd(sizeof junk - 1)];
+            else
+                rec.n = at;
+        }
+        int i = n % 2;
+        struct xf_rec r = {.topic = "visits", .partition = 1, .offset = (uint64_t)n, .ts_ms = 5,
+                           .value = rec.p, .len = rec.n, .index = (uint64_t)n};
+        int fa = xf_line_fast(&pl[i], &s[i], &k[i], "exp1", &r, &a, err, sizeof err);
+        int tb = xf_line_tree(&pl[i], &s[i], &k[i], "exp1", &r, &b, err, sizeof err);
+        if (fa == XF_LINE_FALLBACK) {
+            declined++;
+        } else if (fa != tb || a.n != b.n || (a.n && memcmp(a.p, b.p, a.n) != 0)) {
+            if (differ++ < 3)
+                fprintf(stderr, "\nrecord: %.*s\nscanner %d: %.*s\ntree %d:    %.*s\n", (int)rec.n,
+                        rec.p, fa, (int)a.n, a.p, tb, (int)b.n, b.p);
+        } else if (fa == 0) {
+            fast_lines++;
+        }
+        sh_buf_free(&rec);
+        sh_buf_free(&a);
+        sh_buf_free(&b);
+    }
+    fprintf(stderr, "[%d lines by the scanner, %d declined] ", fast_lines, declined);
+    CU_ASSERT_EQUAL(differ, 0);
+    /* not vacuous: most records take the scanner path and make a line */
+    CU_ASSERT(fast_lines > 8000);
+    CU_ASSERT(declined > 500);
+    for (int i = 0; i < 2; i++) {
+        xf_plan_deinit(&pl[i]);
+        share_spec_deinit(&s[i]);
+    }
+    EVP_PKEY_free(rk);
+}
+
 int main(void)
 {
     tmp = tu_tmpdir("share-unit");
@@ -814,6 +955,7 @@ int main(void)
     CU_add_test(s, "times and durations", test_time_and_duration_parsing);
     CU_add_test(s, "HMAC-SHA-256 RFC 4231 vectors, cached keys", test_hmac_rfc4231_vectors);
     CU_add_test(s, "record lines: scanner and tree paths, same bytes", test_line_scanner_and_tree_give_the_same_bytes);
+    CU_add_test(s, "record lines: both paths agree on 20,000 random records", test_line_paths_agree_on_random_records);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures();
