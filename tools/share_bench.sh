@@ -8,7 +8,8 @@
 # usage: bash tools/share_bench.sh [BUILD_DIR] [RECORDS]   (default build 300000)
 # needs: openssl (the CLI) for the throwaway TLS certificate.
 # env:   PERF_OUT=FILE records the gateway with perf during the fetch,
-#        PERF_FETCH_OUT=FILE the fetch client (its CPU figure then includes perf).
+#        PERF_FETCH_OUT=FILE the fetch client (its CPU figure then includes perf),
+#        PERF_VERIFY_OUT=FILE `verity share verify`; PERF_ARGS (default -g).
 set -euo pipefail
 build=${1:-build}
 n=${2:-300000}
@@ -70,7 +71,7 @@ b1=$(cpu "$bpid")
 f1=$(awk '{print $10}' "/proc/$gpid/stat")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$gpid/status")
 [ -n "${ppid:-}" ] && { kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true; }
-"$bin/verity" share verify "$dir/export.ndjson" --key "$dir/keys/gateway.pub" \
+${PERF_VERIFY_OUT:+perf record ${PERF_ARGS:--g} -o "$PERF_VERIFY_OUT" --} "$bin/verity" share verify "$dir/export.ndjson" --key "$dir/keys/gateway.pub" \
     --log-key "$dir/data/keys/verity.pub" >/dev/null
 t2=$(date +%s.%N)
 recs=$(($(wc -l < "$dir/export.ndjson") - 2))

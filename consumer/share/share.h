@@ -271,6 +271,25 @@ struct xf_plan {
 int xf_plan_init(struct xf_plan *pl, const struct share_spec *s) SH_WUR;
 void xf_plan_deinit(struct xf_plan *pl);
 
+/* The strict scanner of share_line.c on its own: buf must be one JSON
+ * object (whitespace around it allowed); its top-level members are noted in
+ * top (key and value bytes as written; plain: a string without escapes).
+ * 0, or -1 when the scanner declines: whatever it accepts, json_loadb
+ * with JSON_REJECT_DUPLICATES accepts too, so on -1 ask jansson. */
+struct sh_member {
+    const unsigned char *k, *v;
+    size_t kl, vl;
+    bool plain;
+};
+#define SH_SCAN_TOP_MAX 64
+int sh_scan_object(const void *buf, size_t len, struct sh_member top[SH_SCAN_TOP_MAX],
+                   size_t *n) SH_WUR;
+const struct sh_member *sh_member_get(const struct sh_member *m, size_t n, const char *key);
+/* The member is the plain string s / a non-negative integer written in at
+ * most 18 digits without sign or leading zero (false: not sure; ask jansson). */
+bool sh_member_is(const struct sh_member *m, const char *s);
+bool sh_member_u64(const struct sh_member *m, uint64_t *out);
+
 /* One source record. */
 struct xf_rec {
     const char *topic;

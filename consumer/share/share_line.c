@@ -36,7 +36,7 @@
 #include "consumer/share/share.h"
 
 #define SCAN_DEPTH 32
-#define SCAN_TOP_MAX 64
+#define SCAN_TOP_MAX SH_SCAN_TOP_MAX
 #define SCAN_KEYS_MAX 32
 
 /* ---- buffer ---------------------------------------------------------------------- */
@@ -393,11 +393,7 @@ struct scan {
     const unsigned char *p, *end;
 };
 
-struct member {
-    const unsigned char *k, *v; /* the key's bytes (no quotes), the value's bytes */
-    size_t kl, vl;
-    bool plain;                   /* a string value without escapes */
-};
+#define member sh_member
 
 static void ws(struct scan *s)
 {
@@ -667,6 +663,46 @@ static int sc_value(struct scan *s, int depth, struct member *top, size_t *ntop)
     }
 }
 
+int sh_scan_object(const void *buf, size_t len, struct sh_member top[SH_SCAN_TOP_MAX], size_t *n)
+{
+    struct scan sc = {buf, (const unsigned char *)buf + len};
+    *n = 0;
+    ws(&sc);
+    if (sc.p == sc.end || *sc.p != '{' || sc_object(&sc, 0, top, n))
+        return -1;
+    ws(&sc);
+    return sc.p == sc.end ? 0 : -1;
+}
+
+const struct sh_member *sh_member_get(const struct sh_member *m, size_t n, const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; i < n; i++)
+        if (m[i].kl == kl && memcmp(m[i].k, key, kl) == 0)
+            return &m[i];
+    return NULL;
+}
+
+bool sh_member_is(const struct sh_member *m, const char *s)
+{
+    size_t l = strlen(s);
+    return m && m->plain && m->vl == l + 2 && memcmp(m->v + 1, s, l) == 0;
+}
+
+bool sh_member_u64(const struct sh_member *m, uint64_t *out)
+{
+    if (!m || m->vl == 0 || m->vl > 18 || (m->v[0] == '0' && m->vl > 1))
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < m->vl; i++) {
+        if (m->v[i] < '0' || m->v[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(m->v[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
 /* ---- the scanner path -------------------------------------------------------------- */
 
 static const struct member *find(const struct member *m, size_t n, const char *k, size_t kl)
@@ -695,12 +731,7 @@ int xf_line_fast(const struct xf_plan *pl, const struct share_spec *s, const str
         return XF_LINE_SKIP;
     struct member top[SCAN_TOP_MAX];
     size_t ntop = 0;
-    struct scan sc = {r->value, (const unsigned char *)r->value + r->len};
-    ws(&sc);
-    if (sc.p == sc.end || *sc.p != '{' || sc_object(&sc, 0, top, &ntop))
-        return XF_LINE_FALLBACK;
-    ws(&sc);
-    if (sc.p != sc.end)
+    if (sh_scan_object(r->value, r->len, top, &ntop))
         return XF_LINE_FALLBACK;
     char pos[256];
     size_t pos_len = position(r, pos, sizeof pos);

@@ -463,6 +463,10 @@ static void test_spec_round_trip_keeps_scope_digest_and_token_binds_it(void)
 static char *tmp;
 static char path_ok[600];
 
+/* When set, write_export writes record 1's line with mangle_from replaced
+ * by mangle_to (and signs that). */
+static const char *mangle_from, *mangle_to;
+
 /* Writes a three-record export signed with the 4-S vector key. */
 static void write_export(const char *path, EVP_PKEY *sk)
 {
@@ -489,6 +493,13 @@ static void write_export(const char *path, EVP_PKEY *sk)
                                 10 + i, "ts", 1, "value", d, "commit", commits);
         char *t = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
         n = snprintf(line, sizeof line, "%s\n", t);
+        char *at = i == 1 && mangle_from ? strstr(line, mangle_from) : NULL;
+        if (at) {
+            char rest[4096];
+            snprintf(rest, sizeof rest, "%s", at + strlen(mangle_from));
+            n = (int)(at - line) + snprintf(at, sizeof line - (size_t)(at - line), "%s%s", mangle_to, rest);
+        }
+        CU_ASSERT_FATAL(!i || i != 1 || !mangle_from || at);
         fwrite(line, 1, (size_t)n, f);
         EVP_DigestUpdate(md, line, (size_t)n);
         free(t);
@@ -600,6 +611,44 @@ static void test_export_verify_accepts_untouched_rejects_tampering(void)
     /* ... and verifies with its own key: the check is the key, not the format */
     CU_ASSERT_EQUAL(verify_file(p, other, err, sizeof err), 0);
     EVP_PKEY_free(other);
+    EVP_PKEY_free(sk);
+    EVP_PKEY_free(pk);
+}
+
+/* Record lines spelled in ways the verifier's scanner declines (escapes,
+ * strings for numbers, duplicates) get jansson's verdict: the same as
+ * before the scanner, whether the line is acceptable or not. */
+static void test_export_verify_same_verdict_for_unusual_spellings(void)
+{
+    EVP_PKEY *sk = v4_sk(), *pk = v4_pk();
+    struct {
+        const char *from, *to;
+        int want;
+    } c[] = {
+        {"\"type\":\"record\"", "\"type\":\"rec\\u006frd\"", 0},
+        {"\"topic\":\"visits\"", "\"topic\":\"vis\\u0069ts\"", 0},
+        {"\"i\":1,", "\"i\" : 1 ,", 0},
+        {"\"i\":1,", "\"i\":\"1\",", VERITY_ECORRUPT},
+        {"\"i\":1,", "\"i\":1.0,", VERITY_ECORRUPT},
+        {"\"i\":1,", "\"i\":01,", VERITY_ECORRUPT},
+        {"\"i\":1,", "\"i\":1,\"i\":1,", VERITY_ECORRUPT},
+        {"\"offset\":11", "\"offset\":\"11\"", VERITY_ECORRUPT},
+        {"\"offset\":11", "\"offset\":99", VERITY_ECORRUPT},
+        {"\"partition\":0", "\"partition\":1", VERITY_ECORRUPT},
+        {"\"topic\":\"visits\"", "\"topic\":\"visit\"", VERITY_ECORRUPT},
+    };
+    char p[600], err[512];
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        snprintf(p, sizeof p, "%s/spell%zu.ndjson", tmp, i);
+        mangle_from = c[i].from;
+        mangle_to = c[i].to;
+        write_export(p, sk);
+        mangle_from = mangle_to = NULL;
+        int rc = verify_file(p, pk, err, sizeof err);
+        CU_ASSERT_EQUAL(rc, c[i].want);
+        if (rc != c[i].want)
+            fprintf(stderr, "\ncase %zu (%s): %d %s\n", i, c[i].to, rc, err);
+    }
     EVP_PKEY_free(sk);
     EVP_PKEY_free(pk);
 }
@@ -951,6 +1000,7 @@ int main(void)
     CU_add_test(s, "profile parse and dump", test_profile_parse_and_dump);
     CU_add_test(s, "spec round trip, token binds the scope", test_spec_round_trip_keeps_scope_digest_and_token_binds_it);
     CU_add_test(s, "export verify: untouched ok, tampering refused", test_export_verify_accepts_untouched_rejects_tampering);
+    CU_add_test(s, "export verify: unusual spellings, same verdict", test_export_verify_same_verdict_for_unusual_spellings);
     CU_add_test(s, "reveal against commitment", test_reveal_checks_against_commitment);
     CU_add_test(s, "times and durations", test_time_and_duration_parsing);
     CU_add_test(s, "HMAC-SHA-256 RFC 4231 vectors, cached keys", test_hmac_rfc4231_vectors);
