@@ -7,6 +7,9 @@
 #
 # usage: bash tools/share_bench.sh [BUILD_DIR] [RECORDS]   (default build 300000)
 # needs: openssl (the CLI) for the throwaway TLS certificate.
+# env:   PERF_OUT=FILE records the gateway with perf during the fetch,
+#        PERF_FETCH_OUT=FILE the fetch client (its CPU figure then includes perf),
+#        PERF_VERIFY_OUT=FILE `verity share verify`; PERF_ARGS (default -g).
 set -euo pipefail
 build=${1:-build}
 n=${2:-300000}
@@ -53,21 +56,28 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d
     --listen "127.0.0.1:$gport" --rate-token 0 --rate-addr 0 >"$dir/gw.log" 2>&1 &
 gpid=$!
 wait_port "$gport"
-[ -n "${PERF_OUT:-}" ] && { perf record -g -o "$PERF_OUT" -p "$gpid" 2>/dev/null & ppid=$!; sleep 0.5; }
+[ -n "${PERF_OUT:-}" ] && { perf record ${PERF_ARGS:--g} -o "$PERF_OUT" -p "$gpid" 2>/dev/null & ppid=$!; sleep 0.5; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 c0=$(cpu "$gpid")
+b0=$(cpu "$bpid")
+f0=$(awk '{print $10}' "/proc/$gpid/stat")
 t0=$(date +%s.%N)
-"$bin/verity" share fetch "$dir/bench.share" -o "$dir/export.ndjson" --cacert "$dir/tls.crt" >/dev/null
+TIMEFORMAT='%U %S'
+fcpu=$( { time ${PERF_FETCH_OUT:+perf record -g -o "$PERF_FETCH_OUT" --} "$bin/verity" share fetch "$dir/bench.share" -o "$dir/export.ndjson" \
+            --cacert "$dir/tls.crt" >/dev/null; } 2>&1 | tail -1 | awk '{print $1 + $2}')
 t1=$(date +%s.%N)
 c1=$(cpu "$gpid")
+b1=$(cpu "$bpid")
+f1=$(awk '{print $10}' "/proc/$gpid/stat")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$gpid/status")
 [ -n "${ppid:-}" ] && { kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true; }
-"$bin/verity" share verify "$dir/export.ndjson" --key "$dir/keys/gateway.pub" \
+${PERF_VERIFY_OUT:+perf record ${PERF_ARGS:--g} -o "$PERF_VERIFY_OUT" --} "$bin/verity" share verify "$dir/export.ndjson" --key "$dir/keys/gateway.pub" \
     --log-key "$dir/data/keys/verity.pub" >/dev/null
 t2=$(date +%s.%N)
 recs=$(($(wc -l < "$dir/export.ndjson") - 2))
 bytes=$(stat -c %s "$dir/export.ndjson")
-python3 - "$recs" "$bytes" "$t0" "$t1" "$t2" "$c0" "$c1" "$(getconf CLK_TCK)" "$hwm" <<'PY'
+python3 - "$recs" "$bytes" "$t0" "$t1" "$t2" "$c0" "$c1" "$(getconf CLK_TCK)" "$hwm" "$b0" "$b1" "$fcpu" \
+    "$(cut -d' ' -f1 /proc/loadavg)" "$((f1 - f0))" <<'PY'
 import sys
 recs, size = int(sys.argv[1]), int(sys.argv[2])
 t0, t1, t2 = map(float, sys.argv[3:6])
@@ -75,6 +85,9 @@ cpu = (float(sys.argv[7]) - float(sys.argv[6])) / float(sys.argv[8])
 print("records %d, export %.1f MB" % (recs, size / 1e6))
 print("fetch (gateway export over TLS): %.2f s, %.0f records/s, %.1f MB/s" % (t1 - t0, recs / (t1 - t0), size / 1e6 / (t1 - t0)))
 print("gateway CPU: %.2f s (user+sys), %.0f records per CPU-second" % (cpu, recs / cpu if cpu else 0))
-print("gateway peak RSS: %.1f MiB" % (float(sys.argv[9]) / 1024))
+print("gateway peak RSS: %.1f MiB, %s minor page faults during the fetch" % (float(sys.argv[9]) / 1024, sys.argv[14]))
+bcpu = (float(sys.argv[11]) - float(sys.argv[10])) / float(sys.argv[8])
+print("during the fetch: broker CPU %.2f s, fetch client CPU %.2f s; load average %s"
+      % (bcpu, float(sys.argv[12]), sys.argv[13]))
 print("verify (offline): %.2f s, %.0f records/s" % (t2 - t1, recs / (t2 - t1)))
 PY

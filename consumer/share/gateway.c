@@ -35,6 +35,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,8 +113,9 @@ struct exp {
     uint64_t skipped;             /* records not JSON objects */
     EVP_MD_CTX *md;
     struct event *timer;
-    struct evbuffer *line_buf;    /* one record line being built */
-    char *paths_json[SHARE_FIELDS_MAX]; /* each rule's path as a JSON string */
+    struct evbuffer *line_buf;    /* one proof line being built */
+    struct xf_plan plan;          /* how records become lines (share_line.c) */
+    struct sh_buf rec_line;       /* one record line being built */
     /* inclusion proofs of the current source (share_proof.c) */
     size_t proof_src;             /* the source the cache below belongs to */
     json_t *leaves;               /* the last /v1/proof/leaves items */
@@ -125,6 +127,7 @@ struct exp {
 };
 
 static volatile sig_atomic_t stopping;
+static bool g_scan = true;        /* the scanner path of share_line.c */
 
 /* ---- rate limits ------------------------------------------------------------------ */
 
@@ -230,9 +233,10 @@ static void exp_free(struct exp *x)
     EVP_MD_CTX_free(x->md);
     if (x->line_buf)
         evbuffer_free(x->line_buf);
-    for (uint32_t i = 0; i < SHARE_FIELDS_MAX; i++)
-        free(x->paths_json[i]);
+    xf_plan_deinit(&x->plan);
+    sh_buf_free(&x->rec_line);
     OPENSSL_cleanse(&x->keys, sizeof x->keys);
+    sh_hmac_forget();
     x->g->exports_active--;
     free(x);
 }
@@ -258,47 +262,6 @@ static int emit(struct exp *x, struct evbuffer *out, json_t *line)
     }
     free(s);
     return rc;
-}
-
-/* Copies the value at ptr from doc into the same place in dst, creating the
- * objects on the way (arrays on the way are copied whole). Absent: no-op. */
-static int copy_path(json_t *dst, const json_t *doc, const char *ptr)
-{
-    const json_t *v = jp_get(doc, ptr);
-    if (!v)
-        return 0;
-    char tok[SHARE_SPEC_TEXT_MAX + 1];
-    const char *p = ptr;
-    json_t *d = dst;
-    const json_t *src = doc;
-    while (*p == '/') {
-        const char *next = strchr(p + 1, '/');
-        size_t o = 0;
-        for (const char *q = p + 1; *q && q != next; q++) {
-            char c = *q;
-            if (c == '~') {
-                c = q[1] == '1' ? '/' : '~';
-                q++;
-            }
-            tok[o++] = c;
-        }
-        tok[o] = '\0';
-        const json_t *sv = json_object_get(src, tok);
-        if (!sv)
-            return 0;
-        if (!next || !json_is_object(sv)) /* src is always an object here */
-            return json_object_set(d, tok, (json_t *)sv) ? -ENOMEM : 0;
-        json_t *dv = json_object_get(d, tok);
-        if (!dv) {
-            dv = json_object();
-            if (json_object_set_new(d, tok, dv))
-                return -ENOMEM;
-        }
-        d = dv;
-        src = sv;
-        p = next;
-    }
-    return 0;
 }
 
 /* Appends one prepared body line (the contents of lb, ending in '\n'). */
@@ -467,87 +430,43 @@ static void arena_end(void)
     VERITY_VERIFY(arena.live == 0);
 }
 
-static int dump_to_evbuffer(const char *b, size_t n, void *arg)
+/* Appends one body line of n bytes (ending in '\n'). */
+static int emit_bytes(struct exp *x, struct evbuffer *out, const char *p, size_t n)
 {
-    return evbuffer_add(arg, b, n);
-}
-
-static int emit_record_in(struct exp *x, struct evbuffer *out, struct export_source *src,
-                          const struct verity_message *m)
-{
-    const struct share_spec *s = &x->e->spec;
-    if (m->timestamp_ms < s->from_time_ms || m->timestamp_ms > s->to_time_ms || !m->value ||
-        m->value_len <= 0)
-        return 0;
-    json_t *doc = json_loadb(m->value, (size_t)m->value_len, JSON_REJECT_DUPLICATES, NULL);
-    if (!json_is_object(doc)) {
-        x->skipped++;
-        json_decref(doc);
-        return 0;
-    }
-    for (uint32_t i = 0; i < s->pred_count; i++)
-        if (!share_pred_match(&s->preds[i], doc)) {
-            json_decref(doc);
-            return 0;
-        }
-    /* Allow-list: only fields with a rule leave the gateway. */
-    json_t *value = json_object(), *commits = json_object();
-    char pos[256], err[128];
-    snprintf(pos, sizeof pos, "%s/%u/%llu", src->topic, src->partition,
-             (unsigned long long)m->offset);
-    int rc = xf_apply(s, &x->keys, x->eid, pos, doc, commits, err, sizeof err);
-    for (uint32_t i = 0; !rc && i < s->field_count; i++)
-        if (s->fields[i].op != XF_DROP)
-            rc = copy_path(value, doc, s->fields[i].path);
-    /* The line is written directly around the dumped value: same bytes as
-     * dumping one object with these members in this order, at a fraction of
-     * the allocations. Commitments are base64url (no escaping needed). */
-    if (!rc) { /* proofs are fetched and kept outside the record arena */
-        bool on = arena.on;
-        arena.on = false;
-        rc = prove(x, out, src, (uint64_t)m->offset);
-        arena.on = on;
-    }
-    if (!rc) {
-        struct evbuffer *lb = x->line_buf;
-        evbuffer_drain(lb, evbuffer_get_length(lb));
-        evbuffer_add_printf(lb, "{\"type\":\"record\",\"i\":%llu,\"pos\":\"%s\",\"topic\":\"%s\","
-                                "\"partition\":%u,\"offset\":%llu,\"ts\":%lld,\"value\":",
-                            (unsigned long long)x->records, pos, src->topic, src->partition,
-                            (unsigned long long)m->offset, (long long)m->timestamp_ms);
-        if (json_dump_callback(value, dump_to_evbuffer, lb, JSON_COMPACT) != 0)
-            rc = -ENOMEM;
-        evbuffer_add(lb, ",\"commit\":{", 11);
-        const char *k;
-        json_t *cv;
-        bool first = true;
-        json_object_foreach(commits, k, cv) {
-            uint32_t fi = 0;
-            while (fi < s->field_count && strcmp(s->fields[fi].path, k) != 0)
-                fi++;
-            evbuffer_add_printf(lb, "%s%s:\"%s\"", first ? "" : ",",
-                                fi < s->field_count ? x->paths_json[fi] : "\"?\"",
-                                json_string_value(cv));
-            first = false;
-        }
-        evbuffer_add(lb, "}}\n", 3);
-        if (!rc)
-            rc = emit_raw(x, out, lb);
-        x->records++;
-    }
-    json_decref(value);
-    json_decref(commits);
-    json_decref(doc);
+    if (n > SHARE_LINE_MAX)
+        return VERITY_ELIMIT;
+    EVP_DigestUpdate(x->md, p, n);
+    int rc = 0;
+    if (x->line >= x->after && evbuffer_add(out, p, n) != 0)
+        rc = -ENOMEM;
+    x->line++;
     return rc;
 }
 
+/* One source record: its line (share_line.c), preceded by the proof line
+ * of its batch when the export carries proofs. */
 static int emit_record(struct exp *x, struct evbuffer *out, struct export_source *src,
                        const struct verity_message *m)
 {
+    const struct xf_rec r = {
+        .topic = src->topic, .partition = src->partition, .offset = (uint64_t)m->offset,
+        .ts_ms = m->timestamp_ms, .value = m->value,
+        .len = m->value && m->value_len > 0 ? (size_t)m->value_len : 0, .index = x->records,
+    };
+    char err[128];
+    x->rec_line.n = 0;
     arena_begin();
-    int rc = emit_record_in(x, out, src, m);
+    int rc = xf_line(&x->plan, &x->e->spec, &x->keys, x->eid, &r, &x->rec_line, err, sizeof err);
     arena_end();
-    return rc;
+    if (rc == XF_LINE_NOT_OBJECT)
+        x->skipped++;
+    if (rc)
+        return rc < 0 ? rc : 0;
+    /* proofs are fetched and kept outside the record arena */
+    if ((rc = prove(x, out, src, (uint64_t)m->offset)))
+        return rc;
+    x->records++;
+    return emit_bytes(x, out, x->rec_line.p, x->rec_line.n);
 }
 
 static void exp_finish(struct exp *x, struct evbuffer *out)
@@ -876,12 +795,11 @@ static void h_export(struct gw *g, struct evhttp_request *req, struct share_entr
     x->md = EVP_MD_CTX_new();
     x->timer = evtimer_new(g->base, on_timer, x);
     x->line_buf = evbuffer_new();
-    for (uint32_t i = 0; i < s->field_count; i++) {
-        json_t *pj = json_string(s->fields[i].path);
-        x->paths_json[i] = pj ? json_dumps(pj, JSON_ENCODE_ANY) : NULL;
-        json_decref(pj);
-    }
     int rc = x->md && x->timer && x->line_buf && EVP_DigestInit_ex(x->md, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+    if (!rc)
+        rc = xf_plan_init(&x->plan, s);
+    if (!rc && !g_scan)
+        x->plan.fast = false;
     if (!rc)
         rc = xf_keys_derive(g->secret, s->id, &x->keys);
     if (!rc && resume) {
@@ -1197,6 +1115,18 @@ int main(int argc, char **argv)
     const char *ae = getenv("VERITY_GW_ARENA");
     arena.base = ae && strcmp(ae, "0") == 0 ? NULL : malloc(ARENA_BYTES);
     json_set_alloc_funcs(ar_malloc, ar_free);
+    /* VERITY_GW_SCAN=0: every record through the jansson tree path
+     * (share_line.c), to measure what the scanner path saves */
+    const char *se = getenv("VERITY_GW_SCAN");
+    g_scan = !(se && strcmp(se, "0") == 0);
+    /* Export chunks of a few hundred KiB and libverity's fetch responses
+     * (a MiB each, client/conn.c) are made and freed over and over: take
+     * them from the heap and keep its freed top, instead of mmap/munmap or
+     * trimming and faulting the pages in again each time (page faults were
+     * ~8 % of the gateway's CPU). Setting one of these turns glibc's
+     * dynamic mmap threshold off, so both are set. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
     g.broker = verity_broker_resolve(broker);
     g.exports_max = (uint32_t)exports_max;
     if (parse_rate(rate_addr, &g.rl_addr.rate, &g.rl_addr.burst) ||

@@ -59,8 +59,10 @@ void sh_hex(const uint8_t *in, size_t n, char *out); /* out: 2n + 1 */
 int sh_unhex(const char *s, uint8_t *out, size_t n) SH_WUR; /* exactly 2n hex chars */
 /* SHA-256 of the concatenation of n parts. */
 int sh_sha256v(const void *const *parts, const size_t *lens, size_t n, uint8_t out[32]) SH_WUR;
-/* HMAC-SHA-256 with a key of at most 64 bytes. */
+/* HMAC-SHA-256 with a key of at most 64 bytes. The padded-key states of
+ * the last few keys are cached per thread; sh_hmac_forget wipes them. */
 int sh_hmac(const uint8_t *key, size_t klen, const void *d, size_t n, uint8_t out[32]) SH_WUR;
+void sh_hmac_forget(void);
 int sh_hkdf(const uint8_t *ikm, size_t ikm_len, const void *salt, size_t salt_len,
             const void *info, size_t info_len, uint8_t *out, size_t out_len) SH_WUR;
 int sh_random(uint8_t *out, size_t n) SH_WUR;
@@ -230,8 +232,93 @@ int xf_detokenize(const struct xf_keys *k, const char *path, const char *token, 
 int xf_decrypt(EVP_PKEY *rcpt, const json_t *enc, const char *path, const char *position,
                json_t **out) SH_WUR;
 
+/* The commitment of one original value given its canonical JSON. */
+int xf_commit_canon(const uint8_t salt[16], const char *canon, size_t n, char out[44]) SH_WUR;
+/* The new value of field rule f (not KEEP / DROP) for the original v of
+ * doc (new reference, NULL on failure). canon: canon(v) when the caller has
+ * it (canon_len bytes), else NULL. */
+json_t *xf_value(const struct share_spec *s, const struct xf_keys *k, const char *export_id,
+                 const char *position, const struct xf_field *f, const json_t *doc,
+                 const json_t *v, const char *canon, size_t canon_len);
+
 /* JSON pointer (RFC 6901) over objects and arrays: the value, or NULL. */
 json_t *jp_get(const json_t *doc, const char *ptr);
+
+/* ---- share_line.c ---------------------------------------------------------- */
+
+/* A growable byte buffer (libc memory, whatever allocator jansson uses). */
+struct sh_buf {
+    char *p;
+    size_t n, cap;
+};
+int sh_buf_put(struct sh_buf *b, const void *d, size_t n) SH_WUR;
+void sh_buf_free(struct sh_buf *b);
+
+/* What turning records of one share into lines needs, computed once per
+ * export: each rule's path as a JSON string and, when every rule is on a
+ * top-level member ("/name"), the plan of the scanner path. */
+struct xf_plan {
+    char *paths_json[SHARE_FIELDS_MAX];
+    bool fast;                    /* the scanner path applies to this share */
+    bool mini;                    /* predicates or date_shift: a small doc is built */
+    char *key[SHARE_FIELDS_MAX];  /* each rule's member name (fast) */
+    size_t key_len[SHARE_FIELDS_MAX];
+    char *key_json[SHARE_FIELDS_MAX]; /* ... as a JSON string */
+    char *need[SHARE_FIELDS_MAX + 2 * SHARE_PREDS_MAX]; /* members the small doc holds */
+    size_t need_len[SHARE_FIELDS_MAX + 2 * SHARE_PREDS_MAX];
+    uint32_t nneed;
+};
+int xf_plan_init(struct xf_plan *pl, const struct share_spec *s) SH_WUR;
+void xf_plan_deinit(struct xf_plan *pl);
+
+/* The strict scanner of share_line.c on its own: buf must be one JSON
+ * object (whitespace around it allowed); its top-level members are noted in
+ * top (key and value bytes as written; plain: a string without escapes).
+ * 0, or -1 when the scanner declines: whatever it accepts, json_loadb
+ * with JSON_REJECT_DUPLICATES accepts too, so on -1 ask jansson. */
+struct sh_member {
+    const unsigned char *k, *v;
+    size_t kl, vl;
+    bool plain;
+};
+#define SH_SCAN_TOP_MAX 64
+int sh_scan_object(const void *buf, size_t len, struct sh_member top[SH_SCAN_TOP_MAX],
+                   size_t *n) SH_WUR;
+const struct sh_member *sh_member_get(const struct sh_member *m, size_t n, const char *key);
+/* The member is the plain string s / a non-negative integer written in at
+ * most 18 digits without sign or leading zero (false: not sure; ask jansson). */
+bool sh_member_is(const struct sh_member *m, const char *s);
+bool sh_member_u64(const struct sh_member *m, uint64_t *out);
+
+/* One source record. */
+struct xf_rec {
+    const char *topic;
+    uint32_t partition;
+    uint64_t offset;
+    int64_t ts_ms;
+    const void *value;
+    size_t len;
+    uint64_t index;               /* the record's "i" in the export */
+};
+
+#define XF_LINE_SKIP 1            /* outside the time range or the filter: no line */
+#define XF_LINE_NOT_OBJECT 2      /* not a JSON object: no line (counted as skipped) */
+#define XF_LINE_FALLBACK 3        /* xf_line_fast only: the scanner declines */
+
+/* Appends the record's export line ('\n'-terminated) to out: 0, XF_LINE_SKIP,
+ * XF_LINE_NOT_OBJECT, or a negative error (err: which rule failed). On
+ * anything but 0, out is left as it was. xf_line takes the scanner path when
+ * it can and the jansson tree path otherwise; both give the same bytes
+ * (tests/fuzz/fuzz_share.c selector 8 compares them). */
+int xf_line(const struct xf_plan *pl, const struct share_spec *s, const struct xf_keys *k,
+            const char *export_id, const struct xf_rec *r, struct sh_buf *out, char *err,
+            size_t cap) SH_WUR;
+int xf_line_tree(const struct xf_plan *pl, const struct share_spec *s, const struct xf_keys *k,
+                 const char *export_id, const struct xf_rec *r, struct sh_buf *out, char *err,
+                 size_t cap) SH_WUR;
+int xf_line_fast(const struct xf_plan *pl, const struct share_spec *s, const struct xf_keys *k,
+                 const char *export_id, const struct xf_rec *r, struct sh_buf *out, char *err,
+                 size_t cap) SH_WUR;
 
 /* ---- share_export.c -------------------------------------------------------- */
 

@@ -340,22 +340,44 @@ static int check_sources(FILE *f, const json_t *m, EVP_PKEY *log_pub, const char
     uint64_t ln = 0;
     rewind(f);
     while (!rc && (got = getline(&line, &lcap, f)) > 0) {
-        json_t *j = json_loadb(line, (size_t)got, 0, NULL);
-        const char *type = json_string_value(json_object_get(j, "type"));
+        /* The first pass checked every line with jansson and the digest;
+         * here record lines only need their source. The scanner reads it
+         * without building the line (jansson when it is not sure). */
+        struct sh_member top[SH_SCAN_TOP_MAX];
+        size_t nt;
+        const struct sh_member *tm = NULL, *pm = NULL;
+        uint64_t fpart, foff;
+        bool fast = sh_scan_object(line, (size_t)got, top, &nt) == 0 &&
+                    (tm = sh_member_get(top, nt, "type")) && tm->plain;
+        if (fast && !sh_member_is(tm, "proof") && !sh_member_is(tm, "record")) {
+            ln++;
+            continue; /* the header, the manifest */
+        }
+        fast = fast && sh_member_is(tm, "record") &&
+               (pm = sh_member_get(top, nt, "topic")) && pm->plain &&
+               sh_member_u64(sh_member_get(top, nt, "partition"), &fpart) &&
+               sh_member_u64(sh_member_get(top, nt, "offset"), &foff);
+        json_t *j = fast ? NULL : json_loadb(line, (size_t)got, 0, NULL);
+        const char *type = fast ? "record" : json_string_value(json_object_get(j, "type"));
         ln++;
         if (type && strcmp(type, "proof") == 0)
             rc = check_proof_line(j, sc, ns, ln, rep, err, cap);
         if (type && strcmp(type, "record") == 0) {
-            const char *topic = json_string_value(json_object_get(j, "topic"));
-            json_int_t part = json_integer_value(json_object_get(j, "partition"));
-            json_int_t off = json_integer_value(json_object_get(j, "offset"));
+            const char *topic = fast ? NULL : json_string_value(json_object_get(j, "topic"));
+            size_t topic_len = fast ? pm->vl - 2 : topic ? strlen(topic) : 0;
+            if (fast)
+                topic = (const char *)pm->v + 1; /* not NUL-terminated: topic_len */
+            json_int_t part = fast ? (json_int_t)fpart : json_integer_value(json_object_get(j, "partition"));
+            json_int_t off = fast ? (json_int_t)foff : json_integer_value(json_object_get(j, "offset"));
             size_t k = 0;
             for (; k < ns; k++)
-                if (topic && strcmp(sc[k].topic, topic) == 0 && sc[k].partition == (uint64_t)part)
+                if (topic && strlen(sc[k].topic) == topic_len &&
+                    memcmp(sc[k].topic, topic, topic_len) == 0 && sc[k].partition == (uint64_t)part)
                     break;
             if (k == ns || off < (json_int_t)sc[k].from || off >= (json_int_t)sc[k].to)
-                rc = fail(err, cap, VERITY_ECORRUPT, "record %s/%lld/%lld outside the sources",
-                          topic ? topic : "?", (long long)part, (long long)off);
+                rc = fail(err, cap, VERITY_ECORRUPT, "record %.*s/%lld/%lld outside the sources",
+                          topic ? (int)topic_len : 1, topic ? topic : "?", (long long)part,
+                          (long long)off);
             else if (sc[k].has_ckpt && (uint64_t)off < sc[k].covers)
                 rep->covered++;
             if (!rc && sc[k].has_leaf && (uint64_t)off >= sc[k].leaf_base &&
@@ -363,9 +385,9 @@ static int check_sources(FILE *f, const json_t *m, EVP_PKEY *log_pub, const char
                 rep->proven++;
             else if (!rc && require_proofs)
                 rc = fail(err, cap, VERITY_ECHAIN,
-                          "record %s/%lld/%lld has no inclusion proof (line %llu)",
-                          topic ? topic : "?", (long long)part, (long long)off,
-                          (unsigned long long)ln);
+                          "record %.*s/%lld/%lld has no inclusion proof (line %llu)",
+                          topic ? (int)topic_len : 1, topic ? topic : "?", (long long)part,
+                          (long long)off, (unsigned long long)ln);
         }
         json_decref(j);
     }
@@ -407,8 +429,20 @@ int export_verify(const char *path, EVP_PKEY *gw_pub, EVP_PKEY *log_pub, const c
             goto out;
         }
         if (prev) { /* prev is a body line: hash and check it */
-            json_t *j = json_loadb(prev, prev_len, JSON_REJECT_DUPLICATES, NULL);
-            const char *type = json_string_value(json_object_get(j, "type"));
+            /* Record and proof lines through the scanner when it is sure
+             * (share_line.c; it accepts nothing jansson refuses), jansson
+             * for the header and for anything the scanner declines. */
+            struct sh_member top[SH_SCAN_TOP_MAX];
+            size_t nt;
+            const struct sh_member *tm;
+            uint64_t iv;
+            bool fast = lines > 0 && sh_scan_object(prev, prev_len, top, &nt) == 0 &&
+                        (tm = sh_member_get(top, nt, "type")) &&
+                        (sh_member_is(tm, "proof") ||
+                         (sh_member_is(tm, "record") && sh_member_u64(sh_member_get(top, nt, "i"), &iv)));
+            json_t *j = fast ? NULL : json_loadb(prev, prev_len, JSON_REJECT_DUPLICATES, NULL);
+            const char *type = fast ? (sh_member_is(tm, "proof") ? "proof" : "record")
+                                    : json_string_value(json_object_get(j, "type"));
             bool ok;
             if (lines == 0) {
                 ok = type && strcmp(type, "export") == 0;
@@ -422,6 +456,9 @@ int export_verify(const char *path, EVP_PKEY *gw_pub, EVP_PKEY *log_pub, const c
                 }
             } else if (type && strcmp(type, "proof") == 0) {
                 ok = true; /* checked in the second pass (check_proof_line) */
+            } else if (fast) {
+                ok = iv == records;
+                records++;
             } else {
                 const json_t *i = json_object_get(j, "i");
                 ok = type && strcmp(type, "record") == 0 && json_is_integer(i) &&

@@ -3,9 +3,11 @@
  * HKDF-SHA-256 (OpenSSL 3 EVP_KDF), RFC 3339 times, durations, canonical
  * JSON, atomic file writes and PEM key files.
  */
+/* SHA256_* are deprecated in OpenSSL 3; used here on purpose (see sh_sha256v). */
+#define OPENSSL_SUPPRESS_DEPRECATED
+
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 #include <openssl/params.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include "consumer/share/share.h"
 
@@ -133,52 +136,86 @@ int sh_unhex(const char *s, uint8_t *out, size_t n)
     return 0;
 }
 
-/* SHA-256 fetched once: the implicit fetch behind EVP_sha256() and HMAC()
- * takes a provider lock and allocates on every call, which dominated the
- * cost of an export (several HMACs and digests per record). */
-static EVP_MD *g_sha256;
-static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
-
-static void sha256_fetch(void)
-{
-    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
-/* One digest context per thread, reused (re-initialised for every digest):
- * allocating one per call showed up in profiles of an export. */
-static __thread EVP_MD_CTX *tl_md;
-
+/*
+ * SHA-256 and HMAC-SHA-256 through OpenSSL's low-level SHA256_* functions.
+ * They are deprecated in OpenSSL 3 (still present, same SHA-NI/AVX code
+ * underneath), but on the short inputs of an export (positions, paths,
+ * single values) the EVP interface's per-call provider dispatch cost two
+ * to three times the hashing itself, and an export computes about eleven
+ * digests per record: with EVP they were the largest item of the
+ * gateway's CPU (perf, docs/PERFORMANCE.md). The deprecation warning is
+ * suppressed for this file only (OPENSSL_SUPPRESS_DEPRECATED above).
+ *
+ * HMAC keeps, per thread, the SHA-256 states after the padded inner and
+ * outer keys of the last few keys used (an export uses two per share), so
+ * an HMAC of a short message is two compressions instead of four; keys are
+ * matched with CRYPTO_memcmp, and sh_hmac_forget wipes the cache.
+ */
 int sh_sha256v(const void *const *parts, const size_t *lens, size_t n, uint8_t out[32])
 {
-    pthread_once(&g_sha256_once, sha256_fetch);
-    if (!tl_md)
-        tl_md = EVP_MD_CTX_new();
-    EVP_MD_CTX *c = tl_md;
-    unsigned int len = 32;
-    int ok = c && g_sha256 && EVP_DigestInit_ex2(c, g_sha256, NULL) == 1;
+    SHA256_CTX c;
+    int ok = SHA256_Init(&c) == 1;
     for (size_t i = 0; ok && i < n; i++)
-        ok = EVP_DigestUpdate(c, parts[i], lens[i]) == 1;
-    ok = ok && EVP_DigestFinal_ex(c, out, &len) == 1 && len == 32;
+        ok = SHA256_Update(&c, parts[i], lens[i]) == 1;
+    ok = ok && SHA256_Final(out, &c) == 1;
     return ok ? 0 : VERITY_EINVAL;
 }
 
-/* HMAC-SHA-256 (RFC 2104) over sh_sha256v; keys of at most 64 bytes. */
-int sh_hmac(const uint8_t *key, size_t klen, const void *d, size_t n, uint8_t out[32])
+#define HMAC_CACHE 4
+struct hmac_pre {
+    uint8_t key[64];
+    size_t klen;
+    bool used;
+    SHA256_CTX in, out;           /* after the inner / outer padded key */
+};
+static __thread struct hmac_pre tl_hmac[HMAC_CACHE];
+static __thread unsigned tl_hmac_next;
+
+void sh_hmac_forget(void)
 {
-    uint8_t ipad[64], opad[64], inner[32];
-    if (klen > 64)
-        return VERITY_EINVAL;
+    OPENSSL_cleanse(tl_hmac, sizeof tl_hmac);
+    tl_hmac_next = 0;
+}
+
+static const struct hmac_pre *hmac_key(const uint8_t *key, size_t klen)
+{
+    for (unsigned i = 0; i < HMAC_CACHE; i++)
+        if (tl_hmac[i].used && tl_hmac[i].klen == klen && CRYPTO_memcmp(tl_hmac[i].key, key, klen) == 0)
+            return &tl_hmac[i];
+    struct hmac_pre *h = &tl_hmac[tl_hmac_next++ % HMAC_CACHE];
+    uint8_t ipad[64], opad[64];
     memset(ipad, 0x36, sizeof ipad);
     memset(opad, 0x5c, sizeof opad);
     for (size_t i = 0; i < klen; i++) {
         ipad[i] ^= key[i];
         opad[i] ^= key[i];
     }
-    const void *ip[2] = {ipad, d}, *op[2] = {opad, inner};
-    size_t il[2] = {64, n}, ol[2] = {64, 32};
-    if (sh_sha256v(ip, il, 2, inner) || sh_sha256v(op, ol, 2, out))
+    h->used = SHA256_Init(&h->in) == 1 && SHA256_Update(&h->in, ipad, 64) == 1 &&
+              SHA256_Init(&h->out) == 1 && SHA256_Update(&h->out, opad, 64) == 1;
+    OPENSSL_cleanse(ipad, sizeof ipad);
+    OPENSSL_cleanse(opad, sizeof opad);
+    if (!h->used)
+        return NULL;
+    memcpy(h->key, key, klen);
+    h->klen = klen;
+    return h;
+}
+
+/* HMAC-SHA-256 (RFC 2104); keys of at most 64 bytes. */
+int sh_hmac(const uint8_t *key, size_t klen, const void *d, size_t n, uint8_t out[32])
+{
+    if (klen > 64)
         return VERITY_EINVAL;
-    return 0;
+    const struct hmac_pre *h = hmac_key(key, klen);
+    if (!h)
+        return VERITY_EINVAL;
+    SHA256_CTX c = h->in;
+    uint8_t inner[32];
+    int ok = SHA256_Update(&c, d, n) == 1 && SHA256_Final(inner, &c) == 1;
+    c = h->out;
+    ok = ok && SHA256_Update(&c, inner, 32) == 1 && SHA256_Final(out, &c) == 1;
+    OPENSSL_cleanse(&c, sizeof c);
+    return ok ? 0 : VERITY_EINVAL;
 }
 
 int sh_hkdf(const uint8_t *ikm, size_t ikm_len, const void *salt, size_t salt_len,

@@ -148,20 +148,26 @@ int xf_salt(const struct xf_keys *k, const char *position, const char *path, uin
     return 0;
 }
 
+int xf_commit_canon(const uint8_t salt[16], const char *canon, size_t n, char out[44])
+{
+    uint8_t d[32];
+    const void *parts[3] = {COMMIT_TAG, salt, canon};
+    size_t lens[3] = {sizeof COMMIT_TAG, 16, n}; /* the tag with its NUL */
+    int rc = sh_sha256v(parts, lens, 3, d);
+    if (rc)
+        return rc;
+    sh_b64url_enc(d, 32, out);
+    return 0;
+}
+
 int xf_commit(const uint8_t salt[16], const json_t *orig, char out[44])
 {
     char *c = sh_canon(orig);
     if (!c)
         return -ENOMEM;
-    uint8_t d[32];
-    const void *parts[3] = {COMMIT_TAG, salt, c};
-    size_t lens[3] = {sizeof COMMIT_TAG, 16, strlen(c)}; /* the tag with its NUL */
-    int rc = sh_sha256v(parts, lens, 3, d);
+    int rc = xf_commit_canon(salt, c, strlen(c), out);
     free(c);
-    if (rc)
-        return rc;
-    sh_b64url_enc(d, 32, out);
-    return 0;
+    return rc;
 }
 
 /* ---- the transformations ------------------------------------------------------ */
@@ -194,12 +200,15 @@ static json_t *t_mask(const struct xf_field *f, const json_t *v)
     return r;
 }
 
-static json_t *t_hash(const struct xf_keys *k, const json_t *v)
+/* canon: the canonical JSON of v when the caller has it (n bytes), or NULL. */
+static json_t *t_hash(const struct xf_keys *k, const json_t *v, const char *canon, size_t n)
 {
-    char *c = sh_canon(v);
+    char *c = canon ? NULL : sh_canon(v);
     uint8_t mac[32];
     char b[48];
-    if (!c || sh_hmac(k->hash, 32, c, strlen(c), mac)) {
+    if (!canon && c)
+        n = strlen(c);
+    if ((!canon && !c) || sh_hmac(k->hash, 32, canon ? canon : c, n, mac)) {
         free(c);
         return NULL;
     }
@@ -294,13 +303,9 @@ static json_t *t_generalise(const struct xf_field *f, const json_t *v)
     if (f->gen <= GEN_YEAR) {
         if (!json_is_string(v) || !date_prefix(json_string_value(v), &y, &m, &d))
             return json_null();
-        if (f->gen == GEN_DAY)
-            snprintf(out, sizeof out, "%04d-%02d-%02d", y, m, d);
-        else if (f->gen == GEN_MONTH)
-            snprintf(out, sizeof out, "%04d-%02d", y, m);
-        else
-            snprintf(out, sizeof out, "%04d", y);
-        return json_string(out);
+        /* date_prefix checked "YYYY-MM-DD": the result is its first 10, 7 or 4 characters */
+        return json_stringn_nocheck(json_string_value(v),
+                                    f->gen == GEN_DAY ? 10 : f->gen == GEN_MONTH ? 7 : 4);
     }
     if (!json_is_number(v))
         return json_null();
@@ -472,6 +477,24 @@ out:
     return rc;
 }
 
+json_t *xf_value(const struct share_spec *s, const struct xf_keys *k, const char *export_id,
+                 const char *position, const struct xf_field *f, const json_t *doc,
+                 const json_t *v, const char *canon, size_t canon_len)
+{
+    switch (f->op) {
+    case XF_KEEP:
+    case XF_DROP: return NULL;
+    case XF_REPLACE: return json_deep_copy(f->replace);
+    case XF_MASK: return t_mask(f, v);
+    case XF_HASH: return t_hash(k, v, canon, canon_len);
+    case XF_TOKENIZE: return t_tokenize(k, v);
+    case XF_GENERALISE: return t_generalise(f, v);
+    case XF_DATE_SHIFT: return t_date_shift(f, k, doc, v);
+    case XF_ENCRYPT: return t_encrypt(s, k, export_id, position, f->path, v);
+    }
+    return NULL;
+}
+
 int xf_apply(const struct share_spec *s, const struct xf_keys *k, const char *export_id,
              const char *position, json_t *doc, json_t *commits, char *err, size_t cap)
 {
@@ -492,17 +515,7 @@ int xf_apply(const struct share_spec *s, const struct xf_keys *k, const char *ex
             rc = VERITY_EINVAL;
             break;
         }
-        switch (f->op) {
-        case XF_KEEP:
-        case XF_DROP: break;
-        case XF_REPLACE: nv[i] = json_deep_copy(f->replace); break;
-        case XF_MASK: nv[i] = t_mask(f, v); break;
-        case XF_HASH: nv[i] = t_hash(k, v); break;
-        case XF_TOKENIZE: nv[i] = t_tokenize(k, v); break;
-        case XF_GENERALISE: nv[i] = t_generalise(f, v); break;
-        case XF_DATE_SHIFT: nv[i] = t_date_shift(f, k, doc, v); break;
-        case XF_ENCRYPT: nv[i] = t_encrypt(s, k, export_id, position, f->path, v); break;
-        }
+        nv[i] = xf_value(s, k, export_id, position, f, doc, v, NULL, 0);
         if (f->op != XF_DROP && !nv[i]) {
             rc = VERITY_EINVAL;
             if (err && cap)

@@ -74,7 +74,7 @@ if [ "$share_secs" != 0 ]; then
     spkg=($(pkg-config --cflags --libs libevent libevent_pthreads libevent_openssl libprotobuf-c jansson libssl libcrypto))
     ssrcs=(consumer/share/paseto.c consumer/share/share_util.c consumer/share/share_spec.c
            consumer/share/share_xform.c consumer/share/share_export.c consumer/share/share_store.c
-           consumer/share/share_proof.c
+           consumer/share/share_proof.c consumer/share/share_line.c
            client/*.c storage/*.c proto/codec.c "$out/gen/proto/verity.pb-c.c")
     echo "fuzz: building $out/fuzz_share"
     clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
@@ -96,6 +96,9 @@ if [ "$share_secs" != 0 ]; then
     s rev '\x05{"type":"revoke","share":"0123456789abcdef0123456789abcdef","reason":"x"}'
     s exp '\x06{"type":"export","share":"0123456789abcdef0123456789abcdef","export":"e"}\n{"type":"record","i":0,"pos":"t/0/1","commit":{"/a":"x"}}\n{"type":"manifest","signature":"AA","gateway_key":"AA"}\n'
     s proofl '\x07verity.example/local/t/0\n2\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n\xe2\x80\x94 verity.example/local AAAA\n\x00{"type":"proof","index":1,"leaf":"AAAAAAAAAAABAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==","proof":["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]}'
+    s line1 '\x08{"a":"x y","b":"p1","c":"4111111111","d":"2026-03-14T10:00:00Z","e":1,"n":42.5,"x/y":[1,{"z":null}],"k":"v","m":[0]}'
+    s line2 '\x08 {"p":"id1","d":"2026-01-31","s":{"q":[true,false]},"t":-0,"a":"caf\xc3\xa9","n":7,"k":"v","m":[1]} '
+    s line3 '\x08{"a":"\\u00e9\\n","b":{"c":"x"},"b":2}'
     echo "fuzz: fuzz_share for ${share_secs}s"
     set +e
     (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

@@ -463,6 +463,10 @@ static void test_spec_round_trip_keeps_scope_digest_and_token_binds_it(void)
 static char *tmp;
 static char path_ok[600];
 
+/* When set, write_export writes record 1's line with mangle_from replaced
+ * by mangle_to (and signs that). */
+static const char *mangle_from, *mangle_to;
+
 /* Writes a three-record export signed with the 4-S vector key. */
 static void write_export(const char *path, EVP_PKEY *sk)
 {
@@ -489,6 +493,13 @@ static void write_export(const char *path, EVP_PKEY *sk)
                                 10 + i, "ts", 1, "value", d, "commit", commits);
         char *t = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
         n = snprintf(line, sizeof line, "%s\n", t);
+        char *at = i == 1 && mangle_from ? strstr(line, mangle_from) : NULL;
+        if (at) {
+            char rest[4096];
+            snprintf(rest, sizeof rest, "%s", at + strlen(mangle_from));
+            n = (int)(at - line) + snprintf(at, sizeof line - (size_t)(at - line), "%s%s", mangle_to, rest);
+        }
+        CU_ASSERT_FATAL(!i || i != 1 || !mangle_from || at);
         fwrite(line, 1, (size_t)n, f);
         EVP_DigestUpdate(md, line, (size_t)n);
         free(t);
@@ -604,6 +615,44 @@ static void test_export_verify_accepts_untouched_rejects_tampering(void)
     EVP_PKEY_free(pk);
 }
 
+/* Record lines spelled in ways the verifier's scanner declines (escapes,
+ * strings for numbers, duplicates) get jansson's verdict: the same as
+ * before the scanner, whether the line is acceptable or not. */
+static void test_export_verify_same_verdict_for_unusual_spellings(void)
+{
+    EVP_PKEY *sk = v4_sk(), *pk = v4_pk();
+    struct {
+        const char *from, *to;
+        int want;
+    } c[] = {
+        {"\"type\":\"record\"", "\"type\":\"rec\\u006frd\"", 0},
+        {"\"topic\":\"visits\"", "\"topic\":\"vis\\u0069ts\"", 0},
+        {"\"i\":1,", "\"i\" : 1 ,", 0},
+        {"\"i\":1,", "\"i\":\"1\",", VERITY_ECORRUPT},
+        {"\"i\":1,", "\"i\":1.0,", VERITY_ECORRUPT},
+        {"\"i\":1,", "\"i\":01,", VERITY_ECORRUPT},
+        {"\"i\":1,", "\"i\":1,\"i\":1,", VERITY_ECORRUPT},
+        {"\"offset\":11", "\"offset\":\"11\"", VERITY_ECORRUPT},
+        {"\"offset\":11", "\"offset\":99", VERITY_ECORRUPT},
+        {"\"partition\":0", "\"partition\":1", VERITY_ECORRUPT},
+        {"\"topic\":\"visits\"", "\"topic\":\"visit\"", VERITY_ECORRUPT},
+    };
+    char p[600], err[512];
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        snprintf(p, sizeof p, "%s/spell%zu.ndjson", tmp, i);
+        mangle_from = c[i].from;
+        mangle_to = c[i].to;
+        write_export(p, sk);
+        mangle_from = mangle_to = NULL;
+        int rc = verify_file(p, pk, err, sizeof err);
+        CU_ASSERT_EQUAL(rc, c[i].want);
+        if (rc != c[i].want)
+            fprintf(stderr, "\ncase %zu (%s): %d %s\n", i, c[i].to, rc, err);
+    }
+    EVP_PKEY_free(sk);
+    EVP_PKEY_free(pk);
+}
+
 static void test_reveal_checks_against_commitment(void)
 {
     struct xf_keys k;
@@ -634,6 +683,303 @@ static void test_time_and_duration_parsing(void)
     CU_ASSERT(sh_duration_parse("-1d", &ms) != 0);
 }
 
+
+/* RFC 4231 test cases 1, 2 and 3 (a key longer than a block is refused:
+ * sh_hmac takes keys of at most 64 bytes), each twice (the second time the
+ * padded-key states come from the per-thread cache), and with the cache
+ * shared between keys. */
+static void test_hmac_rfc4231_vectors(void)
+{
+    uint8_t k1[20], mac[32], k3[20];
+    char hex[65];
+    memset(k1, 0x0b, sizeof k1);
+    memset(k3, 0xaa, sizeof k3);
+    uint8_t d3[50];
+    memset(d3, 0xdd, sizeof d3);
+    for (int round = 0; round < 2; round++) {
+        CU_ASSERT_FATAL(sh_hmac(k1, sizeof k1, "Hi There", 8, mac) == 0);
+        sh_hex(mac, 32, hex);
+        CU_ASSERT_STRING_EQUAL(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+        CU_ASSERT_FATAL(sh_hmac((const uint8_t *)"Jefe", 4, "what do ya want for nothing?", 28, mac) == 0);
+        sh_hex(mac, 32, hex);
+        CU_ASSERT_STRING_EQUAL(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        CU_ASSERT_FATAL(sh_hmac(k3, sizeof k3, d3, sizeof d3, mac) == 0);
+        sh_hex(mac, 32, hex);
+        CU_ASSERT_STRING_EQUAL(hex, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe");
+        /* more keys than the cache holds, then the first again */
+        for (uint8_t i = 0; i < 6; i++) {
+            uint8_t kk[32] = {i};
+            CU_ASSERT_FATAL(sh_hmac(kk, sizeof kk, "x", 1, mac) == 0);
+        }
+        if (round == 1)
+            sh_hmac_forget();
+    }
+    uint8_t big[65] = {0};
+    CU_ASSERT_EQUAL(sh_hmac(big, sizeof big, "x", 1, mac), VERITY_EINVAL);
+    /* SHA-256 of "abc" in two parts (FIPS 180-2) */
+    const void *parts[2] = {"a", "bc"};
+    size_t lens[2] = {1, 2};
+    CU_ASSERT_FATAL(sh_sha256v(parts, lens, 2, mac) == 0);
+    sh_hex(mac, 32, hex);
+    CU_ASSERT_STRING_EQUAL(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+/* ---- record lines: the scanner path and the tree path ------------------------------ */
+
+/* Both paths on one record: the same verdict and the same bytes whenever
+ * the scanner does not decline. Returns the scanner's verdict. */
+static int line_both(const struct xf_plan *pl, const struct share_spec *s, const char *rec,
+                     int64_t ts, char *line, size_t cap)
+{
+    struct xf_keys k;
+    CU_ASSERT_FATAL(xf_keys_derive(SECRET, s->id, &k) == 0);
+    struct xf_rec r = {.topic = "visits", .partition = 2, .offset = 77, .ts_ms = ts,
+                       .value = rec, .len = strlen(rec), .index = 9};
+    struct sh_buf a = {0}, b = {0};
+    char err[128];
+    int fa = xf_line_fast(pl, s, &k, "exp1", &r, &a, err, sizeof err);
+    int tb = xf_line_tree(pl, s, &k, "exp1", &r, &b, err, sizeof err);
+    if (fa != XF_LINE_FALLBACK) {
+        CU_ASSERT_EQUAL(fa, tb);
+        CU_ASSERT_EQUAL(a.n, b.n);
+        CU_ASSERT(a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0));
+        if (a.n != b.n || (a.n && memcmp(a.p, b.p, a.n)))
+            fprintf(stderr, "\nscanner: %.*s\ntree:    %.*s\n", (int)a.n, a.p, (int)b.n, b.p);
+    }
+    if (line)
+        snprintf(line, cap, "%.*s", (int)b.n, b.n ? b.p : "");
+    sh_buf_free(&a);
+    sh_buf_free(&b);
+    return fa == XF_LINE_FALLBACK ? (tb == XF_LINE_NOT_OBJECT ? -1000 - tb : 1000 + tb) : fa;
+}
+
+static void test_line_scanner_and_tree_give_the_same_bytes(void)
+{
+    struct share_spec s;
+    const char *r[] = {"/patient_id=hash", "/card=mask:last:4", "/visit_date=generalise:month",
+                       "/diagnosis=keep", "/name=drop", "/n=generalise:bucket:10", "/a~1b=keep",
+                       "/obj=keep"};
+    spec_with(&s, ID_A, r, 8);
+    struct xf_plan pl;
+    CU_ASSERT_FATAL(xf_plan_init(&pl, &s) == 0);
+    CU_ASSERT(pl.fast);
+    CU_ASSERT(!pl.mini);
+    char line[4096];
+    /* the bench's record: the scanner takes it, and the line is what it must be */
+    const char *rec = "{\"patient_id\":\"p7\",\"card\":\"4111111111000007\",\"visit_date\":"
+                      "\"2026-08-08T10:00:00Z\",\"diagnosis\":\"dx7\",\"name\":\"Patient 7\","
+                      "\"type\":\"visit\"}";
+    CU_ASSERT_EQUAL(line_both(&pl, &s, rec, 5, line, sizeof line), 0);
+    json_t *j = json_loads(line, 0, NULL), *v = json_object_get(j, "value");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "pos")), "visits/2/77");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "i")), 9);
+    CU_ASSERT_EQUAL(json_object_size(v), 4);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(v, "card")), "************0007");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(v, "visit_date")), "2026-08");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(v, "diagnosis")), "dx7");
+    CU_ASSERT_EQUAL(json_object_size(json_object_get(j, "commit")), 4); /* name dropped, committed */
+    json_decref(j);
+    /* records the scanner takes, each compared byte for byte with the tree */
+    const char *same[] = {
+        "{}",
+        " {\"n\" : 42.5 , \"obj\":{\"x\":[1,2,{\"y\":null}],\"z\":true}}\n",
+        "{\"n\":-0,\"a/b\":\"slash key\",\"diagnosis\":1e2,\"card\":12345}",
+        "{\"diagnosis\":\"caf\xc3\xa9 \xe2\x80\xa8 \x7f\",\"card\":\"Zo\xc3\xab Smith\"}",
+        "{\"diagnosis\":\"\\u00e9\\n\\\"q\\\"\",\"card\":\"a\\tb\",\"patient_id\":\"\\ud83d\\ude00\"}",
+        "{\"obj\":{\"k\":\"\\/\"},\"n\":1.0,\"visit_date\":\"not a date\",\"other\":[[],{}]}",
+        "{\"patient_id\":[1,\"x\"],\"card\":null,\"name\":{\"first\":\"A\"},\"n\":123456789012345678}",
+        "{\"n\":1.7976931348623157e308,\"diagnosis\":0.1}",
+        "{\"diagnosis\":\"say \\\"hi\\\"\",\"card\":\"x\\\"y\\\"z\\\\1\"}",
+    };
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        int rc = line_both(&pl, &s, same[i], 5, NULL, 0);
+        CU_ASSERT_EQUAL(rc, 0);
+        if (rc)
+            fprintf(stderr, "\nrecord %zu: %d\n", i, rc);
+    }
+    /* declined by the scanner, decided by jansson: taken / not an object */
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"di\\u0061gnosis\":\"x\"}", 5, line, sizeof line), 1000);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"n\":1234567890123456789}", 5, NULL, 0), 1000);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":1,\"a\":2}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"o\":{\"a\":1,\"a\":2}}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":\"\\u0000\"}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":\"\\udc00\"}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":1e999}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":01}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":\"\xc0\xaf\"}", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":1} x", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "[1,2]", 5, NULL, 0), -1002);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":\"tab\tin string\"}", 5, NULL, 0), -1002);
+    xf_plan_deinit(&pl);
+    share_spec_deinit(&s);
+
+    /* predicates and date_shift: the small doc answers as the whole doc would */
+    const char *r2[] = {"/pid=hash", "/d=date_shift:/pid:30", "/res=generalise:ranges:0-9=low,10-=high"};
+    spec_with(&s, ID_B, r2, 3);
+    CU_ASSERT_FATAL(share_pred_parse("/type==\"visit\"", &s.preds[0], line, sizeof line) == 0);
+    CU_ASSERT_FATAL(share_pred_parse("/tags/1 exists", &s.preds[1], line, sizeof line) == 0);
+    s.pred_count = 2;
+    s.from_time_ms = 10;
+    CU_ASSERT_FATAL(xf_plan_init(&pl, &s) == 0);
+    CU_ASSERT(pl.fast && pl.mini);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"type\":\"visit\",\"tags\":[1,2],\"pid\":\"p1\",\"d\":\"2026-03-01\",\"res\":12}", 10, NULL, 0), 0);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"type\":\"visit\",\"tags\":[1],\"pid\":\"p1\"}", 10, NULL, 0), XF_LINE_SKIP);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"type\":\"lab\",\"tags\":[1,2]}", 10, NULL, 0), XF_LINE_SKIP);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"type\":\"visit\",\"tags\":[1,2]}", 9, NULL, 0), XF_LINE_SKIP);
+    xf_plan_deinit(&pl);
+    share_spec_deinit(&s);
+
+    /* a rule below the top level: tree path only */
+    const char *r3[] = {"/a/b=hash"};
+    spec_with(&s, ID_B, r3, 1);
+    CU_ASSERT_FATAL(xf_plan_init(&pl, &s) == 0);
+    CU_ASSERT(!pl.fast);
+    CU_ASSERT_EQUAL(line_both(&pl, &s, "{\"a\":{\"b\":1}}", 5, NULL, 0), 1000);
+    xf_plan_deinit(&pl);
+    share_spec_deinit(&s);
+}
+
+/* Random records (a fixed seed: the same every run), mostly valid JSON built
+ * from pieces that stress the scanner (escapes, UTF-8, surrogates, numbers
+ * at the edges, duplicates, nesting), some of them damaged: whenever the
+ * scanner path does not decline, it must give the tree path's verdict and
+ * bytes. Two shares: top-level rules only, and predicates with date_shift,
+ * encrypt and tokenize (the small doc). */
+static uint64_t rnd_state = 0x9e3779b97f4a7c15ULL;
+static uint32_t rnd(uint32_t n)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return (uint32_t)(rnd_state % n);
+}
+
+static void rnd_put(struct sh_buf *b, const char *s)
+{
+    if (sh_buf_put(b, s, strlen(s)) != 0)
+        abort();
+}
+
+static void rnd_value(struct sh_buf *b, int depth);
+
+static void rnd_string(struct sh_buf *b)
+{
+    static const char *piece[] = {"x", "4111111111", "2026-03-14T10:00:00Z", "2026-02-30", " ",
+                                  "\\n", "\\\"", "\\\\", "\\/", "\\u00e9", "\\ud83d\\ude00",
+                                  "\xc3\xa9", "\xe2\x80\xa8", "\x7f", "/", "~", "\\u0041", ""};
+    rnd_put(b, "\"");
+    for (uint32_t i = rnd(4); i > 0; i--)
+        rnd_put(b, piece[rnd(sizeof piece / sizeof piece[0])]);
+    rnd_put(b, "\"");
+}
+
+static void rnd_object(struct sh_buf *b, int depth)
+{
+    static const char *key[] = {"a", "b", "c", "d", "e", "n", "x/y", "p", "s", "t", "k", "m", "z", ""};
+    const uint32_t nk = sizeof key / sizeof key[0];
+    bool used[sizeof key / sizeof key[0]] = {false};
+    rnd_put(b, "{");
+    for (uint32_t i = 0, n = rnd(8); i < n; i++) {
+        if (i)
+            rnd_put(b, rnd(20) ? "," : " , ");
+        rnd_put(b, "\"");
+        uint32_t ki = rnd(nk);
+        while (used[ki] && rnd(30)) /* a duplicate now and then */
+            ki = (ki + 1) % nk;
+        used[ki] = true;
+        rnd_put(b, key[ki]);
+        rnd_put(b, rnd(25) ? "\":" : "\" : ");
+        rnd_value(b, depth + 1);
+    }
+    rnd_put(b, "}");
+}
+
+static void rnd_value(struct sh_buf *b, int depth)
+{
+    static const char *num[] = {"0", "-0", "7", "42.5", "1e2", "-1.5E-3", "123456789012345678",
+                                "1.7976931348623157e308", "0.1", "10", "1234567890123456789", "1e999"};
+    switch (depth > 3 ? rnd(4) : rnd(7)) {
+    case 0:
+    case 1: rnd_string(b); break;
+    case 2: rnd_put(b, num[rnd(8) ? rnd(6) : rnd(sizeof num / sizeof num[0])]); break;
+    case 3: rnd_put(b, rnd(3) == 0 ? "true" : rnd(2) ? "null" : "false"); break;
+    case 4:
+    case 5: rnd_object(b, depth); break;
+    default:
+        rnd_put(b, "[");
+        for (uint32_t i = 0, n = rnd(4); i < n; i++) {
+            if (i)
+                rnd_put(b, ",");
+            rnd_value(b, depth + 1);
+        }
+        rnd_put(b, "]");
+    }
+}
+
+static void test_line_paths_agree_on_random_records(void)
+{
+    struct share_spec s[2];
+    struct xf_plan pl[2];
+    const char *r0[] = {"/a=keep", "/b=hash", "/c=mask:last:2", "/d=generalise:month", "/e=drop",
+                        "/n=generalise:bucket:10", "/x~1y=replace:\"R\"", "/z=keep"};
+    const char *r1[] = {"/p=hash", "/d=date_shift:/p:30", "/t=tokenize", "/a=keep",
+                        "/n=generalise:ranges:0-9=low,10-=high"};
+    spec_with(&s[0], ID_A, r0, 8);
+    spec_with(&s[1], ID_B, r1, 5);
+    uint8_t pub[32];
+    EVP_PKEY *rk = x25519_new(pub);
+    s[1].rcpt.has_key = true;
+    memcpy(s[1].rcpt.x25519, pub, 32);
+    char err[128];
+    CU_ASSERT_FATAL(xf_field_parse("/s=encrypt", &s[1].fields[s[1].field_count++], err, sizeof err) == 0);
+    CU_ASSERT_FATAL(share_pred_parse("/k exists", &s[1].preds[0], err, sizeof err) == 0);
+    s[1].pred_count = 1;
+    for (int i = 0; i < 2; i++)
+        CU_ASSERT_FATAL(xf_plan_init(&pl[i], &s[i]) == 0 && pl[i].fast);
+    struct xf_keys k[2];
+    CU_ASSERT_FATAL(xf_keys_derive(SECRET, ID_A, &k[0]) == 0 && xf_keys_derive(SECRET, ID_B, &k[1]) == 0);
+    int fast_lines = 0, declined = 0, differ = 0;
+    for (int n = 0; n < 20000; n++) {
+        struct sh_buf rec = {0}, a = {0}, b = {0};
+        rnd_object(&rec, 0);
+        if (rnd(10) == 0 && rec.n > 2) { /* damage it */
+            size_t at = rnd((uint32_t)rec.n);
+            static const char junk[] = "\"\\{}[],:x\x80\x01 ";
+            if (rnd(2))
+                rec.p[at] = junk[rnd(sizeof junk - 1)];
+            else
+                rec.n = at;
+        }
+        int i = n % 2;
+        struct xf_rec r = {.topic = "visits", .partition = 1, .offset = (uint64_t)n, .ts_ms = 5,
+                           .value = rec.p, .len = rec.n, .index = (uint64_t)n};
+        int fa = xf_line_fast(&pl[i], &s[i], &k[i], "exp1", &r, &a, err, sizeof err);
+        int tb = xf_line_tree(&pl[i], &s[i], &k[i], "exp1", &r, &b, err, sizeof err);
+        if (fa == XF_LINE_FALLBACK) {
+            declined++;
+        } else if (fa != tb || a.n != b.n || (a.n && memcmp(a.p, b.p, a.n) != 0)) {
+            if (differ++ < 3)
+                fprintf(stderr, "\nrecord: %.*s\nscanner %d: %.*s\ntree %d:    %.*s\n", (int)rec.n,
+                        rec.p, fa, (int)a.n, a.p, tb, (int)b.n, b.p);
+        } else if (fa == 0) {
+            fast_lines++;
+        }
+        sh_buf_free(&rec);
+        sh_buf_free(&a);
+        sh_buf_free(&b);
+    }
+    fprintf(stderr, "[%d lines by the scanner, %d declined] ", fast_lines, declined);
+    CU_ASSERT_EQUAL(differ, 0);
+    /* not vacuous: most records take the scanner path and make a line */
+    CU_ASSERT(fast_lines > 8000);
+    CU_ASSERT(declined > 500);
+    for (int i = 0; i < 2; i++) {
+        xf_plan_deinit(&pl[i]);
+        share_spec_deinit(&s[i]);
+    }
+    EVP_PKEY_free(rk);
+}
+
 int main(void)
 {
     tmp = tu_tmpdir("share-unit");
@@ -654,8 +1000,12 @@ int main(void)
     CU_add_test(s, "profile parse and dump", test_profile_parse_and_dump);
     CU_add_test(s, "spec round trip, token binds the scope", test_spec_round_trip_keeps_scope_digest_and_token_binds_it);
     CU_add_test(s, "export verify: untouched ok, tampering refused", test_export_verify_accepts_untouched_rejects_tampering);
+    CU_add_test(s, "export verify: unusual spellings, same verdict", test_export_verify_same_verdict_for_unusual_spellings);
     CU_add_test(s, "reveal against commitment", test_reveal_checks_against_commitment);
     CU_add_test(s, "times and durations", test_time_and_duration_parsing);
+    CU_add_test(s, "HMAC-SHA-256 RFC 4231 vectors, cached keys", test_hmac_rfc4231_vectors);
+    CU_add_test(s, "record lines: scanner and tree paths, same bytes", test_line_scanner_and_tree_give_the_same_bytes);
+    CU_add_test(s, "record lines: both paths agree on 20,000 random records", test_line_paths_agree_on_random_records);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures();
