@@ -111,6 +111,11 @@ static bool pattern_ok(const char *p)
     return n <= 200;
 }
 
+const char *auth_res_name(enum auth_res res)
+{
+    return res == AUTH_RES_TOPIC ? "topic" : res == AUTH_RES_GROUP ? "group" : "cluster";
+}
+
 int auth_resource_parse(const char *text, enum auth_res *res, char *pattern, size_t cap)
 {
     const char *p;
@@ -120,6 +125,9 @@ int auth_resource_parse(const char *text, enum auth_res *res, char *pattern, siz
     } else if (strncmp(text, "group:", 6) == 0) {
         *res = AUTH_RES_GROUP;
         p = text + 6;
+    } else if (strncmp(text, "cluster:", 8) == 0) {
+        *res = AUTH_RES_CLUSTER;
+        p = text + 8;
     } else {
         return VERITY_EINVAL;
     }
@@ -359,7 +367,7 @@ static bool acl_ok(const struct auth_acl *a)
 {
     return codec_tenant_name_ok(a->tenant) && principal_or_any_ok(a->principal) &&
            pattern_ok(a->pattern) && a->ops != 0 && (a->ops & ~(unsigned)AUTH_OP_ALL) == 0 &&
-           (a->res == AUTH_RES_TOPIC || a->res == AUTH_RES_GROUP);
+           (a->res == AUTH_RES_TOPIC || a->res == AUTH_RES_GROUP || a->res == AUTH_RES_CLUSTER);
 }
 
 static bool acl_eq(const struct auth_acl *a, const struct auth_acl *b)
@@ -452,7 +460,7 @@ bool auth_allowed(const struct auth_store *s, const char *tenant, const char *pr
         char names[64];
         auth_op_names(ops & ~g, names, sizeof names);
         snprintf(why, cap, "principal %s may not %s on %s %s (ACL)", principal, names,
-                 res == AUTH_RES_TOPIC ? "topic" : "group", name);
+                 auth_res_name(res), name);
     }
     return false;
 }
@@ -561,7 +569,7 @@ static int parse_acls(struct auth_store *s, json_t *arr, char *why, size_t cap)
             json_array_size(ops) == 0 || json_array_size(ops) > 8)
             return bad(why, cap, "acls", i, "needs tenant, principal, resource, ops, effect");
         if (auth_resource_parse(res, &a.res, a.pattern, sizeof a.pattern) != 0)
-            return bad(why, cap, "acls", i, "resource must be topic:PATTERN or group:PATTERN");
+            return bad(why, cap, "acls", i, "resource must be topic:PATTERN, group:PATTERN or cluster:PATTERN");
         if (strcmp(effect, "allow") != 0 && strcmp(effect, "deny") != 0)
             return bad(why, cap, "acls", i, "effect must be allow or deny");
         a.deny = effect[0] == 'd';
@@ -745,8 +753,8 @@ static json_t *store_json(const struct auth_store *s)
                                                s->certs[i].principal));
     for (size_t i = 0; i < s->n_acls; i++) {
         const struct auth_acl *a = &s->acls[i];
-        char res[AUTH_PATTERN_MAX + 8];
-        snprintf(res, sizeof res, "%s:%s", a->res == AUTH_RES_TOPIC ? "topic" : "group",
+        char res[AUTH_PATTERN_MAX + 16];
+        snprintf(res, sizeof res, "%s:%s", auth_res_name(a->res),
                  a->pattern);
         json_t *ops = json_array();
         for (size_t j = 0; j < N_OPS; j++)

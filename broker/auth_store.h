@@ -38,7 +38,15 @@ enum auth_op {
     AUTH_OP_ALL = (1u << 5) - 1,
 };
 
-enum auth_res { AUTH_RES_TOPIC, AUTH_RES_GROUP };
+/* cluster: the broker-wide objects of the admin HTTP port (issue 14):
+ * cluster:metrics (/metrics), cluster:peers (/cluster), cluster:trace
+ * (/debug/trace), cluster:tenants (every tenant's topics and groups on
+ * /v1/topics, /v1/groups and proofs), cluster:audit (the broker-wide audit
+ * topic __audit). A rule on them is still a rule of one tenant's principal. */
+enum auth_res { AUTH_RES_TOPIC, AUTH_RES_GROUP, AUTH_RES_CLUSTER };
+
+/* "topic", "group", "cluster". */
+const char *auth_res_name(enum auth_res res);
 
 struct auth_key {
     char id[AUTH_KEY_ID_HEX + 1];
@@ -153,7 +161,7 @@ const struct auth_quota *auth_quota_find(const struct auth_store *s, const char 
 unsigned auth_op_parse(const char *name);
 void auth_op_names(unsigned ops, char *buf, size_t cap);
 
-/* "topic:orders*" -> res and pattern. 0 or VERITY_EINVAL. */
+/* "topic:orders*", "group:g*", "cluster:metrics" -> res and pattern. 0 or VERITY_EINVAL. */
 int auth_resource_parse(const char *text, enum auth_res *res, char *pattern, size_t cap)
     __attribute__((warn_unused_result));
 

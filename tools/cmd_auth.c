@@ -33,9 +33,11 @@ static void usage(FILE *f)
             "  key create --tenant T --principal P   make an API key; its text is printed once\n"
             "  key list [--tenant T]                 key ids, tenants, principals (never secrets)\n"
             "  key revoke ID                         remove a key\n"
-            "  acl add|remove --tenant T --principal P|'*' --resource topic:PAT|group:PAT\n"
+            "  acl add|remove --tenant T --principal P|'*' --resource topic:PAT|group:PAT|cluster:PAT\n"
             "          --ops produce,consume,group,describe,admin|all [--deny]\n"
             "                                        PAT: a name, a prefix ending in '*', or '*'\n"
+            "                                        cluster: metrics, peers, trace, tenants, audit\n"
+            "                                        (the admin HTTP port, docs/SECURITY.md)\n"
             "  acl list [--tenant T]\n"
             "  cert add --subject CN --tenant T --principal P   map a client certificate\n"
             "  cert remove --subject CN\n"
@@ -162,7 +164,7 @@ static int acl_from_args(const struct args *a, struct auth_acl *acl)
     snprintf(acl->principal, sizeof acl->principal, "%s", a->principal);
     if (auth_resource_parse(a->resource, &acl->res, acl->pattern, sizeof acl->pattern) != 0)
         return cli_bad_value("verity auth", "--resource", a->resource,
-                             "topic:PATTERN or group:PATTERN (a name, PREFIX*, or *)");
+                             "topic:PATTERN, group:PATTERN or cluster:PATTERN (a name, PREFIX*, or *)");
     char ops[128];
     snprintf(ops, sizeof ops, "%s", a->ops);
     for (char *save = NULL, *t = strtok_r(ops, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -257,9 +259,9 @@ static int run(struct auth_store *s, const struct args *a, char **pos, int npos,
             const struct auth_acl *x = &s->acls[i];
             if (a->tenant && strcmp(a->tenant, x->tenant) != 0)
                 continue;
-            char ops[64], res[AUTH_PATTERN_MAX + 8];
+            char ops[64], res[AUTH_PATTERN_MAX + 16];
             auth_op_names(x->ops, ops, sizeof ops);
-            snprintf(res, sizeof res, "%s:%s", x->res == AUTH_RES_TOPIC ? "topic" : "group",
+            snprintf(res, sizeof res, "%s:%s", auth_res_name(x->res),
                      x->pattern);
             if (a->json)
                 json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s,s:s}", "tenant", x->tenant,
