@@ -58,10 +58,13 @@
 #define FAIL_LOG_PER_SEC 10
 
 struct quota_bucket {
-    char key[AUTH_TENANT_MAX + AUTH_PRINCIPAL_MAX + 2]; /* tenant/principal */
+    char key[AUTH_TENANT_MAX + AUTH_PRINCIPAL_MAX + 2]; /* tenant/principal, tenant/+ */
     double produce_tokens;                             /* bytes; negative: debt */
     double fetch_tokens;
+    double request_tokens;                             /* requests */
     int64_t last_ns;
+    bool filled;     /* the first refill (a full second of burst) happened */
+    uint64_t conns;  /* authenticated connections counted here now */
     struct quota_bucket *next;
 };
 
@@ -74,6 +77,7 @@ struct auth_state {
     struct audit *audit; /* broker/audit.c: the __audit topics */
     struct auth_http_who http_who; /* auth_http.c: the HTTP request being answered */
     struct auth_http_stats http_stats;
+    uint64_t quota_waits, quota_refusals; /* requests throttled / refused by a quota */
 };
 
 enum auth_how { HOW_NONE, HOW_KEY, HOW_CERT };
@@ -85,6 +89,8 @@ struct auth_conn {
     char key_id[AUTH_KEY_ID_HEX + 1];    /* HOW_KEY */
     char subject[AUTH_SUBJECT_MAX + 1];  /* HOW_CERT (also kept for a later key) */
     uint32_t fails;
+    bool counted;           /* in its buckets' conns (the connections quota) */
+    char quota_msg[200];    /* a principal refused by the connections quota */
     struct event *deadline_ev;
 };
 
@@ -373,6 +379,13 @@ void auth_metrics_render(struct broker *b, struct evbuffer *o)
                         a->http_stats.unauthenticated);
     evbuffer_add_printf(o, "verity_http_auth_refused_total{reason=\"denied\"} %" PRIu64 "\n",
                         a->http_stats.denied);
+    met_family(o, "verity_quota_throttled_total", "counter",
+               "Requests made to wait by a rate quota (bytes/s, requests/s).");
+    evbuffer_add_printf(o, "verity_quota_throttled_total %" PRIu64 "\n", a->quota_waits);
+    met_family(o, "verity_quota_refused_total", "counter",
+               "Requests and authentications refused with ERR_QUOTA (storage_bytes, connections, "
+               "a rate wait over 10 s).");
+    evbuffer_add_printf(o, "verity_quota_refused_total %" PRIu64 "\n", a->quota_refusals);
 }
 
 static bool may_log(struct auth_state *a);
@@ -441,9 +454,13 @@ static size_t audit_changes(struct audit *au, const struct auth_store *o, const 
             if (pass)
                 audit_emit(au, q->tenant, "quota_removed", "{s:s}", "principal", q->principal);
             else
-                audit_emit(au, q->tenant, "quota_set", "{s:s, s:I, s:I}", "principal",
-                           q->principal, "produce_bytes_per_s", (json_int_t)q->produce_bytes_per_s,
-                           "fetch_bytes_per_s", (json_int_t)q->fetch_bytes_per_s);
+                audit_emit(au, q->tenant, "quota_set", "{s:s, s:I, s:I, s:I, s:I, s:I}",
+                           "principal", q->principal, "produce_bytes_per_s",
+                           (json_int_t)q->produce_bytes_per_s, "fetch_bytes_per_s",
+                           (json_int_t)q->fetch_bytes_per_s, "requests_per_s",
+                           (json_int_t)q->requests_per_s, "connections",
+                           (json_int_t)q->connections, "storage_bytes",
+                           (json_int_t)q->storage_bytes);
         }
     }
     return changes;
@@ -507,26 +524,46 @@ int auth_conn_open(struct conn *c)
     return 0;
 }
 
+static bool conns_take(struct conn *c, const char *tenant, const char *principal, char *why,
+                       size_t cap);
+static void conns_give(struct conn *c);
+
 void auth_conn_close(struct conn *c)
 {
     if (!c->auth)
         return;
+    conns_give(c);
     if (c->auth->deadline_ev)
         event_free(c->auth->deadline_ev);
     free(c->auth);
     c->auth = NULL;
 }
 
-static void set_principal(struct conn *c, enum auth_how how, const char *tenant,
+/* Gives c its principal; false when the connections quota refuses it (the
+ * quota named in c->auth->quota_msg; the connection stays without one). */
+static bool set_principal(struct conn *c, enum auth_how how, const char *tenant,
                           const char *principal)
 {
     struct auth_conn *ac = c->auth;
+    conns_give(c);
+    if (!conns_take(c, tenant, principal, ac->quota_msg, sizeof ac->quota_msg)) {
+        ac->how = HOW_NONE;
+        c->b->auth->quota_refusals++;
+        blog(BLOG_WARN, "quota_exceeded", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s "
+             "quota=connections", c->id, c->peer, tenant, principal);
+        audit_emit(c->b->auth->audit, tenant, "quota_exceeded", "{s:s, s:s, s:s, s:s}",
+                   "principal", principal, "quota", "connections", "reason", ac->quota_msg, "peer",
+                   c->peer);
+        return false;
+    }
+    ac->quota_msg[0] = '\0';
     ac->how = how;
     snprintf(ac->tenant, sizeof ac->tenant, "%s", tenant);
     snprintf(ac->principal, sizeof ac->principal, "%s", principal);
     ac->fails = 0;
     if (ac->deadline_ev)
         evtimer_del(ac->deadline_ev);
+    return true;
 }
 
 void auth_conn_tls(struct conn *c, struct ssl_st *ssl)
@@ -550,7 +587,8 @@ void auth_conn_tls(struct conn *c, struct ssl_st *ssl)
         return;
     }
     snprintf(c->auth->subject, sizeof c->auth->subject, "%s", cn);
-    set_principal(c, HOW_CERT, m->tenant, m->principal);
+    if (!set_principal(c, HOW_CERT, m->tenant, m->principal))
+        return;
     blog(BLOG_INFO, "auth_ok", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s method=cert "
          "subject=%s", c->id, c->peer, m->tenant, m->principal, blog_q(cn, q, sizeof q));
     audit_emit(c->b->auth->audit, m->tenant, "auth_ok", "{s:s, s:s, s:s, s:s, s:s}", "principal",
@@ -611,7 +649,39 @@ static void refill(double *tokens, uint64_t rate, double dt_s)
         *tokens = (double)rate;
 }
 
-/* Milliseconds r must wait for its quota (0: none), charging a produce. */
+/* Brings bk's three buckets up to now under q's rates. */
+static void bucket_refill(struct quota_bucket *bk, const struct auth_quota *q)
+{
+    int64_t now = mono_ns();
+    double dt = bk->filled ? (double)(now - bk->last_ns) / 1e9 : 1.0;
+    if (!bk->filled)
+        bk->produce_tokens = bk->fetch_tokens = bk->request_tokens = 0;
+    bk->filled = true;
+    bk->last_ns = now;
+    if (q->produce_bytes_per_s)
+        refill(&bk->produce_tokens, q->produce_bytes_per_s, dt);
+    if (q->fetch_bytes_per_s)
+        refill(&bk->fetch_tokens, q->fetch_bytes_per_s, dt);
+    if (q->requests_per_s)
+        refill(&bk->request_tokens, q->requests_per_s, dt);
+}
+
+/* The wait (ms) for tokens at rate, naming the quota in which when it is
+ * the longest so far. */
+static void wait_for_tokens(double tokens, uint64_t rate, const char *quota, const char *tenant,
+                            const char *principal, int64_t *ms, char *which, size_t cap)
+{
+    if (!rate || tokens >= 0)
+        return;
+    int64_t w = (int64_t)(-tokens / (double)rate * 1000.0) + 1;
+    if (w <= *ms)
+        return;
+    *ms = w;
+    snprintf(which, cap, "%s %" PRIu64 " of %s/%s", quota, rate, tenant, principal);
+}
+
+/* Milliseconds r must wait for its quotas (0: none), charging the request
+ * and a produce's bytes to the principal's bucket and the tenant's ("+"). */
 static int64_t quota_wait_ms(struct req *r, char *which, size_t cap)
 {
     struct auth_state *a = r->b->auth;
@@ -619,33 +689,31 @@ static int64_t quota_wait_ms(struct req *r, char *which, size_t cap)
     bool produce = r->type == VERITY__ENVELOPE__BODY_PRODUCE_REQ;
     bool fetch = r->type == VERITY__ENVELOPE__BODY_FETCH_REQ ||
                  r->type == VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ;
-    if (!produce && !fetch)
-        return 0;
-    const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, ac->principal);
-    uint64_t rate = !q ? 0 : produce ? q->produce_bytes_per_s : q->fetch_bytes_per_s;
-    if (!rate)
-        return 0;
-    struct quota_bucket *bk = bucket_get(a, ac->tenant, ac->principal);
-    if (!bk)
-        return 0;
-    int64_t now = mono_ns();
-    double dt = (double)(now - bk->last_ns) / 1e9;
-    bool first = bk->produce_tokens == -1 && bk->fetch_tokens == -1;
-    bk->last_ns = now;
-    if (first)
-        bk->produce_tokens = bk->fetch_tokens = 0;
-    if (q->produce_bytes_per_s)
-        refill(&bk->produce_tokens, q->produce_bytes_per_s, first ? 1.0 : dt);
-    if (q->fetch_bytes_per_s)
-        refill(&bk->fetch_tokens, q->fetch_bytes_per_s, first ? 1.0 : dt);
-    double *t = produce ? &bk->produce_tokens : &bk->fetch_tokens;
-    if (produce)
-        *t -= (double)r->payload_len;
-    snprintf(which, cap, "%s_bytes_per_s %" PRIu64 " of %s/%s", produce ? "produce" : "fetch",
-             rate, ac->tenant, ac->principal);
-    if (*t >= 0)
-        return 0;
-    return (int64_t)(-*t / (double)rate * 1000.0) + 1;
+    int64_t ms = 0;
+    for (int k = 0; k < 2; k++) {
+        const char *who = k ? AUTH_TENANT_TOTAL : ac->principal;
+        const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, who);
+        if (!q || !(q->produce_bytes_per_s || q->fetch_bytes_per_s || q->requests_per_s))
+            continue;
+        struct quota_bucket *bk = bucket_get(a, ac->tenant, who);
+        if (!bk)
+            continue;
+        bucket_refill(bk, q);
+        if (q->requests_per_s) {
+            bk->request_tokens -= 1;
+            wait_for_tokens(bk->request_tokens, q->requests_per_s, "requests_per_s", ac->tenant,
+                            who, &ms, which, cap);
+        }
+        if (produce && q->produce_bytes_per_s) {
+            bk->produce_tokens -= (double)r->payload_len;
+            wait_for_tokens(bk->produce_tokens, q->produce_bytes_per_s, "produce_bytes_per_s",
+                            ac->tenant, who, &ms, which, cap);
+        }
+        if (fetch)
+            wait_for_tokens(bk->fetch_tokens, q->fetch_bytes_per_s, "fetch_bytes_per_s",
+                            ac->tenant, who, &ms, which, cap);
+    }
+    return ms;
 }
 
 static void quota_charge_fetch(struct req *r, uint64_t bytes)
@@ -654,12 +722,92 @@ static void quota_charge_fetch(struct req *r, uint64_t bytes)
     struct auth_conn *ac = r->conn->auth;
     if (!bytes || !ac || ac->how == HOW_NONE)
         return;
-    const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, ac->principal);
-    if (!q || !q->fetch_bytes_per_s)
+    for (int k = 0; k < 2; k++) {
+        const char *who = k ? AUTH_TENANT_TOTAL : ac->principal;
+        const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, who);
+        if (!q || !q->fetch_bytes_per_s)
+            continue;
+        struct quota_bucket *bk = bucket_get(a, ac->tenant, who);
+        if (bk)
+            bk->fetch_tokens -= (double)bytes;
+    }
+}
+
+/* storage_bytes of the tenant ("+"): a produce that would take the bytes
+ * stored in the tenant's topics (internal ones aside) past it is refused.
+ * 0, or VERITY_EQUOTA with the message in why. */
+static int quota_storage(struct req *r, char *why, size_t cap)
+{
+    struct auth_conn *ac = r->conn->auth;
+    if (r->type != VERITY__ENVELOPE__BODY_PRODUCE_REQ)
+        return 0;
+    const struct auth_quota *q = auth_quota_find(r->b->auth->store, ac->tenant, AUTH_TENANT_TOTAL);
+    if (!q || !q->storage_bytes)
+        return 0;
+    size_t tl = strlen(ac->tenant);
+    uint64_t used = 0;
+    struct topic *t;
+    TAILQ_FOREACH(t, &r->b->topics, link)
+    {
+        if (strncmp(t->name, ac->tenant, tl) != 0 || t->name[tl] != CODEC_TENANT_SEP ||
+            strncmp(t->name + tl + 1, "__", 2) == 0)
+            continue;
+        for (uint32_t i = 0; i < t->cfg.partitions; i++) {
+            if (!t->parts || !t->parts[i] || !t->parts[i]->log)
+                continue;
+            struct vlog_info info;
+            vlog_get_info(t->parts[i]->log, &info);
+            used += info.size_bytes;
+        }
+    }
+    if (used + r->payload_len <= q->storage_bytes)
+        return 0;
+    snprintf(why, cap,
+             "quota exceeded: storage_bytes %" PRIu64 " of %s (%" PRIu64 " stored, %" PRIu64
+             " more asked)",
+             q->storage_bytes, ac->tenant, used, (uint64_t)r->payload_len);
+    return VERITY_EQUOTA;
+}
+
+/* The connections quota: counts c under its principal and tenant, or
+ * refuses (false, the quota named in why). */
+static bool conns_take(struct conn *c, const char *tenant, const char *principal, char *why,
+                       size_t cap)
+{
+    struct auth_state *a = c->b->auth;
+    struct quota_bucket *bk[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        const char *who = k ? AUTH_TENANT_TOTAL : principal;
+        const struct auth_quota *q = auth_quota_find(a->store, tenant, who);
+        bk[k] = bucket_get(a, tenant, who);
+        if (q && q->connections && bk[k] && bk[k]->conns >= q->connections) {
+            snprintf(why, cap, "quota exceeded: connections %" PRIu64 " of %s/%s", q->connections,
+                     tenant, who);
+            return false;
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        if (bk[k])
+            bk[k]->conns++;
+    c->auth->counted = bk[0] && bk[1];
+    if (!c->auth->counted)
+        for (int k = 0; k < 2; k++)
+            if (bk[k])
+                bk[k]->conns--;
+    return true;
+}
+
+static void conns_give(struct conn *c)
+{
+    struct auth_conn *ac = c->auth;
+    if (!ac || !ac->counted || !c->b->auth)
         return;
-    struct quota_bucket *bk = bucket_get(a, ac->tenant, ac->principal);
-    if (bk)
-        bk->fetch_tokens -= (double)bytes;
+    for (int k = 0; k < 2; k++) {
+        struct quota_bucket *bk = bucket_get(c->b->auth, ac->tenant, k ? AUTH_TENANT_TOTAL : ac->principal);
+        if (bk && bk->conns)
+            bk->conns--;
+    }
+    ac->counted = false;
 }
 
 /* ---- waiting requests (throttled, or a failed Authenticate) ------------------ */
@@ -780,7 +928,10 @@ void h_authenticate(struct req *r)
         }
         return;
     }
-    set_principal(c, HOW_KEY, k->tenant, k->principal);
+    if (!set_principal(c, HOW_KEY, k->tenant, k->principal)) {
+        req_fail(r, VERITY_EQUOTA, c->auth->quota_msg);
+        return;
+    }
     snprintf(c->auth->key_id, sizeof c->auth->key_id, "%s", k->id);
     blog(BLOG_INFO, "auth_ok", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s method=key key_id=%s",
          c->id, c->peer, k->tenant, k->principal, k->id);
@@ -916,6 +1067,28 @@ static void deny_log(struct req *r, int err, const char *why)
     }
 }
 
+/* Answers r with EQUOTA; logged and audited at most 10 a second. */
+static void quota_refused(struct req *r, const char *quota, const char *why)
+{
+    struct auth_state *a = r->b->auth;
+    struct auth_conn *ac = r->conn->auth;
+    a->quota_refusals++;
+    if (may_log(a)) {
+        uint64_t sup = take_suppressed(a);
+        char q[64];
+        snprintf(q, sizeof q, "%s", quota);
+        q[strcspn(q, " ")] = '\0';
+        blog(BLOG_WARN, "quota_exceeded",
+             "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s quota=%s suppressed=%" PRIu64,
+             r->conn->id, r->conn->peer, ac->tenant, ac->principal, codec_body_name(r->type), q,
+             sup);
+        audit_emit(a->audit, ac->tenant, "quota_exceeded", "{s:s, s:s, s:s, s:s, s:I}",
+                   "principal", ac->principal, "quota", q, "reason", why, "peer", r->conn->peer,
+                   "suppressed", (json_int_t)sup);
+    }
+    req_fail(r, VERITY_EQUOTA, why);
+}
+
 int auth_gate(struct req *r)
 {
     struct conn *c = r->conn;
@@ -934,7 +1107,12 @@ int auth_gate(struct req *r)
                  c->id, c->peer, ac->tenant, ac->principal);
             audit_emit(r->b->auth->audit, ac->tenant, "auth_revoked", "{s:s, s:s}", "principal",
                        ac->principal, "peer", c->peer);
+            conns_give(c);
             ac->how = HOW_NONE;
+        }
+        if (ac->how == HOW_NONE && ac->quota_msg[0]) {
+            req_fail(r, VERITY_EQUOTA, ac->quota_msg);
+            return 1;
         }
         deny_log(r, VERITY_EAUTH, why);
         req_fail(r, VERITY_EAUTH, why);
@@ -958,17 +1136,22 @@ int auth_gate(struct req *r)
         req_fail(r, w.err, w.why);
         return 1;
     }
-    char which[200];
+    char which[200], why[300];
+    if (quota_storage(r, why, sizeof why)) {
+        quota_refused(r, "storage_bytes", why);
+        return 1;
+    }
     int64_t ms = quota_wait_ms(r, which, sizeof which);
     if (ms > 0) {
         if (ms > QUOTA_WAIT_MAX_MS) {
-            char why[300];
             snprintf(why, sizeof why, "quota exceeded: %s (a wait of %" PRId64 " ms)", which, ms);
-            req_fail(r, VERITY_EQUOTA, why);
+            quota_refused(r, which, why);
             return 1;
         }
-        if (wait_then(r, ms, 0, NULL) == 0)
+        if (wait_then(r, ms, 0, NULL) == 0) {
+            r->b->auth->quota_waits++;
             return 1;
+        }
     }
     return 0;
 }

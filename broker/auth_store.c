@@ -12,7 +12,7 @@
  *                "resource": "topic:NAME" | "topic:PREFIX*" | "group:...",
  *                "ops": ["produce", "consume", "group", "describe", "admin"],
  *                "effect": "allow" | "deny"}],
- *    "quotas": [{"tenant": T, "principal": P or "*",
+ *    "quotas": [{"tenant": T, "principal": P, "*" (each) or "+" (the tenant),
  *                "produce_bytes_per_s": N, "fetch_bytes_per_s": N}]}
  *
  * A file is valid only as a whole: every entry well formed (names by the
@@ -401,7 +401,9 @@ int auth_acl_remove(struct auth_store *s, const struct auth_acl *a)
 
 int auth_quota_set(struct auth_store *s, const struct auth_quota *q)
 {
-    if (!codec_tenant_name_ok(q->tenant) || !principal_or_any_ok(q->principal))
+    bool total = strcmp(q->principal, AUTH_TENANT_TOTAL) == 0;
+    if (!codec_tenant_name_ok(q->tenant) || !(total || principal_or_any_ok(q->principal)) ||
+        (q->storage_bytes && !total))
         return VERITY_EINVAL;
     for (size_t i = 0; i < s->n_quotas; i++) {
         if (strcmp(s->quotas[i].tenant, q->tenant) == 0 &&
@@ -423,7 +425,7 @@ const struct auth_quota *auth_quota_find(const struct auth_store *s, const char 
             continue;
         if (strcmp(q->principal, principal) == 0)
             return q;
-        if (strcmp(q->principal, "*") == 0)
+        if (strcmp(q->principal, "*") == 0 && strcmp(principal, AUTH_TENANT_TOTAL) != 0)
             any = q;
     }
     return any;
@@ -603,12 +605,18 @@ static int parse_quotas(struct auth_store *s, json_t *arr, char *why, size_t cap
         if (!json_is_object(o) || !str_field(o, "tenant", q.tenant, sizeof q.tenant) ||
             !str_field(o, "principal", q.principal, sizeof q.principal) ||
             !u64_field(o, "produce_bytes_per_s", &q.produce_bytes_per_s, false) ||
-            !u64_field(o, "fetch_bytes_per_s", &q.fetch_bytes_per_s, false))
+            !u64_field(o, "fetch_bytes_per_s", &q.fetch_bytes_per_s, false) ||
+            !u64_field(o, "requests_per_s", &q.requests_per_s, false) ||
+            !u64_field(o, "connections", &q.connections, false) ||
+            !u64_field(o, "storage_bytes", &q.storage_bytes, false))
             return bad(why, cap, "quotas", i,
-                       "needs tenant, principal, produce_bytes_per_s / fetch_bytes_per_s >= 0");
+                       "needs tenant, principal; produce_bytes_per_s, fetch_bytes_per_s, "
+                       "requests_per_s, connections, storage_bytes >= 0");
         int rc = auth_quota_set(s, &q);
         if (rc == VERITY_EINVAL)
-            return bad(why, cap, "quotas", i, "malformed tenant or principal");
+            return bad(why, cap, "quotas", i,
+                       "malformed tenant or principal (or storage_bytes on a principal: only "
+                       "on \"+\", the tenant as a whole)");
         if (rc)
             return rc;
     }
@@ -767,10 +775,13 @@ static json_t *store_json(const struct auth_store *s)
     for (size_t i = 0; i < s->n_quotas; i++) {
         const struct auth_quota *q = &s->quotas[i];
         json_array_append_new(quotas,
-                              json_pack("{s:s,s:s,s:I,s:I}", "tenant", q->tenant, "principal",
-                                        q->principal, "produce_bytes_per_s",
+                              json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "tenant", q->tenant,
+                                        "principal", q->principal, "produce_bytes_per_s",
                                         (json_int_t)q->produce_bytes_per_s, "fetch_bytes_per_s",
-                                        (json_int_t)q->fetch_bytes_per_s));
+                                        (json_int_t)q->fetch_bytes_per_s, "requests_per_s",
+                                        (json_int_t)q->requests_per_s, "connections",
+                                        (json_int_t)q->connections, "storage_bytes",
+                                        (json_int_t)q->storage_bytes));
     }
     json_object_set_new(root, "keys", keys);
     json_object_set_new(root, "certs", certs);

@@ -72,11 +72,17 @@ struct auth_acl {
     bool deny;
 };
 
+#define AUTH_TENANT_TOTAL "+" /* a quota's principal: the tenant as a whole */
+
 struct auth_quota {
     char tenant[AUTH_TENANT_MAX + 1];
-    char principal[AUTH_PRINCIPAL_MAX + 1]; /* "*": each principal of the tenant */
+    char principal[AUTH_PRINCIPAL_MAX + 1]; /* "*": each principal of the tenant;
+                                               "+": all of them together */
     uint64_t produce_bytes_per_s;           /* 0: none */
     uint64_t fetch_bytes_per_s;             /* 0: none */
+    uint64_t requests_per_s;                /* 0: none (every request but Hello, Authenticate) */
+    uint64_t connections;                   /* 0: none (authenticated connections at once) */
+    uint64_t storage_bytes;                 /* 0: none; only on "+" (the tenant's topics) */
 };
 
 struct auth_store {
@@ -153,7 +159,7 @@ bool auth_allowed_any(const struct auth_store *s, const char *tenant, const char
                       enum auth_res res, const char *name, unsigned ops);
 
 /* The quota for tenant/principal: an exact entry, else the tenant's "*"
- * entry, else NULL. */
+ * entry, else NULL. With principal "+": the tenant's "+" entry or NULL. */
 const struct auth_quota *auth_quota_find(const struct auth_store *s, const char *tenant,
                                          const char *principal);
 
