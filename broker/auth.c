@@ -401,9 +401,19 @@ bool auth_log_ok(struct broker *b, uint64_t *suppressed)
 
 /* Audit events for what changed between two stores (a SIGHUP after
  * `verity auth ...`). Returns the number of changes. */
+#define AUDIT_DIFF_MAX 2048 /* entries per list compared one by one (the diff is quadratic) */
+
 static size_t audit_changes(struct audit *au, const struct auth_store *o, const struct auth_store *n)
 {
     size_t changes = 0;
+    if (o->n_keys + n->n_keys > AUDIT_DIFF_MAX || o->n_acls + n->n_acls > AUDIT_DIFF_MAX ||
+        o->n_certs + n->n_certs > AUDIT_DIFF_MAX || o->n_quotas + n->n_quotas > AUDIT_DIFF_MAX) {
+        /* A large store: one event with the counts instead of a quadratic diff. */
+        audit_emit(au, NULL, "store_reloaded", "{s:I, s:I, s:I, s:I}", "keys",
+                   (json_int_t)n->n_keys, "certs", (json_int_t)n->n_certs, "acls",
+                   (json_int_t)n->n_acls, "quotas", (json_int_t)n->n_quotas);
+        return 1;
+    }
     for (size_t i = 0; i < n->n_keys; i++)
         if (!auth_key_find(o, n->keys[i].id) && ++changes)
             audit_emit(au, n->keys[i].tenant, "key_created", "{s:s, s:s}", "key_id", n->keys[i].id,
