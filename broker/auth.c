@@ -38,11 +38,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <jansson.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "broker/audit.h"
 #include "broker/auth.h"
 #include "broker/auth_store.h"
 #include "broker/blog.h"
@@ -55,10 +58,13 @@
 #define FAIL_LOG_PER_SEC 10
 
 struct quota_bucket {
-    char key[AUTH_TENANT_MAX + AUTH_PRINCIPAL_MAX + 2]; /* tenant/principal */
+    char key[AUTH_TENANT_MAX + AUTH_PRINCIPAL_MAX + 2]; /* tenant/principal, tenant/+ */
     double produce_tokens;                             /* bytes; negative: debt */
     double fetch_tokens;
+    double request_tokens;                             /* requests */
     int64_t last_ns;
+    bool filled;     /* the first refill (a full second of burst) happened */
+    uint64_t conns;  /* authenticated connections counted here now */
     struct quota_bucket *next;
 };
 
@@ -68,6 +74,10 @@ struct auth_state {
     int64_t log_ns; /* rate limit of auth_failed / acl_denied lines */
     uint32_t log_n;
     uint64_t log_suppressed;
+    struct audit *audit; /* broker/audit.c: the __audit topics */
+    struct auth_http_who http_who; /* auth_http.c: the HTTP request being answered */
+    struct auth_http_stats http_stats;
+    uint64_t quota_waits, quota_refusals; /* requests throttled / refused by a quota */
 };
 
 enum auth_how { HOW_NONE, HOW_KEY, HOW_CERT };
@@ -79,6 +89,8 @@ struct auth_conn {
     char key_id[AUTH_KEY_ID_HEX + 1];    /* HOW_KEY */
     char subject[AUTH_SUBJECT_MAX + 1];  /* HOW_CERT (also kept for a later key) */
     uint32_t fails;
+    bool counted;           /* in its buckets' conns (the connections quota) */
+    char quota_msg[200];    /* a principal refused by the connections quota */
     struct event *deadline_ev;
 };
 
@@ -290,6 +302,11 @@ int auth_open(struct broker *b)
         free(a);
         return rc;
     }
+    if (!(a->audit = audit_new(b))) {
+        auth_store_free(a->store);
+        free(a);
+        return -ENOMEM;
+    }
     b->auth = a;
     blog(BLOG_INFO, "auth_loaded", "file=%s keys=%zu certs=%zu acls=%zu quotas=%zu",
          b->cfg.auth_file, a->store->n_keys, a->store->n_certs, a->store->n_acls,
@@ -309,9 +326,148 @@ void auth_close(struct broker *b)
             free(q);
         }
     }
+    audit_free(a->audit);
     auth_store_free(a->store);
     free(a);
     b->auth = NULL;
+}
+
+struct audit *auth_audit(struct broker *b)
+{
+    return b->auth ? b->auth->audit : NULL;
+}
+
+const struct auth_store *auth_store_in_use(struct broker *b)
+{
+    return b->auth ? b->auth->store : NULL;
+}
+
+struct auth_http_who *auth_http_who(struct broker *b)
+{
+    return b->auth ? &b->auth->http_who : NULL;
+}
+
+struct auth_http_stats *auth_http_stats(struct broker *b)
+{
+    return b->auth ? &b->auth->http_stats : NULL;
+}
+
+void auth_metrics_render(struct broker *b, struct evbuffer *o)
+{
+    struct auth_state *a = b->auth;
+    if (!a)
+        return;
+    struct audit_stats st;
+    audit_stats(a->audit, &st);
+    met_family(o, "verity_audit_events_total", "counter",
+               "Security events appended to the audit topics (one per topic written).");
+    evbuffer_add_printf(o, "verity_audit_events_total %" PRIu64 "\n", st.events);
+    met_family(o, "verity_audit_dropped_total", "counter",
+               "Security events not appended (queue full, out of memory, shutting down).");
+    evbuffer_add_printf(o, "verity_audit_dropped_total %" PRIu64 "\n", st.dropped);
+    met_family(o, "verity_audit_queue", "gauge", "Security events waiting to be appended.");
+    evbuffer_add_printf(o, "verity_audit_queue %" PRIu64 "\n", st.queued);
+    met_family(o, "verity_http_auth_refused_total", "counter",
+               "Admin HTTP requests refused: reason=unauthenticated (401) or denied (403).");
+    evbuffer_add_printf(o, "verity_http_auth_refused_total{reason=\"unauthenticated\"} %" PRIu64 "\n",
+                        a->http_stats.unauthenticated);
+    evbuffer_add_printf(o, "verity_http_auth_refused_total{reason=\"denied\"} %" PRIu64 "\n",
+                        a->http_stats.denied);
+    met_family(o, "verity_quota_throttled_total", "counter",
+               "Requests made to wait by a rate quota (bytes/s, requests/s).");
+    evbuffer_add_printf(o, "verity_quota_throttled_total %" PRIu64 "\n", a->quota_waits);
+    met_family(o, "verity_quota_refused_total", "counter",
+               "Requests and authentications refused with ERR_QUOTA (storage_bytes, connections, "
+               "a rate wait over 10 s).");
+    evbuffer_add_printf(o, "verity_quota_refused_total %" PRIu64 "\n", a->quota_refusals);
+}
+
+static bool may_log(struct auth_state *a);
+static uint64_t take_suppressed(struct auth_state *a);
+
+bool auth_log_ok(struct broker *b, uint64_t *suppressed)
+{
+    if (!b->auth || !may_log(b->auth))
+        return false;
+    *suppressed = take_suppressed(b->auth);
+    return true;
+}
+
+/* Audit events for what changed between two stores (a SIGHUP after
+ * `verity auth ...`). Returns the number of changes. */
+#define AUDIT_DIFF_MAX 2048 /* entries per list compared one by one (the diff is quadratic) */
+
+static size_t audit_changes(struct audit *au, const struct auth_store *o, const struct auth_store *n)
+{
+    size_t changes = 0;
+    if (o->n_keys + n->n_keys > AUDIT_DIFF_MAX || o->n_acls + n->n_acls > AUDIT_DIFF_MAX ||
+        o->n_certs + n->n_certs > AUDIT_DIFF_MAX || o->n_quotas + n->n_quotas > AUDIT_DIFF_MAX) {
+        /* A large store: one event with the counts instead of a quadratic diff. */
+        audit_emit(au, NULL, "store_reloaded", "{s:I, s:I, s:I, s:I}", "keys",
+                   (json_int_t)n->n_keys, "certs", (json_int_t)n->n_certs, "acls",
+                   (json_int_t)n->n_acls, "quotas", (json_int_t)n->n_quotas);
+        return 1;
+    }
+    for (size_t i = 0; i < n->n_keys; i++)
+        if (!auth_key_find(o, n->keys[i].id) && ++changes)
+            audit_emit(au, n->keys[i].tenant, "key_created", "{s:s, s:s}", "key_id", n->keys[i].id,
+                       "principal", n->keys[i].principal);
+    for (size_t i = 0; i < o->n_keys; i++)
+        if (!auth_key_find(n, o->keys[i].id) && ++changes)
+            audit_emit(au, o->keys[i].tenant, "key_revoked", "{s:s, s:s}", "key_id", o->keys[i].id,
+                       "principal", o->keys[i].principal);
+    for (int pass = 0; pass < 2; pass++) {
+        const struct auth_store *x = pass ? o : n, *y = pass ? n : o;
+        for (size_t i = 0; i < x->n_certs; i++) {
+            const struct auth_cert *c = &x->certs[i], *m = auth_cert_find(y, c->subject);
+            if (m && strcmp(m->tenant, c->tenant) == 0 && strcmp(m->principal, c->principal) == 0)
+                continue;
+            changes++;
+            audit_emit(au, c->tenant, pass ? "cert_unmapped" : "cert_mapped", "{s:s, s:s}",
+                       "subject", c->subject, "principal", c->principal);
+        }
+        for (size_t i = 0; i < x->n_acls; i++) {
+            const struct auth_acl *a = &x->acls[i];
+            bool found = false;
+            for (size_t j = 0; j < y->n_acls && !found; j++) {
+                const struct auth_acl *b = &y->acls[j];
+                found = strcmp(a->tenant, b->tenant) == 0 && strcmp(a->principal, b->principal) == 0 &&
+                        a->res == b->res && strcmp(a->pattern, b->pattern) == 0 &&
+                        a->ops == b->ops && a->deny == b->deny;
+            }
+            if (found)
+                continue;
+            changes++;
+            char ops[64], res[AUTH_PATTERN_MAX + 16];
+            auth_op_names(a->ops, ops, sizeof ops);
+            snprintf(res, sizeof res, "%s:%s", auth_res_name(a->res), a->pattern);
+            audit_emit(au, a->tenant, pass ? "acl_removed" : "acl_added",
+                       "{s:s, s:s, s:s, s:s}", "principal", a->principal, "resource", res, "ops",
+                       ops, "effect", a->deny ? "deny" : "allow");
+        }
+        for (size_t i = 0; i < x->n_quotas; i++) {
+            const struct auth_quota *q = &x->quotas[i];
+            const struct auth_quota *m = NULL;
+            for (size_t j = 0; j < y->n_quotas && !m; j++)
+                if (strcmp(y->quotas[j].tenant, q->tenant) == 0 &&
+                    strcmp(y->quotas[j].principal, q->principal) == 0)
+                    m = &y->quotas[j];
+            if (m && (pass || memcmp(m, q, sizeof *q) == 0))
+                continue; /* unchanged (or changed: reported once, by the new side) */
+            changes++;
+            if (pass)
+                audit_emit(au, q->tenant, "quota_removed", "{s:s}", "principal", q->principal);
+            else
+                audit_emit(au, q->tenant, "quota_set", "{s:s, s:I, s:I, s:I, s:I, s:I}",
+                           "principal", q->principal, "produce_bytes_per_s",
+                           (json_int_t)q->produce_bytes_per_s, "fetch_bytes_per_s",
+                           (json_int_t)q->fetch_bytes_per_s, "requests_per_s",
+                           (json_int_t)q->requests_per_s, "connections",
+                           (json_int_t)q->connections, "storage_bytes",
+                           (json_int_t)q->storage_bytes);
+        }
+    }
+    return changes;
 }
 
 void auth_reload(struct broker *b)
@@ -327,10 +483,11 @@ void auth_reload(struct broker *b)
              blog_q(why, q, sizeof q));
         return;
     }
+    size_t changes = audit_changes(a->audit, a->store, s);
     auth_store_free(a->store);
     a->store = s;
-    blog(BLOG_INFO, "auth_reloaded", "file=%s keys=%zu certs=%zu acls=%zu quotas=%zu",
-         b->cfg.auth_file, s->n_keys, s->n_certs, s->n_acls, s->n_quotas);
+    blog(BLOG_INFO, "auth_reloaded", "file=%s keys=%zu certs=%zu acls=%zu quotas=%zu changes=%zu",
+         b->cfg.auth_file, s->n_keys, s->n_certs, s->n_acls, s->n_quotas, changes);
 }
 
 /* ---- connections ------------------------------------------------------------- */
@@ -342,9 +499,12 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (c->dead || !c->auth || c->auth->how != HOW_NONE)
         return;
-    if (may_log(c->b->auth))
+    if (may_log(c->b->auth)) {
         blog(BLOG_WARN, "auth_timeout", "conn=%" PRIu64 " peer=%s timeout_ms=%" PRIu32, c->id,
              c->peer, c->b->cfg.auth_timeout_ms);
+        audit_emit(c->b->auth->audit, NULL, "auth_timeout", "{s:s, s:s}", "peer", c->peer,
+                   "port", "client");
+    }
     conn_close_error(c, VERITY_EAUTH, "not authenticated within auth_timeout_ms");
 }
 
@@ -368,26 +528,46 @@ int auth_conn_open(struct conn *c)
     return 0;
 }
 
+static bool conns_take(struct conn *c, const char *tenant, const char *principal, char *why,
+                       size_t cap);
+static void conns_give(struct conn *c);
+
 void auth_conn_close(struct conn *c)
 {
     if (!c->auth)
         return;
+    conns_give(c);
     if (c->auth->deadline_ev)
         event_free(c->auth->deadline_ev);
     free(c->auth);
     c->auth = NULL;
 }
 
-static void set_principal(struct conn *c, enum auth_how how, const char *tenant,
+/* Gives c its principal; false when the connections quota refuses it (the
+ * quota named in c->auth->quota_msg; the connection stays without one). */
+static bool set_principal(struct conn *c, enum auth_how how, const char *tenant,
                           const char *principal)
 {
     struct auth_conn *ac = c->auth;
+    conns_give(c);
+    if (!conns_take(c, tenant, principal, ac->quota_msg, sizeof ac->quota_msg)) {
+        ac->how = HOW_NONE;
+        c->b->auth->quota_refusals++;
+        blog(BLOG_WARN, "quota_exceeded", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s "
+             "quota=connections", c->id, c->peer, tenant, principal);
+        audit_emit(c->b->auth->audit, tenant, "quota_exceeded", "{s:s, s:s, s:s, s:s}",
+                   "principal", principal, "quota", "connections", "reason", ac->quota_msg, "peer",
+                   c->peer);
+        return false;
+    }
+    ac->quota_msg[0] = '\0';
     ac->how = how;
     snprintf(ac->tenant, sizeof ac->tenant, "%s", tenant);
     snprintf(ac->principal, sizeof ac->principal, "%s", principal);
     ac->fails = 0;
     if (ac->deadline_ev)
         evtimer_del(ac->deadline_ev);
+    return true;
 }
 
 void auth_conn_tls(struct conn *c, struct ssl_st *ssl)
@@ -411,9 +591,12 @@ void auth_conn_tls(struct conn *c, struct ssl_st *ssl)
         return;
     }
     snprintf(c->auth->subject, sizeof c->auth->subject, "%s", cn);
-    set_principal(c, HOW_CERT, m->tenant, m->principal);
+    if (!set_principal(c, HOW_CERT, m->tenant, m->principal))
+        return;
     blog(BLOG_INFO, "auth_ok", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s method=cert "
          "subject=%s", c->id, c->peer, m->tenant, m->principal, blog_q(cn, q, sizeof q));
+    audit_emit(c->b->auth->audit, m->tenant, "auth_ok", "{s:s, s:s, s:s, s:s, s:s}", "principal",
+               m->principal, "method", "cert", "subject", cn, "peer", c->peer, "port", "client");
 }
 
 bool auth_frame_ok(const struct conn *c, uint64_t total)
@@ -470,7 +653,39 @@ static void refill(double *tokens, uint64_t rate, double dt_s)
         *tokens = (double)rate;
 }
 
-/* Milliseconds r must wait for its quota (0: none), charging a produce. */
+/* Brings bk's three buckets up to now under q's rates. */
+static void bucket_refill(struct quota_bucket *bk, const struct auth_quota *q)
+{
+    int64_t now = mono_ns();
+    double dt = bk->filled ? (double)(now - bk->last_ns) / 1e9 : 1.0;
+    if (!bk->filled)
+        bk->produce_tokens = bk->fetch_tokens = bk->request_tokens = 0;
+    bk->filled = true;
+    bk->last_ns = now;
+    if (q->produce_bytes_per_s)
+        refill(&bk->produce_tokens, q->produce_bytes_per_s, dt);
+    if (q->fetch_bytes_per_s)
+        refill(&bk->fetch_tokens, q->fetch_bytes_per_s, dt);
+    if (q->requests_per_s)
+        refill(&bk->request_tokens, q->requests_per_s, dt);
+}
+
+/* The wait (ms) for tokens at rate, naming the quota in which when it is
+ * the longest so far. */
+static void wait_for_tokens(double tokens, uint64_t rate, const char *quota, const char *tenant,
+                            const char *principal, int64_t *ms, char *which, size_t cap)
+{
+    if (!rate || tokens >= 0)
+        return;
+    int64_t w = (int64_t)(-tokens / (double)rate * 1000.0) + 1;
+    if (w <= *ms)
+        return;
+    *ms = w;
+    snprintf(which, cap, "%s %" PRIu64 " of %s/%s", quota, rate, tenant, principal);
+}
+
+/* Milliseconds r must wait for its quotas (0: none), charging the request
+ * and a produce's bytes to the principal's bucket and the tenant's ("+"). */
 static int64_t quota_wait_ms(struct req *r, char *which, size_t cap)
 {
     struct auth_state *a = r->b->auth;
@@ -478,33 +693,31 @@ static int64_t quota_wait_ms(struct req *r, char *which, size_t cap)
     bool produce = r->type == VERITY__ENVELOPE__BODY_PRODUCE_REQ;
     bool fetch = r->type == VERITY__ENVELOPE__BODY_FETCH_REQ ||
                  r->type == VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ;
-    if (!produce && !fetch)
-        return 0;
-    const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, ac->principal);
-    uint64_t rate = !q ? 0 : produce ? q->produce_bytes_per_s : q->fetch_bytes_per_s;
-    if (!rate)
-        return 0;
-    struct quota_bucket *bk = bucket_get(a, ac->tenant, ac->principal);
-    if (!bk)
-        return 0;
-    int64_t now = mono_ns();
-    double dt = (double)(now - bk->last_ns) / 1e9;
-    bool first = bk->produce_tokens == -1 && bk->fetch_tokens == -1;
-    bk->last_ns = now;
-    if (first)
-        bk->produce_tokens = bk->fetch_tokens = 0;
-    if (q->produce_bytes_per_s)
-        refill(&bk->produce_tokens, q->produce_bytes_per_s, first ? 1.0 : dt);
-    if (q->fetch_bytes_per_s)
-        refill(&bk->fetch_tokens, q->fetch_bytes_per_s, first ? 1.0 : dt);
-    double *t = produce ? &bk->produce_tokens : &bk->fetch_tokens;
-    if (produce)
-        *t -= (double)r->payload_len;
-    snprintf(which, cap, "%s_bytes_per_s %" PRIu64 " of %s/%s", produce ? "produce" : "fetch",
-             rate, ac->tenant, ac->principal);
-    if (*t >= 0)
-        return 0;
-    return (int64_t)(-*t / (double)rate * 1000.0) + 1;
+    int64_t ms = 0;
+    for (int k = 0; k < 2; k++) {
+        const char *who = k ? AUTH_TENANT_TOTAL : ac->principal;
+        const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, who);
+        if (!q || !(q->produce_bytes_per_s || q->fetch_bytes_per_s || q->requests_per_s))
+            continue;
+        struct quota_bucket *bk = bucket_get(a, ac->tenant, who);
+        if (!bk)
+            continue;
+        bucket_refill(bk, q);
+        if (q->requests_per_s) {
+            bk->request_tokens -= 1;
+            wait_for_tokens(bk->request_tokens, q->requests_per_s, "requests_per_s", ac->tenant,
+                            who, &ms, which, cap);
+        }
+        if (produce && q->produce_bytes_per_s) {
+            bk->produce_tokens -= (double)r->payload_len;
+            wait_for_tokens(bk->produce_tokens, q->produce_bytes_per_s, "produce_bytes_per_s",
+                            ac->tenant, who, &ms, which, cap);
+        }
+        if (fetch)
+            wait_for_tokens(bk->fetch_tokens, q->fetch_bytes_per_s, "fetch_bytes_per_s",
+                            ac->tenant, who, &ms, which, cap);
+    }
+    return ms;
 }
 
 static void quota_charge_fetch(struct req *r, uint64_t bytes)
@@ -513,12 +726,92 @@ static void quota_charge_fetch(struct req *r, uint64_t bytes)
     struct auth_conn *ac = r->conn->auth;
     if (!bytes || !ac || ac->how == HOW_NONE)
         return;
-    const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, ac->principal);
-    if (!q || !q->fetch_bytes_per_s)
+    for (int k = 0; k < 2; k++) {
+        const char *who = k ? AUTH_TENANT_TOTAL : ac->principal;
+        const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, who);
+        if (!q || !q->fetch_bytes_per_s)
+            continue;
+        struct quota_bucket *bk = bucket_get(a, ac->tenant, who);
+        if (bk)
+            bk->fetch_tokens -= (double)bytes;
+    }
+}
+
+/* storage_bytes of the tenant ("+"): a produce that would take the bytes
+ * stored in the tenant's topics (internal ones aside) past it is refused.
+ * 0, or VERITY_EQUOTA with the message in why. */
+static int quota_storage(struct req *r, char *why, size_t cap)
+{
+    struct auth_conn *ac = r->conn->auth;
+    if (r->type != VERITY__ENVELOPE__BODY_PRODUCE_REQ)
+        return 0;
+    const struct auth_quota *q = auth_quota_find(r->b->auth->store, ac->tenant, AUTH_TENANT_TOTAL);
+    if (!q || !q->storage_bytes)
+        return 0;
+    size_t tl = strlen(ac->tenant);
+    uint64_t used = 0;
+    struct topic *t;
+    TAILQ_FOREACH(t, &r->b->topics, link)
+    {
+        if (strncmp(t->name, ac->tenant, tl) != 0 || t->name[tl] != CODEC_TENANT_SEP ||
+            strncmp(t->name + tl + 1, "__", 2) == 0)
+            continue;
+        for (uint32_t i = 0; i < t->cfg.partitions; i++) {
+            if (!t->parts || !t->parts[i] || !t->parts[i]->log)
+                continue;
+            struct vlog_info info;
+            vlog_get_info(t->parts[i]->log, &info);
+            used += info.size_bytes;
+        }
+    }
+    if (used + r->payload_len <= q->storage_bytes)
+        return 0;
+    snprintf(why, cap,
+             "quota exceeded: storage_bytes %" PRIu64 " of %s (%" PRIu64 " stored, %" PRIu64
+             " more asked)",
+             q->storage_bytes, ac->tenant, used, (uint64_t)r->payload_len);
+    return VERITY_EQUOTA;
+}
+
+/* The connections quota: counts c under its principal and tenant, or
+ * refuses (false, the quota named in why). */
+static bool conns_take(struct conn *c, const char *tenant, const char *principal, char *why,
+                       size_t cap)
+{
+    struct auth_state *a = c->b->auth;
+    struct quota_bucket *bk[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        const char *who = k ? AUTH_TENANT_TOTAL : principal;
+        const struct auth_quota *q = auth_quota_find(a->store, tenant, who);
+        bk[k] = bucket_get(a, tenant, who);
+        if (q && q->connections && bk[k] && bk[k]->conns >= q->connections) {
+            snprintf(why, cap, "quota exceeded: connections %" PRIu64 " of %s/%s", q->connections,
+                     tenant, who);
+            return false;
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        if (bk[k])
+            bk[k]->conns++;
+    c->auth->counted = bk[0] && bk[1];
+    if (!c->auth->counted)
+        for (int k = 0; k < 2; k++)
+            if (bk[k])
+                bk[k]->conns--;
+    return true;
+}
+
+static void conns_give(struct conn *c)
+{
+    struct auth_conn *ac = c->auth;
+    if (!ac || !ac->counted || !c->b->auth)
         return;
-    struct quota_bucket *bk = bucket_get(a, ac->tenant, ac->principal);
-    if (bk)
-        bk->fetch_tokens -= (double)bytes;
+    for (int k = 0; k < 2; k++) {
+        struct quota_bucket *bk = bucket_get(c->b->auth, ac->tenant, k ? AUTH_TENANT_TOTAL : ac->principal);
+        if (bk && bk->conns)
+            bk->conns--;
+    }
+    ac->counted = false;
 }
 
 /* ---- waiting requests (throttled, or a failed Authenticate) ------------------ */
@@ -618,11 +911,18 @@ void h_authenticate(struct req *r)
     }
     if (rc) {
         c->auth->fails++;
-        if (may_log(b->auth))
+        if (may_log(b->auth)) {
+            uint64_t sup = take_suppressed(b->auth);
             blog(BLOG_WARN, "auth_failed",
                  "conn=%" PRIu64 " peer=%s method=key key_id=%s fails=%" PRIu32
                  " suppressed=%" PRIu64,
-                 c->id, c->peer, id, c->auth->fails, take_suppressed(b->auth));
+                 c->id, c->peer, id, c->auth->fails, sup);
+            /* A wrong secret for an existing key id is the tenant's business too. */
+            const struct auth_key *owner = auth_key_find(b->auth->store, id);
+            audit_emit(b->auth->audit, owner ? owner->tenant : NULL, "auth_failed",
+                       "{s:s, s:s, s:s, s:s, s:I}", "method", "key", "key_id", id, "peer", c->peer,
+                       "port", "client", "suppressed", (json_int_t)sup);
+        }
         const char *msg = "authentication failed (unknown, wrong or revoked key)";
         if (b->cfg.auth_fail_delay_ms == 0 || wait_then(r, b->cfg.auth_fail_delay_ms, VERITY_EAUTH, msg)) {
             bool close = c->auth->fails >= AUTH_FAILS_PER_CONN;
@@ -632,10 +932,15 @@ void h_authenticate(struct req *r)
         }
         return;
     }
-    set_principal(c, HOW_KEY, k->tenant, k->principal);
+    if (!set_principal(c, HOW_KEY, k->tenant, k->principal)) {
+        req_fail(r, VERITY_EQUOTA, c->auth->quota_msg);
+        return;
+    }
     snprintf(c->auth->key_id, sizeof c->auth->key_id, "%s", k->id);
     blog(BLOG_INFO, "auth_ok", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s method=key key_id=%s",
          c->id, c->peer, k->tenant, k->principal, k->id);
+    audit_emit(b->auth->audit, k->tenant, "auth_ok", "{s:s, s:s, s:s, s:s, s:s}", "principal",
+               k->principal, "method", "key", "key_id", k->id, "peer", c->peer, "port", "client");
     Verity__AuthenticateResponse resp = VERITY__AUTHENTICATE_RESPONSE__INIT;
     resp.tenant = c->auth->tenant;
     resp.principal = c->auth->principal;
@@ -653,9 +958,16 @@ struct walk {
     const struct auth_conn *ac;
     const struct acl_row *row;
     size_t tlen;
+    bool audit_all; /* may read the broker-wide __audit (consume on cluster:audit) */
     int err;
     char why[256];
 };
+
+static bool may_read_audit(const struct auth_store *s, const struct auth_conn *ac)
+{
+    return auth_allowed(s, ac->tenant, ac->principal, AUTH_RES_CLUSTER, "audit", AUTH_OP_CONSUME,
+                        NULL, 0);
+}
 
 static int scope_name(struct walk *w, char **slot, enum name_kind kind)
 {
@@ -668,6 +980,15 @@ static int scope_name(struct walk *w, char **slot, enum name_kind kind)
         return w->err = VERITY_EINVAL;
     }
     unsigned ops = kind == NK_TOPIC ? w->row->topic_ops : w->row->group_ops;
+    /* Internal topics (the tenant's __audit, ...) are written only by the
+     * broker: no produce, create or delete from a client, whatever the ACLs. */
+    if (kind == NK_TOPIC && name[0] == '_' && name[1] == '_' && !(w->row->flags & ANY) &&
+        (ops & (AUTH_OP_PRODUCE | AUTH_OP_ADMIN))) {
+        snprintf(w->why, sizeof w->why, "topic %s is internal: written only by the broker", name);
+        return w->err = VERITY_EDENIED;
+    }
+    if (kind == NK_TOPIC && w->audit_all && strcmp(name, AUDIT_TOPIC) == 0)
+        return 0; /* the broker-wide audit topic, outside every tenant */
     if (ops) {
         bool ok = (w->row->flags & ANY)
                       ? auth_allowed_any(w->s, w->ac->tenant, w->ac->principal,
@@ -736,12 +1057,40 @@ static void deny_log(struct req *r, int err, const char *why)
     struct auth_state *a = r->b->auth;
     struct auth_conn *ac = r->conn->auth;
     char q[300];
-    if (may_log(a))
-        blog(BLOG_WARN, err == VERITY_EDENIED ? "acl_denied" : "auth_required",
+    if (may_log(a)) {
+        uint64_t sup = take_suppressed(a);
+        const char *ev = err == VERITY_EDENIED ? "acl_denied" : "auth_required";
+        blog(BLOG_WARN, ev,
              "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s reason=%s suppressed=%" PRIu64,
              r->conn->id, r->conn->peer, ac->tenant[0] ? ac->tenant : "-",
              ac->principal[0] ? ac->principal : "-", codec_body_name(r->type),
-             blog_q(why, q, sizeof q), take_suppressed(a));
+             blog_q(why, q, sizeof q), sup);
+        audit_emit(a->audit, ac->tenant, ev, "{s:s, s:s, s:s, s:s, s:s, s:I}", "principal",
+                   ac->principal, "type", codec_body_name(r->type), "reason", why, "peer",
+                   r->conn->peer, "port", "client", "suppressed", (json_int_t)sup);
+    }
+}
+
+/* Answers r with EQUOTA; logged and audited at most 10 a second. */
+static void quota_refused(struct req *r, const char *quota, const char *why)
+{
+    struct auth_state *a = r->b->auth;
+    struct auth_conn *ac = r->conn->auth;
+    a->quota_refusals++;
+    if (may_log(a)) {
+        uint64_t sup = take_suppressed(a);
+        char q[64];
+        snprintf(q, sizeof q, "%s", quota);
+        q[strcspn(q, " ")] = '\0';
+        blog(BLOG_WARN, "quota_exceeded",
+             "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s quota=%s suppressed=%" PRIu64,
+             r->conn->id, r->conn->peer, ac->tenant, ac->principal, codec_body_name(r->type), q,
+             sup);
+        audit_emit(a->audit, ac->tenant, "quota_exceeded", "{s:s, s:s, s:s, s:s, s:I}",
+                   "principal", ac->principal, "quota", q, "reason", why, "peer", r->conn->peer,
+                   "suppressed", (json_int_t)sup);
+    }
+    req_fail(r, VERITY_EQUOTA, why);
 }
 
 int auth_gate(struct req *r)
@@ -760,7 +1109,14 @@ int auth_gate(struct req *r)
         if (ac->how != HOW_NONE) {
             blog(BLOG_INFO, "auth_revoked", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s",
                  c->id, c->peer, ac->tenant, ac->principal);
+            audit_emit(r->b->auth->audit, ac->tenant, "auth_revoked", "{s:s, s:s}", "principal",
+                       ac->principal, "peer", c->peer);
+            conns_give(c);
             ac->how = HOW_NONE;
+        }
+        if (ac->how == HOW_NONE && ac->quota_msg[0]) {
+            req_fail(r, VERITY_EQUOTA, ac->quota_msg);
+            return 1;
         }
         deny_log(r, VERITY_EAUTH, why);
         req_fail(r, VERITY_EAUTH, why);
@@ -777,24 +1133,29 @@ int auth_gate(struct req *r)
         return 1;
     }
     struct walk w = {.u = &s->undo, .s = r->b->auth->store, .ac = ac, .row = row,
-                     .tlen = strlen(ac->tenant)};
+                     .tlen = strlen(ac->tenant), .audit_all = may_read_audit(r->b->auth->store, ac)};
     if (scope_msg(&w, env_body(r->msg->env), 0)) {
         if (w.err == VERITY_EDENIED)
             deny_log(r, w.err, w.why);
         req_fail(r, w.err, w.why);
         return 1;
     }
-    char which[200];
+    char which[200], why[300];
+    if (quota_storage(r, why, sizeof why)) {
+        quota_refused(r, "storage_bytes", why);
+        return 1;
+    }
     int64_t ms = quota_wait_ms(r, which, sizeof which);
     if (ms > 0) {
         if (ms > QUOTA_WAIT_MAX_MS) {
-            char why[300];
             snprintf(why, sizeof why, "quota exceeded: %s (a wait of %" PRId64 " ms)", which, ms);
-            req_fail(r, VERITY_EQUOTA, why);
+            quota_refused(r, which, why);
             return 1;
         }
-        if (wait_then(r, ms, 0, NULL) == 0)
+        if (wait_then(r, ms, 0, NULL) == 0) {
+            r->b->auth->quota_waits++;
             return 1;
+        }
     }
     return 0;
 }
@@ -807,12 +1168,19 @@ struct rwalk {
     const struct auth_conn *ac;
     bool list; /* filter top-level entries by rights too */
     size_t tlen;
+    bool audit_all; /* as in struct walk */
     int err;
 };
 
+static bool global_audit(const struct rwalk *w, const char *name)
+{
+    return w->audit_all && name && strcmp(name, AUDIT_TOPIC) == 0;
+}
+
 static bool in_tenant(const struct rwalk *w, const char *name)
 {
-    return name && strncmp(name, w->ac->tenant, w->tlen) == 0 && name[w->tlen] == CODEC_TENANT_SEP;
+    return global_audit(w, name) || (name && strncmp(name, w->ac->tenant, w->tlen) == 0 &&
+                                     name[w->tlen] == CODEC_TENANT_SEP);
 }
 
 /* The first name field of m and its kind, or NULL. */
@@ -840,7 +1208,7 @@ static bool keep_entry(struct rwalk *w, ProtobufCMessage *m, unsigned depth)
         return true;
     if (!in_tenant(w, name))
         return false;
-    if (!w->list || depth != 0)
+    if (!w->list || depth != 0 || global_audit(w, name))
         return true;
     unsigned ops = k == NK_TOPIC ? AUTH_OP_DESCRIBE | AUTH_OP_PRODUCE | AUTH_OP_CONSUME | AUTH_OP_ADMIN
                                  : AUTH_OP_DESCRIBE | AUTH_OP_GROUP | AUTH_OP_ADMIN;
@@ -851,7 +1219,7 @@ static bool keep_entry(struct rwalk *w, ProtobufCMessage *m, unsigned depth)
 static void unscope_str(struct rwalk *w, char **slot)
 {
     char *s = *slot;
-    if (s && in_tenant(w, s) && undo_swap(w->u, (void **)slot, s + w->tlen + 1))
+    if (s && !global_audit(w, s) && in_tenant(w, s) && undo_swap(w->u, (void **)slot, s + w->tlen + 1))
         w->err = -ENOMEM;
 }
 
@@ -931,6 +1299,34 @@ static void unscope_msg(struct rwalk *w, ProtobufCMessage *m, unsigned depth)
     }
 }
 
+/* Admin changes over the protocol (create/delete topic, create, delete or
+ * reset group) go to the audit trail with their outcome. The request's
+ * names are still in the tenant here. */
+static void audit_admin(struct req *r, const Verity__Envelope *env)
+{
+    switch (r->type) {
+    case VERITY__ENVELOPE__BODY_CREATE_TOPIC_REQ:
+    case VERITY__ENVELOPE__BODY_DELETE_TOPIC_REQ:
+    case VERITY__ENVELOPE__BODY_CREATE_GROUP_REQ:
+    case VERITY__ENVELOPE__BODY_DELETE_GROUP_REQ:
+    case VERITY__ENVELOPE__BODY_RESET_GROUP_REQ:
+        break;
+    default:
+        return;
+    }
+    struct auth_conn *ac = r->conn->auth;
+    ProtobufCMessage *body = r->msg && r->msg->env ? env_body(r->msg->env) : NULL;
+    enum name_kind k = NK_NONE;
+    const char *name = body ? msg_key(body, &k) : NULL;
+    size_t tl = strlen(ac->tenant);
+    if (name && strncmp(name, ac->tenant, tl) == 0 && name[tl] == CODEC_TENANT_SEP)
+        name += tl + 1;
+    audit_emit(r->b->auth->audit, ac->tenant, "admin_request", "{s:s, s:s, s:s, s:s, s:s}",
+               "principal", ac->principal, "type", codec_body_name(r->type), "name",
+               name ? name : "", "error", verity_errname(codec_err_from_wire(env->error)),
+               "peer", r->conn->peer);
+}
+
 struct auth_undo *auth_reply_scope(struct req *r, Verity__Envelope *env, uint64_t payload)
 {
     struct auth_conn *ac = r->conn->auth;
@@ -944,7 +1340,9 @@ struct auth_undo *auth_reply_scope(struct req *r, Verity__Envelope *env, uint64_
         return NULL;
     const struct acl_row *row = acl_row(r->type);
     struct rwalk w = {.u = u, .s = r->b->auth->store, .ac = ac,
-                      .list = row && (row->flags & LIST), .tlen = strlen(ac->tenant)};
+                      .list = row && (row->flags & LIST), .tlen = strlen(ac->tenant),
+                      .audit_all = may_read_audit(r->b->auth->store, ac)};
+    audit_admin(r, env);
     unscope_text(&w, &env->error_message);
     unscope_msg(&w, env_body(env), 0);
     /* On -ENOMEM some names may stay qualified: the answer is still the

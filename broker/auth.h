@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "broker/auth_store.h"
 #include "proto/codec.h"
 
 struct broker;
@@ -77,5 +78,47 @@ bool auth_who_allowed(struct broker *b, const struct auth_who *who, int res, con
 /* The same, not logged (listing what a principal may see). */
 bool auth_who_allowed_quiet(const struct broker *b, const struct auth_who *who, int res,
                             const char *name, unsigned ops);
+/* The audit trail of this broker (broker/audit.h), NULL without auth. */
+struct audit *auth_audit(struct broker *b);
+
+/* ---- the admin HTTP port (broker/auth_http.c) ------------------------------
+ * With auth_file, every path but /health and /ready needs a principal: an
+ * API key as `Authorization: Bearer vk_...`, or a mapped client
+ * certificate on a TLS admin port. Per route: /metrics, /cluster and
+ * /debug/trace need describe on cluster:metrics, cluster:peers and
+ * cluster:trace; /v1/topics and /v1/groups list the caller's tenant's
+ * objects it has rights on (every tenant's with describe on
+ * cluster:tenants); proofs and tiles of topic T need consume on T in the
+ * caller's tenant (T named as stored, "<tenant>~name"). */
+struct evhttp_request;
+
+/* Whether req may go on; false: it was answered (401, 403). Without auth:
+ * true. Sets the request's principal for auth_http_visible. */
+bool auth_http_check(struct broker *b, struct evhttp_request *req);
+
+/* Whether the principal of the HTTP request being answered sees the object
+ * (res topic or group, name as stored) in /v1/topics, /v1/groups. */
+bool auth_http_visible(struct broker *b, enum auth_res res, const char *name);
+
+/* For auth_http.c: the store in use, the log rate limit, the principal of
+ * the HTTP request being answered. */
+struct auth_http_who {
+    bool set;
+    bool all_tenants; /* describe on cluster:tenants */
+    char tenant[AUTH_TENANT_MAX + 1];
+    char principal[AUTH_PRINCIPAL_MAX + 1];
+};
+struct auth_http_stats {
+    uint64_t unauthenticated; /* 401 */
+    uint64_t denied;          /* 403 */
+};
+const struct auth_store *auth_store_in_use(struct broker *b);
+struct auth_http_stats *auth_http_stats(struct broker *b);
+
+/* Metrics of auth and the audit trail (nothing without auth_file). */
+struct evbuffer;
+void auth_metrics_render(struct broker *b, struct evbuffer *o);
+bool auth_log_ok(struct broker *b, uint64_t *suppressed);
+struct auth_http_who *auth_http_who(struct broker *b);
 
 #endif

@@ -12,7 +12,7 @@
  *                "resource": "topic:NAME" | "topic:PREFIX*" | "group:...",
  *                "ops": ["produce", "consume", "group", "describe", "admin"],
  *                "effect": "allow" | "deny"}],
- *    "quotas": [{"tenant": T, "principal": P or "*",
+ *    "quotas": [{"tenant": T, "principal": P, "*" (each) or "+" (the tenant),
  *                "produce_bytes_per_s": N, "fetch_bytes_per_s": N}]}
  *
  * A file is valid only as a whole: every entry well formed (names by the
@@ -111,6 +111,11 @@ static bool pattern_ok(const char *p)
     return n <= 200;
 }
 
+const char *auth_res_name(enum auth_res res)
+{
+    return res == AUTH_RES_TOPIC ? "topic" : res == AUTH_RES_GROUP ? "group" : "cluster";
+}
+
 int auth_resource_parse(const char *text, enum auth_res *res, char *pattern, size_t cap)
 {
     const char *p;
@@ -120,6 +125,9 @@ int auth_resource_parse(const char *text, enum auth_res *res, char *pattern, siz
     } else if (strncmp(text, "group:", 6) == 0) {
         *res = AUTH_RES_GROUP;
         p = text + 6;
+    } else if (strncmp(text, "cluster:", 8) == 0) {
+        *res = AUTH_RES_CLUSTER;
+        p = text + 8;
     } else {
         return VERITY_EINVAL;
     }
@@ -359,7 +367,7 @@ static bool acl_ok(const struct auth_acl *a)
 {
     return codec_tenant_name_ok(a->tenant) && principal_or_any_ok(a->principal) &&
            pattern_ok(a->pattern) && a->ops != 0 && (a->ops & ~(unsigned)AUTH_OP_ALL) == 0 &&
-           (a->res == AUTH_RES_TOPIC || a->res == AUTH_RES_GROUP);
+           (a->res == AUTH_RES_TOPIC || a->res == AUTH_RES_GROUP || a->res == AUTH_RES_CLUSTER);
 }
 
 static bool acl_eq(const struct auth_acl *a, const struct auth_acl *b)
@@ -393,7 +401,9 @@ int auth_acl_remove(struct auth_store *s, const struct auth_acl *a)
 
 int auth_quota_set(struct auth_store *s, const struct auth_quota *q)
 {
-    if (!codec_tenant_name_ok(q->tenant) || !principal_or_any_ok(q->principal))
+    bool total = strcmp(q->principal, AUTH_TENANT_TOTAL) == 0;
+    if (!codec_tenant_name_ok(q->tenant) || !(total || principal_or_any_ok(q->principal)) ||
+        (q->storage_bytes && !total))
         return VERITY_EINVAL;
     for (size_t i = 0; i < s->n_quotas; i++) {
         if (strcmp(s->quotas[i].tenant, q->tenant) == 0 &&
@@ -415,7 +425,7 @@ const struct auth_quota *auth_quota_find(const struct auth_store *s, const char 
             continue;
         if (strcmp(q->principal, principal) == 0)
             return q;
-        if (strcmp(q->principal, "*") == 0)
+        if (strcmp(q->principal, "*") == 0 && strcmp(principal, AUTH_TENANT_TOTAL) != 0)
             any = q;
     }
     return any;
@@ -452,7 +462,7 @@ bool auth_allowed(const struct auth_store *s, const char *tenant, const char *pr
         char names[64];
         auth_op_names(ops & ~g, names, sizeof names);
         snprintf(why, cap, "principal %s may not %s on %s %s (ACL)", principal, names,
-                 res == AUTH_RES_TOPIC ? "topic" : "group", name);
+                 auth_res_name(res), name);
     }
     return false;
 }
@@ -561,7 +571,7 @@ static int parse_acls(struct auth_store *s, json_t *arr, char *why, size_t cap)
             json_array_size(ops) == 0 || json_array_size(ops) > 8)
             return bad(why, cap, "acls", i, "needs tenant, principal, resource, ops, effect");
         if (auth_resource_parse(res, &a.res, a.pattern, sizeof a.pattern) != 0)
-            return bad(why, cap, "acls", i, "resource must be topic:PATTERN or group:PATTERN");
+            return bad(why, cap, "acls", i, "resource must be topic:PATTERN, group:PATTERN or cluster:PATTERN");
         if (strcmp(effect, "allow") != 0 && strcmp(effect, "deny") != 0)
             return bad(why, cap, "acls", i, "effect must be allow or deny");
         a.deny = effect[0] == 'd';
@@ -595,12 +605,18 @@ static int parse_quotas(struct auth_store *s, json_t *arr, char *why, size_t cap
         if (!json_is_object(o) || !str_field(o, "tenant", q.tenant, sizeof q.tenant) ||
             !str_field(o, "principal", q.principal, sizeof q.principal) ||
             !u64_field(o, "produce_bytes_per_s", &q.produce_bytes_per_s, false) ||
-            !u64_field(o, "fetch_bytes_per_s", &q.fetch_bytes_per_s, false))
+            !u64_field(o, "fetch_bytes_per_s", &q.fetch_bytes_per_s, false) ||
+            !u64_field(o, "requests_per_s", &q.requests_per_s, false) ||
+            !u64_field(o, "connections", &q.connections, false) ||
+            !u64_field(o, "storage_bytes", &q.storage_bytes, false))
             return bad(why, cap, "quotas", i,
-                       "needs tenant, principal, produce_bytes_per_s / fetch_bytes_per_s >= 0");
+                       "needs tenant, principal; produce_bytes_per_s, fetch_bytes_per_s, "
+                       "requests_per_s, connections, storage_bytes >= 0");
         int rc = auth_quota_set(s, &q);
         if (rc == VERITY_EINVAL)
-            return bad(why, cap, "quotas", i, "malformed tenant or principal");
+            return bad(why, cap, "quotas", i,
+                       "malformed tenant or principal (or storage_bytes on a principal: only "
+                       "on \"+\", the tenant as a whole)");
         if (rc)
             return rc;
     }
@@ -745,8 +761,8 @@ static json_t *store_json(const struct auth_store *s)
                                                s->certs[i].principal));
     for (size_t i = 0; i < s->n_acls; i++) {
         const struct auth_acl *a = &s->acls[i];
-        char res[AUTH_PATTERN_MAX + 8];
-        snprintf(res, sizeof res, "%s:%s", a->res == AUTH_RES_TOPIC ? "topic" : "group",
+        char res[AUTH_PATTERN_MAX + 16];
+        snprintf(res, sizeof res, "%s:%s", auth_res_name(a->res),
                  a->pattern);
         json_t *ops = json_array();
         for (size_t j = 0; j < N_OPS; j++)
@@ -759,10 +775,13 @@ static json_t *store_json(const struct auth_store *s)
     for (size_t i = 0; i < s->n_quotas; i++) {
         const struct auth_quota *q = &s->quotas[i];
         json_array_append_new(quotas,
-                              json_pack("{s:s,s:s,s:I,s:I}", "tenant", q->tenant, "principal",
-                                        q->principal, "produce_bytes_per_s",
+                              json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "tenant", q->tenant,
+                                        "principal", q->principal, "produce_bytes_per_s",
                                         (json_int_t)q->produce_bytes_per_s, "fetch_bytes_per_s",
-                                        (json_int_t)q->fetch_bytes_per_s));
+                                        (json_int_t)q->fetch_bytes_per_s, "requests_per_s",
+                                        (json_int_t)q->requests_per_s, "connections",
+                                        (json_int_t)q->connections, "storage_bytes",
+                                        (json_int_t)q->storage_bytes));
     }
     json_object_set_new(root, "keys", keys);
     json_object_set_new(root, "certs", certs);

@@ -38,7 +38,15 @@ enum auth_op {
     AUTH_OP_ALL = (1u << 5) - 1,
 };
 
-enum auth_res { AUTH_RES_TOPIC, AUTH_RES_GROUP };
+/* cluster: the broker-wide objects of the admin HTTP port (issue 14):
+ * cluster:metrics (/metrics), cluster:peers (/cluster), cluster:trace
+ * (/debug/trace), cluster:tenants (every tenant's topics and groups on
+ * /v1/topics, /v1/groups and proofs), cluster:audit (the broker-wide audit
+ * topic __audit). A rule on them is still a rule of one tenant's principal. */
+enum auth_res { AUTH_RES_TOPIC, AUTH_RES_GROUP, AUTH_RES_CLUSTER };
+
+/* "topic", "group", "cluster". */
+const char *auth_res_name(enum auth_res res);
 
 struct auth_key {
     char id[AUTH_KEY_ID_HEX + 1];
@@ -64,11 +72,17 @@ struct auth_acl {
     bool deny;
 };
 
+#define AUTH_TENANT_TOTAL "+" /* a quota's principal: the tenant as a whole */
+
 struct auth_quota {
     char tenant[AUTH_TENANT_MAX + 1];
-    char principal[AUTH_PRINCIPAL_MAX + 1]; /* "*": each principal of the tenant */
+    char principal[AUTH_PRINCIPAL_MAX + 1]; /* "*": each principal of the tenant;
+                                               "+": all of them together */
     uint64_t produce_bytes_per_s;           /* 0: none */
     uint64_t fetch_bytes_per_s;             /* 0: none */
+    uint64_t requests_per_s;                /* 0: none (every request but Hello, Authenticate) */
+    uint64_t connections;                   /* 0: none (authenticated connections at once) */
+    uint64_t storage_bytes;                 /* 0: none; only on "+" (the tenant's topics) */
 };
 
 struct auth_store {
@@ -145,7 +159,7 @@ bool auth_allowed_any(const struct auth_store *s, const char *tenant, const char
                       enum auth_res res, const char *name, unsigned ops);
 
 /* The quota for tenant/principal: an exact entry, else the tenant's "*"
- * entry, else NULL. */
+ * entry, else NULL. With principal "+": the tenant's "+" entry or NULL. */
 const struct auth_quota *auth_quota_find(const struct auth_store *s, const char *tenant,
                                          const char *principal);
 
@@ -153,7 +167,7 @@ const struct auth_quota *auth_quota_find(const struct auth_store *s, const char 
 unsigned auth_op_parse(const char *name);
 void auth_op_names(unsigned ops, char *buf, size_t cap);
 
-/* "topic:orders*" -> res and pattern. 0 or VERITY_EINVAL. */
+/* "topic:orders*", "group:g*", "cluster:metrics" -> res and pattern. 0 or VERITY_EINVAL. */
 int auth_resource_parse(const char *text, enum auth_res *res, char *pattern, size_t cap)
     __attribute__((warn_unused_result));
 

@@ -30,6 +30,7 @@
 #include "broker/kafka/kafka.h"
 #include "broker/tls.h"
 #include "broker/auth.h"
+#include "broker/peer_tls.h"
 #include "storage/checkpoint.h"
 #include "storage/clock.h"
 #include "verity/errors.h"
@@ -257,6 +258,7 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
     (void)sig;
     (void)what;
     auth_reload(b); /* issue 14: keys, mappings, ACLs, quotas */
+    peer_tls_reload(b); /* issue 14: the cluster's peer links */
     if (!b->cfg.tls_cert[0]) {
         blog(BLOG_INFO, "signal", "signal=SIGHUP action=%s (TLS not configured)",
              b->auth ? "auth_reload" : "none");

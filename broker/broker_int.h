@@ -467,6 +467,10 @@ void dlq_free_all(struct broker *b);
 int topic_create_start(struct broker *b, const char *name, const struct topic_cfg *tc,
                        meta_done_fn done, void *arg, char *msg, size_t cap)
     __attribute__((warn_unused_result));
+/* The same for a name starting with "__" (issue 14: the audit topics). */
+int topic_create_internal_start(struct broker *b, const char *name, const struct topic_cfg *tc,
+                                meta_done_fn done, void *arg, char *msg, size_t cap)
+    __attribute__((warn_unused_result));
 
 /* Group request handlers. */
 void h_create_group(struct req *r);

@@ -135,6 +135,12 @@ static const struct key keys[] = {
     {"tls_ca", K_STR, F(tls_ca), S(tls_ca), 0, 0, "PEM CA bundle that client certificates must chain to"},
     {"tls_client_auth", K_STR, F(tls_client_auth), S(tls_client_auth), 0, 0,
      "none|optional|required: ask for and check client certificates"},
+    {"peer_tls_cert", K_STR, F(peer_tls_cert), S(peer_tls_cert), 0, 0,
+     "PEM certificate chain of this broker on the cluster's peer links: mutual TLS there "
+     "(\"\" = plaintext links)"},
+    {"peer_tls_key", K_STR, F(peer_tls_key), S(peer_tls_key), 0, 0, "PEM private key of peer_tls_cert"},
+    {"peer_tls_ca", K_STR, F(peer_tls_ca), S(peer_tls_ca), 0, 0,
+     "PEM CA bundle the other brokers' peer certificates must chain to"},
     {"auth_file", K_STR, F(auth_file), S(auth_file), 0, 0,
      "security store (keys, certificate mappings, ACLs, quotas; `verity auth`): set, every "
      "connection must authenticate and names live in its tenant (\"\" = off)"},
@@ -614,6 +620,9 @@ int bcfg_check(const struct broker_config *c, char *err, size_t cap)
         return bad(err, cap, VERITY_EINVAL, "tls_ca and tls_client_auth need tls_cert and tls_key%s", "");
     if (strcmp(c->tls_client_auth, "none") != 0 && !c->tls_ca[0])
         return bad(err, cap, VERITY_EINVAL, "tls_client_auth %s needs tls_ca", c->tls_client_auth);
+    if ((c->peer_tls_cert[0] || c->peer_tls_key[0] || c->peer_tls_ca[0]) &&
+        !(c->peer_tls_cert[0] && c->peer_tls_key[0] && c->peer_tls_ca[0]))
+        return bad(err, cap, VERITY_EINVAL, "peer_tls_cert, peer_tls_key and peer_tls_ca go together%s", "");
     if (c->buffer_bytes_max < 2ull * c->max_frame_bytes)
         return bad(err, cap, VERITY_EINVAL,
                    "buffer_bytes_max (%" PRIu64 ") must hold at least two frames of max_frame_bytes "

@@ -101,6 +101,10 @@ struct broker_config {
     char tls_key[BCFG_PATH_MAX];    /* PEM private key */
     char tls_ca[BCFG_PATH_MAX];     /* PEM CAs for client certificates ("" = none) */
     char tls_client_auth[16];       /* none|optional|required */
+    /* mutual TLS on the cluster's peer links (broker/peer_tls.c, issue 14) */
+    char peer_tls_cert[BCFG_PATH_MAX]; /* PEM chain, server and client ("" = plaintext links) */
+    char peer_tls_key[BCFG_PATH_MAX];
+    char peer_tls_ca[BCFG_PATH_MAX];   /* PEM CAs the other brokers' certificates chain to */
     /* authentication, tenants, ACLs, quotas (broker/auth.c, issue 14) */
     char auth_file[BCFG_PATH_MAX];  /* the security store ("" = no authentication) */
     uint32_t auth_timeout_ms;       /* a connection must authenticate within this */

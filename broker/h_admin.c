@@ -275,10 +275,26 @@ static void tcreate_done(struct broker *b, void *arg, int err)
     free(c);
 }
 
+static int create_start(struct broker *b, const char *name, const struct topic_cfg *tc,
+                        meta_done_fn done, void *arg, char *msg, size_t cap, bool internal);
+
 int topic_create_start(struct broker *b, const char *name, const struct topic_cfg *tc,
                        meta_done_fn done, void *arg, char *msg, size_t cap)
 {
-    if (!codec_topic_name_ok(name, false)) {
+    return create_start(b, name, tc, done, arg, msg, cap, false);
+}
+
+/* issue 14: the broker's own internal topics (__audit, <tenant>~__audit). */
+int topic_create_internal_start(struct broker *b, const char *name, const struct topic_cfg *tc,
+                                meta_done_fn done, void *arg, char *msg, size_t cap)
+{
+    return create_start(b, name, tc, done, arg, msg, cap, true);
+}
+
+static int create_start(struct broker *b, const char *name, const struct topic_cfg *tc,
+                        meta_done_fn done, void *arg, char *msg, size_t cap, bool internal)
+{
+    if (!codec_topic_name_ok(name, internal)) {
         snprintf(msg, cap, "invalid topic name");
         return VERITY_EINVAL;
     }

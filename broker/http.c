@@ -21,6 +21,7 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "broker/auth.h"
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "verity/errors.h"
@@ -36,12 +37,13 @@ static void send_text(struct evhttp_request *req, int code, const char *reason, 
 
 /* The admin port serves GET and HEAD; anything else is answered 405 with
  * an Allow header (libevent would say 501, which means "unknown method").
- * Returns false when it answered. */
-static bool get_only(struct evhttp_request *req)
+ * With auth_file, the caller must also pass auth_http_check (issue 14:
+ * bearer keys, ACLs per route). Returns false when it answered. */
+static bool get_only(struct evhttp_request *req, struct broker *b)
 {
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD)
-        return true;
+        return auth_http_check(b, req);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
     evhttp_send_error(req, 405, "Method Not Allowed (the admin port serves GET and HEAD)");
     return false;
@@ -49,9 +51,8 @@ static bool get_only(struct evhttp_request *req)
 
 static void h_health(struct evhttp_request *req, void *arg)
 {
-    if (!get_only(req))
+    if (!get_only(req, arg))
         return;
-    (void)arg;
     struct evbuffer *body = evbuffer_new();
     if (!body) {
         evhttp_send_error(req, 500, NULL);
@@ -65,7 +66,7 @@ static void h_health(struct evhttp_request *req, void *arg)
 /* GET /debug/trace: the sampled path trace (broker/trace.h), one line per row. */
 static void h_trace(struct evhttp_request *req, void *arg)
 {
-    if (!get_only(req))
+    if (!get_only(req, arg))
         return;
     struct broker *b = arg;
     struct evbuffer *body = evbuffer_new();
@@ -80,7 +81,7 @@ static void h_trace(struct evhttp_request *req, void *arg)
 
 static void h_ready(struct evhttp_request *req, void *arg)
 {
-    if (!get_only(req))
+    if (!get_only(req, arg))
         return;
     struct broker *b = arg;
     struct evbuffer *body = evbuffer_new();
@@ -386,7 +387,7 @@ static void render_groups(struct broker *b, struct evbuffer *o)
 
 static void h_metrics(struct evhttp_request *req, void *arg)
 {
-    if (!get_only(req))
+    if (!get_only(req, arg))
         return;
     struct broker *b = arg;
     struct evbuffer *o = evbuffer_new();
@@ -399,6 +400,7 @@ static void h_metrics(struct evhttp_request *req, void *arg)
     ops_metrics_render(b, o);
     peer_metrics_render(b, o);
     wpush_metrics_render(b, o); /* issue 11 */
+    auth_metrics_render(b, o); /* issue 14: audit trail, admin HTTP refusals */
     met_family(o, "verity_bytes_in_total", "counter", "Protocol frame bytes read.");
     evbuffer_add_printf(o, "verity_bytes_in_total %" PRIu64 "\n", m->bytes_in);
     met_family(o, "verity_bytes_out_total", "counter", "Protocol frame bytes sent.");
@@ -466,14 +468,14 @@ static json_t *topic_json(struct topic *t)
 
 static void h_topics(struct evhttp_request *req, void *arg)
 {
-    if (!get_only(req))
+    if (!get_only(req, arg))
         return;
     struct broker *b = arg;
     json_t *arr = json_array();
     struct topic *t;
     TAILQ_FOREACH(t, &b->topics, link)
     {
-        if (!arr || !t->ready || t->deleting)
+        if (!arr || !t->ready || t->deleting || !auth_http_visible(b, AUTH_RES_TOPIC, t->name))
             continue;
         json_t *tj = topic_json(t);
         if (!tj || json_array_append_new(arr, tj)) {
@@ -560,7 +562,7 @@ static json_t *group_json(struct broker *b, const char *name)
 
 static void h_groups(struct evhttp_request *req, void *arg)
 {
-    if (!get_only(req))
+    if (!get_only(req, arg))
         return;
     struct broker *b = arg;
     struct group_state *st = b->groups.st;
@@ -572,6 +574,8 @@ static void h_groups(struct evhttp_request *req, void *arg)
     if (st && names)
         group_list(st, names, n, &n);
     for (size_t i = 0; st && names && arr && i < n; i++) {
+        if (!auth_http_visible(b, AUTH_RES_GROUP, names[i]))
+            continue;
         json_t *gj = group_json(b, names[i]);
         if (!gj || json_array_append_new(arr, gj)) {
             json_decref(arr);
@@ -595,9 +599,15 @@ static void h_groups(struct evhttp_request *req, void *arg)
     evbuffer_free(body);
 }
 
+static void h_cluster(struct evhttp_request *req, void *arg)
+{
+    if (get_only(req, arg))
+        peer_http_cluster(req, arg); /* broker/peer.c */
+}
+
 static void h_notfound(struct evhttp_request *req, void *arg)
 {
-    if (!get_only(req))
+    if (!get_only(req, arg))
         return;
     if (http_proof_handle(arg, req))
         return;
@@ -629,7 +639,7 @@ int http_start(struct broker *b)
     evhttp_set_cb(b->http, "/debug/trace", h_trace, b);
     evhttp_set_cb(b->http, "/v1/topics", h_topics, b);
     evhttp_set_cb(b->http, "/v1/groups", h_groups, b);
-    evhttp_set_cb(b->http, "/cluster", peer_http_cluster, b); /* broker/peer.c */
+    evhttp_set_cb(b->http, "/cluster", h_cluster, b);
     evhttp_set_gencb(b->http, h_notfound, b);
     struct evhttp_bound_socket *s = evhttp_bind_socket_with_handle(b->http, host, port);
     if (!s) {

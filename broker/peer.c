@@ -31,6 +31,7 @@
 #include "broker/broker_int.h"
 #include "broker/metrics.h"
 #include "broker/peer.h"
+#include "broker/peer_tls.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
@@ -198,6 +199,7 @@ static void link_event(struct bufferevent *bev, short what, void *arg)
             link_down(c->b, c->l, "write_failed");
         return;
     }
+    peer_tls_failed(c->b, bev, what, (unsigned)c->l->id); /* issue 14 */
     link_down(c->b, c->l, (what & BEV_EVENT_EOF) ? "eof" : "error");
 }
 
@@ -207,7 +209,7 @@ static void dial(struct broker *b, struct peer_link *l, struct peer_ctx *c)
     uint16_t port;
     if (bcfg_split_hostport(l->node->peer, host, sizeof host, &port))
         return;
-    l->bev = bufferevent_socket_new(b->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    l->bev = peer_tls_bev(b, -1, host); /* issue 14: TLS when peer_tls_cert is set */
     if (!l->bev)
         return;
     bufferevent_setcb(l->bev, link_read, NULL, link_event, c);
@@ -262,6 +264,11 @@ static void pend_read(struct bufferevent *bev, void *arg)
             blog(BLOG_WARN, "peer_refused", "node=%u reason=%s", (unsigned)id,
                  !l ? "not_a_member" : l->dialer ? "wrong_direction" : "cluster_mismatch");
             l = NULL;
+        } else if (!peer_tls_peer_ok(b, bev, l->node)) { /* issue 14: its certificate's name */
+            b->peers.refused++;
+            blog(BLOG_WARN, "peer_refused", "node=%u reason=certificate_name_mismatch",
+                 (unsigned)id);
+            l = NULL;
         }
     }
     if (!l) {
@@ -288,8 +295,9 @@ static void pend_read(struct bufferevent *bev, void *arg)
 static void pend_event(struct bufferevent *bev, short what, void *arg)
 {
     struct peer_ctx *pc = arg;
-    (void)bev;
-    (void)what;
+    if (what & BEV_EVENT_CONNECTED)
+        return; /* issue 14: a TLS link's handshake done; HELLO comes next */
+    peer_tls_failed(pc->b, bev, what, 0);
     pend_drop(pc->b, pc->slot);
 }
 
@@ -309,7 +317,7 @@ static void peer_accept(struct evconnlistener *lis, evutil_socket_t fd, struct s
         evutil_closesocket(fd);
         return;
     }
-    struct bufferevent *bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev = peer_tls_bev(b, fd, NULL); /* issue 14 */
     if (!bev) {
         evutil_closesocket(fd);
         return;
@@ -368,6 +376,9 @@ int peer_start(struct broker *b)
         return VERITY_EINVAL;
     p->on = true;
     p->cluster_id = cluster_id_of(&b->cfg);
+    int trc = peer_tls_open(b); /* issue 14: mutual TLS on the links */
+    if (trc)
+        return trc;
     for (uint32_t i = 0; i < b->cfg.cluster_n; i++) {
         const struct bcfg_node *n = &b->cfg.nodes[i];
         if (n->id == b->cfg.node_id)
@@ -435,6 +446,7 @@ void peer_stop(struct broker *b)
             p->links[i].bev = NULL;
             p->links[i].up = false;
         }
+    peer_tls_close(b);
 }
 
 bool peer_send(struct broker *b, uint32_t to, const char *group, uint32_t partition,

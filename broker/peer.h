@@ -86,6 +86,7 @@ struct peers {
     peer_msg_fn on_msg;
     peer_tick_fn on_tick;
     uint64_t accepted, refused;
+    struct peer_tls *tls; /* broker/peer_tls.c: NULL = plaintext links */
 };
 
 /* Starts the peer listener and the dialling timer when cfg has a cluster.

@@ -11,6 +11,10 @@
 #   expired.pem, expired.key      broker certificate (same SANs) that expired yesterday
 #   other-ca.pem, other-ca.key    a second, unrelated CA (wrong-CA tests)
 #   other-client.pem/.key         client certificate signed by the other CA
+#   peer.pem, peer.key            broker-to-broker (peer_tls_cert): server and client use,
+#                                 SAN IP:127.0.0.1, DNS:localhost
+#   peer-wronghost.pem/.key       the same use for another name only (DNS:other.example)
+#   peer-other-ca.pem/.key        a peer certificate signed by the other CA
 # Needs only the openssl command line tool.
 set -euo pipefail
 dir=${1:?usage: gen-certs.sh DIR}
@@ -41,6 +45,10 @@ server_ext='basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
 subjectAltName=IP:127.0.0.1,DNS:localhost'
+peer_ext='basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost'
 client_ext='basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=clientAuth'
@@ -50,6 +58,9 @@ ca other-ca "Some Other CA"
 leaf broker ca localhost "$server_ext"
 leaf client ca verity-client "$client_ext"
 leaf other-client other-ca verity-client "$client_ext"
+leaf peer ca verity-peer "$peer_ext"
+leaf peer-wronghost ca other.example "${peer_ext%subjectAltName*}subjectAltName=DNS:other.example"
+leaf peer-other-ca other-ca verity-peer "$peer_ext"
 
 # The expired certificate: valid from 3 days ago to yesterday. `openssl x509
 # -req` cannot back-date, so sign with `openssl ca` and explicit dates.

@@ -33,15 +33,20 @@ static void usage(FILE *f)
             "  key create --tenant T --principal P   make an API key; its text is printed once\n"
             "  key list [--tenant T]                 key ids, tenants, principals (never secrets)\n"
             "  key revoke ID                         remove a key\n"
-            "  acl add|remove --tenant T --principal P|'*' --resource topic:PAT|group:PAT\n"
+            "  acl add|remove --tenant T --principal P|'*' --resource topic:PAT|group:PAT|cluster:PAT\n"
             "          --ops produce,consume,group,describe,admin|all [--deny]\n"
             "                                        PAT: a name, a prefix ending in '*', or '*'\n"
+            "                                        cluster: metrics, peers, trace, tenants, audit\n"
+            "                                        (the admin HTTP port, docs/SECURITY.md)\n"
             "  acl list [--tenant T]\n"
             "  cert add --subject CN --tenant T --principal P   map a client certificate\n"
             "  cert remove --subject CN\n"
             "  cert list\n"
-            "  quota set --tenant T --principal P|'*' [--produce-bytes-per-s N]\n"
-            "          [--fetch-bytes-per-s N]       (0: no limit)\n"
+            "  quota set --tenant T --principal P|'*'|'+' [--produce-bytes-per-s N]\n"
+            "          [--fetch-bytes-per-s N] [--requests-per-s N] [--connections N]\n"
+            "          [--storage-bytes N]           (0: no limit)\n"
+            "                                        '*': each principal of T; '+': T as a whole\n"
+            "                                        (--storage-bytes only on '+')\n"
             "  quota list\n"
             "\n"
             "  Default deny: a principal may do only what an allow rule grants; a deny rule wins.\n"
@@ -50,12 +55,12 @@ static void usage(FILE *f)
 
 struct args {
     const char *file, *tenant, *principal, *resource, *ops, *subject;
-    uint64_t produce, fetch;
-    bool json, deny, have_produce, have_fetch;
+    uint64_t produce, fetch, requests, conns, storage;
+    bool json, deny, have_produce, have_fetch, have_requests, have_conns, have_storage;
 };
 
 enum { O_FILE = 1000, O_TENANT, O_PRINCIPAL, O_RESOURCE, O_OPS, O_DENY, O_SUBJECT, O_PRODUCE,
-       O_FETCH, O_JSON };
+       O_FETCH, O_JSON, O_REQUESTS, O_CONNS, O_STORAGE };
 
 static const struct option opts[] = {
     {"file", required_argument, NULL, O_FILE},
@@ -67,6 +72,9 @@ static const struct option opts[] = {
     {"subject", required_argument, NULL, O_SUBJECT},
     {"produce-bytes-per-s", required_argument, NULL, O_PRODUCE},
     {"fetch-bytes-per-s", required_argument, NULL, O_FETCH},
+    {"requests-per-s", required_argument, NULL, O_REQUESTS},
+    {"connections", required_argument, NULL, O_CONNS},
+    {"storage-bytes", required_argument, NULL, O_STORAGE},
     {"json", no_argument, NULL, O_JSON},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -121,6 +129,21 @@ static int parse(int argc, char **argv, struct args *a, char **pos, int *npos, i
                 return cli_bad_value("verity auth", "--fetch-bytes-per-s", optarg, "bytes >= 0");
             a->have_fetch = true;
             break;
+        case O_REQUESTS:
+            if (!parse_u64(optarg, &a->requests))
+                return cli_bad_value("verity auth", "--requests-per-s", optarg, "a count >= 0");
+            a->have_requests = true;
+            break;
+        case O_CONNS:
+            if (!parse_u64(optarg, &a->conns))
+                return cli_bad_value("verity auth", "--connections", optarg, "a count >= 0");
+            a->have_conns = true;
+            break;
+        case O_STORAGE:
+            if (!parse_u64(optarg, &a->storage))
+                return cli_bad_value("verity auth", "--storage-bytes", optarg, "bytes >= 0");
+            a->have_storage = true;
+            break;
         default:
             return cli_bad_args("verity auth", c, opts, argv, usage);
         }
@@ -162,7 +185,7 @@ static int acl_from_args(const struct args *a, struct auth_acl *acl)
     snprintf(acl->principal, sizeof acl->principal, "%s", a->principal);
     if (auth_resource_parse(a->resource, &acl->res, acl->pattern, sizeof acl->pattern) != 0)
         return cli_bad_value("verity auth", "--resource", a->resource,
-                             "topic:PATTERN or group:PATTERN (a name, PREFIX*, or *)");
+                             "topic:PATTERN, group:PATTERN or cluster:PATTERN (a name, PREFIX*, or *)");
     char ops[128];
     snprintf(ops, sizeof ops, "%s", a->ops);
     for (char *save = NULL, *t = strtok_r(ops, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -257,9 +280,9 @@ static int run(struct auth_store *s, const struct args *a, char **pos, int npos,
             const struct auth_acl *x = &s->acls[i];
             if (a->tenant && strcmp(a->tenant, x->tenant) != 0)
                 continue;
-            char ops[64], res[AUTH_PATTERN_MAX + 8];
+            char ops[64], res[AUTH_PATTERN_MAX + 16];
             auth_op_names(x->ops, ops, sizeof ops);
-            snprintf(res, sizeof res, "%s:%s", x->res == AUTH_RES_TOPIC ? "topic" : "group",
+            snprintf(res, sizeof res, "%s:%s", auth_res_name(x->res),
                      x->pattern);
             if (a->json)
                 json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s,s:s}", "tenant", x->tenant,
@@ -330,8 +353,15 @@ static int run(struct auth_store *s, const struct args *a, char **pos, int npos,
             q.produce_bytes_per_s = a->produce;
         if (a->have_fetch)
             q.fetch_bytes_per_s = a->fetch;
+        if (a->have_requests)
+            q.requests_per_s = a->requests;
+        if (a->have_conns)
+            q.connections = a->conns;
+        if (a->have_storage)
+            q.storage_bytes = a->storage;
         if ((rc = auth_quota_set(s, &q)))
-            return fail("quota set", rc, "malformed tenant or principal");
+            return fail("quota set", rc,
+                        "malformed tenant or principal (--storage-bytes only with --principal '+')");
         *dirty = true;
         return 0;
     }
@@ -340,15 +370,20 @@ static int run(struct auth_store *s, const struct args *a, char **pos, int npos,
         for (size_t i = 0; i < s->n_quotas; i++) {
             const struct auth_quota *q = &s->quotas[i];
             if (a->json)
-                json_array_append_new(arr, json_pack("{s:s,s:s,s:I,s:I}", "tenant", q->tenant,
-                                                     "principal", q->principal,
-                                                     "produce_bytes_per_s",
-                                                     (json_int_t)q->produce_bytes_per_s,
-                                                     "fetch_bytes_per_s",
-                                                     (json_int_t)q->fetch_bytes_per_s));
+                json_array_append_new(
+                    arr, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "tenant", q->tenant,
+                                   "principal", q->principal, "produce_bytes_per_s",
+                                   (json_int_t)q->produce_bytes_per_s, "fetch_bytes_per_s",
+                                   (json_int_t)q->fetch_bytes_per_s, "requests_per_s",
+                                   (json_int_t)q->requests_per_s, "connections",
+                                   (json_int_t)q->connections, "storage_bytes",
+                                   (json_int_t)q->storage_bytes));
             else
-                printf("%s/%s  produce_bytes_per_s=%" PRIu64 " fetch_bytes_per_s=%" PRIu64 "\n",
-                       q->tenant, q->principal, q->produce_bytes_per_s, q->fetch_bytes_per_s);
+                printf("%s/%s  produce_bytes_per_s=%" PRIu64 " fetch_bytes_per_s=%" PRIu64
+                       " requests_per_s=%" PRIu64 " connections=%" PRIu64 " storage_bytes=%" PRIu64
+                       "\n",
+                       q->tenant, q->principal, q->produce_bytes_per_s, q->fetch_bytes_per_s,
+                       q->requests_per_s, q->connections, q->storage_bytes);
         }
         if (a->json)
             print_json(json_pack("{s:o}", "quotas", arr));

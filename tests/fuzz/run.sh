@@ -225,6 +225,7 @@ clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=a
     tests/fuzz/fuzz_auth.c broker/auth_store.c proto/codec.c "$out/gen/proto/verity.pb-c.c" \
     storage/errors.c "${apkg[@]}" "${pkg[@]}" -o "$out/fuzz_auth"
 printf '%s' '{"version":1,"keys":[{"id":"0123456789abcdef","tenant":"acme","principal":"svc-a","salt":"00112233445566778899aabbccddeeff","hash":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff","created_ms":1}],"certs":[{"subject":"verity-client","tenant":"acme","principal":"svc-a"}],"acls":[{"tenant":"acme","principal":"*","resource":"topic:orders*","ops":["produce","consume"],"effect":"deny"}],"quotas":[{"tenant":"acme","principal":"*","produce_bytes_per_s":100}]}' > "$out/auth-seeds/full"
+printf '%s' '{"version":1,"acls":[{"tenant":"ops","principal":"prom","resource":"cluster:metrics","ops":["describe"],"effect":"allow"}],"quotas":[{"tenant":"acme","principal":"+","requests_per_s":20,"connections":2,"storage_bytes":65536,"fetch_bytes_per_s":1}]}' > "$out/auth-seeds/cluster-quotas"
 set +e
 (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

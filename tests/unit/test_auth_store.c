@@ -114,6 +114,62 @@ static void test_quota_exact_entry_before_tenant_wide(void)
     auth_store_free(s);
 }
 
+/* issue 14: "+" is the tenant as a whole: found only by itself, never
+ * through "*"; storage_bytes only on it; the new fields survive a file. */
+static void test_quota_tenant_total_and_new_fields(void)
+{
+    struct auth_store *s = auth_store_new();
+    struct auth_quota any = {.tenant = "acme", .principal = "*", .requests_per_s = 5};
+    CU_ASSERT_EQUAL(auth_quota_set(s, &any), 0);
+    CU_ASSERT_PTR_NULL(auth_quota_find(s, "acme", AUTH_TENANT_TOTAL));
+    struct auth_quota tot = {.tenant = "acme", .principal = AUTH_TENANT_TOTAL, .connections = 3,
+                             .storage_bytes = 1000, .requests_per_s = 50};
+    CU_ASSERT_EQUAL(auth_quota_set(s, &tot), 0);
+    CU_ASSERT_EQUAL(auth_quota_find(s, "acme", AUTH_TENANT_TOTAL)->storage_bytes, 1000);
+    CU_ASSERT_EQUAL(auth_quota_find(s, "acme", "svc")->requests_per_s, 5);
+    struct auth_quota bad = {.tenant = "acme", .principal = "svc", .storage_bytes = 1};
+    CU_ASSERT_EQUAL(auth_quota_set(s, &bad), VERITY_EINVAL);
+    struct auth_acl a = acl("acme", "ops", "cluster:metrics", AUTH_OP_DESCRIBE, false);
+    CU_ASSERT_EQUAL(a.res, AUTH_RES_CLUSTER);
+    CU_ASSERT_EQUAL(auth_acl_add(s, &a), 0);
+    CU_ASSERT_TRUE(auth_allowed(s, "acme", "ops", AUTH_RES_CLUSTER, "metrics", AUTH_OP_DESCRIBE,
+                                NULL, 0));
+    CU_ASSERT_FALSE(auth_allowed(s, "acme", "ops", AUTH_RES_TOPIC, "metrics", AUTH_OP_DESCRIBE,
+                                 NULL, 0));
+    CU_ASSERT_FALSE(auth_allowed(s, "acme", "ops", AUTH_RES_CLUSTER, "trace", AUTH_OP_DESCRIBE,
+                                 NULL, 0));
+    char path[] = "/tmp/verity-auth-XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    CU_ASSERT_EQUAL(auth_store_save(s, path), 0);
+    struct auth_store *t = NULL;
+    char why[200];
+    CU_ASSERT_EQUAL_FATAL(auth_store_load(path, false, &t, why, sizeof why), 0);
+    const struct auth_quota *q = auth_quota_find(t, "acme", AUTH_TENANT_TOTAL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(q);
+    CU_ASSERT_EQUAL(q->connections, 3);
+    CU_ASSERT_EQUAL(q->storage_bytes, 1000);
+    CU_ASSERT_EQUAL(q->requests_per_s, 50);
+    CU_ASSERT_EQUAL(t->n_acls, 1);
+    CU_ASSERT_EQUAL(t->acls[0].res, AUTH_RES_CLUSTER);
+    auth_store_free(t);
+    unlink(path);
+    static const char *const bad_files[] = {
+        "{\"version\": 1, \"quotas\": [{\"tenant\": \"a\", \"principal\": \"p\", "
+        "\"storage_bytes\": 1}]}",
+        "{\"version\": 1, \"quotas\": [{\"tenant\": \"a\", \"principal\": \"+\", "
+        "\"connections\": -1}]}",
+        "{\"version\": 1, \"acls\": [{\"tenant\": \"a\", \"principal\": \"p\", \"resource\": "
+        "\"cluster:a~b\", \"ops\": [\"describe\"], \"effect\": \"allow\"}]}",
+    };
+    for (size_t i = 0; i < sizeof bad_files / sizeof bad_files[0]; i++) {
+        CU_ASSERT_NOT_EQUAL(auth_store_parse(bad_files[i], strlen(bad_files[i]), &t, why, sizeof why), 0);
+        CU_ASSERT_PTR_NULL(t);
+    }
+    auth_store_free(s);
+}
+
 static void test_file_round_trip(void)
 {
     char path[] = "/tmp/verity-auth-XXXXXX";
@@ -208,6 +264,7 @@ int main(void)
         {"acl_default_deny_allow_prefix_and_deny_wins",
          test_acl_default_deny_allow_prefix_and_deny_wins},
         {"quota_exact_entry_before_tenant_wide", test_quota_exact_entry_before_tenant_wide},
+        {"quota_tenant_total_and_new_fields", test_quota_tenant_total_and_new_fields},
         {"file_round_trip", test_file_round_trip},
         {"malformed_files_refused_whole", test_malformed_files_refused_whole},
         {"tenant_qualified_names", test_tenant_qualified_names},

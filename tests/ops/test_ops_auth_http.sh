@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Issue 14: the admin HTTP port with auth_file (bearer keys, ACLs per route)
+# and the audit trail (__audit topics), with the real verityd, verity and
+# curl.
+#   - /health and /ready stay open; every other path needs a key
+#     (Authorization: Bearer) or a mapped client certificate: 401 without,
+#     with a wrong key, or through a percent-encoded path;
+#   - /metrics, /cluster, /debug/trace need describe on cluster:metrics,
+#     cluster:peers, cluster:trace (403 otherwise);
+#   - /v1/topics and /v1/groups list only the caller's tenant's objects
+#     (every tenant's with cluster:tenants); proofs and tiles of another
+#     tenant's topic are 403 whether it exists or not;
+#   - a revoked key stops working after SIGHUP;
+#   - the audit trail: authentications, failures, denials (protocol and
+#     HTTP), admin requests and store changes are records of the tenant's
+#     __audit topic (its principals read it as "__audit") and of the
+#     broker-wide __audit (read with consume on cluster:audit); clients
+#     cannot produce to or delete an audit topic; the records pass
+#     `verity log verify` (hash chain).
+. "$(dirname "$0")/lib.sh"
+ops_init auth_http
+SRC=${VERITY_SRC_DIR:-.}
+export VERITY_AUTH_FILE=$OPS_TMP/auth.json
+A() { "$VERITY" auth "$@"; }
+as() { local k=$1; shift; VERITY_API_KEY=$k timeout 20 "$@"; }
+
+KA=$(A key create --tenant acme --principal svc-a 2>/dev/null)
+KB=$(A key create --tenant beta --principal svc-b 2>/dev/null)
+KP=$(A key create --tenant ops --principal prom 2>/dev/null)
+KU=$(A key create --tenant ops --principal auditor 2>/dev/null)
+for t in acme:svc-a beta:svc-b; do
+    quiet A acl add --tenant "${t%%:*}" --principal "${t##*:}" --resource 'topic:*' --ops all
+    quiet A acl add --tenant "${t%%:*}" --principal "${t##*:}" --resource 'group:*' --ops all
+done
+check "acl add accepts cluster:metrics" \
+    quiet A acl add --tenant ops --principal prom --resource cluster:metrics --ops describe
+quiet A acl add --tenant ops --principal auditor --resource cluster:audit --ops consume
+quiet A acl add --tenant ops --principal auditor --resource cluster:tenants --ops describe
+check "acl add refuses an unknown resource kind" \
+    eval '! A acl add --tenant ops --principal x --resource node:a --ops all 2>/dev/null'
+check "acl list shows the cluster rule" eval 'A acl list --tenant ops | grep -q "cluster:metrics"'
+
+start_broker S "$OPS_TMP/s" --auth-file "$VERITY_AUTH_FILE" --auth-fail-delay-ms 0 || exit 1
+export VERITY_BROKER=$S_addr
+H=http://$S_http
+code() { # code [KEY] PATH: the HTTP status
+    local k=$1 p=$2
+    if [ -n "$k" ]; then curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $k" "$H$p"
+    else curl -s -o /dev/null -w '%{http_code}' "$H$p"; fi
+}
+body() { curl -s -H "Authorization: Bearer $1" "$H$2"; }
+
+quiet as "$KA" "$VERITY" topic create orders
+quiet as "$KA" sh -c "printf 'a\nb\n' | '$VERITY' produce orders"
+quiet as "$KA" "$VERITY" group create g1 --topic orders
+quiet as "$KB" "$VERITY" topic create borders
+
+# ---- the admin port ------------------------------------------------------------
+check "/health open" test "$(code '' /health)" = 200
+check "/ready open" test "$(code '' /ready)" = 200
+check "/metrics without a key: 401" test "$(code '' /metrics)" = 401
+check "401 carries WWW-Authenticate: Bearer" \
+    eval 'curl -s -D - -o /dev/null "$H/metrics" | grep -qi "^WWW-Authenticate: Bearer"'
+check "/m%65trics without a key: 401 (decoded like evhttp)" test "$(code '' /m%65trics)" = 401
+check "/metrics with a wrong key: 401" \
+    test "$(code "vk_0000000000000000_$(printf '%064d' 0)" /metrics)" = 401
+check "/metrics with garbage: 401" test "$(code 'x' /metrics)" = 401
+check "/metrics as acme/svc-a (no cluster:metrics): 403" test "$(code "$KA" /metrics)" = 403
+check "/metrics as ops/prom: 200" test "$(code "$KP" /metrics)" = 200
+check "/cluster as ops/prom (no cluster:peers): 403" test "$(code "$KP" /cluster)" = 403
+check "/debug/trace as acme/svc-a: 403" test "$(code "$KA" /debug/trace)" = 403
+check "/debug/trace without a key: 401" test "$(code '' /debug/trace)" = 401
+check "/cluster without a key: 401" test "$(code '' /cluster)" = 401
+check "/v1/topics without a key: 401" test "$(code '' /v1/topics)" = 401
+check "an unknown path without a key: 401 (not 404)" test "$(code '' /nothing)" = 401
+check "an unknown path with a key: 404" test "$(code "$KA" /nothing)" = 404
+out=$(body "$KA" /v1/topics)
+check "/v1/topics as acme: its topic" grep -q '"acme~orders"' <<<"$out"
+check "/v1/topics as acme: not beta's" eval '! grep -q "beta~" <<<"$out"'
+out=$(body "$KB" /v1/topics)
+check "/v1/topics as beta: its topic, not acme's" \
+    eval 'grep -q "\"beta~borders\"" <<<"$out" && ! grep -q "acme~" <<<"$out"'
+out=$(body "$KU" /v1/topics)
+check "/v1/topics with cluster:tenants: every tenant" \
+    eval 'grep -q "\"beta~borders\"" <<<"$out" && grep -q "\"acme~orders\"" <<<"$out"'
+check "/v1/groups as acme: its group" eval 'body "$KA" /v1/groups | grep -q "\"acme~g1\""'
+check "/v1/groups as beta: not acme's" eval '! body "$KB" /v1/groups | grep -q "acme~g1"'
+P='/v1/proof/checkpoint?partition=0&topic='
+check "proof of its own topic: 200" test "$(code "$KA" "${P}acme~orders")" = 200
+check "proof of another tenant's topic: 403" test "$(code "$KB" "${P}acme~orders")" = 403
+o1=$(body "$KB" "${P}acme~orders"); o2=$(body "$KB" "${P}acme~ghost")
+check "proof: another tenant's topic answers like a missing one" test "$o1" = "${o2//ghost/orders}"
+check "tile path of another tenant's topic: 403" test "$(code "$KB" /tlog/acme~orders/0/checkpoint)" = 403
+check "tile path, encoded separator: 403" test "$(code "$KB" /tlog/acme%7Eorders/0/checkpoint)" = 403
+check "tile path of its own topic: 200" test "$(code "$KA" /tlog/acme~orders/0/checkpoint)" = 200
+check "http_auth_failed logged" grep -q 'event=http_auth_failed port=admin' "$OPS_TMP/S.log"
+check "http_denied logged" grep -q 'event=http_denied port=admin.*tenant=beta' "$OPS_TMP/S.log"
+m=$(body "$KP" /metrics)
+check "metrics: 401s counted" grep -Eq 'verity_http_auth_refused_total\{reason="unauthenticated"\} [1-9]' <<<"$m"
+check "metrics: 403s counted" grep -Eq 'verity_http_auth_refused_total\{reason="denied"\} [1-9]' <<<"$m"
+check "metrics: audit events counted" grep -Eq '^verity_audit_events_total [1-9]' <<<"$m"
+
+# ---- the audit trail -------------------------------------------------------------
+quiet as "vk_0123456789abcdef_$(printf '%064d' 0)" "$VERITY" topic list   # unknown key
+quiet as "$KA" "$VERITY" consume borders --count 1                       # missing (acme)
+audit() { # audit KEY: the audit records the principal reads
+    as "$1" "$VERITY" consume __audit --json 2>/dev/null
+}
+# Wait until both appends (tenant and broker-wide) are visible.
+wait_for 10 eval 'audit "$KA" | grep -q "create_topic"'
+out=$(audit "$KA")
+check "acme reads its __audit: auth_ok of svc-a" grep -q 'auth_ok.*svc-a\|svc-a.*auth_ok' <<<"$out"
+check "acme's audit: the admin request create_topic orders" grep -q 'admin_request' <<<"$out"
+check "acme's audit: an HTTP refusal is there too" grep -q 'http_denied\|http_auth_failed' <<<"$(audit "$KB")"
+check "acme's audit holds nothing of beta" eval '! grep -q "svc-b\|\\\\\"beta\\\\\"" <<<"$out"'
+out=$(audit "$KB")
+check "beta's audit: its http_denied on acme's proof" grep -q 'http_denied' <<<"$out"
+check "beta's audit holds nothing of acme" eval '! grep -q "svc-a" <<<"$out"'
+wait_for 10 eval 'audit "$KU" | grep -q "0123456789abcdef"'
+out=$(audit "$KU")
+check "broker-wide __audit (cluster:audit): the unknown key's auth_failed" \
+    grep -q '0123456789abcdef' <<<"$out"
+check "broker-wide __audit: both tenants' events" eval 'grep -q svc-a <<<"$out" && grep -q svc-b <<<"$out"'
+out=$(as "$KA" sh -c "printf 'forged\n' | '$VERITY' produce __audit" 2>&1)
+check "a client cannot produce to its audit topic ($(tail -1 <<<"$out"))" \
+    eval '! grep -q "[1-9][0-9]* acknowledged" <<<"$out" && ! audit "$KA" | grep -q forged'
+out=$(as "$KA" "$VERITY" topic delete __audit 2>&1)
+check "a client cannot delete its audit topic" grep -qi 'internal\|denied' <<<"$out"
+check "beta cannot read the broker-wide __audit (reads its own)" \
+    eval '! audit "$KB" | grep -q 0123456789abcdef'
+
+# store changes reach the audit trail at SIGHUP
+quiet A acl add --tenant acme --principal svc-a --resource 'topic:x*' --ops consume --deny
+id=$(cut -d_ -f2 <<<"$KP")
+quiet A key revoke "$id"
+kill -HUP "$S_pid"
+wait_for 10 grep -q 'event=auth_reloaded.*changes=2' "$OPS_TMP/S.log"
+check "auth_reloaded counts the changes" grep -q 'event=auth_reloaded.*changes=2' "$OPS_TMP/S.log"
+check "revoked key: /metrics 401 after SIGHUP" test "$(code "$KP" /metrics)" = 401
+check "acme's audit: acl_added" wait_for 10 eval 'audit "$KA" | grep -q acl_added'
+check "ops' audit: key_revoked" wait_for 10 eval 'audit "$KU" | grep -q key_revoked'
+
+stop_broker "$S_pid"
+check "the broker-wide audit log verifies (hash chain)" \
+    quiet "$VERITY" log verify "$OPS_TMP/s/topics/__audit/0"
+check "acme's audit log verifies" quiet "$VERITY" log verify "$OPS_TMP/s/topics/acme~__audit/0"
+
+# ---- mutual TLS on the admin port: a mapped certificate is a principal ---------
+certs=$OPS_TMP/certs
+bash "$SRC/deploy/gen-certs.sh" "$certs" >/dev/null
+quiet A cert add --subject verity-client --tenant ops --principal prom
+quiet A acl add --tenant ops --principal prom --resource cluster:metrics --ops describe 2>/dev/null
+start_broker T "$OPS_TMP/t" --auth-file "$VERITY_AUTH_FILE" --tls-cert "$certs/broker.pem" \
+    --tls-key "$certs/broker.key" --tls-ca "$certs/ca.pem" --tls-client-auth optional || exit 1
+tc() { curl -s -o /dev/null -w '%{http_code}' --cacert "$certs/ca.pem" "$@"; }
+check "TLS admin, mapped client certificate: /metrics 200" \
+    test "$(tc --cert "$certs/client.pem" --key "$certs/client.key" "https://$T_http/metrics")" = 200
+check "TLS admin, no certificate, no key: 401" test "$(tc "https://$T_http/metrics")" = 401
+check "TLS admin, no certificate, a key without the right: 403" \
+    test "$(tc -H "Authorization: Bearer $KA" "https://$T_http/metrics")" = 403
+stop_broker "$T_pid"
+
+# ---- without auth_file the admin port stays open --------------------------------
+VERITY_AUTH_FILE= start_broker P "$OPS_TMP/p" || exit 1
+check "no auth_file: /metrics open" test "$(curl -s -o /dev/null -w '%{http_code}' "http://$P_http/metrics")" = 200
+stop_broker "$P_pid"
+ops_done
