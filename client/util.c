@@ -4,6 +4,8 @@
  * classification of "cannot reach the broker" errors.
  */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -205,4 +207,22 @@ int cl_topic_info_from_wire(const Verity__TopicMetadata *m, struct verity_topic_
 nomem:
     cl_topic_info_clear(out);
     return -ENOMEM;
+}
+
+const char *verity_admin_auth_header(void)
+{
+    static char line[160];
+    static bool done;
+    if (done)
+        return line;
+    done = true;
+    const char *k = getenv("VERITY_API_KEY");
+    if (!k || !k[0] || strlen(k) > sizeof line - 32)
+        return line;
+    for (const char *p = k; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_'))
+            return line;
+    snprintf(line, sizeof line, "Authorization: Bearer %s\r\n", k);
+    return line;
 }

@@ -726,7 +726,8 @@ static char *http_get(const char *hostport, const char *path)
     }
     freeaddrinfo(ai);
     char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, hostport);
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n", path, hostport,
+                     verity_admin_auth_header());
     if (write(fd, req, (size_t)n) != n) {
         close(fd);
         return NULL;

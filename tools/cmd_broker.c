@@ -57,7 +57,8 @@ static int http_status(const char *hostport, const char *path)
         rc = -errno;
     freeaddrinfo(ai);
     char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, host);
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n", path, host,
+                     verity_admin_auth_header());
     if (rc == 0 && write(fd, req, (size_t)n) != n)
         rc = -EIO;
     char buf[256];

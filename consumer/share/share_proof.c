@@ -31,6 +31,7 @@
 
 #include "consumer/share/share.h"
 #include "storage/merkle.h"
+#include "verity/verity.h"
 #include "storage/note.h"
 
 #define SP_HTTP_BODY_MAX (8u << 20)
@@ -90,7 +91,8 @@ int sp_http_get(const char *base, const char *path, char **body_out, size_t *len
         goto out;
     }
     char req[1024];
-    int rl = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s:%s\r\n\r\n", path, host, port);
+    int rl = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s:%s\r\n%s\r\n", path, host,
+                      port, verity_admin_auth_header());
     if (rl < 0 || (size_t)rl >= sizeof req) {
         rc = VERITY_ELIMIT;
         goto out;

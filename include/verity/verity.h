@@ -84,6 +84,12 @@ void verity_idempotency_key(const void *s, size_t len, uint8_t out[VERITY_IDEM_K
  * environment, or to a static string; never NULL. */
 const char *verity_broker_resolve(const char *arg);
 
+/* For clients of the admin HTTP port on a broker with auth_file: the header
+ * line "Authorization: Bearer <key>\r\n" with the key in VERITY_API_KEY,
+ * or "" when it is unset or holds anything but letters, digits and '_' (no
+ * header injection). Static storage, read once. */
+const char *verity_admin_auth_header(void);
+
 /* True when err means the broker could not be reached at all (connection
  * refused, unreachable, connect timed out, name did not resolve). */
 bool verity_err_unreachable(int err);

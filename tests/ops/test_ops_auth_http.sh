@@ -36,6 +36,7 @@ check "acl add accepts cluster:metrics" \
     quiet A acl add --tenant ops --principal prom --resource cluster:metrics --ops describe
 quiet A acl add --tenant ops --principal auditor --resource cluster:audit --ops consume
 quiet A acl add --tenant ops --principal auditor --resource cluster:tenants --ops describe
+quiet A acl add --tenant ops --principal auditor --resource cluster:peers --ops describe
 check "acl add refuses an unknown resource kind" \
     eval '! A acl add --tenant ops --principal x --resource node:a --ops all 2>/dev/null'
 check "acl list shows the cluster rule" eval 'A acl list --tenant ops | grep -q "cluster:metrics"'
@@ -99,6 +100,11 @@ m=$(body "$KP" /metrics)
 check "metrics: 401s counted" grep -Eq 'verity_http_auth_refused_total\{reason="unauthenticated"\} [1-9]' <<<"$m"
 check "metrics: 403s counted" grep -Eq 'verity_http_auth_refused_total\{reason="denied"\} [1-9]' <<<"$m"
 check "metrics: audit events counted" grep -Eq '^verity_audit_events_total [1-9]' <<<"$m"
+# The CLI's own admin clients send VERITY_API_KEY as a bearer key.
+check "verity cluster status without a key: refused" \
+    eval '! VERITY_API_KEY= timeout 20 "$VERITY" cluster status --broker "$S_http" >/dev/null 2>&1'
+check "verity cluster status with a key holding cluster:peers: answered" \
+    quiet as "$KU" "$VERITY" cluster status --broker "$S_http" --json
 
 # ---- the audit trail -------------------------------------------------------------
 quiet as "vk_0123456789abcdef_$(printf '%064d' 0)" "$VERITY" topic list   # unknown key
