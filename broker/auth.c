@@ -1376,10 +1376,14 @@ int auth_login_key(struct broker *b, const char *key, uint64_t conn_id, const ch
         return VERITY_EUNSUPPORTED;
     const struct auth_key *k = NULL;
     if (auth_key_verify(b->auth->store, key, &k)) {
-        if (may_log(b->auth))
+        if (may_log(b->auth)) {
+            uint64_t sup = take_suppressed(b->auth);
             blog(BLOG_WARN, "auth_failed",
-                 "conn=%" PRIu64 " peer=%s method=kafka_plain suppressed=%" PRIu64, conn_id,
-                 peer, take_suppressed(b->auth));
+                 "conn=%" PRIu64 " peer=%s method=kafka_plain suppressed=%" PRIu64, conn_id, peer,
+                 sup);
+            audit_emit(b->auth->audit, NULL, "auth_failed", "{s:s, s:s, s:s, s:I}", "method",
+                       "kafka_plain", "peer", peer, "port", "kafka", "suppressed", (json_int_t)sup);
+        }
         return VERITY_EAUTH;
     }
     snprintf(who->tenant, sizeof who->tenant, "%s", k->tenant);
@@ -1388,6 +1392,9 @@ int auth_login_key(struct broker *b, const char *key, uint64_t conn_id, const ch
     blog(BLOG_INFO, "auth_ok",
          "conn=%" PRIu64 " peer=%s tenant=%s principal=%s method=kafka_plain key_id=%s", conn_id,
          peer, k->tenant, k->principal, k->id);
+    audit_emit(b->auth->audit, k->tenant, "auth_ok", "{s:s, s:s, s:s, s:s, s:s}", "principal",
+               k->principal, "method", "kafka_plain", "key_id", k->id, "peer", peer, "port",
+               "kafka");
     return 0;
 }
 
@@ -1409,11 +1416,15 @@ bool auth_who_allowed(struct broker *b, const struct auth_who *who, int res, con
                      why, sizeof why))
         return true;
     char q[300];
-    if (may_log(b->auth))
+    if (may_log(b->auth)) {
+        uint64_t sup = take_suppressed(b->auth);
         blog(BLOG_WARN, "acl_denied",
              "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s reason=%s suppressed=%" PRIu64,
-             conn_id, peer, who->tenant, who->principal, what, blog_q(why, q, sizeof q),
-             take_suppressed(b->auth));
+             conn_id, peer, who->tenant, who->principal, what, blog_q(why, q, sizeof q), sup);
+        audit_emit(b->auth->audit, who->tenant, "acl_denied", "{s:s, s:s, s:s, s:s, s:s, s:I}",
+                   "principal", who->principal, "type", what, "reason", why, "peer", peer, "port",
+                   "kafka", "suppressed", (json_int_t)sup);
+    }
     return false;
 }
 

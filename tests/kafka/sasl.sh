@@ -12,6 +12,7 @@
 #   - bob (acme, consume only) may read orders but his produce is refused
 #     with TOPIC_AUTHORIZATION_FAILED; eve (tenant other, all rights) does
 #     not see acme's topics in Metadata and cannot read them;
+#   - the logins and the denial are in the tenant's __audit topic;
 #   - a revoked key (SIGHUP) ends the open session and a new one is refused;
 #   - every partition passes verity log verify.
 #
@@ -69,6 +70,11 @@ ok "native CLI with alice's key reads the 3000 records produced over Kafka"
 out=$(K denied bob "$KB" orders) || fail "bob: $out"
 ok "bob: $out"
 grep -q 'event=acl_denied.*principal=bob' "$ROOT/verityd.log" || fail "bob's denial not logged"
+audit() { VERITY_API_KEY=$KA timeout 20 "$BIN/verity" consume __audit --json --broker "$BROKER" 2>/dev/null; }
+wait_for 10 eval 'audit | grep -q "acl_denied.*kafka\|kafka.*acl_denied"' \
+    || fail "bob's Kafka denial is not in acme's __audit"
+audit | grep -q 'kafka_plain' || fail "the Kafka logins are not in acme's __audit"
+ok "acme's __audit holds the Kafka logins and bob's denial (port kafka)"
 
 out=$(K isolated eve "$KE" orders) || fail "eve: $out"
 ok "eve (tenant other): $out"
