@@ -102,8 +102,6 @@ static const struct key keys[] = {
      "how often retention and segment age run"},
     {"trace_sample", K_U32, F(trace_sample), 0, 0, 1000000,
      "trace the path of every Nth produce (GET /debug/trace; 0 = off)"},
-    {"sched_slice_us", K_U32, F(sched_slice_us), 0, 0, 100000,
-     "scheduler time slice asked for the broker's threads (Linux 6.12+; 0 = the kernel's default)"},
     {"group_log_durability", K_DUR, F(group_log_durability), 0, 0, 0,
      "consumer-group log: always|group|os (answers wait for it)"},
     {"group_log_delay_us", K_U32, F(group_log_delay_us), 0, 0, 1000000,
@@ -185,7 +183,6 @@ void bcfg_default(struct broker_config *c)
     c->group_bytes_max = 1u << 20;
     c->checkpoint_records = 10000;
     c->checkpoint_interval_ms = 30000;
-    c->sched_slice_us = 100;
     c->retention_check_ms = 60000;
     c->http_timeout_s = 30;
     c->buffer_bytes_max = 256ull << 20;

@@ -81,7 +81,6 @@ struct broker_config {
     uint32_t checkpoint_interval_ms; /* a checkpoint at least this often while appends come */
     uint32_t retention_check_ms;
     uint32_t trace_sample; /* trace every Nth produce's path (broker/trace.h); 0 = off */
-    uint32_t sched_slice_us; /* issue 16: scheduler slice of the broker's threads (0 = kernel's) */
     /* consumer groups */
     enum topic_durability group_log_durability; /* of <data_dir>/__groups */
     uint32_t group_log_delay_us;                /* group mode: longest wait for its fdatasync */

@@ -9,7 +9,6 @@
 
 #include "broker/blog.h"
 #include "broker/broker.h"
-#include "storage/sched.h"
 #include "verity/errors.h"
 #include "verity/version.h"
 
@@ -33,12 +32,6 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
-    /* Before any thread starts: the loop runs here, and the commit and tree
-     * threads inherit the slice (storage/sched.h, issue 16). */
-    int src = sched_slice_set(cfg.sched_slice_us);
-    if (src)
-        blog(BLOG_INFO, "sched_slice_unsupported", "sched_slice_us=%u error=%s",
-             (unsigned)cfg.sched_slice_us, verity_errname(src));
     struct broker *b = NULL;
     int rc = broker_new(&cfg, &b);
     if (rc) {

@@ -56,7 +56,6 @@ struct cl_loop {
     bool stopping;
     void (*on_stop)(void *arg); /* runs on the loop thread before it exits */
     void *on_stop_arg;
-    uint32_t slice_us;         /* the loop thread's scheduler slice (loop.c; 0: kernel's) */
 };
 
 /* Creates the base and starts the thread. on_stop (may be NULL) runs on the

@@ -22,24 +22,7 @@
 #include <event2/thread.h>
 
 #include "client/client_int.h"
-#include "storage/sched.h"
 #include "verity/verify.h"
-
-/* The I/O thread's scheduler slice in us (storage/sched.h, issue 16): it is
- * woken per request and per answer and runs microseconds each time, so on
- * busy cores a short slice is what keeps its wake-ups from queueing behind
- * other tasks. VERITY_IO_SLICE_US overrides it (0: the kernel's default). */
-#define IO_SLICE_US_DEFAULT 100u
-
-static uint32_t io_slice_us(void)
-{
-    const char *e = getenv("VERITY_IO_SLICE_US");
-    if (!e || !*e)
-        return IO_SLICE_US_DEFAULT;
-    char *end;
-    unsigned long v = strtoul(e, &end, 10);
-    return *end == '\0' && v <= 100000 ? (uint32_t)v : IO_SLICE_US_DEFAULT;
-}
 
 struct cl_job {
     struct cl_job *next;
@@ -85,9 +68,6 @@ static void *loop_main(void *arg)
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    if (sched_slice_set(l->slice_us) != 0) {
-        /* an older kernel: the thread keeps the default slice */
-    }
     event_base_loop(l->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }
@@ -100,7 +80,6 @@ int cl_loop_start(struct cl_loop *l, void (*on_stop)(void *), void *arg)
         return -ENOSYS;
     l->on_stop = on_stop;
     l->on_stop_arg = arg;
-    l->slice_us = io_slice_us(); /* read here: getenv is not for the new thread */
     if (pthread_mutex_init(&l->mu, NULL) != 0)
         return -ENOMEM;
     l->base = event_base_new();
