@@ -747,16 +747,20 @@ static void try_connect(struct conn *c)
 
 /* The flush event: writes what the socket takes now. An error is left to
  * the bufferevent, whose own write meets it and reports it to event_cb. */
-static void flush_cb(evutil_socket_t fd, short what, void *arg)
+void conn_flush(struct conn *c)
 {
-    struct conn *c = arg;
-    (void)fd;
-    (void)what;
-    if (c->state != CS_READY || !c->bev || c->tls_ctx)
+    if (!c || c->state != CS_READY || !c->bev || c->tls_ctx)
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) > 0)
         (void)evbuffer_write(out, bufferevent_getfd(c->bev));
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_flush(arg);
 }
 
 /* Writes waiting requests while the connection is ready and has room. */
