@@ -460,7 +460,11 @@ static int do_start(int nodes, const char *dir, const char *verityd, bool json)
         snprintf(nd->listen, sizeof nd->listen, "127.0.0.1:%d", p[0]);
         snprintf(nd->peer, sizeof nd->peer, "127.0.0.1:%d", p[1]);
         snprintf(nd->http, sizeof nd->http, "127.0.0.1:%d", p[2]);
-        snprintf(nd->data_dir, sizeof nd->data_dir, "%s/node%d", s.dir, nd->id);
+        /* Through a local buffer: nd lies inside s, and gcc -O1 (the asan
+         * build) cannot tell s.dir from nd->data_dir (-Wrestrict). */
+        char data_dir[sizeof nd->data_dir];
+        snprintf(data_dir, sizeof data_dir, "%s/node%d", s.dir, nd->id);
+        memcpy(nd->data_dir, data_dir, sizeof data_dir);
     }
     for (int i = 0; i < nfd; i++)
         if (fds[i] >= 0)
