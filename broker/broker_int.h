@@ -249,6 +249,7 @@ struct conn {
     bool tls;                      /* bev is a bufferevent_openssl */
     bool tls_up;                   /* its handshake completed */
     struct auth_conn *auth;        /* broker/auth.c: the principal (NULL: auth off) */
+    struct event *flush_ev;        /* issue 16: writes answers before the loop sleeps (NULL: TLS) */
 };
 
 typedef void (*req_cancel_fn)(struct req *r);

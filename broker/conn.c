@@ -43,6 +43,15 @@
  * straight into the output buffer's chunks, which OpenSSL encrypts from
  * there (one copy, no per-record work).
  *
+ * Answers go out in the loop pass that produced them (issue 16): req_reply
+ * makes the connection's flush event active, and that event, run in the same
+ * pass after the callbacks already active (so the answers of one read or one
+ * commit leave in one write), writes the output buffer to the socket. Before,
+ * the bytes waited for the bufferevent's write event: an epoll_ctl and one
+ * more epoll_wait per answer. Whatever the socket does not take, and every
+ * connection that is TLS, closing or paused, is left to the bufferevent as
+ * before.
+ *
  * Connection states: open -> closing (conn_close_after_flush) -> dead
  * (conn_kill); open -> dead on EOF, error or idle timeout. A dead
  * connection's struct lives until its last request lets go (refs).
@@ -319,6 +328,9 @@ static void conn_kill(struct conn *c, const char *why)
     if (c->frame_ev)
         event_free(c->frame_ev);
     c->frame_ev = NULL;
+    if (c->flush_ev)
+        event_free(c->flush_ev);
+    c->flush_ev = NULL;
     addr_dec(b, c->addr);
     if (c->bev)
         bufferevent_free(c->bev);
@@ -373,6 +385,23 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
             bufferevent_enable(bev, EV_READ);
         conn_read_cb(bev, c); /* frames may already be buffered */
     }
+}
+
+/* The flush event (loop thread): writes what the socket takes now. A write
+ * error is left to the bufferevent, whose next write meets it too and
+ * reports it through conn_event_cb. A paused or closing connection needs
+ * conn_write_cb's low-watermark call, which only the bufferevent's own
+ * write makes, so its output is left to it. */
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->dead || c->closing || c->paused || !c->bev)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) > 0)
+        (void)evbuffer_write(out, bufferevent_getfd(c->bev));
 }
 
 /* Sends a request-less error frame (correlation id 0). */
@@ -594,6 +623,8 @@ void req_reply(struct req *r, Verity__Envelope *env, const struct file_span *spa
             }
             free(head);
         }
+        if (c->flush_ev)
+            event_active(c->flush_ev, EV_WRITE, 0);
     } else {
         for (size_t i = 0; i < n; i++)
             close(spans[i].fd);
@@ -897,6 +928,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     b->n_conns++;
     b->met.connections_total++;
     bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    if (!c->tls) /* NULL (no memory) only costs the early write */
+        c->flush_ev = event_new(b->base, -1, 0, conn_flush_cb, c);
     /* Read at most a frame ahead; wake the writer when half drained. */
     bufferevent_setwatermark(bev, EV_READ, 0, (size_t)b->cfg.max_frame_bytes + 64 * 1024);
     bufferevent_setwatermark(bev, EV_WRITE, b->cfg.write_buffer_bytes / 2, 0);

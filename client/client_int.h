@@ -134,6 +134,13 @@ bool conn_broker_addr(const Verity__BrokerInfo *b, char *buf, size_t cap);
 int conn_request(struct conn *c, Verity__Envelope *env, const struct iovec *iov, int iovcnt,
                  uint32_t extra_timeout_ms, unsigned flags, conn_resp_fn fn, void *arg) CL_WUR;
 
+/* Writes what the connection has queued to the socket now, instead of at
+ * the end of the loop pass (issue 16; loop thread). A handler that is about
+ * to wake an application thread calls it first, so the request it just made
+ * is out before that thread can take the CPU. No-op for TLS or while not
+ * ready; what the socket does not take stays queued. */
+void conn_flush(struct conn *c);
+
 /* ---- sync.c --------------------------------------------------------------- */
 
 /* A one-shot rendezvous between a waiting caller and the loop thread. */

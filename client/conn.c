@@ -32,6 +32,13 @@
  * per request. Produce and Fetch carry NOT_LEADER per partition instead and
  * are routed by their handles.
  *
+ * Writes (issue 16): pump() makes the flush event active, and that event,
+ * run in the same loop pass once the callbacks already active are done (so
+ * the requests of one pass leave in one write), writes the output buffer to
+ * the socket at once instead of waiting for the bufferevent's write event
+ * (an epoll_ctl and one more epoll_wait). What the socket does not take, and
+ * TLS connections, stay with the bufferevent.
+ *
  * Deadlines: a waiting request fails after request_timeout_ms from its
  * submission (with the last connection error, e.g. -ECONNREFUSED, when
  * there was one); a written request unanswered for request_timeout_ms plus
@@ -106,6 +113,7 @@ struct conn {
     struct bufferevent *bev;
     struct event *retry_ev;            /* reconnect after backoff */
     struct event *tick_ev;             /* deadlines, every TICK_MS */
+    struct event *flush_ev;            /* writes before the loop sleeps (issue 16) */
     int64_t connect_deadline_ms;
     int backoff_ms;
     struct creq_list waiting;
@@ -737,10 +745,30 @@ static void try_connect(struct conn *c)
         conn_fail(c, err ? -err : -ECONNREFUSED);
 }
 
+/* The flush event: writes what the socket takes now. An error is left to
+ * the bufferevent, whose own write meets it and reports it to event_cb. */
+void conn_flush(struct conn *c)
+{
+    if (!c || c->state != CS_READY || !c->bev || c->tls_ctx)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) > 0)
+        (void)evbuffer_write(out, bufferevent_getfd(c->bev));
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_flush(arg);
+}
+
 /* Writes waiting requests while the connection is ready and has room. */
 static void pump(struct conn *c)
 {
     int64_t now = -1;
+    if (c->state == CS_READY && c->waiting.head && !c->tls_ctx)
+        event_active(c->flush_ev, EV_WRITE, 0);
     while (c->state == CS_READY && c->waiting.head && c->inflight.n < c->max_inflight) {
         struct creq *r = c->waiting.head;
         if (r->not_before_ms) {
@@ -813,7 +841,8 @@ int conn_new(struct event_base *base, const struct verity_conn_config *cfg,
     c->api_key = c->cfg.api_key ? strdup(c->cfg.api_key) : NULL;
     c->retry_ev = evtimer_new(base, retry_cb, c);
     c->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, c);
-    if (!c->broker || !c->client_id || !c->retry_ev || !c->tick_ev) {
+    c->flush_ev = event_new(base, -1, 0, flush_cb, c);
+    if (!c->broker || !c->client_id || !c->retry_ev || !c->tick_ev || !c->flush_ev) {
         conn_free(c);
         return -ENOMEM;
     }
@@ -879,6 +908,8 @@ void conn_free(struct conn *c)
         event_free(c->retry_ev);
     if (c->tick_ev)
         event_free(c->tick_ev);
+    if (c->flush_ev)
+        event_free(c->flush_ev);
     free(c->broker);
     for (size_t i = 0; i < c->n_addrs; i++)
         free(c->addrs[i]);

@@ -116,6 +116,7 @@ struct verity_consumer {
     uint64_t q_bytes;
     bool kick_pending;
     bool closing;
+    bool q_woken;               /* poll was woken for what is queued */
     /* loop thread */
     bool fetch_inflight;
     bool routed;                /* Metadata named several brokers */
@@ -438,7 +439,7 @@ static void fetch_result(struct verity_consumer *c, struct cpart *p, const Verit
         c->q_head = ch;
     c->q_tail = ch;
     c->q_bytes += ch->len;
-    pthread_cond_broadcast(&c->cv);
+    c->q_woken = false; /* fetch_done wakes poll once the next fetch is out */
 }
 
 static void fetch_done(void *arg, int err, const char *msg, const Verity__Envelope *env,
@@ -489,8 +490,21 @@ static void fetch_done(void *arg, int err, const char *msg, const Verity__Envelo
     pthread_mutex_unlock(&c->mu);
     blob_unref(blob);
     free(r);
-    if (!c->closing)
+    /* The next fetch goes out before poll is woken (issue 16): woken first,
+     * the polling thread could take this thread's CPU, and the fetch that
+     * carries the next messages would wait until this thread ran again. */
+    if (!c->closing) {
         cpump(c);
+        conn_flush(c->conn);
+        for (size_t i = 0; i < c->n_nodes; i++)
+            conn_flush(c->nodes[i].conn);
+    }
+    pthread_mutex_lock(&c->mu);
+    if (!c->q_woken) {
+        c->q_woken = true;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* Sends one Fetch for every partition ready to fetch (loop thread); with

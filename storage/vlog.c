@@ -14,8 +14,10 @@
  * segments and buffered reads in vlog_seg.c (vlog_int.h lists them).
  *
  * Durability: `always` syncs inside vlog_append; `group` hands syncs to a
- * commit thread that waits at most group_delay_us after the first pending
- * append (or until group_bytes_max are pending); `os` never syncs on append.
+ * commit thread that syncs at once when the last sync ended group_delay_us
+ * ago or more, and otherwise waits until then, at most group_delay_us after
+ * the first pending append (or until group_bytes_max are pending); `os`
+ * never syncs on append.
  * A failed fdatasync is never retried: the error is sticky, the log turns
  * read-only, and every later append returns VERITY_EREADONLY.
  */
@@ -174,8 +176,15 @@ static void *commit_thread(void *arg)
     pthread_mutex_lock(&log->mu);
     while (!log->stop) {
         if (log->error == 0 && log->written_end > log->synced_end) {
+            /* Group commit (issue 16): the sync starts at once when the
+             * disk has been idle for group_delay_us (the last sync ended
+             * that long ago), so a lone append no longer waits out the
+             * delay; under load syncs are group_delay_us apart, and no
+             * append waits longer than group_delay_us for its sync. */
             int64_t delay_ns = (int64_t)log->cfg.group_delay_us * 1000;
             int64_t due = log->pending_since_ns + delay_ns;
+            if (log->last_sync1_ns + delay_ns < due)
+                due = log->last_sync1_ns + delay_ns;
             if (delay_ns > 0 && log->pending_bytes < log->cfg.group_bytes_max && clock_mono_ns() < due) {
                 struct timespec ts;
                 clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -311,10 +320,13 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
         __atomic_store_n(&log->durable_end, log->written_end, __ATOMIC_RELEASE);
         log->pending_bytes = 0;
         pthread_cond_broadcast(&log->durable_cond);
-    } else if (log->cfg.durability == VLOG_DURABILITY_GROUP) {
-        pthread_cond_signal(&log->commit_cond);
     }
     pthread_mutex_unlock(&log->mu);
+    /* Signalled after the unlock (issue 16): the commit thread wakes to a
+     * free mutex instead of blocking on ours. written_end was raised under
+     * mu, so it cannot miss it: it checks under mu before it waits. */
+    if (log->cfg.durability == VLOG_DURABILITY_GROUP)
+        pthread_cond_signal(&log->commit_cond);
 
     if (out) {
         out->base_offset = base;

@@ -449,6 +449,37 @@ static void test_group_commit_acks_after_sync(void)
     free(dir);
 }
 
+/* Issue 16: a group-commit log whose disk has been idle syncs an append at
+ * once instead of waiting out group_delay_us; an append right after a sync
+ * still waits for the delay (syncs stay group_delay_us apart under load).
+ * Before the change the first wait below timed out: the commit thread slept
+ * the whole second first. */
+static void test_group_commit_idle_disk_syncs_at_once(void)
+{
+    char *dir = tu_tmpdir("vlog");
+    struct vlog_config c;
+    struct vlog *log = NULL;
+    struct batch_builder b;
+    uint64_t id = 0;
+    cfg_init(&c, VLOG_DURABILITY_GROUP);
+    c.group_delay_us = 1000000;
+    c.checkpoint_records = 0;
+    CU_ASSERT_EQUAL_FATAL(batch_builder_init(&b, 1 << 16), 0);
+    CU_ASSERT_EQUAL_FATAL(vlog_open(dir, &c, tu_now_ms(), &log, NULL), 0);
+    append_n(log, &b, 1, 10, 10, &id, 1);
+    CU_ASSERT_EQUAL(vlog_wait_durable(log, 10, 500), 0);
+    append_n(log, &b, 1, 10, 10, &id, 1);
+    CU_ASSERT_EQUAL(vlog_wait_durable(log, 20, 50), VERITY_ETIMEOUT);
+    CU_ASSERT_EQUAL(vlog_wait_durable(log, 20, 5000), 0);
+    struct vlog_sync_stats st;
+    vlog_get_sync_stats(log, &st);
+    CU_ASSERT_EQUAL(st.count, 2);
+    CU_ASSERT_EQUAL(vlog_close(log, tu_now_ms()), 0);
+    batch_builder_deinit(&b);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 static void test_checkpoints_signed_every_n(void)
 {
     char *dir = tu_tmpdir("vlog");
@@ -559,6 +590,7 @@ int main(void)
         {"mid-log corruption refused with its offset", test_mid_log_corruption_refused},
         {"retention keeps the log verifiable", test_retention_keeps_log_verifiable},
         {"group commit acknowledges after a sync", test_group_commit_acks_after_sync},
+        {"group commit syncs at once when the disk was idle", test_group_commit_idle_disk_syncs_at_once},
         {"signed checkpoints every N records", test_checkpoints_signed_every_n},
         {"segments roll by age; retention by age", test_age_roll_and_age_retention},
     };
