@@ -152,6 +152,15 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
         resolve(pc, i, rc, 0, msg);
         return;
     }
+    uint32_t leader = 0;
+    if ((rc = cluster_part_writable(p, &leader))) {
+        /* a backup, or a primary not ready yet: the client asks the primary */
+        pc->res[i].leader = leader;
+        snprintf(msg, sizeof msg, "not the primary of partition %" PRIu32 " (primary: node %" PRIu32 ")",
+                 p->id, leader);
+        resolve(pc, i, rc, part_hw(p), msg);
+        return;
+    }
     if (!p->replica || p->error) {
         rc = p->error ? p->error : VERITY_EREADONLY;
         snprintf(msg, sizeof msg, "partition unavailable: %s", verity_strerror(rc));
@@ -210,6 +219,13 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
     struct vlog_append_info ai;
     int64_t t_append = b->trace ? mono_ns() : 0;
     if ((rc = replica_propose(p->replica, batch, len, now, &ai))) {
+        if (rc == VERITY_ENOTLEADER) {
+            (void)cluster_part_writable(p, &leader);
+            pc->res[i].leader = leader;
+            snprintf(msg, sizeof msg, "not the primary of partition %" PRIu32 " now", p->id);
+            resolve(pc, i, rc, hw, msg);
+            return;
+        }
         snprintf(msg, sizeof msg, "append failed: %s", verity_strerror(rc));
         blog(BLOG_WARN, "append_failed", "topic=%s partition=%" PRIu32 " error=%s", p->topic->name,
              p->id, verity_errname(rc));
@@ -230,6 +246,13 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
     o->last_offset = ai.last_offset;
     if (b->trace && pc->trace_row < 0)
         pc->trace_row = trace_produce(b, p, ai.base_offset, pc->req->start_ns, t_append, mono_ns());
+    /* acks=leader on a replicated partition: durable in the primary's
+     * journal is enough (weaker: docs/REPLICATION.md) */
+    if (p->cg && pc->req->msg->env->produce_req->acks == VERITY__ACKS__ACKS_LEADER &&
+        cluster_part_leader_durable(p, ai.last_offset + 1)) {
+        resolve(pc, i, 0, hw, NULL);
+        return;
+    }
     wait_on(pc, i, p, ai.last_offset + 1);
 }
 
