@@ -194,9 +194,19 @@ def read_back(c, topic, partitions):
 
 
 def caught_up(c, topic):
-    rows = c.partitions(topic)
-    return rows and all(all(b.get("lag", 1) == 0 for b in r.get("backups", []))
-                        for r in rows.values())
+    """Every broker answers, every replica of every partition is NORMAL in
+    the same view and has applied the same op (its log holds the same end)."""
+    seen = {}
+    for b in c.brokers():
+        rows = [p for p in cluster_json(b["http"]).get("partitions", []) if p.get("topic") == topic]
+        if not rows:
+            return False
+        for r in rows:
+            if r.get("role") not in ("primary", "backup"):
+                return False
+            seen.setdefault(r["partition"], set()).add((r["view"], r["applied"], r["commit"],
+                                                        r.get("end")))
+    return bool(seen) and all(len(v) == 1 for v in seen.values())
 
 
 def test_kill_loop(tmp, seconds, every, nodes):
