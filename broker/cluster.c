@@ -609,6 +609,7 @@ static int cg_enqueue(struct cgroup *cg, const uint8_t *bytes, uint32_t len)
 struct replica_vsr {
     struct replica base;
     struct cgroup *cg;
+    uint64_t notified; /* hw last handed to on_commit */
 };
 
 static int rv_propose(struct replica *r, uint8_t *batch, size_t len, int64_t now,
@@ -645,10 +646,13 @@ static int rv_propose(struct replica *r, uint8_t *batch, size_t len, int64_t now
 
 static int rv_poll(struct replica *r)
 {
-    struct cgroup *cg = ((struct replica_vsr *)r)->cg;
+    struct replica_vsr *rv = (struct replica_vsr *)r;
+    struct cgroup *cg = rv->cg;
     struct partition *p = cg->part;
-    if (cg->hw > 0 && r->on_commit && p)
+    if (cg->hw > rv->notified && r->on_commit && p) {
+        rv->notified = cg->hw;
         r->on_commit(r->on_commit_arg, cg->hw);
+    }
     if (cg->g.error)
         return cg->g.error;
     return p && p->log ? vlog_error(p->log) : 0;
@@ -753,6 +757,7 @@ int cluster_part_start(struct partition *p)
     rv->base.on_commit = part_commit_hook;
     rv->base.on_commit_arg = p;
     rv->cg = cg;
+    rv->notified = cg->hw;
     p->replica = &rv->base;
     cg->rep = p->replica;
     cg_link(cg);
