@@ -40,16 +40,14 @@
 
 #include "broker/blog.h"
 #include "broker/broker_int.h"
+#include "broker/vsr/vapplied.h"
 #include "broker/vsr/vgroup.h"
 #include "broker/vsr/vsr_wire.h"
 #include "storage/batch.h"
-#include "storage/crc32c.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
 #define META_GROUP      "__meta"
-#define RING_ENTRIES    64
-#define RING_ENTRY_SIZE 128
 #define C_SLOTS         1024 /* a replica more than half of it behind needs a state transfer */
 #define C_PIPELINE      8
 #define C_BODY_MAX      (1u << 20) /* largest replicated batch */
@@ -177,53 +175,12 @@ bool cluster_part_member(const struct broker *b, uint32_t partition, uint32_t re
     return false;
 }
 
-/* ---- applied-position ring -------------------------------------------------
- *
- * <journal dir>/applied: RING_ENTRIES entries of RING_ENTRY_SIZE bytes, the
- * entry of op k at slot k % RING_ENTRIES:
- *
- *   off size field
- *     0    4 magic "VAP1"
- *     4    4 reserved 0
- *     8    8 op (> 0)
- *    16    8 log end after applying op
- *    24   32 checksum of op
- *    56   32 digest through op
- *    88   36 reserved 0
- *   124    4 crc32c of bytes [0, 124)
- *
- * Written (pwrite) after each apply, fdatasync'd on the tick after the log
- * is synced. On open the newest valid entry whose log end the log still
- * holds wins.
- */
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
+/* ---- applied-position ring (broker/vsr/vapplied.h) ------------------------ */
 
 static int ring_write(struct cgroup *cg)
 {
-    uint8_t e[RING_ENTRY_SIZE] = {0};
-    memcpy(e, "VAP1", 4);
-    put64(e + 8, cg->st.op);
-    put64(e + 16, cg->st_end);
-    memcpy(e + 24, cg->st.checksum, 32);
-    memcpy(e + 56, cg->st.digest, 32);
-    uint32_t c = crc32c(0, e, 124);
-    e[124] = (uint8_t)c;
-    e[125] = (uint8_t)(c >> 8);
-    e[126] = (uint8_t)(c >> 16);
-    e[127] = (uint8_t)(c >> 24);
-    off_t at = (off_t)(cg->st.op % RING_ENTRIES) * RING_ENTRY_SIZE;
+    uint8_t e[VAPPLIED_ENTRY_SIZE];
+    off_t at = (off_t)vapplied_encode(&cg->st, cg->st_end, e);
     ssize_t w = pwrite(cg->ring_fd, e, sizeof e, at);
     if (w != (ssize_t)sizeof e)
         return w < 0 ? -errno : -EIO;
@@ -231,39 +188,22 @@ static int ring_write(struct cgroup *cg)
     return 0;
 }
 
-/* Opens the ring and picks the state for a log whose end is log_end: the
- * newest entry with end <= log_end. *found false: no entry at all. */
+/* Opens the ring and picks the state for a log whose end is log_end.
+ * *found false: no usable entry. */
 static int ring_open(struct cgroup *cg, uint64_t log_end, bool *found)
 {
     char path[sizeof cg->dir + 16];
-    *found = false;
     if (mkdir(cg->dir, 0755) && errno != EEXIST)
         return -errno;
     snprintf(path, sizeof path, "%s/applied", cg->dir);
     cg->ring_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (cg->ring_fd < 0)
         return -errno;
-    uint8_t buf[RING_ENTRIES * RING_ENTRY_SIZE];
+    uint8_t buf[VAPPLIED_FILE_SIZE];
     ssize_t got = pread(cg->ring_fd, buf, sizeof buf, 0);
     if (got < 0)
         return -errno;
-    memset(&cg->st, 0, sizeof cg->st);
-    cg->st_end = 0;
-    for (size_t k = 0; k + RING_ENTRY_SIZE <= (size_t)got; k += RING_ENTRY_SIZE) {
-        const uint8_t *e = buf + k;
-        uint32_t c = (uint32_t)e[124] | (uint32_t)e[125] << 8 | (uint32_t)e[126] << 16 |
-                     (uint32_t)e[127] << 24;
-        if (memcmp(e, "VAP1", 4) != 0 || crc32c(0, e, 124) != c)
-            continue;
-        uint64_t op = get64(e + 8), end = get64(e + 16);
-        if (op == 0 || end > log_end || op <= cg->st.op)
-            continue;
-        *found = true;
-        cg->st.op = op;
-        cg->st_end = end;
-        memcpy(cg->st.checksum, e + 24, 32);
-        memcpy(cg->st.digest, e + 56, 32);
-    }
+    *found = vapplied_pick(buf, (size_t)got, log_end, &cg->st, &cg->st_end);
     return 0;
 }
 
@@ -941,8 +881,11 @@ int cluster_meta_submit(struct broker *b, const char *json,
 bool cluster_broker_info(struct broker *b, uint32_t node, Verity__BrokerInfo *bi, char *host,
                          size_t cap)
 {
-    if (node == 0)
+    if (node == 0) {
         node = cluster_meta_leader(b);
+        if (node == b->cfg.node_id)
+            return false; /* primary but not ready: the client retries here */
+    }
     for (uint32_t i = 0; node && i < b->cfg.cluster_n; i++) {
         if (b->cfg.nodes[i].id != node)
             continue;
