@@ -688,10 +688,15 @@ int meta_close(struct broker *b, bool clean)
     struct meta *m = &b->meta;
     int rc = 0;
     if (m->log) {
-        if (clean)
+        if (clean && !cluster_on(b)) {
             rc = vlog_close(m->log, now_ms());
-        else
+        } else {
+            /* cluster: the log holds applied records only (no closing
+             * checkpoint, which the next start would cut back) */
+            if (clean)
+                rc = vlog_sync(m->log);
             vlog_abandon(m->log);
+        }
         m->log = NULL;
     }
     /* Ops still waiting can no longer become durable through this log. */
