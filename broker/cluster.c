@@ -101,6 +101,7 @@ struct cgroup {
     uint64_t abandoned;     /* proposals failed by a view change */
     uint64_t applied;       /* ops applied since start */
     bool error_logged;
+    bool dirty; /* journal writes wait for the flush event */
     struct cgroup *next;
 };
 
@@ -109,6 +110,7 @@ struct cluster {
     struct cgroup *meta;
     struct cgroup *groups; /* every group, __meta included */
     struct vsr_msg *scratch;
+    struct event *flush_ev; /* makes the journal writes of a burst of frames durable */
     uint64_t frames_in, frames_unrouted, frames_bad;
 };
 
@@ -256,31 +258,40 @@ static void cg_note_applied(struct cgroup *cg, const struct vsr_commit *c, uint6
     cg->applied++;
 }
 
+/* An op's body is one or more whole batches, back to back (the primary
+ * packs what queued while its pipeline was full into one op). */
 static int part_apply(void *arg, const struct vsr_commit *c)
 {
     struct cgroup *cg = arg;
     struct partition *p = cg->part;
     struct vlog_append_info ai;
     struct batch_hdr h;
-    int rc;
+    int rc = 0;
+    uint64_t end = cg->hw;
     if (!p->log)
         return VERITY_EREADONLY;
-    /* vlog_append_exact does not modify the bytes */
-    if ((rc = vlog_append_exact(p->log, (uint8_t *)(uintptr_t)c->body, c->header.size, &ai))) {
-        blog(BLOG_ERROR, "replica_apply_failed",
-             "topic=%s partition=%" PRIu32 " op=%" PRIu64 " error=%s", cg->name, cg->partition,
-             c->op, verity_errname(rc));
-        return rc;
-    }
-    uint64_t end = ai.last_offset + 1;
-    bool own = cg->own_active && ai.base_offset >= cg->own_start;
-    if (!own && batch_hdr_decode(c->body, c->header.size, &h) == 0 &&
-        !(h.attributes & BATCH_ATTR_CONTROL)) {
-        int64_t now = now_ms();
-        int64_t t = h.max_timestamp < now ? h.max_timestamp : now;
-        if ((rc = idem_record(&p->idem, &h, ai.base_offset, ai.last_offset, t)))
-            blog(BLOG_ERROR, "idem_record_failed", "topic=%s partition=%" PRIu32 " error=%s",
-                 cg->name, cg->partition, verity_errname(rc));
+    for (uint32_t pos = 0; pos < c->header.size;) {
+        const uint8_t *bp = c->body + pos;
+        uint32_t left = c->header.size - pos;
+        if ((rc = batch_hdr_decode(bp, left, &h)) == 0 && (h.length > left || h.length == 0))
+            rc = VERITY_ECORRUPT;
+        /* vlog_append_exact does not modify the bytes */
+        if (rc || (rc = vlog_append_exact(p->log, (uint8_t *)(uintptr_t)bp, h.length, &ai))) {
+            blog(BLOG_ERROR, "replica_apply_failed",
+                 "topic=%s partition=%" PRIu32 " op=%" PRIu64 " error=%s", cg->name,
+                 cg->partition, c->op, verity_errname(rc));
+            return rc;
+        }
+        pos += h.length;
+        end = ai.last_offset + 1;
+        bool own = cg->own_active && ai.base_offset >= cg->own_start;
+        if (!own && !(h.attributes & BATCH_ATTR_CONTROL)) {
+            int64_t now = now_ms();
+            int64_t t = h.max_timestamp < now ? h.max_timestamp : now;
+            if ((rc = idem_record(&p->idem, &h, ai.base_offset, ai.last_offset, t)))
+                blog(BLOG_ERROR, "idem_record_failed", "topic=%s partition=%" PRIu32 " error=%s",
+                     cg->name, cg->partition, verity_errname(rc));
+        }
     }
     cg_note_applied(cg, c, end);
     if ((rc = ring_write(cg)))
@@ -387,20 +398,43 @@ static void cg_abandon(struct cgroup *cg)
     }
 }
 
-/* Hands queued proposals to the core while it takes them. */
+/* Hands queued proposals to the core while it takes them. For a partition,
+ * the batches queued while the pipeline was full go as one op (as many as
+ * fit in body_max): one journal write and one round for all of them. */
 static void cg_pump(struct cgroup *cg)
 {
     while (cg->qn && is_primary_normal(cg) && vsr_view(cg->g.core) == cg->own_view) {
         uint64_t before = vsr_op(cg->g.core);
         uint64_t req = cg->next_request + 1;
-        if (!vgroup_submit(&cg->g, cg->b->cfg.node_id, req, cg->q[0].bytes, cg->q[0].len))
-            break;
-        if (!cg->g.core || vsr_op(cg->g.core) == before)
+        size_t take = 1;
+        size_t total = cg->q[0].len;
+        while (cg->part && take < cg->qn && total + cg->q[take].len <= cg->g.cfg.body_max)
+            total += cg->q[take++].len;
+        uint8_t *body = cg->q[0].bytes;
+        if (take > 1) {
+            if (!(body = malloc(total)))
+                break;
+            for (size_t i = 0, at = 0; i < take; at += cg->q[i].len, i++)
+                memcpy(body + at, cg->q[i].bytes, cg->q[i].len);
+        }
+        bool took =
+            vgroup_submit_deferred(&cg->g, cg->b->cfg.node_id, req, body, (uint32_t)total) &&
+            cg->g.core && vsr_op(cg->g.core) != before;
+        if (take > 1)
+            free(body);
+        if (!took)
             break; /* pipeline full: the next commit or tick tries again */
         cg->next_request = req;
-        free(cg->q[0].bytes);
-        memmove(cg->q, cg->q + 1, (cg->qn - 1) * sizeof *cg->q);
-        cg->qn--;
+        for (size_t i = 0; i < take; i++)
+            free(cg->q[i].bytes);
+        memmove(cg->q, cg->q + take, (cg->qn - take) * sizeof *cg->q);
+        cg->qn -= take;
+    }
+    /* the proposals' journal writes: one flush for everything proposed in
+     * this pass of the loop */
+    if (cg->g.nq && !cg->dirty && CL(cg->b)) {
+        cg->dirty = true;
+        event_active(CL(cg->b)->flush_ev, EV_READ, 0);
     }
 }
 
@@ -618,7 +652,9 @@ static const struct replica_ops vsr_replica_ops = {
 bool cluster_part_leader_durable(struct partition *p, uint64_t end)
 {
     struct cgroup *cg = p->cg;
-    if (!cg || !cg->own_active)
+    /* journal writes still pending (deferred to the flush): not durable
+     * here yet; the produce then waits for the commit */
+    if (!cg || !cg->own_active || cg->dirty || cg->g.nq)
         return false;
     /* queued proposals are not in the journal yet */
     uint64_t queued = 0;
@@ -808,12 +844,15 @@ int cluster_meta_recover(struct broker *b)
 
 static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
 static void on_tick(struct broker *b);
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
 
 int cluster_meta_start(struct broker *b)
 {
     struct cluster *cl = CL(b);
     if (!cl)
         return 0;
+    if (!(cl->flush_ev = event_new(b->base, -1, 0, flush_cb, b)))
+        return -ENOMEM;
     int rc = cg_start(cl->meta, &meta_ops, C_META_BODY_MAX);
     if (rc)
         return rc;
@@ -837,6 +876,8 @@ void cluster_stop(struct broker *b)
         cg_free(cl->meta);
         cl->meta = NULL;
     }
+    if (cl->flush_ev)
+        event_free(cl->flush_ev);
     free(cl->scratch);
     free(cl);
     b->cluster = NULL;
@@ -945,7 +986,11 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
     uint64_t repairs = cg->g.core ? vsr_counters(cg->g.core)->repairs : 0;
     uint8_t rfrom = m->from;
     uint64_t rop = m->type == VSR_MSG_REPAIR ? m->header.op : 0;
-    vgroup_on_message(&cg->g, m);
+    vgroup_on_message_deferred(&cg->g, m);
+    if (cg->g.nq && !cg->dirty) {
+        cg->dirty = true;
+        event_active(cl->flush_ev, EV_READ, 0);
+    }
     /* Catch-up at round-trip speed: a repaired entry names its parent, so
      * ask the same peer for that one now instead of on the next retry tick
      * (the core asks once per retry_ticks; a backup back from a restart
@@ -970,12 +1015,32 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
     cg_after(cg);
 }
 
+/* After a burst of frames: every dirty group's journal writes, one
+ * fdatasync per file and group. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct broker *b = arg;
+    struct cluster *cl = CL(b);
+    (void)fd;
+    (void)what;
+    if (!cl)
+        return;
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
+        if (!cg->dirty)
+            continue;
+        cg->dirty = false;
+        vgroup_flush(&cg->g);
+        cg_after(cg);
+    }
+}
+
 static void on_tick(struct broker *b)
 {
     struct cluster *cl = CL(b);
     if (!cl)
         return;
     for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
+        cg->dirty = false; /* the tick drains every pending write */
         vgroup_tick(&cg->g);
         cg_after(cg);
         ring_sync(cg, cg_log(cg));

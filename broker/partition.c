@@ -559,6 +559,10 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
          * or time-based roll takes an offset (docs/REPLICATION.md) */
         vc.checkpoint_records = 0;
         vc.segment_ms = 0;
+        /* durability comes from the journals of a majority; the data log is
+         * derived from them and synced with its applied position on the
+         * cluster tick (broker/cluster.c), not per batch */
+        vc.durability = VLOG_DURABILITY_OS;
     }
     uint64_t bad = 0;
     char parent[BCFG_PATH_MAX * 2];
