@@ -175,6 +175,16 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
     }
     if (h.producer_id >= 0) {
         int cur = meta_producer_epoch(b, h.producer_id);
+        if (cluster_on(b) && (cur < 0 || h.producer_epoch > cur)) {
+            /* cluster: the id or epoch may be committed in __meta but not
+             * applied on this broker yet; retriable (the client refreshes
+             * Metadata and sends again) */
+            snprintf(msg, sizeof msg,
+                     "producer %" PRId64 " epoch %d not known here yet (metadata catching up)",
+                     h.producer_id, (int)h.producer_epoch);
+            resolve(pc, i, VERITY_ENOTLEADER, hw, msg);
+            return;
+        }
         if (cur < 0) {
             snprintf(msg, sizeof msg, "unknown producer id %" PRId64 "; call InitProducer",
                      h.producer_id);
