@@ -48,9 +48,9 @@
 #include "verity/verify.h"
 
 #define META_GROUP      "__meta"
-#define C_SLOTS         1024 /* a replica more than half of it behind needs a state transfer */
+#define C_SLOTS         4096 /* a replica more than half of it behind needs a state transfer */
 #define C_PIPELINE      8
-#define C_BODY_MAX      (1u << 20) /* largest replicated batch */
+#define C_BODY_MAX      (256u << 10) /* largest replicated op (one or more batches) */
 #define C_META_BODY_MAX (64u << 10)
 #define C_HEARTBEAT     2  /* ticks of PEER_TICK_MS */
 #define C_RETRY         4

@@ -33,6 +33,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--rate", type=float, default=500)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-failover-")
     c = e2e.Cluster(3, tmp)
@@ -46,7 +47,7 @@ def main():
         if not ok:
             print("topic not created")
             return 1
-        seconds = a.kills * 8 + 10
+        seconds = a.kills * 70 + 30   # outlives the loop; stopped below
         prod = subprocess.Popen([e2e.PRODUCER, c.bootstrap, "fo", hist, "--name", "f",
                                  "--seconds", str(seconds), "--rate", str(a.rate),
                                  "--acks", "quorum"])
@@ -68,12 +69,16 @@ def main():
                 bad += 1
                 print("kill %d of node %d: no ack within 30 s" % (k + 1, primary), flush=True)
             c.restart(primary)
-        prod.wait(timeout=seconds + 120)
+        prod.terminate()
+        prod.wait(timeout=30)
     finally:
         if prod and prod.poll() is None:
             prod.kill()
         c.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if a.keep or bad:
+            print("kept", tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     if figures:
         s = sorted(figures)
         print("failover s: n=%d min %.3f median %.3f max %.3f" %
