@@ -135,16 +135,24 @@ class Cluster:
         return verity("cluster", "stop", "--dir", self.dir, timeout=60)
 
     def partitions(self, topic):
-        """{partition: row of GET /cluster} from the first broker that answers."""
+        """{partition: row of GET /cluster}: the row of the broker that is the
+        partition's primary when one says so, else a row of a broker in a
+        normal view (a broker just restarted is still recovering and does not
+        know the primary yet), else any row."""
+        best = {}
+        rank = {"primary": 0, "backup": 1, "single": 1}
         for b in self.brokers():
             try:
                 c = cluster_json(b["http"])
             except Exception:
                 continue
-            rows = {p["partition"]: p for p in c.get("partitions", []) if p.get("topic") == topic}
-            if rows:
-                return rows
-        return {}
+            for p in c.get("partitions", []):
+                if p.get("topic") != topic:
+                    continue
+                r = rank.get(p.get("role"), 2)
+                if p["partition"] not in best or r < best[p["partition"]][0]:
+                    best[p["partition"]] = (r, p)
+        return {k: v[1] for k, v in best.items()}
 
 
 def test_tools(tmp):
