@@ -74,6 +74,8 @@ struct prod_wait {
     struct partition *part;
     uint64_t end; /* last offset + 1 */
     bool linked;  /* in part->waits */
+    bool leader_ack; /* acks=leader on a replicated partition: answered once the
+                      * primary's journal holds it (broker/cluster.c) */
     void *ctx;    /* the produce request's state (h_produce.c) */
     size_t idx;   /* entry in that request */
     TAILQ_ENTRY(prod_wait) link;

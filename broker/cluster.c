@@ -1015,6 +1015,38 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
     cg_after(cg);
 }
 
+/* acks=leader: the produces whose batches this primary's journal now holds
+ * (proposed, taken by the core, every journal write done) are answered
+ * without waiting for the commit. */
+static void leader_acks(struct cgroup *cg)
+{
+    struct partition *p = cg->part;
+    if (!cg->own_active || cg->g.nq || !cg->g.core)
+        return;
+    uint64_t queued = 0;
+    for (size_t i = 0; i < cg->qn; i++) {
+        struct batch_hdr h;
+        if (batch_hdr_decode(cg->q[i].bytes, cg->q[i].len, &h) == 0)
+            queued += h.record_count;
+    }
+    uint64_t held = cg->own_end - queued;
+    /* resolving may free the request and its other waits: rescan */
+    for (bool again = true; again;) {
+        again = false;
+        struct prod_wait *w;
+        TAILQ_FOREACH(w, &p->waits, link)
+        {
+            if (w->end > held)
+                break;
+            if (w->leader_ack && !w->resolve && w->end > cg->hw) {
+                produce_wait_resolve(w, 0, cg->hw);
+                again = true;
+                break;
+            }
+        }
+    }
+}
+
 /* After a burst of frames: every dirty group's journal writes, one
  * fdatasync per file and group. */
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -1031,6 +1063,8 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
         cg->dirty = false;
         vgroup_flush(&cg->g);
         cg_after(cg);
+        if (cg->part)
+            leader_acks(cg);
     }
 }
 

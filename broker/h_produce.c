@@ -93,7 +93,7 @@ void produce_wait_resolve(struct prod_wait *w, int err, uint64_t hw)
     VERITY_VERIFY(w->linked);
     TAILQ_REMOVE(&w->part->waits, w, link);
     w->linked = false;
-    if (err == 0)
+    if (err == 0 && !w->leader_ack)
         VERITY_VERIFY(hw >= w->end);
     char msg[MSG_MAX];
     if (err)
@@ -129,6 +129,7 @@ static void wait_on(struct produce_ctx *pc, size_t i, struct partition *p, uint6
     w->end = end;
     w->ctx = pc;
     w->idx = i;
+    w->leader_ack = false;
     struct prod_wait *at = TAILQ_LAST(&p->waits, prod_wait_list);
     while (at && at->end > end)
         at = TAILQ_PREV(at, prod_wait_list, link);
@@ -264,6 +265,8 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
         return;
     }
     wait_on(pc, i, p, ai.last_offset + 1);
+    if (p->cg && pc->req->msg->env->produce_req->acks == VERITY__ACKS__ACKS_LEADER)
+        pc->waits[i].leader_ack = true; /* resolved after the journal flush */
 }
 
 void h_produce(struct req *r)

@@ -234,8 +234,12 @@ def test_kill_loop(tmp, seconds, every, nodes):
         prod = subprocess.Popen([PRODUCER, c.bootstrap, topic, hist, "--name", "k",
                                  "--seconds", str(seconds), "--rate", "200", "--acks", "quorum"])
         end = time.monotonic() + seconds
-        while time.monotonic() + every <= end:
-            time.sleep(every)   # the loop's period, not a synchronisation
+        next_kill = time.monotonic() + every
+        while next_kill <= end:
+            # the loop's period (a kill every `every` s, restart time included),
+            # not a synchronisation
+            time.sleep(max(0.0, next_kill - time.monotonic()))
+            next_kill += every
             rows = c.partitions(topic)
             primary = rows.get(0, {}).get("primary")
             if not primary:
