@@ -357,7 +357,9 @@ static void create_done(struct broker *b, void *arg, int err)
     uint32_t failed = 0;
     int first_err = 0;
     for (uint32_t i = 0; i < t->cfg.partitions; i++) {
-        if (t->parts[i] && t->parts[i]->error) {
+        /* cluster: a partition placed on other brokers is a stub, not a failure */
+        if (t->parts[i] && t->parts[i]->error &&
+            !(t->parts[i]->error == VERITY_ENOTLEADER && !t->parts[i]->log)) {
             if (!failed++)
                 first_err = t->parts[i]->error;
         }
