@@ -766,7 +766,13 @@ int cluster_part_writable(struct partition *p, uint32_t *leader)
         }
         return 0;
     }
-    if (is_primary_normal(cg))
+    /* A primary judges sequences (idempotence) and stamps offsets only once
+     * it has applied every op it holds: before that its idempotence state
+     * lacks batches the old primary committed, and a retry would be taken
+     * for out of order (the client then starts a new epoch and writes the
+     * batch twice). Not ready yet: NOT_LEADER without a leader, retried. */
+    if (is_primary_normal(cg) &&
+        (cg->own_active || vsr_op(cg->g.core) == vsr_commit_min(cg->g.core)))
         return 0;
     *leader = primary_node(cg);
     if (*leader == p->b->cfg.node_id)
