@@ -451,6 +451,7 @@ int broker_free(struct broker *b)
         }
         topic_remove(b, t);
     }
+    cluster_stop(b); /* the partitions' groups are closed: now __meta's */
     int mrc = meta_close(b, true);
     if (mrc && !rc)
         rc = mrc;

@@ -24,6 +24,7 @@
 #include <openssl/ssl.h>
 
 #include "broker/broker.h"
+#include "broker/cluster.h"
 #include "broker/config.h"
 #include "broker/idem.h"
 #include "broker/metrics.h"
@@ -49,6 +50,8 @@ struct conn;
 struct req;
 struct topic;
 struct partition;
+struct cgroup;
+struct cluster;
 struct prod_wait;
 struct fetch_link;
 
@@ -61,6 +64,7 @@ struct topic_cfg {
     int64_t retention_bytes; /* -1 unlimited */
     uint64_t segment_bytes;
     uint32_t max_message_bytes;
+    uint32_t replicas; /* replication factor (1 outside a cluster) */
 };
 
 /* One produced batch waiting for the high watermark to pass its end. */
@@ -71,6 +75,8 @@ struct prod_wait {
     struct partition *part;
     uint64_t end; /* last offset + 1 */
     bool linked;  /* in part->waits */
+    bool leader_ack; /* acks=leader on a replicated partition: answered once the
+                      * primary's journal holds it (broker/cluster.c) */
     void *ctx;    /* the produce request's state (h_produce.c) */
     size_t idx;   /* entry in that request */
     TAILQ_ENTRY(prod_wait) link;
@@ -107,6 +113,7 @@ struct partition {
     uint64_t snap_offset;            /* log offset the last idem snapshot covers (0: none) */
     uint64_t ckpt_end;        /* log end right after the last checkpoint seen or written */
     int64_t ckpt_pending_ms;  /* when appends after it were first seen (0: none) */
+    struct cgroup *cg;        /* its replica group in a cluster (broker/cluster.c), else NULL */
 };
 
 /* Writes the partition's idempotence snapshot (<dir>/idem.snap) when the
@@ -136,6 +143,12 @@ TAILQ_HEAD(topic_list, topic);
  * partition answers with it) and logged; returns -ENOMEM only. */
 int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition **out)
     __attribute__((warn_unused_result));
+/* Cluster hooks (broker/cluster.c): the replica's commit callback, and the
+ * idempotence state rebuilt from the log (after a primary gave up
+ * proposals it had recorded). */
+void part_commit_hook(void *arg, uint64_t hw);
+int part_rebuild_idem(struct partition *p) __attribute__((warn_unused_result));
+
 /* Fails waiting produces and fetches with err, then closes the log (sync +
  * checkpoint when clean is true, abandon otherwise). Returns the close error. */
 int part_close(struct partition *p, int err, bool clean);
@@ -199,6 +212,13 @@ int meta_close(struct broker *b, bool clean);
  * an error (done will not be called). */
 int meta_append(struct broker *b, const char *json, meta_done_fn done, void *arg)
     __attribute__((warn_unused_result));
+/* In a cluster (broker/cluster.c): meta_append_local appends to this
+ * broker's own meta log (what meta_append does without a cluster);
+ * meta_apply_live applies a committed record made elsewhere to memory, with
+ * its effects (partitions opened or closed). */
+int meta_append_local(struct broker *b, const char *json, meta_done_fn done, void *arg)
+    __attribute__((warn_unused_result));
+int meta_apply_live(struct broker *b, const char *json);
 /* -1 when pid is unknown. */
 int meta_producer_epoch(const struct broker *b, int64_t pid);
 #define META_PRODUCER_ID_MAX 100000000
@@ -510,6 +530,7 @@ struct broker {
     struct groups groups;
     struct kafka *kafka; /* the Kafka listener (broker/kafka/), NULL when off */
     struct peers peers;  /* cluster links (broker/peer.c); peers.on = false without a cluster */
+    struct cluster *cluster; /* replica groups (broker/cluster.c); NULL without a cluster */
     struct topic_list topics;
     struct topic *topic_buckets[TOPIC_BUCKETS];
     size_t n_topics;

@@ -637,6 +637,11 @@ void req_fail(struct req *r, int err, const char *msg)
     Verity__Envelope env = VERITY__ENVELOPE__INIT;
     env.error = codec_err_to_wire(err);
     env.error_message = (char *)(msg ? msg : verity_strerror(err));
+    /* cluster: NOT_LEADER names the primary of __meta (broker/cluster.c) */
+    Verity__BrokerInfo leader = VERITY__BROKER_INFO__INIT;
+    char lhost[BCFG_NODE_ADDR_MAX];
+    if (err == VERITY_ENOTLEADER && cluster_broker_info(r->b, 0, &leader, lhost, sizeof lhost))
+        env.leader = &leader;
     if (err != VERITY_ENOTFOUND && err != VERITY_EEXIST) {
         char q[300];
         blog(BLOG_DEBUG, "request_failed", "conn=%" PRIu64 " type=%s error=%s reason=%s",

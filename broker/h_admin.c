@@ -160,6 +160,22 @@ void h_metadata(struct req *r)
     self.port = port;
     resp.n_brokers = 1;
     resp.brokers = brokers;
+    /* a cluster: every broker, so clients can reach each partition's primary */
+    Verity__BrokerInfo all[BCFG_NODES_MAX];
+    Verity__BrokerInfo *allp[BCFG_NODES_MAX];
+    char hosts[BCFG_NODES_MAX][BCFG_NODE_ADDR_MAX];
+    size_t na = 0;
+    for (uint32_t i = 0; i < b->cfg.cluster_n && i < BCFG_NODES_MAX; i++) {
+        verity__broker_info__init(&all[na]);
+        if (cluster_broker_info(b, b->cfg.nodes[i].id, &all[na], hosts[na], sizeof hosts[na])) {
+            allp[na] = &all[na];
+            na++;
+        }
+    }
+    if (na) {
+        resp.n_brokers = na;
+        resp.brokers = allp;
+    }
     resp.node_id = b->cfg.node_id;
     resp.n_topics = s.n;
     resp.topics = s.ptrs;
@@ -242,12 +258,13 @@ void h_describe_topic(struct req *r)
 static char *create_record(const char *name, const struct topic_cfg *tc, int64_t now)
 {
     json_t *rec =
-        json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name",
+        json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name",
                   name, "partitions", (json_int_t)tc->partitions, "durability",
                   bcfg_durability_name(tc->durability), "retention_ms",
                   (json_int_t)tc->retention_ms, "retention_bytes", (json_int_t)tc->retention_bytes,
                   "segment_bytes", (json_int_t)tc->segment_bytes, "max_message_bytes",
-                  (json_int_t)tc->max_message_bytes, "time_ms", (json_int_t)now);
+                  (json_int_t)tc->max_message_bytes, "time_ms", (json_int_t)now, "replicas",
+                  (json_int_t)(tc->replicas ? tc->replicas : 1));
     char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
     return text;
@@ -356,7 +373,9 @@ static void create_done(struct broker *b, void *arg, int err)
     uint32_t failed = 0;
     int first_err = 0;
     for (uint32_t i = 0; i < t->cfg.partitions; i++) {
-        if (t->parts[i] && t->parts[i]->error) {
+        /* cluster: a partition placed on other brokers is a stub, not a failure */
+        if (t->parts[i] && t->parts[i]->error &&
+            !(t->parts[i]->error == VERITY_ENOTLEADER && !t->parts[i]->log)) {
             if (!failed++)
                 first_err = t->parts[i]->error;
         }

@@ -163,6 +163,14 @@ static void fetch_try(struct fetch_ctx *fc, bool final)
             rc = p->error ? p->error : VERITY_EREADONLY;
             snprintf(msgs[i], MSG_MAX, "partition unavailable: %s", verity_strerror(rc));
         }
+        uint32_t leader = 0;
+        if (rc == 0 && p->cg && cluster_part_writable(p, &leader)) {
+            /* replicated: reads go to the primary (a backup's prefix is
+             * committed but may be behind) */
+            rc = VERITY_ENOTLEADER;
+            snprintf(msgs[i], MSG_MAX, "not the primary of partition %" PRIu32 " (primary: node %" PRIu32 ")",
+                     p->id, leader);
+        }
         if (rc == 0) {
             struct vlog_info info;
             vlog_get_info(p->log, &info);

@@ -93,7 +93,7 @@ void produce_wait_resolve(struct prod_wait *w, int err, uint64_t hw)
     VERITY_VERIFY(w->linked);
     TAILQ_REMOVE(&w->part->waits, w, link);
     w->linked = false;
-    if (err == 0)
+    if (err == 0 && !w->leader_ack)
         VERITY_VERIFY(hw >= w->end);
     char msg[MSG_MAX];
     if (err)
@@ -129,6 +129,7 @@ static void wait_on(struct produce_ctx *pc, size_t i, struct partition *p, uint6
     w->end = end;
     w->ctx = pc;
     w->idx = i;
+    w->leader_ack = false;
     struct prod_wait *at = TAILQ_LAST(&p->waits, prod_wait_list);
     while (at && at->end > end)
         at = TAILQ_PREV(at, prod_wait_list, link);
@@ -152,6 +153,15 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
         resolve(pc, i, rc, 0, msg);
         return;
     }
+    uint32_t leader = 0;
+    if ((rc = cluster_part_writable(p, &leader))) {
+        /* a backup, or a primary not ready yet: the client asks the primary */
+        pc->res[i].leader = leader;
+        snprintf(msg, sizeof msg, "not the primary of partition %" PRIu32 " (primary: node %" PRIu32 ")",
+                 p->id, leader);
+        resolve(pc, i, rc, part_hw(p), msg);
+        return;
+    }
     if (!p->replica || p->error) {
         rc = p->error ? p->error : VERITY_EREADONLY;
         snprintf(msg, sizeof msg, "partition unavailable: %s", verity_strerror(rc));
@@ -166,6 +176,16 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
     }
     if (h.producer_id >= 0) {
         int cur = meta_producer_epoch(b, h.producer_id);
+        if (cluster_on(b) && (cur < 0 || h.producer_epoch > cur)) {
+            /* cluster: the id or epoch may be committed in __meta but not
+             * applied on this broker yet; retriable (the client refreshes
+             * Metadata and sends again) */
+            snprintf(msg, sizeof msg,
+                     "producer %" PRId64 " epoch %d not known here yet (metadata catching up)",
+                     h.producer_id, (int)h.producer_epoch);
+            resolve(pc, i, VERITY_ENOTLEADER, hw, msg);
+            return;
+        }
         if (cur < 0) {
             snprintf(msg, sizeof msg, "unknown producer id %" PRId64 "; call InitProducer",
                      h.producer_id);
@@ -210,6 +230,13 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
     struct vlog_append_info ai;
     int64_t t_append = b->trace ? mono_ns() : 0;
     if ((rc = replica_propose(p->replica, batch, len, now, &ai))) {
+        if (rc == VERITY_ENOTLEADER) {
+            (void)cluster_part_writable(p, &leader);
+            pc->res[i].leader = leader;
+            snprintf(msg, sizeof msg, "not the primary of partition %" PRIu32 " now", p->id);
+            resolve(pc, i, rc, hw, msg);
+            return;
+        }
         snprintf(msg, sizeof msg, "append failed: %s", verity_strerror(rc));
         blog(BLOG_WARN, "append_failed", "topic=%s partition=%" PRIu32 " error=%s", p->topic->name,
              p->id, verity_errname(rc));
@@ -230,7 +257,16 @@ static void produce_one(struct produce_ctx *pc, size_t i, uint8_t *batch, size_t
     o->last_offset = ai.last_offset;
     if (b->trace && pc->trace_row < 0)
         pc->trace_row = trace_produce(b, p, ai.base_offset, pc->req->start_ns, t_append, mono_ns());
+    /* acks=leader on a replicated partition: durable in the primary's
+     * journal is enough (weaker: docs/REPLICATION.md) */
+    if (p->cg && pc->req->msg->env->produce_req->acks == VERITY__ACKS__ACKS_LEADER &&
+        cluster_part_leader_durable(p, ai.last_offset + 1)) {
+        resolve(pc, i, 0, hw, NULL);
+        return;
+    }
     wait_on(pc, i, p, ai.last_offset + 1);
+    if (p->cg && pc->req->msg->env->produce_req->acks == VERITY__ACKS__ACKS_LEADER)
+        pc->waits[i].leader_ack = true; /* resolved after the journal flush */
 }
 
 void h_produce(struct req *r)

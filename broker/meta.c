@@ -144,6 +144,12 @@ static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
         if (get_int(rec, "max_message_bytes", BATCH_HDR_SIZE + 8, VERITY_BATCH_BYTES_MAX, &x))
             goto bad;
         tc.max_message_bytes = (uint32_t)x;
+        tc.replicas = 1;
+        if (json_object_get(rec, "replicas")) {
+            if (get_int(rec, "replicas", 1, 5, &x) || (x != 1 && x != 3 && x != 5))
+                goto bad;
+            tc.replicas = (uint32_t)x;
+        }
         if (topic_find(b, name)) {
             snprintf(why, cap, "topic %s exists", name);
             return VERITY_EEXIST;
@@ -171,6 +177,55 @@ static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
 bad:
     snprintf(why, cap, "bad %s fields", type);
     return VERITY_EINVAL;
+}
+
+int meta_apply_live(struct broker *b, const char *json)
+{
+    json_error_t jerr;
+    json_t *rec = json_loads(json, 0, &jerr);
+    char why[160] = "not a JSON object";
+    int rc = VERITY_EINVAL;
+    const char *type = rec && json_is_object(rec) ? json_string_value(json_object_get(rec, "type"))
+                                                  : NULL;
+    const char *name = rec ? json_string_value(json_object_get(rec, "name")) : NULL;
+    if (type && strcmp(type, "delete_topic") == 0) {
+        struct topic *t = name ? topic_find(b, name) : NULL;
+        if (t) {
+            for (uint32_t i = 0; i < t->cfg.partitions; i++) {
+                (void)part_close(t->parts[i], VERITY_ENOTFOUND, false);
+                t->parts[i] = NULL;
+            }
+            int drc = meta_remove_topic_dir(b, t->name);
+            blog(drc ? BLOG_WARN : BLOG_INFO, "topic_deleted", "topic=%s dir_error=%s", t->name,
+                 verity_errname(drc));
+            topic_remove(b, t);
+        }
+        rc = 0;
+    } else if (type && strcmp(type, "init_producer") == 0) {
+        /* the committed log decides: an epoch this broker set for a
+         * proposal that never committed gives way */
+        int64_t pid, epoch;
+        if (get_int(rec, "producer_id", 1, META_PRODUCER_ID_MAX, &pid) == 0 &&
+            get_int(rec, "epoch", 0, INT16_MAX, &epoch) == 0 &&
+            (rc = meta_producer_reserve(b, pid)) == 0) {
+            b->meta.epochs[pid - 1] = (int16_t)epoch;
+            if ((uint64_t)pid > b->meta.n_producers)
+                b->meta.n_producers = (size_t)pid;
+        }
+    } else if (type) {
+        rc = apply_record(b, rec, why, sizeof why);
+        struct topic *t = rc == 0 && strcmp(type, "create_topic") == 0 ? topic_find(b, name) : NULL;
+        if (t && (rc = topic_open_partitions(b, t)) == 0)
+            blog(BLOG_INFO, "topic_created", "topic=%s partitions=%" PRIu32 " replicas=%" PRIu32,
+                 t->name, t->cfg.partitions, t->cfg.replicas);
+    }
+    json_decref(rec);
+    if (rc && rc != -ENOMEM) {
+        char q[200];
+        blog(BLOG_WARN, "meta_record_skipped", "committed=1 reason=%s error=%s",
+             blog_q(why, q, sizeof q), verity_errname(rc));
+    }
+    return rc;
 }
 
 /* Applies every data record of the len-byte batch at buf. */
@@ -262,12 +317,12 @@ static int snap_encode(struct broker *b, uint8_t **out, size_t *len)
             continue;
         const struct topic_cfg *tc = &t->cfg;
         json_t *rec = json_pack(
-            "{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name",
+            "{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name",
             t->name, "partitions", (json_int_t)tc->partitions, "durability",
             bcfg_durability_name(tc->durability), "retention_ms", (json_int_t)tc->retention_ms,
             "retention_bytes", (json_int_t)tc->retention_bytes, "segment_bytes",
             (json_int_t)tc->segment_bytes, "max_message_bytes", (json_int_t)tc->max_message_bytes,
-            "time_ms", (json_int_t)t->created_ms);
+            "time_ms", (json_int_t)t->created_ms, "replicas", (json_int_t)(tc->replicas ? tc->replicas : 1));
         if (!rec || json_array_append_new(arr, rec)) {
             json_decref(arr);
             return -ENOMEM;
@@ -447,6 +502,15 @@ static void meta_durable_cb(evutil_socket_t fd, short what, void *arg)
 
 int meta_append(struct broker *b, const char *json, meta_done_fn done, void *arg)
 {
+    /* in a cluster the record is an op of the __meta replica group: it
+     * reaches this log when committed (meta_append_local, broker/cluster.c) */
+    if (cluster_on(b))
+        return cluster_meta_submit(b, json, done, arg);
+    return meta_append_local(b, json, done, arg);
+}
+
+int meta_append_local(struct broker *b, const char *json, meta_done_fn done, void *arg)
+{
     struct batch_builder bb;
     size_t len = strlen(json);
     int rc;
@@ -583,7 +647,7 @@ int meta_open(struct broker *b)
     vc.durability = VLOG_DURABILITY_GROUP;
     vc.group_delay_us = 0;
     vc.segment_bytes = 64u << 20;
-    vc.checkpoint_records = 1000;
+    vc.checkpoint_records = cluster_on(b) ? 0 : 1000; /* cluster: cut back to the applied end */
     vc.signing_key = b->signing_key;
     vc.io = b->cfg.io;
     vc.on_durable = meta_on_durable;
@@ -599,11 +663,15 @@ int meta_open(struct broker *b)
     if (rec && rec->cut)
         blog(BLOG_WARN, "meta_recovered", "cut_first=%" PRIu64 " cut_bytes=%" PRIu64,
              rec->cut_offset_first, rec->cut_bytes);
+    if ((rc = cluster_meta_recover(b)))
+        return rc;
     if ((rc = replay(b, load_snapshot(b, dir)))) {
         blog(BLOG_ERROR, "meta_replay_failed", "error=%s", verity_errname(rc));
         return rc;
     }
     m->loaded = true;
+    if ((rc = cluster_meta_start(b)))
+        return rc;
     sweep_topic_dirs(b);
     struct topic *t;
     TAILQ_FOREACH(t, &b->topics, link)
@@ -620,10 +688,15 @@ int meta_close(struct broker *b, bool clean)
     struct meta *m = &b->meta;
     int rc = 0;
     if (m->log) {
-        if (clean)
+        if (clean && !cluster_on(b)) {
             rc = vlog_close(m->log, now_ms());
-        else
+        } else {
+            /* cluster: the log holds applied records only (no closing
+             * checkpoint, which the next start would cut back) */
+            if (clean)
+                rc = vlog_sync(m->log);
             vlog_abandon(m->log);
+        }
         m->log = NULL;
     }
     /* Ops still waiting can no longer become durable through this log. */

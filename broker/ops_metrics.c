@@ -53,6 +53,8 @@ void ops_partition_errors(struct broker *b, uint64_t *in_error, uint64_t *read_o
             continue;
         for (uint32_t i = 0; i < t->cfg.partitions; i++) {
             const struct partition *p = t->parts[i];
+            if (p && p->error == VERITY_ENOTLEADER && !p->log)
+                continue; /* cluster: placed on other brokers, not an error */
             if (!p || !p->log || p->error)
                 (*in_error)++;
             if (p && p->error == VERITY_EREADONLY)

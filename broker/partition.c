@@ -214,12 +214,25 @@ int topic_cfg_from_wire(const struct broker *b, const Verity__TopicConfig *w, st
         }
         out->max_message_bytes = w->max_message_bytes;
     }
-    if (w->replication_factor > 1) {
+    out->replicas = 1;
+    if (w->replication_factor > 1 && !cluster_on(b)) {
         snprintf(msg, cap,
                  "replication_factor %" PRIu32 " needs a cluster; this broker is a "
                  "single node",
                  w->replication_factor);
         return VERITY_EINVAL;
+    }
+    /* cluster: 1, 3 or 5 replicas, at most the cluster's brokers */
+    if (w->replication_factor > 1) {
+        if ((w->replication_factor != 3 && w->replication_factor != 5) ||
+            w->replication_factor > c->cluster_n) {
+            snprintf(msg, cap,
+                     "replication_factor %" PRIu32 " must be 1, 3 or 5 and at most the %" PRIu32
+                     " brokers of the cluster",
+                     w->replication_factor, c->cluster_n);
+            return VERITY_EINVAL;
+        }
+        out->replicas = w->replication_factor;
     }
     return 0;
 }
@@ -274,6 +287,7 @@ uint64_t part_hw(const struct partition *p)
     return p->replica ? replica_hw(p->replica) : 0;
 }
 
+void part_commit_hook(void *arg, uint64_t hw);
 static void part_commit(void *arg, uint64_t hw)
 {
     struct partition *p = arg;
@@ -293,6 +307,11 @@ static void part_commit(void *arg, uint64_t hw)
         fetch_link_wake(l, false);
     }
     groups_on_commit(p, hw);
+}
+
+void part_commit_hook(void *arg, uint64_t hw)
+{
+    part_commit(arg, hw);
 }
 
 static void part_fail_all(struct partition *p, int err, bool final)
@@ -462,6 +481,19 @@ static int part_rebuild(struct partition *p, int64_t now)
     return 0;
 }
 
+int part_rebuild_idem(struct partition *p)
+{
+    struct broker *b = p->b;
+    idem_deinit(&p->idem);
+    memset(&p->idem, 0, sizeof p->idem);
+    if (idem_init(&p->idem, b->cfg.partition_producers_max, b->cfg.idempotency_keys_max,
+                  (int64_t)b->cfg.idempotency_window_ms, b->idem_seed))
+        return -ENOMEM;
+    p->idem.producer_retention_ms = (int64_t)b->cfg.producer_retention_ms;
+    p->snap_offset = 0;
+    return part_rebuild(p, now_ms());
+}
+
 static int mkdir_p(const char *path)
 {
     char tmp[BCFG_PATH_MAX * 2];
@@ -505,6 +537,13 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
     snprintf(p->dir, dlen, "%s/topics/%s/%" PRIu32, b->cfg.data_dir, t->name, id);
     p->idem.producer_retention_ms = (int64_t)b->cfg.producer_retention_ms;
     *out = p;
+    bool replicated = cluster_on(b);
+    if (replicated && !cluster_part_member(b, id, t->cfg.replicas)) {
+        /* placed on other brokers: every request is answered NOT_LEADER */
+        p->error = VERITY_ENOTLEADER;
+        p->error_logged = true;
+        return 0;
+    }
 
     int64_t now = now_ms();
     struct vlog_config vc;
@@ -515,6 +554,16 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
              id);
     vc.on_durable = part_on_durable;
     vc.on_durable_arg = p;
+    if (replicated) {
+        /* every replica must hold the same bytes: no node-local checkpoint
+         * or time-based roll takes an offset (docs/REPLICATION.md) */
+        vc.checkpoint_records = 0;
+        vc.segment_ms = 0;
+        /* durability comes from the journals of a majority; the data log is
+         * derived from them and synced with its applied position on the
+         * cluster tick (broker/cluster.c), not per batch */
+        vc.durability = VLOG_DURABILITY_OS;
+    }
     uint64_t bad = 0;
     char parent[BCFG_PATH_MAX * 2];
     snprintf(parent, sizeof parent, "%s/topics/%s", b->cfg.data_dir, t->name);
@@ -535,13 +584,24 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
              t->name, id, rec->cut_offset_first, rec->cut_offset_last, rec->cut_bytes,
              blog_q(rec->reason, q, sizeof q));
     }
+    if (replicated && (rc = cluster_part_open(p))) {
+        p->error = rc;
+        blog(BLOG_ERROR, "partition_replica_failed", "topic=%s partition=%" PRIu32 " error=%s",
+             t->name, id, verity_errname(rc));
+        return 0;
+    }
     if ((rc = part_rebuild(p, now))) {
         p->error = rc;
         blog(BLOG_ERROR, "partition_rebuild_failed", "topic=%s partition=%" PRIu32 " error=%s",
              t->name, id, verity_errname(rc));
         return 0;
     }
-    if ((rc = replica_single_new(p->log, part_commit, p, &p->replica))) {
+    if (replicated) {
+        if ((rc = cluster_part_start(p))) {
+            p->error = rc;
+            return 0;
+        }
+    } else if ((rc = replica_single_new(p->log, part_commit, p, &p->replica))) {
         p->error = rc;
         return 0;
     }
@@ -563,6 +623,15 @@ int part_close(struct partition *p, int err, bool clean)
         return 0;
     part_fail_all(p, err, true);
     groups_part_closing(p);
+    if (p->cg) {
+        /* replicated: no node-local checkpoint at close; synced and left */
+        if (clean && !p->error && p->log && vlog_sync(p->log) == 0)
+            (void)part_snapshot(p, true);
+        cluster_part_close(p);
+        if (p->log)
+            vlog_abandon(p->log);
+        p->log = NULL;
+    }
     if (p->log) {
         /* A clean stop leaves a snapshot of everything, so the next start
          * replays (almost) nothing. */
@@ -602,14 +671,14 @@ int topic_md_fill(struct broker *b, struct topic *t, bool with_partitions,
     cfg->retention_bytes = t->cfg.retention_bytes;
     cfg->segment_bytes = t->cfg.segment_bytes;
     cfg->max_message_bytes = t->cfg.max_message_bytes;
-    cfg->replication_factor = 1;
+    cfg->replication_factor = t->cfg.replicas ? t->cfg.replicas : 1;
     md->config = cfg;
     if (!with_partitions)
         return 0;
     size_t n = t->cfg.partitions;
     /* One allocation: pointer array, then the structs, then replica ids. */
     size_t sz = n * (sizeof(Verity__PartitionMetadata *) + sizeof(Verity__PartitionMetadata) +
-                     sizeof(uint32_t));
+                     BCFG_NODES_MAX * sizeof(uint32_t));
     uint8_t *mem = calloc(1, sz ? sz : 1);
     if (!mem)
         return -ENOMEM;
@@ -621,9 +690,15 @@ int topic_md_fill(struct broker *b, struct topic *t, bool with_partitions,
         verity__partition_metadata__init(&pm[i]);
         pm[i].partition = (uint32_t)i;
         pm[i].leader = b->cfg.node_id;
-        rep[i] = b->cfg.node_id;
+        rep[i * BCFG_NODES_MAX] = b->cfg.node_id;
         pm[i].n_replicas = 1;
-        pm[i].replicas = &rep[i];
+        pm[i].replicas = &rep[i * BCFG_NODES_MAX];
+        if (cluster_on(b)) {
+            /* the primary as this broker sees it (0: a view change) */
+            pm[i].n_replicas = cluster_part_replicas(b, (uint32_t)i, t->cfg.replicas,
+                                                     pm[i].replicas);
+            pm[i].leader = p && p->cg ? cluster_part_primary(p) : pm[i].replicas[0];
+        }
         if (p && p->log) {
             struct vlog_info info;
             vlog_get_info(p->log, &info);
@@ -632,7 +707,9 @@ int topic_md_fill(struct broker *b, struct topic *t, bool with_partitions,
             pm[i].size_bytes = info.size_bytes;
             pm[i].high_watermark = part_hw(p);
         }
-        pm[i].error = codec_err_to_wire(p ? p->error : VERITY_ENOTFOUND);
+        /* a partition placed elsewhere is no error: leader names its primary */
+        pm[i].error = codec_err_to_wire(p ? (p->error == VERITY_ENOTLEADER ? 0 : p->error)
+                                          : VERITY_ENOTFOUND);
         ptrs[i] = &pm[i];
     }
     md->n_partitions = n;
@@ -655,7 +732,7 @@ void topic_md_free(Verity__TopicMetadata *md)
 void part_checkpoint_tick(struct partition *p, int64_t now)
 {
     uint32_t interval = p->b->cfg.checkpoint_interval_ms;
-    if (!interval || !p->log || p->error)
+    if (!interval || !p->log || p->error || p->cg)
         return;
     struct vlog_info info;
     vlog_get_info(p->log, &info);

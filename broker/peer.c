@@ -503,6 +503,7 @@ void peer_metrics_render(struct broker *b, struct evbuffer *o)
     met_family(o, "verity_cluster_peer_refused_total", "counter",
                "Peer connections closed before or at HELLO (unknown node, wrong cluster).");
     evbuffer_add_printf(o, "verity_cluster_peer_refused_total %" PRIu64 "\n", p->refused);
+    cluster_metrics_render(b, o);
 }
 
 void peer_http_cluster(struct evhttp_request *req, void *arg)
@@ -535,6 +536,12 @@ void peer_http_cluster(struct evhttp_request *req, void *arg)
         for (uint32_t i = 0; t->ready && i < t->cfg.partitions; i++) {
             struct partition *p = t->parts[i];
             uint64_t hw = p && p->replica ? replica_hw(p->replica) : 0;
+            json_t *row = p ? cluster_part_json(p) : NULL;
+            if (row || (p && p->error == VERITY_ENOTLEADER)) {
+                if (row)
+                    json_array_append_new(parts, row);
+                continue;
+            }
             json_array_append_new(
                 parts, json_pack("{s:s,s:i,s:[i],s:i,s:i,s:s,s:I,s:I,s:[]}", "topic", t->name,
                                  "partition", (int)i, "replicas", (int)b->cfg.node_id, "primary",
@@ -544,6 +551,11 @@ void peer_http_cluster(struct evhttp_request *req, void *arg)
     }
     json_t *root = json_pack("{s:i,s:o,s:o}", "node_id", (int)b->cfg.node_id, "nodes", nodes,
                              "partitions", parts);
+    json_t *meta = cluster_meta_json(b);
+    if (root && meta)
+        json_object_set_new(root, "meta", meta);
+    else
+        json_decref(meta);
     char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
     struct evbuffer *body = text ? evbuffer_new() : NULL;

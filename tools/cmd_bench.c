@@ -158,6 +158,7 @@ struct bench {
     const char *broker;
     const char *mode;               /* "durable" | "relaxed" */
     enum verity_durability durability;
+    uint32_t replicas;              /* --replicas (cluster): the topics' replication factor */
     bool json;
     bool keep;
     long broker_pid;                /* 0: unknown */
@@ -296,7 +297,8 @@ static int make_topic(struct bench *b, const char *w, char *name, size_t cap)
 {
     snprintf(name, cap, "bench-%s-%s-%ld-%lld", w, b->mode, (long)getpid(),
              (long long)(clock_mono_ns() % 1000000000LL));
-    struct verity_topic_config tc = {.partitions = 1, .durability = b->durability};
+    struct verity_topic_config tc = {.partitions = 1, .durability = b->durability,
+                                     .replication_factor = b->replicas};
     int rc = verity_topic_create(b->admin, name, &tc, NULL);
     if (rc)
         fprintf(stderr, "create topic %s: %s\n", name, verity_last_error_message());
@@ -1080,7 +1082,7 @@ static void usage(FILE *f)
             "usage: verity bench [--broker HOST:PORT] [--workload W1|W2|W3|W4|all|LIST]\n"
             "                    [--mode durable|relaxed] [--broker-pid PID] [--keep] [--json]\n"
             "                    [--group ordered|shared [--prefetch]] [--plot FILE.svg [--peers FILE]]\n"
-            "                    [--trace ADMIN_HOST:PORT]\n"
+            "                    [--trace ADMIN_HOST:PORT] [--replicas 1|3|5]\n"
             "Runs the peer benchmark's workloads (bench-peers/README.md) against a broker:\n"
             "  W1  %d x %d-byte messages, at most %d unacknowledged\n"
             "  W2  %d messages one at a time (latency)\n"
@@ -1096,13 +1098,14 @@ static void usage(FILE *f)
             "--trace-sample N, GET /debug/trace on its admin port) and prints TRACE lines:\n"
             "p50/p99 per stage (enqueue, broker receive, append, sync, commit, answer, ack,\n"
             "delivery, consumer).\n"
+            "--replicas: on a cluster (--broker a,b,c), the topics' replication factor.\n"
             "Prints RESULT lines (JSON lines with --json) on stdout, progress on stderr.\n"
             "exit: 0 ok, 1 a workload failed, 2 usage, 3 broker unreachable\n",
             W1_MSGS, PAYLOAD, W1_WINDOW, W2_MSGS, W1_MSGS, W4_MSGS, W4_RATE, W3_BATCH);
 }
 
 enum { OPT_BROKER = 256, OPT_WORKLOAD, OPT_MODE, OPT_PID, OPT_KEEP, OPT_JSON, OPT_HELP,
-       OPT_GROUP, OPT_PREFETCH, OPT_PLOT, OPT_PEERS, OPT_TRACE };
+       OPT_GROUP, OPT_PREFETCH, OPT_PLOT, OPT_PEERS, OPT_TRACE, OPT_REPLICAS };
 
 static const struct option long_opts[] = {
     {"broker", required_argument, NULL, OPT_BROKER},
@@ -1117,6 +1120,7 @@ static const struct option long_opts[] = {
     {"plot", required_argument, NULL, OPT_PLOT},
     {"peers", required_argument, NULL, OPT_PEERS},
     {"trace", required_argument, NULL, OPT_TRACE},
+    {"replicas", required_argument, NULL, OPT_REPLICAS},
     {NULL, 0, NULL, 0},
 };
 
@@ -1153,6 +1157,11 @@ int cmd_bench(int argc, char **argv)
         switch (c) {
         case OPT_BROKER:
             b.broker = optarg;
+            break;
+        case OPT_REPLICAS:
+            b.replicas = (uint32_t)strtoul(optarg, &end, 10);
+            if (*end || (b.replicas != 1 && b.replicas != 3 && b.replicas != 5))
+                goto bad;
             break;
         case OPT_WORKLOAD:
             memset(want, 0, sizeof want);

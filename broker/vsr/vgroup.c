@@ -72,27 +72,78 @@ static void take(struct vgroup *g)
     vsr_outbox_clear(ob);
 }
 
+/* Performs the pending writes, feeding each completion back. Prepares and
+ * header marks pending together are written and then made durable with one
+ * fdatasync per file (they are independent: the core asks for a header mark
+ * only once its prepare is durable, and never for two writes to one slot at
+ * once); a superblock copy is written and synced alone, in order. A write is
+ * acknowledged to the core only after its file's sync returned. */
+static void perform(struct vgroup *g)
+{
+    while (g->core && g->nq) {
+        size_t n = 0;
+        if (g->q[0].w.kind == VSR_WRITE_SUPERBLOCK)
+            n = 1;
+        else
+            while (n < g->nq && g->q[n].w.kind != VSR_WRITE_SUPERBLOCK)
+                n++;
+        struct vgroup_pending *batch = malloc(n * sizeof *batch);
+        if (!batch) {
+            stop(g, -ENOMEM);
+            return;
+        }
+        memcpy(batch, g->q, n * sizeof *batch);
+        memmove(g->q, g->q + n, (g->nq - n) * sizeof *g->q);
+        g->nq -= n;
+        bool kinds[4] = {false, false, false, false};
+        int rc = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            rc = vjournal_put(&g->j, &batch[i].w);
+            kinds[batch[i].w.kind & 3] = true;
+        }
+        for (uint8_t k = 1; k <= 3 && rc == 0; k++)
+            if (kinds[k])
+                rc = vjournal_sync(&g->j, k);
+        if (rc)
+            stop(g, rc);
+        for (size_t i = 0; i < n; i++) {
+            if (g->core) {
+                vsr_on_write_done(g->core, &batch[i].w, &g->ob);
+                take(g);
+            }
+            free(batch[i].data);
+        }
+        free(batch);
+    }
+}
+
 /* After every call on the core: take the outbox, then perform the writes
- * it asked for, one by one, feeding each completion back. */
+ * it asked for, feeding each completion back. */
 static void drain(struct vgroup *g)
 {
     VERITY_VERIFY(!g->busy);
     g->busy = true;
     take(g);
-    while (g->core && g->nq) {
-        struct vgroup_pending p = g->q[0];
-        memmove(g->q, g->q + 1, (g->nq - 1) * sizeof *g->q);
-        g->nq--;
-        int rc = vjournal_write(&g->j, &p.w);
-        if (rc) {
-            free(p.data);
-            stop(g, rc);
-            break;
-        }
-        vsr_on_write_done(g->core, &p.w, &g->ob);
-        free(p.data);
-        take(g);
-    }
+    perform(g);
+    g->busy = false;
+}
+
+void vgroup_on_message_deferred(struct vgroup *g, const struct vsr_msg *m)
+{
+    if (!g->core || g->busy)
+        return;
+    g->busy = true;
+    vsr_on_message(g->core, m, &g->ob);
+    take(g);
+    g->busy = false;
+}
+
+void vgroup_flush(struct vgroup *g)
+{
+    if (!g->core || g->busy)
+        return;
+    g->busy = true;
+    perform(g);
     g->busy = false;
 }
 
@@ -169,8 +220,23 @@ void vgroup_tick(struct vgroup *g)
     drain(g);
 }
 
+static bool submit(struct vgroup *g, uint64_t client, uint64_t request, const uint8_t *body,
+                   uint32_t len, bool defer);
+
 bool vgroup_submit(struct vgroup *g, uint64_t client, uint64_t request, const uint8_t *body,
                    uint32_t len)
+{
+    return submit(g, client, request, body, len, false);
+}
+
+bool vgroup_submit_deferred(struct vgroup *g, uint64_t client, uint64_t request,
+                            const uint8_t *body, uint32_t len)
+{
+    return submit(g, client, request, body, len, true);
+}
+
+static bool submit(struct vgroup *g, uint64_t client, uint64_t request, const uint8_t *body,
+                   uint32_t len, bool defer)
 {
     if (!g->core || g->busy || vsr_status(g->core) != VSR_NORMAL || !vsr_is_primary(g->core))
         return false;
@@ -185,6 +251,13 @@ bool vgroup_submit(struct vgroup *g, uint64_t client, uint64_t request, const ui
     m.request = request;
     m.body = body;
     m.body_len = len;
+    if (defer) {
+        g->busy = true;
+        vsr_on_message(g->core, &m, &g->ob);
+        take(g);
+        g->busy = false;
+        return true;
+    }
     vsr_on_message(g->core, &m, &g->ob);
     drain(g);
     return true;

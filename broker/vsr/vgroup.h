@@ -68,6 +68,12 @@ int vgroup_open(struct vgroup *g, const char *dir, const struct vsr_config *cfg,
 void vgroup_close(struct vgroup *g);
 
 void vgroup_on_message(struct vgroup *g, const struct vsr_msg *m);
+/* As vgroup_on_message, but the writes the message caused wait for
+ * vgroup_flush (or the next call that drains): a caller that takes a burst
+ * of messages makes all their journal writes durable with one fdatasync per
+ * file. Messages and commits leave at once. */
+void vgroup_on_message_deferred(struct vgroup *g, const struct vsr_msg *m);
+void vgroup_flush(struct vgroup *g);
 void vgroup_tick(struct vgroup *g);
 /* Submits body as request (client, request) to this replica. False when it
  * is not the primary of a normal view (the caller answers NOT_LEADER) or the
@@ -75,5 +81,9 @@ void vgroup_tick(struct vgroup *g);
  * pipeline is full: the caller retries on the next tick). */
 bool vgroup_submit(struct vgroup *g, uint64_t client, uint64_t request, const uint8_t *body,
                    uint32_t len);
+/* As vgroup_submit, with the journal writes left for vgroup_flush (the
+ * PREPAREs to the backups leave at once). */
+bool vgroup_submit_deferred(struct vgroup *g, uint64_t client, uint64_t request,
+                            const uint8_t *body, uint32_t len);
 
 #endif

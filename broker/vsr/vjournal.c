@@ -88,6 +88,23 @@ void vjournal_close(struct vjournal *j)
 
 int vjournal_write(struct vjournal *j, const struct vsr_write *w)
 {
+    int rc = vjournal_put(j, w);
+    return rc ? rc : vjournal_sync(j, w->kind);
+}
+
+int vjournal_sync(struct vjournal *j, uint8_t kind)
+{
+    int fd = kind == VSR_WRITE_PREPARE ? j->fd_prep : kind == VSR_WRITE_HEADER ? j->fd_hdr
+                                                                             : j->fd_sb;
+    int rc = j->io->fdatasync(j->io->ctx, fd);
+    if (rc)
+        return rc < 0 ? rc : -EIO;
+    j->syncs++;
+    return 0;
+}
+
+int vjournal_put(struct vjournal *j, const struct vsr_write *w)
+{
     int fd;
     off_t off;
     uint8_t lenb[4];
@@ -125,10 +142,8 @@ int vjournal_write(struct vjournal *j, const struct vsr_write *w)
     default:
         return VERITY_EINVAL;
     }
+    (void)fd;
     j->writes++;
-    if ((rc = j->io->fdatasync(j->io->ctx, fd)))
-        return rc < 0 ? rc : -EIO;
-    j->syncs++;
     return 0;
 }
 

@@ -50,6 +50,14 @@ void vjournal_close(struct vjournal *j);
 int vjournal_write(struct vjournal *j, const struct vsr_write *w)
     __attribute__((warn_unused_result));
 
+/* The two halves of vjournal_write, so a caller can write several entries
+ * and make them durable with one fdatasync per file: vjournal_put writes
+ * (no sync; 0, VERITY_EINVAL or -errno), vjournal_sync makes every write of
+ * that kind's file durable (0 or -errno). A write counts as durable only
+ * after the vjournal_sync of its kind returned 0. */
+int vjournal_put(struct vjournal *j, const struct vsr_write *w) __attribute__((warn_unused_result));
+int vjournal_sync(struct vjournal *j, uint8_t kind) __attribute__((warn_unused_result));
+
 /* vsr_read_fn for cfg.read_prepare / read_header / read_superblock (ctx =
  * the struct vjournal). */
 int vjournal_read_prepare(void *ctx, uint32_t slot, uint8_t *buf, uint32_t cap, uint32_t *len);

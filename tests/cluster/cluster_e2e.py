@@ -135,16 +135,24 @@ class Cluster:
         return verity("cluster", "stop", "--dir", self.dir, timeout=60)
 
     def partitions(self, topic):
-        """{partition: row of GET /cluster} from the first broker that answers."""
+        """{partition: row of GET /cluster}: the row of the broker that is the
+        partition's primary when one says so, else a row of a broker in a
+        normal view (a broker just restarted is still recovering and does not
+        know the primary yet), else any row."""
+        best = {}
+        rank = {"primary": 0, "backup": 1, "single": 1}
         for b in self.brokers():
             try:
                 c = cluster_json(b["http"])
             except Exception:
                 continue
-            rows = {p["partition"]: p for p in c.get("partitions", []) if p.get("topic") == topic}
-            if rows:
-                return rows
-        return {}
+            for p in c.get("partitions", []):
+                if p.get("topic") != topic:
+                    continue
+                r = rank.get(p.get("role"), 2)
+                if p["partition"] not in best or r < best[p["partition"]][0]:
+                    best[p["partition"]] = (r, p)
+        return {k: v[1] for k, v in best.items()}
 
 
 def test_tools(tmp):
@@ -194,9 +202,19 @@ def read_back(c, topic, partitions):
 
 
 def caught_up(c, topic):
-    rows = c.partitions(topic)
-    return rows and all(all(b.get("lag", 1) == 0 for b in r.get("backups", []))
-                        for r in rows.values())
+    """Every broker answers, every replica of every partition is NORMAL in
+    the same view and has applied the same op (its log holds the same end)."""
+    seen = {}
+    for b in c.brokers():
+        rows = [p for p in cluster_json(b["http"]).get("partitions", []) if p.get("topic") == topic]
+        if not rows:
+            return False
+        for r in rows:
+            if r.get("role") not in ("primary", "backup"):
+                return False
+            seen.setdefault(r["partition"], set()).add((r["view"], r["applied"], r["commit"],
+                                                        r.get("end")))
+    return bool(seen) and all(len(v) == 1 for v in seen.values())
 
 
 def test_kill_loop(tmp, seconds, every, nodes):
@@ -216,8 +234,12 @@ def test_kill_loop(tmp, seconds, every, nodes):
         prod = subprocess.Popen([PRODUCER, c.bootstrap, topic, hist, "--name", "k",
                                  "--seconds", str(seconds), "--rate", "200", "--acks", "quorum"])
         end = time.monotonic() + seconds
-        while time.monotonic() + every <= end:
-            time.sleep(every)   # the loop's period, not a synchronisation
+        next_kill = time.monotonic() + every
+        while next_kill <= end:
+            # the loop's period (a kill every `every` s, restart time included),
+            # not a synchronisation
+            time.sleep(max(0.0, next_kill - time.monotonic()))
+            next_kill += every
             rows = c.partitions(topic)
             primary = rows.get(0, {}).get("primary")
             if not primary:

@@ -156,6 +156,27 @@ if [ "$wsecs" != 0 ]; then
     echo "fuzz: fuzz_vsr_wire no crash in ${wsecs}s"
 fi
 
+# The applied-position ring of a replica group (issue 10, broker/vsr/vapplied.c),
+# for VAPPLIED_FUZZ_SECONDS (default 5; 0 skips).
+asecs=${VAPPLIED_FUZZ_SECONDS:-5}
+if [ "$asecs" != 0 ]; then
+    mkdir -p "$out/corpus_vapplied"
+    clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+        tests/fuzz/fuzz_vapplied.c broker/vsr/vapplied.c storage/crc32c.c -o "$out/fuzz_vapplied"
+    set +e
+    (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ./fuzz_vapplied -max_total_time="$asecs" -max_len=9000 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=0 -artifact_prefix="$out/artifacts/" "$out/corpus_vapplied")
+    rc=$?
+    set -e
+    if [ "$rc" -ne 0 ]; then
+        echo "fuzz: fuzz_vapplied FAILED (exit $rc); inputs in $out/artifacts" >&2
+        exit "$rc"
+    fi
+    echo "fuzz: fuzz_vapplied no crash in ${asecs}s"
+fi
+
 # ---- Kafka listener decoders (issue 15): fuzz_kafka, its own short block ----
 ksecs=${KAFKA_FUZZ_SECONDS:-15}
 if [ "$ksecs" != 0 ]; then

@@ -1,0 +1,1217 @@
+/*
+ * cluster: replica groups inside verityd (cluster.h, docs/REPLICATION.md
+ * "Cluster in verityd").
+ *
+ * A struct cgroup is one replica group on this broker: its vgroup (core,
+ * outbox, journal), the applied-position ring, and what the primary has
+ * proposed in its current view. Invariants:
+ *
+ *  - the data log (partition log, or the node-local meta log for __meta)
+ *    holds exactly the ops applied here, in op order; the high watermark of
+ *    a replicated partition is the log's end;
+ *  - the primary stamps a batch only from a known end: the log end once
+ *    every op it holds is applied (vsr_op == commit_min), then the end of
+ *    its own proposals in that view ("own": own_start..own_end); when it
+ *    leaves that view with proposals not yet applied, every produce waiting
+ *    on the partition is failed (the client retries and the idempotent
+ *    state answers a batch that did commit as a duplicate) and the
+ *    idempotence state, which recorded the proposals eagerly, is rebuilt
+ *    from the log;
+ *  - an op proposed here in the current view is recorded in the idempotence
+ *    state at proposal; every other op when applied.
+ */
+#include "broker/cluster.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "broker/blog.h"
+#include "broker/broker_int.h"
+#include "broker/vsr/vapplied.h"
+#include "broker/vsr/vgroup.h"
+#include "broker/vsr/vsr_wire.h"
+#include "storage/batch.h"
+#include "verity/errors.h"
+#include "verity/verify.h"
+
+#define META_GROUP      "__meta"
+#define C_SLOTS         4096 /* a replica more than half of it behind needs a state transfer */
+#define C_PIPELINE      8
+#define C_BODY_MAX      (256u << 10) /* largest replicated op (one or more batches) */
+#define C_META_BODY_MAX (64u << 10)
+#define C_HEARTBEAT     2  /* ticks of PEER_TICK_MS */
+#define C_RETRY         4
+#define C_TIMEOUT       20 /* 1 s: sets the failover time */
+
+struct qent { /* a stamped batch not yet taken by the core */
+    uint8_t *bytes;
+    uint32_t len;
+};
+
+struct mpend { /* a __meta op proposed here */
+    uint64_t request;
+    void (*done)(struct broker *, void *, int);
+    void *arg;
+    struct mpend *next;
+};
+
+struct cgroup {
+    struct broker *b;
+    char name[VERITY_TOPIC_NAME_MAX + 1];
+    uint32_t partition;
+    uint8_t n, self;
+    uint32_t nodes[VSR_REPLICAS_MAX];
+    struct vgroup g;
+    bool g_open;
+    char dir[BCFG_PATH_MAX + 400]; /* the journal's directory */
+    int ring_fd;
+    bool ring_dirty;
+    struct vsr_state st;
+    uint64_t st_end;         /* log end at st */
+    struct partition *part;  /* NULL for __meta */
+    struct replica *rep;     /* the partition's replica (part only) */
+    uint64_t hw;             /* part: committed end */
+    bool hw_moved;
+    /* proposals of this primary in own_view */
+    bool own_active;
+    uint64_t own_view;
+    uint64_t own_start, own_end;
+    uint8_t own_chain[32];
+    struct qent *q;
+    size_t qn, qcap;
+    uint64_t next_request;
+    struct mpend *mp; /* __meta ops proposed here, oldest first */
+    /* observability */
+    uint64_t acked[VSR_REPLICAS_MAX]; /* highest PREPARE_OK op seen per replica */
+    uint64_t last_view;
+    uint64_t views_seen;    /* view changes seen here */
+    uint64_t abandoned;     /* proposals failed by a view change */
+    uint64_t applied;       /* ops applied since start */
+    bool error_logged;
+    bool dirty; /* journal writes wait for the flush event */
+    struct cgroup *next;
+};
+
+struct cluster {
+    uint64_t id;
+    struct cgroup *meta;
+    struct cgroup *groups; /* every group, __meta included */
+    struct vsr_msg *scratch;
+    struct event *flush_ev; /* makes the journal writes of a burst of frames durable */
+    uint64_t frames_in, frames_unrouted, frames_bad;
+};
+
+static struct cluster *CL(const struct broker *b)
+{
+    return b->cluster;
+}
+
+bool cluster_on(const struct broker *b)
+{
+    return b->cfg.cluster_n > 0;
+}
+
+static int64_t wall_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+static void sha256(void *ctx, const void *a, size_t alen, const void *bb, size_t blen,
+                   uint8_t out[VSR_CHECKSUM_SIZE])
+{
+    (void)ctx;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned n = 0;
+    VERITY_VERIFY(c);
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    EVP_DigestUpdate(c, a, alen);
+    if (blen)
+        EVP_DigestUpdate(c, bb, blen);
+    EVP_DigestFinal_ex(c, out, &n);
+    EVP_MD_CTX_free(c);
+}
+
+static int self_index(const struct broker *b)
+{
+    for (uint32_t i = 0; i < b->cfg.cluster_n; i++)
+        if (b->cfg.nodes[i].id == b->cfg.node_id)
+            return (int)i;
+    return -1;
+}
+
+/* ---- placement ------------------------------------------------------------ */
+
+uint32_t cluster_part_replicas(const struct broker *b, uint32_t partition, uint32_t replicas,
+                               uint32_t *out)
+{
+    uint32_t n = b->cfg.cluster_n;
+    if (replicas > n)
+        replicas = n;
+    for (uint32_t i = 0; i < replicas; i++)
+        out[i] = b->cfg.nodes[(partition + i) % n].id;
+    return replicas;
+}
+
+bool cluster_part_member(const struct broker *b, uint32_t partition, uint32_t replicas)
+{
+    uint32_t ids[VSR_REPLICAS_MAX];
+    uint32_t n = cluster_part_replicas(b, partition, replicas ? replicas : 1, ids);
+    for (uint32_t i = 0; i < n; i++)
+        if (ids[i] == b->cfg.node_id)
+            return true;
+    return false;
+}
+
+/* ---- applied-position ring (broker/vsr/vapplied.h) ------------------------ */
+
+static int ring_write(struct cgroup *cg)
+{
+    uint8_t e[VAPPLIED_ENTRY_SIZE];
+    off_t at = (off_t)vapplied_encode(&cg->st, cg->st_end, e);
+    ssize_t w = pwrite(cg->ring_fd, e, sizeof e, at);
+    if (w != (ssize_t)sizeof e)
+        return w < 0 ? -errno : -EIO;
+    cg->ring_dirty = true;
+    return 0;
+}
+
+/* Opens the ring and picks the state for a log whose end is log_end.
+ * *found false: no usable entry. */
+static int ring_open(struct cgroup *cg, uint64_t log_end, bool *found)
+{
+    char path[sizeof cg->dir + 16];
+    if (mkdir(cg->dir, 0755) && errno != EEXIST)
+        return -errno;
+    snprintf(path, sizeof path, "%s/applied", cg->dir);
+    cg->ring_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (cg->ring_fd < 0)
+        return -errno;
+    uint8_t buf[VAPPLIED_FILE_SIZE];
+    ssize_t got = pread(cg->ring_fd, buf, sizeof buf, 0);
+    if (got < 0)
+        return -errno;
+    *found = vapplied_pick(buf, (size_t)got, log_end, &cg->st, &cg->st_end);
+    return 0;
+}
+
+static void ring_sync(struct cgroup *cg, struct vlog *log)
+{
+    if (!cg->ring_dirty || cg->ring_fd < 0)
+        return;
+    if (log && vlog_sync(log))
+        return;
+    if (fdatasync(cg->ring_fd) == 0)
+        cg->ring_dirty = false;
+}
+
+/* ---- the group ---------------------------------------------------------- */
+
+static bool is_primary_normal(const struct cgroup *cg)
+{
+    return cg->g.core && vsr_status(cg->g.core) == VSR_NORMAL && vsr_is_primary(cg->g.core);
+}
+
+static uint32_t primary_node(const struct cgroup *cg)
+{
+    if (!cg->g.core)
+        return 0;
+    uint64_t v = vsr_view(cg->g.core);
+    if (vsr_status(cg->g.core) != VSR_NORMAL)
+        return 0;
+    return cg->nodes[v % cg->n];
+}
+
+static void cg_send(void *arg, const struct vsr_msg *m)
+{
+    struct cgroup *cg = arg;
+    if (m->to >= cg->n || m->to == cg->self)
+        return; /* replies to clients: the shell answers from the apply */
+    (void)peer_send(cg->b, cg->nodes[m->to], cg->name, cg->partition, m);
+}
+
+static struct vlog *cg_log(struct cgroup *cg)
+{
+    return cg->part ? cg->part->log : cg->b->meta.log;
+}
+
+static void cg_note_applied(struct cgroup *cg, const struct vsr_commit *c, uint64_t end)
+{
+    cg->st.op = c->op;
+    memcpy(cg->st.checksum, c->header.checksum, 32);
+    memcpy(cg->st.digest, c->digest, 32);
+    cg->st_end = end;
+    cg->applied++;
+}
+
+/* An op's body is one or more whole batches, back to back (the primary
+ * packs what queued while its pipeline was full into one op). */
+static int part_apply(void *arg, const struct vsr_commit *c)
+{
+    struct cgroup *cg = arg;
+    struct partition *p = cg->part;
+    struct vlog_append_info ai;
+    struct batch_hdr h;
+    int rc = 0;
+    uint64_t end = cg->hw;
+    if (!p->log)
+        return VERITY_EREADONLY;
+    for (uint32_t pos = 0; pos < c->header.size;) {
+        const uint8_t *bp = c->body + pos;
+        uint32_t left = c->header.size - pos;
+        if ((rc = batch_hdr_decode(bp, left, &h)) == 0 && (h.length > left || h.length == 0))
+            rc = VERITY_ECORRUPT;
+        /* vlog_append_exact does not modify the bytes */
+        if (rc || (rc = vlog_append_exact(p->log, (uint8_t *)(uintptr_t)bp, h.length, &ai))) {
+            blog(BLOG_ERROR, "replica_apply_failed",
+                 "topic=%s partition=%" PRIu32 " op=%" PRIu64 " error=%s", cg->name,
+                 cg->partition, c->op, verity_errname(rc));
+            return rc;
+        }
+        pos += h.length;
+        end = ai.last_offset + 1;
+        bool own = cg->own_active && ai.base_offset >= cg->own_start;
+        if (!own && !(h.attributes & BATCH_ATTR_CONTROL)) {
+            int64_t now = now_ms();
+            int64_t t = h.max_timestamp < now ? h.max_timestamp : now;
+            if ((rc = idem_record(&p->idem, &h, ai.base_offset, ai.last_offset, t)))
+                blog(BLOG_ERROR, "idem_record_failed", "topic=%s partition=%" PRIu32 " error=%s",
+                     cg->name, cg->partition, verity_errname(rc));
+        }
+    }
+    cg_note_applied(cg, c, end);
+    if ((rc = ring_write(cg)))
+        return rc;
+    cg->hw = end;
+    cg->hw_moved = true;
+    return 0;
+}
+
+static void meta_noop_done(struct broker *b, void *arg, int err)
+{
+    (void)b;
+    (void)arg;
+    if (err)
+        blog(BLOG_ERROR, "meta_apply_failed", "error=%s", verity_errname(err));
+}
+
+static int meta_apply(void *arg, const struct vsr_commit *c)
+{
+    struct cgroup *cg = arg;
+    struct broker *b = cg->b;
+    struct mpend **pp = &cg->mp, *own = NULL;
+    if (c->header.client == b->cfg.node_id) {
+        for (; *pp; pp = &(*pp)->next)
+            if ((*pp)->request == c->header.request) {
+                own = *pp;
+                *pp = own->next;
+                break;
+            }
+    }
+    char *text = malloc((size_t)c->header.size + 1);
+    if (!text)
+        return -ENOMEM;
+    memcpy(text, c->body, c->header.size);
+    text[c->header.size] = '\0';
+    int rc;
+    if (!own) {
+        /* someone else's op (or one this broker gave up on): apply it to
+         * memory as the replay would, with its side effects */
+        if ((rc = meta_apply_live(b, text)) == -ENOMEM) {
+            free(text);
+            return rc;
+        }
+    }
+    rc = meta_append_local(b, text, own ? own->done : meta_noop_done, own ? own->arg : NULL);
+    free(text);
+    if (rc) {
+        if (own)
+            own->done(b, own->arg, rc);
+        free(own);
+        return rc;
+    }
+    free(own);
+    struct vlog_info info;
+    vlog_get_info(b->meta.log, &info);
+    cg_note_applied(cg, c, info.end_offset);
+    return ring_write(cg);
+}
+
+static const struct vgroup_ops part_ops = {cg_send, part_apply, NULL};
+static const struct vgroup_ops meta_ops = {cg_send, meta_apply, NULL};
+
+static void cg_fail_queue(struct cgroup *cg)
+{
+    for (size_t i = 0; i < cg->qn; i++)
+        free(cg->q[i].bytes);
+    cg->qn = 0;
+}
+
+/* The primary left the view it proposed in: proposals that were not applied
+ * may never be; fail what waits on them. */
+static void cg_abandon(struct cgroup *cg)
+{
+    struct broker *b = cg->b;
+    bool pending = cg->qn > 0 || (cg->part ? cg->own_end > cg->hw : cg->mp != NULL);
+    cg->own_active = false;
+    cg_fail_queue(cg);
+    if (!pending)
+        return;
+    cg->abandoned++;
+    blog(BLOG_WARN, "replica_proposals_abandoned",
+         "group=%s partition=%" PRIu32 " view=%" PRIu64 " own_end=%" PRIu64 " applied_end=%" PRIu64,
+         cg->name, cg->partition, cg->g.core ? vsr_view(cg->g.core) : 0, cg->own_end, cg->hw);
+    if (cg->part) {
+        struct partition *p = cg->part;
+        while (!TAILQ_EMPTY(&p->waits)) {
+            struct prod_wait *w = TAILQ_FIRST(&p->waits);
+            produce_wait_resolve(w, VERITY_ENOTLEADER, cg->hw);
+            VERITY_VERIFY(TAILQ_FIRST(&p->waits) != w);
+        }
+        int rc = part_rebuild_idem(p);
+        if (rc) {
+            blog(BLOG_ERROR, "partition_rebuild_failed", "topic=%s partition=%" PRIu32 " error=%s",
+                 cg->name, cg->partition, verity_errname(rc));
+            p->error = rc;
+        }
+    } else {
+        struct mpend *m;
+        while ((m = cg->mp)) {
+            cg->mp = m->next;
+            m->done(b, m->arg, VERITY_ENOTLEADER);
+            free(m);
+        }
+    }
+}
+
+/* Hands queued proposals to the core while it takes them. For a partition,
+ * the batches queued while the pipeline was full go as one op (as many as
+ * fit in body_max): one journal write and one round for all of them. */
+static void cg_pump(struct cgroup *cg)
+{
+    while (cg->qn && is_primary_normal(cg) && vsr_view(cg->g.core) == cg->own_view) {
+        uint64_t before = vsr_op(cg->g.core);
+        uint64_t req = cg->next_request + 1;
+        size_t take = 1;
+        size_t total = cg->q[0].len;
+        while (cg->part && take < cg->qn && total + cg->q[take].len <= cg->g.cfg.body_max)
+            total += cg->q[take++].len;
+        uint8_t *body = cg->q[0].bytes;
+        if (take > 1) {
+            if (!(body = malloc(total)))
+                break;
+            for (size_t i = 0, at = 0; i < take; at += cg->q[i].len, i++)
+                memcpy(body + at, cg->q[i].bytes, cg->q[i].len);
+        }
+        bool took =
+            vgroup_submit_deferred(&cg->g, cg->b->cfg.node_id, req, body, (uint32_t)total) &&
+            cg->g.core && vsr_op(cg->g.core) != before;
+        if (take > 1)
+            free(body);
+        if (!took)
+            break; /* pipeline full: the next commit or tick tries again */
+        cg->next_request = req;
+        for (size_t i = 0; i < take; i++)
+            free(cg->q[i].bytes);
+        memmove(cg->q, cg->q + take, (cg->qn - take) * sizeof *cg->q);
+        cg->qn -= take;
+    }
+    /* the proposals' journal writes: one flush for everything proposed in
+     * this pass of the loop */
+    if (cg->g.nq && !cg->dirty && CL(cg->b)) {
+        cg->dirty = true;
+        event_active(CL(cg->b)->flush_ev, EV_READ, 0);
+    }
+}
+
+/* After every call into the group. */
+static void cg_after(struct cgroup *cg)
+{
+    if (cg->g.core) {
+        uint64_t v = vsr_view(cg->g.core);
+        if (v != cg->last_view) {
+            cg->last_view = v;
+            cg->views_seen++;
+            memset(cg->acked, 0, sizeof cg->acked);
+        }
+    }
+    if (cg->own_active && (!is_primary_normal(cg) || vsr_view(cg->g.core) != cg->own_view))
+        cg_abandon(cg);
+    if (cg->own_active)
+        cg_pump(cg);
+    if (cg->g.error && !cg->error_logged) {
+        cg->error_logged = true;
+        blog(BLOG_ERROR, "replica_group_stopped", "group=%s partition=%" PRIu32 " error=%s",
+             cg->name, cg->partition, verity_errname(cg->g.error));
+        if (cg->part)
+            part_progress(cg->part); /* poll reports the sticky error */
+    }
+    if (cg->hw_moved && cg->part) {
+        cg->hw_moved = false;
+        groups_on_append(cg->part, cg->hw);
+        part_progress(cg->part);
+    }
+}
+
+static struct vsr_config cg_config(const struct cgroup *cg, uint32_t body_max)
+{
+    struct vsr_config c;
+    memset(&c, 0, sizeof c);
+    c.cluster = CL(cg->b)->id;
+    c.replica = cg->self;
+    c.replica_count = cg->n;
+    c.slots = C_SLOTS;
+    c.pipeline = C_PIPELINE;
+    c.body_max = body_max;
+    c.heartbeat_ticks = C_HEARTBEAT;
+    c.retry_ticks = C_RETRY;
+    c.timeout_ticks = C_TIMEOUT;
+    c.hash = sha256;
+    return c;
+}
+
+static int cg_start(struct cgroup *cg, const struct vgroup_ops *ops, uint32_t body_max)
+{
+    struct vsr_config c = cg_config(cg, body_max);
+    int rc = vgroup_open(&cg->g, cg->dir, &c, &cg->st, ops, cg, cg->b->cfg.io);
+    if (rc) {
+        blog(BLOG_ERROR, "replica_group_open_failed", "group=%s partition=%" PRIu32 " error=%s",
+             cg->name, cg->partition, verity_errname(rc));
+        vgroup_close(&cg->g);
+        return rc;
+    }
+    cg->g_open = true;
+    cg->last_view = vsr_view(cg->g.core);
+    cg->next_request = (uint64_t)wall_us();
+    cg_after(cg);
+    return 0;
+}
+
+static void cg_link(struct cgroup *cg)
+{
+    struct cluster *cl = CL(cg->b);
+    cg->next = cl->groups;
+    cl->groups = cg;
+}
+
+static void cg_unlink(struct cgroup *cg)
+{
+    struct cluster *cl = CL(cg->b);
+    for (struct cgroup **pp = &cl->groups; *pp; pp = &(*pp)->next)
+        if (*pp == cg) {
+            *pp = cg->next;
+            break;
+        }
+}
+
+static void cg_free(struct cgroup *cg)
+{
+    if (cg->g_open)
+        vgroup_close(&cg->g);
+    cg->g_open = false;
+    cg_fail_queue(cg);
+    free(cg->q);
+    if (cg->ring_fd >= 0) {
+        (void)fdatasync(cg->ring_fd);
+        close(cg->ring_fd);
+    }
+    struct mpend *m;
+    while ((m = cg->mp)) {
+        cg->mp = m->next;
+        m->done(cg->b, m->arg, VERITY_ECLOSED);
+        free(m);
+    }
+    free(cg);
+}
+
+/* Stamps batch from the end of what this primary proposed and queues it.
+ * 0 with *out, or VERITY_ENOTLEADER / VERITY_ELIMIT. */
+static int cg_propose_prepare(struct cgroup *cg, uint64_t log_end, const uint8_t *chain)
+{
+    if (!cg->g.core)
+        return cg->g.error ? cg->g.error : VERITY_EREADONLY;
+    if (!is_primary_normal(cg))
+        return VERITY_ENOTLEADER;
+    if (!cg->own_active) {
+        /* start proposing only once every op this primary holds is applied:
+         * then the log end is the end of the replicated log */
+        if (vsr_op(cg->g.core) != vsr_commit_min(cg->g.core))
+            return VERITY_ENOTLEADER;
+        cg->own_active = true;
+        cg->own_view = vsr_view(cg->g.core);
+        cg->own_start = cg->own_end = log_end;
+        if (chain)
+            memcpy(cg->own_chain, chain, 32);
+    }
+    return 0;
+}
+
+static int cg_enqueue(struct cgroup *cg, const uint8_t *bytes, uint32_t len)
+{
+    if (cg->qn == cg->qcap) {
+        size_t cap = cg->qcap ? cg->qcap * 2 : 16;
+        struct qent *q = realloc(cg->q, cap * sizeof *q);
+        if (!q)
+            return -ENOMEM;
+        cg->q = q;
+        cg->qcap = cap;
+    }
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, bytes, len);
+    cg->q[cg->qn++] = (struct qent){copy, len};
+    return 0;
+}
+
+/* ---- the partition replica (replica.h) ------------------------------------ */
+
+struct replica_vsr {
+    struct replica base;
+    struct cgroup *cg;
+    uint64_t notified; /* hw last handed to on_commit */
+};
+
+static int rv_propose(struct replica *r, uint8_t *batch, size_t len, int64_t now,
+                      struct vlog_append_info *out)
+{
+    struct cgroup *cg = ((struct replica_vsr *)r)->cg;
+    struct partition *p = cg->part;
+    struct batch_hdr h;
+    int rc;
+    (void)now;
+    if (len > C_BODY_MAX)
+        return VERITY_ELIMIT;
+    if ((rc = batch_hdr_decode(batch, len, &h)))
+        return rc;
+    struct vlog_info info;
+    vlog_get_info(p->log, &info);
+    if ((rc = cg_propose_prepare(cg, info.end_offset, info.chain)))
+        return rc;
+    uint8_t chain[32];
+    batch_set_base_offset(batch, cg->own_end);
+    batch_chain_compute(cg->own_chain, batch, len, chain);
+    batch_set_chain(batch, chain);
+    if ((rc = cg_enqueue(cg, batch, (uint32_t)len)))
+        return rc;
+    out->base_offset = cg->own_end;
+    out->last_offset = cg->own_end + h.record_count - 1;
+    cg->own_end += h.record_count;
+    memcpy(cg->own_chain, chain, 32);
+    cg_pump(cg);
+    /* the journal write was synchronous: a proposal the core took is durable
+     * on this primary now; the caller waits for the commit */
+    return 0;
+}
+
+static int rv_poll(struct replica *r)
+{
+    struct replica_vsr *rv = (struct replica_vsr *)r;
+    struct cgroup *cg = rv->cg;
+    struct partition *p = cg->part;
+    if (cg->hw > rv->notified && r->on_commit && p) {
+        rv->notified = cg->hw;
+        r->on_commit(r->on_commit_arg, cg->hw);
+    }
+    if (cg->g.error)
+        return cg->g.error;
+    return p && p->log ? vlog_error(p->log) : 0;
+}
+
+static uint64_t rv_hw(const struct replica *r)
+{
+    return ((const struct replica_vsr *)r)->cg->hw;
+}
+
+static void rv_free(struct replica *r)
+{
+    free(r);
+}
+
+static const struct replica_ops vsr_replica_ops = {
+    .propose = rv_propose,
+    .poll = rv_poll,
+    .high_watermark = rv_hw,
+    .free = rv_free,
+};
+
+bool cluster_part_leader_durable(struct partition *p, uint64_t end)
+{
+    struct cgroup *cg = p->cg;
+    /* journal writes still pending (deferred to the flush): not durable
+     * here yet; the produce then waits for the commit */
+    if (!cg || !cg->own_active || cg->dirty || cg->g.nq)
+        return false;
+    /* queued proposals are not in the journal yet */
+    uint64_t queued = 0;
+    for (size_t i = 0; i < cg->qn; i++) {
+        struct batch_hdr h;
+        if (batch_hdr_decode(cg->q[i].bytes, cg->q[i].len, &h) == 0)
+            queued += h.record_count;
+    }
+    return end <= cg->own_end - queued;
+}
+
+int cluster_part_open(struct partition *p)
+{
+    struct broker *b = p->b;
+    struct cgroup *cg = calloc(1, sizeof *cg);
+    int rc;
+    if (!cg)
+        return -ENOMEM;
+    cg->b = b;
+    cg->ring_fd = -1;
+    cg->part = p;
+    snprintf(cg->name, sizeof cg->name, "%s", p->topic->name);
+    cg->partition = p->id;
+    cg->n = (uint8_t)cluster_part_replicas(b, p->id, p->topic->cfg.replicas, cg->nodes);
+    for (uint8_t i = 0; i < cg->n; i++)
+        if (cg->nodes[i] == b->cfg.node_id)
+            cg->self = i;
+    snprintf(cg->dir, sizeof cg->dir, "%s/vsr", p->dir);
+    struct vlog_info info;
+    vlog_get_info(p->log, &info);
+    bool found = false;
+    if ((rc = ring_open(cg, info.end_offset, &found)))
+        goto fail;
+    if (!found && info.end_offset > info.start_offset) {
+        blog(BLOG_ERROR, "replica_state_missing",
+             "topic=%s partition=%" PRIu32 " end=%" PRIu64
+             " (the log holds data but no applied position: not a replica's log)",
+             cg->name, cg->partition, info.end_offset);
+        rc = VERITY_ECORRUPT;
+        goto fail;
+    }
+    if (info.end_offset > cg->st_end) {
+        /* applied but its position not recorded (a crash between the two),
+         * or a node-local record: cut back, the journal applies it again */
+        blog(BLOG_WARN, "replica_log_cut",
+             "topic=%s partition=%" PRIu32 " from=%" PRIu64 " to=%" PRIu64, cg->name,
+             cg->partition, info.end_offset, cg->st_end);
+        if ((rc = vlog_truncate_tail(p->log, cg->st_end, cg->st_end)))
+            goto fail;
+    }
+    cg->hw = cg->st_end;
+    p->cg = cg;
+    return 0;
+fail:
+    if (cg->ring_fd >= 0)
+        close(cg->ring_fd);
+    free(cg);
+    return rc;
+}
+
+int cluster_part_start(struct partition *p)
+{
+    struct cgroup *cg = p->cg;
+    int rc;
+    struct replica_vsr *rv = calloc(1, sizeof *rv);
+    if (!rv)
+        return -ENOMEM;
+    uint32_t body = p->topic->cfg.max_message_bytes;
+    if (body > C_BODY_MAX)
+        body = C_BODY_MAX;
+    if ((rc = cg_start(cg, &part_ops, body))) {
+        free(rv);
+        return rc;
+    }
+    rv->base.ops = &vsr_replica_ops;
+    rv->base.on_commit = part_commit_hook;
+    rv->base.on_commit_arg = p;
+    rv->cg = cg;
+    rv->notified = cg->hw;
+    p->replica = &rv->base;
+    cg->rep = p->replica;
+    cg_link(cg);
+    return 0;
+}
+
+void cluster_part_close(struct partition *p)
+{
+    struct cgroup *cg = p->cg;
+    if (!cg)
+        return;
+    if (cg->g_open)
+        cg_unlink(cg);
+    if (p->log)
+        ring_sync(cg, p->log);
+    p->cg = NULL;
+    cg_free(cg);
+}
+
+int cluster_part_writable(struct partition *p, uint32_t *leader)
+{
+    struct cgroup *cg = p->cg;
+    *leader = 0;
+    if (!cg) {
+        if (p->error == VERITY_ENOTLEADER) {
+            uint32_t ids[VSR_REPLICAS_MAX];
+            (void)cluster_part_replicas(p->b, p->id, p->topic->cfg.replicas, ids);
+            *leader = ids[0]; /* a guess: the client refreshes Metadata */
+            return VERITY_ENOTLEADER;
+        }
+        return 0;
+    }
+    /* A primary judges sequences (idempotence) and stamps offsets only once
+     * it has applied every op it holds: before that its idempotence state
+     * lacks batches the old primary committed, and a retry would be taken
+     * for out of order (the client then starts a new epoch and writes the
+     * batch twice). Not ready yet: NOT_LEADER without a leader, retried. */
+    if (is_primary_normal(cg) &&
+        (cg->own_active || vsr_op(cg->g.core) == vsr_commit_min(cg->g.core)))
+        return 0;
+    *leader = primary_node(cg);
+    if (*leader == p->b->cfg.node_id)
+        *leader = 0;
+    return VERITY_ENOTLEADER;
+}
+
+uint32_t cluster_part_primary(const struct partition *p)
+{
+    if (p->cg)
+        return primary_node(p->cg);
+    return 0;
+}
+
+/* ---- __meta ----------------------------------------------------------------- */
+
+static uint64_t cluster_id_of(const struct broker *b)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (uint32_t i = 0; i < b->cfg.cluster_n; i++) {
+        char buf[BCFG_NODE_ADDR_MAX + 16];
+        int n = snprintf(buf, sizeof buf, "%u=%s;", (unsigned)b->cfg.nodes[i].id,
+                         b->cfg.nodes[i].peer);
+        for (int k = 0; k < n && k < (int)sizeof buf; k++)
+            h = (h ^ (uint8_t)buf[k]) * 1099511628211ull;
+    }
+    return h ? h : 1;
+}
+
+int cluster_meta_recover(struct broker *b)
+{
+    if (!cluster_on(b))
+        return 0;
+    int si = self_index(b);
+    if (si < 0)
+        return VERITY_EINVAL;
+    struct cluster *cl = calloc(1, sizeof *cl);
+    struct cgroup *cg = calloc(1, sizeof *cg);
+    if (cl)
+        cl->scratch = calloc(1, sizeof *cl->scratch);
+    if (!cl || !cg || !cl->scratch) {
+        if (cl)
+            free(cl->scratch);
+        free(cl);
+        free(cg);
+        return -ENOMEM;
+    }
+    cl->id = cluster_id_of(b);
+    b->cluster = cl;
+    cg->b = b;
+    cg->ring_fd = -1;
+    snprintf(cg->name, sizeof cg->name, "%s", META_GROUP);
+    cg->n = (uint8_t)b->cfg.cluster_n;
+    cg->self = (uint8_t)si;
+    for (uint32_t i = 0; i < b->cfg.cluster_n; i++)
+        cg->nodes[i] = b->cfg.nodes[i].id;
+    snprintf(cg->dir, sizeof cg->dir, "%s/__meta/vsr", b->cfg.data_dir);
+    cl->meta = cg;
+    struct vlog_info info;
+    vlog_get_info(b->meta.log, &info);
+    bool found = false;
+    int rc = ring_open(cg, info.end_offset, &found);
+    if (rc)
+        return rc;
+    if (found && info.end_offset > cg->st_end) {
+        blog(BLOG_WARN, "meta_log_cut", "from=%" PRIu64 " to=%" PRIu64, info.end_offset,
+             cg->st_end);
+        if ((rc = vlog_truncate_tail(b->meta.log, cg->st_end, cg->st_end)))
+            return rc;
+    }
+    /* without an entry: a fresh broker, or one whose records came before
+     * the cluster (kept as they are; the group's ops follow them) */
+    return 0;
+}
+
+static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
+static void on_tick(struct broker *b);
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
+
+int cluster_meta_start(struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    if (!cl)
+        return 0;
+    if (!(cl->flush_ev = event_new(b->base, -1, 0, flush_cb, b)))
+        return -ENOMEM;
+    int rc = cg_start(cl->meta, &meta_ops, C_META_BODY_MAX);
+    if (rc)
+        return rc;
+    cg_link(cl->meta);
+    b->peers.on_msg = on_msg;
+    b->peers.on_tick = on_tick;
+    return 0;
+}
+
+void cluster_stop(struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    if (!cl)
+        return;
+    b->peers.on_msg = NULL;
+    b->peers.on_tick = NULL;
+    if (cl->meta) {
+        cg_unlink(cl->meta);
+        if (b->meta.log)
+            ring_sync(cl->meta, b->meta.log);
+        cg_free(cl->meta);
+        cl->meta = NULL;
+    }
+    if (cl->flush_ev)
+        event_free(cl->flush_ev);
+    free(cl->scratch);
+    free(cl);
+    b->cluster = NULL;
+}
+
+uint32_t cluster_meta_leader(const struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    return cl && cl->meta ? primary_node(cl->meta) : 0;
+}
+
+int cluster_meta_submit(struct broker *b, const char *json,
+                        void (*done)(struct broker *, void *, int), void *arg)
+{
+    struct cluster *cl = CL(b);
+    struct cgroup *cg = cl ? cl->meta : NULL;
+    size_t len = strlen(json);
+    int rc;
+    if (!cg)
+        return VERITY_EREADONLY;
+    if (len > C_META_BODY_MAX)
+        return VERITY_ELIMIT;
+    if ((rc = cg_propose_prepare(cg, 0, NULL)))
+        return rc;
+    struct mpend *m = calloc(1, sizeof *m);
+    if (!m || cg_enqueue(cg, (const uint8_t *)json, (uint32_t)len)) {
+        free(m);
+        return -ENOMEM;
+    }
+    m->done = done;
+    m->arg = arg;
+    /* the request number the pump gives this entry: one per queued entry */
+    m->request = cg->next_request + cg->qn;
+    struct mpend **pp = &cg->mp;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = m;
+    cg_pump(cg);
+    return 0;
+}
+
+bool cluster_broker_info(struct broker *b, uint32_t node, Verity__BrokerInfo *bi, char *host,
+                         size_t cap)
+{
+    if (node == 0) {
+        node = cluster_meta_leader(b);
+        if (node == b->cfg.node_id)
+            return false; /* primary but not ready: the client retries here */
+    }
+    for (uint32_t i = 0; node && i < b->cfg.cluster_n; i++) {
+        if (b->cfg.nodes[i].id != node)
+            continue;
+        uint16_t port = 0;
+        if (bcfg_split_hostport(b->cfg.nodes[i].listen, host, cap, &port))
+            return false;
+        bi->node_id = node;
+        bi->host = host;
+        bi->port = port;
+        return true;
+    }
+    return false;
+}
+
+/* ---- routing and the tick ------------------------------------------------- */
+
+static struct cgroup *route(struct broker *b, const struct vsr_wire_frame *f)
+{
+    struct cluster *cl = CL(b);
+    char name[VERITY_TOPIC_NAME_MAX + 1];
+    if (f->group_len == 0 || f->group_len > VERITY_TOPIC_NAME_MAX)
+        return NULL;
+    memcpy(name, f->group, f->group_len);
+    name[f->group_len] = '\0';
+    if (strcmp(name, META_GROUP) == 0)
+        return f->partition == 0 ? cl->meta : NULL;
+    struct topic *t = topic_find(b, name);
+    if (!t || !t->ready || t->deleting || f->partition >= t->cfg.partitions)
+        return NULL;
+    struct partition *p = t->parts[f->partition];
+    return p && p->cg && p->cg->g_open ? p->cg : NULL;
+}
+
+static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame *f)
+{
+    struct cluster *cl = CL(b);
+    if (!cl)
+        return;
+    cl->frames_in++;
+    struct cgroup *cg = route(b, f);
+    if (!cg) {
+        cl->frames_unrouted++;
+        return;
+    }
+    struct vsr_msg *m = cl->scratch;
+    if (vsr_wire_decode(f->payload, f->payload_len, m)) {
+        cl->frames_bad++;
+        return;
+    }
+    if (m->to != cg->self || m->from >= cg->n || cg->nodes[m->from] != from ||
+        m->cluster != cl->id) {
+        cl->frames_bad++;
+        return;
+    }
+    if (m->type == VSR_MSG_PREPARE_OK && m->op > cg->acked[m->from])
+        cg->acked[m->from] = m->op;
+    uint64_t repairs = cg->g.core ? vsr_counters(cg->g.core)->repairs : 0;
+    uint8_t rfrom = m->from;
+    uint64_t rop = m->type == VSR_MSG_REPAIR ? m->header.op : 0;
+    vgroup_on_message_deferred(&cg->g, m);
+    if (cg->g.nq && !cg->dirty) {
+        cg->dirty = true;
+        event_active(cl->flush_ev, EV_READ, 0);
+    }
+    /* Catch-up at round-trip speed: a repaired entry names its parent, so
+     * ask the same peer for that one now instead of on the next retry tick
+     * (the core asks once per retry_ticks; a backup back from a restart
+     * learns the missing ops one parent link at a time). Only after an
+     * accepted repair, so a chain stops at the first op held. */
+    if (rop > 1 && cg->g.core && vsr_counters(cg->g.core)->repairs > repairs) {
+        struct vsr_msg *q = cl->scratch;
+        uint8_t sum[VSR_CHECKSUM_SIZE];
+        if (vsr_checksum_of(cg->g.core, rop - 1, sum)) {
+            memset(q, 0, offsetof(struct vsr_msg, window));
+            q->type = VSR_MSG_REQUEST_PREPARE;
+            q->from = cg->self;
+            q->to = rfrom;
+            q->cluster = cl->id;
+            q->view = vsr_view(cg->g.core);
+            q->commit = vsr_commit_max(cg->g.core);
+            q->op = rop - 1;
+            memcpy(q->checksum, sum, VSR_CHECKSUM_SIZE);
+            (void)peer_send(b, cg->nodes[rfrom], cg->name, cg->partition, q);
+        }
+    }
+    cg_after(cg);
+}
+
+/* acks=leader: the produces whose batches this primary's journal now holds
+ * (proposed, taken by the core, every journal write done) are answered
+ * without waiting for the commit. */
+static void leader_acks(struct cgroup *cg)
+{
+    struct partition *p = cg->part;
+    if (!cg->own_active || cg->g.nq || !cg->g.core)
+        return;
+    uint64_t queued = 0;
+    for (size_t i = 0; i < cg->qn; i++) {
+        struct batch_hdr h;
+        if (batch_hdr_decode(cg->q[i].bytes, cg->q[i].len, &h) == 0)
+            queued += h.record_count;
+    }
+    uint64_t held = cg->own_end - queued;
+    /* resolving may free the request and its other waits: rescan */
+    for (bool again = true; again;) {
+        again = false;
+        struct prod_wait *w;
+        TAILQ_FOREACH(w, &p->waits, link)
+        {
+            if (w->end > held)
+                break;
+            if (w->leader_ack && !w->resolve && w->end > cg->hw) {
+                produce_wait_resolve(w, 0, cg->hw);
+                again = true;
+                break;
+            }
+        }
+    }
+}
+
+/* After a burst of frames: every dirty group's journal writes, one
+ * fdatasync per file and group. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct broker *b = arg;
+    struct cluster *cl = CL(b);
+    (void)fd;
+    (void)what;
+    if (!cl)
+        return;
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
+        if (!cg->dirty)
+            continue;
+        cg->dirty = false;
+        vgroup_flush(&cg->g);
+        cg_after(cg);
+        if (cg->part)
+            leader_acks(cg);
+    }
+}
+
+static void on_tick(struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    if (!cl)
+        return;
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
+        cg->dirty = false; /* the tick drains every pending write */
+        vgroup_tick(&cg->g);
+        cg_after(cg);
+        ring_sync(cg, cg_log(cg));
+    }
+}
+
+/* ---- observability ---------------------------------------------------------- */
+
+static const char *role_of(const struct cgroup *cg)
+{
+    if (!cg->g.core)
+        return "stopped";
+    switch (vsr_status(cg->g.core)) {
+    case VSR_NORMAL:
+        return vsr_is_primary(cg->g.core) ? "primary" : "backup";
+    case VSR_VIEW_CHANGE:
+        return "view_change";
+    default:
+        return "recovering";
+    }
+}
+
+static json_t *cg_json(struct cgroup *cg)
+{
+    json_t *replicas = json_array(), *backups = json_array();
+    for (uint8_t i = 0; i < cg->n; i++)
+        json_array_append_new(replicas, json_integer(cg->nodes[i]));
+    uint64_t view = 0, op = 0, cmax = 0, cmin = 0;
+    if (cg->g.core) {
+        view = vsr_view(cg->g.core);
+        op = vsr_op(cg->g.core);
+        cmax = vsr_commit_max(cg->g.core);
+        cmin = vsr_commit_min(cg->g.core);
+    }
+    if (is_primary_normal(cg)) {
+        for (uint8_t i = 0; i < cg->n; i++) {
+            if (i == cg->self)
+                continue;
+            uint64_t lag = op > cg->acked[i] ? op - cg->acked[i] : 0;
+            json_array_append_new(backups, json_pack("{s:i,s:I,s:I}", "id", (int)cg->nodes[i],
+                                                     "acked", (json_int_t)cg->acked[i], "lag",
+                                                     (json_int_t)lag));
+        }
+    }
+    return json_pack("{s:s,s:i,s:o,s:i,s:I,s:s,s:I,s:I,s:I,s:I,s:o}", "topic", cg->name,
+                     "partition", (int)cg->partition, "replicas", replicas, "primary",
+                     (int)primary_node(cg), "view", (json_int_t)view, "role", role_of(cg),
+                     "commit", (json_int_t)cmax, "op", (json_int_t)op, "applied",
+                     (json_int_t)cmin, "end", (json_int_t)cg->st_end, "backups", backups);
+}
+
+json_t *cluster_part_json(struct partition *p)
+{
+    return p->cg && p->cg->g_open ? cg_json(p->cg) : NULL;
+}
+
+json_t *cluster_meta_json(struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    return cl && cl->meta ? cg_json(cl->meta) : NULL;
+}
+
+void cluster_metrics_render(struct broker *b, struct evbuffer *o)
+{
+    struct cluster *cl = CL(b);
+    if (!cl)
+        return;
+    met_family(o, "verity_cluster_frames_total", "counter",
+               "Replica-group frames received from peers, by outcome (routed, unrouted: no such "
+               "group here, bad: undecodable or not from a member).");
+    evbuffer_add_printf(o, "verity_cluster_frames_total{outcome=\"routed\"} %" PRIu64 "\n",
+                        cl->frames_in - cl->frames_unrouted - cl->frames_bad);
+    evbuffer_add_printf(o, "verity_cluster_frames_total{outcome=\"unrouted\"} %" PRIu64 "\n",
+                        cl->frames_unrouted);
+    evbuffer_add_printf(o, "verity_cluster_frames_total{outcome=\"bad\"} %" PRIu64 "\n",
+                        cl->frames_bad);
+    met_family(o, "verity_replica_role", "gauge",
+               "1 for the role this broker has in the replica group (primary, backup, "
+               "view_change, recovering, stopped).");
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next)
+        evbuffer_add_printf(o, "verity_replica_role{group=\"%s\",partition=\"%u\",role=\"%s\"} 1\n",
+                            cg->name, (unsigned)cg->partition, role_of(cg));
+    met_family(o, "verity_replica_view", "gauge", "Current view of the replica group here.");
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next)
+        evbuffer_add_printf(o, "verity_replica_view{group=\"%s\",partition=\"%u\"} %" PRIu64 "\n",
+                            cg->name, (unsigned)cg->partition,
+                            cg->g.core ? vsr_view(cg->g.core) : 0);
+    met_family(o, "verity_replica_commit", "gauge",
+               "Highest op known committed (commit_max) in the replica group.");
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next)
+        evbuffer_add_printf(o, "verity_replica_commit{group=\"%s\",partition=\"%u\"} %" PRIu64 "\n",
+                            cg->name, (unsigned)cg->partition,
+                            cg->g.core ? vsr_commit_max(cg->g.core) : 0);
+    met_family(o, "verity_replica_applied", "gauge", "Highest op applied here (commit_min).");
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next)
+        evbuffer_add_printf(o, "verity_replica_applied{group=\"%s\",partition=\"%u\"} %" PRIu64 "\n",
+                            cg->name, (unsigned)cg->partition,
+                            cg->g.core ? vsr_commit_min(cg->g.core) : 0);
+    met_family(o, "verity_replica_backup_lag", "gauge",
+               "On a primary: ops between its head and the highest op each backup acknowledged.");
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
+        if (!is_primary_normal(cg))
+            continue;
+        uint64_t op = vsr_op(cg->g.core);
+        for (uint8_t i = 0; i < cg->n; i++)
+            if (i != cg->self)
+                evbuffer_add_printf(
+                    o, "verity_replica_backup_lag{group=\"%s\",partition=\"%u\",node=\"%u\"} %" PRIu64
+                       "\n",
+                    cg->name, (unsigned)cg->partition, (unsigned)cg->nodes[i],
+                    op > cg->acked[i] ? op - cg->acked[i] : 0);
+    }
+    met_family(o, "verity_replica_view_changes_total", "counter",
+               "Views this broker saw the replica group move to since start.");
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next)
+        evbuffer_add_printf(o,
+                            "verity_replica_view_changes_total{group=\"%s\",partition=\"%u\"} %" PRIu64
+                            "\n",
+                            cg->name, (unsigned)cg->partition, cg->views_seen);
+    met_family(o, "verity_replica_repairs_total", "counter",
+               "Journal entries this replica repaired from a peer since start.");
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next)
+        evbuffer_add_printf(o, "verity_replica_repairs_total{group=\"%s\",partition=\"%u\"} %" PRIu64
+                               "\n",
+                            cg->name, (unsigned)cg->partition,
+                            cg->g.core ? vsr_counters(cg->g.core)->repairs : 0);
+    met_family(o, "verity_replica_abandoned_total", "counter",
+               "Times a primary left its view with proposals not applied (their produces failed "
+               "with NOT_LEADER).");
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next)
+        evbuffer_add_printf(o, "verity_replica_abandoned_total{group=\"%s\",partition=\"%u\"} %" PRIu64
+                               "\n",
+                            cg->name, (unsigned)cg->partition, cg->abandoned);
+}
