@@ -67,9 +67,18 @@ static void cat(char *buf, const char *fmt, ...)
     va_end(ap);
 }
 
+/* A truncated timestamp is a prefix of its UTC form ("2026-12"), which
+ * PostgreSQL's TIMESTAMPTZ does not take: TEXT in both sinks. */
+static const char *coltype(struct sink *s, const struct prj_column *c)
+{
+    if (c->type == PT_TIMESTAMP && c->trunc != TR_NONE)
+        return "TEXT";
+    return sink_sqltype(s, c->type);
+}
+
 static const char *ktype(struct sink *s, const struct prj_table *t)
 {
-    return sink_sqltype(s, t->key.type);
+    return coltype(s, &t->key);
 }
 
 static int create_table(struct sink *s, const struct prj_table *t, const char *suffix,
@@ -82,20 +91,20 @@ static int create_table(struct sink *s, const struct prj_table *t, const char *s
     case TPL_LATEST:
         cat(sql, "%s %s PRIMARY KEY", t->key.name, ktype(s, t));
         for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, ", %s %s", t->cols[i].name, sink_sqltype(s, t->cols[i].type));
+            cat(sql, ", %s %s", t->cols[i].name, coltype(s, &t->cols[i]));
         cat(sql, ", _topic TEXT NOT NULL, _partition INTEGER NOT NULL, _offset %s NOT NULL)", big);
         break;
     case TPL_TIMELINE:
         cat(sql, "_topic TEXT NOT NULL, _partition INTEGER NOT NULL, _offset %s NOT NULL", big);
         cat(sql, ", %s %s NOT NULL", t->key.name, ktype(s, t));
         for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, ", %s %s", t->cols[i].name, sink_sqltype(s, t->cols[i].type));
+            cat(sql, ", %s %s", t->cols[i].name, coltype(s, &t->cols[i]));
         cat(sql, ", PRIMARY KEY (_topic, _partition, _offset))");
         break;
     case TPL_COUNTER:
     case TPL_SUM:
         for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, "%s %s NOT NULL, ", t->cols[i].name, sink_sqltype(s, t->cols[i].type));
+            cat(sql, "%s %s NOT NULL, ", t->cols[i].name, coltype(s, &t->cols[i]));
         if (t->tpl == TPL_SUM)
             cat(sql, "sum %s NOT NULL, ", sink_sqltype(s, t->value.type));
         cat(sql, "count %s NOT NULL, PRIMARY KEY (", big);

@@ -45,7 +45,7 @@ volatile sig_atomic_t prj_stop;
 #define BACKOFF_MAX_MS 5000
 #define GAP_POLL_MS 1000
 #define GAP_IDLE_MAX_MS 30000
-#define FETCH_MAX 16384u          /* messages per group fetch at most */
+#define FETCH_MAX 8192u           /* messages per group fetch at most */
 
 struct pstate {
     size_t idx;                    /* in worker.ps */
@@ -844,14 +844,15 @@ int prj_run(const struct prj_config *cfg)
     gc.topics = (const char *const *)cfg->topics;
     gc.n_topics = cfg->n_topics;
     gc.member_name = "verity-project";
-    /* Fetch while the batch before is parsed and committed: up to two
-     * transactions' worth of events wait in the consumer's queue, in
-     * fetches of up to FETCH_MAX (the broker's byte budget may cut them).
-     * With 5,000 per fetch and the default queue of two fetches, polls
-     * waited on the broker for half of the wall time (docs/PERFORMANCE.md). */
+    /* Fetch while the batch before is parsed and committed: a transaction's
+     * worth of events may wait in the consumer's queue, in fetches of up to
+     * FETCH_MAX. With 5,000 per fetch and the default queue of two fetches,
+     * polls waited on the broker for half of the wall time
+     * (docs/PERFORMANCE.md). Not more: queued messages are leased (30 s by
+     * default) and a slow sink would let leases run out (the redeliveries
+     * are skipped, but cost the broker work). */
     gc.fetch_max = cfg->batch_events < FETCH_MAX ? cfg->batch_events : FETCH_MAX;
-    gc.queue_max = 2 * cfg->batch_events > 2 * gc.fetch_max ? 2 * cfg->batch_events
-                                                             : 2 * gc.fetch_max;
+    gc.queue_max = cfg->batch_events > 2 * gc.fetch_max ? cfg->batch_events : 2 * gc.fetch_max;
     gc.fetch_max_wait_ms = 100;
     gc.fetch_inflight = 2;
     gc.member_cb = on_member;
