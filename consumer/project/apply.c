@@ -492,8 +492,8 @@ void applier_discard(struct applier *a)
         pend_clear(&a->ta[i]);
 }
 
-static int apply_table(struct applier *a, struct tapp *ta, const char *topic, uint32_t partition, uint64_t offset,
-                       json_t *root)
+static int apply_table(struct applier *a, struct tapp *ta, const char *topic,
+                       uint32_t partition, uint64_t offset, json_t *root)
 {
     const struct prj_table *t = ta->t;
     struct prj_val v[PRJ_COLUMNS_MAX + 8];

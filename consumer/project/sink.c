@@ -145,8 +145,14 @@ int sink_open(const struct prj_config *cfg, struct sink **out, char *err, size_t
             return SINK_EDB;
         }
         sqlite3_busy_timeout(s->db, cfg->busy_timeout_ms);
+        /* temp_store=MEMORY: temporary files (as far as we can tell the
+         * statement journal SQLite keeps for a multi-row statement inside
+         * a transaction, to undo just that statement) stay in memory
+         * (measured: the four-table shape's row statements took 40 %
+         * less CPU and half the system time, docs/PERFORMANCE.md). Only
+         * temporary objects live there; durability is the WAL's. */
         if (sink_exec(s, "PRAGMA journal_mode=WAL") || sink_exec(s, "PRAGMA synchronous=NORMAL") ||
-            sink_exec(s, "PRAGMA cache_size=-65536")) {
+            sink_exec(s, "PRAGMA cache_size=-65536") || sink_exec(s, "PRAGMA temp_store=MEMORY")) {
             snprintf(err, errlen, "%s", s->err);
             sink_close(s);
             return SINK_EDB;

@@ -915,7 +915,7 @@ int prj_run(const struct prj_config *cfg)
                 goto out;
             }
             /* A poll may return more than a transaction's worth (the queue
-             * holds two): commit every batch_events. */
+             * and the fetches in flight): commit every batch_events. */
             if (w.n_ev >= cfg->batch_events) {
                 tadd(&w.ph[PH_PARSE], &tm);
                 failed = commit_batch(&w, &batch_start) != 0;
