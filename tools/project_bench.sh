@@ -4,9 +4,12 @@
 # only and with the four-table dealership shape (latest_by_id, timeline,
 # sum, tags); into PostgreSQL as well when PGCONN is set (a libpq
 # connection string to an empty database you may write to). Prints the
-# worker's own figure: first delivered message to last commit.
+# worker's own figure: first delivered message to last commit, and where
+# its time went (the worker's "phases" line, from 2026-12-05).
 #
-# usage: bash tools/project_bench.sh [BUILD_DIR]      env: N, PGCONN
+# usage: bash tools/project_bench.sh [BUILD_DIR]      env: N, PGCONN, ONLY
+# ONLY: the runs to do, of "sqlite-latest sqlite-four pg-latest pg-four"
+# (default all; pg-* need PGCONN).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${1:-$root/build}/bin
@@ -34,6 +37,10 @@ four="$one,
   \"value\": {\"pointer\": \"/commission\", \"type\": \"real\"}},
  {\"name\": \"units\", \"template\": \"tags\", \"entity\": \"/vehicle_id\", \"tags\": {\"seller\": \"/seller\", \"model\": \"/model\"}}"
 run() { # name sink tables
+    case " ${ONLY:-sqlite-latest sqlite-four pg-latest pg-four} " in
+    *" $1 "*) ;;
+    *) return 0 ;;
+    esac
     local cfg="$dir/$1.json"
     printf '{"source": {"topics": ["sales"], "group": "%s"}, "sink": %s, "tables": [%s]}\n' \
         "$1" "$2" "$3" >"$cfg"
@@ -45,11 +52,12 @@ run() { # name sink tables
     done
     kill $w; wait $w || true
     echo "$1: $(grep 'first message to last commit' "$dir/$1.log" | sed 's/.*commit: //')"
+    grep 'phases' "$dir/$1.log" | sed 's/^verity-project: /    /' || true
 }
 run sqlite-latest "{\"sqlite\": \"$dir/a.db\"}" "$one"
 run sqlite-four "{\"sqlite\": \"$dir/b.db\"}" "$four"
 if [ -n "${PGCONN:-}" ]; then
     run pg-latest "{\"postgres\": \"$PGCONN\"}" "$one"
-    psql "$PGCONN" -qc 'DROP TABLE vehicles, _verity_positions, _verity_meta' >/dev/null
+    psql "$PGCONN" -qc 'DROP TABLE IF EXISTS vehicles, _verity_positions, _verity_meta' >/dev/null
     run pg-four "{\"postgres\": \"$PGCONN\"}" "$four"
 fi

@@ -28,11 +28,25 @@
 
 #define SQL_MAX 8192
 
+#define MULTI_ROWS_SQLITE 32
+#define MULTI_ROWS_PG 256
+#define MULTI_PARAMS_MAX 30000
+
 struct tapp {
     const struct prj_table *t;
-    struct sink_stmt *up;          /* upsert / insert */
+    struct sink_stmt *up;          /* upsert / insert, one row */
+    struct sink_stmt *multi;       /* the same for rows_max rows (NULL: 1) */
     struct sink_stmt *del;         /* latest_by_id with delete_when */
-    int nparams;
+    int nparams;                   /* per row */
+    int rows_max;
+    /* Rows waiting for a multi-row statement: n_pend rows of nparams
+     * values. Texts point into the events (alive until the transaction
+     * ends) or into the value's own buf (fixed up when copied); owned
+     * texts are freed when the rows are written or dropped. */
+    struct prj_val *pend;
+    int n_pend;
+    int ckey[PRJ_COLUMNS_MAX];     /* PostgreSQL: conflict key parameters */
+    int n_ckey;
 };
 
 struct applier {
@@ -40,6 +54,7 @@ struct applier {
     const struct prj_config *cfg;
     struct tapp *ta;
     size_t n;
+    bool batch;                    /* rows wait for multi-row statements */
 };
 
 static void cat(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -52,9 +67,18 @@ static void cat(char *buf, const char *fmt, ...)
     va_end(ap);
 }
 
+/* A truncated timestamp is a prefix of its UTC form ("2026-12"), which
+ * PostgreSQL's TIMESTAMPTZ does not take: TEXT in both sinks. */
+static const char *coltype(struct sink *s, const struct prj_column *c)
+{
+    if (c->type == PT_TIMESTAMP && c->trunc != TR_NONE)
+        return "TEXT";
+    return sink_sqltype(s, c->type);
+}
+
 static const char *ktype(struct sink *s, const struct prj_table *t)
 {
-    return sink_sqltype(s, t->key.type);
+    return coltype(s, &t->key);
 }
 
 static int create_table(struct sink *s, const struct prj_table *t, const char *suffix,
@@ -67,20 +91,20 @@ static int create_table(struct sink *s, const struct prj_table *t, const char *s
     case TPL_LATEST:
         cat(sql, "%s %s PRIMARY KEY", t->key.name, ktype(s, t));
         for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, ", %s %s", t->cols[i].name, sink_sqltype(s, t->cols[i].type));
+            cat(sql, ", %s %s", t->cols[i].name, coltype(s, &t->cols[i]));
         cat(sql, ", _topic TEXT NOT NULL, _partition INTEGER NOT NULL, _offset %s NOT NULL)", big);
         break;
     case TPL_TIMELINE:
         cat(sql, "_topic TEXT NOT NULL, _partition INTEGER NOT NULL, _offset %s NOT NULL", big);
         cat(sql, ", %s %s NOT NULL", t->key.name, ktype(s, t));
         for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, ", %s %s", t->cols[i].name, sink_sqltype(s, t->cols[i].type));
+            cat(sql, ", %s %s", t->cols[i].name, coltype(s, &t->cols[i]));
         cat(sql, ", PRIMARY KEY (_topic, _partition, _offset))");
         break;
     case TPL_COUNTER:
     case TPL_SUM:
         for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, "%s %s NOT NULL, ", t->cols[i].name, sink_sqltype(s, t->cols[i].type));
+            cat(sql, "%s %s NOT NULL, ", t->cols[i].name, coltype(s, &t->cols[i]));
         if (t->tpl == TPL_SUM)
             cat(sql, "sum %s NOT NULL, ", sink_sqltype(s, t->value.type));
         cat(sql, "count %s NOT NULL, PRIMARY KEY (", big);
@@ -94,6 +118,13 @@ static int create_table(struct sink *s, const struct prj_table *t, const char *s
             ktype(s, t));
         break;
     }
+    /* SQLite: tables whose rows are a key and a few columns are clustered
+     * on their primary key (WITHOUT ROWID): an upsert then finds and
+     * writes one B-tree instead of the key's index and the rowid table
+     * (docs/PERFORMANCE.md). Timelines keep a rowid table: they are
+     * appended to and their rows may carry large json columns. */
+    if (sink_kind(s) == SINK_SQLITE && t->tpl != TPL_TIMELINE)
+        cat(sql, " WITHOUT ROWID");
     if (sink_exec(s, sql) != 0)
         return SINK_EDB;
     /* Built-in secondary indexes, then the declared ones. */
@@ -122,74 +153,168 @@ static int create_table(struct sink *s, const struct prj_table *t, const char *s
     return 0;
 }
 
-static int prepare_table(struct sink *s, struct tapp *ta, const char *suffix)
+/* A growing SQL string (multi-row statements outgrow SQL_MAX). */
+struct sqlbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void sb(struct sqlbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb(struct sqlbuf *b, const char *fmt, ...)
 {
-    const struct prj_table *t = ta->t;
-    char sql[SQL_MAX] = "";
-    int n = 0;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np)
+            abort(); /* out of memory building a statement of a few KiB */
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+/* Parameters of one row of t's upsert / insert statement. */
+static int row_params(const struct prj_table *t)
+{
     switch (t->tpl) {
     case TPL_LATEST:
-        cat(sql, "INSERT INTO %s%s (%s", t->name, suffix, t->key.name);
+    case TPL_TIMELINE:
+        return (int)t->n_cols + 4;
+    case TPL_COUNTER:
+        return (int)t->n_cols;
+    case TPL_SUM:
+        return (int)t->n_cols + 1;
+    case TPL_TAGS:
+        return 3;
+    }
+    return 0;
+}
+
+/* The statement that writes `rows` rows of t at once: one VALUES tuple per
+ * row, parameters ?1.. numbered row after row. SQLite applies the tuples
+ * in order, as separate statements would; PostgreSQL refuses a DO UPDATE
+ * that meets the same row twice, so the caller never puts two rows with
+ * the same conflict key in one statement there. */
+static char *upsert_sql(const struct prj_table *t, const char *suffix, int rows)
+{
+    struct sqlbuf b = {0};
+    int n = row_params(t);
+    switch (t->tpl) {
+    case TPL_LATEST:
+        sb(&b, "INSERT INTO %s%s (%s", t->name, suffix, t->key.name);
         for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, ", %s", t->cols[i].name);
-        cat(sql, ", _topic, _partition, _offset) VALUES (");
-        n = (int)t->n_cols + 4;
-        for (int i = 1; i <= n; i++)
-            cat(sql, "%s?%d", i > 1 ? ", " : "", i);
-        cat(sql, ") ON CONFLICT (%s) DO UPDATE SET ", t->key.name);
-        for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, "%s = excluded.%s, ", t->cols[i].name, t->cols[i].name);
-        cat(sql, "_topic = excluded._topic, _partition = excluded._partition, "
-                 "_offset = excluded._offset");
-        if (t->has_del) {
-            char d[512];
-            snprintf(d, sizeof d, "DELETE FROM %s%s WHERE %s = ?1", t->name, suffix,
-                     t->key.name);
-            if (sink_prepare(s, d, 1, &ta->del) != 0)
-                return SINK_EDB;
-        }
+            sb(&b, ", %s", t->cols[i].name);
+        sb(&b, ", _topic, _partition, _offset) VALUES ");
         break;
     case TPL_TIMELINE:
-        cat(sql, "INSERT INTO %s%s (_topic, _partition, _offset, %s", t->name, suffix,
-            t->key.name);
+        sb(&b, "INSERT INTO %s%s (_topic, _partition, _offset, %s", t->name, suffix,
+           t->key.name);
         for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, ", %s", t->cols[i].name);
-        cat(sql, ") VALUES (");
-        n = (int)t->n_cols + 4;
-        for (int i = 1; i <= n; i++)
-            cat(sql, "%s?%d", i > 1 ? ", " : "", i);
-        cat(sql, ")");
+            sb(&b, ", %s", t->cols[i].name);
+        sb(&b, ") VALUES ");
         break;
     case TPL_COUNTER:
     case TPL_SUM:
-        cat(sql, "INSERT INTO %s%s (", t->name, suffix);
+        sb(&b, "INSERT INTO %s%s (", t->name, suffix);
         for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, "%s, ", t->cols[i].name);
-        n = (int)t->n_cols;
-        if (t->tpl == TPL_SUM) {
-            cat(sql, "sum, ");
-            n++;
-        }
-        cat(sql, "count) VALUES (");
-        for (int i = 1; i <= n; i++)
-            cat(sql, "?%d, ", i);
-        cat(sql, "1) ON CONFLICT (");
-        for (size_t i = 0; i < t->n_cols; i++)
-            cat(sql, "%s%s", i ? ", " : "", t->cols[i].name);
-        cat(sql, ") DO UPDATE SET ");
+            sb(&b, "%s, ", t->cols[i].name);
         if (t->tpl == TPL_SUM)
-            cat(sql, "sum = %s%s.sum + excluded.sum, ", t->name, suffix);
-        cat(sql, "count = %s%s.count + 1", t->name, suffix);
+            sb(&b, "sum, ");
+        sb(&b, "count) VALUES ");
         break;
     case TPL_TAGS:
-        cat(sql, "INSERT INTO %s%s (tag_key, tag_value, entity) VALUES (?1, ?2, ?3) "
-                 "ON CONFLICT DO NOTHING",
-            t->name, suffix);
-        n = 3;
+        sb(&b, "INSERT INTO %s%s (tag_key, tag_value, entity) VALUES ", t->name, suffix);
         break;
     }
+    for (int r = 0; r < rows; r++) {
+        sb(&b, "%s(", r ? ", " : "");
+        for (int i = 1; i <= n; i++)
+            sb(&b, "%s?%d", i > 1 ? ", " : "", r * n + i);
+        sb(&b, "%s)", t->tpl == TPL_COUNTER || t->tpl == TPL_SUM ? ", 1" : "");
+    }
+    switch (t->tpl) {
+    case TPL_LATEST:
+        sb(&b, " ON CONFLICT (%s) DO UPDATE SET ", t->key.name);
+        for (size_t i = 0; i < t->n_cols; i++)
+            sb(&b, "%s = excluded.%s, ", t->cols[i].name, t->cols[i].name);
+        sb(&b, "_topic = excluded._topic, _partition = excluded._partition, "
+               "_offset = excluded._offset");
+        break;
+    case TPL_TIMELINE:
+        break;
+    case TPL_COUNTER:
+    case TPL_SUM:
+        sb(&b, " ON CONFLICT (");
+        for (size_t i = 0; i < t->n_cols; i++)
+            sb(&b, "%s%s", i ? ", " : "", t->cols[i].name);
+        sb(&b, ") DO UPDATE SET ");
+        if (t->tpl == TPL_SUM)
+            sb(&b, "sum = %s%s.sum + excluded.sum, ", t->name, suffix);
+        sb(&b, "count = %s%s.count + 1", t->name, suffix);
+        break;
+    case TPL_TAGS:
+        sb(&b, " ON CONFLICT DO NOTHING");
+        break;
+    }
+    return b.p;
+}
+
+static int prepare_table(struct sink *s, struct tapp *ta, const char *suffix)
+{
+    const struct prj_table *t = ta->t;
+    if (t->tpl == TPL_LATEST && t->has_del) {
+        char d[512];
+        snprintf(d, sizeof d, "DELETE FROM %s%s WHERE %s = ?1", t->name, suffix, t->key.name);
+        if (sink_prepare(s, d, 1, &ta->del) != 0)
+            return SINK_EDB;
+    }
+    int n = row_params(t);
     ta->nparams = n;
-    return sink_prepare(s, sql, n, &ta->up);
+    /* Rows per multi-row statement: the measured gain flattens out past a
+     * few dozen in SQLite (statement overhead is per step); PostgreSQL
+     * saves a server round of parse-bind-execute per statement, so more.
+     * Both stay far below the parameter limits (32,766 and 65,535). */
+    int rows = sink_kind(s) == SINK_SQLITE ? MULTI_ROWS_SQLITE : MULTI_ROWS_PG;
+    if (rows * n > MULTI_PARAMS_MAX)
+        rows = MULTI_PARAMS_MAX / n;
+    if (rows < 1)
+        rows = 1;
+    if (getenv("VERITY_PROJECT_ROWS")) /* 1: one statement per row (comparisons) */
+        rows = atoi(getenv("VERITY_PROJECT_ROWS")) >= 1 ? atoi(getenv("VERITY_PROJECT_ROWS")) : 1;
+    /* PostgreSQL: rows with the same conflict key may not share a
+     * statement (see upsert_sql); these are their parameters. */
+    ta->n_ckey = 0;
+    if (sink_kind(s) == SINK_PG) {
+        if (t->tpl == TPL_LATEST)
+            ta->ckey[ta->n_ckey++] = 0;
+        else if (t->tpl == TPL_COUNTER || t->tpl == TPL_SUM)
+            for (size_t i = 0; i < t->n_cols; i++)
+                ta->ckey[ta->n_ckey++] = (int)i;
+    }
+    char *sql = upsert_sql(t, suffix, 1);
+    int rc = sink_prepare(s, sql, n, &ta->up);
+    free(sql);
+    if (rc == 0 && rows > 1) {
+        sql = upsert_sql(t, suffix, rows);
+        rc = sink_prepare(s, sql, n * rows, &ta->multi);
+        free(sql);
+    }
+    if (rc != 0)
+        return SINK_EDB;
+    ta->rows_max = rows > 1 ? rows : 1;
+    ta->pend = calloc((size_t)(n * ta->rows_max), sizeof *ta->pend);
+    return 0;
 }
 
 int applier_new(struct sink *s, const struct prj_config *cfg, const char *suffix, uint32_t gen,
@@ -217,9 +342,12 @@ void applier_free(struct applier *a)
 {
     if (!a)
         return;
+    applier_discard(a);
     for (size_t i = 0; i < a->n; i++) {
         sink_stmt_free(a->ta[i].up);
+        sink_stmt_free(a->ta[i].multi);
         sink_stmt_free(a->ta[i].del);
+        free(a->ta[i].pend);
     }
     free(a->ta);
     free(a);
@@ -267,8 +395,105 @@ static void text_val(struct prj_val *v, const char *s)
     v->own = NULL;
 }
 
-static int apply_table(struct tapp *ta, const char *topic, uint32_t partition, uint64_t offset,
-                       json_t *root)
+/* ---- multi-row statements ------------------------------------------------ */
+
+static void pend_clear(struct tapp *ta)
+{
+    for (int i = 0; i < ta->n_pend * ta->nparams; i++)
+        prj_val_clear(&ta->pend[i]);
+    ta->n_pend = 0;
+}
+
+/* Writes the waiting rows: one multi-row statement when they fill it,
+ * else one statement per row. */
+static int pend_write(struct tapp *ta)
+{
+    int rc = 0;
+    if (ta->n_pend == 0)
+        return 0;
+    if (ta->multi && ta->n_pend == ta->rows_max)
+        rc = sink_run(ta->multi, ta->pend, ta->nparams * ta->n_pend, NULL);
+    else
+        for (int r = 0; rc == 0 && r < ta->n_pend; r++)
+            rc = sink_run(ta->up, &ta->pend[r * ta->nparams], ta->nparams, NULL);
+    pend_clear(ta);
+    return rc;
+}
+
+/* False only when a and b surely differ as SQL values (an extra write of
+ * the waiting rows is always safe; a missed equal key is not). */
+static bool val_may_equal(const struct prj_val *a, const struct prj_val *b)
+{
+    if (a->kind != b->kind)
+        return true;
+    switch (a->kind) {
+    case PV_INT:
+        return a->i == b->i;
+    case PV_REAL:
+        return a->d == b->d; /* -0 == 0, as in SQL */
+    case PV_TEXT:
+        return a->len == b->len && memcmp(a->s, b->s, a->len) == 0;
+    default:
+        return true;
+    }
+}
+
+/* Runs one row's statement, or queues the row for a multi-row one. Owned
+ * texts move to the queue (v[i].own is NULL after); texts in a value's own
+ * buf are copied with it. */
+static int row_put(struct applier *a, struct tapp *ta, struct prj_val *v, int n)
+{
+    if (!a->batch || ta->rows_max <= 1)
+        return sink_run(ta->up, v, n, NULL);
+    int rc = 0;
+    for (int r = 0; r < ta->n_pend && ta->n_ckey && rc == 0; r++) {
+        const struct prj_val *p = &ta->pend[r * ta->nparams];
+        bool same = true;
+        for (int k = 0; k < ta->n_ckey && same; k++)
+            same = val_may_equal(&p[ta->ckey[k]], &v[ta->ckey[k]]);
+        if (same)
+            rc = pend_write(ta); /* PostgreSQL: not twice in one statement */
+    }
+    if (rc)
+        return rc;
+    struct prj_val *d = &ta->pend[ta->n_pend * ta->nparams];
+    for (int i = 0; i < n; i++) {
+        d[i] = v[i];
+        if (v[i].kind == PV_TEXT && v[i].s == v[i].buf)
+            d[i].s = d[i].buf;
+        v[i].own = NULL;
+    }
+    for (int i = n; i < ta->nparams; i++)
+        d[i] = (struct prj_val){.kind = PV_NULL};
+    if (++ta->n_pend == ta->rows_max)
+        rc = pend_write(ta);
+    return rc;
+}
+
+void applier_batch(struct applier *a, bool on)
+{
+    a->batch = on;
+}
+
+int applier_flush(struct applier *a)
+{
+    int rc = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        int r = pend_write(&a->ta[i]);
+        if (rc == 0)
+            rc = r;
+    }
+    return rc;
+}
+
+void applier_discard(struct applier *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        pend_clear(&a->ta[i]);
+}
+
+static int apply_table(struct applier *a, struct tapp *ta, const char *topic,
+                       uint32_t partition, uint64_t offset, json_t *root)
 {
     const struct prj_table *t = ta->t;
     struct prj_val v[PRJ_COLUMNS_MAX + 8];
@@ -278,7 +503,12 @@ static int apply_table(struct tapp *ta, const char *topic, uint32_t partition, u
     if (t->tpl == TPL_LATEST && t->has_del && prj_pred_holds(&t->del, root)) {
         if (prj_extract(&t->key, root, &v[0], reason) != 0)
             return 0; /* applier_check said otherwise: cannot happen */
-        return sink_run(ta->del, v, 1, NULL);
+        /* the rows before it first: they may set the key it deletes */
+        rc = pend_write(ta);
+        if (rc == 0)
+            rc = sink_run(ta->del, v, 1, NULL);
+        prj_val_clear(&v[0]);
+        return rc;
     }
     switch (t->tpl) {
     case TPL_LATEST:
@@ -300,7 +530,7 @@ static int apply_table(struct tapp *ta, const char *topic, uint32_t partition, u
             memcpy(&v[k], pos, sizeof pos);
             k += 3;
         }
-        rc = sink_run(ta->up, v, (int)k, NULL);
+        rc = row_put(a, ta, v, (int)k);
         break;
     }
     case TPL_COUNTER:
@@ -310,7 +540,7 @@ static int apply_table(struct tapp *ta, const char *topic, uint32_t partition, u
                 return 0;
         if (t->tpl == TPL_SUM && prj_extract(&t->value, root, &v[k++], reason) != 0)
             return 0;
-        rc = sink_run(ta->up, v, (int)k, NULL);
+        rc = row_put(a, ta, v, (int)k);
         break;
     case TPL_TAGS: {
         struct prj_val ent;
@@ -318,7 +548,6 @@ static int apply_table(struct tapp *ta, const char *topic, uint32_t partition, u
             return 0;
         for (size_t i = 0; i < t->n_cols && rc == 0; i++) {
             json_t *j = prj_pointer_get(&t->cols[i].ptr, root);
-            char num[48];
             struct prj_val tv[3];
             text_val(&tv[0], t->cols[i].name);
             if (!j || json_is_null(j))
@@ -327,19 +556,25 @@ static int apply_table(struct tapp *ta, const char *topic, uint32_t partition, u
                 tv[1] = (struct prj_val){.kind = PV_TEXT, .s = json_string_value(j),
                                          .len = json_string_length(j)};
             } else if (json_is_integer(j)) {
-                snprintf(num, sizeof num, "%" PRId64, (int64_t)json_integer_value(j));
-                text_val(&tv[1], num);
+                snprintf(tv[1].buf, sizeof tv[1].buf, "%" PRId64,
+                         (int64_t)json_integer_value(j));
+                text_val(&tv[1], tv[1].buf);
             } else if (json_is_real(j)) {
-                snprintf(num, sizeof num, "%.17g", json_real_value(j));
-                text_val(&tv[1], num);
+                snprintf(tv[1].buf, sizeof tv[1].buf, "%.17g", json_real_value(j));
+                text_val(&tv[1], tv[1].buf);
             } else if (json_is_boolean(j)) {
                 text_val(&tv[1], json_is_true(j) ? "true" : "false");
             } else {
                 continue; /* objects and arrays are not tags */
             }
             tv[2] = ent;
-            rc = sink_run(ta->up, tv, 3, NULL);
+            if (ent.s == ent.buf)
+                tv[2].s = tv[2].buf;
+            tv[2].own = NULL; /* ent keeps it: written below before it is freed */
+            rc = row_put(a, ta, tv, 3);
         }
+        if (ent.own && rc == 0)
+            rc = pend_write(ta);
         prj_val_clear(&ent);
         return rc;
     }
@@ -355,7 +590,7 @@ int applier_apply(struct applier *a, const char *topic, uint32_t partition, uint
     for (size_t i = 0; i < a->n; i++) {
         if (!prj_selected(a->ta[i].t, topic, root))
             continue;
-        int rc = apply_table(&a->ta[i], topic, partition, offset, root);
+        int rc = apply_table(a, &a->ta[i], topic, partition, offset, root);
         if (rc)
             return rc;
     }

@@ -14,6 +14,7 @@
  * 4 wait timed out, 5 verify found a position that does not match the log.
  */
 #include <getopt.h>
+#include <sqlite3.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,10 @@ enum { OPT_JSON = 256, OPT_TOPIC, OPT_PARTITION, OPT_OFFSET, OPT_TIMEOUT };
 
 int main(int argc, char **argv)
 {
+    /* No allocation statistics: they take a global mutex on every SQLite
+     * malloc and free (seen in perf, docs/PERFORMANCE.md). Before any
+     * other SQLite call. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
                       strcmp(argv[1], "help") == 0)) {
         usage(stdout);

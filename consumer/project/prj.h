@@ -181,6 +181,13 @@ int applier_check(const struct applier *a, const char *topic, json_t *root, char
 /* Applies a checked event to every table that selects it. */
 int applier_apply(struct applier *a, const char *topic, uint32_t partition, uint64_t offset,
                   json_t *root);
+/* On: rows wait in the applier and are written several per statement
+ * (multi-row VALUES); the caller keeps every event it applied alive and
+ * calls applier_flush before the positions and COMMIT, applier_discard
+ * after a rollback. Off (the default): each row is written at once. */
+void applier_batch(struct applier *a, bool on);
+int applier_flush(struct applier *a);
+void applier_discard(struct applier *a);
 /* Statements for a swap: DROP live, RENAME shadow, in dialect order. */
 int applier_swap(struct sink *s, const struct prj_config *cfg, uint32_t gen_new);
 

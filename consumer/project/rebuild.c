@@ -48,7 +48,32 @@ struct rb {
     struct rpart *p;
     size_t n;
     uint32_t pending;              /* events in the open transaction */
+    json_t **roots;                /* events applied in the open transaction: */
+    size_t n_roots, cap_roots;     /* rows may point into them (applier_batch) */
 };
+
+/* After the open transaction's rows were written or dropped. */
+static void roots_drop(struct rb *r)
+{
+    for (size_t i = 0; i < r->n_roots; i++)
+        json_decref(r->roots[i]);
+    r->n_roots = 0;
+}
+
+/* Writes the rows still waiting for a multi-row statement, then COMMIT;
+ * on failure ROLLBACK. The events are dropped either way. */
+static int txn_end(struct rb *r, bool commit)
+{
+    int rc = commit ? applier_flush(r->app) : SINK_EDB;
+    if (rc == 0)
+        rc = sink_commit(r->sink);
+    if (rc) {
+        sink_rollback(r->sink);
+        applier_discard(r->app);
+    }
+    roots_drop(r);
+    return rc;
+}
 
 static struct rpart *rpart_find(struct rb *r, const char *topic, uint32_t partition)
 {
@@ -65,11 +90,17 @@ static int apply_msg(struct rb *r, struct rpart *p, const struct verity_message 
     char reason[PRJ_REASON_MAX];
     json_t *root = m->value ? prj_parse(r->plan, m->value, (size_t)m->value_len, NULL) : NULL;
     int rc = 0;
-    if (root && applier_check(r->app, p->topic, root, reason) == 0)
+    if (root && applier_check(r->app, p->topic, root, reason) == 0) {
         rc = applier_apply(r->app, p->topic, p->partition, m->offset, root);
-    else
+        if (r->n_roots == r->cap_roots) {
+            r->cap_roots = r->cap_roots ? r->cap_roots * 2 : 1024;
+            r->roots = realloc(r->roots, r->cap_roots * sizeof *r->roots);
+        }
+        r->roots[r->n_roots++] = root; /* until the transaction ends */
+    } else {
         p->dead++;
-    json_decref(root);
+        json_decref(root);
+    }
     if (rc)
         return rc;
     p->events++;
@@ -184,6 +215,8 @@ static int swap(struct rb *r, uint32_t gen_new, int64_t deadline)
     }
     pos_free(live, n_live);
     if (rc == 0)
+        rc = applier_flush(r->app);
+    if (rc == 0)
         rc = applier_swap(r->sink, r->cfg, gen_new);
     if (rc == 0)
         rc = sink_exec(r->sink, "DELETE FROM " PRJ_POSITIONS);
@@ -197,11 +230,8 @@ static int swap(struct rb *r, uint32_t gen_new, int64_t deadline)
         memcpy(pp.chain, p->chain, sizeof pp.chain);
         rc = pos_store(r->sink, PRJ_POSITIONS, &pp, UINT64_MAX);
     }
-    if (rc == 0)
-        rc = sink_commit(r->sink);
-    if (rc)
-        sink_rollback(r->sink);
-    return rc;
+    int end = txn_end(r, rc == 0);
+    return rc ? rc : end;
 }
 
 int prj_rebuild(const struct prj_config *cfg, int timeout_ms)
@@ -221,6 +251,9 @@ int prj_rebuild(const struct prj_config *cfg, int timeout_ms)
         goto out;
     }
     r.plan = prj_plan_new(cfg);
+    /* rows wait for multi-row statements: the events stay alive until
+     * their transaction ends (txn_end) */
+    applier_batch(r.app, true);
     rc = discover(&r);
     if (rc) {
         code = verity_err_unreachable(rc) ? 3 : 1;
@@ -251,12 +284,11 @@ int prj_rebuild(const struct prj_config *cfg, int timeout_ms)
         while (r.pending < cfg->batch_events && !caught_up(&r))
             if ((rc = poll_apply(&r, POLL_MS)) != 0)
                 break;
-        if (rc || sink_commit(r.sink) != 0) {
-            sink_rollback(r.sink);
-            if (rc)
-                goto out;
+        int end = txn_end(&r, rc == 0);
+        if (rc)
+            goto out;
+        if (end)
             goto dberr;
-        }
     }
     rc = swap(&r, gen + 1, deadline);
     if (rc == SINK_EDB)
@@ -279,7 +311,9 @@ out:
     if (code != 0 && r.sink)
         (void)drop_shadows(&r);
     verity_consumer_free(r.c);
-    applier_free(r.app);
+    applier_free(r.app); /* drops rows still waiting */
+    roots_drop(&r);
+    free(r.roots);
     prj_plan_free(r.plan);
     prj_parse_release();
     sink_close(r.sink);

@@ -45,6 +45,7 @@ volatile sig_atomic_t prj_stop;
 #define BACKOFF_MAX_MS 5000
 #define GAP_POLL_MS 1000
 #define GAP_IDLE_MAX_MS 30000
+#define FETCH_MAX 8192u           /* messages per group fetch at most */
 
 struct pstate {
     size_t idx;                    /* in worker.ps */
@@ -78,6 +79,41 @@ struct ev {
     uint64_t chain_offset;
 };
 
+/*
+ * Where the worker's time goes, logged at exit ("phases:"): wall and the
+ * polling thread's CPU time per phase, read around whole polls and
+ * transactions (a few clock reads per batch, none per event).
+ */
+enum { PH_POLL, PH_PARSE, PH_ROWS, PH_POS, PH_COMMIT, PH_ACK, PH_N };
+static const char *const ph_name[PH_N] = {"poll", "parse", "rows", "positions", "commit",
+                                          "ack"};
+
+struct phase {
+    int64_t wall_ns, cpu_ns;
+};
+
+struct tmark {
+    int64_t wall, cpu;
+};
+
+static struct tmark tmark(void)
+{
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+    return (struct tmark){(int64_t)a.tv_sec * 1000000000 + a.tv_nsec,
+                          (int64_t)b.tv_sec * 1000000000 + b.tv_nsec};
+}
+
+/* Adds the time since *m to phase p and moves *m to now. */
+static void tadd(struct phase *p, struct tmark *m)
+{
+    struct tmark now = tmark();
+    p->wall_ns += now.wall - m->wall;
+    p->cpu_ns += now.cpu - m->cpu;
+    *m = now;
+}
+
 struct worker {
     const struct prj_config *cfg;
     struct sink *sink;
@@ -99,6 +135,7 @@ struct worker {
     uint64_t member_id;
     int64_t poll_ms, flush_ms;     /* where the time went (logged at exit) */
     uint64_t polls, polled, flushes;
+    struct phase ph[PH_N];         /* the same per phase, wall and thread CPU */
     int64_t first_msg_ms, last_commit_ms;
     struct prj_stats stats;
     char fatal[512];
@@ -395,6 +432,7 @@ static int txn_once(struct worker *w, uint64_t *events_out, uint64_t *dead_out)
     } *t = calloc(w->n_ps + 1, sizeof *t);
     for (size_t i = 0; i < w->n_ps; i++)
         t[i] = (struct tmp){w->ps[i]->next, w->ps[i]->events, w->ps[i]->dead, false, NULL};
+    struct tmark tm = tmark();
     int rc = sink_begin(w->sink);
     /* Positions first: a writer that lost its partitions (a rebalance
      * overlap, a rebuild's swap) stops here, before any row. */
@@ -408,6 +446,7 @@ static int txn_once(struct worker *w, uint64_t *events_out, uint64_t *dead_out)
     }
     for (size_t i = 0; i < w->n_ps; i++)
         t[i].touched = false;
+    tadd(&w->ph[PH_POS], &tm);
     for (size_t i = 0; rc == 0 && i < w->n_ev; i++) {
         struct ev *e = &w->ev[i];
         struct tmp *pt = &t[e->ps->idx];
@@ -422,6 +461,9 @@ static int txn_once(struct worker *w, uint64_t *events_out, uint64_t *dead_out)
         pt->touched = true;
         pt->last = e;
     }
+    if (rc == 0)
+        rc = applier_flush(w->app); /* rows still waiting for a multi-row statement */
+    tadd(&w->ph[PH_ROWS], &tm);
     int64_t now = prj_now_ms();
     for (size_t i = 0; rc == 0 && i < w->n_ps; i++) {
         if (!t[i].touched)
@@ -442,10 +484,13 @@ static int txn_once(struct worker *w, uint64_t *events_out, uint64_t *dead_out)
         if (rc == 0)
             ps->rate = p.rate_eps;
     }
+    tadd(&w->ph[PH_POS], &tm);
     if (rc == 0)
         rc = sink_commit(w->sink);
+    tadd(&w->ph[PH_COMMIT], &tm);
     if (rc != 0) {
         sink_rollback(w->sink);
+        applier_discard(w->app);
         free(t);
         return rc;
     }
@@ -500,7 +545,9 @@ static int flush(struct worker *w)
         if (rc == 0) {
             stats_publish(w, ev, dead);
             batch_clear(w);
+            struct tmark tm = tmark();
             ack_delivered(w);
+            tadd(&w->ph[PH_ACK], &tm);
             return 0;
         }
         if (rc == SINK_ECONFLICT) {
@@ -728,6 +775,21 @@ static int on_message(struct worker *w, const struct verity_group_message *gm)
     return batch_add(w, ps, m) ? -1 : 0;
 }
 
+/* flush() from the polling loop, counted for the exit log line. */
+static int commit_batch(struct worker *w, int64_t *batch_start)
+{
+    int64_t tf = prj_mono_ms();
+    bool any = w->n_ev > 0;
+    if (flush(w) != 0)
+        return -1;
+    w->flush_ms += prj_mono_ms() - tf;
+    w->flushes += any;
+    if (any)
+        w->last_commit_ms = prj_mono_ms();
+    *batch_start = prj_mono_ms();
+    return 0;
+}
+
 /* Acks only feed the group's lag: a failure here is worth a line, no more. */
 static void acks_wait(struct worker *w)
 {
@@ -759,6 +821,9 @@ int prj_run(const struct prj_config *cfg)
     const char *parser = getenv("VERITY_PROJECT_PARSER");
     if (!parser || strcmp(parser, "jansson") != 0)
         w.plan = prj_plan_new(cfg);
+    /* Events stay alive until their transaction ends (batch_clear), so
+     * rows may wait for multi-row statements. */
+    applier_batch(w.app, true);
     int rc = group_ensure(cfg);
     if (rc) {
         code = verity_err_unreachable(rc) ? 3 : 1;
@@ -779,7 +844,15 @@ int prj_run(const struct prj_config *cfg)
     gc.topics = (const char *const *)cfg->topics;
     gc.n_topics = cfg->n_topics;
     gc.member_name = "verity-project";
-    gc.fetch_max = cfg->batch_events < 5000 ? cfg->batch_events : 5000;
+    /* Fetch while the batch before is parsed and committed: a transaction's
+     * worth of events may wait in the consumer's queue, in fetches of up to
+     * FETCH_MAX. With 5,000 per fetch and the default queue of two fetches,
+     * polls waited on the broker for half of the wall time
+     * (docs/PERFORMANCE.md). Not more: queued messages are leased (30 s by
+     * default) and a slow sink would let leases run out (the redeliveries
+     * are skipped, but cost the broker work). */
+    gc.fetch_max = cfg->batch_events < FETCH_MAX ? cfg->batch_events : FETCH_MAX;
+    gc.queue_max = cfg->batch_events > 2 * gc.fetch_max ? cfg->batch_events : 2 * gc.fetch_max;
     gc.fetch_max_wait_ms = 100;
     gc.fetch_inflight = 2;
     gc.member_cb = on_member;
@@ -817,7 +890,9 @@ int prj_run(const struct prj_config *cfg)
         const struct verity_group_message *msgs;
         size_t n = 0;
         int64_t tp = prj_mono_ms();
+        struct tmark tm = tmark();
         rc = verity_group_poll(w.g, left > 0 ? (int)left : 0, &msgs, &n);
+        tadd(&w.ph[PH_POLL], &tm);
         w.poll_ms += prj_mono_ms() - tp;
         w.polls++;
         w.polled += n;
@@ -829,7 +904,8 @@ int prj_run(const struct prj_config *cfg)
         }
         if (w.n_ev == 0 && n)
             batch_start = prj_mono_ms();
-        for (size_t i = 0; i < n; i++)
+        bool failed = false;
+        for (size_t i = 0; i < n && !failed; i++) {
             if (on_message(&w, &msgs[i]) != 0) {
                 if (w.fatal[0])
                     logmsg("%s", w.fatal);
@@ -838,17 +914,21 @@ int prj_run(const struct prj_config *cfg)
                     acks_wait(&w);
                 goto out;
             }
-        if (w.n_ev >= cfg->batch_events || prj_mono_ms() - batch_start >= cfg->commit_ms ||
+            /* A poll may return more than a transaction's worth (the queue
+             * and the fetches in flight): commit every batch_events. */
+            if (w.n_ev >= cfg->batch_events) {
+                tadd(&w.ph[PH_PARSE], &tm);
+                failed = commit_batch(&w, &batch_start) != 0;
+                tm = tmark();
+            }
+        }
+        tadd(&w.ph[PH_PARSE], &tm);
+        if (failed)
+            break;
+        if (prj_mono_ms() - batch_start >= cfg->commit_ms ||
             (n == 0 && w.n_ev == 0)) {
-            int64_t tf = prj_mono_ms();
-            bool any = w.n_ev > 0;
-            if (flush(&w) != 0)
+            if (commit_batch(&w, &batch_start) != 0)
                 break;
-            w.flush_ms += prj_mono_ms() - tf;
-            w.flushes += any;
-            if (any)
-                w.last_commit_ms = prj_mono_ms();
-            batch_start = prj_mono_ms();
         }
     }
     if (flush(&w) == 0) {
@@ -863,6 +943,13 @@ out:
         logmsg("first message to last commit: %" PRId64 " ms, %.0f events/s",
                w.last_commit_ms - w.first_msg_ms,
                (double)w.polled * 1000.0 / (double)(w.last_commit_ms - w.first_msg_ms));
+    char line[512];
+    size_t len = 0;
+    for (int i = 0; i < PH_N; i++)
+        len += (size_t)snprintf(line + len, sizeof line - len, "%s%s %.0f ms (cpu %.0f)",
+                                i ? ", " : "", ph_name[i], (double)w.ph[i].wall_ns / 1e6,
+                                (double)w.ph[i].cpu_ns / 1e6);
+    logmsg("phases (wall, polling thread's cpu): %s", line);
     prj_metrics_stop();
     worker_free(&w);
     prj_arena_disable();

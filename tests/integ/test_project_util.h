@@ -424,7 +424,7 @@ PT_FN int pt_write_config(const char *path, const char *broker, const char *topi
             "               \"at\": {\"pointer\": \"/date\", \"type\": \"timestamp\"}}},\n"
             "  {\"name\": \"commissions\", \"template\": \"sum\",\n"
             "   \"group_by\": {\"seller\": \"/seller\",\n"
-            "                \"month\": {\"pointer\": \"/date\", \"type\": \"text\", "
+            "                \"month\": {\"pointer\": \"/date\", \"type\": \"timestamp\", "
             "\"truncate\": \"month\"}},\n"
             "   \"value\": {\"pointer\": \"/commission\", \"type\": \"real\"}},\n"
             "  {\"name\": \"units\", \"template\": \"tags\", \"entity\": \"/vehicle_id\",\n"
