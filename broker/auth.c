@@ -55,7 +55,8 @@
 
 #define QUOTA_WAIT_MAX_MS 10000
 #define QUOTA_BUCKETS 256
-#define FAIL_LOG_PER_SEC 10
+#define FAIL_LOG_PER_SEC 10     /* failure lines logged a second */
+#define FAIL_AUDIT_PER_SEC 1000 /* failure events audited a second */
 
 struct quota_bucket {
     char key[AUTH_TENANT_MAX + AUTH_PRINCIPAL_MAX + 2]; /* tenant/principal, tenant/+ */
@@ -71,9 +72,10 @@ struct quota_bucket {
 struct auth_state {
     struct auth_store *store;
     struct quota_bucket *buckets[QUOTA_BUCKETS];
-    int64_t log_ns; /* rate limit of auth_failed / acl_denied lines */
-    uint32_t log_n;
-    uint64_t log_suppressed;
+    int64_t log_ns; /* the second counted by the rate limits below */
+    uint32_t log_n; /* failure events in it */
+    uint64_t log_suppressed;   /* failure events not logged since the last line */
+    uint64_t audit_suppressed; /* failure events neither logged nor audited */
     struct audit *audit; /* broker/audit.c: the __audit topics */
     struct auth_http_who http_who; /* auth_http.c: the HTTP request being answered */
     struct auth_http_stats http_stats;
@@ -264,26 +266,42 @@ static const struct acl_row *acl_row(Verity__Envelope__BodyCase t)
 
 /* ---- logging (rate-limited for what a client can cause) -------------------- */
 
-static bool may_log(struct auth_state *a)
+/* What a client can cause (failed logins, denials, quota refusals) is
+ * rate-limited twice: the audit trail records up to FAIL_AUDIT_PER_SEC such
+ * events a second, the log only the first FAIL_LOG_PER_SEC of them. A burst
+ * of one client's failures (or a test's) so no longer hides the next
+ * tenant's denial from its audit topic, while the log stays readable.
+ * Each record carries how many before it were dropped. */
+struct gate {
+    bool line;          /* log it too */
+    uint64_t line_sup;  /* events not logged since the last line (line only) */
+    uint64_t audit_sup; /* events not recorded at all since the last record */
+};
+
+static bool may_log(struct auth_state *a, struct gate *g)
 {
     int64_t now = mono_ns();
     if (now - a->log_ns >= 1000000000) {
         a->log_ns = now;
         a->log_n = 0;
     }
-    if (a->log_n >= FAIL_LOG_PER_SEC) {
+    if (a->log_n >= FAIL_AUDIT_PER_SEC) {
         a->log_suppressed++;
+        a->audit_suppressed++;
         return false;
     }
+    g->line = a->log_n < FAIL_LOG_PER_SEC;
     a->log_n++;
+    g->audit_sup = a->audit_suppressed;
+    a->audit_suppressed = 0;
+    g->line_sup = 0;
+    if (g->line) {
+        g->line_sup = a->log_suppressed;
+        a->log_suppressed = 0;
+    } else {
+        a->log_suppressed++;
+    }
     return true;
-}
-
-static uint64_t take_suppressed(struct auth_state *a)
-{
-    uint64_t n = a->log_suppressed;
-    a->log_suppressed = 0;
-    return n;
 }
 
 /* ---- start, reload ----------------------------------------------------------- */
@@ -382,14 +400,14 @@ void auth_metrics_render(struct broker *b, struct evbuffer *o)
     evbuffer_add_printf(o, "verity_quota_refused_total %" PRIu64 "\n", a->quota_refusals);
 }
 
-static bool may_log(struct auth_state *a);
-static uint64_t take_suppressed(struct auth_state *a);
-
-bool auth_log_ok(struct broker *b, uint64_t *suppressed)
+bool auth_log_ok(struct broker *b, bool *line, uint64_t *line_sup, uint64_t *audit_sup)
 {
-    if (!b->auth || !may_log(b->auth))
+    struct gate g;
+    if (!b->auth || !may_log(b->auth, &g))
         return false;
-    *suppressed = take_suppressed(b->auth);
+    *line = g.line;
+    *line_sup = g.line_sup;
+    *audit_sup = g.audit_sup;
     return true;
 }
 
@@ -499,11 +517,13 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (c->dead || !c->auth || c->auth->how != HOW_NONE)
         return;
-    if (may_log(c->b->auth)) {
-        blog(BLOG_WARN, "auth_timeout", "conn=%" PRIu64 " peer=%s timeout_ms=%" PRIu32, c->id,
-             c->peer, c->b->cfg.auth_timeout_ms);
-        audit_emit(c->b->auth->audit, NULL, "auth_timeout", "{s:s, s:s}", "peer", c->peer,
-                   "port", "client");
+    struct gate g;
+    if (may_log(c->b->auth, &g)) {
+        if (g.line)
+            blog(BLOG_WARN, "auth_timeout", "conn=%" PRIu64 " peer=%s timeout_ms=%" PRIu32, c->id,
+                 c->peer, c->b->cfg.auth_timeout_ms);
+        audit_emit(c->b->auth->audit, NULL, "auth_timeout", "{s:s, s:s, s:I}", "peer", c->peer,
+                   "port", "client", "suppressed", (json_int_t)g.audit_sup);
     }
     conn_close_error(c, VERITY_EAUTH, "not authenticated within auth_timeout_ms");
 }
@@ -911,17 +931,18 @@ void h_authenticate(struct req *r)
     }
     if (rc) {
         c->auth->fails++;
-        if (may_log(b->auth)) {
-            uint64_t sup = take_suppressed(b->auth);
-            blog(BLOG_WARN, "auth_failed",
-                 "conn=%" PRIu64 " peer=%s method=key key_id=%s fails=%" PRIu32
-                 " suppressed=%" PRIu64,
-                 c->id, c->peer, id, c->auth->fails, sup);
+        struct gate g;
+        if (may_log(b->auth, &g)) {
+            if (g.line)
+                blog(BLOG_WARN, "auth_failed",
+                     "conn=%" PRIu64 " peer=%s method=key key_id=%s fails=%" PRIu32
+                     " suppressed=%" PRIu64,
+                     c->id, c->peer, id, c->auth->fails, g.line_sup);
             /* A wrong secret for an existing key id is the tenant's business too. */
             const struct auth_key *owner = auth_key_find(b->auth->store, id);
             audit_emit(b->auth->audit, owner ? owner->tenant : NULL, "auth_failed",
                        "{s:s, s:s, s:s, s:s, s:I}", "method", "key", "key_id", id, "peer", c->peer,
-                       "port", "client", "suppressed", (json_int_t)sup);
+                       "port", "client", "suppressed", (json_int_t)g.audit_sup);
         }
         const char *msg = "authentication failed (unknown, wrong or revoked key)";
         if (b->cfg.auth_fail_delay_ms == 0 || wait_then(r, b->cfg.auth_fail_delay_ms, VERITY_EAUTH, msg)) {
@@ -1057,17 +1078,19 @@ static void deny_log(struct req *r, int err, const char *why)
     struct auth_state *a = r->b->auth;
     struct auth_conn *ac = r->conn->auth;
     char q[300];
-    if (may_log(a)) {
-        uint64_t sup = take_suppressed(a);
+    struct gate g;
+    if (may_log(a, &g)) {
         const char *ev = err == VERITY_EDENIED ? "acl_denied" : "auth_required";
-        blog(BLOG_WARN, ev,
-             "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s reason=%s suppressed=%" PRIu64,
-             r->conn->id, r->conn->peer, ac->tenant[0] ? ac->tenant : "-",
-             ac->principal[0] ? ac->principal : "-", codec_body_name(r->type),
-             blog_q(why, q, sizeof q), sup);
+        if (g.line)
+            blog(BLOG_WARN, ev,
+                 "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s reason=%s"
+                 " suppressed=%" PRIu64,
+                 r->conn->id, r->conn->peer, ac->tenant[0] ? ac->tenant : "-",
+                 ac->principal[0] ? ac->principal : "-", codec_body_name(r->type),
+                 blog_q(why, q, sizeof q), g.line_sup);
         audit_emit(a->audit, ac->tenant, ev, "{s:s, s:s, s:s, s:s, s:s, s:I}", "principal",
                    ac->principal, "type", codec_body_name(r->type), "reason", why, "peer",
-                   r->conn->peer, "port", "client", "suppressed", (json_int_t)sup);
+                   r->conn->peer, "port", "client", "suppressed", (json_int_t)g.audit_sup);
     }
 }
 
@@ -1077,18 +1100,20 @@ static void quota_refused(struct req *r, const char *quota, const char *why)
     struct auth_state *a = r->b->auth;
     struct auth_conn *ac = r->conn->auth;
     a->quota_refusals++;
-    if (may_log(a)) {
-        uint64_t sup = take_suppressed(a);
+    struct gate g;
+    if (may_log(a, &g)) {
         char q[64];
         snprintf(q, sizeof q, "%s", quota);
         q[strcspn(q, " ")] = '\0';
-        blog(BLOG_WARN, "quota_exceeded",
-             "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s quota=%s suppressed=%" PRIu64,
-             r->conn->id, r->conn->peer, ac->tenant, ac->principal, codec_body_name(r->type), q,
-             sup);
+        if (g.line)
+            blog(BLOG_WARN, "quota_exceeded",
+                 "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s quota=%s"
+                 " suppressed=%" PRIu64,
+                 r->conn->id, r->conn->peer, ac->tenant, ac->principal, codec_body_name(r->type),
+                 q, g.line_sup);
         audit_emit(a->audit, ac->tenant, "quota_exceeded", "{s:s, s:s, s:s, s:s, s:I}",
                    "principal", ac->principal, "quota", q, "reason", why, "peer", r->conn->peer,
-                   "suppressed", (json_int_t)sup);
+                   "suppressed", (json_int_t)g.audit_sup);
     }
     req_fail(r, VERITY_EQUOTA, why);
 }
@@ -1376,13 +1401,15 @@ int auth_login_key(struct broker *b, const char *key, uint64_t conn_id, const ch
         return VERITY_EUNSUPPORTED;
     const struct auth_key *k = NULL;
     if (auth_key_verify(b->auth->store, key, &k)) {
-        if (may_log(b->auth)) {
-            uint64_t sup = take_suppressed(b->auth);
-            blog(BLOG_WARN, "auth_failed",
-                 "conn=%" PRIu64 " peer=%s method=kafka_plain suppressed=%" PRIu64, conn_id, peer,
-                 sup);
+        struct gate g;
+        if (may_log(b->auth, &g)) {
+            if (g.line)
+                blog(BLOG_WARN, "auth_failed",
+                     "conn=%" PRIu64 " peer=%s method=kafka_plain suppressed=%" PRIu64, conn_id,
+                     peer, g.line_sup);
             audit_emit(b->auth->audit, NULL, "auth_failed", "{s:s, s:s, s:s, s:I}", "method",
-                       "kafka_plain", "peer", peer, "port", "kafka", "suppressed", (json_int_t)sup);
+                       "kafka_plain", "peer", peer, "port", "kafka", "suppressed",
+                       (json_int_t)g.audit_sup);
         }
         return VERITY_EAUTH;
     }
@@ -1416,14 +1443,17 @@ bool auth_who_allowed(struct broker *b, const struct auth_who *who, int res, con
                      why, sizeof why))
         return true;
     char q[300];
-    if (may_log(b->auth)) {
-        uint64_t sup = take_suppressed(b->auth);
-        blog(BLOG_WARN, "acl_denied",
-             "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s reason=%s suppressed=%" PRIu64,
-             conn_id, peer, who->tenant, who->principal, what, blog_q(why, q, sizeof q), sup);
+    struct gate g;
+    if (may_log(b->auth, &g)) {
+        if (g.line)
+            blog(BLOG_WARN, "acl_denied",
+                 "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=%s reason=%s"
+                 " suppressed=%" PRIu64,
+                 conn_id, peer, who->tenant, who->principal, what, blog_q(why, q, sizeof q),
+                 g.line_sup);
         audit_emit(b->auth->audit, who->tenant, "acl_denied", "{s:s, s:s, s:s, s:s, s:s, s:I}",
                    "principal", who->principal, "type", what, "reason", why, "peer", peer, "port",
-                   "kafka", "suppressed", (json_int_t)sup);
+                   "kafka", "suppressed", (json_int_t)g.audit_sup);
     }
     return false;
 }

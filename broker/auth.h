@@ -118,7 +118,9 @@ struct auth_http_stats *auth_http_stats(struct broker *b);
 /* Metrics of auth and the audit trail (nothing without auth_file). */
 struct evbuffer;
 void auth_metrics_render(struct broker *b, struct evbuffer *o);
-bool auth_log_ok(struct broker *b, uint64_t *suppressed);
+/* A failure event a client caused: whether to record it (audit), whether to
+ * log it too, and how many were dropped before (log, audit). */
+bool auth_log_ok(struct broker *b, bool *line, uint64_t *line_sup, uint64_t *audit_sup);
 struct auth_http_who *auth_http_who(struct broker *b);
 
 #endif

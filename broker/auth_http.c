@@ -121,15 +121,17 @@ static void refused(struct broker *b, struct evhttp_request *req, const char *ev
         st->denied++;
     else
         st->unauthenticated++;
-    uint64_t sup = 0;
-    if (!auth_log_ok(b, &sup))
+    bool line;
+    uint64_t line_sup, sup;
+    if (!auth_log_ok(b, &line, &line_sup, &sup))
         return;
     char peer[80], qp[300], qw[300];
     peer_of(req, peer, sizeof peer);
-    blog(BLOG_WARN, event,
-         "port=admin peer=%s tenant=%s principal=%s path=%s reason=%s suppressed=%" PRIu64, peer,
-         tenant && tenant[0] ? tenant : "-", principal && principal[0] ? principal : "-",
-         blog_q(path, qp, sizeof qp), blog_q(why, qw, sizeof qw), sup);
+    if (line)
+        blog(BLOG_WARN, event,
+             "port=admin peer=%s tenant=%s principal=%s path=%s reason=%s suppressed=%" PRIu64,
+             peer, tenant && tenant[0] ? tenant : "-", principal && principal[0] ? principal : "-",
+             blog_q(path, qp, sizeof qp), blog_q(why, qw, sizeof qw), line_sup);
     audit_emit(auth_audit(b), tenant, event, "{s:s, s:s, s:s, s:s, s:s, s:I}", "principal",
                principal ? principal : "", "path", path, "reason", why, "peer", peer, "port",
                "admin", "suppressed", (json_int_t)sup);

@@ -708,59 +708,16 @@ static void w4_cb(void *opaque, int err, const struct verity_delivery *d)
 }
 
 /* GET path from the admin HTTP server at hostport; the body (malloc'd,
- * NUL-terminated) or NULL. HTTP/1.0, so the server closes after the body. */
+ * NUL-terminated) of a 200 answer, or NULL. */
 static char *http_get(const char *hostport, const char *path)
 {
-    char host[256], *colon;
-    snprintf(host, sizeof host, "%s", hostport);
-    if (!(colon = strrchr(host, ':')))
-        return NULL;
-    *colon = '\0';
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
-        return NULL;
-    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
+    char *body = NULL;
+    int st = verity_admin_get(hostport, path, 30000, 256u << 20, &body, NULL);
+    if (st != 200) {
+        free(body);
         return NULL;
     }
-    freeaddrinfo(ai);
-    char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n", path, hostport,
-                     verity_admin_auth_header());
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return NULL;
-    }
-    size_t len = 0, cap = 1 << 20;
-    char *buf = malloc(cap + 1);
-    ssize_t k;
-    while (buf && (k = read(fd, buf + len, cap - len)) > 0) {
-        len += (size_t)k;
-        if (len == cap) {
-            char *nb = realloc(buf, 2 * cap + 1);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    close(fd);
-    if (!buf)
-        return NULL;
-    buf[len] = '\0';
-    char *body = strstr(buf, "\r\n\r\n");
-    if (strncmp(buf, "HTTP/1.", 7) != 0 || !body || strncmp(buf + 9, "200", 3) != 0) {
-        free(buf);
-        return NULL;
-    }
-    memmove(buf, body + 4, len - (size_t)(body + 4 - buf) + 1);
-    return buf;
+    return body;
 }
 
 /* The stages of one message's path, as differences of the times below. */

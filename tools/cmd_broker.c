@@ -37,55 +37,10 @@ static void usage(FILE *f)
             "exit: 0 healthy, 1 degraded, 2 usage, 3 broker unreachable\n");
 }
 
-/* GET path from host:port over HTTP/1.0; returns the status code or -errno. */
+/* GET path from host:port; returns the status code or -errno. */
 static int http_status(const char *hostport, const char *path)
 {
-    char host[256], port[16];
-    const char *colon = strrchr(hostport, ':');
-    if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof host ||
-        strlen(colon + 1) >= sizeof port || !colon[1])
-        return -EINVAL;
-    memcpy(host, hostport, (size_t)(colon - hostport));
-    host[colon - hostport] = '\0';
-    strcpy(port, colon + 1);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
-        return -ENXIO;
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-    int rc = fd < 0 ? -errno : 0;
-    if (rc == 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0)
-        rc = -errno;
-    freeaddrinfo(ai);
-    char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n", path, host,
-                     verity_admin_auth_header());
-    if (rc == 0 && write(fd, req, (size_t)n) != n)
-        rc = -EIO;
-    char buf[256];
-    size_t got = 0;
-    while (rc == 0 && got < sizeof buf - 1) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int pr = poll(&pfd, 1, HTTP_TIMEOUT_MS);
-        if (pr <= 0) {
-            rc = pr == 0 ? -ETIMEDOUT : -errno;
-            break;
-        }
-        ssize_t r = read(fd, buf + got, sizeof buf - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-        if (memchr(buf, '\n', got))
-            break;
-    }
-    if (fd >= 0)
-        close(fd);
-    if (rc)
-        return rc;
-    buf[got] = '\0';
-    int code = 0;
-    if (sscanf(buf, "HTTP/%*d.%*d %d", &code) != 1)
-        return -EPROTO;
-    return code;
+    return verity_admin_get(hostport, path, HTTP_TIMEOUT_MS, 0, NULL, NULL);
 }
 
 enum { OPT_BROKER = 256, OPT_HTTP, OPT_JSON, OPT_HELP };

@@ -79,82 +79,11 @@ static int64_t now_ms(void)
 
 /* ---- HTTP ---------------------------------------------------------------- */
 
-/* GET path from host:port (HTTP/1.0). Returns the status code with the body
- * in *body (malloc'd, NUL-terminated), or -errno. */
+/* GET path from host:port (libverity's admin client). Returns the status
+ * code with the body in *body (malloc'd, NUL-terminated), or -errno. */
 static int http_get(const char *hostport, const char *path, char **body)
 {
-    char host[256], port[16];
-    const char *colon = strrchr(hostport, ':');
-    *body = NULL;
-    if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof host ||
-        strlen(colon + 1) >= sizeof port || !colon[1])
-        return -EINVAL;
-    memcpy(host, hostport, (size_t)(colon - hostport));
-    host[colon - hostport] = '\0';
-    strcpy(port, colon + 1);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
-        return -ENXIO;
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-    int rc = fd < 0 ? -errno : 0;
-    if (rc == 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0)
-        rc = -errno;
-    freeaddrinfo(ai);
-    char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n", path, host,
-                     verity_admin_auth_header());
-    if (rc == 0 && write(fd, req, (size_t)n) != n)
-        rc = -EIO;
-    size_t len = 0, cap = 8192;
-    char *buf = rc == 0 ? malloc(cap) : NULL;
-    if (rc == 0 && !buf)
-        rc = -ENOMEM;
-    int64_t deadline = now_ms() + HTTP_TIMEOUT_MS;
-    while (rc == 0) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int64_t left = deadline - now_ms();
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-        if (len + 1 == cap) {
-            if (cap >= HTTP_BODY_MAX) {
-                rc = -EMSGSIZE;
-                break;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                rc = -ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + len, cap - 1 - len);
-        if (r < 0) {
-            rc = -errno;
-            break;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-    }
-    if (fd >= 0)
-        close(fd);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    buf[len] = '\0';
-    int status = 0;
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (sscanf(buf, "HTTP/%*s %d", &status) != 1 || !sep) {
-        free(buf);
-        return -EPROTO;
-    }
-    memmove(buf, sep + 4, len - (size_t)(sep + 4 - buf) + 1);
-    *body = buf;
-    return status;
+    return verity_admin_get(hostport, path, HTTP_TIMEOUT_MS, HTTP_BODY_MAX, body, NULL);
 }
 
 /* ---- state ---------------------------------------------------------------- */

@@ -16,9 +16,9 @@
  * offset. The leaf hashes and proof paths are what Go's sumdb/tlog
  * CheckRecord reads (tests/go/proofcheck "export").
  *
- * The HTTP client is deliberately small: HTTP/1.0, one request per
- * connection, plain TCP (the broker's admin port on loopback or a LAN),
- * answers capped at SP_HTTP_BODY_MAX, a receive timeout.
+ * HTTP goes through libverity's admin client (verity_admin_get): HTTP/1.0,
+ * one request per connection, plain TCP (the broker's admin port on
+ * loopback or a LAN), answers capped at SP_HTTP_BODY_MAX, a deadline.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -62,96 +62,31 @@ static int url_enc(const char *s, char *out, size_t cap)
 
 int sp_http_get(const char *base, const char *path, char **body_out, size_t *len_out)
 {
-    char host[256], port[8];
     *body_out = NULL;
     *len_out = 0;
     if (strncmp(base, "http://", 7) != 0)
         return VERITY_EINVAL;
-    const char *h = base + 7, *colon = strchr(h, ':'), *slash = strchr(h, '/');
-    if (!colon || (slash && slash < colon) || (size_t)(colon - h) >= sizeof host)
+    char hostport[300];
+    const char *h = base + 7, *slash = strchr(h, '/');
+    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
+    if (hl == 0 || hl >= sizeof hostport)
         return VERITY_EINVAL;
-    size_t pl = slash ? (size_t)(slash - colon - 1) : strlen(colon + 1);
-    if (pl == 0 || pl >= sizeof port)
+    memcpy(hostport, h, hl);
+    hostport[hl] = '\0';
+    int rc = verity_admin_get(hostport, path, SP_HTTP_TIMEOUT_S * 1000, SP_HTTP_BODY_MAX,
+                              body_out, len_out);
+    switch (rc) {
+    case -EINVAL:
         return VERITY_EINVAL;
-    memcpy(host, h, (size_t)(colon - h));
-    host[colon - h] = '\0';
-    memcpy(port, colon + 1, pl);
-    port[pl] = '\0';
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
+    case -ENXIO:
         return -EHOSTUNREACH;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), rc = 0;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    struct timeval tv = {SP_HTTP_TIMEOUT_S, 0};
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) ||
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) ||
-        connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        rc = -errno;
-        goto out;
+    case -EMSGSIZE:
+        return VERITY_ELIMIT;
+    case -EPROTO:
+        return VERITY_ECORRUPT;
+    default:
+        return rc;
     }
-    char req[1024];
-    int rl = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s:%s\r\n%s\r\n", path, host,
-                      port, verity_admin_auth_header());
-    if (rl < 0 || (size_t)rl >= sizeof req) {
-        rc = VERITY_ELIMIT;
-        goto out;
-    }
-    for (int off = 0; off < rl;) {
-        ssize_t w = send(fd, req + off, (size_t)(rl - off), MSG_NOSIGNAL);
-        if (w <= 0) {
-            rc = w < 0 ? -errno : -EIO;
-            goto out;
-        }
-        off += (int)w;
-    }
-    for (;;) {
-        if (cap - n < 65536) {
-            if (cap >= SP_HTTP_BODY_MAX + 4096) {
-                rc = VERITY_ELIMIT;
-                goto out;
-            }
-            char *nb = realloc(buf, cap + 65536 + 1);
-            if (!nb) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            buf = nb;
-            cap += 65536;
-        }
-        ssize_t r = recv(fd, buf + n, cap - n, 0);
-        if (r < 0) {
-            rc = -errno;
-            goto out;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    if (!buf) {
-        rc = VERITY_ECORRUPT;
-        goto out;
-    }
-    buf[n] = '\0';
-    int status = 0;
-    char *hend = strstr(buf, "\r\n\r\n");
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || !hend) {
-        rc = VERITY_ECORRUPT;
-        goto out;
-    }
-    size_t blen = n - (size_t)(hend + 4 - buf);
-    memmove(buf, hend + 4, blen);
-    buf[blen] = '\0';
-    *body_out = buf;
-    *len_out = blen;
-    buf = NULL;
-    rc = status;
-out:
-    free(buf);
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(ai);
-    return rc;
 }
 
 int sp_checkpoint_fetch(const char *base, const char *topic, uint32_t partition, uint64_t size,

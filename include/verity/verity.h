@@ -90,6 +90,16 @@ const char *verity_broker_resolve(const char *arg);
  * header injection). Static storage, read once. */
 const char *verity_admin_auth_header(void);
 
+/* GET path from the broker's admin HTTP port at hostport ("host:port"):
+ * HTTP/1.0 with the header above, within timeout_ms for the whole exchange.
+ * Returns the HTTP status, with the body (malloc'd, NUL-terminated, at most
+ * max_body bytes, its length in *body_len when not NULL) in *body when body
+ * is not NULL; or a negative errno: -EINVAL (bad address or path), -ENXIO
+ * (the host does not resolve), -ECONNREFUSED and the like, -ETIMEDOUT,
+ * -EMSGSIZE (a larger body), -EPROTO (not an HTTP answer). */
+int verity_admin_get(const char *hostport, const char *path, int timeout_ms, size_t max_body,
+                     char **body, size_t *body_len);
+
 /* True when err means the broker could not be reached at all (connection
  * refused, unreachable, connect timed out, name did not resolve). */
 bool verity_err_unreachable(int err);
