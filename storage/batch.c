@@ -343,6 +343,12 @@ int batch_builder_add(struct batch_builder *b, int64_t ts, const void *key, int3
                                         value_len > 0 ? (size_t)value_len : 0, hdrs, nh);
     if (need > b->cap - b->len)
         return VERITY_ELIMIT;
+    /* Every record's timestamp is stored as a delta from the first; one that
+     * cannot be (the two are more than INT64_MAX apart) is refused here, as
+     * the iterator would refuse it when read. */
+    int64_t tdelta;
+    if (__builtin_sub_overflow(ts, b->count == 0 ? ts : b->first_timestamp, &tdelta))
+        return VERITY_EINVAL;
     if (b->count == 0)
         b->first_timestamp = ts;
 
@@ -350,7 +356,7 @@ int batch_builder_add(struct batch_builder *b, int64_t ts, const void *key, int3
     uint8_t *start = b->buf + b->len;
     uint8_t *p = start + 5;
     *p++ = 0;
-    p += svarint_put(p, ts - b->first_timestamp);
+    p += svarint_put(p, tdelta);
     p += uvarint_put(p, b->count);
     p += svarint_put(p, key_len);
     if (key_len > 0) {

@@ -211,8 +211,9 @@ void batch_builder_reset(struct batch_builder *b);
 /* Bytes one record with these sizes adds to a batch (upper bound). */
 size_t batch_record_size_max(size_t key_len, size_t value_len, const struct batch_header_kv *h,
                              size_t nh);
-/* Appends a record (key/value may be NULL for null). Returns 0 or
- * VERITY_ELIMIT when it does not fit in cap or the record limit. */
+/* Appends a record (key/value may be NULL for null). Returns 0, VERITY_ELIMIT
+ * when it does not fit in cap or the record limit, or VERITY_EINVAL for bad
+ * lengths or a timestamp more than INT64_MAX from the batch's first. */
 int batch_builder_add(struct batch_builder *b, int64_t timestamp, const void *key, int32_t key_len,
                       const void *value, int32_t value_len, const struct batch_header_kv *headers,
                       uint32_t header_count) __attribute__((warn_unused_result));

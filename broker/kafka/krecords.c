@@ -120,8 +120,19 @@ int krec_to_verity(const uint8_t *kb, size_t kb_len, struct batch_builder *bb,
         }
         if (p != rend)
             goto corrupt;
-        int rc = batch_builder_add(bb, base_ts + ts_delta, key, key_len, value, value_len, hdrs,
+        int64_t ts;
+        if (__builtin_add_overflow(base_ts, ts_delta, &ts)) {
+            snprintf(msg, cap, "record %" PRId32 " timestamp overflows (base %" PRId64
+                     " + delta %" PRId64 ")", i, base_ts, ts_delta);
+            return KERR_INVALID_TIMESTAMP;
+        }
+        int rc = batch_builder_add(bb, ts, key, key_len, value, value_len, hdrs,
                                    (uint32_t)nh);
+        if (rc == VERITY_EINVAL) {
+            snprintf(msg, cap, "record %" PRId32 " timestamp is more than INT64_MAX from the "
+                     "batch's first", i);
+            return KERR_INVALID_TIMESTAMP;
+        }
         if (rc) {
             snprintf(msg, cap, "batch exceeds the topic's max_message_bytes or record limit");
             return KERR_MESSAGE_TOO_LARGE;
@@ -225,6 +236,8 @@ int krec_from_verity(const uint8_t *vb, size_t vb_len, struct kw *w)
                 nh++;
             if (nh != r.header_count)
                 return VERITY_ECORRUPT;
+            /* The stored delta: the iterator refused any record whose
+             * first_timestamp + delta overflows, so this difference cannot. */
             int64_t ts_delta = r.timestamp - h.first_timestamp;
             put_varint(w, record_body_size(&r, ts_delta, hdrs, nh));
             kw_i8(w, 0);

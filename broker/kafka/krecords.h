@@ -45,6 +45,7 @@
 /* Kafka error codes the conversion reports. */
 #define KERR_CORRUPT_MESSAGE       2
 #define KERR_MESSAGE_TOO_LARGE     10
+#define KERR_INVALID_TIMESTAMP     32
 #define KERR_UNSUPPORTED_MSG_FMT   43
 #define KERR_UNSUPPORTED_COMPRESS  76
 #define KERR_INVALID_RECORD        87

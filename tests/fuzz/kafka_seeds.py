@@ -3,6 +3,7 @@
 them (Produce v3/v7 with a keyed, headered, idempotent record batch v2; Fetch
 v4/v11; Metadata; ApiVersions), a bare record batch, and near misses.
 usage: kafka_seeds.py DIR"""
+import base64
 import os
 import struct
 import sys
@@ -95,6 +96,13 @@ def main(d):
         'batch': b1,
         'batch_bad_crc': b1[:17] + b'\x00\x00\x00\x00' + b1[21:],
         'batch_truncated': b1[:-3],
+        # Regression: baseTimestamp near INT64_MIN plus a negative delta was
+        # signed overflow in krec_to_verity (found by this fuzzer in CI).
+        'regress_ts_overflow': base64.b64decode(
+            'AAAAAAAAAAAAAACRAAAAAAIAAAAAAAAAAAAEgAAAAAAAAAAAAAGLV+VoDP//////////////////'
+            'AAAABRr/fQABDnZhbHVlIDAAAAAABAAAAYvP5WgAAAABi8/l5WgAAAABi1flaAz/////////////'
+            '/////wAAAAUa/30AAQ52YWx1ZSAwAAAAAAQAAAGLz+VoAAAAAYvP5WgM//////////////////8A'
+            'AAAFGgAAAAEOdmFsdWUgMAAwAAYCCGtleTEOdmFsdWUgMQQCaAIxAm4BIgA0AA=='),
     }
     for name, data in seeds.items():
         with open(os.path.join(d, name), 'wb') as f:

@@ -602,6 +602,27 @@ static void test_builder_refuses_what_does_not_fit(void)
     batch_builder_deinit(&b);
 }
 
+/* Timestamps are deltas from the first: the extremes of int64 each fit, but
+ * a second record more than INT64_MAX from the first is refused, not
+ * wrapped into a batch the iterator would then call corrupt. */
+static void test_builder_refuses_unrepresentable_timestamp(void)
+{
+    struct batch_builder b;
+    CU_ASSERT_EQUAL_FATAL(batch_builder_init(&b, 4096), 0);
+    CU_ASSERT_EQUAL(batch_builder_add(&b, INT64_MAX, NULL, -1, "a", 1, NULL, 0), 0);
+    CU_ASSERT_EQUAL(batch_builder_add(&b, INT64_MIN, NULL, -1, "b", 1, NULL, 0), VERITY_EINVAL);
+    CU_ASSERT_EQUAL(batch_builder_add(&b, -1, NULL, -1, "c", 1, NULL, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(batch_builder_finish(&b, NULL), 0);
+    CU_ASSERT_EQUAL(batch_validate(b.buf, b.len, NULL), 0);
+    struct batch_iter it;
+    struct batch_record r;
+    batch_iter_init(&it, b.buf, b.len);
+    CU_ASSERT(batch_iter_next(&it, &r) == 1 && r.timestamp == INT64_MAX);
+    CU_ASSERT(batch_iter_next(&it, &r) == 1 && r.timestamp == -1);
+    CU_ASSERT_EQUAL(batch_iter_next(&it, &r), 0);
+    batch_builder_deinit(&b);
+}
+
 static int suite_init(void) { return build_golden(&golden); }
 
 static int suite_clean(void)
@@ -642,6 +663,8 @@ int main(void)
          test_iterator_returns_records_and_headers_exactly},
         {"iterator_handles_null_and_empty_fields", test_iterator_handles_null_and_empty_fields},
         {"builder_refuses_what_does_not_fit", test_builder_refuses_what_does_not_fit},
+        {"builder_refuses_unrepresentable_timestamp",
+         test_builder_refuses_unrepresentable_timestamp},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;

@@ -197,6 +197,43 @@ static void test_batch_refusals(void)
     CU_ASSERT_EQUAL(krec_next(k.buf, k.len, &blen, msg, sizeof msg), KERR_UNSUPPORTED_MSG_FMT);
     CU_ASSERT_EQUAL(krec_next(k.buf, 30, &blen, msg, sizeof msg), KERR_CORRUPT_MESSAGE);
     kw_deinit(&k);
+    /* baseTimestamp + timestampDelta past INT64_MAX: a typed refusal, not
+     * signed overflow (fuzz_kafka found this under UBSan). */
+    build_kafka_batch(&k, -1, -1, -1);
+    kput_be64(k.buf + 27, (uint64_t)INT64_MAX - 2);
+    kput_be32(k.buf + 17, crc32c(0, k.buf + KREC_CRC_FROM, k.len - KREC_CRC_FROM));
+    CU_ASSERT_EQUAL(krec_to_verity(k.buf, k.len, &bb, &src, msg, sizeof msg),
+                    KERR_INVALID_TIMESTAMP);
+    kw_deinit(&k);
+    batch_builder_deinit(&bb);
+}
+
+/* A native batch spanning the whole int64 range the builder allows (first
+ * record INT64_MAX, a later one at -1): the Kafka view of it carries each
+ * timestamp exactly and reads back through the Kafka decoder. */
+static void test_batch_extreme_timestamps(void)
+{
+    struct batch_builder bb;
+    CU_ASSERT_EQUAL_FATAL(batch_builder_init(&bb, 4096), 0);
+    CU_ASSERT_EQUAL_FATAL(batch_builder_add(&bb, INT64_MAX, NULL, -1, "a", 1, NULL, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(batch_builder_add(&bb, -1, NULL, -1, "b", 1, NULL, 0), 0);
+    struct batch_meta meta = {0, -1, -1, -1, NULL};
+    CU_ASSERT_EQUAL_FATAL(batch_builder_finish(&bb, &meta), 0);
+    struct kw out;
+    kw_init(&out);
+    CU_ASSERT_EQUAL_FATAL(krec_from_verity(bb.buf, bb.len, &out), 0);
+    struct batch_builder back;
+    CU_ASSERT_EQUAL_FATAL(batch_builder_init(&back, 4096), 0);
+    struct krec_src src;
+    char msg[200];
+    CU_ASSERT_EQUAL_FATAL(krec_to_verity(out.buf, out.len, &back, &src, msg, sizeof msg), 0);
+    struct batch_iter it;
+    struct batch_record r;
+    batch_iter_init(&it, back.buf, back.len);
+    CU_ASSERT(batch_iter_next(&it, &r) == 1 && r.timestamp == INT64_MAX);
+    CU_ASSERT(batch_iter_next(&it, &r) == 1 && r.timestamp == -1);
+    batch_builder_deinit(&back);
+    kw_deinit(&out);
     batch_builder_deinit(&bb);
 }
 
@@ -263,6 +300,7 @@ int main(void)
         {"varint_edges", test_varint_edges},
         {"batch_roundtrip_identical", test_batch_roundtrip_identical},
         {"batch_refusals", test_batch_refusals},
+        {"batch_extreme_timestamps", test_batch_extreme_timestamps},
         {"request_bodies", test_request_bodies},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
