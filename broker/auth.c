@@ -79,6 +79,7 @@ struct auth_state {
     struct audit *audit; /* broker/audit.c: the __audit topics */
     struct auth_http_who http_who; /* auth_http.c: the HTTP request being answered */
     struct auth_http_stats http_stats;
+    struct auth_http_late *http_late; /* auth_http.c: wrong bearer keys being delayed */
     uint64_t quota_waits, quota_refusals; /* requests throttled / refused by a quota */
 };
 
@@ -337,6 +338,7 @@ void auth_close(struct broker *b)
     struct auth_state *a = b->auth;
     if (!a)
         return;
+    auth_http_flush(b); /* none left after http_stop; a no-op then */
     for (size_t i = 0; i < QUOTA_BUCKETS; i++) {
         struct quota_bucket *q = a->buckets[i], *next;
         for (; q; q = next) {
@@ -370,6 +372,11 @@ struct auth_http_stats *auth_http_stats(struct broker *b)
     return b->auth ? &b->auth->http_stats : NULL;
 }
 
+struct auth_http_late **auth_http_late_list(struct broker *b)
+{
+    return b->auth ? &b->auth->http_late : NULL;
+}
+
 void auth_metrics_render(struct broker *b, struct evbuffer *o)
 {
     struct auth_state *a = b->auth;
@@ -391,6 +398,9 @@ void auth_metrics_render(struct broker *b, struct evbuffer *o)
                         a->http_stats.unauthenticated);
     evbuffer_add_printf(o, "verity_http_auth_refused_total{reason=\"denied\"} %" PRIu64 "\n",
                         a->http_stats.denied);
+    met_family(o, "verity_http_auth_delayed", "gauge",
+               "Admin HTTP 401s for a wrong key waiting out auth_fail_delay_ms.");
+    evbuffer_add_printf(o, "verity_http_auth_delayed %" PRIu64 "\n", a->http_stats.late);
     met_family(o, "verity_quota_throttled_total", "counter",
                "Requests made to wait by a rate quota (bytes/s, requests/s).");
     evbuffer_add_printf(o, "verity_quota_throttled_total %" PRIu64 "\n", a->quota_waits);

@@ -111,9 +111,16 @@ struct auth_http_who {
 struct auth_http_stats {
     uint64_t unauthenticated; /* 401 */
     uint64_t denied;          /* 403 */
+    uint64_t late;            /* 401s waiting out auth_fail_delay_ms now */
 };
 const struct auth_store *auth_store_in_use(struct broker *b);
 struct auth_http_stats *auth_http_stats(struct broker *b);
+/* The 401s waiting out auth_fail_delay_ms (auth_http.c), a list. */
+struct auth_http_late;
+struct auth_http_late **auth_http_late_list(struct broker *b);
+/* Answers the 401s still waiting, now: http_stop calls it before
+ * evhttp_free (which would free their requests under the timers). */
+void auth_http_flush(struct broker *b);
 
 /* Metrics of auth and the audit trail (nothing without auth_file). */
 struct evbuffer;

@@ -10,6 +10,15 @@
  * lookup). Keys are checked with auth_key_verify (constant time in the
  * secret) against the store in use, so a revoked key or a removed rule
  * stops working at the next request after SIGHUP.
+ *
+ * A wrong key (not a missing one) is answered 401 only after
+ * auth_fail_delay_ms, as a failed Authenticate on the protocol port: the
+ * request waits on a timer, the event loop goes on serving others. evhttp
+ * reads a connection's next request only after the answer, so each
+ * connection guesses at most one key per delay, and the waiting requests
+ * are at most max_http_connections. A client that hangs up meanwhile
+ * leaves the request to us (evhttp detaches it; evhttp_send_reply then
+ * frees it); at shutdown auth_http_flush answers them before evhttp_free.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,6 +29,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
@@ -92,6 +102,70 @@ static void answer(struct evhttp_request *req, int code, const char *reason, con
     evhttp_send_reply(req, code, reason, body);
     if (body)
         evbuffer_free(body);
+}
+
+/* A 401 waiting out auth_fail_delay_ms. */
+struct auth_http_late {
+    struct broker *b;
+    struct evhttp_request *req;
+    struct event *ev;
+    struct auth_http_late *prev, *next;
+};
+
+static const char WRONG_KEY[] = "authentication failed (unknown, wrong or revoked key)";
+
+static void late_answer(struct auth_http_late *l)
+{
+    struct auth_http_late **head = auth_http_late_list(l->b);
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        *head = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    auth_http_stats(l->b)->late--;
+    event_free(l->ev);
+    answer(l->req, 401, "Unauthorized", WRONG_KEY);
+    free(l);
+}
+
+static void late_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    late_answer(arg);
+}
+
+/* Answers 401 for a wrong key after the delay; now when there is none or
+ * no memory for the timer (the refusal matters more than the delay). */
+static void wrong_key(struct broker *b, struct evhttp_request *req)
+{
+    uint32_t ms = b->cfg.auth_fail_delay_ms;
+    struct auth_http_late **head = auth_http_late_list(b);
+    struct auth_http_late *l = ms && head ? calloc(1, sizeof *l) : NULL;
+    if (l && (l->ev = evtimer_new(b->base, late_cb, l))) {
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+        if (evtimer_add(l->ev, &tv) == 0) {
+            l->b = b;
+            l->req = req;
+            l->next = *head;
+            if (*head)
+                (*head)->prev = l;
+            *head = l;
+            auth_http_stats(b)->late++;
+            return;
+        }
+        event_free(l->ev);
+    }
+    free(l);
+    answer(req, 401, "Unauthorized", WRONG_KEY);
+}
+
+void auth_http_flush(struct broker *b)
+{
+    struct auth_http_late **head = auth_http_late_list(b);
+    while (head && *head)
+        late_answer(*head);
 }
 
 /* The principal from a client certificate on a TLS admin port, if mapped. */
@@ -202,7 +276,7 @@ bool auth_http_check(struct broker *b, struct evhttp_request *req)
         if (!bearer || auth_key_verify(s, h + 7, &k) != 0) {
             refused(b, req, "http_auth_failed", NULL, NULL, path,
                     bearer ? "unknown, wrong or revoked key" : "Authorization is not Bearer");
-            answer(req, 401, "Unauthorized", "authentication failed (unknown, wrong or revoked key)");
+            wrong_key(b, req);
             free(path);
             return false;
         }

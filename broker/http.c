@@ -662,6 +662,7 @@ int http_start(struct broker *b)
 
 void http_stop(struct broker *b)
 {
+    auth_http_flush(b); /* 401s waiting on a timer hold requests evhttp_free frees */
     if (b->http)
         evhttp_free(b->http);
     b->http = NULL;

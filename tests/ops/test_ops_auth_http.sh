@@ -11,6 +11,10 @@
 #     (every tenant's with cluster:tenants); proofs and tiles of another
 #     tenant's topic are 403 whether it exists or not;
 #   - a revoked key stops working after SIGHUP;
+#   - a wrong bearer key is answered 401 only after auth_fail_delay_ms, a
+#     right key at once, also while wrong keys wait (a timer, not a sleep
+#     of the event loop); a client hanging up during the delay and a
+#     shutdown with answers still waiting are clean;
 #   - the audit trail: authentications, failures, denials (protocol and
 #     HTTP), admin requests and store changes are records of the tenant's
 #     __audit topic (its principals read it as "__audit") and of the
@@ -50,6 +54,7 @@ code() { # code [KEY] PATH: the HTTP status
     else curl -s -o /dev/null -w '%{http_code}' "$H$p"; fi
 }
 body() { curl -s -H "Authorization: Bearer $1" "$H$2"; }
+code_at() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "http://$1$3"; }
 
 quiet as "$KA" "$VERITY" topic create orders
 quiet as "$KA" sh -c "printf 'a\nb\n' | '$VERITY' produce orders"
@@ -152,6 +157,55 @@ stop_broker "$S_pid"
 check "the broker-wide audit log verifies (hash chain)" \
     quiet "$VERITY" log verify "$OPS_TMP/s/topics/__audit/0"
 check "acme's audit log verifies" quiet "$VERITY" log verify "$OPS_TMP/s/topics/acme~__audit/0"
+
+# ---- a delay after a wrong bearer key (auth_fail_delay_ms) ---------------------
+quiet A acl add --tenant ops --principal auditor --resource cluster:metrics --ops describe
+start_broker D "$OPS_TMP/d" --auth-file "$VERITY_AUTH_FILE" --auth-fail-delay-ms 800 || exit 1
+WRONG="vk_0000000000000000_$(printf '%064d' 0)"
+ms_of() { # ms_of CURL-ARGS...: prints "CODE MS" of one request to D
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' "$@" |
+        awk '{ printf "%s %d\n", $1, $2 * 1000 }'
+}
+read -r c ms <<<"$(ms_of -H "Authorization: Bearer $WRONG" "http://$D_http/v1/topics")"
+check "wrong key: 401 after auth_fail_delay_ms ($ms ms >= 800)" eval '[ "$c" = 401 ] && [ "$ms" -ge 790 ]'
+read -r c ms <<<"$(ms_of -H "Authorization: Basic eDp5" "http://$D_http/v1/topics")"
+check "Authorization not Bearer: 401 after the delay too ($ms ms)" eval '[ "$c" = 401 ] && [ "$ms" -ge 790 ]'
+read -r c ms <<<"$(ms_of -H "Authorization: Bearer $KA" "http://$D_http/v1/topics")"
+check "right key: 200 without the delay ($ms ms < 800)" eval '[ "$c" = 200 ] && [ "$ms" -lt 800 ]'
+read -r c ms <<<"$(ms_of "http://$D_http/v1/topics")"
+check "no key at all: 401 at once, nothing guessed ($ms ms)" eval '[ "$c" = 401 ] && [ "$ms" -lt 800 ]'
+# Four wrong keys waiting at once must not hold up a right one.
+delayed() { curl -s -H "Authorization: Bearer $KU" "http://$D_http/metrics" |
+    sed -n 's/^verity_http_auth_delayed \([0-9]*\)$/\1/p'; }
+wpids=()
+for i in 1 2 3 4; do
+    ms_of -H "Authorization: Bearer $WRONG" "http://$D_http/metrics" >"$OPS_TMP/late$i" &
+    wpids+=($!)
+done
+wait_for 10 eval '[ "$(delayed)" = 4 ]'
+read -r c ms <<<"$(ms_of -H "Authorization: Bearer $KA" "http://$D_http/v1/topics")"
+n=$(delayed)
+check "right key answered ($ms ms) while $n wrong keys wait (verity_http_auth_delayed)" \
+    eval '[ "$c" = 200 ] && [ "$ms" -lt 800 ] && [ "$n" -ge 1 ]'
+wait "${wpids[@]}"
+check "the four wrong keys: 401 each after the delay" \
+    eval '[ "$(cat "$OPS_TMP"/late[1-4] | awk '"'"'$1 == 401 && $2 >= 790'"'"' | wc -l)" = 4 ]'
+# A client that gives up during the delay: its timer still fires and frees
+# the request evhttp left to us; the broker answers the next.
+curl -s -o /dev/null --max-time 0.2 -H "Authorization: Bearer $WRONG" "http://$D_http/metrics"
+check "a hung-up client's 401 leaves the waiting list" wait_for 10 eval '[ "$(delayed)" = 0 ]'
+check "after a client hung up during the delay: still serving" \
+    test "$(code_at "$D_http" "$KA" /v1/topics)" = 200
+# Shutdown with a wrong key still waiting: the 401 is written at once but
+# the connection closes with evhttp_free before it leaves (curl sees 000);
+# what matters is a clean exit and a client that is not left hanging.
+ms_of -H "Authorization: Bearer $WRONG" "http://$D_http/metrics" >"$OPS_TMP/late5" &
+wpid=$!
+wait_for 10 eval '[ "$(delayed)" = 1 ]'
+check "shutdown with a 401 waiting: exit 0" stop_broker "$D_pid"
+wait "$wpid" 2>/dev/null
+check "the waiting client is let go at shutdown, not answered 200 ($(cat "$OPS_TMP/late5"))" \
+    grep -Eq '^(401|000) ' "$OPS_TMP/late5"
 
 # ---- mutual TLS on the admin port: a mapped certificate is a principal ---------
 certs=$OPS_TMP/certs
