@@ -1404,6 +1404,15 @@ bool auth_on(const struct broker *b)
     return b->auth != NULL;
 }
 
+const char *auth_local_name(const struct broker *b, const char *stored, const char *in)
+{
+    const char *sep = b->auth && in ? strchr(in, CODEC_TENANT_SEP) : NULL;
+    if (!sep)
+        return stored;
+    size_t tl = (size_t)(sep - in) + 1; /* "acme~" */
+    return strncmp(stored, in, tl) == 0 ? stored + tl : stored;
+}
+
 int auth_login_key(struct broker *b, const char *key, uint64_t conn_id, const char *peer,
                    struct auth_who *who)
 {

@@ -65,6 +65,12 @@ struct auth_who {
 
 /* Whether the broker checks principals (auth_file configured). */
 bool auth_on(const struct broker *b);
+/* The name a tenant's principals use for `stored`, a name as stored: with
+ * auth_file, when stored is inside the tenant of `in` (also a stored name:
+ * "acme~orders" and "acme~g1"), stored without "acme~"; else stored. For
+ * names the broker writes into a tenant's records (dead-letter headers),
+ * which its principals send back as names. The result points into stored. */
+const char *auth_local_name(const struct broker *b, const char *stored, const char *in);
 /* Checks an API key text; 0 and *who, or VERITY_EAUTH (logged auth_failed
  * or auth_ok with method=kafka_plain, conn and peer as given). */
 int auth_login_key(struct broker *b, const char *key, uint64_t conn_id, const char *peer,

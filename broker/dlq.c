@@ -32,6 +32,7 @@
 
 #include <event2/event.h>
 
+#include "broker/auth.h"
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "verity/errors.h"
@@ -180,7 +181,10 @@ static int build(struct broker *b, const struct dlq_job *j, struct batch_builder
                           "verity.source.offset", "verity.source.timestamp",
                           "verity.group",         "verity.delivery_count",
                           "verity.error",         "verity.missing"};
-    const char *vals[] = {j->topic, part, off, ts, j->group, cnt, j->error, why};
+    /* With tenants, the names as the tenant's principals send them back
+     * (verity dlq replay produces to verity.source.topic). */
+    const char *vals[] = {auth_local_name(b, j->topic, j->group), part, off, ts,
+                          auth_local_name(b, j->group, j->group), cnt, j->error, why};
     for (size_t i = 0; i < 8; i++) {
         if (i == 7 && have)
             break;

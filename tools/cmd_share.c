@@ -132,6 +132,32 @@ static int append(const char *broker, const char *topic, json_t *rec)
     return rc;
 }
 
+/* Whether the caller may see every topic of the share: each is described
+ * as the caller (with tenants: in its tenant, so another tenant's topic is
+ * refused exactly like a missing one; issue 14). */
+static int topics_visible(const char *broker, json_t *topics)
+{
+    struct verity_client *c = connect_admin(broker);
+    if (!c)
+        return CMD_EXIT_FAIL;
+    int rc = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(topics, i, t) {
+        struct verity_topic_info *ti = NULL;
+        int e = verity_topic_describe(c, json_string_value(t), &ti);
+        verity_topic_info_free(ti, 1);
+        if (e) {
+            fprintf(stderr, "verity share create: topic %s: %s\n", json_string_value(t),
+                    verity_strerror(e));
+            rc = CMD_EXIT_FAIL;
+            break;
+        }
+    }
+    verity_client_free(c);
+    return rc;
+}
+
 /* ---- init ------------------------------------------------------------------------ */
 
 static int write_pem_key(EVP_PKEY *k, const char *path, bool priv)
@@ -300,6 +326,8 @@ static int share_create(struct opts *o, int argc, char **argv)
     json_decref(j);
     char kp[4200], *token = NULL, *prof = NULL;
     EVP_PKEY *sk = NULL;
+    if ((rc = topics_visible(o->broker, topics)))
+        goto done;
     rc = CMD_EXIT_FAIL;
     if (key_path(o->keys, "gateway.key", kp, sizeof kp) || sh_load_private(kp, &sk)) {
         fprintf(stderr, "verity share create: cannot load %s/gateway.key (verity share init)\n",
