@@ -427,3 +427,15 @@ soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 test-cluster-quick: $(BINS) $(CLUSTER_PRODUCER)
 	@echo "== tests/cluster/cluster_e2e.py kill-loop --seconds 60 (replicated)"
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds 60 --every 10
+
+# ---- pre-authentication abuse figures (issue 14, must-show 4) ---------------
+# make bench-abuse: 5,000 connections that never authenticate, 2 GiB length
+# prefixes, a slowloris and a brute force of wrong keys at once against a
+# verityd with auth_file, while `verity bench` W1 produces with a key: peak
+# RSS and W1 throughput (5 runs before, during, after; >= 80 % required).
+# About 2 minutes; figures in docs/PERFORMANCE.md. A short version (1,000
+# connections, one run per phase, ~25 s) is tests/ops/test_ops_abuse.sh in
+# make test-ops.
+.PHONY: bench-abuse
+bench-abuse: $(BINS)
+	@ABUSE_FULL=1 VERITY_BIN_DIR=$(abspath $(BUILD)/bin) bash tests/ops/test_ops_abuse.sh

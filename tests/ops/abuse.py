@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Pre-authentication abuse while an authenticated client produces (issue 14,
+must-show 4), for tests/ops/test_ops_abuse.sh and `make bench-abuse`.
+Loopback only; bounded in count and time.
+
+The attack, all at once, each from its own source address:
+  idle       N connections that never authenticate (127.0.0.2-4); the
+             broker closes them at auth_timeout_ms and they come back
+  big        a 2 GiB length prefix on a new connection every 20 ms (.5)
+  slowloris  S connections sending one byte of a 1000-byte frame a second (.6)
+  brute      B connections sending Authenticate with wrong keys, again as
+             soon as answered, reconnecting when closed (.7)
+The authenticated client is `verity bench --workload W1` (1,000,000 x
+100-byte produces, key in VERITY_API_KEY): RUNS runs before the attack,
+RUNS during it, RUNS after. The broker's RSS is sampled every 100 ms.
+
+usage: abuse.py --broker HOST:PORT --pid PID --verity PATH [--idle N]
+                [--slow S] [--brute B] [--runs R] [--warm-s SECS]
+Prints one JSON object (figures and counters).
+"""
+import argparse, json, os, random, resource, selectors, socket, struct, subprocess, sys
+import threading, time
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def fld(num, payload):
+    if isinstance(payload, int):
+        return varint(num << 3) + varint(payload)
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return varint((num << 3) | 2) + varint(len(payload)) + payload
+
+
+def frame(corr, body_num, body):
+    env = fld(1, 1) + fld(2, corr) + fld(body_num, body)
+    return struct.pack(">II", 4 + len(env), len(env)) + env
+
+
+HELLO = frame(1, 100, fld(1, 1) + fld(2, 1) + fld(3, "abuse"))
+
+
+def wrong_key():
+    return "vk_%016x_%064x" % (random.getrandbits(64), random.getrandbits(256))
+
+
+class Attack(threading.Thread):
+    def __init__(self, a):
+        super().__init__(daemon=True)
+        self.a = a
+        host, port = a.broker.rsplit(":", 1)
+        self.dest = (host, int(port))
+        self.sel = selectors.DefaultSelector()
+        self.stop = threading.Event()
+        self.c = dict(idle_open=0, idle_open_max=0, idle_connects=0, idle_closed_by_broker=0,
+                      connect_failures=0, big_sent=0, big_closed=0, slow_open=0,
+                      slow_closed_by_broker=0, brute_attempts=0, brute_answers=0,
+                      brute_closed_by_broker=0)
+        self.pool = {"idle": set(), "slow": set(), "brute": set()}
+        self.slow_pos = {}
+        self.hello_wait = set()  # brute connections whose Hello is not answered yet
+
+    def connect(self, kind, src):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((src, 0))
+            s.settimeout(2)
+            s.connect(self.dest)
+            s.setblocking(False)
+        except OSError:
+            s.close()
+            self.c["connect_failures"] += 1
+            return None
+        self.sel.register(s, selectors.EVENT_READ, kind)
+        if kind in self.pool:
+            self.pool[kind].add(s)
+        return s
+
+    def drop(self, s, kind):
+        try:
+            self.sel.unregister(s)
+        except (KeyError, ValueError):
+            pass
+        if kind in self.pool:
+            self.pool[kind].discard(s)
+        self.slow_pos.pop(s, None)
+        self.hello_wait.discard(s)
+        s.close()
+
+    def brute_send(self, s):
+        try:
+            s.sendall(frame(2, 160, fld(1, wrong_key())))
+            self.c["brute_attempts"] += 1
+        except OSError:
+            pass
+
+    def fill(self):
+        """Tops the pools up, at most 500 new connections a round."""
+        budget = 500
+        a = self.a
+        while len(self.pool["idle"]) < a.idle and budget > 0:
+            src = "127.0.0.%d" % (2 + self.c["idle_connects"] % 3)
+            if self.connect("idle", src):
+                self.c["idle_connects"] += 1
+            budget -= 1
+        while len(self.pool["slow"]) < a.slow and budget > 0:
+            s = self.connect("slow", "127.0.0.6")
+            if s:
+                self.slow_pos[s] = 0
+            budget -= 1
+        while len(self.pool["brute"]) < a.brute and budget > 0:
+            s = self.connect("brute", "127.0.0.7")
+            if s:
+                try:
+                    s.sendall(HELLO)
+                    self.hello_wait.add(s)
+                except OSError:
+                    pass
+            budget -= 1
+        self.c["idle_open"] = len(self.pool["idle"])
+        self.c["idle_open_max"] = max(self.c["idle_open_max"], self.c["idle_open"])
+        self.c["slow_open"] = len(self.pool["slow"])
+
+    def run(self):
+        slow_frame = struct.pack(">II", 1000, 16) + b"\0" * 992
+        next_big = next_slow = time.monotonic()
+        while not self.stop.is_set():
+            self.fill()
+            now = time.monotonic()
+            if now >= next_big:
+                next_big = now + 0.02
+                s = self.connect("big", "127.0.0.5")
+                if s:
+                    try:
+                        s.sendall(struct.pack(">II", 1 << 31, 4))
+                        self.c["big_sent"] += 1
+                    except OSError:
+                        pass
+            if now >= next_slow:
+                next_slow = now + 1.0
+                for s in list(self.pool["slow"]):
+                    p = self.slow_pos[s]
+                    try:
+                        s.send(slow_frame[p:p + 1])
+                        self.slow_pos[s] = p + 1
+                    except OSError:
+                        pass
+            for key, _ in self.sel.select(timeout=0.02):
+                s, kind = key.fileobj, key.data
+                try:
+                    d = s.recv(65536)
+                except OSError:
+                    d = b""
+                if kind == "brute" and d:
+                    # Hello's answer, or a refusal (after auth_fail_delay_ms):
+                    # guess (again). Answers are small: one recv, one answer.
+                    if s in self.hello_wait:
+                        self.hello_wait.discard(s)
+                    else:
+                        self.c["brute_answers"] += 1
+                    self.brute_send(s)
+                    continue
+                if d:
+                    continue  # an error frame before the close
+                self.c[{"idle": "idle_closed_by_broker", "big": "big_closed",
+                        "slow": "slow_closed_by_broker",
+                        "brute": "brute_closed_by_broker"}[kind]] += 1
+                self.drop(s, kind)
+        for key in list(self.sel.get_map().values()):
+            self.drop(key.fileobj, key.data)
+
+
+class Sampler(threading.Thread):
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_rss = 0
+        self.peak_fds = 0
+        self.stop = threading.Event()
+
+    def reset(self):
+        self.peak_rss = self.peak_fds = 0
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                self.peak_rss = max(self.peak_rss, rss_kb(self.pid))
+                self.peak_fds = max(self.peak_fds, fds(self.pid))
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+
+def w1(a):
+    r = subprocess.run([a.verity, "bench", "--broker", a.broker, "--workload", "W1", "--json"],
+                       capture_output=True, timeout=300, text=True)
+    for line in r.stdout.splitlines():
+        if line.startswith("{"):
+            d = json.loads(line)
+            if d.get("workload") == "W1":
+                return d["msgs_per_s"]
+    sys.exit("abuse: W1 failed: %s" % r.stderr[-500:])
+
+
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--broker", required=True)
+    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("--verity", required=True)
+    ap.add_argument("--idle", type=int, default=5000)
+    ap.add_argument("--slow", type=int, default=200)
+    ap.add_argument("--brute", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--warm-s", type=float, default=3)
+    a = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = a.idle + a.slow + a.brute + 1000
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))
+    out = {"idle": a.idle, "slow": a.slow, "brute": a.brute, "runs": a.runs,
+           "load_before": os.getloadavg()[0]}
+    smp = Sampler(a.pid)
+    smp.start()
+    out["rss_idle_kb"] = rss_kb(a.pid)
+    before = [w1(a) for _ in range(a.runs)]
+    out["peak_rss_base_kb"] = smp.peak_rss
+    smp.reset()
+    att = Attack(a)
+    t_attack = time.monotonic()
+    att.start()
+    # Warm up: the idle pool full (or warm_s passed) before measuring.
+    end = time.monotonic() + max(a.warm_s, 30)
+    t0 = time.monotonic()
+    while time.monotonic() < end:
+        if att.c["idle_open"] >= a.idle and time.monotonic() - t0 >= a.warm_s:
+            break
+        time.sleep(0.1)
+    out["warm_s"] = round(time.monotonic() - t0, 1)
+    out["broker_fds_at_start"] = fds(a.pid)
+    during = [w1(a) for _ in range(a.runs)]
+    out["load_during"] = os.getloadavg()[0]
+    att.stop.set()
+    att.join(30)
+    out["attack_s"] = round(time.monotonic() - t_attack, 1)
+    out["peak_rss_attack_kb"] = smp.peak_rss
+    out["peak_fds_attack"] = smp.peak_fds
+    out["attack"] = att.c
+    # After: the attack's connections gone; RSS back (or 15 s).
+    end = time.monotonic() + 15
+    while time.monotonic() < end and rss_kb(a.pid) > out["peak_rss_base_kb"] + 64 * 1024:
+        time.sleep(0.2)
+    after = [w1(a) for _ in range(a.runs)]
+    smp.stop.set()
+    out["rss_after_kb"] = rss_kb(a.pid)
+    out["w1_before"], out["w1_during"], out["w1_after"] = before, during, after
+    base = median(before + after)
+    out["w1_base_median"] = base
+    out["w1_attack_median"] = median(during)
+    out["ratio"] = round(median(during) / base, 3)
+    out["load_after"] = os.getloadavg()[0]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

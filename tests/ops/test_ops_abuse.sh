@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Issue 14, must-show 4: pre-authentication abuse while an authenticated
+# client produces (tests/ops/abuse.py): connections that never
+# authenticate, 2 GiB length prefixes, a slowloris, a brute force of wrong
+# keys, all at once, against a real verityd with auth_file. The broker's
+# memory stays bounded, every attack connection is closed by the broker,
+# and the authenticated client keeps producing.
+#   Short (make test-ops): 1,000 idle connections, one W1 run per phase;
+#   the throughput check is loose (>= 50 %: one run each on a shared host).
+#   ABUSE_FULL=1 (make bench-abuse): 5,000 idle connections, 5 runs per
+#   phase, throughput during the attack >= 80 % of the median before and
+#   after; the figures go in docs/PERFORMANCE.md ("Pre-authentication abuse").
+#   ABUSE_FIGURES=FILE appends the JSON result to FILE.
+. "$(dirname "$0")/lib.sh"
+ops_init abuse
+export VERITY_AUTH_FILE=$OPS_TMP/auth.json
+# 5,000 sockets on each side (plus the broker's own): raise the soft limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ -n "${ABUSE_FULL:-}" ]; then
+    IDLE=5000 SLOW=200 BRUTE=50 RUNS=5 WARM=5 MIN_PCT=80
+else
+    IDLE=1000 SLOW=50 BRUTE=20 RUNS=1 WARM=3 MIN_PCT=50
+fi
+check "the descriptor limit allows $IDLE connections ($(ulimit -n))" test "$(ulimit -n)" -ge $((IDLE * 2 + 1000))
+K=$("$VERITY" auth key create --tenant acme --principal bench 2>/dev/null)
+quiet "$VERITY" auth acl add --tenant acme --principal bench --resource 'topic:*' --ops all
+start_broker S "$OPS_TMP/s" --auth-file "$VERITY_AUTH_FILE" --auth-timeout-ms 3000 \
+    --max-connections 8192 --max-connections-per-addr 2048 || exit 1
+field() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])
+for k in sys.argv[2].split("."): v=v[k]
+print(v)' "$1" "$2"; }
+res=$(VERITY_API_KEY=$K timeout 900 python3 "$(dirname "$0")/abuse.py" --broker "$S_addr" \
+      --pid "$S_pid" --verity "$VERITY" --idle $IDLE --slow $SLOW --brute $BRUTE --runs $RUNS \
+      --warm-s $WARM)
+echo "  result: $res"
+[ -n "${ABUSE_FIGURES:-}" ] && echo "$res" >>"$ABUSE_FIGURES"
+MiB=1024
+check "abuse.py ran" test -n "$res"
+[ -n "$res" ] || { ops_done; exit 1; }
+c() { field "$res" "attack.$1"; }
+check "$IDLE connections that never authenticate were held at once ($(c idle_open_max))" \
+    test "$(c idle_open_max)" -ge "$IDLE"
+check "they are closed by the broker at auth_timeout_ms ($(c idle_closed_by_broker) closed)" \
+    test "$(c idle_closed_by_broker)" -ge "$IDLE"
+check "every 2 GiB length prefix closed ($(c big_closed) of $(c big_sent))" \
+    test "$(c big_closed)" -ge $(( $(c big_sent) - 5 ))
+check "slowloris connections closed by the broker ($(c slow_closed_by_broker))" \
+    test "$(c slow_closed_by_broker)" -ge "$SLOW"
+secs=$(python3 -c 'import json,sys; print(max(1, int(json.loads(sys.argv[1])["attack_s"])))' "$res")
+check "brute force: wrong keys answered ($(c brute_answers)) and connections closed after 3 ($(c brute_closed_by_broker))" \
+    eval '[ "$(c brute_answers)" -ge 1 ] && [ "$(c brute_closed_by_broker)" -ge 1 ]'
+# auth_fail_delay_ms (500) per attempt: at most 2 guesses a second per connection.
+check "brute force: at most 2 guesses/s per connection ($(c brute_answers) in $secs s over $BRUTE connections)" \
+    test "$(c brute_answers)" -le $((BRUTE * 2 * secs + BRUTE))
+check "brute force: no attack connection ever authenticated" \
+    eval '! grep -q "event=auth_ok.*peer=127.0.0.[2-7]:" "$OPS_TMP/S.log"'
+base=$(field "$res" peak_rss_base_kb); att=$(field "$res" peak_rss_attack_kb)
+check "memory bounded: peak RSS $((att / MiB)) MiB under attack vs $((base / MiB)) MiB without (<= +256 MiB)" \
+    test "$att" -le $((base + 256 * MiB))
+pct=$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["ratio"] * 100))' "$res")
+check "the authenticated producer keeps $pct % of its W1 throughput (>= $MIN_PCT %; $(field "$res" w1_attack_median) vs $(field "$res" w1_base_median) msgs/s)" \
+    test "$pct" -ge "$MIN_PCT"
+check "the broker still serves after the attack" \
+    quiet env VERITY_API_KEY="$K" timeout 20 "$VERITY" topic list --broker "$S_addr"
+stop_broker "$S_pid"
+ops_done
