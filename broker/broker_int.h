@@ -549,6 +549,9 @@ struct broker {
     uint32_t accept_backoff_ms;
     int64_t accept_log_ns;      /* when accept_failed was last logged */
     uint64_t accept_suppressed; /* accept failures since then, not logged */
+    int64_t reject_log_ns;      /* the second counted for frame_rejected lines */
+    uint32_t reject_log_n;      /* frame_rejected lines in it */
+    uint64_t reject_suppressed; /* frame_rejected lines not logged since the last */
     struct http_guard *http_guard;
     /* TLS (tls.c, conn.c): NULL = plaintext; replaced on SIGHUP */
     SSL_CTX *tls_ctx;

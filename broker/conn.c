@@ -91,6 +91,7 @@
 #define TRIM_BYTES_MIN (8u << 20) /* trim the heap after a peak at least this high */
 #define TLS_COPY_CHUNK (64u * 1024 - 256) /* a fetch span read per output chunk over TLS */
 #define TLS_LOG_PER_SEC 10
+#define FRAME_REJECT_LOG_PER_SEC 10 /* frame_rejected lines a second */
 
 typedef void (*handler_fn)(struct req *r);
 
@@ -423,10 +424,26 @@ static void conn_send_error(struct conn *c, int err, const char *msg)
 /* Answers a framing error and closes once the answer is flushed. */
 static void conn_close_after_flush(struct conn *c, int err, const char *msg)
 {
-    char q[300];
-    blog(BLOG_WARN, "frame_rejected", "conn=%" PRIu64 " peer=%s error=%s reason=%s", c->id, c->peer,
-         verity_errname(err), blog_q(msg, q, sizeof q));
-    c->b->met.frames_rejected++;
+    /* At most FRAME_REJECT_LOG_PER_SEC lines a second (the next carries
+     * suppressed=N): 2 GiB prefixes, slowloris and connections that never
+     * authenticate, thousands a second, must not become as many lines. */
+    struct broker *b = c->b;
+    int64_t now = mono_ns();
+    if (now - b->reject_log_ns >= 1000000000) {
+        b->reject_log_ns = now;
+        b->reject_log_n = 0;
+    }
+    if (b->reject_log_n < FRAME_REJECT_LOG_PER_SEC) {
+        char q[300];
+        b->reject_log_n++;
+        blog(BLOG_WARN, "frame_rejected",
+             "conn=%" PRIu64 " peer=%s error=%s reason=%s suppressed=%" PRIu64, c->id, c->peer,
+             verity_errname(err), blog_q(msg, q, sizeof q), b->reject_suppressed);
+        b->reject_suppressed = 0;
+    } else {
+        b->reject_suppressed++;
+    }
+    b->met.frames_rejected++;
     c->closing = true;
     conn_send_error(c, err, msg);
     evbuffer_drain(bufferevent_get_input(c->bev),

@@ -11,8 +11,11 @@ The attack, all at once, each from its own source address:
   brute      B connections sending Authenticate with wrong keys, again as
              soon as answered, reconnecting when closed (.7)
 The authenticated client is `verity bench --workload W1` (1,000,000 x
-100-byte produces, key in VERITY_API_KEY): RUNS runs before the attack,
-RUNS during it, RUNS after. The broker's RSS is sampled every 100 ms.
+100-byte produces, key in VERITY_API_KEY), RUNS pairs: a run without the
+attack, then the attack starts (its idle connections all open, WARM
+seconds), a run under it, the attack stops and its connections go. The
+figure is the median of the pairs' ratios (the shared host's load drifts
+alike for both runs of a pair). The broker's RSS is sampled every 100 ms.
 
 usage: abuse.py --broker HOST:PORT --pid PID --verity PATH [--idle N]
                 [--slow S] [--brute B] [--runs R] [--warm-s SECS]
@@ -28,6 +31,18 @@ def rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid):
+    """utime + stime of a process, seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def fds(pid):
@@ -244,45 +259,65 @@ def main():
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))
     out = {"idle": a.idle, "slow": a.slow, "brute": a.brute, "runs": a.runs,
-           "load_before": os.getloadavg()[0]}
+           "load_before": os.getloadavg()[0], "rss_idle_kb": rss_kb(a.pid)}
+    fds0 = fds(a.pid)
     smp = Sampler(a.pid)
     smp.start()
-    out["rss_idle_kb"] = rss_kb(a.pid)
-    before = [w1(a) for _ in range(a.runs)]
-    out["peak_rss_base_kb"] = smp.peak_rss
-    smp.reset()
-    att = Attack(a)
-    t_attack = time.monotonic()
-    att.start()
-    # Warm up: the idle pool full (or warm_s passed) before measuring.
-    end = time.monotonic() + max(a.warm_s, 30)
-    t0 = time.monotonic()
-    while time.monotonic() < end:
-        if att.c["idle_open"] >= a.idle and time.monotonic() - t0 >= a.warm_s:
-            break
-        time.sleep(0.1)
-    out["warm_s"] = round(time.monotonic() - t0, 1)
-    out["broker_fds_at_start"] = fds(a.pid)
-    during = [w1(a) for _ in range(a.runs)]
-    out["load_during"] = os.getloadavg()[0]
-    att.stop.set()
-    att.join(30)
-    out["attack_s"] = round(time.monotonic() - t_attack, 1)
-    out["peak_rss_attack_kb"] = smp.peak_rss
-    out["peak_fds_attack"] = smp.peak_fds
-    out["attack"] = att.c
-    # After: the attack's connections gone; RSS back (or 15 s).
-    end = time.monotonic() + 15
-    while time.monotonic() < end and rss_kb(a.pid) > out["peak_rss_base_kb"] + 64 * 1024:
-        time.sleep(0.2)
-    after = [w1(a) for _ in range(a.runs)]
+    # Pairs, so that the shared host's load drifts alike for both: a W1
+    # run without the attack, then one with the attack at full strength.
+    before, during, ratios = [], [], []
+    peak_base = peak_att = peak_fds = 0
+    cpu_base = cpu_att = att_s = self_s = base_s = 0.0
+    totals = {}
+    for i in range(a.runs):
+        smp.reset()
+        c0, t0 = cpu_s(a.pid), time.monotonic()
+        before.append(w1(a))
+        cpu_base += cpu_s(a.pid) - c0
+        base_s += time.monotonic() - t0
+        peak_base = max(peak_base, smp.peak_rss)
+        smp.reset()
+        att = Attack(a)
+        t0, c0, s0 = time.monotonic(), cpu_s(a.pid), self_cpu_s()
+        att.start()
+        end = t0 + max(a.warm_s, 30)
+        while time.monotonic() < end:
+            if att.c["idle_open"] >= a.idle and time.monotonic() - t0 >= a.warm_s:
+                break
+            time.sleep(0.1)
+        during.append(w1(a))
+        att.stop.set()
+        att.join(30)
+        att_s += time.monotonic() - t0
+        cpu_att += cpu_s(a.pid) - c0
+        self_s += self_cpu_s() - s0
+        peak_att = max(peak_att, smp.peak_rss)
+        peak_fds = max(peak_fds, smp.peak_fds)
+        for k, v in att.c.items():
+            if k.endswith("_max") or k.endswith("_open"):
+                totals[k] = max(totals.get(k, 0), v)
+            else:
+                totals[k] = totals.get(k, 0) + v
+        ratios.append(during[-1] / before[-1])
+        # The attack's connections gone before the next pair (or 15 s).
+        end = time.monotonic() + 15
+        while time.monotonic() < end and fds(a.pid) > fds0 + 16:
+            time.sleep(0.1)
     smp.stop.set()
+    out["attack_s"] = round(att_s, 1)
+    out["broker_cpu_base"] = round(cpu_base / base_s, 2)      # cores
+    out["broker_cpu_attack"] = round(cpu_att / att_s, 2)
+    out["attacker_cpu"] = round(self_s / att_s, 2)
+    out["peak_rss_base_kb"] = peak_base
+    out["peak_rss_attack_kb"] = peak_att
+    out["peak_fds_attack"] = peak_fds
     out["rss_after_kb"] = rss_kb(a.pid)
-    out["w1_before"], out["w1_during"], out["w1_after"] = before, during, after
-    base = median(before + after)
-    out["w1_base_median"] = base
+    out["attack"] = totals
+    out["w1_before"], out["w1_during"] = before, during
+    out["ratios"] = [round(r, 3) for r in ratios]
+    out["w1_base_median"] = median(before)
     out["w1_attack_median"] = median(during)
-    out["ratio"] = round(median(during) / base, 3)
+    out["ratio"] = round(median(ratios), 3)  # the median of the pairs' ratios
     out["load_after"] = os.getloadavg()[0]
     print(json.dumps(out))
 
