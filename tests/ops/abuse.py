@@ -159,9 +159,17 @@ class Attack(threading.Thread):
     def run(self):
         slow_frame = struct.pack(">II", 1000, 16) + b"\0" * 992
         next_big = next_slow = time.monotonic()
-        while not self.stop.is_set():
-            self.fill()
+        drain_until = None
+        while True:
             now = time.monotonic()
+            if self.stop.is_set() and drain_until is None:
+                drain_until = now + 2  # no new attack; the broker's last closes are counted
+            if drain_until is not None:
+                if now >= drain_until or not any(k.data == "big" for k in self.sel.get_map().values()):
+                    break
+                next_big = next_slow = now + 3600
+            else:
+                self.fill()
             if now >= next_big:
                 next_big = now + 0.02
                 s = self.connect("big", "127.0.0.5")
@@ -193,7 +201,8 @@ class Attack(threading.Thread):
                         self.hello_wait.discard(s)
                     else:
                         self.c["brute_answers"] += 1
-                    self.brute_send(s)
+                    if drain_until is None:
+                        self.brute_send(s)
                     continue
                 if d:
                     continue  # an error frame before the close
@@ -286,6 +295,10 @@ def main():
                 break
             time.sleep(0.1)
         during.append(w1(a))
+        # Each window takes in one wave of deadline closes (bounded).
+        end = time.monotonic() + 20
+        while time.monotonic() < end and att.c["idle_closed_by_broker"] < a.idle:
+            time.sleep(0.1)
         att.stop.set()
         att.join(30)
         att_s += time.monotonic() - t0
