@@ -716,37 +716,56 @@ static void wait_for_tokens(double tokens, uint64_t rate, const char *quota, con
 
 /* Milliseconds r must wait for its quotas (0: none), charging the request
  * and a produce's bytes to the principal's bucket and the tenant's ("+"). */
-static int64_t quota_wait_ms(struct req *r, char *which, size_t cap)
+static int64_t quota_charge(struct auth_state *a, const char *tenant, const char *principal,
+                            bool produce, uint64_t produce_bytes, bool fetch, char *which,
+                            size_t cap)
 {
-    struct auth_state *a = r->b->auth;
-    struct auth_conn *ac = r->conn->auth;
-    bool produce = r->type == VERITY__ENVELOPE__BODY_PRODUCE_REQ;
-    bool fetch = r->type == VERITY__ENVELOPE__BODY_FETCH_REQ ||
-                 r->type == VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ;
     int64_t ms = 0;
     for (int k = 0; k < 2; k++) {
-        const char *who = k ? AUTH_TENANT_TOTAL : ac->principal;
-        const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, who);
+        const char *who = k ? AUTH_TENANT_TOTAL : principal;
+        const struct auth_quota *q = auth_quota_find(a->store, tenant, who);
         if (!q || !(q->produce_bytes_per_s || q->fetch_bytes_per_s || q->requests_per_s))
             continue;
-        struct quota_bucket *bk = bucket_get(a, ac->tenant, who);
+        struct quota_bucket *bk = bucket_get(a, tenant, who);
         if (!bk)
             continue;
         bucket_refill(bk, q);
         if (q->requests_per_s) {
             bk->request_tokens -= 1;
-            wait_for_tokens(bk->request_tokens, q->requests_per_s, "requests_per_s", ac->tenant,
+            wait_for_tokens(bk->request_tokens, q->requests_per_s, "requests_per_s", tenant,
                             who, &ms, which, cap);
         }
         if (produce && q->produce_bytes_per_s) {
-            bk->produce_tokens -= (double)r->payload_len;
+            bk->produce_tokens -= (double)produce_bytes;
             wait_for_tokens(bk->produce_tokens, q->produce_bytes_per_s, "produce_bytes_per_s",
-                            ac->tenant, who, &ms, which, cap);
+                            tenant, who, &ms, which, cap);
         }
         if (fetch)
             wait_for_tokens(bk->fetch_tokens, q->fetch_bytes_per_s, "fetch_bytes_per_s",
-                            ac->tenant, who, &ms, which, cap);
+                            tenant, who, &ms, which, cap);
     }
+    return ms;
+}
+
+static int64_t quota_wait_ms(struct req *r, char *which, size_t cap)
+{
+    struct auth_conn *ac = r->conn->auth;
+    bool produce = r->type == VERITY__ENVELOPE__BODY_PRODUCE_REQ;
+    bool fetch = r->type == VERITY__ENVELOPE__BODY_FETCH_REQ ||
+                 r->type == VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ;
+    return quota_charge(r->b->auth, ac->tenant, ac->principal, produce, r->payload_len, fetch,
+                        which, cap);
+}
+
+int64_t auth_who_produce_throttle_ms(struct broker *b, const struct auth_who *who, uint64_t bytes,
+                                     char *which, size_t cap)
+{
+    if (!b->auth || !who || !who->tenant[0])
+        return 0;
+    int64_t ms = quota_charge(b->auth, who->tenant, who->principal, true, bytes, false, which,
+                              cap);
+    if (ms > 0)
+        b->auth->quota_waits++;
     return ms;
 }
 

@@ -84,6 +84,12 @@ bool auth_who_allowed(struct broker *b, const struct auth_who *who, int res, con
 /* The same, not logged (listing what a principal may see). */
 bool auth_who_allowed_quiet(const struct broker *b, const struct auth_who *who, int res,
                             const char *name, unsigned ops);
+/* Quotas for a Kafka Produce of `bytes` by who: charges the request and
+ * the bytes to who's buckets (its principal's or "*", and the tenant's
+ * "+"), as a native produce is charged. Returns the throttle in ms (0:
+ * within its quotas), the quota named in which. */
+int64_t auth_who_produce_throttle_ms(struct broker *b, const struct auth_who *who, uint64_t bytes,
+                                     char *which, size_t cap);
 /* The audit trail of this broker (broker/audit.h), NULL without auth. */
 struct audit *auth_audit(struct broker *b);
 

@@ -12,6 +12,13 @@
  * once it is durable by the topic's durability policy; Verity has no
  * weaker "leader has it in memory" acknowledgement (docs/KAFKA.md).
  *
+ * Quotas (with auth_file): the Produce's record bytes are charged to the
+ * SASL principal's produce_bytes_per_s and requests_per_s buckets as a
+ * native produce is; a request over them is held for the throttle before
+ * it is appended (the broker enforces the rate whatever the client does)
+ * and the response carries that throttle in throttle_time_ms. Held
+ * requests are released when the connection dies.
+ *
  * Invariants: each partition entry is resolved exactly once (appended and
  * durable, refused, or timed out); the response lists topics and partitions
  * in request order.
@@ -49,12 +56,20 @@ struct kproduce {
     size_t pending;
     struct kpentry *e;
     struct event *timer;
+    struct event *hold;  /* a quota throttle before the walk */
+    int32_t throttle_ms; /* reported in the response */
+    int32_t timeout_ms;  /* the request's */
+    bool txn;            /* a transactional produce: refused */
 };
+
+#define KP_THROTTLE_MAX_MS 30000
 
 static void kp_free(struct kproduce *kp)
 {
     if (kp->timer)
         event_free(kp->timer);
+    if (kp->hold)
+        event_free(kp->hold);
     free(kp->e);
     kprod_req_free(&kp->req);
     free(kp);
@@ -96,7 +111,7 @@ static void kp_finish(struct kproduce *kp)
             }
         }
     }
-    kw_i32(w, 0); /* throttle */
+    kw_i32(w, kp->throttle_ms);
     kp_free(kp);
     kreq_done(q);
 }
@@ -288,6 +303,50 @@ static void kp_entry(struct kproduce *kp, size_t i, bool silent)
         kp_wait_on(kp, i, p, end_max);
 }
 
+/* Appends every entry (or resolves it) and answers now or once durable. */
+static void kp_walk(struct kproduce *kp)
+{
+    struct broker *b = kp->b;
+    bool silent = kp->q->silent;
+    kp->pending = kp->n + 1; /* held while the entries are walked */
+    for (size_t i = 0; i < kp->n; i++) {
+        if (kp->txn)
+            kp_resolve_entry(kp, i, KE_INVALID_REQUEST); /* transactions: not supported */
+        else
+            kp_entry(kp, i, silent);
+    }
+    /* The frame stays until the response: topic names point into it. */
+    kp->pending--;
+    if (kp->pending == 0) {
+        kp_finish(kp);
+        return;
+    }
+    int32_t timeout_ms = kp->timeout_ms;
+    uint32_t tmo = timeout_ms > 0 && (uint32_t)timeout_ms < b->cfg.produce_timeout_ms
+                       ? (uint32_t)timeout_ms
+                       : b->cfg.produce_timeout_ms;
+    struct timeval tv = {tmo / 1000, (tmo % 1000) * 1000};
+    evtimer_add(kp->timer, &tv);
+}
+
+static void kp_hold_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct kproduce *kp = arg;
+    (void)fd;
+    (void)what;
+    kp->q->cancel = NULL; /* from here the entries resolve as without a hold */
+    kp->q->ctx = NULL;
+    kp_walk(kp);
+}
+
+/* The connection died during a hold: nothing was appended yet. */
+static void kp_cancel(struct kreq *q)
+{
+    struct kproduce *kp = q->ctx;
+    kp_free(kp);
+    kreq_done(q);
+}
+
 void k_produce(struct kreq *q)
 {
     struct broker *b = q->k->b;
@@ -314,24 +373,26 @@ void k_produce(struct kreq *q)
         kreq_malformed(q, "out of memory");
         return;
     }
-    bool silent = acks == 0;
-    q->silent = silent;
-    kp->pending = kp->n + 1; /* held while the entries are walked */
-    for (size_t i = 0; i < kp->n; i++) {
-        if (txn.p)
-            kp_resolve_entry(kp, i, KE_INVALID_REQUEST); /* transactions: not supported */
-        else
-            kp_entry(kp, i, silent);
+    q->silent = acks == 0;
+    kp->timeout_ms = timeout_ms;
+    kp->txn = txn.p != NULL;
+    if (auth_on(b) && q->c->sasl_done) {
+        uint64_t bytes = 0;
+        for (size_t i = 0; i < kp->n; i++)
+            if (kp->req.parts[i].records.len > 0)
+                bytes += (uint64_t)kp->req.parts[i].records.len;
+        char which[200] = "";
+        int64_t ms = auth_who_produce_throttle_ms(b, &q->c->who, bytes, which, sizeof which);
+        if (ms > 0) {
+            kp->throttle_ms = (int32_t)(ms < KP_THROTTLE_MAX_MS ? ms : KP_THROTTLE_MAX_MS);
+            struct timeval tv = {kp->throttle_ms / 1000, (kp->throttle_ms % 1000) * 1000};
+            if ((kp->hold = evtimer_new(b->base, kp_hold_cb, kp)) &&
+                evtimer_add(kp->hold, &tv) == 0) {
+                q->ctx = kp;
+                q->cancel = kp_cancel;
+                return;
+            }
+        }
     }
-    /* The frame stays until the response: topic names point into it. */
-    kp->pending--;
-    if (kp->pending == 0) {
-        kp_finish(kp);
-        return;
-    }
-    uint32_t tmo = timeout_ms > 0 && (uint32_t)timeout_ms < b->cfg.produce_timeout_ms
-                       ? (uint32_t)timeout_ms
-                       : b->cfg.produce_timeout_ms;
-    struct timeval tv = {tmo / 1000, (tmo % 1000) * 1000};
-    evtimer_add(kp->timer, &tv);
+    kp_walk(kp);
 }
