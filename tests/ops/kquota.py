@@ -5,9 +5,11 @@ SIZE bytes to TOPIC (acks=all) and prints {"secs", "delivered", "errors",
 "throttle_events", "throttle_ms_max"}; throttle events are librdkafka's
 reports of the broker's throttle_time_ms.
 
-usage: kquota.py BOOT USER KEY TOPIC N SIZE
+usage: kquota.py BOOT USER KEY TOPIC N SIZE [abandon]
+  abandon: exit 1 s after the last produce() without waiting for the
+  deliveries (the connection closes while the broker holds requests)
 """
-import json, sys, time
+import json, os, sys, time
 
 from confluent_kafka import Producer
 
@@ -35,6 +37,11 @@ def main():
             except BufferError:
                 p.poll(0.05)
         p.poll(0)
+    if len(sys.argv) > 7 and sys.argv[7] == "abandon":
+        p.flush(1)
+        print(json.dumps({"abandoned_after_s": round(time.monotonic() - t0, 3)}))
+        sys.stdout.flush()
+        os._exit(0)
     left = p.flush(120)
     res["secs"] = round(time.monotonic() - t0, 3)
     res["undelivered"] = left

@@ -5,7 +5,10 @@
 #     takes the quota's time (>= 90 % of it, one second of burst allowed)
 #     and librdkafka reports the broker's throttle_time_ms;
 #   - bob (tenant beta, no quota) sending the same is not slowed and sees
-#     no throttle; every record of both arrives (read back natively).
+#     no throttle; every record of both arrives (read back natively);
+#   - a producer that exits while its requests are held leaves the broker
+#     serving, and it stops cleanly (run with an ASan build to see the
+#     held requests released).
 . "$(dirname "$0")/lib.sh"
 ops_init kafka_quota
 PY=/usr/bin/python3 # confluent-kafka from Debian's python3-confluent-kafka
@@ -48,7 +51,15 @@ check "bob (another tenant, no quota) not slowed ($b_ms ms < $((exp_ms / 2)) ms)
 check "bob saw no throttle" test "$(num "$rb" throttle_events)" = 0
 check "alice's records all stored (read natively)" \
     test "$(VERITY_API_KEY=$KA timeout 30 "$VERITY" consume qa --broker "$S_addr" 2>/dev/null | wc -l)" = $N
-m=$(curl -s "http://$S_http/health" >/dev/null; grep -c 'level=error' "$OPS_TMP/S.log")
+# A producer that goes away while its requests are held: released, nothing
+# half-done, the broker serves on.
+out=$(timeout 60 $PY "$(dirname "$0")/kquota.py" "$BOOT" alice "$KA" qa $N $SIZE abandon)
+check "a producer gone during the throttle ($out): the broker serves on" \
+    quiet env VERITY_API_KEY="$KB" timeout 20 "$VERITY" topic list --broker "$S_addr"
+n2=$(VERITY_API_KEY=$KA timeout 30 "$VERITY" consume qa --broker "$S_addr" 2>/dev/null | wc -l)
+check "its held requests were dropped, not appended ($((n2 - N)) of $N stored)" \
+    test "$n2" -lt $((2 * N))
+m=$(grep -c 'level=error' "$OPS_TMP/S.log")
 check "no error logged" test "$m" = 0
 stop_broker "$S_pid"
 check "clean stop" test $? = 0
