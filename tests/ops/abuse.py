@@ -19,6 +19,9 @@ alike for both runs of a pair). The broker's RSS is sampled every 100 ms.
 
 usage: abuse.py --broker HOST:PORT --pid PID --verity PATH [--idle N]
                 [--slow S] [--brute B] [--runs R] [--warm-s SECS]
+                [--target HOST:PORT]
+--target aims the attack at another broker while W1 runs against --broker:
+the same load on the host, none on W1's broker (a control run).
 Prints one JSON object (figures and counters).
 """
 import argparse, json, os, random, resource, selectors, socket, struct, subprocess, sys
@@ -83,7 +86,7 @@ class Attack(threading.Thread):
     def __init__(self, a):
         super().__init__(daemon=True)
         self.a = a
-        host, port = a.broker.rsplit(":", 1)
+        host, port = (a.target or a.broker).rsplit(":", 1)
         self.dest = (host, int(port))
         self.sel = selectors.DefaultSelector()
         self.stop = threading.Event()
@@ -262,12 +265,15 @@ def main():
     ap.add_argument("--brute", type=int, default=50)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warm-s", type=float, default=3)
+    ap.add_argument("--target", help="attack this broker instead (a control: same host load, "
+                    "W1's broker untouched)")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = a.idle + a.slow + a.brute + 1000
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))
     out = {"idle": a.idle, "slow": a.slow, "brute": a.brute, "runs": a.runs,
+           "control": bool(a.target),
            "load_before": os.getloadavg()[0], "rss_idle_kb": rss_kb(a.pid)}
     fds0 = fds(a.pid)
     smp = Sampler(a.pid)

@@ -11,6 +11,9 @@
 #   idle connections, 7 pairs, the median ratio >= 80 %; the figures go in
 #   docs/PERFORMANCE.md ("Pre-authentication abuse"). ABUSE_AUTH_TIMEOUT_MS
 #   (10000) and ABUSE_MIN_PCT (80) change the full run's deadline and bar.
+#   The full run then repeats the pairs with the attack aimed at a second
+#   broker on the host (a control: the host's load without the broker
+#   under attack), unless ABUSE_NO_CONTROL is set.
 #   ABUSE_FIGURES=FILE appends the JSON result to FILE. The log: at most
 #   about 10 warn lines a second per kind, however many are refused.
 . "$(dirname "$0")/lib.sh"
@@ -72,5 +75,19 @@ check "the log is not flooded: $lines warn lines in $secs s of attack (<= 40 a s
     test "$lines" -le $((40 * secs + 40))
 check "the broker still serves after the attack" \
     quiet env VERITY_API_KEY="$K" timeout 20 "$VERITY" topic list --broker "$S_addr"
+# The control (full run): the same attack aimed at another broker on this
+# host while W1 runs against S: what the host's load alone costs W1.
+if [ -n "${ABUSE_FULL:-}" ] && [ -z "${ABUSE_NO_CONTROL:-}" ]; then
+    start_broker C "$OPS_TMP/c" --auth-file "$VERITY_AUTH_FILE" --auth-timeout-ms $AUTH_TIMEOUT \
+        --max-connections 8192 --max-connections-per-addr 2048 || exit 1
+    ctl=$(VERITY_API_KEY=$K timeout 900 python3 "$(dirname "$0")/abuse.py" --broker "$S_addr" \
+          --pid "$S_pid" --verity "$VERITY" --idle $IDLE --slow $SLOW --brute $BRUTE --runs $RUNS \
+          --warm-s $WARM --target "$C_addr")
+    echo "  control (attack on another broker): $ctl"
+    [ -n "${ABUSE_FIGURES:-}" ] && echo "$ctl" >>"$ABUSE_FIGURES"
+    check "control ran: W1 keeps $(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["ratio"] * 100))' "$ctl") % when the same attack hits another broker on this host" \
+        test -n "$ctl"
+    stop_broker "$C_pid"
+fi
 stop_broker "$S_pid"
 ops_done
