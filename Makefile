@@ -418,6 +418,8 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py single-kill --seconds 10 --every 3
 	@echo "== tests/cluster/cluster_e2e.py kill-loop --seconds 60"
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds 60 --every 10
+	@echo "== tests/cluster/stale_read.py"
+	@$(CLUSTER_ENV) python3 tests/cluster/stale_read.py
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill
@@ -428,6 +430,8 @@ soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 test-cluster-quick: $(BINS) $(CLUSTER_PRODUCER)
 	@echo "== tests/cluster/cluster_e2e.py kill-loop --seconds 60 (replicated)"
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds 60 --every 10
+	@echo "== tests/cluster/stale_read.py (a lagging backup answers no stale end; about 15 s)"
+	@$(CLUSTER_ENV) python3 tests/cluster/stale_read.py
 
 # ---- pre-authentication abuse figures (issue 14, must-show 4) ---------------
 # make bench-abuse: 5,000 connections that never authenticate, 2 GiB length

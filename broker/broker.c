@@ -354,10 +354,18 @@ int broker_new(const struct broker_config *cfg, struct broker **out)
     raise_fd_limit(b);
     set_segment_fds(b);
     event_set_log_callback(libevent_log_cb);
-    /* Large buffers come from mmap and go back to the system when freed;
-     * without this glibc raises the threshold after the first free and a
-     * burst of 16 MiB frames stays resident for good. */
-    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    /* Buffers up to 4 MiB (frames and batches of a busy producer: a
+     * librdkafka batch is about 1 MB) come from the heap and are reused
+     * while the load lasts: with a 256 KiB threshold each one was a fresh
+     * mmap, page-faulted in and unmapped again, and a Kafka W1 spent a
+     * third of the broker's CPU there (docs/PERFORMANCE.md). Larger ones
+     * come from mmap and go back to the system when freed. Setting the
+     * threshold also stops glibc from raising it after the first free (a
+     * burst of 16 MiB frames would otherwise stay resident for good). Free
+     * heap above 64 MiB is trimmed at once; below it, conn_guards_tick's
+     * malloc_trim hands it back once the load has gone. */
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
     if ((rc = conn_guards_init(b)))
         goto fail;
     if ((rc = load_signing_key(b)))

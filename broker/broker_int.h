@@ -303,6 +303,9 @@ struct file_span {
 void req_reply(struct req *r, Verity__Envelope *env, const struct file_span *spans, size_t n);
 /* Answers r with a request-level error and no body, then frees r. */
 void req_fail(struct req *r, int err, const char *msg);
+/* A request-level NOT_LEADER naming broker node (0: none), which the client
+ * follows by sending the same request there. */
+void req_fail_leader(struct req *r, uint32_t node, const char *msg);
 
 /* Handlers: each answers now or later through req_reply / req_fail. */
 void h_hello(struct req *r);

@@ -649,15 +649,15 @@ void req_reply(struct req *r, Verity__Envelope *env, const struct file_span *spa
     req_free(r);
 }
 
-void req_fail(struct req *r, int err, const char *msg)
+/* node: the broker a NOT_LEADER names (0: the primary of __meta). */
+static void req_fail_at(struct req *r, int err, const char *msg, uint32_t node)
 {
     Verity__Envelope env = VERITY__ENVELOPE__INIT;
     env.error = codec_err_to_wire(err);
     env.error_message = (char *)(msg ? msg : verity_strerror(err));
-    /* cluster: NOT_LEADER names the primary of __meta (broker/cluster.c) */
     Verity__BrokerInfo leader = VERITY__BROKER_INFO__INIT;
     char lhost[BCFG_NODE_ADDR_MAX];
-    if (err == VERITY_ENOTLEADER && cluster_broker_info(r->b, 0, &leader, lhost, sizeof lhost))
+    if (err == VERITY_ENOTLEADER && cluster_broker_info(r->b, node, &leader, lhost, sizeof lhost))
         env.leader = &leader;
     if (err != VERITY_ENOTFOUND && err != VERITY_EEXIST) {
         char q[300];
@@ -666,6 +666,26 @@ void req_fail(struct req *r, int err, const char *msg)
              blog_q(env.error_message, q, sizeof q));
     }
     req_reply(r, &env, NULL, 0);
+}
+
+void req_fail(struct req *r, int err, const char *msg)
+{
+    /* cluster: NOT_LEADER names the primary of __meta (broker/cluster.c) */
+    req_fail_at(r, err, msg, 0);
+}
+
+void req_fail_leader(struct req *r, uint32_t node, const char *msg)
+{
+    /* A leader of 0 (none known, or the primary here is not ready) names no
+     * broker: the client asks this one again after a short delay. */
+    if (node == 0) {
+        Verity__Envelope env = VERITY__ENVELOPE__INIT;
+        env.error = codec_err_to_wire(VERITY_ENOTLEADER);
+        env.error_message = (char *)msg;
+        req_reply(r, &env, NULL, 0);
+        return;
+    }
+    req_fail_at(r, VERITY_ENOTLEADER, msg, node);
 }
 
 void conn_dispatch(struct req *r)

@@ -605,6 +605,26 @@ void h_list_offsets(struct req *r)
 {
     const Verity__ListOffsetsRequest *q = r->msg->env->list_offsets_req;
     size_t n = q->n_partitions;
+    /* Replicated: offsets come from the primary, as fetches do (a backup's
+     * committed prefix may be behind, and a reader taking its high
+     * watermark for the end stops short). One partition asked of a backup:
+     * a request-level NOT_LEADER naming the primary, which the client
+     * follows; several: NOT_LEADER per partition. */
+    struct partition *p1;
+    uint32_t leader = 0;
+    if (n == 1 && topic_partition(r->b, q->partitions[0]->topic, q->partitions[0]->partition,
+                                  &p1, NULL, 0) == 0 &&
+        cluster_part_writable(p1, &leader) == VERITY_ENOTLEADER) {
+        char m[200];
+        if (leader)
+            snprintf(m, sizeof m, "not the primary of partition %" PRIu32 " (primary: node %" PRIu32
+                     ")", p1->id, leader);
+        else
+            snprintf(m, sizeof m, "not the primary of partition %" PRIu32 " (primary not known "
+                     "yet)", p1->id);
+        req_fail_leader(r, leader, m);
+        return;
+    }
     Verity__ListOffsetsResult *res = calloc(n, sizeof *res);
     Verity__ListOffsetsResult **ptrs = calloc(n, sizeof *ptrs);
     char(*msgs)[200] = calloc(n, sizeof *msgs);
@@ -624,6 +644,12 @@ void h_list_offsets(struct req *r)
         o->partition = e->partition;
         struct partition *p;
         int rc = topic_partition(r->b, e->topic, e->partition, &p, msgs[i], sizeof msgs[i]);
+        if (rc == 0 && cluster_part_writable(p, &leader) == VERITY_ENOTLEADER) {
+            rc = VERITY_ENOTLEADER;
+            snprintf(msgs[i], sizeof msgs[i],
+                     "not the primary of partition %" PRIu32 " (primary: node %" PRIu32 ")", p->id,
+                     leader);
+        }
         if (rc == 0 && !p->log) {
             rc = p->error ? p->error : VERITY_EREADONLY;
             snprintf(msgs[i], sizeof msgs[i], "partition unavailable: %s", verity_strerror(rc));

@@ -647,7 +647,8 @@ void accum_complete(struct accum *a, struct pbatch *pb, int err, uint64_t base_o
         /* A newer epoch of this producer exists: nothing may be sent again. */
         pb_finish(pb, err, 0, false);
         accum_fail_all(a, err, true);
-    } else if (accum_err_retriable(err) && now_ms < pb->deadline_ms && !a->fatal) {
+    } else if ((accum_err_retriable(err) || (err == VERITY_ENOTFOUND && a->retry_notfound)) &&
+               now_ms < pb->deadline_ms && !a->fatal) {
         /* A gap at the oldest unacknowledged batch means the broker's
          * sequence state differs from ours: start a new epoch. Behind an
          * unanswered or failed batch, a gap is just the echo of that one. */

@@ -91,6 +91,8 @@ typedef void (*conn_resp_fn)(void *arg, int err, const char *msg, const Verity__
 #define CONN_RETRY_ON_RESET 0x1u /* resend (up to 3 times) when the connection drops first */
 #define CONN_FOLLOW_LEADER 0x2u  /* keep the frame to resend after a request-level NOT_LEADER
                                     (set by conn_request for all but Produce and Fetch) */
+#define CONN_NO_FOLLOW 0x4u      /* report a request-level NOT_LEADER to the caller instead:
+                                    for connections pinned to one broker (a routed consumer's) */
 
 /* A connection on base; nothing happens until conn_start. cfg is copied
  * (strings too). ev is borrowed for the connection's life. */
@@ -265,6 +267,9 @@ struct accum {
                                        before anything else is sent */
     int fatal;                      /* 0, or the error that ended the producer */
     uint32_t rr;                    /* drain fairness across partitions */
+    bool retry_notfound;            /* a cluster: a broker may not have applied a
+                                       just-created topic yet, so "not found" is
+                                       retried until the delivery deadline */
 };
 
 void accum_init(struct accum *a, const struct accum_config *cfg);

@@ -583,7 +583,7 @@ static void dispatch(struct conn *c, struct codec_msg *msg, uint8_t **payload, s
     }
     list_remove(&c->inflight, r);
     int err = codec_err_from_wire(env->error);
-    if (err == VERITY_ENOTLEADER && follow_leader(c, r, env))
+    if (err == VERITY_ENOTLEADER && !(r->flags & CONN_NO_FOLLOW) && follow_leader(c, r, env))
         return;
     if (err == 0 && env->body_case != r->expect)
         err = VERITY_EPROTO;
@@ -1011,7 +1011,7 @@ int conn_request(struct conn *c, Verity__Envelope *env, const struct iovec *iov,
     /* Produce and Fetch answer NOT_LEADER per partition; everything else
      * keeps its frame to follow a request-level NOT_LEADER. */
     if (env->body_case != VERITY__ENVELOPE__BODY_PRODUCE_REQ &&
-        env->body_case != VERITY__ENVELOPE__BODY_FETCH_REQ)
+        env->body_case != VERITY__ENVELOPE__BODY_FETCH_REQ && !(flags & CONN_NO_FOLLOW))
         r->flags |= CONN_FOLLOW_LEADER;
     int rc = codec_encode(env, payload_len, &c->lim, &head, &head_len);
     if (rc) {

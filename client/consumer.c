@@ -356,7 +356,10 @@ static void resolve_send(struct verity_consumer *c, struct cpart *p, struct conn
     req.n_partitions = 1;
     env.body_case = VERITY__ENVELOPE__BODY_LIST_OFFSETS_REQ;
     env.list_offsets_req = &req;
-    int rc = conn_request(conn, &env, NULL, 0, 0, 0, resolve_done, r);
+    /* Routed, conn is the connection to the partition's primary as last
+     * known: a NOT_LEADER comes back here (Metadata again) rather than
+     * moving a connection other partitions share. */
+    int rc = conn_request(conn, &env, NULL, 0, 0, c->routed ? CONN_NO_FOLLOW : 0, resolve_done, r);
     if (rc) {
         free(r);
         pthread_mutex_lock(&c->mu);

@@ -201,6 +201,7 @@ static void meta_apply(struct verity_producer *p, const Verity__MetadataResponse
     }
     if (p->n_nodes > 1)
         p->routed = true;
+    p->acc.retry_notfound = p->routed;
     if (!p->routed)
         return;
     bool stale = false;
@@ -441,7 +442,9 @@ static void produce_done(void *arg, int err, const char *msg, const Verity__Enve
                        x->partition != pb->partition ||
                        x->last_offset - x->base_offset + 1 != pb->b.count))
             e = VERITY_EPROTO;
-        if (e == VERITY_ENOTLEADER && pb->partition < pb->topic->partition_count) {
+        if (e == VERITY_ENOTFOUND && p->routed) {
+            p->meta_stale = true; /* the topic may not be applied there yet */
+        } else if (e == VERITY_ENOTLEADER && pb->partition < pb->topic->partition_count) {
             /* Route the retry to the primary the broker named, if we know
              * its address; ask Metadata otherwise. */
             struct acc_part *part = &pb->topic->parts[pb->partition];

@@ -170,6 +170,11 @@ static uint64_t kf_locate(struct kfetch *kf, const struct kfetch_part *e, uint64
         o->err = err;
         return 0;
     }
+    uint32_t leader;
+    if (cluster_part_writable(p, &leader) == VERITY_ENOTLEADER) {
+        o->err = KE_NOT_LEADER_OR_FOLLOWER; /* replicated: reads go to the primary */
+        return 0;
+    }
     if (!p->log) {
         o->err = KE_KAFKA_STORAGE_ERROR;
         return 0;
@@ -423,12 +428,15 @@ void k_list_offsets(struct kreq *q)
                 (void)kr_i32(r); /* max_num_offsets */
             struct partition *p = NULL;
             char msg[160];
+            uint32_t leader;
             int16_t err = KE_NONE;
             int64_t off = -1, ts_out = -1;
             if (!named)
                 err = nerr;
             else if (part < 0 || topic_partition(b, name, (uint32_t)part, &p, msg, sizeof msg))
                 err = KE_UNKNOWN_TOPIC_OR_PARTITION;
+            else if (cluster_part_writable(p, &leader) == VERITY_ENOTLEADER)
+                err = KE_NOT_LEADER_OR_FOLLOWER;
             else if (!p->log)
                 err = KE_KAFKA_STORAGE_ERROR;
             if (!err) {

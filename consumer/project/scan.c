@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consumer/jsonlex.h"
 #include "consumer/project/prj.h"
 
 #define PRJ_SCAN_DEPTH 64
@@ -102,55 +103,7 @@ struct scan {
     size_t cap;
 };
 
-static void ws(struct scan *s)
-{
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-        s->p++;
-}
-
-static int hex4(const unsigned char *p, unsigned *out)
-{
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned c = p[i], d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if ((c | 32) >= 'a' && (c | 32) <= 'f')
-            d = (c | 32) - 'a' + 10;
-        else
-            return -1;
-        v = v << 4 | d;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Length of a valid UTF-8 sequence at p (lead byte >= 0x80), or 0. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = p[0];
-    size_t n;
-    unsigned min;
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2, min = 0x80;
-    else if (c >= 0xe0 && c <= 0xef)
-        n = 3, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4)
-        n = 4, min = 0x10000;
-    else
-        return 0;
-    if ((size_t)(end - p) < n)
-        return 0;
-    unsigned v = c & (0x3f >> (n - 1));
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        v = v << 6 | (p[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    return n;
-}
+static void ws(struct scan *s) { jlex_ws(&s->p, s->end); }
 
 static void put(struct scan *s, size_t *n, const void *b, size_t len)
 {
@@ -185,7 +138,7 @@ static int str(struct scan *s, bool decode, size_t *len)
         if (c < 0x20)
             return -1;
         if (c >= 0x80) {
-            size_t l = utf8_len(q, s->end);
+            size_t l = jlex_utf8_len(q, s->end);
             if (!l)
                 return -1;
             if (decode)
@@ -209,14 +162,14 @@ static int str(struct scan *s, bool decode, size_t *len)
         case 't': o = '\t'; break;
         case 'u': {
             unsigned v, lo;
-            if (s->end - s->p < 4 || hex4(s->p, &v))
+            if (s->end - s->p < 4 || jlex_hex4(s->p, &v))
                 return -1;
             s->p += 4;
             if (v >= 0xdc00 && v <= 0xdfff)
                 return -1;
             if (v >= 0xd800 && v <= 0xdbff) {
                 if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' ||
-                    hex4(s->p + 2, &lo) || lo < 0xdc00 || lo > 0xdfff)
+                    jlex_hex4(s->p + 2, &lo) || lo < 0xdc00 || lo > 0xdfff)
                     return -1;
                 s->p += 6;
                 v = 0x10000 + ((v - 0xd800) << 10) + (lo - 0xdc00);

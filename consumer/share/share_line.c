@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consumer/jsonlex.h"
 #include "consumer/share/share.h"
 
 #define SCAN_DEPTH 32
@@ -395,53 +396,7 @@ struct scan {
 
 #define member sh_member
 
-static void ws(struct scan *s)
-{
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-        s->p++;
-}
-
-static int hex4(const unsigned char *p, unsigned *out)
-{
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned c = p[i], d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if ((c | 32) >= 'a' && (c | 32) <= 'f')
-            d = (c | 32) - 'a' + 10;
-        else
-            return -1;
-        v = v << 4 | d;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Length of the well-formed UTF-8 sequence at p (lead byte >= 0x80), or 0. */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = p[0], v, min;
-    size_t n;
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2, min = 0x80, v = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef)
-        n = 3, min = 0x800, v = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4)
-        n = 4, min = 0x10000, v = c & 0x07;
-    else
-        return 0;
-    if ((size_t)(end - p) < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        v = v << 6 | (p[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    return n;
-}
+static void ws(struct scan *s) { jlex_ws(&s->p, s->end); }
 
 /* A string at s->p ('"'). *plain: it has no escapes. 0 or -1. */
 static int sc_string(struct scan *s, bool *plain)
@@ -463,7 +418,7 @@ static int sc_string(struct scan *s, bool *plain)
         if (c < 0x20)
             return -1;
         if (c >= 0x80) {
-            size_t l = utf8_seq(q, s->end);
+            size_t l = jlex_utf8_len(q, s->end);
             if (!l)
                 return -1;
             s->p += l;
@@ -480,13 +435,13 @@ static int sc_string(struct scan *s, bool *plain)
         default: return -1;
         }
         unsigned u, lo;
-        if (s->end - q < 6 || hex4(q + 2, &u))
+        if (s->end - q < 6 || jlex_hex4(q + 2, &u))
             return -1;
         s->p += 6;
         if (u == 0 || (u >= 0xdc00 && u <= 0xdfff))
             return -1; /* \u0000 or a lone low surrogate */
         if (u >= 0xd800 && u <= 0xdbff) {
-            if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' || hex4(s->p + 2, &lo) ||
+            if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' || jlex_hex4(s->p + 2, &lo) ||
                 lo < 0xdc00 || lo > 0xdfff)
                 return -1;
             s->p += 6;

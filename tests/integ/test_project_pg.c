@@ -239,6 +239,9 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
+    int left = pt_reap_all();
+    if (left)
+        fprintf(stderr, "(stopped %d worker(s) a failed test left running)\n", left);
     tb_stop(&br, SIGTERM);
     tb_free(&br);
     pt_pg_stop(&pg);

@@ -434,12 +434,21 @@ PT_FN int pt_write_config(const char *path, const char *broker, const char *topi
 }
 
 /* Starts `verity-project CMD config [args]` with output appended to log. */
+/* Every worker pt_spawn started, so that a test cut short by a fatal
+ * assertion (which skips its own kill) leaves none running: the suite's
+ * clean-up calls pt_reap_all. */
+#define PT_SPAWNED_MAX 256
+static pid_t pt_spawned[PT_SPAWNED_MAX];
+static size_t pt_n_spawned;
+
 PT_FN pid_t pt_spawn(const char *cmd, const char *config, const char *log, const char *const *args)
 {
     const char *dir = getenv("VERITY_BIN_DIR");
     char bin[512];
     snprintf(bin, sizeof bin, "%s/verity-project", dir ? dir : "build/bin");
     pid_t pid = fork();
+    if (pid > 0 && pt_n_spawned < PT_SPAWNED_MAX)
+        pt_spawned[pt_n_spawned++] = pid;
     if (pid != 0)
         return pid;
     int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -473,6 +482,25 @@ PT_FN int pt_wait_exit(pid_t pid, int timeout_ms)
         }
         usleep(5000);
     }
+}
+
+/* Stops (SIGKILL) and reaps every spawned worker still running; returns how
+ * many were. Workers already reaped by pt_wait_exit are skipped (waitpid
+ * answers ECHILD for them). */
+PT_FN int pt_reap_all(void)
+{
+    int left = 0;
+    for (size_t i = 0; i < pt_n_spawned; i++) {
+        int st;
+        pid_t r = waitpid(pt_spawned[i], &st, WNOHANG);
+        if (r == 0) {
+            kill(pt_spawned[i], SIGKILL);
+            waitpid(pt_spawned[i], &st, 0);
+            left++;
+        }
+    }
+    pt_n_spawned = 0;
+    return left;
 }
 
 /* Events applied (rows or dead letters) over all partitions; -1 when unreadable.
