@@ -406,7 +406,15 @@ $(CLUSTER_PRODUCER): $(BUILD)/obj/tests/cluster/cluster_producer.o $(LIBVERITY)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 tests: $(CLUSTER_PRODUCER)
-CLUSTER_ENV = VERITY_BIN_DIR=$(abspath $(BUILD)/bin) CLUSTER_PRODUCER=$(abspath $(CLUSTER_PRODUCER))
+# verityd with a power cut on SIGUSR2 (every unsynced write undone), for the
+# power-loss scenario (tests/cluster/verityd_powerloss.c)
+VERITYD_POWERLOSS := $(BUILD)/tests/verityd_powerloss
+$(VERITYD_POWERLOSS): $(BUILD)/obj/tests/cluster/verityd_powerloss.o $(BROKERLIB) $(LIBVERITY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+tests: $(VERITYD_POWERLOSS)
+CLUSTER_ENV = VERITY_BIN_DIR=$(abspath $(BUILD)/bin) CLUSTER_PRODUCER=$(abspath $(CLUSTER_PRODUCER)) \
+              VERITYD_POWERLOSS=$(abspath $(VERITYD_POWERLOSS))
 .PHONY: test-cluster soak-cluster
 test-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@echo "== tests/cluster/test_harness.py"
