@@ -574,7 +574,7 @@ def fmt(x):
     return "%.2f" % x if x is not None else "none"
 
 
-def test_power_loss(tmp, rounds, every):
+def test_power_loss(tmp, rounds, every, lying=False):
     """The issue's item 4: brokers run as verityd_powerloss (every write not
     fdatasync'd is undone on SIGUSR2, tests/cluster/verityd_powerloss.c);
     under idempotent production at acks=quorum, two of the three brokers
@@ -585,6 +585,8 @@ def test_power_loss(tmp, rounds, every):
     binary = os.environ.get("VERITYD_POWERLOSS",
                             os.path.join(BIN, "..", "tests", "verityd_powerloss"))
     topic, parts, nodes = "power", 3, 3
+    if lying:
+        os.environ["VERITYD_POWERLOSS_LIE"] = "1"   # inherited by verity cluster start/restart
     c = Cluster(nodes, tmp, verityd=os.path.abspath(binary))
     hist = os.path.join(tmp, "history.jsonl")
     figures = []
@@ -648,6 +650,9 @@ def main():
     ap.add_argument("--cut", type=float, default=8, help="partition: seconds each cut lasts")
     ap.add_argument("--heal", type=float, default=6, help="partition: seconds after each heal")
     ap.add_argument("--rounds", type=int, default=2, help="power-loss: power cuts")
+    ap.add_argument("--lying-disk", action="store_true",
+                    help="power-loss negative control: syncs make nothing durable; passes "
+                         "only when the checks find the damage")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--every", type=float, default=10)
     ap.add_argument("--nodes", type=int, default=3)
@@ -662,7 +667,7 @@ def main():
         elif a.test == "partition":
             test_partition(tmp, a.nodes, a.cut, a.heal)
         elif a.test == "power-loss":
-            test_power_loss(tmp, a.rounds, a.every)
+            test_power_loss(tmp, a.rounds, a.every, a.lying_disk)
         else:
             test_kill_loop(tmp, a.seconds, a.every, a.nodes)
     finally:
@@ -671,6 +676,10 @@ def main():
         elif failed:
             print("kept", tmp, "for inspection")
     print("cluster_e2e %s: %d passed, %d failed" % (a.test, passed, failed))
+    if a.test == "power-loss" and a.lying_disk:
+        print("negative control (lying disk): the checks %s" %
+              ("found the damage: PASS" if failed else "found nothing: FAIL"))
+        return 0 if failed else 1
     return 1 if failed else 0
 
 

@@ -29,6 +29,12 @@
  * A sync in flight when the cut comes counts as not done: its file rolls
  * back to the previous sync (a real power cut may keep more; never less).
  *
+ * VERITYD_POWERLOSS_LIE=1 makes it a lying disk: every fdatasync/fsync
+ * returns 0 and makes nothing durable, so a power cut undoes every write
+ * since the start. The harness's negative control (cluster_e2e.py
+ * power-loss --lying-disk) runs it to show the check finds lost
+ * acknowledged writes when durability is missing.
+ *
  * usage: as verityd (every flag and VERITY_* variable); `kill -USR2 PID` is
  * the power cut. Every write takes one lock and a pread of what it replaces:
  * slower than verityd, for tests only.
@@ -70,6 +76,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct pl_file files[PL_FILES_MAX];
 static int fdmap[PL_FDS_MAX]; /* fd -> files index + 1, 0 = untracked */
 static uint64_t seq;
+static bool lie; /* VERITYD_POWERLOSS_LIE=1: syncs succeed and make nothing durable */
 
 static void undo_drop(struct undo **head, uint64_t upto)
 {
@@ -177,6 +184,8 @@ static ssize_t pl_pwrite(void *c, int fd, const void *buf, size_t n, off_t off)
 
 static int pl_sync(void *c, int fd, bool data)
 {
+    if (lie)
+        return 0;
     pthread_mutex_lock(&mu);
     uint64_t upto = seq;
     pthread_mutex_unlock(&mu);
@@ -303,6 +312,8 @@ static void *cut_thread(void *arg)
 
 int main(int argc, char **argv)
 {
+    const char *l = getenv("VERITYD_POWERLOSS_LIE");
+    lie = l && strcmp(l, "1") == 0;
     static sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGUSR2);
