@@ -398,7 +398,11 @@ soak-project: all tests
 #                     cluster CLI against 3 real brokers, the recorder and
 #                     checks on one real broker kill -9d every 3 s, and a 60 s leader
 #                     kill loop (3 brokers, acks=quorum) with history check,
-#                     log verify and byte comparison of the replicas
+#                     log verify and byte comparison of the replicas; network
+#                     partitions through relays (primary isolated, 2/3 split
+#                     on 5 brokers, one-way) and power loss of two of three
+#                     brokers (verityd_powerloss), with its lying-disk
+#                     negative control
 # make soak-cluster   the kill loop for SOAK_CLUSTER_SECONDS (600)
 SOAK_CLUSTER_SECONDS ?= 600
 CLUSTER_PRODUCER := $(BUILD)/tests/cluster_producer
@@ -416,7 +420,7 @@ tests: $(VERITYD_POWERLOSS)
 CLUSTER_ENV = VERITY_BIN_DIR=$(abspath $(BUILD)/bin) CLUSTER_PRODUCER=$(abspath $(CLUSTER_PRODUCER)) \
               VERITYD_POWERLOSS=$(abspath $(VERITYD_POWERLOSS))
 .PHONY: test-cluster soak-cluster
-test-cluster: $(BINS) $(CLUSTER_PRODUCER)
+test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS)
 	@echo "== tests/cluster/test_harness.py"
 	@python3 tests/cluster/test_harness.py
 	@echo "== tests/cluster/cluster_e2e.py tools"
@@ -425,6 +429,14 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py single-kill --seconds 10 --every 3
 	@echo "== tests/cluster/cluster_e2e.py kill-loop --seconds 60"
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds 60 --every 10
+	@echo "== tests/cluster/cluster_e2e.py partition --nodes 3"
+	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py partition --nodes 3
+	@echo "== tests/cluster/cluster_e2e.py partition --nodes 5"
+	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py partition --nodes 5
+	@echo "== tests/cluster/cluster_e2e.py power-loss"
+	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py power-loss --rounds 2 --every 10
+	@echo "== tests/cluster/cluster_e2e.py power-loss --lying-disk (negative control)"
+	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py power-loss --rounds 2 --every 10 --lying-disk
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill
