@@ -13,6 +13,11 @@
  *   {"bootstrap": "127.0.0.1:P1,...", "verityd": PATH,
  *    "brokers": [{"id", "pid", "listen", "peer", "http", "data_dir"}, ...]}
  *
+ * start --relays also picks one relay address per pair of brokers: the lower
+ * id gets `--peer-dial HIGHER=RELAY` (node-local, not in the cluster id) and
+ * state.json / --json list "relays": [{"from","to","listen","target"}]; the
+ * caller runs the relays (tests/cluster/relay.py). restart keeps peer_dial.
+ *
  * start --json prints {"bootstrap", "brokers": [{"id","pid","listen","http",
  * "data_dir"}]}. stop sends SIGTERM to each recorded PID, waits up to
  * --timeout-ms (10000) for it to exit, then SIGKILLs it. restart --id N

@@ -21,6 +21,20 @@ recorder (cluster_producer), checked with history.py.
         kept), `verity log verify` on every replica, and the replicas'
         segment files identical byte for byte.
 
+    cluster_e2e.py partition [--nodes 3|5] [--cut 8] [--heal 6]
+        one relay per pair of brokers (verity cluster start --relays);
+        phases isolate (partition 0's primary cut off both ways), split
+        (5 brokers: it and one more cut from the other three) and one-way
+        (nothing reaches it); during a cut the minority neither acknowledges
+        a produce at acks=quorum sent to it nor moves its commit or log end;
+        heal-to-ack and catch-up times; then the kill loop's checks.
+    cluster_e2e.py power-loss [--rounds 2] [--every 10] [--lying-disk]
+        brokers run as verityd_powerloss (VERITYD_POWERLOSS); every --every
+        seconds two of the three get the power cut at once (SIGUSR2: every
+        unsynced write undone) and restart; then the kill loop's checks.
+        --lying-disk: syncs make nothing durable; passes only when the
+        checks find the damage (the negative control).
+
 Needs VERITY_BIN_DIR (verity, verityd) and CLUSTER_PRODUCER (the
 cluster_producer binary). Prints "NAME: N passed, N failed"; exits 1 on a
 failure. Every wait is bounded.
