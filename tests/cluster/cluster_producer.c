@@ -8,6 +8,8 @@
  *
  *   {"op":"send","v":"NAME-SEQ"}                   before verity_produce
  *   {"op":"ack","v":..,"p":P,"o":O}                delivery report, no error
+ *   {"op":"ack","v":..,"p":P,"o":null}             VERITY_EDUPLICATE: written before,
+ *                                                  offset no longer known to the broker
  *   {"op":"fail","v":..,"e":"ENAME"}               delivery report with an error
  *
  * Each line also has "t": the wall clock in ms when it was written (the
@@ -64,9 +66,12 @@ static void report(void *opaque, int err, const struct verity_delivery *d)
 {
     char *v = opaque;
     char line[256];
-    if (err == 0 || err == VERITY_EDUPLICATE)
+    if (err == 0)
         snprintf(line, sizeof line, "{\"op\":\"ack\",\"v\":\"%s\",\"p\":%u,\"o\":%" PRIu64 "}\n", v,
                  d->partition, d->offset);
+    else if (err == VERITY_EDUPLICATE) /* written before; the broker no longer names its offset */
+        snprintf(line, sizeof line, "{\"op\":\"ack\",\"v\":\"%s\",\"p\":%u,\"o\":null}\n", v,
+                 d->partition);
     else
         snprintf(line, sizeof line, "{\"op\":\"fail\",\"v\":\"%s\",\"e\":\"%s\"}\n", v,
                  verity_errname(err));
