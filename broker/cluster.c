@@ -268,6 +268,8 @@ static void cg_note_applied(struct cgroup *cg, const struct vsr_commit *c, uint6
     cg->applied++;
 }
 
+static void cg_abandon(struct cgroup *cg);
+
 /* An op's body is one or more whole batches, back to back (the primary
  * packs what queued while its pipeline was full into one op). */
 static int part_apply(void *arg, const struct vsr_commit *c)
@@ -280,6 +282,18 @@ static int part_apply(void *arg, const struct vsr_commit *c)
     uint64_t end = cg->hw;
     if (!p->log)
         return VERITY_EREADONLY;
+    /* The core may have left the view this broker proposed in and commit
+     * another primary's ops in the same call (a START_VIEW carrying the
+     * commit number). Those are not "own" even when they lie past
+     * own_start: give up the old view's proposals first (cg_after would,
+     * but only after this call), so every op from here on is recorded in
+     * the idempotence state as it is applied. Skipping them left a batch
+     * committed by the new view out of the idempotence state of a broker
+     * that had been primary before: the client's retry was answered
+     * EDUPLICATE without offsets, or, with no later batch, appended again
+     * (tests/cluster partition scenario, one-way phase). */
+    if (cg->own_active && (!is_primary_normal(cg) || vsr_view(cg->g.core) != cg->own_view))
+        cg_abandon(cg);
     for (uint32_t pos = 0; pos < c->header.size;) {
         const uint8_t *bp = c->body + pos;
         uint32_t left = c->header.size - pos;
