@@ -435,8 +435,8 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py partition --nodes 5
 	@echo "== tests/cluster/cluster_e2e.py power-loss"
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py power-loss --rounds 2 --every 10
-	@echo "== tests/cluster/cluster_e2e.py power-loss --lying-disk (negative control)"
-	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py power-loss --rounds 2 --every 10 --lying-disk
+	@echo "== tests/cluster/cluster_e2e.py power-loss --lying-disk --victims 3 (negative control)"
+	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py power-loss --rounds 2 --every 10 --lying-disk --victims 3
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill
