@@ -31,4 +31,9 @@ void broker_stop(struct broker *b);
  * the first close error. NULL is a no-op. */
 int broker_free(struct broker *b);
 
+/* The verityd program (broker/verityd_main.c): configuration from argv,
+ * the environment and the file, run until SIGTERM, exit code. io: the file
+ * operations of every log (NULL = vio_posix; a test build hands in its own). */
+int verityd_main(int argc, char **argv, const struct vio *io);
+
 #endif

@@ -44,6 +44,7 @@
 #include "broker/vsr/vgroup.h"
 #include "broker/vsr/vsr_wire.h"
 #include "storage/batch.h"
+#include "storage/vio.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
@@ -179,13 +180,20 @@ bool cluster_part_member(const struct broker *b, uint32_t partition, uint32_t re
 
 /* ---- applied-position ring (broker/vsr/vapplied.h) ------------------------ */
 
+/* The ring's file operations: the broker's (a test build's power-loss
+ * layer sees the ring as it sees the logs and journals). */
+static const struct vio *ring_io(const struct cgroup *cg)
+{
+    return cg->b->cfg.io ? cg->b->cfg.io : &vio_posix;
+}
+
 static int ring_write(struct cgroup *cg)
 {
     uint8_t e[VAPPLIED_ENTRY_SIZE];
     off_t at = (off_t)vapplied_encode(&cg->st, cg->st_end, e);
-    ssize_t w = pwrite(cg->ring_fd, e, sizeof e, at);
-    if (w != (ssize_t)sizeof e)
-        return w < 0 ? -errno : -EIO;
+    int w = vio_pwrite_all(ring_io(cg), cg->ring_fd, e, sizeof e, at);
+    if (w)
+        return w;
     cg->ring_dirty = true;
     return 0;
 }
@@ -198,13 +206,15 @@ static int ring_open(struct cgroup *cg, uint64_t log_end, bool *found)
     if (mkdir(cg->dir, 0755) && errno != EEXIST)
         return -errno;
     snprintf(path, sizeof path, "%s/applied", cg->dir);
-    cg->ring_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (cg->ring_fd < 0)
-        return -errno;
+    const struct vio *io = ring_io(cg);
+    int fd = io->open(io->ctx, path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return fd;
+    cg->ring_fd = fd;
     uint8_t buf[VAPPLIED_FILE_SIZE];
-    ssize_t got = pread(cg->ring_fd, buf, sizeof buf, 0);
+    ssize_t got = io->pread(io->ctx, cg->ring_fd, buf, sizeof buf, 0);
     if (got < 0)
-        return -errno;
+        return (int)got;
     *found = vapplied_pick(buf, (size_t)got, log_end, &cg->st, &cg->st_end);
     return 0;
 }
@@ -215,7 +225,7 @@ static void ring_sync(struct cgroup *cg, struct vlog *log)
         return;
     if (log && vlog_sync(log))
         return;
-    if (fdatasync(cg->ring_fd) == 0)
+    if (ring_io(cg)->fdatasync(ring_io(cg)->ctx, cg->ring_fd) == 0)
         cg->ring_dirty = false;
 }
 
@@ -258,6 +268,8 @@ static void cg_note_applied(struct cgroup *cg, const struct vsr_commit *c, uint6
     cg->applied++;
 }
 
+static void cg_abandon(struct cgroup *cg);
+
 /* An op's body is one or more whole batches, back to back (the primary
  * packs what queued while its pipeline was full into one op). */
 static int part_apply(void *arg, const struct vsr_commit *c)
@@ -270,6 +282,18 @@ static int part_apply(void *arg, const struct vsr_commit *c)
     uint64_t end = cg->hw;
     if (!p->log)
         return VERITY_EREADONLY;
+    /* The core may have left the view this broker proposed in and commit
+     * another primary's ops in the same call (a START_VIEW carrying the
+     * commit number). Those are not "own" even when they lie past
+     * own_start: give up the old view's proposals first (cg_after would,
+     * but only after this call), so every op from here on is recorded in
+     * the idempotence state as it is applied. Skipping them left a batch
+     * committed by the new view out of the idempotence state of a broker
+     * that had been primary before: the client's retry was answered
+     * EDUPLICATE without offsets, or, with no later batch, appended again
+     * (tests/cluster partition scenario, one-way phase). */
+    if (cg->own_active && (!is_primary_normal(cg) || vsr_view(cg->g.core) != cg->own_view))
+        cg_abandon(cg);
     for (uint32_t pos = 0; pos < c->header.size;) {
         const uint8_t *bp = c->body + pos;
         uint32_t left = c->header.size - pos;
@@ -526,8 +550,8 @@ static void cg_free(struct cgroup *cg)
     cg_fail_queue(cg);
     free(cg->q);
     if (cg->ring_fd >= 0) {
-        (void)fdatasync(cg->ring_fd);
-        close(cg->ring_fd);
+        (void)ring_io(cg)->fdatasync(ring_io(cg)->ctx, cg->ring_fd);
+        (void)ring_io(cg)->close(ring_io(cg)->ctx, cg->ring_fd);
     }
     struct mpend *m;
     while ((m = cg->mp)) {
@@ -710,7 +734,7 @@ int cluster_part_open(struct partition *p)
     return 0;
 fail:
     if (cg->ring_fd >= 0)
-        close(cg->ring_fd);
+        (void)ring_io(cg)->close(ring_io(cg)->ctx, cg->ring_fd);
     free(cg);
     return rc;
 }

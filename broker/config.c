@@ -54,6 +54,9 @@ static const struct key keys[] = {
     {"node_id", K_U32, F(node_id), 0, 0, 65535, "this broker's node id"},
     {"cluster_nodes", K_STR, F(cluster_nodes), S(cluster_nodes), 0, 0,
      "cluster members \"ID=LISTEN,PEER,HTTP;...\" (\"\" = single broker; file: \"cluster\": {\"nodes\": [...]})"},
+    {"peer_dial", K_STR, F(peer_dial), S(peer_dial), 0, 0,
+     "node-local: dial these nodes at another address than their peer address, \"ID=HOST:PORT;...\" "
+     "(a relay per link; not part of the cluster id; file: string or {\"ID\": \"HOST:PORT\"})"},
     {"max_connections", K_U32, F(max_connections), 0, 1, 1000000, "open connections"},
     {"max_inflight", K_U32, F(max_inflight), 0, 1, 65536, "requests in flight per connection"},
     {"max_frame_bytes", K_U32, F(max_frame_bytes), 0, 4096, VERITY_FRAME_BYTES_HARD,
@@ -351,6 +354,67 @@ static int cluster_from_json(json_t *v, char *buf, size_t bcap, const char *path
     return 0;
 }
 
+/* The file's "peer_dial": {"2": "HOST:PORT", ...} as its text form. */
+static int peer_dial_from_json(json_t *v, char *buf, size_t bcap, const char *path, char *err,
+                               size_t cap)
+{
+    size_t o = 0;
+    const char *id;
+    json_t *a;
+    buf[0] = '\0';
+    json_object_foreach(v, id, a)
+    {
+        if (!json_is_string(a))
+            return bad(err, cap, VERITY_EINVAL, "%s: peer_dial.%s must be \"HOST:PORT\"", path, id);
+        int w = snprintf(buf + o, bcap - o, "%s%s=%s", o ? ";" : "", id, json_string_value(a));
+        if (w < 0 || (size_t)w >= bcap - o)
+            return bad(err, cap, VERITY_EINVAL, "%s: peer_dial too long%s", path, "");
+        o += (size_t)w;
+    }
+    return 0;
+}
+
+/* peer_dial text into c->peer_dial_addr[] (after the node list is parsed). */
+static int peer_dial_apply(struct broker_config *c, char *err, size_t cap)
+{
+    memset(c->peer_dial_addr, 0, sizeof c->peer_dial_addr);
+    const char *p = c->peer_dial;
+    if (*p && c->cluster_n == 0)
+        return bad(err, cap, VERITY_EINVAL, "peer_dial needs a cluster section%s", "");
+    while (*p) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[BCFG_NODE_ADDR_MAX + 16], host[BCFG_NODE_ADDR_MAX];
+        uint16_t port;
+        int64_t id;
+        if (len == 0 || len >= sizeof item)
+            return bad(err, cap, VERITY_EINVAL, "peer_dial: bad entry near \"%.40s\"", p);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        char *eq = strchr(item, '=');
+        if (!eq)
+            return bad(err, cap, VERITY_EINVAL, "peer_dial: expected ID=HOST:PORT in %s", item);
+        *eq = '\0';
+        if (parse_int(item, &id) || id < 1 || id > 65535)
+            return bad(err, cap, VERITY_EINVAL, "peer_dial: bad node id %s", item);
+        if (strlen(eq + 1) >= BCFG_NODE_ADDR_MAX ||
+            bcfg_split_hostport(eq + 1, host, sizeof host, &port) || port == 0)
+            return bad(err, cap, VERITY_EINVAL, "peer_dial: node %s: bad HOST:PORT \"%s\"", item,
+                       eq + 1);
+        uint32_t i = 0;
+        while (i < c->cluster_n && c->nodes[i].id != (uint32_t)id)
+            i++;
+        if (i == c->cluster_n || (uint32_t)id == c->node_id)
+            return bad(err, cap, VERITY_EINVAL, "peer_dial: node %s is not another cluster member",
+                       item);
+        if (c->peer_dial_addr[i][0])
+            return bad(err, cap, VERITY_EINVAL, "peer_dial: node %s twice", item);
+        snprintf(c->peer_dial_addr[i], BCFG_NODE_ADDR_MAX, "%s", eq + 1);
+        p = end ? end + 1 : p + len;
+    }
+    return 0;
+}
+
 int bcfg_cluster_parse(const char *text, struct bcfg_node *out, uint32_t *n, char *err, size_t cap)
 {
     *n = 0;
@@ -425,7 +489,7 @@ static int cluster_apply(struct broker_config *c, char *err, size_t cap)
     if ((rc = bcfg_cluster_parse(c->cluster_nodes, c->nodes, &c->cluster_n, err, cap)))
         return rc;
     if (c->cluster_n == 0)
-        return 0;
+        return peer_dial_apply(c, err, cap);
     const struct bcfg_node *me = bcfg_self(c);
     if (!me)
         return bad(err, cap, VERITY_EINVAL, "node_id %u is not in cluster_nodes%s",
@@ -434,7 +498,7 @@ static int cluster_apply(struct broker_config *c, char *err, size_t cap)
         snprintf(c->listen, sizeof c->listen, "%s", me->listen);
     if (!c->http_set && me->http[0])
         snprintf(c->http, sizeof c->http, "%s", me->http);
-    return 0;
+    return peer_dial_apply(c, err, cap);
 }
 
 int bcfg_load_file(struct broker_config *c, const char *path, char *err, size_t cap)
@@ -459,6 +523,12 @@ int bcfg_load_file(struct broker_config *c, const char *path, char *err, size_t 
         if (strcmp(name, "cluster") == 0) {
             if ((rc = cluster_from_json(v, buf, sizeof buf, path, err, cap)) ||
                 (rc = bcfg_set(c, "cluster_nodes", buf, err, cap)))
+                goto out;
+            continue;
+        }
+        if (strcmp(name, "peer_dial") == 0 && json_is_object(v)) {
+            if ((rc = peer_dial_from_json(v, buf, sizeof buf, path, err, cap)) ||
+                (rc = bcfg_set(c, "peer_dial", buf, err, cap)))
                 goto out;
             continue;
         }

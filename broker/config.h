@@ -50,6 +50,12 @@ struct broker_config {
     uint32_t cluster_n;                 /* 0 = no cluster section */
     struct bcfg_node nodes[BCFG_NODES_MAX];
     bool listen_set, http_set;          /* given explicitly (else the node entry's) */
+    /* node-local, not part of the cluster id: "ID=HOST:PORT;..." where this
+     * broker dials node ID instead of that node's `peer` address (a relay
+     * of the fault tests, a NAT); parsed into peer_dial_addr[] (same index
+     * as nodes[]; "" = dial the node's peer address) */
+    char peer_dial[BCFG_CLUSTER_TEXT_MAX];
+    char peer_dial_addr[BCFG_NODES_MAX][BCFG_NODE_ADDR_MAX];
     /* limits */
     uint32_t max_connections;
     uint32_t max_inflight; /* requests in flight per connection */

@@ -2,50 +2,11 @@
  * verityd: parse the configuration (file, environment, flags), run the
  * broker until SIGTERM / SIGINT, close every log cleanly, exit 0.
  * Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration.
+ * The program is broker/verityd_main.c.
  */
-#include <signal.h>
-#include <stdio.h>
-#include <string.h>
-
-#include "broker/blog.h"
 #include "broker/broker.h"
-#include "verity/errors.h"
-#include "verity/version.h"
 
 int main(int argc, char **argv)
 {
-    struct broker_config cfg;
-    char err[512] = "";
-    bool help = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
-            printf("verityd %s\n", VERITY_VERSION_STRING);
-            return 0;
-        }
-    }
-    if (bcfg_from_args(&cfg, argc, argv, &help, err, sizeof err)) {
-        fprintf(stderr, "verityd: %s\n(try --help)\n", err);
-        return 2;
-    }
-    if (help) {
-        bcfg_usage(stdout);
-        return 0;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    struct broker *b = NULL;
-    int rc = broker_new(&cfg, &b);
-    if (rc) {
-        blog(BLOG_ERROR, "startup_failed", "error=%s text=\"%s\"", verity_errname(rc),
-             verity_strerror(rc));
-        return 1;
-    }
-    rc = broker_run(b);
-    int crc = broker_free(b);
-    if (rc || crc) {
-        blog(BLOG_ERROR, "stopped_with_error", "run=%s close=%s", verity_errname(rc),
-             verity_errname(crc));
-        return 1;
-    }
-    blog(BLOG_INFO, "stopped", "exit=0");
-    return 0;
+    return verityd_main(argc, argv, NULL);
 }

@@ -207,7 +207,9 @@ static void dial(struct broker *b, struct peer_link *l, struct peer_ctx *c)
 {
     char host[BCFG_NODE_ADDR_MAX];
     uint16_t port;
-    if (bcfg_split_hostport(l->node->peer, host, sizeof host, &port))
+    /* peer_dial: a node-local address for this node (a relay), else its peer address */
+    const char *via = b->cfg.peer_dial_addr[l->node - b->cfg.nodes];
+    if (bcfg_split_hostport(via[0] ? via : l->node->peer, host, sizeof host, &port))
         return;
     l->bev = peer_tls_bev(b, -1, host); /* issue 14: TLS when peer_tls_cert is set */
     if (!l->bev)

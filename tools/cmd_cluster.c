@@ -13,6 +13,11 @@
  *   {"bootstrap": "127.0.0.1:P1,...", "verityd": PATH,
  *    "brokers": [{"id", "pid", "listen", "peer", "http", "data_dir"}, ...]}
  *
+ * start --relays also picks one relay address per pair of brokers: the lower
+ * id gets `--peer-dial HIGHER=RELAY` (node-local, not in the cluster id) and
+ * state.json / --json list "relays": [{"from","to","listen","target"}]; the
+ * caller runs the relays (tests/cluster/relay.py). restart keeps peer_dial.
+ *
  * start --json prints {"bootstrap", "brokers": [{"id","pid","listen","http",
  * "data_dir"}]}. stop sends SIGTERM to each recorded PID, waits up to
  * --timeout-ms (10000) for it to exit, then SIGKILLs it. restart --id N
@@ -56,13 +61,17 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: verity cluster start --nodes 3|5 --dir DIR [--verityd PATH] [--json]\n"
+            "usage: verity cluster start --nodes 3|5 --dir DIR [--verityd PATH] [--relays] [--json]\n"
             "       verity cluster stop --dir DIR [--timeout-ms MS]\n"
             "       verity cluster restart --dir DIR --id N [--timeout-ms MS]\n"
             "       verity cluster status [--dir DIR | --broker HTTP,HTTP,...] [--json]\n"
             "start: a local cluster on loopback (free ports, DIR/nodeN data directories,\n"
             "  DIR/cluster.json shared config, DIR/state.json with the PIDs); prints the\n"
             "  bootstrap list and the PIDs (--json: {\"bootstrap\", \"brokers\": [...]}).\n"
+            "  --relays: one relay address per pair of brokers; the lower id dials the\n"
+            "  higher there (its node-local peer_dial) instead of the peer address. The\n"
+            "  caller starts the relays (tests/cluster/relay.py, listed under \"relays\":\n"
+            "  from, to, listen, target); until then those links stay down.\n"
             "stop: SIGTERM each broker of DIR/state.json, SIGKILL after --timeout-ms.\n"
             "restart: start broker N again on its directory and ports.\n"
             "status: each broker's GET /cluster: links, each partition's primary, view,\n"
@@ -95,6 +104,15 @@ struct node {
     char peer[64];
     char http[64];
     char data_dir[PATH_MAX + 16];
+    char peer_dial[NODES_MAX * 64]; /* --relays: "ID=RELAY;..." for the nodes it dials */
+};
+
+/* --relays: one relay address per pair of brokers (from < to: `from` dials
+ * `to` there); the relay itself (tests/cluster/relay.py) is started by the
+ * caller and forwards to the peer address of `to`. */
+struct relay {
+    int from, to;
+    char listen[64];
 };
 
 struct state {
@@ -102,6 +120,8 @@ struct state {
     char verityd[PATH_MAX];
     int n;
     struct node nodes[NODES_MAX];
+    int n_relays;
+    struct relay relays[NODES_MAX * (NODES_MAX - 1) / 2];
 };
 
 static void bootstrap_of(const struct state *s, char *buf, size_t cap)
@@ -122,6 +142,8 @@ static json_t *node_json(const struct node *nd, bool with_peer)
         json_object_set_new(o, "peer", json_string(nd->peer));
     json_object_set_new(o, "http", json_string(nd->http));
     json_object_set_new(o, "data_dir", json_string(nd->data_dir));
+    if (nd->peer_dial[0])
+        json_object_set_new(o, "peer_dial", json_string(nd->peer_dial));
     return o;
 }
 
@@ -136,6 +158,19 @@ static json_t *state_json(const struct state *s, bool full)
     for (int i = 0; i < s->n; i++)
         json_array_append_new(arr, node_json(&s->nodes[i], full));
     json_object_set_new(o, "brokers", arr);
+    if (s->n_relays) {
+        json_t *ra = json_array();
+        for (int i = 0; i < s->n_relays; i++) {
+            const struct relay *r = &s->relays[i];
+            json_t *e = json_object();
+            json_object_set_new(e, "from", json_integer(r->from));
+            json_object_set_new(e, "to", json_integer(r->to));
+            json_object_set_new(e, "listen", json_string(r->listen));
+            json_object_set_new(e, "target", json_string(s->nodes[r->to - 1].peer));
+            json_array_append_new(ra, e);
+        }
+        json_object_set_new(o, "relays", ra);
+    }
     return o;
 }
 
@@ -185,6 +220,20 @@ static int state_load(const char *dir, struct state *s)
             copy_str(nd->peer, sizeof nd->peer, json_object_get(b, "peer")) ||
             copy_str(nd->http, sizeof nd->http, json_object_get(b, "http")) ||
             copy_str(nd->data_dir, sizeof nd->data_dir, json_object_get(b, "data_dir")))
+            rc = -1;
+        if (rc == 0 && json_object_get(b, "peer_dial") &&
+            copy_str(nd->peer_dial, sizeof nd->peer_dial, json_object_get(b, "peer_dial")))
+            rc = -1;
+    }
+    json_t *ra = o ? json_object_get(o, "relays") : NULL;
+    for (size_t i = 0; rc == 0 && ra && i < json_array_size(ra) &&
+                       i < sizeof s->relays / sizeof s->relays[0];
+         i++) {
+        json_t *e = json_array_get(ra, i);
+        struct relay *r = &s->relays[s->n_relays++];
+        r->from = (int)json_integer_value(json_object_get(e, "from"));
+        r->to = (int)json_integer_value(json_object_get(e, "to"));
+        if (r->to < 1 || r->to > s->n || copy_str(r->listen, sizeof r->listen, json_object_get(e, "listen")))
             rc = -1;
     }
     if (rc)
@@ -244,8 +293,12 @@ static int spawn(const struct state *s, struct node *nd)
         if (nul >= 0)
             dup2(nul, 0);
         setsid();
-        execl(s->verityd, s->verityd, "--config", cfg, "--node-id", idbuf, "--data-dir",
-              nd->data_dir, (char *)NULL);
+        if (nd->peer_dial[0])
+            execl(s->verityd, s->verityd, "--config", cfg, "--node-id", idbuf, "--data-dir",
+                  nd->data_dir, "--peer-dial", nd->peer_dial, (char *)NULL);
+        else
+            execl(s->verityd, s->verityd, "--config", cfg, "--node-id", idbuf, "--data-dir",
+                  nd->data_dir, (char *)NULL);
         fprintf(stderr, "exec %s: %s\n", s->verityd, strerror(errno));
         _exit(127);
     }
@@ -345,7 +398,7 @@ static int write_config(const struct state *s)
     return rc ? -1 : 0;
 }
 
-static int do_start(int nodes, const char *dir, const char *verityd, bool json)
+static int do_start(int nodes, const char *dir, const char *verityd, bool json, bool relays)
 {
     struct state s;
     memset(&s, 0, sizeof s);
@@ -375,7 +428,7 @@ static int do_start(int nodes, const char *dir, const char *verityd, bool json)
         fprintf(stderr, "verity cluster: verityd not found at %s (--verityd PATH)\n", s.verityd);
         return CMD_EXIT_FAIL;
     }
-    int fds[NODES_MAX * 3];
+    int fds[NODES_MAX * 3 + NODES_MAX * (NODES_MAX - 1) / 2];
     int nfd = 0, rc = 0;
     s.n = nodes;
     for (int i = 0; i < nodes && rc == 0; i++) {
@@ -395,6 +448,21 @@ static int do_start(int nodes, const char *dir, const char *verityd, bool json)
         char root[sizeof s.dir];
         memcpy(root, s.dir, sizeof root);
         snprintf(nd->data_dir, sizeof nd->data_dir, "%s/node%d", root, nd->id);
+    }
+    for (int i = 0; relays && i < nodes && rc == 0; i++) {
+        for (int j = i + 1; j < nodes && rc == 0; j++) {
+            int p = free_port(&fds[nfd++]);
+            struct relay *r = &s.relays[s.n_relays++];
+            struct node *nd = &s.nodes[i];
+            size_t o = strlen(nd->peer_dial);
+            if (p < 0)
+                rc = -1;
+            r->from = i + 1;
+            r->to = j + 1;
+            snprintf(r->listen, sizeof r->listen, "127.0.0.1:%d", p);
+            snprintf(nd->peer_dial + o, sizeof nd->peer_dial - o, "%s%d=%s", o ? ";" : "", j + 1,
+                     r->listen);
+        }
     }
     for (int i = 0; i < nfd; i++)
         if (fds[i] >= 0)
@@ -581,12 +649,13 @@ static int do_status(const char *dir, const char *brokers, bool json)
 
 int cmd_cluster(int argc, char **argv)
 {
-    enum { O_NODES = 1, O_DIR, O_JSON, O_ID, O_BROKER, O_VERITYD, O_TIMEOUT, O_HELP };
+    enum { O_NODES = 1, O_DIR, O_JSON, O_ID, O_BROKER, O_VERITYD, O_TIMEOUT, O_HELP, O_RELAYS };
     static const struct option lo[] = {
         {"nodes", required_argument, NULL, O_NODES},   {"dir", required_argument, NULL, O_DIR},
         {"json", no_argument, NULL, O_JSON},           {"id", required_argument, NULL, O_ID},
         {"broker", required_argument, NULL, O_BROKER}, {"verityd", required_argument, NULL, O_VERITYD},
         {"timeout-ms", required_argument, NULL, O_TIMEOUT}, {"help", no_argument, NULL, O_HELP},
+        {"relays", no_argument, NULL, O_RELAYS},
         {NULL, 0, NULL, 0},
     };
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -602,7 +671,7 @@ int cmd_cluster(int argc, char **argv)
     }
     int nodes = 0, id = 0, timeout_ms = STOP_TIMEOUT_MS;
     const char *dir = NULL, *broker = NULL, *verityd = NULL;
-    bool json = false;
+    bool json = false, relays = false;
     int c;
     optind = 1;
     while ((c = CLI_GETOPT(argc - 1, argv + 1, "h", lo)) != -1) {
@@ -635,6 +704,9 @@ int cmd_cluster(int argc, char **argv)
         case O_JSON:
             json = true;
             break;
+        case O_RELAYS:
+            relays = true;
+            break;
         case O_HELP:
         case 'h':
             usage(stdout);
@@ -652,7 +724,7 @@ int cmd_cluster(int argc, char **argv)
             fprintf(stderr, "verity cluster start: --nodes 3|5 and --dir DIR are required\n");
             return CMD_EXIT_USAGE;
         }
-        return do_start(nodes, dir, verityd, json);
+        return do_start(nodes, dir, verityd, json, relays);
     }
     if (strcmp(sub, "status") == 0) {
         if (!dir == !broker) {

@@ -8,7 +8,12 @@
  *
  *   {"op":"send","v":"NAME-SEQ"}                   before verity_produce
  *   {"op":"ack","v":..,"p":P,"o":O}                delivery report, no error
+ *   {"op":"ack","v":..,"p":P,"o":null}             VERITY_EDUPLICATE: written before,
+ *                                                  offset no longer known to the broker
  *   {"op":"fail","v":..,"e":"ENAME"}               delivery report with an error
+ *
+ * Each line also has "t": the wall clock in ms when it was written (the
+ * fault tests time cuts and heals against it).
  *
  * usage: cluster_producer BROKERS TOPIC OUT --name NAME --seconds S
  *                         [--rate N/s] [--acks quorum|leader]
@@ -37,8 +42,20 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void emit(const char *line)
+static int64_t wall_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* line: one JSON object ending in "}\n"; a "t" (wall clock, ms) is added. */
+static void emit(const char *body)
+{
+    char line[320];
+    size_t n = strlen(body);
+    snprintf(line, sizeof line, "%.*s,\"t\":%" PRId64 "}\n", (int)(n >= 2 ? n - 2 : 0), body,
+             wall_ms());
     pthread_mutex_lock(&out_mu);
     fputs(line, out);
     fflush(out);
@@ -49,9 +66,12 @@ static void report(void *opaque, int err, const struct verity_delivery *d)
 {
     char *v = opaque;
     char line[256];
-    if (err == 0 || err == VERITY_EDUPLICATE)
+    if (err == 0)
         snprintf(line, sizeof line, "{\"op\":\"ack\",\"v\":\"%s\",\"p\":%u,\"o\":%" PRIu64 "}\n", v,
                  d->partition, d->offset);
+    else if (err == VERITY_EDUPLICATE) /* written before; the broker no longer names its offset */
+        snprintf(line, sizeof line, "{\"op\":\"ack\",\"v\":\"%s\",\"p\":%u,\"o\":null}\n", v,
+                 d->partition);
     else
         snprintf(line, sizeof line, "{\"op\":\"fail\",\"v\":\"%s\",\"e\":\"%s\"}\n", v,
                  verity_errname(err));

@@ -5,6 +5,9 @@ A history is a list of events (one JSON object per line in a file):
 
     {"op": "send", "v": V}                      a produce was issued (value V, unique)
     {"op": "ack", "v": V, "p": P, "o": O}       acknowledged at partition P, offset O
+                                                (O null: acknowledged as a duplicate of a
+                                                write whose offset the broker no longer
+                                                names, VERITY_EDUPLICATE)
     {"op": "fail", "v": V, "e": "ENAME"}        the client reported a failure
     {"op": "read", "v": V, "p": P, "o": O}      read back after healing
 
@@ -20,6 +23,8 @@ check() returns a dict of findings; ok is true only when all are empty:
     reordered   within a partition, one producer's values read in another order
                 than sent
     offsets     a partition's offsets read back are not strictly increasing
+    forgotten   acknowledged only as VERITY_EDUPLICATE (offsets unknown to the
+                broker) although the client keeps at most five batches in flight
 Failed and unknown sends may or may not be read back; both are allowed.
 
 Also: replicas_identical(dirs) compares the partition directories of
@@ -61,9 +66,15 @@ def check(events):
         "lost": sorted(v for v in acked if v not in reads),
         "duplicates": sorted(v for v, r in reads.items() if len(r) > 1),
         "phantoms": sorted(v for v in reads if v not in sent and v not in acked),
-        "misplaced": sorted(v for v, at in acked.items() if v in reads and at not in reads[v]),
+        "misplaced": sorted(v for v, at in acked.items()
+                            if v in reads and at[1] is not None and at not in reads[v]),
         "reordered": [],
         "offsets": [],
+        # acknowledged as VERITY_EDUPLICATE: the broker no longer knew the
+        # offsets of a batch the client was still retrying; with at most
+        # five batches in flight per partition it keeps them, so this is a
+        # lost idempotence entry (the next retry could be written twice)
+        "forgotten": sorted(v for v, at in acked.items() if at[1] is None),
     }
     for p, lst in sorted(by_part.items()):
         offs = [o for o, _ in lst]
@@ -76,8 +87,10 @@ def check(events):
                 f["reordered"].append((p, v))
             last[prod] = max(seq, last.get(prod, -1))
     f["ok"] = not any(f[k] for k in ("lost", "duplicates", "phantoms", "misplaced",
-                                     "reordered", "offsets"))
-    f["counts"] = {"sent": len(sent), "acked": len(acked), "failed": len(failed),
+                                     "reordered", "offsets", "forgotten"))
+    f["counts"] = {"sent": len(sent), "acked": len(acked),
+                   "acked_no_offset": sum(1 for at in acked.values() if at[1] is None),
+                   "failed": len(failed),
                    "unknown": len(sent - set(acked) - failed), "read": len(reads)}
     return f
 

@@ -166,6 +166,11 @@ def test_checker():
     ev[-1] = dict(ev[-1], o=0)   # a-4 at p0 o0 again
     r = history.check(ev)
     expect(not r["ok"] and 0 in r["offsets"], "non-increasing offsets are caught")
+    # an ack as VERITY_EDUPLICATE (offset null): not misplaced, but forgotten
+    ev = [dict(e, o=None) if e["op"] == "ack" and e["v"] == "a-1" else e for e in good_history()]
+    r = history.check(ev)
+    expect(not r["ok"] and r["forgotten"] == ["a-1"] and not r["misplaced"] and
+           r["counts"]["acked_no_offset"] == 1, "an ack without offset is caught: %s" % r)
 
 
 def test_replicas(tmp):

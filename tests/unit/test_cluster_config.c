@@ -123,6 +123,39 @@ static void test_no_cluster(void)
     CU_ASSERT(bcfg_self(&c) == NULL);
 }
 
+/* peer_dial: node-local dial addresses, flag and file forms; bad ones refused. */
+static void test_peer_dial(void)
+{
+    struct broker_config c;
+    char err[256] = "";
+    char *a[] = {"--node-id", "1", "--peer-dial", "2=127.0.0.1:9002;3=127.0.0.1:9003"};
+    CU_ASSERT_EQUAL_FATAL(run(three, a, 4, &c, err), 0);
+    CU_ASSERT_STRING_EQUAL(c.peer_dial_addr[0], "");
+    CU_ASSERT_STRING_EQUAL(c.peer_dial_addr[1], "127.0.0.1:9002");
+    CU_ASSERT_STRING_EQUAL(c.peer_dial_addr[2], "127.0.0.1:9003");
+    /* the node list (the cluster id's input) is untouched */
+    CU_ASSERT_STRING_EQUAL(c.nodes[1].peer, "127.0.0.1:7012");
+    /* file form: an object */
+    char json[1200];
+    snprintf(json, sizeof json, "%.*s, \"peer_dial\": {\"3\": \"127.0.0.1:9103\"}}",
+             (int)strlen(three) - 1, three);
+    char *b[] = {"--node-id", "2"};
+    CU_ASSERT_EQUAL_FATAL(run(json, b, 2, &c, err), 0);
+    CU_ASSERT_STRING_EQUAL(c.peer_dial_addr[2], "127.0.0.1:9103");
+    CU_ASSERT_STRING_EQUAL(c.peer_dial_addr[0], "");
+    const char *bad[] = {"4=127.0.0.1:9004", "1=127.0.0.1:9001", "2=127.0.0.1:0", "2=nohost",
+                         "x=127.0.0.1:1", "2=127.0.0.1:1;2=127.0.0.1:2", "=1", ";"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *d[] = {"--node-id", "1", "--peer-dial", (char *)bad[i]};
+        err[0] = '\0';
+        CU_ASSERT_EQUAL(run(three, d, 4, &c, err), VERITY_EINVAL);
+        CU_ASSERT(strstr(err, "peer_dial") != NULL);
+    }
+    /* without a cluster section it means nothing: refused */
+    char *e[] = {"--peer-dial", "2=127.0.0.1:9002"};
+    CU_ASSERT_EQUAL(run("{}", e, 2, &c, err), VERITY_EINVAL);
+}
+
 int main(void)
 {
     char *t = tu_tmpdir("cluster-config");
@@ -134,6 +167,7 @@ int main(void)
     CU_add_test(s, "flag form gives the same list", test_flag_form_same);
     CU_add_test(s, "bad lists refused", test_refused);
     CU_add_test(s, "no cluster section", test_no_cluster);
+    CU_add_test(s, "peer_dial", test_peer_dial);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures();
