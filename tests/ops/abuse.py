@@ -52,27 +52,12 @@ def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def fld(num, payload):
-    if isinstance(payload, int):
-        return varint(num << 3) + varint(payload)
-    if isinstance(payload, str):
-        payload = payload.encode()
-    return varint((num << 3) | 2) + varint(len(payload)) + payload
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vwire import envelope, field as fld, frame as vframe  # noqa: E402
 
 
 def frame(corr, body_num, body):
-    env = fld(1, 1) + fld(2, corr) + fld(body_num, body)
-    return struct.pack(">II", 4 + len(env), len(env)) + env
+    return vframe(envelope(corr, body_num, body))
 
 
 HELLO = frame(1, 100, fld(1, 1) + fld(2, 1) + fld(3, "abuse"))

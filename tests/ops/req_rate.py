@@ -6,75 +6,19 @@ docs/PROTOCOL.md by hand: u32 frame length, u32 envelope length, envelope.
 
 usage: req_rate.py HOST:PORT API_KEY N
 """
-import json, socket, struct, sys, time
+import json, os, socket, struct, sys, time
 
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(num, wire, payload):
-    tag = varint((num << 3) | wire)
-    if wire == 0:
-        return tag + varint(payload)
-    return tag + varint(len(payload)) + payload
-
-
-def envelope(corr, body_num, body):
-    return field(1, 0, 1) + field(2, 0, corr) + field(body_num, 2, body)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vwire import envelope, field, fields, frame, recv_exact  # noqa: E402
 
 
 def send(s, env):
-    s.sendall(struct.pack(">II", 4 + len(env), len(env)) + env)
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        d = s.recv(n - len(buf))
-        if not d:
-            raise ConnectionError("closed")
-        buf += d
-    return buf
-
-
-def read_varint(b, i):
-    n = shift = 0
-    while True:
-        c = b[i]
-        i += 1
-        n |= (c & 0x7F) << shift
-        shift += 7
-        if not c & 0x80:
-            return n, i
+    s.sendall(frame(env))
 
 
 def error_of(env):
     """The Envelope's error field (3), 0 when absent."""
-    i = 0
-    while i < len(env):
-        key, i = read_varint(env, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = read_varint(env, i)
-            if num == 3:
-                return v
-        elif wire == 2:
-            ln, i = read_varint(env, i)
-            i += ln
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            return -1
-    return 0
+    return next((v for num, _, v in fields(env) if num == 3), 0)
 
 
 def answer(s):
@@ -87,9 +31,9 @@ def main():
     host, port = sys.argv[1].rsplit(":", 1)
     key, n = sys.argv[2], int(sys.argv[3])
     s = socket.create_connection((host, int(port)), timeout=30)
-    send(s, envelope(1, 100, field(1, 0, 1) + field(2, 0, 1) + field(3, 2, b"req_rate")))
+    send(s, envelope(1, 100, field(1, 1) + field(2, 1) + field(3, b"req_rate")))
     answer(s)
-    send(s, envelope(2, 160, field(1, 2, key.encode())))
+    send(s, envelope(2, 160, field(1, key)))
     if answer(s) != 0:
         print(json.dumps({"error": "authentication failed"}))
         sys.exit(1)

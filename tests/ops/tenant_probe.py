@@ -19,72 +19,11 @@ Destructive requests (reset, delete) come last.
 usage: tenant_probe.py HOST:PORT [--ca CA --cert CERT --certkey KEY]
                        [--api-key KEY] GROUP GHOST_GROUP TOPIC GHOST_TOPIC
 """
-import argparse, socket, ssl, struct, sys
+import argparse, os, socket, ssl, struct, sys
 
 
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def f(num, payload):
-    """A field: an int (varint), bytes/str (length-delimited)."""
-    if isinstance(payload, int):
-        return varint(num << 3) + varint(payload)
-    if isinstance(payload, str):
-        payload = payload.encode()
-    return varint((num << 3) | 2) + varint(len(payload)) + payload
-
-
-def envelope(corr, body_num, body):
-    return f(1, 1) + f(2, corr) + f(body_num, body)
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        d = s.recv(n - len(buf))
-        if not d:
-            raise ConnectionError("closed")
-        buf += d
-    return buf
-
-
-def read_varint(b, i):
-    n = shift = 0
-    while True:
-        c = b[i]
-        i += 1
-        n |= (c & 0x7F) << shift
-        shift += 7
-        if not c & 0x80:
-            return n, i
-
-
-def fields(env):
-    """Top-level (num, wire, value) of a message."""
-    out, i = [], 0
-    while i < len(env):
-        key, i = read_varint(env, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = read_varint(env, i)
-        elif wire == 2:
-            ln, i = read_varint(env, i)
-            v, i = env[i:i + ln], i + ln
-        elif wire == 1:
-            v, i = env[i:i + 8], i + 8
-        elif wire == 5:
-            v, i = env[i:i + 4], i + 4
-        else:
-            raise ValueError("bad wire type")
-        out.append((num, wire, v))
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vwire import envelope, field as f, fields, frame, recv_exact  # noqa: E402
 
 
 class Conn:
@@ -103,7 +42,7 @@ class Conn:
         """(error, message, raw envelope) of one request."""
         self.corr += 1
         env = envelope(7, body_num, body)  # a fixed correlation id: answers compare bytewise
-        self.s.sendall(struct.pack(">II", 4 + len(env), len(env)) + env)
+        self.s.sendall(frame(env))
         flen, elen = struct.unpack(">II", recv_exact(self.s, 8))
         rest = recv_exact(self.s, flen - 4)
         raw = rest[:elen]
