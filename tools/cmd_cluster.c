@@ -460,8 +460,9 @@ static int do_start(int nodes, const char *dir, const char *verityd, bool json, 
             r->from = i + 1;
             r->to = j + 1;
             snprintf(r->listen, sizeof r->listen, "127.0.0.1:%d", p);
-            snprintf(nd->peer_dial + o, sizeof nd->peer_dial - o, "%s%d=%s", o ? ";" : "", j + 1,
-                     r->listen);
+            char ent[sizeof r->listen + 16]; /* via a local: gcc -Wrestrict at -O1 */
+            snprintf(ent, sizeof ent, "%s%d=%s", o ? ";" : "", j + 1, r->listen);
+            snprintf(nd->peer_dial + o, sizeof nd->peer_dial - o, "%s", ent);
         }
     }
     for (int i = 0; i < nfd; i++)
