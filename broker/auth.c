@@ -70,7 +70,8 @@ struct quota_bucket {
 };
 
 struct auth_state {
-    struct auth_store *store;
+    struct auth_store *store; /* in use: file, then b->meta.auth (auth_store_merge) */
+    struct auth_store *file;  /* auth_file as last loaded */
     struct quota_bucket *buckets[QUOTA_BUCKETS];
     int64_t log_ns; /* the second counted by the rate limits below */
     uint32_t log_n; /* failure events in it */
@@ -307,6 +308,14 @@ static bool may_log(struct auth_state *a, struct gate *g)
 
 /* ---- start, reload ----------------------------------------------------------- */
 
+/* The store in use: auth_file's entries, then those made over the network
+ * (the metadata log's auth_change records, b->meta.auth). */
+static int merged(struct broker *b, const struct auth_store *file, struct auth_store **out)
+{
+    static const struct auth_store empty;
+    return auth_store_merge(file, b->meta.auth ? b->meta.auth : &empty, out);
+}
+
 int auth_open(struct broker *b)
 {
     if (!b->cfg.auth_file[0])
@@ -315,21 +324,26 @@ int auth_open(struct broker *b)
     struct auth_state *a = calloc(1, sizeof *a);
     if (!a)
         return -ENOMEM;
-    int rc = auth_store_load(b->cfg.auth_file, false, &a->store, why, sizeof why);
+    int rc = auth_store_load(b->cfg.auth_file, false, &a->file, why, sizeof why);
     if (rc) {
         blog(BLOG_ERROR, "auth_config_failed", "reason=%s", blog_q(why, q, sizeof q));
         free(a);
         return rc;
     }
-    if (!(a->audit = audit_new(b))) {
+    if ((rc = merged(b, a->file, &a->store)) || !(a->audit = audit_new(b))) {
         auth_store_free(a->store);
+        auth_store_free(a->file);
         free(a);
-        return -ENOMEM;
+        return rc ? rc : -ENOMEM;
     }
     b->auth = a;
-    blog(BLOG_INFO, "auth_loaded", "file=%s keys=%zu certs=%zu acls=%zu quotas=%zu",
+    blog(BLOG_INFO, "auth_loaded",
+         "file=%s keys=%zu certs=%zu acls=%zu quotas=%zu roles=%zu meta_entries=%zu",
          b->cfg.auth_file, a->store->n_keys, a->store->n_certs, a->store->n_acls,
-         a->store->n_quotas);
+         a->store->n_quotas, a->store->n_roles,
+         b->meta.auth ? b->meta.auth->n_keys + b->meta.auth->n_certs + b->meta.auth->n_acls +
+                            b->meta.auth->n_quotas + b->meta.auth->n_roles
+                      : (size_t)0);
     return 0;
 }
 
@@ -348,6 +362,7 @@ void auth_close(struct broker *b)
     }
     audit_free(a->audit);
     auth_store_free(a->store);
+    auth_store_free(a->file);
     free(a);
     b->auth = NULL;
 }
@@ -511,11 +526,101 @@ void auth_reload(struct broker *b)
              blog_q(why, q, sizeof q));
         return;
     }
-    size_t changes = audit_changes(a->audit, a->store, s);
+    struct auth_store *m = NULL;
+    if ((rc = merged(b, s, &m))) {
+        blog(BLOG_ERROR, "auth_reload_failed", "reason=%s (the previous store stays in use)",
+             verity_errname(rc));
+        auth_store_free(s);
+        return;
+    }
+    size_t changes = audit_changes(a->audit, a->store, m);
     auth_store_free(a->store);
-    a->store = s;
+    auth_store_free(a->file);
+    a->file = s;
+    a->store = m;
     blog(BLOG_INFO, "auth_reloaded", "file=%s keys=%zu certs=%zu acls=%zu quotas=%zu changes=%zu",
-         b->cfg.auth_file, s->n_keys, s->n_certs, s->n_acls, s->n_quotas, changes);
+         b->cfg.auth_file, m->n_keys, m->n_certs, m->n_acls, m->n_quotas, changes);
+}
+
+const struct auth_store *auth_store_file(struct broker *b)
+{
+    return b->auth ? b->auth->file : NULL;
+}
+
+void auth_meta_changed(struct broker *b, const struct auth_change *c, const char *by)
+{
+    struct auth_state *a = b->auth;
+    if (!a)
+        return; /* replay at start, before auth_open: it merges then */
+    struct auth_store *m = NULL;
+    char tenant[AUTH_TENANT_MAX + 1] = "", principal[AUTH_PRINCIPAL_MAX + 1] = "";
+    if (c->op == AUTH_CH_KEY_REVOKE) {
+        const struct auth_key *k = auth_key_find(a->store, c->key.id);
+        if (k) {
+            snprintf(tenant, sizeof tenant, "%s", k->tenant);
+            snprintf(principal, sizeof principal, "%s", k->principal);
+        }
+    }
+    int rc = merged(b, a->file, &m);
+    if (rc) {
+        /* the change is in b->meta.auth; the next change or SIGHUP merges it */
+        blog(BLOG_ERROR, "auth_merge_failed", "error=%s", verity_errname(rc));
+        return;
+    }
+    auth_store_free(a->store);
+    a->store = m;
+    struct audit *au = a->audit;
+    char ops[64], res[AUTH_PATTERN_MAX + 16];
+    switch (c->op) {
+    case AUTH_CH_KEY_ADD:
+        audit_emit(au, c->key.tenant, "key_created", "{s:s, s:s, s:s}", "key_id", c->key.id,
+                   "principal", c->key.principal, "by", by);
+        break;
+    case AUTH_CH_KEY_REVOKE:
+        audit_emit(au, tenant, "key_revoked", "{s:s, s:s, s:s}", "key_id", c->key.id,
+                   "principal", principal, "by", by);
+        break;
+    case AUTH_CH_ACL_ADD:
+    case AUTH_CH_ACL_REMOVE:
+        auth_op_names(c->acl.ops, ops, sizeof ops);
+        snprintf(res, sizeof res, "%s:%s", auth_res_name(c->acl.res), c->acl.pattern);
+        audit_emit(au, c->acl.tenant, c->op == AUTH_CH_ACL_ADD ? "acl_added" : "acl_removed",
+                   "{s:s, s:s, s:s, s:s, s:s}", "principal", c->acl.principal, "resource", res,
+                   "ops", ops, "effect", c->acl.deny ? "deny" : "allow", "by", by);
+        break;
+    case AUTH_CH_CERT_ADD:
+        audit_emit(au, c->cert.tenant, "cert_mapped", "{s:s, s:s, s:s}", "subject",
+                   c->cert.subject, "principal", c->cert.principal, "by", by);
+        break;
+    case AUTH_CH_CERT_REMOVE:
+        audit_emit(au, NULL, "cert_unmapped", "{s:s, s:s}", "subject", c->cert.subject, "by", by);
+        break;
+    case AUTH_CH_QUOTA_SET:
+        audit_emit(au, c->quota.tenant, "quota_set", "{s:s, s:I, s:I, s:I, s:I, s:I, s:s}",
+                   "principal", c->quota.principal, "produce_bytes_per_s",
+                   (json_int_t)c->quota.produce_bytes_per_s, "fetch_bytes_per_s",
+                   (json_int_t)c->quota.fetch_bytes_per_s, "requests_per_s",
+                   (json_int_t)c->quota.requests_per_s, "connections",
+                   (json_int_t)c->quota.connections, "storage_bytes",
+                   (json_int_t)c->quota.storage_bytes, "by", by);
+        break;
+    case AUTH_CH_QUOTA_REMOVE:
+        audit_emit(au, c->quota.tenant, "quota_removed", "{s:s, s:s}", "principal",
+                   c->quota.principal, "by", by);
+        break;
+    case AUTH_CH_ROLE_GRANT:
+    case AUTH_CH_ROLE_REVOKE:
+        audit_emit(au, c->role.tenant,
+                   c->op == AUTH_CH_ROLE_GRANT ? "role_granted" : "role_revoked",
+                   "{s:s, s:s, s:s}", "principal", c->role.principal, "role", c->role.role, "by",
+                   by);
+        break;
+    case AUTH_CH_KEY_CREATE:
+        break;
+    }
+    char q[120];
+    blog(BLOG_INFO, "auth_changed", "change=%s by=%s", auth_change_name(c->op),
+         blog_q(by, q, sizeof q));
 }
 
 /* ---- connections ------------------------------------------------------------- */

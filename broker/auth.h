@@ -23,8 +23,18 @@ struct ssl_st;
 /* Loads auth_file (broker start). 0, or an error logged as auth_config_failed. */
 int auth_open(struct broker *b) __attribute__((warn_unused_result));
 void auth_close(struct broker *b);
-/* SIGHUP: reloads auth_file; a broken file keeps the store in use. */
+/* SIGHUP: reloads auth_file; a broken file keeps the store in use. The
+ * store in use is auth_file's entries merged with those of the metadata
+ * log (b->meta.auth, auth_store_merge: the file's entry stays on a clash,
+ * deny wins across both). */
 void auth_reload(struct broker *b);
+/* An auth_change record was applied to b->meta.auth (this broker's
+ * proposal, another broker's, in a cluster): rebuilds the store in use, so
+ * open connections follow at their next request, and audits the change
+ * with the principal `by` ("tenant/principal") that made it. */
+void auth_meta_changed(struct broker *b, const struct auth_change *c, const char *by);
+/* auth_file's entries alone (NULL without auth). */
+const struct auth_store *auth_store_file(struct broker *b);
 
 /* A new protocol connection: starts its authentication deadline. 0 or -ENOMEM. */
 int auth_conn_open(struct conn *c) __attribute__((warn_unused_result));

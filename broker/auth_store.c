@@ -86,6 +86,14 @@ static bool principal_or_any_ok(const char *p)
     return (p && strcmp(p, "*") == 0) || auth_principal_name_ok(p);
 }
 
+/* An ACL's principal: a name, "*" or "role:NAME". */
+static bool acl_principal_ok(const char *p)
+{
+    if (p && strncmp(p, AUTH_ROLE_PREFIX, strlen(AUTH_ROLE_PREFIX)) == 0)
+        return auth_principal_name_ok(p + strlen(AUTH_ROLE_PREFIX));
+    return principal_or_any_ok(p);
+}
+
 /* Valid pattern: "*", or a name by the topic rule (no tenant separator),
  * optionally ending in '*'. */
 static bool pattern_ok(const char *p)
@@ -228,6 +236,7 @@ void auth_store_free(struct auth_store *s)
     free(s->certs);
     free(s->acls);
     free(s->quotas);
+    free(s->roles);
     free(s);
 }
 
@@ -365,7 +374,7 @@ int auth_cert_remove(struct auth_store *s, const char *subject)
 
 static bool acl_ok(const struct auth_acl *a)
 {
-    return codec_tenant_name_ok(a->tenant) && principal_or_any_ok(a->principal) &&
+    return codec_tenant_name_ok(a->tenant) && acl_principal_ok(a->principal) &&
            pattern_ok(a->pattern) && a->ops != 0 && (a->ops & ~(unsigned)AUTH_OP_ALL) == 0 &&
            (a->res == AUTH_RES_TOPIC || a->res == AUTH_RES_GROUP || a->res == AUTH_RES_CLUSTER);
 }
@@ -431,6 +440,64 @@ const struct auth_quota *auth_quota_find(const struct auth_store *s, const char 
     return any;
 }
 
+/* ---- roles ---------------------------------------------------------------- */
+
+static bool role_eq(const struct auth_role *a, const struct auth_role *b)
+{
+    return strcmp(a->tenant, b->tenant) == 0 && strcmp(a->principal, b->principal) == 0 &&
+           strcmp(a->role, b->role) == 0;
+}
+
+bool auth_role_held(const struct auth_store *s, const char *tenant, const char *principal,
+                    const char *role)
+{
+    for (size_t i = 0; i < s->n_roles; i++) {
+        const struct auth_role *r = &s->roles[i];
+        if (strcmp(r->role, role) == 0 && strcmp(r->principal, principal) == 0 &&
+            strcmp(r->tenant, tenant) == 0)
+            return true;
+    }
+    return false;
+}
+
+int auth_role_grant(struct auth_store *s, const struct auth_role *r)
+{
+    if (!codec_tenant_name_ok(r->tenant) || !auth_principal_name_ok(r->principal) ||
+        !auth_principal_name_ok(r->role) ||
+        strlen(r->role) + strlen(AUTH_ROLE_PREFIX) > AUTH_PRINCIPAL_MAX)
+        return VERITY_EINVAL;
+    for (size_t i = 0; i < s->n_roles; i++)
+        if (role_eq(&s->roles[i], r))
+            return VERITY_EEXIST;
+    return PUSH(s, roles, n_roles, cap_roles, *r);
+}
+
+int auth_role_revoke(struct auth_store *s, const struct auth_role *r)
+{
+    for (size_t i = 0; i < s->n_roles; i++) {
+        if (role_eq(&s->roles[i], r)) {
+            memmove(&s->roles[i], &s->roles[i + 1], (s->n_roles - i - 1) * sizeof s->roles[0]);
+            s->n_roles--;
+            return 0;
+        }
+    }
+    return VERITY_ENOTFOUND;
+}
+
+int auth_quota_remove(struct auth_store *s, const char *tenant, const char *principal)
+{
+    for (size_t i = 0; i < s->n_quotas; i++) {
+        if (strcmp(s->quotas[i].tenant, tenant) == 0 &&
+            strcmp(s->quotas[i].principal, principal) == 0) {
+            memmove(&s->quotas[i], &s->quotas[i + 1],
+                    (s->n_quotas - i - 1) * sizeof s->quotas[0]);
+            s->n_quotas--;
+            return 0;
+        }
+    }
+    return VERITY_ENOTFOUND;
+}
+
 /* The ops of ops that some rule allows and no rule denies. */
 static unsigned granted(const struct auth_store *s, const char *tenant, const char *principal,
                         enum auth_res res, const char *name, unsigned ops)
@@ -440,7 +507,9 @@ static unsigned granted(const struct auth_store *s, const char *tenant, const ch
         const struct auth_acl *a = &s->acls[i];
         if (a->res != res || !(a->ops & ops) || strcmp(a->tenant, tenant) != 0)
             continue;
-        if (strcmp(a->principal, "*") != 0 && strcmp(a->principal, principal) != 0)
+        if (strcmp(a->principal, "*") != 0 && strcmp(a->principal, principal) != 0 &&
+            !(strncmp(a->principal, AUTH_ROLE_PREFIX, strlen(AUTH_ROLE_PREFIX)) == 0 &&
+              auth_role_held(s, tenant, principal, a->principal + strlen(AUTH_ROLE_PREFIX))))
             continue;
         if (!pattern_match(a->pattern, name))
             continue;
@@ -623,6 +692,28 @@ static int parse_quotas(struct auth_store *s, json_t *arr, char *why, size_t cap
     return 0;
 }
 
+static int parse_roles(struct auth_store *s, json_t *arr, char *why, size_t cap)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o) {
+        struct auth_role r;
+        memset(&r, 0, sizeof r);
+        if (!json_is_object(o) || !str_field(o, "tenant", r.tenant, sizeof r.tenant) ||
+            !str_field(o, "principal", r.principal, sizeof r.principal) ||
+            !str_field(o, "role", r.role, sizeof r.role))
+            return bad(why, cap, "roles", i, "needs tenant, principal, role");
+        int rc = auth_role_grant(s, &r);
+        if (rc == VERITY_EEXIST)
+            continue;
+        if (rc == VERITY_EINVAL)
+            return bad(why, cap, "roles", i, "malformed tenant, principal or role");
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int auth_store_parse(const char *buf, size_t len, struct auth_store **out, char *why, size_t cap)
 {
     *out = NULL;
@@ -655,8 +746,8 @@ int auth_store_parse(const char *buf, size_t len, struct auth_store **out, char 
         rc = VERITY_EINVAL;
         goto out;
     }
-    static const char *const lists[] = {"keys", "certs", "acls", "quotas"};
-    for (size_t i = 0; i < 4 && rc == 0; i++) {
+    static const char *const lists[] = {"keys", "certs", "acls", "quotas", "roles"};
+    for (size_t i = 0; i < 5 && rc == 0; i++) {
         json_t *arr = json_object_get(root, lists[i]);
         if (!arr)
             continue;
@@ -670,7 +761,8 @@ int auth_store_parse(const char *buf, size_t len, struct auth_store **out, char 
         rc = i == 0   ? parse_keys(s, arr, why, cap)
              : i == 1 ? parse_certs(s, arr, why, cap)
              : i == 2 ? parse_acls(s, arr, why, cap)
-                      : parse_quotas(s, arr, why, cap);
+             : i == 3 ? parse_quotas(s, arr, why, cap)
+                      : parse_roles(s, arr, why, cap);
     }
 out:
     json_decref(root);
@@ -787,6 +879,14 @@ static json_t *store_json(const struct auth_store *s)
     json_object_set_new(root, "certs", certs);
     json_object_set_new(root, "acls", acls);
     json_object_set_new(root, "quotas", quotas);
+    if (s->n_roles) {
+        json_t *roles = json_array();
+        for (size_t i = 0; i < s->n_roles; i++)
+            json_array_append_new(roles, json_pack("{s:s,s:s,s:s}", "tenant", s->roles[i].tenant,
+                                                   "principal", s->roles[i].principal, "role",
+                                                   s->roles[i].role));
+        json_object_set_new(root, "roles", roles);
+    }
     return root;
 }
 
@@ -852,4 +952,346 @@ out:
     }
     free(text);
     return rc;
+}
+
+char *auth_store_dump(const struct auth_store *s)
+{
+    json_t *root = store_json(s);
+    char *text = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(root);
+    return text;
+}
+
+/* ---- merge ----------------------------------------------------------------- */
+
+int auth_store_merge(const struct auth_store *base, const struct auth_store *extra,
+                     struct auth_store **out)
+{
+    *out = NULL;
+    struct auth_store *s = auth_store_new();
+    if (!s)
+        return -ENOMEM;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < base->n_keys; i++)
+        rc = PUSH(s, keys, n_keys, cap_keys, base->keys[i]);
+    for (size_t i = 0; rc == 0 && i < base->n_certs; i++)
+        rc = PUSH(s, certs, n_certs, cap_certs, base->certs[i]);
+    for (size_t i = 0; rc == 0 && i < base->n_acls; i++)
+        rc = PUSH(s, acls, n_acls, cap_acls, base->acls[i]);
+    for (size_t i = 0; rc == 0 && i < base->n_quotas; i++)
+        rc = PUSH(s, quotas, n_quotas, cap_quotas, base->quotas[i]);
+    for (size_t i = 0; rc == 0 && i < base->n_roles; i++)
+        rc = PUSH(s, roles, n_roles, cap_roles, base->roles[i]);
+    for (size_t i = 0; rc == 0 && i < extra->n_keys; i++)
+        if (!auth_key_find(s, extra->keys[i].id))
+            rc = PUSH(s, keys, n_keys, cap_keys, extra->keys[i]);
+    for (size_t i = 0; rc == 0 && i < extra->n_certs; i++)
+        if (!auth_cert_find(s, extra->certs[i].subject))
+            rc = PUSH(s, certs, n_certs, cap_certs, extra->certs[i]);
+    for (size_t i = 0; rc == 0 && i < extra->n_acls; i++)
+        if ((rc = auth_acl_add(s, &extra->acls[i])) == VERITY_EEXIST || rc == VERITY_EINVAL)
+            rc = 0;
+    for (size_t i = 0; rc == 0 && i < extra->n_quotas; i++)
+        if ((rc = auth_quota_set(s, &extra->quotas[i])) == VERITY_EINVAL)
+            rc = 0;
+    for (size_t i = 0; rc == 0 && i < extra->n_roles; i++)
+        if ((rc = auth_role_grant(s, &extra->roles[i])) == VERITY_EEXIST || rc == VERITY_EINVAL)
+            rc = 0;
+    if (rc) {
+        auth_store_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+/* ---- changes --------------------------------------------------------------- */
+
+static const char *const change_names[] = {
+    NULL,         "key_create", "key_add",      "key_revoke", "acl_add",    "acl_remove",
+    "cert_add",   "cert_remove", "quota_set",   "quota_remove", "role_grant", "role_revoke",
+};
+#define N_CHANGES (sizeof change_names / sizeof change_names[0])
+
+const char *auth_change_name(enum auth_change_op op)
+{
+    return (unsigned)op < N_CHANGES ? change_names[op] : NULL;
+}
+
+static int ch_bad(char *why, size_t cap, const char *what)
+{
+    if (why && cap)
+        snprintf(why, cap, "%s", what);
+    return VERITY_EINVAL;
+}
+
+/* "ops": an array of names or one comma-separated string. */
+static bool ops_field(json_t *o, unsigned *out)
+{
+    json_t *v = json_object_get(o, "ops");
+    *out = 0;
+    if (json_is_string(v)) {
+        char buf[128];
+        const char *t = json_string_value(v);
+        if (strlen(t) >= sizeof buf)
+            return false;
+        snprintf(buf, sizeof buf, "%s", t);
+        for (char *save = NULL, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+            unsigned bit = auth_op_parse(p);
+            if (!bit)
+                return false;
+            *out |= bit;
+        }
+        return *out != 0;
+    }
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 8)
+        return false;
+    size_t j;
+    json_t *op;
+    json_array_foreach(v, j, op) {
+        unsigned bit = json_is_string(op) ? auth_op_parse(json_string_value(op)) : 0;
+        if (!bit)
+            return false;
+        *out |= bit;
+    }
+    return true;
+}
+
+static int change_from(json_t *o, bool from_log, struct auth_change *c, char *why, size_t cap)
+{
+    memset(c, 0, sizeof *c);
+    if (!json_is_object(o))
+        return ch_bad(why, cap, "not a JSON object");
+    const char *op = json_string_value(json_object_get(o, "op"));
+    for (size_t i = 1; op && i < N_CHANGES; i++)
+        if (strcmp(op, change_names[i]) == 0)
+            c->op = (enum auth_change_op)i;
+    if (!c->op)
+        return ch_bad(why, cap, "op must be key_create, key_revoke, acl_add, acl_remove, "
+                                "cert_add, cert_remove, quota_set, quota_remove, role_grant or "
+                                "role_revoke");
+    if ((c->op == AUTH_CH_KEY_ADD && !from_log) || (c->op == AUTH_CH_KEY_CREATE && from_log))
+        return ch_bad(why, cap, from_log ? "key_create in the log" : "key_add is the broker's own");
+    switch (c->op) {
+    case AUTH_CH_KEY_CREATE:
+        if (!str_field(o, "tenant", c->key.tenant, sizeof c->key.tenant) ||
+            !codec_tenant_name_ok(c->key.tenant) ||
+            !str_field(o, "principal", c->key.principal, sizeof c->key.principal) ||
+            !auth_principal_name_ok(c->key.principal))
+            return ch_bad(why, cap, "key_create needs tenant (1-32 of [A-Za-z0-9_-]) and "
+                                    "principal (1-64 of [A-Za-z0-9._@-])");
+        return 0;
+    case AUTH_CH_KEY_ADD: {
+        char salt[40], hash[72];
+        uint64_t created = 0;
+        if (!str_field(o, "id", c->key.id, sizeof c->key.id) || !hex_ok(c->key.id, AUTH_KEY_ID_HEX) ||
+            !str_field(o, "tenant", c->key.tenant, sizeof c->key.tenant) ||
+            !codec_tenant_name_ok(c->key.tenant) ||
+            !str_field(o, "principal", c->key.principal, sizeof c->key.principal) ||
+            !auth_principal_name_ok(c->key.principal) || !str_field(o, "salt", salt, sizeof salt) ||
+            !hex_get(salt, c->key.salt, sizeof c->key.salt) ||
+            !str_field(o, "hash", hash, sizeof hash) ||
+            !hex_get(hash, c->key.hash, sizeof c->key.hash) ||
+            !u64_field(o, "created_ms", &created, false) || created > INT64_MAX)
+            return ch_bad(why, cap, "key_add needs id, tenant, principal, salt, hash");
+        c->key.created_ms = (int64_t)created;
+        return 0;
+    }
+    case AUTH_CH_KEY_REVOKE:
+        if (!str_field(o, "id", c->key.id, sizeof c->key.id) || !hex_ok(c->key.id, AUTH_KEY_ID_HEX))
+            return ch_bad(why, cap, "key_revoke needs id (16 hex digits)");
+        return 0;
+    case AUTH_CH_ACL_ADD:
+    case AUTH_CH_ACL_REMOVE: {
+        char res[AUTH_PATTERN_MAX + 16], effect[8] = "allow";
+        json_t *e = json_object_get(o, "effect");
+        if (!str_field(o, "tenant", c->acl.tenant, sizeof c->acl.tenant) ||
+            !str_field(o, "principal", c->acl.principal, sizeof c->acl.principal) ||
+            !str_field(o, "resource", res, sizeof res) || !ops_field(o, &c->acl.ops) ||
+            (e && !str_field(o, "effect", effect, sizeof effect)))
+            return ch_bad(why, cap, "acl needs tenant, principal, resource, ops (produce, "
+                                    "consume, group, describe, admin, all), effect");
+        if (auth_resource_parse(res, &c->acl.res, c->acl.pattern, sizeof c->acl.pattern) != 0)
+            return ch_bad(why, cap, "resource must be topic:PATTERN, group:PATTERN or "
+                                    "cluster:PATTERN");
+        if (strcmp(effect, "allow") != 0 && strcmp(effect, "deny") != 0)
+            return ch_bad(why, cap, "effect must be allow or deny");
+        c->acl.deny = effect[0] == 'd';
+        if (!acl_ok(&c->acl))
+            return ch_bad(why, cap, "malformed tenant or principal (a name, '*' or role:NAME)");
+        return 0;
+    }
+    case AUTH_CH_CERT_ADD:
+        if (!str_field(o, "subject", c->cert.subject, sizeof c->cert.subject) ||
+            !subject_ok(c->cert.subject) ||
+            !str_field(o, "tenant", c->cert.tenant, sizeof c->cert.tenant) ||
+            !codec_tenant_name_ok(c->cert.tenant) ||
+            !str_field(o, "principal", c->cert.principal, sizeof c->cert.principal) ||
+            !auth_principal_name_ok(c->cert.principal))
+            return ch_bad(why, cap, "cert_add needs subject, tenant, principal");
+        return 0;
+    case AUTH_CH_CERT_REMOVE:
+        if (!str_field(o, "subject", c->cert.subject, sizeof c->cert.subject) ||
+            !subject_ok(c->cert.subject))
+            return ch_bad(why, cap, "cert_remove needs subject");
+        return 0;
+    case AUTH_CH_QUOTA_SET:
+    case AUTH_CH_QUOTA_REMOVE: {
+        struct auth_quota *q = &c->quota;
+        bool total;
+        if (!str_field(o, "tenant", q->tenant, sizeof q->tenant) ||
+            !codec_tenant_name_ok(q->tenant) ||
+            !str_field(o, "principal", q->principal, sizeof q->principal) ||
+            !((total = strcmp(q->principal, AUTH_TENANT_TOTAL) == 0) ||
+              principal_or_any_ok(q->principal)))
+            return ch_bad(why, cap, "quota needs tenant and principal (a name, '*' or '+')");
+        if (c->op == AUTH_CH_QUOTA_REMOVE)
+            return 0;
+        static const char *const f[] = {"produce_bytes_per_s", "fetch_bytes_per_s",
+                                        "requests_per_s", "connections", "storage_bytes"};
+        uint64_t *dst[] = {&q->produce_bytes_per_s, &q->fetch_bytes_per_s, &q->requests_per_s,
+                           &q->connections, &q->storage_bytes};
+        for (size_t i = 0; i < 5; i++) {
+            if (!json_object_get(o, f[i]))
+                continue;
+            if (!u64_field(o, f[i], dst[i], true))
+                return ch_bad(why, cap, "quota values are integers >= 0");
+            c->quota_has |= 1u << i;
+        }
+        if (from_log && c->quota_has != AUTH_Q_ALL)
+            return ch_bad(why, cap, "quota_set in the log names every field");
+        if (q->storage_bytes && !total)
+            return ch_bad(why, cap, "storage_bytes only on principal '+' (the tenant)");
+        return 0;
+    }
+    case AUTH_CH_ROLE_GRANT:
+    case AUTH_CH_ROLE_REVOKE:
+        if (!str_field(o, "tenant", c->role.tenant, sizeof c->role.tenant) ||
+            !str_field(o, "principal", c->role.principal, sizeof c->role.principal) ||
+            !str_field(o, "role", c->role.role, sizeof c->role.role) ||
+            !codec_tenant_name_ok(c->role.tenant) || !auth_principal_name_ok(c->role.principal) ||
+            !auth_principal_name_ok(c->role.role) ||
+            strlen(c->role.role) + strlen(AUTH_ROLE_PREFIX) > AUTH_PRINCIPAL_MAX)
+            return ch_bad(why, cap, "role needs tenant, principal and role (1-59 of "
+                                    "[A-Za-z0-9._@-])");
+        return 0;
+    }
+    return ch_bad(why, cap, "unknown op");
+}
+
+int auth_change_from_json(struct json_t *o, bool from_log, struct auth_change *out, char *why,
+                          size_t cap)
+{
+    if (why && cap)
+        why[0] = '\0';
+    return change_from(o, from_log, out, why, cap);
+}
+
+int auth_change_parse(const char *buf, size_t len, bool from_log, struct auth_change *out,
+                      char *why, size_t cap)
+{
+    memset(out, 0, sizeof *out);
+    if (why && cap)
+        why[0] = '\0';
+    if (len > 65536)
+        return ch_bad(why, cap, "larger than 64 KiB");
+    json_error_t jerr;
+    json_t *o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!o)
+        return ch_bad(why, cap, "not JSON");
+    int rc = change_from(o, from_log, out, why, cap);
+    json_decref(o);
+    return rc;
+}
+
+char *auth_change_dump(const struct auth_change *c)
+{
+    const char *op = auth_change_name(c->op);
+    json_t *o = NULL;
+    char a[80], b[80];
+    switch (c->op) {
+    case AUTH_CH_KEY_CREATE:
+        o = json_pack("{s:s,s:s,s:s}", "op", op, "tenant", c->key.tenant, "principal",
+                      c->key.principal);
+        break;
+    case AUTH_CH_KEY_ADD:
+        hex_put(c->key.salt, 16, a);
+        hex_put(c->key.hash, 32, b);
+        o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "op", op, "id", c->key.id, "tenant",
+                      c->key.tenant, "principal", c->key.principal, "salt", a, "hash", b,
+                      "created_ms", (json_int_t)c->key.created_ms);
+        break;
+    case AUTH_CH_KEY_REVOKE:
+        o = json_pack("{s:s,s:s}", "op", op, "id", c->key.id);
+        break;
+    case AUTH_CH_ACL_ADD:
+    case AUTH_CH_ACL_REMOVE: {
+        char res[AUTH_PATTERN_MAX + 16], ops[64];
+        snprintf(res, sizeof res, "%s:%s", auth_res_name(c->acl.res), c->acl.pattern);
+        auth_op_names(c->acl.ops, ops, sizeof ops);
+        o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "op", op, "tenant", c->acl.tenant, "principal",
+                      c->acl.principal, "resource", res, "ops", ops, "effect",
+                      c->acl.deny ? "deny" : "allow");
+        break;
+    }
+    case AUTH_CH_CERT_ADD:
+        o = json_pack("{s:s,s:s,s:s,s:s}", "op", op, "subject", c->cert.subject, "tenant",
+                      c->cert.tenant, "principal", c->cert.principal);
+        break;
+    case AUTH_CH_CERT_REMOVE:
+        o = json_pack("{s:s,s:s}", "op", op, "subject", c->cert.subject);
+        break;
+    case AUTH_CH_QUOTA_SET:
+        o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "op", op, "tenant", c->quota.tenant,
+                      "principal", c->quota.principal, "produce_bytes_per_s",
+                      (json_int_t)c->quota.produce_bytes_per_s, "fetch_bytes_per_s",
+                      (json_int_t)c->quota.fetch_bytes_per_s, "requests_per_s",
+                      (json_int_t)c->quota.requests_per_s, "connections",
+                      (json_int_t)c->quota.connections, "storage_bytes",
+                      (json_int_t)c->quota.storage_bytes);
+        break;
+    case AUTH_CH_QUOTA_REMOVE:
+        o = json_pack("{s:s,s:s,s:s}", "op", op, "tenant", c->quota.tenant, "principal",
+                      c->quota.principal);
+        break;
+    case AUTH_CH_ROLE_GRANT:
+    case AUTH_CH_ROLE_REVOKE:
+        o = json_pack("{s:s,s:s,s:s,s:s}", "op", op, "tenant", c->role.tenant, "principal",
+                      c->role.principal, "role", c->role.role);
+        break;
+    }
+    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    return text;
+}
+
+int auth_change_apply(struct auth_store *s, const struct auth_change *c)
+{
+    switch (c->op) {
+    case AUTH_CH_KEY_ADD:
+        if (auth_key_find(s, c->key.id))
+            return VERITY_EEXIST;
+        return PUSH(s, keys, n_keys, cap_keys, c->key);
+    case AUTH_CH_KEY_REVOKE:
+        return auth_key_revoke(s, c->key.id);
+    case AUTH_CH_ACL_ADD:
+        return auth_acl_add(s, &c->acl);
+    case AUTH_CH_ACL_REMOVE:
+        return auth_acl_remove(s, &c->acl);
+    case AUTH_CH_CERT_ADD:
+        return auth_cert_add(s, &c->cert);
+    case AUTH_CH_CERT_REMOVE:
+        return auth_cert_remove(s, c->cert.subject);
+    case AUTH_CH_QUOTA_SET:
+        return auth_quota_set(s, &c->quota);
+    case AUTH_CH_QUOTA_REMOVE:
+        return auth_quota_remove(s, c->quota.tenant, c->quota.principal);
+    case AUTH_CH_ROLE_GRANT:
+        return auth_role_grant(s, &c->role);
+    case AUTH_CH_ROLE_REVOKE:
+        return auth_role_revoke(s, &c->role);
+    case AUTH_CH_KEY_CREATE:
+        break;
+    }
+    return VERITY_EINVAL;
 }

@@ -85,6 +85,17 @@ struct auth_quota {
     uint64_t storage_bytes;                 /* 0: none; only on "+" (the tenant's topics) */
 };
 
+/* A role held by a principal of a tenant. An ACL names a role with the
+ * principal "role:NAME"; it applies to every principal holding NAME in the
+ * ACL's tenant. Deny still wins across the principal's own rules, "*" and
+ * its roles (one union of everything that matches). */
+#define AUTH_ROLE_PREFIX "role:"
+struct auth_role {
+    char tenant[AUTH_TENANT_MAX + 1];
+    char principal[AUTH_PRINCIPAL_MAX + 1];
+    char role[AUTH_PRINCIPAL_MAX + 1];
+};
+
 struct auth_store {
     struct auth_key *keys;
     size_t n_keys, cap_keys;
@@ -94,6 +105,8 @@ struct auth_store {
     size_t n_acls, cap_acls;
     struct auth_quota *quotas;
     size_t n_quotas, cap_quotas;
+    struct auth_role *roles;
+    size_t n_roles, cap_roles;
 };
 
 /* Parses the JSON text buf[0..len). Returns 0 and a new store in *out (free
@@ -172,5 +185,97 @@ int auth_resource_parse(const char *text, enum auth_res *res, char *pattern, siz
     __attribute__((warn_unused_result));
 
 bool auth_principal_name_ok(const char *p);
+
+/* Role grants. 0, VERITY_EINVAL, VERITY_EEXIST / VERITY_ENOTFOUND. */
+int auth_role_grant(struct auth_store *s, const struct auth_role *r) __attribute__((warn_unused_result));
+int auth_role_revoke(struct auth_store *s, const struct auth_role *r) __attribute__((warn_unused_result));
+/* Whether principal of tenant holds role. */
+bool auth_role_held(const struct auth_store *s, const char *tenant, const char *principal,
+                    const char *role);
+/* Removes the quota entry of tenant/principal. 0 or VERITY_ENOTFOUND. */
+int auth_quota_remove(struct auth_store *s, const char *tenant, const char *principal)
+    __attribute__((warn_unused_result));
+
+/* The store as the JSON text of auth_file (malloc'd), NULL on no memory. */
+char *auth_store_dump(const struct auth_store *s);
+
+/* A new store: every entry of base, then every entry of extra not already
+ * there (keys by id, certificate mappings by subject, ACLs and role grants
+ * by equality: base's entry stays); a quota entry of extra replaces
+ * base's for the same tenant/principal. 0 or -ENOMEM / VERITY_ELIMIT. */
+int auth_store_merge(const struct auth_store *base, const struct auth_store *extra,
+                     struct auth_store **out) __attribute__((warn_unused_result));
+
+/* ---- changes made over the network (issue 14) -------------------------------
+ * One change of the security store, as an admin principal sends it to
+ * POST /v1/security and as it is kept in the metadata log. JSON objects:
+ *
+ *   {"op":"key_create","tenant":T,"principal":P}         (request only)
+ *   {"op":"key_add","id":..,"tenant":T,"principal":P,"salt":..,"hash":..,
+ *    "created_ms":N}                                      (log only: made
+ *                                       by the broker from a key_create)
+ *   {"op":"key_revoke","id":ID}
+ *   {"op":"acl_add"|"acl_remove","tenant":T,"principal":P|"*"|"role:R",
+ *    "resource":"topic:PAT"|..,"ops":["produce",..],"effect":"allow"|"deny"}
+ *   {"op":"cert_add","subject":CN,"tenant":T,"principal":P}
+ *   {"op":"cert_remove","subject":CN}
+ *   {"op":"quota_set","tenant":T,"principal":P|"*"|"+",
+ *    "produce_bytes_per_s":N,..}   (fields left out: kept as they are)
+ *   {"op":"quota_remove","tenant":T,"principal":P}
+ *   {"op":"role_grant"|"role_revoke","tenant":T,"principal":P,"role":R}
+ */
+enum auth_change_op {
+    AUTH_CH_KEY_CREATE = 1,
+    AUTH_CH_KEY_ADD,
+    AUTH_CH_KEY_REVOKE,
+    AUTH_CH_ACL_ADD,
+    AUTH_CH_ACL_REMOVE,
+    AUTH_CH_CERT_ADD,
+    AUTH_CH_CERT_REMOVE,
+    AUTH_CH_QUOTA_SET,
+    AUTH_CH_QUOTA_REMOVE,
+    AUTH_CH_ROLE_GRANT,
+    AUTH_CH_ROLE_REVOKE,
+};
+
+/* quota_has bits: the quota fields a quota_set names. */
+enum { AUTH_Q_PRODUCE = 1, AUTH_Q_FETCH = 2, AUTH_Q_REQUESTS = 4, AUTH_Q_CONNS = 8,
+       AUTH_Q_STORAGE = 16, AUTH_Q_ALL = 31 };
+
+struct auth_change {
+    enum auth_change_op op;
+    struct auth_key key;     /* KEY_CREATE: tenant, principal; KEY_ADD: all; KEY_REVOKE: id */
+    struct auth_acl acl;     /* ACL_* */
+    struct auth_cert cert;   /* CERT_*: CERT_REMOVE uses subject only */
+    struct auth_quota quota; /* QUOTA_*: QUOTA_REMOVE uses tenant, principal */
+    unsigned quota_has;      /* QUOTA_SET: AUTH_Q_* bits given */
+    struct auth_role role;   /* ROLE_* */
+};
+
+/* "acl_add" ..., NULL for an unknown op. */
+const char *auth_change_name(enum auth_change_op op);
+
+/* Decodes buf[0..len), a JSON object as above, checking every field.
+ * from_log: key_add is accepted and key_create is not (a request may not
+ * bring its own hash; a log record never holds a key_create). 0 or
+ * VERITY_EINVAL with the reason in why. Never reads past len. */
+int auth_change_parse(const char *buf, size_t len, bool from_log, struct auth_change *out,
+                      char *why, size_t cap) __attribute__((warn_unused_result));
+
+/* The same from a parsed JSON object (a jansson json_t *). */
+struct json_t;
+int auth_change_from_json(struct json_t *o, bool from_log, struct auth_change *out, char *why,
+                          size_t cap) __attribute__((warn_unused_result));
+
+/* The change as a JSON object (malloc'd text), NULL on no memory. A
+ * quota_set is written with every field. */
+char *auth_change_dump(const struct auth_change *c);
+
+/* Applies c to s: 0, VERITY_EEXIST (already there: an ACL, a role, a
+ * mapping), VERITY_ENOTFOUND (nothing to remove), VERITY_EINVAL. A
+ * KEY_CREATE is not applied (VERITY_EINVAL): the broker turns it into a
+ * KEY_ADD first. */
+int auth_change_apply(struct auth_store *s, const struct auth_change *c)
+    __attribute__((warn_unused_result));
 
 #endif

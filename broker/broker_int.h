@@ -183,6 +183,7 @@ int topic_cfg_from_wire(const struct broker *b, const Verity__TopicConfig *w, st
 /* ---- metadata log --------------------------------------------------------- */
 
 struct meta_op;
+struct auth_store;
 typedef void (*meta_done_fn)(struct broker *b, void *arg, int err);
 
 struct meta_op {
@@ -202,6 +203,9 @@ struct meta {
     size_t cap_producers;
     uint64_t snap_offset; /* meta log offset the last snapshot covers (0: none) */
     bool loaded;          /* replay finished: memory is the log's state */
+    /* the security store's entries made over the network (auth_change
+     * records, issue 14); auth.c uses them together with auth_file */
+    struct auth_store *auth;
 };
 
 /* Opens <data>/__meta and replays it into the broker (topics, producers). */
@@ -219,6 +223,10 @@ int meta_append(struct broker *b, const char *json, meta_done_fn done, void *arg
 int meta_append_local(struct broker *b, const char *json, meta_done_fn done, void *arg)
     __attribute__((warn_unused_result));
 int meta_apply_live(struct broker *b, const char *json);
+/* An auth_change record (borrowed JSON text) this broker proposed itself,
+ * now in its log: applies it to b->meta.auth and tells auth.c (as
+ * meta_apply_live does for other brokers' records). 0 or the error. */
+int meta_auth_apply(struct broker *b, const char *json);
 /* -1 when pid is unknown. */
 int meta_producer_epoch(const struct broker *b, int64_t pid);
 #define META_PRODUCER_ID_MAX 100000000

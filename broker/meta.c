@@ -8,6 +8,10 @@
  *    "max_message_bytes":M,"time_ms":T}
  *   {"type":"delete_topic","name":N,"time_ms":T}
  *   {"type":"init_producer","producer_id":I,"epoch":E,"time_ms":T}
+ *   {"type":"auth_change","by":"TENANT/PRINCIPAL","time_ms":T,"change":C}
+ *       C: one change of the security store (broker/auth_store.h,
+ *       auth_change_parse), made by the admin principal `by` over the admin
+ *       HTTP port (broker/auth_admin.c); kept in b->meta.auth
  *
  * A record is valid only if it is a JSON object with a known type and every
  * field of that type in range; an invalid record met on replay is logged and
@@ -19,6 +23,8 @@
  *   u32 n, then n bytes: a JSON array of create_topic records (the format
  *                        above), one per live topic
  *   u64 producers, then producers x i16 epoch (pid 1.., -1 = not issued)
+ *   optionally u32 m, then m bytes: the auth_change entries (b->meta.auth)
+ *                        as an auth_file JSON object (auth_store_parse)
  *
  * valid only if the JSON is an array of valid create_topic records with
  * unique names, producers <= META_PRODUCER_ID_MAX, every epoch -1..INT16_MAX
@@ -46,6 +52,8 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "broker/auth.h"
+#include "broker/auth_store.h"
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "storage/batch.h"
@@ -113,6 +121,44 @@ static int get_int(json_t *o, const char *k, int64_t lo, int64_t hi, int64_t *ou
     return 0;
 }
 
+/* An auth_change record: into b->meta.auth; live: auth.c rebuilds the
+ * store in use and audits it. A change that finds nothing to do (an ACL
+ * already there, a key already revoked) is not an error on replay. */
+static int auth_record(struct broker *b, json_t *rec, bool live, char *why, size_t cap)
+{
+    struct auth_change c;
+    const char *by = json_string_value(json_object_get(rec, "by"));
+    int rc = auth_change_from_json(json_object_get(rec, "change"), true, &c, why, cap);
+    if (rc)
+        return rc;
+    if (!b->meta.auth && !(b->meta.auth = auth_store_new()))
+        return -ENOMEM;
+    rc = auth_change_apply(b->meta.auth, &c);
+    if (rc == VERITY_EEXIST || rc == VERITY_ENOTFOUND)
+        rc = 0;
+    if (rc == 0 && live)
+        auth_meta_changed(b, &c, by ? by : "");
+    if (rc && rc != -ENOMEM)
+        snprintf(why, cap, "auth_change %s not applied", auth_change_name(c.op));
+    return rc;
+}
+
+int meta_auth_apply(struct broker *b, const char *json)
+{
+    json_error_t jerr;
+    json_t *rec = json_loads(json, 0, &jerr);
+    char why[160] = "not a JSON object";
+    int rc = rec && json_is_object(rec) ? auth_record(b, rec, true, why, sizeof why)
+                                        : VERITY_EINVAL;
+    json_decref(rec);
+    if (rc && rc != -ENOMEM) {
+        char q[200];
+        blog(BLOG_WARN, "meta_record_skipped", "committed=1 reason=%s error=%s",
+             blog_q(why, q, sizeof q), verity_errname(rc));
+    }
+    return rc;
+}
+
 /* Applies one replayed record. */
 static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
 {
@@ -124,6 +170,8 @@ static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
         return VERITY_EINVAL;
     }
     (void)get_int(rec, "time_ms", INT64_MIN, INT64_MAX, &t);
+    if (strcmp(type, "auth_change") == 0)
+        return auth_record(b, rec, false, why, cap);
     if (strcmp(type, "create_topic") == 0) {
         struct topic_cfg tc;
         const char *dur = json_string_value(json_object_get(rec, "durability"));
@@ -201,6 +249,8 @@ int meta_apply_live(struct broker *b, const char *json)
             topic_remove(b, t);
         }
         rc = 0;
+    } else if (type && strcmp(type, "auth_change") == 0) {
+        rc = auth_record(b, rec, true, why, sizeof why);
     } else if (type && strcmp(type, "init_producer") == 0) {
         /* the committed log decides: an epoch this broker set for a
          * proposal that never committed gives way */
@@ -333,10 +383,19 @@ static int snap_encode(struct broker *b, uint8_t **out, size_t *len)
     if (!text)
         return -ENOMEM;
     size_t jlen = strlen(text), np = b->meta.n_producers;
-    size_t n = 4 + jlen + 8 + 2 * np;
+    char *atext = NULL;
+    const struct auth_store *as = b->meta.auth;
+    if (as && (as->n_keys || as->n_certs || as->n_acls || as->n_quotas || as->n_roles) &&
+        !(atext = auth_store_dump(as))) {
+        free(text);
+        return -ENOMEM;
+    }
+    size_t alen = atext ? strlen(atext) : 0;
+    size_t n = 4 + jlen + 8 + 2 * np + (atext ? 4 + alen : 0);
     uint8_t *buf = malloc(n);
     if (!buf) {
         free(text);
+        free(atext);
         return -ENOMEM;
     }
     put_le32(buf, (uint32_t)jlen);
@@ -345,6 +404,11 @@ static int snap_encode(struct broker *b, uint8_t **out, size_t *len)
     put_le64(buf + 4 + jlen, np);
     for (size_t i = 0; i < np; i++)
         put_le16(buf + 12 + jlen + 2 * i, (uint16_t)b->meta.epochs[i]);
+    if (atext) {
+        put_le32(buf + 12 + jlen + 2 * np, (uint32_t)alen);
+        memcpy(buf + 16 + jlen + 2 * np, atext, alen);
+        free(atext);
+    }
     *out = buf;
     *len = n;
     return 0;
@@ -359,8 +423,19 @@ static int snap_apply(struct broker *b, const uint8_t *buf, size_t len)
     if ((uint64_t)jlen + 12 > len)
         return VERITY_ECORRUPT;
     uint64_t np = get_le64(buf + 4 + jlen);
-    if (np > META_PRODUCER_ID_MAX || 2 * np != len - 12 - jlen)
+    if (np > META_PRODUCER_ID_MAX || 2 * np > len - 12 - jlen)
         return VERITY_ECORRUPT;
+    size_t rest = len - 12 - jlen - 2 * np; /* the auth section, or nothing */
+    if (rest) {
+        const uint8_t *p = buf + 12 + jlen + 2 * np;
+        char why[200];
+        struct auth_store *as = NULL;
+        if (rest < 4 || get_le32(p) != rest - 4 ||
+            auth_store_parse((const char *)p + 4, rest - 4, &as, why, sizeof why) != 0)
+            return VERITY_ECORRUPT;
+        auth_store_free(b->meta.auth);
+        b->meta.auth = as;
+    }
     json_error_t jerr;
     json_t *arr = json_loadb((const char *)buf + 4, jlen, 0, &jerr);
     if (!arr || !json_is_array(arr)) {
@@ -406,6 +481,8 @@ static void snap_unload(struct broker *b)
     free(b->meta.epochs);
     b->meta.epochs = NULL;
     b->meta.n_producers = b->meta.cap_producers = 0;
+    auth_store_free(b->meta.auth);
+    b->meta.auth = NULL;
 }
 
 /* Loads <dir>/meta.snap if valid and matching the log; returns the offset
@@ -711,5 +788,7 @@ int meta_close(struct broker *b, bool clean)
     m->durable_ev = NULL;
     free(m->epochs);
     m->epochs = NULL;
+    auth_store_free(m->auth);
+    m->auth = NULL;
     return rc;
 }
