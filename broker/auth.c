@@ -81,6 +81,7 @@ struct auth_state {
     struct auth_http_who http_who; /* auth_http.c: the HTTP request being answered */
     struct auth_http_stats http_stats;
     struct auth_http_late *http_late; /* auth_http.c: wrong bearer keys being delayed */
+    struct auth_admin_op *admin_ops;  /* auth_admin.c: changes waiting for the meta log */
     uint64_t quota_waits, quota_refusals; /* requests throttled / refused by a quota */
 };
 
@@ -385,6 +386,11 @@ struct auth_http_who *auth_http_who(struct broker *b)
 struct auth_http_stats *auth_http_stats(struct broker *b)
 {
     return b->auth ? &b->auth->http_stats : NULL;
+}
+
+struct auth_admin_op **auth_admin_list(struct broker *b)
+{
+    return b->auth ? &b->auth->admin_ops : NULL;
 }
 
 struct auth_http_late **auth_http_late_list(struct broker *b)

@@ -144,6 +144,19 @@ struct auth_http_late **auth_http_late_list(struct broker *b);
  * evhttp_free (which would free their requests under the timers). */
 void auth_http_flush(struct broker *b);
 
+/* ---- /v1/security: the store over the network (broker/auth_admin.c) ------
+ * GET lists the store in use (keys without hashes), each entry with its
+ * source ("file" or "meta"); needs describe on cluster:security. POST takes
+ * one change (auth_change_parse) and needs admin on cluster:security: it
+ * is proposed as an auth_change record of the metadata log (in a cluster,
+ * on the primary of __meta; elsewhere 421 naming it) and answered once the
+ * record is in the log and applied. */
+void auth_admin_handle(struct broker *b, struct evhttp_request *req);
+/* Answers the changes still waiting (shutdown: before evhttp_free). */
+void auth_admin_flush(struct broker *b);
+struct auth_admin_op;
+struct auth_admin_op **auth_admin_list(struct broker *b);
+
 /* Metrics of auth and the audit trail (nothing without auth_file). */
 struct evbuffer;
 void auth_metrics_render(struct broker *b, struct evbuffer *o);

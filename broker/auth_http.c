@@ -50,6 +50,7 @@ enum route_kind {
     R_TOPIC_Q, /* consume on the topic named by ?topic= */
     R_TOPIC_P, /* consume on the topic of /tlog/<topic>/... */
     R_AUTH,    /* any principal */
+    R_SECURITY, /* GET: describe on cluster:security; else admin (auth_admin.c) */
 };
 
 static const struct route {
@@ -66,6 +67,7 @@ static const struct route {
     {"/v1/topics", false, R_LIST, NULL},
     {"/v1/groups", false, R_LIST, NULL},
     {"/v1/proof/key", false, R_AUTH, NULL},
+    {"/v1/security", false, R_SECURITY, "security"},
     {"/v1/proof/", true, R_TOPIC_Q, NULL},
     {"/tlog/", true, R_TOPIC_P, NULL},
 };
@@ -166,6 +168,7 @@ void auth_http_flush(struct broker *b)
     struct auth_http_late **head = auth_http_late_list(b);
     while (head && *head)
         late_answer(*head);
+    auth_admin_flush(b);
 }
 
 /* The principal from a client certificate on a TLS admin port, if mapped. */
@@ -307,6 +310,12 @@ bool auth_http_check(struct broker *b, struct evhttp_request *req)
     if (r && r->kind == R_CLUSTER) {
         ok = auth_allowed(s, tenant, principal, AUTH_RES_CLUSTER, r->what, AUTH_OP_DESCRIBE, why,
                           sizeof why);
+    } else if (r && r->kind == R_SECURITY) {
+        enum evhttp_cmd_type m = evhttp_request_get_command(req);
+        ok = auth_allowed(s, tenant, principal, AUTH_RES_CLUSTER, r->what,
+                          m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD ? AUTH_OP_DESCRIBE
+                                                                      : AUTH_OP_ADMIN,
+                          why, sizeof why);
     } else if (r && (r->kind == R_TOPIC_Q || r->kind == R_TOPIC_P)) {
         char *t = proof_topic(req, r, path);
         /* No topic: the proof handler answers 400 (nothing of anyone's to see). */

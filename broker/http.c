@@ -605,6 +605,18 @@ static void h_cluster(struct evhttp_request *req, void *arg)
         peer_http_cluster(req, arg); /* broker/peer.c */
 }
 
+static void h_security(struct evhttp_request *req, void *arg)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, POST");
+        evhttp_send_error(req, 405, "Method Not Allowed (GET lists, POST changes)");
+        return;
+    }
+    if (auth_http_check(arg, req))
+        auth_admin_handle(arg, req); /* broker/auth_admin.c */
+}
+
 static void h_notfound(struct evhttp_request *req, void *arg)
 {
     if (!get_only(req, arg))
@@ -640,6 +652,7 @@ int http_start(struct broker *b)
     evhttp_set_cb(b->http, "/v1/topics", h_topics, b);
     evhttp_set_cb(b->http, "/v1/groups", h_groups, b);
     evhttp_set_cb(b->http, "/cluster", h_cluster, b);
+    evhttp_set_cb(b->http, "/v1/security", h_security, b);
     evhttp_set_gencb(b->http, h_notfound, b);
     struct evhttp_bound_socket *s = evhttp_bind_socket_with_handle(b->http, host, port);
     if (!s) {

@@ -43,6 +43,14 @@ static int admin_wait(int fd, short events, int64_t deadline)
 int verity_admin_get(const char *hostport, const char *path, int timeout_ms, size_t max_body,
                      char **body, size_t *body_len)
 {
+    return verity_admin_request(hostport, "GET", path, NULL, 0, timeout_ms, max_body, body,
+                                body_len);
+}
+
+int verity_admin_request(const char *hostport, const char *method, const char *path,
+                         const char *req_body, size_t req_len, int timeout_ms, size_t max_body,
+                         char **body, size_t *body_len)
+{
     if (body)
         *body = NULL;
     if (body_len)
@@ -55,14 +63,30 @@ int verity_admin_get(const char *hostport, const char *path, int timeout_ms, siz
     memcpy(host, hostport, (size_t)(colon - hostport));
     host[colon - hostport] = '\0';
     strcpy(port, colon + 1);
-    char req[1024];
-    int rl = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n", path, hostport,
-                      verity_admin_auth_header());
-    if (rl < 0 || (size_t)rl >= sizeof req)
+    if (!method || (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0) ||
+        req_len > (1u << 20) || (req_len && !req_body) || strpbrk(path, "\r\n "))
         return -EINVAL;
+    char head[1200];
+    char clen[64] = "";
+    if (strcmp(method, "POST") == 0)
+        snprintf(clen, sizeof clen, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
+                 req_len);
+    int hl = snprintf(head, sizeof head, "%s %s HTTP/1.0\r\nHost: %s\r\n%s%s\r\n", method, path,
+                      hostport, clen, verity_admin_auth_header());
+    if (hl < 0 || (size_t)hl >= sizeof head)
+        return -EINVAL;
+    char *req = malloc((size_t)hl + req_len);
+    if (!req)
+        return -ENOMEM;
+    memcpy(req, head, (size_t)hl);
+    if (req_len)
+        memcpy(req + hl, req_body, req_len);
+    int rl = hl + (int)req_len;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai) {
+        free(req);
         return -ENXIO;
+    }
     int64_t deadline = admin_now_ms() + (timeout_ms > 0 ? timeout_ms : 10000);
     int rc = 0;
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -125,6 +149,7 @@ int verity_admin_get(const char *hostport, const char *path, int timeout_ms, siz
     }
     if (fd >= 0)
         close(fd);
+    free(req);
     int status = 0;
     char *hend = NULL;
     if (rc == 0) {

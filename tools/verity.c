@@ -37,6 +37,7 @@ static const struct cmd cmds[] = {
     {"log", cmd_log, "verify, dump or benchmark a partition log directory"},
     {"offsets", cmd_offsets, "first and last offsets of a topic's partitions"},
     {"produce", cmd_produce, "send lines from stdin or files as records"},
+    {"role", cmd_auth, "roles of principals: the same as `verity auth role`"},
     {"share", cmd_share, "share scoped, redacted, verifiable exports (see docs/SHARING.md)"},
     {"proof", cmd_proof, "inclusion and consistency proofs, signed C2SP checkpoints, verify"},
     {"topic", cmd_topic, "create, delete, list or describe topics"},

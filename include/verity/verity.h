@@ -100,6 +100,12 @@ const char *verity_admin_auth_header(void);
 int verity_admin_get(const char *hostport, const char *path, int timeout_ms, size_t max_body,
                      char **body, size_t *body_len);
 
+/* The same with a method ("GET" or "POST") and, for POST, a body of
+ * req_len bytes (at most 1 MiB) sent as application/json. */
+int verity_admin_request(const char *hostport, const char *method, const char *path,
+                         const char *req_body, size_t req_len, int timeout_ms, size_t max_body,
+                         char **body, size_t *body_len);
+
 /* True when err means the broker could not be reached at all (connection
  * refused, unreachable, connect timed out, name did not resolve). */
 bool verity_err_unreachable(int err);
