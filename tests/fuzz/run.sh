@@ -12,7 +12,9 @@
 # record batch decoders) for KAFKA_FUZZ_SECONDS (default 15; 0 skips).
 # Then builds and runs tests/fuzz/fuzz_proof.c (proof decoders) for
 # PROOF_FUZZ_SECONDS (default 15), then tests/fuzz/fuzz_auth.c (the security
-# store's JSON decoder, issue 14) for AUTH_FUZZ_SECONDS (default 15).
+# store's JSON decoder, issue 14) for AUTH_FUZZ_SECONDS (default 15), then
+# tests/fuzz/fuzz_auth_change.c (a change of that store: POST /v1/security
+# and the metadata log's auth_change records) for as long.
 #
 # usage: bash tests/fuzz/run.sh [SECONDS]
 # env:   FUZZ_DIR (default build/fuzz), FUZZ_JOBS (parallel jobs, default 1),
@@ -247,6 +249,7 @@ clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=a
     storage/errors.c "${apkg[@]}" "${pkg[@]}" -o "$out/fuzz_auth"
 printf '%s' '{"version":1,"keys":[{"id":"0123456789abcdef","tenant":"acme","principal":"svc-a","salt":"00112233445566778899aabbccddeeff","hash":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff","created_ms":1}],"certs":[{"subject":"verity-client","tenant":"acme","principal":"svc-a"}],"acls":[{"tenant":"acme","principal":"*","resource":"topic:orders*","ops":["produce","consume"],"effect":"deny"}],"quotas":[{"tenant":"acme","principal":"*","produce_bytes_per_s":100}]}' > "$out/auth-seeds/full"
 printf '%s' '{"version":1,"acls":[{"tenant":"ops","principal":"prom","resource":"cluster:metrics","ops":["describe"],"effect":"allow"}],"quotas":[{"tenant":"acme","principal":"+","requests_per_s":20,"connections":2,"storage_bytes":65536,"fetch_bytes_per_s":1}]}' > "$out/auth-seeds/cluster-quotas"
+printf '%s' '{"version":1,"roles":[{"tenant":"acme","principal":"svc","role":"readers"}],"acls":[{"tenant":"acme","principal":"role:readers","resource":"topic:*","ops":["consume"],"effect":"allow"}]}' > "$out/auth-seeds/roles"
 set +e
 (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -260,3 +263,38 @@ if [ "$rc" -ne 0 ]; then
     exit "$rc"
 fi
 echo "fuzz: fuzz_auth no crash in ${asecs}s"
+
+# ---- a change of the security store (issue 14): the body of POST
+# /v1/security and the auth_change records of the metadata log
+# (auth_change_parse). AUTH_FUZZ_SECONDS as well.
+echo "fuzz: building $out/fuzz_auth_change"
+mkdir -p "$out/authch-seeds" "$out/authch-corpus"
+clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+    tests/fuzz/fuzz_auth_change.c broker/auth_store.c proto/codec.c "$out/gen/proto/verity.pb-c.c" \
+    storage/errors.c "${apkg[@]}" "${pkg[@]}" -o "$out/fuzz_auth_change"
+n=0
+for c in '{"op":"key_create","tenant":"acme","principal":"svc"}' \
+    '{"op":"acl_add","tenant":"acme","principal":"role:readers","resource":"topic:orders*","ops":["describe","consume"],"effect":"deny"}' \
+    '{"op":"acl_remove","tenant":"acme","principal":"*","resource":"cluster:security","ops":"admin,describe","effect":"allow"}' \
+    '{"op":"role_grant","tenant":"acme","principal":"svc","role":"readers"}' \
+    '{"op":"quota_set","tenant":"acme","principal":"+","storage_bytes":65536,"requests_per_s":3}' \
+    '{"op":"cert_add","subject":"verity-client","tenant":"acme","principal":"svc"}' \
+    '{"op":"key_revoke","id":"0123456789abcdef"}'; do
+    printf '\000%s' "$c" > "$out/authch-seeds/req$n"
+    n=$((n + 1))
+done
+printf '\001%s' '{"op":"key_add","id":"0123456789abcdef","tenant":"acme","principal":"svc","salt":"00112233445566778899aabbccddeeff","hash":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff","created_ms":1}' > "$out/authch-seeds/log0"
+printf '\001%s' '{"op":"quota_set","tenant":"acme","principal":"svc","produce_bytes_per_s":1,"fetch_bytes_per_s":2,"requests_per_s":3,"connections":4,"storage_bytes":0}' > "$out/authch-seeds/log1"
+set +e
+(cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ./fuzz_auth_change -max_total_time="$asecs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$out/artifacts/authch-" \
+    "$out/authch-corpus" "$out/authch-seeds")
+rc=$?
+set -e
+if [ "$rc" -ne 0 ]; then
+    echo "fuzz: fuzz_auth_change FAILED (exit $rc); inputs in $out/artifacts" >&2
+    exit "$rc"
+fi
+echo "fuzz: fuzz_auth_change no crash in ${asecs}s"
