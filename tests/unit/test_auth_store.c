@@ -254,6 +254,145 @@ static void test_tenant_qualified_names(void)
     CU_ASSERT_TRUE(codec_tenant_name_ok("abcdefghijklmnopqrstuvwxyz012345"));
 }
 
+static struct auth_role role(const char *t, const char *p, const char *r)
+{
+    struct auth_role x;
+    memset(&x, 0, sizeof x);
+    snprintf(x.tenant, sizeof x.tenant, "%s", t);
+    snprintf(x.principal, sizeof x.principal, "%s", p);
+    snprintf(x.role, sizeof x.role, "%s", r);
+    return x;
+}
+
+static void test_roles_and_deny_across_principal_and_roles(void)
+{
+    struct auth_store *s = auth_store_new();
+    struct auth_acl r_allow = acl("acme", "role:readers", "topic:orders*", AUTH_OP_CONSUME, false);
+    struct auth_acl p_allow = acl("acme", "svc", "topic:audit", AUTH_OP_CONSUME, false);
+    struct auth_acl r_deny = acl("acme", "role:frozen", "topic:audit", AUTH_OP_CONSUME, true);
+    CU_ASSERT_EQUAL(auth_acl_add(s, &r_allow), 0);
+    CU_ASSERT_EQUAL(auth_acl_add(s, &p_allow), 0);
+    CU_ASSERT_EQUAL(auth_acl_add(s, &r_deny), 0);
+    /* a role rule grants nothing to a principal without the role */
+    CU_ASSERT_FALSE(auth_allowed(s, "acme", "svc", AUTH_RES_TOPIC, "orders", AUTH_OP_CONSUME, NULL, 0));
+    struct auth_role g = role("acme", "svc", "readers");
+    CU_ASSERT_EQUAL(auth_role_grant(s, &g), 0);
+    CU_ASSERT_EQUAL(auth_role_grant(s, &g), VERITY_EEXIST);
+    CU_ASSERT_TRUE(auth_allowed(s, "acme", "svc", AUTH_RES_TOPIC, "orders", AUTH_OP_CONSUME, NULL, 0));
+    /* the role of the same name in another tenant does not count */
+    CU_ASSERT_FALSE(auth_allowed(s, "beta", "svc", AUTH_RES_TOPIC, "orders", AUTH_OP_CONSUME, NULL, 0));
+    struct auth_role g2 = role("beta", "svc", "readers");
+    CU_ASSERT_EQUAL(auth_role_grant(s, &g2), 0);
+    CU_ASSERT_FALSE(auth_allowed(s, "beta", "svc", AUTH_RES_TOPIC, "orders", AUTH_OP_CONSUME, NULL, 0));
+    /* a role's deny wins over the principal's own allow */
+    CU_ASSERT_TRUE(auth_allowed(s, "acme", "svc", AUTH_RES_TOPIC, "audit", AUTH_OP_CONSUME, NULL, 0));
+    struct auth_role gf = role("acme", "svc", "frozen");
+    CU_ASSERT_EQUAL(auth_role_grant(s, &gf), 0);
+    CU_ASSERT_FALSE(auth_allowed(s, "acme", "svc", AUTH_RES_TOPIC, "audit", AUTH_OP_CONSUME, NULL, 0));
+    CU_ASSERT_EQUAL(auth_role_revoke(s, &gf), 0);
+    CU_ASSERT_EQUAL(auth_role_revoke(s, &gf), VERITY_ENOTFOUND);
+    CU_ASSERT_TRUE(auth_allowed(s, "acme", "svc", AUTH_RES_TOPIC, "audit", AUTH_OP_CONSUME, NULL, 0));
+    /* malformed role names */
+    struct auth_role bad = role("acme", "svc", "a:b");
+    CU_ASSERT_EQUAL(auth_role_grant(s, &bad), VERITY_EINVAL);
+    struct auth_acl bad_acl = acl("acme", "role:", "topic:x", AUTH_OP_CONSUME, false);
+    CU_ASSERT_EQUAL(auth_acl_add(s, &bad_acl), VERITY_EINVAL);
+    /* roles survive the file format */
+    char *text = auth_store_dump(s);
+    struct auth_store *back = NULL;
+    char why[200];
+    CU_ASSERT_EQUAL_FATAL(auth_store_parse(text, strlen(text), &back, why, sizeof why), 0);
+    CU_ASSERT_EQUAL(back->n_roles, s->n_roles);
+    CU_ASSERT_TRUE(auth_allowed(back, "acme", "svc", AUTH_RES_TOPIC, "orders", AUTH_OP_CONSUME, NULL, 0));
+    free(text);
+    auth_store_free(back);
+    auth_store_free(s);
+}
+
+static void test_merge_file_then_meta(void)
+{
+    struct auth_store *file = auth_store_new(), *meta = auth_store_new(), *m = NULL;
+    char k1[AUTH_KEY_TEXT_MAX], k2[AUTH_KEY_TEXT_MAX];
+    CU_ASSERT_EQUAL(auth_key_create(file, "ops", "admin", 1, k1), 0);
+    CU_ASSERT_EQUAL(auth_key_create(meta, "acme", "svc", 2, k2), 0);
+    struct auth_acl fdeny = acl("acme", "svc", "topic:frozen", AUTH_OP_CONSUME, true);
+    struct auth_acl mallow = acl("acme", "svc", "topic:*", AUTH_OP_CONSUME, false);
+    CU_ASSERT_EQUAL(auth_acl_add(file, &fdeny), 0);
+    CU_ASSERT_EQUAL(auth_acl_add(meta, &mallow), 0);
+    struct auth_quota qf = {.tenant = "acme", .principal = "svc", .requests_per_s = 5};
+    struct auth_quota qm = {.tenant = "acme", .principal = "svc", .requests_per_s = 50};
+    CU_ASSERT_EQUAL(auth_quota_set(file, &qf), 0);
+    CU_ASSERT_EQUAL(auth_quota_set(meta, &qm), 0);
+    struct auth_cert cf = {.subject = "cn1", .tenant = "acme", .principal = "a"};
+    struct auth_cert cm = {.subject = "cn1", .tenant = "acme", .principal = "b"};
+    CU_ASSERT_EQUAL(auth_cert_add(file, &cf), 0);
+    CU_ASSERT_EQUAL(auth_cert_add(meta, &cm), 0);
+    CU_ASSERT_EQUAL_FATAL(auth_store_merge(file, meta, &m), 0);
+    const struct auth_key *k;
+    CU_ASSERT_EQUAL(auth_key_verify(m, k1, &k), 0);
+    CU_ASSERT_EQUAL(auth_key_verify(m, k2, &k), 0);
+    CU_ASSERT_TRUE(auth_allowed(m, "acme", "svc", AUTH_RES_TOPIC, "orders", AUTH_OP_CONSUME, NULL, 0));
+    CU_ASSERT_FALSE(auth_allowed(m, "acme", "svc", AUTH_RES_TOPIC, "frozen", AUTH_OP_CONSUME, NULL, 0));
+    CU_ASSERT_EQUAL(auth_quota_find(m, "acme", "svc")->requests_per_s, 50u); /* meta replaces */
+    CU_ASSERT_STRING_EQUAL(auth_cert_find(m, "cn1")->principal, "a");       /* file stays */
+    auth_store_free(m);
+    auth_store_free(file);
+    auth_store_free(meta);
+}
+
+static void test_change_parse_apply_dump(void)
+{
+    struct auth_change c;
+    char why[200];
+    const char *req = "{\"op\":\"acl_add\",\"tenant\":\"acme\",\"principal\":\"role:r1\","
+                      "\"resource\":\"topic:o*\",\"ops\":\"consume,describe\",\"effect\":\"deny\"}";
+    CU_ASSERT_EQUAL_FATAL(auth_change_parse(req, strlen(req), false, &c, why, sizeof why), 0);
+    CU_ASSERT_EQUAL(c.op, AUTH_CH_ACL_ADD);
+    CU_ASSERT_TRUE(c.acl.deny);
+    CU_ASSERT_EQUAL(c.acl.ops, AUTH_OP_CONSUME | AUTH_OP_DESCRIBE);
+    char *text = auth_change_dump(&c);
+    struct auth_change d;
+    CU_ASSERT_EQUAL(auth_change_parse(text, strlen(text), true, &d, why, sizeof why), 0);
+    CU_ASSERT_EQUAL(memcmp(&c.acl, &d.acl, sizeof c.acl), 0);
+    free(text);
+    struct auth_store *s = auth_store_new();
+    CU_ASSERT_EQUAL(auth_change_apply(s, &c), 0);
+    CU_ASSERT_EQUAL(auth_change_apply(s, &c), VERITY_EEXIST);
+    c.op = AUTH_CH_ACL_REMOVE;
+    CU_ASSERT_EQUAL(auth_change_apply(s, &c), 0);
+    CU_ASSERT_EQUAL(auth_change_apply(s, &c), VERITY_ENOTFOUND);
+    /* a request may not bring its own hash; a log record holds no key_create */
+    const char *add = "{\"op\":\"key_add\",\"id\":\"0123456789abcdef\",\"tenant\":\"a\","
+                      "\"principal\":\"p\",\"salt\":\"00112233445566778899aabbccddeeff\","
+                      "\"hash\":\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"}";
+    CU_ASSERT_EQUAL(auth_change_parse(add, strlen(add), false, &c, why, sizeof why), VERITY_EINVAL);
+    CU_ASSERT_EQUAL(auth_change_parse(add, strlen(add), true, &c, why, sizeof why), 0);
+    const char *create = "{\"op\":\"key_create\",\"tenant\":\"a\",\"principal\":\"p\"}";
+    CU_ASSERT_EQUAL(auth_change_parse(create, strlen(create), true, &c, why, sizeof why), VERITY_EINVAL);
+    CU_ASSERT_EQUAL(auth_change_parse(create, strlen(create), false, &c, why, sizeof why), 0);
+    CU_ASSERT_EQUAL(auth_change_apply(s, &c), VERITY_EINVAL);
+    /* malformed: refused with a reason */
+    static const char *const bad[] = {
+        "{\"op\":\"acl_add\",\"tenant\":\"a~b\",\"principal\":\"p\",\"resource\":\"topic:x\",\"ops\":\"all\"}",
+        "{\"op\":\"acl_add\",\"tenant\":\"a\",\"principal\":\"p\",\"resource\":\"queue:x\",\"ops\":\"all\"}",
+        "{\"op\":\"acl_add\",\"tenant\":\"a\",\"principal\":\"p\",\"resource\":\"topic:x\",\"ops\":\"fly\"}",
+        "{\"op\":\"quota_set\",\"tenant\":\"a\",\"principal\":\"p\",\"storage_bytes\":5}",
+        "{\"op\":\"quota_set\",\"tenant\":\"a\",\"principal\":\"p\",\"connections\":-1}",
+        "{\"op\":\"role_grant\",\"tenant\":\"a\",\"principal\":\"p\",\"role\":\"\"}",
+        "{\"op\":\"key_revoke\",\"id\":\"xyz\"}",
+        "{\"op\":\"nope\"}",
+        "[1]",
+        "{\"op\":\"key_revoke\",\"id\":\"0123456789abcdef\",\"id\":\"0123456789abcdee\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        why[0] = '\0';
+        CU_ASSERT_EQUAL(auth_change_parse(bad[i], strlen(bad[i]), false, &c, why, sizeof why),
+                        VERITY_EINVAL);
+        CU_ASSERT_NOT_EQUAL(why[0], '\0');
+    }
+    auth_store_free(s);
+}
+
 int main(void)
 {
     static const struct {
@@ -268,6 +407,9 @@ int main(void)
         {"file_round_trip", test_file_round_trip},
         {"malformed_files_refused_whole", test_malformed_files_refused_whole},
         {"tenant_qualified_names", test_tenant_qualified_names},
+        {"roles_and_deny_across_principal_and_roles", test_roles_and_deny_across_principal_and_roles},
+        {"merge_file_then_meta", test_merge_file_then_meta},
+        {"change_parse_apply_dump", test_change_parse_apply_dump},
     };
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
