@@ -1426,7 +1426,7 @@ static int part_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECK
         return VERITY_EUNSUPPORTED; /* a state this shell did not copy */
     struct vlog_info info;
     vlog_get_info(cg->part->log, &info);
-    if (memcmp(info.chain, digest, 32) != 0)
+    if (memcmp(info.chain, x->inst_chain, 32) != 0 || info.end_offset != x->inst_end)
         return VERITY_ECHAIN;
     cg->st.op = op;
     memcpy(cg->st.checksum, checksum, 32);
@@ -1463,6 +1463,8 @@ static void xf_install(struct cgroup *cg, const struct xfer_msg *m)
     memcpy(q->digest, m->digest, VSR_CHECKSUM_SIZE);
     x->installing = true;
     x->inst_op = m->op;
+    x->inst_end = m->end;
+    memcpy(x->inst_chain, m->chain, 32);
     vgroup_on_message(&cg->g, q);
     x->installing = false;
     if (!cg->g.core || vsr_commit_min(cg->g.core) < m->op || cg->st.op < m->op) {
@@ -1515,9 +1517,9 @@ static void xf_on_data(struct cgroup *cg, const struct xfer_msg *m)
         xf_fail(cg, VERITY_EPROTO, "past_end");
         return;
     }
-    if (memcmp(info.chain, m->digest, 32) != 0) {
+    if (memcmp(info.chain, m->chain, 32) != 0) {
         x->bad++;
-        xf_fail(cg, VERITY_ECHAIN, "digest_mismatch");
+        xf_fail(cg, VERITY_ECHAIN, "chain_mismatch");
         return;
     }
     if (m->op <= vsr_commit_min(cg->g.core)) {
@@ -1555,6 +1557,14 @@ static void xf_serve(struct cgroup *cg, const struct xfer_msg *m)
         a.op = cg->st.op;
         memcpy(a.checksum, cg->st.checksum, 32);
         memcpy(a.digest, cg->st.digest, 32);
+        struct vlog_info li;
+        vlog_get_info(cg->part->log, &li);
+        if (li.end_offset == cg->st_end) {
+            memcpy(a.chain, li.chain, 32);
+        } else { /* this replica is itself copying past its applied end */
+            a.type = XFER_ERR;
+            a.code = VERITY_EOFFSET;
+        }
         a.end = cg->st_end;
         a.from_offset = m->from_offset;
         a.data = buf;

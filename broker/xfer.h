@@ -37,7 +37,8 @@ struct xfer {
     bool installing;      /* inside the STATE handed to the core */
     uint8_t peer;         /* replica index asked */
     uint64_t xid;
-    uint64_t inst_op;
+    uint64_t inst_op, inst_end;
+    uint8_t inst_chain[32];
     int64_t started_ms, last_ms; /* monotonic */
     uint64_t from_end;    /* log end when it started */
     uint64_t bytes;       /* of this transfer */

@@ -82,9 +82,10 @@ size_t xfer_wire_encode(const struct xfer_msg *m, uint8_t *out, size_t cap)
         put_u64(out + 20, m->op);
         memcpy(out + 28, m->checksum, VSR_CHECKSUM_SIZE);
         memcpy(out + 60, m->digest, VSR_CHECKSUM_SIZE);
-        put_u64(out + 92, m->end);
-        put_u64(out + 100, m->from_offset);
-        put_u32(out + 108, m->len);
+        memcpy(out + 92, m->chain, VSR_CHECKSUM_SIZE);
+        put_u64(out + 124, m->end);
+        put_u64(out + 132, m->from_offset);
+        put_u32(out + 140, m->len);
         if (m->len)
             memcpy(out + XFER_DATA_FIXED, m->data, m->len);
         break;
@@ -120,9 +121,10 @@ int xfer_wire_decode(const uint8_t *in, size_t len, struct xfer_msg *m)
         m->op = get_u64(in + 20);
         memcpy(m->checksum, in + 28, VSR_CHECKSUM_SIZE);
         memcpy(m->digest, in + 60, VSR_CHECKSUM_SIZE);
-        m->end = get_u64(in + 92);
-        m->from_offset = get_u64(in + 100);
-        m->len = get_u32(in + 108);
+        memcpy(m->chain, in + 92, VSR_CHECKSUM_SIZE);
+        m->end = get_u64(in + 124);
+        m->from_offset = get_u64(in + 132);
+        m->len = get_u32(in + 140);
         if ((size_t)m->len != len - XFER_DATA_FIXED)
             return VERITY_EPROTO;
         m->data = m->len ? in + XFER_DATA_FIXED : NULL;

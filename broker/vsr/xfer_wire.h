@@ -6,8 +6,8 @@
  * A replica too far behind to catch up from the journal asks a peer for
  * the committed batches of its data log from its own log end (GET); the
  * peer answers with up to max_bytes of whole batches (DATA) and names its
- * applied position (op, checksum, digest = the log's chain hash at op, end
- * = its log end at op), or refuses (ERR). The requester appends each batch
+ * applied position (op, checksum, digest: the core's, chain: its log's
+ * chain hash at end, end: its log end at op), or refuses (ERR). The requester appends each batch
  * with vlog_append_exact and asks again from its new end until it reaches
  * the peer's end.
  *
@@ -23,8 +23,8 @@
  *        4    8 cluster
  *       12    8 xid       transfer id chosen by the requester
  *       GET:  20 8 from_offset, 28 4 max_bytes (1..XFER_CHUNK_MAX)
- *       DATA: 20 8 op, 28 32 checksum, 60 32 digest, 92 8 end,
- *             100 8 from_offset (== the GET's), 108 4 len, 112 len bytes
+ *       DATA: 20 8 op, 28 32 checksum, 60 32 digest, 92 32 chain, 124 8 end,
+ *             132 8 from_offset (== the GET's), 140 4 len, 144 len bytes
  *             (whole batches; from_offset + records <= end)
  *       ERR:  20 4 code (a VERITY_E* value, negative)
  */
@@ -39,7 +39,7 @@
 #define XFER_WIRE_VERSION 1
 #define XFER_CHUNK_MAX    (1u << 20) /* bytes of batches in one DATA */
 #define XFER_GET_SIZE     32
-#define XFER_DATA_FIXED   112
+#define XFER_DATA_FIXED   144
 #define XFER_ERR_SIZE     24
 #define XFER_WIRE_MAX     (XFER_DATA_FIXED + XFER_CHUNK_MAX)
 
@@ -58,7 +58,8 @@ struct xfer_msg {
     uint32_t max_bytes;     /* GET */
     uint64_t op;            /* DATA: the sender's applied op */
     uint8_t checksum[VSR_CHECKSUM_SIZE];
-    uint8_t digest[VSR_CHECKSUM_SIZE];
+    uint8_t digest[VSR_CHECKSUM_SIZE]; /* DATA: the core's digest at op */
+    uint8_t chain[VSR_CHECKSUM_SIZE];  /* DATA: the log's chain hash at end */
     uint64_t end;           /* DATA: the sender's log end at op */
     const uint8_t *data;    /* DATA: borrowed from the input */
     uint32_t len;
