@@ -64,3 +64,17 @@ int xfer_read_chunk(struct vlog *log, uint64_t from, uint64_t end, uint8_t *buf,
                     size_t *len) __attribute__((warn_unused_result));
 
 #endif
+
+/* Damaged replica logs (issue 10 item 3). */
+
+/* Reads every batch of log from its start to its end (vlog_read_copy:
+ * header, CRC, offset continuity), so a bit flip in a closed segment,
+ * which open does not read, is found. 0, or VERITY_ECORRUPT (*bad_offset:
+ * where) or another read error. Cost: one sequential read of the log. */
+int xfer_log_scan(struct vlog *log, uint64_t *bad_offset) __attribute__((warn_unused_result));
+
+/* Moves every entry of the partition directory dir except `vsr` (the
+ * journal and applied ring) into dir/damaged-<now_ms>/ (never deletes).
+ * 0 or -errno; out gets the new directory's path. */
+int xfer_move_aside(const char *dir, int64_t now_ms, char *out, size_t cap)
+    __attribute__((warn_unused_result));

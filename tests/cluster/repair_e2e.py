@@ -120,13 +120,19 @@ def scenario(tmp, ops, damage=None):
     hist = os.path.join(tmp, "history.jsonl")
     figures = {}
     try:
-        if not ce.create_topic(c, topic, 1, 3):
+        # damage: small segments, so the log has closed segments to flip bits in
+        seg = ["--segment-bytes", str(64 << 10)] if damage else []
+        ok = wait_for(lambda: ce.verity("topic", "create", topic, "--partitions", "1",
+                                        "--replicas", "3", "--broker", c.bootstrap, *seg,
+                                        timeout=30).returncode == 0, 30, step=0.5)
+        if not expect(ok, "topic created"):
             return
         expect(wait_for(lambda: (row(c, 1, topic) or {}).get("primary"), 30), "a primary exists")
         primary = row(c, 1, topic)["primary"]
         backup = [i for i in (1, 2, 3) if i != primary][0]
         p = subprocess.run([ce.PRODUCER, c.bootstrap, topic, hist + ".0", "--name", "w",
-                            "--seconds", "2", "--rate", "200", "--acks", "quorum"], timeout=120)
+                            "--seconds", "4" if damage else "2", "--rate", "800" if damage else "200",
+                            "--acks", "quorum"], timeout=120)
         expect(p.returncode == 0, "warm-up producer")
         expect(wait_for(lambda: ce.caught_up(c, topic), 30, 0.5), "caught up before the kill")
         applied_before = row(c, backup, topic)["applied"]
