@@ -449,6 +449,8 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS)
 	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py damage --mode flip
 	@echo "== tests/cluster/repair_e2e.py damage --mode truncate (active segment cut in half)"
 	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py damage --mode truncate
+	@echo "== tests/cluster/repair_e2e.py peer-down (a paused peer: the transfer stalls and moves on)"
+	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py peer-down
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill

@@ -18,6 +18,12 @@ Helpers come from cluster_e2e.py.
         move the data aside (`<partition>/damaged-*`), never be primary
         while behind, and end identical to the others after repair.
 
+    repair_e2e.py peer-down
+        as transfer, with the other backup paused (SIGSTOP) while the
+        lagging one restarts: a transfer that asks the paused peer stalls
+        (1 s) and the next asks the primary; caught up with the primary,
+        then the paused peer resumes and every replica must agree.
+
 Prints "repair_e2e NAME: N passed, N failed"; exits 1 on a failure. Every
 wait is bounded and every process started is stopped by PID.
 """
@@ -25,6 +31,7 @@ import argparse
 import glob
 import os
 import re
+import signal
 import shutil
 import subprocess
 import sys
@@ -114,7 +121,13 @@ def truncate_active_segment(part_dir):
     return seg, size
 
 
-def scenario(tmp, ops, damage=None):
+def pair_caught_up(c, topic, a, b):
+    ra, rb = row(c, a, topic), row(c, b, topic)
+    return (ra and rb and ra["role"] in ("primary", "backup") and rb["role"] in ("primary", "backup")
+            and ra["applied"] == rb["applied"] and ra["end"] == rb["end"] and ra["applied"] > 0)
+
+
+def scenario(tmp, ops, damage=None, peer_down=False):
     topic = "xfer"
     c = ce.Cluster(3, tmp)
     hist = os.path.join(tmp, "history.jsonl")
@@ -151,8 +164,25 @@ def scenario(tmp, ops, damage=None):
             seg, size = truncate_active_segment(part_dir)
             print("  truncated %s from %d bytes" % (os.path.basename(seg), size))
         log_lines = ce.count_lines(node_log(c, backup))
+        other = [i for i in (1, 2, 3) if i not in (primary, backup)][0]
+        other_pid = [b for b in c.brokers() if b["id"] == other][0]["pid"]
+        if peer_down:
+            # the other backup is paused (a dead peer that holds its port):
+            # a transfer that asks it stalls and the next peer is asked
+            os.kill(other_pid, signal.SIGSTOP)
         t0 = time.monotonic()
         expect(c.restart(backup).returncode == 0, "backup %d restarted" % backup)
+        if peer_down:
+            ok = wait_for(lambda: pair_caught_up(c, topic, primary, backup), 120, 0.2)
+            expect(ok, "with peer %d paused, backup %d caught up from the primary" % (other, backup))
+            figures["with_peer_paused_s"] = round(time.monotonic() - t0, 2)
+            stalled = metric(c.http(backup), "verity_replica_state_transfers_total",
+                             {"group": topic, "outcome": "stalled"})
+            failed_n = metric(c.http(backup), "verity_replica_state_transfers_total",
+                              {"group": topic, "outcome": "failed"})
+            print("  transfers stalled %d, failed %d before the one that completed" %
+                  (stalled, failed_n), flush=True)
+            os.kill(other_pid, signal.SIGCONT)
         # never primary while behind: sample its role until it caught up
         roles = set()
 
@@ -197,14 +227,14 @@ def scenario(tmp, ops, damage=None):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=["transfer", "damage"])
+    ap.add_argument("test", choices=["transfer", "damage", "peer-down"])
     ap.add_argument("--ops", type=int, default=3000)
     ap.add_argument("--mode", choices=["flip", "truncate", "both"], default="both")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-repair-")
     try:
-        scenario(tmp, a.ops, a.mode if a.test == "damage" else None)
+        scenario(tmp, a.ops, a.mode if a.test == "damage" else None, a.test == "peer-down")
     finally:
         if not a.keep and not ce.failed:
             shutil.rmtree(tmp, ignore_errors=True)
