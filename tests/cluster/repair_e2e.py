@@ -127,9 +127,9 @@ def pair_caught_up(c, topic, a, b):
             and ra["applied"] == rb["applied"] and ra["end"] == rb["end"] and ra["applied"] > 0)
 
 
-def scenario(tmp, ops, damage=None, peer_down=False):
+def scenario(tmp, ops, damage=None, peer_down=False, verityd=None):
     topic = "xfer"
-    c = ce.Cluster(3, tmp)
+    c = ce.Cluster(3, tmp, verityd=verityd)
     hist = os.path.join(tmp, "history.jsonl")
     figures = {}
     try:
@@ -231,10 +231,11 @@ def main():
     ap.add_argument("--ops", type=int, default=3000)
     ap.add_argument("--mode", choices=["flip", "truncate", "both"], default="both")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--verityd", help="another verityd binary (e.g. an ASan build)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-repair-")
     try:
-        scenario(tmp, a.ops, a.mode if a.test == "damage" else None, a.test == "peer-down")
+        scenario(tmp, a.ops, a.mode if a.test == "damage" else None, a.test == "peer-down", a.verityd)
     finally:
         if not a.keep and not ce.failed:
             shutil.rmtree(tmp, ignore_errors=True)
