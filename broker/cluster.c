@@ -741,8 +741,14 @@ int cluster_part_open(struct partition *p)
         blog(BLOG_WARN, "replica_log_cut",
              "topic=%s partition=%" PRIu32 " from=%" PRIu64 " to=%" PRIu64, cg->name,
              cg->partition, info.end_offset, cg->st_end);
-        if ((rc = vlog_truncate_tail(p->log, cg->st_end, cg->st_end)))
+        if ((rc = vlog_truncate_tail(p->log, cg->st_end, cg->st_end))) {
+            /* the part past the applied end spans segments (a state
+             * transfer that rolled one, then a crash): the caller moves
+             * the log aside and it is fetched again (part_replica_damaged) */
+            if (rc == VERITY_EOFFSET)
+                rc = VERITY_ECORRUPT;
             goto fail;
+        }
     }
     cg->hw = cg->st_end;
     p->cg = cg;
