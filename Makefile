@@ -403,7 +403,10 @@ soak-project: all tests
 #                     partitions through relays (primary isolated, 2/3 split
 #                     on 5 brokers, one-way) and power loss of two of three
 #                     brokers (verityd_powerloss), with its lying-disk
-#                     negative control
+#                     negative control; state transfer of a backup 3,000+
+#                     ops behind and repair of a replica with bit flips in
+#                     a closed segment or a truncated active segment
+#                     (tests/cluster/repair_e2e.py, about 40 s each)
 # make soak-cluster   the kill loop for SOAK_CLUSTER_SECONDS (600)
 SOAK_CLUSTER_SECONDS ?= 600
 CLUSTER_PRODUCER := $(BUILD)/tests/cluster_producer
@@ -440,6 +443,14 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py power-loss --rounds 2 --every 10
 	@echo "== tests/cluster/cluster_e2e.py power-loss --lying-disk --victims 3 (negative control)"
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py power-loss --rounds 2 --every 10 --lying-disk --victims 3
+	@echo "== tests/cluster/repair_e2e.py transfer (a backup 3,000+ ops behind catches up by state transfer)"
+	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py transfer
+	@echo "== tests/cluster/repair_e2e.py damage --mode flip (bit flips in a closed segment)"
+	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py damage --mode flip
+	@echo "== tests/cluster/repair_e2e.py damage --mode truncate (active segment cut in half)"
+	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py damage --mode truncate
+	@echo "== tests/cluster/repair_e2e.py peer-down (a paused peer: the transfer stalls and moves on)"
+	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py peer-down
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill

@@ -43,6 +43,8 @@
 #include "broker/vsr/vapplied.h"
 #include "broker/vsr/vgroup.h"
 #include "broker/vsr/vsr_wire.h"
+#include "broker/vsr/xfer_wire.h"
+#include "broker/xfer.h"
 #include "storage/batch.h"
 #include "storage/vio.h"
 #include "verity/errors.h"
@@ -103,6 +105,7 @@ struct cgroup {
     uint64_t applied;       /* ops applied since start */
     bool error_logged;
     bool dirty; /* journal writes wait for the flush event */
+    struct xfer xf; /* state transfer (section "state transfer") */
     struct cgroup *next;
 };
 
@@ -246,11 +249,21 @@ static uint32_t primary_node(const struct cgroup *cg)
     return cg->nodes[v % cg->n];
 }
 
+/* state transfer (defined at the end) */
+static void xf_want(struct cgroup *cg, uint8_t peer);
+static int xf_before_apply(struct cgroup *cg);
+static int part_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECKSUM_SIZE],
+                        const uint8_t digest[VSR_CHECKSUM_SIZE]);
+
 static void cg_send(void *arg, const struct vsr_msg *m)
 {
     struct cgroup *cg = arg;
     if (m->to >= cg->n || m->to == cg->self)
         return; /* replies to clients: the shell answers from the apply */
+    if (m->type == VSR_MSG_REQUEST_STATE && cg->part) {
+        xf_want(cg, m->to); /* the shell copies the log first */
+        return;
+    }
     (void)peer_send(cg->b, cg->nodes[m->to], cg->name, cg->partition, m);
 }
 
@@ -282,6 +295,8 @@ static int part_apply(void *arg, const struct vsr_commit *c)
     uint64_t end = cg->hw;
     if (!p->log)
         return VERITY_EREADONLY;
+    if ((rc = xf_before_apply(cg)))
+        return rc;
     /* The core may have left the view this broker proposed in and commit
      * another primary's ops in the same call (a START_VIEW carrying the
      * commit number). Those are not "own" even when they lie past
@@ -375,7 +390,7 @@ static int meta_apply(void *arg, const struct vsr_commit *c)
     return ring_write(cg);
 }
 
-static const struct vgroup_ops part_ops = {cg_send, part_apply, NULL};
+static const struct vgroup_ops part_ops = {cg_send, part_apply, part_install};
 static const struct vgroup_ops meta_ops = {cg_send, meta_apply, NULL};
 
 static void cg_fail_queue(struct cgroup *cg)
@@ -726,8 +741,14 @@ int cluster_part_open(struct partition *p)
         blog(BLOG_WARN, "replica_log_cut",
              "topic=%s partition=%" PRIu32 " from=%" PRIu64 " to=%" PRIu64, cg->name,
              cg->partition, info.end_offset, cg->st_end);
-        if ((rc = vlog_truncate_tail(p->log, cg->st_end, cg->st_end)))
+        if ((rc = vlog_truncate_tail(p->log, cg->st_end, cg->st_end))) {
+            /* the part past the applied end spans segments (a state
+             * transfer that rolled one, then a crash): the caller moves
+             * the log aside and it is fetched again (part_replica_damaged) */
+            if (rc == VERITY_EOFFSET)
+                rc = VERITY_ECORRUPT;
             goto fail;
+        }
     }
     cg->hw = cg->st_end;
     p->cg = cg;
@@ -873,6 +894,7 @@ int cluster_meta_recover(struct broker *b)
 }
 
 static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
+static void on_xfer(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
 static void on_tick(struct broker *b);
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -888,6 +910,7 @@ int cluster_meta_start(struct broker *b)
         return rc;
     cg_link(cl->meta);
     b->peers.on_msg = on_msg;
+    b->peers.on_xfer = on_xfer;
     b->peers.on_tick = on_tick;
     return 0;
 }
@@ -898,6 +921,7 @@ void cluster_stop(struct broker *b)
     if (!cl)
         return;
     b->peers.on_msg = NULL;
+    b->peers.on_xfer = NULL;
     b->peers.on_tick = NULL;
     if (cl->meta) {
         cg_unlink(cl->meta);
@@ -1011,6 +1035,13 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
         cl->frames_bad++;
         return;
     }
+    if (cg->part && (m->type == VSR_MSG_STATE || m->type == VSR_MSG_REQUEST_STATE)) {
+        /* a partition's state moves only through the shell's transfer
+         * (section "state transfer"): a bare STATE names an op whose bytes
+         * this log does not hold */
+        cl->frames_bad++;
+        return;
+    }
     if (m->type == VSR_MSG_PREPARE_OK && m->op > cg->acked[m->from])
         cg->acked[m->from] = m->op;
     uint64_t repairs = cg->g.core ? vsr_counters(cg->g.core)->repairs : 0;
@@ -1105,6 +1136,14 @@ static void on_tick(struct broker *b)
         return;
     for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
         cg->dirty = false; /* the tick drains every pending write */
+        if (cg->xf.active && xfer_mono_ms() - cg->xf.last_ms > XFER_STALL_MS) {
+            cg->xf.active = false; /* the peer died or fell silent: the core's next
+                                    * REQUEST_STATE names another */
+            cg->xf.stalled++;
+            blog(BLOG_WARN, "replica_state_transfer_stalled",
+                 "topic=%s partition=%" PRIu32 " peer=%" PRIu32 " bytes=%" PRIu64, cg->name,
+                 cg->partition, cg->nodes[cg->xf.peer], cg->xf.bytes);
+        }
         vgroup_tick(&cg->g);
         cg_after(cg);
         ring_sync(cg, cg_log(cg));
@@ -1158,7 +1197,17 @@ static json_t *cg_json(struct cgroup *cg)
 
 json_t *cluster_part_json(struct partition *p)
 {
-    return p->cg && p->cg->g_open ? cg_json(p->cg) : NULL;
+    if (!p->cg || !p->cg->g_open)
+        return NULL;
+    json_t *j = cg_json(p->cg);
+    const struct xfer *x = &p->cg->xf;
+    if (j)
+        json_object_set_new(j, "state_transfers",
+                            json_pack("{s:I,s:I,s:I,s:I,s:b}", "done", (json_int_t)x->done,
+                                      "failed", (json_int_t)x->failed, "stalled",
+                                      (json_int_t)x->stalled, "bytes_in", (json_int_t)x->bytes_in,
+                                      "active", x->active));
+    return j;
 }
 
 json_t *cluster_meta_json(struct broker *b)
@@ -1231,6 +1280,37 @@ void cluster_metrics_render(struct broker *b, struct evbuffer *o)
                                "\n",
                             cg->name, (unsigned)cg->partition,
                             cg->g.core ? vsr_counters(cg->g.core)->repairs : 0);
+    met_family(o, "verity_replica_state_transfers_total", "counter",
+               "State transfers this replica made as the lagging side (the committed log copied "
+               "from a peer, then installed), by outcome: done, failed (a bad chunk, a peer "
+               "behind or refusing, or abandoned because the journal caught up), stalled (the "
+               "peer fell silent; the next peer continues).");
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
+        if (!cg->part)
+            continue;
+        static const char *const outcome[] = {"done", "failed", "stalled"};
+        uint64_t v[] = {cg->xf.done, cg->xf.failed, cg->xf.stalled};
+        for (int k = 0; k < 3; k++)
+            evbuffer_add_printf(o,
+                                "verity_replica_state_transfers_total{group=\"%s\",partition=\"%u\","
+                                "outcome=\"%s\"} %" PRIu64 "\n",
+                                cg->name, (unsigned)cg->partition, outcome[k], v[k]);
+    }
+    met_family(o, "verity_replica_state_transfer_bytes_total", "counter",
+               "Log bytes moved by state transfers: in (copied here from a peer), out (served "
+               "to a lagging peer).");
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
+        if (!cg->part)
+            continue;
+        evbuffer_add_printf(o,
+                            "verity_replica_state_transfer_bytes_total{group=\"%s\",partition=\"%u\","
+                            "direction=\"in\"} %" PRIu64 "\n",
+                            cg->name, (unsigned)cg->partition, cg->xf.bytes_in);
+        evbuffer_add_printf(o,
+                            "verity_replica_state_transfer_bytes_total{group=\"%s\",partition=\"%u\","
+                            "direction=\"out\"} %" PRIu64 "\n",
+                            cg->name, (unsigned)cg->partition, cg->xf.bytes_out);
+    }
     met_family(o, "verity_replica_abandoned_total", "counter",
                "Times a primary left its view with proposals not applied (their produces failed "
                "with NOT_LEADER).");
@@ -1238,4 +1318,299 @@ void cluster_metrics_render(struct broker *b, struct evbuffer *o)
         evbuffer_add_printf(o, "verity_replica_abandoned_total{group=\"%s\",partition=\"%u\"} %" PRIu64
                                "\n",
                             cg->name, (unsigned)cg->partition, cg->abandoned);
+}
+
+/* ---- state transfer (broker/xfer.h) ------------------------------------------ */
+
+static void xf_send(struct cgroup *cg, uint8_t to, struct xfer_msg *m)
+{
+    m->from = cg->self;
+    m->to = to;
+    m->cluster = CL(cg->b)->id;
+    size_t n = xfer_wire_size(m);
+    uint8_t *buf = n ? malloc(n) : NULL;
+    if (!buf)
+        return;
+    if (xfer_wire_encode(m, buf, n) == n &&
+        !peer_send_payload(cg->b, cg->nodes[to], VSR_WIRE_XFER, cg->name, cg->partition, buf, n) &&
+        m->type == XFER_GET)
+        cg->xf.last_ms = 0; /* link down: count it stalled on the next tick */
+    free(buf);
+}
+
+static void xf_get(struct cgroup *cg)
+{
+    struct vlog_info info;
+    vlog_get_info(cg->part->log, &info);
+    struct xfer_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = XFER_GET;
+    m.xid = cg->xf.xid;
+    m.from_offset = info.end_offset;
+    m.max_bytes = XFER_CHUNK_MAX;
+    xf_send(cg, cg->xf.peer, &m);
+}
+
+/* Cuts what a transfer copied past the applied position. */
+static int xf_cut_back(struct cgroup *cg)
+{
+    struct vlog_info info;
+    vlog_get_info(cg->part->log, &info);
+    if (info.end_offset <= cg->st_end)
+        return 0;
+    int rc = vlog_truncate_tail(cg->part->log, cg->st_end, cg->st_end);
+    if (rc)
+        blog(BLOG_ERROR, "replica_state_transfer_cut_failed",
+             "topic=%s partition=%" PRIu32 " from=%" PRIu64 " to=%" PRIu64 " error=%s", cg->name,
+             cg->partition, info.end_offset, cg->st_end, verity_errname(rc));
+    return rc;
+}
+
+static void xf_fail(struct cgroup *cg, int err, const char *why)
+{
+    struct xfer *x = &cg->xf;
+    x->active = false;
+    x->failed++;
+    x->last_error = err;
+    blog(BLOG_WARN, "replica_state_transfer_failed",
+         "topic=%s partition=%" PRIu32 " peer=%" PRIu32 " reason=%s error=%s bytes=%" PRIu64,
+         cg->name, cg->partition, cg->nodes[x->peer], why, verity_errname(err), x->bytes);
+    (void)xf_cut_back(cg);
+}
+
+/* The core asked a peer for a state (REQUEST_STATE to replica peer): copy
+ * the log from that peer first. The core asks once per retry period,
+ * naming the peers in turn, so a transfer whose peer stalled is taken up
+ * by the next one (from the log end reached so far). */
+static void xf_want(struct cgroup *cg, uint8_t peer)
+{
+    struct xfer *x = &cg->xf;
+    if (x->active || cg->g.error || !cg->part->log || peer >= cg->n)
+        return;
+    struct vlog_info info;
+    vlog_get_info(cg->part->log, &info);
+    x->active = true;
+    x->peer = peer;
+    x->xid = (uint64_t)wall_us() ^ ((uint64_t)x->started << 40);
+    x->started_ms = x->last_ms = xfer_mono_ms();
+    x->from_end = info.end_offset;
+    x->bytes = 0;
+    x->started++;
+    blog(BLOG_INFO, "replica_state_transfer_started",
+         "topic=%s partition=%" PRIu32 " peer=%" PRIu32 " applied=%" PRIu64 " from=%" PRIu64,
+         cg->name, cg->partition, cg->nodes[peer], cg->g.core ? vsr_commit_min(cg->g.core) : 0,
+         info.end_offset);
+    xf_get(cg);
+}
+
+/* Before the core applies an op: bytes a transfer copied past the applied
+ * position go (the op's batches start at the applied end). */
+static int xf_before_apply(struct cgroup *cg)
+{
+    struct vlog_info info;
+    vlog_get_info(cg->part->log, &info);
+    if (info.end_offset <= cg->st_end)
+        return 0;
+    if (cg->xf.active) {
+        cg->xf.active = false;
+        cg->xf.failed++;
+        blog(BLOG_INFO, "replica_state_transfer_abandoned",
+             "topic=%s partition=%" PRIu32 " reason=applied_from_journal", cg->name,
+             cg->partition);
+    }
+    return xf_cut_back(cg);
+}
+
+/* The core installs the state the shell handed it: the log is already
+ * there; record the position. */
+static int part_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECKSUM_SIZE],
+                        const uint8_t digest[VSR_CHECKSUM_SIZE])
+{
+    struct cgroup *cg = arg;
+    struct xfer *x = &cg->xf;
+    if (!x->installing || op != x->inst_op)
+        return VERITY_EUNSUPPORTED; /* a state this shell did not copy */
+    struct vlog_info info;
+    vlog_get_info(cg->part->log, &info);
+    if (memcmp(info.chain, x->inst_chain, 32) != 0 || info.end_offset != x->inst_end)
+        return VERITY_ECHAIN;
+    cg->st.op = op;
+    memcpy(cg->st.checksum, checksum, 32);
+    memcpy(cg->st.digest, digest, 32);
+    cg->st_end = info.end_offset;
+    int rc = ring_write(cg);
+    if (rc)
+        return rc;
+    cg->hw = cg->st_end;
+    cg->hw_moved = true;
+    /* the copied batches are in no idempotence state yet */
+    if ((rc = part_rebuild_idem(cg->part))) {
+        blog(BLOG_ERROR, "partition_rebuild_failed", "topic=%s partition=%" PRIu32 " error=%s",
+             cg->name, cg->partition, verity_errname(rc));
+        return rc;
+    }
+    return 0;
+}
+
+static void xf_install(struct cgroup *cg, const struct xfer_msg *m)
+{
+    struct xfer *x = &cg->xf;
+    struct vsr_msg *q = CL(cg->b)->scratch;
+    uint64_t before = vsr_commit_min(cg->g.core);
+    memset(q, 0, offsetof(struct vsr_msg, window));
+    q->type = VSR_MSG_STATE;
+    q->from = m->from;
+    q->to = cg->self;
+    q->cluster = CL(cg->b)->id;
+    q->view = vsr_view(cg->g.core);
+    q->commit = m->op;
+    q->op = m->op;
+    memcpy(q->checksum, m->checksum, VSR_CHECKSUM_SIZE);
+    memcpy(q->digest, m->digest, VSR_CHECKSUM_SIZE);
+    x->installing = true;
+    x->inst_op = m->op;
+    x->inst_end = m->end;
+    memcpy(x->inst_chain, m->chain, 32);
+    vgroup_on_message(&cg->g, q);
+    x->installing = false;
+    if (!cg->g.core || vsr_commit_min(cg->g.core) < m->op || cg->st.op < m->op) {
+        xf_fail(cg, cg->g.error ? cg->g.error : VERITY_EINVAL, "core_refused");
+        return;
+    }
+    x->active = false;
+    x->done++;
+    blog(BLOG_INFO, "replica_state_transferred",
+         "topic=%s partition=%" PRIu32 " peer=%" PRIu32 " ops=%" PRIu64 " op=%" PRIu64
+         " end=%" PRIu64 " bytes=%" PRIu64 " ms=%" PRId64,
+         cg->name, cg->partition, cg->nodes[x->peer], m->op - before, m->op, cg->st_end, x->bytes,
+         xfer_mono_ms() - x->started_ms);
+}
+
+static void xf_on_data(struct cgroup *cg, const struct xfer_msg *m)
+{
+    struct xfer *x = &cg->xf;
+    if (!x->active || m->xid != x->xid || m->from != x->peer || !cg->g.core)
+        return; /* an answer to a transfer given up */
+    struct vlog_info info;
+    vlog_get_info(cg->part->log, &info);
+    if (m->from_offset != info.end_offset)
+        return;
+    x->last_ms = xfer_mono_ms();
+    if (m->end < info.end_offset) {
+        xf_fail(cg, VERITY_EOFFSET, "peer_behind");
+        return;
+    }
+    int rc = xfer_append_chunk(cg->part->log, m->data, m->len);
+    if (rc) {
+        x->bad++;
+        xf_fail(cg, rc, "bad_chunk");
+        return;
+    }
+    x->bytes += m->len;
+    x->bytes_in += m->len;
+    vlog_get_info(cg->part->log, &info);
+    if (info.end_offset < m->end) {
+        if (m->len == 0) {
+            x->bad++;
+            xf_fail(cg, VERITY_EPROTO, "no_progress");
+        } else {
+            xf_get(cg);
+        }
+        return;
+    }
+    if (info.end_offset > m->end) {
+        x->bad++;
+        xf_fail(cg, VERITY_EPROTO, "past_end");
+        return;
+    }
+    if (memcmp(info.chain, m->chain, 32) != 0) {
+        x->bad++;
+        xf_fail(cg, VERITY_ECHAIN, "chain_mismatch");
+        return;
+    }
+    if (m->op <= vsr_commit_min(cg->g.core)) {
+        /* nothing newer than what is applied here */
+        if (info.end_offset == cg->st_end)
+            x->active = false;
+        else
+            xf_fail(cg, VERITY_EINVAL, "not_newer");
+        return;
+    }
+    xf_install(cg, m);
+}
+
+static void xf_serve(struct cgroup *cg, const struct xfer_msg *m)
+{
+    struct xfer_msg a;
+    memset(&a, 0, sizeof a);
+    a.xid = m->xid;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = 0;
+    if (!cg->part || !cg->part->log || !cg->g.core)
+        rc = VERITY_EUNSUPPORTED;
+    else if (m->from_offset > cg->st_end)
+        rc = VERITY_EOFFSET;
+    else if (!(buf = malloc(m->max_bytes)))
+        rc = -ENOMEM;
+    else
+        rc = xfer_read_chunk(cg->part->log, m->from_offset, cg->st_end, buf, m->max_bytes, &len);
+    if (rc) {
+        a.type = XFER_ERR;
+        a.code = rc < 0 ? rc : VERITY_EINVAL;
+    } else {
+        a.type = XFER_DATA;
+        a.op = cg->st.op;
+        memcpy(a.checksum, cg->st.checksum, 32);
+        memcpy(a.digest, cg->st.digest, 32);
+        struct vlog_info li;
+        vlog_get_info(cg->part->log, &li);
+        if (li.end_offset == cg->st_end) {
+            memcpy(a.chain, li.chain, 32);
+        } else { /* this replica is itself copying past its applied end */
+            a.type = XFER_ERR;
+            a.code = VERITY_EOFFSET;
+        }
+        a.end = cg->st_end;
+        a.from_offset = m->from_offset;
+        a.data = buf;
+        a.len = (uint32_t)len;
+        cg->xf.bytes_out += len;
+        cg->xf.chunks_out++;
+    }
+    xf_send(cg, m->from, &a);
+    free(buf);
+}
+
+static void on_xfer(struct broker *b, uint32_t from, const struct vsr_wire_frame *f)
+{
+    struct cluster *cl = CL(b);
+    if (!cl)
+        return;
+    cl->frames_in++;
+    struct cgroup *cg = route(b, f);
+    if (!cg) {
+        cl->frames_unrouted++;
+        return;
+    }
+    struct xfer_msg m;
+    if (xfer_wire_decode(f->payload, f->payload_len, &m) || m.to != cg->self ||
+        m.from >= cg->n || cg->nodes[m.from] != from || m.cluster != cl->id || !cg->part) {
+        cl->frames_bad++;
+        cg->xf.bad++;
+        return;
+    }
+    switch (m.type) {
+    case XFER_GET:
+        xf_serve(cg, &m);
+        break;
+    case XFER_DATA:
+        xf_on_data(cg, &m);
+        break;
+    default:
+        if (cg->xf.active && m.xid == cg->xf.xid && m.from == cg->xf.peer)
+            xf_fail(cg, m.code, "peer_refused");
+        break;
+    }
+    cg_after(cg);
 }

@@ -38,6 +38,7 @@
 
 #include "broker/blog.h"
 #include "broker/broker_int.h"
+#include "broker/xfer.h"
 #include "storage/batch.h"
 #include "storage/snap.h"
 #include "verity/errors.h"
@@ -511,6 +512,28 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+/* A replica's data log that does not verify (vlog_open refused it, a
+ * closed segment fails its CRC, or no applied position matches what is
+ * left): its files go to <dir>/damaged-<ms>/ (never deleted) and the log
+ * starts empty; the journal and the applied ring (vsr/) stay, so the
+ * replica keeps its votes, is far behind (applied op 0) and catches up by
+ * state transfer before it can serve (docs/REPLICATION.md). */
+static int part_replica_damaged(struct partition *p, const struct vlog_config *vc, int64_t now,
+                                int why, uint64_t bad)
+{
+    char moved[BCFG_PATH_MAX * 2 + 64];
+    if (p->log)
+        vlog_abandon(p->log);
+    p->log = NULL;
+    int rc = xfer_move_aside(p->dir, now, moved, sizeof moved);
+    blog(BLOG_WARN, "replica_damaged",
+         "topic=%s partition=%" PRIu32 " error=%s bad_offset=%" PRIu64 " moved_to=%s result=%s",
+         p->topic->name, p->id, verity_errname(why), bad, moved, rc ? verity_errname(rc) : "ok");
+    if (rc)
+        return rc;
+    return vlog_open(p->dir, vc, now, &p->log, NULL);
+}
+
 int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition **out)
 {
     struct partition *p = calloc(1, sizeof *p);
@@ -567,7 +590,12 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
     uint64_t bad = 0;
     char parent[BCFG_PATH_MAX * 2];
     snprintf(parent, sizeof parent, "%s/topics/%s", b->cfg.data_dir, t->name);
-    if ((rc = mkdir_p(parent)) || (rc = vlog_open(p->dir, &vc, now, &p->log, &bad))) {
+    if (!(rc = mkdir_p(parent)))
+        rc = vlog_open(p->dir, &vc, now, &p->log, &bad);
+    if (replicated && (rc == VERITY_ECORRUPT || rc == VERITY_ECHAIN ||
+                       (rc == 0 && (rc = xfer_log_scan(p->log, &bad)) == VERITY_ECORRUPT)))
+        rc = part_replica_damaged(p, &vc, now, rc, bad);
+    if (rc) {
         p->error = rc;
         p->log = NULL;
         blog(BLOG_ERROR, "partition_open_failed",
@@ -584,7 +612,10 @@ int part_open(struct broker *b, struct topic *t, uint32_t id, struct partition *
              t->name, id, rec->cut_offset_first, rec->cut_offset_last, rec->cut_bytes,
              blog_q(rec->reason, q, sizeof q));
     }
-    if (replicated && (rc = cluster_part_open(p))) {
+    if (replicated && (rc = cluster_part_open(p)) == VERITY_ECORRUPT &&
+        (rc = part_replica_damaged(p, &vc, now, rc, 0)) == 0)
+        rc = cluster_part_open(p);
+    if (replicated && rc) {
         p->error = rc;
         blog(BLOG_ERROR, "partition_replica_failed", "topic=%s partition=%" PRIu32 " error=%s",
              t->name, id, verity_errname(rc));

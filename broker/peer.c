@@ -174,6 +174,8 @@ static bool read_frames(struct broker *b, struct bufferevent *bev, struct peer_l
             l->frames_in++;
             if (f.kind == VSR_WIRE_MSG && b->peers.on_msg)
                 b->peers.on_msg(b, l->id, &f);
+            else if (f.kind == VSR_WIRE_XFER && b->peers.on_xfer)
+                b->peers.on_xfer(b, l->id, &f);
         }
         l->last_rx_ms = mono_ms();
         evbuffer_drain(in, fl);
@@ -473,6 +475,31 @@ bool peer_send(struct broker *b, uint32_t to, const char *group, uint32_t partit
     size_t w = vsr_wire_encode(m, v.iov_base, v.iov_len);
     VERITY_VERIFY(w == n);
     v.iov_len = n;
+    if (evbuffer_commit_space(out, &v, 1))
+        return false;
+    l->frames_out++;
+    l->last_tx_ms = mono_ms();
+    return true;
+}
+
+bool peer_send_payload(struct broker *b, uint32_t to, uint8_t kind, const char *group,
+                       uint32_t partition, const uint8_t *payload, size_t len)
+{
+    struct peer_link *l = link_of(b, to);
+    if (!l || !l->up || !l->bev || len > VSR_WIRE_MSG_MAX)
+        return false;
+    size_t glen = strlen(group);
+    struct evbuffer *out = bufferevent_get_output(l->bev);
+    if (evbuffer_get_length(out) > PEER_OUT_MAX)
+        return false;
+    uint8_t hdr[VSR_WIRE_FRAME_HDR_MAX];
+    size_t h = vsr_wire_frame_header(kind, group, glen, partition, (uint32_t)len, hdr, sizeof hdr);
+    struct evbuffer_iovec v;
+    if (h == 0 || evbuffer_reserve_space(out, h + len, &v, 1) != 1)
+        return false; /* nothing added: the stream stays whole */
+    memcpy(v.iov_base, hdr, h);
+    memcpy((uint8_t *)v.iov_base + h, payload, len);
+    v.iov_len = h + len;
     if (evbuffer_commit_space(out, &v, 1))
         return false;
     l->frames_out++;

@@ -60,6 +60,9 @@ struct peer_link {
 /* Receives a MSG frame from node `from` (already decoded and length checked;
  * payload is a vsr message not yet decoded). */
 typedef void (*peer_msg_fn)(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
+/* Receives an XFER frame (state transfer, broker/vsr/xfer_wire.h) from node
+ * `from`; payload not yet decoded. */
+typedef void (*peer_xfer_fn)(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
 /* Called once per PEER_TICK_MS. */
 typedef void (*peer_tick_fn)(struct broker *b);
 
@@ -84,6 +87,7 @@ struct peers {
     struct peer_ctx lctx[BCFG_NODES_MAX];
     struct peer_ctx pctx[BCFG_NODES_MAX * 2];
     peer_msg_fn on_msg;
+    peer_xfer_fn on_xfer;
     peer_tick_fn on_tick;
     uint64_t accepted, refused;
     struct peer_tls *tls; /* broker/peer_tls.c: NULL = plaintext links */
@@ -99,6 +103,11 @@ void peer_stop(struct broker *b);
  * (the message is dropped: the protocol resends). */
 bool peer_send(struct broker *b, uint32_t to, const char *group, uint32_t partition,
                const struct vsr_msg *m);
+
+/* Sends a frame of kind with an already encoded payload (state transfer).
+ * False as peer_send (link down, queue full, frame too long). */
+bool peer_send_payload(struct broker *b, uint32_t to, uint8_t kind, const char *group,
+                       uint32_t partition, const uint8_t *payload, size_t len);
 
 const struct peer_link *peer_link(const struct broker *b, uint32_t id);
 

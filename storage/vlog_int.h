@@ -169,6 +169,9 @@ int vl_seg_tail_state(struct vlog *log, struct seg *s, uint8_t *chain, uint64_t 
 
 /* vlog_tree.c: the partition's Merkle tree follows the log */
 int vl_tree_open(struct vlog *log) __attribute__((warn_unused_result));
+/* After a cut of the log's tail (vlog_truncate_tail): drops the leaves of
+ * the batches cut (the tree is marked stale when that fails). */
+void vl_tree_cut(struct vlog *log);
 void vl_tree_append(struct vlog *log, uint64_t base, uint32_t records, uint32_t len,
                     const uint8_t *prev_chain, const uint8_t *chain);
 /* The signed C2SP checkpoint note of the tree as it is now (size = batches

@@ -155,6 +155,22 @@ static int align_tail(struct vlog *log, uint8_t *prev, struct cbuf *b, uint64_t 
     return 0;
 }
 
+void vl_tree_cut(struct vlog *log)
+{
+    struct mtree *t = log->tree;
+    if (!t || mt_stale(t))
+        return;
+    uint64_t n = mt_size(t), keep = 0;
+    int rc = 0;
+    if (n > 0 && log->end_offset > 0) {
+        uint64_t i;
+        if ((rc = mt_find_offset(t, n, log->end_offset - 1, &i)) == 0)
+            keep = i + 1;
+    }
+    if (rc || (keep < n && mt_truncate(t, keep)))
+        mt_set_stale(t); /* rebuilt from the log on the next open */
+}
+
 int vl_tree_open(struct vlog *log)
 {
     int rc;

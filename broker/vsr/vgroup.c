@@ -57,15 +57,17 @@ static void take(struct vgroup *g)
         p->w.bytes = p->data;
         g->nq++;
     }
-    for (size_t k = 0; k < ob->ncommits && !g->error; k++) {
-        int rc = g->ops->apply(g->arg, &ob->commits[k]);
-        if (rc)
-            stop(g, rc);
-    }
+    /* An installed state comes before the commits of the same call: they
+     * are the ops above it (the core applies from the installed op on). */
     if (ob->install && !g->error) {
         int rc = g->ops->install ? g->ops->install(g->arg, ob->install_op, ob->install_checksum,
                                                    ob->install_digest)
                                  : VERITY_EUNSUPPORTED;
+        if (rc)
+            stop(g, rc);
+    }
+    for (size_t k = 0; k < ob->ncommits && !g->error; k++) {
+        int rc = g->ops->apply(g->arg, &ob->commits[k]);
         if (rc)
             stop(g, rc);
     }

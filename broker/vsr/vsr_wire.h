@@ -16,7 +16,8 @@
  *        8 glen group    the replica group: "__meta", or a topic name
  *        . 4    part     partition (0 for __meta)
  *        .  .   payload  the rest (kind MSG: a vsr message, below;
- *                        HELLO: u32 node id of the sender, u64 cluster)
+ *                        HELLO: u32 node id of the sender, u64 cluster;
+ *                        XFER: a state-transfer message, xfer_wire.h)
  *
  * 2. A vsr message (vsr_wire_encode / vsr_wire_decode):
  *
@@ -66,7 +67,8 @@ enum vsr_wire_kind {
     VSR_WIRE_HELLO = 1, /* first frame on a connection: who is calling */
     VSR_WIRE_MSG = 2,   /* a vsr message for the named group */
     VSR_WIRE_PING = 3,  /* keepalive of the pair (no payload) */
-    VSR_WIRE_KIND_MAX = 3
+    VSR_WIRE_XFER = 4,  /* a state-transfer message for the named group (xfer_wire.h) */
+    VSR_WIRE_KIND_MAX = 4
 };
 
 /* A decoded peer frame; group and payload point into the caller's buffer. */

@@ -158,6 +158,27 @@ if [ "$wsecs" != 0 ]; then
     echo "fuzz: fuzz_vsr_wire no crash in ${wsecs}s"
 fi
 
+# The state-transfer codec (issue 10, broker/vsr/xfer_wire.c), for
+# XFER_WIRE_FUZZ_SECONDS (default 5; 0 skips).
+xsecs=${XFER_WIRE_FUZZ_SECONDS:-5}
+if [ "$xsecs" != 0 ]; then
+    mkdir -p "$out/corpus_xfer_wire"
+    clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+        tests/fuzz/fuzz_xfer_wire.c broker/vsr/xfer_wire.c storage/errors.c -o "$out/fuzz_xfer_wire"
+    set +e
+    (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ./fuzz_xfer_wire -max_total_time="$xsecs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=0 -artifact_prefix="$out/artifacts/" "$out/corpus_xfer_wire")
+    rc=$?
+    set -e
+    if [ "$rc" -ne 0 ]; then
+        echo "fuzz: fuzz_xfer_wire FAILED (exit $rc); inputs in $out/artifacts" >&2
+        exit "$rc"
+    fi
+    echo "fuzz: fuzz_xfer_wire no crash in ${xsecs}s"
+fi
+
 # The applied-position ring of a replica group (issue 10, broker/vsr/vapplied.c),
 # for VAPPLIED_FUZZ_SECONDS (default 5; 0 skips).
 asecs=${VAPPLIED_FUZZ_SECONDS:-5}
