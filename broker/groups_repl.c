@@ -286,6 +286,14 @@ bool groups_route(struct req *r)
     if (gs->coord)
         return false;
     uint32_t leader = cluster_groups_leader(b);
+    /* A primary whose link is down here (killed, cut off: this backup has
+     * not timed out of its view yet) is not named: the client would move
+     * there, fail to connect, come back and be sent there again, spending
+     * its follows in a fraction of a second. Without a name it retries
+     * here after a short delay. */
+    const struct peer_link *l = leader && leader != b->cfg.node_id ? peer_link(b, leader) : NULL;
+    if (leader && leader != b->cfg.node_id && (!l || !l->up))
+        leader = 0;
     char msg[160];
     if (leader && leader != b->cfg.node_id)
         snprintf(msg, sizeof msg,
