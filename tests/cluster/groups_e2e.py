@@ -110,6 +110,7 @@ def main():
     stop_file = os.path.join(tmp, "stop")
     consumers = {}
     kills = []
+    kill_ms = []  # (what, wall ms of the kill)
     try:
         ok = ce.wait_for(lambda: ce.verity("topic", "create", topic, "--partitions", str(parts),
                                            "--replicas", "3", "--broker", c.bootstrap,
@@ -156,8 +157,10 @@ def main():
             turn += 1
             if not victim:
                 continue
+            t_kill = time.time() * 1000
             c.kill9(victim)
             kills.append((what, victim))
+            kill_ms.append((what, t_kill))
             time.sleep(0.5)
             ce.expect(c.restart(victim).returncode == 0, "restart of killed %d" % victim)
         ce.expect(prod.wait(timeout=args.seconds + 120) == 0, "producer got every report")
@@ -175,6 +178,9 @@ def main():
         ce.expect(ce.wait_for(lambda: groups_agree(c), 60, 0.5),
                   "every broker's group state agrees: %s" %
                   {i: (r or {}).get("state", "")[:12] for i, r in groups_rows(c).items()})
+        rows = groups_rows(c)
+        print("  __groups: %s" % {i: (r or {}).get("applied") for i, r in rows.items()},
+              "ops applied per broker", flush=True)
         produced = {}
         for e in history.load(hist):
             if e.get("op") == "ack" and e.get("o") is not None:
@@ -206,6 +212,17 @@ def main():
             for e in ev:
                 if e["op"] == "err" or (e["op"] == "acked" and e["e"] not in ("", "EALREADY")):
                     errs[e["e"]] = errs.get(e["e"], 0) + 1
+            # failover as a member sees it: kill of the coordinator to its
+            # next acknowledged ack (production continues at --rate)
+            fo = []
+            for what, t in kill_ms:
+                if what != "__groups":
+                    continue
+                after = [e["t"] for e in ev if e["op"] == "acked" and e["e"] == "" and e["t"] > t]
+                if after:
+                    fo.append((min(after) - t) / 1000.0)
+            print("  %s: coordinator kill -> next acknowledged ack, s: %s" %
+                  (g, ["%.2f" % x for x in fo]), flush=True)
             print("  %s (%s): delivered %d (%d distinct), redelivered %d (bound %d), highest "
                   "count %d, acked %d, errors %s" % (g, modes[g], dlv, len(counts), redelivered,
                                                    bound, worst, len(acked), errs), flush=True)
