@@ -101,11 +101,13 @@ def main():
     ap.add_argument("--every", type=float, default=10)
     ap.add_argument("--rate", type=int, default=100)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--verityd", help="another verityd (e.g. one without replicated groups, "
+                    "to see the test fail)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-groups-e2e-")
     topic, parts = "gtopic", 3
     modes = {"gshared": "shared", "gordered": "ordered"}
-    c = ce.Cluster(3, tmp)
+    c = ce.Cluster(3, tmp, verityd=args.verityd)
     hist = os.path.join(tmp, "history.jsonl")
     stop_file = os.path.join(tmp, "stop")
     consumers = {}
@@ -152,6 +154,10 @@ def main():
             next_kill += args.every
             if turn % 2 == 0:
                 what, victim = "__groups", coordinator(c)
+                if victim is None and not any(groups_rows(c).values()):
+                    # a verityd without __groups: the groups live on the
+                    # broker the clients reached first
+                    victim = c.brokers()[0]["id"]
             else:
                 what, victim = "partition 0", c.partitions(topic).get(0, {}).get("primary")
             turn += 1
