@@ -413,6 +413,14 @@ struct groups {
     uint64_t records; /* records appended since start */
     uint64_t batches; /* log batches appended since start */
     uint64_t snap_offset; /* group log offset the last snapshot covers (0: none) */
+    /* cluster (broker/groups_repl.c): the group log is the replica group
+     * __groups; its primary is the coordinator of every group */
+    bool repl;            /* in a cluster */
+    bool coord;           /* this broker coordinates (runs the machine live) */
+    bool lost_view;       /* a proposal was refused: step down */
+    uint64_t coord_view;  /* the view of __groups it coordinates in */
+    uint64_t takeovers;   /* times this broker became the coordinator */
+    uint64_t stepdowns;   /* times it gave up (state rebuilt from the log) */
 };
 
 /* Group snapshots (broker/groups_snap.c). groups_snap_load loads
@@ -441,6 +449,29 @@ void groups_park(struct broker *b, struct gpark *p, uint64_t ticket);
 /* 0, or the error (with msg) that makes group commands fail now: the group
  * log failed or is not open. */
 int groups_writable(struct broker *b, char *msg, size_t cap) __attribute__((warn_unused_result));
+/* groups.c internals used by groups_repl.c: answer parked replies whose
+ * ticket is durable (committed); fail every parked reply / long-poll. */
+void groups_answer_parked(struct broker *b);
+void groups_fail_parked(struct broker *b, int err);
+void groups_fail_waiters(struct broker *b, int err, const char *msg);
+/* Cluster (broker/groups_repl.c). groups_live: this broker runs the state
+ * machine live (a single broker, or the coordinator). groups_repl_check:
+ * steps up (recover, timers) or down (state rebuilt from the committed
+ * log) as the primary of __groups moves. groups_repl_apply: a committed op
+ * of __groups (whole group-log batches); own: proposed by this broker as
+ * coordinator in view own_view (already applied to its state). *end gets
+ * the local group log's end. groups_route: answers a group request with
+ * NOT_LEADER when this broker is not the coordinator (true: answered). */
+bool groups_live(const struct broker *b);
+void groups_repl_check(struct broker *b);
+int groups_repl_apply(struct broker *b, const uint8_t *body, uint32_t len, bool own,
+                      uint64_t own_view, uint64_t *end) __attribute__((warn_unused_result));
+bool groups_route(struct req *r);
+/* GET /cluster's "groups" row: __groups' replica row plus coordinator,
+ * last_seq, committed_seq and state (SHA-256 of the durable state). */
+json_t *groups_repl_json(struct broker *b);
+int groups_check_topics(struct broker *b, const struct group_config *cfg, char *msg, size_t cap)
+    __attribute__((warn_unused_result));
 /* The companion of group name (created when the group exists); NULL when
  * the state machine does not know the group (or -ENOMEM). */
 struct bgroup *bgroup_get(struct broker *b, const char *name);

@@ -51,10 +51,15 @@
 #include "verity/verify.h"
 
 #define META_GROUP      "__meta"
+#define GROUPS_GROUP    "__groups"
 #define C_SLOTS         4096 /* a replica more than half of it behind needs a state transfer */
 #define C_PIPELINE      8
 #define C_BODY_MAX      (256u << 10) /* largest replicated op (one or more batches) */
 #define C_META_BODY_MAX (64u << 10)
+/* __groups: one op holds whole group-log batches; a progress record is
+ * emitted by 1 MiB (GROUP_BATCH_BYTES_MAX), so 1.25 MiB takes any of them
+ * with its batch framing (the journal's prepares file is sparse). */
+#define C_GROUPS_BODY_MAX ((1u << 20) + (256u << 10))
 #define C_HEARTBEAT     2  /* ticks of PEER_TICK_MS */
 #define C_RETRY         4
 #define C_TIMEOUT       20 /* 1 s: sets the failover time */
@@ -84,7 +89,8 @@ struct cgroup {
     bool ring_dirty;
     struct vsr_state st;
     uint64_t st_end;         /* log end at st */
-    struct partition *part;  /* NULL for __meta */
+    struct partition *part;  /* NULL for __meta and __groups */
+    bool is_groups;          /* __groups (broker/groups_repl.c) */
     struct replica *rep;     /* the partition's replica (part only) */
     uint64_t hw;             /* part: committed end */
     bool hw_moved;
@@ -112,7 +118,8 @@ struct cgroup {
 struct cluster {
     uint64_t id;
     struct cgroup *meta;
-    struct cgroup *groups; /* every group, __meta included */
+    struct cgroup *grp;    /* __groups (NULL until groups_open) */
+    struct cgroup *groups; /* every group, __meta and __groups included */
     struct vsr_msg *scratch;
     struct event *flush_ev; /* makes the journal writes of a burst of frames durable */
     uint64_t frames_in, frames_unrouted, frames_bad;
@@ -269,7 +276,7 @@ static void cg_send(void *arg, const struct vsr_msg *m)
 
 static struct vlog *cg_log(struct cgroup *cg)
 {
-    return cg->part ? cg->part->log : cg->b->meta.log;
+    return cg->part ? cg->part->log : cg->is_groups ? cg->b->groups.log : cg->b->meta.log;
 }
 
 static void cg_note_applied(struct cgroup *cg, const struct vsr_commit *c, uint64_t end)
@@ -447,7 +454,7 @@ static void cg_pump(struct cgroup *cg)
         uint64_t req = cg->next_request + 1;
         size_t take = 1;
         size_t total = cg->q[0].len;
-        while (cg->part && take < cg->qn && total + cg->q[take].len <= cg->g.cfg.body_max)
+        while ((cg->part || cg->is_groups) && take < cg->qn && total + cg->q[take].len <= cg->g.cfg.body_max)
             total += cg->q[take++].len;
         uint8_t *body = cg->q[0].bytes;
         if (take > 1) {
@@ -504,6 +511,8 @@ static void cg_after(struct cgroup *cg)
         groups_on_append(cg->part, cg->hw);
         part_progress(cg->part);
     }
+    if (cg->is_groups)
+        groups_repl_check(cg->b); /* coordinator: step up or down */
 }
 
 static struct vsr_config cg_config(const struct cgroup *cg, uint32_t body_max)
@@ -923,6 +932,7 @@ void cluster_stop(struct broker *b)
     b->peers.on_msg = NULL;
     b->peers.on_xfer = NULL;
     b->peers.on_tick = NULL;
+    cluster_groups_stop(b);
     if (cl->meta) {
         cg_unlink(cl->meta);
         if (b->meta.log)
@@ -1007,6 +1017,8 @@ static struct cgroup *route(struct broker *b, const struct vsr_wire_frame *f)
     name[f->group_len] = '\0';
     if (strcmp(name, META_GROUP) == 0)
         return f->partition == 0 ? cl->meta : NULL;
+    if (strcmp(name, GROUPS_GROUP) == 0)
+        return f->partition == 0 && cl->grp && cl->grp->g_open ? cl->grp : NULL;
     struct topic *t = topic_find(b, name);
     if (!t || !t->ready || t->deleting || f->partition >= t->cfg.partitions)
         return NULL;
@@ -1613,4 +1625,146 @@ static void on_xfer(struct broker *b, uint32_t from, const struct vsr_wire_frame
         break;
     }
     cg_after(cg);
+}
+
+/* ---- __groups (the consumer-group log; broker/groups_repl.c) ------------------ */
+
+/* An op of __groups is one or more group-log batches back to back. Every
+ * replica hands it to the groups shell, which appends the batches to its
+ * local group log and, unless this broker proposed them in its current
+ * coordination (its state machine applied them live), applies each record. */
+static int grp_apply(void *arg, const struct vsr_commit *c)
+{
+    struct cgroup *cg = arg;
+    struct broker *b = cg->b;
+    /* as part_apply: a START_VIEW may carry the commit of another
+     * primary's ops in the same call; give up the old view first */
+    if (cg->own_active && (!is_primary_normal(cg) || vsr_view(cg->g.core) != cg->own_view))
+        cg_abandon(cg);
+    bool own = cg->own_active && c->header.client == b->cfg.node_id;
+    uint64_t end = 0;
+    int rc = groups_repl_apply(b, c->body, c->header.size, own, cg->own_view, &end);
+    if (rc) {
+        blog(BLOG_ERROR, "replica_apply_failed", "group=%s op=%" PRIu64 " error=%s", cg->name,
+             c->op, verity_errname(rc));
+        return rc;
+    }
+    cg_note_applied(cg, c, end);
+    return ring_write(cg);
+}
+
+static const struct vgroup_ops grp_ops = {cg_send, grp_apply, NULL};
+
+int cluster_groups_recover(struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    if (!cl || !b->groups.log)
+        return 0;
+    struct cgroup *cg = calloc(1, sizeof *cg);
+    if (!cg)
+        return -ENOMEM;
+    cg->b = b;
+    cg->ring_fd = -1;
+    cg->is_groups = true;
+    snprintf(cg->name, sizeof cg->name, "%s", GROUPS_GROUP);
+    cg->n = cl->meta->n;
+    cg->self = cl->meta->self;
+    memcpy(cg->nodes, cl->meta->nodes, sizeof cg->nodes);
+    snprintf(cg->dir, sizeof cg->dir, "%s/__groups/vsr", b->cfg.data_dir);
+    cl->grp = cg;
+    struct vlog_info info;
+    vlog_get_info(b->groups.log, &info);
+    bool found = false;
+    int rc = ring_open(cg, info.end_offset, &found);
+    if (rc)
+        return rc;
+    if (!found && info.end_offset > info.start_offset) {
+        /* a group log written before this broker joined a cluster (or
+         * without its ring): its records are not the replicated ones */
+        blog(BLOG_ERROR, "replica_state_missing",
+             "group=%s end=%" PRIu64 " (the group log holds records but no applied position)",
+             GROUPS_GROUP, info.end_offset);
+        return VERITY_ECORRUPT;
+    }
+    if (found && info.end_offset > cg->st_end) {
+        blog(BLOG_WARN, "group_log_cut", "from=%" PRIu64 " to=%" PRIu64, info.end_offset,
+             cg->st_end);
+        if ((rc = vlog_truncate_tail(b->groups.log, cg->st_end, cg->st_end)))
+            return rc;
+    }
+    return 0;
+}
+
+int cluster_groups_start(struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    if (!cl || !cl->grp)
+        return 0;
+    int rc = cg_start(cl->grp, &grp_ops, C_GROUPS_BODY_MAX);
+    if (rc)
+        return rc;
+    cg_link(cl->grp);
+    return 0;
+}
+
+void cluster_groups_stop(struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    struct cgroup *cg = cl ? cl->grp : NULL;
+    if (!cg)
+        return;
+    if (cg->g_open)
+        cg_unlink(cg);
+    if (b->groups.log)
+        ring_sync(cg, b->groups.log);
+    cl->grp = NULL;
+    cg_free(cg);
+}
+
+bool cluster_groups_ready(struct broker *b, uint64_t *view)
+{
+    struct cluster *cl = CL(b);
+    struct cgroup *cg = cl ? cl->grp : NULL;
+    if (!cg || !cg->g_open || !is_primary_normal(cg))
+        return false;
+    /* ready: every op it holds applied (its state is the committed one), or
+     * proposing in this view already */
+    if (!(cg->own_active && vsr_view(cg->g.core) == cg->own_view) &&
+        vsr_op(cg->g.core) != vsr_commit_min(cg->g.core))
+        return false;
+    *view = vsr_view(cg->g.core);
+    return true;
+}
+
+uint32_t cluster_groups_leader(const struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    return cl && cl->grp && cl->grp->g_open ? primary_node(cl->grp) : 0;
+}
+
+int cluster_groups_submit(struct broker *b, uint64_t view, const uint8_t *body, uint32_t len)
+{
+    struct cluster *cl = CL(b);
+    struct cgroup *cg = cl ? cl->grp : NULL;
+    int rc;
+    if (!cg || !cg->g_open)
+        return VERITY_EREADONLY;
+    if (len > C_GROUPS_BODY_MAX)
+        return VERITY_ELIMIT;
+    if (!is_primary_normal(cg) || vsr_view(cg->g.core) != view)
+        return VERITY_ENOTLEADER;
+    if ((rc = cg_propose_prepare(cg, 0, NULL)))
+        return rc;
+    if (cg->own_view != view)
+        return VERITY_ENOTLEADER;
+    if ((rc = cg_enqueue(cg, body, len)))
+        return rc;
+    cg_pump(cg);
+    return 0;
+}
+
+json_t *cluster_groups_json(struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    return cl && cl->grp && cl->grp->g_open ? cg_json(cl->grp) : NULL;
 }

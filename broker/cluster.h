@@ -79,6 +79,25 @@ uint32_t cluster_part_replicas(const struct broker *b, uint32_t partition, uint3
  * (the write is synchronous in the proposal, so: proposed and not failed). */
 bool cluster_part_leader_durable(struct partition *p, uint64_t end);
 
+/* __groups: the consumer-group log as one replica group over every broker
+ * (replica i = node index i, like __meta; broker/groups_repl.c is the
+ * groups side). recover: after the group log opened, before its replay
+ * (the applied position, cutting an unapplied tail); start: after the
+ * replay; stop: before the group log closes. */
+int cluster_groups_recover(struct broker *b) __attribute__((warn_unused_result));
+int cluster_groups_start(struct broker *b) __attribute__((warn_unused_result));
+void cluster_groups_stop(struct broker *b);
+/* True when this broker is the primary of __groups and every op it holds
+ * is applied (it may coordinate groups now), with the view. */
+bool cluster_groups_ready(struct broker *b, uint64_t *view);
+/* Node id of the primary of __groups (0: unknown). */
+uint32_t cluster_groups_leader(const struct broker *b);
+/* Proposes body (whole group-log batches) in view. 0, VERITY_ENOTLEADER
+ * (no longer the primary of that view), VERITY_ELIMIT (too large). */
+int cluster_groups_submit(struct broker *b, uint64_t view, const uint8_t *body, uint32_t len)
+    __attribute__((warn_unused_result));
+json_t *cluster_groups_json(struct broker *b);
+
 /* /cluster rows and /metrics. */
 json_t *cluster_part_json(struct partition *p);
 json_t *cluster_meta_json(struct broker *b);

@@ -690,6 +690,8 @@ void req_fail_leader(struct req *r, uint32_t node, const char *msg)
 
 void conn_dispatch(struct req *r)
 {
+    if (groups_route(r))
+        return; /* a cluster: not the groups' coordinator (NOT_LEADER) */
     for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
         if (handlers[i].type == r->type) {
             handlers[i].fn(r);

@@ -58,7 +58,7 @@ static bool groups_ok(const struct groups *gs)
 
 /* ---- parked replies ---------------------------------------------------------- */
 
-static void answer_parked(struct broker *b)
+void groups_answer_parked(struct broker *b)
 {
     struct groups *gs = &b->groups;
     struct gpark *p;
@@ -69,7 +69,7 @@ static void answer_parked(struct broker *b)
     }
 }
 
-static void fail_all_parked(struct broker *b, int err)
+void groups_fail_parked(struct broker *b, int err)
 {
     struct groups *gs = &b->groups;
     struct gpark *p;
@@ -152,7 +152,7 @@ static void set_error(struct broker *b, int err, const char *what)
         gs->error = err;
         blog(BLOG_ERROR, "group_log_failed", "during=%s error=%s", what, verity_errname(err));
     }
-    fail_all_parked(b, err);
+    groups_fail_parked(b, err);
 }
 
 static int ends_push(struct groups *gs, uint64_t end, uint64_t seq)
@@ -184,6 +184,24 @@ static void append_batch(struct broker *b, uint64_t last_seq)
     struct vlog_append_info ai;
     int64_t now = now_ms();
     int rc = batch_builder_finish(&gs->bb, &bm);
+    if (rc == 0 && gs->repl) {
+        /* a cluster: the records are proposed to __groups; the log gets
+         * them when committed (groups_repl_apply), and "durable through
+         * seq S" means committed */
+        rc = cluster_groups_submit(b, gs->coord_view, gs->bb.buf, (uint32_t)gs->bb.len);
+        batch_builder_reset(&gs->bb);
+        if (rc == VERITY_ENOTLEADER) {
+            gs->lost_view = true; /* groups_after steps down */
+            return;
+        }
+        if (rc) {
+            set_error(b, rc, "replicate");
+            return;
+        }
+        gs->seq_appended = last_seq;
+        gs->batches++;
+        return;
+    }
     if (rc == 0)
         rc = vlog_append(gs->log, gs->bb.buf, gs->bb.len, now, &ai);
     if (rc == 0)
@@ -208,8 +226,9 @@ static void drain_records(struct broker *b)
     while (group_next_record(gs->st, &rec, &len, &seq)) {
         VERITY_VERIFY(seq > gs->seq_appended && len <= GROUP_RECORD_BYTES_MAX);
         gs->records++;
-        if (gs->error)
-            continue; /* nothing more is written; parked replies already failed */
+        if (gs->error || gs->lost_view || !groups_live(b))
+            continue; /* nothing more is written; parked replies already failed
+                       * (a replica that is not the coordinator emits none) */
         int rc = batch_builder_add(&gs->bb, now, NULL, -1, rec, (int32_t)len, NULL, 0);
         if (rc == VERITY_ELIMIT && gs->bb.count > 0) {
             append_batch(b, last);
@@ -223,7 +242,7 @@ static void drain_records(struct broker *b)
         }
         last = seq;
     }
-    if (!gs->error)
+    if (!gs->error && !gs->lost_view && groups_live(b))
         append_batch(b, last);
     batch_builder_reset(&gs->bb);
 }
@@ -248,6 +267,8 @@ static void drain_effects(struct broker *b)
     struct groups *gs = &b->groups;
     struct group_effect e;
     while (group_next_effect(gs->st, &e)) {
+        if (!groups_live(b))
+            continue; /* only the coordinator acts */
         switch (e.type) {
         case GROUP_EFFECT_DEAD_LETTER:
             dlq_start(b, &e);
@@ -272,7 +293,7 @@ static void rearm_timer(struct broker *b)
     struct groups *gs = &b->groups;
     if (!gs->timer_ev)
         return;
-    int64_t d = group_next_deadline(gs->st);
+    int64_t d = groups_live(b) ? group_next_deadline(gs->st) : INT64_MAX;
     if (d == gs->timer_at && evtimer_pending(gs->timer_ev, NULL))
         return;
     if (d == INT64_MAX) {
@@ -298,11 +319,13 @@ void groups_after(struct broker *b)
     drain_records(b);
     drain_effects(b);
     drain_records(b);
-    if (group_batch_items(gs->st) > 0)
+    if (group_batch_items(gs->st) > 0 && groups_live(b))
         arm_lazy_flush(b); /* groups_park makes it immediate for a waiting reply */
     rearm_timer(b);
     gs->in_after = false;
     VERITY_VERIFY(groups_ok(gs));
+    if (gs->lost_view)
+        groups_repl_check(b); /* a proposal was refused: step down */
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -313,6 +336,8 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     b->groups.flush_armed = false;
     if (b->groups.lazy_ev)
         evtimer_del(b->groups.lazy_ev);
+    if (!groups_live(b))
+        return;
     group_flush(b->groups.st, now_ms());
     groups_after(b);
 }
@@ -323,6 +348,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     b->groups.timer_at = INT64_MAX;
+    if (!groups_live(b))
+        return;
     int64_t now = now_ms();
     /* A member waiting in a GroupFetch is alive: its connection is open and
      * its request stands. */
@@ -344,7 +371,8 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    dlq_retry(arg);
+    if (groups_live(arg))
+        dlq_retry(arg);
 }
 
 /* Commit thread (group mode) or loop (os mode): wake the loop. */
@@ -374,7 +402,7 @@ static void durable_cb(evutil_socket_t fd, short what, void *arg)
     int err = vlog_error(gs->log);
     if (err)
         set_error(b, err, "sync");
-    answer_parked(b);
+    groups_answer_parked(b);
 }
 
 /* ---- companions and wake-ups ------------------------------------------------- */
@@ -497,7 +525,7 @@ void groups_on_append(struct partition *p, uint64_t end)
     struct broker *b = p->b;
     struct groups *gs = &b->groups;
     struct topic *t = p->topic;
-    if (!gs->st || gs->error || !gs->log)
+    if (!gs->st || gs->error || !gs->log || !groups_live(b))
         return;
     if (t->readers_gen != gs->gen)
         readers_build(b, t);
@@ -674,6 +702,14 @@ int groups_open(struct broker *b)
     vc.segment_bytes = GROUPS_SEGMENT_BYTES;
     vc.io = b->cfg.io;
     vc.checkpoint_records = b->cfg.checkpoint_records;
+    gs->repl = b->cluster != NULL;
+    if (gs->repl) {
+        /* a cluster: the log holds committed records only; its durability
+         * is the __groups journal's (synced with the applied ring on the
+         * tick), and no node-local checkpoint takes an offset */
+        vc.durability = VLOG_DURABILITY_OS;
+        vc.checkpoint_records = 0;
+    }
     vc.signing_key = b->signing_key;
     vc.on_durable = groups_on_durable;
     vc.on_durable_arg = b;
@@ -690,6 +726,8 @@ int groups_open(struct broker *b)
              "cut_first=%" PRIu64 " cut_bytes=%" PRIu64 " (records of the cut tail were never "
              "answered)",
              rec->cut_offset_first, rec->cut_bytes);
+    if ((rc = cluster_groups_recover(b)))
+        return rc;
     uint64_t applied = 0, from = 0;
     /* Snapshot + tail (broker/groups_snap.c); the whole log if either fails. */
     if ((rc = groups_snap_load(b, &from)))
@@ -702,7 +740,9 @@ int groups_open(struct broker *b)
         blog(BLOG_ERROR, "group_log_replay_failed", "error=%s", verity_errname(rc));
         return rc;
     }
-    if ((rc = group_recover(gs->st, now_ms())))
+    /* in a cluster the coordinator recovers when it takes over
+     * (groups_repl_check) */
+    if (!gs->repl && (rc = group_recover(gs->st, now_ms())))
         return rc;
     gs->seq_appended = gs->seq_durable = group_last_seq(gs->st);
     const char *names[1];
@@ -711,10 +751,12 @@ int groups_open(struct broker *b)
     groups_after(b);
     blog(BLOG_INFO, "groups_loaded", "groups=%zu records=%" PRIu64 " last_seq=%" PRIu64, n_groups,
          applied, gs->seq_durable);
+    if (gs->repl && (rc = cluster_groups_start(b)))
+        return rc;
     return 0;
 }
 
-static void fail_all_waiters(struct broker *b, int err, const char *msg)
+void groups_fail_waiters(struct broker *b, int err, const char *msg)
 {
     for (struct bgroup *bg = b->groups.list; bg; bg = bg->next) {
         while (!TAILQ_EMPTY(&bg->waiters))
@@ -727,15 +769,17 @@ int groups_close(struct broker *b, bool clean)
     struct groups *gs = &b->groups;
     int rc = 0;
     if (gs->st) {
-        fail_all_waiters(b, VERITY_ECLOSED, "broker is shutting down");
-        if (clean && gs->log && !gs->error) {
+        groups_fail_waiters(b, VERITY_ECLOSED, "broker is shutting down");
+        if (gs->repl)
+            cluster_groups_stop(b); /* before the log closes: syncs the ring */
+        if (clean && gs->log && !gs->error && !gs->repl) {
             group_flush(gs->st, now_ms());
             drain_records(b);
             if (vlog_sync(gs->log) == 0)
                 (void)groups_snapshot(b, true); /* logged and counted */
         }
     }
-    fail_all_parked(b, VERITY_ECLOSED);
+    groups_fail_parked(b, VERITY_ECLOSED);
     dlq_free_all(b);
     if (gs->log) {
         if (clean)

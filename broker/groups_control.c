@@ -56,7 +56,7 @@ static int control_end(struct partition *p, uint64_t offset, uint64_t hw, uint64
 void groups_skip_control_tails(struct broker *b)
 {
     struct group_state *st = b->groups.st;
-    if (!st || b->stopping)
+    if (!st || b->stopping || !groups_live(b))
         return;
     size_t n_groups = 0;
     group_list(st, NULL, 0, &n_groups);

@@ -40,6 +40,10 @@ int groups_snapshot(struct broker *b, bool force)
     int rc;
     if (!gs->st || !gs->log || gs->error || gs->seq_appended != group_last_seq(gs->st))
         return 0;
+    /* cluster: only a state that is all committed (a coordinator's may hold
+     * proposals the log has not got) */
+    if (gs->repl && gs->seq_durable != group_last_seq(gs->st))
+        return 0;
     vlog_get_info(gs->log, &info);
     if (info.end_offset == gs->snap_offset || info.error || info.durable_end != info.end_offset)
         return 0;

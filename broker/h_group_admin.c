@@ -322,6 +322,8 @@ void h_create_group(struct req *r)
         return;
     }
     rc = cfg_from_wire(b, q->group, q->config, gc, msg, sizeof msg);
+    if (rc == 0)
+        rc = groups_check_topics(b, gc, msg, sizeof msg);
     uint64_t total = 0;
     for (uint32_t i = 0; i < gc->n_topics; i++)
         total += gc->topics[i].partitions;

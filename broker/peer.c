@@ -585,6 +585,11 @@ void peer_http_cluster(struct evhttp_request *req, void *arg)
         json_object_set_new(root, "meta", meta);
     else
         json_decref(meta);
+    json_t *grp = groups_repl_json(b);
+    if (root && grp)
+        json_object_set_new(root, "groups", grp);
+    else
+        json_decref(grp);
     char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
     struct evbuffer *body = text ? evbuffer_new() : NULL;

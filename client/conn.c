@@ -360,7 +360,18 @@ static void conn_fail_how(struct conn *c, int err, bool quick)
     while (c->inflight.tail) {
         struct creq *r = c->inflight.tail;
         list_remove(&c->inflight, r);
-        if ((r->flags & CONN_RETRY_ON_RESET) && r->frame && r->resends < CONN_RESENDS_MAX) {
+        /* A move to the primary a NOT_LEADER named (quick, err
+         * ENOTLEADER) is not a broken connection: a request safe to resend
+         * that was in flight beside the one answered NOT_LEADER follows it
+         * (counted as a follow). Before, each move used up one of its three
+         * resends, and a group member's acks failed with ENOTLEADER after
+         * a few coordinator changes (tests/cluster/groups_e2e.py). */
+        if (err == VERITY_ENOTLEADER && quick && (r->flags & CONN_RETRY_ON_RESET) &&
+            (r->flags & CONN_FOLLOW_LEADER) && r->frame && r->follows < CONN_FOLLOWS_MAX) {
+            r->follows++;
+            r->deadline_ms = cl_mono_ms() + c->cfg.request_timeout_ms;
+            list_push_front(&c->waiting, r);
+        } else if ((r->flags & CONN_RETRY_ON_RESET) && r->frame && r->resends < CONN_RESENDS_MAX) {
             r->resends++;
             r->deadline_ms = cl_mono_ms() + c->cfg.request_timeout_ms;
             list_push_front(&c->waiting, r);

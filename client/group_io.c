@@ -1065,7 +1065,11 @@ static void on_down(void *arg, int err)
     pthread_mutex_lock(&g->mu);
     g->ready = false;
     g->conn_err = err;
-    g->conn_failures++;
+    /* A whole round of the bootstrap list failed: not a move to the
+     * primary a NOT_LEADER named (a cluster's group coordinator), nor one
+     * address of the list refusing while the others are still to try. */
+    if (err != VERITY_ENOTLEADER && !(g->conn && conn_rotating(g->conn)))
+        g->conn_failures++;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
 }
