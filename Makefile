@@ -443,6 +443,8 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/stale_read.py
 	@echo "== tests/cluster/groups_e2e.py --seconds 60 (consumer groups through a kill loop)"
 	@$(CLUSTER_ENV) python3 tests/cluster/groups_e2e.py --seconds 60 --every 10
+	@echo "== tests/cluster/groups_e2e.py --down (state transfer of __groups to a broker that was down)"
+	@$(CLUSTER_ENV) python3 tests/cluster/groups_e2e.py --down --seconds 45 --rate 20
 	@echo "== tests/cluster/cluster_e2e.py partition --nodes 3"
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py partition --nodes 3
 	@echo "== tests/cluster/cluster_e2e.py partition --nodes 5"

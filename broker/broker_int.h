@@ -431,6 +431,21 @@ struct groups {
  * one when quiescent and durable (force, or snapshot_records since the last);
  * 0 or the error (logged and counted). */
 int groups_snap_load(struct broker *b, uint64_t *from) __attribute__((warn_unused_result));
+/* Builds b->groups.st (new, nothing applied) from the snapshot and the log's
+ * tail, or the whole log when the snapshot is unusable; *applied counts the
+ * records replayed. 0 or the replay's error (a record refused, a state mark
+ * without its snapshot: VERITY_ECORRUPT). */
+int groups_load_state(struct broker *b, uint64_t *applied) __attribute__((warn_unused_result));
+/* State transfer of __groups (broker/cluster.c). groups_repl_state encodes
+ * the coordinator's state when every record of it is committed (-EAGAIN
+ * otherwise, or when this broker does not coordinate). groups_snap_install
+ * makes st (loaded from the len bytes of buf) this replica's state: a state
+ * mark is appended to the group log, then the snapshot is written for the
+ * offset after it; *end is that offset. st is taken over (freed on error). */
+int groups_repl_state(struct broker *b, uint8_t **out, size_t *len)
+    __attribute__((warn_unused_result));
+int groups_snap_install(struct broker *b, struct group_state *st, const uint8_t *buf, size_t len,
+                        uint64_t op, uint64_t *end) __attribute__((warn_unused_result));
 int groups_snap_reset(struct broker *b, const char *why) __attribute__((warn_unused_result));
 int groups_snapshot(struct broker *b, bool force);
 

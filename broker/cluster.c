@@ -40,6 +40,7 @@
 
 #include "broker/blog.h"
 #include "broker/broker_int.h"
+#include "broker/group/group_snap.h"
 #include "broker/vsr/vapplied.h"
 #include "broker/vsr/vgroup.h"
 #include "broker/vsr/vsr_wire.h"
@@ -112,6 +113,7 @@ struct cgroup {
     bool error_logged;
     bool dirty; /* journal writes wait for the flush event */
     struct xfer xf; /* state transfer (section "state transfer") */
+    struct gxfer *gx; /* __groups: a state being copied in, or served (section "__groups") */
     struct cgroup *next;
 };
 
@@ -267,8 +269,8 @@ static void cg_send(void *arg, const struct vsr_msg *m)
     struct cgroup *cg = arg;
     if (m->to >= cg->n || m->to == cg->self)
         return; /* replies to clients: the shell answers from the apply */
-    if (m->type == VSR_MSG_REQUEST_STATE && cg->part) {
-        xf_want(cg, m->to); /* the shell copies the log first */
+    if (m->type == VSR_MSG_REQUEST_STATE && (cg->part || cg->is_groups)) {
+        xf_want(cg, m->to); /* the shell copies the log (or the groups' state) first */
         return;
     }
     (void)peer_send(cg->b, cg->nodes[m->to], cg->name, cg->partition, m);
@@ -566,8 +568,11 @@ static void cg_unlink(struct cgroup *cg)
         }
 }
 
+static void gx_free(struct cgroup *cg);
+
 static void cg_free(struct cgroup *cg)
 {
+    gx_free(cg);
     if (cg->g_open)
         vgroup_close(&cg->g);
     cg->g_open = false;
@@ -1047,7 +1052,8 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
         cl->frames_bad++;
         return;
     }
-    if (cg->part && (m->type == VSR_MSG_STATE || m->type == VSR_MSG_REQUEST_STATE)) {
+    if ((cg->part || cg->is_groups) &&
+        (m->type == VSR_MSG_STATE || m->type == VSR_MSG_REQUEST_STATE)) {
         /* a partition's state moves only through the shell's transfer
          * (section "state transfer"): a bare STATE names an op whose bytes
          * this log does not hold */
@@ -1294,11 +1300,11 @@ void cluster_metrics_render(struct broker *b, struct evbuffer *o)
                             cg->g.core ? vsr_counters(cg->g.core)->repairs : 0);
     met_family(o, "verity_replica_state_transfers_total", "counter",
                "State transfers this replica made as the lagging side (the committed log copied "
-               "from a peer, then installed), by outcome: done, failed (a bad chunk, a peer "
+               "from a peer, then installed; for __groups the coordinator's state), by outcome: done, failed (a bad chunk, a peer "
                "behind or refusing, or abandoned because the journal caught up), stalled (the "
                "peer fell silent; the next peer continues).");
     for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
-        if (!cg->part)
+        if (!cg->part && !cg->is_groups)
             continue;
         static const char *const outcome[] = {"done", "failed", "stalled"};
         uint64_t v[] = {cg->xf.done, cg->xf.failed, cg->xf.stalled};
@@ -1312,7 +1318,7 @@ void cluster_metrics_render(struct broker *b, struct evbuffer *o)
                "Log bytes moved by state transfers: in (copied here from a peer), out (served "
                "to a lagging peer).");
     for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
-        if (!cg->part)
+        if (!cg->part && !cg->is_groups)
             continue;
         evbuffer_add_printf(o,
                             "verity_replica_state_transfer_bytes_total{group=\"%s\",partition=\"%u\","
@@ -1394,9 +1400,15 @@ static void xf_fail(struct cgroup *cg, int err, const char *why)
  * the log from that peer first. The core asks once per retry period,
  * naming the peers in turn, so a transfer whose peer stalled is taken up
  * by the next one (from the log end reached so far). */
+static void gx_want(struct cgroup *cg, uint8_t peer);
+
 static void xf_want(struct cgroup *cg, uint8_t peer)
 {
     struct xfer *x = &cg->xf;
+    if (cg->is_groups) {
+        gx_want(cg, peer);
+        return;
+    }
     if (x->active || cg->g.error || !cg->part->log || peer >= cg->n)
         return;
     struct vlog_info info;
@@ -1594,6 +1606,8 @@ static void xf_serve(struct cgroup *cg, const struct xfer_msg *m)
     free(buf);
 }
 
+static void gx_on_xfer(struct cgroup *cg, const struct xfer_msg *m);
+
 static void on_xfer(struct broker *b, uint32_t from, const struct vsr_wire_frame *f)
 {
     struct cluster *cl = CL(b);
@@ -1607,9 +1621,15 @@ static void on_xfer(struct broker *b, uint32_t from, const struct vsr_wire_frame
     }
     struct xfer_msg m;
     if (xfer_wire_decode(f->payload, f->payload_len, &m) || m.to != cg->self ||
-        m.from >= cg->n || cg->nodes[m.from] != from || m.cluster != cl->id || !cg->part) {
+        m.from >= cg->n || cg->nodes[m.from] != from || m.cluster != cl->id ||
+        (!cg->part && !cg->is_groups)) {
         cl->frames_bad++;
         cg->xf.bad++;
+        return;
+    }
+    if (cg->is_groups) {
+        gx_on_xfer(cg, &m);
+        cg_after(cg);
         return;
     }
     switch (m.type) {
@@ -1633,6 +1653,8 @@ static void on_xfer(struct broker *b, uint32_t from, const struct vsr_wire_frame
  * replica hands it to the groups shell, which appends the batches to its
  * local group log and, unless this broker proposed them in its current
  * coordination (its state machine applied them live), applies each record. */
+static void gx_abandon(struct cgroup *cg);
+
 static int grp_apply(void *arg, const struct vsr_commit *c)
 {
     struct cgroup *cg = arg;
@@ -1643,6 +1665,7 @@ static int grp_apply(void *arg, const struct vsr_commit *c)
         cg_abandon(cg);
     bool own = cg->own_active && c->header.client == b->cfg.node_id;
     uint64_t end = 0;
+    gx_abandon(cg);
     int rc = groups_repl_apply(b, c->body, c->header.size, own, cg->own_view, &end);
     if (rc) {
         blog(BLOG_ERROR, "replica_apply_failed", "group=%s op=%" PRIu64 " error=%s", cg->name,
@@ -1653,7 +1676,10 @@ static int grp_apply(void *arg, const struct vsr_commit *c)
     return ring_write(cg);
 }
 
-static const struct vgroup_ops grp_ops = {cg_send, grp_apply, NULL};
+static int grp_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECKSUM_SIZE],
+                       const uint8_t digest[VSR_CHECKSUM_SIZE]);
+
+static const struct vgroup_ops grp_ops = {cg_send, grp_apply, grp_install};
 
 int cluster_groups_recover(struct broker *b)
 {
@@ -1767,4 +1793,328 @@ json_t *cluster_groups_json(struct broker *b)
 {
     struct cluster *cl = CL(b);
     return cl && cl->grp && cl->grp->g_open ? cg_json(cl->grp) : NULL;
+}
+
+/* ---- __groups state transfer ------------------------------------------------ */
+
+/* A __groups replica more than half a journal behind cannot catch up from
+ * the journal. Its group log is node-local (every replica restamps what it
+ * appends), so the partitions' log copy does not apply: the state is what
+ * moves. The coordinator, at a moment when every record of its live state
+ * is committed, encodes it (group_snap_encode: the snapshot format) and
+ * serves it in chunks under the transfer's xid (DATA: op, checksum and
+ * digest of its applied op, chain = SHA-256 of the whole encoding, end =
+ * its length, from_offset = a byte offset into it). A backup answers ERR
+ * (-EAGAIN): its state is a replay, not an encodable live one, and the core
+ * names the peers in turn. The requester loads the bytes into a new state
+ * (a bad encoding is refused before anything changes), then hands the core
+ * a STATE; the core's install (grp_install) writes a state mark into the
+ * group log and the snapshot for the offset after it, then the applied
+ * ring entry (groups_snap_install has the crash argument). */
+
+#define GX_BYTES_MAX (1ull << 30) /* a group state larger than this is refused */
+
+struct gxfer {
+    /* requester: the state being copied in */
+    uint8_t *buf;
+    size_t len, total;
+    uint64_t op;
+    uint8_t checksum[32], digest[32], sha[32];
+    struct group_state *st; /* loaded, handed to grp_install */
+    /* server: the encoding served under one xid */
+    uint8_t *sbuf;
+    size_t slen;
+    uint64_t sxid, sop;
+    uint8_t sfrom;
+    uint8_t schecksum[32], sdigest[32], ssha[32];
+};
+
+static struct gxfer *gx_get(struct cgroup *cg)
+{
+    if (!cg->gx)
+        cg->gx = calloc(1, sizeof *cg->gx);
+    return cg->gx;
+}
+
+static void gx_drop_in(struct gxfer *g)
+{
+    free(g->buf);
+    g->buf = NULL;
+    g->len = g->total = 0;
+    group_state_free(g->st);
+    g->st = NULL;
+}
+
+static void gx_free(struct cgroup *cg)
+{
+    if (!cg->gx)
+        return;
+    gx_drop_in(cg->gx);
+    free(cg->gx->sbuf);
+    free(cg->gx);
+    cg->gx = NULL;
+}
+
+static void gx_fail(struct cgroup *cg, int err, const char *why)
+{
+    struct xfer *x = &cg->xf;
+    x->active = false;
+    x->failed++;
+    x->last_error = err;
+    if (cg->gx)
+        gx_drop_in(cg->gx);
+    blog(BLOG_WARN, "replica_state_transfer_failed",
+         "group=%s peer=%" PRIu32 " reason=%s error=%s bytes=%" PRIu64, cg->name,
+         cg->nodes[x->peer], why, verity_errname(err), x->bytes);
+}
+
+static void gx_abandon(struct cgroup *cg)
+{
+    if (!cg->xf.active || cg->xf.installing)
+        return;
+    cg->xf.active = false;
+    cg->xf.failed++;
+    if (cg->gx)
+        gx_drop_in(cg->gx);
+    blog(BLOG_INFO, "replica_state_transfer_abandoned", "group=%s reason=applied_from_journal",
+         cg->name);
+}
+
+static void gx_ask(struct cgroup *cg)
+{
+    struct xfer_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = XFER_GET;
+    m.xid = cg->xf.xid;
+    m.from_offset = cg->gx->len;
+    m.max_bytes = XFER_CHUNK_MAX;
+    xf_send(cg, cg->xf.peer, &m);
+}
+
+static void gx_want(struct cgroup *cg, uint8_t peer)
+{
+    struct xfer *x = &cg->xf;
+    if (x->active || cg->g.error || !cg->g.core || peer >= cg->n || !gx_get(cg))
+        return;
+    gx_drop_in(cg->gx);
+    x->active = true;
+    x->peer = peer;
+    x->xid = (uint64_t)wall_us() ^ ((uint64_t)x->started << 40);
+    x->started_ms = x->last_ms = xfer_mono_ms();
+    x->from_end = 0;
+    x->bytes = 0;
+    x->started++;
+    blog(BLOG_INFO, "replica_state_transfer_started",
+         "group=%s peer=%" PRIu32 " applied=%" PRIu64, cg->name, cg->nodes[peer],
+         vsr_commit_min(cg->g.core));
+    gx_ask(cg);
+}
+
+static void gx_serve(struct cgroup *cg, const struct xfer_msg *m)
+{
+    struct xfer_msg a;
+    memset(&a, 0, sizeof a);
+    a.xid = m->xid;
+    a.type = XFER_ERR;
+    struct gxfer *g = gx_get(cg);
+    int rc = 0;
+    if (!g || !cg->g.core) {
+        a.code = g ? VERITY_EUNSUPPORTED : -ENOMEM;
+        goto send;
+    }
+    if (!g->sbuf || g->sxid != m->xid || g->sfrom != m->from) {
+        /* a new transfer: encode now, if the live state is all committed
+         * and applied (no op of this primary in flight) */
+        free(g->sbuf);
+        g->sbuf = NULL;
+        if (m->from_offset != 0) {
+            a.code = VERITY_EOFFSET;
+            goto send;
+        }
+        if (!is_primary_normal(cg) || vsr_op(cg->g.core) != vsr_commit_min(cg->g.core) ||
+            cg->qn || cg->st.op != vsr_commit_min(cg->g.core) || cg->st.op == 0) {
+            a.code = -EAGAIN;
+            goto send;
+        }
+        if ((rc = groups_repl_state(cg->b, &g->sbuf, &g->slen))) {
+            a.code = rc < 0 ? rc : VERITY_EINVAL;
+            goto send;
+        }
+        unsigned n = 0;
+        if (EVP_Digest(g->sbuf, g->slen, g->ssha, &n, EVP_sha256(), NULL) != 1) {
+            free(g->sbuf);
+            g->sbuf = NULL;
+            a.code = VERITY_EINVAL;
+            goto send;
+        }
+        g->sxid = m->xid;
+        g->sfrom = m->from;
+        g->sop = cg->st.op;
+        memcpy(g->schecksum, cg->st.checksum, 32);
+        memcpy(g->sdigest, cg->st.digest, 32);
+    }
+    if (m->from_offset > g->slen) {
+        a.code = VERITY_EOFFSET;
+        goto send;
+    }
+    size_t left = g->slen - m->from_offset;
+    a.type = XFER_DATA;
+    a.op = g->sop;
+    memcpy(a.checksum, g->schecksum, 32);
+    memcpy(a.digest, g->sdigest, 32);
+    memcpy(a.chain, g->ssha, 32);
+    a.end = g->slen;
+    a.from_offset = m->from_offset;
+    a.data = g->sbuf + m->from_offset;
+    a.len = (uint32_t)(left < m->max_bytes ? left : m->max_bytes);
+    cg->xf.bytes_out += a.len;
+    cg->xf.chunks_out++;
+send:
+    xf_send(cg, m->from, &a);
+    if (g && g->sbuf && a.type == XFER_DATA && a.from_offset + a.len == g->slen) {
+        free(g->sbuf); /* the last chunk: a retry of it starts over */
+        g->sbuf = NULL;
+    }
+}
+
+static void gx_install(struct cgroup *cg)
+{
+    struct xfer *x = &cg->xf;
+    struct gxfer *g = cg->gx;
+    struct vsr_msg *q = CL(cg->b)->scratch;
+    uint64_t before = vsr_commit_min(cg->g.core);
+    memset(q, 0, offsetof(struct vsr_msg, window));
+    q->type = VSR_MSG_STATE;
+    q->from = x->peer;
+    q->to = cg->self;
+    q->cluster = CL(cg->b)->id;
+    q->view = vsr_view(cg->g.core);
+    q->commit = g->op;
+    q->op = g->op;
+    memcpy(q->checksum, g->checksum, VSR_CHECKSUM_SIZE);
+    memcpy(q->digest, g->digest, VSR_CHECKSUM_SIZE);
+    x->installing = true;
+    x->inst_op = g->op;
+    vgroup_on_message(&cg->g, q);
+    x->installing = false;
+    if (!cg->g.core || vsr_commit_min(cg->g.core) < g->op || cg->st.op < g->op) {
+        gx_fail(cg, cg->g.error ? cg->g.error : VERITY_EINVAL, "core_refused");
+        return;
+    }
+    x->active = false;
+    x->done++;
+    blog(BLOG_INFO, "replica_state_transferred",
+         "group=%s peer=%" PRIu32 " ops=%" PRIu64 " op=%" PRIu64 " end=%" PRIu64
+         " bytes=%" PRIu64 " ms=%" PRId64,
+         cg->name, cg->nodes[x->peer], g->op - before, g->op, cg->st_end, x->bytes,
+         xfer_mono_ms() - x->started_ms);
+    gx_drop_in(g);
+}
+
+static void gx_on_data(struct cgroup *cg, const struct xfer_msg *m)
+{
+    struct xfer *x = &cg->xf;
+    struct gxfer *g = cg->gx;
+    if (!x->active || !g || m->xid != x->xid || m->from != x->peer || !cg->g.core ||
+        m->from_offset != g->len)
+        return; /* an answer to a transfer given up, or a repeat */
+    x->last_ms = xfer_mono_ms();
+    if (g->len == 0 && !g->buf) {
+        if (m->end == 0 || m->end > GX_BYTES_MAX) {
+            x->bad++;
+            gx_fail(cg, VERITY_ELIMIT, "state_size");
+            return;
+        }
+        if (m->op <= vsr_commit_min(cg->g.core)) {
+            gx_fail(cg, VERITY_EINVAL, "not_newer");
+            return;
+        }
+        if (!(g->buf = malloc(m->end))) {
+            gx_fail(cg, -ENOMEM, "no_memory");
+            return;
+        }
+        g->total = m->end;
+        g->op = m->op;
+        memcpy(g->checksum, m->checksum, 32);
+        memcpy(g->digest, m->digest, 32);
+        memcpy(g->sha, m->chain, 32);
+    } else if (m->op != g->op || m->end != g->total || memcmp(m->chain, g->sha, 32) != 0) {
+        x->bad++;
+        gx_fail(cg, VERITY_EPROTO, "state_changed");
+        return;
+    }
+    if (m->len > g->total - g->len || (m->len == 0 && g->len < g->total)) {
+        x->bad++;
+        gx_fail(cg, VERITY_EPROTO, m->len ? "past_end" : "no_progress");
+        return;
+    }
+    memcpy(g->buf + g->len, m->data, m->len);
+    g->len += m->len;
+    x->bytes += m->len;
+    x->bytes_in += m->len;
+    if (g->len < g->total) {
+        gx_ask(cg);
+        return;
+    }
+    uint8_t md[32];
+    unsigned n = 0;
+    if (EVP_Digest(g->buf, g->len, md, &n, EVP_sha256(), NULL) != 1 || n != 32 ||
+        memcmp(md, g->sha, 32) != 0) {
+        x->bad++;
+        gx_fail(cg, VERITY_ECHAIN, "digest_mismatch");
+        return;
+    }
+    if (g->op <= vsr_commit_min(cg->g.core)) {
+        x->active = false; /* caught up from the journal meanwhile */
+        gx_drop_in(g);
+        return;
+    }
+    int rc = group_state_new(cg->b->cfg.group_pending_max, &g->st);
+    if (rc == 0)
+        rc = group_snap_load(g->st, g->buf, g->len);
+    if (rc) {
+        x->bad++;
+        gx_fail(cg, rc, "bad_state");
+        return;
+    }
+    gx_install(cg);
+}
+
+static void gx_on_xfer(struct cgroup *cg, const struct xfer_msg *m)
+{
+    switch (m->type) {
+    case XFER_GET:
+        gx_serve(cg, m);
+        break;
+    case XFER_DATA:
+        gx_on_data(cg, m);
+        break;
+    default:
+        if (cg->xf.active && m->xid == cg->xf.xid && m->from == cg->xf.peer)
+            gx_fail(cg, m->code, "peer_refused");
+        break;
+    }
+}
+
+/* The core installs the state gx_install handed it: make it this replica's
+ * (state mark, snapshot), then the applied position. */
+static int grp_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECKSUM_SIZE],
+                       const uint8_t digest[VSR_CHECKSUM_SIZE])
+{
+    struct cgroup *cg = arg;
+    struct xfer *x = &cg->xf;
+    struct gxfer *g = cg->gx;
+    if (!x->installing || op != x->inst_op || !g || !g->st)
+        return VERITY_EUNSUPPORTED; /* a state this shell did not copy */
+    struct group_state *st = g->st;
+    g->st = NULL; /* groups_snap_install takes it over */
+    uint64_t end = 0;
+    int rc = groups_snap_install(cg->b, st, g->buf, g->len, op, &end);
+    if (rc)
+        return rc;
+    cg->st.op = op;
+    memcpy(cg->st.checksum, checksum, 32);
+    memcpy(cg->st.digest, digest, 32);
+    cg->st_end = end;
+    return ring_write(cg);
 }

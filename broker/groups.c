@@ -610,11 +610,24 @@ static int replay_batch(struct broker *b, const uint8_t *buf, size_t len, uint64
     int rc = batch_hdr_decode(buf, len, &h);
     if (rc)
         return rc;
-    if (h.attributes & BATCH_ATTR_CONTROL)
-        return 0;
     struct batch_iter it;
     struct batch_record r;
     batch_iter_init(&it, buf, h.length);
+    if (h.attributes & BATCH_ATTR_CONTROL) {
+        /* A state installed from a peer (cluster state transfer) follows a
+         * state mark: the records before it do not build the state after
+         * it. The replay starts past it from the snapshot written with it;
+         * meeting one means that snapshot is gone or does not match. */
+        if (batch_iter_next(&it, &r) == 1 && r.key_len == (int32_t)strlen(BATCH_CONTROL_STATE) &&
+            memcmp(r.key, BATCH_CONTROL_STATE, strlen(BATCH_CONTROL_STATE)) == 0) {
+            blog(BLOG_ERROR, "group_log_state_mark",
+                 "offset=%" PRIu64 " (a state installed from a peer starts here and its snapshot "
+                 "is missing or does not match: the log alone cannot rebuild the group state)",
+                 h.base_offset);
+            return VERITY_ECORRUPT;
+        }
+        return 0;
+    }
     while ((rc = batch_iter_next(&it, &r)) == 1) {
         if (r.value_len <= 0)
             return VERITY_ECORRUPT;
@@ -660,6 +673,20 @@ static int replay(struct broker *b, uint64_t from, uint64_t *applied)
     }
 out:
     free(buf);
+    return rc;
+}
+
+int groups_load_state(struct broker *b, uint64_t *applied)
+{
+    uint64_t from = 0;
+    int rc;
+    /* Snapshot + tail (broker/groups_snap.c); the whole log if either fails. */
+    if ((rc = groups_snap_load(b, &from)))
+        return rc;
+    if (from && (rc = replay(b, from, applied)) && (rc = groups_snap_reset(b, "tail")) == 0)
+        rc = replay(b, 0, applied);
+    else if (!from)
+        rc = replay(b, 0, applied);
     return rc;
 }
 
@@ -728,14 +755,8 @@ int groups_open(struct broker *b)
              rec->cut_offset_first, rec->cut_bytes);
     if ((rc = cluster_groups_recover(b)))
         return rc;
-    uint64_t applied = 0, from = 0;
-    /* Snapshot + tail (broker/groups_snap.c); the whole log if either fails. */
-    if ((rc = groups_snap_load(b, &from)))
-        return rc;
-    if (from && (rc = replay(b, from, &applied)) && (rc = groups_snap_reset(b, "tail")) == 0)
-        rc = replay(b, 0, &applied);
-    else if (!from)
-        rc = replay(b, 0, &applied);
+    uint64_t applied = 0;
+    rc = groups_load_state(b, &applied);
     if (rc) {
         blog(BLOG_ERROR, "group_log_replay_failed", "error=%s", verity_errname(rc));
         return rc;

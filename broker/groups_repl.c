@@ -48,6 +48,7 @@
 
 #include "broker/blog.h"
 #include "broker/broker_int.h"
+#include "broker/group/group_snap.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
@@ -56,56 +57,25 @@ bool groups_live(const struct broker *b)
     return !b->groups.repl || b->groups.coord;
 }
 
-/* A fresh state from the local group log (committed records only). */
+/* A fresh state from the local group log (committed records only), through
+ * its snapshot when one matches, as a restart builds it (groups_open). On
+ * failure the old state stays. */
 static int rebuild(struct broker *b)
 {
     struct groups *gs = &b->groups;
-    struct group_state *st = NULL;
-    int rc = group_state_new(b->cfg.group_pending_max, &st);
-    if (rc)
-        return rc;
-    struct vlog_info info;
-    vlog_get_info(gs->log, &info);
-    size_t cap = VERITY_BATCH_BYTES_MAX;
-    uint8_t *buf = malloc(cap);
-    if (!buf) {
-        group_state_free(st);
-        return -ENOMEM;
-    }
-    uint64_t off = info.start_offset;
-    while (rc == 0 && off < info.end_offset) {
-        size_t len = 0;
-        if ((rc = vlog_read_copy(gs->log, off, info.end_offset, buf, cap, &len)) || len == 0)
-            break;
-        for (size_t p = 0; rc == 0 && p < len;) {
-            struct batch_hdr h;
-            if ((rc = batch_hdr_decode(buf + p, len - p, &h)) || h.length > len - p) {
-                rc = rc ? rc : VERITY_ECORRUPT;
-                break;
-            }
-            if (!(h.attributes & BATCH_ATTR_CONTROL)) {
-                struct batch_iter it;
-                struct batch_record r;
-                batch_iter_init(&it, buf + p, h.length);
-                int n;
-                while ((n = batch_iter_next(&it, &r)) == 1 && rc == 0)
-                    rc = r.value_len > 0 ? group_apply(st, r.value, (size_t)r.value_len)
-                                         : VERITY_ECORRUPT;
-                if (rc == 0 && n < 0)
-                    rc = n;
-            }
-            off = h.base_offset + h.record_count;
-            p += h.length;
-        }
-    }
-    free(buf);
+    struct group_state *old = gs->st;
+    gs->st = NULL;
+    int rc = group_state_new(b->cfg.group_pending_max, &gs->st);
+    uint64_t applied = 0;
+    if (rc == 0)
+        rc = groups_load_state(b, &applied);
     if (rc) {
-        group_state_free(st);
+        group_state_free(gs->st);
+        gs->st = old;
         return rc;
     }
-    group_state_free(gs->st);
-    gs->st = st;
-    gs->seq_appended = gs->seq_durable = group_last_seq(st);
+    group_state_free(old);
+    gs->seq_appended = gs->seq_durable = group_last_seq(gs->st);
     return 0;
 }
 
@@ -252,6 +222,19 @@ int groups_repl_apply(struct broker *b, const uint8_t *body, uint32_t len, bool 
     }
     groups_answer_parked(b);
     return 0;
+}
+
+int groups_repl_state(struct broker *b, uint8_t **out, size_t *len)
+{
+    struct groups *gs = &b->groups;
+    *out = NULL;
+    *len = 0;
+    /* only a live state encodes; only one whose records are all committed
+     * is the state at the applied op */
+    if (!gs->repl || !gs->coord || gs->error || !gs->st || !gs->log ||
+        gs->seq_appended != gs->seq_durable || gs->seq_durable != group_last_seq(gs->st))
+        return -EAGAIN;
+    return group_snap_encode(gs->st, out, len);
 }
 
 bool groups_route(struct req *r)

@@ -109,3 +109,50 @@ int groups_snap_load(struct broker *b, uint64_t *from)
     *from = h.offset;
     return 0;
 }
+
+int groups_snap_install(struct broker *b, struct group_state *st, const uint8_t *buf, size_t len,
+                        uint64_t op, uint64_t *end)
+{
+    struct groups *gs = &b->groups;
+    struct vlog_info info;
+    struct snap_hdr h = {.kind = SNAP_GROUPS};
+    char dir[BCFG_PATH_MAX + 32], note[160];
+    int rc;
+    if (!gs->log || gs->error || gs->coord) {
+        group_state_free(st);
+        return VERITY_EINVAL;
+    }
+    /* Crash-safe order: the mark and the snapshot for the offset after it
+     * are durable before the caller records the applied op (its ring entry
+     * names that offset). A crash before that entry cuts the log back to
+     * the last applied op's end, mark included, and the snapshot no longer
+     * matches: the old state, at the old op. */
+    int n = snprintf(note, sizeof note, "{\"op\":%" PRIu64 ",\"seq\":%" PRIu64 ",\"bytes\":%zu}",
+                     op, group_snap_seq(st), len);
+    if ((rc = vlog_mark_state(gs->log, note, (size_t)n, now_ms())) || (rc = vlog_sync(gs->log)))
+        goto fail;
+    vlog_get_info(gs->log, &info);
+    h.offset = info.end_offset;
+    h.length = len;
+    if ((rc = snap_chain_at(gs->log, h.offset, h.chain)))
+        goto fail;
+    snap_dir(b, dir, sizeof dir);
+    if ((rc = snap_write(b->cfg.io, dir, GROUPS_SNAP, &h, buf, len)))
+        goto fail;
+    group_state_free(gs->st);
+    gs->st = st;
+    gs->snap_offset = h.offset;
+    gs->seq_appended = gs->seq_durable = group_last_seq(st);
+    b->met.snapshots_written++;
+    groups_changed(b);
+    *end = h.offset;
+    blog(BLOG_INFO, "group_state_installed",
+         "op=%" PRIu64 " seq=%" PRIu64 " offset=%" PRIu64 " bytes=%zu", op, gs->seq_durable,
+         h.offset, len);
+    return 0;
+fail:
+    group_state_free(st);
+    blog(BLOG_ERROR, "group_state_install_failed", "op=%" PRIu64 " error=%s", op,
+         verity_errname(rc));
+    return rc;
+}

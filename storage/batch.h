@@ -72,6 +72,10 @@
 /* Control batches hold one record whose key names the control type. */
 #define BATCH_CONTROL_CHECKPOINT "verity.checkpoint"
 #define BATCH_CONTROL_RECOVERY "verity.recovery"
+/* A state installed from a peer (a replica group's state transfer) follows:
+ * the records before it do not derive the state after it; the owner keeps
+ * a snapshot at the offset after this batch (broker/groups_snap.c). */
+#define BATCH_CONTROL_STATE "verity.state"
 
 struct batch_hdr {
     uint32_t length;

@@ -361,7 +361,7 @@ static int check_anchor(struct vstate *st, uint64_t first_base)
     return 0;
 }
 
-enum control_kind { CONTROL_NONE, CONTROL_CHECKPOINT, CONTROL_RECOVERY };
+enum control_kind { CONTROL_NONE, CONTROL_CHECKPOINT, CONTROL_RECOVERY, CONTROL_STATE };
 
 /* The single record of a validated control batch, and what kind it is. */
 static int control_record(struct vstate *st, const uint8_t *b, size_t len, uint64_t position,
@@ -377,6 +377,8 @@ static int control_record(struct vstate *st, const uint8_t *b, size_t len, uint6
     else if (klen == strlen(BATCH_CONTROL_RECOVERY) &&
              memcmp(rec->key, BATCH_CONTROL_RECOVERY, klen) == 0)
         *kind = CONTROL_RECOVERY;
+    else if (klen == strlen(BATCH_CONTROL_STATE) && memcmp(rec->key, BATCH_CONTROL_STATE, klen) == 0)
+        *kind = CONTROL_STATE;
     else
         return finding(st, VERITY_EUNSUPPORTED, position, "control batch of unknown type");
     return 0;
@@ -486,6 +488,8 @@ static int check_batch(struct vstate *st, const uint8_t *b, size_t len, uint64_t
             st->rep->checkpoints_verified++;
     } else if (kind == CONTROL_RECOVERY) {
         note_recovery(st, h.base_offset, &rec);
+    } else if (kind == CONTROL_STATE) {
+        st->rep->state_marks++;
     }
 
     uint64_t before = st->expected;

@@ -102,6 +102,7 @@ struct verify_report {
     uint64_t checkpoints_verified;  /* checkpoints whose signature verified */
     uint64_t checkpoints_unsigned;  /* accepted without a signature (no pubkey given) */
     uint64_t recovery_records;
+    uint64_t state_marks;           /* BATCH_CONTROL_STATE batches (a state installed from a peer) */
     uint64_t start_offset;          /* first offset stored (the oldest segment's base) */
     uint64_t end_offset;            /* offset after the last valid batch */
     bool anchored;                  /* the log starts after an anchor */

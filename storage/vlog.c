@@ -358,6 +358,11 @@ static int append_control(struct vlog *log, const char *key, const void *value, 
     return append_batch(log, log->ctl.buf, &h, NULL);
 }
 
+int vlog_mark_state(struct vlog *log, const char *note, size_t n, int64_t now_ms)
+{
+    return append_control(log, BATCH_CONTROL_STATE, note, n, now_ms, NULL, 0);
+}
+
 int vlog_checkpoint(struct vlog *log, int64_t now_ms)
 {
     uint8_t payload[CKPT_PAYLOAD_SIZE];

@@ -203,6 +203,11 @@ int vlog_read_copy(struct vlog *log, uint64_t offset, uint64_t end, void *buf, s
 int vlog_offset_for_time(struct vlog *log, int64_t ts_ms, uint64_t *offset_out)
     __attribute__((warn_unused_result));
 
+/* Appends a BATCH_CONTROL_STATE control batch whose value is the n bytes of
+ * note (JSON text, for `verity log dump`). 0 or an append error. */
+int vlog_mark_state(struct vlog *log, const char *note, size_t n, int64_t now_ms)
+    __attribute__((warn_unused_result));
+
 /* Writes a signed checkpoint control batch now. */
 int vlog_checkpoint(struct vlog *log, int64_t now_ms) __attribute__((warn_unused_result));
 

@@ -152,7 +152,7 @@ static json_t *report_json(const char *dir, const struct verify_report *rep)
                             verity_errname(rep->finding.code), "code_num", rep->finding.code,
                             "reason", rep->finding.reason, "torn_tail", rep->torn_tail);
     return json_pack("{s:s, s:b, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:I, s:I, s:I, "
-                     "s:o, s:s, s:o, s:b}",
+                     "s:I, s:o, s:s, s:o, s:b}",
                      "dir", dir, "ok", !rep->found, "segments", (int)rep->segments, "batches",
                      (json_int_t)rep->batches, "records", (json_int_t)rep->records,
                      "control_batches", (json_int_t)rep->control_batches, "bytes",
@@ -161,7 +161,8 @@ static json_t *report_json(const char *dir, const struct verify_report *rep)
                      "origin_checked", rep->origin_checked, "checkpoints_verified",
                      (json_int_t)rep->checkpoints_verified, "checkpoints_unsigned",
                      (json_int_t)rep->checkpoints_unsigned, "recovery_records",
-                     (json_int_t)rep->recovery_records, "recoveries", recs, "chain", chain,
+                     (json_int_t)rep->recovery_records, "state_marks", (json_int_t)rep->state_marks,
+                     "recoveries", recs, "chain", chain,
                      "finding", finding, "not_a_log", not_a_log(rep));
 }
 
@@ -187,6 +188,10 @@ static void report_print(const char *dir, const char *pubkey_path,
                " unsigned; origin NOT checked (no --pubkey given)\n",
                rep->checkpoints_verified, rep->checkpoints_unsigned);
     printf("recovery records: %" PRIu64 "\n", rep->recovery_records);
+    if (rep->state_marks)
+        printf("state marks: %" PRIu64 " (a state installed from a peer: the records before "
+               "each do not derive what follows)\n",
+               rep->state_marks);
     for (size_t i = 0; i < rep->recoveries_listed; i++)
         printf("  at offset %" PRIu64 ": %s\n", rep->recoveries[i].offset,
                rep->recoveries[i].text);
@@ -206,7 +211,7 @@ static void report_print(const char *dir, const char *pubkey_path,
         printf("OK: empty log, chain intact (next offset %" PRIu64 ")\n", rep->end_offset);
     } else {
         printf("OK: chain intact through offset %" PRIu64 ", the last offset in the log (%" PRIu64
-               " control batch%s among the offsets: checkpoints, recovery records)\n",
+               " control batch%s among the offsets: checkpoints, recovery records, state marks)\n",
                rep->end_offset - 1, rep->control_batches, rep->control_batches == 1 ? "" : "es");
     }
 }
@@ -320,6 +325,8 @@ static const char *control_name(const uint8_t *key, int32_t key_len)
         return "checkpoint";
     if (n == strlen(BATCH_CONTROL_RECOVERY) && memcmp(key, BATCH_CONTROL_RECOVERY, n) == 0)
         return "recovery";
+    if (n == strlen(BATCH_CONTROL_STATE) && memcmp(key, BATCH_CONTROL_STATE, n) == 0)
+        return "state";
     return "unknown";
 }
 

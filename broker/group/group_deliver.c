@@ -84,6 +84,10 @@ static size_t fetch_part(struct group_state *st, struct group *g, struct gmember
         if (ei == GNIL || g->ents[ei].when_ms > now)
             break;
         struct gent *e = &g->ents[ei];
+        if (e->offset >= hwm)
+            break; /* a coordinator whose copy of the partition is behind
+                    * (a new one in a cluster): it cannot read the message
+                    * yet, so neither lease nor count it until it can */
         if (e->count >= g->cfg.max_deliveries) {
             /* Returned where no dead-letter could be decided (leave,
              * rebalance): decide now instead of delivering again. */

@@ -14,7 +14,14 @@
  * Each line also has "t" (wall clock, ms).
  *
  * usage: cluster_group_consumer BROKERS GROUP TOPIC OUT --until-file PATH
- *                               [--idle-ms MS] [--name NAME]
+ *                               [--idle-ms MS] [--name NAME] [--commit-every N]
+ *                               [--nack 0|1]
+ *
+ * --commit-every N waits for the acks' answers (verity_group_commit) after
+ * every N acks, so each round is its own __groups op (groups_e2e.py --down
+ * uses 1 to move __groups fast). --nack 1 gives every message back
+ * (verity_group_nack, no delay) instead of acknowledging it: a member that
+ * only makes group-log traffic.
  *
  * Consumes until PATH exists and then nothing came for --idle-ms (5000),
  * waits for every ack to be answered (verity_group_commit), and exits 0.
@@ -75,12 +82,14 @@ int main(int argc, char **argv)
 {
     if (argc < 5) {
         fprintf(stderr, "usage: cluster_group_consumer BROKERS GROUP TOPIC OUT --until-file PATH "
-                        "[--idle-ms MS] [--name NAME]\n");
+                        "[--idle-ms MS] [--name NAME] [--commit-every N] [--nack 0|1]\n");
         return 2;
     }
     const char *brokers = argv[1], *group = argv[2], *topic = argv[3], *path = argv[4];
     const char *until = NULL, *name = "groups-e2e";
     int64_t idle_ms = 5000;
+    long commit_every = 0, since_commit = 0;
+    int nack = 0;
     for (int i = 5; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--until-file") == 0)
             until = argv[i + 1];
@@ -88,6 +97,10 @@ int main(int argc, char **argv)
             idle_ms = atoll(argv[i + 1]);
         else if (strcmp(argv[i], "--name") == 0)
             name = argv[i + 1];
+        else if (strcmp(argv[i], "--commit-every") == 0)
+            commit_every = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--nack") == 0)
+            nack = atoi(argv[i + 1]);
     }
     if (!until) {
         fprintf(stderr, "cluster_group_consumer: --until-file is required\n");
@@ -136,10 +149,21 @@ int main(int argc, char **argv)
                      (const char *)m[i].msg.value, m[i].msg.partition, m[i].msg.offset,
                      m[i].delivery_count);
             emit(line);
-            int arc = verity_group_ack(g, m[i].msg.topic, m[i].msg.partition, m[i].msg.offset);
+            int arc = nack ? verity_group_nack(g, m[i].msg.topic, m[i].msg.partition,
+                                               m[i].msg.offset, 0, "churn")
+                           : verity_group_ack(g, m[i].msg.topic, m[i].msg.partition, m[i].msg.offset);
             if (arc) {
                 snprintf(line, sizeof line, "{\"op\":\"err\",\"e\":\"ack:%s\"", verity_errname(arc));
                 emit(line);
+            }
+            if (commit_every > 0 && ++since_commit >= commit_every) {
+                since_commit = 0;
+                int crc = verity_group_commit(g, 30000);
+                if (crc) {
+                    snprintf(line, sizeof line, "{\"op\":\"err\",\"e\":\"commit:%s\"",
+                             verity_errname(crc));
+                    emit(line);
+                }
             }
         }
         if (n > 0)

@@ -20,7 +20,17 @@ heal and drain; the checks:
   - every broker's group state (GET /cluster "groups": committed seq and a
     SHA-256 of the durable state) is the same once caught up.
 
-usage: groups_e2e.py [--seconds 40] [--every 10] [--rate 100]
+With --down (state transfer of __groups), instead of the kill loop: a
+broker that is not the coordinator is kill -9'd and kept down until the
+coordinator has applied more than half a journal (C_SLOTS / 2 = 2,048) of
+__groups ops past it, so it cannot catch up from the journal; restarted,
+it must take the coordinator's state by state transfer (its
+verity_replica_state_transfers_total{group="__groups",outcome="done"}
+rises), agree with the others, and then coordinate: the coordinator is
+killed until that broker takes over, and the groups go on to the same
+checks.
+
+usage: groups_e2e.py [--seconds 40] [--every 10] [--rate 100] [--down]
 """
 import argparse
 import json
@@ -29,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -81,6 +92,75 @@ def takeovers(c):
     return n
 
 
+def transfers_done(http):
+    """verity_replica_state_transfers_total{group="__groups",...,outcome="done"}."""
+    try:
+        with urllib.request.urlopen("http://%s/metrics" % http, timeout=3) as f:
+            for line in f.read().decode().splitlines():
+                if line.startswith("verity_replica_state_transfers_total{group=\"__groups\"") \
+                        and 'outcome="done"' in line:
+                    return int(float(line.split()[-1]))
+    except Exception:
+        pass
+    return 0
+
+
+def applied(c, i):
+    try:
+        return (groups_rows(c).get(i) or {}).get("applied") or 0
+    except Exception:
+        return 0
+
+
+def down_and_transfer(c, args, topic, churn):
+    """The --down scenario (see the module text); returns the victim's id."""
+    ce.wait_for(lambda: coordinator(c) is not None, 30, 0.5)
+    coord = coordinator(c)
+    victim = [b["id"] for b in c.brokers() if b["id"] != coord][0]
+    before = applied(c, victim)
+    c.kill9(victim)
+    t0 = time.monotonic()
+    need = before + 2048 + 200
+    far = ce.wait_for(lambda: applied(c, coordinator(c) or coord) > need, args.down_max, 0.5)
+    print("  __groups: broker %d down %.1f s, applied %d -> coordinator at %d" %
+          (victim, time.monotonic() - t0, before, applied(c, coordinator(c) or coord)),
+          flush=True)
+    if not ce.expect(far, "__groups moved more than half a journal (%d ops) while broker %d "
+                     "was down" % (need - before, victim)):
+        c.restart(victim)
+        return victim
+    ce.expect(c.restart(victim).returncode == 0, "restart of broker %d" % victim)
+    http = c.http(victim)
+    t1 = time.monotonic()
+    ok = ce.wait_for(lambda: transfers_done(http) >= 1, 60, 0.5)
+    ce.expect(ok, "broker %d took the groups' state by state transfer (%d done)" %
+              (victim, transfers_done(http)))
+    if ok:
+        print("  __groups state transfer done %.1f s after the restart" %
+              (time.monotonic() - t1), flush=True)
+    churn.kill()  # its nacks never end; it only had to move __groups
+    churn.wait()
+    # (the states are compared once the members stop, at the end: while
+    # they ack, the live coordinator is always a few ops ahead)
+    # now let the transferred state coordinate
+    for _ in range(6):
+        cur = coordinator(c)
+        if cur == victim:
+            break
+        if cur is not None:
+            c.kill9(cur)
+            time.sleep(0.5)
+            c.restart(cur)
+        ce.wait_for(lambda: coordinator(c) is not None, 20, 0.5)
+    ce.expect(coordinator(c) == victim, "broker %d (state transferred) became the coordinator" %
+              victim)
+    # its copies of the partitions catch up by their own transfer/repair;
+    # until then it leases nothing it cannot read (group_fetch's hwm)
+    ce.expect(ce.wait_for(lambda: ce.caught_up(c, topic), 120, 1.0),
+              "every replica of %s caught up" % topic)
+    return victim
+
+
 def load(path):
     out = []
     try:
@@ -100,6 +180,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=40)
     ap.add_argument("--every", type=float, default=10)
     ap.add_argument("--rate", type=int, default=100)
+    ap.add_argument("--down", action="store_true",
+                    help="state transfer of __groups instead of the kill loop (module text)")
+    ap.add_argument("--down-max", type=float, default=90,
+                    help="--down: at most this long for __groups to move half a journal")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--verityd", help="another verityd (e.g. one without replicated groups, "
                     "to see the test fail)")
@@ -111,6 +195,7 @@ def main():
     hist = os.path.join(tmp, "history.jsonl")
     stop_file = os.path.join(tmp, "stop")
     consumers = {}
+    churn = None
     kills = []
     kill_ms = []  # (what, wall ms of the kill)
     try:
@@ -143,12 +228,30 @@ def main():
             consumers[g] = (out, subprocess.Popen(
                 [CONSUMER, c.bootstrap, g, topic, out, "--until-file", stop_file,
                  "--idle-ms", "6000", "--name", g]))
+        churn = None
+        if args.down:
+            # a third group whose member gives every message back and waits
+            # for each answer: each nack and redelivery is its own __groups
+            # op, so __groups moves half a journal in seconds whatever the
+            # produce rate (it is not judged: it only makes ops)
+            r = ce.verity("group", "create", "gchurn", "--topic", topic, "--mode", "shared",
+                          "--from", "earliest", "--max-deliveries", "1000", "--backoff", "0",
+                          "--broker", c.bootstrap, timeout=30)
+            ce.expect(r.returncode == 0, "group gchurn created: %s" % r.stderr.strip())
+            churn = subprocess.Popen(
+                [CONSUMER, c.bootstrap, "gchurn", topic, os.path.join(tmp, "consumer-gchurn.jsonl"),
+                 "--until-file", stop_file, "--idle-ms", "2000", "--name", "gchurn",
+                 "--commit-every", "1", "--nack", "1"])
         prod = subprocess.Popen([ce.PRODUCER, c.bootstrap, topic, hist, "--name", "g",
                                  "--seconds", str(args.seconds), "--rate", str(args.rate),
                                  "--acks", "quorum"])
         end = time.monotonic() + args.seconds
         next_kill = time.monotonic() + args.every
         turn = 0
+        if args.down:
+            time.sleep(2)
+            kills.append(("__groups down", down_and_transfer(c, args, topic, churn)))
+            next_kill = end + 1
         while next_kill <= end:
             time.sleep(max(0.0, next_kill - time.monotonic()))
             next_kill += args.every
@@ -174,6 +277,12 @@ def main():
             if not ce.alive(b["pid"]):
                 c.restart(b["id"])
         open(stop_file, "w").close()
+        if churn is not None:
+            try:
+                churn.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                churn.kill()
+                churn.wait()
         for g, (out, p) in consumers.items():
             try:
                 rc = p.wait(timeout=180)
@@ -195,7 +304,7 @@ def main():
         print("  kills %s; coordinator changes %d; produced %d acknowledged" %
               (kills, changes, len(produced)), flush=True)
         ce.expect(len(produced) > 0, "something was produced")
-        ce.expect(any(w == "__groups" for w, _ in kills), "the coordinator was killed")
+        ce.expect(any(w.startswith("__groups") for w, _ in kills), "the coordinator was killed")
         for g, (out, _) in consumers.items():
             ev = load(out)
             acked, counts, wrong = set(), {}, []
@@ -245,6 +354,9 @@ def main():
             ce.expect(r.returncode == 0 and d.get("unacked") == 0,
                       "%s: describe shows 0 unacked: %s" % (g, d.get("unacked", r.stderr.strip())))
     finally:
+        if args.down and churn is not None and churn.poll() is None:
+            churn.kill()
+            churn.wait()
         for _, p in consumers.values():
             if p.poll() is None:
                 p.kill()

@@ -251,6 +251,34 @@ static void test_lease_expiry_returns_message_with_count_raised(void)
     assert_replay_equal();
 }
 
+/* A coordinator whose copy of a partition is behind (a new coordinator in a
+ * cluster: its hwm is its own committed end) neither redelivers nor counts
+ * what it cannot read yet. */
+static void test_redelivery_waits_for_the_hwm(void)
+{
+    fresh(0);
+    simple_group("g", GROUP_SHARED, 1);
+    uint64_t m = join("g", "a");
+    set_hwm(1, 3);
+    struct group_delivery d[4];
+    CU_ASSERT_EQUAL_FATAL(fetch("g", m, 4, 1, d), 3);
+    now += 1000;
+    group_tick(st, now);
+    uint32_t count;
+    CU_ASSERT_EQUAL(msg_state("g", 0, 2, &count), GROUP_MSG_WAITING);
+    set_hwm(1, 0);
+    CU_ASSERT_EQUAL(fetch("g", m, 4, 1, d), 0);
+    for (uint64_t o = 0; o < 3; o++) {
+        CU_ASSERT_EQUAL(msg_state("g", 0, o, &count), GROUP_MSG_WAITING);
+        CU_ASSERT_EQUAL(count, 1);
+    }
+    set_hwm(1, 3);
+    CU_ASSERT_EQUAL(fetch("g", m, 4, 1, d), 3);
+    for (size_t i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL(d[i].delivery_count, 2);
+    assert_replay_equal();
+}
+
 static void test_backoff_schedule_applies_to_nack_and_expiry(void)
 {
     fresh(0);
@@ -1986,6 +2014,7 @@ int main(void)
     } tests[] = {
         {"lease_expiry_returns_message_with_count_raised",
          test_lease_expiry_returns_message_with_count_raised},
+        {"redelivery_waits_for_the_hwm", test_redelivery_waits_for_the_hwm},
         {"backoff_schedule_applies_to_nack_and_expiry",
          test_backoff_schedule_applies_to_nack_and_expiry},
         {"max_deliveries_emits_dead_letter_with_fields",
