@@ -243,7 +243,7 @@ install: $(BINS)
 # make sim SEEDS=N [SEED_START=S]   run N seeds of the VSR simulator
 # make test-sim                     TEST_SIM_SEEDS seeds (200), the regression
 #                                   seeds (vsr_sim --regressions), then each planted
-#                                   bug (a-d) must be caught by a safety checker
+#                                   bug (a-e) must be caught by a safety checker
 #                                   within the same seeds
 SEEDS ?= 1000
 SEED_START ?= 1
@@ -263,7 +263,7 @@ test-sim: $(SIM_BIN)
 	@$(SIM_BIN) --seeds $(TEST_SIM_SEEDS)
 	@echo "== $(SIM_BIN) --regressions"
 	@$(SIM_BIN) --regressions
-	@set -e; for p in a b c d; do \
+	@set -e; for p in a b c d e; do \
 	  $(SIM_BIN) --plant $$p --seeds $(TEST_SIM_SEEDS) --expect-fail --safety-only 2>/dev/null | tail -1; done
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan MODE=asan WERROR=$(WERROR) asan-sim
 
