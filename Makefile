@@ -406,7 +406,10 @@ soak-project: all tests
 #                     negative control; state transfer of a backup 3,000+
 #                     ops behind and repair of a replica with bit flips in
 #                     a closed segment or a truncated active segment
-#                     (tests/cluster/repair_e2e.py, about 40 s each)
+#                     (tests/cluster/repair_e2e.py, about 40 s each); a
+#                     broker whose data directory is deleted and restarted
+#                     with --rejoin while production continues
+#                     (tests/cluster/rejoin_e2e.py, about 60-75 s)
 # make soak-cluster   the kill loop for SOAK_CLUSTER_SECONDS (600)
 SOAK_CLUSTER_SECONDS ?= 600
 CLUSTER_PRODUCER := $(BUILD)/tests/cluster_producer
@@ -459,6 +462,8 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py damage --mode truncate
 	@echo "== tests/cluster/repair_e2e.py peer-down (a paused peer: the transfer stalls and moves on)"
 	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py peer-down
+	@echo "== tests/cluster/rejoin_e2e.py (a broker's data dir deleted, restarted with --rejoin under load)"
+	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 40
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill

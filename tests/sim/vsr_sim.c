@@ -862,10 +862,14 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
             for (int c = 0; c < W.nclients; c++)
                 if (W.clients[c].replies < want[c])
                     done = 0;
+            /* with every replica up, a wiped one must finish its rejoin */
+            for (int i = 0; i < W.n && !minority_down; i++)
+                if (W.nodes[i].up && vsr_rejoining(W.nodes[i].core, NULL))
+                    done = 0;
         }
         if (!W.fail[0] && !done)
-            failf("%s: no progress within %" PRIu64 " ticks after faults stopped (%" PRIu64
-                  " replicas)",
+            failf("%s: no progress (or a rejoin not finished) within %" PRIu64
+                  " ticks after faults stopped (%" PRIu64 " replicas)",
                   "liveness", LIVENESS_TICKS, (uint64_t)W.n);
     }
     for (int i = 0; i < W.n; i++)
