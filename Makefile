@@ -263,6 +263,8 @@ test-sim: $(SIM_BIN)
 	@$(SIM_BIN) --seeds $(TEST_SIM_SEEDS)
 	@echo "== $(SIM_BIN) --regressions"
 	@$(SIM_BIN) --regressions
+	@echo "== $(SIM_BIN) --regressions --no-wipe (the paths the seeds were fixed on)"
+	@$(SIM_BIN) --regressions --no-wipe
 	@set -e; for p in a b c d e; do \
 	  $(SIM_BIN) --plant $$p --seeds $(TEST_SIM_SEEDS) --expect-fail --safety-only 2>/dev/null | tail -1; done
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan MODE=asan WERROR=$(WERROR) asan-sim
