@@ -3,7 +3,7 @@
 processes (issue 10, must-show 7; docs/REPLICATION.md "Replacing a dead
 broker's disk"). Helpers come from cluster_e2e.py.
 
-    rejoin_e2e.py [--seconds 40] [--victim primary|backup]
+    rejoin_e2e.py [--seconds 40] [--victim primary|backup] [--warmup 4] [--rate 200]
         3 brokers, a topic of 3 partitions on all three (--replicas 3), the
         recorder producing idempotently at acks=quorum for --seconds. After
         a warm-up, the victim (partition 0's primary, or a backup of it) is
@@ -17,7 +17,10 @@ broker's disk"). Helpers come from cluster_e2e.py.
         is now needed for every quorum) and restarted. At the end: every
         replica caught up (same view, applied op and log end), 0 lost, 0
         duplicates, order kept, `verity log verify` on every replica and
-        the replicas' segment files identical byte for byte.
+        the replicas' segment files identical byte for byte. With a longer
+        --warmup and a higher --rate the partitions are more than half a
+        journal (2,048 ops) ahead of the empty broker, which then catches
+        up by state transfer while it rejoins.
 
 Prints "rejoin_e2e: N passed, N failed"; exits 1 on a failure. Every wait
 is bounded and every process started is stopped by PID.
@@ -65,7 +68,7 @@ def events(path, start, name):
                 "\"%s\"" % name in x or "event=%s" % name in x]
 
 
-def scenario(tmp, seconds, victim_kind):
+def scenario(tmp, seconds, victim_kind, warmup, rate):
     topic, parts = "rejoin", 3
     c = ce.Cluster(3, tmp)
     hist = os.path.join(tmp, "history.jsonl")
@@ -78,9 +81,9 @@ def scenario(tmp, seconds, victim_kind):
                         all(r.get("primary") for r in c.partitions(topic).values()), 30, 0.2),
                "every partition has a primary")
         prod = subprocess.Popen([ce.PRODUCER, c.bootstrap, topic, hist, "--name", "r",
-                                 "--seconds", str(seconds), "--rate", "200", "--acks", "quorum"])
+                                 "--seconds", str(seconds), "--rate", str(rate), "--acks", "quorum"])
         t_start = time.monotonic()
-        time.sleep(4)  # warm-up: the victim holds acknowledged data when it dies
+        time.sleep(warmup)  # the victim holds acknowledged data when it dies
         rows = c.partitions(topic)
         primary0 = rows[0]["primary"]
         victim = primary0 if victim_kind == "primary" else [i for i in (1, 2, 3)
@@ -99,13 +102,14 @@ def scenario(tmp, seconds, victim_kind):
         r = ce.verity("cluster", "restart", "--dir", c.dir, "--id", str(victim), "--rejoin",
                       timeout=60)
         expect(r.returncode == 0, "restart --rejoin: %s" % r.stderr.strip())
-        ok = wait_for(lambda: rejoin_done(c, victim, topic, parts), 90, 0.2)
+        ok = wait_for(lambda: rejoin_done(c, victim, topic, parts), 120, 0.2)
         figures["restart_to_rejoined_s"] = round(time.monotonic() - t0, 2)
         expect(ok, "broker %d rejoined every group (GET /cluster rejoining false)" % victim)
         started = events(log, start_line, "replica_rejoining")
         done = events(log, start_line, "replica_rejoined")
-        for e in done:
+        for e in done + events(log, start_line, "replica_state_transferred"):
             print("  " + e[:240])
+        figures["state_transfers"] = len(events(log, start_line, "replica_state_transferred"))
         want = parts + 2  # the partitions, __meta and __groups
         expect(len(started) >= want, "replica_rejoining logged for %d groups (want %d)" %
                (len(started), want))
@@ -148,11 +152,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=40)
     ap.add_argument("--victim", choices=["primary", "backup"], default="primary")
+    ap.add_argument("--warmup", type=int, default=4, help="seconds of production before the kill")
+    ap.add_argument("--rate", type=int, default=200, help="messages per second")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-rejoin-")
     try:
-        scenario(tmp, a.seconds, a.victim)
+        scenario(tmp, a.seconds, a.victim, a.warmup, a.rate)
     finally:
         if not a.keep and not ce.failed:
             shutil.rmtree(tmp, ignore_errors=True)
