@@ -68,9 +68,9 @@ def events(path, start, name):
                 "\"%s\"" % name in x or "event=%s" % name in x]
 
 
-def scenario(tmp, seconds, victim_kind, warmup, rate):
+def scenario(tmp, seconds, victim_kind, warmup, rate, verityd=None):
     topic, parts = "rejoin", 3
-    c = ce.Cluster(3, tmp)
+    c = ce.Cluster(3, tmp, verityd=verityd)
     hist = os.path.join(tmp, "history.jsonl")
     figures = {}
     prod = None
@@ -146,6 +146,10 @@ def scenario(tmp, seconds, victim_kind, warmup, rate):
             prod.wait(timeout=10)
         c.stop()
     ce.verify_replicas(c, topic, parts)
+    for b in c.brokers():
+        with open(os.path.join(c.dir, "node%d.log" % b["id"]), errors="replace") as f:
+            bad = [x for x in f if "Sanitizer" in x or "runtime error:" in x]
+        expect(not bad, "broker %d: no sanitizer report: %s" % (b["id"], bad[:2]))
 
 
 def main():
@@ -155,10 +159,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=4, help="seconds of production before the kill")
     ap.add_argument("--rate", type=int, default=200, help="messages per second")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--verityd", help="another verityd binary (e.g. an ASan build)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-rejoin-")
     try:
-        scenario(tmp, a.seconds, a.victim, a.warmup, a.rate)
+        scenario(tmp, a.seconds, a.victim, a.warmup, a.rate, a.verityd)
     finally:
         if not a.keep and not ce.failed:
             shutil.rmtree(tmp, ignore_errors=True)
