@@ -597,6 +597,10 @@ static void print_status(const char *http, json_t *c)
                    json_integer_value(json_object_get(b, "id")),
                    json_integer_value(json_object_get(b, "lag")));
         }
+        if (json_is_true(json_object_get(v, "rejoining")))
+            printf(" rejoining (applied %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT ")",
+                   json_integer_value(json_object_get(v, "applied")),
+                   json_integer_value(json_object_get(v, "rejoin_target")));
         printf("\n");
     }
 }
