@@ -412,7 +412,8 @@ soak-project: all tests
 #                     broker whose data directory is deleted and restarted
 #                     with --rejoin while production continues
 #                     (tests/cluster/rejoin_e2e.py, about 60-75 s, and
-#                     again 2,000+ ops behind: by state transfer, ~100 s)
+#                     again 2,000+ ops behind: by state transfer, ~100 s,
+#                     and killed again during its rejoin, ~55 s)
 # make soak-cluster   the kill loop for SOAK_CLUSTER_SECONDS (600)
 SOAK_CLUSTER_SECONDS ?= 600
 CLUSTER_PRODUCER := $(BUILD)/tests/cluster_producer
@@ -469,6 +470,8 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 40
 	@echo "== tests/cluster/rejoin_e2e.py --warmup 20 --rate 800 (the rejoined broker catches up by state transfer)"
 	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 50 --warmup 20 --rate 800
+	@echo "== tests/cluster/rejoin_e2e.py --crash-mid (killed again during its rejoin: resumed from the superblock)"
+	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 40 --crash-mid
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill

@@ -4,6 +4,7 @@ processes (issue 10, must-show 7; docs/REPLICATION.md "Replacing a dead
 broker's disk"). Helpers come from cluster_e2e.py.
 
     rejoin_e2e.py [--seconds 40] [--victim primary|backup] [--warmup 4] [--rate 200]
+                  [--crash-mid] [--verityd PATH]
         3 brokers, a topic of 3 partitions on all three (--replicas 3), the
         recorder producing idempotently at acks=quorum for --seconds. After
         a warm-up, the victim (partition 0's primary, or a backup of it) is
@@ -20,7 +21,9 @@ broker's disk"). Helpers come from cluster_e2e.py.
         the replicas' segment files identical byte for byte. With a longer
         --warmup and a higher --rate the partitions are more than half a
         journal (2,048 ops) ahead of the empty broker, which then catches
-        up by state transfer while it rejoins.
+        up by state transfer while it rejoins. --crash-mid kills it again 1 s
+        into its rejoin and restarts it (groups with a journal resume the
+        rejoin from their superblock).
 
 Prints "rejoin_e2e: N passed, N failed"; exits 1 on a failure. Every wait
 is bounded and every process started is stopped by PID.
@@ -68,7 +71,7 @@ def events(path, start, name):
                 "\"%s\"" % name in x or "event=%s" % name in x]
 
 
-def scenario(tmp, seconds, victim_kind, warmup, rate, verityd=None):
+def scenario(tmp, seconds, victim_kind, warmup, rate, verityd=None, crash_mid=False):
     topic, parts = "rejoin", 3
     c = ce.Cluster(3, tmp, verityd=verityd)
     hist = os.path.join(tmp, "history.jsonl")
@@ -102,6 +105,20 @@ def scenario(tmp, seconds, victim_kind, warmup, rate, verityd=None):
         r = ce.verity("cluster", "restart", "--dir", c.dir, "--id", str(victim), "--rejoin",
                       timeout=60)
         expect(r.returncode == 0, "restart --rejoin: %s" % r.stderr.strip())
+        if crash_mid:
+            # killed again in the middle of its rejoin: the groups that have a
+            # journal resume from their superblock's flag
+            time.sleep(1.0)
+            busy = [x["topic"] for x in rows_of(c, victim, topic) if x.get("rejoining")]
+            print("  still rejoining at the second kill: %s" % busy, flush=True)
+            c.kill9(victim)
+            mid_line = ce.count_lines(log)
+            r = ce.verity("cluster", "restart", "--dir", c.dir, "--id", str(victim), "--rejoin",
+                          timeout=60)
+            expect(r.returncode == 0, "second restart --rejoin: %s" % r.stderr.strip())
+            resumed = events(log, mid_line, "replica_rejoining")
+            expect(len(resumed) >= len(busy), "rejoin resumed for %d groups after the crash" %
+                   len(resumed))
         ok = wait_for(lambda: rejoin_done(c, victim, topic, parts), 120, 0.2)
         figures["restart_to_rejoined_s"] = round(time.monotonic() - t0, 2)
         expect(ok, "broker %d rejoined every group (GET /cluster rejoining false)" % victim)
@@ -160,10 +177,12 @@ def main():
     ap.add_argument("--rate", type=int, default=200, help="messages per second")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--verityd", help="another verityd binary (e.g. an ASan build)")
+    ap.add_argument("--crash-mid", action="store_true",
+                    help="kill -9 the victim again 1 s into its rejoin and restart it")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-rejoin-")
     try:
-        scenario(tmp, a.seconds, a.victim, a.warmup, a.rate, a.verityd)
+        scenario(tmp, a.seconds, a.victim, a.warmup, a.rate, a.verityd, a.crash_mid)
     finally:
         if not a.keep and not ce.failed:
             shutil.rmtree(tmp, ignore_errors=True)
