@@ -243,7 +243,7 @@ install: $(BINS)
 # make sim SEEDS=N [SEED_START=S]   run N seeds of the VSR simulator
 # make test-sim                     TEST_SIM_SEEDS seeds (200), the regression
 #                                   seeds (vsr_sim --regressions), then each planted
-#                                   bug (a-d) must be caught by a safety checker
+#                                   bug (a-e) must be caught by a safety checker
 #                                   within the same seeds
 SEEDS ?= 1000
 SEED_START ?= 1
@@ -263,7 +263,9 @@ test-sim: $(SIM_BIN)
 	@$(SIM_BIN) --seeds $(TEST_SIM_SEEDS)
 	@echo "== $(SIM_BIN) --regressions"
 	@$(SIM_BIN) --regressions
-	@set -e; for p in a b c d; do \
+	@echo "== $(SIM_BIN) --regressions --no-wipe (the paths the seeds were fixed on)"
+	@$(SIM_BIN) --regressions --no-wipe
+	@set -e; for p in a b c d e; do \
 	  $(SIM_BIN) --plant $$p --seeds $(TEST_SIM_SEEDS) --expect-fail --safety-only 2>/dev/null | tail -1; done
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan MODE=asan WERROR=$(WERROR) asan-sim
 
@@ -406,7 +408,12 @@ soak-project: all tests
 #                     negative control; state transfer of a backup 3,000+
 #                     ops behind and repair of a replica with bit flips in
 #                     a closed segment or a truncated active segment
-#                     (tests/cluster/repair_e2e.py, about 40 s each)
+#                     (tests/cluster/repair_e2e.py, about 40 s each); a
+#                     broker whose data directory is deleted and restarted
+#                     with --rejoin while production continues
+#                     (tests/cluster/rejoin_e2e.py, about 60-75 s, and
+#                     again 2,000+ ops behind: by state transfer, ~100 s,
+#                     and killed again during its rejoin, ~55 s)
 # make soak-cluster   the kill loop for SOAK_CLUSTER_SECONDS (600)
 SOAK_CLUSTER_SECONDS ?= 600
 CLUSTER_PRODUCER := $(BUILD)/tests/cluster_producer
@@ -461,6 +468,12 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py damage --mode truncate
 	@echo "== tests/cluster/repair_e2e.py peer-down (a paused peer: the transfer stalls and moves on)"
 	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py peer-down
+	@echo "== tests/cluster/rejoin_e2e.py (a broker's data dir deleted, restarted with --rejoin under load)"
+	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 40
+	@echo "== tests/cluster/rejoin_e2e.py --warmup 20 --rate 800 (the rejoined broker catches up by state transfer)"
+	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 50 --warmup 20 --rate 800
+	@echo "== tests/cluster/rejoin_e2e.py --crash-mid (killed again during its rejoin: resumed from the superblock)"
+	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 40 --crash-mid
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill

@@ -37,6 +37,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include "broker/blog.h"
 #include "broker/broker_int.h"
@@ -111,6 +112,7 @@ struct cgroup {
     uint64_t abandoned;     /* proposals failed by a view change */
     uint64_t applied;       /* ops applied since start */
     bool error_logged;
+    bool rejoining; /* rejoin mode (--rejoin, fresh journal): no vote until caught up */
     bool dirty; /* journal writes wait for the flush event */
     struct xfer xf; /* state transfer (section "state transfer") */
     struct gxfer *gx; /* __groups: a state being copied in, or served (section "__groups") */
@@ -496,6 +498,12 @@ static void cg_after(struct cgroup *cg)
             cg->views_seen++;
             memset(cg->acked, 0, sizeof cg->acked);
         }
+        if (cg->rejoining && !vsr_rejoining(cg->g.core, NULL)) {
+            cg->rejoining = false;
+            blog(BLOG_INFO, "replica_rejoined",
+                 "group=%s partition=%" PRIu32 " view=%" PRIu64 " applied=%" PRIu64, cg->name,
+                 cg->partition, v, vsr_commit_min(cg->g.core));
+        }
     }
     if (cg->own_active && (!is_primary_normal(cg) || vsr_view(cg->g.core) != cg->own_view))
         cg_abandon(cg);
@@ -531,6 +539,10 @@ static struct vsr_config cg_config(const struct cgroup *cg, uint32_t body_max)
     c.retry_ticks = C_RETRY;
     c.timeout_ticks = C_TIMEOUT;
     c.hash = sha256;
+    /* node-local: the core reads it only when the journal is fresh */
+    c.rejoin = cg->b->cfg.rejoin != 0;
+    if (RAND_bytes((unsigned char *)&c.rejoin_nonce, sizeof c.rejoin_nonce) != 1)
+        c.rejoin_nonce = (uint64_t)wall_us() ^ ((uint64_t)getpid() << 40);
     return c;
 }
 
@@ -546,6 +558,11 @@ static int cg_start(struct cgroup *cg, const struct vgroup_ops *ops, uint32_t bo
     }
     cg->g_open = true;
     cg->last_view = vsr_view(cg->g.core);
+    if ((cg->rejoining = vsr_rejoining(cg->g.core, NULL)))
+        blog(BLOG_INFO, "replica_rejoining",
+             "group=%s partition=%" PRIu32 " applied=%" PRIu64
+             " text=\"votes in no view change until caught up\"",
+             cg->name, cg->partition, cg->st.op);
     cg->next_request = (uint64_t)wall_us();
     cg_after(cg);
     return 0;
@@ -1206,11 +1223,14 @@ static json_t *cg_json(struct cgroup *cg)
                                                      (json_int_t)lag));
         }
     }
-    return json_pack("{s:s,s:i,s:o,s:i,s:I,s:s,s:I,s:I,s:I,s:I,s:o}", "topic", cg->name,
+    uint64_t target = 0;
+    bool rejoining = cg->g.core && vsr_rejoining(cg->g.core, &target);
+    return json_pack("{s:s,s:i,s:o,s:i,s:I,s:s,s:I,s:I,s:I,s:I,s:o,s:b,s:I}", "topic", cg->name,
                      "partition", (int)cg->partition, "replicas", replicas, "primary",
                      (int)primary_node(cg), "view", (json_int_t)view, "role", role_of(cg),
                      "commit", (json_int_t)cmax, "op", (json_int_t)op, "applied",
-                     (json_int_t)cmin, "end", (json_int_t)cg->st_end, "backups", backups);
+                     (json_int_t)cmin, "end", (json_int_t)cg->st_end, "backups", backups,
+                     "rejoining", rejoining, "rejoin_target", (json_int_t)target);
 }
 
 json_t *cluster_part_json(struct partition *p)

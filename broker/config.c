@@ -57,6 +57,9 @@ static const struct key keys[] = {
     {"peer_dial", K_STR, F(peer_dial), S(peer_dial), 0, 0,
      "node-local: dial these nodes at another address than their peer address, \"ID=HOST:PORT;...\" "
      "(a relay per link; not part of the cluster id; file: string or {\"ID\": \"HOST:PORT\"})"},
+    {"rejoin", K_U32, F(rejoin), 0, 0, 1,
+     "node-local: this broker's disk was wiped; every replica group that starts with no journal "
+     "votes in no view change until caught up (docs/REPLICATION.md; flag: --rejoin)"},
     {"max_connections", K_U32, F(max_connections), 0, 1, 1000000, "open connections"},
     {"max_inflight", K_U32, F(max_inflight), 0, 1, 65536, "requests in flight per connection"},
     {"max_frame_bytes", K_U32, F(max_frame_bytes), 0, 4096, VERITY_FRAME_BYTES_HARD,
@@ -566,6 +569,12 @@ int bcfg_load_env(struct broker_config *c, char *err, size_t cap)
     return 0;
 }
 
+/* Flags that take no value: "--rejoin" means rejoin=1 ("--rejoin=0" works too). */
+static bool flag_bare(const char *key, const char *inline_value)
+{
+    return !inline_value && strcmp(key, "rejoin") == 0;
+}
+
 /* "--max-connections" -> "max_connections" in buf; NULL if not a flag. */
 static const char *flag_key(const char *arg, char *buf, size_t cap, const char **inline_value)
 {
@@ -599,6 +608,8 @@ int bcfg_from_args(struct broker_config *c, int argc, char **argv, bool *help, c
         }
         if (!flag_key(argv[i], key, sizeof key, &iv))
             return bad(err, cap, VERITY_EINVAL, "unexpected argument %s", argv[i]);
+        if (flag_bare(key, iv))
+            continue;
         if (!iv && i + 1 >= argc)
             return bad(err, cap, VERITY_EINVAL, "%s needs a value%s", argv[i], "");
         const char *v = iv ? iv : argv[i + 1];
@@ -614,6 +625,11 @@ int bcfg_from_args(struct broker_config *c, int argc, char **argv, bool *help, c
     for (int i = 1; i < argc; i++) {
         const char *iv;
         flag_key(argv[i], key, sizeof key, &iv);
+        if (flag_bare(key, iv)) {
+            if ((rc = bcfg_set(c, key, "1", err, cap)))
+                return rc;
+            continue;
+        }
         const char *v = iv ? iv : argv[i + 1];
         if (!iv)
             i++;
@@ -693,6 +709,9 @@ int bcfg_check(const struct broker_config *c, char *err, size_t cap)
     if ((c->peer_tls_cert[0] || c->peer_tls_key[0] || c->peer_tls_ca[0]) &&
         !(c->peer_tls_cert[0] && c->peer_tls_key[0] && c->peer_tls_ca[0]))
         return bad(err, cap, VERITY_EINVAL, "peer_tls_cert, peer_tls_key and peer_tls_ca go together%s", "");
+    if (c->rejoin && c->cluster_n == 0)
+        return bad(err, cap, VERITY_EINVAL,
+                   "rejoin needs a cluster section (a single broker has nobody to rejoin)%s", "");
     if (c->buffer_bytes_max < 2ull * c->max_frame_bytes)
         return bad(err, cap, VERITY_EINVAL,
                    "buffer_bytes_max (%" PRIu64 ") must hold at least two frames of max_frame_bytes "

@@ -56,6 +56,11 @@ struct broker_config {
      * as nodes[]; "" = dial the node's peer address) */
     char peer_dial[BCFG_CLUSTER_TEXT_MAX];
     char peer_dial_addr[BCFG_NODES_MAX][BCFG_NODE_ADDR_MAX];
+    /* node-local: 1 = this broker's disk was replaced (wiped); every replica
+     * group that starts with a fresh journal starts in rejoin mode
+     * (vsr_config.rejoin; docs/REPLICATION.md "Replacing a dead broker's
+     * disk"). --rejoin, VERITY_REJOIN=1, "rejoin": 1. */
+    uint32_t rejoin;
     /* limits */
     uint32_t max_connections;
     uint32_t max_inflight; /* requests in flight per connection */

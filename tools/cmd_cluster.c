@@ -22,7 +22,8 @@
  * "data_dir"}]}. stop sends SIGTERM to each recorded PID, waits up to
  * --timeout-ms (10000) for it to exit, then SIGKILLs it. restart --id N
  * starts broker N again on its directory and ports (after stopping it when
- * it still runs). The verityd binary: --verityd PATH, else $VERITY_BIN_DIR/
+ * it still runs); restart --rejoin passes verityd --rejoin for that start
+ * (a broker whose data directory was wiped). The verityd binary: --verityd PATH, else $VERITY_BIN_DIR/
  * verityd, else verityd next to this program.
  *
  * Exit codes: 0 ok, 1 failure, 2 usage.
@@ -63,7 +64,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: verity cluster start --nodes 3|5 --dir DIR [--verityd PATH] [--relays] [--json]\n"
             "       verity cluster stop --dir DIR [--timeout-ms MS]\n"
-            "       verity cluster restart --dir DIR --id N [--timeout-ms MS]\n"
+            "       verity cluster restart --dir DIR --id N [--rejoin] [--timeout-ms MS]\n"
             "       verity cluster status [--dir DIR | --broker HTTP,HTTP,...] [--json]\n"
             "start: a local cluster on loopback (free ports, DIR/nodeN data directories,\n"
             "  DIR/cluster.json shared config, DIR/state.json with the PIDs); prints the\n"
@@ -73,7 +74,9 @@ static void usage(FILE *f)
             "  caller starts the relays (tests/cluster/relay.py, listed under \"relays\":\n"
             "  from, to, listen, target); until then those links stay down.\n"
             "stop: SIGTERM each broker of DIR/state.json, SIGKILL after --timeout-ms.\n"
-            "restart: start broker N again on its directory and ports.\n"
+            "restart: start broker N again on its directory and ports. --rejoin: its disk\n"
+            "  was wiped (replaced); start it with verityd --rejoin (this start only)\n"
+            "  so that it votes in no view change until caught up (docs/REPLICATION.md).\n"
             "status: each broker's GET /cluster: links, each partition's primary, view,\n"
             "  commit number and backup lag. --broker takes admin HTTP addresses.\n"
             "exit: 0 ok, 1 failure (status: a broker did not answer), 2 usage\n");
@@ -270,7 +273,7 @@ static bool pid_alive(pid_t pid)
 
 /* Starts verityd for nd (daemon-like: own session, stdout/stderr to
  * DIR/nodeN.log). Returns 0 and sets nd->pid. */
-static int spawn(const struct state *s, struct node *nd)
+static int spawn(const struct state *s, struct node *nd, bool rejoin)
 {
     char cfg[PATH_MAX + 32], logp[PATH_MAX + 32], idbuf[16];
     snprintf(cfg, sizeof cfg, "%s/cluster.json", s->dir);
@@ -293,12 +296,23 @@ static int spawn(const struct state *s, struct node *nd)
         if (nul >= 0)
             dup2(nul, 0);
         setsid();
-        if (nd->peer_dial[0])
-            execl(s->verityd, s->verityd, "--config", cfg, "--node-id", idbuf, "--data-dir",
-                  nd->data_dir, "--peer-dial", nd->peer_dial, (char *)NULL);
-        else
-            execl(s->verityd, s->verityd, "--config", cfg, "--node-id", idbuf, "--data-dir",
-                  nd->data_dir, (char *)NULL);
+        char *args[12];
+        int a = 0;
+        args[a++] = (char *)s->verityd;
+        args[a++] = "--config";
+        args[a++] = cfg;
+        args[a++] = "--node-id";
+        args[a++] = idbuf;
+        args[a++] = "--data-dir";
+        args[a++] = nd->data_dir;
+        if (nd->peer_dial[0]) {
+            args[a++] = "--peer-dial";
+            args[a++] = nd->peer_dial;
+        }
+        if (rejoin)
+            args[a++] = "--rejoin"; /* this start only: not kept in state.json */
+        args[a] = NULL;
+        execv(s->verityd, args);
         fprintf(stderr, "exec %s: %s\n", s->verityd, strerror(errno));
         _exit(127);
     }
@@ -473,7 +487,7 @@ static int do_start(int nodes, const char *dir, const char *verityd, bool json, 
         return CMD_EXIT_FAIL;
     }
     for (int i = 0; i < nodes && rc == 0; i++)
-        rc = spawn(&s, &s.nodes[i]);
+        rc = spawn(&s, &s.nodes[i], false);
     if (rc == 0)
         rc = state_save(&s);
     int64_t deadline = now_ms() + START_TIMEOUT_MS;
@@ -524,7 +538,7 @@ static int do_stop(const char *dir, int timeout_ms)
     return CMD_EXIT_OK;
 }
 
-static int do_restart(const char *dir, int id, int timeout_ms)
+static int do_restart(const char *dir, int id, int timeout_ms, bool rejoin)
 {
     struct state s;
     if (state_load(dir, &s) != 0)
@@ -538,14 +552,14 @@ static int do_restart(const char *dir, int id, int timeout_ms)
         return CMD_EXIT_USAGE;
     }
     stop_one(nd, timeout_ms);
-    if (spawn(&s, nd) != 0 || state_save(&s) != 0)
+    if (spawn(&s, nd, rejoin) != 0 || state_save(&s) != 0)
         return CMD_EXIT_FAIL;
     if (wait_up(nd, now_ms() + START_TIMEOUT_MS) != 0) {
         fprintf(stderr, "verity cluster: broker %d did not come up (see %s/node%d.log)\n", id,
                 s.dir, id);
         return CMD_EXIT_FAIL;
     }
-    printf("broker %d: pid %d\n", id, (int)nd->pid);
+    printf("broker %d: pid %d%s\n", id, (int)nd->pid, rejoin ? " (rejoin)" : "");
     return CMD_EXIT_OK;
 }
 
@@ -583,6 +597,10 @@ static void print_status(const char *http, json_t *c)
                    json_integer_value(json_object_get(b, "id")),
                    json_integer_value(json_object_get(b, "lag")));
         }
+        if (json_is_true(json_object_get(v, "rejoining")))
+            printf(" rejoining (applied %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT ")",
+                   json_integer_value(json_object_get(v, "applied")),
+                   json_integer_value(json_object_get(v, "rejoin_target")));
         printf("\n");
     }
 }
@@ -650,13 +668,15 @@ static int do_status(const char *dir, const char *brokers, bool json)
 
 int cmd_cluster(int argc, char **argv)
 {
-    enum { O_NODES = 1, O_DIR, O_JSON, O_ID, O_BROKER, O_VERITYD, O_TIMEOUT, O_HELP, O_RELAYS };
+    enum { O_NODES = 1, O_DIR, O_JSON, O_ID, O_BROKER, O_VERITYD, O_TIMEOUT, O_HELP, O_RELAYS,
+           O_REJOIN };
     static const struct option lo[] = {
         {"nodes", required_argument, NULL, O_NODES},   {"dir", required_argument, NULL, O_DIR},
         {"json", no_argument, NULL, O_JSON},           {"id", required_argument, NULL, O_ID},
         {"broker", required_argument, NULL, O_BROKER}, {"verityd", required_argument, NULL, O_VERITYD},
         {"timeout-ms", required_argument, NULL, O_TIMEOUT}, {"help", no_argument, NULL, O_HELP},
         {"relays", no_argument, NULL, O_RELAYS},
+        {"rejoin", no_argument, NULL, O_REJOIN},
         {NULL, 0, NULL, 0},
     };
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -672,7 +692,7 @@ int cmd_cluster(int argc, char **argv)
     }
     int nodes = 0, id = 0, timeout_ms = STOP_TIMEOUT_MS;
     const char *dir = NULL, *broker = NULL, *verityd = NULL;
-    bool json = false, relays = false;
+    bool json = false, relays = false, rejoin = false;
     int c;
     optind = 1;
     while ((c = CLI_GETOPT(argc - 1, argv + 1, "h", lo)) != -1) {
@@ -707,6 +727,9 @@ int cmd_cluster(int argc, char **argv)
             break;
         case O_RELAYS:
             relays = true;
+            break;
+        case O_REJOIN:
+            rejoin = true;
             break;
         case O_HELP:
         case 'h':
@@ -744,5 +767,5 @@ int cmd_cluster(int argc, char **argv)
         fprintf(stderr, "verity cluster restart: --id N is required\n");
         return CMD_EXIT_USAGE;
     }
-    return do_restart(dir, id, timeout_ms);
+    return do_restart(dir, id, timeout_ms, rejoin);
 }

@@ -32,11 +32,13 @@ void vsr_sb_encode(vsr_hash_fn hash, void *ctx, const struct vsr_superblock *sb,
     memset(out, 0, VSR_SB_SIZE);
     memcpy(out, "VSB1", 4);
     VERITY_VERIFY(sb->sv_count <= VSR_SB_SV_SUMS);
+    VERITY_VERIFY((sb->flags & ~VSR_SB_REJOINING) == 0);
     out[4] = 2;
     put64(out + 8, sb->sequence);
     put64(out + 16, sb->cluster);
     out[24] = sb->replica;
     out[25] = sb->replica_count;
+    out[26] = sb->flags;
     put64(out + 32, sb->view);
     put64(out + 40, sb->log_view);
     put64(out + 48, sb->commit_max);
@@ -59,7 +61,9 @@ int vsr_sb_decode(vsr_hash_fn hash, void *ctx, const uint8_t *in, size_t len,
         return VERITY_ECORRUPT;
     if (memcmp(in, "VSB1", 4) != 0 || in[4] != 2 || in[5] || in[6] || in[7])
         return VERITY_ECORRUPT;
-    for (int i = 26; i < 32; i++)
+    if (in[26] & ~VSR_SB_REJOINING)
+        return VERITY_ECORRUPT;
+    for (int i = 27; i < 32; i++)
         if (in[i])
             return VERITY_ECORRUPT;
     for (int i = 97; i < 104; i++)
@@ -76,6 +80,7 @@ int vsr_sb_decode(vsr_hash_fn hash, void *ctx, const uint8_t *in, size_t len,
     s.cluster = get64(in + 16);
     s.replica = in[24];
     s.replica_count = in[25];
+    s.flags = in[26];
     s.view = get64(in + 32);
     s.log_view = get64(in + 40);
     s.commit_max = get64(in + 48);

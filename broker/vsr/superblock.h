@@ -15,7 +15,8 @@
  *    16    8 cluster
  *    24    1 replica        this replica's index
  *    25    1 replica_count  1, 3 or 5
- *    26    6 reserved       0
+ *    26    1 flags          bit 0: rejoining (VSR_SB_REJOINING); other bits 0
+ *    27    5 reserved       0
  *    32    8 view           highest view this replica took part in
  *    40    8 log_view       view in which its log was last normal
  *    48    8 commit_max     commit number known at the update
@@ -44,6 +45,9 @@
 #define VSR_SB_SIZE         512
 #define VSR_SB_CHECKSUM_OFF 480 /* the copy's checksum covers bytes [0, 480) */
 #define VSR_SB_SV_SUMS      8   /* checksums below the head (VSR_PIPELINE_MAX) */
+/* flags: the replica started on a wiped disk and has not caught up yet; it
+ * votes in no view change until it has (vsr.h, cfg.rejoin) */
+#define VSR_SB_REJOINING 0x01
 
 typedef void (*vsr_hash_fn)(void *ctx, const void *a, size_t alen, const void *b, size_t blen,
                             uint8_t out[32]);
@@ -53,6 +57,7 @@ struct vsr_superblock {
     uint64_t cluster;
     uint8_t replica;
     uint8_t replica_count;
+    uint8_t flags; /* VSR_SB_REJOINING */
     uint64_t view;
     uint64_t log_view;
     uint64_t commit_max;

@@ -89,6 +89,14 @@ struct vsr {
     bool vc_installed; /* primary: canonical suffix installed */
     bool vc_ready;     /* primary: log intact, superblock update asked */
     bool formatting;   /* fresh replica: first superblock not durable yet */
+
+    /* rejoin (cfg.rejoin: started on a wiped disk): no vote until caught up */
+    bool rejoining;
+    bool rj_probed;      /* f + 1 peers answered REQUEST_VIEW */
+    uint8_t rj_from;     /* peers that answered */
+    uint64_t rj_view;    /* highest view they answered */
+    bool rj_target_set;  /* a START_VIEW of a view >= rj_view was taken */
+    uint64_t rj_target;  /* its head: apply up to here, then vote */
     struct vsr_msg dvc[VSR_REPLICAS_MAX];
 
     /* timers, in ticks */
@@ -377,6 +385,7 @@ static void sb_wanted(const struct vsr *r, struct vsr_superblock *n)
     n->cluster = r->cfg.cluster;
     n->replica = r->cfg.replica;
     n->replica_count = r->cfg.replica_count;
+    n->flags = r->rejoining ? VSR_SB_REJOINING : 0;
     n->view = r->view;
     n->log_view = r->log_view;
     /* The commit number only means something for the log of log_view: a
@@ -392,7 +401,8 @@ static void sb_wanted(const struct vsr *r, struct vsr_superblock *n)
 /* Same durable meaning (everything but the sequence). */
 static bool sb_same(const struct vsr_superblock *a, const struct vsr_superblock *b)
 {
-    return a->view == b->view && a->log_view == b->log_view && a->commit_max == b->commit_max &&
+    return a->flags == b->flags && a->view == b->view && a->log_view == b->log_view &&
+           a->commit_max == b->commit_max &&
            a->sv_op == b->sv_op && sum_eq(a->sv_checksum, b->sv_checksum) &&
            a->sv_count == b->sv_count && memcmp(a->sv_sums, b->sv_sums, sizeof a->sv_sums) == 0;
 }
@@ -692,7 +702,7 @@ static void send_prepare(struct vsr *r, struct vsr_outbox *ob, uint64_t k, uint8
 static void send_prepare_ok(struct vsr *r, struct vsr_outbox *ob, uint64_t k)
 {
     if (r->status != VSR_NORMAL || primary_of(r, r->view) == r->cfg.replica ||
-        r->sb.log_view != r->view || !has_op(r, k))
+        r->sb.log_view != r->view || !has_op(r, k) || (r->rejoining && !r->rj_probed))
         return;
     struct vsr_msg *m = msg_new(r, ob, VSR_MSG_PREPARE_OK, primary_of(r, r->view));
     if (!m)
@@ -823,6 +833,8 @@ static void send_start_view(struct vsr *r, struct vsr_outbox *ob, uint8_t to)
 
 static void send_svc(struct vsr *r, struct vsr_outbox *ob)
 {
+    if (r->rejoining)
+        return; /* votes in no view change until caught up */
     struct vsr_msg t;
     memset(&t, 0, offsetof(struct vsr_msg, window));
     t.type = VSR_MSG_START_VIEW_CHANGE;
@@ -889,11 +901,13 @@ static void maybe_request_state(struct vsr *r, struct vsr_outbox *ob)
 /* ---- view change ------------------------------------------------------------------ */
 
 static void vc_process(struct vsr *r, struct vsr_outbox *ob);
+static void send_probe(struct vsr *r, struct vsr_outbox *ob);
+static void rejoin_target(struct vsr *r, const struct vsr_msg *m);
 
 static void start_view_change(struct vsr *r, struct vsr_outbox *ob, uint64_t v)
 {
     VERITY_VERIFY(v >= r->view);
-    if (v == r->view && r->status == VSR_VIEW_CHANGE)
+    if (r->rejoining || (v == r->view && r->status == VSR_VIEW_CHANGE))
         return;
     r->view = v;
     r->status = VSR_VIEW_CHANGE;
@@ -911,7 +925,7 @@ static void start_view_change(struct vsr *r, struct vsr_outbox *ob, uint64_t v)
 static void send_dvc(struct vsr *r, struct vsr_outbox *ob)
 {
     if (r->status != VSR_VIEW_CHANGE || popcount8(r->svc_from) < r->quorum ||
-        r->sb.view < r->view || r->sb_writing)
+        r->sb.view < r->view || r->sb_writing || r->rejoining)
         return;
     if (primary_of(r, r->view) == r->cfg.replica) {
         build_dvc(r, &r->dvc[r->cfg.replica]);
@@ -1100,6 +1114,20 @@ static const struct vsr_wentry *sv_head_entry(const struct vsr_msg *m)
     return w->h.op == m->op && w->status != VSR_W_UNKNOWN ? w : NULL;
 }
 
+/* Rejoin: the first START_VIEW taken after f + 1 peers told their views
+ * (its view is at least the highest of them, so at least any view this
+ * replica voted or acknowledged in before its disk was wiped) names a head
+ * at or above every op this replica may have acknowledged then: once it has
+ * applied up to there, nothing it says in a view change can disown such an
+ * op. */
+static void rejoin_target(struct vsr *r, const struct vsr_msg *m)
+{
+    if (!r->rejoining || r->rj_target_set)
+        return;
+    r->rj_target_set = true;
+    r->rj_target = m->op > m->commit ? m->op : m->commit;
+}
+
 static void install_start_view(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
 {
     /* A START_VIEW must name its head entry (else the installed head would
@@ -1119,9 +1147,13 @@ static void install_start_view(struct vsr *r, struct vsr_outbox *ob, const struc
          * commit number is not this log's: it only says how far to go. */
         if (m->commit > r->commit_seen)
             r->commit_seen = m->commit;
+        rejoin_target(r, m);
+        if (r->rejoining)
+            r->status = VSR_RECOVERING; /* asks again once the state is here */
         maybe_request_state(r, ob);
         return;
     }
+    rejoin_target(r, m);
     /* A START_VIEW of the view its log already belongs to (a late or
      * repeated one) never cuts: entries past its head came from the same
      * primary after it was sent. */
@@ -1177,6 +1209,10 @@ static void after_sb(struct vsr *r, struct vsr_outbox *ob)
 {
     if (r->formatting) {
         r->formatting = false;
+        if (r->rejoining) {
+            send_probe(r, ob); /* stays RECOVERING: learn the view first */
+            return;
+        }
         if (r->view == 0 && r->status == VSR_RECOVERING) {
             r->status = VSR_NORMAL;
             r->since_primary = 0;
@@ -1193,6 +1229,20 @@ static void after_sb(struct vsr *r, struct vsr_outbox *ob)
     }
     if (r->status == VSR_VIEW_CHANGE)
         send_dvc(r, ob);
+}
+
+/* Rejoin: asks every peer for its view (answers carry the nonce of this
+ * start, so an answer to an earlier life's question does not count). */
+static void send_probe(struct vsr *r, struct vsr_outbox *ob)
+{
+    for (uint8_t i = 0; i < r->cfg.replica_count; i++) {
+        if (i == r->cfg.replica)
+            continue;
+        struct vsr_msg *m = msg_new(r, ob, VSR_MSG_REQUEST_VIEW, i);
+        if (!m)
+            return;
+        m->op = r->cfg.rejoin_nonce;
+    }
 }
 
 static void enter_recovering(struct vsr *r, struct vsr_outbox *ob, uint64_t v)
@@ -1362,7 +1412,7 @@ static void on_commit(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg
 
 static void on_svc(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
 {
-    if (m->view < r->view)
+    if (m->view < r->view || r->rejoining)
         return;
     if (m->view == r->view && r->status == VSR_NORMAL) {
         if (primary_of(r, r->view) == r->cfg.replica)
@@ -1379,7 +1429,7 @@ static void on_dvc(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m
 {
     if (m->view < r->view || primary_of(r, m->view) != r->cfg.replica ||
         m->window_len > VSR_WINDOW_MAX || m->log_view > m->view ||
-        m->faulty_n > VSR_FAULTY_LIST_MAX)
+        m->faulty_n > VSR_FAULTY_LIST_MAX || r->rejoining)
         return;
     if (m->view == r->view && r->status == VSR_NORMAL) {
         send_start_view(r, ob, m->from);
@@ -1398,7 +1448,7 @@ static void on_start_view(struct vsr *r, struct vsr_outbox *ob, const struct vsr
 {
     if (m->view < r->view || (m->view == r->view && r->status == VSR_NORMAL) ||
         m->from != primary_of(r, m->view) || primary_of(r, m->view) == r->cfg.replica ||
-        m->window_len > VSR_WINDOW_MAX)
+        m->window_len > VSR_WINDOW_MAX || (r->rejoining && !r->rj_probed))
         return;
     install_start_view(r, ob, m);
 }
@@ -1487,6 +1537,99 @@ static void on_state(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg 
     apply(r, ob);
 }
 
+/* A rejoining replica asks for views. A replica that rejoins itself does
+ * not answer: its view says nothing about what it promised before. */
+static void on_request_view(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
+{
+    if (r->rejoining)
+        return;
+    struct vsr_msg *a = msg_new(r, ob, VSR_MSG_VIEW, m->from);
+    if (a)
+        a->op = m->op;
+}
+
+/* Rejoin: waits for a START_VIEW of view v (asks its primary, unless that
+ * is itself: then the others move past v without it). */
+static void rejoin_follow(struct vsr *r, struct vsr_outbox *ob, uint64_t v)
+{
+    r->view = v;
+    r->status = VSR_RECOVERING;
+    r->since_primary = 0;
+    if (primary_of(r, v) != r->cfg.replica)
+        msg_new(r, ob, VSR_MSG_REQUEST_START_VIEW, primary_of(r, v));
+}
+
+static void on_view(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
+{
+    if (!r->rejoining || m->op != r->cfg.rejoin_nonce)
+        return;
+    if (!r->rj_probed) {
+        r->rj_from |= (uint8_t)(1u << m->from);
+        if (m->view > r->rj_view)
+            r->rj_view = m->view;
+        if (popcount8(r->rj_from) < r->quorum)
+            return;
+        /* f + 1 peers answered: any view this replica took part in before
+         * its disk was wiped is at most rj_view (a view began only with f
+         * + 1 replicas in it, f of them other than this one). Follow a
+         * START_VIEW of rj_view or newer only. */
+        r->rj_probed = true;
+        rejoin_follow(r, ob, r->rj_view > r->view ? r->rj_view : r->view);
+        return;
+    }
+    if (m->view > r->view)
+        rejoin_follow(r, ob, m->view);
+}
+
+/* Rejoin ends once the replica has applied the head of the first START_VIEW
+ * it took; the superblock records it. */
+static void rejoin_check(struct vsr *r, struct vsr_outbox *ob)
+{
+    if (!r->rejoining || !r->rj_target_set || r->status != VSR_NORMAL ||
+        r->commit_min < r->rj_target)
+        return;
+    r->rejoining = false;
+    r->ctr.rejoins++;
+    sb_request(r, ob);
+}
+
+/* Ticks of a rejoining replica: it never times out into a view change. */
+static void rejoin_tick(struct vsr *r, struct vsr_outbox *ob, bool retry, uint32_t timeout)
+{
+    if (r->formatting)
+        return; /* first superblock not durable yet */
+    switch (r->status) {
+    case VSR_NORMAL: /* a backup (never a primary while rejoining) */
+        if (++r->since_primary >= timeout) {
+            r->since_primary = 0;
+            send_probe(r, ob); /* a newer view may have begun without it */
+        }
+        if (retry) {
+            request_repairs(r, ob, false);
+            maybe_request_state(r, ob);
+        }
+        break;
+    case VSR_VIEW_CHANGE: /* installing a START_VIEW */
+        if (++r->since_vc >= 2 * timeout) {
+            rejoin_follow(r, ob, r->view);
+            break;
+        }
+        if (retry && r->log_view == r->view && !r->sb_writing && r->sb.log_view != r->view)
+            sb_request(r, ob);
+        break;
+    case VSR_RECOVERING:
+        if (retry) {
+            if (!r->rj_probed || primary_of(r, r->view) == r->cfg.replica)
+                send_probe(r, ob);
+            else
+                msg_new(r, ob, VSR_MSG_REQUEST_START_VIEW, primary_of(r, r->view));
+            request_repairs(r, ob, false);
+            maybe_request_state(r, ob);
+        }
+        break;
+    }
+}
+
 typedef void (*handler_fn)(struct vsr *, struct vsr_outbox *, const struct vsr_msg *);
 
 static const handler_fn handlers[VSR_MSG_TYPE_COUNT] = {
@@ -1502,6 +1645,8 @@ static const handler_fn handlers[VSR_MSG_TYPE_COUNT] = {
     [VSR_MSG_REPAIR] = on_repair,
     [VSR_MSG_REQUEST_STATE] = on_request_state,
     [VSR_MSG_STATE] = on_state,
+    [VSR_MSG_REQUEST_VIEW] = on_request_view,
+    [VSR_MSG_VIEW] = on_view,
 };
 
 void vsr_on_message(struct vsr *r, const struct vsr_msg *m, struct vsr_outbox *ob)
@@ -1515,6 +1660,7 @@ void vsr_on_message(struct vsr *r, const struct vsr_msg *m, struct vsr_outbox *o
         return;
     r->ctr.msgs_in[m->type]++;
     handlers[m->type](r, ob, m);
+    rejoin_check(r, ob);
     vsr_verify(r);
 }
 
@@ -1527,6 +1673,13 @@ void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
     if (retry)
         r->since_retry = 0;
     uint32_t timeout = r->cfg.timeout_ticks + r->cfg.replica * r->cfg.retry_ticks;
+    if (r->rejoining) {
+        rejoin_tick(r, ob, retry, timeout);
+        apply(r, ob);
+        rejoin_check(r, ob);
+        vsr_verify(r);
+        return;
+    }
     switch (r->status) {
     case VSR_NORMAL:
         if (primary) {
@@ -1627,6 +1780,7 @@ void vsr_on_write_done(struct vsr *r, const struct vsr_write *w, struct vsr_outb
                 sb_request(r, ob);
         }
         after_sb(r, ob);
+        rejoin_check(r, ob);
         vsr_verify(r);
         return;
     }
@@ -1674,6 +1828,7 @@ void vsr_on_write_done(struct vsr *r, const struct vsr_write *w, struct vsr_outb
             vc_process(r, ob);
     }
     apply(r, ob);
+    rejoin_check(r, ob);
     vsr_verify(r);
 }
 
@@ -1907,6 +2062,8 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
     r->f = (uint8_t)((cfg->replica_count - 1) / 2);
     r->quorum = (uint8_t)(r->f + 1);
     vsr_root_checksum(cfg, r->root);
+    /* A single replica has nobody to learn from: its wiped disk is a new log. */
+    bool rejoin = cfg->rejoin && cfg->replica_count > 1 && !plant(r, VSR_PLANT_IGNORE_REJOIN);
 
     r->commit_min = state->op;
     if (state->op == 0) {
@@ -1937,12 +2094,14 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
             return NULL;            /* a replica that lost its superblock must not vote */
         r->status = VSR_RECOVERING; /* NORMAL once the superblock is durable */
         r->formatting = true;
+        r->rejoining = rejoin; /* recorded in that superblock */
         memcpy(r->sv_sum, r->root, VSR_CHECKSUM_SIZE);
         sb_request(r, ob);
         vsr_verify(r);
         return r;
     }
     r->sb = sb;
+    r->rejoining = (sb.flags & VSR_SB_REJOINING) != 0; /* a rejoin in progress resumes */
     r->view = sb.view;
     r->log_view = sb.log_view;
     r->commit_max = sb.commit_max > state->op ? sb.commit_max : state->op;
@@ -1964,7 +2123,10 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
         r->commit_max = r->op;
     vsr_outbox_clear(ob);
 
-    if (cfg->replica_count == 1 || primary_of(r, r->view) == cfg->replica)
+    if (r->rejoining) {
+        r->status = VSR_RECOVERING;
+        send_probe(r, ob);
+    } else if (cfg->replica_count == 1 || primary_of(r, r->view) == cfg->replica)
         start_view_change(r, ob, r->view + 1); /* never resume as primary of an old view */
     else if (r->log_view < r->view)
         start_view_change(r, ob, r->view);
@@ -2000,6 +2162,13 @@ uint64_t vsr_commit_max(const struct vsr *r)
 {
     return r->commit_max;
 }
+bool vsr_rejoining(const struct vsr *r, uint64_t *target)
+{
+    if (target)
+        *target = r->rj_target_set ? r->rj_target : 0;
+    return r->rejoining;
+}
+
 bool vsr_is_primary(const struct vsr *r)
 {
     return r->status == VSR_NORMAL && primary_of(r, r->view) == r->cfg.replica;
@@ -2030,6 +2199,7 @@ void vsr_verify(const struct vsr *r)
     VERITY_VERIFY(r->sb.log_view <= r->sb.view);
     VERITY_VERIFY(r->status == VSR_NORMAL || r->status == VSR_VIEW_CHANGE ||
                   r->status == VSR_RECOVERING);
+    VERITY_VERIFY(!r->rejoining || !vsr_is_primary(r)); /* never serves before it votes */
     if (vsr_is_primary(r) && !plant(r, VSR_PLANT_COMMIT_MINORITY))
         VERITY_VERIFY(r->op - r->commit_max <= r->cfg.pipeline);
     for (uint64_t k = r->commit_min + 1; k <= r->op && k <= r->commit_min + r->cfg.slots; k++) {
@@ -2053,7 +2223,9 @@ const char *vsr_msg_name(int type)
                                                           "request_prepare",
                                                           "repair",
                                                           "request_state",
-                                                          "state"};
+                                                          "state",
+                                                          "request_view",
+                                                          "view"};
     return type > 0 && type < VSR_MSG_TYPE_COUNT ? names[type] : "unknown";
 }
 

@@ -68,6 +68,7 @@ enum vsr_plant {
     VSR_PLANT_TRUNCATE_ONE = 1u << 1,    /* (b) new primary truncates on its own nack */
     VSR_PLANT_SKIP_CHAIN = 1u << 2,      /* (c) backup appends without the parent check */
     VSR_PLANT_FORGET_VIEW = 1u << 3,     /* (d) superblock keeps view and log view at 0 */
+    VSR_PLANT_IGNORE_REJOIN = 1u << 4,   /* (e) a fresh replica ignores cfg.rejoin */
 };
 
 /*
@@ -116,6 +117,8 @@ enum vsr_msg_type {
     VSR_MSG_REPAIR,             /* answer: header, body */
     VSR_MSG_REQUEST_STATE,      /* lagging replica -> any: its commit_min */
     VSR_MSG_STATE,              /* answer: op, checksum, digest of the applied prefix */
+    VSR_MSG_REQUEST_VIEW,       /* rejoining replica -> all: op = its nonce */
+    VSR_MSG_VIEW,               /* answer: the sender's view and commit, op = the nonce */
     VSR_MSG_TYPE_COUNT
 };
 
@@ -222,6 +225,18 @@ struct vsr_config {
     vsr_read_fn read_superblock;                  /* superblock copy (slot = copy index) */
     void *ctx;                                    /* passed to the functions above */
     uint32_t plant;                               /* enum vsr_plant bits; 0 outside tests/sim */
+    /* Rejoin (a replica whose disk was wiped, restarted empty): read only
+     * when the replica starts fresh (no valid superblock copy). It then
+     * votes in no view change (no START_VIEW_CHANGE, no DO_VIEW_CHANGE, so
+     * no nack) and never times out into one until it has caught up: it
+     * asks every peer for its view (REQUEST_VIEW with rejoin_nonce, which
+     * must differ on every start, e.g. random), waits for answers from f + 1
+     * of them, takes a START_VIEW of a view at least the highest answered
+     * and catches up (journal, repairs, state transfer) until it has
+     * applied that START_VIEW's head op. The superblock records the mode
+     * (VSR_SB_REJOINING), so a restart in the middle resumes it. */
+    bool rejoin;
+    uint64_t rejoin_nonce;
 };
 
 /* The applied prefix the caller recovered from its state (the data log). */
@@ -240,6 +255,7 @@ struct vsr_counters {
     uint64_t faulty_found;     /* faulty entries found (restart or read) */
     uint64_t torn_found;       /* torn writes told apart from corruption */
     uint64_t stale_dropped;    /* entries dropped by a view change or restart */
+    uint64_t rejoins;          /* rejoins completed (caught up after a wiped disk) */
     uint64_t msgs_in[VSR_MSG_TYPE_COUNT];
     uint64_t msgs_out[VSR_MSG_TYPE_COUNT];
 };
@@ -285,6 +301,9 @@ uint64_t vsr_op(const struct vsr *r);
 uint64_t vsr_commit_min(const struct vsr *r);
 uint64_t vsr_commit_max(const struct vsr *r);
 bool vsr_is_primary(const struct vsr *r);
+/* True while the replica rejoins after a wiped disk (cfg.rejoin): it does
+ * not vote yet. *target gets the op it must apply first (0: not known yet). */
+bool vsr_rejoining(const struct vsr *r, uint64_t *target);
 /* True when every op in (commit_min, op] is canonical and held intact. */
 bool vsr_log_intact(const struct vsr *r);
 /* Canonical checksum of op if known (op in (commit_min, op_head]). */

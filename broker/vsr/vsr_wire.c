@@ -40,6 +40,8 @@ static const uint16_t fields[VSR_MSG_TYPE_COUNT] = {
     [VSR_MSG_REPAIR] = F_HEADER | F_BODY,
     [VSR_MSG_REQUEST_STATE] = F_OP,
     [VSR_MSG_STATE] = F_OP | F_CHECKSUM | F_DIGEST,
+    [VSR_MSG_REQUEST_VIEW] = F_OP,
+    [VSR_MSG_VIEW] = F_OP,
 };
 
 /* ---- cursors --------------------------------------------------------- */

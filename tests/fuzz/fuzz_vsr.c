@@ -7,7 +7,8 @@
  *   - the input as a replica's whole disk (superblock copies, prepares,
  *     header marks): vsr_init must classify any bytes without crashing and
  *     keep its invariants (vsr_verify), then take messages whose fields come
- *     from the rest of the input.
+ *     from the rest of the input; some inputs start it in rejoin mode
+ *     (fresh with cfg.rejoin, or the superblock's rejoining flag).
  * The hash is a cheap 256-bit mix (the core takes any hash through cfg.hash).
  * Built and run by tests/fuzz/run.sh.
  */
@@ -138,6 +139,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     take(&p, &n, &s.log_view, 8);
     take(&p, &n, &s.commit_max, 8);
     take(&p, &n, &s.sv_op, 8);
+    /* rejoin (a wiped disk): the superblock's flag, or a fresh start with
+     * cfg.rejoin and no superblock at all; the nonce is small so that VIEW
+     * answers from the input match it */
+    uint8_t rj = (uint8_t)(s.sv_op >> 56);
+    cfg.rejoin = (rj & 1) != 0;
+    cfg.rejoin_nonce = rj >> 4;
+    s.flags = (rj & 2) ? VSR_SB_REJOINING : 0;
     s.view %= 64;
     s.log_view = s.view ? s.log_view % (s.view + 1) : 0;
     s.commit_max %= 64;
@@ -146,7 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s.cluster = 7;
     s.replica = 1;
     s.replica_count = 3;
-    for (int i = 0; i < VSR_SB_COPIES; i++)
+    for (int i = 0; i < VSR_SB_COPIES && !(rj & 4); i++)
         vsr_sb_encode(mix, NULL, &s, d.sb[i]);
     for (int i = 0; i < SLOTS && n; i++) {
         uint8_t flags = 0;
@@ -180,7 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     vsr_outbox_init(&ob, msgs, 256, writes, 64, commits, 64, arena, sizeof arena);
     struct vsr_state st = {0};
-    struct vsr *r = vsr_init(mem, &cfg, &st, false, &ob);
+    struct vsr *r = vsr_init(mem, &cfg, &st, (rj & 4) != 0, &ob);
     if (!r)
         return 0;
     /* Messages with fields from the rest of the input. */

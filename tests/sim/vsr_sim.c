@@ -105,6 +105,7 @@ struct rates {
     uint32_t drop, dup, delay_max, partition, crash, pause; /* ppm per event/tick */
     uint32_t torn, corrupt_write, misdirect, corrupt_read;
     uint32_t write_delay_max;
+    uint32_t wipe; /* ppm per restart of a replica of the faulty-disk set */
 };
 
 struct packet {
@@ -140,6 +141,7 @@ struct node {
     uint64_t down_until, paused_until;
     int faulty_disk;            /* may get persistent disk faults */
     int formatted;              /* a superblock update completed once */
+    int rejoin;                 /* its disk was wiped once: starts with cfg.rejoin */
     uint64_t last_view_primary; /* view in which the checker last saw it primary */
     int was_primary;
     int tr_status;
@@ -163,7 +165,7 @@ struct canon {
 
 struct counters {
     uint64_t runs, ticks, commits, msgs, drops, dups, partitions, crashes, pauses, torn,
-        corrupt_writes, misdirects, corrupt_reads, acks, ops;
+        corrupt_writes, misdirects, corrupt_reads, acks, ops, wipes;
     struct vsr_counters core;
 };
 
@@ -192,7 +194,19 @@ static struct {
     char fail[256];
     int verbose;
     int cur; /* replica whose outbox is drained */
+    uint64_t nonce; /* rejoin nonces: one per start */
+    uint64_t wipe_s; /* PRNG state of the wipe fault (its own stream: seeds
+                      * without a wipe run exactly as before it existed) */
 } W;
+static int g_no_wipe;
+
+static uint64_t wipe_rnd(void)
+{
+    uint64_t z = (W.wipe_s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
 
 static void failf(const char *fmt, const char *a, uint64_t x, uint64_t y)
 {
@@ -272,6 +286,7 @@ static struct vsr_config node_cfg(int i)
     c.read_superblock = rd_sb;
     c.ctx = &W.nodes[i];
     c.plant = W.plant;
+    c.rejoin = W.nodes[i].rejoin != 0;
     return c;
 }
 
@@ -281,6 +296,7 @@ static void node_start(int i, int fresh)
 {
     struct node *nd = &W.nodes[i];
     struct vsr_config cfg = node_cfg(i);
+    cfg.rejoin_nonce = ++W.nonce;
     if (!nd->mem)
         nd->mem = malloc(vsr_size(&cfg));
     nd->core = vsr_init(nd->mem, &cfg, &nd->state, fresh || !nd->formatted, &W.ob);
@@ -325,6 +341,36 @@ static void node_crash(int i)
     nd->up = 0;
     nd->core = NULL;
     W.c.crashes++;
+}
+
+/* The wipe fault: a replica of the faulty-disk set (at most f) that is down
+ * loses its whole disk (journal, header marks, superblock) and its applied
+ * state, and restarts fresh with cfg.rejoin (as an operator replaces a dead
+ * disk and starts the broker with --rejoin). The checkers are told: its
+ * applied prefix starts again from 0. Messages it sent before are dropped
+ * from the network (assumption: the disk is replaced after every message the
+ * old replica sent was delivered or lost; docs/REPLICATION.md). */
+static void node_wipe(int i)
+{
+    struct node *nd = &W.nodes[i];
+    struct disk *d = &nd->disk;
+    memset(d->prep, 0, sizeof d->prep);
+    memset(d->prep_len, 0, sizeof d->prep_len);
+    memset(d->hdr, 0, sizeof d->hdr);
+    memset(d->hdr_len, 0, sizeof d->hdr_len);
+    memset(d->sb, 0, sizeof d->sb);
+    memset(d->sb_len, 0, sizeof d->sb_len);
+    d->nq = 0;
+    memset(&nd->state, 0, sizeof nd->state);
+    nd->formatted = 0;
+    nd->rejoin = 1;
+    size_t k = 0;
+    for (size_t j = 0; j < W.npk; j++)
+        if (W.pk[j].to_client >= 0 || W.pk[j].msg.from != i)
+            W.pk[k++] = W.pk[j];
+    W.npk = k;
+    W.c.wipes++;
+    TRACE("r%d wiped\n", i);
 }
 
 /* ---- network --------------------------------------------------------------------------- */
@@ -592,6 +638,8 @@ static void inject_faults(void)
             node_crash(i);
             nd->down_until = W.now + 10 + rnd_n(300);
         } else if (!nd->up && W.now >= nd->down_until && !W.fail[0]) {
+            if (nd->faulty_disk && W.rt.wipe && wipe_rnd() % 1000000 < W.rt.wipe)
+                node_wipe(i);
             node_start(i, 0);
         } else if (nd->up && nd->paused_until <= W.now && chance(W.rt.pause)) {
             nd->paused_until = W.now + 10 + rnd_n(200);
@@ -730,6 +778,7 @@ static void add_core_counters(struct vsr_counters *sum, const struct vsr_counter
     sum->faulty_found += c->faulty_found;
     sum->torn_found += c->torn_found;
     sum->stale_dropped += c->stale_dropped;
+    sum->rejoins += c->rejoins;
     for (int t = 0; t < VSR_MSG_TYPE_COUNT; t++) {
         sum->msgs_in[t] += c->msgs_in[t];
         sum->msgs_out[t] += c->msgs_out[t];
@@ -753,6 +802,10 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
     static const int sizes[] = {1, 3, 3, 3, 5, 5};
     W.n = replicas ? replicas : sizes[rnd_n(6)];
     draw_rates();
+    W.wipe_s = seed * 0x9FB21C651E98DF25ull + 3;
+    /* half the seeds wipe: 20-100 % of the restarts of a faulty-disk replica */
+    if (!g_no_wipe && wipe_rnd() % 2)
+        W.rt.wipe = 200000 + (uint32_t)(wipe_rnd() % 800001);
     if (no_faults)
         memset(&W.rt, 0, sizeof W.rt), W.rt.delay_max = 1, W.rt.write_delay_max = 1;
     W.canon = calloc(OPS_MAX, sizeof *W.canon);
@@ -809,10 +862,14 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
             for (int c = 0; c < W.nclients; c++)
                 if (W.clients[c].replies < want[c])
                     done = 0;
+            /* with every replica up, a wiped one must finish its rejoin */
+            for (int i = 0; i < W.n && !minority_down; i++)
+                if (W.nodes[i].up && vsr_rejoining(W.nodes[i].core, NULL))
+                    done = 0;
         }
         if (!W.fail[0] && !done)
-            failf("%s: no progress within %" PRIu64 " ticks after faults stopped (%" PRIu64
-                  " replicas)",
+            failf("%s: no progress (or a rejoin not finished) within %" PRIu64
+                  " ticks after faults stopped (%" PRIu64 " replicas)",
                   "liveness", LIVENESS_TICKS, (uint64_t)W.n);
     }
     for (int i = 0; i < W.n; i++)
@@ -838,10 +895,12 @@ static int run_seed(uint64_t seed, int replicas, uint32_t plant, int no_faults, 
             }
             fprintf(stderr,
                     "  replica %d %s view %" PRIu64 " log_view %" PRIu64 " op %" PRIu64
-                    " commit_min %" PRIu64 " commit_max %" PRIu64 " intact %d faulty_disk %d\n",
+                    " commit_min %" PRIu64 " commit_max %" PRIu64
+                    " intact %d faulty_disk %d rejoining %d\n",
                     i, vsr_status_name(vsr_status(nd->core)), vsr_view(nd->core),
                     vsr_log_view(nd->core), vsr_op(nd->core), vsr_commit_min(nd->core),
-                    vsr_commit_max(nd->core), vsr_log_intact(nd->core), nd->faulty_disk);
+                    vsr_commit_max(nd->core), vsr_log_intact(nd->core), nd->faulty_disk,
+                    vsr_rejoining(nd->core, NULL));
             if (g_verbose)
                 vsr_debug_dump(nd->core, dump_line, stderr);
         }
@@ -861,14 +920,14 @@ static void print_counters(const struct counters *c, int json, double secs)
                ",\"seconds\":%.2f,\"view_changes\":%" PRIu64 ",\"repairs\":%" PRIu64
                ",\"state_transfers\":%" PRIu64 ",\"nack_truncations\":%" PRIu64
                ",\"faulty_found\":%" PRIu64 ",\"torn_found\":%" PRIu64 ",\"stale_dropped\":%" PRIu64
-               ",\"faults\":{\"drops\":%" PRIu64 ",\"dups\":%" PRIu64 ",\"partitions\":%" PRIu64
+               ",\"rejoins\":%" PRIu64 ",\"faults\":{\"drops\":%" PRIu64 ",\"dups\":%" PRIu64 ",\"partitions\":%" PRIu64
                ",\"crashes\":%" PRIu64 ",\"pauses\":%" PRIu64 ",\"torn\":%" PRIu64
                ",\"corrupt_writes\":%" PRIu64 ",\"misdirects\":%" PRIu64
-               ",\"corrupt_reads\":%" PRIu64 "},\"messages\":{",
+               ",\"corrupt_reads\":%" PRIu64 ",\"wipes\":%" PRIu64 "},\"messages\":{",
                c->ops, c->runs, c->ticks, c->commits, c->acks, secs, k->view_changes, k->repairs,
                k->state_transfers, k->nack_truncations, k->faulty_found, k->torn_found,
-               k->stale_dropped, c->drops, c->dups, c->partitions, c->crashes, c->pauses, c->torn,
-               c->corrupt_writes, c->misdirects, c->corrupt_reads);
+               k->stale_dropped, k->rejoins, c->drops, c->dups, c->partitions, c->crashes, c->pauses,
+               c->torn, c->corrupt_writes, c->misdirects, c->corrupt_reads, c->wipes);
         for (int t = 1; t < VSR_MSG_TYPE_COUNT; t++)
             printf("%s\"%s\":%" PRIu64, t > 1 ? "," : "", vsr_msg_name(t), k->msgs_in[t]);
         printf("}}\n");
@@ -880,14 +939,14 @@ static void print_counters(const struct counters *c, int json, double secs)
            secs);
     printf("core: view_changes %" PRIu64 "  repairs %" PRIu64 "  state_transfers %" PRIu64
            "  nack_truncations %" PRIu64 "  faulty_found %" PRIu64 "  torn_found %" PRIu64
-           "  stale_dropped %" PRIu64 "\n",
+           "  stale_dropped %" PRIu64 "  rejoins %" PRIu64 "\n",
            k->view_changes, k->repairs, k->state_transfers, k->nack_truncations, k->faulty_found,
-           k->torn_found, k->stale_dropped);
+           k->torn_found, k->stale_dropped, k->rejoins);
     printf("faults: drops %" PRIu64 "  dups %" PRIu64 "  partitions %" PRIu64 "  crashes %" PRIu64
            "  pauses %" PRIu64 "  torn %" PRIu64 "  corrupt_writes %" PRIu64 "  misdirects %" PRIu64
-           "  corrupt_reads %" PRIu64 "\n",
+           "  corrupt_reads %" PRIu64 "  wipes %" PRIu64 "\n",
            c->drops, c->dups, c->partitions, c->crashes, c->pauses, c->torn, c->corrupt_writes,
-           c->misdirects, c->corrupt_reads);
+           c->misdirects, c->corrupt_reads, c->wipes);
     printf("messages received:");
     for (int t = 1; t < VSR_MSG_TYPE_COUNT; t++)
         printf(" %s %" PRIu64, vsr_msg_name(t), k->msgs_in[t]);
@@ -913,7 +972,8 @@ static void usage(FILE *f)
             "  --seed S        run exactly seed S (replay)\n"
             "  --regressions   run the seeds that once failed (fixed since)\n"
             "  --replicas N    1, 3 or 5 (default: drawn per seed)\n"
-            "  --plant X       planted bug a|b|c|d (simulator self-test only)\n"
+            "  --plant X       planted bug a|b|c|d|e (simulator self-test only)\n"
+            "  --no-wipe       no wipe fault (a replica's whole disk lost, rejoin)\n"
             "  --expect-fail   exit 0 only if some seed fails (for planted bugs)\n"
             "  --safety-only   with --expect-fail: only a safety checker counts\n"
             "  --no-faults     no faults (throughput)\n"
@@ -938,6 +998,7 @@ int main(int argc, char **argv)
         {"no-faults", 0, 0, 'z'},   {"ticks", 1, 0, 't'},   {"json", 0, 0, 'j'},
         {"verbose", 0, 0, 'v'},     {"help", 0, 0, 'h'},    {"version", 0, 0, 'V'},
         {"safety-only", 0, 0, 'y'}, {"clients", 1, 0, 'c'},   {"regressions", 0, 0, 'R'},
+        {"no-wipe", 0, 0, 'W'},
         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -956,8 +1017,8 @@ int main(int argc, char **argv)
             replicas = atoi(optarg);
             break;
         case 'p':
-            if (strlen(optarg) != 1 || optarg[0] < 'a' || optarg[0] > 'd') {
-                fprintf(stderr, "vsr_sim: --plant takes a, b, c or d\n");
+            if (strlen(optarg) != 1 || optarg[0] < 'a' || optarg[0] > 'e') {
+                fprintf(stderr, "vsr_sim: --plant takes a, b, c, d or e\n");
                 return 2;
             }
             plant = 1u << (optarg[0] - 'a');
@@ -968,6 +1029,9 @@ int main(int argc, char **argv)
             break;
         case 'R':
             regressions = 1;
+            break;
+        case 'W':
+            g_no_wipe = 1;
             break;
         case 'y':
             safety_only = 1;
@@ -1028,8 +1092,9 @@ int main(int argc, char **argv)
             if (!failed)
                 first_fail = s;
             failed++;
-            fprintf(stderr, "replay: %s --seed %" PRIu64 "%s%s%s%s\n", argv[0], s,
-                    plant ? " --plant " : "", plant_name, replicas ? " --replicas " : "",
+            fprintf(stderr, "replay: %s --seed %" PRIu64 "%s%s%s%s%s\n", argv[0], s,
+                    g_no_wipe ? " --no-wipe" : "", plant ? " --plant " : "", plant_name,
+                    replicas ? " --replicas " : "",
                     replicas ? (replicas == 1   ? "1"
                                 : replicas == 3 ? "3"
                                                 : "5")

@@ -156,6 +156,37 @@ static void test_peer_dial(void)
     CU_ASSERT_EQUAL(run("{}", e, 2, &c, err), VERITY_EINVAL);
 }
 
+/* rejoin: node-local, a bare flag (--rejoin), an inline value, the file;
+ * refused without a cluster section and for values other than 0 and 1. */
+static void test_rejoin(void)
+{
+    struct broker_config c;
+    char err[256] = "";
+    char *a[] = {"--node-id", "2", "--rejoin"};
+    CU_ASSERT_EQUAL_FATAL(run(three, a, 3, &c, err), 0);
+    CU_ASSERT_EQUAL(c.rejoin, 1);
+    char *a2[] = {"--rejoin", "--node-id", "2"}; /* bare flag before another flag */
+    CU_ASSERT_EQUAL_FATAL(run(three, a2, 3, &c, err), 0);
+    CU_ASSERT_EQUAL(c.rejoin, 1);
+    CU_ASSERT_EQUAL(c.node_id, 2);
+    char *b[] = {"--node-id", "2", "--rejoin=0"};
+    CU_ASSERT_EQUAL_FATAL(run(three, b, 3, &c, err), 0);
+    CU_ASSERT_EQUAL(c.rejoin, 0);
+    char *d[] = {"--node-id", "2"};
+    CU_ASSERT_EQUAL_FATAL(run(three, d, 2, &c, err), 0);
+    CU_ASSERT_EQUAL(c.rejoin, 0);
+    char json[1200];
+    snprintf(json, sizeof json, "%.*s, \"rejoin\": 1}", (int)strlen(three) - 1, three);
+    CU_ASSERT_EQUAL_FATAL(run(json, d, 2, &c, err), 0);
+    CU_ASSERT_EQUAL(c.rejoin, 1);
+    char *e[] = {"--node-id", "2", "--rejoin=2"};
+    CU_ASSERT_EQUAL(run(three, e, 3, &c, err), VERITY_EINVAL);
+    char *f[] = {"--rejoin"};
+    err[0] = '\0';
+    CU_ASSERT_EQUAL(run("{}", f, 1, &c, err), VERITY_EINVAL);
+    CU_ASSERT(strstr(err, "rejoin") != NULL);
+}
+
 int main(void)
 {
     char *t = tu_tmpdir("cluster-config");
@@ -168,6 +199,7 @@ int main(void)
     CU_add_test(s, "bad lists refused", test_refused);
     CU_add_test(s, "no cluster section", test_no_cluster);
     CU_add_test(s, "peer_dial", test_peer_dial);
+    CU_add_test(s, "rejoin", test_rejoin);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures();

@@ -115,6 +115,17 @@ static void test_bad_lengths_and_fields_are_refused(void)
     c[104 + 32 * s.sv_count] = 1;
     sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
     CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
+    /* flags: the rejoining bit round-trips, any other bit is refused */
+    s.flags = VSR_SB_REJOINING;
+    vsr_sb_encode(sha, NULL, &s, c);
+    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), 0);
+    CU_ASSERT_EQUAL(d.flags, VSR_SB_REJOINING);
+    for (int bit = 1; bit < 8; bit++) {
+        c[26] = (uint8_t)(VSR_SB_REJOINING | (1u << bit));
+        sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
+        CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
+    }
+    s.flags = 0;
 }
 
 enum copy_state { C_NEW, C_OLD, C_TORN, C_CORRUPT, C_MISSING, C_STATES };

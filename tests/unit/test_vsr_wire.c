@@ -126,6 +126,8 @@ static void check_same(uint8_t t, const struct vsr_msg *a, const struct vsr_msg 
         CU_ASSERT(memcmp(a->checksum, b->checksum, 32) == 0);
         break;
     case VSR_MSG_REQUEST_STATE:
+    case VSR_MSG_REQUEST_VIEW:
+    case VSR_MSG_VIEW:
         CU_ASSERT_EQUAL(a->op, b->op);
         break;
     default:
