@@ -303,6 +303,8 @@ test-kafka: $(BINS)
 	@bash tests/kafka/tls.sh $(BUILD)
 	@echo "== tests/kafka/sasl.sh"
 	@bash tests/kafka/sasl.sh $(BUILD)
+	@echo "== tests/kafka/attack.sh"
+	@bash tests/kafka/attack.sh $(BUILD)
 
 test-kafka-full: deps
 	@$(MAKE) --no-print-directory $(BINS)
