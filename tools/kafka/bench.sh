@@ -7,8 +7,8 @@
 # usage: bash tools/kafka/bench.sh [BUILD_DIR]     (make bench-kafka)
 #   KAFKA_BENCH=PATH   another kafka_bench binary (to compare two in one sitting)
 #   KAFKA_BENCH_ARGS   extra kafka_bench options (kafka_bench --help)
-# Each line also gives the broker's CPU on the workload's clock (srv_cpu) and,
-# for Kafka, the client's (cli_cpu, every librdkafka thread).
+# Each line also gives the broker's CPU on the workload's clock (srv_cpu) and
+# the client's (cli_cpu: every libverity or librdkafka thread).
 set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
 KB=${KAFKA_BENCH:-$BUILD/bin/kafka_bench}
@@ -31,7 +31,7 @@ echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d'
 for r in $(seq 1 "$RUNS"); do
     "$BUILD/bin/verity" bench --broker 127.0.0.1:$P --broker-pid $PID --workload W1,W3 --mode durable 2>/dev/null |
         awk -v r="$r" '/^RESULT/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-                        printf "native run %s %s %s msg/s srv_cpu %s s\n", r, f["workload"], f["msgs_per_s"], f["srv_cpu_s"] }'
+                        printf "native run %s %s %s msg/s srv_cpu %s s cli_cpu %s s\n", r, f["workload"], f["msgs_per_s"], f["srv_cpu_s"], f["cli_cpu_s"] }'
     t="kb$r"
     "$BUILD/bin/verity" topic create "$t" --partitions 1 --durability always --broker 127.0.0.1:$P >/dev/null
     # shellcheck disable=SC2086
