@@ -294,8 +294,8 @@ stress-groups: deps
 	@bash tests/stress_groups_e2e.sh $(BUILD) $(STRESS_RUNS)
 
 # ---- Kafka listener (issue 15) ------------------------------------------------
-# test-kafka: kcat, confluent-kafka and kafka-python against a real verityd
-# (~25 s; part of make test). test-kafka-full: the same with a 1,000,000-message
+# test-kafka: kcat, confluent-kafka and kafka-python against a real verityd,
+# TLS, SASL and resource attacks on the Kafka port (~60-90 s; part of make test). test-kafka-full: the same with a 1,000,000-message
 # idempotent producer and three kill -9s (several minutes).
 .PHONY: test-kafka test-kafka-full
 test-kafka: $(BINS)
@@ -305,6 +305,8 @@ test-kafka: $(BINS)
 	@bash tests/kafka/tls.sh $(BUILD)
 	@echo "== tests/kafka/sasl.sh"
 	@bash tests/kafka/sasl.sh $(BUILD)
+	@echo "== tests/kafka/attack.sh"
+	@bash tests/kafka/attack.sh $(BUILD)
 
 test-kafka-full: deps
 	@$(MAKE) --no-print-directory $(BINS)

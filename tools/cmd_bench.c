@@ -36,7 +36,8 @@
  * group commit allowed), relaxed -> `os` (acked once written; the OS writes
  * back). Every workload gets a fresh, empty one-partition topic; W3 reads
  * W1's. --broker-pid PID adds srv_cpu_s (the broker's user+system CPU during
- * the workload, from /proc) to each line. Progress goes to stderr, results
+ * the workload, from /proc) and cli_cpu_s (this process's, every thread) to
+ * each line. Progress goes to stderr, results
  * to stdout (RESULT lines, or JSON lines with --json).
  *
  * Exit codes: 0 every workload ran and checked out, 1 a workload failed
@@ -54,6 +55,7 @@
 #include <string.h>
 #include <netdb.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -170,6 +172,7 @@ struct bench {
     bool w1_ok;
     bool failed;
     double cpu0;
+    double cli0;                    /* this process's CPU at the workload's start */
     const char *plot;               /* --plot FILE.svg */
     const char *peers;              /* --peers FILE: RESULT lines of bench-peers */
     const char *trace_admin;        /* --trace HOST:PORT: the broker's admin HTTP */
@@ -210,9 +213,19 @@ static double broker_cpu(const struct bench *b)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* This process's user+system CPU (its libverity threads included). */
+static double self_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 static void workload_begin(struct bench *b)
 {
     b->cpu0 = broker_cpu(b);
+    b->cli0 = self_cpu();
 }
 
 /* Prints one result: "RESULT peer=verity mode=M workload=W <kv>" or JSON. */
@@ -226,10 +239,11 @@ static void emit(struct bench *b, const char *w, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(kv, sizeof kv, fmt, ap);
     va_end(ap);
-    double cpu1 = broker_cpu(b);
+    double cli1 = self_cpu(), cpu1 = broker_cpu(b);
     if (b->cpu0 >= 0 && cpu1 >= 0) {
         size_t l = strlen(kv);
-        snprintf(kv + l, sizeof kv - l, " srv_cpu_s=%.2f", cpu1 - b->cpu0);
+        snprintf(kv + l, sizeof kv - l, " srv_cpu_s=%.2f cli_cpu_s=%.2f", cpu1 - b->cpu0,
+                 cli1 - b->cli0);
     }
     if (!b->json) {
         printf("RESULT peer=verity mode=%s workload=%s %s\n", b->mode, w, kv);
@@ -1046,7 +1060,8 @@ static void usage(FILE *f)
             "  W3  read W1's %d messages back (runs W1 first when not selected)\n"
             "  W4  %d messages at %d/s, end-to-end latency to a following consumer\n"
             "LIST is comma separated (W1,W3). --mode: durable = topic durability always,\n"
-            "relaxed = os. --broker-pid adds the broker's CPU seconds (srv_cpu_s).\n"
+            "relaxed = os. --broker-pid adds the broker's and this client's CPU seconds\n"
+            "(srv_cpu_s, cli_cpu_s).\n"
             "--group runs W3 and W4 through a consumer group of that mode (fetch up to %d,\n"
             "ack each batch with the next fetch); --prefetch keeps one fetch out meanwhile.\n"
             "--plot writes an SVG of W2's and W4's latency by percentile; --peers adds the\n"

@@ -91,6 +91,7 @@ struct kafka {
     uint64_t malformed; /* connections closed for a malformed request */
     uint8_t *scratch;   /* Fetch reads stored batches here (k_fetch.c) */
     size_t scratch_cap;
+    struct event *retry_ev;  /* retries connections waiting for the frame budget */
 };
 
 struct kconn {
@@ -110,6 +111,12 @@ struct kconn {
     struct auth_who who;
     struct kreq_list reqs; /* arrival order */
     TAILQ_ENTRY(kconn) link;
+    /* The frame being received: its clock (frame_timeout_ms, from its first
+     * byte), the budget it holds, or waits for (reading stopped). */
+    struct event *frame_ev;
+    bool frame_open;
+    bool starved;
+    uint64_t held, want; /* bytes of b->buf_used it holds; its size with the prefix */
 };
 
 typedef void (*kreq_cancel_fn)(struct kreq *q);

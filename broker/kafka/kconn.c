@@ -16,7 +16,13 @@
  *   - max_inflight: reading pauses while that many requests are unanswered;
  *   - write_buffer_bytes: reading pauses while the peer does not drain its
  *     responses;
- *   - idle_timeout_ms: a connection with nothing in flight is closed.
+ *   - idle_timeout_ms: a connection with nothing in flight is closed;
+ *   - frame_timeout_ms: a frame whose first byte arrived must be complete in
+ *     time (the clock stops while the broker, not the peer, holds it up);
+ *   - buffer_bytes_max: frames being received reserve their size from the
+ *     broker-wide budget the native listener uses; a frame that does not fit
+ *     stops its connection's reading until it does (retried every 10 ms);
+ *   - max_connections_per_addr: Kafka connections from one IP address.
  * An API key the table lacks, or a version outside its range, closes the
  * connection like Apache Kafka does, except ApiVersions: KIP-511, an
  * unsupported version gets error 35 and a v0 body listing what is supported.
@@ -129,11 +135,101 @@ static void kreq_free(struct kreq *q)
     kconn_unref(c);
 }
 
+/* ---- frames being received: clock and budget -------------------------------- */
+
+static void kframe_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct kconn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->dead)
+        return;
+    c->k->b->met.frames_timed_out++;
+    blog(BLOG_WARN, "kafka_frame_timeout", "conn=%" PRIu64 " peer=%s frame_timeout_ms=%" PRIu32,
+         c->id, c->peer, c->k->b->cfg.frame_timeout_ms);
+    kconn_kill(c, "frame_timeout");
+}
+
+static void kframe_clock(struct kconn *c, bool run)
+{
+    uint32_t ms = c->k->b->cfg.frame_timeout_ms;
+    if (!run) {
+        if (c->frame_ev)
+            evtimer_del(c->frame_ev);
+        return;
+    }
+    if (!ms || (!c->frame_ev && !(c->frame_ev = evtimer_new(c->k->b->base, kframe_timeout_cb, c))))
+        return; /* without a timer the idle timeout still applies */
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->frame_ev, &tv);
+}
+
+/* The frame being received ended: complete, or the connection goes. */
+static void kframe_done(struct kconn *c)
+{
+    struct broker *b = c->k->b;
+    VERITY_VERIFY(b->buf_used >= c->held);
+    b->buf_used -= c->held;
+    /* Native connections waiting for the budget may fit now. */
+    if (c->held && !TAILQ_EMPTY(&b->starved) && b->resume_ev)
+        event_active(b->resume_ev, EV_TIMEOUT, 0);
+    c->held = c->want = 0;
+    c->starved = c->frame_open = false;
+    kframe_clock(c, false);
+}
+
+/* Takes the frame's size from the broker-wide budget the native listener
+ * uses (broker/conn.c), so both listeners together stay under it and the
+ * broker trims its heap after a load of either. */
+static bool kframe_reserve(struct kconn *c)
+{
+    struct broker *b = c->k->b;
+    /* A frame larger than the whole budget goes alone. */
+    if (b->buf_used && b->buf_used + c->want > b->cfg.buffer_bytes_max)
+        return false;
+    b->buf_used += c->want;
+    if (b->buf_used > b->buf_peak)
+        b->buf_peak = b->buf_used;
+    c->held = c->want;
+    return true;
+}
+
+static void kretry_cb(evutil_socket_t fd, short what, void *arg);
+
+/* A frame is partly received: want is its size with the prefix (0 while
+ * the prefix itself is partial). Starts its clock and takes its budget,
+ * or stops reading until the budget has room. */
+static void kframe_partial(struct kconn *c, uint64_t want)
+{
+    if (!c->frame_open) {
+        c->frame_open = true;
+        kframe_clock(c, true);
+    }
+    if (!want || c->held || c->starved)
+        return;
+    c->want = want;
+    if (kframe_reserve(c))
+        return;
+    c->starved = true;
+    kframe_clock(c, false);
+    bufferevent_disable(c->bev, EV_READ);
+    struct kafka *k = c->k;
+    if (!k->retry_ev)
+        k->retry_ev = evtimer_new(k->b->base, kretry_cb, k);
+    struct timeval tv = {0, 10000};
+    if (k->retry_ev && !evtimer_pending(k->retry_ev, NULL))
+        evtimer_add(k->retry_ev, &tv);
+}
+
 static void kconn_kill(struct kconn *c, const char *why)
 {
     if (c->dead)
         return;
     struct kafka *k = c->k;
+    kframe_done(c);
+    if (c->frame_ev)
+        event_free(c->frame_ev);
+    c->frame_ev = NULL;
     blog(BLOG_DEBUG, "kafka_conn_closed", "conn=%" PRIu64 " peer=%s reason=%s inflight=%" PRIu32,
          c->id, c->peer, why, c->inflight);
     c->dead = true;
@@ -170,9 +266,13 @@ static void kconn_flow(struct kconn *c)
     if (stop && !c->paused) {
         c->paused = true;
         bufferevent_disable(c->bev, EV_READ);
+        kframe_clock(c, false); /* the broker holds the frame up, not the peer */
     } else if (!stop && c->paused && out <= cfg->write_buffer_bytes / 2) {
         c->paused = false;
-        bufferevent_enable(c->bev, EV_READ);
+        if (c->frame_open && !c->starved)
+            kframe_clock(c, true);
+        if (!c->starved)
+            bufferevent_enable(c->bev, EV_READ);
         kconn_read_cb(c->bev, c); /* frames may already be buffered */
     }
 }
@@ -282,7 +382,8 @@ static void kconn_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_TIMEOUT) {
         if ((what & BEV_EVENT_READING) && c->inflight > 0) {
-            bufferevent_enable(bev, EV_READ); /* busy, not idle */
+            if (!c->starved)
+                bufferevent_enable(bev, EV_READ); /* busy, not idle */
             return;
         }
         kconn_kill(c, "idle_timeout");
@@ -409,8 +510,15 @@ static void kconn_read_cb(struct bufferevent *bev, void *arg)
             break;
         }
         uint8_t prefix[4];
-        if (evbuffer_copyout(in, prefix, 4) < 4)
+        size_t have = evbuffer_get_length(in);
+        if (have < 4) {
+            if (have)
+                kframe_partial(c, 0);
+            else
+                kframe_done(c);
             break;
+        }
+        evbuffer_copyout(in, prefix, 4);
         int32_t size = (int32_t)kbe32(prefix);
         if (size < KFRAME_MIN || (uint32_t)size > cfg->max_frame_bytes) {
             c->k->malformed++;
@@ -420,8 +528,11 @@ static void kconn_read_cb(struct bufferevent *bev, void *arg)
             kconn_kill(c, "bad_frame_size");
             break;
         }
-        if (evbuffer_get_length(in) < (size_t)size + 4)
+        if (have < (size_t)size + 4) {
+            kframe_partial(c, (uint64_t)size + 4);
             break;
+        }
+        kframe_done(c);
         uint8_t *frame = malloc((size_t)size);
         if (!frame) {
             kconn_kill(c, "out_of_memory");
@@ -437,6 +548,44 @@ static void kconn_read_cb(struct bufferevent *bev, void *arg)
 
 /* ---- listener --------------------------------------------------------------- */
 
+/* Connections waiting for the frame budget, oldest first, while it has room. */
+static void kretry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct kafka *k = arg;
+    (void)fd;
+    (void)what;
+    bool waiting = false;
+    struct kconn *c, *next;
+    for (c = TAILQ_FIRST(&k->conns); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (!c->starved || c->dead)
+            continue;
+        if (waiting || !kframe_reserve(c)) {
+            waiting = true;
+            continue;
+        }
+        c->starved = false;
+        kframe_clock(c, true);
+        if (!c->paused && !c->eof)
+            bufferevent_enable(c->bev, EV_READ);
+    }
+    struct timeval tv = {0, 10000};
+    if (waiting)
+        evtimer_add(k->retry_ev, &tv);
+}
+
+/* Kafka connections open from host (the peer is "host:port"). */
+static uint32_t kaddr_count(const struct kafka *k, const char *host)
+{
+    size_t n = strlen(host);
+    uint32_t count = 0;
+    const struct kconn *c;
+    TAILQ_FOREACH(c, &k->conns, link)
+    if (strncmp(c->peer, host, n) == 0 && c->peer[n] == ':')
+        count++;
+    return count;
+}
+
 static void kaccept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                        int salen, void *arg)
 {
@@ -444,18 +593,20 @@ static void kaccept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sock
     struct broker *b = k->b;
     (void)l;
     (void)salen;
-    char peer[64] = "?";
+    char peer[64] = "?", host[48] = "?";
     if (sa->sa_family == AF_INET) {
-        char host[48];
         struct sockaddr_in *v4 = (struct sockaddr_in *)sa;
         if (evutil_inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host))
             snprintf(peer, sizeof peer, "%s:%u", host, ntohs(v4->sin_port));
     }
-    if (b->n_conns + k->n_conns >= b->cfg.max_connections || b->stopping) {
+    const char *why = b->stopping                                             ? "stopping"
+                      : b->n_conns + k->n_conns >= b->cfg.max_connections    ? "max_connections"
+                      : kaddr_count(k, host) >= b->cfg.max_connections_per_addr ? "max_connections_per_addr"
+                                                                             : NULL;
+    if (why) {
         evutil_closesocket(fd);
         b->met.connections_rejected++;
-        blog(BLOG_WARN, "kafka_conn_rejected", "peer=%s reason=%s", peer,
-             b->stopping ? "stopping" : "max_connections");
+        blog(BLOG_WARN, "kafka_conn_rejected", "peer=%s reason=%s", peer, why);
         return;
     }
     struct kconn *c = calloc(1, sizeof *c);
@@ -589,6 +740,8 @@ void kafka_free(struct broker *b)
     kafka_stop_accepting(b);
     kafka_close_all(b);
     kgroups_close(k);
+    if (k->retry_ev)
+        event_free(k->retry_ev);
     free(k->scratch);
     free(k);
     b->kafka = NULL;

@@ -268,6 +268,7 @@ def group3(boot, topic, group, n, tmp):
         time.sleep(0.05)
     else:
         raise RuntimeError('members did not all consume and commit')
+    t_kill = time.time()
     os.kill(procs[0].pid, signal.SIGKILL)
     procs[0].wait()
     for p in procs[1:]:
@@ -295,8 +296,15 @@ def group3(boot, topic, group, n, tmp):
         assert not done, ('committed message re-read', p, off, who, done[:1])
         reread += 1
     moved = {int(x.split()[1]) for x in dead if x.startswith('M ')}
-    print('group3: %d messages, none lost; member 0 (partitions %s) killed -9; %d re-read, '
-          'none of them committed before' % (n, sorted(moved), reread))
+    # Its partitions move: each one the killed member read is read on by a
+    # survivor after the kill (it held unread messages when it died).
+    assert moved, 'the killed member read nothing'
+    for p in moved:
+        after = [r for r in reads if r[1] == p and r[3] != 0 and r[0] > t_kill]
+        assert after, ('partition %d of the killed member never read by a survivor' % p)
+    print('group3: %d messages, none lost; member 0 (partitions %s) killed -9, its partitions '
+          'read on by the survivors; %d re-read, none of them committed before'
+          % (n, sorted(moved), reread))
 
 
 # ---- bad input -------------------------------------------------------------

@@ -2,7 +2,7 @@
 """Resource attacks on a running verityd, for tests/ops/test_ops_attack.sh and
 the figures in docs/OPERATIONS.md. Loopback only; bounded in count and time.
 
-usage: attack.py MODE --broker HOST:PORT --pid PID --verity PATH [options]
+usage: attack.py MODE --broker HOST:PORT --pid PID --verity PATH [--target HOST:PORT] [options]
   partial    N connections each announce a frame of FRAME_MB and send PART_MB
   idle       N connections that connect and send nothing
   slowloris  N connections that send one byte of a frame every second
@@ -76,6 +76,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mode")
     ap.add_argument("--broker", required=True)
+    ap.add_argument("--target", help="attack this HOST:PORT (e.g. the Kafka listener) "
+                    "instead of --broker; status still asks --broker")
     ap.add_argument("--http")
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--verity", required=True)
@@ -86,7 +88,7 @@ def main():
     ap.add_argument("--src", default="127.0.0.2", help="attacker's source address")
     ap.add_argument("--status-timeout", type=float, default=10)
     args = ap.parse_args()
-    dest = hostport(args.broker)
+    dest = hostport(args.target or args.broker)
     out = {"mode": args.mode, "n": args.n, "baseline_rss_kb": rss_kb(args.pid),
            "baseline_fds": fds(args.pid)}
     peak = out["baseline_rss_kb"]

@@ -5,8 +5,14 @@
 # durability always (the "durable" mode of docs/PERFORMANCE.md).
 #
 # usage: bash tools/kafka/bench.sh [BUILD_DIR]     (make bench-kafka)
+#   KAFKA_BENCH=PATH   another kafka_bench binary (to compare two in one sitting)
+#   KAFKA_BENCH_ARGS   extra kafka_bench options (kafka_bench --help)
+# Each line also gives the broker's CPU on the workload's clock (srv_cpu) and
+# the client's (cli_cpu: every libverity or librdkafka thread).
 set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
+KB=${KAFKA_BENCH:-$BUILD/bin/kafka_bench}
+KB_PID=(); "$KB" --help | grep -q -- --broker-pid && KB_PID=(--broker-pid) # older builds lack it
 RUNS=${RUNS:-3}
 ROOT=$(mktemp -d /tmp/verity-kbench.XXXXXX)
 PID=0
@@ -23,11 +29,15 @@ until python3 -c "import socket; socket.create_connection(('127.0.0.1',$K),1)" 2
 done
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$RUNS"); do
-    "$BUILD/bin/verity" bench --broker 127.0.0.1:$P --workload W1,W3 --mode durable 2>/dev/null |
+    "$BUILD/bin/verity" bench --broker 127.0.0.1:$P --broker-pid $PID --workload W1,W3 --mode durable 2>/dev/null |
         awk -v r="$r" '/^RESULT/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-                        printf "native run %s %s %s msg/s\n", r, f["workload"], f["msgs_per_s"] }'
+                        printf "native run %s %s %s msg/s srv_cpu %s s cli_cpu %s s\n", r, f["workload"], f["msgs_per_s"], f["srv_cpu_s"], f["cli_cpu_s"] }'
     t="kb$r"
     "$BUILD/bin/verity" topic create "$t" --partitions 1 --durability always --broker 127.0.0.1:$P >/dev/null
-    "$BUILD/bin/kafka_bench" 127.0.0.1:$K "$t" --json |
-        python3 -c "import json,sys; d=json.load(sys.stdin); print('kafka  run $r W1 %d msg/s' % d['w1_msgs_per_s']); print('kafka  run $r W3 %d msg/s' % d['w3_msgs_per_s'])"
+    # shellcheck disable=SC2086
+    "$KB" 127.0.0.1:$K "$t" --json ${KB_PID[@]:+"${KB_PID[@]}" $PID} ${KAFKA_BENCH_ARGS:-} |
+        python3 -c "import json,sys; d=json.load(sys.stdin)
+for w in ('w1', 'w3'):
+    print('kafka  run $r %s %d msg/s srv_cpu %.2f s cli_cpu %.2f s' % (w.upper(), d[w + '_msgs_per_s'], d.get(w + '_broker_cpu_s', -1), d.get(w + '_client_cpu_s', -1)))"
 done
+echo "# end $(date -u '+%H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
