@@ -307,6 +307,8 @@ test-kafka: $(BINS)
 	@bash tests/kafka/sasl.sh $(BUILD)
 	@echo "== tests/kafka/attack.sh"
 	@bash tests/kafka/attack.sh $(BUILD)
+	@echo "== tests/kafka/mtls.sh"
+	@bash tests/kafka/mtls.sh $(BUILD)
 
 test-kafka-full: deps
 	@$(MAKE) --no-print-directory $(BINS)
@@ -508,7 +510,8 @@ test-cluster-quick: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_G
 # >= 80 % required), then a control (the attack on a second broker). About
 # 3.5 minutes; figures in docs/PERFORMANCE.md. A short version (1,000
 # connections, one pair, ~25 s) is tests/ops/test_ops_abuse.sh in
-# make test-ops.
+# make test-ops. ABUSE_PIN=1 make bench-abuse: the attacker on CPU 0, the
+# broker and W1 on CPU 1 (docs/PERFORMANCE.md says what that shows).
 .PHONY: bench-abuse
 bench-abuse: $(BINS)
 	@ABUSE_FULL=1 VERITY_BIN_DIR=$(abspath $(BUILD)/bin) bash tests/ops/test_ops_abuse.sh

@@ -7,6 +7,17 @@
  * creation and stays queued, as does everything behind it for that topic;
  * events of other topics go on. A failed append leaves the run queued and
  * retries after AUDIT_RETRY_MS.
+ *
+ * In a cluster a topic can only be created by the primary of __meta, and a
+ * partition appended to only where it is placed. So an audit topic there
+ * has one partition per broker, one replica each (partition i on the
+ * cluster's i-th node, broker/cluster.c placement): every broker appends
+ * its own events to its own partition. The primary of __meta creates the
+ * audit topics: __audit, and <tenant>~__audit for every tenant named in
+ * the security store in use (which every broker shares), from a timer
+ * (AUDIT_ENSURE_MS), so an event on another broker finds its tenant's
+ * topic without that broker having to create it. Events of a broker that
+ * is not the primary wait (queued) until the topic's record reaches it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,11 +30,16 @@
 #include <jansson.h>
 
 #include "broker/audit.h"
+#include "broker/auth.h"
+#include "broker/auth_store.h"
 #include "broker/blog.h"
 #include "broker/broker_int.h"
+#include "broker/cluster.h"
 #include "verity/errors.h"
 
 #define AUDIT_RETRY_MS 1000
+#define AUDIT_ENSURE_MS 1000  /* cluster: the primary's check of the audit topics */
+#define AUDIT_ENSURE_MAX 16u  /* creations started per check */
 
 struct audit_rec {
     char topic[VERITY_TOPIC_NAME_MAX + 1];
@@ -48,12 +64,14 @@ struct audit {
     struct audit_q q;
     size_t n;
     struct event *flush_ev;
+    struct event *ensure_ev; /* cluster only */
     struct audit_creating *creating;
     uint64_t appended, dropped;
     int64_t drop_log_ns;
 };
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
+static void ensure_cb(evutil_socket_t fd, short what, void *arg);
 
 struct audit *audit_new(struct broker *b)
 {
@@ -63,9 +81,17 @@ struct audit *audit_new(struct broker *b)
     a->b = b;
     TAILQ_INIT(&a->q);
     a->flush_ev = evtimer_new(b->base, flush_cb, a);
-    if (!a->flush_ev) {
+    if (cluster_on(b))
+        a->ensure_ev = event_new(b->base, -1, EV_PERSIST, ensure_cb, a);
+    if (!a->flush_ev || (cluster_on(b) && !a->ensure_ev)) {
+        if (a->flush_ev)
+            event_free(a->flush_ev);
         free(a);
         return NULL;
+    }
+    if (a->ensure_ev) {
+        struct timeval tv = {AUDIT_ENSURE_MS / 1000, (AUDIT_ENSURE_MS % 1000) * 1000};
+        event_add(a->ensure_ev, &tv);
     }
     return a;
 }
@@ -84,6 +110,8 @@ void audit_free(struct audit *a)
     for (struct audit_creating *c = a->creating; c; c = c->next)
         c->orphan = true;
     event_free(a->flush_ev);
+    if (a->ensure_ev)
+        event_free(a->ensure_ev);
     free(a);
 }
 
@@ -161,7 +189,9 @@ void audit_emit(struct audit *a, const char *tenant, const char *event, const ch
     }
     if (!o || json_object_set_new(o, "ts_ms", json_integer(ts)) ||
         json_object_set_new(o, "event", json_string(event)) ||
-        json_object_set_new(o, "tenant", json_string(tenant ? tenant : ""))) {
+        json_object_set_new(o, "tenant", json_string(tenant ? tenant : "")) ||
+        (cluster_on(a->b) &&
+         json_object_set_new(o, "node", json_integer((json_int_t)a->b->cfg.node_id)))) {
         json_decref(o);
         drop(a, event, "out of memory");
         return;
@@ -225,7 +255,9 @@ static int create(struct audit *a, const char *topic)
     int rc = topic_cfg_from_wire(b, NULL, &tc, msg, sizeof msg);
     if (rc)
         return rc;
-    tc.partitions = 1;
+    /* one partition per broker of a cluster, each on its own broker */
+    tc.partitions = cluster_on(b) ? b->cfg.cluster_n : 1;
+    tc.replicas = 1;
     tc.retention_ms = -1; /* an audit trail is kept */
     tc.retention_bytes = -1;
     if (b->n_topics >= b->cfg.max_topics)
@@ -241,10 +273,80 @@ static int create(struct audit *a, const char *topic)
     if (rc) {
         a->creating = c->next;
         free(c);
-        blog(BLOG_WARN, "audit_topic_failed", "topic=%s error=%s", topic, verity_errname(rc));
+        /* cluster: not (or not yet) the primary of __meta; the primary
+         * creates it (ensure_cb) and the record brings it here */
+        if (rc != VERITY_ENOTLEADER)
+            blog(BLOG_WARN, "audit_topic_failed", "topic=%s error=%s", topic,
+                 verity_errname(rc));
         return rc;
     }
     return 0;
+}
+
+/* cluster: true when this broker is the primary of __meta (it alone
+ * creates topics). */
+static bool meta_primary(struct broker *b)
+{
+    return !cluster_on(b) || cluster_meta_leader(b) == b->cfg.node_id;
+}
+
+/* Creates the audit topic of tenant ("" or NULL: the broker-wide one) when
+ * it is missing and not being created. *started counts the creations. */
+static void ensure_one(struct audit *a, const char *tenant, unsigned *started)
+{
+    char t[VERITY_TOPIC_NAME_MAX + 1];
+    if (tenant && tenant[0])
+        snprintf(t, sizeof t, "%s%c%s", tenant, CODEC_TENANT_SEP, AUDIT_TOPIC);
+    else
+        snprintf(t, sizeof t, "%s", AUDIT_TOPIC);
+    if (*started >= AUDIT_ENSURE_MAX || topic_find(a->b, t) || creating(a, t))
+        return;
+    if (create(a, t) == 0)
+        (*started)++;
+    else
+        *started = AUDIT_ENSURE_MAX; /* not now (not the primary, limits): next tick */
+}
+
+/* cluster: the primary of __meta makes sure every tenant of the store in
+ * use has its audit topic, so that events on any broker find it. */
+static void ensure_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct audit *a = arg;
+    struct broker *b = a->b;
+    (void)fd;
+    (void)what;
+    if (b->stopping || !meta_primary(b))
+        return;
+    const struct auth_store *s = auth_store_in_use(b);
+    unsigned started = 0;
+    ensure_one(a, NULL, &started);
+    for (size_t i = 0; s && i < s->n_keys; i++)
+        ensure_one(a, s->keys[i].tenant, &started);
+    for (size_t i = 0; s && i < s->n_certs; i++)
+        ensure_one(a, s->certs[i].tenant, &started);
+    for (size_t i = 0; s && i < s->n_acls; i++)
+        ensure_one(a, s->acls[i].tenant, &started);
+    for (size_t i = 0; s && i < s->n_roles; i++)
+        ensure_one(a, s->roles[i].tenant, &started);
+    for (size_t i = 0; s && i < s->n_quotas; i++)
+        ensure_one(a, s->quotas[i].tenant, &started);
+}
+
+/* The partition of an audit topic this broker appends to: the only one
+ * outside a cluster; in a cluster the one placed on this broker. NULL when
+ * none can take an append now. */
+static struct partition *own_part(struct broker *b, struct topic *t)
+{
+    if (t->deleting)
+        return NULL;
+    for (uint32_t i = 0; i < t->cfg.partitions; i++) {
+        struct partition *p = t->parts[i];
+        uint32_t leader;
+        if (p && p->replica && !p->error &&
+            (!cluster_on(b) || cluster_part_writable(p, &leader) == 0))
+            return p;
+    }
+    return NULL;
 }
 
 /* ---- flush ------------------------------------------------------------------- */
@@ -262,14 +364,18 @@ static int append_run(struct audit *a, struct audit_rec *first)
     if (!t) {
         if (creating(a, first->topic))
             return RUN_WAIT;
+        if (!meta_primary(b))
+            return RUN_LATER; /* the primary creates it (ensure_cb) */
         int rc = create(a, first->topic);
-        return rc ? rc : RUN_WAIT;
+        return rc == VERITY_ENOTLEADER ? RUN_LATER : rc ? rc : RUN_WAIT;
     }
     if (!t->ready)
         return creating(a, first->topic) ? RUN_WAIT : RUN_LATER;
-    struct partition *p = t->deleting ? NULL : t->parts[0];
-    if (!p || !p->replica || p->error)
-        return p && p->error ? p->error : VERITY_EREADONLY;
+    struct partition *p = own_part(b, t);
+    if (!p) {
+        struct partition *p0 = t->deleting ? NULL : t->parts[0];
+        return p0 && p0->error && p0->error != VERITY_ENOTLEADER ? p0->error : VERITY_EREADONLY;
+    }
     struct audit_rec *run[AUDIT_BATCH_MAX];
     size_t n = 0, need = BATCH_HDR_SIZE;
     for (struct audit_rec *r = first; r && n < AUDIT_BATCH_MAX; r = TAILQ_NEXT(r, link)) {

@@ -14,6 +14,10 @@
  * {"ts_ms":..,"event":"..","tenant":"..",...fields}. Events are queued and
  * appended from a timer (never inside a request handler or a commit
  * callback); the topics are created on first use with unlimited retention.
+ * In a cluster an audit topic has one partition per broker (one replica,
+ * partition i on the i-th node), each broker appends its own events to its
+ * own partition and adds "node": its id; the primary of __meta creates the
+ * topics (__audit and one per tenant of the store in use) for all brokers.
  * At most AUDIT_QUEUE_MAX events wait; more are dropped, counted and logged
  * (audit_dropped), never blocking a request.
  */

@@ -711,17 +711,26 @@ static bool set_principal(struct conn *c, enum auth_how how, const char *tenant,
     return true;
 }
 
+/* The subject CN of ssl's peer certificate into cn (cap bytes) when it
+ * verified; "" otherwise. */
+static void verified_cn(struct ssl_st *ssl, char *cn, size_t cap)
+{
+    cn[0] = '\0';
+    X509 *cert = ssl ? SSL_get1_peer_certificate(ssl) : NULL;
+    if (!cert)
+        return;
+    if (SSL_get_verify_result(ssl) == X509_V_OK &&
+        X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, (int)cap) < 0)
+        cn[0] = '\0';
+    X509_free(cert);
+}
+
 void auth_conn_tls(struct conn *c, struct ssl_st *ssl)
 {
     if (!c->auth || !c->b->auth || !ssl)
         return;
-    X509 *cert = SSL_get1_peer_certificate(ssl);
-    if (!cert)
-        return;
-    char cn[AUTH_SUBJECT_MAX + 1] = "";
-    if (SSL_get_verify_result(ssl) == X509_V_OK)
-        X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
-    X509_free(cert);
+    char cn[AUTH_SUBJECT_MAX + 1];
+    verified_cn(ssl, cn, sizeof cn);
     if (!cn[0])
         return;
     const struct auth_cert *m = auth_cert_find(c->b->auth->store, cn);
@@ -880,40 +889,58 @@ int64_t auth_who_produce_throttle_ms(struct broker *b, const struct auth_who *wh
     return ms;
 }
 
-static void quota_charge_fetch(struct req *r, uint64_t bytes)
+/* Charges bytes sent to a fetch of tenant/principal to its fetch buckets
+ * (the next fetch waits for them). */
+int64_t auth_who_fetch_throttle_ms(struct broker *b, const struct auth_who *who, char *which,
+                                   size_t cap)
 {
-    struct auth_state *a = r->b->auth;
-    struct auth_conn *ac = r->conn->auth;
-    if (!bytes || !ac || ac->how == HOW_NONE)
+    if (!b->auth || !who || !who->tenant[0])
+        return 0;
+    int64_t ms = quota_charge(b->auth, who->tenant, who->principal, false, 0, true, which, cap);
+    if (ms > 0)
+        b->auth->quota_waits++;
+    return ms;
+}
+
+static void fetch_charge(struct auth_state *a, const char *tenant, const char *principal,
+                         uint64_t bytes)
+{
+    if (!bytes)
         return;
     for (int k = 0; k < 2; k++) {
-        const char *who = k ? AUTH_TENANT_TOTAL : ac->principal;
-        const struct auth_quota *q = auth_quota_find(a->store, ac->tenant, who);
+        const char *who = k ? AUTH_TENANT_TOTAL : principal;
+        const struct auth_quota *q = auth_quota_find(a->store, tenant, who);
         if (!q || !q->fetch_bytes_per_s)
             continue;
-        struct quota_bucket *bk = bucket_get(a, ac->tenant, who);
+        struct quota_bucket *bk = bucket_get(a, tenant, who);
         if (bk)
             bk->fetch_tokens -= (double)bytes;
     }
 }
 
-/* storage_bytes of the tenant ("+"): a produce that would take the bytes
- * stored in the tenant's topics (internal ones aside) past it is refused.
- * 0, or VERITY_EQUOTA with the message in why. */
-static int quota_storage(struct req *r, char *why, size_t cap)
+static void quota_charge_fetch(struct req *r, uint64_t bytes)
 {
     struct auth_conn *ac = r->conn->auth;
-    if (r->type != VERITY__ENVELOPE__BODY_PRODUCE_REQ)
-        return 0;
-    const struct auth_quota *q = auth_quota_find(r->b->auth->store, ac->tenant, AUTH_TENANT_TOTAL);
+    if (!bytes || !ac || ac->how == HOW_NONE)
+        return;
+    fetch_charge(r->b->auth, ac->tenant, ac->principal, bytes);
+}
+
+/* storage_bytes of the tenant ("+"): a produce of `more` bytes that would
+ * take the bytes stored in the tenant's topics (internal ones aside) past
+ * it is refused. 0, or VERITY_EQUOTA with the message in why. */
+static int storage_check(struct broker *b, const char *tenant, uint64_t more, char *why,
+                         size_t cap)
+{
+    const struct auth_quota *q = auth_quota_find(b->auth->store, tenant, AUTH_TENANT_TOTAL);
     if (!q || !q->storage_bytes)
         return 0;
-    size_t tl = strlen(ac->tenant);
+    size_t tl = strlen(tenant);
     uint64_t used = 0;
     struct topic *t;
-    TAILQ_FOREACH(t, &r->b->topics, link)
+    TAILQ_FOREACH(t, &b->topics, link)
     {
-        if (strncmp(t->name, ac->tenant, tl) != 0 || t->name[tl] != CODEC_TENANT_SEP ||
+        if (strncmp(t->name, tenant, tl) != 0 || t->name[tl] != CODEC_TENANT_SEP ||
             strncmp(t->name + tl + 1, "__", 2) == 0)
             continue;
         for (uint32_t i = 0; i < t->cfg.partitions; i++) {
@@ -924,13 +951,20 @@ static int quota_storage(struct req *r, char *why, size_t cap)
             used += info.size_bytes;
         }
     }
-    if (used + r->payload_len <= q->storage_bytes)
+    if (used + more <= q->storage_bytes)
         return 0;
     snprintf(why, cap,
              "quota exceeded: storage_bytes %" PRIu64 " of %s (%" PRIu64 " stored, %" PRIu64
              " more asked)",
-             q->storage_bytes, ac->tenant, used, (uint64_t)r->payload_len);
+             q->storage_bytes, tenant, used, more);
     return VERITY_EQUOTA;
+}
+
+static int quota_storage(struct req *r, char *why, size_t cap)
+{
+    if (r->type != VERITY__ENVELOPE__BODY_PRODUCE_REQ)
+        return 0;
+    return storage_check(r->b, r->conn->auth->tenant, (uint64_t)r->payload_len, why, cap);
 }
 
 /* The connections quota: counts c under its principal and tenant, or
@@ -1528,6 +1562,7 @@ void auth_reply_unscope(struct auth_undo *u)
 _Static_assert(sizeof ((struct auth_who *)0)->tenant == AUTH_TENANT_MAX + 1, "tenant size");
 _Static_assert(sizeof ((struct auth_who *)0)->principal == AUTH_PRINCIPAL_MAX + 1, "principal size");
 _Static_assert(sizeof ((struct auth_who *)0)->key_id == AUTH_KEY_ID_HEX + 1, "key id size");
+_Static_assert(sizeof ((struct auth_who *)0)->subject == AUTH_SUBJECT_MAX + 1, "subject size");
 
 bool auth_on(const struct broker *b)
 {
@@ -1548,6 +1583,7 @@ int auth_login_key(struct broker *b, const char *key, uint64_t conn_id, const ch
 {
     if (!b->auth)
         return VERITY_EUNSUPPORTED;
+    memset(who, 0, sizeof *who);
     const struct auth_key *k = NULL;
     if (auth_key_verify(b->auth->store, key, &k)) {
         struct gate g;
@@ -1574,10 +1610,43 @@ int auth_login_key(struct broker *b, const char *key, uint64_t conn_id, const ch
     return 0;
 }
 
+int auth_login_cert(struct broker *b, struct ssl_st *ssl, uint64_t conn_id, const char *peer,
+                    struct auth_who *who)
+{
+    if (!b->auth)
+        return VERITY_EUNSUPPORTED;
+    char cn[AUTH_SUBJECT_MAX + 1], q[200];
+    verified_cn(ssl, cn, sizeof cn);
+    if (!cn[0])
+        return VERITY_ENOTFOUND;
+    const struct auth_cert *m = auth_cert_find(b->auth->store, cn);
+    if (!m) {
+        blog(BLOG_INFO, "auth_cert_unmapped", "conn=%" PRIu64 " peer=%s subject=%s port=kafka",
+             conn_id, peer, blog_q(cn, q, sizeof q));
+        return VERITY_ENOTFOUND;
+    }
+    memset(who, 0, sizeof *who);
+    snprintf(who->tenant, sizeof who->tenant, "%s", m->tenant);
+    snprintf(who->principal, sizeof who->principal, "%s", m->principal);
+    snprintf(who->subject, sizeof who->subject, "%s", cn);
+    blog(BLOG_INFO, "auth_ok",
+         "conn=%" PRIu64 " peer=%s tenant=%s principal=%s method=cert subject=%s port=kafka",
+         conn_id, peer, m->tenant, m->principal, blog_q(cn, q, sizeof q));
+    audit_emit(b->auth->audit, m->tenant, "auth_ok", "{s:s, s:s, s:s, s:s, s:s}", "principal",
+               m->principal, "method", "cert", "subject", cn, "peer", peer, "port", "kafka");
+    return 0;
+}
+
 bool auth_who_current(const struct broker *b, const struct auth_who *who)
 {
     if (!b->auth)
         return false;
+    if (!who->key_id[0]) {
+        const struct auth_cert *m = who->subject[0] ? auth_cert_find(b->auth->store, who->subject)
+                                                    : NULL;
+        return m && strcmp(m->tenant, who->tenant) == 0 &&
+               strcmp(m->principal, who->principal) == 0;
+    }
     const struct auth_key *k = auth_key_find(b->auth->store, who->key_id);
     return k && strcmp(k->tenant, who->tenant) == 0 && strcmp(k->principal, who->principal) == 0;
 }
@@ -1612,4 +1681,35 @@ bool auth_who_allowed_quiet(const struct broker *b, const struct auth_who *who, 
 {
     return b->auth && auth_allowed(b->auth->store, who->tenant, who->principal,
                                    (enum auth_res)res, name, ops, NULL, 0);
+}
+
+void auth_who_fetch_charge(struct broker *b, const struct auth_who *who, uint64_t bytes)
+{
+    if (b->auth && who && who->tenant[0])
+        fetch_charge(b->auth, who->tenant, who->principal, bytes);
+}
+
+int auth_who_storage_check(struct broker *b, const struct auth_who *who, uint64_t bytes,
+                           uint64_t conn_id, const char *peer)
+{
+    if (!b->auth || !who || !who->tenant[0])
+        return 0;
+    char why[300];
+    int rc = storage_check(b, who->tenant, bytes, why, sizeof why);
+    if (!rc)
+        return 0;
+    struct auth_state *a = b->auth;
+    a->quota_refusals++;
+    struct gate g;
+    if (may_log(a, &g)) {
+        if (g.line)
+            blog(BLOG_WARN, "quota_exceeded",
+                 "conn=%" PRIu64 " peer=%s tenant=%s principal=%s type=Produce quota=storage_bytes"
+                 " port=kafka suppressed=%" PRIu64,
+                 conn_id, peer, who->tenant, who->principal, g.line_sup);
+        audit_emit(a->audit, who->tenant, "quota_exceeded", "{s:s, s:s, s:s, s:s, s:s, s:I}",
+                   "principal", who->principal, "quota", "storage_bytes", "reason", why, "peer",
+                   peer, "port", "kafka", "suppressed", (json_int_t)g.audit_sup);
+    }
+    return rc;
 }

@@ -70,7 +70,8 @@ void h_authenticate(struct req *r);
 struct auth_who {
     char tenant[33];    /* AUTH_TENANT_MAX + 1 */
     char principal[65]; /* AUTH_PRINCIPAL_MAX + 1 */
-    char key_id[17];    /* AUTH_KEY_ID_HEX + 1 */
+    char key_id[17];    /* AUTH_KEY_ID_HEX + 1; "" for a certificate */
+    char subject[129];  /* AUTH_SUBJECT_MAX + 1: a certificate's mapped CN; "" for a key */
 };
 
 /* Whether the broker checks principals (auth_file configured). */
@@ -85,7 +86,15 @@ const char *auth_local_name(const struct broker *b, const char *stored, const ch
  * or auth_ok with method=kafka_plain, conn and peer as given). */
 int auth_login_key(struct broker *b, const char *key, uint64_t conn_id, const char *peer,
                    struct auth_who *who) __attribute__((warn_unused_result));
-/* Whether who's key still exists (a revoked key ends the session). */
+/* A TLS client certificate on the Kafka port: when it verified and its
+ * subject CN is mapped in the store, 0 and *who (logged and audited auth_ok
+ * method=cert port=kafka); VERITY_ENOTFOUND when there is no certificate
+ * or no mapping (auth_cert_unmapped logged), VERITY_EUNSUPPORTED without
+ * auth. */
+int auth_login_cert(struct broker *b, struct ssl_st *ssl, uint64_t conn_id, const char *peer,
+                    struct auth_who *who) __attribute__((warn_unused_result));
+/* Whether who's key (or certificate mapping) still exists (a revoked key
+ * or a removed mapping ends the session). */
 bool auth_who_current(const struct broker *b, const struct auth_who *who);
 /* Whether who may do ops on the named resource (name inside the tenant);
  * a refusal is logged acl_denied (rate-limited) with what it names. */
@@ -100,6 +109,18 @@ bool auth_who_allowed_quiet(const struct broker *b, const struct auth_who *who, 
  * within its quotas), the quota named in which. */
 int64_t auth_who_produce_throttle_ms(struct broker *b, const struct auth_who *who, uint64_t bytes,
                                      char *which, size_t cap);
+/* Quotas for a Kafka Fetch by who: charges the request to requests_per_s
+ * and returns the wait (ms) until who's fetch_bytes_per_s buckets (its
+ * principal's or "*", and the tenant's "+") are out of debt, the quota
+ * named in which; 0: none. The bytes the answer carries are charged after
+ * it with auth_who_fetch_charge, as a native fetch is. */
+int64_t auth_who_fetch_throttle_ms(struct broker *b, const struct auth_who *who, char *which,
+                                   size_t cap);
+void auth_who_fetch_charge(struct broker *b, const struct auth_who *who, uint64_t bytes);
+/* storage_bytes of who's tenant for a Kafka Produce of `bytes`: 0, or
+ * VERITY_EQUOTA (logged and audited quota_exceeded, rate-limited). */
+int auth_who_storage_check(struct broker *b, const struct auth_who *who, uint64_t bytes,
+                           uint64_t conn_id, const char *peer) __attribute__((warn_unused_result));
 /* The audit trail of this broker (broker/audit.h), NULL without auth. */
 struct audit *auth_audit(struct broker *b);
 

@@ -162,6 +162,11 @@ int topic_cfg_from_wire(const struct broker *b, const Verity__TopicConfig *w, st
     out->retention_bytes = c->default_retention_bytes;
     out->segment_bytes = c->default_segment_bytes;
     out->max_message_bytes = max_msg;
+    /* set before the early return: callers without a wire config (audit,
+     * DLQ, Kafka auto-create) used to leave it uninitialized, and the
+     * garbage went into the create_topic record, which the other brokers
+     * of a cluster refused ("bad create_topic fields") */
+    out->replicas = 1;
     if (!w)
         return 0;
     if (w->partitions) {
@@ -215,7 +220,6 @@ int topic_cfg_from_wire(const struct broker *b, const Verity__TopicConfig *w, st
         }
         out->max_message_bytes = w->max_message_bytes;
     }
-    out->replicas = 1;
     if (w->replication_factor > 1 && !cluster_on(b)) {
         snprintf(msg, cap,
                  "replication_factor %" PRIu32 " needs a cluster; this broker is a "

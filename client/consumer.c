@@ -32,6 +32,7 @@
  * forgets the partition's primary and asks Metadata again (RETRY_MS apart).
  * A single broker never leaves the first connection.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -42,6 +43,7 @@
 #include "verity/verify.h"
 
 #define RETRY_MS 100
+#define META_TOPICS_MAX 32
 
 enum cp_state {
     CP_RESOLVE = 0,  /* start position not known yet */
@@ -269,6 +271,36 @@ static void meta_refresh(struct verity_consumer *c, int64_t now, int64_t *next)
     Verity__MetadataRequest req = VERITY__METADATA_REQUEST__INIT;
     env.body_case = VERITY__ENVELOPE__BODY_METADATA_REQ;
     env.metadata_req = &req;
+    /* Ask for the consumer's own topics, not the broker's list: a topic
+     * read by right rather than by tenant (the broker-wide __audit, read
+     * with consume on cluster:audit) is in no list, and a list of
+     * thousands of topics is not needed. More than META_TOPICS_MAX
+     * distinct topics: the whole list. */
+    static_assert(META_TOPICS_MAX * (VERITY_TOPIC_NAME_MAX + 1) <= 16384, "stack");
+    char copies[META_TOPICS_MAX][VERITY_TOPIC_NAME_MAX + 1]; /* parts may go meanwhile */
+    char *names[META_TOPICS_MAX];
+    size_t nn = 0;
+    bool all = false;
+    pthread_mutex_lock(&c->mu);
+    for (struct cpart *p = c->parts; p && !all; p = p->next) {
+        size_t i = 0;
+        while (i < nn && strcmp(copies[i], p->topic) != 0)
+            i++;
+        if (i < nn)
+            continue;
+        if (nn == META_TOPICS_MAX)
+            all = true;
+        else if (strlen(p->topic) <= VERITY_TOPIC_NAME_MAX) {
+            memcpy(copies[nn], p->topic, strlen(p->topic) + 1);
+            names[nn] = copies[nn];
+            nn++;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!all) {
+        req.n_topics = nn;
+        req.topics = names;
+    }
     if (conn_request(c->conn, &env, NULL, 0, 0, CONN_RETRY_ON_RESET, meta_done, c) == 0) {
         c->meta_inflight = true;
         c->meta_next_ms = now + RETRY_MS;
@@ -455,6 +487,14 @@ static void fetch_done(void *arg, int err, const char *msg, const Verity__Envelo
     const Verity__FetchResponse *resp = err == 0 ? env->fetch_resp : NULL;
     if (resp && resp->n_results != r->n)
         err = VERITY_EPROTO;
+    if (err == 0) {
+        /* the results' bytes must be the payload, exactly */
+        uint64_t sum = 0;
+        for (size_t i = 0; i < r->n; i++)
+            sum += resp->results[i]->records_bytes;
+        if (sum != payload_len)
+            err = VERITY_EPROTO;
+    }
     struct blob *blob = NULL;
     if (err == 0 && payload_len > 0) {
         blob = malloc(sizeof *blob);
@@ -474,6 +514,10 @@ static void fetch_done(void *arg, int err, const char *msg, const Verity__Envelo
     size_t pos = 0;
     for (size_t i = 0; i < r->n; i++) {
         struct cpart *p = r->parts[i];
+        const Verity__FetchResult *x = err ? NULL : resp->results[i];
+        const uint8_t *data = blob && x ? blob->data + pos : NULL;
+        if (x)
+            pos += x->records_bytes; /* before any skip: the next result's bytes follow */
         p->fetching = false;
         if (p->state != CP_FETCH)
             continue;
@@ -486,9 +530,7 @@ static void fetch_done(void *arg, int err, const char *msg, const Verity__Envelo
                 part_reroute(c, p);
             continue;
         }
-        const Verity__FetchResult *x = resp->results[i];
-        fetch_result(c, p, x, blob, blob ? blob->data + pos : NULL, now);
-        pos += x->records_bytes;
+        fetch_result(c, p, x, blob, data, now);
     }
     pthread_mutex_unlock(&c->mu);
     blob_unref(blob);
@@ -527,7 +569,11 @@ static void fetch_send(struct verity_consumer *c, struct cnode *node, int64_t no
     r->n = 0;
     pthread_mutex_lock(&c->mu);
     for (struct cpart *p = c->parts; p && r->n < CODEC_ITEMS_MAX; p = p->next) {
-        if (p->state != CP_FETCH || p->retry_at_ms > now)
+        /* one fetch per partition at a time: a second one at the same
+         * offset (on another broker's connection after its primary was
+         * learned, or the first connection's still in flight) would answer
+         * the same records again, past the position (seen as ECORRUPT) */
+        if (p->state != CP_FETCH || p->retry_at_ms > now || p->fetching)
             continue;
         if (node && p->leader != node->id)
             continue;

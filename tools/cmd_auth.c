@@ -43,6 +43,8 @@ static void usage(FILE *f)
             "  send SIGHUP to verityd after a change; open connections follow at their next request.\n"
             "  --http: a broker's admin port (default $VERITY_ADMIN_HTTP), key in $VERITY_API_KEY (admin on\n"
             "  cluster:security); the change goes to the metadata log, every broker applies it at once.\n"
+            "  A TLS admin port: --http https://HOST:PORT, or the TLS options (verity --help:\n"
+            "  --tls-ca FILE, --tls-cert/--tls-key for mutual TLS, VERITY_TLS_*) as for the protocol port.\n"
             "\n"
             "  key create --tenant T --principal P   make an API key; its text is printed once\n"
             "  key list [--tenant T]                 key ids, tenants, principals (never secrets)\n"
@@ -499,7 +501,10 @@ static int http_call(const char *http, const char *what, const char *body, json_
         json_t *o = json_loadb(ans ? ans : "", alen, 0, &jerr);
         if (st == 421 && o && json_string_value(json_object_get(o, "leader_http")) &&
             json_string_value(json_object_get(o, "leader_http"))[0]) {
-            snprintf(addr, sizeof addr, "%s", json_string_value(json_object_get(o, "leader_http")));
+            /* the primary's admin port, reached the same way (https or not) */
+            const char *lh = json_string_value(json_object_get(o, "leader_http"));
+            bool https = strncmp(http, "https://", 8) == 0;
+            snprintf(addr, sizeof addr, "%s%s", https && strncmp(lh, "https://", 8) != 0 ? "https://" : "", lh);
             json_decref(o);
             free(ans);
             continue;

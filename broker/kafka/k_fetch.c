@@ -16,6 +16,13 @@
  * timer; a partition whose high watermark moves activates the wake event
  * (never calling into the fetch directly); the timer, a topic deletion or
  * shutdown answer with whatever is ready.
+ *
+ * Quotas (with auth_file): a Fetch of a SASL or certificate principal is
+ * charged to requests_per_s and waits, held before it is tried, until the
+ * fetch_bytes_per_s buckets are out of debt; the bytes it answers with
+ * (stored bytes) are charged after it, as a native fetch's are; the wait is
+ * reported in throttle_time_ms. A held fetch is released when its
+ * connection dies (kf_cancel frees the hold).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -43,8 +50,12 @@ struct kfetch {
     struct fetch_link *links; /* n */
     struct event *timer;
     struct event *wake_ev;
+    struct event *hold;  /* a quota throttle before the first try */
+    int32_t throttle_ms; /* reported in the response */
     bool waiting;
 };
+
+#define KF_THROTTLE_MAX_MS 30000
 
 /* One partition's part of the answer. The spans are located when the fetch
  * is tried (to count the bytes against min_bytes and the budgets) and read
@@ -79,6 +90,8 @@ static void kf_free(struct kfetch *kf)
         event_free(kf->timer);
     if (kf->wake_ev)
         event_free(kf->wake_ev);
+    if (kf->hold)
+        event_free(kf->hold);
     free(kf->links);
     kfetch_req_free(&kf->req);
     free(kf);
@@ -107,6 +120,14 @@ static void kf_link_wake(struct fetch_link *l, bool final)
         kf_try(kf, true);
     else
         event_active(kf->wake_ev, EV_READ, 0);
+}
+
+/* The quota throttle is over: the fetch goes on as without one. */
+static void kf_hold_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kf_try(arg, false);
 }
 
 static void kf_cancel(struct kreq *q)
@@ -263,7 +284,7 @@ static void kf_respond(struct kfetch *kf, struct kfout *out, uint64_t stored)
      * headers are enough room, whatever the mix. */
     kw_pool_take(w, stored + 64 + kf->n * 64);
     (void)kw_grow(w, stored + 64 + kf->n * 64);
-    kw_i32(w, 0); /* throttle */
+    kw_i32(w, kf->throttle_ms);
     if (v >= 7) {
         kw_i16(w, KE_NONE);
         kw_i32(w, 0); /* session id: sessions are not kept */
@@ -358,6 +379,8 @@ static void kf_try(struct kfetch *kf, bool final)
     }
     struct kreq *q = kf->q;
     kf_respond(kf, out, total);
+    if (q->c->sasl_done) /* the bytes sent: the next fetch waits for them */
+        auth_who_fetch_charge(b, &q->c->who, total);
     for (size_t i = 0; i < kf->n; i++)
         kfout_close(&out[i]);
     free(out);
@@ -393,6 +416,17 @@ void k_fetch(struct kreq *q)
     }
     q->ctx = kf;
     q->cancel = kf_cancel;
+    if (auth_on(b) && q->c->sasl_done) {
+        char which[200] = "";
+        int64_t ms = auth_who_fetch_throttle_ms(b, &q->c->who, which, sizeof which);
+        if (ms > 0) {
+            kf->throttle_ms = (int32_t)(ms < KF_THROTTLE_MAX_MS ? ms : KF_THROTTLE_MAX_MS);
+            struct timeval tv = {kf->throttle_ms / 1000, (kf->throttle_ms % 1000) * 1000};
+            if ((kf->hold = evtimer_new(b->base, kf_hold_cb, kf)) &&
+                evtimer_add(kf->hold, &tv) == 0)
+                return;
+        }
+    }
     kf_try(kf, false);
 }
 

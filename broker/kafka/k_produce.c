@@ -17,7 +17,10 @@
  * native produce is; a request over them is held for the throttle before
  * it is appended (the broker enforces the rate whatever the client does)
  * and the response carries that throttle in throttle_time_ms. Held
- * requests are released when the connection dies.
+ * requests are released when the connection dies. A Produce that would
+ * take the tenant's stored bytes past its storage_bytes is refused, every
+ * partition with POLICY_VIOLATION (Produce v3-v7 carry no message; the
+ * broker logs and audits quota_exceeded).
  *
  * Invariants: each partition entry is resolved exactly once (appended and
  * durable, refused, or timed out); the response lists topics and partitions
@@ -60,6 +63,7 @@ struct kproduce {
     int32_t throttle_ms; /* reported in the response */
     int32_t timeout_ms;  /* the request's */
     bool txn;            /* a transactional produce: refused */
+    int16_t refuse;      /* every entry answered with it (storage quota) */
 };
 
 #define KP_THROTTLE_MAX_MS 30000
@@ -312,6 +316,8 @@ static void kp_walk(struct kproduce *kp)
     for (size_t i = 0; i < kp->n; i++) {
         if (kp->txn)
             kp_resolve_entry(kp, i, KE_INVALID_REQUEST); /* transactions: not supported */
+        else if (kp->refuse)
+            kp_resolve_entry(kp, i, kp->refuse);
         else
             kp_entry(kp, i, silent);
     }
@@ -381,6 +387,13 @@ void k_produce(struct kreq *q)
         for (size_t i = 0; i < kp->n; i++)
             if (kp->req.parts[i].records.len > 0)
                 bytes += (uint64_t)kp->req.parts[i].records.len;
+        /* storage_bytes of the tenant: refused before any throttle, as a
+         * native produce is (POLICY_VIOLATION: not retried by clients) */
+        if (!kp->txn && auth_who_storage_check(b, &q->c->who, bytes, q->c->id, q->c->peer)) {
+            kp->refuse = KE_POLICY_VIOLATION;
+            kp_walk(kp);
+            return;
+        }
         char which[200] = "";
         int64_t ms = auth_who_produce_throttle_ms(b, &q->c->who, bytes, which, sizeof which);
         if (ms > 0) {

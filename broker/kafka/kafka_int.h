@@ -108,6 +108,7 @@ struct kconn {
     bool closing;         /* answer what is queued, read nothing more, close */
     bool sasl_mech;       /* SaslHandshake chose PLAIN (ksasl.c) */
     bool sasl_done;       /* authenticated: who is the principal */
+    bool by_cert;         /* ... by its TLS client certificate (SASL may replace it) */
     struct auth_who who;
     struct kreq_list reqs; /* arrival order */
     TAILQ_ENTRY(kconn) link;
@@ -167,6 +168,10 @@ const char *kapi_name(int16_t key);
  * this request; whether c's principal still holds (logs auth_revoked). */
 bool ksasl_required(const struct kconn *c);
 bool ksasl_current(struct kconn *c);
+/* The TLS handshake finished: a verified client certificate whose subject
+ * CN is mapped in the store authenticates the connection (no SASL needed). */
+struct ssl_st;
+void ksasl_tls(struct kconn *c, struct ssl_st *ssl);
 /* A topic (group false) or group name from q into out (cap bytes): inside
  * the tenant when the connection authenticated, after the ACL check for
  * ops (0: none). KE_NONE, or the code to answer with (unknown topic,

@@ -370,6 +370,7 @@ static void kconn_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) { /* TLS handshake done */
         c->tls_up = true;
         c->k->b->met.tls_handshakes++;
+        ksasl_tls(c, bufferevent_openssl_get_ssl(bev));
         return;
     }
     if (c->tls && !c->tls_up && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF | BEV_EVENT_TIMEOUT))) {

@@ -13,6 +13,13 @@
  * is closed (as Apache Kafka does). A key revoked while a connection is
  * open ends that connection at its next request.
  *
+ * On a TLS Kafka port a verified client certificate whose subject CN the
+ * store maps (verity auth cert add) authenticates the connection at the
+ * handshake, as on the native port: no SASL is needed, and the mapping's
+ * removal ends the connection at its next request. A certificate without
+ * a mapping leaves the connection to SASL; SASL after a certificate login
+ * replaces its principal.
+ *
  * Once authenticated, every topic and group name is the name inside the
  * principal's tenant, stored as "<tenant>~<name>" exactly as the native
  * protocol stores it, so both protocols see the same topics; ACLs are
@@ -52,6 +59,18 @@ bool ksasl_current(struct kconn *c)
     blog(BLOG_INFO, "auth_revoked", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s port=kafka",
          c->id, c->peer, c->who.tenant, c->who.principal);
     return false;
+}
+
+void ksasl_tls(struct kconn *c, struct ssl_st *ssl)
+{
+    struct auth_who who;
+    if (!auth_on(c->k->b) || c->sasl_done || !ssl)
+        return;
+    if (auth_login_cert(c->k->b, ssl, c->id, c->peer, &who) == 0) {
+        c->who = who;
+        c->sasl_done = true;
+        c->by_cert = true;
+    }
 }
 
 void k_sasl_handshake(struct kreq *q)
@@ -147,7 +166,10 @@ void k_sasl_authenticate(struct kreq *q)
         kreq_malformed(q, "SaslAuthenticate request does not decode");
         return;
     }
-    if (!auth_on(q->k->b) || !c->sasl_mech || c->sasl_done) {
+    /* a connection authenticated by its certificate may still log in with
+     * SASL (SASL_SSL with a client certificate): the SASL principal wins,
+     * as on Apache Kafka */
+    if (!auth_on(q->k->b) || !c->sasl_mech || (c->sasl_done && !c->by_cert)) {
         kw_i16(&q->w, KE_ILLEGAL_SASL_STATE);
         kw_str(&q->w, c->sasl_done ? "already authenticated"
                                    : "SaslHandshake with mechanism PLAIN comes first");
@@ -172,6 +194,7 @@ void k_sasl_authenticate(struct kreq *q)
     }
     c->who = who;
     c->sasl_done = true;
+    c->by_cert = false;
     kw_i16(&q->w, KE_NONE);
     kw_str(&q->w, NULL);
     kw_i32(&q->w, 0);

@@ -101,7 +101,13 @@ int verity_admin_get(const char *hostport, const char *path, int timeout_ms, siz
                      char **body, size_t *body_len);
 
 /* The same with a method ("GET" or "POST") and, for POST, a body of
- * req_len bytes (at most 1 MiB) sent as application/json. */
+ * req_len bytes (at most 1 MiB) sent as application/json.
+ * Both speak TLS when hostport is "https://host:port", or when the
+ * environment asks for it as for the protocol port (VERITY_TLS_CA,
+ * VERITY_TLS_CERT or VERITY_TLS=1; VERITY_TLS_KEY and
+ * VERITY_TLS_SERVER_NAME as there); "http://host:port" forces plain HTTP.
+ * A refused handshake is -EPROTO (its reason on stderr), a CA, certificate
+ * or key file that does not load -ENOENT. */
 int verity_admin_request(const char *hostport, const char *method, const char *path,
                          const char *req_body, size_t req_len, int timeout_ms, size_t max_body,
                          char **body, size_t *body_len);

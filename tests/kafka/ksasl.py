@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""librdkafka (confluent-kafka) clients for tests/kafka/sasl.sh.
+"""librdkafka (confluent-kafka) clients for tests/kafka/sasl.sh and mtls.sh.
 
   ksasl.py BOOT noauth
   ksasl.py BOOT badkey USER KEY
@@ -9,6 +9,11 @@
   ksasl.py BOOT revoke USER KEY TOPIC VERITY AUTH_FILE PID LOG
 
 Prints one line saying what it saw; exit 1 (with the reason) when a check fails.
+
+TLS (mtls.sh): KSASL_TLS=CA[,CERT,KEY] in the environment speaks TLS to the
+Kafka port (SSL, or SASL_SSL when USER is given), presenting CERT when
+given. USER "-": no SASL (the certificate is the identity); for revoke, KEY
+is then the certificate's subject, whose mapping is removed.
 """
 import os
 import signal
@@ -23,9 +28,19 @@ from confluent_kafka.admin import AdminClient
 def conf(boot, user=None, key=None, **extra):
     c = {"bootstrap.servers": boot, "socket.timeout.ms": 5000,
          "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 500}
+    if user == "-":
+        user = None
+    tls = os.environ.get("KSASL_TLS")
     if user is not None:
-        c.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
-                  "sasl.username": user, "sasl.password": key})
+        c.update({"security.protocol": "SASL_SSL" if tls else "SASL_PLAINTEXT",
+                  "sasl.mechanism": "PLAIN", "sasl.username": user, "sasl.password": key})
+    elif tls:
+        c["security.protocol"] = "SSL"
+    if tls:
+        f = tls.split(",")
+        c["ssl.ca.location"] = f[0]
+        if len(f) == 3:
+            c.update({"ssl.certificate.location": f[1], "ssl.key.location": f[2]})
     c.update(extra)
     return c
 
@@ -173,8 +188,11 @@ def main():
         p.produce(topic, b"before")
         if p.flush(10):
             die("a produce before revocation was not delivered")
-        kid = key.split("_")[1]
-        subprocess.run([verity, "auth", "--file", auth_file, "key", "revoke", kid], check=True,
+        if user == "-":  # the certificate's mapping goes
+            cmd = ["cert", "remove", "--subject", key]
+        else:
+            cmd = ["key", "revoke", key.split("_")[1]]
+        subprocess.run([verity, "auth", "--file", auth_file] + cmd, check=True,
                        stdout=subprocess.DEVNULL)
         before = open(log, "rb").read().count(b"event=auth_reloaded")
         os.kill(int(pid), signal.SIGHUP)

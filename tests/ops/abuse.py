@@ -19,9 +19,14 @@ alike for both runs of a pair). The broker's RSS is sampled every 100 ms.
 
 usage: abuse.py --broker HOST:PORT --pid PID --verity PATH [--idle N]
                 [--slow S] [--brute B] [--runs R] [--warm-s SECS]
-                [--target HOST:PORT]
+                [--target HOST:PORT [--target-pid PID]] [--pin A,V]
 --target aims the attack at another broker while W1 runs against --broker:
 the same load on the host, none on W1's broker (a control run).
+--pin A,V: the attacker (this process: every thread) on CPU A; the broker
+under test (every thread of --pid) and each W1 client on CPU V; the
+--target-pid broker of a control on CPU A with its attacker. Both runs of
+every pair are pinned alike, so the ratio measures what the attack makes
+W1's broker do, not the attacker's own CPU taken from it.
 Prints one JSON object (figures and counters).
 """
 import argparse, json, os, random, resource, selectors, socket, struct, subprocess, sys
@@ -223,9 +228,20 @@ class Sampler(threading.Thread):
             time.sleep(0.1)
 
 
+def pin_pid(pid, cpu):
+    """Every thread of pid on cpu (threads made later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except OSError:
+            pass
+
+
 def w1(a):
-    r = subprocess.run([a.verity, "bench", "--broker", a.broker, "--workload", "W1", "--json"],
-                       capture_output=True, timeout=300, text=True)
+    cmd = [a.verity, "bench", "--broker", a.broker, "--workload", "W1", "--json"]
+    if a.pin:
+        cmd = ["taskset", "-c", str(a.pin[1])] + cmd
+    r = subprocess.run(cmd, capture_output=True, timeout=300, text=True)
     for line in r.stdout.splitlines():
         if line.startswith("{"):
             d = json.loads(line)
@@ -252,13 +268,25 @@ def main():
     ap.add_argument("--warm-s", type=float, default=3)
     ap.add_argument("--target", help="attack this broker instead (a control: same host load, "
                     "W1's broker untouched)")
+    ap.add_argument("--target-pid", type=int, help="the --target broker's PID (pinned with the "
+                    "attacker under --pin)")
+    ap.add_argument("--pin", help="A,V: attacker on CPU A; the broker under test and W1 on CPU V")
     a = ap.parse_args()
+    if a.pin:
+        a.pin = [int(x) for x in a.pin.split(",")]
+        if len(a.pin) != 2 or a.pin[0] == a.pin[1] or max(a.pin) >= os.cpu_count():
+            sys.exit("abuse: --pin needs two different CPUs of this host")
+        # before any thread starts: the sampler and the attack inherit it
+        os.sched_setaffinity(0, {a.pin[0]})
+        pin_pid(a.pid, a.pin[1])
+        if a.target_pid:
+            pin_pid(a.target_pid, a.pin[0])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = a.idle + a.slow + a.brute + 1000
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))
     out = {"idle": a.idle, "slow": a.slow, "brute": a.brute, "runs": a.runs,
-           "control": bool(a.target),
+           "control": bool(a.target), "pin": a.pin,
            "load_before": os.getloadavg()[0], "rss_idle_kb": rss_kb(a.pid)}
     fds0 = fds(a.pid)
     smp = Sampler(a.pid)

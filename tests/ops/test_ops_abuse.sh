@@ -14,6 +14,10 @@
 #   The full run then repeats the pairs with the attack aimed at a second
 #   broker on the host (a control: the host's load without the broker
 #   under attack), unless ABUSE_NO_CONTROL is set.
+#   ABUSE_PIN=1: the attacker on CPU 0, the broker under test and each W1
+#   client on CPU 1 (both runs of every pair alike; the control's broker
+#   on CPU 0 with its attacker), so the ratio is what the attack makes the
+#   broker do rather than the attacker's CPU taken from it (abuse.py --pin).
 #   ABUSE_FIGURES=FILE appends the JSON result to FILE. The log: at most
 #   about 10 warn lines a second per kind, however many are refused.
 . "$(dirname "$0")/lib.sh"
@@ -34,12 +38,17 @@ K=$("$VERITY" auth key create --tenant acme --principal bench 2>/dev/null)
 quiet "$VERITY" auth acl add --tenant acme --principal bench --resource 'topic:*' --ops all
 start_broker S "$OPS_TMP/s" --auth-file "$VERITY_AUTH_FILE" --auth-timeout-ms $AUTH_TIMEOUT \
     --max-connections 8192 --max-connections-per-addr 2048 || exit 1
+PIN=()
+if [ -n "${ABUSE_PIN:-}" ]; then
+    check "two CPUs to pin the attacker and the broker apart ($(nproc))" test "$(nproc)" -ge 2
+    PIN=(--pin 0,1)
+fi
 field() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])
 for k in sys.argv[2].split("."): v=v[k]
 print(v)' "$1" "$2"; }
 res=$(VERITY_API_KEY=$K timeout 900 python3 "$(dirname "$0")/abuse.py" --broker "$S_addr" \
       --pid "$S_pid" --verity "$VERITY" --idle $IDLE --slow $SLOW --brute $BRUTE --runs $RUNS \
-      --warm-s $WARM)
+      --warm-s $WARM "${PIN[@]}")
 echo "  result: $res"
 [ -n "${ABUSE_FIGURES:-}" ] && echo "$res" >>"$ABUSE_FIGURES"
 MiB=1024
@@ -82,7 +91,7 @@ if [ -n "${ABUSE_FULL:-}" ] && [ -z "${ABUSE_NO_CONTROL:-}" ]; then
         --max-connections 8192 --max-connections-per-addr 2048 || exit 1
     ctl=$(VERITY_API_KEY=$K timeout 900 python3 "$(dirname "$0")/abuse.py" --broker "$S_addr" \
           --pid "$S_pid" --verity "$VERITY" --idle $IDLE --slow $SLOW --brute $BRUTE --runs $RUNS \
-          --warm-s $WARM --target "$C_addr")
+          --warm-s $WARM --target "$C_addr" --target-pid "$C_pid" "${PIN[@]}")
     echo "  control (attack on another broker): $ctl"
     [ -n "${ABUSE_FIGURES:-}" ] && echo "$ctl" >>"$ABUSE_FIGURES"
     check "control ran: W1 keeps $(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["ratio"] * 100))' "$ctl") % when the same attack hits another broker on this host" \

@@ -8,7 +8,11 @@
 #     client is denied before the rule and allowed after on each broker);
 #   - a rule removed and a key revoked through another broker stop working
 #     on all three;
-#   - a broker restarted afterwards (its log replayed) enforces the same.
+#   - a broker restarted afterwards (its log replayed) enforces the same;
+#   - the audit topics: every broker applies their create_topic records (no
+#     meta_record_skipped), each broker appends its own events (its own
+#     partition), and a tenant's __audit and the broker-wide one read
+#     through any broker hold the events of all three brokers.
 . "$(dirname "$0")/lib.sh"
 ops_init acl_cluster
 export VERITY_AUTH_FILE=$OPS_TMP/auth.json
@@ -21,6 +25,8 @@ KADM=$(A key create --tenant ops --principal admin 2>/dev/null)
 KOWN=$(A key create --tenant acme --principal owner 2>/dev/null)
 quiet A acl add --tenant ops --principal admin --resource cluster:security --ops admin,describe
 quiet A acl add --tenant acme --principal owner --resource 'topic:*' --ops all
+KAUD=$(A key create --tenant ops --principal auditor 2>/dev/null)
+quiet A acl add --tenant ops --principal auditor --resource cluster:audit --ops consume
 
 cluster_stop() { timeout 60 "$VERITY" cluster stop --dir "$D" >/dev/null 2>&1; }
 trap 'cluster_stop; ops_cleanup' EXIT
@@ -61,6 +67,35 @@ for i in 0 1 2; do
     check "broker $((i + 1)): svc denied before the ACL" eval '! desc_on '$i
 done
 
+# the audit trail: svc's denials above happened on each broker
+audit_nodes() { # audit_nodes KEY I: the nodes whose acl_denied of svc KEY reads in __audit via broker I
+    VERITY_API_KEY=$1 VERITY_BROKER=${L[$2]} timeout 20 "$VERITY" consume __audit --json 2>/dev/null |
+        python3 -c '
+import json, sys
+nodes = set()
+for line in sys.stdin:
+    try:
+        v = json.loads(json.loads(line)["value"])
+    except Exception:
+        continue
+    if v.get("event") == "acl_denied" and v.get("principal") == "svc":
+        nodes.add(v.get("node"))
+print(",".join(str(n) for n in sorted(x for x in nodes if x is not None)))'
+}
+for i in 0 1 2; do
+    check "broker $((i + 1)): acme's __audit holds svc's denials from brokers 1,2,3" \
+        wait_for 20 eval 'test "$(audit_nodes "$KOWN" '$i')" = 1,2,3'
+    check "broker $((i + 1)): the broker-wide __audit holds them too" \
+        wait_for 20 eval 'test "$(audit_nodes "$KAUD" '$i')" = 1,2,3'
+done
+check "every broker applied every create_topic record (no meta_record_skipped)" \
+    eval '! grep -h "meta_record_skipped" "$D"/node*.log'
+all_created() { # every broker logged the creation of acme's audit topic
+    local n
+    for n in 1 2 3; do grep -q "topic_created topic=acme~__audit" "$D/node$n.log" || return 1; done
+}
+check "each broker holds acme's audit topic" all_created
+
 # an open connection on broker 3 through the change
 exec 3< <(VERITY_API_KEY=$KS VERITY_BROKER=${L[2]} timeout 60 python3 - "${L[2]}" "$KS" <<'EOF'
 import os, socket, struct, sys, time
@@ -95,8 +130,13 @@ done
 read -r -t 30 line <&3; check "the open connection on broker 3 gains access" test "$line" = "after 0"
 exec 3<&-
 
-check "every broker lists the rule (source meta)" eval 'for h in ${H[@]}; do
-    adm acl --http $h list | grep -q "allow  acme/svc  topic:orders  describe  meta" || exit 1; done'
+all_list() { # every broker lists the rule
+    local h
+    for h in "${H[@]}"; do
+        adm acl --http "$h" list | grep -q "allow  acme/svc  topic:orders  describe  meta" || return 1
+    done
+}
+check "every broker lists the rule (source meta)" all_list
 
 check "acl remove through broker 3" wait_for 30 eval 'adm acl --http "${H[2]}" remove --tenant acme \
     --principal svc --resource topic:orders --ops describe >/dev/null 2>&1'

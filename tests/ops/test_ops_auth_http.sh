@@ -212,6 +212,8 @@ certs=$OPS_TMP/certs
 bash "$SRC/deploy/gen-certs.sh" "$certs" >/dev/null
 quiet A cert add --subject verity-client --tenant ops --principal prom
 quiet A acl add --tenant ops --principal prom --resource cluster:metrics --ops describe 2>/dev/null
+KSEC=$(A key create --tenant ops --principal secadm 2>/dev/null)
+quiet A acl add --tenant ops --principal secadm --resource cluster:security --ops admin,describe
 start_broker T "$OPS_TMP/t" --auth-file "$VERITY_AUTH_FILE" --tls-cert "$certs/broker.pem" \
     --tls-key "$certs/broker.key" --tls-ca "$certs/ca.pem" --tls-client-auth optional || exit 1
 tc() { curl -s -o /dev/null -w '%{http_code}' --cacert "$certs/ca.pem" "$@"; }
@@ -220,6 +222,23 @@ check "TLS admin, mapped client certificate: /metrics 200" \
 check "TLS admin, no certificate, no key: 401" test "$(tc "https://$T_http/metrics")" = 401
 check "TLS admin, no certificate, a key without the right: 403" \
     test "$(tc -H "Authorization: Bearer $KA" "https://$T_http/metrics")" = 403
+# verity auth|acl --http against the TLS admin port (https, --tls-ca)
+sec() { VERITY_API_KEY=$KSEC timeout 20 "$VERITY" "$@"; }
+check "verity acl --http https://... --tls-ca: a rule added over TLS" \
+    quiet sec acl --http "https://$T_http" --tls-ca "$certs/ca.pem" add --tenant acme \
+    --principal svc-a --resource topic:tlsnet --ops describe
+check "verity acl list over TLS shows it (source meta)" eval 'sec acl --http "https://$T_http" \
+    --tls-ca "$certs/ca.pem" list | grep -q "acme/svc-a  topic:tlsnet  describe  meta"'
+check "VERITY_TLS_CA alone makes --http HOST:PORT speak TLS" \
+    quiet env VERITY_TLS_CA="$certs/ca.pem" VERITY_API_KEY="$KSEC" timeout 20 "$VERITY" auth \
+    --http "$T_http" key list
+check "plain HTTP to the TLS admin port: refused" \
+    eval '! sec acl --http "http://$T_http" list >/dev/null 2>&1'
+out=$(sec acl --http "https://$T_http" --tls-ca "$certs/other-ca.pem" list 2>&1)
+check "another CA: refused ($(head -1 <<<"$out"))" eval '! grep -q tlsnet <<<"$out" && grep -qi "certificate\|verify" <<<"$out"'
+out=$(VERITY_API_KEY= timeout 20 "$VERITY" acl --http "https://$T_http" --tls-ca "$certs/ca.pem" \
+    --tls-cert "$certs/client.pem" --tls-key "$certs/client.key" list 2>&1)
+check "the client certificate is the principal over TLS (prom: EDENIED, not EAUTH)" grep -q EDENIED <<<"$out"
 stop_broker "$T_pid"
 
 # ---- without auth_file the admin port stays open --------------------------------
