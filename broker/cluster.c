@@ -43,6 +43,7 @@
 #include "broker/vsr/vapplied.h"
 #include "broker/vsr/vgroup.h"
 #include "broker/vsr/vsr_wire.h"
+#include "broker/vsr/vwriter.h"
 #include "broker/vsr/xfer_wire.h"
 #include "broker/xfer.h"
 #include "storage/batch.h"
@@ -122,6 +123,8 @@ struct cluster {
     struct cgroup *groups; /* every group, __meta and __groups included */
     struct vsr_msg *scratch;
     struct event *flush_ev; /* makes the journal writes of a burst of frames durable */
+    struct vwriter *wr;     /* journal I/O threads (NULL: writes on the loop) */
+    struct event *wr_ev;    /* its finished jobs */
     uint64_t frames_in, frames_unrouted, frames_bad;
 };
 
@@ -397,8 +400,9 @@ static int meta_apply(void *arg, const struct vsr_commit *c)
     return ring_write(cg);
 }
 
-static const struct vgroup_ops part_ops = {cg_send, part_apply, part_install};
-static const struct vgroup_ops meta_ops = {cg_send, meta_apply, NULL};
+static void cg_io_done(void *arg);
+static const struct vgroup_ops part_ops = {cg_send, part_apply, part_install, cg_io_done};
+static const struct vgroup_ops meta_ops = {cg_send, meta_apply, NULL, cg_io_done};
 
 static void cg_fail_queue(struct cgroup *cg)
 {
@@ -478,7 +482,7 @@ static void cg_pump(struct cgroup *cg)
     }
     /* the proposals' journal writes: one flush for everything proposed in
      * this pass of the loop */
-    if (cg->g.nq && !cg->dirty && CL(cg->b)) {
+    if (!cg->dirty && vgroup_needs_flush(&cg->g) && CL(cg->b)) {
         cg->dirty = true;
         event_active(CL(cg->b)->flush_ev, EV_READ, 0);
     }
@@ -543,6 +547,8 @@ static int cg_start(struct cgroup *cg, const struct vgroup_ops *ops, uint32_t bo
         return rc;
     }
     cg->g_open = true;
+    if (CL(cg->b)->wr)
+        vgroup_set_writer(&cg->g, CL(cg->b)->wr);
     cg->last_view = vsr_view(cg->g.core);
     cg->next_request = (uint64_t)wall_us();
     cg_after(cg);
@@ -702,7 +708,7 @@ bool cluster_part_leader_durable(struct partition *p, uint64_t end)
     struct cgroup *cg = p->cg;
     /* journal writes still pending (deferred to the flush): not durable
      * here yet; the produce then waits for the commit */
-    if (!cg || !cg->own_active || cg->dirty || cg->g.nq)
+    if (!cg || !cg->own_active || cg->dirty || vgroup_unsynced(&cg->g))
         return false;
     /* queued proposals are not in the journal yet */
     uint64_t queued = 0;
@@ -906,6 +912,41 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
 static void on_xfer(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
 static void on_tick(struct broker *b);
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
+static void wr_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Journal I/O threads: $VERITY_JOURNAL_THREADS (0 = every journal write on
+ * the event loop, as before; default 2: a group's prepares and header
+ * marks sync in parallel). */
+static int writer_start(struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    int threads = 2;
+    const char *e = getenv("VERITY_JOURNAL_THREADS");
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end || v < 0 || v > VWRITER_THREADS_MAX) {
+            blog(BLOG_ERROR, "journal_threads_bad", "value=%s max=%d", e, VWRITER_THREADS_MAX);
+            return VERITY_EINVAL;
+        }
+        threads = (int)v;
+    }
+    if (threads == 0)
+        return 0;
+    int rc = vwriter_open(&cl->wr, threads);
+    if (rc)
+        return rc;
+    cl->wr_ev = event_new(b->base, vwriter_fd(cl->wr), EV_READ | EV_PERSIST, wr_cb, b);
+    if (!cl->wr_ev || event_add(cl->wr_ev, NULL)) {
+        if (cl->wr_ev)
+            event_free(cl->wr_ev);
+        cl->wr_ev = NULL;
+        vwriter_close(cl->wr);
+        cl->wr = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
 
 int cluster_meta_start(struct broker *b)
 {
@@ -914,6 +955,9 @@ int cluster_meta_start(struct broker *b)
         return 0;
     if (!(cl->flush_ev = event_new(b->base, -1, 0, flush_cb, b)))
         return -ENOMEM;
+    int wrc = writer_start(b);
+    if (wrc)
+        return wrc;
     int rc = cg_start(cl->meta, &meta_ops, C_META_BODY_MAX);
     if (rc)
         return rc;
@@ -942,6 +986,9 @@ void cluster_stop(struct broker *b)
     }
     if (cl->flush_ev)
         event_free(cl->flush_ev);
+    if (cl->wr_ev)
+        event_free(cl->wr_ev);
+    vwriter_close(cl->wr); /* every group is closed: no job in flight */
     free(cl->scratch);
     free(cl);
     b->cluster = NULL;
@@ -1060,7 +1107,7 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
     uint8_t rfrom = m->from;
     uint64_t rop = m->type == VSR_MSG_REPAIR ? m->header.op : 0;
     vgroup_on_message_deferred(&cg->g, m);
-    if (cg->g.nq && !cg->dirty) {
+    if (!cg->dirty && vgroup_needs_flush(&cg->g)) {
         cg->dirty = true;
         event_active(cl->flush_ev, EV_READ, 0);
     }
@@ -1094,7 +1141,7 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
 static void leader_acks(struct cgroup *cg)
 {
     struct partition *p = cg->part;
-    if (!cg->own_active || cg->g.nq || !cg->g.core)
+    if (!cg->own_active || vgroup_unsynced(&cg->g) || !cg->g.core)
         return;
     uint64_t queued = 0;
     for (size_t i = 0; i < cg->qn; i++) {
@@ -1139,6 +1186,25 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
         if (cg->part)
             leader_acks(cg);
     }
+}
+
+/* Journal jobs finished on the I/O threads: vwriter_reap feeds them to
+ * their groups (vgroup's stream_done), each then calls cg_io_done. */
+static void wr_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct broker *b = arg;
+    (void)fd;
+    (void)what;
+    if (CL(b) && CL(b)->wr)
+        (void)vwriter_reap(CL(b)->wr);
+}
+
+static void cg_io_done(void *arg)
+{
+    struct cgroup *cg = arg;
+    cg_after(cg);
+    if (cg->part)
+        leader_acks(cg);
 }
 
 static void on_tick(struct broker *b)
@@ -1653,7 +1719,7 @@ static int grp_apply(void *arg, const struct vsr_commit *c)
     return ring_write(cg);
 }
 
-static const struct vgroup_ops grp_ops = {cg_send, grp_apply, NULL};
+static const struct vgroup_ops grp_ops = {cg_send, grp_apply, NULL, cg_io_done};
 
 int cluster_groups_recover(struct broker *b)
 {

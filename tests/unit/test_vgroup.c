@@ -93,7 +93,7 @@ static int apply(void *arg, const struct vsr_commit *c)
     return 0;
 }
 
-static const struct vgroup_ops ops = {net_send, apply, NULL};
+static const struct vgroup_ops ops = {net_send, apply, NULL, NULL};
 
 static void rep_start(int i)
 {
