@@ -88,6 +88,11 @@ struct cgroup {
     char dir[BCFG_PATH_MAX + 400]; /* the journal's directory */
     int ring_fd;
     bool ring_dirty;
+    uint64_t ring_gen;     /* ring writes so far */
+    struct vwjob ring_jb;  /* the tick's sync on the writer (ring_sync_async) */
+    bool ring_busy;
+    uint64_t ring_jb_gen;  /* ring_gen when it was submitted */
+    struct vlog *ring_jb_log;
     struct vsr_state st;
     uint64_t st_end;         /* log end at st */
     struct partition *part;  /* NULL for __meta and __groups */
@@ -208,6 +213,7 @@ static int ring_write(struct cgroup *cg)
     if (w)
         return w;
     cg->ring_dirty = true;
+    cg->ring_gen++;
     return 0;
 }
 
@@ -232,14 +238,68 @@ static int ring_open(struct cgroup *cg, uint64_t log_end, bool *found)
     return 0;
 }
 
+/* Waits for the tick's sync in flight on the writer, if any. */
+static void ring_wait(struct cgroup *cg)
+{
+    if (!cg->ring_busy)
+        return;
+    vwriter_wait(cg->b->cluster->wr, &cg->ring_jb);
+    cg->ring_busy = false;
+}
+
 static void ring_sync(struct cgroup *cg, struct vlog *log)
 {
+    ring_wait(cg);
     if (!cg->ring_dirty || cg->ring_fd < 0)
         return;
     if (log && vlog_sync(log))
         return;
     if (ring_io(cg)->fdatasync(ring_io(cg)->ctx, cg->ring_fd) == 0)
         cg->ring_dirty = false;
+}
+
+/* On a writer thread: the data log (vlog_sync is thread-safe: the log's own
+ * commit thread calls it), then the ring. */
+static int ring_sync_run(struct vwjob *jb)
+{
+    struct cgroup *cg = jb->arg;
+    int rc = cg->ring_jb_log ? vlog_sync(cg->ring_jb_log) : 0;
+    if (rc == 0)
+        rc = ring_io(cg)->fdatasync(ring_io(cg)->ctx, cg->ring_fd);
+    return rc;
+}
+
+static void ring_sync_done(struct vwjob *jb)
+{
+    struct cgroup *cg = jb->arg;
+    cg->ring_busy = false;
+    /* a ring write after the submission stays for the next tick */
+    if (jb->rc == 0 && cg->ring_gen == cg->ring_jb_gen)
+        cg->ring_dirty = false;
+}
+
+/* The tick's sync of the data log and the ring, off the loop when there is
+ * a writer (the loop then never waits 2-10 ms for it every tick). Ring
+ * entries written while it runs may become durable before their log bytes:
+ * as with the kernel's own writeback, vapplied_pick ignores an entry whose
+ * log end the log does not hold. */
+static void ring_sync_async(struct cgroup *cg, struct vlog *log)
+{
+    struct vwriter *wr = cg->b->cluster->wr;
+    if (!wr) {
+        ring_sync(cg, log);
+        return;
+    }
+    if (cg->ring_busy || !cg->ring_dirty || cg->ring_fd < 0)
+        return;
+    memset(&cg->ring_jb, 0, sizeof cg->ring_jb);
+    cg->ring_jb.fn = ring_sync_run;
+    cg->ring_jb.done = ring_sync_done;
+    cg->ring_jb.arg = cg;
+    cg->ring_jb_gen = cg->ring_gen;
+    cg->ring_jb_log = log;
+    cg->ring_busy = true;
+    vwriter_submit(wr, &cg->ring_jb);
 }
 
 /* ---- the group ---------------------------------------------------------- */
@@ -577,6 +637,7 @@ static void cg_free(struct cgroup *cg)
     if (cg->g_open)
         vgroup_close(&cg->g);
     cg->g_open = false;
+    ring_wait(cg);
     cg_fail_queue(cg);
     free(cg->q);
     if (cg->ring_fd >= 0) {
@@ -1224,7 +1285,7 @@ static void on_tick(struct broker *b)
         }
         vgroup_tick(&cg->g);
         cg_after(cg);
-        ring_sync(cg, cg_log(cg));
+        ring_sync_async(cg, cg_log(cg));
     }
 }
 
@@ -1436,6 +1497,7 @@ static int xf_cut_back(struct cgroup *cg)
     vlog_get_info(cg->part->log, &info);
     if (info.end_offset <= cg->st_end)
         return 0;
+    ring_wait(cg); /* its vlog_sync must not meet the truncation */
     int rc = vlog_truncate_tail(cg->part->log, cg->st_end, cg->st_end);
     if (rc)
         blog(BLOG_ERROR, "replica_state_transfer_cut_failed",

@@ -71,7 +71,7 @@ static void *run(void *arg)
         jb->next = NULL;
         jb->state = VWJOB_RUNNING;
         unlock(w);
-        int rc = vwriter_perform(jb->j, jb->w, jb->n);
+        int rc = jb->fn ? jb->fn(jb) : vwriter_perform(jb->j, jb->w, jb->n);
         lock(w);
         jb->rc = rc;
         jb->state = VWJOB_DONE;

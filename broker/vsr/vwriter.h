@@ -39,6 +39,9 @@ struct vwjob {
     struct vjournal *j;
     const struct vsr_write *w; /* performed in this order */
     size_t n;
+    /* Or, when set, the thread runs fn instead (j, w, n unused); its
+     * return is rc. */
+    int (*fn)(struct vwjob *jb);
     void (*done)(struct vwjob *jb); /* on the loop thread, from vwriter_reap */
     void *arg;
     /* set by the writer */
