@@ -104,6 +104,10 @@ struct cgroup {
     bool own_active;
     uint64_t own_view;
     uint64_t own_start, own_end;
+    struct {
+        uint64_t op, end; /* an op proposed in own_view and the log end after it */
+    } own_ops[2 * C_PIPELINE];
+    size_t own_ops_next;
     uint8_t own_chain[32];
     struct qent *q;
     size_t qn, qcap;
@@ -534,6 +538,12 @@ static void cg_pump(struct cgroup *cg)
             free(body);
         if (!took)
             break; /* pipeline full: the next commit or tick tries again */
+        struct batch_hdr lh;
+        if (batch_hdr_decode(cg->q[take - 1].bytes, cg->q[take - 1].len, &lh) == 0) {
+            size_t at = cg->own_ops_next++ % (sizeof cg->own_ops / sizeof cg->own_ops[0]);
+            cg->own_ops[at].op = vsr_op(cg->g.core);
+            cg->own_ops[at].end = lh.base_offset + lh.record_count;
+        }
         cg->next_request = req;
         for (size_t i = 0; i < take; i++)
             free(cg->q[i].bytes);
@@ -669,6 +679,8 @@ static int cg_propose_prepare(struct cgroup *cg, uint64_t log_end, const uint8_t
         cg->own_active = true;
         cg->own_view = vsr_view(cg->g.core);
         cg->own_start = cg->own_end = log_end;
+        memset(cg->own_ops, 0, sizeof cg->own_ops);
+        cg->own_ops_next = 0;
         if (chain)
             memcpy(cg->own_chain, chain, 32);
     }
@@ -764,21 +776,29 @@ static const struct replica_ops vsr_replica_ops = {
     .free = rv_free,
 };
 
+/* The log end this primary's own journal holds durably: the end of its
+ * highest op proposed in own_view below the lowest op with a journal write
+ * not yet durable (a proposed op's prepare is queued when the core takes
+ * it, its mark when the prepare is durable; so every proposed op below
+ * that one has both durable). 0 when none is known. Queued proposals are
+ * no op yet. */
+static uint64_t own_held(const struct cgroup *cg)
+{
+    uint64_t low = vgroup_unsynced_op(&cg->g);
+    uint64_t held = 0;
+    for (size_t i = 0; i < sizeof cg->own_ops / sizeof cg->own_ops[0]; i++)
+        if (cg->own_ops[i].op && cg->own_ops[i].op < low && cg->own_ops[i].end > held)
+            held = cg->own_ops[i].end;
+    return held;
+}
+
 bool cluster_part_leader_durable(struct partition *p, uint64_t end)
 {
     struct cgroup *cg = p->cg;
-    /* journal writes still pending (deferred to the flush): not durable
-     * here yet; the produce then waits for the commit */
-    if (!cg || !cg->own_active || cg->dirty || vgroup_unsynced(&cg->g))
+    /* not held yet: the produce waits (leader_acks or the commit) */
+    if (!cg || !cg->own_active || !cg->g.core)
         return false;
-    /* queued proposals are not in the journal yet */
-    uint64_t queued = 0;
-    for (size_t i = 0; i < cg->qn; i++) {
-        struct batch_hdr h;
-        if (batch_hdr_decode(cg->q[i].bytes, cg->q[i].len, &h) == 0)
-            queued += h.record_count;
-    }
-    return end <= cg->own_end - queued;
+    return end <= own_held(cg);
 }
 
 int cluster_part_open(struct partition *p)
@@ -1202,15 +1222,9 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
 static void leader_acks(struct cgroup *cg)
 {
     struct partition *p = cg->part;
-    if (!cg->own_active || vgroup_unsynced(&cg->g) || !cg->g.core)
+    if (!cg->own_active || !cg->g.core)
         return;
-    uint64_t queued = 0;
-    for (size_t i = 0; i < cg->qn; i++) {
-        struct batch_hdr h;
-        if (batch_hdr_decode(cg->q[i].bytes, cg->q[i].len, &h) == 0)
-            queued += h.record_count;
-    }
-    uint64_t held = cg->own_end - queued;
+    uint64_t held = own_held(cg);
     /* resolving may free the request and its other waits: rescan */
     for (bool again = true; again;) {
         again = false;

@@ -265,6 +265,22 @@ bool vgroup_needs_flush(const struct vgroup *g)
     return false; /* every queued write waits for its file's job in flight */
 }
 
+uint64_t vgroup_unsynced_op(const struct vgroup *g)
+{
+    uint64_t low = UINT64_MAX;
+    for (size_t k = 0; k <= 3; k++) {
+        const struct vgroup_pending *p = k < 3 ? g->st[k].items : g->q;
+        size_t n = k < 3 ? g->st[k].n : g->nq;
+        for (size_t i = 0; i < n; i++) {
+            if (p[i].w.kind == VSR_WRITE_SUPERBLOCK)
+                return 0;
+            if (p[i].w.op < low)
+                low = p[i].w.op;
+        }
+    }
+    return low;
+}
+
 size_t vgroup_unsynced(const struct vgroup *g)
 {
     return g->nq + g->st[0].n + g->st[1].n + g->st[2].n;

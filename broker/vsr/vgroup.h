@@ -104,6 +104,10 @@ void vgroup_set_writer(struct vgroup *g, struct vwriter *w);
  * the writer now (with a writer, writes queued behind a job of their file
  * in flight go when that job finishes, without a flush). */
 bool vgroup_needs_flush(const struct vgroup *g);
+/* The lowest op with a prepare or header-mark write not yet durable
+ * (queued or in flight); 0 while a superblock write is; UINT64_MAX when
+ * none. */
+uint64_t vgroup_unsynced_op(const struct vgroup *g);
 /* Writes asked for by the core and not yet durable (queued or in flight). */
 size_t vgroup_unsynced(const struct vgroup *g);
 

@@ -273,6 +273,7 @@ static void test_group_async(void)
     CU_ASSERT_EQUAL(g.st[0].n, 1);
     CU_ASSERT_FALSE(vgroup_needs_flush(&g)); /* its file's job is in flight */
     CU_ASSERT_EQUAL(vgroup_unsynced(&g), 2);
+    CU_ASSERT_EQUAL(vgroup_unsynced_op(&g), op0 + 1); /* acks=leader holds nothing past op0 */
     usleep(30 * 1000);
     CU_ASSERT_EQUAL(vwriter_reap(w), 0);
     CU_ASSERT_EQUAL(napplied, before); /* nothing commits before its sync */
@@ -284,6 +285,7 @@ static void test_group_async(void)
     CU_ASSERT_EQUAL_FATAL(napplied, before + 2);
     CU_ASSERT_EQUAL(applied[before], op0 + 1);
     CU_ASSERT_EQUAL(applied[before + 1], op0 + 2);
+    CU_ASSERT_EQUAL(vgroup_unsynced_op(&g), UINT64_MAX);
     CU_ASSERT(io_dones > 0);
     CU_ASSERT_EQUAL(g.error, 0);
 
