@@ -45,6 +45,7 @@
 #include "broker/vsr/vapplied.h"
 #include "broker/vsr/vgroup.h"
 #include "broker/vsr/vsr_wire.h"
+#include "broker/vsr/vwriter.h"
 #include "broker/vsr/xfer_wire.h"
 #include "broker/xfer.h"
 #include "storage/batch.h"
@@ -89,6 +90,11 @@ struct cgroup {
     char dir[BCFG_PATH_MAX + 400]; /* the journal's directory */
     int ring_fd;
     bool ring_dirty;
+    uint64_t ring_gen;     /* ring writes so far */
+    struct vwjob ring_jb;  /* the tick's sync on the writer (ring_sync_async) */
+    bool ring_busy;
+    uint64_t ring_jb_gen;  /* ring_gen when it was submitted */
+    struct vlog *ring_jb_log;
     struct vsr_state st;
     uint64_t st_end;         /* log end at st */
     struct partition *part;  /* NULL for __meta and __groups */
@@ -100,6 +106,10 @@ struct cgroup {
     bool own_active;
     uint64_t own_view;
     uint64_t own_start, own_end;
+    struct {
+        uint64_t op, end; /* an op proposed in own_view and the log end after it */
+    } own_ops[2 * C_PIPELINE];
+    size_t own_ops_next;
     uint8_t own_chain[32];
     struct qent *q;
     size_t qn, qcap;
@@ -126,6 +136,8 @@ struct cluster {
     struct cgroup *groups; /* every group, __meta and __groups included */
     struct vsr_msg *scratch;
     struct event *flush_ev; /* makes the journal writes of a burst of frames durable */
+    struct vwriter *wr;     /* journal I/O threads (NULL: writes on the loop) */
+    struct event *wr_ev;    /* its finished jobs */
     uint64_t frames_in, frames_unrouted, frames_bad;
 };
 
@@ -209,6 +221,7 @@ static int ring_write(struct cgroup *cg)
     if (w)
         return w;
     cg->ring_dirty = true;
+    cg->ring_gen++;
     return 0;
 }
 
@@ -233,14 +246,68 @@ static int ring_open(struct cgroup *cg, uint64_t log_end, bool *found)
     return 0;
 }
 
+/* Waits for the tick's sync in flight on the writer, if any. */
+static void ring_wait(struct cgroup *cg)
+{
+    if (!cg->ring_busy)
+        return;
+    vwriter_wait(cg->b->cluster->wr, &cg->ring_jb);
+    cg->ring_busy = false;
+}
+
 static void ring_sync(struct cgroup *cg, struct vlog *log)
 {
+    ring_wait(cg);
     if (!cg->ring_dirty || cg->ring_fd < 0)
         return;
     if (log && vlog_sync(log))
         return;
     if (ring_io(cg)->fdatasync(ring_io(cg)->ctx, cg->ring_fd) == 0)
         cg->ring_dirty = false;
+}
+
+/* On a writer thread: the data log (vlog_sync is thread-safe: the log's own
+ * commit thread calls it), then the ring. */
+static int ring_sync_run(struct vwjob *jb)
+{
+    struct cgroup *cg = jb->arg;
+    int rc = cg->ring_jb_log ? vlog_sync(cg->ring_jb_log) : 0;
+    if (rc == 0)
+        rc = ring_io(cg)->fdatasync(ring_io(cg)->ctx, cg->ring_fd);
+    return rc;
+}
+
+static void ring_sync_done(struct vwjob *jb)
+{
+    struct cgroup *cg = jb->arg;
+    cg->ring_busy = false;
+    /* a ring write after the submission stays for the next tick */
+    if (jb->rc == 0 && cg->ring_gen == cg->ring_jb_gen)
+        cg->ring_dirty = false;
+}
+
+/* The tick's sync of the data log and the ring, off the loop when there is
+ * a writer (the loop then never waits 2-10 ms for it every tick). Ring
+ * entries written while it runs may become durable before their log bytes:
+ * as with the kernel's own writeback, vapplied_pick ignores an entry whose
+ * log end the log does not hold. */
+static void ring_sync_async(struct cgroup *cg, struct vlog *log)
+{
+    struct vwriter *wr = cg->b->cluster->wr;
+    if (!wr) {
+        ring_sync(cg, log);
+        return;
+    }
+    if (cg->ring_busy || !cg->ring_dirty || cg->ring_fd < 0)
+        return;
+    memset(&cg->ring_jb, 0, sizeof cg->ring_jb);
+    cg->ring_jb.fn = ring_sync_run;
+    cg->ring_jb.done = ring_sync_done;
+    cg->ring_jb.arg = cg;
+    cg->ring_jb_gen = cg->ring_gen;
+    cg->ring_jb_log = log;
+    cg->ring_busy = true;
+    vwriter_submit(wr, &cg->ring_jb);
 }
 
 /* ---- the group ---------------------------------------------------------- */
@@ -401,8 +468,9 @@ static int meta_apply(void *arg, const struct vsr_commit *c)
     return ring_write(cg);
 }
 
-static const struct vgroup_ops part_ops = {cg_send, part_apply, part_install};
-static const struct vgroup_ops meta_ops = {cg_send, meta_apply, NULL};
+static void cg_io_done(void *arg);
+static const struct vgroup_ops part_ops = {cg_send, part_apply, part_install, cg_io_done};
+static const struct vgroup_ops meta_ops = {cg_send, meta_apply, NULL, cg_io_done};
 
 static void cg_fail_queue(struct cgroup *cg)
 {
@@ -474,6 +542,12 @@ static void cg_pump(struct cgroup *cg)
             free(body);
         if (!took)
             break; /* pipeline full: the next commit or tick tries again */
+        struct batch_hdr lh;
+        if (batch_hdr_decode(cg->q[take - 1].bytes, cg->q[take - 1].len, &lh) == 0) {
+            size_t at = cg->own_ops_next++ % (sizeof cg->own_ops / sizeof cg->own_ops[0]);
+            cg->own_ops[at].op = vsr_op(cg->g.core);
+            cg->own_ops[at].end = lh.base_offset + lh.record_count;
+        }
         cg->next_request = req;
         for (size_t i = 0; i < take; i++)
             free(cg->q[i].bytes);
@@ -482,7 +556,7 @@ static void cg_pump(struct cgroup *cg)
     }
     /* the proposals' journal writes: one flush for everything proposed in
      * this pass of the loop */
-    if (cg->g.nq && !cg->dirty && CL(cg->b)) {
+    if (!cg->dirty && vgroup_needs_flush(&cg->g) && CL(cg->b)) {
         cg->dirty = true;
         event_active(CL(cg->b)->flush_ev, EV_READ, 0);
     }
@@ -557,6 +631,8 @@ static int cg_start(struct cgroup *cg, const struct vgroup_ops *ops, uint32_t bo
         return rc;
     }
     cg->g_open = true;
+    if (CL(cg->b)->wr)
+        vgroup_set_writer(&cg->g, CL(cg->b)->wr);
     cg->last_view = vsr_view(cg->g.core);
     if ((cg->rejoining = vsr_rejoining(cg->g.core, NULL)))
         blog(BLOG_INFO, "replica_rejoining",
@@ -593,6 +669,7 @@ static void cg_free(struct cgroup *cg)
     if (cg->g_open)
         vgroup_close(&cg->g);
     cg->g_open = false;
+    ring_wait(cg);
     cg_fail_queue(cg);
     free(cg->q);
     if (cg->ring_fd >= 0) {
@@ -624,6 +701,8 @@ static int cg_propose_prepare(struct cgroup *cg, uint64_t log_end, const uint8_t
         cg->own_active = true;
         cg->own_view = vsr_view(cg->g.core);
         cg->own_start = cg->own_end = log_end;
+        memset(cg->own_ops, 0, sizeof cg->own_ops);
+        cg->own_ops_next = 0;
         if (chain)
             memcpy(cg->own_chain, chain, 32);
     }
@@ -719,21 +798,29 @@ static const struct replica_ops vsr_replica_ops = {
     .free = rv_free,
 };
 
+/* The log end this primary's own journal holds durably: the end of its
+ * highest op proposed in own_view below the lowest op with a journal write
+ * not yet durable (a proposed op's prepare is queued when the core takes
+ * it, its mark when the prepare is durable; so every proposed op below
+ * that one has both durable). 0 when none is known. Queued proposals are
+ * no op yet. */
+static uint64_t own_held(const struct cgroup *cg)
+{
+    uint64_t low = vgroup_unsynced_op(&cg->g);
+    uint64_t held = 0;
+    for (size_t i = 0; i < sizeof cg->own_ops / sizeof cg->own_ops[0]; i++)
+        if (cg->own_ops[i].op && cg->own_ops[i].op < low && cg->own_ops[i].end > held)
+            held = cg->own_ops[i].end;
+    return held;
+}
+
 bool cluster_part_leader_durable(struct partition *p, uint64_t end)
 {
     struct cgroup *cg = p->cg;
-    /* journal writes still pending (deferred to the flush): not durable
-     * here yet; the produce then waits for the commit */
-    if (!cg || !cg->own_active || cg->dirty || cg->g.nq)
+    /* not held yet: the produce waits (leader_acks or the commit) */
+    if (!cg || !cg->own_active || !cg->g.core)
         return false;
-    /* queued proposals are not in the journal yet */
-    uint64_t queued = 0;
-    for (size_t i = 0; i < cg->qn; i++) {
-        struct batch_hdr h;
-        if (batch_hdr_decode(cg->q[i].bytes, cg->q[i].len, &h) == 0)
-            queued += h.record_count;
-    }
-    return end <= cg->own_end - queued;
+    return end <= own_held(cg);
 }
 
 int cluster_part_open(struct partition *p)
@@ -928,6 +1015,41 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
 static void on_xfer(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
 static void on_tick(struct broker *b);
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
+static void wr_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Journal I/O threads: $VERITY_JOURNAL_THREADS (0 = every journal write on
+ * the event loop, as before; default 2: a group's prepares and header
+ * marks sync in parallel). */
+static int writer_start(struct broker *b)
+{
+    struct cluster *cl = CL(b);
+    int threads = 2;
+    const char *e = getenv("VERITY_JOURNAL_THREADS");
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end || v < 0 || v > VWRITER_THREADS_MAX) {
+            blog(BLOG_ERROR, "journal_threads_bad", "value=%s max=%d", e, VWRITER_THREADS_MAX);
+            return VERITY_EINVAL;
+        }
+        threads = (int)v;
+    }
+    if (threads == 0)
+        return 0;
+    int rc = vwriter_open(&cl->wr, threads);
+    if (rc)
+        return rc;
+    cl->wr_ev = event_new(b->base, vwriter_fd(cl->wr), EV_READ | EV_PERSIST, wr_cb, b);
+    if (!cl->wr_ev || event_add(cl->wr_ev, NULL)) {
+        if (cl->wr_ev)
+            event_free(cl->wr_ev);
+        cl->wr_ev = NULL;
+        vwriter_close(cl->wr);
+        cl->wr = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
 
 int cluster_meta_start(struct broker *b)
 {
@@ -936,6 +1058,9 @@ int cluster_meta_start(struct broker *b)
         return 0;
     if (!(cl->flush_ev = event_new(b->base, -1, 0, flush_cb, b)))
         return -ENOMEM;
+    int wrc = writer_start(b);
+    if (wrc)
+        return wrc;
     int rc = cg_start(cl->meta, &meta_ops, C_META_BODY_MAX);
     if (rc)
         return rc;
@@ -964,6 +1089,9 @@ void cluster_stop(struct broker *b)
     }
     if (cl->flush_ev)
         event_free(cl->flush_ev);
+    if (cl->wr_ev)
+        event_free(cl->wr_ev);
+    vwriter_close(cl->wr); /* every group is closed: no job in flight */
     free(cl->scratch);
     free(cl);
     b->cluster = NULL;
@@ -1083,7 +1211,7 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
     uint8_t rfrom = m->from;
     uint64_t rop = m->type == VSR_MSG_REPAIR ? m->header.op : 0;
     vgroup_on_message_deferred(&cg->g, m);
-    if (cg->g.nq && !cg->dirty) {
+    if (!cg->dirty && vgroup_needs_flush(&cg->g)) {
         cg->dirty = true;
         event_active(cl->flush_ev, EV_READ, 0);
     }
@@ -1117,15 +1245,9 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
 static void leader_acks(struct cgroup *cg)
 {
     struct partition *p = cg->part;
-    if (!cg->own_active || cg->g.nq || !cg->g.core)
+    if (!cg->own_active || !cg->g.core)
         return;
-    uint64_t queued = 0;
-    for (size_t i = 0; i < cg->qn; i++) {
-        struct batch_hdr h;
-        if (batch_hdr_decode(cg->q[i].bytes, cg->q[i].len, &h) == 0)
-            queued += h.record_count;
-    }
-    uint64_t held = cg->own_end - queued;
+    uint64_t held = own_held(cg);
     /* resolving may free the request and its other waits: rescan */
     for (bool again = true; again;) {
         again = false;
@@ -1164,6 +1286,25 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Journal jobs finished on the I/O threads: vwriter_reap feeds them to
+ * their groups (vgroup's stream_done), each then calls cg_io_done. */
+static void wr_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct broker *b = arg;
+    (void)fd;
+    (void)what;
+    if (CL(b) && CL(b)->wr)
+        (void)vwriter_reap(CL(b)->wr);
+}
+
+static void cg_io_done(void *arg)
+{
+    struct cgroup *cg = arg;
+    cg_after(cg);
+    if (cg->part)
+        leader_acks(cg);
+}
+
 static void on_tick(struct broker *b)
 {
     struct cluster *cl = CL(b);
@@ -1181,7 +1322,7 @@ static void on_tick(struct broker *b)
         }
         vgroup_tick(&cg->g);
         cg_after(cg);
-        ring_sync(cg, cg_log(cg));
+        ring_sync_async(cg, cg_log(cg));
     }
 }
 
@@ -1396,6 +1537,7 @@ static int xf_cut_back(struct cgroup *cg)
     vlog_get_info(cg->part->log, &info);
     if (info.end_offset <= cg->st_end)
         return 0;
+    ring_wait(cg); /* its vlog_sync must not meet the truncation */
     int rc = vlog_truncate_tail(cg->part->log, cg->st_end, cg->st_end);
     if (rc)
         blog(BLOG_ERROR, "replica_state_transfer_cut_failed",
@@ -1699,7 +1841,7 @@ static int grp_apply(void *arg, const struct vsr_commit *c)
 static int grp_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECKSUM_SIZE],
                        const uint8_t digest[VSR_CHECKSUM_SIZE]);
 
-static const struct vgroup_ops grp_ops = {cg_send, grp_apply, grp_install};
+static const struct vgroup_ops grp_ops = {cg_send, grp_apply, grp_install, cg_io_done};
 
 int cluster_groups_recover(struct broker *b)
 {

@@ -99,7 +99,7 @@ int vjournal_sync(struct vjournal *j, uint8_t kind)
     int rc = j->io->fdatasync(j->io->ctx, fd);
     if (rc)
         return rc < 0 ? rc : -EIO;
-    j->syncs++;
+    __atomic_fetch_add(&j->syncs, 1, __ATOMIC_RELAXED); /* from several writer threads */
     return 0;
 }
 
@@ -143,7 +143,7 @@ int vjournal_put(struct vjournal *j, const struct vsr_write *w)
         return VERITY_EINVAL;
     }
     (void)fd;
-    j->writes++;
+    __atomic_fetch_add(&j->writes, 1, __ATOMIC_RELAXED);
     return 0;
 }
 

@@ -36,7 +36,7 @@ struct vjournal {
     uint32_t body_max;
     uint32_t prep_slot_bytes; /* 4 + VSR_HEADER_SIZE + body_max */
     bool fresh;               /* no superblock copy written yet (all zero) */
-    uint64_t writes, syncs;   /* counters */
+    uint64_t writes, syncs;   /* counters (atomic adds: vwriter threads) */
 };
 
 /* Opens (creating) the journal under dir (created too). io NULL =

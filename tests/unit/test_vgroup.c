@@ -11,6 +11,7 @@
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
 #include <dirent.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -58,6 +59,7 @@ struct packet {
 };
 
 static struct rep reps[N];
+static struct vwriter *wr; /* set: every replica's writes on the I/O threads */
 static struct packet q[QMAX];
 static size_t qhead, qtail;
 
@@ -93,7 +95,7 @@ static int apply(void *arg, const struct vsr_commit *c)
     return 0;
 }
 
-static const struct vgroup_ops ops = {net_send, apply, NULL};
+static const struct vgroup_ops ops = {net_send, apply, NULL, NULL};
 
 static void rep_start(int i)
 {
@@ -116,6 +118,8 @@ static void rep_start(int i)
     c.timeout_ticks = 60;
     c.hash = sha;
     CU_ASSERT_EQUAL_FATAL(vgroup_open(&r->g, r->jdir, &c, &r->state, &ops, r, NULL), 0);
+    if (wr)
+        vgroup_set_writer(&r->g, wr);
     r->up = true;
 }
 
@@ -128,10 +132,28 @@ static void rep_kill(int i)
     r->up = false;
 }
 
+/* With a writer: feeds finished jobs back; waits up to ms for one when
+ * some replica has writes in flight. True when one was fed. */
+static bool reap(int ms)
+{
+    if (!wr)
+        return false;
+    bool inflight = false;
+    for (int i = 0; i < N; i++)
+        inflight = inflight || (reps[i].up && vgroup_unsynced(&reps[i].g));
+    struct pollfd p = {.fd = vwriter_fd(wr), .events = POLLIN};
+    if (poll(&p, 1, inflight ? ms : 0) != 1)
+        return false;
+    return vwriter_reap(wr) > 0;
+}
+
 static void step(void)
 {
+    bool reaped = reap(0);
     size_t budget = qtail - qhead;
-    bool worked = budget > 0;
+    bool worked = budget > 0 || reaped;
+    if (!worked)
+        worked = reap(100); /* a write in flight: no tick before it lands */
     while (budget--) {
         struct packet p = q[qhead++ % QMAX];
         struct vsr_msg *m = calloc(1, sizeof *m);
@@ -255,7 +277,7 @@ static int compare_segments(void)
     return segs;
 }
 
-static void test_replicated_log(void)
+static void replicated_log(void)
 {
     char *root = tu_tmpdir("vgroup");
     struct batch_builder bb;
@@ -310,6 +332,23 @@ static void test_replicated_log(void)
     free(root);
 }
 
+static void test_replicated_log(void)
+{
+    replicated_log();
+}
+
+/* The same with every journal write on two I/O threads (the broker's way):
+ * completions come back later, kills close groups with writes in flight. */
+static void test_replicated_log_async(void)
+{
+    qhead = qtail = 0;
+    memset(reps, 0, sizeof reps); /* the first run's applied states */
+    CU_ASSERT_EQUAL_FATAL(vwriter_open(&wr, 2), 0);
+    replicated_log();
+    vwriter_close(wr);
+    wr = NULL;
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -317,6 +356,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("vgroup", NULL, NULL);
     CU_add_test(s, "replicated partition log: exact bytes on every replica through kills",
                 test_replicated_log);
+    CU_add_test(s, "the same with the journal writes on I/O threads", test_replicated_log_async);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures();
