@@ -178,6 +178,17 @@ static int check_producer(const struct idem *s, const struct batch_hdr *h, struc
             return say(msg, cap, VERITY_ELIMIT,
                        "partition tracks %lld producers (partition_producers_max)",
                        (long long)s->pcount, 0);
+        /* A producer this partition does not know starts at sequence 0.
+         * Accepting a later batch first would let a retry of the earlier
+         * one (refused retriably, e.g. the topic not here yet) be taken
+         * for a duplicate, acknowledged and never written. A producer
+         * whose state expired gets the same refusal and starts a new
+         * epoch (the client does so on a gap at its oldest batch). */
+        if (h->base_sequence != 0)
+            return say(msg, cap, VERITY_EOUTOFORDER,
+                       "producer %lld is not known on this partition: its first batch must start "
+                       "at sequence 0, got %lld",
+                       (long long)h->producer_id, h->base_sequence);
         return IDEM_APPEND;
     }
     if (h->producer_epoch < p->epoch)

@@ -60,12 +60,40 @@ static void test_producers_expire_after_retention(void)
     CU_ASSERT_PTR_NULL(idem_producer_get(&s, 2));
     CU_ASSERT_PTR_NOT_NULL(idem_producer_get(&s, 3));
     CU_ASSERT_EQUAL(s.pcount, 3);
-    /* A forgotten producer is new again: any sequence is accepted. */
-    struct batch_hdr h = prod(1, 0, 2, 2);
+    /* A forgotten producer is new again: it starts at sequence 0 (its
+     * client starts a new epoch on the refusal of a later one). */
+    struct batch_hdr h = prod(1, 0, 2, 2), h0 = prod(1, 1, 0, 2);
     struct idem_batch dup;
-    CU_ASSERT_EQUAL(idem_check(&s, &h, 3000, &dup, NULL, 0), IDEM_APPEND);
+    CU_ASSERT_EQUAL(idem_check(&s, &h, 3000, &dup, NULL, 0), VERITY_EOUTOFORDER);
+    CU_ASSERT_EQUAL(idem_check(&s, &h0, 3000, &dup, NULL, 0), IDEM_APPEND);
     s.producer_retention_ms = 0; /* never */
     CU_ASSERT_EQUAL(idem_expire_producers(&s, INT64_MAX / 2), 0);
+    idem_deinit(&s);
+}
+
+/* A producer the partition does not know starts at sequence 0: a later
+ * batch first, then a retry of the earlier one, would have been answered
+ * as a duplicate and never written (seen in a cluster kill loop). */
+static void test_unknown_producer_starts_at_zero(void)
+{
+    struct idem s;
+    struct idem_batch dup;
+    char msg[200];
+    CU_ASSERT_EQUAL_FATAL(idem_init(&s, 100, 100, 600000, seed), 0);
+    struct batch_hdr second = prod(7, 0, 1, 1), first = prod(7, 0, 0, 1);
+    CU_ASSERT_EQUAL(idem_check(&s, &second, 1000, &dup, msg, sizeof msg), VERITY_EOUTOFORDER);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "not known on this partition"));
+    CU_ASSERT_EQUAL(idem_check(&s, &first, 1000, &dup, msg, sizeof msg), IDEM_APPEND);
+    CU_ASSERT_EQUAL_FATAL(idem_record(&s, &first, 0, 0, 1000), 0);
+    CU_ASSERT_EQUAL(idem_check(&s, &second, 1001, &dup, msg, sizeof msg), IDEM_APPEND);
+    CU_ASSERT_EQUAL_FATAL(idem_record(&s, &second, 1, 1, 1001), 0);
+    CU_ASSERT_EQUAL(idem_check(&s, &first, 1002, &dup, msg, sizeof msg), IDEM_DUPLICATE);
+    /* expired state: a later sequence is refused, a new epoch at 0 goes */
+    s.producer_retention_ms = 10;
+    CU_ASSERT_EQUAL(idem_expire_producers(&s, 5000), 1);
+    struct batch_hdr later = prod(7, 0, 2, 1), fresh = prod(7, 1, 0, 1);
+    CU_ASSERT_EQUAL(idem_check(&s, &later, 5000, &dup, msg, sizeof msg), VERITY_EOUTOFORDER);
+    CU_ASSERT_EQUAL(idem_check(&s, &fresh, 5000, &dup, msg, sizeof msg), IDEM_APPEND);
     idem_deinit(&s);
 }
 
@@ -158,6 +186,7 @@ int main(void)
         void (*fn)(void);
     } tests[] = {
         {"producers expire after producer_retention_ms", test_producers_expire_after_retention},
+        {"an unknown producer starts at sequence 0", test_unknown_producer_starts_at_zero},
         {"snapshot round trip answers the same", test_snapshot_round_trip},
         {"bad snapshot bytes are refused and leave the state empty",
          test_snapshot_bad_bytes_leave_state_empty},
