@@ -8,9 +8,10 @@
  * answers, retries, delivery reports) happens on the I/O thread. Delivery
  * callbacks run without `mu` held, so a callback may call verity_produce.
  *
- * Direct sends (issue 16). When the connection is idle (conn_direct_begin:
- * nothing queued for the socket, nothing waiting) and the producer may send
- * (identity known, below max_inflight requests, a single broker, linger 0),
+ * Direct sends (issue 16). When the connection is idle (no Produce request
+ * of ours in flight; conn_direct_begin: nothing queued for the socket,
+ * nothing waiting) and the producer may send (identity known, a single
+ * broker, linger 0),
  * verity_produce drains the accumulator and writes the Produce request from
  * the calling thread, under `mu`, instead of waking the I/O thread; the
  * answer, retries and delivery reports stay on the I/O thread. Order: drain
@@ -556,7 +557,13 @@ static bool produce_direct(struct verity_producer *p)
         return false;
     int64_t now = cl_mono_ms();
     bool flushing = p->records_reported < p->flush_target;
-    if (p->requests_inflight < p->cfg.max_inflight && conn_direct_begin(p->conn)) {
+    /* Idle: no Produce request of ours in flight. With one in flight the
+     * I/O thread sends what gathers meanwhile (pipelining keeps a steady
+     * stream's batches large: sending from here whenever a request slot was
+     * free, or none had been sent for 50 us, made W1's requests 2.5-3.6x
+     * more numerous, 150-250 records each instead of 400-570). */
+    bool idle = p->requests_inflight == 0;
+    if (idle && conn_direct_begin(p->conn)) {
         size_t cap = p->cfg.request_batches_max;
         struct produce_req *r = malloc(sizeof *r + cap * sizeof(struct pbatch *));
         if (r) {
