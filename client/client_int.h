@@ -155,6 +155,9 @@ void conn_flush(struct conn *c);
  * Returns 0 or an encode error (fn will not be called). Not from the loop
  * thread; the caller must not block while between begin and end.
  */
+/* Lets c take direct writes (before conn_start; c's lock is used from then
+ * on). */
+void conn_allow_direct(struct conn *c);
 bool conn_direct_begin(struct conn *c);
 int conn_direct_send(struct conn *c, Verity__Envelope *env, const struct iovec *iov, int iovcnt,
                      uint32_t extra_timeout_ms, unsigned flags, conn_resp_fn fn, void *arg) CL_WUR;

@@ -48,7 +48,9 @@
  * write until the I/O thread queues more). `mu` (recursive) guards the
  * connection's state: the I/O thread holds it in every callback and entry
  * point of this file, an application thread only takes it with trylock and
- * never blocks while it holds it, so no lock order can deadlock. The request
+ * never blocks while it holds it, so no lock order can deadlock; only
+ * connections set up with conn_allow_direct (the producer's first) lock at
+ * all, so two connections' locks are never nested. The request
  * joins `inflight` before its bytes are sent (its answer may come at once).
  * What the socket does not take goes to `pend`, which the I/O thread's
  * flush event moves to the bufferevent; a send error is left to the I/O
@@ -151,20 +153,27 @@ struct conn {
     /* issue 16: direct writes from application threads (see the top) */
     pthread_mutex_t mu;                /* recursive; guards the connection's state */
     bool mu_ok;
+    bool direct_ok;                    /* conn_allow_direct: mu is used */
     evutil_socket_t fd;                /* the plaintext socket once connected, else -1 */
     bool out_busy;                     /* bytes queued in the bufferevent or in pend */
     struct evbuffer *pend;             /* a direct write's rest, for the I/O thread */
     int direct_err;                    /* errno of a failed direct send (0: none) */
 };
 
+/* Only a connection that allows direct writes locks: the others are the
+ * loop thread's alone, and a handler of one connection may call into
+ * another (a consumer's first connection starts its brokers' ones), which
+ * would order their locks both ways. */
 static void lock(struct conn *c)
 {
-    pthread_mutex_lock(&c->mu);
+    if (c->direct_ok)
+        pthread_mutex_lock(&c->mu);
 }
 
 static void unlock(struct conn *c)
 {
-    pthread_mutex_unlock(&c->mu);
+    if (c->direct_ok)
+        pthread_mutex_unlock(&c->mu);
 }
 
 /* ---- TLS ------------------------------------------------------------------- */
@@ -1009,8 +1018,7 @@ void conn_free(struct conn *c)
 {
     if (!c)
         return;
-    if (c->mu_ok)
-        lock(c);
+    lock(c);
     if (c->bev)
         bufferevent_free(c->bev);
     c->bev = NULL;
@@ -1031,10 +1039,9 @@ void conn_free(struct conn *c)
         event_free(c->flush_ev);
     if (c->pend)
         evbuffer_free(c->pend);
-    if (c->mu_ok) {
-        unlock(c);
+    unlock(c);
+    if (c->mu_ok)
         pthread_mutex_destroy(&c->mu);
-    }
     free(c->broker);
     for (size_t i = 0; i < c->n_addrs; i++)
         free(c->addrs[i]);
@@ -1181,9 +1188,14 @@ int conn_request(struct conn *c, Verity__Envelope *env, const struct iovec *iov,
     return rc;
 }
 
+void conn_allow_direct(struct conn *c)
+{
+    c->direct_ok = c->mu_ok;
+}
+
 bool conn_direct_begin(struct conn *c)
 {
-    if (pthread_mutex_trylock(&c->mu) != 0)
+    if (!c->direct_ok || pthread_mutex_trylock(&c->mu) != 0)
         return false;
     if (c->state == CS_READY && !c->tls_ctx && c->fd >= 0 && !c->out_busy && !c->direct_err &&
         !c->waiting.head && c->inflight.n < c->max_inflight)

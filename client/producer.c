@@ -877,8 +877,10 @@ int verity_producer_new(const struct verity_producer_config *cfg, struct verity_
     rc = p->kick_ev && p->timer_ev ? 0 : -ENOMEM;
     if (rc == 0)
         rc = conn_new(p->loop.base, &p->cfg.conn, &producer_events, p, &p->conn);
-    if (rc == 0)
+    if (rc == 0) {
+        conn_allow_direct(p->conn);
         rc = cl_loop_post(&p->loop, start_job, p);
+    }
     if (rc) {
         cl_loop_stop(&p->loop); /* stop_job frees the events and the conn */
         goto fail;
