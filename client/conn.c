@@ -855,7 +855,7 @@ void conn_flush(struct conn *c)
         if (evbuffer_get_length(c->pend) > 0 && evbuffer_add_buffer(out, c->pend) != 0)
             conn_fail(c, -ENOMEM);
         else if (evbuffer_get_length(out) > 0)
-            (void)evbuffer_write(out, c->fd);
+            (void)evbuffer_write(out, c->fd); /* (a direct write's rest included) */
         if (c->bev)
             c->out_busy = evbuffer_get_length(out) > 0;
     }
