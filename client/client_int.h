@@ -143,6 +143,26 @@ int conn_request(struct conn *c, Verity__Envelope *env, const struct iovec *iov,
  * ready; what the socket does not take stays queued. */
 void conn_flush(struct conn *c);
 
+/*
+ * Direct writes from an application thread (issue 16), to save the hand-off
+ * to the I/O thread when the connection is idle. conn_direct_begin takes the
+ * connection's lock without waiting and returns true only when a request may
+ * be written now (plaintext, ready, nothing waiting or queued for the socket,
+ * room in flight); then conn_direct_send (any number of times) and
+ * conn_direct_end. conn_direct_send is conn_request written at once from the
+ * calling thread: fn is called later on the loop thread, exactly once; what
+ * the socket does not take, and a send error, are left to the loop thread.
+ * Returns 0 or an encode error (fn will not be called). Not from the loop
+ * thread; the caller must not block while between begin and end.
+ */
+/* Lets c take direct writes (before conn_start; c's lock is used from then
+ * on). */
+void conn_allow_direct(struct conn *c);
+bool conn_direct_begin(struct conn *c);
+int conn_direct_send(struct conn *c, Verity__Envelope *env, const struct iovec *iov, int iovcnt,
+                     uint32_t extra_timeout_ms, unsigned flags, conn_resp_fn fn, void *arg) CL_WUR;
+void conn_direct_end(struct conn *c);
+
 /* ---- sync.c --------------------------------------------------------------- */
 
 /* A one-shot rendezvous between a waiting caller and the loop thread. */

@@ -39,6 +39,25 @@
  * (an epoll_ctl and one more epoll_wait). What the socket does not take, and
  * TLS connections, stay with the bufferevent.
  *
+ * Direct writes (issue 16). An application thread may write a request
+ * itself instead of handing it to the I/O thread (conn_direct_begin /
+ * conn_direct_send / conn_direct_end; the producer uses them): only on a
+ * plaintext connection that is READY, with nothing waiting, room in flight,
+ * and nothing queued for the socket anywhere (`out_busy` false: the
+ * bufferevent's output is empty, so libevent is not writing and will not
+ * write until the I/O thread queues more). `mu` (recursive) guards the
+ * connection's state: the I/O thread holds it in every callback and entry
+ * point of this file, an application thread only takes it with trylock and
+ * never blocks while it holds it, so no lock order can deadlock; only
+ * connections set up with conn_allow_direct (the producer's first) lock at
+ * all, so two connections' locks are never nested. The request
+ * joins `inflight` before its bytes are sent (its answer may come at once).
+ * What the socket does not take goes to `pend`, which the I/O thread's
+ * flush event moves to the bufferevent; a send error is left to the I/O
+ * thread too (`direct_err`: it fails the connection, and every request in
+ * flight is resent or failed as on any drop). The bufferevent is never
+ * touched from another thread.
+ *
  * Deadlines: a waiting request fails after request_timeout_ms from its
  * submission (with the last connection error, e.g. -ECONNREFUSED, when
  * there was one); a written request unanswered for request_timeout_ms plus
@@ -131,7 +150,31 @@ struct conn {
     char *tls_name;                    /* name or IP the broker's certificate must carry */
     bool tls_name_auto;                /* tls_name follows the target's host */
     bool rotating;                     /* the last failure moved on to the next address */
+    /* issue 16: direct writes from application threads (see the top) */
+    pthread_mutex_t mu;                /* recursive; guards the connection's state */
+    bool mu_ok;
+    bool direct_ok;                    /* conn_allow_direct: mu is used */
+    evutil_socket_t fd;                /* the plaintext socket once connected, else -1 */
+    bool out_busy;                     /* bytes queued in the bufferevent or in pend */
+    struct evbuffer *pend;             /* a direct write's rest, for the I/O thread */
+    int direct_err;                    /* errno of a failed direct send (0: none) */
 };
+
+/* Only a connection that allows direct writes locks: the others are the
+ * loop thread's alone, and a handler of one connection may call into
+ * another (a consumer's first connection starts its brokers' ones), which
+ * would order their locks both ways. */
+static void lock(struct conn *c)
+{
+    if (c->direct_ok)
+        pthread_mutex_lock(&c->mu);
+}
+
+static void unlock(struct conn *c)
+{
+    if (c->direct_ok)
+        pthread_mutex_unlock(&c->mu);
+}
 
 /* ---- TLS ------------------------------------------------------------------- */
 
@@ -353,6 +396,10 @@ static void conn_fail_how(struct conn *c, int err, bool quick)
         bufferevent_free(c->bev);
         c->bev = NULL;
     }
+    c->fd = -1;
+    c->out_busy = false;
+    c->direct_err = 0;
+    (void)evbuffer_drain(c->pend, evbuffer_get_length(c->pend));
     c->state = CS_BACKOFF;
     c->last_err = err;
     /* Retried requests go back to the front of `waiting`, in their order. */
@@ -396,14 +443,19 @@ static void conn_fail_how(struct conn *c, int err, bool quick)
 
 void conn_reset(struct conn *c, int err)
 {
+    lock(c);
     conn_fail(c, err);
+    unlock(c);
 }
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
+    struct conn *c = arg;
     (void)fd;
     (void)what;
-    try_connect(arg);
+    lock(c);
+    try_connect(c);
+    unlock(c);
 }
 
 /* Splits "host:port" or "[v6]:port". Returns 0 or VERITY_EINVAL. */
@@ -457,6 +509,7 @@ static void send_hello(struct conn *c)
     if (rc == 0 && evbuffer_add(bufferevent_get_output(c->bev), head, head_len) != 0)
         rc = -ENOMEM;
     free(head);
+    c->out_busy = true;
     c->auth_corr = 0;
     c->hello_ok = false;
     if (rc == 0 && c->api_key) { /* issue 14: Authenticate right behind Hello */
@@ -604,9 +657,8 @@ static void dispatch(struct conn *c, struct codec_msg *msg, uint8_t **payload, s
     creq_free(r);
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_frames(struct conn *c, struct bufferevent *bev)
 {
-    struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     /* Bounded: each pass consumes one whole frame or stops. */
     while (c->bev == bev) {
@@ -655,9 +707,37 @@ static void read_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    lock(c);
+    read_frames(c, bev);
+    unlock(c);
+}
+
+/* The bufferevent wrote its output down to empty: direct writes may go. */
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    lock(c);
+    if (bev == c->bev && evbuffer_get_length(bufferevent_get_output(bev)) == 0 &&
+        evbuffer_get_length(c->pend) == 0)
+        c->out_busy = false;
+    unlock(c);
+}
+
+static void on_event(struct conn *c, struct bufferevent *bev, short what);
+
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
+    lock(c);
+    on_event(c, bev, what);
+    unlock(c);
+}
+
+static void on_event(struct conn *c, struct bufferevent *bev, short what)
+{
     if (bev != c->bev)
         return;
     if (c->tls_ctx && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) &&
@@ -693,6 +773,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         int one = 1;
         evutil_socket_t fd = bufferevent_getfd(bev);
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->fd = c->tls_ctx ? -1 : fd;
         c->state = CS_HELLO;
         send_hello(c);
         return;
@@ -747,7 +828,7 @@ static void try_connect(struct conn *c)
         conn_fail(c, -ENOMEM);
         return;
     }
-    bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     int rc = bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen);
     int err = EVUTIL_SOCKET_ERROR();
@@ -756,15 +837,29 @@ static void try_connect(struct conn *c)
         conn_fail(c, err ? -err : -ECONNREFUSED);
 }
 
-/* The flush event: writes what the socket takes now. An error is left to
- * the bufferevent, whose own write meets it and reports it to event_cb. */
+/* The flush event: moves a direct write's rest into the bufferevent and
+ * writes what the socket takes now. A write error is left to the
+ * bufferevent, whose own write meets it and reports it to event_cb; a
+ * direct send's error fails the connection here. */
 void conn_flush(struct conn *c)
 {
-    if (!c || c->state != CS_READY || !c->bev || c->tls_ctx)
+    if (!c)
         return;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) > 0)
-        (void)evbuffer_write(out, bufferevent_getfd(c->bev));
+    lock(c);
+    if (c->direct_err) {
+        int e = c->direct_err;
+        c->direct_err = 0;
+        conn_fail(c, -e);
+    } else if (c->state == CS_READY && c->bev && !c->tls_ctx) {
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        if (evbuffer_get_length(c->pend) > 0 && evbuffer_add_buffer(out, c->pend) != 0)
+            conn_fail(c, -ENOMEM);
+        else if (evbuffer_get_length(out) > 0)
+            (void)evbuffer_write(out, c->fd); /* (a direct write's rest included) */
+        if (c->bev)
+            c->out_busy = evbuffer_get_length(out) > 0;
+    }
+    unlock(c);
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -790,6 +885,7 @@ static void pump(struct conn *c)
             r->not_before_ms = 0;
         }
         list_remove(&c->waiting, r);
+        c->out_busy = true;
         if (evbuffer_add(bufferevent_get_output(c->bev), r->frame, r->frame_len) != 0) {
             list_push_front(&c->waiting, r);
             conn_fail(c, -ENOMEM);
@@ -804,12 +900,21 @@ static void pump(struct conn *c)
     }
 }
 
+static void on_tick(struct conn *c);
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
-    int64_t now = cl_mono_ms();
     (void)fd;
     (void)what;
+    lock(c);
+    on_tick(c);
+    unlock(c);
+}
+
+static void on_tick(struct conn *c)
+{
+    int64_t now = cl_mono_ms();
     if ((c->state == CS_CONNECTING || c->state == CS_HELLO) && now > c->connect_deadline_ms) {
         conn_fail(c, -ETIMEDOUT);
         return;
@@ -853,7 +958,15 @@ int conn_new(struct event_base *base, const struct verity_conn_config *cfg,
     c->retry_ev = evtimer_new(base, retry_cb, c);
     c->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, c);
     c->flush_ev = event_new(base, -1, 0, flush_cb, c);
-    if (!c->broker || !c->client_id || !c->retry_ev || !c->tick_ev || !c->flush_ev) {
+    c->pend = evbuffer_new();
+    c->fd = -1;
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+    c->mu_ok = pthread_mutex_init(&c->mu, &ma) == 0;
+    pthread_mutexattr_destroy(&ma);
+    if (!c->broker || !c->client_id || !c->retry_ev || !c->tick_ev || !c->flush_ev || !c->pend ||
+        !c->mu_ok) {
         conn_free(c);
         return -ENOMEM;
     }
@@ -895,14 +1008,17 @@ int conn_new(struct event_base *base, const struct verity_conn_config *cfg,
 void conn_start(struct conn *c)
 {
     struct timeval tv = {0, TICK_MS * 1000};
+    lock(c);
     event_add(c->tick_ev, &tv);
     try_connect(c);
+    unlock(c);
 }
 
 void conn_free(struct conn *c)
 {
     if (!c)
         return;
+    lock(c);
     if (c->bev)
         bufferevent_free(c->bev);
     c->bev = NULL;
@@ -921,6 +1037,11 @@ void conn_free(struct conn *c)
         event_free(c->tick_ev);
     if (c->flush_ev)
         event_free(c->flush_ev);
+    if (c->pend)
+        evbuffer_free(c->pend);
+    unlock(c);
+    if (c->mu_ok)
+        pthread_mutex_destroy(&c->mu);
     free(c->broker);
     for (size_t i = 0; i < c->n_addrs; i++)
         free(c->addrs[i]);
@@ -943,7 +1064,11 @@ int conn_last_error(const struct conn *c)
 
 uint32_t conn_inflight(const struct conn *c)
 {
-    return c->inflight.n;
+    struct conn *m = (struct conn *)c; /* the lock only */
+    lock(m);
+    uint32_t n = c->inflight.n;
+    unlock(m);
+    return n;
 }
 
 bool conn_rotating(const struct conn *c)
@@ -1001,8 +1126,11 @@ uint32_t conn_max_batch_bytes(const struct conn *c)
     return c->max_batch_bytes;
 }
 
-int conn_request(struct conn *c, Verity__Envelope *env, const struct iovec *iov, int iovcnt,
-                 uint32_t extra_timeout_ms, unsigned flags, conn_resp_fn fn, void *arg)
+/* A request for env and the payload iovecs (copied into its frame), not
+ * queued yet. Returns 0 or an encode error. With c->mu held. */
+static int creq_make(struct conn *c, Verity__Envelope *env, const struct iovec *iov, int iovcnt,
+                     uint32_t extra_timeout_ms, unsigned flags, conn_resp_fn fn, void *arg,
+                     struct creq **out)
 {
     size_t payload_len = 0;
     for (int i = 0; i < iovcnt; i++)
@@ -1041,8 +1169,70 @@ int conn_request(struct conn *c, Verity__Envelope *env, const struct iovec *iov,
         memcpy(r->frame + pos, iov[i].iov_base, iov[i].iov_len);
         pos += iov[i].iov_len;
     }
-    r->deadline_ms = cl_mono_ms() + c->cfg.request_timeout_ms;
-    list_push_back(&c->waiting, r);
-    pump(c);
+    *out = r;
     return 0;
+}
+
+int conn_request(struct conn *c, Verity__Envelope *env, const struct iovec *iov, int iovcnt,
+                 uint32_t extra_timeout_ms, unsigned flags, conn_resp_fn fn, void *arg)
+{
+    struct creq *r = NULL;
+    lock(c);
+    int rc = creq_make(c, env, iov, iovcnt, extra_timeout_ms, flags, fn, arg, &r);
+    if (rc == 0) {
+        r->deadline_ms = cl_mono_ms() + c->cfg.request_timeout_ms;
+        list_push_back(&c->waiting, r);
+        pump(c);
+    }
+    unlock(c);
+    return rc;
+}
+
+void conn_allow_direct(struct conn *c)
+{
+    c->direct_ok = c->mu_ok;
+}
+
+bool conn_direct_begin(struct conn *c)
+{
+    if (!c->direct_ok || pthread_mutex_trylock(&c->mu) != 0)
+        return false;
+    if (c->state == CS_READY && !c->tls_ctx && c->fd >= 0 && !c->out_busy && !c->direct_err &&
+        !c->waiting.head && c->inflight.n < c->max_inflight)
+        return true;
+    unlock(c);
+    return false;
+}
+
+int conn_direct_send(struct conn *c, Verity__Envelope *env, const struct iovec *iov, int iovcnt,
+                     uint32_t extra_timeout_ms, unsigned flags, conn_resp_fn fn, void *arg)
+{
+    struct creq *r = NULL;
+    int rc = creq_make(c, env, iov, iovcnt, extra_timeout_ms, flags, fn, arg, &r);
+    if (rc)
+        return rc;
+    r->deadline_ms = cl_mono_ms() + c->cfg.request_timeout_ms + r->extra_ms;
+    list_push_back(&c->inflight, r); /* before the send: the answer may come at once */
+    ssize_t n = send(c->fd, r->frame, r->frame_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        /* The I/O thread fails the connection: r is resent or failed with it. */
+        c->direct_err = errno;
+        event_active(c->flush_ev, EV_WRITE, 0);
+    } else if ((size_t)(n < 0 ? 0 : n) < r->frame_len) {
+        size_t done = n < 0 ? 0 : (size_t)n;
+        c->out_busy = true;
+        if (evbuffer_add(c->pend, r->frame + done, r->frame_len - done) != 0)
+            c->direct_err = ENOMEM;
+        event_active(c->flush_ev, EV_WRITE, 0);
+    }
+    if (!(r->flags & (CONN_RETRY_ON_RESET | CONN_FOLLOW_LEADER))) {
+        free(r->frame);
+        r->frame = NULL;
+    }
+    return 0;
+}
+
+void conn_direct_end(struct conn *c)
+{
+    unlock(c);
 }

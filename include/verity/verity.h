@@ -394,6 +394,9 @@ int verity_producer_new(const struct verity_producer_config *cfg, struct verity_
  * VERITY_PARTITION_ANY (key hash; sticky round robin for a null key). The
  * first record for a topic waits (up to block_ms) for its metadata. The
  * record is copied before return. cb (may be NULL) gets the delivery report.
+ * With linger_ms 0 and nothing of this producer in flight, the calling
+ * thread writes the request to the socket itself (a non-blocking send) rather
+ * than waking the I/O thread; answers, retries and reports stay there.
  * Returns 0; VERITY_ENOTFOUND (no such topic); VERITY_EINVAL (partition out
  * of range, bad record); VERITY_ELIMIT (record too large, or no buffer room
  * within block_ms); VERITY_EFENCED or VERITY_ECLOSED when the producer can no

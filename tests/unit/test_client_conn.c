@@ -9,7 +9,9 @@
  * connection; a refused Hello is reported; the producer resends the very
  * same batch bytes after a retriable error and stops when fenced; the
  * consumer refuses corrupt batches and batches that do not hold the offset
- * asked for, and steps over control batches.
+ * asked for, and steps over control batches; requests written by producing
+ * threads (direct writes, issue 16) and by the I/O thread reach the socket
+ * in sequence order, also across a dropped connection.
  */
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
@@ -536,6 +538,200 @@ static void test_fenced_producer_stops_sending(void)
     CU_ASSERT_EQUAL(fk.produce_calls, 1);
 }
 
+/* ---- direct writes (issue 16) ------------------------------------------- */
+
+/* The fake keeps the broker's sequence rules for one producer id: a batch
+ * at the next sequence is appended (offsets counted here), one below it is
+ * a resend (answered as a duplicate with its first offset), one above it
+ * arrived out of order: a problem, since the client writes the requests of
+ * one partition in the order it numbered them, whichever thread wrote
+ * them. Hangs up without answering at the hang_at-th Produce (0: never). */
+#define SEQ_MAX 200000
+static int64_t seq_offset[SEQ_MAX];
+static int seq_next;
+static int seq_epoch = -1;
+static int64_t seq_records;
+static int seq_hang_at;
+static atomic_int seq_init_calls;
+
+static int seq_fn(struct fake *f, int fd, const Verity__Envelope *env, const uint8_t *pl,
+                  size_t len)
+{
+    if (env->body_case == VERITY__ENVELOPE__BODY_METADATA_REQ)
+        return answer_metadata(fd, env) ? 1 : 0;
+    if (env->body_case == VERITY__ENVELOPE__BODY_INIT_PRODUCER_REQ) {
+        Verity__Envelope r = VERITY__ENVELOPE__INIT;
+        Verity__InitProducerResponse ip = VERITY__INIT_PRODUCER_RESPONSE__INIT;
+        ip.producer_id = 7;
+        ip.producer_epoch = atomic_fetch_add(&seq_init_calls, 1);
+        r.body_case = VERITY__ENVELOPE__BODY_INIT_PRODUCER_RESP;
+        r.init_producer_resp = &ip;
+        return reply(fd, env->correlation_id, &r, NULL, 0) ? 1 : 0;
+    }
+    if (env->body_case != VERITY__ENVELOPE__BODY_PRODUCE_REQ ||
+        env->produce_req->n_batches > 16) {
+        atomic_fetch_add(&f->problems, 1);
+        return 1;
+    }
+    if (++f->produce_calls == seq_hang_at)
+        return 1;
+    size_t nb = env->produce_req->n_batches, pos = 0;
+    Verity__ProduceResult xs[16], *xp[16];
+    for (size_t k = 0; k < nb; k++) {
+        uint32_t blen = env->produce_req->batches[k]->batch_bytes;
+        struct batch_hdr h;
+        if (blen > len - pos || batch_validate(pl + pos, blen, NULL) != 0 ||
+            batch_hdr_decode(pl + pos, blen, &h) != 0 || h.producer_id != 7 ||
+            h.base_sequence < 0 || (int64_t)h.base_sequence + h.record_count > SEQ_MAX) {
+            atomic_fetch_add(&f->problems, 1);
+            return 1;
+        }
+        pos += blen;
+        if (h.producer_epoch != seq_epoch) { /* a new epoch restarts the sequences */
+            seq_epoch = h.producer_epoch;
+            seq_next = 0;
+        }
+        Verity__ProduceResult *x = &xs[k];
+        verity__produce_result__init(x);
+        xp[k] = x;
+        x->topic = "t";
+        x->partition = 0;
+        if (h.base_sequence == seq_next) {
+            for (uint32_t i = 0; i < h.record_count; i++)
+                seq_offset[seq_next + i] = seq_records + i;
+            seq_next += (int)h.record_count;
+            x->base_offset = (uint64_t)seq_records;
+            seq_records += h.record_count;
+        } else if (h.base_sequence < seq_next) {
+            x->base_offset = (uint64_t)seq_offset[h.base_sequence];
+            x->duplicate = true;
+        } else {
+            atomic_fetch_add(&f->problems, 1);
+            x->error = VERITY__ERROR_CODE__ERR_OUT_OF_ORDER_SEQUENCE;
+        }
+        x->last_offset = x->base_offset + h.record_count - 1;
+        x->high_watermark = (uint64_t)seq_records;
+    }
+    Verity__Envelope r = VERITY__ENVELOPE__INIT;
+    Verity__ProduceResponse pr = VERITY__PRODUCE_RESPONSE__INIT;
+    pr.results = xp;
+    pr.n_results = nb;
+    r.body_case = VERITY__ENVELOPE__BODY_PRODUCE_RESP;
+    r.produce_resp = &pr;
+    return reply(fd, env->correlation_id, &r, NULL, 0) ? 1 : 0;
+}
+
+#define SEQ_THREADS 4
+#define SEQ_PER_THREAD 3000
+
+struct seq_thread {
+    struct verity_producer *p;
+    int idx;
+    int64_t offsets[SEQ_PER_THREAD];
+    atomic_int acked;
+    atomic_int errors;
+    int produce_rc;
+};
+
+struct seq_slot {
+    struct seq_thread *t;
+    int i;
+};
+
+static void seq_cb(void *opaque, int err, const struct verity_delivery *d)
+{
+    struct seq_slot *s = opaque;
+    if (err)
+        atomic_fetch_add(&s->t->errors, 1);
+    else
+        s->t->offsets[s->i] = (int64_t)d->offset;
+    atomic_fetch_add(&s->t->acked, 1);
+}
+
+static void *seq_thread_main(void *arg)
+{
+    struct seq_thread *t = arg;
+    static struct seq_slot slots[SEQ_THREADS][SEQ_PER_THREAD];
+    for (int i = 0; i < SEQ_PER_THREAD && t->produce_rc == 0; i++) {
+        char v[16];
+        int n = snprintf(v, sizeof v, "%d:%d", t->idx, i);
+        struct verity_record r = {.value = v, .value_len = (uint32_t)n};
+        slots[t->idx][i] = (struct seq_slot){t, i};
+        t->produce_rc = verity_produce(t->p, "t", 0, &r, seq_cb, &slots[t->idx][i]);
+        if ((i & 7) == 0)
+            usleep(50); /* let the connection go idle now and then: direct writes */
+    }
+    return NULL;
+}
+
+/* Four threads produce to one partition while answers come back at once, so
+ * requests are written both by the producing threads (idle connection) and
+ * by the I/O thread (after answers); hang_at drops the connection once
+ * mid-stream. Every record must be acknowledged once, each thread's records
+ * at increasing offsets, every batch in sequence order on the wire. */
+static void run_seq(int hang_at)
+{
+    memset(seq_offset, 0, sizeof seq_offset);
+    seq_next = 0;
+    seq_epoch = -1;
+    seq_records = 0;
+    seq_hang_at = hang_at;
+    atomic_store(&seq_init_calls, 0);
+    fake_start(seq_fn);
+    struct verity_producer_config pc;
+    verity_producer_config_default(&pc);
+    pc.conn = conn_cfg(5000);
+    pc.retry_backoff_ms = 5;
+    struct verity_producer *p = NULL;
+    CU_ASSERT_EQUAL_FATAL(verity_producer_new(&pc, &p), 0);
+    static struct seq_thread th[SEQ_THREADS];
+    pthread_t tid[SEQ_THREADS];
+    for (int k = 0; k < SEQ_THREADS; k++) {
+        memset(&th[k], 0, sizeof th[k]);
+        th[k].p = p;
+        th[k].idx = k;
+        for (int i = 0; i < SEQ_PER_THREAD; i++)
+            th[k].offsets[i] = -1;
+        pthread_create(&tid[k], NULL, seq_thread_main, &th[k]);
+    }
+    for (int k = 0; k < SEQ_THREADS; k++)
+        pthread_join(tid[k], NULL);
+    CU_ASSERT_EQUAL(verity_producer_flush(p, 20000), 0);
+    verity_producer_free(p, 1000);
+    fake_stop();
+    for (int k = 0; k < SEQ_THREADS; k++) {
+        CU_ASSERT_EQUAL(th[k].produce_rc, 0);
+        CU_ASSERT_EQUAL(atomic_load(&th[k].acked), SEQ_PER_THREAD);
+        CU_ASSERT_EQUAL(atomic_load(&th[k].errors), 0);
+        bool increasing = true;
+        for (int i = 1; i < SEQ_PER_THREAD; i++)
+            increasing = increasing && th[k].offsets[i] > th[k].offsets[i - 1];
+        CU_ASSERT(increasing);
+        CU_ASSERT(th[k].offsets[0] >= 0);
+    }
+    CU_ASSERT_EQUAL(seq_records, (int64_t)SEQ_THREADS * SEQ_PER_THREAD);
+    CU_ASSERT_EQUAL(atomic_load(&fk.problems), 0);
+    /* No reset but the scripted one: an answer that raced ahead of its
+     * request's bookkeeping would have reset the connection. */
+    if (hang_at) {
+        /* (>=: the fake also hangs up on a frame it could not read whole
+         * within its 50 ms read timeout, which a loaded machine can cause) */
+        CU_ASSERT(atomic_load(&fk.conns) >= 2);
+    } else {
+        CU_ASSERT_EQUAL(atomic_load(&fk.conns), 1);
+    }
+}
+
+static void test_producer_writes_in_sequence_order_from_any_thread(void)
+{
+    run_seq(0);
+}
+
+static void test_producer_resends_in_order_after_a_drop_mid_stream(void)
+{
+    run_seq(40);
+}
+
 /* ---- consumer ------------------------------------------------------------- */
 
 enum fetch_kind { FETCH_CORRUPT, FETCH_WRONG_OFFSET, FETCH_CONTROL_THEN_DATA };
@@ -696,6 +892,10 @@ int main(void)
         {"producer_resends_identical_bytes_after_retriable_error",
          test_producer_resends_identical_bytes_after_retriable_error},
         {"fenced_producer_stops_sending", test_fenced_producer_stops_sending},
+        {"producer_writes_in_sequence_order_from_any_thread",
+         test_producer_writes_in_sequence_order_from_any_thread},
+        {"producer_resends_in_order_after_a_drop_mid_stream",
+         test_producer_resends_in_order_after_a_drop_mid_stream},
         {"consumer_steps_over_control_batches", test_consumer_steps_over_control_batches},
         {"consumer_refuses_corrupt_batches", test_consumer_refuses_corrupt_batches},
     };
