@@ -1638,26 +1638,35 @@ static int part_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECK
     return 0;
 }
 
-static void xf_install(struct cgroup *cg, const struct xfer_msg *m)
+/* Hands the core a STATE for op (the shell holds what it names); the core
+ * calls the group's install op from inside, with x->installing set. */
+static void xf_hand_state(struct cgroup *cg, uint8_t from, uint64_t op,
+                          const uint8_t checksum[VSR_CHECKSUM_SIZE],
+                          const uint8_t digest[VSR_CHECKSUM_SIZE])
 {
-    struct xfer *x = &cg->xf;
     struct vsr_msg *q = CL(cg->b)->scratch;
-    uint64_t before = vsr_commit_min(cg->g.core);
     memset(q, 0, offsetof(struct vsr_msg, window));
     q->type = VSR_MSG_STATE;
-    q->from = m->from;
+    q->from = from;
     q->to = cg->self;
     q->cluster = CL(cg->b)->id;
     q->view = vsr_view(cg->g.core);
-    q->commit = m->op;
-    q->op = m->op;
-    memcpy(q->checksum, m->checksum, VSR_CHECKSUM_SIZE);
-    memcpy(q->digest, m->digest, VSR_CHECKSUM_SIZE);
-    x->installing = true;
-    x->inst_op = m->op;
+    q->commit = op;
+    q->op = op;
+    memcpy(q->checksum, checksum, VSR_CHECKSUM_SIZE);
+    memcpy(q->digest, digest, VSR_CHECKSUM_SIZE);
+    cg->xf.installing = true;
+    cg->xf.inst_op = op;
+    vgroup_on_message(&cg->g, q);
+}
+
+static void xf_install(struct cgroup *cg, const struct xfer_msg *m)
+{
+    struct xfer *x = &cg->xf;
+    uint64_t before = vsr_commit_min(cg->g.core);
     x->inst_end = m->end;
     memcpy(x->inst_chain, m->chain, 32);
-    vgroup_on_message(&cg->g, q);
+    xf_hand_state(cg, m->from, m->op, m->checksum, m->digest);
     x->installing = false;
     if (!cg->g.core || vsr_commit_min(cg->g.core) < m->op || cg->st.op < m->op) {
         xf_fail(cg, cg->g.error ? cg->g.error : VERITY_EINVAL, "core_refused");
@@ -2143,21 +2152,8 @@ static void gx_install(struct cgroup *cg)
 {
     struct xfer *x = &cg->xf;
     struct gxfer *g = cg->gx;
-    struct vsr_msg *q = CL(cg->b)->scratch;
     uint64_t before = vsr_commit_min(cg->g.core);
-    memset(q, 0, offsetof(struct vsr_msg, window));
-    q->type = VSR_MSG_STATE;
-    q->from = x->peer;
-    q->to = cg->self;
-    q->cluster = CL(cg->b)->id;
-    q->view = vsr_view(cg->g.core);
-    q->commit = g->op;
-    q->op = g->op;
-    memcpy(q->checksum, g->checksum, VSR_CHECKSUM_SIZE);
-    memcpy(q->digest, g->digest, VSR_CHECKSUM_SIZE);
-    x->installing = true;
-    x->inst_op = g->op;
-    vgroup_on_message(&cg->g, q);
+    xf_hand_state(cg, x->peer, g->op, g->checksum, g->digest);
     x->installing = false;
     if (!cg->g.core || vsr_commit_min(cg->g.core) < g->op || cg->st.op < g->op) {
         gx_fail(cg, cg->g.error ? cg->g.error : VERITY_EINVAL, "core_refused");
