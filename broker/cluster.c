@@ -1639,8 +1639,9 @@ static int part_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECK
 }
 
 /* Hands the core a STATE for op (the shell holds what it names); the core
- * calls the group's install op from inside, with x->installing set. */
-static void xf_hand_state(struct cgroup *cg, uint8_t from, uint64_t op,
+ * calls the group's install op from inside, with x->installing set. True
+ * when the core took it (applied through op, position recorded). */
+static bool xf_hand_state(struct cgroup *cg, uint8_t from, uint64_t op,
                           const uint8_t checksum[VSR_CHECKSUM_SIZE],
                           const uint8_t digest[VSR_CHECKSUM_SIZE])
 {
@@ -1658,6 +1659,8 @@ static void xf_hand_state(struct cgroup *cg, uint8_t from, uint64_t op,
     cg->xf.installing = true;
     cg->xf.inst_op = op;
     vgroup_on_message(&cg->g, q);
+    cg->xf.installing = false;
+    return cg->g.core && vsr_commit_min(cg->g.core) >= op && cg->st.op >= op;
 }
 
 static void xf_install(struct cgroup *cg, const struct xfer_msg *m)
@@ -1666,9 +1669,7 @@ static void xf_install(struct cgroup *cg, const struct xfer_msg *m)
     uint64_t before = vsr_commit_min(cg->g.core);
     x->inst_end = m->end;
     memcpy(x->inst_chain, m->chain, 32);
-    xf_hand_state(cg, m->from, m->op, m->checksum, m->digest);
-    x->installing = false;
-    if (!cg->g.core || vsr_commit_min(cg->g.core) < m->op || cg->st.op < m->op) {
+    if (!xf_hand_state(cg, m->from, m->op, m->checksum, m->digest)) {
         xf_fail(cg, cg->g.error ? cg->g.error : VERITY_EINVAL, "core_refused");
         return;
     }
@@ -2153,9 +2154,7 @@ static void gx_install(struct cgroup *cg)
     struct xfer *x = &cg->xf;
     struct gxfer *g = cg->gx;
     uint64_t before = vsr_commit_min(cg->g.core);
-    xf_hand_state(cg, x->peer, g->op, g->checksum, g->digest);
-    x->installing = false;
-    if (!cg->g.core || vsr_commit_min(cg->g.core) < g->op || cg->st.op < g->op) {
+    if (!xf_hand_state(cg, x->peer, g->op, g->checksum, g->digest)) {
         gx_fail(cg, cg->g.error ? cg->g.error : VERITY_EINVAL, "core_refused");
         return;
     }
