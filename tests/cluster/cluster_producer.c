@@ -30,24 +30,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "tests/cluster/hist_clock.h"
 #include "verity/verity.h"
 
 static FILE *out;
 static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* line: one JSON object ending in "}\n"; a "t" (wall clock, ms) is added. */
 static void emit(const char *body)
