@@ -563,8 +563,12 @@ static void cg_pump(struct cgroup *cg)
 }
 
 /* After every call into the group. */
+static void gx_try_pending(struct cgroup *cg);
+
 static void cg_after(struct cgroup *cg)
 {
+    if (cg->gx)
+        gx_try_pending(cg); /* before new records are proposed below */
     if (cg->g.core) {
         uint64_t v = vsr_view(cg->g.core);
         if (v != cg->last_view) {
@@ -1993,6 +1997,13 @@ struct gxfer {
     uint64_t op;
     uint8_t checksum[32], digest[32], sha[32];
     struct group_state *st; /* loaded, handed to grp_install */
+    /* server: a first GET the coordinator could not serve at once (records
+     * in flight), tried again after each commit (gx_try_pending) */
+    bool pend;
+    uint64_t pend_xid;
+    uint8_t pend_from;
+    uint32_t pend_max;
+    int64_t pend_ms;
     /* server: the encoding served under one xid */
     uint8_t *sbuf;
     size_t slen;
@@ -2103,12 +2114,27 @@ static void gx_serve(struct cgroup *cg, const struct xfer_msg *m)
             a.code = VERITY_EOFFSET;
             goto send;
         }
-        if (!is_primary_normal(cg) || vsr_op(cg->g.core) != vsr_commit_min(cg->g.core) ||
-            cg->qn || cg->st.op != vsr_commit_min(cg->g.core) || cg->st.op == 0) {
-            a.code = -EAGAIN;
+        if (!is_primary_normal(cg) || !cg->b->groups.coord) {
+            a.code = -EAGAIN; /* not the coordinator: the requester asks the next peer */
             goto send;
         }
-        if ((rc = groups_repl_state(cg->b, &g->sbuf, &g->slen))) {
+        rc = -EAGAIN;
+        if (vsr_op(cg->g.core) == vsr_commit_min(cg->g.core) && !cg->qn &&
+            cg->st.op == vsr_commit_min(cg->g.core) && cg->st.op != 0)
+            rc = groups_repl_state(cg->b, &g->sbuf, &g->slen);
+        if (rc == -EAGAIN) {
+            /* records in flight: answer right after a commit leaves none
+             * (gx_try_pending), within the requester's stall time */
+            if (!g->pend || g->pend_xid != m->xid || g->pend_from != m->from)
+                g->pend_ms = xfer_mono_ms();
+            g->pend = true;
+            g->pend_xid = m->xid;
+            g->pend_from = m->from;
+            g->pend_max = m->max_bytes;
+            return;
+        }
+        g->pend = false;
+        if (rc) {
             a.code = rc < 0 ? rc : VERITY_EINVAL;
             goto send;
         }
@@ -2147,6 +2173,29 @@ send:
         free(g->sbuf); /* the last chunk: a retry of it starts over */
         g->sbuf = NULL;
     }
+}
+
+/* After a call on the __groups core: a first GET put off because the
+ * coordinator had records in flight is served now if it has none. */
+static void gx_try_pending(struct cgroup *cg)
+{
+    struct gxfer *g = cg->gx;
+    if (!g->pend)
+        return;
+    if (xfer_mono_ms() - g->pend_ms > XFER_STALL_MS) {
+        g->pend = false; /* the requester gave up on this peer by now */
+        return;
+    }
+    if (!cg->g.core || vsr_op(cg->g.core) != vsr_commit_min(cg->g.core) || cg->qn)
+        return;
+    struct xfer_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = XFER_GET;
+    m.xid = g->pend_xid;
+    m.from = g->pend_from;
+    m.to = cg->self;
+    m.max_bytes = g->pend_max;
+    gx_serve(cg, &m);
 }
 
 static void gx_install(struct cgroup *cg)

@@ -14,7 +14,7 @@ describe on frozen.
 import os, socket, struct, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vwire import envelope, field as f, fields, frame, recv_exact  # noqa: E402
+from vwire import call as vcall, field as f  # noqa: E402
 
 ERR_OK, ERR_AUTH, ERR_DENIED = 0, 24, 25
 
@@ -34,16 +34,7 @@ class Conn:
 
     def call(self, body_num, body):
         self.corr += 1
-        self.s.sendall(frame(envelope(self.corr, body_num, body)))
-        flen, elen = struct.unpack(">II", recv_exact(self.s, 8))
-        raw = recv_exact(self.s, flen - 4)[:elen]
-        err, msg = 0, b""
-        for num, _, v in fields(raw):
-            if num == 3:
-                err = v
-            elif num == 4:
-                msg = v
-        return err, msg.decode(errors="replace")
+        return vcall(self.s, self.corr, body_num, body)[:2]
 
     def describe(self, topic):
         try:

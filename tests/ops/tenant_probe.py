@@ -23,7 +23,7 @@ import argparse, os, socket, ssl, struct, sys
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vwire import envelope, field as f, fields, frame, recv_exact  # noqa: E402
+from vwire import call as vcall, field as f  # noqa: E402
 
 
 class Conn:
@@ -41,18 +41,8 @@ class Conn:
     def call(self, body_num, body):
         """(error, message, raw envelope) of one request."""
         self.corr += 1
-        env = envelope(7, body_num, body)  # a fixed correlation id: answers compare bytewise
-        self.s.sendall(frame(env))
-        flen, elen = struct.unpack(">II", recv_exact(self.s, 8))
-        rest = recv_exact(self.s, flen - 4)
-        raw = rest[:elen]
-        err, msg = 0, b""
-        for num, _, v in fields(raw):
-            if num == 3:
-                err = v
-            elif num == 4:
-                msg = v
-        return err, msg.decode(errors="replace"), rest
+        # a fixed correlation id: answers compare bytewise
+        return vcall(self.s, 7, body_num, body)
 
 
 def requests(g, t):

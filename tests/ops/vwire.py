@@ -2,7 +2,7 @@
 test tools write by hand, so that they can send what libverity never would:
 protobuf varints and fields, an Envelope, a frame (total length, envelope
 length, envelope), and reading answers back. Used by req_rate.py,
-tenant_probe.py and abuse.py.
+tenant_probe.py, acl_conn.py and abuse.py.
 """
 import struct
 
@@ -78,3 +78,18 @@ def fields(env):
             raise ValueError("bad wire type")
         out.append((num, wire, v))
     return out
+
+
+def call(s, corr, body_num, body):
+    """One request on socket s and its answer: (error, message, the rest of
+    the frame after its length: envelope and payload)."""
+    s.sendall(frame(envelope(corr, body_num, body)))
+    flen, elen = struct.unpack(">II", recv_exact(s, 8))
+    rest = recv_exact(s, flen - 4)
+    err, msg = 0, b""
+    for num, _, v in fields(rest[:elen]):
+        if num == 3:
+            err = v
+        elif num == 4:
+            msg = v
+    return err, msg.decode(errors="replace"), rest
