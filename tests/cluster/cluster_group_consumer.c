@@ -37,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tests/cluster/hist_clock.h"
+#include "storage/clock.h"
 #include "verity/group.h"
 #include "verity/verity.h"
 
@@ -48,7 +48,7 @@ static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
 static void emit(const char *body)
 {
     pthread_mutex_lock(&out_mu);
-    fprintf(out, "%s,\"t\":%" PRId64 "}\n", body, wall_ms());
+    fprintf(out, "%s,\"t\":%" PRId64 "}\n", body, clock_wall_ms());
     fflush(out);
     pthread_mutex_unlock(&out_mu);
 }
@@ -114,7 +114,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "cluster_group_consumer: %s\n", verity_strerror(rc));
         return 1;
     }
-    int64_t last = mono_ms();
+    int64_t last = clock_mono_ms();
     for (;;) {
         const struct verity_group_message *m = NULL;
         size_t n = 0;
@@ -154,8 +154,8 @@ int main(int argc, char **argv)
             }
         }
         if (n > 0)
-            last = mono_ms();
-        if (access(until, F_OK) == 0 && mono_ms() - last >= idle_ms)
+            last = clock_mono_ms();
+        if (access(until, F_OK) == 0 && clock_mono_ms() - last >= idle_ms)
             break;
     }
     rc = verity_group_commit(g, 30000);

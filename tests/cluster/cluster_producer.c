@@ -30,7 +30,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "tests/cluster/hist_clock.h"
+#include "storage/clock.h"
 #include "verity/verity.h"
 
 static FILE *out;
@@ -42,7 +42,7 @@ static void emit(const char *body)
     char line[320];
     size_t n = strlen(body);
     snprintf(line, sizeof line, "%.*s,\"t\":%" PRId64 "}\n", (int)(n >= 2 ? n - 2 : 0), body,
-             wall_ms());
+             clock_wall_ms());
     pthread_mutex_lock(&out_mu);
     fputs(line, out);
     fflush(out);
@@ -112,12 +112,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "cluster_producer: %s\n", verity_strerror(rc));
         return 1;
     }
-    int64_t start = mono_ms(), end = start + (int64_t)(seconds * 1000);
+    int64_t start = clock_mono_ms(), end = start + (int64_t)(seconds * 1000);
     uint64_t seq = 0;
-    while (mono_ms() < end) {
+    while (clock_mono_ms() < end) {
         /* Pace: value seq is due at start + seq / rate. */
         int64_t due = start + (int64_t)((double)seq * 1000.0 / rate);
-        int64_t now = mono_ms();
+        int64_t now = clock_mono_ms();
         if (due > now) {
             struct timespec ts = {0, (long)((due - now) * 1000000)};
             nanosleep(&ts, NULL);
