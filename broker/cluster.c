@@ -51,6 +51,7 @@
 #include "storage/batch.h"
 #include "storage/vio.h"
 #include "verity/errors.h"
+#include "broker/vsr_hash.h"
 #include "verity/verify.h"
 
 #define META_GROUP      "__meta"
@@ -156,21 +157,6 @@ static int64_t wall_us(void)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
-}
-
-static void sha256(void *ctx, const void *a, size_t alen, const void *bb, size_t blen,
-                   uint8_t out[VSR_CHECKSUM_SIZE])
-{
-    (void)ctx;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    unsigned n = 0;
-    VERITY_VERIFY(c);
-    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-    EVP_DigestUpdate(c, a, alen);
-    if (blen)
-        EVP_DigestUpdate(c, bb, blen);
-    EVP_DigestFinal_ex(c, out, &n);
-    EVP_MD_CTX_free(c);
 }
 
 static int self_index(const struct broker *b)
@@ -616,7 +602,7 @@ static struct vsr_config cg_config(const struct cgroup *cg, uint32_t body_max)
     c.heartbeat_ticks = C_HEARTBEAT;
     c.retry_ticks = C_RETRY;
     c.timeout_ticks = C_TIMEOUT;
-    c.hash = sha256;
+    c.hash = vsr_sha256;
     /* node-local: the core reads it only when the journal is fresh */
     c.rejoin = cg->b->cfg.rejoin != 0;
     if (RAND_bytes((unsigned char *)&c.rejoin_nonce, sizeof c.rejoin_nonce) != 1)

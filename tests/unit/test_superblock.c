@@ -7,25 +7,12 @@
  */
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "broker/vsr_hash.h"
 #include "broker/vsr/superblock.h"
 #include "verity/errors.h"
-
-static void sha(void *ctx, const void *a, size_t alen, const void *b, size_t blen, uint8_t out[32])
-{
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    unsigned n = 0;
-    (void)ctx;
-    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-    EVP_DigestUpdate(c, a, alen);
-    if (blen)
-        EVP_DigestUpdate(c, b, blen);
-    EVP_DigestFinal_ex(c, out, &n);
-    EVP_MD_CTX_free(c);
-}
 
 static struct vsr_superblock sample(uint64_t seq)
 {
@@ -52,9 +39,9 @@ static void test_round_trip_keeps_every_field(void)
 {
     uint8_t b[VSR_SB_SIZE];
     struct vsr_superblock s = sample(5), d;
-    vsr_sb_encode(sha, NULL, &s, b);
+    vsr_sb_encode(vsr_sha256, NULL, &s, b);
     CU_ASSERT_EQUAL(memcmp(b, "VSB1", 4), 0);
-    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, b, sizeof b, &d), 0);
+    CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, b, sizeof b, &d), 0);
     CU_ASSERT_EQUAL(d.sequence, 5);
     CU_ASSERT_EQUAL(d.cluster, 7);
     CU_ASSERT_EQUAL(d.replica, 1);
@@ -72,12 +59,12 @@ static void test_every_bit_flip_is_refused(void)
 {
     uint8_t b[VSR_SB_SIZE], x[VSR_SB_SIZE];
     struct vsr_superblock s = sample(3), d;
-    vsr_sb_encode(sha, NULL, &s, b);
+    vsr_sb_encode(vsr_sha256, NULL, &s, b);
     int refused = 0;
     for (int i = 0; i < VSR_SB_SIZE * 8; i++) {
         memcpy(x, b, sizeof x);
         x[i / 8] ^= (uint8_t)(1u << (i % 8));
-        if (vsr_sb_decode(sha, NULL, x, sizeof x, &d) == VERITY_ECORRUPT)
+        if (vsr_sb_decode(vsr_sha256, NULL, x, sizeof x, &d) == VERITY_ECORRUPT)
             refused++;
     }
     CU_ASSERT_EQUAL(refused, VSR_SB_SIZE * 8);
@@ -87,43 +74,43 @@ static void test_bad_lengths_and_fields_are_refused(void)
 {
     uint8_t b[VSR_SB_SIZE + 1];
     struct vsr_superblock s = sample(2), d;
-    vsr_sb_encode(sha, NULL, &s, b);
-    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, b, VSR_SB_SIZE - 1, &d), VERITY_ECORRUPT);
-    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, b, VSR_SB_SIZE + 1, &d), VERITY_ECORRUPT);
-    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, NULL, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
+    vsr_sb_encode(vsr_sha256, NULL, &s, b);
+    CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, b, VSR_SB_SIZE - 1, &d), VERITY_ECORRUPT);
+    CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, b, VSR_SB_SIZE + 1, &d), VERITY_ECORRUPT);
+    CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, NULL, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
     /* a well-checksummed copy that breaks a rule: replica >= count */
     s.replica = 3;
     uint8_t c[VSR_SB_SIZE];
     s.replica = 1;
-    vsr_sb_encode(sha, NULL, &s, c);
+    vsr_sb_encode(vsr_sha256, NULL, &s, c);
     c[24] = 3;
-    sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
-    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
+    vsr_sha256(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
+    CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
     /* log_view > view */
-    vsr_sb_encode(sha, NULL, &s, c);
+    vsr_sb_encode(vsr_sha256, NULL, &s, c);
     c[40] = 0xff;
-    sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
-    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
+    vsr_sha256(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
+    CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
     /* more head checksums than there is room for */
-    vsr_sb_encode(sha, NULL, &s, c);
+    vsr_sb_encode(vsr_sha256, NULL, &s, c);
     c[96] = VSR_SB_SV_SUMS + 1;
-    sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
-    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
+    vsr_sha256(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
+    CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
     /* a byte in the reserved space after the checksums in use */
-    vsr_sb_encode(sha, NULL, &s, c);
-    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), 0);
+    vsr_sb_encode(vsr_sha256, NULL, &s, c);
+    CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, c, VSR_SB_SIZE, &d), 0);
     c[104 + 32 * s.sv_count] = 1;
-    sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
-    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
+    vsr_sha256(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
+    CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
     /* flags: the rejoining bit round-trips, any other bit is refused */
     s.flags = VSR_SB_REJOINING;
-    vsr_sb_encode(sha, NULL, &s, c);
-    CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), 0);
+    vsr_sb_encode(vsr_sha256, NULL, &s, c);
+    CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, c, VSR_SB_SIZE, &d), 0);
     CU_ASSERT_EQUAL(d.flags, VSR_SB_REJOINING);
     for (int bit = 1; bit < 8; bit++) {
         c[26] = (uint8_t)(VSR_SB_REJOINING | (1u << bit));
-        sha(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
-        CU_ASSERT_EQUAL(vsr_sb_decode(sha, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
+        vsr_sha256(NULL, c, VSR_SB_CHECKSUM_OFF, NULL, 0, c + VSR_SB_CHECKSUM_OFF);
+        CU_ASSERT_EQUAL(vsr_sb_decode(vsr_sha256, NULL, c, VSR_SB_SIZE, &d), VERITY_ECORRUPT);
     }
     s.flags = 0;
 }
@@ -134,8 +121,8 @@ static void test_every_copy_combination(void)
 {
     uint8_t oldb[VSR_SB_SIZE], newb[VSR_SB_SIZE];
     struct vsr_superblock so = sample(4), sn = sample(5);
-    vsr_sb_encode(sha, NULL, &so, oldb);
-    vsr_sb_encode(sha, NULL, &sn, newb);
+    vsr_sb_encode(vsr_sha256, NULL, &so, oldb);
+    vsr_sb_encode(vsr_sha256, NULL, &sn, newb);
     int combos = 0, bad = 0, reported = 0;
     uint8_t copies[VSR_SB_COPIES][VSR_SB_SIZE];
     for (int code = 0; code < 625; code++) {
@@ -186,7 +173,7 @@ static void test_every_copy_combination(void)
             }
         struct vsr_superblock got;
         int which = -1;
-        int rc = vsr_sb_choose(sha, NULL, cp, lens, VSR_SB_COPIES, &got, &which);
+        int rc = vsr_sb_choose(vsr_sha256, NULL, cp, lens, VSR_SB_COPIES, &got, &which);
         combos++;
         if (any_new) {
             if (rc != 0 || got.sequence != 5 || got.view != sn.view || st[which] != C_NEW)
@@ -213,8 +200,8 @@ static void test_update_interrupted_after_each_copy(void)
      * copies, possibly one torn one next, and the old rest. */
     uint8_t oldb[VSR_SB_SIZE], newb[VSR_SB_SIZE], copies[VSR_SB_COPIES][VSR_SB_SIZE];
     struct vsr_superblock so = sample(8), sn = sample(9), got;
-    vsr_sb_encode(sha, NULL, &so, oldb);
-    vsr_sb_encode(sha, NULL, &sn, newb);
+    vsr_sb_encode(vsr_sha256, NULL, &so, oldb);
+    vsr_sb_encode(vsr_sha256, NULL, &sn, newb);
     for (int k = 0; k <= VSR_SB_COPIES; k++)
         for (int torn = 0; torn < 2; torn++) {
             const uint8_t *cp[VSR_SB_COPIES];
@@ -226,7 +213,7 @@ static void test_update_interrupted_after_each_copy(void)
                 cp[i] = copies[i];
                 lens[i] = VSR_SB_SIZE;
             }
-            CU_ASSERT_EQUAL(vsr_sb_choose(sha, NULL, cp, lens, VSR_SB_COPIES, &got, NULL), 0);
+            CU_ASSERT_EQUAL(vsr_sb_choose(vsr_sha256, NULL, cp, lens, VSR_SB_COPIES, &got, NULL), 0);
             CU_ASSERT_EQUAL(got.sequence, k > 0 ? 9u : 8u);
         }
 }
@@ -236,11 +223,11 @@ static void test_same_sequence_disagreement_is_corrupt(void)
     uint8_t a[VSR_SB_SIZE], b[VSR_SB_SIZE];
     struct vsr_superblock s = sample(6), t = sample(6), got;
     t.view += 1;
-    vsr_sb_encode(sha, NULL, &s, a);
-    vsr_sb_encode(sha, NULL, &t, b);
+    vsr_sb_encode(vsr_sha256, NULL, &s, a);
+    vsr_sb_encode(vsr_sha256, NULL, &t, b);
     const uint8_t *cp[2] = {a, b};
     size_t lens[2] = {VSR_SB_SIZE, VSR_SB_SIZE};
-    CU_ASSERT_EQUAL(vsr_sb_choose(sha, NULL, cp, lens, 2, &got, NULL), VERITY_ECORRUPT);
+    CU_ASSERT_EQUAL(vsr_sb_choose(vsr_sha256, NULL, cp, lens, 2, &got, NULL), VERITY_ECORRUPT);
 }
 
 int main(void)

@@ -13,11 +13,11 @@
 #include <dirent.h>
 #include <poll.h>
 #include <sys/stat.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/vsr_hash.h"
 #include "broker/vsr/vgroup.h"
 #include "broker/vsr/vsr_wire.h"
 #include "storage/batch.h"
@@ -28,19 +28,6 @@
 #define N     3
 #define QMAX  8192
 #define BUF   (1u << 16)
-
-static void sha(void *ctx, const void *a, size_t alen, const void *b, size_t blen, uint8_t out[32])
-{
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    unsigned n = 0;
-    (void)ctx;
-    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-    EVP_DigestUpdate(c, a, alen);
-    if (blen)
-        EVP_DigestUpdate(c, b, blen);
-    EVP_DigestFinal_ex(c, out, &n);
-    EVP_MD_CTX_free(c);
-}
 
 struct rep {
     int i;
@@ -116,7 +103,7 @@ static void rep_start(int i)
     c.heartbeat_ticks = 5;
     c.retry_ticks = 10;
     c.timeout_ticks = 60;
-    c.hash = sha;
+    c.hash = vsr_sha256;
     CU_ASSERT_EQUAL_FATAL(vgroup_open(&r->g, r->jdir, &c, &r->state, &ops, r, NULL), 0);
     if (wr)
         vgroup_set_writer(&r->g, wr);

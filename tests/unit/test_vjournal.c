@@ -12,11 +12,11 @@
  */
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/vsr_hash.h"
 #include "broker/vsr/superblock.h"
 #include "broker/vsr/vjournal.h"
 #include "broker/vsr/vsr_wire.h"
@@ -29,19 +29,6 @@
 #define BODY_MAX 256
 #define OPS_MAX  256
 #define QMAX     8192
-
-static void sha(void *ctx, const void *a, size_t alen, const void *b, size_t blen, uint8_t out[32])
-{
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    unsigned n = 0;
-    (void)ctx;
-    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-    EVP_DigestUpdate(c, a, alen);
-    if (blen)
-        EVP_DigestUpdate(c, b, blen);
-    EVP_DigestFinal_ex(c, out, &n);
-    EVP_MD_CTX_free(c);
-}
 
 struct applied {
     uint8_t body[BODY_MAX];
@@ -90,7 +77,7 @@ static struct vsr_config cfg_of(int i)
     c.heartbeat_ticks = 5;
     c.retry_ticks = 10;
     c.timeout_ticks = 60;
-    c.hash = sha;
+    c.hash = vsr_sha256;
     c.read_prepare = vjournal_read_prepare;
     c.read_header = vjournal_read_header;
     c.read_superblock = vjournal_read_superblock;

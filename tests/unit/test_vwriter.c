@@ -17,7 +17,6 @@
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
 #include <errno.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker/vsr_hash.h"
 #include "broker/vsr/vgroup.h"
 #include "broker/vsr/vwriter.h"
 #include "storage/vio.h"
@@ -101,19 +101,6 @@ static bool fd_ready(int fd, int ms)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     return poll(&p, 1, ms) == 1;
-}
-
-static void sha(void *ctx, const void *a, size_t alen, const void *b, size_t blen, uint8_t out[32])
-{
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    unsigned n = 0;
-    (void)ctx;
-    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-    EVP_DigestUpdate(c, a, alen);
-    if (blen)
-        EVP_DigestUpdate(c, b, blen);
-    EVP_DigestFinal_ex(c, out, &n);
-    EVP_MD_CTX_free(c);
 }
 
 /* ---- vwriter alone ------------------------------------------------------- */
@@ -238,7 +225,7 @@ static void test_group_async(void)
     c.heartbeat_ticks = 5;
     c.retry_ticks = 10;
     c.timeout_ticks = 60;
-    c.hash = sha;
+    c.hash = vsr_sha256;
     struct vsr_state st = {0};
     struct vgroup g;
     napplied = 0;
@@ -322,7 +309,7 @@ static void test_close_in_flight(void)
     c.heartbeat_ticks = 5;
     c.retry_ticks = 10;
     c.timeout_ticks = 60;
-    c.hash = sha;
+    c.hash = vsr_sha256;
     struct vsr_state st = {0};
     struct vgroup g;
     gate(true);
