@@ -181,15 +181,20 @@ $(SHARE_TESTS): LDLIBS := $(SHARE_LIBS) $(LDLIBS)
 # ---- tests -----------------------------------------------------------------
 # Each test binary is a CUnit program that exits non-zero on any failure.
 # Tests find the binaries through VERITY_BIN_DIR.
+# Each stage prints its wall time, so the 20-minute budget of `make test`
+# (CI) can be watched stage by stage.
+stage = t0=$$(date +%s) && $(MAKE) --no-print-directory $(1) && \
+	echo "[make test: $(1) took $$(( $$(date +%s) - t0 )) s]"
+
 test: deps
 	@$(MAKE) --no-print-directory tests
-	@$(MAKE) --no-print-directory test-unit test-integ
-	@$(MAKE) --no-print-directory test-ops
-	@$(MAKE) --no-print-directory test-sim
-	@$(MAKE) --no-print-directory test-kafka
-	@$(MAKE) --no-print-directory test-cluster-quick
-	@$(MAKE) --no-print-directory check-asan
-	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS); fi
+	@$(call stage,test-unit test-integ)
+	@$(call stage,test-ops)
+	@$(call stage,test-sim)
+	@$(call stage,test-kafka)
+	@$(call stage,test-cluster-quick)
+	@$(call stage,check-asan)
+	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then t0=$$(date +%s) && FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS) && echo "[make test: fuzz took $$(( $$(date +%s) - t0 )) s]"; fi
 	@echo "make test: all suites passed"
 
 test-unit: $(UNIT_TESTS)
