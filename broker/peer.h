@@ -34,7 +34,8 @@
 #define PEER_PING_MS       200
 #define PEER_DEAD_MS       2000
 #define PEER_REDIAL_MIN_MS 100
-#define PEER_REDIAL_MAX_MS 2000
+#define PEER_REDIAL_MAX_MS 400 /* under half the view-change timeout (1 s): a restarted
+                                * broker hears its primary before it times out */
 #define PEER_OUT_MAX       (64u << 20) /* bytes queued to one peer before it counts as dead */
 
 struct broker;

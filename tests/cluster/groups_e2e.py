@@ -249,7 +249,15 @@ def main():
         next_kill = time.monotonic() + args.every
         turn = 0
         if args.down:
-            time.sleep(2)
+            # the members are running (each wrote its first delivery) before
+            # a broker goes down
+            outs = [o for o, _ in consumers.values()]
+            outs.append(os.path.join(tmp, "consumer-gchurn.jsonl"))
+            def delivered(o):
+                with open(o) as f:
+                    return '"op":"dlv"' in f.read()
+            ce.expect(ce.wait_for(lambda: all(delivered(o) for o in outs), 30, 0.1),
+                      "every member has its first delivery before the broker goes down")
             kills.append(("__groups down", down_and_transfer(c, args, topic, churn)))
             next_kill = end + 1
         while next_kill <= end:
