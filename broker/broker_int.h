@@ -538,6 +538,14 @@ void dlq_retry(struct broker *b);
 void dlq_on_commit(struct partition *p, uint64_t hw);
 void dlq_part_closing(struct partition *p);
 void dlq_free_all(struct broker *b);
+/* The group log's durable (cluster: committed) seq moved: jobs whose
+ * decision it now covers go on. */
+void dlq_on_durable(struct broker *b);
+/* Cluster, on a broker that does not coordinate: the parts of committed
+ * dead-letter decisions that are this broker's (dlq.c). dlq_arm_scan
+ * arms the retry event for the next scan. */
+void dlq_scan(struct broker *b);
+void dlq_arm_scan(struct broker *b);
 
 /* Starts creating topic name with config tc: metadata record, then done(b,
  * arg, err) once durable and the partitions are open (err != 0: the topic
