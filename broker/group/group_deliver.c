@@ -195,6 +195,14 @@ int group_fetch(struct group_state *st, const char *name, uint64_t member_id, si
  * (in ordered mode the partition is still m's). */
 static bool holder_ok(const struct group *g, const struct gmember *m, const struct gent *e)
 {
+    /* member_id 0 on a waiting message: delivered before the last recovery
+     * (restart, coordinator change) and to nobody since. The log does not
+     * say to whom (deliveries are ranges), so the ack of the member that
+     * holds it from before is accepted, from any member (shared) or the
+     * partition's owner (ordered), until the message goes out again. */
+    if (e->member_id == 0 && e->status == GE_WAITING)
+        return g->cfg.mode != GROUP_ORDERED ||
+               g->parts[e->pidx].owner == (uint32_t)(m->id & 0xffff);
     if (e->member_id != m->id)
         return false;
     if (e->status == GE_LEASED)

@@ -10,7 +10,10 @@ gives back every message whose SEQ is a multiple of N (the poison) and
 acknowledges the others. Every --every seconds, in turn, the coordinator
 (primary of `__groups`) or the primary of the dead-letter partition
 (`dtopic.dlq` 0; the coordinator while that topic does not exist) is
-kill -9'd and restarted. Then heal and drain; the checks:
+kill -9'd and restarted; one coordinator kill comes before the member
+starts, so the dead-letter partition (created later, in view 0) and
+`__groups` have different primaries and the copies are appended by a broker
+that does not coordinate (dlq_scan). Then heal and drain; the checks:
 
   - the dead-letter topic exists with 3 replicas (a row on every broker in
     GET /cluster) and they caught up;
@@ -21,6 +24,8 @@ kill -9'd and restarted. Then heal and drain; the checks:
   - every other message the producer got acknowledged was acknowledged to
     the group; the group shows 0 unacknowledged and dead_lettered equal to
     the dead letters read;
+  - some dead letters were appended by a broker that was not the
+    coordinator (its log's dead_letter_scan events);
   - after stop, `verity log verify` on each broker's copy of the dead-letter
     partition, and the copies identical byte for byte.
 
@@ -125,6 +130,18 @@ def main():
             time.sleep(0.5)
         if not ce.expect(r.returncode == 0, "group %s created: %s" % (GROUP, r.stderr.strip())):
             return
+        # a coordinator change before the dead-letter topic exists: the
+        # topic starts in view 0 (primary: the first broker) while __groups
+        # is in view 1, so the coordinator is not the dead-letter
+        # partition's primary and another broker must append
+        ce.wait_for(lambda: ge.coordinator(c) is not None, 30, 0.5)
+        first = ge.coordinator(c)
+        if first is not None:
+            c.kill9(first)
+            kills.append(("__groups", first))
+            time.sleep(0.5)
+            ce.expect(c.restart(first).returncode == 0, "restart of killed %d" % first)
+            ce.wait_for(lambda: ge.coordinator(c) not in (None, first), 30, 0.5)
         cons = subprocess.Popen([ge.CONSUMER, c.bootstrap, GROUP, TOPIC, out, "--until-file",
                                  stop_file, "--idle-ms", "6000", "--name", GROUP,
                                  "--poison", str(args.poison)])
@@ -138,7 +155,7 @@ def main():
             time.sleep(max(0.0, next_kill - time.monotonic()))
             next_kill += args.every
             what, victim = "__groups", ge.coordinator(c)
-            if turn % 2 == 1 and dlq_primary(c) is not None:
+            if turn % 2 == 0 and dlq_primary(c) is not None:
                 what, victim = "dlq primary", dlq_primary(c)
             turn += 1
             if not victim:
@@ -206,6 +223,10 @@ def main():
               "acked %d; describe dead_lettered %s" %
               (kills, len(produced), len(poison), len(letters), len(seen), len(acked),
                d.get("dead_lettered")), flush=True)
+        scans = scan_appends(c)
+        print("  dead letters appended by a broker that was not the coordinator: %d "
+              "(dead_letter_scan)" % scans, flush=True)
+        ce.expect(scans > 0, "another broker than the coordinator appended dead letters")
         ce.expect(any(w == "__groups" for w, _ in kills), "the coordinator was killed")
         ce.expect(any(w == "dlq primary" for w, _ in kills) or args.seconds < 2 * args.every,
                   "the dead-letter partition's primary was killed")
@@ -237,6 +258,23 @@ def main():
         print("  kept", tmp)
     print("dlq_e2e: %d passed, %d failed" % (ce.passed, ce.failed))
     sys.exit(1 if ce.failed else 0)
+
+
+def scan_appends(c):
+    """Dead letters appended by dlq_scan (a broker that did not coordinate
+    and was the dead-letter partition's primary), from every broker's log."""
+    n = 0
+    for b in c.brokers():
+        try:
+            with open(os.path.join(c.dir, "node%d.log" % b["id"]), errors="replace") as f:
+                for line in f:
+                    if "event=dead_letter_scan " in line:
+                        for w in line.split():
+                            if w.startswith("appended="):
+                                n += int(w.split("=", 1)[1])
+        except (OSError, ValueError):
+            pass
+    return n
 
 
 def dlq_rows_ok(c):

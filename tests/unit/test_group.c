@@ -1095,6 +1095,49 @@ static void test_late_ack_by_last_holder_is_accepted(void)
     CU_ASSERT_EQUAL(ack1("g", a, 0, 0), 0); /* again: still fine */
 }
 
+/* A coordinator change (or restart) between a delivery and its ack: the
+ * new state knows the message was delivered but not to whom (deliveries
+ * are logged as ranges). The member that holds it acks with the lease it
+ * got from the old coordinator: accepted while nobody got it since; once
+ * it went out again, only the new holder's ack counts. */
+static void test_ack_after_recovery_is_accepted(void)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        fresh(0);
+        simple_group("g", mode ? GROUP_ORDERED : GROUP_SHARED, 1);
+        uint64_t a = join("g", "a");
+        set_hwm(1, 3);
+        struct group_delivery d[3];
+        CU_ASSERT_EQUAL_FATAL(fetch("g", a, 3, 1, d), 3);
+        group_flush(st, now);
+        drain();
+        /* the new coordinator: the committed records, then recovery */
+        struct group_state *r = replay(n_recs);
+        group_state_free(st);
+        st = r;
+        CU_ASSERT_EQUAL_FATAL(group_recover(st, now), 0);
+        drain();
+        CU_ASSERT_EQUAL(ack1("g", a, 0, 0), 0);
+        CU_ASSERT_EQUAL(msg_state("g", 0, 0, NULL), GROUP_MSG_DONE);
+        /* offset 1 goes out again (to a): its old ack is still its holder's */
+        CU_ASSERT_EQUAL_FATAL(fetch("g", a, 1, 1, d), 1);
+        CU_ASSERT_EQUAL(d[0].offset, 1);
+        CU_ASSERT_EQUAL(d[0].delivery_count, 2);
+        CU_ASSERT_EQUAL(ack1("g", a, 0, 1), 0);
+        if (mode == 0) {
+            /* shared: offset 2 goes to b; a's late ack is refused now */
+            uint64_t b = join("g", "b");
+            CU_ASSERT_EQUAL_FATAL(fetch("g", b, 1, 1, d), 1);
+            CU_ASSERT_EQUAL(d[0].offset, 2);
+            CU_ASSERT_EQUAL(ack1("g", a, 0, 2), VERITY_ELEASE);
+            CU_ASSERT_EQUAL(ack1("g", b, 0, 2), 0);
+        } else {
+            CU_ASSERT_EQUAL(ack1("g", a, 0, 2), 0);
+        }
+        assert_replay_equal();
+    }
+}
+
 static void test_corrupt_records_are_refused(void)
 {
     fresh(0);
@@ -2130,6 +2173,7 @@ int main(void)
          test_multi_topic_group_numbers_partitions_flat},
         {"bad_input_is_typed_and_changes_nothing", test_bad_input_is_typed_and_changes_nothing},
         {"late_ack_by_last_holder_is_accepted", test_late_ack_by_last_holder_is_accepted},
+        {"ack_after_recovery_is_accepted", test_ack_after_recovery_is_accepted},
         {"corrupt_records_are_refused", test_corrupt_records_are_refused},
         {"horizon_answers_first_deliveries_early", test_horizon_answers_first_deliveries_early},
         {"horizon_window_and_reset", test_horizon_window_and_reset},
