@@ -9,6 +9,7 @@
  *   {"op":"acked","p":P,"o":FIRST,"n":N,"e":ENAME}   an ack result (e "" on
  *                                                    success, EALREADY: done
  *                                                    before)
+ *   {"op":"nacked",...}                              a nack result, the same
  *   {"op":"err","e":ENAME}                           a poll that failed
  *
  * Each line also has "t" (wall clock, ms).
@@ -61,12 +62,13 @@ static void emit(const char *body)
 static void on_result(void *opaque, int err, const struct verity_group_result *r)
 {
     (void)opaque;
-    if (r->op != VERITY_GROUP_OP_ACK)
+    if (r->op != VERITY_GROUP_OP_ACK && r->op != VERITY_GROUP_OP_NACK)
         return;
     char line[200];
     snprintf(line, sizeof line,
-             "{\"op\":\"acked\",\"p\":%" PRIu32 ",\"o\":%" PRIu64 ",\"n\":%" PRIu32 ",\"e\":\"%s\"",
-             r->partition, r->first_offset, r->count, err ? verity_errname(err) : "");
+             "{\"op\":\"%s\",\"p\":%" PRIu32 ",\"o\":%" PRIu64 ",\"n\":%" PRIu32 ",\"e\":\"%s\"",
+             r->op == VERITY_GROUP_OP_ACK ? "acked" : "nacked", r->partition, r->first_offset,
+             r->count, err ? verity_errname(err) : "");
     emit(line);
 }
 

@@ -1106,9 +1106,9 @@ static void test_ack_after_recovery_is_accepted(void)
         fresh(0);
         simple_group("g", mode ? GROUP_ORDERED : GROUP_SHARED, 1);
         uint64_t a = join("g", "a");
-        set_hwm(1, 3);
-        struct group_delivery d[3];
-        CU_ASSERT_EQUAL_FATAL(fetch("g", a, 3, 1, d), 3);
+        set_hwm(1, 4);
+        struct group_delivery d[4];
+        CU_ASSERT_EQUAL_FATAL(fetch("g", a, 4, 1, d), 4);
         group_flush(st, now);
         drain();
         /* the new coordinator: the committed records, then recovery */
@@ -1117,6 +1117,17 @@ static void test_ack_after_recovery_is_accepted(void)
         st = r;
         CU_ASSERT_EQUAL_FATAL(group_recover(st, now), 0);
         drain();
+        /* offset 3: the holder's nack, then its term, are accepted too */
+        CU_ASSERT_EQUAL(nack1("g", a, 0, 3, 60000, "bad"), 0);
+        CU_ASSERT_EQUAL(msg_state("g", 0, 3, NULL), GROUP_MSG_WAITING);
+        uint64_t tk;
+        CU_ASSERT_EQUAL(group_term(st, "g", a, (struct group_ref){0, 3}, "worse", now, &tk), 0);
+        drain();
+        CU_ASSERT_EQUAL(msg_state("g", 0, 3, NULL), GROUP_MSG_DEAD_LETTER);
+        /* an extend has no lease to extend */
+        int64_t dl;
+        struct group_ref r0 = {0, 0};
+        CU_ASSERT_EQUAL(group_extend(st, "g", a, &r0, 1, now, &dl), VERITY_ELEASE);
         CU_ASSERT_EQUAL(ack1("g", a, 0, 0), 0);
         CU_ASSERT_EQUAL(msg_state("g", 0, 0, NULL), GROUP_MSG_DONE);
         /* offset 1 goes out again (to a): its old ack is still its holder's */
