@@ -126,7 +126,8 @@ def main():
         r = None
         for _ in range(60):
             r = ce.verity("group", "create", GROUP, "--topic", TOPIC, "--mode", "shared",
-                          "--from", "earliest", "--max-deliveries", str(MAX_DELIVERIES), "--backoff", "0",
+                          "--from", "earliest", "--max-deliveries", str(MAX_DELIVERIES),
+                          "--backoff", "0",
                           "--pending-max", str(ge.PENDING_MAX), "--broker", c.bootstrap,
                           timeout=30)
             if r.returncode == 0:
