@@ -420,7 +420,7 @@ soak-project: all tests
 #                     and killed again during its rejoin, ~55 s); dead
 #                     letters of a group through a kill loop of the
 #                     coordinator and the dead-letter partition's primary
-#                     (tests/cluster/dlq_e2e.py, ~55 s)
+#                     (tests/cluster/dlq_e2e.py, ~90 s)
 # make soak-cluster   the kill loop for SOAK_CLUSTER_SECONDS (600)
 SOAK_CLUSTER_SECONDS ?= 600
 CLUSTER_PRODUCER := $(BUILD)/tests/cluster_producer

@@ -408,6 +408,7 @@ struct groups {
     struct bgroup *list;
     struct dlq_job_list dlq_jobs; /* dead letters in progress */
     size_t n_dlq_jobs;
+    int64_t dlq_scan_warned_ms; /* dlq_scan: last failure logged (at most every 10 s) */
     int error;        /* sticky: the group log failed; groups are read-only */
     uint64_t gen;     /* raised when a group is created or deleted */
     uint64_t records; /* records appended since start */

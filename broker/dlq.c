@@ -679,11 +679,10 @@ void dlq_scan(struct broker *b)
         return;
     struct scan sc = {b, DLQ_SCAN_APPENDS, 0, 0};
     group_dead_letters(gs->st, scan_one, &sc);
-    static int64_t warned_at; /* failures are said at most every 10 s */
     int64_t now = now_ms();
-    if (sc.appended || (sc.failed && now - warned_at >= 10000)) {
+    if (sc.appended || (sc.failed && now - gs->dlq_scan_warned_ms >= 10000)) {
         if (sc.failed)
-            warned_at = now;
+            gs->dlq_scan_warned_ms = now;
         blog(sc.failed ? BLOG_WARN : BLOG_INFO, "dead_letter_scan",
              "appended=%" PRIu32 " failed=%" PRIu32, sc.appended, sc.failed);
     }
