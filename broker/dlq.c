@@ -626,7 +626,6 @@ void dlq_on_commit(struct partition *p, uint64_t hw)
             any = true;
         }
     }
-    (void)hw;
     if (any)
         arm_retry(b, 0);
 }
