@@ -422,7 +422,10 @@ soak-project: all tests
 #                     with --rejoin while production continues
 #                     (tests/cluster/rejoin_e2e.py, about 60-75 s, and
 #                     again 2,000+ ops behind: by state transfer, ~100 s,
-#                     and killed again during its rejoin, ~55 s)
+#                     and killed again during its rejoin, ~55 s); dead
+#                     letters of a group through a kill loop of the
+#                     coordinator and the dead-letter partition's primary
+#                     (tests/cluster/dlq_e2e.py, ~90 s)
 # make soak-cluster   the kill loop for SOAK_CLUSTER_SECONDS (600)
 SOAK_CLUSTER_SECONDS ?= 600
 CLUSTER_PRODUCER := $(BUILD)/tests/cluster_producer
@@ -461,6 +464,8 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/groups_e2e.py --seconds 60 --every 10
 	@echo "== tests/cluster/groups_e2e.py --down (state transfer of __groups to a broker that was down)"
 	@$(CLUSTER_ENV) python3 tests/cluster/groups_e2e.py --down --seconds 45 --rate 20
+	@echo "== tests/cluster/dlq_e2e.py (dead letters through a kill loop: exactly once, on every replica)"
+	@$(CLUSTER_ENV) python3 tests/cluster/dlq_e2e.py --seconds 40 --every 10
 	@echo "== tests/cluster/cluster_e2e.py partition --nodes 3"
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py partition --nodes 3
 	@echo "== tests/cluster/cluster_e2e.py partition --nodes 5"

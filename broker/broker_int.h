@@ -408,6 +408,7 @@ struct groups {
     struct bgroup *list;
     struct dlq_job_list dlq_jobs; /* dead letters in progress */
     size_t n_dlq_jobs;
+    int64_t dlq_scan_warned_ms; /* dlq_scan: last failure logged (at most every 10 s) */
     int error;        /* sticky: the group log failed; groups are read-only */
     uint64_t gen;     /* raised when a group is created or deleted */
     uint64_t records; /* records appended since start */
@@ -538,6 +539,14 @@ void dlq_retry(struct broker *b);
 void dlq_on_commit(struct partition *p, uint64_t hw);
 void dlq_part_closing(struct partition *p);
 void dlq_free_all(struct broker *b);
+/* The group log's durable (cluster: committed) seq moved: jobs whose
+ * decision it now covers go on. */
+void dlq_on_durable(struct broker *b);
+/* Cluster, on a broker that does not coordinate: the parts of committed
+ * dead-letter decisions that are this broker's (dlq.c). dlq_arm_scan
+ * arms the retry event for the next scan. */
+void dlq_scan(struct broker *b);
+void dlq_arm_scan(struct broker *b);
 
 /* Starts creating topic name with config tc: metadata record, then done(b,
  * arg, err) once durable and the partitions are open (err != 0: the topic

@@ -1,15 +1,41 @@
 /*
  * Dead letters: the shell's side of GROUP_EFFECT_DEAD_LETTER. A job reads
  * the source record, appends a copy with the dead-letter headers to the
- * group's dead-letter topic (creating the topic on demand), waits until the
- * high watermark of that partition passes it, and then reports it with
- * group_dead_lettered (docs/GROUPS.md, docs/PROTOCOL.md "Dead letters").
+ * group's dead-letter topic (creating the topic on demand), waits until
+ * the copy is committed (durable), and then reports it with
+ * group_dead_lettered (docs/GROUPS.md "Dead letters", docs/PROTOCOL.md).
+ *
+ * Every dead letter carries an idempotency key (BATCH_ATTR_IDEM_KEY),
+ * SHA-256 of (group name, group id, partition index, offset) cut to 16
+ * bytes: the partition's idempotence state, rebuilt from committed batches
+ * on every replica, answers "is this dead letter in the log?" and refuses a
+ * second copy within the idempotency window (a retry after a failover, a
+ * restart between the append and the completion record).
+ *
+ * A dead letter is appended only once the record that logs its decision is
+ * durable (single broker) or committed (cluster): a decision lost with a
+ * coordinator never leaves a copy behind for a message that is then
+ * delivered again and acknowledged.
+ *
+ * Cluster (docs/GROUPS.md "Dead letters in a cluster"): the append is
+ * proposed only by the primary of the dead-letter partition, through its
+ * replica group; the topic is created only by the primary of __meta, with
+ * the source topic's replication factor. The coordinator (groups_live)
+ * runs the jobs; any other broker runs dlq_scan every DLQ_SCAN_MS over the
+ * committed decisions of its replica state and does the parts that are its
+ * to do (create the topic when it is the __meta primary, append when it is
+ * the partition's primary). The coordinator completes a job when its own
+ * copy of the dead-letter partition holds the key below its commit point.
  *
  * Job states, and where each transition happens:
  *
- *   NEW ──dlq_step──► APPENDED ──dlq_on_commit──► DONE ──dlq_retry──► (reported, freed)
- *    │  ▲                 │ partition closes / append failed
- *    │  └──dlq_retry── RETRY ◄┘
+ *   DECIDING ──decision durable (dlq_on_durable)──► NEW
+ *   NEW ──dlq_step──► APPENDED ──key committed (dlq_on_commit)──► DONE ──dlq_retry──► reported
+ *    │  ▲   │               │ partition closes / append lost / failed
+ *    │  │   │               ▼
+ *    │  └───┼──dlq_retry── RETRY, REMOTE (another broker's part; the key is
+ *    │      │              looked for at each commit of the partition)
+ *    │      └──key already committed──► DONE
  *    └──dlq_step (topic missing)──► TOPIC_WAIT ──topic created──► NEW
  *
  * Completion never runs inside a partition's commit callback: dlq_on_commit
@@ -20,8 +46,8 @@
  * headers. When the source record cannot be read any more (topic deleted,
  * retention, corruption) the dead letter still goes out, with a null key
  * and value and a `verity.missing` header that says why: the group must
- * not wait forever for a record that is gone. At least once: a crash
- * between the append and the group-log record appends it again.
+ * not wait forever for a record that is gone. A source record above this
+ * broker's committed end (a lagging copy) is waited for instead.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -31,6 +57,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/evp.h>
 
 #include "broker/auth.h"
 #include "broker/blog.h"
@@ -42,8 +69,13 @@
 #define DLQ_SOURCE_HEADERS_MAX (VERITY_RECORD_HEADERS_MAX - DLQ_HEADERS - 1)
 #define DLQ_RETRY_MS           1000
 #define DLQ_JOBS_MAX           100000
+#define DLQ_SCAN_MS            250 /* cluster, not the coordinator: dlq_scan */
+#define DLQ_SCAN_APPENDS       64  /* proposals per scan */
 
-enum dlq_state { DLQ_NEW, DLQ_TOPIC_WAIT, DLQ_APPENDED, DLQ_DONE, DLQ_RETRY };
+enum dlq_state { DLQ_NEW, DLQ_TOPIC_WAIT, DLQ_APPENDED, DLQ_DONE, DLQ_RETRY, DLQ_DECIDING, DLQ_REMOTE };
+
+/* What one attempt found (attempt()). */
+enum { ATT_DURABLE = 1, ATT_APPENDED, ATT_TOPIC_WAIT, ATT_ELSEWHERE };
 
 struct dlq_job {
     enum dlq_state state;
@@ -55,9 +87,14 @@ struct dlq_job {
     uint32_t partition;
     uint64_t offset;
     uint32_t count;
+    uint32_t group_id;
+    uint8_t key[BATCH_IDEM_KEY_SIZE];
+    uint64_t seq;           /* DECIDING: the record that logs the decision */
     struct partition *part; /* APPENDED: where it went */
     uint64_t end;           /* APPENDED: offset after it */
-    int64_t retry_at;       /* RETRY: wall ms */
+    int64_t retry_at;       /* RETRY, REMOTE: wall ms */
+    bool warned;            /* REMOTE: said once that this broker holds no copy */
+    bool proposed;          /* the last attempt proposed a copy here */
     TAILQ_ENTRY(dlq_job) link;
 };
 
@@ -95,8 +132,10 @@ static void job_retry_later(struct broker *b, struct dlq_job *j, int err, const 
     arm_retry(b, DLQ_RETRY_MS);
 }
 
-/* Reads the source batch that holds j->offset into *buf (malloc'd). 0, or
- * an error with why set. */
+/* Reads the source batch that holds j->offset into *buf (malloc'd). 0,
+ * -EAGAIN when this broker's copy has not committed that offset yet (a
+ * cluster's lagging replica: wait, it is not gone), or an error with why
+ * set. */
 static int read_source(struct broker *b, const struct dlq_job *j, uint8_t **buf, size_t *len,
                        const char **why)
 {
@@ -107,6 +146,8 @@ static int read_source(struct broker *b, const struct dlq_job *j, uint8_t **buf,
         *why = "source partition no longer exists";
         return VERITY_ENOTFOUND;
     }
+    if (p->cg && j->offset >= part_hw(p))
+        return -EAGAIN;
     struct vlog_span sp;
     size_t n = 0;
     int rc = vlog_read(p->log, j->offset, j->offset + 1, 1, &sp, 1, &n);
@@ -146,8 +187,10 @@ static int build(struct broker *b, const struct dlq_job *j, struct batch_builder
     const char *why = NULL;
     struct batch_record rec;
     bool have = false;
-    int rc;
-    if (source_ok_wanted && read_source(b, j, &src, &src_len, &why) == 0) {
+    int rc = source_ok_wanted ? read_source(b, j, &src, &src_len, &why) : 0;
+    if (rc == -EAGAIN)
+        return rc;
+    if (source_ok_wanted && rc == 0) {
         struct batch_hdr h;
         struct batch_iter it;
         if (batch_hdr_decode(src, src_len, &h) == 0 && !(h.attributes & BATCH_ATTR_CONTROL)) {
@@ -203,7 +246,7 @@ static int build(struct broker *b, const struct dlq_job *j, struct batch_builder
     rc = batch_builder_init(bb, need);
     if (rc == 0)
         rc = batch_builder_add(bb, now_ms(), key, key_len, val, val_len, hv, nh);
-    struct batch_meta bm = {0, -1, -1, -1, NULL};
+    struct batch_meta bm = {0, -1, -1, -1, j->key};
     if (rc == 0)
         rc = batch_builder_finish(bb, &bm);
     free(src);
@@ -212,64 +255,224 @@ static int build(struct broker *b, const struct dlq_job *j, struct batch_builder
 
 static void topic_ready(struct broker *b, void *arg, int err);
 
-/* Advances j as far as it can go now. */
-static void dlq_step(struct broker *b, struct dlq_job *j)
+/* The idempotency key of a dead letter: the same on every broker and after
+ * any restart or failover, for one message of one group. */
+static void make_key(struct dlq_job *j)
+{
+    uint8_t in[GROUP_NAME_MAX + 1 + 16], md[EVP_MAX_MD_SIZE];
+    size_t n = strlen(j->group);
+    unsigned int mdlen = 0;
+    memcpy(in, j->group, n);
+    in[n++] = 0;
+    for (int i = 0; i < 4; i++)
+        in[n++] = (uint8_t)(j->group_id >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        in[n++] = (uint8_t)(j->pidx >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        in[n++] = (uint8_t)(j->offset >> (8 * i));
+    static const char tag[] = "verity.dlq.v1";
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) &&
+              EVP_DigestUpdate(c, tag, sizeof tag) && EVP_DigestUpdate(c, in, n) &&
+              EVP_DigestFinal_ex(c, md, &mdlen);
+    EVP_MD_CTX_free(c);
+    VERITY_VERIFY(ok && mdlen >= BATCH_IDEM_KEY_SIZE);
+    memcpy(j->key, md, BATCH_IDEM_KEY_SIZE);
+}
+
+/* Does p's idempotence state know j's key? 1 committed (*end: offset after
+ * it), 2 known but not committed yet (proposed here, this broker is the
+ * primary), 0 not known. */
+static int key_state(struct partition *p, const struct dlq_job *j, uint64_t *end)
+{
+    struct batch_hdr h;
+    struct idem_batch dup;
+    char msg[128];
+    memset(&h, 0, sizeof h);
+    h.attributes = BATCH_ATTR_IDEM_KEY;
+    h.producer_id = -1;
+    h.producer_epoch = -1;
+    h.base_sequence = -1;
+    memcpy(h.idem_key, j->key, sizeof h.idem_key);
+    if (!p->log || idem_check(&p->idem, &h, now_ms(), &dup, msg, sizeof msg) != IDEM_DUPLICATE)
+        return 0;
+    *end = dup.last_offset + 1;
+    return dup.last_offset < part_hw(p) ? 1 : 2;
+}
+
+/* The dead-letter partition of j on this broker, or NULL. */
+static struct partition *dlq_part(struct broker *b, const struct dlq_job *j)
+{
+    struct topic *t = topic_find(b, j->dlq);
+    if (!t || !t->ready || t->deleting || t->cfg.partitions == 0)
+        return NULL;
+    return t->parts[j->partition % t->cfg.partitions];
+}
+
+/* Starts creating j's dead-letter topic: one partition, the source topic's
+ * replication factor (in a cluster without the source topic: 3 replicas
+ * on 3 or more brokers). */
+static int create_topic(struct broker *b, struct dlq_job *j)
 {
     char msg[256];
+    struct topic_cfg tc;
+    int rc = topic_cfg_from_wire(b, NULL, &tc, msg, sizeof msg);
+    char *name = strdup(j->dlq);
+    tc.partitions = 1;
+    if (cluster_on(b)) {
+        struct topic *src = topic_find_live(b, j->topic);
+        if (src && src->cfg.replicas)
+            tc.replicas = src->cfg.replicas;
+        else
+            tc.replicas = b->cfg.cluster_n >= 3 ? 3 : 1;
+    }
+    if (rc == 0 && !name)
+        rc = -ENOMEM;
+    if (rc == 0 && b->n_topics >= b->cfg.max_topics)
+        rc = VERITY_ELIMIT;
+    if (rc == 0)
+        rc = topic_create_start(b, j->dlq, &tc, topic_ready, name, msg, sizeof msg);
+    if (rc) {
+        free(name);
+        return rc;
+    }
+    blog(BLOG_INFO, "dead_letter_topic_creating", "topic=%s replicas=%" PRIu32, j->dlq,
+         tc.replicas ? tc.replicas : 1);
+    return 0;
+}
+
+/* One attempt at j's dead letter on this broker: ATT_DURABLE (the key is
+ * committed in this broker's copy; j->end set), ATT_APPENDED (proposed here
+ * now or before and not committed yet; j->part and j->end set),
+ * ATT_TOPIC_WAIT (the topic is being created), ATT_ELSEWHERE (another
+ * broker's part: the __meta primary creates the topic, the partition's
+ * primary appends; or the source is not here yet), or an error with *why. */
+static int attempt(struct broker *b, struct dlq_job *j, const char **why)
+{
     struct topic *t = topic_find(b, j->dlq);
     if (!t) {
-        struct topic_cfg tc;
-        int rc = topic_cfg_from_wire(b, NULL, &tc, msg, sizeof msg);
-        char *name = strdup(j->dlq);
-        tc.partitions = 1;
-        if (rc == 0 && !name)
-            rc = -ENOMEM;
-        if (rc == 0 && b->n_topics >= b->cfg.max_topics)
-            rc = VERITY_ELIMIT;
-        if (rc == 0)
-            rc = topic_create_start(b, j->dlq, &tc, topic_ready, name, msg, sizeof msg);
-        if (rc) {
-            free(name);
-            job_retry_later(b, j, rc, "dead-letter topic could not be created");
-            return;
-        }
-        blog(BLOG_INFO, "dead_letter_topic_creating", "topic=%s", j->dlq);
-        j->state = DLQ_TOPIC_WAIT;
-        return;
+        if (cluster_on(b) && cluster_meta_leader(b) != b->cfg.node_id)
+            return ATT_ELSEWHERE;
+        int rc = create_topic(b, j);
+        if (rc == VERITY_ENOTLEADER)
+            return ATT_ELSEWHERE;
+        *why = "dead-letter topic could not be created";
+        return rc ? rc : ATT_TOPIC_WAIT;
     }
-    if (!t->ready) {
-        j->state = DLQ_TOPIC_WAIT; /* being created */
-        return;
-    }
+    if (!t->ready)
+        return ATT_TOPIC_WAIT;
     if (t->deleting) {
-        job_retry_later(b, j, VERITY_ECLOSED, "dead-letter topic is being deleted");
-        return;
+        *why = "dead-letter topic is being deleted";
+        return VERITY_ECLOSED;
     }
     struct partition *p = t->parts[j->partition % t->cfg.partitions];
-    if (!p || !p->replica || p->error) {
-        job_retry_later(b, j, p && p->error ? p->error : VERITY_EREADONLY,
-                        "dead-letter partition unavailable");
-        return;
+    if (!p) {
+        *why = "dead-letter partition unavailable";
+        return VERITY_EREADONLY;
+    }
+    uint64_t end = 0;
+    int ks = key_state(p, j, &end);
+    j->end = end;
+    if (ks == 1)
+        return ATT_DURABLE;
+    if (ks == 2) {
+        j->part = p;
+        return ATT_APPENDED;
+    }
+    uint32_t leader = 0;
+    if (cluster_part_writable(p, &leader))
+        return ATT_ELSEWHERE;
+    if (!p->replica || p->error) {
+        *why = "dead-letter partition unavailable";
+        return p->error ? p->error : VERITY_EREADONLY;
     }
     struct batch_builder bb = {0};
     int rc = build(b, j, &bb, true);
+    if (rc == -EAGAIN)
+        return ATT_ELSEWHERE; /* the source record is not committed here yet */
     if (rc == 0 && bb.len > t->cfg.max_message_bytes) {
         batch_builder_deinit(&bb);
         memset(&bb, 0, sizeof bb);
         rc = build(b, j, &bb, false);
     }
+    struct batch_hdr h;
+    struct idem_batch dup;
+    char msg[128];
+    int64_t now = now_ms();
+    if (rc == 0)
+        rc = batch_hdr_decode(bb.buf, bb.len, &h);
+    if (rc == 0) {
+        idem_expire(&p->idem, now);
+        rc = idem_check(&p->idem, &h, now, &dup, msg, sizeof msg);
+        if (rc == IDEM_APPEND)
+            rc = 0;
+        else if (rc == IDEM_DUPLICATE)
+            rc = VERITY_EINVAL; /* key_state said otherwise just now */
+    }
     struct vlog_append_info ai;
     if (rc == 0)
-        rc = replica_propose(p->replica, bb.buf, bb.len, now_ms(), &ai);
+        rc = replica_propose(p->replica, bb.buf, bb.len, now, &ai);
     batch_builder_deinit(&bb);
+    if (rc == VERITY_ENOTLEADER)
+        return ATT_ELSEWHERE;
     if (rc) {
-        job_retry_later(b, j, rc, "dead-letter append failed");
-        return;
+        *why = "dead-letter append failed";
+        return rc;
     }
+    /* the key is known from the proposal on, as for a client's produce */
+    if ((rc = idem_record(&p->idem, &h, ai.base_offset, ai.last_offset, now)))
+        blog(BLOG_ERROR, "idem_record_failed", "topic=%s partition=%" PRIu32 " error=%s",
+             p->topic->name, p->id, verity_errname(rc));
     groups_on_append(p, ai.last_offset + 1);
-    j->state = DLQ_APPENDED;
     j->part = p;
     j->end = ai.last_offset + 1;
+    j->proposed = true;
+    return ATT_APPENDED;
+}
+
+/* Advances j as far as it can go now. */
+static void dlq_step(struct broker *b, struct dlq_job *j)
+{
+    if (j->seq > b->groups.seq_durable) {
+        j->state = DLQ_DECIDING; /* dlq_on_durable moves it on */
+        return;
+    }
+    const char *why = "";
+    int rc = attempt(b, j, &why);
+    switch (rc) {
+    case ATT_DURABLE:
+        j->state = DLQ_DONE;
+        arm_retry(b, 0);
+        return;
+    case ATT_APPENDED:
+        j->state = DLQ_APPENDED;
+        return;
+    case ATT_TOPIC_WAIT:
+        j->state = DLQ_TOPIC_WAIT;
+        return;
+    case ATT_ELSEWHERE: {
+        struct partition *p = dlq_part(b, j);
+        if (p && !p->log && !j->warned) {
+            /* a dead-letter topic with fewer replicas than brokers (made
+             * before): the coordinator cannot see the dead letter commit */
+            char q[GROUP_NAME_MAX + 8];
+            blog(BLOG_WARN, "dead_letter_no_local_copy",
+                 "group=%s dlq=%s partition=%" PRIu32
+                 " reason=this broker holds no replica of the dead-letter partition; the dead "
+                 "letter waits until the coordinator is a broker that does",
+                 blog_q(j->group, q, sizeof q), j->dlq, p->id);
+            j->warned = true;
+        }
+        j->state = DLQ_REMOTE;
+        j->part = NULL;
+        j->retry_at = now_ms() + DLQ_RETRY_MS;
+        arm_retry(b, DLQ_RETRY_MS);
+        return;
+    }
+    default:
+        job_retry_later(b, j, rc, why);
+        return;
+    }
 }
 
 static void topic_ready(struct broker *b, void *arg, int err)
@@ -295,6 +498,23 @@ static void topic_ready(struct broker *b, void *arg, int err)
     arm_retry(b, err ? DLQ_RETRY_MS : 0);
 }
 
+/* Fills j from a dead-letter effect (group id and key included). */
+static void job_fill(struct broker *b, struct dlq_job *j, const struct group_effect *e)
+{
+    struct group_info info;
+    snprintf(j->group, sizeof j->group, "%s", e->group);
+    snprintf(j->topic, sizeof j->topic, "%s", e->topic);
+    snprintf(j->dlq, sizeof j->dlq, "%s", e->dlq_topic);
+    snprintf(j->error, sizeof j->error, "%s", e->error ? e->error : "");
+    j->pidx = e->pidx;
+    j->partition = e->partition;
+    j->offset = e->offset;
+    j->count = e->delivery_count;
+    j->seq = e->seq;
+    j->group_id = group_get_info(b->groups.st, e->group, &info) == 0 ? info.group_id : 0;
+    make_key(j);
+}
+
 void dlq_start(struct broker *b, const struct group_effect *e)
 {
     struct groups *gs = &b->groups;
@@ -309,14 +529,7 @@ void dlq_start(struct broker *b, const struct group_effect *e)
         free(j);
         return;
     }
-    snprintf(j->group, sizeof j->group, "%s", e->group);
-    snprintf(j->topic, sizeof j->topic, "%s", e->topic);
-    snprintf(j->dlq, sizeof j->dlq, "%s", e->dlq_topic);
-    snprintf(j->error, sizeof j->error, "%s", e->error ? e->error : "");
-    j->pidx = e->pidx;
-    j->partition = e->partition;
-    j->offset = e->offset;
-    j->count = e->delivery_count;
+    job_fill(b, j, e);
     j->state = DLQ_NEW;
     TAILQ_INSERT_TAIL(&gs->dlq_jobs, j, link);
     gs->n_dlq_jobs++;
@@ -355,16 +568,37 @@ void dlq_retry(struct broker *b)
         if (j->state == DLQ_DONE) {
             complete(b, j);
             any = true;
-        } else if (j->state == DLQ_NEW || (j->state == DLQ_RETRY && j->retry_at <= now)) {
+        } else if (j->state == DLQ_NEW ||
+                   ((j->state == DLQ_RETRY || j->state == DLQ_REMOTE) && j->retry_at <= now)) {
             dlq_step(b, j);
+            if (j->state == DLQ_DONE) {
+                complete(b, j);
+                any = true;
+            }
         }
     }
     TAILQ_FOREACH(j, &gs->dlq_jobs, link)
-    pending |= j->state == DLQ_RETRY;
+    pending |= j->state == DLQ_RETRY || j->state == DLQ_REMOTE;
     if (pending)
         arm_retry(b, DLQ_RETRY_MS);
     if (any)
         groups_after(b);
+}
+
+void dlq_on_durable(struct broker *b)
+{
+    struct groups *gs = &b->groups;
+    bool any = false;
+    struct dlq_job *j;
+    TAILQ_FOREACH(j, &gs->dlq_jobs, link)
+    {
+        if (j->state == DLQ_DECIDING && j->seq <= gs->seq_durable) {
+            j->state = DLQ_NEW;
+            any = true;
+        }
+    }
+    if (any)
+        arm_retry(b, 0);
 }
 
 void dlq_on_commit(struct partition *p, uint64_t hw)
@@ -374,8 +608,21 @@ void dlq_on_commit(struct partition *p, uint64_t hw)
     struct dlq_job *j;
     TAILQ_FOREACH(j, &b->groups.dlq_jobs, link)
     {
-        if (j->state == DLQ_APPENDED && j->part == p && j->end <= hw) {
+        bool mine = (j->state == DLQ_APPENDED && j->part == p) ||
+                    (j->state == DLQ_REMOTE && strcmp(j->dlq, p->topic->name) == 0 &&
+                     dlq_part(b, j) == p);
+        if (!mine)
+            continue;
+        uint64_t end = 0;
+        int ks = key_state(p, j, &end);
+        if (ks == 1) {
             j->state = DLQ_DONE;
+            any = true;
+        } else if (j->state == DLQ_APPENDED && ks == 0 && j->end <= hw) {
+            /* its proposal was given up (view change): append again */
+            j->state = DLQ_RETRY;
+            j->part = NULL;
+            j->retry_at = now_ms();
             any = true;
         }
     }
@@ -390,13 +637,60 @@ void dlq_part_closing(struct partition *p)
     TAILQ_FOREACH(j, &b->groups.dlq_jobs, link)
     {
         if (j->state == DLQ_APPENDED && j->part == p) {
-            /* Its append may or may not be durable: append again later. */
+            /* Its append may or may not be durable: look again later (the
+             * key says which). */
             j->state = DLQ_RETRY;
             j->part = NULL;
             j->retry_at = now_ms() + DLQ_RETRY_MS;
             arm_retry(b, DLQ_RETRY_MS);
         }
     }
+}
+
+struct scan {
+    struct broker *b;
+    int budget;
+    uint32_t appended, failed;
+};
+
+static bool scan_one(void *arg, const struct group_effect *e)
+{
+    struct scan *sc = arg;
+    struct dlq_job j;
+    const char *why = "";
+    memset(&j, 0, sizeof j);
+    job_fill(sc->b, &j, e);
+    j.seq = 0; /* a replica's state holds committed decisions only */
+    int rc = attempt(sc->b, &j, &why);
+    if (rc == ATT_APPENDED && j.proposed) {
+        sc->appended++;
+        sc->budget--;
+    } else if (rc < 0) {
+        sc->failed++;
+    }
+    return sc->budget > 0;
+}
+
+void dlq_scan(struct broker *b)
+{
+    struct groups *gs = &b->groups;
+    if (!cluster_on(b) || groups_live(b) || !gs->st || gs->error)
+        return;
+    struct scan sc = {b, DLQ_SCAN_APPENDS, 0, 0};
+    group_dead_letters(gs->st, scan_one, &sc);
+    int64_t now = now_ms();
+    if (sc.appended || (sc.failed && now - gs->dlq_scan_warned_ms >= 10000)) {
+        if (sc.failed)
+            gs->dlq_scan_warned_ms = now;
+        blog(sc.failed ? BLOG_WARN : BLOG_INFO, "dead_letter_scan",
+             "appended=%" PRIu32 " failed=%" PRIu32, sc.appended, sc.failed);
+    }
+}
+
+void dlq_arm_scan(struct broker *b)
+{
+    if (cluster_on(b))
+        arm_retry(b, DLQ_SCAN_MS);
 }
 
 void dlq_free_all(struct broker *b)

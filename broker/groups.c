@@ -67,6 +67,7 @@ void groups_answer_parked(struct broker *b)
         p->linked = false;
         p->done(b, p, p->ticket <= gs->seq_durable ? 0 : gs->error);
     }
+    dlq_on_durable(b);
 }
 
 void groups_fail_parked(struct broker *b, int err)
@@ -373,6 +374,9 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (groups_live(arg))
         dlq_retry(arg);
+    else
+        dlq_scan(arg);
+    dlq_arm_scan(arg);
 }
 
 /* Commit thread (group mode) or loop (os mode): wake the loop. */
@@ -710,6 +714,7 @@ int groups_open(struct broker *b)
     gs->retry_ev = evtimer_new(b->base, retry_cb, b);
     if (!gs->durable_ev || !gs->flush_ev || !gs->lazy_ev || !gs->timer_ev || !gs->retry_ev)
         return -ENOMEM;
+    dlq_arm_scan(b);
     snprintf(dir, sizeof dir, "%s/__groups", b->cfg.data_dir);
     struct vlog_config vc;
     vlog_config_default(&vc);

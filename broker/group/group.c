@@ -314,6 +314,8 @@ void gst_effect_dead_letter(struct group_state *st, const struct group *g, const
     e->topic_off = arena_put(st, g->cfg.topics[p->topic].name);
     e->dlq_off = arena_put(st, g->cfg.dlq_topic);
     e->err_off = arena_put(st, en->error);
+    /* decided now: the open batch logs it; replayed: logged already */
+    e->seq = en->dlq ? 0 : g->batch.seq;
 }
 
 static void effect_member_removed(struct group_state *st, const struct group *g, uint64_t id,
@@ -341,6 +343,7 @@ bool group_next_effect(struct group_state *st, struct group_effect *out)
     out->delivery_count = e->count;
     out->member_id = e->member_id;
     out->timed_out = e->timed_out;
+    out->seq = e->seq;
     return true;
 }
 

@@ -155,6 +155,8 @@ struct group_effect {
     const char *error;       /* last error text from a nack or term; "" if none */
     uint64_t member_id;      /* removed member (member removed) */
     bool timed_out;          /* member removed by session timeout */
+    uint64_t seq;            /* dead letter: seq of the record that logs the decision
+                                (durable/committed from then on); 0 = logged already */
 };
 
 struct group_state;
@@ -359,6 +361,15 @@ int group_dead_lettered(struct group_state *st, const char *group, struct group_
                         int64_t now_ms, uint64_t *ticket) GROUP_WUR;
 
 /* ---- queries (no state change) ------------------------------------------- */
+
+/* Visits every message whose dead-letter was decided in a record this state
+ * applied and is not completed yet: in REPLAY (a cluster's replica, which
+ * applies committed records only) the committed decisions; in LIVE the
+ * effects re-emitted by group_recover. A decision made live and not yet in
+ * a record is not visited. e is valid during the call (seq 0, member_id 0);
+ * fn returns false to stop. */
+void group_dead_letters(const struct group_state *st,
+                        bool (*fn)(void *arg, const struct group_effect *e), void *arg);
 
 /* Names of every group (borrowed, valid until the next non-query call), in
  * no particular order; *n_out gets the total, at most cap are written. */

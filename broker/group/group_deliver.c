@@ -193,8 +193,22 @@ int group_fetch(struct group_state *st, const char *name, uint64_t member_id, si
 /* Whether m may act as the holder of entry e: it holds the lease, or it
  * was the last holder of a message waiting for redelivery that did not move
  * (in ordered mode the partition is still m's). */
+/* member_id 0 on a waiting message: delivered before the last recovery
+ * (restart, coordinator change) and to nobody since. The log does not say to
+ * whom (deliveries are ranges), so an ack, nack or term of the member that
+ * holds it from before is accepted, from any member (shared) or the
+ * partition's owner (ordered), until the message goes out again. */
+static bool unheld_ok(const struct group *g, const struct gmember *m, const struct gent *e)
+{
+    return e->member_id == 0 && e->status == GE_WAITING &&
+           (g->cfg.mode != GROUP_ORDERED ||
+            g->parts[e->pidx].owner == (uint32_t)(m->id & 0xffff));
+}
+
 static bool holder_ok(const struct group *g, const struct gmember *m, const struct gent *e)
 {
+    if (unheld_ok(g, m, e))
+        return true;
     if (e->member_id != m->id)
         return false;
     if (e->status == GE_LEASED)
@@ -416,9 +430,11 @@ int group_ack_upto(struct group_state *st, const char *name, uint64_t member_id,
     return group_ack_all(st, name, member_id, &q, now_ms, NULL, ticket);
 }
 
-/* The entry of a message the member holds a lease on, or the error. */
+/* The entry of a message the member holds a lease on, or the error.
+ * waiting_ok: also one whose lease ran out and that nobody got since;
+ * recovered_ok: also one unheld since the last recovery (unheld_ok). */
 static int held(const struct group *g, const struct gmember *m, struct group_ref ref,
-                bool waiting_ok, uint32_t *ei_out)
+                bool waiting_ok, bool recovered_ok, uint32_t *ei_out)
 {
     if (ref.pidx >= g->n_parts)
         return VERITY_EINVAL;
@@ -429,7 +445,7 @@ static int held(const struct group *g, const struct gmember *m, struct group_ref
         return VERITY_ELEASE;
     const struct gent *e = &g->ents[ei];
     bool ok = e->status == GE_LEASED || (waiting_ok && e->status == GE_WAITING);
-    if (!ok || e->member_id != m->id)
+    if (!(recovered_ok && unheld_ok(g, m, e)) && (!ok || e->member_id != m->id))
         return VERITY_ELEASE;
     *ei_out = ei;
     return 0;
@@ -448,7 +464,7 @@ int group_nack(struct group_state *st, const char *name, uint64_t member_id,
     if (delay_ms > GROUP_DELAY_MS_MAX)
         return VERITY_EINVAL;
     uint32_t ei;
-    rc = held(g, m, ref, false, &ei);
+    rc = held(g, m, ref, false, true, &ei);
     if (rc)
         return rc;
     int64_t now = gst_clock(st, now_ms);
@@ -478,7 +494,7 @@ int group_extend(struct group_state *st, const char *name, uint64_t member_id,
         return VERITY_EINVAL;
     uint32_t ei;
     for (size_t i = 0; i < n; i++) {
-        rc = held(g, m, refs[i], false, &ei);
+        rc = held(g, m, refs[i], false, false, &ei);
         if (rc)
             return rc;
     }
@@ -486,7 +502,7 @@ int group_extend(struct group_state *st, const char *name, uint64_t member_id,
     gmember_touch(m, now);
     int64_t deadline = now + g->cfg.lease_ms;
     for (size_t i = 0; i < n; i++) {
-        VERITY_VERIFY(held(g, m, refs[i], false, &ei) == 0);
+        VERITY_VERIFY(held(g, m, refs[i], false, false, &ei) == 0);
         glease_unlink(g, ei);
         g->ents[ei].when_ms = deadline;
         glease_push(g, ei);
@@ -505,7 +521,7 @@ int group_term(struct group_state *st, const char *name, uint64_t member_id,
     if (rc)
         return rc;
     uint32_t ei;
-    rc = held(g, m, ref, true, &ei);
+    rc = held(g, m, ref, true, true, &ei);
     if (rc)
         return rc;
     int64_t now = gst_clock(st, now_ms);

@@ -157,7 +157,7 @@ struct grec_bytes { size_t off, len; uint64_t seq; };
 struct geffect {
     enum group_effect_type type;
     uint32_t pidx, partition, count;
-    uint64_t offset, member_id;
+    uint64_t offset, member_id, seq;
     bool timed_out;
     size_t group_off, topic_off, dlq_off, err_off; /* into the effect arena */
 };

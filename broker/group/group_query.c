@@ -473,3 +473,32 @@ void group_check(const struct group_state *st)
         check_group(st, st->groups[i]);
     }
 }
+
+void group_dead_letters(const struct group_state *st,
+                        bool (*fn)(void *arg, const struct group_effect *e), void *arg)
+{
+    for (uint32_t i = 0; i < st->n_groups; i++) {
+        const struct group *g = st->groups[i];
+        if (g->n_dlq == 0 && st->live)
+            continue;
+        for (uint32_t ei = 0; ei < g->n_used; ei++) {
+            const struct gent *e = &g->ents[ei];
+            if (!e->dlq || (e->status != GE_IDLE && e->status != GE_DLQ_WAIT))
+                continue;
+            const struct gpart *p = &g->parts[e->pidx];
+            struct group_effect out = {
+                .type = GROUP_EFFECT_DEAD_LETTER,
+                .group = g->cfg.name,
+                .topic = g->cfg.topics[p->topic].name,
+                .dlq_topic = g->cfg.dlq_topic,
+                .pidx = e->pidx,
+                .partition = p->partition,
+                .offset = e->offset,
+                .delivery_count = e->logged,
+                .error = e->error ? e->error : "",
+            };
+            if (!fn(arg, &out))
+                return;
+        }
+    }
+}

@@ -9,19 +9,24 @@
  *   {"op":"acked","p":P,"o":FIRST,"n":N,"e":ENAME}   an ack result (e "" on
  *                                                    success, EALREADY: done
  *                                                    before)
+ *   {"op":"nacked",...}                              a nack result, the same
  *   {"op":"err","e":ENAME}                           a poll that failed
  *
  * Each line also has "t" (wall clock, ms).
  *
  * usage: cluster_group_consumer BROKERS GROUP TOPIC OUT --until-file PATH
  *                               [--idle-ms MS] [--name NAME] [--commit-every N]
- *                               [--nack 0|1]
+ *                               [--nack 0|1] [--poison N]
  *
  * --commit-every N waits for the acks' answers (verity_group_commit) after
  * every N acks, so each round is its own __groups op (groups_e2e.py --down
  * uses 1 to move __groups fast). --nack 1 gives every message back
  * (verity_group_nack, no delay) instead of acknowledging it: a member that
- * only makes group-log traffic.
+ * only makes group-log traffic. --poison N gives back (verity_group_nack,
+ * error text "poison") every message whose value's SEQ (after the last
+ * '-') is a multiple of N, and acknowledges the others: the poison
+ * messages go to the dead-letter topic after max_deliveries
+ * (tests/cluster/dlq_e2e.py).
  *
  * Consumes until PATH exists and then nothing came for --idle-ms (5000),
  * waits for every ack to be answered (verity_group_commit), and exits 0.
@@ -31,6 +36,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,12 +62,13 @@ static void emit(const char *body)
 static void on_result(void *opaque, int err, const struct verity_group_result *r)
 {
     (void)opaque;
-    if (r->op != VERITY_GROUP_OP_ACK)
+    if (r->op != VERITY_GROUP_OP_ACK && r->op != VERITY_GROUP_OP_NACK)
         return;
     char line[200];
     snprintf(line, sizeof line,
-             "{\"op\":\"acked\",\"p\":%" PRIu32 ",\"o\":%" PRIu64 ",\"n\":%" PRIu32 ",\"e\":\"%s\"",
-             r->partition, r->first_offset, r->count, err ? verity_errname(err) : "");
+             "{\"op\":\"%s\",\"p\":%" PRIu32 ",\"o\":%" PRIu64 ",\"n\":%" PRIu32 ",\"e\":\"%s\"",
+             r->op == VERITY_GROUP_OP_ACK ? "acked" : "nacked", r->partition, r->first_offset,
+             r->count, err ? verity_errname(err) : "");
     emit(line);
 }
 
@@ -69,7 +76,8 @@ int main(int argc, char **argv)
 {
     if (argc < 5) {
         fprintf(stderr, "usage: cluster_group_consumer BROKERS GROUP TOPIC OUT --until-file PATH "
-                        "[--idle-ms MS] [--name NAME] [--commit-every N] [--nack 0|1]\n");
+                        "[--idle-ms MS] [--name NAME] [--commit-every N] [--nack 0|1] "
+                        "[--poison N]\n");
         return 2;
     }
     const char *brokers = argv[1], *group = argv[2], *topic = argv[3], *path = argv[4];
@@ -77,6 +85,7 @@ int main(int argc, char **argv)
     int64_t idle_ms = 5000;
     long commit_every = 0, since_commit = 0;
     int nack = 0;
+    long poison = 0;
     for (int i = 5; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--until-file") == 0)
             until = argv[i + 1];
@@ -88,6 +97,8 @@ int main(int argc, char **argv)
             commit_every = atol(argv[i + 1]);
         else if (strcmp(argv[i], "--nack") == 0)
             nack = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--poison") == 0)
+            poison = atol(argv[i + 1]);
     }
     if (!until) {
         fprintf(stderr, "cluster_group_consumer: --until-file is required\n");
@@ -136,9 +147,20 @@ int main(int argc, char **argv)
                      (const char *)m[i].msg.value, m[i].msg.partition, m[i].msg.offset,
                      m[i].delivery_count);
             emit(line);
-            int arc = nack ? verity_group_nack(g, m[i].msg.topic, m[i].msg.partition,
-                                               m[i].msg.offset, 0, "churn")
-                           : verity_group_ack(g, m[i].msg.topic, m[i].msg.partition, m[i].msg.offset);
+            bool bad = nack != 0;
+            if (poison > 0 && m[i].msg.value_len > 0) {
+                const char *v = m[i].msg.value;
+                int32_t k = m[i].msg.value_len;
+                while (k > 0 && v[k - 1] != '-')
+                    k--;
+                long seq = 0;
+                for (int32_t x = k; x < m[i].msg.value_len && v[x] >= '0' && v[x] <= '9'; x++)
+                    seq = seq * 10 + (v[x] - '0');
+                bad = k > 0 && seq % poison == 0;
+            }
+            int arc = bad ? verity_group_nack(g, m[i].msg.topic, m[i].msg.partition,
+                                              m[i].msg.offset, 0, nack ? "churn" : "poison")
+                          : verity_group_ack(g, m[i].msg.topic, m[i].msg.partition, m[i].msg.offset);
             if (arc) {
                 snprintf(line, sizeof line, "{\"op\":\"err\",\"e\":\"ack:%s\"", verity_errname(arc));
                 emit(line);

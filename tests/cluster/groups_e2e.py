@@ -30,7 +30,15 @@ rises), agree with the others, and then coordinate: the coordinator is
 killed until that broker takes over, and the groups go on to the same
 checks.
 
+With --commit-every N the judged members wait for their acks' answers
+(verity_group_commit) after every N acks, and no ack may be answered
+ELEASE: each group has one member, so a message it acks after a coordinator
+change is one it holds (before the fix of holder_ok, a message delivered by
+the old coordinator had no holder in the new one's state, and its ack was
+refused ELEASE).
+
 usage: groups_e2e.py [--seconds 40] [--every 10] [--rate 100] [--down]
+                     [--commit-every N]
 """
 import argparse
 import json
@@ -184,6 +192,10 @@ def main():
                     help="state transfer of __groups instead of the kill loop (module text)")
     ap.add_argument("--down-max", type=float, default=90,
                     help="--down: at most this long for __groups to move half a journal")
+    ap.add_argument("--commit-every", type=int, default=0,
+                    help="the judged members wait for their acks' answers "
+                    "(verity_group_commit) after every N acks; then no ack may be "
+                    "answered ELEASE (one member per group: nobody else can hold a message)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--verityd", help="another verityd (e.g. one without replicated groups, "
                     "to see the test fail)")
@@ -227,7 +239,8 @@ def main():
             out = os.path.join(tmp, "consumer-%s.jsonl" % g)
             consumers[g] = (out, subprocess.Popen(
                 [CONSUMER, c.bootstrap, g, topic, out, "--until-file", stop_file,
-                 "--idle-ms", "6000", "--name", g]))
+                 "--idle-ms", "6000", "--name", g] +
+                (["--commit-every", str(args.commit_every)] if args.commit_every else [])))
         churn = None
         if args.down:
             # a third group whose member gives every message back and waits
@@ -357,6 +370,11 @@ def main():
                       (g, redelivered, bound))
             ce.expect(worst <= 1 + changes, "%s: a delivery count of %d > 1 + %d changes" %
                       (g, worst, changes))
+            if args.commit_every:
+                # the member's acks after a coordinator change are of
+                # messages it holds (the only member): never "lease moved"
+                elease = sum(n for e, n in errs.items() if "ELEASE" in e)
+                ce.expect(elease == 0, "%s: %d acks answered ELEASE" % (g, elease))
             r = ce.verity("group", "describe", g, "--json", "--broker", c.bootstrap)
             d = json.loads(r.stdout) if r.returncode == 0 else {}
             ce.expect(r.returncode == 0 and d.get("unacked") == 0,

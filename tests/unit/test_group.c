@@ -370,6 +370,97 @@ static void test_max_deliveries_emits_dead_letter_with_fields(void)
     assert_replay_equal();
 }
 
+struct dl_seen {
+    size_t n;
+    struct group_effect e;
+    char group[GROUP_NAME_MAX + 1], error[GROUP_ERROR_MAX + 1];
+};
+
+static bool dl_visit(void *arg, const struct group_effect *e)
+{
+    struct dl_seen *s = arg;
+    if (s->n++ == 0) {
+        s->e = *e;
+        snprintf(s->group, sizeof s->group, "%s", e->group);
+        snprintf(s->error, sizeof s->error, "%s", e->error);
+    }
+    return true;
+}
+
+/* A decision made live names the record that logs it (the shell appends
+ * the dead letter only once that record is durable); a replica that
+ * applied the records lists the decision until its completion record. */
+static void test_dead_letter_decision_seq_and_replica_list(void)
+{
+    fresh(0);
+    struct group_config c;
+    cfg_init(&c, "g", GROUP_SHARED, 1);
+    c.max_deliveries = 1;
+    create(&c);
+    uint64_t m = join("g", "a");
+    set_hwm(1, 2);
+    struct group_delivery d[2];
+    CU_ASSERT_EQUAL_FATAL(fetch("g", m, 2, 1, d), 2);
+    group_flush(st, now);
+    drain();
+    uint64_t before = group_last_seq(st);
+    size_t n0 = n_effs;
+    CU_ASSERT_EQUAL(nack1("g", m, 0, 1, 0, "bad"), 0);
+    drain();
+    const struct eff *e = last_effect(GROUP_EFFECT_DEAD_LETTER);
+    CU_ASSERT_FATAL(e != NULL && n_effs == n0 + 1);
+    /* not logged yet: a seq past the last emitted record */
+    CU_ASSERT(e->e.seq > before);
+    CU_ASSERT(e->e.seq > group_last_seq(st));
+    uint64_t decided = e->e.seq;
+    struct dl_seen s = {0};
+    group_dead_letters(st, dl_visit, &s); /* live, decided now: not listed */
+    CU_ASSERT_EQUAL(s.n, 0);
+    group_flush(st, now);
+    drain();
+    CU_ASSERT(group_last_seq(st) >= decided);
+    struct group_state *r = replay(n_recs);
+    memset(&s, 0, sizeof s);
+    group_dead_letters(r, dl_visit, &s);
+    CU_ASSERT_EQUAL_FATAL(s.n, 1);
+    CU_ASSERT_STRING_EQUAL(s.group, "g");
+    CU_ASSERT_STRING_EQUAL(s.e.topic, "orders");
+    CU_ASSERT_STRING_EQUAL(s.e.dlq_topic, "orders.dlq");
+    CU_ASSERT_EQUAL(s.e.pidx, 0);
+    CU_ASSERT_EQUAL(s.e.offset, 1);
+    CU_ASSERT_EQUAL(s.e.delivery_count, 1);
+    CU_ASSERT_STRING_EQUAL(s.error, "bad");
+    CU_ASSERT_EQUAL(s.e.seq, 0);
+    /* recovered, the replica re-emits it as logged already (seq 0) */
+    CU_ASSERT_EQUAL(group_recover(r, now), 0);
+    struct group_effect re;
+    bool got = false;
+    while (group_next_effect(r, &re)) {
+        if (re.type != GROUP_EFFECT_DEAD_LETTER)
+            continue;
+        if (re.offset == 1) {
+            got = true;
+            CU_ASSERT_EQUAL(re.seq, 0);
+        } else {
+            /* offset 0 (leased at the "crash", max_deliveries 1) is
+             * decided by the recovery itself: a new record logs it */
+            CU_ASSERT(re.seq > 0);
+        }
+    }
+    CU_ASSERT(got);
+    group_state_free(r);
+    uint64_t t;
+    CU_ASSERT_EQUAL(group_dead_lettered(st, "g", (struct group_ref){0, 1}, now, &t), 0);
+    group_flush(st, now);
+    drain();
+    r = replay(n_recs);
+    memset(&s, 0, sizeof s);
+    group_dead_letters(r, dl_visit, &s);
+    CU_ASSERT_EQUAL(s.n, 0);
+    group_state_free(r);
+    assert_replay_equal();
+}
+
 static void test_term_dead_letters_at_once(void)
 {
     fresh(0);
@@ -1002,6 +1093,60 @@ static void test_late_ack_by_last_holder_is_accepted(void)
     CU_ASSERT_EQUAL(ack1("g", a, 0, 0), 0);
     CU_ASSERT_EQUAL(fetch("g", b, 1, 1, d), 0);
     CU_ASSERT_EQUAL(ack1("g", a, 0, 0), 0); /* again: still fine */
+}
+
+/* A coordinator change (or restart) between a delivery and its ack: the
+ * new state knows the message was delivered but not to whom (deliveries
+ * are logged as ranges). The member that holds it acks with the lease it
+ * got from the old coordinator: accepted while nobody got it since; once
+ * it went out again, only the new holder's ack counts. */
+static void test_ack_after_recovery_is_accepted(void)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        fresh(0);
+        simple_group("g", mode ? GROUP_ORDERED : GROUP_SHARED, 1);
+        uint64_t a = join("g", "a");
+        set_hwm(1, 4);
+        struct group_delivery d[4];
+        CU_ASSERT_EQUAL_FATAL(fetch("g", a, 4, 1, d), 4);
+        group_flush(st, now);
+        drain();
+        /* the new coordinator: the committed records, then recovery */
+        struct group_state *r = replay(n_recs);
+        group_state_free(st);
+        st = r;
+        CU_ASSERT_EQUAL_FATAL(group_recover(st, now), 0);
+        drain();
+        /* offset 3: the holder's nack, then its term, are accepted too */
+        CU_ASSERT_EQUAL(nack1("g", a, 0, 3, 60000, "bad"), 0);
+        CU_ASSERT_EQUAL(msg_state("g", 0, 3, NULL), GROUP_MSG_WAITING);
+        uint64_t tk;
+        CU_ASSERT_EQUAL(group_term(st, "g", a, (struct group_ref){0, 3}, "worse", now, &tk), 0);
+        drain();
+        CU_ASSERT_EQUAL(msg_state("g", 0, 3, NULL), GROUP_MSG_DEAD_LETTER);
+        /* an extend has no lease to extend */
+        int64_t dl;
+        struct group_ref r0 = {0, 0};
+        CU_ASSERT_EQUAL(group_extend(st, "g", a, &r0, 1, now, &dl), VERITY_ELEASE);
+        CU_ASSERT_EQUAL(ack1("g", a, 0, 0), 0);
+        CU_ASSERT_EQUAL(msg_state("g", 0, 0, NULL), GROUP_MSG_DONE);
+        /* offset 1 goes out again (to a): its old ack is still its holder's */
+        CU_ASSERT_EQUAL_FATAL(fetch("g", a, 1, 1, d), 1);
+        CU_ASSERT_EQUAL(d[0].offset, 1);
+        CU_ASSERT_EQUAL(d[0].delivery_count, 2);
+        CU_ASSERT_EQUAL(ack1("g", a, 0, 1), 0);
+        if (mode == 0) {
+            /* shared: offset 2 goes to b; a's late ack is refused now */
+            uint64_t b = join("g", "b");
+            CU_ASSERT_EQUAL_FATAL(fetch("g", b, 1, 1, d), 1);
+            CU_ASSERT_EQUAL(d[0].offset, 2);
+            CU_ASSERT_EQUAL(ack1("g", a, 0, 2), VERITY_ELEASE);
+            CU_ASSERT_EQUAL(ack1("g", b, 0, 2), 0);
+        } else {
+            CU_ASSERT_EQUAL(ack1("g", a, 0, 2), 0);
+        }
+        assert_replay_equal();
+    }
 }
 
 static void test_corrupt_records_are_refused(void)
@@ -2020,6 +2165,8 @@ int main(void)
         {"max_deliveries_emits_dead_letter_with_fields",
          test_max_deliveries_emits_dead_letter_with_fields},
         {"term_dead_letters_at_once", test_term_dead_letters_at_once},
+        {"dead_letter_decision_seq_and_replica_list",
+         test_dead_letter_decision_seq_and_replica_list},
         {"nack_delay_holds_message_back", test_nack_delay_holds_message_back},
         {"extend_renews_lease", test_extend_renews_lease},
         {"clock_never_runs_backwards", test_clock_never_runs_backwards},
@@ -2037,6 +2184,7 @@ int main(void)
          test_multi_topic_group_numbers_partitions_flat},
         {"bad_input_is_typed_and_changes_nothing", test_bad_input_is_typed_and_changes_nothing},
         {"late_ack_by_last_holder_is_accepted", test_late_ack_by_last_holder_is_accepted},
+        {"ack_after_recovery_is_accepted", test_ack_after_recovery_is_accepted},
         {"corrupt_records_are_refused", test_corrupt_records_are_refused},
         {"horizon_answers_first_deliveries_early", test_horizon_answers_first_deliveries_early},
         {"horizon_window_and_reset", test_horizon_window_and_reset},
