@@ -430,6 +430,12 @@ $(CLUSTER_GROUP_CONSUMER): $(BUILD)/obj/tests/cluster/cluster_group_consumer.o $
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 tests: $(CLUSTER_GROUP_CONSUMER)
+# many __meta ops (InitProducer) for the __meta state-transfer test
+CLUSTER_META_OPS := $(BUILD)/tests/cluster_meta_ops
+$(CLUSTER_META_OPS): $(BUILD)/obj/tests/cluster/cluster_meta_ops.o $(LIBVERITY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+tests: $(CLUSTER_META_OPS)
 # verityd with a power cut on SIGUSR2 (every unsynced write undone), for the
 # power-loss scenario (tests/cluster/verityd_powerloss.c)
 VERITYD_POWERLOSS := $(BUILD)/tests/verityd_powerloss
@@ -439,9 +445,10 @@ $(VERITYD_POWERLOSS): $(BUILD)/obj/tests/cluster/verityd_powerloss.o $(BROKERLIB
 tests: $(VERITYD_POWERLOSS)
 CLUSTER_ENV = VERITY_BIN_DIR=$(abspath $(BUILD)/bin) CLUSTER_PRODUCER=$(abspath $(CLUSTER_PRODUCER)) \
               CLUSTER_GROUP_CONSUMER=$(abspath $(CLUSTER_GROUP_CONSUMER)) \
-              VERITYD_POWERLOSS=$(abspath $(VERITYD_POWERLOSS))
+              VERITYD_POWERLOSS=$(abspath $(VERITYD_POWERLOSS)) \
+              CLUSTER_META_OPS=$(abspath $(CLUSTER_META_OPS))
 .PHONY: test-cluster soak-cluster
-test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_CONSUMER)
+test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_CONSUMER) $(CLUSTER_META_OPS)
 	@echo "== tests/cluster/test_harness.py"
 	@python3 tests/cluster/test_harness.py
 	@echo "== tests/cluster/cluster_e2e.py tools"
