@@ -254,6 +254,10 @@ int meta_state_encode(struct broker *b, uint8_t **out, size_t *len)
 int meta_state_stage(struct broker *b, const uint8_t *buf, size_t len, uint64_t op,
                      uint64_t *end) __attribute__((warn_unused_result));
 int meta_state_adopt(struct broker *b, struct meta_image *im, uint64_t end);
+/* At open, when the applied ring has no entry (a replica that had applied
+ * no op when an install was cut short): drops a staged meta.xfer.new and
+ * the state mark it covers at the log's end. 0 or the cut's error. */
+int meta_state_unstage(struct broker *b) __attribute__((warn_unused_result));
 
 /* Writes <data>/__meta/meta.snap when the log is durable with nothing
  * waiting and force is set or snapshot_records records were appended since

@@ -1019,7 +1019,11 @@ int cluster_meta_recover(struct broker *b)
             return rc;
     }
     /* without an entry: a fresh broker, or one whose records came before
-     * the cluster (kept as they are; the group's ops follow them) */
+     * the cluster (kept as they are; the group's ops follow them), or one
+     * whose first op was a state transfer cut short before it was recorded
+     * (its mark goes) */
+    if (!found)
+        return meta_state_unstage(b);
     return 0;
 }
 

@@ -487,7 +487,9 @@ static uint64_t load_snapshot(struct broker *b, const char *dir)
             bname = names[i];
         }
         free(buf);
-        if (why && strcmp(names[i], META_XFER_NEW) != 0) {
+        if (why && strcmp(names[i], META_XFER_NEW) == 0)
+            snap_remove(b->cfg.io, dir, META_XFER_NEW); /* staged, never recorded */
+        else if (why) {
             char q[300];
             blog(BLOG_INFO, "meta_snapshot_skipped", "file=%s reason=%s", names[i],
                  blog_q(why, q, sizeof q));
@@ -585,6 +587,48 @@ int meta_state_stage(struct broker *b, const uint8_t *buf, size_t len, uint64_t 
 fail:
     blog(BLOG_ERROR, "meta_state_install_failed", "op=%" PRIu64 " error=%s", op,
          verity_errname(rc));
+    return rc;
+}
+
+/* 1 when the batch at off..end of log is a state mark. */
+static bool is_state_mark(struct vlog *log, uint64_t off, uint64_t end)
+{
+    uint8_t buf[1024];
+    size_t len = 0;
+    struct batch_hdr h;
+    struct batch_iter it;
+    struct batch_record r;
+    if (vlog_read_copy(log, off, end, buf, sizeof buf, &len) || len == 0 ||
+        batch_hdr_decode(buf, len, &h) || h.length > len || h.base_offset != off ||
+        h.base_offset + h.record_count != end || !(h.attributes & BATCH_ATTR_CONTROL))
+        return false;
+    batch_iter_init(&it, buf, h.length);
+    return batch_iter_next(&it, &r) == 1 && r.key_len == (int32_t)strlen(BATCH_CONTROL_STATE) &&
+           memcmp(r.key, BATCH_CONTROL_STATE, strlen(BATCH_CONTROL_STATE)) == 0;
+}
+
+int meta_state_unstage(struct broker *b)
+{
+    struct meta *m = &b->meta;
+    struct snap_hdr h;
+    uint8_t *buf = NULL;
+    char dir[BCFG_PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/__meta", b->cfg.data_dir);
+    int rc = snap_read(b->cfg.io, dir, META_XFER_NEW, SNAP_META, &h, &buf);
+    free(buf);
+    if (rc == -ENOENT || !m->log)
+        return 0;
+    struct vlog_info info;
+    vlog_get_info(m->log, &info);
+    rc = 0;
+    if (h.offset == info.end_offset && info.end_offset > info.start_offset &&
+        is_state_mark(m->log, info.end_offset - 1, info.end_offset)) {
+        rc = vlog_truncate_tail(m->log, info.end_offset - 1, info.end_offset - 1);
+        blog(rc ? BLOG_ERROR : BLOG_WARN, "meta_state_unstaged",
+             "offset=%" PRIu64 " error=%s (a transfer's install that recorded no op)",
+             info.end_offset - 1, verity_errname(rc));
+    }
+    snap_remove(b->cfg.io, dir, META_XFER_NEW);
     return rc;
 }
 
