@@ -417,7 +417,11 @@ soak-project: all tests
 #                     with --rejoin while production continues
 #                     (tests/cluster/rejoin_e2e.py, about 60-75 s, and
 #                     again 2,000+ ops behind: by state transfer, ~100 s,
-#                     and killed again during its rejoin, ~55 s)
+#                     and killed again during its rejoin, ~55 s); `__meta`
+#                     2,200 ops ahead of a broker rejoining on an empty disk:
+#                     taken by state transfer, also with a crash in the
+#                     middle of its install (tests/cluster/meta_xfer_e2e.py,
+#                     about 40 s each)
 # make soak-cluster   the kill loop for SOAK_CLUSTER_SECONDS (600)
 SOAK_CLUSTER_SECONDS ?= 600
 CLUSTER_PRODUCER := $(BUILD)/tests/cluster_producer
@@ -485,6 +489,12 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 50 --warmup 20 --rate 800
 	@echo "== tests/cluster/rejoin_e2e.py --crash-mid (killed again during its rejoin: resumed from the superblock)"
 	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 40 --crash-mid
+	@echo "== tests/cluster/meta_xfer_e2e.py (__meta 2,200 ops ahead of a --rejoin broker: state transfer)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py
+	@echo "== tests/cluster/meta_xfer_e2e.py --crash staged (crash before the install's op is recorded)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --crash staged
+	@echo "== tests/cluster/meta_xfer_e2e.py --crash recorded (crash after it, before the live state)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --crash recorded
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill

@@ -490,9 +490,8 @@ static uint64_t load_snapshot(struct broker *b, const char *dir)
         if (why && strcmp(names[i], META_XFER_NEW) == 0)
             snap_remove(b->cfg.io, dir, META_XFER_NEW); /* staged, never recorded */
         else if (why) {
-            char q[300];
-            blog(BLOG_INFO, "meta_snapshot_skipped", "file=%s reason=%s", names[i],
-                 blog_q(why, q, sizeof q));
+            b->met.snapshots_ignored++;
+            blog(BLOG_WARN, "meta_snapshot_ignored", "file=%s reason=\"%s\"", names[i], why);
         }
         why = NULL;
     }
