@@ -87,6 +87,16 @@ def events(path, start, name):
                 " %s " % name in x or "\"%s\"" % name in x]
 
 
+def create_topic(c, topic, parts, replicas):
+    """Creates topic, retrying; a retry that finds it there counts (the
+    first attempt may have timed out on the client after the commit)."""
+    def once():
+        r = ce.verity("topic", "create", topic, "--partitions", str(parts), "--replicas",
+                      str(replicas), "--broker", c.bootstrap, timeout=30)
+        return r.returncode == 0 or "already exists" in r.stderr
+    return expect(wait_for(once, 60, 0.5), "topic %s (--replicas %d) created" % (topic, replicas))
+
+
 def restart_rejoin(c, victim, faults=None):
     env = dict(os.environ)
     env.pop("VERITY_FAULTS", None)
@@ -104,8 +114,8 @@ def scenario(tmp, n_ops, crash, verityd=None):
     c = ce.Cluster(3, tmp, verityd=verityd)
     figures = {}
     try:
-        if not (ce.create_topic(c, "mx-a", 2, 3) and ce.create_topic(c, "mx-b", 1, 1) and
-                ce.create_topic(c, "mx-gone", 1, 3)):
+        if not (create_topic(c, "mx-a", 2, 3) and create_topic(c, "mx-b", 1, 1) and
+                create_topic(c, "mx-gone", 1, 3)):
             return
         r = ce.verity("topic", "delete", "mx-gone", "--broker", c.bootstrap, timeout=30)
         expect(r.returncode == 0, "mx-gone deleted: %s" % r.stderr.strip())
