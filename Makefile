@@ -495,6 +495,10 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --crash staged
 	@echo "== tests/cluster/meta_xfer_e2e.py --crash recorded (crash after it, before the live state)"
 	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --crash recorded
+	@echo "== tests/cluster/meta_xfer_e2e.py --keep-disk (a broker down while topics changed: state drops and opens topics)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --keep-disk
+	@echo "== tests/cluster/meta_xfer_e2e.py --keep-disk --crash staged (the log cut back to the applied op, mark included)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --keep-disk --crash staged
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill

@@ -3,7 +3,8 @@
 real verityd processes (issue 10; docs/REPLICATION.md "State transfer of
 `__meta`"). Helpers come from cluster_e2e.py.
 
-    meta_xfer_e2e.py [--ops 2200] [--crash none|staged|recorded] [--verityd PATH]
+    meta_xfer_e2e.py [--ops 2200] [--crash none|staged|recorded] [--keep-disk]
+                     [--verityd PATH]
         3 brokers. Topics: mx-a (2 partitions on all three), mx-b (one
         replica), mx-gone (created, then deleted). Then --ops InitProducer
         requests (each a new producer id, one `__meta` op; the
@@ -22,6 +23,12 @@ real verityd processes (issue 10; docs/REPLICATION.md "State transfer of
         op recorded, live state not yet replaced); restarted, it must end
         with the old state and transfer again (staged) or load the new one
         (recorded), then pass the same checks.
+        --keep-disk: the victim keeps its data directory. It goes down
+        holding topic mx-old; while it is down mx-old is deleted and mx-new
+        created, then the ops are made; restarted without --rejoin, it must
+        take the state by transfer, drop mx-old (its directory removed) and
+        open mx-new. With --crash staged the restart cuts the meta log back
+        to the applied op, state mark included (meta_log_cut).
 
 Needs VERITY_BIN_DIR and CLUSTER_META_OPS. Prints "meta_xfer_e2e: N passed,
 N failed"; exits 1 on a failure. Every wait is bounded and every process
@@ -97,20 +104,21 @@ def create_topic(c, topic, parts, replicas):
     return expect(wait_for(once, 60, 0.5), "topic %s (--replicas %d) created" % (topic, replicas))
 
 
-def restart_rejoin(c, victim, faults=None):
+def restart_rejoin(c, victim, faults=None, rejoin=True):
     env = dict(os.environ)
     env.pop("VERITY_FAULTS", None)
     if faults:
         env["VERITY_FAULTS"] = faults
-    return subprocess.run([ce.VERITY, "cluster", "restart", "--dir", c.dir, "--id", str(victim),
-                           "--rejoin"], capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run([ce.VERITY, "cluster", "restart", "--dir", c.dir, "--id", str(victim)] +
+                          (["--rejoin"] if rejoin else []), capture_output=True, text=True,
+                          timeout=60, env=env)
 
 
 def pid_of(c, i):
     return [b for b in c.brokers() if b["id"] == i][0]["pid"]
 
 
-def scenario(tmp, n_ops, crash, verityd=None):
+def scenario(tmp, n_ops, crash, verityd=None, keep_disk=False):
     c = ce.Cluster(3, tmp, verityd=verityd)
     figures = {}
     try:
@@ -119,6 +127,27 @@ def scenario(tmp, n_ops, crash, verityd=None):
             return
         r = ce.verity("topic", "delete", "mx-gone", "--broker", c.bootstrap, timeout=30)
         expect(r.returncode == 0, "mx-gone deleted: %s" % r.stderr.strip())
+        want = ["mx-a", "mx-b"]
+        if keep_disk:
+            # the victim goes down holding mx-old; while it is down mx-old is
+            # deleted and mx-new created: the state it takes drops the one
+            # and opens the other
+            if not create_topic(c, "mx-old", 1, 3):
+                return
+            prim = meta_primary(c)
+            victim = [i for i in (1, 2, 3) if i != prim][0]
+            vinfo = [b for b in c.brokers() if b["id"] == victim][0]
+            old_dir = os.path.join(vinfo["data_dir"], "topics", "mx-old")
+            expect(wait_for(lambda: os.path.isdir(old_dir), 20, 0.2),
+                   "broker %d holds mx-old" % victim)
+            print("  victim broker %d (backup of __meta, primary %d), keeps its disk" %
+                  (victim, prim), flush=True)
+            c.kill9(victim)
+            r = ce.verity("topic", "delete", "mx-old", "--broker", c.bootstrap, timeout=30)
+            expect(r.returncode == 0, "mx-old deleted: %s" % r.stderr.strip())
+            if not create_topic(c, "mx-new", 1, 3):
+                return
+            want = ["mx-a", "mx-b", "mx-new"]
         t0 = time.monotonic()
         rc, res, ids1 = issue(c, n_ops, 8, os.path.join(tmp, "ids1.txt"))
         figures["ops_s"] = round(time.monotonic() - t0, 1)
@@ -126,23 +155,29 @@ def scenario(tmp, n_ops, crash, verityd=None):
         expect(rc == 0 and res["issued"] == n_ops and res["dup"] == 0,
                "%d producer ids issued, none twice (%s)" % (n_ops, res))
         expect(wait_for(lambda: len({meta_row(c, b["id"]).get("applied")
-                                     for b in c.brokers()}) == 1, 30, 0.3),
-               "every broker applied the same __meta op")
-        applied = meta_row(c, 1).get("applied", 0)
+                                     for b in c.brokers() if not keep_disk or
+                                     b["id"] != victim}) == 1, 30, 0.3),
+               "every running broker applied the same __meta op")
+        applied = meta_row(c, meta_primary(c) or 1).get("applied", 0)
         figures["meta_applied"] = applied
         expect(applied > 2048 + 50, "__meta is past half a journal (applied op %d)" % applied)
-        prim = meta_primary(c)
-        victim = [i for i in (1, 2, 3) if i != prim][0]
-        vinfo = [b for b in c.brokers() if b["id"] == victim][0]
-        print("  victim broker %d (backup of __meta, primary %d)" % (victim, prim), flush=True)
-        c.kill9(victim)
-        shutil.rmtree(vinfo["data_dir"])
+        if keep_disk:
+            prim = meta_primary(c)
+        else:
+            prim = meta_primary(c)
+            victim = [i for i in (1, 2, 3) if i != prim][0]
+            vinfo = [b for b in c.brokers() if b["id"] == victim][0]
+            print("  victim broker %d (backup of __meta, primary %d)" % (victim, prim),
+                  flush=True)
+            c.kill9(victim)
+            shutil.rmtree(vinfo["data_dir"])
+        rejoin = not keep_disk
         log = os.path.join(c.dir, "node%d.log" % victim)
         start_line = ce.count_lines(log)
         t1 = time.monotonic()
         if crash != "none":
             site = "meta_install_crash_" + crash
-            r = restart_rejoin(c, victim, site)
+            r = restart_rejoin(c, victim, site, rejoin)
             expect(r.returncode == 0, "restart --rejoin with %s: %s" % (site, r.stderr.strip()))
             pid = pid_of(c, victim)
             expect(wait_for(lambda: not ce.alive(pid), 60, 0.2),
@@ -150,18 +185,18 @@ def scenario(tmp, n_ops, crash, verityd=None):
             expect(events(log, start_line, "replica_state_transfer_started"),
                    "a transfer started before the crash")
             mid = ce.count_lines(log)
-            r = restart_rejoin(c, victim)
+            r = restart_rejoin(c, victim, None, rejoin)
             expect(r.returncode == 0, "restart after the crash: %s" % r.stderr.strip())
             if crash == "recorded":
                 expect(wait_for(lambda: events(log, mid, "meta_state_adopted"), 30, 0.2),
                        "the recorded state was loaded at the restart (meta_state_adopted)")
             else:
-                expect(wait_for(lambda: events(log, mid, "meta_state_unstaged") or
-                                events(log, mid, "meta_log_cut"), 30, 0.2),
-                       "the staged state was dropped at the restart")
+                dropped = "meta_log_cut" if keep_disk else "meta_state_unstaged"
+                expect(wait_for(lambda: events(log, mid, dropped), 30, 0.2),
+                       "the staged state was dropped at the restart (%s)" % dropped)
         else:
-            r = restart_rejoin(c, victim)
-            expect(r.returncode == 0, "restart --rejoin: %s" % r.stderr.strip())
+            r = restart_rejoin(c, victim, None, rejoin)
+            expect(r.returncode == 0, "restart: %s" % r.stderr.strip())
 
         def caught_up():
             rows = {b["id"]: meta_row(c, b["id"]) for b in c.brokers()}
@@ -186,11 +221,17 @@ def scenario(tmp, n_ops, crash, verityd=None):
         stopped = events(log, start_line, "replica_group_stopped")
         expect(not stopped, "no replica group stopped on broker %d: %s" % (victim, stopped[:2]))
         others = topics_of(c, prim)
-        expect([t[0] for t in others] == ["mx-a", "mx-b"],
-               "the primary holds mx-a and mx-b (mx-gone deleted): %s" % others)
+        expect([t[0] for t in others] == want,
+               "the primary holds %s (mx-gone deleted): %s" % (want, others))
         expect(wait_for(lambda: topics_of(c, victim) == others, 30, 0.3),
                "broker %d holds the same topics: %s vs %s" % (victim, topics_of(c, victim),
                                                               others))
+        if keep_disk:
+            expect(wait_for(lambda: not os.path.exists(old_dir), 20, 0.2),
+                   "mx-old's directory removed from broker %d" % victim)
+            expect(wait_for(lambda: len([p for p in ce.cluster_json(c.http(victim))
+                                         .get("partitions", []) if p.get("topic") == "mx-new"])
+                            == 1, 30, 0.3), "broker %d opened mx-new's replica" % victim)
         expect(wait_for(lambda: len([p for p in ce.cluster_json(c.http(victim))
                                      .get("partitions", []) if p.get("topic") == "mx-a"]) == 2,
                         30, 0.3), "broker %d opened mx-a's replicas" % victim)
@@ -231,12 +272,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ops", type=int, default=2200, help="InitProducer requests (__meta ops)")
     ap.add_argument("--crash", choices=["none", "staged", "recorded"], default="none")
+    ap.add_argument("--keep-disk", action="store_true",
+                    help="the victim keeps its data directory (restarted without --rejoin)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--verityd", help="another verityd binary (e.g. an older build)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-metax-")
     try:
-        scenario(tmp, a.ops, a.crash, a.verityd)
+        scenario(tmp, a.ops, a.crash, a.verityd, a.keep_disk)
     finally:
         if not a.keep and not ce.failed:
             shutil.rmtree(tmp, ignore_errors=True)
