@@ -495,6 +495,8 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --crash staged
 	@echo "== tests/cluster/meta_xfer_e2e.py --crash recorded (crash after it, before the live state)"
 	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --crash recorded
+	@echo "== tests/cluster/meta_xfer_e2e.py --load-during 1000 (InitProducers go on during the transfer)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --load-during 1000
 	@echo "== tests/cluster/meta_xfer_e2e.py --keep-disk (a broker down while topics changed: state drops and opens topics)"
 	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --keep-disk
 	@echo "== tests/cluster/meta_xfer_e2e.py --keep-disk --crash staged (the log cut back to the applied op, mark included)"

@@ -4,7 +4,7 @@ real verityd processes (issue 10; docs/REPLICATION.md "State transfer of
 `__meta`"). Helpers come from cluster_e2e.py.
 
     meta_xfer_e2e.py [--ops 2200] [--crash none|staged|recorded] [--keep-disk]
-                     [--verityd PATH]
+                     [--load-during N] [--verityd PATH]
         3 brokers. Topics: mx-a (2 partitions on all three), mx-b (one
         replica), mx-gone (created, then deleted). Then --ops InitProducer
         requests (each a new producer id, one `__meta` op; the
@@ -29,6 +29,9 @@ real verityd processes (issue 10; docs/REPLICATION.md "State transfer of
         take the state by transfer, drop mx-old (its directory removed) and
         open mx-new. With --crash staged the restart cuts the meta log back
         to the applied op, state mark included (meta_log_cut).
+        --load-during N: N more InitProducer requests run while the victim
+        restarts (the primary has proposals in flight when asked); every
+        id stays unique and the checks wait for them to end.
 
 Needs VERITY_BIN_DIR and CLUSTER_META_OPS. Prints "meta_xfer_e2e: N passed,
 N failed"; exits 1 on a failure. Every wait is bounded and every process
@@ -118,7 +121,7 @@ def pid_of(c, i):
     return [b for b in c.brokers() if b["id"] == i][0]["pid"]
 
 
-def scenario(tmp, n_ops, crash, verityd=None, keep_disk=False):
+def scenario(tmp, n_ops, crash, verityd=None, keep_disk=False, load_during=0):
     c = ce.Cluster(3, tmp, verityd=verityd)
     figures = {}
     try:
@@ -172,6 +175,14 @@ def scenario(tmp, n_ops, crash, verityd=None, keep_disk=False):
             c.kill9(victim)
             shutil.rmtree(vinfo["data_dir"])
         rejoin = not keep_disk
+        mid_load = None
+        if load_during:
+            # InitProducers go on while the victim restarts: the primary of
+            # __meta has proposals in flight when the victim asks it
+            mid_path = os.path.join(tmp, "ids_mid.txt")
+            mid_load = subprocess.Popen([OPS, c.bootstrap, str(load_during), mid_path,
+                                         "--threads", "2"], stdout=subprocess.PIPE, text=True)
+            time.sleep(1)
         log = os.path.join(c.dir, "node%d.log" % victim)
         start_line = ce.count_lines(log)
         t1 = time.monotonic()
@@ -197,6 +208,14 @@ def scenario(tmp, n_ops, crash, verityd=None, keep_disk=False):
         else:
             r = restart_rejoin(c, victim, None, rejoin)
             expect(r.returncode == 0, "restart: %s" % r.stderr.strip())
+
+        if mid_load is not None:
+            out, _ = mid_load.communicate(timeout=300)
+            ids_mid = [int(x) for x in open(mid_path).read().split()]
+            expect(mid_load.returncode == 0 and len(ids_mid) == load_during,
+                   "%d more ids issued during the restart: %s" % (load_during, out.strip()))
+            expect(not set(ids_mid) & set(ids1), "no id issued twice during the restart")
+            ids1 = ids1 + ids_mid
 
         def caught_up():
             rows = {b["id"]: meta_row(c, b["id"]) for b in c.brokers()}
@@ -274,12 +293,14 @@ def main():
     ap.add_argument("--crash", choices=["none", "staged", "recorded"], default="none")
     ap.add_argument("--keep-disk", action="store_true",
                     help="the victim keeps its data directory (restarted without --rejoin)")
+    ap.add_argument("--load-during", type=int, default=0,
+                    help="InitProducer requests made while the victim restarts")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--verityd", help="another verityd binary (e.g. an older build)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-metax-")
     try:
-        scenario(tmp, a.ops, a.crash, a.verityd, a.keep_disk)
+        scenario(tmp, a.ops, a.crash, a.verityd, a.keep_disk, a.load_during)
     finally:
         if not a.keep and not ce.failed:
             shutil.rmtree(tmp, ignore_errors=True)
