@@ -14,7 +14,9 @@
 # PROOF_FUZZ_SECONDS (default 15), then tests/fuzz/fuzz_auth.c (the security
 # store's JSON decoder, issue 14) for AUTH_FUZZ_SECONDS (default 15), then
 # tests/fuzz/fuzz_auth_change.c (a change of that store: POST /v1/security
-# and the metadata log's auth_change records) for as long.
+# and the metadata log's auth_change records) for as long. Later sections
+# (VSR, state transfer, the applied ring, the `__meta` state decoder
+# fuzz_meta_snap.c, ...) have their own *_FUZZ_SECONDS.
 #
 # usage: bash tests/fuzz/run.sh [SECONDS]
 # env:   FUZZ_DIR (default build/fuzz), FUZZ_JOBS (parallel jobs, default 1),
