@@ -425,7 +425,11 @@ soak-project: all tests
 #                     and killed again during its rejoin, ~55 s); dead
 #                     letters of a group through a kill loop of the
 #                     coordinator and the dead-letter partition's primary
-#                     (tests/cluster/dlq_e2e.py, ~90 s)
+#                     (tests/cluster/dlq_e2e.py, ~90 s); `__meta`
+#                     2,200 ops ahead of a broker rejoining on an empty disk:
+#                     taken by state transfer, also with a crash in the
+#                     middle of its install (tests/cluster/meta_xfer_e2e.py,
+#                     about 40 s each)
 # make soak-cluster   the kill loop for SOAK_CLUSTER_SECONDS (600)
 SOAK_CLUSTER_SECONDS ?= 600
 CLUSTER_PRODUCER := $(BUILD)/tests/cluster_producer
@@ -438,6 +442,12 @@ $(CLUSTER_GROUP_CONSUMER): $(BUILD)/obj/tests/cluster/cluster_group_consumer.o $
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 tests: $(CLUSTER_GROUP_CONSUMER)
+# many __meta ops (InitProducer) for the __meta state-transfer test
+CLUSTER_META_OPS := $(BUILD)/tests/cluster_meta_ops
+$(CLUSTER_META_OPS): $(BUILD)/obj/tests/cluster/cluster_meta_ops.o $(LIBVERITY)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+tests: $(CLUSTER_META_OPS)
 # verityd with a power cut on SIGUSR2 (every unsynced write undone), for the
 # power-loss scenario (tests/cluster/verityd_powerloss.c)
 VERITYD_POWERLOSS := $(BUILD)/tests/verityd_powerloss
@@ -447,9 +457,10 @@ $(VERITYD_POWERLOSS): $(BUILD)/obj/tests/cluster/verityd_powerloss.o $(BROKERLIB
 tests: $(VERITYD_POWERLOSS)
 CLUSTER_ENV = VERITY_BIN_DIR=$(abspath $(BUILD)/bin) CLUSTER_PRODUCER=$(abspath $(CLUSTER_PRODUCER)) \
               CLUSTER_GROUP_CONSUMER=$(abspath $(CLUSTER_GROUP_CONSUMER)) \
-              VERITYD_POWERLOSS=$(abspath $(VERITYD_POWERLOSS))
+              VERITYD_POWERLOSS=$(abspath $(VERITYD_POWERLOSS)) \
+              CLUSTER_META_OPS=$(abspath $(CLUSTER_META_OPS))
 .PHONY: test-cluster soak-cluster
-test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_CONSUMER)
+test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_CONSUMER) $(CLUSTER_META_OPS)
 	@echo "== tests/cluster/test_harness.py"
 	@python3 tests/cluster/test_harness.py
 	@echo "== tests/cluster/cluster_e2e.py tools"
@@ -488,6 +499,18 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 50 --warmup 20 --rate 800
 	@echo "== tests/cluster/rejoin_e2e.py --crash-mid (killed again during its rejoin: resumed from the superblock)"
 	@$(CLUSTER_ENV) python3 tests/cluster/rejoin_e2e.py --seconds 40 --crash-mid
+	@echo "== tests/cluster/meta_xfer_e2e.py (__meta 2,200 ops ahead of a --rejoin broker: state transfer)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py
+	@echo "== tests/cluster/meta_xfer_e2e.py --crash staged (crash before the install's op is recorded)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --crash staged
+	@echo "== tests/cluster/meta_xfer_e2e.py --crash recorded (crash after it, before the live state)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --crash recorded
+	@echo "== tests/cluster/meta_xfer_e2e.py --load-during 1000 (InitProducers go on during the transfer)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --load-during 1000
+	@echo "== tests/cluster/meta_xfer_e2e.py --keep-disk (a broker down while topics changed: state drops and opens topics)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --keep-disk
+	@echo "== tests/cluster/meta_xfer_e2e.py --keep-disk --crash staged (the log cut back to the applied op, mark included)"
+	@$(CLUSTER_ENV) python3 tests/cluster/meta_xfer_e2e.py --keep-disk --crash staged
 soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds $(SOAK_CLUSTER_SECONDS) --every 10
 # make test-cluster-quick (part of make test, about 90 s): the leader kill

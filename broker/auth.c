@@ -548,6 +548,24 @@ void auth_reload(struct broker *b)
          b->cfg.auth_file, m->n_keys, m->n_certs, m->n_acls, m->n_quotas, changes);
 }
 
+void auth_meta_replaced(struct broker *b)
+{
+    struct auth_state *a = b->auth;
+    if (!a)
+        return;
+    struct auth_store *m = NULL;
+    int rc = merged(b, a->file, &m);
+    if (rc) {
+        blog(BLOG_ERROR, "auth_merge_failed", "error=%s", verity_errname(rc));
+        return;
+    }
+    size_t changes = audit_changes(a->audit, a->store, m);
+    auth_store_free(a->store);
+    a->store = m;
+    blog(BLOG_INFO, "auth_meta_replaced", "keys=%zu certs=%zu acls=%zu quotas=%zu changes=%zu",
+         m->n_keys, m->n_certs, m->n_acls, m->n_quotas, changes);
+}
+
 const struct auth_store *auth_store_file(struct broker *b)
 {
     return b->auth ? b->auth->file : NULL;

@@ -33,6 +33,9 @@ void auth_reload(struct broker *b);
  * open connections follow at their next request, and audits the change
  * with the principal `by` ("tenant/principal") that made it. */
 void auth_meta_changed(struct broker *b, const struct auth_change *c, const char *by);
+/* b->meta.auth was replaced as a whole (a `__meta` state transfer):
+ * rebuilds the store in use and audits what changed. */
+void auth_meta_replaced(struct broker *b);
 /* auth_file's entries alone (NULL without auth). */
 const struct auth_store *auth_store_file(struct broker *b);
 

@@ -239,6 +239,26 @@ int meta_producer_reserve(struct broker *b, int64_t pid) __attribute__((warn_unu
  * memory never runs ahead of the log. */
 int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
     __attribute__((warn_unused_result));
+/* __meta state transfer (cluster; docs/REPLICATION.md "State transfer of
+ * `__meta`"). meta_state_encode: the applied metadata state as bytes
+ * (broker/meta_snap.h), -EAGAIN before the log is loaded. meta_state_stage:
+ * the requester's first half of an install of the decoded state buf (for
+ * op): a state mark in the meta log, synced, and meta.xfer.new for the
+ * offset after it (*end); the caller then records and syncs the applied
+ * position at *end and calls meta_state_adopt, which makes the file
+ * meta.xfer and replaces topics (partitions closed or opened), producer ids
+ * and epochs, and the auth_change store with im's (taking them). */
+struct meta_image;
+int meta_state_encode(struct broker *b, uint8_t **out, size_t *len)
+    __attribute__((warn_unused_result));
+int meta_state_stage(struct broker *b, const uint8_t *buf, size_t len, uint64_t op,
+                     uint64_t *end) __attribute__((warn_unused_result));
+int meta_state_adopt(struct broker *b, struct meta_image *im, uint64_t end);
+/* At open, when the applied ring has no entry (a replica that had applied
+ * no op when an install was cut short): drops a staged meta.xfer.new and
+ * the state mark it covers at the log's end. 0 or the cut's error. */
+int meta_state_unstage(struct broker *b) __attribute__((warn_unused_result));
+
 /* Writes <data>/__meta/meta.snap when the log is durable with nothing
  * waiting and force is set or snapshot_records records were appended since
  * the last one. 0 or the error (logged, counted). */

@@ -42,6 +42,7 @@
 #include "broker/blog.h"
 #include "broker/broker_int.h"
 #include "broker/group/group_snap.h"
+#include "broker/meta_snap.h"
 #include "broker/vsr/vapplied.h"
 #include "broker/vsr/vgroup.h"
 #include "broker/vsr/vsr_wire.h"
@@ -324,8 +325,10 @@ static void cg_send(void *arg, const struct vsr_msg *m)
     struct cgroup *cg = arg;
     if (m->to >= cg->n || m->to == cg->self)
         return; /* replies to clients: the shell answers from the apply */
-    if (m->type == VSR_MSG_REQUEST_STATE && (cg->part || cg->is_groups)) {
-        xf_want(cg, m->to); /* the shell copies the log (or the groups' state) first */
+    if (m->type == VSR_MSG_REQUEST_STATE) {
+        /* the shell copies the log (a partition) or the state (__meta,
+         * __groups) first */
+        xf_want(cg, m->to);
         return;
     }
     (void)peer_send(cg->b, cg->nodes[m->to], cg->name, cg->partition, m);
@@ -412,11 +415,14 @@ static void meta_noop_done(struct broker *b, void *arg, int err)
         blog(BLOG_ERROR, "meta_apply_failed", "error=%s", verity_errname(err));
 }
 
+static void gx_abandon(struct cgroup *cg);
+
 static int meta_apply(void *arg, const struct vsr_commit *c)
 {
     struct cgroup *cg = arg;
     struct broker *b = cg->b;
     struct mpend **pp = &cg->mp, *own = NULL;
+    gx_abandon(cg); /* applied from the journal: a state being copied is older */
     if (c->header.client == b->cfg.node_id) {
         for (; *pp; pp = &(*pp)->next)
             if ((*pp)->request == c->header.request) {
@@ -456,7 +462,9 @@ static int meta_apply(void *arg, const struct vsr_commit *c)
 
 static void cg_io_done(void *arg);
 static const struct vgroup_ops part_ops = {cg_send, part_apply, part_install, cg_io_done};
-static const struct vgroup_ops meta_ops = {cg_send, meta_apply, NULL, cg_io_done};
+static int meta_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECKSUM_SIZE],
+                        const uint8_t digest[VSR_CHECKSUM_SIZE]);
+static const struct vgroup_ops meta_ops = {cg_send, meta_apply, meta_install, cg_io_done};
 
 static void cg_fail_queue(struct cgroup *cg)
 {
@@ -997,7 +1005,11 @@ int cluster_meta_recover(struct broker *b)
             return rc;
     }
     /* without an entry: a fresh broker, or one whose records came before
-     * the cluster (kept as they are; the group's ops follow them) */
+     * the cluster (kept as they are; the group's ops follow them), or one
+     * whose first op was a state transfer cut short before it was recorded
+     * (its mark goes) */
+    if (!found)
+        return meta_state_unstage(b);
     return 0;
 }
 
@@ -1187,11 +1199,11 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
         cl->frames_bad++;
         return;
     }
-    if ((cg->part || cg->is_groups) &&
-        (m->type == VSR_MSG_STATE || m->type == VSR_MSG_REQUEST_STATE)) {
-        /* a partition's state moves only through the shell's transfer
-         * (section "state transfer"): a bare STATE names an op whose bytes
-         * this log does not hold */
+    if (m->type == VSR_MSG_STATE || m->type == VSR_MSG_REQUEST_STATE) {
+        /* a group's state moves only through the shell's transfer
+         * (sections "state transfer", "__groups state transfer"): a bare
+         * STATE names an op whose bytes or state this replica does not
+         * hold */
         cl->frames_bad++;
         return;
     }
@@ -1356,20 +1368,13 @@ static json_t *cg_json(struct cgroup *cg)
     }
     uint64_t target = 0;
     bool rejoining = cg->g.core && vsr_rejoining(cg->g.core, &target);
-    return json_pack("{s:s,s:i,s:o,s:i,s:I,s:s,s:I,s:I,s:I,s:I,s:o,s:b,s:I}", "topic", cg->name,
+    const struct xfer *x = &cg->xf;
+    json_t *j = json_pack("{s:s,s:i,s:o,s:i,s:I,s:s,s:I,s:I,s:I,s:I,s:o,s:b,s:I}", "topic", cg->name,
                      "partition", (int)cg->partition, "replicas", replicas, "primary",
                      (int)primary_node(cg), "view", (json_int_t)view, "role", role_of(cg),
                      "commit", (json_int_t)cmax, "op", (json_int_t)op, "applied",
                      (json_int_t)cmin, "end", (json_int_t)cg->st_end, "backups", backups,
                      "rejoining", rejoining, "rejoin_target", (json_int_t)target);
-}
-
-json_t *cluster_part_json(struct partition *p)
-{
-    if (!p->cg || !p->cg->g_open)
-        return NULL;
-    json_t *j = cg_json(p->cg);
-    const struct xfer *x = &p->cg->xf;
     if (j)
         json_object_set_new(j, "state_transfers",
                             json_pack("{s:I,s:I,s:I,s:I,s:b}", "done", (json_int_t)x->done,
@@ -1377,6 +1382,13 @@ json_t *cluster_part_json(struct partition *p)
                                       (json_int_t)x->stalled, "bytes_in", (json_int_t)x->bytes_in,
                                       "active", x->active));
     return j;
+}
+
+json_t *cluster_part_json(struct partition *p)
+{
+    if (!p->cg || !p->cg->g_open)
+        return NULL;
+    return cg_json(p->cg);
 }
 
 json_t *cluster_meta_json(struct broker *b)
@@ -1451,12 +1463,11 @@ void cluster_metrics_render(struct broker *b, struct evbuffer *o)
                             cg->g.core ? vsr_counters(cg->g.core)->repairs : 0);
     met_family(o, "verity_replica_state_transfers_total", "counter",
                "State transfers this replica made as the lagging side (the committed log copied "
-               "from a peer, then installed; for __groups the coordinator's state), by outcome: done, failed (a bad chunk, a peer "
+               "from a peer, then installed; for __groups the coordinator's state, for __meta a "
+               "peer's metadata state), by outcome: done, failed (a bad chunk, a peer "
                "behind or refusing, or abandoned because the journal caught up), stalled (the "
                "peer fell silent; the next peer continues).");
     for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
-        if (!cg->part && !cg->is_groups)
-            continue;
         static const char *const outcome[] = {"done", "failed", "stalled"};
         uint64_t v[] = {cg->xf.done, cg->xf.failed, cg->xf.stalled};
         for (int k = 0; k < 3; k++)
@@ -1469,8 +1480,6 @@ void cluster_metrics_render(struct broker *b, struct evbuffer *o)
                "Log bytes moved by state transfers: in (copied here from a peer), out (served "
                "to a lagging peer).");
     for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
-        if (!cg->part && !cg->is_groups)
-            continue;
         evbuffer_add_printf(o,
                             "verity_replica_state_transfer_bytes_total{group=\"%s\",partition=\"%u\","
                             "direction=\"in\"} %" PRIu64 "\n",
@@ -1557,7 +1566,7 @@ static void gx_want(struct cgroup *cg, uint8_t peer);
 static void xf_want(struct cgroup *cg, uint8_t peer)
 {
     struct xfer *x = &cg->xf;
-    if (cg->is_groups) {
+    if (!cg->part) { /* __meta, __groups: the state, not the log */
         gx_want(cg, peer);
         return;
     }
@@ -1783,13 +1792,12 @@ static void on_xfer(struct broker *b, uint32_t from, const struct vsr_wire_frame
     }
     struct xfer_msg m;
     if (xfer_wire_decode(f->payload, f->payload_len, &m) || m.to != cg->self ||
-        m.from >= cg->n || cg->nodes[m.from] != from || m.cluster != cl->id ||
-        (!cg->part && !cg->is_groups)) {
+        m.from >= cg->n || cg->nodes[m.from] != from || m.cluster != cl->id) {
         cl->frames_bad++;
         cg->xf.bad++;
         return;
     }
-    if (cg->is_groups) {
+    if (!cg->part) {
         gx_on_xfer(cg, &m);
         cg_after(cg);
         return;
@@ -1957,7 +1965,7 @@ json_t *cluster_groups_json(struct broker *b)
     return cl && cl->grp && cl->grp->g_open ? cg_json(cl->grp) : NULL;
 }
 
-/* ---- __groups state transfer ------------------------------------------------ */
+/* ---- __groups and __meta state transfer ------------------------------------------------ */
 
 /* A __groups replica more than half a journal behind cannot catch up from
  * the journal. Its group log is node-local (every replica restamps what it
@@ -1972,7 +1980,17 @@ json_t *cluster_groups_json(struct broker *b)
  * (a bad encoding is refused before anything changes), then hands the core
  * a STATE; the core's install (grp_install) writes a state mark into the
  * group log and the snapshot for the offset after it, then the applied
- * ring entry (groups_snap_install has the crash argument). */
+ * ring entry (groups_snap_install has the crash argument).
+ *
+ * __meta moves the same way, with its own state (meta_snap.h: topics,
+ * producer ids and epochs with the allocation high-water mark, the
+ * auth_change store), from any replica: a replica's memory is its applied
+ * state, except on the primary while its own proposals are in flight
+ * (their effects are made at proposal), so that one puts the first GET off
+ * until they are applied, as the coordinator does. The install
+ * (meta_install) writes a state mark and meta.xfer.new (meta_state_stage),
+ * then the applied ring entry, synced, then replaces the live state
+ * (meta_state_adopt). */
 
 #define GX_BYTES_MAX (1ull << 30) /* a group state larger than this is refused */
 
@@ -1982,7 +2000,9 @@ struct gxfer {
     size_t len, total;
     uint64_t op;
     uint8_t checksum[32], digest[32], sha[32];
-    struct group_state *st; /* loaded, handed to grp_install */
+    struct group_state *st; /* __groups: loaded, handed to grp_install */
+    struct meta_image mim;  /* __meta: decoded, handed to meta_install */
+    bool mim_ok;
     /* server: a first GET the coordinator could not serve at once (records
      * in flight), tried again after each commit (gx_try_pending) */
     bool pend;
@@ -2012,6 +2032,9 @@ static void gx_drop_in(struct gxfer *g)
     g->len = g->total = 0;
     group_state_free(g->st);
     g->st = NULL;
+    if (g->mim_ok)
+        meta_image_free(&g->mim);
+    g->mim_ok = false;
 }
 
 static void gx_free(struct cgroup *cg)
@@ -2079,6 +2102,25 @@ static void gx_want(struct cgroup *cg, uint8_t peer)
     gx_ask(cg);
 }
 
+/* Whether this replica can encode its state for a transfer: 1 now, 0 not
+ * yet (records of its own in flight: the request is put off), -EAGAIN not
+ * this replica (the requester asks the next peer). */
+static int gx_can_serve(struct cgroup *cg)
+{
+    struct vsr *core = cg->g.core;
+    if (cg->is_groups) {
+        if (!is_primary_normal(cg) || !cg->b->groups.coord)
+            return -EAGAIN;
+        return vsr_op(core) == vsr_commit_min(core) && !cg->qn &&
+               cg->st.op == vsr_commit_min(core) && cg->st.op != 0;
+    }
+    /* __meta: every replica's memory is its applied state but a primary's
+     * with own proposals in flight (made at proposal: cluster_meta_submit) */
+    if (cg->st.op == 0 || cg->st.op != vsr_commit_min(core) || cg->xf.active)
+        return -EAGAIN;
+    return !cg->mp && !cg->qn;
+}
+
 static void gx_serve(struct cgroup *cg, const struct xfer_msg *m)
 {
     struct xfer_msg a;
@@ -2100,14 +2142,15 @@ static void gx_serve(struct cgroup *cg, const struct xfer_msg *m)
             a.code = VERITY_EOFFSET;
             goto send;
         }
-        if (!is_primary_normal(cg) || !cg->b->groups.coord) {
-            a.code = -EAGAIN; /* not the coordinator: the requester asks the next peer */
+        int can = gx_can_serve(cg);
+        if (can < 0) {
+            a.code = -EAGAIN; /* not this replica: the requester asks the next peer */
             goto send;
         }
         rc = -EAGAIN;
-        if (vsr_op(cg->g.core) == vsr_commit_min(cg->g.core) && !cg->qn &&
-            cg->st.op == vsr_commit_min(cg->g.core) && cg->st.op != 0)
-            rc = groups_repl_state(cg->b, &g->sbuf, &g->slen);
+        if (can)
+            rc = cg->is_groups ? groups_repl_state(cg->b, &g->sbuf, &g->slen)
+                               : meta_state_encode(cg->b, &g->sbuf, &g->slen);
         if (rc == -EAGAIN) {
             /* records in flight: answer right after a commit leaves none
              * (gx_try_pending), within the requester's stall time */
@@ -2172,8 +2215,8 @@ static void gx_try_pending(struct cgroup *cg)
         g->pend = false; /* the requester gave up on this peer by now */
         return;
     }
-    if (!cg->g.core || vsr_op(cg->g.core) != vsr_commit_min(cg->g.core) || cg->qn)
-        return;
+    if (!cg->g.core || gx_can_serve(cg) == 0)
+        return; /* still in flight (not this replica any more: answered EAGAIN) */
     struct xfer_msg m;
     memset(&m, 0, sizeof m);
     m.type = XFER_GET;
@@ -2261,9 +2304,13 @@ static void gx_on_data(struct cgroup *cg, const struct xfer_msg *m)
         gx_drop_in(g);
         return;
     }
-    int rc = group_state_new(cg->b->cfg.group_pending_max, &g->st);
-    if (rc == 0)
-        rc = group_snap_load(g->st, g->buf, g->len);
+    int rc;
+    if (cg->is_groups) {
+        if ((rc = group_state_new(cg->b->cfg.group_pending_max, &g->st)) == 0)
+            rc = group_snap_load(g->st, g->buf, g->len);
+    } else if ((rc = meta_image_decode(g->buf, g->len, &g->mim)) == 0) {
+        g->mim_ok = true;
+    }
     if (rc) {
         x->bad++;
         gx_fail(cg, rc, "bad_state");
@@ -2309,4 +2356,45 @@ static int grp_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECKS
     memcpy(cg->st.digest, digest, 32);
     cg->st_end = end;
     return ring_write(cg);
+}
+
+/* The core installs the __meta state gx_install handed it: the mark and
+ * meta.xfer.new, the applied position (synced: the log is never cut below
+ * the mark again), then the live state. */
+static int meta_install(void *arg, uint64_t op, const uint8_t checksum[VSR_CHECKSUM_SIZE],
+                        const uint8_t digest[VSR_CHECKSUM_SIZE])
+{
+    struct cgroup *cg = arg;
+    struct xfer *x = &cg->xf;
+    struct gxfer *g = cg->gx;
+    struct broker *b = cg->b;
+    if (!x->installing || op != x->inst_op || !g || !g->mim_ok)
+        return VERITY_EUNSUPPORTED; /* a state this shell did not copy */
+    uint64_t end = 0;
+    int rc = meta_state_stage(b, g->buf, g->len, op, &end);
+    if (rc)
+        return rc;
+    /* test fault points: a crash with the state staged but its op not
+     * recorded (the old state must load), and recorded but not adopted
+     * (the new one must) */
+    if (broker_fault("meta_install_crash_staged"))
+        _exit(86);
+    cg->st.op = op;
+    memcpy(cg->st.checksum, checksum, 32);
+    memcpy(cg->st.digest, digest, 32);
+    cg->st_end = end;
+    if ((rc = ring_write(cg)))
+        return rc;
+    ring_wait(cg);
+    if ((rc = ring_io(cg)->fdatasync(ring_io(cg)->ctx, cg->ring_fd)))
+        return rc;
+    cg->ring_dirty = false;
+    if (broker_fault("meta_install_crash_recorded"))
+        _exit(86);
+    rc = meta_state_adopt(b, &g->mim, end);
+    meta_image_free(&g->mim);
+    g->mim_ok = false;
+    /* a topic that failed to open is logged (as a committed create would
+     * be); only running out of memory stops the group */
+    return rc == -ENOMEM ? rc : 0;
 }

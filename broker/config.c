@@ -222,21 +222,6 @@ void bcfg_default(struct broker_config *c)
     c->witness_timeout_ms = 10000;
 }
 
-static const char *const dur_names[] = {"always", "group", "os"};
-
-const char *bcfg_durability_name(enum topic_durability d)
-{
-    return (unsigned)d < 3 ? dur_names[d] : "unknown";
-}
-
-int bcfg_durability_parse(const char *s)
-{
-    for (int i = 0; i < 3; i++)
-        if (strcmp(s, dur_names[i]) == 0)
-            return i;
-    return -1;
-}
-
 static const struct key *find_key(const char *name)
 {
     for (size_t i = 0; i < N_KEYS; i++)

@@ -31,7 +31,14 @@
  * and no byte is left over. meta_open loads it (if it matches the log) and
  * replays only the records past it; meta_snapshot writes one when the whole
  * log is durable with no record waiting, every snapshot_records records and
- * at a clean close.
+ * at a clean close. The payload's codec is broker/meta_snap.c.
+ *
+ * Cluster: a state installed by a `__meta` state transfer follows a state
+ * mark (a `verity.state` control batch) in this log and is kept in
+ * meta.xfer for the offset after the mark (meta_state_stage/_adopt);
+ * meta_open loads whichever of meta.snap and meta.xfer matches the log at
+ * the highest offset, and a replay that meets a state mark refuses
+ * (meta_log_state_mark) rather than build a wrong state.
  *
  * The log runs in group mode with no delay, so the loop never waits for an
  * fdatasync: meta_append returns at once and the caller's callback runs when
@@ -56,8 +63,10 @@
 #include "broker/auth_store.h"
 #include "broker/blog.h"
 #include "broker/broker_int.h"
+#include "broker/meta_snap.h"
 #include "storage/batch.h"
 #include "storage/snap.h"
+#include "storage/vio.h"
 #include "verity/errors.h"
 #include "verity/verify.h"
 
@@ -164,7 +173,7 @@ static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
 {
     const char *type = json_string_value(json_object_get(rec, "type"));
     const char *name = json_string_value(json_object_get(rec, "name"));
-    int64_t x, t = 0;
+    int64_t t = 0;
     if (!type) {
         snprintf(why, cap, "no type");
         return VERITY_EINVAL;
@@ -173,36 +182,15 @@ static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
     if (strcmp(type, "auth_change") == 0)
         return auth_record(b, rec, false, why, cap);
     if (strcmp(type, "create_topic") == 0) {
-        struct topic_cfg tc;
-        const char *dur = json_string_value(json_object_get(rec, "durability"));
-        if (!name || !codec_topic_name_ok(name, true) || !dur || bcfg_durability_parse(dur) < 0) {
-            snprintf(why, cap, "bad create_topic");
-            return VERITY_EINVAL;
-        }
-        tc.durability = (enum topic_durability)bcfg_durability_parse(dur);
-        if (get_int(rec, "partitions", 1, VERITY_PARTITIONS_MAX, &x))
-            goto bad;
-        tc.partitions = (uint32_t)x;
-        if (get_int(rec, "retention_ms", -1, INT64_MAX, &tc.retention_ms) ||
-            get_int(rec, "retention_bytes", -1, INT64_MAX, &tc.retention_bytes))
-            goto bad;
-        if (get_int(rec, "segment_bytes", 4096, 1ll << 31, &x))
-            goto bad;
-        tc.segment_bytes = (uint64_t)x;
-        if (get_int(rec, "max_message_bytes", BATCH_HDR_SIZE + 8, VERITY_BATCH_BYTES_MAX, &x))
-            goto bad;
-        tc.max_message_bytes = (uint32_t)x;
-        tc.replicas = 1;
-        if (json_object_get(rec, "replicas")) {
-            if (get_int(rec, "replicas", 1, 5, &x) || (x != 1 && x != 3 && x != 5))
-                goto bad;
-            tc.replicas = (uint32_t)x;
-        }
-        if (topic_find(b, name)) {
-            snprintf(why, cap, "topic %s exists", name);
+        struct meta_topic_rec tr;
+        int rc = meta_topic_rec_parse(rec, &tr, why, cap);
+        if (rc)
+            return rc;
+        if (topic_find(b, tr.name)) {
+            snprintf(why, cap, "topic %.100s exists", tr.name);
             return VERITY_EEXIST;
         }
-        return topic_add(b, name, &tc, t) ? 0 : -ENOMEM;
+        return topic_add(b, tr.name, &tr.cfg, t) ? 0 : -ENOMEM;
     }
     if (strcmp(type, "delete_topic") == 0) {
         struct topic *tp = name ? topic_find(b, name) : NULL;
@@ -227,6 +215,20 @@ bad:
     return VERITY_EINVAL;
 }
 
+/* A topic deleted while the broker runs: its partitions closed, its
+ * directory removed. */
+static void topic_drop_live(struct broker *b, struct topic *t)
+{
+    for (uint32_t i = 0; i < t->cfg.partitions; i++) {
+        (void)part_close(t->parts[i], VERITY_ENOTFOUND, false);
+        t->parts[i] = NULL;
+    }
+    int drc = meta_remove_topic_dir(b, t->name);
+    blog(drc ? BLOG_WARN : BLOG_INFO, "topic_deleted", "topic=%s dir_error=%s", t->name,
+         verity_errname(drc));
+    topic_remove(b, t);
+}
+
 int meta_apply_live(struct broker *b, const char *json)
 {
     json_error_t jerr;
@@ -238,16 +240,8 @@ int meta_apply_live(struct broker *b, const char *json)
     const char *name = rec ? json_string_value(json_object_get(rec, "name")) : NULL;
     if (type && strcmp(type, "delete_topic") == 0) {
         struct topic *t = name ? topic_find(b, name) : NULL;
-        if (t) {
-            for (uint32_t i = 0; i < t->cfg.partitions; i++) {
-                (void)part_close(t->parts[i], VERITY_ENOTFOUND, false);
-                t->parts[i] = NULL;
-            }
-            int drc = meta_remove_topic_dir(b, t->name);
-            blog(drc ? BLOG_WARN : BLOG_INFO, "topic_deleted", "topic=%s dir_error=%s", t->name,
-                 verity_errname(drc));
-            topic_remove(b, t);
-        }
+        if (t)
+            topic_drop_live(b, t);
         rc = 0;
     } else if (type && strcmp(type, "auth_change") == 0) {
         rc = auth_record(b, rec, true, why, sizeof why);
@@ -285,11 +279,23 @@ static int replay_batch(struct broker *b, const uint8_t *buf, size_t len)
     int rc = batch_hdr_decode(buf, len, &h);
     if (rc)
         return rc;
-    if (h.attributes & BATCH_ATTR_CONTROL)
-        return 0;
     struct batch_iter it;
     struct batch_record r;
     batch_iter_init(&it, buf, h.length);
+    if (h.attributes & BATCH_ATTR_CONTROL) {
+        /* A state installed by a transfer follows a state mark: the
+         * records before it do not build the state after it, and the
+         * replay starts past it from the snapshot written with it. */
+        if (batch_iter_next(&it, &r) == 1 && r.key_len == (int32_t)strlen(BATCH_CONTROL_STATE) &&
+            memcmp(r.key, BATCH_CONTROL_STATE, strlen(BATCH_CONTROL_STATE)) == 0) {
+            blog(BLOG_ERROR, "meta_log_state_mark",
+                 "offset=%" PRIu64 " (a state installed from a peer starts here and its snapshot "
+                 "is missing or does not match: the log alone cannot rebuild the metadata)",
+                 h.base_offset);
+            return VERITY_ECORRUPT;
+        }
+        return 0;
+    }
     while ((rc = batch_iter_next(&it, &r)) == 1) {
         if (r.value_len <= 0)
             continue;
@@ -353,122 +359,79 @@ out:
 /* ---- snapshot ------------------------------------------------------------------ */
 
 #define META_SNAP "meta.snap"
+/* The state installed by the last __meta state transfer, for the offset
+ * after its state mark; ".new" until the applied position names it. */
+#define META_XFER     "meta.xfer"
+#define META_XFER_NEW "meta.xfer.new"
 
-static int snap_encode(struct broker *b, uint8_t **out, size_t *len)
+/* The broker's metadata state as an image (borrowing nothing: the caller
+ * frees it with meta_image_free). */
+static int image_of(struct broker *b, struct meta_image *im)
 {
-    json_t *arr = json_array();
     struct topic *t;
-    char *text = NULL;
-    if (!arr)
+    memset(im, 0, sizeof *im);
+    if (b->n_topics && !(im->topics = calloc(b->n_topics, sizeof *im->topics)))
         return -ENOMEM;
     TAILQ_FOREACH(t, &b->topics, link)
     {
-        if (t->deleting)
+        if (t->deleting || im->n_topics == b->n_topics)
             continue;
-        const struct topic_cfg *tc = &t->cfg;
-        json_t *rec = json_pack(
-            "{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "type", "create_topic", "name",
-            t->name, "partitions", (json_int_t)tc->partitions, "durability",
-            bcfg_durability_name(tc->durability), "retention_ms", (json_int_t)tc->retention_ms,
-            "retention_bytes", (json_int_t)tc->retention_bytes, "segment_bytes",
-            (json_int_t)tc->segment_bytes, "max_message_bytes", (json_int_t)tc->max_message_bytes,
-            "time_ms", (json_int_t)t->created_ms, "replicas", (json_int_t)(tc->replicas ? tc->replicas : 1));
-        if (!rec || json_array_append_new(arr, rec)) {
-            json_decref(arr);
+        struct meta_topic_rec *r = &im->topics[im->n_topics++];
+        snprintf(r->name, sizeof r->name, "%s", t->name);
+        r->cfg = t->cfg;
+        r->created_ms = t->created_ms;
+    }
+    im->epochs = b->meta.epochs; /* borrowed: see snap_encode */
+    im->n_producers = b->meta.n_producers;
+    im->auth = b->meta.auth;
+    return 0;
+}
+
+static int snap_encode(struct broker *b, uint8_t **out, size_t *len)
+{
+    struct meta_image im;
+    int rc = image_of(b, &im);
+    if (rc == 0)
+        rc = meta_image_encode(&im, out, len);
+    free(im.topics); /* epochs and auth are the broker's */
+    return rc;
+}
+
+int meta_state_encode(struct broker *b, uint8_t **out, size_t *len)
+{
+    if (!b->meta.loaded)
+        return -EAGAIN;
+    return snap_encode(b, out, len);
+}
+
+/* Loads a decoded image into the empty broker state (at open: no partition
+ * is open yet); takes im's epochs and auth. */
+static int image_load(struct broker *b, struct meta_image *im)
+{
+    for (size_t i = 0; i < im->n_topics; i++) {
+        const struct meta_topic_rec *r = &im->topics[i];
+        if (!topic_add(b, r->name, &r->cfg, r->created_ms))
             return -ENOMEM;
-        }
     }
-    text = json_dumps(arr, JSON_COMPACT);
-    json_decref(arr);
-    if (!text)
-        return -ENOMEM;
-    size_t jlen = strlen(text), np = b->meta.n_producers;
-    char *atext = NULL;
-    const struct auth_store *as = b->meta.auth;
-    if (as && (as->n_keys || as->n_certs || as->n_acls || as->n_quotas || as->n_roles) &&
-        !(atext = auth_store_dump(as))) {
-        free(text);
-        return -ENOMEM;
-    }
-    size_t alen = atext ? strlen(atext) : 0;
-    size_t n = 4 + jlen + 8 + 2 * np + (atext ? 4 + alen : 0);
-    uint8_t *buf = malloc(n);
-    if (!buf) {
-        free(text);
-        free(atext);
-        return -ENOMEM;
-    }
-    put_le32(buf, (uint32_t)jlen);
-    memcpy(buf + 4, text, jlen);
-    free(text);
-    put_le64(buf + 4 + jlen, np);
-    for (size_t i = 0; i < np; i++)
-        put_le16(buf + 12 + jlen + 2 * i, (uint16_t)b->meta.epochs[i]);
-    if (atext) {
-        put_le32(buf + 12 + jlen + 2 * np, (uint32_t)alen);
-        memcpy(buf + 16 + jlen + 2 * np, atext, alen);
-        free(atext);
-    }
-    *out = buf;
-    *len = n;
+    free(b->meta.epochs);
+    b->meta.epochs = im->epochs;
+    b->meta.n_producers = b->meta.cap_producers = (size_t)im->n_producers;
+    im->epochs = NULL;
+    im->n_producers = 0;
+    auth_store_free(b->meta.auth);
+    b->meta.auth = im->auth;
+    im->auth = NULL;
     return 0;
 }
 
 /* Applies a snapshot payload to the empty broker state. */
 static int snap_apply(struct broker *b, const uint8_t *buf, size_t len)
 {
-    if (len < 12)
-        return VERITY_ECORRUPT;
-    uint32_t jlen = get_le32(buf);
-    if ((uint64_t)jlen + 12 > len)
-        return VERITY_ECORRUPT;
-    uint64_t np = get_le64(buf + 4 + jlen);
-    if (np > META_PRODUCER_ID_MAX || 2 * np > len - 12 - jlen)
-        return VERITY_ECORRUPT;
-    size_t rest = len - 12 - jlen - 2 * np; /* the auth section, or nothing */
-    if (rest) {
-        const uint8_t *p = buf + 12 + jlen + 2 * np;
-        char why[200];
-        struct auth_store *as = NULL;
-        if (rest < 4 || get_le32(p) != rest - 4 ||
-            auth_store_parse((const char *)p + 4, rest - 4, &as, why, sizeof why) != 0)
-            return VERITY_ECORRUPT;
-        auth_store_free(b->meta.auth);
-        b->meta.auth = as;
-    }
-    json_error_t jerr;
-    json_t *arr = json_loadb((const char *)buf + 4, jlen, 0, &jerr);
-    if (!arr || !json_is_array(arr)) {
-        json_decref(arr);
-        return VERITY_ECORRUPT;
-    }
-    int rc = 0;
-    size_t i;
-    json_t *rec;
-    json_array_foreach(arr, i, rec)
-    {
-        const char *type = json_string_value(json_object_get(rec, "type"));
-        char why[160];
-        if (!json_is_object(rec) || !type || strcmp(type, "create_topic") != 0) {
-            rc = VERITY_ECORRUPT;
-            break;
-        }
-        if ((rc = apply_record(b, rec, why, sizeof why))) {
-            if (rc != -ENOMEM)
-                rc = VERITY_ECORRUPT;
-            break;
-        }
-    }
-    json_decref(arr);
-    for (uint64_t pid = 1; rc == 0 && pid <= np; pid++) {
-        int16_t e = (int16_t)get_le16(buf + 12 + jlen + 2 * (pid - 1));
-        if (e < -1)
-            rc = VERITY_ECORRUPT;
-        else if (e >= 0)
-            rc = meta_producer_set(b, (int64_t)pid, e);
-        else if ((rc = meta_producer_reserve(b, (int64_t)pid)) == 0 && pid > b->meta.n_producers)
-            b->meta.n_producers = pid;
-    }
+    struct meta_image im;
+    int rc = meta_image_decode(buf, len, &im);
+    if (rc == 0)
+        rc = image_load(b, &im);
+    meta_image_free(&im);
     return rc;
 }
 
@@ -485,34 +448,73 @@ static void snap_unload(struct broker *b)
     b->meta.auth = NULL;
 }
 
-/* Loads <dir>/meta.snap if valid and matching the log; returns the offset
- * the replay starts from (0 without one). */
-static uint64_t load_snapshot(struct broker *b, const char *dir)
+/* meta.xfer.new becomes meta.xfer (rename, directory synced). */
+static int xfer_file_adopt(struct broker *b, const char *dir)
 {
-    struct snap_hdr h;
-    uint8_t *buf = NULL;
-    const char *why = NULL;
-    int rc = snap_read(b->cfg.io, dir, META_SNAP, SNAP_META, &h, &buf);
-    if (rc == -ENOENT)
-        return 0;
-    if (rc)
-        why = verity_errname(rc);
-    else if (!snap_matches(b->meta.log, &h))
-        why = "does not match the log";
-    else if ((rc = snap_apply(b, buf, h.length))) {
-        why = verity_errname(rc);
-        snap_unload(b);
-    }
-    free(buf);
-    if (why) {
-        b->met.snapshots_ignored++;
-        blog(BLOG_WARN, "meta_snapshot_ignored", "reason=\"%s\" (replaying the whole log)", why);
-        return 0;
-    }
-    b->meta.snap_offset = h.offset;
-    return h.offset;
+    const struct vio *io = b->cfg.io ? b->cfg.io : &vio_posix;
+    char from[BCFG_PATH_MAX + 64], to[BCFG_PATH_MAX + 64];
+    snprintf(from, sizeof from, "%s/%s", dir, META_XFER_NEW);
+    snprintf(to, sizeof to, "%s/%s", dir, META_XFER);
+    int rc = io->rename(io->ctx, from, to);
+    return rc ? rc : vio_fsync_dir(io, dir);
 }
 
+/* Loads the newest snapshot that is valid and matches the log (meta.snap,
+ * or the state of the last transfer: meta.xfer, or meta.xfer.new when the
+ * applied position names it); returns the offset the replay starts from (0
+ * without one). */
+static uint64_t load_snapshot(struct broker *b, const char *dir)
+{
+    static const char *const names[] = {META_SNAP, META_XFER, META_XFER_NEW};
+    struct snap_hdr best = {0};
+    uint8_t *bbuf = NULL;
+    const char *why = NULL, *bname = NULL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        struct snap_hdr h;
+        uint8_t *buf = NULL;
+        int rc = snap_read(b->cfg.io, dir, names[i], SNAP_META, &h, &buf);
+        if (rc == -ENOENT)
+            continue;
+        if (rc)
+            why = verity_errname(rc);
+        else if (!snap_matches(b->meta.log, &h))
+            why = "does not match the log";
+        else if (!bname || h.offset > best.offset) {
+            free(bbuf);
+            bbuf = buf;
+            buf = NULL;
+            best = h;
+            bname = names[i];
+        }
+        free(buf);
+        if (why && strcmp(names[i], META_XFER_NEW) == 0)
+            snap_remove(b->cfg.io, dir, META_XFER_NEW); /* staged, never recorded */
+        else if (why) {
+            b->met.snapshots_ignored++;
+            blog(BLOG_WARN, "meta_snapshot_ignored", "file=%s reason=\"%s\"", names[i], why);
+        }
+        why = NULL;
+    }
+    int rc = bname ? snap_apply(b, bbuf, best.length) : 0;
+    free(bbuf);
+    if (!bname)
+        return 0;
+    if (rc) {
+        snap_unload(b);
+        b->met.snapshots_ignored++;
+        blog(BLOG_WARN, "meta_snapshot_ignored", "file=%s reason=\"%s\" (replaying the whole log)",
+             bname, verity_errname(rc));
+        return 0;
+    }
+    if (strcmp(bname, META_XFER_NEW) == 0) {
+        /* the transfer's install recorded its op before it could rename */
+        int rrc = xfer_file_adopt(b, dir);
+        blog(BLOG_INFO, "meta_state_adopted", "offset=%" PRIu64 " rename_error=%s", best.offset,
+             verity_errname(rrc));
+    }
+    b->meta.snap_offset = best.offset;
+    return best.offset;
+}
 int meta_snapshot(struct broker *b, bool force)
 {
     struct meta *m = &b->meta;
@@ -546,6 +548,155 @@ out:
     b->met.snapshots_written++;
     m->snap_offset = h.offset;
     return 0;
+}
+
+/* ---- state transfer (cluster: broker/cluster.c "__meta state transfer") ---- */
+
+int meta_state_stage(struct broker *b, const uint8_t *buf, size_t len, uint64_t op,
+                     uint64_t *end)
+{
+    struct meta *m = &b->meta;
+    struct vlog_info info;
+    struct snap_hdr h = {.kind = SNAP_META};
+    char dir[BCFG_PATH_MAX + 32], note[160];
+    int rc;
+    if (!m->log || !m->loaded)
+        return VERITY_EINVAL;
+    /* Crash-safe order: the mark and meta.xfer.new for the offset after it
+     * are durable before the caller records the applied op (its ring entry
+     * names that offset, synced before meta_state_adopt). A crash before
+     * that entry cuts the log back to the last applied op's end, mark
+     * included: meta.xfer.new no longer matches and the old state loads
+     * (meta.snap or the previous meta.xfer, which still match) at the old
+     * op. A crash after it loads meta.xfer.new. */
+    int n = snprintf(note, sizeof note, "{\"group\":\"__meta\",\"op\":%" PRIu64 ",\"bytes\":%zu}",
+                     op, len);
+    if ((rc = vlog_mark_state(m->log, note, (size_t)n, now_ms())) || (rc = vlog_sync(m->log)))
+        goto fail;
+    vlog_get_info(m->log, &info);
+    h.offset = info.end_offset;
+    h.length = len;
+    if ((rc = snap_chain_at(m->log, h.offset, h.chain)))
+        goto fail;
+    snprintf(dir, sizeof dir, "%s/__meta", b->cfg.data_dir);
+    if ((rc = snap_write(b->cfg.io, dir, META_XFER_NEW, &h, buf, len)))
+        goto fail;
+    *end = h.offset;
+    return 0;
+fail:
+    blog(BLOG_ERROR, "meta_state_install_failed", "op=%" PRIu64 " error=%s", op,
+         verity_errname(rc));
+    return rc;
+}
+
+/* 1 when the batch at off..end of log is a state mark. */
+static bool is_state_mark(struct vlog *log, uint64_t off, uint64_t end)
+{
+    uint8_t buf[1024];
+    size_t len = 0;
+    struct batch_hdr h;
+    struct batch_iter it;
+    struct batch_record r;
+    if (vlog_read_copy(log, off, end, buf, sizeof buf, &len) || len == 0 ||
+        batch_hdr_decode(buf, len, &h) || h.length > len || h.base_offset != off ||
+        h.base_offset + h.record_count != end || !(h.attributes & BATCH_ATTR_CONTROL))
+        return false;
+    batch_iter_init(&it, buf, h.length);
+    return batch_iter_next(&it, &r) == 1 && r.key_len == (int32_t)strlen(BATCH_CONTROL_STATE) &&
+           memcmp(r.key, BATCH_CONTROL_STATE, strlen(BATCH_CONTROL_STATE)) == 0;
+}
+
+int meta_state_unstage(struct broker *b)
+{
+    struct meta *m = &b->meta;
+    struct snap_hdr h;
+    uint8_t *buf = NULL;
+    char dir[BCFG_PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/__meta", b->cfg.data_dir);
+    int rc = snap_read(b->cfg.io, dir, META_XFER_NEW, SNAP_META, &h, &buf);
+    free(buf);
+    if (rc == -ENOENT || !m->log)
+        return 0;
+    struct vlog_info info;
+    vlog_get_info(m->log, &info);
+    rc = 0;
+    if (h.offset == info.end_offset && info.end_offset > info.start_offset &&
+        is_state_mark(m->log, info.end_offset - 1, info.end_offset)) {
+        rc = vlog_truncate_tail(m->log, info.end_offset - 1, info.end_offset - 1);
+        blog(rc ? BLOG_ERROR : BLOG_WARN, "meta_state_unstaged",
+             "offset=%" PRIu64 " error=%s (a transfer's install that recorded no op)",
+             info.end_offset - 1, verity_errname(rc));
+    }
+    snap_remove(b->cfg.io, dir, META_XFER_NEW);
+    return rc;
+}
+
+static bool same_topic(const struct topic *t, const struct meta_topic_rec *r)
+{
+    const struct topic_cfg *a = &t->cfg, *c = &r->cfg;
+    return t->created_ms == r->created_ms && a->partitions == c->partitions &&
+           a->durability == c->durability && a->retention_ms == c->retention_ms &&
+           a->retention_bytes == c->retention_bytes && a->segment_bytes == c->segment_bytes &&
+           a->max_message_bytes == c->max_message_bytes &&
+           (a->replicas ? a->replicas : 1) == (c->replicas ? c->replicas : 1);
+}
+
+int meta_state_adopt(struct broker *b, struct meta_image *im, uint64_t end)
+{
+    struct meta *m = &b->meta;
+    char dir[BCFG_PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/__meta", b->cfg.data_dir);
+    int rc = xfer_file_adopt(b, dir);
+    if (rc) /* meta.xfer.new stays: the next start adopts it (load_snapshot) */
+        blog(BLOG_WARN, "meta_state_rename_failed", "error=%s", verity_errname(rc));
+    m->snap_offset = end;
+    /* topics: those the state no longer has (or has as another topic of
+     * the same name) go, as a committed delete would take them; the new
+     * ones are created and opened */
+    size_t dropped = 0, added = 0;
+    struct topic *t, *tn;
+    for (t = TAILQ_FIRST(&b->topics); t; t = tn) {
+        tn = TAILQ_NEXT(t, link);
+        bool keep = false;
+        for (size_t i = 0; i < im->n_topics && !keep; i++)
+            keep = strcmp(im->topics[i].name, t->name) == 0 && same_topic(t, &im->topics[i]);
+        if (!keep) {
+            topic_drop_live(b, t);
+            dropped++;
+        }
+    }
+    /* producers: the state's ids and epochs, its high-water mark included */
+    free(m->epochs);
+    m->epochs = im->epochs;
+    m->n_producers = m->cap_producers = (size_t)im->n_producers;
+    im->epochs = NULL;
+    im->n_producers = 0;
+    /* auth_change effects: the store in use is rebuilt from the new one */
+    auth_store_free(m->auth);
+    m->auth = im->auth;
+    im->auth = NULL;
+    auth_meta_replaced(b);
+    rc = 0;
+    for (size_t i = 0; i < im->n_topics; i++) {
+        const struct meta_topic_rec *r = &im->topics[i];
+        if (topic_find(b, r->name))
+            continue;
+        struct topic *nt = topic_add(b, r->name, &r->cfg, r->created_ms);
+        int orc = nt ? topic_open_partitions(b, nt) : -ENOMEM;
+        if (orc) {
+            blog(BLOG_ERROR, "topic_open_failed", "topic=%s error=%s", r->name,
+                 verity_errname(orc));
+            rc = rc ? rc : orc;
+            continue;
+        }
+        added++;
+        blog(BLOG_INFO, "topic_created", "topic=%s partitions=%" PRIu32 " replicas=%" PRIu32,
+             nt->name, nt->cfg.partitions, nt->cfg.replicas);
+    }
+    blog(BLOG_INFO, "meta_state_installed",
+         "offset=%" PRIu64 " topics=%zu added=%zu dropped=%zu producers=%zu", end, b->n_topics,
+         added, dropped, m->n_producers);
+    return rc;
 }
 
 /* ---- durability ------------------------------------------------------------ */

@@ -14,7 +14,9 @@
 # PROOF_FUZZ_SECONDS (default 15), then tests/fuzz/fuzz_auth.c (the security
 # store's JSON decoder, issue 14) for AUTH_FUZZ_SECONDS (default 15), then
 # tests/fuzz/fuzz_auth_change.c (a change of that store: POST /v1/security
-# and the metadata log's auth_change records) for as long.
+# and the metadata log's auth_change records) for as long. Later sections
+# (VSR, state transfer, the applied ring, the `__meta` state decoder
+# fuzz_meta_snap.c, ...) have their own *_FUZZ_SECONDS.
 #
 # usage: bash tests/fuzz/run.sh [SECONDS]
 # env:   FUZZ_DIR (default build/fuzz), FUZZ_JOBS (parallel jobs, default 1),
@@ -177,6 +179,54 @@ if [ "$xsecs" != 0 ]; then
         exit "$rc"
     fi
     echo "fuzz: fuzz_xfer_wire no crash in ${xsecs}s"
+fi
+
+# The metadata state decoder (issue 10, broker/meta_snap.c: meta.snap and the
+# state a `__meta` replica copies from a peer), for META_SNAP_FUZZ_SECONDS
+# (default 5; 0 skips). Seeds: an empty state and one with a topic, three
+# producer ids and an auth store.
+msecs=${META_SNAP_FUZZ_SECONDS:-5}
+if [ "$msecs" != 0 ]; then
+    mkdir -p "$out/corpus_meta_snap" "$out/seeds_meta_snap"
+    # shellcheck disable=SC2207
+    mpkg=($(pkg-config --cflags --libs libprotobuf-c libcrypto jansson))
+    clang "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+        tests/fuzz/fuzz_meta_snap.c broker/meta_snap.c broker/auth_store.c broker/config_dur.c \
+        proto/codec.c "$out/gen/proto/verity.pb-c.c" storage/errors.c "${mpkg[@]}" \
+        -o "$out/fuzz_meta_snap"
+    python3 - "$out/seeds_meta_snap" <<'PY'
+import json, struct, sys
+d = sys.argv[1]
+def image(topics, epochs, auth=None):
+    j = json.dumps(topics, separators=(",", ":")).encode()
+    b = struct.pack("<I", len(j)) + j + struct.pack("<Q", len(epochs))
+    b += b"".join(struct.pack("<h", e) for e in epochs)
+    if auth is not None:
+        a = json.dumps(auth).encode()
+        b += struct.pack("<I", len(a)) + a
+    return b
+t = {"type": "create_topic", "name": "orders", "partitions": 3, "durability": "group",
+     "retention_ms": -1, "retention_bytes": -1, "segment_bytes": 1048576,
+     "max_message_bytes": 65536, "time_ms": 1700000000000, "replicas": 3}
+auth = {"version": 1, "acls": [{"tenant": "acme", "principal": "svc",
+                                "resource": "topic:orders*", "ops": ["produce"],
+                                "effect": "allow"}]}
+open(d + "/empty", "wb").write(image([], []))
+open(d + "/full", "wb").write(image([t], [0, -1, 7], auth))
+PY
+    set +e
+    (cd "$out" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ./fuzz_meta_snap -max_total_time="$msecs" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=0 -artifact_prefix="$out/artifacts/" "$out/corpus_meta_snap" \
+        "$out/seeds_meta_snap")
+    rc=$?
+    set -e
+    if [ "$rc" -ne 0 ]; then
+        echo "fuzz: fuzz_meta_snap FAILED (exit $rc); inputs in $out/artifacts" >&2
+        exit "$rc"
+    fi
+    echo "fuzz: fuzz_meta_snap no crash in ${msecs}s"
 fi
 
 # The applied-position ring of a replica group (issue 10, broker/vsr/vapplied.c),
