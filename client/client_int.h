@@ -76,7 +76,7 @@ int cl_loop_post(struct cl_loop *l, void (*fn)(void *), void *arg) CL_WUR;
 /* Stops the loop (on_stop runs first on the loop thread), joins the thread,
  * frees the base. Not from the loop thread. Safe on a loop never started. */
 void cl_loop_stop(struct cl_loop *l);
-/* True when called from l's thread. */
+/* True when called from l's thread, or from a thread running it borrowed. */
 bool cl_loop_in_thread(const struct cl_loop *l);
 /*
  * Lending the base (issue 16). A thread that would otherwise wait for the

@@ -47,6 +47,7 @@
 #include "verity/verify.h"
 
 #define RETRY_MS 100
+#define LEND_RETURN_BYTES (64u << 10) /* poll: see verity_consumer_poll */
 #define META_TOPICS_MAX 32
 
 enum cp_state {
@@ -1082,6 +1083,11 @@ int verity_consumer_poll(struct verity_consumer *c, int timeout_ms,
             cl_loop_run_borrowed(&c->loop, poll_ready, c, deadline_ns);
             pthread_mutex_lock(&c->mu);
             timed_out = clock_mono_ns() >= deadline_ns;
+            /* A large answer: this thread will be busy decoding it, so the
+             * loop thread takes the loop back and reads ahead meanwhile
+             * (W3); small ones (W4) leave it lent for the next poll. */
+            if (c->q_bytes >= LEND_RETURN_BYTES)
+                cl_loop_nudge(&c->loop);
             continue;
         }
         if (timeout_ms < 0)

@@ -132,6 +132,9 @@ static void borrow_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)arg; /* its firing ends the borrower's EVLOOP_ONCE pass */
 }
 
+/* The loop this thread runs as a borrower (cl_loop_in_thread says yes). */
+static __thread const struct cl_loop *tl_borrowed;
+
 bool cl_loop_borrow(struct cl_loop *l)
 {
     pthread_mutex_lock(&l->mu);
@@ -153,6 +156,7 @@ void cl_loop_run_borrowed(struct cl_loop *l, bool (*done)(void *), void *arg,
                           int64_t deadline_ns)
 {
     int64_t now = clock_mono_ns();
+    tl_borrowed = l;
     if (deadline_ns <= now) {
         event_base_loop(l->base, EVLOOP_NONBLOCK);
     } else {
@@ -165,6 +169,7 @@ void cl_loop_run_borrowed(struct cl_loop *l, bool (*done)(void *), void *arg,
             event_base_loop(l->base, EVLOOP_ONCE);
         evtimer_del(l->borrow_timer);
     }
+    tl_borrowed = NULL;
     pthread_mutex_lock(&l->mu);
     l->own = CL_LENT_IDLE;
     l->idle_since_ns = clock_mono_ns();
@@ -286,5 +291,5 @@ void cl_loop_stop(struct cl_loop *l)
 
 bool cl_loop_in_thread(const struct cl_loop *l)
 {
-    return l->started && pthread_equal(pthread_self(), l->thread);
+    return l->started && (pthread_equal(pthread_self(), l->thread) || tl_borrowed == l);
 }
