@@ -54,8 +54,17 @@ struct cl_loop {
     struct cl_job *jobs_tail;
     struct event *wake_ev;     /* runs the queued jobs */
     bool stopping;
+    bool exiting;              /* the stop job ran: loop_main returns */
     void (*on_stop)(void *arg); /* runs on the loop thread before it exits */
     void *on_stop_arg;
+    /* Lending the base to a waiting application thread (cl_loop_borrow);
+     * own and idle_since_ns under mu. */
+    pthread_cond_t cv;         /* the loop thread waits on it while lent */
+    enum cl_own { CL_OWN_THREAD, CL_LEND_ASKED, CL_LENT_BUSY, CL_LENT_IDLE } own;
+    int64_t idle_since_ns;     /* CL_LENT_IDLE since */
+    struct event *borrow_timer; /* ends a borrowed run at its deadline */
+    void (*on_lent)(void *arg); /* loop thread, once the base is lent */
+    void *on_lent_arg;
 };
 
 /* Creates the base and starts the thread. on_stop (may be NULL) runs on the
@@ -67,8 +76,30 @@ int cl_loop_post(struct cl_loop *l, void (*fn)(void *), void *arg) CL_WUR;
 /* Stops the loop (on_stop runs first on the loop thread), joins the thread,
  * frees the base. Not from the loop thread. Safe on a loop never started. */
 void cl_loop_stop(struct cl_loop *l);
-/* True when called from l's thread. */
+/* True when called from l's thread, or from a thread running it borrowed. */
 bool cl_loop_in_thread(const struct cl_loop *l);
+/*
+ * Lending the base (issue 16). A thread that would otherwise wait for the
+ * loop thread's news (a consumer's poll) can run the loop itself, so what it
+ * waits for reaches it without a wake-up of a second thread per answer.
+ * cl_loop_borrow returns true when the caller may run the loop now
+ * (cl_loop_run_borrowed, exactly once); false when it is lent elsewhere or
+ * not lent yet: then it has asked the loop thread, which stops dispatching,
+ * lends the base and calls on_lent (set before the first borrow) from its
+ * own thread, without mu. Between runs the base stays lent (idle): the next
+ * borrow takes it without any wake-up; the loop thread takes it back once it
+ * has been idle CL_LEND_IDLE_NS, or at once when a job is posted or
+ * cl_loop_nudge is called. Callbacks therefore run on the borrowing thread
+ * too, but never on two threads at once. Not from the loop thread.
+ */
+bool cl_loop_borrow(struct cl_loop *l);
+/* Runs the borrowed loop until done(arg) or the monotonic deadline (ns; a
+ * deadline already past makes one non-blocking pass), then leaves it idle. */
+void cl_loop_run_borrowed(struct cl_loop *l, bool (*done)(void *), void *arg,
+                          int64_t deadline_ns);
+/* Work for the loop was queued with event_active from another thread: a
+ * lent, idle base goes back to the loop thread now. */
+void cl_loop_nudge(struct cl_loop *l);
 
 /* ---- conn.c --------------------------------------------------------------- */
 

@@ -6,7 +6,10 @@
  * Fetch request in flight for every partition that is ready, validates what
  * comes back, and queues it as chunks; the polling thread takes chunks off
  * the queue and decodes the records in place. `mu` protects the partition
- * list and the queue.
+ * list and the queue. A poll that finds the queue empty runs the I/O loop
+ * itself when the loop thread has lent it (cl_loop_borrow, client/loop.c):
+ * the "loop thread" below is then the polling thread, never both at once,
+ * and a fetch answer reaches poll without a second thread's wake-up.
  *
  * Validation. Every batch of a fetch answer is checked before anything of it
  * is queued: the header, the CRC and every record (batch_validate), and the
@@ -39,10 +42,12 @@
 #include <string.h>
 
 #include "client/client_int.h"
+#include "storage/clock.h"
 #include "verity/limits.h"
 #include "verity/verify.h"
 
 #define RETRY_MS 100
+#define LEND_RETURN_BYTES (64u << 10) /* poll: see verity_consumer_poll */
 #define META_TOPICS_MAX 32
 
 enum cp_state {
@@ -173,8 +178,10 @@ static void kick(struct verity_consumer *c)
     bool was = c->kick_pending;
     c->kick_pending = true;
     pthread_mutex_unlock(&c->mu);
-    if (!was)
+    if (!was) {
         event_active(c->kick_ev, 0, 0);
+        cl_loop_nudge(&c->loop); /* a base lent to an absent poll comes back for it */
+    }
 }
 
 /* With mu held. */
@@ -765,6 +772,28 @@ static const struct conn_events cnode_events = {cnode_ready, cnode_down};
 
 /* ---- lifecycle ----------------------------------------------------------- */
 
+/* Borrowed loop (poll): true once poll has something to return. */
+static bool poll_ready(void *arg)
+{
+    struct verity_consumer *c = arg;
+    pthread_mutex_lock(&c->mu);
+    bool ready = c->q_head != NULL;
+    for (struct cpart *p = c->parts; p && !ready; p = p->next)
+        ready = p->state == CP_FAILED && !p->err_reported;
+    pthread_mutex_unlock(&c->mu);
+    return ready;
+}
+
+/* Loop thread: the base is lent; a poll waiting for it tries again. */
+static void on_lent(void *arg)
+{
+    struct verity_consumer *c = arg;
+    pthread_mutex_lock(&c->mu);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+
 static void start_job(void *arg)
 {
     struct verity_consumer *c = arg;
@@ -811,6 +840,8 @@ int verity_consumer_new(const struct verity_consumer_config *cfg, struct verity_
     int rc = cl_loop_start(&c->loop, stop_job, c);
     if (rc)
         goto fail;
+    c->loop.on_lent = on_lent;
+    c->loop.on_lent_arg = c;
     c->kick_ev = event_new(c->loop.base, -1, 0, kick_cb, c);
     c->timer_ev = evtimer_new(c->loop.base, timer_cb, c);
     rc = c->kick_ev && c->timer_ev ? 0 : -ENOMEM;
@@ -1019,6 +1050,8 @@ int verity_consumer_poll(struct verity_consumer *c, int timeout_ms,
 
     int64_t deadline = cl_mono_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
     struct timespec ts = {deadline / 1000, (deadline % 1000) * 1000000};
+    int64_t deadline_ns = timeout_ms < 0 ? INT64_MAX : deadline * 1000000;
+    bool timed_out = false;
     int err = 0;
     pthread_mutex_lock(&c->mu);
     for (;;) {
@@ -1037,8 +1070,26 @@ int verity_consumer_poll(struct verity_consumer *c, int timeout_ms,
                 }
             }
         }
-        if (err || c->q_head || timeout_ms == 0)
+        if (err || c->q_head || timeout_ms == 0 || timed_out)
             break;
+        /* Nothing to return: this thread runs the I/O loop itself when it
+         * may, so the fetch answer it waits for is read, checked and queued
+         * here, without the loop thread's wake-up of this one (issue 16).
+         * Otherwise the loop thread was asked to lend it, and on_lent wakes
+         * this thread to try again; meanwhile answers reach the queue as
+         * before. mu is held from the ask to the wait: no wake-up is lost. */
+        if (cl_loop_borrow(&c->loop)) {
+            pthread_mutex_unlock(&c->mu);
+            cl_loop_run_borrowed(&c->loop, poll_ready, c, deadline_ns);
+            pthread_mutex_lock(&c->mu);
+            timed_out = clock_mono_ns() >= deadline_ns;
+            /* A large answer: this thread will be busy decoding it, so the
+             * loop thread takes the loop back and reads ahead meanwhile
+             * (W3); small ones (W4) leave it lent for the next poll. */
+            if (c->q_bytes >= LEND_RETURN_BYTES)
+                cl_loop_nudge(&c->loop);
+            continue;
+        }
         if (timeout_ms < 0)
             pthread_cond_wait(&c->cv, &c->mu);
         else if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) != 0)

@@ -10,8 +10,11 @@
 #include <string.h>
 
 #include "client/group_int.h"
+#include "storage/clock.h"
 #include "verity/limits.h"
 #include "verity/verify.h"
+
+#define LEND_RETURN_MSGS 256 /* verity_group_poll */
 
 static void consumer_destroy(struct verity_group_consumer *g)
 {
@@ -108,6 +111,8 @@ int verity_group_consumer_new(const struct verity_group_consumer_config *cfg,
         consumer_destroy(g);
         return rc;
     }
+    g->loop.on_lent = gio_on_lent;
+    g->loop.on_lent_arg = g;
     g->kick_ev = event_new(g->loop.base, -1, 0, gio_kick_cb, g);
     g->timer_ev = evtimer_new(g->loop.base, gio_timer_cb, g);
     rc = g->kick_ev && g->timer_ev ? 0 : -ENOMEM;
@@ -223,7 +228,7 @@ static int ack_range(struct verity_group_consumer *g, const char *topic, uint32_
     bool k = rc == 0 && ack_needs_kick(g);
     pthread_mutex_unlock(&g->mu);
     if (k)
-        gio_kick(g);
+        gio_kick_ex(g, false); /* a lent loop sends them in the next poll */
     return rc;
 }
 
@@ -266,7 +271,7 @@ int verity_group_ack_many(struct verity_group_consumer *g, const struct verity_g
     bool k = ack_needs_kick(g);
     pthread_mutex_unlock(&g->mu);
     if (k)
-        gio_kick(g);
+        gio_kick_ex(g, false); /* a lent loop sends them in the next poll */
     return rc;
 }
 
@@ -407,6 +412,17 @@ static void note_runs(struct verity_group_consumer *g, const struct verity_group
     }
 }
 
+/* Borrowed loop (poll): true once poll has something to return. */
+static bool gpoll_ready(void *arg)
+{
+    struct verity_group_consumer *g = arg;
+    pthread_mutex_lock(&g->mu);
+    bool ready = g->q_head || g->state == G_CLOSING ||
+                 (g->state == G_FAILED && !g->fatal_reported);
+    pthread_mutex_unlock(&g->mu);
+    return ready;
+}
+
 int verity_group_poll(struct verity_group_consumer *g, int timeout_ms,
                       const struct verity_group_message **msgs_out, size_t *n_out)
 {
@@ -421,6 +437,11 @@ int verity_group_poll(struct verity_group_consumer *g, int timeout_ms,
 
     int64_t deadline = cl_mono_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
     struct timespec ts = {deadline / 1000, (deadline % 1000) * 1000000};
+    int64_t deadline_ns = timeout_ms < 0 ? INT64_MAX : deadline * 1000000;
+    /* result_cb and member_cb run on the I/O thread (group.h): with either
+     * set, poll never runs the loop itself, so they never run inside it */
+    bool may_borrow = !g->cfg.result_cb && !g->cfg.member_cb;
+    bool timed_out = false;
     bool kicked = false;
     int err = 0;
     pthread_mutex_lock(&g->mu);
@@ -437,14 +458,27 @@ int verity_group_poll(struct verity_group_consumer *g, int timeout_ms,
             err = VERITY_ECLOSED;
             break;
         }
-        if (g->q_head || timeout_ms == 0)
+        if (g->q_head || timeout_ms == 0 || timed_out)
             break;
         g->poll_waiting = true;
         if (!kicked && (g->cfg.queue_max == 0 || acks)) {
             kicked = true;
             pthread_mutex_unlock(&g->mu);
-            gio_kick(g);
+            gio_kick_ex(g, false);
             pthread_mutex_lock(&g->mu);
+            continue;
+        }
+        /* Nothing queued: run the I/O loop here when it is lent, so the
+         * fetch answer reaches this thread without the I/O thread's wake-up
+         * of it (issue 16; as verity_consumer_poll, client/loop.c). */
+        if (may_borrow && cl_loop_borrow(&g->loop)) {
+            pthread_mutex_unlock(&g->mu);
+            cl_loop_run_borrowed(&g->loop, gpoll_ready, g, deadline_ns);
+            pthread_mutex_lock(&g->mu);
+            timed_out = clock_mono_ns() >= deadline_ns;
+            /* many messages to decode: the loop thread reads ahead meanwhile */
+            if (g->q_msgs >= LEND_RETURN_MSGS)
+                cl_loop_nudge(&g->loop);
             continue;
         }
         if (timeout_ms < 0)
@@ -465,7 +499,7 @@ int verity_group_poll(struct verity_group_consumer *g, int timeout_ms,
     uint64_t member_id = g->member_id;
     pthread_mutex_unlock(&g->mu);
     if (was_full || (acks && !kicked) || g->cfg.queue_max == 0)
-        gio_kick(g);
+        gio_kick_ex(g, false);
     if (err)
         return err;
     g->held = taken;

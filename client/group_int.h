@@ -335,6 +335,12 @@ struct leave_job {
 bool gio_closing(struct verity_group_consumer *g);
 /* Wakes the I/O thread (coalesced); any thread, mu not held. */
 void gio_kick(struct verity_group_consumer *g);
+/* gio_kick; nudge false (poll's own kicks): a loop lent idle to the polling
+ * thread stays lent, the kick runs when that thread runs the loop again or
+ * when the loop thread takes it back (at most 2 ms later, client/loop.c). */
+void gio_kick_ex(struct verity_group_consumer *g, bool nudge);
+/* cl_loop on_lent: a poll waiting for the loop tries again. */
+void gio_on_lent(void *arg);
 /* Index of topic name in the member's table, adding it (mu held); -1 when
  * the table is full or memory runs out. */
 int gio_intern(struct verity_group_consumer *g, const char *name);

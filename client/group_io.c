@@ -59,12 +59,28 @@ bool gio_closing(struct verity_group_consumer *g)
 
 void gio_kick(struct verity_group_consumer *g)
 {
+    gio_kick_ex(g, true);
+}
+
+void gio_kick_ex(struct verity_group_consumer *g, bool nudge)
+{
     pthread_mutex_lock(&g->mu);
     bool was = g->kick_pending;
     g->kick_pending = true;
     pthread_mutex_unlock(&g->mu);
-    if (!was)
+    if (!was) {
         event_active(g->kick_ev, 0, 0);
+        if (nudge)
+            cl_loop_nudge(&g->loop); /* a loop lent to an absent poll comes back */
+    }
+}
+
+void gio_on_lent(void *arg)
+{
+    struct verity_group_consumer *g = arg;
+    pthread_mutex_lock(&g->mu);
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
 }
 
 /* ---- topics ------------------------------------------------------------- */

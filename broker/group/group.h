@@ -82,7 +82,7 @@ _Static_assert(VERITY_ACK_OFFSETS_MAX <= GROUP_BATCH_ITEMS_MAX,
 #define GROUP_LEASE_MS_DEFAULT 30000
 #define GROUP_SESSION_MS_DEFAULT 30000
 #define GROUP_MAX_DELIVERIES_DEFAULT 5u
-#define GROUP_HORIZON_AHEAD 256u            /* delivery horizon: at most this far past the log
+#define GROUP_HORIZON_AHEAD 1024u           /* delivery horizon: at most this far past the log
                                                end and past the read cursor */
 
 _Static_assert(GROUP_PARTITIONS_MAX >= VERITY_PARTITIONS_MAX, "one full topic fits a group");

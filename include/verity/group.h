@@ -56,6 +56,9 @@
  * time; they must return quickly and must not call verity_group_poll,
  * verity_group_commit, verity_group_connect or verity_group_consumer_free
  * (those return VERITY_EINVAL there); verity_group_ack and friends are fine.
+ * Without result_cb and member_cb, a verity_group_poll that waits runs the
+ * member's I/O itself (as verity_consumer_poll does); queued acks then leave
+ * with the next poll, or 2 ms after the last one, whichever comes first.
  *
  * Ownership. Pointer arguments are borrowed for the call (the library copies
  * what it keeps). Messages returned by verity_group_poll and the memory they

@@ -495,6 +495,10 @@ int verity_consumer_assign(struct verity_consumer *c, const char *topic, uint32_
  * *n_out messages (0 on timeout). The array and everything it points to are
  * owned by the consumer and stay valid until the next verity_consumer_poll
  * or verity_consumer_free. Not for concurrent use: one thread polls.
+ * While it waits on an empty queue, poll runs the consumer's I/O itself
+ * (reads the answer, sends the next fetch) so that messages reach it without
+ * a second thread's wake-up; the I/O thread takes over again 2 ms after poll
+ * returns, or at once when a large answer (64 KiB or more) is queued.
  * Every batch is validated (CRC, structure, offsets) before it is returned.
  * Returns 0, or the error that stopped a partition (VERITY_ENOTFOUND,
  * VERITY_EOFFSET, VERITY_ECORRUPT, ...); *n_out is 0 then, and the error is

@@ -15,7 +15,7 @@ heal and drain; the checks:
   - every delivered value is the one produced at that offset;
   - redeliveries within docs/GROUPS.md's restart bound, per coordinator
     change: no message's delivery count above 1 + the coordinator changes,
-    and in all at most changes x (pending_max + 256 x partitions)
+    and in all at most changes x (pending_max + 1024 x partitions)
     redeliveries per group;
   - every broker's group state (GET /cluster "groups": committed seq and a
     SHA-256 of the durable state) is the same once caught up.
@@ -58,7 +58,7 @@ import history  # noqa: E402
 CONSUMER = os.environ.get("CLUSTER_GROUP_CONSUMER",
                           os.path.join(ce.BIN, "..", "tests", "cluster_group_consumer"))
 PENDING_MAX = 2000
-HORIZON_AHEAD = 256  # GROUP_HORIZON_AHEAD (broker/group/group.h)
+HORIZON_AHEAD = 1024  # GROUP_HORIZON_AHEAD (broker/group/group.h)
 
 
 def groups_rows(c):

@@ -837,7 +837,7 @@ static void test_offsets_retention_deleted_are_skipped(void)
 /* ---- crash test ---------------------------------------------------------------------- */
 
 #define CR_PARTS 2
-#define CR_EXTRA 800 /* records per partition produced after the last restart */
+#define CR_EXTRA 1200 /* records per partition produced after the last restart */
 
 struct cr_state {
     uint32_t n;                 /* data records per partition */

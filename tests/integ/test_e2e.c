@@ -310,6 +310,127 @@ static void test_consumer_from_latest_follows_new_records(void)
     verity_client_free(c);
 }
 
+/* ---- poll runs the I/O loop itself (issue 16) ---------------------------------- */
+
+#define LEND_N 20000
+
+struct lend_ctx {
+    struct verity_producer *p;
+    int prod_err;
+};
+
+/* Produces LEND_N records "<i>" to lend/0 in bursts with pauses, so the
+ * consumer finds its queue empty now and then and waits in poll. */
+static void *lend_producer(void *arg)
+{
+    struct lend_ctx *x = arg;
+    for (int i = 0; i < LEND_N && !x->prod_err; i++) {
+        char v[16];
+        int len = snprintf(v, sizeof v, "%d", i);
+        struct verity_record r = {.value = v, .value_len = (size_t)len};
+        int rc = verity_produce(x->p, "lend", 0, &r, NULL, NULL);
+        if (rc)
+            x->prod_err = rc;
+        if (i % 500 == 499)
+            usleep(3000);
+    }
+    return NULL;
+}
+
+/*
+ * poll borrows the consumer's I/O loop while it waits, and the loop thread
+ * takes it back after 2 ms of absence or when work is posted: records must
+ * come exactly once and in order whichever thread read them; a poll with a
+ * timeout must end at its timeout although the borrowed loop has nothing to
+ * do for seconds (the long poll's max wait); an assign made while the poller
+ * is away must be served without a poll.
+ */
+static void test_poll_borrowing_the_io_loop_loses_nothing(void)
+{
+    struct verity_client *c = admin();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    struct verity_topic_config tc = {.partitions = 2, .durability = VERITY_DURABILITY_OS};
+    CU_ASSERT_EQUAL_FATAL(verity_topic_create(c, "lend", &tc, NULL), 0);
+    struct verity_producer_config pc;
+    verity_producer_config_default(&pc);
+    pc.conn.broker = br.addr;
+    struct lend_ctx x = {0};
+    CU_ASSERT_EQUAL_FATAL(verity_producer_new(&pc, &x.p), 0);
+
+    struct verity_consumer_config ccfg;
+    verity_consumer_config_default(&ccfg);
+    ccfg.conn.broker = br.addr;
+    ccfg.fetch_max_wait_ms = 5000; /* the borrowed loop sees no event for 5 s */
+    struct verity_consumer *cons = NULL;
+    CU_ASSERT_EQUAL_FATAL(verity_consumer_new(&ccfg, &cons), 0);
+    CU_ASSERT_EQUAL(verity_consumer_assign(cons, "lend", 0, VERITY_START_EARLIEST, 0), 0);
+
+    /* Empty topic: each poll waits its whole timeout, running the loop
+     * (from the second on, once the loop thread has lent it). */
+    const struct verity_message *m;
+    size_t n;
+    for (int i = 0; i < 5; i++) {
+        int64_t t0 = tu_mono_ns();
+        CU_ASSERT_EQUAL(verity_consumer_poll(cons, 50, &m, &n, NULL), 0);
+        int64_t ms = (tu_mono_ns() - t0) / 1000000;
+        CU_ASSERT_EQUAL(n, 0);
+        CU_ASSERT(ms >= 49 && ms < 1000);
+    }
+
+    pthread_t th;
+    pthread_create(&th, NULL, lend_producer, &x);
+    int next = 0, bad = 0;
+    uint64_t last_off = 0;
+    unsigned seed = 7;
+    int64_t end = tu_mono_ns() + 60 * 1000000000LL;
+    while (next < LEND_N && !bad && tu_mono_ns() < end) {
+        int to = (int)(rand_r(&seed) % 3) == 0 ? 1 : 100;
+        CU_ASSERT_EQUAL_FATAL(verity_consumer_poll(cons, to, &m, &n, NULL), 0);
+        for (size_t i = 0; i < n; i++) {
+            char want[16];
+            int len = snprintf(want, sizeof want, "%d", next);
+            /* offsets increase (checkpoints take some: not contiguous) */
+            if ((next > 0 && m[i].offset <= last_off) || m[i].value_len != len ||
+                memcmp(m[i].value, want, (size_t)len) != 0)
+                bad++;
+            last_off = m[i].offset;
+            next++;
+        }
+        /* away from poll now and then: longer than the 2 ms the loop
+         * thread leaves a lent loop idle, so the loop changes hands */
+        if (rand_r(&seed) % 8 == 0)
+            usleep(rand_r(&seed) % 4000);
+    }
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(x.prod_err, 0);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(next, LEND_N);
+
+    /* An assign while this thread is away from poll: the loop comes back
+     * to the loop thread, which resolves the start position meanwhile. */
+    struct verity_record r = {.value = "p1", .value_len = 2};
+    CU_ASSERT_EQUAL(verity_produce_sync(x.p, "lend", 1, &r, NULL), 0);
+    CU_ASSERT_EQUAL(verity_consumer_assign(cons, "lend", 1, VERITY_START_EARLIEST, 0), 0);
+    uint64_t pos = 1, hw = 0;
+    int rc = VERITY_ETIMEOUT;
+    for (int i = 0; i < 300 && rc != 0; i++) {
+        usleep(10000);
+        rc = verity_consumer_position(cons, "lend", 1, &pos, &hw);
+    }
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_EQUAL(pos, 0);
+    size_t got = 0;
+    for (int i = 0; i < 50 && got == 0; i++) {
+        CU_ASSERT_EQUAL(verity_consumer_poll(cons, 100, &m, &n, NULL), 0);
+        for (size_t k = 0; k < n; k++)
+            got += m[k].partition == 1 && m[k].value_len == 2 ? 1 : 0;
+    }
+    CU_ASSERT_EQUAL(got, 1);
+    verity_consumer_free(cons);
+    verity_producer_free(x.p, 1000);
+    verity_client_free(c);
+}
+
 /* ---- admin ------------------------------------------------------------------- */
 
 static void test_admin_calls_and_their_errors(void)
@@ -523,6 +644,8 @@ int main(void)
         {"million_records_round_trip_exactly", test_million_records_round_trip_exactly},
         {"consumer_from_latest_follows_new_records",
          test_consumer_from_latest_follows_new_records},
+        {"poll_borrowing_the_io_loop_loses_nothing",
+         test_poll_borrowing_the_io_loop_loses_nothing},
         {"admin_calls_and_their_errors", test_admin_calls_and_their_errors},
         {"cli_round_trip_and_exit_codes", test_cli_round_trip_and_exit_codes},
     };
