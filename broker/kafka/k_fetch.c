@@ -468,7 +468,8 @@ static void kra_fill(struct kafka *k, const struct kra_want *x)
         sl->buf = NULL;
         sl->cap = 0;
     }
-    if (!kw_grow(&w, need) || kf_convert(k, &o, 0, &w, 0) || w.cap > limit) {
+    if (!kw_grow(&w, need) || kf_convert(k, &o, 0, &w, 0) ||
+        kra_cap_others(k, sl) + w.cap > limit) { /* grown past the cap: dropped */
         kfout_close(&o);
         kw_deinit(&w);
         sl->buf = NULL;
