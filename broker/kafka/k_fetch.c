@@ -302,9 +302,9 @@ static int16_t kf_convert(struct kafka *k, struct kfout *o, uint64_t skip, struc
  * free. A range is converted ahead only below the high watermark, where the
  * stored bytes no longer change; a partition that closes (deleted topic,
  * shutdown) drops its slots and wants. Memory: at most KRA_SLOTS slots whose
- * buffers hold at most kafka_readahead_bytes together (a range larger than
- * half of it is not read ahead), let go when the last Kafka connection
- * closes. */
+ * buffers hold at most kafka_readahead_bytes together (of a range larger
+ * than half of it, the first half is read ahead), let go when the last
+ * Kafka connection closes. */
 
 static struct kra_slot *kra_find(struct kafka *k, const struct partition *p, uint64_t from)
 {
@@ -407,7 +407,8 @@ static void kra_fill(struct kafka *k, const struct kra_want *x)
 {
     struct partition *p = x->part;
     uint64_t limit = k->b->cfg.kafka_readahead_bytes;
-    if (!p->log || x->max == 0 || x->max > limit / 2)
+    uint64_t max = x->max < limit / 2 ? x->max : limit / 2; /* a larger range: its start */
+    if (!p->log || max == 0)
         return;
     uint64_t hw = part_hw(p);
     struct vlog_info info;
@@ -415,7 +416,7 @@ static void kra_fill(struct kafka *k, const struct kra_want *x)
     if (x->from >= hw || x->from < info.start_offset)
         return; /* nothing stable to convert yet (a long-poll will wait for it) */
     struct kfout o = {.part = p};
-    if (vlog_read(p->log, x->from, hw, x->max, o.spans, KSPANS, &o.n_spans) || o.n_spans == 0) {
+    if (vlog_read(p->log, x->from, hw, max, o.spans, KSPANS, &o.n_spans) || o.n_spans == 0) {
         vlog_spans_close(o.spans, o.n_spans);
         return;
     }
