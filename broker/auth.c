@@ -985,13 +985,14 @@ static int quota_storage(struct req *r, char *why, size_t cap)
     return storage_check(r->b, r->conn->auth->tenant, (uint64_t)r->payload_len, why, cap);
 }
 
-/* The connections quota: counts c under its principal and tenant, or
- * refuses (false, the quota named in why). */
-static bool conns_take(struct conn *c, const char *tenant, const char *principal, char *why,
-                       size_t cap)
+/* The connections quota: counts one connection under principal and tenant
+ * (*counted: both buckets took it), or refuses (false, the quota named in
+ * why). Native and Kafka connections share the counts. */
+static bool conns_count(struct auth_state *a, const char *tenant, const char *principal,
+                        bool *counted, char *why, size_t cap)
 {
-    struct auth_state *a = c->b->auth;
     struct quota_bucket *bk[2] = {NULL, NULL};
+    *counted = false;
     for (int k = 0; k < 2; k++) {
         const char *who = k ? AUTH_TENANT_TOTAL : principal;
         const struct auth_quota *q = auth_quota_find(a->store, tenant, who);
@@ -1002,15 +1003,27 @@ static bool conns_take(struct conn *c, const char *tenant, const char *principal
             return false;
         }
     }
-    for (int k = 0; k < 2; k++)
-        if (bk[k])
-            bk[k]->conns++;
-    c->auth->counted = bk[0] && bk[1];
-    if (!c->auth->counted)
-        for (int k = 0; k < 2; k++)
-            if (bk[k])
-                bk[k]->conns--;
+    if (bk[0] && bk[1]) {
+        bk[0]->conns++;
+        bk[1]->conns++;
+        *counted = true;
+    }
     return true;
+}
+
+static void conns_uncount(struct auth_state *a, const char *tenant, const char *principal)
+{
+    for (int k = 0; k < 2; k++) {
+        struct quota_bucket *bk = bucket_get(a, tenant, k ? AUTH_TENANT_TOTAL : principal);
+        if (bk && bk->conns)
+            bk->conns--;
+    }
+}
+
+static bool conns_take(struct conn *c, const char *tenant, const char *principal, char *why,
+                       size_t cap)
+{
+    return conns_count(c->b->auth, tenant, principal, &c->auth->counted, why, cap);
 }
 
 static void conns_give(struct conn *c)
@@ -1018,11 +1031,7 @@ static void conns_give(struct conn *c)
     struct auth_conn *ac = c->auth;
     if (!ac || !ac->counted || !c->b->auth)
         return;
-    for (int k = 0; k < 2; k++) {
-        struct quota_bucket *bk = bucket_get(c->b->auth, ac->tenant, k ? AUTH_TENANT_TOTAL : ac->principal);
-        if (bk && bk->conns)
-            bk->conns--;
-    }
+    conns_uncount(c->b->auth, ac->tenant, ac->principal);
     ac->counted = false;
 }
 
@@ -1667,6 +1676,29 @@ bool auth_who_current(const struct broker *b, const struct auth_who *who)
     }
     const struct auth_key *k = auth_key_find(b->auth->store, who->key_id);
     return k && strcmp(k->tenant, who->tenant) == 0 && strcmp(k->principal, who->principal) == 0;
+}
+
+int auth_who_conn_take(struct broker *b, const struct auth_who *who, uint64_t conn_id,
+                       const char *peer, bool *counted, char *why, size_t cap)
+{
+    *counted = false;
+    if (!b->auth)
+        return VERITY_EUNSUPPORTED;
+    if (conns_count(b->auth, who->tenant, who->principal, counted, why, cap))
+        return 0;
+    b->auth->quota_refusals++;
+    blog(BLOG_WARN, "quota_exceeded", "conn=%" PRIu64 " peer=%s tenant=%s principal=%s "
+         "quota=connections port=kafka", conn_id, peer, who->tenant, who->principal);
+    audit_emit(b->auth->audit, who->tenant, "quota_exceeded", "{s:s, s:s, s:s, s:s, s:s}",
+               "principal", who->principal, "quota", "connections", "reason", why, "peer", peer,
+               "port", "kafka");
+    return VERITY_EQUOTA;
+}
+
+void auth_who_conn_give(struct broker *b, const struct auth_who *who)
+{
+    if (b->auth)
+        conns_uncount(b->auth, who->tenant, who->principal);
 }
 
 bool auth_who_allowed(struct broker *b, const struct auth_who *who, int res, const char *name,

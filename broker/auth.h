@@ -99,6 +99,16 @@ int auth_login_cert(struct broker *b, struct ssl_st *ssl, uint64_t conn_id, cons
 /* Whether who's key (or certificate mapping) still exists (a revoked key
  * or a removed mapping ends the session). */
 bool auth_who_current(const struct broker *b, const struct auth_who *who);
+/* The connections quota for a Kafka connection that authenticated as who
+ * (SASL or certificate): counts it under who's principal and tenant, with
+ * the native connections (*counted: it was, and auth_who_conn_give must
+ * release it when the connection closes or changes principal); or
+ * VERITY_EQUOTA, the quota named in why, logged and audited
+ * quota_exceeded quota=connections port=kafka. */
+int auth_who_conn_take(struct broker *b, const struct auth_who *who, uint64_t conn_id,
+                       const char *peer, bool *counted, char *why, size_t cap)
+    __attribute__((warn_unused_result));
+void auth_who_conn_give(struct broker *b, const struct auth_who *who);
 /* Whether who may do ops on the named resource (name inside the tenant);
  * a refusal is logged acl_denied (rate-limited) with what it names. */
 bool auth_who_allowed(struct broker *b, const struct auth_who *who, int res, const char *name,

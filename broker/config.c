@@ -46,6 +46,8 @@ static const struct key keys[] = {
      "Kafka protocol listener HOST:PORT (\"off\", the default, disables; docs/KAFKA.md)"},
     {"kafka_advertised_host", K_STR, F(kafka_advertised_host), S(kafka_advertised_host), 0, 0,
      "host Kafka clients are told to connect to (default: the bound host)"},
+    {"kafka_readahead_bytes", K_U64, F(kafka_readahead_bytes), 0, 0, 1ll << 30,
+     "bytes of Kafka record batches converted ahead of Kafka consumers' next Fetch (0 disables; docs/KAFKA.md)"},
     {"signing_key", K_STR, F(signing_key), S(signing_key), 0, 0,
      "Ed25519 checkpoint key (default <data_dir>/keys/verity.key, generated)"},
     {"tlog_name", K_STR, F(tlog_name), S(tlog_name), 0, 0,
@@ -185,6 +187,7 @@ void bcfg_default(struct broker_config *c)
     c->write_buffer_bytes = 32u << 20;
     c->produce_timeout_ms = 30000;
     c->fetch_max_bytes = 4u << 20;
+    c->kafka_readahead_bytes = 16u << 20;
     c->fetch_max_wait_ms = 30000;
     c->max_producers = 1000000;
     c->partition_producers_max = 100000;

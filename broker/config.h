@@ -39,6 +39,7 @@ struct broker_config {
     char http[BCFG_ADDR_MAX];     /* admin HTTP HOST:PORT (127.0.0.1:9721); "" or "off" disables */
     char kafka_listen[BCFG_ADDR_MAX];          /* Kafka protocol HOST:PORT; "" or "off" (default) disables */
     char kafka_advertised_host[BCFG_ADDR_MAX]; /* host in Kafka Metadata ("" = the bound host) */
+    uint64_t kafka_readahead_bytes; /* the Fetch read-ahead's cache, bytes (0: off; k_fetch.c) */
     char signing_key[BCFG_PATH_MAX]; /* "" = <data_dir>/keys/verity.key, generated when missing */
     char log_level[16];              /* debug|info|warn|error */
     char tlog_name[256];             /* key name of signed checkpoints (verity.example/local) */

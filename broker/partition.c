@@ -37,6 +37,7 @@
 #include <event2/event.h>
 
 #include "broker/blog.h"
+#include "broker/kafka/kafka.h"
 #include "broker/broker_int.h"
 #include "broker/xfer.h"
 #include "storage/batch.h"
@@ -658,6 +659,7 @@ int part_close(struct partition *p, int err, bool clean)
         return 0;
     part_fail_all(p, err, true);
     groups_part_closing(p);
+    kafka_part_closing(p);
     if (p->cg) {
         /* replicated: no node-local checkpoint at close; synced and left */
         if (clean && !p->error && p->log && vlog_sync(p->log) == 0)

@@ -22,6 +22,10 @@ void kafka_close_all(struct broker *b);
 size_t kafka_inflight_total(const struct broker *b);
 /* Frees everything (after kafka_close_all); closes the offsets log. */
 void kafka_free(struct broker *b);
+/* A partition closes (topic deleted, shutdown): the Fetch read-ahead
+ * forgets it. */
+struct partition;
+void kafka_part_closing(struct partition *p);
 /* The bound "host:port", or "off". */
 const char *kafka_addr(const struct broker *b);
 

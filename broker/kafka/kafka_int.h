@@ -77,6 +77,30 @@ TAILQ_HEAD(kconn_list, kconn);
 
 struct kgroups; /* the classic group coordinator (k_group.c) */
 
+/* The Fetch read-ahead (k_fetch.c): the next range of a partition a
+ * connection reads, converted to Kafka record batches while the client
+ * parses the answer it just got, so the next Fetch copies instead of
+ * converting on the critical path. A slot holds one converted range; the
+ * capacity of all slots' buffers together is at most kafka_readahead_bytes. */
+#define KRA_SLOTS 8
+#define KRA_CONN_PARTS 4 /* partitions remembered per connection */
+
+struct kra_slot {
+    struct partition *part; /* NULL: free (buf may be kept for reuse) */
+    uint64_t from;          /* base offset of the first batch converted */
+    uint64_t to;            /* offset after the last one */
+    uint64_t stored;        /* their stored bytes */
+    uint8_t *buf;           /* the Kafka record batches, back to back */
+    size_t len, cap;
+    uint64_t tick; /* last use (least recently used goes first) */
+};
+
+struct kra_want {
+    struct partition *part; /* NULL: none */
+    uint64_t from;          /* the offset the client asks for next */
+    uint64_t max;           /* stored bytes its last Fetch allowed */
+};
+
 struct kafka {
     struct broker *b;
     struct evconnlistener *listener;
@@ -92,6 +116,9 @@ struct kafka {
     uint8_t *scratch;   /* Fetch reads stored batches here (k_fetch.c) */
     size_t scratch_cap;
     struct event *retry_ev;  /* retries connections waiting for the frame budget */
+    struct kra_slot ra[KRA_SLOTS];
+    uint64_t ra_tick;
+    uint64_t ra_hits, ra_misses; /* Fetch partitions served from a slot / converted then */
 };
 
 struct kconn {
@@ -118,6 +145,11 @@ struct kconn {
     bool frame_open;
     bool starved;
     uint64_t held, want; /* bytes of b->buf_used it holds; its size with the prefix */
+    struct kra_want ra_want[KRA_CONN_PARTS]; /* read ahead once the answer is written */
+    /* The connections quota (issue 14): this connection is counted under
+     * who's principal and tenant (auth_who_conn_take). */
+    bool quota_counted;
+    bool quota_refused; /* its login was refused by the connections quota */
 };
 
 typedef void (*kreq_cancel_fn)(struct kreq *q);
@@ -168,6 +200,8 @@ const char *kapi_name(int16_t key);
  * this request; whether c's principal still holds (logs auth_revoked). */
 bool ksasl_required(const struct kconn *c);
 bool ksasl_current(struct kconn *c);
+/* c stops counting against its principal's connections quota (it closes). */
+void ksasl_uncount(struct kconn *c);
 /* The TLS handshake finished: a verified client certificate whose subject
  * CN is mapped in the store authenticates the connection (no SASL needed). */
 struct ssl_st;
@@ -186,6 +220,13 @@ void k_init_producer_id(struct kreq *q);
 void k_produce(struct kreq *q);
 void k_fetch(struct kreq *q);
 void k_list_offsets(struct kreq *q);
+/* Read-ahead (k_fetch.c): c's answers are all written; convert what its
+ * next Fetch will ask for. */
+void kra_run(struct kconn *c);
+/* p closes: its slots and every connection's wants of it are dropped. */
+void kra_part_gone(struct kafka *k, struct partition *p);
+/* Frees every slot's buffer (no Kafka connection is left, or at the end). */
+void kra_release(struct kafka *k);
 void k_find_coordinator(struct kreq *q);
 void k_join_group(struct kreq *q);
 void k_sync_group(struct kreq *q);

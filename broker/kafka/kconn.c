@@ -233,11 +233,14 @@ static void kconn_kill(struct kconn *c, const char *why)
     blog(BLOG_DEBUG, "kafka_conn_closed", "conn=%" PRIu64 " peer=%s reason=%s inflight=%" PRIu32,
          c->id, c->peer, why, c->inflight);
     c->dead = true;
+    ksasl_uncount(c); /* the connections quota: this one is gone */
     if (c->bev)
         bufferevent_free(c->bev);
     c->bev = NULL;
     TAILQ_REMOVE(&k->conns, c, link);
     k->n_conns--;
+    if (k->n_conns == 0)
+        kra_release(k); /* no Kafka consumer left: the read-ahead's memory goes */
     c->refs++;
     kgroups_conn_gone(k, c);
     /* Long-polls stop now; everything else finishes and is dropped. A
@@ -276,6 +279,9 @@ static void kconn_flow(struct kconn *c)
         kconn_read_cb(c->bev, c); /* frames may already be buffered */
     }
 }
+
+/* Bytes a plaintext connection writes per loop turn (libevent: 16 KiB). */
+#define KCONN_SINGLE_WRITE (1u << 20)
 
 /* Answers at least this large go to the socket's buffer by reference. */
 #define KCONN_REF_MIN (64u << 10)
@@ -361,6 +367,10 @@ static void kconn_write_cb(struct bufferevent *bev, void *arg)
         kconn_kill(c, "eof");
     else
         kconn_flow(c);
+    /* the answers are written: the client parses them now, and the broker
+     * converts what it will fetch next (k_fetch.c) */
+    if (!c->dead && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        kra_run(c);
     kconn_unref(c);
 }
 
@@ -487,7 +497,8 @@ static void kconn_handle(struct kconn *c, uint8_t *frame, size_t len)
     }
     if (api->key != 17 && api->key != 18 && api->key != 36) { /* allowed before SASL */
         if (ksasl_required(c)) {
-            kconn_refuse(q, "kafka_auth_required", "sasl_required");
+            kconn_refuse(q, "kafka_auth_required",
+                         c->quota_refused ? "quota_connections" : "sasl_required");
             return;
         }
         if (!ksasl_current(c)) {
@@ -623,6 +634,10 @@ static void kaccept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sock
         }
     } else if (c) {
         bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        /* libevent writes at most 16 KiB per loop turn by default: a 1 MiB
+         * Fetch answer took 64 turns (writev + epoll_wait each) to leave */
+        if (bev)
+            bufferevent_set_max_single_write(bev, KCONN_SINGLE_WRITE);
     }
     if (!bev) {
         free(c);
@@ -744,8 +759,15 @@ void kafka_free(struct broker *b)
     if (k->retry_ev)
         event_free(k->retry_ev);
     free(k->scratch);
+    kra_release(k);
     free(k);
     b->kafka = NULL;
+}
+
+void kafka_part_closing(struct partition *p)
+{
+    if (p && p->b && p->b->kafka)
+        kra_part_gone(p->b->kafka, p);
 }
 
 const char *kafka_addr(const struct broker *b)

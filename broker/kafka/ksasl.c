@@ -61,16 +61,44 @@ bool ksasl_current(struct kconn *c)
     return false;
 }
 
+/* The connections quota (issue 14): c, now authenticated as who, is
+ * counted under who's principal and tenant, as a native connection is,
+ * after it stops counting under the principal it had; false (c then has
+ * no principal) when the quota is full, why naming it. */
+static bool ksasl_count(struct kconn *c, const struct auth_who *who, char *why, size_t cap)
+{
+    ksasl_uncount(c);
+    c->sasl_done = false;
+    c->by_cert = false;
+    if (auth_who_conn_take(c->k->b, who, c->id, c->peer, &c->quota_counted, why, cap)) {
+        c->quota_refused = true;
+        return false;
+    }
+    c->quota_refused = false;
+    c->who = *who;
+    c->sasl_done = true;
+    return true;
+}
+
+void ksasl_uncount(struct kconn *c)
+{
+    if (c->quota_counted)
+        auth_who_conn_give(c->k->b, &c->who);
+    c->quota_counted = false;
+}
+
 void ksasl_tls(struct kconn *c, struct ssl_st *ssl)
 {
     struct auth_who who;
+    char why[200];
     if (!auth_on(c->k->b) || c->sasl_done || !ssl)
         return;
-    if (auth_login_cert(c->k->b, ssl, c->id, c->peer, &who) == 0) {
-        c->who = who;
-        c->sasl_done = true;
+    /* a certificate over the connections quota leaves the connection
+     * unauthenticated: its first request past ApiVersions closes it
+     * (kafka_auth_required reason=quota_connections) */
+    if (auth_login_cert(c->k->b, ssl, c->id, c->peer, &who) == 0 &&
+        ksasl_count(c, &who, why, sizeof why))
         c->by_cert = true;
-    }
 }
 
 void k_sasl_handshake(struct kreq *q)
@@ -192,9 +220,14 @@ void k_sasl_authenticate(struct kreq *q)
         ksasl_fail(q);
         return;
     }
-    c->who = who;
-    c->sasl_done = true;
-    c->by_cert = false;
+    char why[200];
+    if (!ksasl_count(c, &who, why, sizeof why)) {
+        /* over the connections quota: refused at once, naming the quota
+         * (not a wrong key: no delay), and the connection closes */
+        c->sasl_mech = false;
+        ksasl_fail_answer(q, why);
+        return;
+    }
     kw_i16(&q->w, KE_NONE);
     kw_str(&q->w, NULL);
     kw_i32(&q->w, 0);

@@ -257,7 +257,7 @@ bool kw_grow(struct kw *w, size_t n)
     return true;
 }
 
-uint8_t *kw_reserve(struct kw *w, size_t n)
+uint8_t *kw_reserve_grow(struct kw *w, size_t n)
 {
     if (w->err)
         return NULL;

@@ -80,7 +80,18 @@ void kw_deinit(struct kw *w);
 void kw_pool_take(struct kw *w, size_t n);
 void kw_pool_give(void *buf);
 /* Room for n more bytes; returns where they go, or NULL (w->err set). */
-uint8_t *kw_reserve(struct kw *w, size_t n);
+/* n more bytes at the end of w (NULL once w->err is set). The fast path is
+ * inline: the record converter calls it several times per record. */
+uint8_t *kw_reserve_grow(struct kw *w, size_t n);
+static inline uint8_t *kw_reserve(struct kw *w, size_t n)
+{
+    if (__builtin_expect(w->err == 0 && w->cap - w->len >= n, 1)) {
+        uint8_t *p = w->buf + w->len;
+        w->len += n;
+        return p;
+    }
+    return kw_reserve_grow(w, n);
+}
 /* Capacity for n more bytes without writing them (one allocation up front
  * instead of doublings); false (w->err set) when it cannot be had. */
 bool kw_grow(struct kw *w, size_t n);

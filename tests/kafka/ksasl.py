@@ -7,6 +7,8 @@
   ksasl.py BOOT denied USER KEY TOPIC          (bob: may read, may not write)
   ksasl.py BOOT isolated USER KEY TOPIC        (eve: another tenant)
   ksasl.py BOOT revoke USER KEY TOPIC VERITY AUTH_FILE PID LOG
+  ksasl.py BOOT connquota USER KEY QUOTA OTHER_USER OTHER_KEY LOG
+                                               (USER's connections quota is QUOTA)
 
 Prints one line saying what it saw; exit 1 (with the reason) when a check fails.
 
@@ -17,6 +19,8 @@ is then the certificate's subject, whose mapping is removed.
 """
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -107,6 +111,127 @@ def consume(c, topic, n, group, commit=True, deadline_s=60):
         cons.commit(asynchronous=False)
     cons.close()
     return got, errs
+
+
+def kframe(api_key, version, corr, body):
+    head = struct.pack(">hhih", api_key, version, corr, 5) + b"holdr"
+    return struct.pack(">i", len(head) + len(body)) + head + body
+
+
+def krecv(s):
+    def exact(n):
+        b = b""
+        while len(b) < n:
+            c = s.recv(n - len(b))
+            if not c:
+                raise EOFError("closed")
+            b += c
+        return b
+    n = struct.unpack(">i", exact(4))[0]
+    return exact(n)
+
+
+def sasl_hold(boot, user, key):
+    """One Kafka connection logged in with SASL/PLAIN (SaslHandshake v1,
+    SaslAuthenticate v1), kept open: the socket, or None and the broker's
+    error message when the login is refused."""
+    host, port = boot.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), 5)
+    s.settimeout(5)
+    s.sendall(kframe(17, 1, 1, struct.pack(">h", 5) + b"PLAIN"))
+    r = krecv(s)
+    if struct.unpack(">h", r[4:6])[0] != 0:
+        s.close()
+        return None, "handshake refused"
+    tok = b"\0" + user.encode() + b"\0" + key.encode()
+    s.sendall(kframe(36, 1, 2, struct.pack(">i", len(tok)) + tok))
+    r = krecv(s)
+    err = struct.unpack(">h", r[4:6])[0]
+    if err == 0:
+        return s, None
+    ml = struct.unpack(">h", r[6:8])[0]
+    msg = r[8:8 + ml].decode() if ml > 0 else ""
+    s.close()
+    return None, "error %d: %s" % (err, msg)
+
+
+def log_count(log, what):
+    return open(log, "rb").read().count(what)
+
+
+def connquota(boot, user, key, quota, ouser, okey, log):
+    """USER's connections quota is QUOTA: QUOTA of USER's connections are
+    admitted, the next (a confluent-kafka client, and a raw login) is
+    refused naming the quota, OUSER (another tenant) is not affected, and
+    USER is admitted again once its connections close."""
+    refused0 = log_count(log, b"quota=connections port=kafka")
+    held = []
+    for _ in range(quota):
+        s, err = sasl_hold(boot, user, key)
+        if not s:
+            die("login %d of %d refused: %s" % (len(held) + 1, quota, err))
+        held.append(s)
+    # a librdkafka client of USER over the quota: refused, and told why
+    errs = []
+    over = Producer(conf(boot, user, key, error_cb=lambda e: errs.append(e)))
+    try:
+        over.list_topics(timeout=3)
+        die("a confluent-kafka client over the connections quota got Metadata")
+    except KafkaException:
+        pass
+    over.poll(0.5)  # error_cb runs here
+    del over
+    why = " ".join(e.str() for e in errs)
+    if "quota exceeded: connections %d of" % quota not in why:
+        die("the client was not told which quota: %s" % why[:300])
+    if log_count(log, b"quota=connections port=kafka") == refused0:
+        die("no quota_exceeded quota=connections port=kafka logged")
+    s, err = sasl_hold(boot, user, key)
+    if s or "quota exceeded: connections" not in (err or ""):
+        die("a raw login over the quota: %s" % (err or "admitted"))
+    # another tenant's principal is not limited by USER's quota
+    other = conf(boot, ouser, okey)
+    if metadata_fails(other):
+        die("%s (another tenant) was refused while %s is at its quota" % (ouser, user))
+    # the count goes back down when USER's connections close
+    for s in held:
+        s.close()
+    held = []
+    end = time.time() + 10
+    while True:
+        s, err = sasl_hold(boot, user, key)
+        if s:
+            break
+        if time.time() > end:
+            die("still refused 10 s after its connections closed: %s" % err)
+        time.sleep(0.1)
+    s.close()
+    # the confluent-kafka client is admitted now, and once it is closed
+    # the whole quota is free again
+    p = Producer(conf(boot, user, key))
+    try:
+        md = p.list_topics(timeout=10)
+    except KafkaException as e:
+        die("the confluent-kafka client was refused after the others closed: %s" % e)
+    if not md.topics:
+        die("no topics in Metadata")
+    del p
+    end = time.time() + 10
+    while True:
+        held = [sasl_hold(boot, user, key) for _ in range(quota)]
+        ok_n = sum(1 for s, _ in held if s)
+        for s, _ in held:
+            if s:
+                s.close()
+        if ok_n == quota:
+            break
+        if time.time() > end:
+            die("after every client closed only %d of %d logins were admitted" % (ok_n, quota))
+        time.sleep(0.1)
+    print("%d connections admitted, the next refused (%s); %s of another tenant unaffected; "
+          "admitted again once they closed, and all %d once the client closed"
+          % (quota, why.split("quota exceeded: ")[1].split(" (")[0][:40] if "quota exceeded: " in why
+             else "?", ouser, quota))
 
 
 def main():
@@ -209,6 +334,8 @@ def main():
         if not metadata_fails(c):
             die("a new session with the revoked key got Metadata")
         print("the open session ends at its next request; a new one is refused")
+    elif what == "connquota":
+        connquota(boot, a[0], a[1], int(a[2]), a[3], a[4], a[5])
     else:
         die("unknown command " + what)
 

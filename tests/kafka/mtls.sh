@@ -35,6 +35,7 @@ leaf() { # leaf NAME CN: a client certificate of the test CA
 }
 leaf bob kafka-bob
 leaf stranger kafka-stranger
+leaf carol kafka-carol
 
 export VERITY_AUTH_FILE=$ROOT/auth.json
 A() { "$BIN/verity" auth "$@" >/dev/null; }
@@ -42,6 +43,9 @@ KE=$("$BIN/verity" auth --json key create --tenant other --principal eve |
     $PY -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 A cert add --subject verity-client --tenant acme --principal alice
 A cert add --subject kafka-bob --tenant acme --principal bob
+A cert add --subject kafka-carol --tenant acme --principal carol
+A quota set --tenant acme --principal carol --connections 2
+A acl add --tenant acme --principal carol --resource 'topic:*' --ops describe
 A acl add --tenant acme --principal alice --resource 'topic:*' --ops all
 A acl add --tenant acme --principal alice --resource 'group:*' --ops all
 A acl add --tenant acme --principal bob --resource 'topic:orders' --ops consume,describe
@@ -104,6 +108,33 @@ out=$(KSASL_TLS=$certs/ca.pem K isolated eve "$KE" orders) || fail "eve (SASL_SS
 ok "eve (tenant other, SASL over TLS): $out"
 out=$(KSASL_TLS=$ALICE K isolated eve "$KE" orders) || fail "eve with alice's certificate: $out"
 ok "eve's SASL login over alice's certificate is eve: $out"
+
+# The connections quota with certificate logins: carol (--connections 2)
+# holds two TLS connections; kcat with her certificate is then left
+# unauthenticated and gets no Metadata; once they close it gets it.
+CAROL=(-X security.protocol=ssl -X ssl.ca.location="$certs/ca.pem"
+       -X ssl.certificate.location="$certs/carol.pem" -X ssl.key.location="$certs/carol.key")
+$PY -c '
+import socket, ssl, sys, time
+c = ssl.create_default_context(cafile=sys.argv[1]); c.check_hostname = False
+c.load_cert_chain(sys.argv[2], sys.argv[3])
+h, p = sys.argv[4].rsplit(":", 1)
+held = [c.wrap_socket(socket.create_connection((h, int(p)), 5)) for _ in range(2)]
+time.sleep(120)' "$certs/ca.pem" "$certs/carol.pem" "$certs/carol.key" "$BOOT" &
+HOLD=$!
+carol_logins() { [ "$(grep -c 'event=auth_ok.*principal=carol method=cert' "$ROOT/verityd.log")" -ge "$1" ]; }
+wait_for 15 carol_logins 2 || { kill "$HOLD"; fail "carol's two certificate logins are not logged"; }
+if kcat -b "$BOOT" "${CAROL[@]}" -L -m 5 >"$ROOT/kcat-carol.txt" 2>&1; then
+    kill "$HOLD"; fail "kcat with carol's certificate got Metadata over her connections quota"
+fi
+grep -q 'event=quota_exceeded.*principal=carol quota=connections port=kafka' "$ROOT/verityd.log" \
+    || { kill "$HOLD"; fail "quota_exceeded quota=connections port=kafka not logged"; }
+grep -q 'event=kafka_auth_required.*reason=quota_connections' "$ROOT/verityd.log" \
+    || { kill "$HOLD"; fail "kafka_auth_required reason=quota_connections not logged"; }
+kill "$HOLD"; wait "$HOLD" 2>/dev/null || true
+carol_lists() { kcat -b "$BOOT" "${CAROL[@]}" -L -m 5 >"$ROOT/kcat-carol.txt" 2>&1; }
+wait_for 15 carol_lists || fail "kcat with carol's certificate refused after her connections closed"
+ok "connections quota with certificates: kcat over carol's 2 connections gets no Metadata (quota_exceeded, kafka_auth_required reason=quota_connections), and does once they close"
 
 audit() { timeout 20 "$BIN/verity" consume __audit --json --broker "$BROKER" --tls-ca "$certs/ca.pem" \
     --tls-cert "$certs/client.pem" --tls-key "$certs/client.key" 2>/dev/null; }

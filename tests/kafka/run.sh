@@ -152,6 +152,10 @@ $KC fill "$BOOT" g3 6000
 $KC group3 "$BOOT" g3 grp3 6000 "$ROOT"
 echo "ok: group of three: a killed member's partitions move, none lost, no committed message re-read"
 
+# 6b. The Fetch read-ahead answers what a conversion on demand answers.
+$KC readahead 127.0.0.1 "$KPORT" kc
+echo "ok: Fetch answers from the read-ahead are byte-identical to conversions on demand"
+
 # 7. Bad input on the Kafka port.
 $KC badinput 127.0.0.1 "$KPORT" bad
 echo "ok: bad input answered with typed errors or a close; broker serving"

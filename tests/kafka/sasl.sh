@@ -13,6 +13,11 @@
 #     with TOPIC_AUTHORIZATION_FAILED; eve (tenant other, all rights) does
 #     not see acme's topics in Metadata and cannot read them;
 #   - the logins and the denial are in the tenant's __audit topic;
+#   - the connections quota (issue 14): carol (acme, `--connections 2`)
+#     holds two logins; a confluent-kafka client of hers is refused with
+#     SASL_AUTHENTICATION_FAILED naming the quota (quota_exceeded logged and
+#     audited), eve of another tenant is not; once carol's connections
+#     close she is admitted again;
 #   - a revoked key (SIGHUP) ends the open session and a new one is refused;
 #   - every partition passes verity log verify.
 #
@@ -28,6 +33,9 @@ key() { A --json key create --tenant "$1" --principal "$2" | $PY -c 'import json
 KA=$(key acme alice)
 KB=$(key acme bob)
 KE=$(key other eve)
+KC=$(key acme carol)
+A quota set --tenant acme --principal carol --connections 2 >/dev/null
+A acl add --tenant acme --principal carol --resource 'topic:*' --ops all >/dev/null
 A acl add --tenant acme --principal alice --resource 'topic:*' --ops all >/dev/null
 A acl add --tenant acme --principal alice --resource 'group:*' --ops all >/dev/null
 A acl add --tenant acme --principal bob --resource 'topic:orders' --ops consume,describe >/dev/null
@@ -82,6 +90,13 @@ ok "acme's __audit holds the Kafka logins and bob's denial (port kafka)"
 
 out=$(K isolated eve "$KE" orders) || fail "eve: $out"
 ok "eve (tenant other): $out"
+
+out=$(K connquota carol "$KC" 2 eve "$KE" "$ROOT/verityd.log") || fail "connections quota: $out"
+ok "connections quota on the Kafka port: $out"
+audit >"$ROOT/audit.txt" || true
+grep -q 'quota_exceeded.*connections 2 of acme/carol\|connections 2 of acme/carol.*quota_exceeded' "$ROOT/audit.txt" \
+    || fail "carol's refusal is not in acme's __audit"
+ok "acme's __audit holds carol's quota_exceeded (connections 2 of acme/carol)"
 
 out=$(K revoke alice "$KA" orders "$BIN/verity" "$VERITY_AUTH_FILE" "$PID" "$ROOT/verityd.log") || fail "revoke: $out"
 grep -q 'event=auth_revoked.*port=kafka' "$ROOT/verityd.log" || fail "auth_revoked not logged"
