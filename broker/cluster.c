@@ -1211,35 +1211,14 @@ static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame 
     }
     if (m->type == VSR_MSG_PREPARE_OK && m->op > cg->acked[m->from])
         cg->acked[m->from] = m->op;
-    uint64_t repairs = cg->g.core ? vsr_counters(cg->g.core)->repairs : 0;
-    uint8_t rfrom = m->from;
-    uint64_t rop = m->type == VSR_MSG_REPAIR ? m->header.op : 0;
     vgroup_on_message_deferred(&cg->g, m);
     if (!cg->dirty && vgroup_needs_flush(&cg->g)) {
         cg->dirty = true;
         event_active(cl->flush_ev, EV_READ, 0);
     }
-    /* Catch-up at round-trip speed: a repaired entry names its parent, so
-     * ask the same peer for that one now instead of on the next retry tick
-     * (the core asks once per retry_ticks; a backup back from a restart
-     * learns the missing ops one parent link at a time). Only after an
-     * accepted repair, so a chain stops at the first op held. */
-    if (rop > 1 && cg->g.core && vsr_counters(cg->g.core)->repairs > repairs) {
-        struct vsr_msg *q = cl->scratch;
-        uint8_t sum[VSR_CHECKSUM_SIZE];
-        if (vsr_checksum_of(cg->g.core, rop - 1, sum)) {
-            memset(q, 0, offsetof(struct vsr_msg, window));
-            q->type = VSR_MSG_REQUEST_PREPARE;
-            q->from = cg->self;
-            q->to = rfrom;
-            q->cluster = cl->id;
-            q->view = vsr_view(cg->g.core);
-            q->commit = vsr_commit_max(cg->g.core);
-            q->op = rop - 1;
-            memcpy(q->checksum, sum, VSR_CHECKSUM_SIZE);
-            (void)peer_send(b, cg->nodes[rfrom], cg->name, cg->partition, q);
-        }
-    }
+    /* Catch-up (a backup back from a restart) is the core's: it asks for
+     * the headers of the ops it lacks (REQUEST_HEADERS) and keeps a window
+     * of repairs in flight (docs/REPLICATION.md "Catch-up"). */
     cg_after(cg);
 }
 
