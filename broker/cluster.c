@@ -1018,6 +1018,7 @@ int cluster_meta_recover(struct broker *b)
 static void on_msg(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
 static void on_xfer(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
 static void on_tick(struct broker *b);
+static void on_down(struct broker *b, uint32_t node);
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
 static void wr_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -1072,6 +1073,7 @@ int cluster_meta_start(struct broker *b)
     b->peers.on_msg = on_msg;
     b->peers.on_xfer = on_xfer;
     b->peers.on_tick = on_tick;
+    b->peers.on_down = on_down;
     return 0;
 }
 
@@ -1083,6 +1085,7 @@ void cluster_stop(struct broker *b)
     b->peers.on_msg = NULL;
     b->peers.on_xfer = NULL;
     b->peers.on_tick = NULL;
+    b->peers.on_down = NULL;
     cluster_groups_stop(b);
     if (cl->meta) {
         cg_unlink(cl->meta);
@@ -1306,6 +1309,27 @@ static void on_tick(struct broker *b)
         vgroup_tick(&cg->g);
         cg_after(cg);
         ring_sync_async(cg, cg_log(cg));
+    }
+}
+
+/* The link to node closed (EOF or error: its process died, kill -9 closes
+ * its sockets at once). Every group whose primary it is times out shortly
+ * (vsr_on_peer_lost: VSR_LOST_GRACE_TICKS plus the replica's stagger)
+ * instead of timeout_ticks after its last message: the failover then
+ * starts about 0.8 s sooner. A silent link (a paused broker) still waits
+ * for the timeout. */
+static void on_down(struct broker *b, uint32_t node)
+{
+    struct cluster *cl = CL(b);
+    if (!cl)
+        return;
+    for (struct cgroup *cg = cl->groups; cg; cg = cg->next) {
+        for (uint32_t i = 0; i < cg->n; i++) {
+            if (cg->nodes[i] != node || i == cg->self)
+                continue;
+            vgroup_peer_lost(&cg->g, (uint8_t)i);
+            cg_after(cg);
+        }
     }
 }
 

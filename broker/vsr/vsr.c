@@ -1908,6 +1908,20 @@ void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
     vsr_verify(r);
 }
 
+void vsr_on_peer_lost(struct vsr *r, uint8_t replica, struct vsr_outbox *ob)
+{
+    vsr_outbox_clear(ob);
+    if (r->status != VSR_NORMAL || r->rejoining || replica >= r->cfg.replica_count ||
+        replica == r->cfg.replica || replica != primary_of(r, r->view))
+        return;
+    uint32_t at = r->cfg.timeout_ticks > VSR_LOST_GRACE_TICKS
+                      ? r->cfg.timeout_ticks - VSR_LOST_GRACE_TICKS
+                      : 0;
+    if (r->since_primary < at)
+        r->since_primary = at;
+    vsr_verify(r);
+}
+
 void vsr_on_write_done(struct vsr *r, const struct vsr_write *w, struct vsr_outbox *ob)
 {
     vsr_outbox_clear(ob);

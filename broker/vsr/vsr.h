@@ -294,6 +294,15 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
 void vsr_on_message(struct vsr *r, const struct vsr_msg *m, struct vsr_outbox *ob);
 void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob);
 void vsr_on_write_done(struct vsr *r, const struct vsr_write *w, struct vsr_outbox *ob);
+/* A hint from the shell: the connection to replica `replica` closed (its
+ * process died: kill -9 closes its sockets at once). A backup in NORMAL
+ * whose primary that is then times out VSR_LOST_GRACE_TICKS from now (plus
+ * its stagger) instead of timeout_ticks after the primary's last message;
+ * any message from the primary meanwhile resets the timer as usual, so a
+ * connection that comes back in time changes nothing. Only a timer moves:
+ * safety never depends on it. Other states and replicas: no effect. */
+void vsr_on_peer_lost(struct vsr *r, uint8_t replica, struct vsr_outbox *ob);
+#define VSR_LOST_GRACE_TICKS 4
 
 /* Clears the outbox and points it at caller memory. */
 void vsr_outbox_init(struct vsr_outbox *ob, struct vsr_msg *msgs, size_t msgs_cap,

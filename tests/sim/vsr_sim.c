@@ -642,6 +642,16 @@ static void inject_faults(void)
         if (nd->up && chance(W.rt.crash)) {
             node_crash(i);
             nd->down_until = W.now + 10 + rnd_n(300);
+            /* its connections close: the others get the shell's hint
+             * (vsr_on_peer_lost), as verityd's peer links give it */
+            for (int j = 0; j < W.n && !W.fail[0]; j++) {
+                struct node *o = &W.nodes[j];
+                if (j == i || !o->up || o->paused_until > W.now)
+                    continue;
+                vsr_on_peer_lost(o->core, (uint8_t)i, &W.ob);
+                drain(j);
+                check_all();
+            }
         } else if (!nd->up && W.now >= nd->down_until && !W.fail[0]) {
             if (nd->faulty_disk && W.rt.wipe && wipe_rnd() % 1000000 < W.rt.wipe)
                 node_wipe(i);
