@@ -8,8 +8,9 @@
  *     header marks): vsr_init must classify any bytes without crashing and
  *     keep its invariants (vsr_verify), then take messages whose fields come
  *     from the rest of the input (HEADERS with headers that chain to what
- *     the replica trusts, or not); some inputs start it in rejoin mode
- *     (fresh with cfg.rejoin, or the superblock's rejoining flag).
+ *     the replica trusts, or not; the peer-lost hint); some inputs start it
+ *     in rejoin mode (fresh with cfg.rejoin, or the superblock's rejoining
+ *     flag).
  * The hash is a cheap 256-bit mix (the core takes any hash through cfg.hash).
  * Built and run by tests/fuzz/run.sh.
  */
@@ -247,6 +248,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             m.body_len = hn * VSR_HEADER_SIZE - ((cnt & 0x10) ? 1 : 0);
         }
         vsr_on_message(r, &m, &ob);
+        if (t & 0x80)
+            vsr_on_peer_lost(r, m.from, &ob); /* the link to the sender closed */
         vsr_on_tick(r, &ob);
         /* complete the writes it asked for (copied: each call refills ob) */
         struct vsr_write done[64];
