@@ -859,7 +859,7 @@ static void send_svc(struct vsr *r, struct vsr_outbox *ob)
  * period counts as in flight and is not asked for again before that (a
  * lost request or answer is asked again on the next retry). The retry tick
  * asks for up to `budget` ops; every accepted repair and every batch of
- * headers learned asks for more at once (repair_more), so a replica that
+ * headers learned asks for more at once (repairs_ask), so a replica that
  * lags inside the journal keeps a window of repairs in flight instead of
  * one per retry period. */
 static bool repair_recent(const struct vsr *r, const struct vsr_slot *s)
