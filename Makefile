@@ -418,6 +418,10 @@ soak-project: all tests
 #                     ops behind and repair of a replica with bit flips in
 #                     a closed segment or a truncated active segment
 #                     (tests/cluster/repair_e2e.py, about 40 s each); a
+#                     backup restarted ~1,500 ops behind catching up by
+#                     repair within 20 s under load (repair_e2e.py catchup,
+#                     ~40 s); five primary failovers each within 2 s
+#                     (failover_time.py --bound 2, ~70 s); a
 #                     broker whose data directory is deleted and restarted
 #                     with --rejoin while production continues
 #                     (tests/cluster/rejoin_e2e.py, about 60-75 s, and
@@ -491,6 +495,10 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py damage --mode flip
 	@echo "== tests/cluster/repair_e2e.py damage --mode truncate (active segment cut in half)"
 	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py damage --mode truncate
+	@echo "== tests/cluster/repair_e2e.py catchup (a backup ~1,500 ops behind catches up by repair within 20 s under load)"
+	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py catchup --ops 1200 --rate 100 --bound 20
+	@echo "== tests/cluster/failover_time.py --kills 5 --bound 2 (kill -9 of the primary to the first new ack, each <= 2 s)"
+	@$(CLUSTER_ENV) python3 tests/cluster/failover_time.py --kills 5 --bound 2
 	@echo "== tests/cluster/repair_e2e.py peer-down (a paused peer: the transfer stalls and moves on)"
 	@$(CLUSTER_ENV) python3 tests/cluster/repair_e2e.py peer-down
 	@echo "== tests/cluster/rejoin_e2e.py (a broker's data dir deleted, restarted with --rejoin under load)"

@@ -202,7 +202,10 @@ static void link_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     peer_tls_failed(c->b, bev, what, (unsigned)c->l->id); /* issue 14 */
+    bool was_up = c->l->up;
     link_down(c->b, c->l, (what & BEV_EVENT_EOF) ? "eof" : "error");
+    if (was_up && c->b->peers.on_down)
+        c->b->peers.on_down(c->b, c->l->id);
 }
 
 static void dial(struct broker *b, struct peer_link *l, struct peer_ctx *c)

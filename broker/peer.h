@@ -66,6 +66,9 @@ typedef void (*peer_msg_fn)(struct broker *b, uint32_t from, const struct vsr_wi
 typedef void (*peer_xfer_fn)(struct broker *b, uint32_t from, const struct vsr_wire_frame *f);
 /* Called once per PEER_TICK_MS. */
 typedef void (*peer_tick_fn)(struct broker *b);
+/* The link to node closed by the other side or failed (EOF, socket error:
+ * what kill -9 of that broker gives at once), not for silence. */
+typedef void (*peer_down_fn)(struct broker *b, uint32_t node);
 
 /* What a connection's callbacks get: the broker and the link (or the
  * pending slot of an accepted connection not yet identified). */
@@ -90,6 +93,7 @@ struct peers {
     peer_msg_fn on_msg;
     peer_xfer_fn on_xfer;
     peer_tick_fn on_tick;
+    peer_down_fn on_down;
     uint64_t accepted, refused;
     struct peer_tls *tls; /* broker/peer_tls.c: NULL = plaintext links */
 };

@@ -47,7 +47,7 @@
  * id when the broker knows it), a lost broker connection or a partition
  * without a known primary mark the metadata stale; it is fetched again
  * (META_BACKOFF_MS doubling up to META_BACKOFF_MAX_MS between fetches) and
- * the batches are resent as any retriable failure is: same bytes, same
+ * the batches are resent (at once when Metadata names a new primary) as any retriable failure is: same bytes, same
  * producer id, epoch and sequence, so the new primary, which rebuilt the
  * sequence state from committed entries, answers a batch the old one had
  * committed as a duplicate. Without a cluster (one broker in Metadata) the
@@ -78,7 +78,10 @@ struct meta_lookup {
 
 #define NODES_MAX 16
 #define META_BACKOFF_MS 50
-#define META_BACKOFF_MAX_MS 1000
+/* 200 ms, not more: a view change takes about 1-1.5 s, and a refresh
+ * schedule doubling to 1 s found the new primary up to 1 s after it
+ * served (failover tail 2.1-3.1 s, docs/REPLICATION.md). */
+#define META_BACKOFF_MAX_MS 200
 
 /* One broker of the cluster (loop thread; requests_inflight under mu). */
 struct pnode {
@@ -229,7 +232,12 @@ static void meta_apply(struct verity_producer *p, const Verity__MetadataResponse
             const Verity__PartitionMetadata *pm = tm->partitions[k];
             if (pm->partition >= at->partition_count)
                 continue;
-            at->parts[pm->partition].leader = pm->leader;
+            struct acc_part *part = &at->parts[pm->partition];
+            /* A newly named primary: a batch waiting out its retry backoff
+             * (grown while there was none) goes to it at once. */
+            if (pm->leader && pm->leader != part->leader)
+                part->retry_at_ms = 0;
+            part->leader = pm->leader;
         }
     }
     for (struct acc_topic *t = p->acc.topics; t; t = t->next) {

@@ -394,6 +394,14 @@ void vgroup_on_message(struct vgroup *g, const struct vsr_msg *m)
     drain(g);
 }
 
+void vgroup_peer_lost(struct vgroup *g, uint8_t replica)
+{
+    if (!g->core || g->busy)
+        return;
+    vsr_on_peer_lost(g->core, replica, &g->ob);
+    drain(g);
+}
+
 void vgroup_tick(struct vgroup *g)
 {
     if (!g->core || g->busy)

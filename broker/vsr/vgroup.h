@@ -121,6 +121,8 @@ void vgroup_on_message(struct vgroup *g, const struct vsr_msg *m);
 void vgroup_on_message_deferred(struct vgroup *g, const struct vsr_msg *m);
 void vgroup_flush(struct vgroup *g);
 void vgroup_tick(struct vgroup *g);
+/* The connection to member `replica` closed (vsr_on_peer_lost). */
+void vgroup_peer_lost(struct vgroup *g, uint8_t replica);
 /* Submits body as request (client, request) to this replica. False when it
  * is not the primary of a normal view (the caller answers NOT_LEADER) or the
  * group stopped; true means the core saw it (it may still drop it when its

@@ -47,6 +47,7 @@ struct vsr_slot {
     uint64_t wid;         /* id of the write in flight */
     struct vsr_header wh; /* entry being written */
     uint8_t oks;          /* primary: replicas whose prepare-ok it holds */
+    uint64_t rq_tick;     /* ticks + 1 when its repair was last asked for (0: never) */
 };
 
 struct client_entry {
@@ -511,6 +512,7 @@ static void adopt(struct vsr *r, uint64_t k, const uint8_t *sum, const struct vs
     s->canon = true;
     s->full = false;
     s->oks = 0;
+    s->rq_tick = 0;
     s->h.op = k;
     memcpy(s->h.checksum, sum, VSR_CHECKSUM_SIZE);
     if (full) {
@@ -853,21 +855,35 @@ static void send_svc(struct vsr *r, struct vsr_outbox *ob)
     }
 }
 
-/* Asks peers for every canonical op it lacks in (commit_min, op]. */
-static void request_repairs(struct vsr *r, struct vsr_outbox *ob, bool to_all)
+/* Repair requests are windowed: an op asked for within the last retry
+ * period counts as in flight and is not asked for again before that (a
+ * lost request or answer is asked again on the next retry). The retry tick
+ * asks for up to `budget` ops; every accepted repair and every batch of
+ * headers learned asks for more at once (repairs_ask), so a replica that
+ * lags inside the journal keeps a window of repairs in flight instead of
+ * one per retry period. */
+static bool repair_recent(const struct vsr *r, const struct vsr_slot *s)
+{
+    return s->rq_tick && r->ticks + 1 - s->rq_tick < r->cfg.retry_ticks;
+}
+
+/* Asks for up to budget canonical ops it lacks in (commit_min, op], lowest
+ * first: each of a peer in turn (to < 0), of every peer (to_all) or of peer
+ * `to`. */
+static void repairs_ask(struct vsr *r, struct vsr_outbox *ob, bool to_all, int to_one, int budget)
 {
     int sent = 0;
-    int budget = (int)r->cfg.pipeline * 2;
     if (r->cfg.replica_count == 1)
         return; /* nobody to ask (and no peer index to rotate over) */
     for (uint64_t k = r->commit_min + 1; k <= r->op && sent < budget; k++) {
         struct vsr_slot *s = slot_of(r, k);
-        if (!canon_at(r, k) || has_op(r, k) || s->wstage)
+        if (!canon_at(r, k) || has_op(r, k) || s->wstage || repair_recent(r, s))
             continue;
         for (uint8_t i = 0; i < r->cfg.replica_count; i++) {
             uint8_t to =
-                to_all
-                    ? i
+                to_all ? i
+                : to_one >= 0
+                    ? (uint8_t)to_one
                     : (uint8_t)((r->cfg.replica + 1 +
                                  (k + r->ticks / r->cfg.retry_ticks) % (r->cfg.replica_count - 1)) %
                                 r->cfg.replica_count);
@@ -881,8 +897,54 @@ static void request_repairs(struct vsr *r, struct vsr_outbox *ob, bool to_all)
             if (!to_all)
                 break;
         }
+        s->rq_tick = r->ticks + 1;
         sent++;
     }
+}
+
+/* Headers per HEADERS message: at most a quarter of the journal. */
+static uint32_t headers_max(const struct vsr *r)
+{
+    uint32_t n = r->cfg.slots / 4;
+    return n < 1 ? 1 : n > VSR_HEADERS_MAX ? VSR_HEADERS_MAX : n;
+}
+
+/* Catch-up by headers: the highest op in (commit_min, op] whose canonical
+ * checksum is unknown lies just below an op whose checksum is known (the
+ * anchor). Asks peer `to` for the headers of the ops from the anchor down,
+ * chained by parent links (REQUEST_HEADERS; on_headers takes only what
+ * chains down from the anchor). Without this a replica learns the ops it
+ * lacks one parent link per repaired entry. */
+static void request_headers(struct vsr *r, struct vsr_outbox *ob, int to)
+{
+    if (r->cfg.replica_count == 1)
+        return;
+    uint64_t lo = r->commit_min + 1;
+    uint64_t top = r->op < r->commit_min + r->cfg.slots ? r->op : r->commit_min + r->cfg.slots;
+    uint64_t k = top;
+    while (k >= lo && canon_at(r, k))
+        k--;
+    if (k < lo || k == top)
+        return; /* no gap, or nothing known above it to chain from */
+    uint64_t hi = k + 1;
+    uint32_t n = headers_max(r);
+    if (to < 0)
+        to = (int)((r->cfg.replica + 1 + (r->ticks / r->cfg.retry_ticks) % (r->cfg.replica_count - 1)) %
+                   r->cfg.replica_count);
+    struct vsr_msg *m = msg_new(r, ob, VSR_MSG_REQUEST_HEADERS, (uint8_t)to);
+    if (!m)
+        return;
+    m->op = hi;
+    m->op_min = hi - lo + 1 > n ? hi - n + 1 : lo;
+    memcpy(m->checksum, slot_of(r, hi)->h.checksum, VSR_CHECKSUM_SIZE);
+}
+
+/* Asks peers for every canonical op it lacks in (commit_min, op] (windowed,
+ * above), and for the headers of the ops whose checksums it does not know. */
+static void request_repairs(struct vsr *r, struct vsr_outbox *ob, bool to_all)
+{
+    repairs_ask(r, ob, to_all, -1, (int)r->cfg.pipeline * 2);
+    request_headers(r, ob, -1);
 }
 
 static void maybe_request_state(struct vsr *r, struct vsr_outbox *ob)
@@ -1495,6 +1557,93 @@ static void on_repair(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg
     r->ctr.repairs++;
     write_entry(r, ob, h, m->body);
     link_down(r, k, primary_of(r, r->view) != r->cfg.replica);
+    /* Keep the window full: one more op from the peer that answered. */
+    repairs_ask(r, ob, false, m->from, 1);
+}
+
+/* The header of the entry (k, sum) if this replica knows it: a fully known
+ * canonical slot (applied or not), else its durable header mark. */
+static bool header_of(struct vsr *r, uint64_t k, const uint8_t *sum, struct vsr_header *h)
+{
+    const struct vsr_slot *s = slot_of(r, k);
+    if (s->canon && s->full && s->h.op == k && sum_eq(s->h.checksum, sum)) {
+        *h = s->h;
+        return true;
+    }
+    if (!s->disk_valid || s->disk_op != k || !sum_eq(s->disk_sum, sum) || s->wstage)
+        return false;
+    uint32_t len = 0;
+    if (r->cfg.read_header(r->cfg.ctx, (uint32_t)(k % r->cfg.slots), r->rbuf, r->rbuf_cap, &len) !=
+            0 ||
+        len < VSR_HEADER_SIZE || vsr_header_decode(&r->cfg, r->rbuf, h) != 0)
+        return false;
+    return h->op == k && sum_eq(h->checksum, sum);
+}
+
+/* A peer asks for the headers of [op_min, op], chained down from the entry
+ * (op, checksum): the answer stops at the first one this replica does not
+ * know, so it is always a chain (the asker checks it again). */
+static void on_request_headers(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
+{
+    uint32_t max = headers_max(r);
+    if (m->op == 0 || m->op_min == 0 || m->op_min > m->op)
+        return;
+    uint8_t *b = ob_alloc(ob, (size_t)max * VSR_HEADER_SIZE);
+    if (!b)
+        return;
+    uint8_t want[VSR_CHECKSUM_SIZE];
+    memcpy(want, m->checksum, VSR_CHECKSUM_SIZE);
+    uint32_t n = 0;
+    for (uint64_t k = m->op; k >= m->op_min && n < max; k--) {
+        struct vsr_header h;
+        if (!header_of(r, k, want, &h))
+            break;
+        vsr_header_encode(&r->cfg, &h, NULL, b + (size_t)n * VSR_HEADER_SIZE);
+        memcpy(want, h.parent, VSR_CHECKSUM_SIZE);
+        n++;
+    }
+    if (n == 0)
+        return;
+    struct vsr_msg *a = msg_new(r, ob, VSR_MSG_HEADERS, m->from);
+    if (!a)
+        return;
+    a->op = m->op;
+    a->body = b;
+    a->body_len = n * VSR_HEADER_SIZE;
+}
+
+/* Headers from a peer. One is taken only when its checksum is the canonical
+ * checksum this replica already trusts at its op (from a prepare, a commit,
+ * a view change or a parent link): its parent is then canonical at op - 1,
+ * exactly as a parent link of a repaired entry, and the next header must
+ * match that. A header that does not chain is ignored. Only checksums are
+ * learned (adopt without the full header): the bodies come by repair, each
+ * checked against its checksum, and apply checks every parent link again. */
+static void on_headers(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
+{
+    uint32_t n = m->body_len / VSR_HEADER_SIZE;
+    if (m->body_len == 0 || m->body_len % VSR_HEADER_SIZE || n > headers_max(r) || !m->body)
+        return;
+    uint32_t learned = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct vsr_header h;
+        if (vsr_header_decode(&r->cfg, m->body + (size_t)i * VSR_HEADER_SIZE, &h) != 0)
+            break;
+        uint64_t k = h.op;
+        if (k <= r->commit_min + 1 || k > r->op || k >= r->commit_min + 1 + r->cfg.slots)
+            continue;
+        if (!canon_at(r, k) || !sum_eq(slot_of(r, k)->h.checksum, h.checksum))
+            continue; /* not chained to a trusted checksum */
+        if (canon_at(r, k - 1) && sum_eq(slot_of(r, k - 1)->h.checksum, h.parent))
+            continue;
+        adopt(r, k - 1, h.parent, NULL);
+        learned++;
+    }
+    if (!learned)
+        return;
+    r->ctr.headers_learned += learned;
+    repairs_ask(r, ob, false, m->from, (int)r->cfg.pipeline * 4);
+    request_headers(r, ob, m->from);
 }
 
 static void on_request_state(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
@@ -1647,6 +1796,8 @@ static const handler_fn handlers[VSR_MSG_TYPE_COUNT] = {
     [VSR_MSG_STATE] = on_state,
     [VSR_MSG_REQUEST_VIEW] = on_request_view,
     [VSR_MSG_VIEW] = on_view,
+    [VSR_MSG_REQUEST_HEADERS] = on_request_headers,
+    [VSR_MSG_HEADERS] = on_headers,
 };
 
 void vsr_on_message(struct vsr *r, const struct vsr_msg *m, struct vsr_outbox *ob)
@@ -1754,6 +1905,20 @@ void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
         break;
     }
     apply(r, ob);
+    vsr_verify(r);
+}
+
+void vsr_on_peer_lost(struct vsr *r, uint8_t replica, struct vsr_outbox *ob)
+{
+    vsr_outbox_clear(ob);
+    if (r->status != VSR_NORMAL || r->rejoining || replica >= r->cfg.replica_count ||
+        replica == r->cfg.replica || replica != primary_of(r, r->view))
+        return;
+    uint32_t at = r->cfg.timeout_ticks > VSR_LOST_GRACE_TICKS
+                      ? r->cfg.timeout_ticks - VSR_LOST_GRACE_TICKS
+                      : 0;
+    if (r->since_primary < at)
+        r->since_primary = at;
     vsr_verify(r);
 }
 
@@ -2225,7 +2390,9 @@ const char *vsr_msg_name(int type)
                                                           "request_state",
                                                           "state",
                                                           "request_view",
-                                                          "view"};
+                                                          "view",
+                                                          "request_headers",
+                                                          "headers"};
     return type > 0 && type < VSR_MSG_TYPE_COUNT ? names[type] : "unknown";
 }
 

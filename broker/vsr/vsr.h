@@ -60,6 +60,7 @@
 #define VSR_WINDOW_MAX      (2 * VSR_PIPELINE_MAX + 1)
 #define VSR_CLIENTS_MAX     64 /* client table entries (last reply per client) */
 #define VSR_FAULTY_LIST_MAX 16 /* faulty slots a DVC can list (more: no nack past its window) */
+#define VSR_HEADERS_MAX     256 /* headers one HEADERS message carries (also <= slots / 4) */
 
 /* Planted bugs, for the simulator's self-test only (cfg.plant bits). Never
  * set outside tests/sim. */
@@ -119,6 +120,11 @@ enum vsr_msg_type {
     VSR_MSG_STATE,              /* answer: op, checksum, digest of the applied prefix */
     VSR_MSG_REQUEST_VIEW,       /* rejoining replica -> all: op = its nonce */
     VSR_MSG_VIEW,               /* answer: the sender's view and commit, op = the nonce */
+    VSR_MSG_REQUEST_HEADERS,    /* lagging -> any: headers of [op_min, op] chained down from
+                                 * the entry (op, checksum) */
+    VSR_MSG_HEADERS,            /* answer: op = highest; body = encoded headers (hcheck'd,
+                                 * VSR_HEADER_SIZE each) of op, op - 1, ... each the parent
+                                 * of the one before */
     VSR_MSG_TYPE_COUNT
 };
 
@@ -148,6 +154,7 @@ struct vsr_msg {
     uint64_t view;
     uint64_t log_view;                   /* DO_VIEW_CHANGE */
     uint64_t op;                         /* PREPARE_OK, DVC/SV head, REQUEST_PREPARE, STATE */
+    uint64_t op_min;                     /* REQUEST_HEADERS: lowest op wanted (<= op) */
     uint64_t commit;                     /* commit number (commit_max) of the sender */
     uint8_t checksum[VSR_CHECKSUM_SIZE]; /* of op (PREPARE_OK, REQUEST_PREPARE, REPLY,
                                           * STATE) or of commit (COMMIT) */
@@ -256,6 +263,7 @@ struct vsr_counters {
     uint64_t torn_found;       /* torn writes told apart from corruption */
     uint64_t stale_dropped;    /* entries dropped by a view change or restart */
     uint64_t rejoins;          /* rejoins completed (caught up after a wiped disk) */
+    uint64_t headers_learned;  /* canonical checksums learned from HEADERS (catch-up) */
     uint64_t msgs_in[VSR_MSG_TYPE_COUNT];
     uint64_t msgs_out[VSR_MSG_TYPE_COUNT];
 };
@@ -286,6 +294,15 @@ struct vsr *vsr_init(void *mem, const struct vsr_config *cfg, const struct vsr_s
 void vsr_on_message(struct vsr *r, const struct vsr_msg *m, struct vsr_outbox *ob);
 void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob);
 void vsr_on_write_done(struct vsr *r, const struct vsr_write *w, struct vsr_outbox *ob);
+/* A hint from the shell: the connection to replica `replica` closed (its
+ * process died: kill -9 closes its sockets at once). A backup in NORMAL
+ * whose primary that is then times out VSR_LOST_GRACE_TICKS from now (plus
+ * its stagger) instead of timeout_ticks after the primary's last message;
+ * any message from the primary meanwhile resets the timer as usual, so a
+ * connection that comes back in time changes nothing. Only a timer moves:
+ * safety never depends on it. Other states and replicas: no effect. */
+void vsr_on_peer_lost(struct vsr *r, uint8_t replica, struct vsr_outbox *ob);
+#define VSR_LOST_GRACE_TICKS 4
 
 /* Clears the outbox and points it at caller memory. */
 void vsr_outbox_init(struct vsr_outbox *ob, struct vsr_msg *msgs, size_t msgs_cap,

@@ -23,6 +23,7 @@ enum {
     F_FAULTY = 1 << 6, /* nack_above, faulty list */
     F_WINDOW = 1 << 7,
     F_BODY = 1 << 8,
+    F_OPMIN = 1 << 9, /* op_min (<= op) */
 };
 
 /* The fields each message type carries (what vsr.c reads of it). */
@@ -42,7 +43,17 @@ static const uint16_t fields[VSR_MSG_TYPE_COUNT] = {
     [VSR_MSG_STATE] = F_OP | F_CHECKSUM | F_DIGEST,
     [VSR_MSG_REQUEST_VIEW] = F_OP,
     [VSR_MSG_VIEW] = F_OP,
+    [VSR_MSG_REQUEST_HEADERS] = F_OP | F_OPMIN | F_CHECKSUM,
+    [VSR_MSG_HEADERS] = F_OP | F_BODY, /* body: headers of VSR_HEADER_SIZE bytes */
 };
+
+/* HEADERS: 1 to VSR_HEADERS_MAX encoded headers (the core checks each). */
+static bool headers_body_ok(const struct vsr_msg *m)
+{
+    return m->type != VSR_MSG_HEADERS ||
+           (m->body_len > 0 && m->body_len % VSR_HEADER_SIZE == 0 &&
+            m->body_len / VSR_HEADER_SIZE <= VSR_HEADERS_MAX);
+}
 
 /* ---- cursors --------------------------------------------------------- */
 
@@ -164,6 +175,10 @@ static bool encodable(const struct vsr_msg *m)
         return false;
     if ((f & F_BODY) && (f & F_HEADER) && m->header.size != m->body_len)
         return false;
+    if ((f & F_OPMIN) && m->op_min > m->op)
+        return false;
+    if (!headers_body_ok(m))
+        return false;
     for (uint32_t i = 0; (f & F_WINDOW) && i < m->window_len; i++)
         if (m->window[i].status > VSR_W_UNKNOWN)
             return false;
@@ -184,6 +199,8 @@ static void encode(const struct vsr_msg *m, struct wr *w)
         w_u64(w, m->log_view);
     if (f & F_OP)
         w_u64(w, m->op);
+    if (f & F_OPMIN)
+        w_u64(w, m->op_min);
     if (f & F_CHECKSUM)
         w_bytes(w, m->checksum, VSR_CHECKSUM_SIZE);
     if (f & F_DIGEST)
@@ -256,6 +273,11 @@ int vsr_wire_decode(const uint8_t *in, size_t len, struct vsr_msg *m)
         m->log_view = r_u64(&r);
     if (f & F_OP)
         m->op = r_u64(&r);
+    if (f & F_OPMIN) {
+        m->op_min = r_u64(&r);
+        if (m->op_min > m->op)
+            return VERITY_EPROTO;
+    }
     if (f & F_CHECKSUM)
         r_copy(&r, m->checksum, VSR_CHECKSUM_SIZE);
     if (f & F_DIGEST)
@@ -299,6 +321,8 @@ int vsr_wire_decode(const uint8_t *in, size_t len, struct vsr_msg *m)
         if ((f & F_HEADER) && m->header.size != m->body_len)
             return VERITY_EPROTO;
         m->body = r_take(&r, m->body_len);
+        if (!r.bad && !headers_body_ok(m))
+            return VERITY_EPROTO;
     }
     if (r.bad || r.n != len)
         return VERITY_EPROTO;

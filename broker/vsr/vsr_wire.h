@@ -31,13 +31,16 @@
  *       20    8 commit
  *       28    . fields of the type, in this order, each present only when
  *               the type has it (table `fields` in vsr_wire.c):
- *               log_view u64 | op u64 | checksum 32 | digest 32 |
+ *               log_view u64 | op u64 | op_min u64 (<= op) | checksum 32 |
+ *               digest 32 |
  *               client u64, request u64 | header (124: checksum 32,
  *               parent 32, op 8, view 8, size 4, client 8, request 8) |
  *               nack_above u8 (0|1), faulty_n u8 (<= 16), faulty u32 * n |
  *               window_base u64, window_len u8 (<= VSR_WINDOW_MAX),
  *               entries (status u8 (< 4), full u8 (0|1), header 124) * len |
- *               body_len u32, body (PREPARE / REPAIR: body_len == header.size)
+ *               body_len u32, body (PREPARE / REPAIR: body_len == header.size;
+ *               HEADERS: 1 to VSR_HEADERS_MAX headers of VSR_HEADER_SIZE bytes
+ *               each, as on disk with their hcheck, which the core checks)
  *
  * The header travels as its fields, not its 144 hashed bytes: the core
  * checks every entry it takes against its checksum anyway (REPAIR, PREPARE)
@@ -58,7 +61,7 @@
 #define VSR_WIRE_FIXED       28
 /* Largest encoded message: every field plus a full window and body. */
 #define VSR_WIRE_MSG_MAX                                                                           \
-    (VSR_WIRE_FIXED + 8 + 8 + 32 + 32 + 16 + VSR_WIRE_HDR_FIELDS + 2 + 4 * VSR_FAULTY_LIST_MAX + \
+    (VSR_WIRE_FIXED + 8 + 8 + 8 + 32 + 32 + 16 + VSR_WIRE_HDR_FIELDS + 2 + 4 * VSR_FAULTY_LIST_MAX + \
      9 + VSR_WINDOW_MAX * (2 + VSR_WIRE_HDR_FIELDS) + 4 + VSR_WIRE_BODY_MAX)
 #define VSR_WIRE_FRAME_HDR_MAX (8 + VSR_WIRE_GROUP_MAX + 4)
 #define VSR_WIRE_FRAME_MAX     (VSR_WIRE_FRAME_HDR_MAX + VSR_WIRE_MSG_MAX)

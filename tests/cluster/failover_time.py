@@ -6,11 +6,11 @@ acks=quorum (cluster_producer, --rate msg/s), the partition's primary kill -9'd
 first acknowledgement written to the history after it (polled every 2 ms),
 then the broker is restarted and the backups are allowed to catch up.
 
-    failover_time.py [--kills 5] [--rate 500]
+    failover_time.py [--kills 5] [--rate 500] [--bound S]
 
 Needs VERITY_BIN_DIR and CLUSTER_PRODUCER like cluster_e2e.py. Prints one
 line per kill and a summary; exits 1 when a kill got no new acknowledgement
-within 30 s."""
+within 30 s, or (--bound) took longer than S seconds."""
 import argparse
 import os
 import shutil
@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--rate", type=float, default=500)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--bound", type=float, default=0, help="fail when a failover takes longer")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-failover-")
     c = e2e.Cluster(3, tmp)
@@ -81,8 +82,11 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     if figures:
         s = sorted(figures)
-        print("failover s: n=%d min %.3f median %.3f max %.3f" %
-              (len(s), s[0], s[len(s) // 2], s[-1]))
+        print("failover s: n=%d min %.3f median %.3f max %.3f loadavg %s" %
+              (len(s), s[0], s[len(s) // 2], s[-1], " ".join(open("/proc/loadavg").read().split()[:3])))
+        if a.bound and s[-1] > a.bound:
+            print("FAIL: a failover took %.3f s (bound %.1f s)" % (s[-1], a.bound))
+            bad += 1
     return 1 if bad or not figures else 0
 
 

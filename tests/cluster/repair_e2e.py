@@ -24,6 +24,15 @@ Helpers come from cluster_e2e.py.
         (1 s) and the next asks the primary; caught up with the primary,
         then the paused peer resumes and every replica must agree.
 
+    repair_e2e.py catchup [--ops 1500] [--rate 100] [--bound 20]
+        catch-up inside the journal (docs/REPLICATION.md "Catch-up"): a
+        backup is kill -9'd while the primary commits about --ops ops (fewer
+        than the 2,048 that start a state transfer), then restarts while the
+        recorder keeps producing at --rate msg/s (0: none); it must apply
+        every op the primary had committed at its restart within --bound s,
+        by repair (no state transfer), and end identical to the others.
+        Prints the catch-up rate (ops/s).
+
 Prints "repair_e2e NAME: N passed, N failed"; exits 1 on a failure. Every
 wait is bounded and every process started is stopped by PID.
 """
@@ -71,7 +80,7 @@ def node_log(c, node):
     return os.path.join(c.dir, "node%d.log" % node)
 
 
-def produce_until(c, topic, hist, name, target_commit, primary, max_s=240):
+def produce_until(c, topic, hist, name, target_commit, primary, max_s=240, rate=800, secs=5):
     """Runs the recorder in rounds until the primary's commit reaches
     target_commit (bounded by max_s)."""
     t0 = time.monotonic()
@@ -82,7 +91,7 @@ def produce_until(c, topic, hist, name, target_commit, primary, max_s=240):
             return True, rounds
         rounds += 1
         p = subprocess.run([ce.PRODUCER, c.bootstrap, topic, hist + ".%d" % rounds, "--name",
-                            "%s%d" % (name, rounds), "--seconds", "5", "--rate", "800",
+                            "%s%d" % (name, rounds), "--seconds", str(secs), "--rate", str(rate),
                             "--acks", "quorum"], timeout=120)
         expect(p.returncode == 0, "producer round %d got every delivery report" % rounds)
     r = row(c, primary, topic)
@@ -125,6 +134,92 @@ def pair_caught_up(c, topic, a, b):
     ra, rb = row(c, a, topic), row(c, b, topic)
     return (ra and rb and ra["role"] in ("primary", "backup") and rb["role"] in ("primary", "backup")
             and ra["applied"] == rb["applied"] and ra["end"] == rb["end"] and ra["applied"] > 0)
+
+
+def catchup(tmp, ops, rate, bound, verityd=None):
+    """A backup restarted inside the journal catches up by repair within
+    bound seconds while production goes on (module docstring)."""
+    topic = "catchup"
+    c = ce.Cluster(3, tmp, verityd=verityd)
+    hist = os.path.join(tmp, "history.jsonl")
+    bg = None
+    try:
+        ok = wait_for(lambda: ce.verity("topic", "create", topic, "--partitions", "1",
+                                        "--replicas", "3", "--broker", c.bootstrap,
+                                        timeout=30).returncode == 0, 30, step=0.5)
+        if not expect(ok, "topic created"):
+            return
+        expect(wait_for(lambda: (row(c, 1, topic) or {}).get("primary"), 30), "a primary exists")
+        primary = row(c, 1, topic)["primary"]
+        backup = [i for i in (1, 2, 3) if i != primary][0]
+        p = subprocess.run([ce.PRODUCER, c.bootstrap, topic, hist + ".0", "--name", "w",
+                            "--seconds", "2", "--rate", "200", "--acks", "quorum"], timeout=120)
+        expect(p.returncode == 0, "warm-up producer")
+        expect(wait_for(lambda: ce.caught_up(c, topic), 30, 0.5), "caught up before the kill")
+        applied_before = row(c, backup, topic)["applied"]
+        c.kill9(backup)
+        # short rounds: the gap must stay inside the journal (< 2,048 ops)
+        ok, rounds = produce_until(c, topic, hist, "b", applied_before + ops, primary,
+                                   rate=300, secs=1)
+        target = row(c, primary, topic)["commit"]
+        gap = target - applied_before
+        expect(ok and gap < 2048, "primary committed %d ops past the backup's %d (< 2,048)" %
+               (gap, applied_before))
+        if rate > 0:
+            bg = subprocess.Popen([ce.PRODUCER, c.bootstrap, topic, hist + ".bg", "--name", "bg",
+                                   "--seconds", str(bound + 10), "--rate", str(rate),
+                                   "--acks", "quorum"])
+            time.sleep(1)
+            target = row(c, primary, topic)["commit"]
+            gap = target - applied_before
+        load = open("/proc/loadavg").read().split()[:3]
+        t0 = time.monotonic()
+        expect(c.restart(backup).returncode == 0, "backup %d restarted" % backup)
+        t_up = time.monotonic()
+        trace = []
+
+        def reached():
+            r = row(c, backup, topic)
+            if r:
+                trace.append((round(time.monotonic() - t0, 2), r["applied"]))
+            return bool(r) and r["applied"] >= target
+        caught = wait_for(reached, bound, 0.1)
+        secs = time.monotonic() - t0
+        secs_up = time.monotonic() - t_up
+        transfers = metric(c.http(backup), "verity_replica_state_transfers_total",
+                           {"group": topic, "outcome": "done"})
+        print("  restart took %.2f s; applied over time %s" %
+              (t_up - t0, trace[::max(1, len(trace) // 12)]), flush=True)
+        # the catch-up proper: from the last sample before the applied op
+        # moved to the first at the target (the broker's start, its links
+        # and its first START_VIEW come before)
+        start = trace[0][1] if trace else 0
+        still = [t for t, a in trace if a == start]
+        active = secs - (still[-1] if still else 0)
+        rate_s = (target - start) / active if caught and active > 0 else 0
+        print("CATCHUP ops=%d restart_to_caught_up_s=%.2f up_to_caught_up_s=%.2f active_s=%.2f "
+              "ops_per_s=%.0f caught=%s state_transfers=%d background_rate=%d loadavg=%s" %
+              (gap, secs, secs_up, active, rate_s, caught, transfers, rate, " ".join(load)),
+              flush=True)
+        expect(caught, "backup %d applied the %d ops it lacked within %d s (%.1f s)" %
+               (backup, gap, bound, secs))
+        expect(transfers == 0, "caught up by repair, no state transfer (done=%d)" % transfers)
+        if bg:
+            expect(bg.wait(timeout=bound + 120) == 0, "background producer got every report")
+            bg = None
+        expect(wait_for(lambda: ce.caught_up(c, topic), 60, 0.5), "every replica caught up")
+        events = load_hist(hist) + ce.read_back(c, topic, 1)
+        res = history.check(events)
+        print("  counts %s" % res["counts"], flush=True)
+        for k in ("lost", "duplicates", "phantoms", "misplaced", "reordered", "offsets",
+                  "forgotten"):
+            expect(not res[k], "%s: %s" % (k, res[k][:10]))
+    finally:
+        if bg and bg.poll() is None:
+            bg.kill()
+            bg.wait(timeout=10)
+        c.stop()
+    ce.verify_replicas(c, topic, 1)
 
 
 def scenario(tmp, ops, damage=None, peer_down=False, verityd=None):
@@ -227,15 +322,21 @@ def scenario(tmp, ops, damage=None, peer_down=False, verityd=None):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=["transfer", "damage", "peer-down"])
-    ap.add_argument("--ops", type=int, default=3000)
+    ap.add_argument("test", choices=["transfer", "damage", "peer-down", "catchup"])
+    ap.add_argument("--ops", type=int, default=None)
+    ap.add_argument("--rate", type=int, default=100, help="catchup: msg/s during the catch-up")
+    ap.add_argument("--bound", type=int, default=20, help="catchup: seconds allowed")
     ap.add_argument("--mode", choices=["flip", "truncate", "both"], default="both")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--verityd", help="another verityd binary (e.g. an ASan build)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="verity-repair-")
     try:
-        scenario(tmp, a.ops, a.mode if a.test == "damage" else None, a.test == "peer-down", a.verityd)
+        if a.test == "catchup":
+            catchup(tmp, a.ops or 1500, a.rate, a.bound, a.verityd)
+        else:
+            scenario(tmp, a.ops or 3000, a.mode if a.test == "damage" else None,
+                     a.test == "peer-down", a.verityd)
     finally:
         if not a.keep and not ce.failed:
             shutil.rmtree(tmp, ignore_errors=True)

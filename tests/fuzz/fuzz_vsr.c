@@ -7,8 +7,10 @@
  *   - the input as a replica's whole disk (superblock copies, prepares,
  *     header marks): vsr_init must classify any bytes without crashing and
  *     keep its invariants (vsr_verify), then take messages whose fields come
- *     from the rest of the input; some inputs start it in rejoin mode
- *     (fresh with cfg.rejoin, or the superblock's rejoining flag).
+ *     from the rest of the input (HEADERS with headers that chain to what
+ *     the replica trusts, or not; the peer-lost hint); some inputs start it
+ *     in rejoin mode (fresh with cfg.rejoin, or the superblock's rejoining
+ *     flag).
  * The hash is a cheap 256-bit mix (the core takes any hash through cfg.hash).
  * Built and run by tests/fuzz/run.sh.
  */
@@ -219,7 +221,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             m.window[i].status = (uint8_t)(i % 4);
             m.window[i].h.op = m.op + i;
         }
+        m.op_min = m.log_view; /* REQUEST_HEADERS */
+        /* HEADERS: 1 or 2 headers (the core takes SLOTS / 4), each at an op
+         * from the input, usually with the checksum the replica trusts
+         * there (so the chain is followed) and a valid hcheck */
+        uint8_t hb[3 * VSR_HEADER_SIZE];
+        if (m.type == VSR_MSG_HEADERS) {
+            uint8_t cnt = 0;
+            take(&p, &n, &cnt, 1);
+            uint32_t hn = 1 + cnt % 3; /* 3: one more than the core takes */
+            for (uint32_t i = 0; i < hn; i++) {
+                struct vsr_header h;
+                memset(&h, 0, sizeof h);
+                uint8_t opb = 0;
+                take(&p, &n, &opb, 1);
+                take(&p, &n, h.parent, 4);
+                h.op = opb % 64;
+                if (!(cnt & 0x40))
+                    (void)vsr_checksum_of(r, h.op, h.checksum);
+                h.size = cnt & 0x20 ? BODY_MAX : 0;
+                vsr_header_encode(&cfg, &h, NULL, hb + i * VSR_HEADER_SIZE);
+                if (cnt & 0x80)
+                    hb[i * VSR_HEADER_SIZE] ^= 1; /* hcheck broken */
+            }
+            m.body = hb;
+            m.body_len = hn * VSR_HEADER_SIZE - ((cnt & 0x10) ? 1 : 0);
+        }
         vsr_on_message(r, &m, &ob);
+        if (t & 0x80)
+            vsr_on_peer_lost(r, m.from, &ob); /* the link to the sender closed */
         vsr_on_tick(r, &ob);
         /* complete the writes it asked for (copied: each call refills ob) */
         struct vsr_write done[64];

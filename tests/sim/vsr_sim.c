@@ -50,6 +50,9 @@
 #define WRITES_CAP        256
 #define COMMITS_CAP       256
 #define OPS_MAX           200000
+/* largest message body: a prepare's or a HEADERS message's (slots / 4
+ * headers, the core's limit) */
+#define PKT_BODY_MAX (BODY_MAX > SLOTS / 4 * VSR_HEADER_SIZE ? BODY_MAX : SLOTS / 4 * VSR_HEADER_SIZE)
 /* largest write: a prepare (header + body) or a superblock copy */
 #define WRITE_MAX (VSR_HEADER_SIZE + BODY_MAX > VSR_SB_SIZE ? VSR_HEADER_SIZE + BODY_MAX : VSR_SB_SIZE)
 
@@ -112,7 +115,7 @@ struct packet {
     uint64_t at, seq;
     int to_client; /* -1: to replica msg.to */
     struct vsr_msg msg;
-    uint8_t body[BODY_MAX];
+    uint8_t body[PKT_BODY_MAX];
 };
 
 struct pwrite {
@@ -402,6 +405,8 @@ static void net_send(const struct vsr_msg *m, int to_client)
         p->to_client = to_client;
         p->msg = *m;
         if (m->body_len) {
+            if (m->body_len > sizeof p->body)
+                abort(); /* the core sent more than it may */
             memcpy(p->body, m->body, m->body_len);
         }
         p->msg.body = NULL;
@@ -637,6 +642,16 @@ static void inject_faults(void)
         if (nd->up && chance(W.rt.crash)) {
             node_crash(i);
             nd->down_until = W.now + 10 + rnd_n(300);
+            /* its connections close: the others get the shell's hint
+             * (vsr_on_peer_lost), as verityd's peer links give it */
+            for (int j = 0; j < W.n && !W.fail[0]; j++) {
+                struct node *o = &W.nodes[j];
+                if (j == i || !o->up || o->paused_until > W.now)
+                    continue;
+                vsr_on_peer_lost(o->core, (uint8_t)i, &W.ob);
+                drain(j);
+                check_all();
+            }
         } else if (!nd->up && W.now >= nd->down_until && !W.fail[0]) {
             if (nd->faulty_disk && W.rt.wipe && wipe_rnd() % 1000000 < W.rt.wipe)
                 node_wipe(i);
@@ -779,6 +794,7 @@ static void add_core_counters(struct vsr_counters *sum, const struct vsr_counter
     sum->torn_found += c->torn_found;
     sum->stale_dropped += c->stale_dropped;
     sum->rejoins += c->rejoins;
+    sum->headers_learned += c->headers_learned;
     for (int t = 0; t < VSR_MSG_TYPE_COUNT; t++) {
         sum->msgs_in[t] += c->msgs_in[t];
         sum->msgs_out[t] += c->msgs_out[t];
@@ -920,13 +936,13 @@ static void print_counters(const struct counters *c, int json, double secs)
                ",\"seconds\":%.2f,\"view_changes\":%" PRIu64 ",\"repairs\":%" PRIu64
                ",\"state_transfers\":%" PRIu64 ",\"nack_truncations\":%" PRIu64
                ",\"faulty_found\":%" PRIu64 ",\"torn_found\":%" PRIu64 ",\"stale_dropped\":%" PRIu64
-               ",\"rejoins\":%" PRIu64 ",\"faults\":{\"drops\":%" PRIu64 ",\"dups\":%" PRIu64 ",\"partitions\":%" PRIu64
+               ",\"rejoins\":%" PRIu64 ",\"headers_learned\":%" PRIu64 ",\"faults\":{\"drops\":%" PRIu64 ",\"dups\":%" PRIu64 ",\"partitions\":%" PRIu64
                ",\"crashes\":%" PRIu64 ",\"pauses\":%" PRIu64 ",\"torn\":%" PRIu64
                ",\"corrupt_writes\":%" PRIu64 ",\"misdirects\":%" PRIu64
                ",\"corrupt_reads\":%" PRIu64 ",\"wipes\":%" PRIu64 "},\"messages\":{",
                c->ops, c->runs, c->ticks, c->commits, c->acks, secs, k->view_changes, k->repairs,
                k->state_transfers, k->nack_truncations, k->faulty_found, k->torn_found,
-               k->stale_dropped, k->rejoins, c->drops, c->dups, c->partitions, c->crashes, c->pauses,
+               k->stale_dropped, k->rejoins, k->headers_learned, c->drops, c->dups, c->partitions, c->crashes, c->pauses,
                c->torn, c->corrupt_writes, c->misdirects, c->corrupt_reads, c->wipes);
         for (int t = 1; t < VSR_MSG_TYPE_COUNT; t++)
             printf("%s\"%s\":%" PRIu64, t > 1 ? "," : "", vsr_msg_name(t), k->msgs_in[t]);
@@ -939,9 +955,9 @@ static void print_counters(const struct counters *c, int json, double secs)
            secs);
     printf("core: view_changes %" PRIu64 "  repairs %" PRIu64 "  state_transfers %" PRIu64
            "  nack_truncations %" PRIu64 "  faulty_found %" PRIu64 "  torn_found %" PRIu64
-           "  stale_dropped %" PRIu64 "  rejoins %" PRIu64 "\n",
+           "  stale_dropped %" PRIu64 "  rejoins %" PRIu64 "  headers_learned %" PRIu64 "\n",
            k->view_changes, k->repairs, k->state_transfers, k->nack_truncations, k->faulty_found,
-           k->torn_found, k->stale_dropped, k->rejoins);
+           k->torn_found, k->stale_dropped, k->rejoins, k->headers_learned);
     printf("faults: drops %" PRIu64 "  dups %" PRIu64 "  partitions %" PRIu64 "  crashes %" PRIu64
            "  pauses %" PRIu64 "  torn %" PRIu64 "  corrupt_writes %" PRIu64 "  misdirects %" PRIu64
            "  corrupt_reads %" PRIu64 "  wipes %" PRIu64 "\n",

@@ -41,6 +41,7 @@ static struct vsr_msg *sample(uint8_t t)
     m->commit = 41;
     m->log_view = 40;
     m->op = 77;
+    m->op_min = 70;
     for (int i = 0; i < VSR_CHECKSUM_SIZE; i++) {
         m->checksum[i] = (uint8_t)(0xa0 + i);
         m->digest[i] = (uint8_t)(0x10 + i);
@@ -50,6 +51,8 @@ static struct vsr_msg *sample(uint8_t t)
     m->body = body;
     m->body_len = sizeof body;
     fill_header(&m->header, 9, sizeof body);
+    if (t == VSR_MSG_HEADERS)
+        m->body_len = 2 * VSR_HEADER_SIZE; /* whole headers only */
     m->nack_above = true;
     m->faulty_n = 3;
     m->faulty[0] = 4;
@@ -124,6 +127,16 @@ static void check_same(uint8_t t, const struct vsr_msg *a, const struct vsr_msg 
         break;
     case VSR_MSG_COMMIT:
         CU_ASSERT(memcmp(a->checksum, b->checksum, 32) == 0);
+        break;
+    case VSR_MSG_REQUEST_HEADERS:
+        CU_ASSERT_EQUAL(a->op, b->op);
+        CU_ASSERT_EQUAL(a->op_min, b->op_min);
+        CU_ASSERT(memcmp(a->checksum, b->checksum, 32) == 0);
+        break;
+    case VSR_MSG_HEADERS:
+        CU_ASSERT_EQUAL(a->op, b->op);
+        CU_ASSERT_EQUAL(a->body_len, b->body_len);
+        CU_ASSERT(memcmp(a->body, b->body, a->body_len) == 0);
         break;
     case VSR_MSG_REQUEST_STATE:
     case VSR_MSG_REQUEST_VIEW:
@@ -267,6 +280,58 @@ static void test_body_must_match_header(void)
     free(d);
 }
 
+/* REQUEST_HEADERS: op_min <= op; HEADERS: 1 to VSR_HEADERS_MAX whole
+ * headers. */
+static void test_headers_limits(void)
+{
+    struct vsr_msg *m = sample(VSR_MSG_REQUEST_HEADERS), *d = calloc(1, sizeof *d);
+    size_t n = vsr_wire_size(m);
+    uint8_t *a = malloc(n);
+    CU_ASSERT_EQUAL_FATAL(vsr_wire_encode(m, a, n), n);
+    /* op at FIXED, op_min right after */
+    size_t at = VSR_WIRE_FIXED + 8;
+    CU_ASSERT_EQUAL(a[at], 70);
+    a[at] = 78; /* op_min > op */
+    CU_ASSERT_EQUAL(vsr_wire_decode(a, n, d), VERITY_EPROTO);
+    a[at] = 77; /* op_min == op: one header */
+    CU_ASSERT_EQUAL(vsr_wire_decode(a, n, d), 0);
+    m->op_min = 78;
+    CU_ASSERT_EQUAL(vsr_wire_size(m), 0);
+    free(a);
+    free(m);
+
+    static uint8_t big[(VSR_HEADERS_MAX + 1) * VSR_HEADER_SIZE];
+    m = sample(VSR_MSG_HEADERS);
+    m->body = big;
+    m->body_len = 0; /* no header */
+    CU_ASSERT_EQUAL(vsr_wire_size(m), 0);
+    m->body_len = VSR_HEADER_SIZE + 1; /* not whole headers */
+    CU_ASSERT_EQUAL(vsr_wire_size(m), 0);
+    m->body_len = (VSR_HEADERS_MAX + 1) * VSR_HEADER_SIZE; /* too many */
+    CU_ASSERT_EQUAL(vsr_wire_size(m), 0);
+    m->body_len = VSR_HEADERS_MAX * VSR_HEADER_SIZE;
+    n = vsr_wire_size(m);
+    CU_ASSERT_FATAL(n > 0);
+    a = malloc(n + VSR_HEADER_SIZE);
+    CU_ASSERT_EQUAL_FATAL(vsr_wire_encode(m, a, n), n);
+    CU_ASSERT_EQUAL(vsr_wire_decode(a, n, d), 0);
+    /* the same bytes claiming one header more (and carrying it) */
+    size_t bl = n - m->body_len - 4;
+    uint32_t more = m->body_len + VSR_HEADER_SIZE;
+    for (int i = 0; i < 4; i++)
+        a[bl + i] = (uint8_t)(more >> (8 * i));
+    memset(a + n, 0, VSR_HEADER_SIZE);
+    CU_ASSERT_EQUAL(vsr_wire_decode(a, n + VSR_HEADER_SIZE, d), VERITY_EPROTO);
+    /* or one byte less than a whole header */
+    uint32_t less = m->body_len - 1;
+    for (int i = 0; i < 4; i++)
+        a[bl + i] = (uint8_t)(less >> (8 * i));
+    CU_ASSERT_EQUAL(vsr_wire_decode(a, n - 1, d), VERITY_EPROTO);
+    free(a);
+    free(m);
+    free(d);
+}
+
 static void test_frames(void)
 {
     uint8_t buf[512];
@@ -323,6 +388,7 @@ int main(void)
                 test_roundtrip_every_type);
     CU_add_test(s, "counts and enums over their limits refused", test_limits_refused);
     CU_add_test(s, "body must match its header", test_body_must_match_header);
+    CU_add_test(s, "REQUEST_HEADERS / HEADERS limits", test_headers_limits);
     CU_add_test(s, "peer frames", test_frames);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
