@@ -2,8 +2,8 @@
 #   make            build release binaries (verityd, verity, examples) into build/
 #   make tests      also build the test binaries
 #   make test       install deps, build, run every test, then the unit suites
-#                   again under ASan+UBSan, then the fuzz target for
-#                   TEST_FUZZ_SECONDS (60)
+#                   again under ASan+UBSan, then the fuzz targets (the
+#                   frame decoder for TEST_FUZZ_SECONDS (30), the others 5 s)
 #   make run        install deps, build, start a single-node broker
 #   make bench      storage + broker benchmarks, written into docs/PERFORMANCE.md
 #                   (WITH_PEERS=1 runs Redis Streams / NATS JetStream in the same sitting)
@@ -22,7 +22,13 @@ MODE ?= release
 CC ?= gcc
 FUZZ_SECONDS ?= 60
 # Seconds the fuzz target runs inside `make test` (0 skips it).
-TEST_FUZZ_SECONDS ?= 60
+# make test: the frame decoder's fuzz target for TEST_FUZZ_SECONDS, every
+# other target for 5 s (each of these variables overrides it); `make fuzz`
+# runs them for their longer defaults (tests/fuzz/run.sh).
+TEST_FUZZ_SECONDS ?= 30
+TEST_FUZZ_SHORT := SHARE_FUZZ_SECONDS VSR_FUZZ_SECONDS VSR_WIRE_FUZZ_SECONDS \
+                   XFER_WIRE_FUZZ_SECONDS META_SNAP_FUZZ_SECONDS VAPPLIED_FUZZ_SECONDS \
+                   KAFKA_FUZZ_SECONDS PROOF_FUZZ_SECONDS AUTH_FUZZ_SECONDS
 
 DEB_PKGS := build-essential pkg-config libssl-dev libevent-dev \
             protobuf-c-compiler libprotobuf-c-dev libjansson-dev \
@@ -194,7 +200,10 @@ test: deps
 	@$(call stage,test-kafka)
 	@$(call stage,test-cluster-quick)
 	@$(call stage,check-asan)
-	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then t0=$$(date +%s) && FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS) && echo "[make test: fuzz took $$(( $$(date +%s) - t0 )) s]"; fi
+	@if [ "$(TEST_FUZZ_SECONDS)" != 0 ]; then t0=$$(date +%s) && \
+	  $(foreach v,$(TEST_FUZZ_SHORT),$(v)=$${$(v):-5}) \
+	  FUZZ_DIR=$(abspath $(BUILD))/fuzz bash tests/fuzz/run.sh $(TEST_FUZZ_SECONDS) && \
+	  echo "[make test: fuzz took $$(( $$(date +%s) - t0 )) s]"; fi
 	@echo "make test: all suites passed"
 
 test-unit: $(UNIT_TESTS)
@@ -525,8 +534,9 @@ soak-cluster: $(BINS) $(CLUSTER_PRODUCER)
 # loop on 3 replicating brokers for 60 s (kill -9 of partition 0's primary
 # every 10 s), then heal and check: 0 lost, 0 duplicates, order kept, log
 # verify on every replica, replicas identical byte for byte.
-# It also runs the power-loss scenario (about 40 s): two of three brokers
-# (verityd_powerloss) lose every unsynced write at once, twice; nothing
+# It also runs the power-loss scenario (about 25 s): two of three brokers
+# (verityd_powerloss) lose every unsynced write at once (once here, twice in
+# make test-cluster); nothing
 # acknowledged at quorum may be lost. And groups_e2e.py (about 60 s): a
 # shared and an ordered consumer group read through kill -9s of the groups'
 # coordinator and of partition 0's primary; every acknowledged message is
@@ -538,8 +548,8 @@ test-cluster-quick: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_G
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds 60 --every 10
 	@echo "== tests/cluster/stale_read.py (a lagging backup answers no stale end; about 15 s)"
 	@$(CLUSTER_ENV) python3 tests/cluster/stale_read.py
-	@echo "== tests/cluster/cluster_e2e.py power-loss (two of three brokers)"
-	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py power-loss --rounds 2 --every 10
+	@echo "== tests/cluster/cluster_e2e.py power-loss --rounds 1 (two of three brokers; twice in test-cluster)"
+	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py power-loss --rounds 1 --every 10
 	@echo "== tests/cluster/groups_e2e.py --seconds 40 (consumer groups, both modes, through a kill loop)"
 	@$(CLUSTER_ENV) python3 tests/cluster/groups_e2e.py --seconds 40 --every 10
 

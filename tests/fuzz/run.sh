@@ -71,7 +71,8 @@ echo "fuzz: no crash in ${secs}s"
 # ---- sharing gateway decoders (tests/fuzz/fuzz_share.c) ---------------------
 # Tokens, profiles, field rules (with the rule applied), predicates, share
 # specs, shares-topic records, export files. SHARE_FUZZ_SECONDS (default 15)
-# is its run time, in `make test` as in `make fuzz`.
+# is its run time (`make test` sets 5 s for this and every target but the
+# frame decoder; see TEST_FUZZ_SHORT in the Makefile).
 share_secs=${SHARE_FUZZ_SECONDS:-15}
 if [ "$share_secs" != 0 ]; then
     # shellcheck disable=SC2207
