@@ -118,18 +118,6 @@ int meta_producer_set(struct broker *b, int64_t pid, int16_t epoch)
 
 /* ---- records -------------------------------------------------------------- */
 
-static int get_int(json_t *o, const char *k, int64_t lo, int64_t hi, int64_t *out)
-{
-    json_t *v = json_object_get(o, k);
-    if (!json_is_integer(v))
-        return VERITY_EINVAL;
-    int64_t x = json_integer_value(v);
-    if (x < lo || x > hi)
-        return VERITY_EINVAL;
-    *out = x;
-    return 0;
-}
-
 /* An auth_change record: into b->meta.auth; live: auth.c rebuilds the
  * store in use and audits it. A change that finds nothing to do (an ACL
  * already there, a key already revoked) is not an error on replay. */
@@ -178,7 +166,7 @@ static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
         snprintf(why, cap, "no type");
         return VERITY_EINVAL;
     }
-    (void)get_int(rec, "time_ms", INT64_MIN, INT64_MAX, &t);
+    (void)meta_json_int(rec, "time_ms", INT64_MIN, INT64_MAX, &t);
     if (strcmp(type, "auth_change") == 0)
         return auth_record(b, rec, false, why, cap);
     if (strcmp(type, "create_topic") == 0) {
@@ -203,8 +191,8 @@ static int apply_record(struct broker *b, json_t *rec, char *why, size_t cap)
     }
     if (strcmp(type, "init_producer") == 0) {
         int64_t pid, epoch;
-        if (get_int(rec, "producer_id", 1, META_PRODUCER_ID_MAX, &pid) ||
-            get_int(rec, "epoch", 0, INT16_MAX, &epoch))
+        if (meta_json_int(rec, "producer_id", 1, META_PRODUCER_ID_MAX, &pid) ||
+            meta_json_int(rec, "epoch", 0, INT16_MAX, &epoch))
             goto bad;
         return meta_producer_set(b, pid, (int16_t)epoch);
     }
@@ -249,8 +237,8 @@ int meta_apply_live(struct broker *b, const char *json)
         /* the committed log decides: an epoch this broker set for a
          * proposal that never committed gives way */
         int64_t pid, epoch;
-        if (get_int(rec, "producer_id", 1, META_PRODUCER_ID_MAX, &pid) == 0 &&
-            get_int(rec, "epoch", 0, INT16_MAX, &epoch) == 0 &&
+        if (meta_json_int(rec, "producer_id", 1, META_PRODUCER_ID_MAX, &pid) == 0 &&
+            meta_json_int(rec, "epoch", 0, INT16_MAX, &epoch) == 0 &&
             (rc = meta_producer_reserve(b, pid)) == 0) {
             b->meta.epochs[pid - 1] = (int16_t)epoch;
             if ((uint64_t)pid > b->meta.n_producers)

@@ -16,7 +16,7 @@
 #include "storage/batch.h"
 #include "verity/errors.h"
 
-static int get_int(json_t *o, const char *k, int64_t lo, int64_t hi, int64_t *out)
+int meta_json_int(json_t *o, const char *k, int64_t lo, int64_t hi, int64_t *out)
 {
     json_t *v = json_object_get(o, k);
     if (!json_is_integer(v))
@@ -42,26 +42,26 @@ int meta_topic_rec_parse(json_t *rec, struct meta_topic_rec *out, char *why, siz
     snprintf(out->name, sizeof out->name, "%s", name);
     struct topic_cfg *tc = &out->cfg;
     tc->durability = (enum topic_durability)bcfg_durability_parse(dur);
-    if (get_int(rec, "partitions", 1, VERITY_PARTITIONS_MAX, &x))
+    if (meta_json_int(rec, "partitions", 1, VERITY_PARTITIONS_MAX, &x))
         goto bad;
     tc->partitions = (uint32_t)x;
-    if (get_int(rec, "retention_ms", -1, INT64_MAX, &tc->retention_ms) ||
-        get_int(rec, "retention_bytes", -1, INT64_MAX, &tc->retention_bytes))
+    if (meta_json_int(rec, "retention_ms", -1, INT64_MAX, &tc->retention_ms) ||
+        meta_json_int(rec, "retention_bytes", -1, INT64_MAX, &tc->retention_bytes))
         goto bad;
-    if (get_int(rec, "segment_bytes", 4096, 1ll << 31, &x))
+    if (meta_json_int(rec, "segment_bytes", 4096, 1ll << 31, &x))
         goto bad;
     tc->segment_bytes = (uint64_t)x;
-    if (get_int(rec, "max_message_bytes", BATCH_HDR_SIZE + 8, VERITY_BATCH_BYTES_MAX, &x))
+    if (meta_json_int(rec, "max_message_bytes", BATCH_HDR_SIZE + 8, VERITY_BATCH_BYTES_MAX, &x))
         goto bad;
     tc->max_message_bytes = (uint32_t)x;
     tc->replicas = 1;
     if (json_object_get(rec, "replicas")) {
-        if (get_int(rec, "replicas", 1, 5, &x) || (x != 1 && x != 3 && x != 5))
+        if (meta_json_int(rec, "replicas", 1, 5, &x) || (x != 1 && x != 3 && x != 5))
             goto bad;
         tc->replicas = (uint32_t)x;
     }
     out->created_ms = 0;
-    (void)get_int(rec, "time_ms", INT64_MIN, INT64_MAX, &out->created_ms);
+    (void)meta_json_int(rec, "time_ms", INT64_MIN, INT64_MAX, &out->created_ms);
     return 0;
 bad:
     snprintf(why, cap, "bad create_topic fields");

@@ -47,6 +47,10 @@ struct meta_image {
     struct auth_store *auth; /* NULL: no entry */
 };
 
+/* *out = the integer member k of o, when it is one and within [lo, hi];
+ * otherwise VERITY_EINVAL. */
+int meta_json_int(json_t *o, const char *k, int64_t lo, int64_t hi, int64_t *out);
+
 /* Parses one create_topic record (the meta log's format) into out. 0, or
  * VERITY_EINVAL with why filled. */
 int meta_topic_rec_parse(json_t *rec, struct meta_topic_rec *out, char *why, size_t cap)
