@@ -110,6 +110,7 @@ struct cgroup {
     uint64_t own_start, own_end;
     struct {
         uint64_t op, end; /* an op proposed in own_view and the log end after it */
+        int64_t t_sub, t_dur; /* trace only: taken by the core; durable in own journal */
     } own_ops[2 * C_PIPELINE];
     size_t own_ops_next;
     uint8_t own_chain[32];
@@ -541,6 +542,8 @@ static void cg_pump(struct cgroup *cg)
             size_t at = cg->own_ops_next++ % (sizeof cg->own_ops / sizeof cg->own_ops[0]);
             cg->own_ops[at].op = vsr_op(cg->g.core);
             cg->own_ops[at].end = lh.base_offset + lh.record_count;
+            cg->own_ops[at].t_sub = cg->b->trace ? mono_ns() : 0;
+            cg->own_ops[at].t_dur = 0;
         }
         cg->next_request = req;
         for (size_t i = 0; i < take; i++)
@@ -810,6 +813,21 @@ static uint64_t own_held(const struct cgroup *cg)
         if (cg->own_ops[i].op && cg->own_ops[i].op < low && cg->own_ops[i].end > held)
             held = cg->own_ops[i].end;
     return held;
+}
+
+void cluster_part_trace(const struct partition *p, uint64_t hw, int64_t *t_sub, int64_t *t_dur)
+{
+    const struct cgroup *cg = p->cg;
+    *t_sub = *t_dur = 0;
+    if (!cg || !cg->own_active)
+        return;
+    uint64_t best = 0;
+    for (size_t i = 0; i < sizeof cg->own_ops / sizeof cg->own_ops[0]; i++)
+        if (cg->own_ops[i].op && cg->own_ops[i].end <= hw && cg->own_ops[i].end > best) {
+            best = cg->own_ops[i].end;
+            *t_sub = cg->own_ops[i].t_sub;
+            *t_dur = cg->own_ops[i].t_dur;
+        }
 }
 
 bool cluster_part_leader_durable(struct partition *p, uint64_t end)
@@ -1284,6 +1302,13 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
 static void cg_io_done(void *arg)
 {
     struct cgroup *cg = arg;
+    if (cg->b->trace && cg->own_active && cg->g.core) {
+        uint64_t low = vgroup_unsynced_op(&cg->g);
+        int64_t now = mono_ns();
+        for (size_t i = 0; i < sizeof cg->own_ops / sizeof cg->own_ops[0]; i++)
+            if (cg->own_ops[i].op && cg->own_ops[i].op < low && !cg->own_ops[i].t_dur)
+                cg->own_ops[i].t_dur = now;
+    }
     cg_after(cg);
     if (cg->part)
         leader_acks(cg);

@@ -78,6 +78,10 @@ uint32_t cluster_part_replicas(const struct broker *b, uint32_t partition, uint3
 /* acks=leader: true when the primary's journal holds the batch ending at end
  * (the write is synchronous in the proposal, so: proposed and not failed). */
 bool cluster_part_leader_durable(struct partition *p, uint64_t end);
+/* Trace (trace_sample > 0): for the newest own op ending at or below hw, the
+ * times the core took it and its prepare was durable in this primary's
+ * journal (0 when unknown). */
+void cluster_part_trace(const struct partition *p, uint64_t hw, int64_t *t_sub, int64_t *t_dur);
 
 /* __groups: the consumer-group log as one replica group over every broker
  * (replica i = node index i, like __meta; broker/groups_repl.c is the

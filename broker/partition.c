@@ -300,7 +300,10 @@ static void part_commit(void *arg, uint64_t hw)
     struct prod_wait *w;
     if (p->b->trace && p->log) {
         int64_t s0, s1;
-        vlog_last_sync(p->log, &s0, &s1);
+        if (p->cg) /* replicated: the op's proposal and its own journal write */
+            cluster_part_trace(p, hw, &s0, &s1);
+        else
+            vlog_last_sync(p->log, &s0, &s1);
         trace_commit(p->b, p, hw, s0, s1, mono_ns());
     }
     while ((w = TAILQ_FIRST(&p->waits)) && w->end <= hw) {

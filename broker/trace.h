@@ -10,7 +10,10 @@
  * write into the log), sync0/sync1 (the fdatasync that made it durable, from
  * the commit thread), commit (the loop learned the high watermark passed
  * it), answer (the produce answer handed to the connection), deliver (the
- * first fetch or group fetch answer that carried it was built).
+ * first fetch or group fetch answer that carried it was built). On a
+ * replicated partition sync0/sync1 are the op's hand-over to the core and
+ * its prepare + header mark durable in the primary's journal, commit the
+ * quorum commit (cluster_part_trace).
  * Loop thread only; costs nothing when trace_sample is 0.
  */
 #ifndef VERITY_BROKER_TRACE_H
