@@ -14,7 +14,8 @@ the producer's start, and the producer gets every report. Rounds run until
 failed rounds are kept, with GET /cluster of every broker at the failure.
 
 usage: create_kill_e2e.py [--rounds 5] [--delay 0.3] [--down 0.5]
-                          [--seconds 15] [--bound 20] [--verityd PATH] [--keep]
+                          [--seconds 10] [--bound 10] [--verityd PATH]
+                          [--producer PATH] [--keep]
 """
 import argparse
 import json
@@ -58,7 +59,7 @@ def one_round(k, args):
         time.sleep(args.down)
         ce.expect(c.restart(1).returncode == 0, "round %d: restart of broker 1" % k)
         t0 = time.time()
-        prod = subprocess.Popen([ce.PRODUCER, c.bootstrap, TOPIC, hist, "--name", "c",
+        prod = subprocess.Popen([args.producer or ce.PRODUCER, c.bootstrap, TOPIC, hist, "--name", "c",
                                  "--seconds", str(args.seconds), "--rate", "50",
                                  "--acks", "quorum"])
         firsts = {}
@@ -96,10 +97,11 @@ def main():
     ap.add_argument("--delay", type=float, default=0.3,
                     help="seconds from the topic's creation to the kill of broker 1")
     ap.add_argument("--down", type=float, default=0.5, help="seconds broker 1 stays down")
-    ap.add_argument("--seconds", type=float, default=15, help="production per round")
-    ap.add_argument("--bound", type=float, default=20,
+    ap.add_argument("--seconds", type=float, default=10, help="production per round")
+    ap.add_argument("--bound", type=float, default=10,
                     help="seconds from the producer's start to each partition's first ack")
-    ap.add_argument("--verityd", help="another verityd (e.g. the one before the fix)")
+    ap.add_argument("--verityd", help="another verityd")
+    ap.add_argument("--producer", help="another cluster_producer (e.g. built before the fix)")
     ap.add_argument("--keep", action="store_true", help="keep the directories of failed rounds")
     args = ap.parse_args()
     for k in range(1, args.rounds + 1):
