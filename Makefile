@@ -438,7 +438,11 @@ soak-project: all tests
 #                     and killed again during its rejoin, ~55 s); dead
 #                     letters of a group through a kill loop of the
 #                     coordinator and the dead-letter partition's primary
-#                     (tests/cluster/dlq_e2e.py, ~90 s); `__meta`
+#                     (tests/cluster/dlq_e2e.py, ~90 s); broker 1 kill -9'd
+#                     right after a topic's creation and a producer started
+#                     at its restart: every partition acknowledges within
+#                     10 s, 3 rounds (tests/cluster/create_kill_e2e.py,
+#                     ~75 s); `__meta`
 #                     2,200 ops ahead of a broker rejoining on an empty disk:
 #                     taken by state transfer, also with a crash in the
 #                     middle of its install (tests/cluster/meta_xfer_e2e.py,
@@ -490,6 +494,8 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/groups_e2e.py --down --seconds 45 --rate 20
 	@echo "== tests/cluster/dlq_e2e.py (dead letters through a kill loop: exactly once, on every replica)"
 	@$(CLUSTER_ENV) python3 tests/cluster/dlq_e2e.py --seconds 40 --every 10
+	@echo "== tests/cluster/create_kill_e2e.py --rounds 3 (broker 1 killed right after a topic's creation: every partition acks within 10 s)"
+	@$(CLUSTER_ENV) python3 tests/cluster/create_kill_e2e.py --rounds 3
 	@echo "== tests/cluster/cluster_e2e.py partition --nodes 3"
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py partition --nodes 3
 	@echo "== tests/cluster/cluster_e2e.py partition --nodes 5"

@@ -252,6 +252,22 @@ static void meta_apply(struct verity_producer *p, const Verity__MetadataResponse
     p->meta_stale = stale;
 }
 
+/* Loop thread, p->mu held: true when a batch waits in a partition whose
+ * primary has no known broker. meta_apply judges this only for partitions
+ * that held batches when the answer came; the first lookup of a topic comes
+ * before its first batch, so a primary it did not name (the broker asked was
+ * in a view change for that partition: leader 0) must be noticed here, where
+ * the batches wait, or nothing ever asks again: no batch is sent, no answer
+ * or lost connection marks the metadata stale, and every record times out. */
+static bool batches_unrouted(struct verity_producer *p)
+{
+    for (struct acc_topic *t = p->acc.topics; t; t = t->next)
+        for (uint32_t k = 0; k < t->partition_count; k++)
+            if (t->parts[k].head && !node_find(p, t->parts[k].leader))
+                return true;
+    return false;
+}
+
 static void lookup_done(void *arg, int err, const char *msg, const Verity__Envelope *env,
                         uint8_t **payload, size_t payload_len)
 {
@@ -680,6 +696,8 @@ static void pump_once(struct verity_producer *p)
     if (p->routed) {
         pump_routed(p, now, flushing, cap);
         ready = false; /* the single-connection path below is not used */
+        if (!p->meta_stale && !p->meta_inflight && batches_unrouted(p))
+            p->meta_stale = true;
     }
     while (ready && !p->closing && p->requests_inflight < p->cfg.max_inflight) {
         struct produce_req *r = malloc(sizeof *r + cap * sizeof(struct pbatch *));

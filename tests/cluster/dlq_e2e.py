@@ -143,10 +143,13 @@ def main():
         # topic starts in view 0 (primary: the first broker) while __groups
         # is in view 1, so the coordinator is not the dead-letter
         # partition's primary and another broker must append
-        # (the topic's replica groups settle first: two runs that killed the
-        # first broker within about a second of the topic's creation never
-        # acknowledged a produce afterwards, with this verityd and the one
-        # before; a cluster liveness problem outside dead letters, reported)
+        # (the topic's replica groups settle first. Two runs that killed the
+        # first broker about a second after the topic's creation never
+        # acknowledged a produce afterwards: the producer, started at that
+        # restart, got its first Metadata from the first broker while its
+        # replicas recovered (no primary named) and never asked again; fixed
+        # in libverity, pinned by create_kill_e2e.py, docs/REPLICATION.md
+        # "The stall after a kill right after a topic's creation")
         ce.expect(ce.wait_for(lambda: ce.caught_up(c, TOPIC), 60, 0.5),
                   "every replica of %s in a normal view before the first kill" % TOPIC)
         ce.wait_for(lambda: ge.coordinator(c) is not None, 30, 0.5)

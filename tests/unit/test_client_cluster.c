@@ -11,8 +11,10 @@
  * the producer sends each partition's batches to the primary Metadata names
  * (never to the bootstrap broker), and after a per-partition NOT_LEADER that
  * names a new primary it resends the very same batch bytes (producer id,
- * epoch, sequence) there; the consumer fetches each partition from its
- * primary after a NOT_LEADER.
+ * epoch, sequence) there; a first Metadata that names no primary for the
+ * partition is asked again (the producer used to wait until the delivery
+ * timeout); the consumer fetches each partition from its primary after a
+ * NOT_LEADER.
  */
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
@@ -464,6 +466,65 @@ static void test_producer_routes_to_primary_and_resends_same_bytes_after_failove
     CU_ASSERT_EQUAL(atomic_load(&cl.problems), 0);
 }
 
+/* The topic's first Metadata comes from a broker in a view change for the
+ * partition: it names no primary (leader 0), before the producer holds any
+ * batch of the topic. Later answers name node 2. The producer must ask again
+ * and deliver to node 2 (it used to wait for a primary nobody would tell it
+ * of until the delivery timeout: docs/REPLICATION.md, "The stall after a kill
+ * right after a topic's creation"). */
+static atomic_int md_answers;
+
+static int unknown_primary_fn(struct fake *f, int fd, const Verity__Envelope *env,
+                              const uint8_t *pl, size_t len)
+{
+    uint64_t corr = env->correlation_id;
+    switch (env->body_case) {
+    case VERITY__ENVELOPE__BODY_METADATA_REQ:
+        pthread_mutex_lock(&cl.mu);
+        cl.leader = atomic_fetch_add(&md_answers, 1) == 0 ? 0 : 2;
+        pthread_mutex_unlock(&cl.mu);
+        return answer_metadata(f, fd, corr) ? 1 : 0;
+    case VERITY__ENVELOPE__BODY_INIT_PRODUCER_REQ:
+        return answer_init(fd, corr) ? 1 : 0;
+    case VERITY__ENVELOPE__BODY_PRODUCE_REQ:
+        break;
+    default:
+        atomic_fetch_add(&cl.problems, 1);
+        return 1;
+    }
+    atomic_fetch_add(&f->produces, 1);
+    struct batch_hdr h;
+    if (len < BATCH_HDR_SIZE || batch_validate(pl, len, NULL) != 0 ||
+        batch_hdr_decode(pl, len, &h) != 0 || h.producer_id != 42 || f->id != 2) {
+        atomic_fetch_add(&cl.problems, 1);
+        return 1;
+    }
+    return answer_produce(fd, corr, VERITY__ERROR_CODE__ERR_NONE, h.record_count, 0, 0) ? 1 : 0;
+}
+
+static void test_producer_asks_again_when_first_metadata_names_no_primary(void)
+{
+    atomic_store(&md_answers, 0);
+    cluster_start(unknown_primary_fn, 0);
+    struct verity_producer_config pc;
+    verity_producer_config_default(&pc);
+    pc.conn = conn_cfg(cl.f[0].addr);
+    pc.acks = VERITY_ACKS_LEADER;
+    pc.delivery_timeout_ms = 5000; /* the bug: ETIMEOUT after this */
+    struct verity_producer *p = NULL;
+    CU_ASSERT_EQUAL_FATAL(verity_producer_new(&pc, &p), 0);
+    struct verity_record r = {.key = "k", .key_len = 1, .value = "v", .value_len = 1};
+    struct verity_delivery d;
+    CU_ASSERT_EQUAL(verity_produce_sync(p, "t", 0, &r, &d), 0);
+    verity_producer_free(p, 1000);
+    cluster_stop();
+    CU_ASSERT(atomic_load(&md_answers) >= 2);
+    CU_ASSERT_EQUAL(atomic_load(&cl.f[0].produces), 0);
+    CU_ASSERT_EQUAL(atomic_load(&cl.f[1].produces), 1);
+    CU_ASSERT_EQUAL(atomic_load(&cl.f[2].produces), 0);
+    CU_ASSERT_EQUAL(atomic_load(&cl.problems), 0);
+}
+
 /* ---- consumer routing ----------------------------------------------------- */
 
 /* ListOffsets and Fetch: only the primary (node 2) answers; node 1, the
@@ -573,6 +634,8 @@ int main(void)
          test_request_follows_not_leader_to_the_primary},
         {"producer_routes_to_primary_and_resends_same_bytes_after_failover",
          test_producer_routes_to_primary_and_resends_same_bytes_after_failover},
+        {"producer_asks_again_when_first_metadata_names_no_primary",
+         test_producer_asks_again_when_first_metadata_names_no_primary},
         {"consumer_fetches_from_the_primary", test_consumer_fetches_from_the_primary},
     };
     signal(SIGPIPE, SIG_IGN);
