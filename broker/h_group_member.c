@@ -373,15 +373,35 @@ static void empty_done(struct broker *b, struct gpark *p, int err)
 /* After a command changed the state: append its records, wake the group's
  * long-polls, and park c (allocated before the change) until ticket is
  * durable. */
-static void finish(struct req *r, struct mcmd *c, uint64_t ticket, bool flag)
+static void finish_wake(struct req *r, struct mcmd *c, uint64_t ticket, bool flag, bool wake)
 {
     struct broker *b = r->b;
     groups_after(b);
-    struct bgroup *bg = bgroup_get(b, c->group);
+    struct bgroup *bg = wake ? bgroup_get(b, c->group) : NULL;
     if (bg)
         groups_wake(bg);
     c->flag = flag;
     groups_park(b, &c->park, ticket);
+}
+
+static void finish(struct req *r, struct mcmd *c, uint64_t ticket, bool flag)
+{
+    finish_wake(r, c, ticket, flag, true);
+}
+
+/* Whether an ack may make a message deliverable to a waiting fetch: only by
+ * freeing a pending slot the group had run out of, or by taking a message
+ * that waits for redelivery off its partition (ordered mode holds newer
+ * offsets behind it). Otherwise the group's long-polls are not woken: a
+ * member that keeps fetches out and acks every answer (W4 through a group)
+ * would otherwise evaluate each waiting fetch once more per ack for nothing
+ * (issue 16). */
+static bool ack_may_free(const struct group_state *st, const char *group)
+{
+    struct group_info info;
+    if (group_get_info(st, group, &info) != 0)
+        return true;
+    return info.n_waiting > 0 || info.n_tracked >= info.pending_max;
 }
 
 /* ---- LeaveGroup ----------------------------------------------------------------------- */
@@ -567,13 +587,14 @@ void h_ack(struct req *r)
                                 .already = spans,
                                 .cap_already = ACK_ALREADY_MAX};
     uint64_t ticket = 0;
+    bool wake = ack_may_free(st, q->group);
     rc = group_ack_all(st, q->group, q->member_id, &aq, now_ms(), &res, &ticket);
     if (rc) {
         ack_refused(r, rc, q, refs, n, res.failed);
         goto out;
     }
     ack_keep_already(b, c, &res, refs, n);
-    finish(r, c, ticket, false);
+    finish_wake(r, c, ticket, false, wake);
     c = NULL;
 out:
     mcmd_free(c);

@@ -186,6 +186,7 @@ static int apply_reset(struct group_state *st, struct group *g, const struct gre
          * there (a crash must not count the whole replay as delivered). */
         p->horizon = p->floor;
         p->horizon_seq = r->seq;
+        p->horizon_prev = p->horizon_prev_seq = 0; /* the old claims end with the reset */
         p->recovered = 0;
         p->n_done = 0;
         p->done_count = 0;
@@ -328,6 +329,8 @@ static int apply_progress(struct group_state *st, struct group *g, const struct 
     for (size_t i = 0; i < r->n_horizon; i++) {
         struct gpart *p = &g->parts[r->horizon[i].pidx];
         if (r->horizon[i].offset > p->horizon) {
+            p->horizon_prev = p->horizon;
+            p->horizon_prev_seq = p->horizon_seq;
             p->horizon = r->horizon[i].offset;
             p->horizon_seq = r->seq;
         }

@@ -128,8 +128,13 @@ static size_t fetch_part(struct group_state *st, struct group *g, struct gmember
         } else {
             lease_to(g, m, ei, now);
             if (off < p->horizon) {
-                if (p->horizon_seq > tk->horizon_seq)
-                    tk->horizon_seq = p->horizon_seq;
+                /* The record that first put off below the horizon: usually
+                 * the one before the last rise, durable long ago, while the
+                 * last rise's own record may still be on its way to the
+                 * disk (relaxed topics: no data sync covers it). */
+                uint64_t hs = off < p->horizon_prev ? p->horizon_prev_seq : p->horizon_seq;
+                if (hs > tk->horizon_seq)
+                    tk->horizon_seq = hs;
             } else {
                 tk->slow = true;
             }

@@ -76,6 +76,10 @@ struct gpart {
     uint32_t batch_horizon; /* volatile: index + 1 of this partition's horizon item in the batch */
     uint64_t horizon;       /* durable: offsets below may have been delivered once unlogged */
     uint64_t horizon_seq;   /* durable: seq of the record that set horizon */
+    uint64_t horizon_prev;  /* volatile: the horizon before the last rise (0: none known) */
+    uint64_t horizon_prev_seq; /* volatile: seq of the record that set horizon_prev; a first
+                                  delivery below horizon_prev waits only for it, not for the
+                                  (maybe not yet durable) record of the last rise */
     uint64_t recovered;     /* volatile: horizon at the last restart; first deliveries below
                                it count as the second */
 };

@@ -415,6 +415,7 @@ static void check_group(const struct group_state *st, const struct group *g)
         const struct gpart *p = &g->parts[i];
         VERITY_VERIFY(p->cursor_logged <= p->cursor && p->floor <= p->cursor_logged);
         VERITY_VERIFY(p->horizon < GROUP_OFFSET_LIMIT && p->horizon_seq <= st->seq_applied);
+        VERITY_VERIFY(p->horizon_prev <= p->horizon && p->horizon_prev_seq <= p->horizon_seq);
         uint64_t sum = 0, prev = p->floor;
         for (uint32_t k = 0; k < p->n_done; k++) {
             VERITY_VERIFY(p->done[k].lo > prev && p->done[k].lo < p->done[k].hi);

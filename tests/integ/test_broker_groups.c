@@ -299,6 +299,65 @@ static void test_lease_expiry_redelivers(void)
 }
 
 /* Checks the dead letter of source topic/0@offset in dlq. */
+/* Ordered mode: an ack of the message that blocks its partition (waiting
+ * for redelivery after its lease ran out) wakes the member's long-poll,
+ * which then gets the next offset at once. The broker wakes long-polls on
+ * an ack only when it may free something (issue 16): this is the case it
+ * must not miss. */
+static void test_ack_of_waiting_message_wakes_long_poll(void)
+{
+    int fd = bh_connect(&H);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&H, fd, "gwt", 1, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(produce(fd, "gwt", 0, "gwt", 3), 0);
+    const char *topics[] = {"gwt"};
+    int64_t backoff[] = {60000};
+    struct bh_group_opts o = {.lease_ms = 200, .backoff_ms = backoff, .n_backoff = 1};
+    char msg[300];
+    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "gw", topics, 1, &o, msg, sizeof msg), 0);
+    uint64_t m = 0;
+    CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "gw", "c", topics, 1, 0, &m, msg, sizeof msg), 0);
+    struct bh_fetched f;
+    CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "gw", m, 1, 0, &f), 0);
+    CU_ASSERT_EQUAL_FATAL(f.n, 1);
+    CU_ASSERT_EQUAL(f.m[0].offset, 0);
+    bh_fetched_free(&f);
+    /* The lease runs out: offset 0 waits 60 s and holds the partition. */
+    usleep(600000);
+    CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "gw", m, 1, 0, &f), 0);
+    CU_ASSERT_EQUAL(f.n, 0);
+    bh_fetched_free(&f);
+    int fd2 = bh_connect(&H);
+    CU_ASSERT_FATAL(fd2 >= 0);
+    Verity__Envelope env = VERITY__ENVELOPE__INIT;
+    Verity__GroupFetchRequest q = VERITY__GROUP_FETCH_REQUEST__INIT;
+    q.group = "gw";
+    q.member_id = m;
+    q.max_messages = 1;
+    q.max_wait_ms = 5000;
+    env.version = 1;
+    env.correlation_id = 4343;
+    env.body_case = VERITY__ENVELOPE__BODY_GROUP_FETCH_REQ;
+    env.group_fetch_req = &q;
+    CU_ASSERT_EQUAL_FATAL(codec_fd_write(fd2, &env, NULL, 0, NULL), 0);
+    usleep(100000);
+    int64_t t0 = bh_mono_ms();
+    /* Its last holder acknowledges it while it waits. */
+    CU_ASSERT_EQUAL(bh_ack(&H, fd, "gw", m, "gwt", 0, 0, 1, false, msg, sizeof msg), 0);
+    struct codec_msg *cm = NULL;
+    uint8_t *pl = NULL;
+    size_t pl_len = 0;
+    CU_ASSERT_EQUAL_FATAL(codec_fd_read(fd2, NULL, BH_TIMEOUT_MS, &cm, &pl, &pl_len), 0);
+    CU_ASSERT(bh_mono_ms() - t0 < 2000);
+    CU_ASSERT_EQUAL(cm->env->correlation_id, 4343);
+    CU_ASSERT_EQUAL_FATAL(cm->env->body_case, VERITY__ENVELOPE__BODY_GROUP_FETCH_RESP);
+    CU_ASSERT_EQUAL(cm->env->group_fetch_resp->messages, 1);
+    codec_msg_free(cm);
+    free(pl);
+    close(fd2);
+    close(fd);
+}
+
 static void check_dead_letter(int fd, const char *dlq, const char *topic, const char *group,
                               uint64_t offset, const char *count, const char *error)
 {
@@ -1061,6 +1120,7 @@ int main(void)
         {"ordered_fetch_ack_and_long_poll", test_ordered_fetch_ack_and_long_poll},
         {"shared_nack_redelivers_with_count_2", test_shared_nack_redelivers_with_count_2},
         {"lease_expiry_redelivers", test_lease_expiry_redelivers},
+        {"ack_of_waiting_message_wakes_long_poll", test_ack_of_waiting_message_wakes_long_poll},
         {"term_goes_to_dlq_with_headers", test_term_goes_to_dlq_with_headers},
         {"max_deliveries_goes_to_dlq", test_max_deliveries_goes_to_dlq},
         {"bad_input_typed_errors_state_unchanged", test_bad_input_typed_errors_state_unchanged},
