@@ -265,19 +265,29 @@ static void test_shared_nack_redelivers_with_count_2(void)
     close(fd);
 }
 
+/* A one-partition topic holding n messages and an ordered group on it with
+ * one lease time and one back-off step; the joined member's id. */
+static uint64_t one_member_group(int fd, const char *topic, int n, const char *group,
+                                 int64_t lease_ms, int64_t backoff_ms)
+{
+    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&H, fd, topic, 1, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(produce(fd, topic, 0, topic, n), 0);
+    const char *topics[] = {topic};
+    int64_t backoff[] = {backoff_ms};
+    struct bh_group_opts o = {.lease_ms = lease_ms, .backoff_ms = backoff, .n_backoff = 1};
+    char msg[300];
+    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, group, topics, 1, &o, msg, sizeof msg), 0);
+    uint64_t m = 0;
+    CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, group, "c", topics, 1, 0, &m, msg, sizeof msg), 0);
+    return m;
+}
+
 static void test_lease_expiry_redelivers(void)
 {
     int fd = bh_connect(&H);
     CU_ASSERT_FATAL(fd >= 0);
-    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&H, fd, "g3t", 1, 0), 0);
-    CU_ASSERT_EQUAL_FATAL(produce(fd, "g3t", 0, "g3t", 2), 0);
-    const char *topics[] = {"g3t"};
-    int64_t backoff[] = {0};
-    struct bh_group_opts o = {.lease_ms = 300, .backoff_ms = backoff, .n_backoff = 1};
+    uint64_t m = one_member_group(fd, "g3t", 2, "g3", 300, 0);
     char msg[300];
-    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "g3", topics, 1, &o, msg, sizeof msg), 0);
-    uint64_t m = 0;
-    CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "g3", "c", topics, 1, 0, &m, msg, sizeof msg), 0);
     struct bh_fetched f;
     CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "g3", m, 10, 0, &f), 0);
     CU_ASSERT_EQUAL(f.n, 2);
@@ -298,7 +308,6 @@ static void test_lease_expiry_redelivers(void)
     close(fd);
 }
 
-/* Checks the dead letter of source topic/0@offset in dlq. */
 /* Ordered mode: an ack of the message that blocks its partition (waiting
  * for redelivery after its lease ran out) wakes the member's long-poll,
  * which then gets the next offset at once. The broker wakes long-polls on
@@ -308,15 +317,8 @@ static void test_ack_of_waiting_message_wakes_long_poll(void)
 {
     int fd = bh_connect(&H);
     CU_ASSERT_FATAL(fd >= 0);
-    CU_ASSERT_EQUAL_FATAL(bh_create_topic(&H, fd, "gwt", 1, 0), 0);
-    CU_ASSERT_EQUAL_FATAL(produce(fd, "gwt", 0, "gwt", 3), 0);
-    const char *topics[] = {"gwt"};
-    int64_t backoff[] = {60000};
-    struct bh_group_opts o = {.lease_ms = 200, .backoff_ms = backoff, .n_backoff = 1};
+    uint64_t m = one_member_group(fd, "gwt", 3, "gw", 200, 60000);
     char msg[300];
-    CU_ASSERT_EQUAL_FATAL(bh_create_group(&H, fd, "gw", topics, 1, &o, msg, sizeof msg), 0);
-    uint64_t m = 0;
-    CU_ASSERT_EQUAL_FATAL(bh_join(&H, fd, "gw", "c", topics, 1, 0, &m, msg, sizeof msg), 0);
     struct bh_fetched f;
     CU_ASSERT_EQUAL_FATAL(bh_gfetch(&H, fd, "gw", m, 1, 0, &f), 0);
     CU_ASSERT_EQUAL_FATAL(f.n, 1);
@@ -358,6 +360,7 @@ static void test_ack_of_waiting_message_wakes_long_poll(void)
     close(fd);
 }
 
+/* Checks the dead letter of source topic/0@offset in dlq. */
 static void check_dead_letter(int fd, const char *dlq, const char *topic, const char *group,
                               uint64_t offset, const char *count, const char *error)
 {
