@@ -256,7 +256,8 @@ install: $(BINS)
 # ---- replication simulator (tests/sim, issue 9) ------------------------------
 # make sim SEEDS=N [SEED_START=S]   run N seeds of the VSR simulator
 # make test-sim                     TEST_SIM_SEEDS seeds (200), the regression
-#                                   seeds (vsr_sim --regressions), then each planted
+#                                   seeds (vsr_sim --regressions), the scenarios
+#                                   (vsr_sim --scenarios: stickiness, failover), then each planted
 #                                   bug (a-e) must be caught by a safety checker
 #                                   within the same seeds
 SEEDS ?= 1000
@@ -279,6 +280,8 @@ test-sim: $(SIM_BIN)
 	@$(SIM_BIN) --regressions
 	@echo "== $(SIM_BIN) --regressions --no-wipe (the paths the seeds were fixed on)"
 	@$(SIM_BIN) --regressions --no-wipe
+	@echo "== $(SIM_BIN) --scenarios --seeds 20 (leader stickiness, failover)"
+	@$(SIM_BIN) --scenarios --seeds 20
 	@set -e; for p in a b c d e; do \
 	  $(SIM_BIN) --plant $$p --seeds $(TEST_SIM_SEEDS) --expect-fail --safety-only 2>/dev/null | tail -1; done
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan MODE=asan WERROR=$(WERROR) asan-sim
