@@ -1583,6 +1583,17 @@ static void on_pvc(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m
 {
     if (r->rejoining)
         return;
+    if (m->view > r->view + 1) {
+        /* A pre-vote for view x comes from a replica in view x - 1 (or
+         * relays one): a newer view than this replica's exists, so its own
+         * primary is being (or was) replaced whatever it hears. Join, as a
+         * START_VIEW_CHANGE of a newer view; else a primary with no working
+         * quorum left could keep a replica that moved on stranded. */
+        start_view_change(r, ob, m->view);
+        r->svc_from |= (uint8_t)(1u << m->from);
+        send_dvc(r, ob);
+        return;
+    }
     if (r->status == VSR_NORMAL && primary_of(r, r->view) == r->cfg.replica) {
         if (m->view <= r->view + 1)
             send_start_view(r, ob, m->from);
