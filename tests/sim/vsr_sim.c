@@ -1283,7 +1283,10 @@ static const uint64_t regression_seeds[] = {
     19170, 19174, 19601, 19942,
     /* found while fixing those (liveness), and 23770 (a single replica
      * divided by zero asking nobody for a repair) */
-    31, 2160, 2830, 3218, 3664, 6444, 9190, 9770, 10071, 21101, 23366, 23770};
+    31, 2160, 2830, 3218, 3664, 6444, 9190, 9770, 10071, 21101, 23366, 23770,
+    /* leader stickiness, first version (liveness: a replica stranded in a
+     * newer view next to a primary that ignored its pre-votes) */
+    378, 412, 914};
 
 static void usage(FILE *f)
 {
