@@ -1584,8 +1584,9 @@ static void on_pvc(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m
     if (r->rejoining)
         return;
     if (m->view > r->view + 1) {
-        /* A pre-vote for view x comes from a replica in view x - 1 (or
-         * relays one): a newer view than this replica's exists, so its own
+        /* A pre-vote for view x comes from a replica in view x - 1 (a
+         * candidate always proposes its view + 1): a newer view than this
+         * replica's exists, so its own
          * primary is being (or was) replaced whatever it hears. Join, as a
          * START_VIEW_CHANGE of a newer view; else a primary with no working
          * quorum left could keep a replica that moved on stranded. */
@@ -1595,8 +1596,7 @@ static void on_pvc(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m
         return;
     }
     if (r->status == VSR_NORMAL && primary_of(r, r->view) == r->cfg.replica) {
-        if (m->view <= r->view + 1)
-            send_start_view(r, ob, m->from);
+        send_start_view(r, ob, m->from);
         return;
     }
     prevote(r, ob, m->view, m->from);
@@ -2562,8 +2562,10 @@ void vsr_debug_dump(const struct vsr *r, void (*out)(void *arg, const char *line
         out(arg, line);
     }
     snprintf(line, sizeof line,
-             "    svc %x dvc %x installed %d ready %d sb view %llu log_view %llu writing %d",
+             "    svc %x dvc %x installed %d ready %d sb view %llu log_view %llu writing %d "
+             "pre-vote view %llu from %x",
              r->svc_from, r->dvc_from, r->vc_installed, r->vc_ready, (unsigned long long)r->sb.view,
-             (unsigned long long)r->sb.log_view, r->sb_writing);
+             (unsigned long long)r->sb.log_view, r->sb_writing, (unsigned long long)r->pv_view,
+             r->pv_from);
     out(arg, line);
 }
