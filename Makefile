@@ -256,7 +256,8 @@ install: $(BINS)
 # ---- replication simulator (tests/sim, issue 9) ------------------------------
 # make sim SEEDS=N [SEED_START=S]   run N seeds of the VSR simulator
 # make test-sim                     TEST_SIM_SEEDS seeds (200), the regression
-#                                   seeds (vsr_sim --regressions), then each planted
+#                                   seeds (vsr_sim --regressions), the scenarios
+#                                   (vsr_sim --scenarios: stickiness, failover), then each planted
 #                                   bug (a-e) must be caught by a safety checker
 #                                   within the same seeds
 SEEDS ?= 1000
@@ -279,6 +280,8 @@ test-sim: $(SIM_BIN)
 	@$(SIM_BIN) --regressions
 	@echo "== $(SIM_BIN) --regressions --no-wipe (the paths the seeds were fixed on)"
 	@$(SIM_BIN) --regressions --no-wipe
+	@echo "== $(SIM_BIN) --scenarios --seeds 20 (leader stickiness, failover)"
+	@$(SIM_BIN) --scenarios --seeds 20
 	@set -e; for p in a b c d e; do \
 	  $(SIM_BIN) --plant $$p --seeds $(TEST_SIM_SEEDS) --expect-fail --safety-only 2>/dev/null | tail -1; done
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan MODE=asan WERROR=$(WERROR) asan-sim
@@ -446,7 +449,9 @@ soak-project: all tests
 #                     2,200 ops ahead of a broker rejoining on an empty disk:
 #                     taken by state transfer, also with a crash in the
 #                     middle of its install (tests/cluster/meta_xfer_e2e.py,
-#                     about 40 s each)
+#                     about 40 s each); leader stickiness: a backup cut off
+#                     from a primary, then restarted behind cut links, must
+#                     change no view (cluster_e2e.py sticky, ~60-80 s)
 # make soak-cluster   the kill loop for SOAK_CLUSTER_SECONDS (600)
 SOAK_CLUSTER_SECONDS ?= 600
 CLUSTER_PRODUCER := $(BUILD)/tests/cluster_producer
@@ -486,6 +491,8 @@ test-cluster: $(BINS) $(CLUSTER_PRODUCER) $(VERITYD_POWERLOSS) $(CLUSTER_GROUP_C
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py single-kill --seconds 10 --every 3
 	@echo "== tests/cluster/cluster_e2e.py kill-loop --seconds 60"
 	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py kill-loop --seconds 60 --every 10
+	@echo "== tests/cluster/cluster_e2e.py sticky (a cut-off or restarted backup does not unseat a primary that keeps a majority)"
+	@$(CLUSTER_ENV) python3 tests/cluster/cluster_e2e.py sticky --cut 4
 	@echo "== tests/cluster/stale_read.py"
 	@$(CLUSTER_ENV) python3 tests/cluster/stale_read.py
 	@echo "== tests/cluster/groups_e2e.py --seconds 60 (consumer groups through a kill loop)"

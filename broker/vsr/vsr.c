@@ -86,6 +86,12 @@ struct vsr {
 
     /* view change */
     uint8_t svc_from;  /* START_VIEW_CHANGE senders for view */
+    /* pre-vote (leader stickiness): a replica that timed out on its primary
+     * proposes pv_view and starts it only when f + 1 replicas (itself
+     * included) want it; valid only while pv_view > view and the replica
+     * has not heard from its primary since (vc_fresh) */
+    uint64_t pv_view;
+    uint8_t pv_from; /* replicas that want pv_view (itself included) */
     uint8_t dvc_from;  /* primary: DO_VIEW_CHANGE senders for view */
     bool vc_installed; /* primary: canonical suffix installed */
     bool vc_ready;     /* primary: log intact, superblock update asked */
@@ -973,6 +979,8 @@ static void start_view_change(struct vsr *r, struct vsr_outbox *ob, uint64_t v)
         return;
     r->view = v;
     r->status = VSR_VIEW_CHANGE;
+    r->pv_view = 0;
+    r->pv_from = 0;
     r->svc_from = (uint8_t)(1u << r->cfg.replica);
     r->dvc_from = 0;
     r->vc_installed = false;
@@ -998,6 +1006,86 @@ static void send_dvc(struct vsr *r, struct vsr_outbox *ob)
     struct vsr_msg *m = msg_new(r, ob, VSR_MSG_DO_VIEW_CHANGE, primary_of(r, r->view));
     if (m)
         build_dvc(r, m);
+}
+
+/* ---- leader stickiness (pre-vote) -------------------------------------------
+ *
+ * A replica that still hears its primary does not help anyone replace it.
+ * A backup (or a recovering replica) that times out on its primary does not
+ * start view v + 1 at once: it sends PRE_VIEW_CHANGE(v + 1) and changes
+ * nothing else (no superblock write, no status change). Only when f + 1
+ * replicas, itself included, have timed out and want that view does it
+ * start the view change (START_VIEW_CHANGE, superblock). A replica that has
+ * heard from its primary within the lease (vc_fresh) ignores a pre-vote: it
+ * neither joins nor counts it, so one restarted or partitioned replica
+ * cannot unseat a primary that a majority still hears. START_VIEW_CHANGE,
+ * DO_VIEW_CHANGE and START_VIEW of a newer view are still joined at once:
+ * their sender started the view only on f + 1 pre-votes (or its primary
+ * handed over, or a view change of its own failed), so a quorum has
+ * already moved. Safety does not depend on any of this (it rests on the DVC
+ * quorum and durable views, unchanged); docs/REPLICATION.md, "Leader
+ * stickiness", has the liveness argument. */
+
+/* True while the replica counts as hearing its primary: NORMAL primary
+ * (it hears itself), or a NORMAL / RECOVERING replica whose primary spoke
+ * (or which entered its view) less than timeout_ticks - retry_ticks ago.
+ * The retry_ticks margin: the backups of a dead primary stopped hearing it
+ * at nearly the same time, so when the first of them times out (at
+ * timeout_ticks plus its stagger) the others no longer count as fresh,
+ * even if their last heartbeat came a few ticks later. */
+static bool vc_fresh(const struct vsr *r)
+{
+    if (r->status == VSR_VIEW_CHANGE)
+        return false;
+    if (r->status == VSR_NORMAL && primary_of(r, r->view) == r->cfg.replica)
+        return true;
+    return (uint64_t)r->since_primary + r->cfg.retry_ticks < r->cfg.timeout_ticks;
+}
+
+static void send_pvc(struct vsr *r, struct vsr_outbox *ob)
+{
+    for (uint8_t i = 0; i < r->cfg.replica_count; i++) {
+        if (i == r->cfg.replica)
+            continue;
+        struct vsr_msg *m = msg_new(r, ob, VSR_MSG_PRE_VIEW_CHANGE, i);
+        if (!m)
+            return;
+        m->view = r->pv_view;
+    }
+}
+
+/* The replica (timed out, not fresh) wants view v: becomes a candidate for
+ * it (or for a newer one already proposed), counts `from` (a peer's
+ * pre-vote, or none: 0xff), and starts the view change on f + 1. */
+static void prevote(struct vsr *r, struct vsr_outbox *ob, uint64_t v, uint8_t from)
+{
+    if (r->rejoining || vc_fresh(r) || v <= r->view)
+        return;
+    bool fresh_vote = false;
+    if (r->pv_view <= r->view || v > r->pv_view) {
+        /* first proposal, or a newer one: votes for another view do not count */
+        r->pv_view = v;
+        r->pv_from = (uint8_t)(1u << r->cfg.replica);
+        fresh_vote = true;
+    } else if (v < r->pv_view) {
+        return; /* it will hear this replica's newer proposal */
+    }
+    if (from != 0xff)
+        r->pv_from |= (uint8_t)(1u << from);
+    if (popcount8(r->pv_from) >= r->quorum) {
+        /* The others that want the view join this START_VIEW_CHANGE when
+         * it reaches them (a newer view's SVC is always joined), so they
+         * count at once, as their own SVC would (one message delay less;
+         * the SVC quorum only paces the view change, safety rests on the
+         * DVC quorum). */
+        uint8_t want = r->pv_from;
+        start_view_change(r, ob, r->pv_view);
+        r->svc_from |= want;
+        send_dvc(r, ob);
+        return;
+    }
+    if (fresh_vote)
+        send_pvc(r, ob);
 }
 
 /* New primary: with a DVC quorum, install the canonical suffix once, then
@@ -1487,6 +1575,33 @@ static void on_svc(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m
     send_dvc(r, ob);
 }
 
+/* A pre-vote: the sender timed out on its primary and wants view m->view. A
+ * replica that still hears its primary ignores it (its primary answers
+ * with START_VIEW: a sender that is behind catches up); one that has timed
+ * out too (or is in a view change) counts it and may start the view. */
+static void on_pvc(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
+{
+    if (r->rejoining)
+        return;
+    if (m->view > r->view + 1) {
+        /* A pre-vote for view x comes from a replica in view x - 1 (a
+         * candidate always proposes its view + 1): a newer view than this
+         * replica's exists, so its own
+         * primary is being (or was) replaced whatever it hears. Join, as a
+         * START_VIEW_CHANGE of a newer view; else a primary with no working
+         * quorum left could keep a replica that moved on stranded. */
+        start_view_change(r, ob, m->view);
+        r->svc_from |= (uint8_t)(1u << m->from);
+        send_dvc(r, ob);
+        return;
+    }
+    if (r->status == VSR_NORMAL && primary_of(r, r->view) == r->cfg.replica) {
+        send_start_view(r, ob, m->from);
+        return;
+    }
+    prevote(r, ob, m->view, m->from);
+}
+
 static void on_dvc(struct vsr *r, struct vsr_outbox *ob, const struct vsr_msg *m)
 {
     if (m->view < r->view || primary_of(r, m->view) != r->cfg.replica ||
@@ -1798,6 +1913,7 @@ static const handler_fn handlers[VSR_MSG_TYPE_COUNT] = {
     [VSR_MSG_VIEW] = on_view,
     [VSR_MSG_REQUEST_HEADERS] = on_request_headers,
     [VSR_MSG_HEADERS] = on_headers,
+    [VSR_MSG_PRE_VIEW_CHANGE] = on_pvc,
 };
 
 void vsr_on_message(struct vsr *r, const struct vsr_msg *m, struct vsr_outbox *ob)
@@ -1815,6 +1931,17 @@ void vsr_on_message(struct vsr *r, const struct vsr_msg *m, struct vsr_outbox *o
     vsr_verify(r);
 }
 
+/* A backup or recovering replica past its own timeout: proposes view + 1
+ * (once), and asks again every retry period until f + 1 want it or its
+ * primary speaks. */
+static void candidate_tick(struct vsr *r, struct vsr_outbox *ob, bool retry)
+{
+    if (r->pv_view <= r->view)
+        prevote(r, ob, r->view + 1, 0xff);
+    else if (retry)
+        send_pvc(r, ob);
+}
+
 void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
 {
     vsr_outbox_clear(ob);
@@ -1830,6 +1957,10 @@ void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
         rejoin_check(r, ob);
         vsr_verify(r);
         return;
+    }
+    if (vc_fresh(r)) {
+        r->pv_view = 0; /* it hears its primary (again): no candidacy */
+        r->pv_from = 0;
     }
     switch (r->status) {
     case VSR_NORMAL:
@@ -1865,9 +1996,12 @@ void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
                 request_repairs(r, ob, false);
             }
         } else {
-            if (++r->since_primary >= timeout) {
-                start_view_change(r, ob, r->view + 1);
-                break;
+            if (r->since_primary < UINT32_MAX)
+                r->since_primary++;
+            if (r->since_primary >= timeout) {
+                candidate_tick(r, ob, retry);
+                if (r->status != VSR_NORMAL)
+                    break;
             }
             if (retry) {
                 request_repairs(r, ob, false);
@@ -1893,9 +2027,12 @@ void vsr_on_tick(struct vsr *r, struct vsr_outbox *ob)
         }
         break;
     case VSR_RECOVERING:
-        if (++r->since_primary >= timeout) {
-            start_view_change(r, ob, r->view + 1);
-            break;
+        if (r->since_primary < UINT32_MAX)
+            r->since_primary++;
+        if (r->since_primary >= timeout) {
+            candidate_tick(r, ob, retry);
+            if (r->status != VSR_RECOVERING)
+                break;
         }
         if (retry) {
             msg_new(r, ob, VSR_MSG_REQUEST_START_VIEW, primary_of(r, r->view));
@@ -2392,7 +2529,8 @@ const char *vsr_msg_name(int type)
                                                           "request_view",
                                                           "view",
                                                           "request_headers",
-                                                          "headers"};
+                                                          "headers",
+                                                          "pre_view_change"};
     return type > 0 && type < VSR_MSG_TYPE_COUNT ? names[type] : "unknown";
 }
 
@@ -2424,8 +2562,10 @@ void vsr_debug_dump(const struct vsr *r, void (*out)(void *arg, const char *line
         out(arg, line);
     }
     snprintf(line, sizeof line,
-             "    svc %x dvc %x installed %d ready %d sb view %llu log_view %llu writing %d",
+             "    svc %x dvc %x installed %d ready %d sb view %llu log_view %llu writing %d "
+             "pre-vote view %llu from %x",
              r->svc_from, r->dvc_from, r->vc_installed, r->vc_ready, (unsigned long long)r->sb.view,
-             (unsigned long long)r->sb.log_view, r->sb_writing);
+             (unsigned long long)r->sb.log_view, r->sb_writing, (unsigned long long)r->pv_view,
+             r->pv_from);
     out(arg, line);
 }

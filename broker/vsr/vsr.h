@@ -26,10 +26,11 @@
  *                 |
  *                 v              start_view (SV installed, superblock durable)
  *   +------> RECOVERING --------------------------------------+
- *   |             | timeout / SVC or DVC of a newer view       |
+ *   |             | f + 1 pre-votes / SVC or DVC newer view    |
  *   |             v   (start_view_change)                      v
  *   |        VIEW_CHANGE <------------------------------- NORMAL
- *   |             |     timeout (backup), SVC/DVC newer view    ^
+ *   |             |  f + 1 pre-votes (backup timed out), SVC/   ^
+ *   |             |  DVC newer view                             |
  *   |             | new primary: DVC quorum, log repaired,     |
  *   |             | superblock durable (become_primary)        |
  *   |             +--------------------------------------------+
@@ -125,6 +126,9 @@ enum vsr_msg_type {
     VSR_MSG_HEADERS,            /* answer: op = highest; body = encoded headers (hcheck'd,
                                  * VSR_HEADER_SIZE each) of op, op - 1, ... each the parent
                                  * of the one before */
+    VSR_MSG_PRE_VIEW_CHANGE,    /* all -> all: view = the view the sender would start; it
+                                 * has timed out on its primary but changed nothing yet
+                                 * (pre-vote; docs/REPLICATION.md, "Leader stickiness") */
     VSR_MSG_TYPE_COUNT
 };
 

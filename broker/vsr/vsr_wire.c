@@ -45,6 +45,7 @@ static const uint16_t fields[VSR_MSG_TYPE_COUNT] = {
     [VSR_MSG_VIEW] = F_OP,
     [VSR_MSG_REQUEST_HEADERS] = F_OP | F_OPMIN | F_CHECKSUM,
     [VSR_MSG_HEADERS] = F_OP | F_BODY, /* body: headers of VSR_HEADER_SIZE bytes */
+    [VSR_MSG_PRE_VIEW_CHANGE] = 0,
 };
 
 /* HEADERS: 1 to VSR_HEADERS_MAX encoded headers (the core checks each). */

@@ -28,6 +28,15 @@ recorder (cluster_producer), checked with history.py.
         (nothing reaches it); during a cut the minority neither acknowledges
         a produce at acks=quorum sent to it nor moves its commit or log end;
         heal-to-ack and catch-up times; then the kill loop's checks.
+    cluster_e2e.py sticky [--cut 4]
+        leader stickiness (docs/REPLICATION.md) through relays: (a) a backup
+        cut off from partition 0's primary only, both ways, for --cut
+        seconds (several view-change timeouts); (b) that backup kill -9'd
+        and restarted while its links to the primary are still cut. The
+        primary keeps a majority in every replica group throughout, so no
+        view may change during the cut or in the 2 s after the heal (in (b):
+        none of a group the restarted broker did not lead); production goes
+        on; then the kill loop's checks.
     cluster_e2e.py power-loss [--rounds 2] [--every 10] [--lying-disk]
         brokers run as verityd_powerloss (VERITYD_POWERLOSS); every --every
         seconds two of the three get the power cut at once (SIGUSR2: every
@@ -590,6 +599,90 @@ def test_partition(tmp, nodes, cut_s, heal_s):
     verify_replicas(c, topic, parts)
 
 
+def views(c, topic):
+    """{partition: (primary, view)} as the primaries report it."""
+    return {p: (r.get("primary"), r.get("view")) for p, r in c.partitions(topic).items()}
+
+
+def test_sticky(tmp, cut_s):
+    """See the module text (sticky)."""
+    topic, parts, nodes = "sticky", 3, 3
+    c = Cluster(nodes, tmp, relays=True)
+    hist = os.path.join(tmp, "history.jsonl")
+    prod = None
+    try:
+        expect(wait_for(lambda: all(links_up(b["http"], nodes) for b in c.brokers()), 30),
+               "every link up through the relays")
+        if not create_topic(c, topic, parts, nodes):
+            return
+        seconds = cut_s + 14
+        for k, ph in enumerate(("backup-cut", "restart-late-links")):
+            if not expect(wait_for(lambda: caught_up(c, topic), 60, 0.2),
+                          "%s: every replica caught up before" % ph):
+                break
+            # one producer per phase (one history), as in the partition test
+            t_prod = time.time()
+            prod = subprocess.Popen([PRODUCER, c.bootstrap, topic, hist, "--name", "s%d" % k,
+                                     "--seconds", str(seconds), "--rate", "200", "--acks",
+                                     "quorum"])
+            expect(first_ack_after(hist, t_prod, 30) is not None,
+                   "%s: acknowledgements before the cut" % ph)
+            before = views(c, topic)
+            primary = before.get(0, (None, None))[0]
+            if not expect(primary, "%s: partition 0 has a primary" % ph):
+                break
+            backup = [n for n in range(1, nodes + 1) if n != primary][0]
+            if ph == "restart-late-links":
+                c.kill9(backup)
+            c.cut(backup, primary)
+            c.cut(primary, backup)
+            if ph == "restart-late-links":
+                expect(c.restart(backup).returncode == 0, "%s: restart of broker %d" %
+                       (ph, backup))
+            t_cut = time.time()
+            wait_for(lambda: time.time() - t_cut >= cut_s, cut_s + 1, 0.2)
+            during = views(c, topic)
+            p0 = acks_between(hist, t_cut + 1.0, time.time(), partition=0)
+            c.heal_all()
+            t_heal = time.time()
+            # what the heal itself brings (pre-votes in flight, the links
+            # back up) lands within a view-change timeout: judge the views
+            # 2 s after it; a view change later, while the backups catch up
+            # (a broker stalled by the machine's load), is not this test's
+            wait_for(lambda: time.time() - t_heal >= 2.0, 3, 0.2)
+            after = views(c, topic)
+            caught = wait_for(lambda: caught_up(c, topic), 60, 0.2)
+            expect(caught, "%s: every replica caught up after healing" % ph)
+            late = views(c, topic)
+            print("  %s: broker %d cut from primary %d for %.1f s; views (primary, view) "
+                  "before %s, during %s, 2 s after the heal %s; partition-0 acks while cut %d; "
+                  "heal->caught up %s s%s" %
+                  (ph, backup, primary, cut_s, before, during, after, len(p0),
+                   fmt(time.time() - t_heal if caught else None),
+                   "" if late == after else "; NOTE: views once caught up %s" % late),
+                  flush=True)
+            expect(len(p0) > 0, "%s: partition 0 acknowledged while broker %d was cut off" %
+                   (ph, backup))
+            for p, pv in before.items():
+                if ph == "restart-late-links" and pv[0] == backup:
+                    continue  # its own groups fail over: it was killed
+                expect(during.get(p) == pv and after.get(p) == pv,
+                       "%s: partition %d kept primary %s in view %s (during %s, after %s)" %
+                       (ph, p, pv[0], pv[1], during.get(p), after.get(p)))
+            expect(prod.wait(timeout=seconds + 120) == 0,
+                   "%s: producer got every delivery report" % ph)
+            prod = None
+        r, _ = finish_checks(c, topic, parts, hist, tmp, "sticky")
+        print("  counts %s" % r["counts"], flush=True)
+    finally:
+        if prod is not None and prod.poll() is None:
+            prod.kill()
+            prod.wait(timeout=10)
+        c.stop()
+        c.stop_relays()
+    verify_replicas(c, topic, parts)
+
+
 def fmt(x):
     return "%.2f" % x if x is not None else "none"
 
@@ -666,7 +759,7 @@ def test_power_loss(tmp, rounds, every, lying=False, victims_n=2):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("test", choices=["tools", "single-kill", "kill-loop", "partition",
-                                     "power-loss"])
+                                     "power-loss", "sticky"])
     ap.add_argument("--cut", type=float, default=8, help="partition: seconds each cut lasts")
     ap.add_argument("--heal", type=float, default=6, help="partition: seconds after each heal")
     ap.add_argument("--rounds", type=int, default=2, help="power-loss: power cuts")
@@ -688,6 +781,8 @@ def main():
             test_single_kill(tmp, a.seconds, a.every)
         elif a.test == "partition":
             test_partition(tmp, a.nodes, a.cut, a.heal)
+        elif a.test == "sticky":
+            test_sticky(tmp, a.cut if a.cut != 8 else 4)
         elif a.test == "power-loss":
             test_power_loss(tmp, a.rounds, a.every, a.lying_disk, a.victims)
         else:

@@ -390,9 +390,10 @@ static void net_send(const struct vsr_msg *m, int to_client)
             copies = 2;
             W.c.dups++;
         }
-        if (to_client < 0 && m->from < W.n && m->to < W.n && W.part[m->from][m->to])
-            return;
     }
+    /* cut links (fault phase, or a scenario's partition) */
+    if (to_client < 0 && m->from < W.n && m->to < W.n && W.part[m->from][m->to])
+        return;
     for (int c = 0; c < copies; c++) {
         if (W.npk == W.cappk) {
             W.cappk = W.cappk ? W.cappk * 2 : 256;
@@ -969,6 +970,311 @@ static void print_counters(const struct counters *c, int json, double secs)
     printf("\n");
 }
 
+
+/* ---- scenarios: leader stickiness and failover (--scenarios) ----------------
+ *
+ * Deterministic runs, no random faults: a healthy group of 3 or 5 with
+ * clients, then one event. A replica that restarts while its links to the
+ * primary are still down, or a minority cut off from the primary only, must
+ * not change the view (the primary still has a majority); a dead primary, a
+ * primary cut off from everyone, or a majority cut off from it, must be
+ * replaced within a bound. Every checker of the seeds runs too. */
+
+#define SC_TIMEOUT 60 /* node_cfg's timeout_ticks */
+
+static void sc_init(uint64_t seed, int n)
+{
+    memset(&W, 0, sizeof W);
+    W.seed = seed;
+    rng_s = seed * 0x2545F4914F6CDD1Dull + 1;
+    W.nclients = g_clients;
+    W.n = n;
+    W.rt.delay_max = 1;
+    W.rt.write_delay_max = 1;
+    W.canon = calloc(OPS_MAX, sizeof *W.canon);
+    W.ob_msgs = calloc(MSGS_CAP, sizeof *W.ob_msgs);
+    W.ob_writes = calloc(WRITES_CAP, sizeof *W.ob_writes);
+    W.ob_commits = calloc(COMMITS_CAP, sizeof *W.ob_commits);
+    struct vsr_config cfg0 = node_cfg(0);
+    size_t arena = vsr_outbox_arena_size(&cfg0);
+    W.ob_arena = malloc(arena);
+    vsr_outbox_init(&W.ob, W.ob_msgs, MSGS_CAP, W.ob_writes, WRITES_CAP, W.ob_commits, COMMITS_CAP,
+                    W.ob_arena, arena);
+    for (int c = 0; c < W.nclients; c++) {
+        W.clients[c].id = 1000 + (uint64_t)c;
+        W.clients[c].request = 1;
+    }
+    for (int i = 0; i < W.n; i++)
+        node_start(i, 1);
+}
+
+/* The primary of the newest view (an isolated old primary may still think
+ * it is one), or -1. */
+static int sc_primary(void)
+{
+    int p = -1;
+    for (int i = 0; i < W.n; i++)
+        if (W.nodes[i].up && vsr_is_primary(W.nodes[i].core) &&
+            (p < 0 || vsr_view(W.nodes[i].core) > vsr_view(W.nodes[p].core)))
+            p = i;
+    return p;
+}
+
+static uint64_t sc_replies(void)
+{
+    uint64_t n = 0;
+    for (int c = 0; c < W.nclients; c++)
+        n += W.clients[c].replies;
+    return n;
+}
+
+/* Cuts (or heals) the links between a and b, both ways or only a -> b. */
+static void sc_cut(int a, int b, int both, uint8_t on)
+{
+    W.part[a][b] = on;
+    if (both)
+        W.part[b][a] = on;
+}
+
+/* A crash as verityd's peers see it: what the replica sent before it died
+ * arrives (TCP delivers it before the EOF), then the link-lost hint. */
+static void sc_crash(int i)
+{
+    node_crash(i);
+    for (int t = 0; t < 4 && !W.fail[0]; t++) /* net delay is 1-3 ticks */
+        step_tick();
+    for (int j = 0; j < W.n; j++)
+        if (j != i && W.nodes[j].up) {
+            vsr_on_peer_lost(W.nodes[j].core, (uint8_t)i, &W.ob);
+            drain(j);
+        }
+}
+
+/* Runs `ticks` ticks; returns the first tick at which any running replica
+ * is in a view other than v (0: none), or stops early at a failure. */
+static uint64_t sc_run_same_view(uint64_t ticks, uint64_t v)
+{
+    uint64_t end = W.now + ticks, moved = 0;
+    while (W.now < end && !W.fail[0]) {
+        step_tick();
+        for (int i = 0; i < W.n && !moved; i++)
+            if (W.nodes[i].up && vsr_view(W.nodes[i].core) != v)
+                moved = W.now;
+    }
+    return moved;
+}
+
+/* Runs until a replica is primary of a view above v and the clients got a
+ * new reply from it; returns the ticks until that primary served
+ * (UINT64_MAX: not both within `ticks`). */
+static uint64_t sc_run_until_new_primary(uint64_t ticks, uint64_t v)
+{
+    uint64_t t0 = W.now, r0 = 0, at = UINT64_MAX;
+    while (W.now < t0 + ticks && !W.fail[0]) {
+        step_tick();
+        int p = sc_primary();
+        if (at == UINT64_MAX && p >= 0 && vsr_view(W.nodes[p].core) > v) {
+            at = W.now - t0;
+            r0 = sc_replies();
+        }
+        if (at != UINT64_MAX && sc_replies() > r0)
+            return at;
+    }
+    return UINT64_MAX;
+}
+
+/* Runs until replica i is a NORMAL backup of view v with the primary's
+ * commit applied; returns the ticks (UINT64_MAX: not within `ticks`). */
+static uint64_t sc_run_until_caught_up(int i, uint64_t v, uint64_t ticks)
+{
+    uint64_t t0 = W.now;
+    while (W.now < t0 + ticks && !W.fail[0]) {
+        step_tick();
+        int p = sc_primary();
+        struct vsr *c = W.nodes[i].core;
+        if (p >= 0 && p != i && W.nodes[i].up && vsr_status(c) == VSR_NORMAL &&
+            vsr_view(c) == v && vsr_view(W.nodes[p].core) == v &&
+            vsr_commit_min(c) + 2 * PIPELINE >= vsr_commit_min(W.nodes[p].core))
+            return W.now - t0;
+    }
+    return UINT64_MAX;
+}
+
+enum sc_kind {
+    SC_RESTART_LATE_LINKS, /* a backup restarts; its links to the primary come back late */
+    SC_BACKUP_CUT,         /* a backup cut from the primary only (both ways) */
+    SC_BACKUP_DEAF,        /* a backup hears nothing from the primary (one way) */
+    SC_MINORITY_CUT,       /* 5 replicas: two backups cut from the primary */
+    SC_PRIMARY_DEAD,       /* the primary crashes (peers get the lost-link hint) */
+    SC_PRIMARY_ISOLATED,   /* the primary cut from everyone (no hint) */
+    SC_MAJORITY_CUT,       /* 5 replicas: three backups cut from the primary */
+    SC_COUNT
+};
+static const char *const sc_names[SC_COUNT] = {
+    "restart-late-links", "backup-cut", "backup-deaf", "minority-cut",
+    "primary-dead", "primary-isolated", "majority-cut"};
+
+static uint64_t sc_stat_max[SC_COUNT], sc_stat_sum[SC_COUNT], sc_stat_n[SC_COUNT];
+
+/* One scenario on one seed: 0 when it holds. `victim` picks the backup. */
+static int run_scenario(enum sc_kind k, int n, uint64_t seed, int victim)
+{
+    sc_init(seed, n);
+    /* settle: a primary serves and the clients get replies */
+    uint64_t r0 = sc_replies();
+    while (W.now < 400 && !W.fail[0] && (sc_primary() < 0 || sc_replies() < r0 + 10))
+        step_tick();
+    int p = sc_primary();
+    int rc = 0;
+    if (p < 0 || W.fail[0]) {
+        failf("%s: no primary serving after %" PRIu64 " ticks (%" PRIu64 ")", "scenario", W.now,
+              0);
+        goto out;
+    }
+    for (int t = 0; t < 50 && !W.fail[0]; t++)
+        step_tick(); /* some ops in flight and applied everywhere */
+    uint64_t v = vsr_view(W.nodes[p].core);
+    int b = (p + 1 + victim % (n - 1)) % n; /* a backup */
+    uint64_t hold = 6 * SC_TIMEOUT;         /* longer than any staggered timeout */
+    uint64_t took = 0, moved = 0;
+    switch (k) {
+    case SC_RESTART_LATE_LINKS:
+        sc_crash(b);
+        moved = sc_run_same_view(50, v);
+        sc_cut(b, p, 1, 1);
+        node_start(b, 0);
+        if (!moved)
+            moved = sc_run_same_view(hold, v);
+        sc_cut(b, p, 1, 0);
+        break;
+    case SC_BACKUP_CUT:
+    case SC_BACKUP_DEAF:
+        sc_cut(p, b, k == SC_BACKUP_CUT, 1);
+        moved = sc_run_same_view(hold, v);
+        sc_cut(p, b, 1, 0);
+        break;
+    case SC_MINORITY_CUT: {
+        int b2 = (b + 1) % n == p ? (b + 2) % n : (b + 1) % n;
+        sc_cut(p, b, 1, 1);
+        sc_cut(p, b2, 1, 1);
+        moved = sc_run_same_view(hold, v);
+        memset(W.part, 0, sizeof W.part);
+        break;
+    }
+    case SC_PRIMARY_DEAD:
+        sc_crash(p);
+        took = sc_run_until_new_primary(hold, v);
+        break;
+    case SC_PRIMARY_ISOLATED:
+        for (int j = 0; j < n; j++)
+            if (j != p)
+                sc_cut(p, j, 1, 1);
+        took = sc_run_until_new_primary(hold, v);
+        memset(W.part, 0, sizeof W.part);
+        break;
+    case SC_MAJORITY_CUT:
+        for (int j = 0, c = 0; j < n && c < 3; j++)
+            if (j != p && j != (p + 1) % n) {
+                sc_cut(p, j, 1, 1);
+                c++;
+            }
+        took = sc_run_until_new_primary(hold, v);
+        memset(W.part, 0, sizeof W.part);
+        break;
+    default:
+        break;
+    }
+    if (W.fail[0])
+        goto out;
+    if (k <= SC_MINORITY_CUT) {
+        if (moved) {
+            failf("%s: the view changed (tick %" PRIu64 ") although the primary kept a "
+                  "majority (view %" PRIu64 ")",
+                  "stickiness", moved, v);
+            goto out;
+        }
+        /* healed: the backup follows the same primary again */
+        took = sc_run_until_caught_up(b, v, 10 * SC_TIMEOUT);
+        if (took == UINT64_MAX || sc_primary() != p)
+            failf("%s: replica %" PRIu64 " not back as a backup of view %" PRIu64
+                  " after the links healed",
+                  "liveness", (uint64_t)b, v);
+    } else {
+        /* The bound: the staggered timeout of the slowest backup, a view
+         * change (a few round trips and superblock writes) and a reply. */
+        uint64_t bound = 2 * SC_TIMEOUT + (uint64_t)n * 10;
+        if (took == UINT64_MAX || took > bound)
+            failf("%s: no new primary serving within %" PRIu64 " ticks (view %" PRIu64 ")",
+                  "failover", bound, v);
+        else {
+            /* the old primary (back, or reachable again) follows the new view */
+            if (k == SC_PRIMARY_DEAD)
+                node_start(p, 0);
+            int np = sc_primary();
+            uint64_t nv = vsr_view(W.nodes[np].core);
+            if (!W.fail[0] && sc_run_until_caught_up(p, nv, 10 * SC_TIMEOUT) == UINT64_MAX &&
+                sc_primary() >= 0)
+                failf("%s: the old primary %" PRIu64 " does not follow view %" PRIu64,
+                      "liveness", (uint64_t)p, vsr_view(W.nodes[sc_primary()].core));
+        }
+    }
+    if (!W.fail[0] && took != UINT64_MAX) {
+        sc_stat_sum[k] += took;
+        sc_stat_n[k]++;
+        if (took > sc_stat_max[k])
+            sc_stat_max[k] = took;
+    }
+out:
+    rc = W.fail[0] != 0;
+    if (rc) {
+        fprintf(stderr, "FAIL scenario %s replicas=%d seed=%" PRIu64 " victim=%d: %s\n",
+                sc_names[k], n, seed, victim, W.fail);
+        for (int i = 0; i < W.n; i++)
+            if (W.nodes[i].core)
+                fprintf(stderr, "  replica %d %s view %" PRIu64 " log_view %" PRIu64
+                        " commit_min %" PRIu64 "\n",
+                        i, vsr_status_name(vsr_status(W.nodes[i].core)),
+                        vsr_view(W.nodes[i].core), vsr_log_view(W.nodes[i].core),
+                        vsr_commit_min(W.nodes[i].core));
+            else
+                fprintf(stderr, "  replica %d down\n", i);
+    }
+    world_free();
+    return rc;
+}
+
+/* Every scenario on `seeds` seeds, each victim backup. Returns failures. */
+static int run_scenarios(uint64_t start, uint64_t seeds, int only)
+{
+    int failed = 0;
+    for (int k = 0; k < SC_COUNT; k++) {
+        if (only >= 0 && k != only)
+            continue;
+        for (int n = 3; n <= 5; n += 2) {
+            if ((k == SC_MINORITY_CUT || k == SC_MAJORITY_CUT) && n != 5)
+                continue;
+            int fails = 0, runs = 0;
+            for (uint64_t s = start; s < start + seeds; s++)
+                for (int victim = 0; victim < n - 1; victim++) {
+                    if (k >= SC_PRIMARY_DEAD && victim > 0)
+                        break; /* no backup to choose */
+                    fails += run_scenario((enum sc_kind)k, n, s, victim);
+                    runs++;
+                }
+            printf("scenario %-19s replicas %d: %d of %d runs failed", sc_names[k], n, fails,
+                   runs);
+            if (sc_stat_n[k])
+                printf("  (%s ticks: mean %.1f, max %" PRIu64 ")",
+                       k <= SC_MINORITY_CUT ? "rejoin" : "failover",
+                       (double)sc_stat_sum[k] / (double)sc_stat_n[k], sc_stat_max[k]);
+            printf("\n");
+            sc_stat_sum[k] = sc_stat_n[k] = sc_stat_max[k] = 0;
+            failed += fails;
+        }
+    }
+    return failed;
+}
+
 /* Seeds that once failed and were fixed (docs/REPLICATION.md, "Long run"):
  * `--regressions` replays each of them; make test-sim runs it. */
 static const uint64_t regression_seeds[] = {
@@ -977,7 +1283,10 @@ static const uint64_t regression_seeds[] = {
     19170, 19174, 19601, 19942,
     /* found while fixing those (liveness), and 23770 (a single replica
      * divided by zero asking nobody for a repair) */
-    31, 2160, 2830, 3218, 3664, 6444, 9190, 9770, 10071, 21101, 23366, 23770};
+    31, 2160, 2830, 3218, 3664, 6444, 9190, 9770, 10071, 21101, 23366, 23770,
+    /* leader stickiness, first version (liveness: a replica stranded in a
+     * newer view next to a primary that ignored its pre-votes) */
+    378, 412, 914};
 
 static void usage(FILE *f)
 {
@@ -987,6 +1296,8 @@ static void usage(FILE *f)
             "  --start S       first seed (default 1)\n"
             "  --seed S        run exactly seed S (replay)\n"
             "  --regressions   run the seeds that once failed (fixed since)\n"
+            "  --scenarios     deterministic leader-stickiness and failover scenarios\n"
+            "                  (SEEDS seeds each, from START; --scenario NAME: one)\n"
             "  --replicas N    1, 3 or 5 (default: drawn per seed)\n"
             "  --plant X       planted bug a|b|c|d|e (simulator self-test only)\n"
             "  --no-wipe       no wipe fault (a replica's whole disk lost, rejoin)\n"
@@ -1006,7 +1317,7 @@ int main(int argc, char **argv)
     uint64_t seeds = 1, start = 1, ticks = 0;
     int replicas = 0, json = 0, verbose = 0, expect_fail = 0, no_faults = 0, safety_only = 0;
     uint32_t plant = 0;
-    int regressions = 0;
+    int regressions = 0, scenarios = 0, scenario_only = -1;
     char plant_name[4] = "";
     static const struct option opts[] = {
         {"seeds", 1, 0, 'n'},       {"start", 1, 0, 's'},   {"seed", 1, 0, 'S'},
@@ -1014,7 +1325,7 @@ int main(int argc, char **argv)
         {"no-faults", 0, 0, 'z'},   {"ticks", 1, 0, 't'},   {"json", 0, 0, 'j'},
         {"verbose", 0, 0, 'v'},     {"help", 0, 0, 'h'},    {"version", 0, 0, 'V'},
         {"safety-only", 0, 0, 'y'}, {"clients", 1, 0, 'c'},   {"regressions", 0, 0, 'R'},
-        {"no-wipe", 0, 0, 'W'},
+        {"no-wipe", 0, 0, 'W'},     {"scenarios", 0, 0, 'X'}, {"scenario", 1, 0, 'x'},
         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1048,6 +1359,19 @@ int main(int argc, char **argv)
             break;
         case 'W':
             g_no_wipe = 1;
+            break;
+        case 'X':
+            scenarios = 1;
+            break;
+        case 'x':
+            scenarios = 1;
+            for (scenario_only = 0; scenario_only < SC_COUNT; scenario_only++)
+                if (strcmp(optarg, sc_names[scenario_only]) == 0)
+                    break;
+            if (scenario_only == SC_COUNT) {
+                fprintf(stderr, "vsr_sim: unknown scenario %s\n", optarg);
+                return 2;
+            }
             break;
         case 'y':
             safety_only = 1;
@@ -1092,6 +1416,13 @@ int main(int argc, char **argv)
     memset(&total, 0, sizeof total);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (scenarios) {
+        int sf = run_scenarios(start, seeds, scenario_only);
+        EVP_MD_CTX_free(md);
+        if (sf)
+            fprintf(stderr, "vsr_sim: %d scenario runs failed\n", sf);
+        return sf ? 1 : 0;
+    }
     uint64_t failed = 0, first_fail = 0;
     size_t nreg = sizeof regression_seeds / sizeof regression_seeds[0];
     if (regressions)
