@@ -306,6 +306,12 @@ static int16_t kf_convert(struct kafka *k, struct kfout *o, uint64_t skip, struc
  * than half of it, the first half is read ahead), let go when the last
  * Kafka connection closes. */
 
+/* Stored bytes converted per read-ahead step: about 0.1-0.2 ms of the event
+ * loop, so a Fetch arriving during a read-ahead waits at most that long. */
+#define KRA_STEP (256u << 10)
+
+static void kra_step_arm(struct kafka *k);
+
 static struct kra_slot *kra_find(struct kafka *k, const struct partition *p, uint64_t from)
 {
     for (size_t i = 0; i < KRA_SLOTS; i++)
@@ -349,6 +355,7 @@ static int16_t kf_write_records(struct kafka *k, struct kfout *o, struct kw *w)
             kw_raw(w, sl->buf, n);
         sl->part = NULL; /* used: free for the next range */
         sl->len = 0;
+        sl->more = false;
         if (w->err) {
             w->err = 0;
             w->len = mark;
@@ -416,14 +423,15 @@ static void kra_fill(struct kafka *k, const struct kra_want *x)
     if (x->from >= hw || x->from < info.start_offset)
         return; /* nothing stable to convert yet (a long-poll will wait for it) */
     struct kfout o = {.part = p};
-    if (vlog_read(p->log, x->from, hw, max, o.spans, KSPANS, &o.n_spans) || o.n_spans == 0) {
+    uint64_t step = max < KRA_STEP ? max : KRA_STEP; /* the rest in later steps */
+    if (vlog_read(p->log, x->from, hw, step, o.spans, KSPANS, &o.n_spans) || o.n_spans == 0) {
         vlog_spans_close(o.spans, o.n_spans);
         return;
     }
     for (size_t s = 0; s < o.n_spans; s++)
         o.used += o.spans[s].length;
     uint64_t from = o.spans[0].base_offset;
-    size_t need = (size_t)o.used + 64;
+    size_t need = (size_t)(o.used > max ? o.used : max) + 64; /* room for every step */
     if (o.used > limit / 2 || kra_find(k, p, from)) {
         kfout_close(&o);
         return;
@@ -449,6 +457,7 @@ static void kra_fill(struct kafka *k, const struct kra_want *x)
     }
     sl->part = NULL;
     sl->len = 0;
+    sl->more = false;
     while (kra_cap_others(k, sl) + need > limit) {
         struct kra_slot *v = NULL; /* free slots' buffers go first, then the oldest */
         for (size_t i = 0; i < KRA_SLOTS; i++) {
@@ -485,8 +494,84 @@ static void kra_fill(struct kafka *k, const struct kra_want *x)
     sl->from = from;
     sl->to = o.spans[o.n_spans - 1].end_offset;
     sl->stored = o.used;
+    sl->want = max;
+    sl->more = sl->stored < max && sl->to < hw;
     sl->tick = ++k->ra_tick;
     kfout_close(&o);
+    if (sl->more)
+        kra_step_arm(k);
+}
+
+/* Extends slot sl by one step (KRA_STEP stored bytes, at least one batch):
+ * false when it is complete or cannot go on (it stays usable as it is). */
+static bool kra_extend(struct kafka *k, struct kra_slot *sl)
+{
+    struct partition *p = sl->part;
+    if (!p || !p->log || sl->stored >= sl->want)
+        return false;
+    uint64_t hw = part_hw(p);
+    if (sl->to >= hw)
+        return false;
+    uint64_t left = sl->want - sl->stored;
+    struct kfout o = {.part = p};
+    if (vlog_read(p->log, sl->to, hw, left < KRA_STEP ? left : KRA_STEP, o.spans, KSPANS,
+                  &o.n_spans) || o.n_spans == 0 || o.spans[0].base_offset != sl->to) {
+        kfout_close(&o);
+        return false;
+    }
+    for (size_t s = 0; s < o.n_spans; s++)
+        o.used += o.spans[s].length;
+    if (sl->stored + o.used > sl->want) { /* a batch past this range's budget */
+        kfout_close(&o);
+        return false;
+    }
+    struct kw w = {sl->buf, sl->len, sl->cap, 0};
+    int16_t err = kf_convert(k, &o, 0, &w, sl->len);
+    /* the buffer may have moved even when the conversion failed */
+    sl->buf = w.buf;
+    sl->cap = w.cap;
+    if (err || kra_cap_others(k, sl) + sl->cap > k->b->cfg.kafka_readahead_bytes) {
+        if (err) {
+            kfout_close(&o);
+            return false;
+        }
+        kfout_close(&o);
+        kra_slot_free(sl); /* grown past the cap: dropped */
+        return false;
+    }
+    sl->len = w.len;
+    sl->to = o.spans[o.n_spans - 1].end_offset;
+    sl->stored += o.used;
+    kfout_close(&o);
+    return sl->stored < sl->want && sl->to < hw;
+}
+
+/* One step for every slot still being converted; the loop serves the
+ * connections between steps, so a Fetch that arrives meanwhile is answered
+ * at once (from the part converted so far, converting the rest itself). */
+static void kra_step_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct kafka *k = arg;
+    bool again = false;
+    for (size_t i = 0; i < KRA_SLOTS; i++) {
+        struct kra_slot *sl = &k->ra[i];
+        if (!sl->part || !sl->more)
+            continue;
+        sl->more = !k->b->stopping && kra_extend(k, sl);
+        again = again || sl->more;
+    }
+    if (again)
+        kra_step_arm(k);
+}
+
+static void kra_step_arm(struct kafka *k)
+{
+    if (!k->ra_step_ev && !(k->ra_step_ev = evtimer_new(k->b->base, kra_step_cb, k)))
+        return; /* no steps: the Fetch converts the rest */
+    struct timeval tv = {0, 0}; /* after the loop has looked at the sockets */
+    evtimer_add(k->ra_step_ev, &tv);
 }
 
 void kra_run(struct kconn *c)
@@ -511,6 +596,7 @@ void kra_part_gone(struct kafka *k, struct partition *p)
         if (k->ra[i].part == p) {
             k->ra[i].part = NULL;
             k->ra[i].len = 0;
+            k->ra[i].more = false;
         }
     struct kconn *c;
     TAILQ_FOREACH(c, &k->conns, link)
@@ -523,6 +609,9 @@ void kra_release(struct kafka *k)
 {
     for (size_t i = 0; i < KRA_SLOTS; i++)
         kra_slot_free(&k->ra[i]);
+    if (k->ra_step_ev)
+        event_free(k->ra_step_ev);
+    k->ra_step_ev = NULL;
 }
 
 static void kf_respond(struct kfetch *kf, struct kfout *out, uint64_t stored)

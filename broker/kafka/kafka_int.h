@@ -90,6 +90,8 @@ struct kra_slot {
     uint64_t from;          /* base offset of the first batch converted */
     uint64_t to;            /* offset after the last one */
     uint64_t stored;        /* their stored bytes */
+    uint64_t want;          /* stored bytes the whole range holds at most */
+    bool more;              /* converted in steps: the next step extends it */
     uint8_t *buf;           /* the Kafka record batches, back to back */
     size_t len, cap;
     uint64_t tick; /* last use (least recently used goes first) */
@@ -118,6 +120,7 @@ struct kafka {
     struct event *retry_ev;  /* retries connections waiting for the frame budget */
     struct kra_slot ra[KRA_SLOTS];
     uint64_t ra_tick;
+    struct event *ra_step_ev; /* the next read-ahead step (a zero timer) */
     uint64_t ra_hits, ra_misses; /* Fetch partitions served from a slot / converted then */
 };
 

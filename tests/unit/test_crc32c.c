@@ -78,6 +78,14 @@ static void test_hw_equals_sw_on_random_buffers(void)
             uint32_t seed = (uint32_t)rng();
             CU_ASSERT_EQUAL_FATAL(crc32c_sw(seed, buf + align, len), other(seed, buf + align, len));
         }
+    /* Around the hardware path's three-block rounds (3 x 4096 bytes). */
+    static const size_t edges[] = {12287, 12288, 12289, 12295, 24575, 24576, 24583, 36871};
+    for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++)
+        for (size_t align = 0; align < 9; align++) {
+            uint32_t seed = (uint32_t)rng();
+            CU_ASSERT_EQUAL_FATAL(crc32c_sw(seed, buf + align, edges[e]),
+                                  other(seed, buf + align, edges[e]));
+        }
     int rounds = quick() ? 50 : 500;
     for (int i = 0; i < rounds; i++) {
         size_t align = rng() % 16, len = rng() % CAP;
