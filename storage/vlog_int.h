@@ -95,12 +95,15 @@ struct vlog {
 
     /* The zero-filled region ahead of the active segment's end (vlog_zero.c).
      * zero_mu is held by whoever writes zeros, writes a batch past zero_end,
-     * or cuts or switches the active file; the fields below it are guarded
-     * by mu. */
+     * or cuts or switches the active file; zero_sync_mu by the zero thread
+     * across its fdatasync and by cuts and rolls (after zero_mu), never by
+     * an append. The fields below them are guarded by mu. */
     pthread_mutex_t zero_mu;
+    pthread_mutex_t zero_sync_mu;
     pthread_cond_t zero_cond;    /* wakes the zero thread */
     uint64_t zero_end;           /* bytes [wpos, zero_end) of the active file are
-                                  * zero (atomic reads by the owner) */
+                                  * zero, written (synced soon after; atomic
+                                  * reads by the owner) */
     uint64_t zero_wpos;          /* the active segment's size (its end position) */
     bool zero_want;              /* the owner asks for more */
     bool zero_failed;            /* a zero write failed: none more in this segment */
@@ -179,7 +182,8 @@ void vl_fdc_make_room(void);
  * the wanted region is left.
  * vl_zero_stop: joins the thread (close, abandon).
  * vl_zero_cut: the active file is about to be cut, truncated or rolled:
- * takes zero_mu (no zero write is in flight after it); vl_zero_cut_done(log,
+ * takes zero_mu and zero_sync_mu (no zero write or sync is in flight after
+ * it); vl_zero_cut_done(log,
  * end) releases it with the active file's new length, which is also the
  * active segment's size (the region is refilled after the next append). */
 int vl_zero_init(struct vlog *log);

@@ -11,7 +11,7 @@
  * first append that wants it) writes zeros past the region's end in chunks
  * of ZERO_CHUNK and fdatasyncs each, off the owner's path; the owner only
  * waits when a batch would pass the region's end, and then only for the
- * chunk in flight.
+ * write (into the page cache) of the chunk in flight, never for its sync.
  *
  * Region size: it grows with the segment (at least ZERO_MIN, at most
  * cfg.prealloc_bytes ahead, never past segment_bytes), so a small or idle
@@ -50,8 +50,13 @@ int vl_zero_init(struct vlog *log)
     int rc = pthread_mutex_init(&log->zero_mu, NULL);
     if (rc)
         return -rc;
+    if ((rc = pthread_mutex_init(&log->zero_sync_mu, NULL))) {
+        pthread_mutex_destroy(&log->zero_mu);
+        return -rc;
+    }
     if ((rc = pthread_cond_init(&log->zero_cond, NULL))) {
         pthread_mutex_destroy(&log->zero_mu);
+        pthread_mutex_destroy(&log->zero_sync_mu);
         return -rc;
     }
     return 0;
@@ -60,6 +65,7 @@ int vl_zero_init(struct vlog *log)
 void vl_zero_deinit(struct vlog *log)
 {
     pthread_mutex_destroy(&log->zero_mu);
+    pthread_mutex_destroy(&log->zero_sync_mu);
     pthread_cond_destroy(&log->zero_cond);
 }
 
@@ -106,16 +112,23 @@ static void zero_fill(struct vlog *log)
                  from, verity_errname(rc));
             return;
         }
-        if ((rc = log->io->fdatasync(log->io->ctx, fd))) {
-            pthread_mutex_unlock(&log->zero_mu);
-            vl_set_error(log, rc);
-            return;
-        }
+        /* The zeros are in place (page cache): appends may use them now.
+         * Until the sync below ends, an append's own fdatasync carries them
+         * (and the size change) to disk, as without preallocation. The
+         * owner never waits for this sync; cuts and rolls do (zero_sync_mu),
+         * so fd stays this segment's descriptor until it returns. */
         pthread_mutex_lock(&log->mu);
         VERITY_VERIFY(from + n > log->zero_end);
         __atomic_store_n(&log->zero_end, from + n, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&log->mu);
+        pthread_mutex_lock(&log->zero_sync_mu);
         pthread_mutex_unlock(&log->zero_mu);
+        rc = log->io->fdatasync(log->io->ctx, fd);
+        pthread_mutex_unlock(&log->zero_sync_mu);
+        if (rc) {
+            vl_set_error(log, rc);
+            return;
+        }
     }
 }
 
@@ -199,6 +212,7 @@ bool vl_zero_enter(struct vlog *log, uint64_t end)
 void vl_zero_cut(struct vlog *log)
 {
     pthread_mutex_lock(&log->zero_mu);
+    pthread_mutex_lock(&log->zero_sync_mu);
 }
 
 void vl_zero_cut_done(struct vlog *log, uint64_t file_end)
@@ -208,6 +222,7 @@ void vl_zero_cut_done(struct vlog *log, uint64_t file_end)
     __atomic_store_n(&log->zero_end, file_end, __ATOMIC_RELEASE);
     log->zero_failed = false;
     pthread_mutex_unlock(&log->mu);
+    pthread_mutex_unlock(&log->zero_sync_mu);
     pthread_mutex_unlock(&log->zero_mu);
 }
 
