@@ -547,6 +547,8 @@ static void log_free(struct vlog *log)
 {
     if (!log)
         return;
+    /* A failed open may have started it (the recovery record's append). */
+    vl_zero_stop(log);
     for (size_t i = 0; i < log->nsegs; i++)
         vl_seg_free(log, log->segs[i]);
     free(log->segs);
