@@ -103,6 +103,8 @@ static const struct key keys[] = {
      "group commit: longest wait for an fdatasync"},
     {"group_bytes_max", K_U64, F(group_bytes_max), 0, 1, 1ll << 32,
      "group commit: sync once this much is pending"},
+    {"log_prealloc_bytes", K_U64, F(log_prealloc_bytes), 0, 0, 1ll << 30,
+     "zero-filled region kept ahead of each log's active segment (0 = off)"},
     {"checkpoint_records", K_U32, F(checkpoint_records), 0, 0, UINT32_MAX,
      "signed checkpoint every N records (0 = only at close)"},
     {"checkpoint_interval_ms", K_U32, F(checkpoint_interval_ms), 0, 0, 86400000,
@@ -208,6 +210,7 @@ void bcfg_default(struct broker_config *c)
     c->group_delay_us = 2000;
     c->group_bytes_max = 1u << 20;
     c->checkpoint_records = 10000;
+    c->log_prealloc_bytes = 4u << 20;
     c->checkpoint_interval_ms = 30000;
     c->retention_check_ms = 60000;
     c->http_timeout_s = 30;

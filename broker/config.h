@@ -90,6 +90,7 @@ struct broker_config {
     uint32_t group_delay_us;
     uint64_t group_bytes_max;
     uint32_t checkpoint_records;
+    uint64_t log_prealloc_bytes; /* zero tail ahead of each active segment (0 = off) */
     uint32_t checkpoint_interval_ms; /* a checkpoint at least this often while appends come */
     uint32_t retention_check_ms;
     uint32_t trace_sample; /* trace every Nth produce's path (broker/trace.h); 0 = off */

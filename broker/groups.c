@@ -734,6 +734,7 @@ int groups_open(struct broker *b)
     vc.segment_bytes = GROUPS_SEGMENT_BYTES;
     vc.io = b->cfg.io;
     vc.checkpoint_records = b->cfg.checkpoint_records;
+    vc.prealloc_bytes = b->cfg.log_prealloc_bytes;
     gs->repl = b->cluster != NULL;
     if (gs->repl) {
         /* a cluster: the log holds committed records only; its durability

@@ -863,6 +863,7 @@ int meta_open(struct broker *b)
     vc.durability = VLOG_DURABILITY_GROUP;
     vc.group_delay_us = 0;
     vc.segment_bytes = 64u << 20;
+    vc.prealloc_bytes = b->cfg.log_prealloc_bytes;
     vc.checkpoint_records = cluster_on(b) ? 0 : 1000; /* cluster: cut back to the applied end */
     vc.signing_key = b->signing_key;
     vc.io = b->cfg.io;

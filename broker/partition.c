@@ -269,6 +269,7 @@ void part_vlog_config(const struct broker *b, const struct topic_cfg *tc, struct
     vc->retention_ms = tc->retention_ms > 0 ? tc->retention_ms : 0;
     vc->retention_bytes = tc->retention_bytes > 0 ? (uint64_t)tc->retention_bytes : 0;
     vc->checkpoint_records = b->cfg.checkpoint_records;
+    vc->prealloc_bytes = b->cfg.log_prealloc_bytes;
     vc->signing_key = b->signing_key;
     vc->io = b->cfg.io;
 }

@@ -168,6 +168,7 @@ int verify_reader_open(struct verify_reader *r, const char *dir, const struct ve
     r->start = r->end = 0;
     r->file_pos = r->file_size = 0;
     r->torn = false;
+    r->zero_tail = 0;
     int n = snprintf(path, sizeof path, "%s/%s", dir, seg->name);
     if (n < 0 || (size_t)n >= sizeof path)
         return -ENAMETOOLONG;
@@ -217,6 +218,29 @@ static int reader_fill(struct verify_reader *r, size_t want)
     return 0;
 }
 
+/* True when every byte from buf[start] to the end of the file is zero.
+ * Reads past the buffer with its own small reads; consumes nothing. */
+static bool rest_is_zero(struct verify_reader *r)
+{
+    static const uint8_t zero[4096];
+    for (size_t i = r->start; i < r->end; i++)
+        if (r->buf[i])
+            return false;
+    uint8_t tmp[4096];
+    for (uint64_t pos = r->file_pos; pos < r->file_size;) {
+        size_t n = r->file_size - pos < sizeof tmp ? (size_t)(r->file_size - pos) : sizeof tmp;
+        ssize_t got = r->io->pread(r->io->ctx, r->fd, tmp, n, (off_t)pos);
+        if (got == -EINTR)
+            continue;
+        if (got <= 0)
+            return got == 0; /* shrank under us: its end; a read error is not zero */
+        if (memcmp(tmp, zero, (size_t)got) != 0)
+            return false;
+        pos += (uint64_t)got;
+    }
+    return true;
+}
+
 int verify_reader_next(struct verify_reader *r, const uint8_t **batch, size_t *len,
                        uint64_t *position)
 {
@@ -229,6 +253,16 @@ int verify_reader_next(struct verify_reader *r, const uint8_t **batch, size_t *l
     size_t avail = r->end - r->start;
     if (avail == 0)
         return 0;
+    size_t head = avail < BATCH_HDR_SIZE ? avail : BATCH_HDR_SIZE;
+    bool zero_head = true;
+    for (size_t i = 0; i < head && zero_head; i++)
+        zero_head = r->buf[r->start + i] == 0;
+    if (zero_head && rest_is_zero(r)) {
+        r->zero_tail = r->file_size - *position;
+        r->start = r->end;
+        r->file_pos = r->file_size;
+        return 0;
+    }
     if (avail < BATCH_HDR_SIZE) {
         r->torn = true;
         return VERITY_ECORRUPT;
@@ -541,6 +575,11 @@ static int check_segment(struct vstate *st, struct verify_reader *r,
     }
     if (rc < 0)
         return check_header_error(st, rc, r, position, last);
+    if (r->zero_tail && !last)
+        return finding(st, VERITY_ECORRUPT, position,
+                       "segment is not the last but ends in %" PRIu64
+                       " zero bytes (only the active segment has a zero tail)",
+                       r->zero_tail);
     return 0;
 }
 

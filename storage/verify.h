@@ -57,6 +57,7 @@ struct verify_reader {
     uint64_t file_size;       /* at open */
     uint64_t file_pos;        /* file position of buf[end] */
     bool torn;                /* set when the file ends inside a batch */
+    uint64_t zero_tail;       /* zero bytes after the last batch (docs/FORMAT.md) */
 };
 
 /* Allocates the buffer. io NULL = vio_posix. 0 or -ENOMEM. */
@@ -73,6 +74,11 @@ int verify_reader_open(struct verify_reader *r, const char *dir, const struct ve
  * decode (batch_hdr_decode), VERITY_ECORRUPT with r->torn set when the file
  * ends inside a header or batch, -errno on a read error. *position is set
  * on errors too. Only the header is checked here, not the CRC or records.
+ * The zero tail (docs/FORMAT.md "Preallocated tail"): when the header bytes
+ * at a batch position are all zero and so is every byte from there to the
+ * end of the file, that is the clean end (0), with r->zero_tail set to the
+ * count of those bytes. Zero header bytes followed by any nonzero byte are
+ * not an end: the header fails to decode (VERITY_ECORRUPT).
  */
 int verify_reader_next(struct verify_reader *r, const uint8_t **batch, size_t *len,
                        uint64_t *position) __attribute__((warn_unused_result));

@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "storage/batch.h"
@@ -70,9 +71,10 @@ void vlog_config_default(struct vlog_config *cfg)
     cfg->segment_ms = 7ll * 24 * 3600 * 1000;
     cfg->index_interval_bytes = 4096;
     cfg->checkpoint_records = 10000;
+    cfg->prealloc_bytes = 4u << 20;
 }
 
-static void set_error(struct vlog *log, int err)
+void vl_set_error(struct vlog *log, int err)
 {
     pthread_mutex_lock(&log->mu);
     if (log->error == 0) {
@@ -149,7 +151,7 @@ static int sync_once(struct vlog *log)
     pthread_mutex_unlock(&log->mu);
     pthread_mutex_unlock(&log->sync_mu);
     if (rc) {
-        set_error(log, rc);
+        vl_set_error(log, rc);
         return rc;
     }
     if (log->cfg.on_durable)
@@ -208,16 +210,42 @@ static void *commit_thread(void *arg)
     return NULL;
 }
 
+/* Cuts the active segment's file to its size when it is longer (the zero
+ * tail), and syncs the cut. Caller holds zero_mu (vl_zero_cut). */
+static int trim_active(struct vlog *log, struct seg *s)
+{
+    struct stat st;
+    int rc = log->io->fstat(log->io->ctx, s->fd, &st);
+    if (rc || (uint64_t)st.st_size == s->size)
+        return rc;
+    if ((rc = log->io->ftruncate(log->io->ctx, s->fd, (off_t)s->size)) ||
+        (rc = log->io->fdatasync(log->io->ctx, s->fd)))
+        vl_set_error(log, rc);
+    return rc;
+}
+
 /* Creates the segment that starts at end_offset and makes it active. The
- * old active segment is synced first, so a closed segment is always durable. */
+ * old active segment is synced and cut to its exact size first (its zero
+ * tail goes), so a closed segment is always durable, holds nothing past its
+ * last batch, and is byte-identical on every replica. */
 static int roll(struct vlog *log)
 {
     char path[PATH_MAX_LOG];
     struct seg *old = vl_active(log);
-    struct seg *s = vl_seg_new(log->end_offset);
     int rc;
-    if (!s)
+    vl_zero_cut(log);
+    /* Every policy syncs a segment before it is closed, so only the active
+     * segment can ever hold unsynced bytes. The cut is durable before the
+     * new segment's name can be: no closed segment ever has a zero tail. */
+    if ((old->size > 0 && (rc = sync_once(log))) || (rc = trim_active(log, old))) {
+        vl_zero_cut_done(log, old->size);
+        return rc;
+    }
+    struct seg *s = vl_seg_new(log->end_offset);
+    if (!s) {
+        vl_zero_cut_done(log, old->size);
         return -ENOMEM;
+    }
     s->data_records_base = log->data_records;
     vl_seg_path(log, s->base, ".log", path);
     s->fd = log->io->open(log->io->ctx, path, O_RDWR | O_CREAT | O_TRUNC, 0644);
@@ -239,10 +267,6 @@ static int roll(struct vlog *log)
         goto fail;
     if ((rc = vio_fsync_dir(log->io, log->dir)))
         goto fail;
-    /* Every policy syncs a segment before it is closed, so only the active
-     * segment can ever hold unsynced bytes. */
-    if (old->size > 0 && (rc = sync_once(log)))
-        goto fail;
     if ((rc = vl_segs_push(log, s)))
         goto fail;
     pthread_mutex_lock(&log->sync_mu);
@@ -250,6 +274,7 @@ static int roll(struct vlog *log)
     log->sync_fd = s->fd;
     pthread_mutex_unlock(&log->mu);
     pthread_mutex_unlock(&log->sync_mu);
+    vl_zero_cut_done(log, 0);
     vl_seg_unload_index(old);
     /* Closed and synced: nothing writes or syncs it again, so its descriptor
      * joins the cache (the newest closed segment is the likeliest read). */
@@ -257,8 +282,9 @@ static int roll(struct vlog *log)
     return 0;
 fail:
     vl_seg_free(log, s);
+    vl_zero_cut_done(log, old->size);
     if (rc == -EIO)
-        set_error(log, rc);
+        vl_set_error(log, rc);
     return rc;
 }
 
@@ -284,11 +310,19 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
     batch_set_base_offset(b, base);
     batch_chain_compute(log->chain, b, h->length, chain);
     batch_set_chain(b, chain);
+    /* Inside the zero region no lock is needed; past it, zero_mu keeps the
+     * zero thread off these bytes (vlog_zero.c). */
+    bool zero_locked = vl_zero_enter(log, pos + h->length);
     rc = vio_pwrite_all(log->io, s->fd, b, h->length, (off_t)pos);
     if (rc) {
+        /* The cut also drops the zero tail (refilled later): what a failed
+         * write left inside it must not stay there. */
+        if (!zero_locked)
+            vl_zero_cut(log);
         int trc = log->io->ftruncate(log->io->ctx, s->fd, (off_t)pos);
+        vl_zero_cut_done(log, pos);
         if (trc)
-            set_error(log, trc);
+            vl_set_error(log, trc);
         return rc;
     }
     bool control = (h->attributes & BATCH_ATTR_CONTROL) != 0;
@@ -312,6 +346,7 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
     VERITY_VERIFY(log_ok(log) && vl_seg_ok(s));
 
     pthread_mutex_lock(&log->mu);
+    log->zero_wpos = s->size;
     log->written_end = log->end_offset;
     if (log->pending_bytes == 0)
         log->pending_since_ns = clock_mono_ns();
@@ -327,6 +362,9 @@ static int append_batch(struct vlog *log, uint8_t *b, const struct batch_hdr *h,
      * mu, so it cannot miss it: it checks under mu before it waits. */
     if (log->cfg.durability == VLOG_DURABILITY_GROUP)
         pthread_cond_signal(&log->commit_cond);
+    if (zero_locked)
+        pthread_mutex_unlock(&log->zero_mu);
+    vl_zero_after_append(log, s);
 
     if (out) {
         out->base_offset = base;
@@ -509,12 +547,15 @@ static void log_free(struct vlog *log)
 {
     if (!log)
         return;
+    /* A failed open may have started it (the recovery record's append). */
+    vl_zero_stop(log);
     for (size_t i = 0; i < log->nsegs; i++)
         vl_seg_free(log, log->segs[i]);
     free(log->segs);
     vl_tree_close(log);
     batch_builder_deinit(&log->ctl);
     free(log->scan_buf);
+    vl_zero_deinit(log);
     pthread_mutex_destroy(&log->mu);
     pthread_mutex_destroy(&log->sync_mu);
     pthread_cond_destroy(&log->commit_cond);
@@ -532,6 +573,12 @@ int vlog_open(const char *dir, const struct vlog_config *cfg, int64_t now_ms, st
         return -ENOMEM;
     pthread_mutex_init(&log->mu, NULL);
     pthread_mutex_init(&log->sync_mu, NULL);
+    if ((rc = vl_zero_init(log))) {
+        pthread_mutex_destroy(&log->mu);
+        pthread_mutex_destroy(&log->sync_mu);
+        free(log);
+        return rc;
+    }
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -539,6 +586,8 @@ int vlog_open(const char *dir, const struct vlog_config *cfg, int64_t now_ms, st
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&log->durable_cond, NULL);
     log->cfg = *cfg;
+    if (cfg->read_only)
+        log->cfg.prealloc_bytes = 0;
     log->io = cfg->io ? cfg->io : &vio_posix;
     log->max_ts = INT64_MIN;
     log->sync_fd = -1;
@@ -567,6 +616,7 @@ int vlog_open(const char *dir, const struct vlog_config *cfg, int64_t now_ms, st
             log->max_ts = log->segs[i]->max_ts;
     log->written_end = log->synced_end = log->durable_end = log->end_offset;
     log->sync_fd = s->fd;
+    log->zero_wpos = s->size; /* zero_end: set by recovery */
     VERITY_VERIFY(log_ok(log));
     if (log->recovery.cut && !cfg->read_only && (rc = write_recovery_record(log, now_ms)))
         goto fail;
@@ -602,6 +652,7 @@ int vlog_close(struct vlog *log, int64_t now_ms)
     if (!log)
         return 0;
     stop_thread(log);
+    vl_zero_stop(log);
     if (!log->cfg.read_only && vlog_error(log) == 0) {
         if (!log->last_is_checkpoint && log->end_offset > 0)
             rc = vlog_checkpoint(log, now_ms);
@@ -610,6 +661,13 @@ int vlog_close(struct vlog *log, int64_t now_ms)
         int src = sync_once(log); /* a no-op when everything is synced */
         if (!rc)
             rc = src;
+        /* A cleanly closed log has no zero tail: its files are what an
+         * older build wrote, and replicas' files are byte-identical. */
+        if (!rc && vlog_error(log) == 0) {
+            vl_zero_cut(log);
+            rc = trim_active(log, vl_active(log));
+            vl_zero_cut_done(log, vl_active(log)->size);
+        }
     }
     if (!rc)
         rc = vlog_error(log);
@@ -622,6 +680,7 @@ void vlog_abandon(struct vlog *log)
     if (!log)
         return;
     stop_thread(log);
+    vl_zero_stop(log);
     log_free(log);
 }
 

@@ -52,6 +52,11 @@ struct vlog_config {
      * commit thread in group mode, else from the owner thread. May be NULL. */
     void (*on_durable)(void *arg, uint64_t durable_end);
     void *on_durable_arg;
+    /* Zero-filled region kept ahead of the active segment's end (docs/FORMAT.md
+     * "Preallocated tail"): appends then overwrite allocated, zeroed blocks
+     * and their fdatasync needs no file system journal commit. At most this
+     * many bytes ahead (4 MiB; 0 = off), written by a thread of the log. */
+    uint64_t prealloc_bytes;
     bool read_only;                /* open without recovery writes (verify, dump) */
     bool tree_off;                 /* no Merkle tree files (storage/merkle.h); default on */
     /* Signed checkpoints also carry the tree's C2SP note (record header

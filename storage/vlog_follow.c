@@ -113,6 +113,8 @@ int vlog_truncate_tail(struct vlog *log, uint64_t offset, uint64_t committed_end
     /* Durable first, so the cut is the only change in flight. */
     if ((rc = vlog_sync(log)))
         return rc;
+    /* The cut drops the zero tail too; it is refilled after the next append. */
+    vl_zero_cut(log);
     pthread_mutex_lock(&log->sync_mu);
     rc = log->io->ftruncate(log->io->ctx, s->fd, (off_t)pos);
     if (!rc)
@@ -123,9 +125,13 @@ int vlog_truncate_tail(struct vlog *log, uint64_t offset, uint64_t committed_end
             rc = idx_truncate(&s->tidx, idx_below(&s->tidx, pos, true));
     }
     if (rc) {
+        /* Where the file ends now is unknown: no zero region is assumed
+         * (a later roll or close trims the file to the segment's size). */
         pthread_mutex_unlock(&log->sync_mu);
+        vl_zero_cut_done(log, s->size);
         return rc; /* bytes beyond pos may or may not be gone: the caller retries */
     }
+    vl_zero_cut_done(log, pos);
     vl_scan_reset(log);
     s->size = pos;
     s->end = offset;

@@ -93,6 +93,24 @@ struct vlog {
     struct vlog_sync_stats stats;
     int64_t last_sync0_ns, last_sync1_ns; /* the newest fdatasync (under mu) */
 
+    /* The zero-filled region ahead of the active segment's end (vlog_zero.c).
+     * zero_mu is held by whoever writes zeros, writes a batch past zero_end,
+     * or cuts or switches the active file; zero_sync_mu by the zero thread
+     * across its fdatasync and by cuts and rolls (after zero_mu), never by
+     * an append. The fields below them are guarded by mu. */
+    pthread_mutex_t zero_mu;
+    pthread_mutex_t zero_sync_mu;
+    pthread_cond_t zero_cond;    /* wakes the zero thread */
+    uint64_t zero_end;           /* bytes [wpos, zero_end) of the active file are
+                                  * zero, written (synced soon after; atomic
+                                  * reads by the owner) */
+    uint64_t zero_wpos;          /* the active segment's size (its end position) */
+    bool zero_want;              /* the owner asks for more */
+    bool zero_failed;            /* a zero write failed: none more in this segment */
+    bool zero_stop;
+    bool zero_started;
+    pthread_t zero_thread;
+
     struct mtree *tree;          /* Merkle tree (vlog_tree.c); NULL when off */
     uint64_t tree_unsynced_bytes; /* log bytes appended since tree.state was replaced */
 };
@@ -156,6 +174,32 @@ void vl_seg_fd_donate(struct vlog *log, struct seg *s);
 void vl_seg_fd_drop(struct seg *s);
 /* Closes every unpinned cached descriptor (after an EMFILE or ENFILE). */
 void vl_fdc_make_room(void);
+
+/* vlog_zero.c: the zero-filled region ahead of the active segment.
+ * vl_zero_init/deinit: the mutex and condition (open, free).
+ * vl_zero_after_append: the owner, after a batch was written (s->size is the
+ * new end): wakes the zero thread (started on first use) when less than half
+ * the wanted region is left.
+ * vl_zero_stop: joins the thread (close, abandon).
+ * vl_zero_cut: the active file is about to be cut, truncated or rolled:
+ * takes zero_mu and zero_sync_mu (no zero write or sync is in flight after
+ * it); vl_zero_cut_done(log,
+ * end) releases it with the active file's new length, which is also the
+ * active segment's size (the region is refilled after the next append). */
+int vl_zero_init(struct vlog *log);
+void vl_zero_deinit(struct vlog *log);
+void vl_zero_after_append(struct vlog *log, struct seg *s);
+void vl_zero_stop(struct vlog *log);
+void vl_zero_cut(struct vlog *log);
+void vl_zero_cut_done(struct vlog *log, uint64_t file_end);
+/* Whether the batch written at [pos, end) lies within the zero region (no
+ * lock needed), else takes zero_mu (returns true: release with
+ * pthread_mutex_unlock(&log->zero_mu) after the write). */
+bool vl_zero_enter(struct vlog *log, uint64_t end);
+/* Position after the last nonzero byte of s in [from, file_size) (from when
+ * all are zero), or -errno. */
+int64_t vl_last_nonzero(struct vlog *log, struct seg *s, uint64_t from, uint64_t file_size);
+void vl_set_error(struct vlog *log, int err);
 
 /* vlog.c: the write path, for vlog_follow.c */
 int vl_append_raw(struct vlog *log, uint8_t *b, const struct batch_hdr *h,

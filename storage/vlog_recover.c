@@ -333,6 +333,7 @@ struct tail_cursor {
     uint64_t records;               /* data records below it */
     uint8_t chain[BATCH_CHAIN_SIZE]; /* chain hash of the batch before it */
     bool chain_known;               /* false: the batch at pos is trusted, not chained */
+    bool zero_tail;                 /* the scan ended at a zero tail */
 };
 
 /* Keeps the first n entries of an index: on disk when the log is writable,
@@ -425,6 +426,14 @@ static bool is_checkpoint(const struct batch_hdr *h, const uint8_t *batch)
            memcmp(r.key, BATCH_CONTROL_CHECKPOINT, (size_t)r.key_len) == 0;
 }
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
 /* Validates batches from c->pos to the end of the file, re-adding index
  * entries. Returns NULL at a clean end, or why the batch at c->pos is bad. */
 static const char *tail_scan(struct vlog *log, struct seg *s, uint64_t file_size,
@@ -433,6 +442,22 @@ static const char *tail_scan(struct vlog *log, struct seg *s, uint64_t file_size
     while (c->pos < file_size) {
         struct batch_hdr h;
         const uint8_t *p;
+        /* The zero tail (docs/FORMAT.md "Preallocated tail"): a header
+         * position where every byte from there to the end of the file is
+         * zero is the end of the log. Zero header bytes followed by
+         * anything else are damage, judged like any bad batch below. */
+        size_t head = file_size - c->pos < BATCH_HDR_SIZE ? (size_t)(file_size - c->pos)
+                                                           : BATCH_HDR_SIZE;
+        if (vl_read_at(log, s, c->pos, head, file_size, &p) == 0 && all_zero(p, head)) {
+            int64_t last = vl_last_nonzero(log, s, c->pos, file_size);
+            if (last < 0)
+                return "zero tail unreadable";
+            if ((uint64_t)last == c->pos) {
+                c->zero_tail = true;
+                return NULL;
+            }
+            return "nonzero bytes in the zero tail";
+        }
         if (file_size - c->pos < BATCH_HDR_SIZE)
             return "torn batch header";
         int rc = vl_read_batch_checked(log, s, c->pos, file_size, &h, &p);
@@ -481,6 +506,7 @@ static int recover_last(struct vlog *log, struct seg *s, const uint8_t *prev_cha
     if (rc)
         return rc;
     uint64_t file_size = (uint64_t)st.st_size;
+    c.zero_tail = false;
     if ((rc = tail_load_indexes(log, s)) ||
         (rc = tail_start(log, s, file_size, prev_chain, prev_records, &c)))
         return rc;
@@ -507,6 +533,9 @@ static int recover_last(struct vlog *log, struct seg *s, const uint8_t *prev_cha
             return rc;
     }
     VERITY_VERIFY(c.pos <= file_size && c.expected >= s->base);
+    VERITY_VERIFY(!why || !c.zero_tail);
+    /* The file's length now: a kept zero tail is the region appends fill. */
+    log->zero_end = why && !log->cfg.read_only ? c.pos : file_size;
     s->size = c.pos;
     s->end = c.expected;
     memcpy(log->chain, c.chain, BATCH_CHAIN_SIZE);

@@ -44,6 +44,8 @@ struct opts {
     int reads;
     bool json;
     bool skip_big;
+    bool only_always;              /* --only-always: just the always-1 run */
+    int64_t prealloc;              /* --prealloc-bytes (-1: the default) */
 };
 
 static int cmp_i64(const void *a, const void *b)
@@ -189,7 +191,11 @@ static int bench_append(const char *dir, uint64_t records, size_t value_len, boo
     return rc ? rc : crc;
 }
 
-static int bench_always(const char *dir, int n, double *p50, double *p99)
+struct always_result {
+    double p50, p99, p999, max;
+};
+
+static int bench_always(const char *dir, int n, int64_t prealloc, struct always_result *ar)
 {
     struct vlog_config c;
     struct vlog *log = NULL;
@@ -198,6 +204,8 @@ static int bench_always(const char *dir, int n, double *p50, double *p99)
     vlog_config_default(&c);
     c.durability = VLOG_DURABILITY_ALWAYS;
     c.checkpoint_records = 0; /* measure appends only */
+    if (prealloc >= 0)
+        c.prealloc_bytes = (uint64_t)prealloc;
     int64_t *lat = calloc((size_t)n, sizeof *lat);
     if (!lat)
         return -ENOMEM;
@@ -213,8 +221,10 @@ static int bench_always(const char *dir, int n, double *p50, double *p99)
         lat[i] = clock_mono_ns() - t0;
     }
     qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
-    *p50 = (double)stats_pct(lat, (size_t)n, 0.50) / 1000.0;
-    *p99 = (double)stats_pct(lat, (size_t)n, 0.99) / 1000.0;
+    ar->p50 = (double)stats_pct(lat, (size_t)n, 0.50) / 1000.0;
+    ar->p99 = (double)stats_pct(lat, (size_t)n, 0.99) / 1000.0;
+    ar->p999 = (double)stats_pct(lat, (size_t)n, 0.999) / 1000.0;
+    ar->max = (double)lat[n - 1] / 1000.0;
     int crc = vlog_close(log, clock_wall_ms());
     if (!rc)
         rc = crc;
@@ -361,17 +371,24 @@ static void usage(FILE *f)
             "  --big-gib N      size of the log for the reopen / random read run (default 5)\n"
             "  --skip-big       skip that run\n"
             "  --records N      records for the append-100 run (default 10000000)\n"
+            "  --always N       appends in the always-1 run (default 5000)\n"
+            "  --only-always    run only the probe and the always-1 run\n"
+            "  --prealloc-bytes N  zero-filled region ahead of the active segment\n"
+            "                   (default 4194304; 0 = off; docs/FORMAT.md)\n"
             "  --json           one JSON object on stdout\n");
 }
 
 int cmd_log_bench(int argc, char **argv)
 {
-    struct opts o = {NULL, 5.0, 10000000, 2000000, 5000, 100000, false, false};
+    struct opts o = {NULL, 5.0, 10000000, 2000000, 5000, 100000, false, false, false, -1};
     static const struct option lo[] = {{"dir", required_argument, 0, 'd'},
                                        {"big-gib", required_argument, 0, 'g'},
                                        {"skip-big", no_argument, 0, 's'},
                                        {"records", required_argument, 0, 'r'},
                                        {"json", no_argument, 0, 'j'},
+                                       {"always", required_argument, 0, 'a'},
+                                       {"only-always", no_argument, 0, 'o'},
+                                       {"prealloc-bytes", required_argument, 0, 'p'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     int ch;
@@ -383,11 +400,14 @@ int cmd_log_bench(int argc, char **argv)
         case 's': o.skip_big = true; break;
         case 'r': o.records_100 = strtoull(optarg, NULL, 10); break;
         case 'j': o.json = true; break;
+        case 'a': o.always_n = atoi(optarg); break;
+        case 'o': o.only_always = true; break;
+        case 'p': o.prealloc = strtoll(optarg, NULL, 10); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (optind != argc || o.big_gib <= 0 || o.records_100 < 1000) {
+    if (optind != argc || o.big_gib <= 0 || o.records_100 < 1000 || o.always_n < 1) {
         usage(stderr);
         return 2;
     }
@@ -421,13 +441,16 @@ int cmd_log_bench(int argc, char **argv)
     }
     bool show = isatty(2) && !o.json;
     int rc;
-    double fs_p50 = 0, seq = 0, r100 = 0, mb100 = 0, r1k = 0, mb1k = 0, a50 = 0, a99 = 0;
+    double fs_p50 = 0, seq = 0, r100 = 0, mb100 = 0, r1k = 0, mb1k = 0;
+    struct always_result ar = {0};
     struct big_result big = {0};
     if ((rc = probe(base, &fs_p50, &seq)))
         goto fail;
     if (!o.json)
         printf("probe       fdatasync after 4 KiB append p50 %.1f us; 1 MiB write+fdatasync %.0f MB/s\n",
                fs_p50, seq);
+    if (o.only_always)
+        goto always;
     snprintf(dir, sizeof dir, "%s/a100", base);
     if ((rc = bench_append(dir, o.records_100, 100, show, &r100, &mb100)))
         goto fail;
@@ -438,14 +461,15 @@ int cmd_log_bench(int argc, char **argv)
         goto fail;
     if (!o.json)
         printf("append-1k   group, batches of 1000 x 1 KiB: %.0f records/s (%.1f MB/s)\n", r1k, mb1k);
+always:
     snprintf(dir, sizeof dir, "%s/always", base);
-    if ((rc = bench_always(dir, o.always_n, &a50, &a99)))
+    if ((rc = bench_always(dir, o.always_n, o.prealloc, &ar)))
         goto fail;
     if (!o.json)
-        printf("always-1    one 100 B record per append: p50 %.1f us, p99 %.1f us "
-               "(raw fdatasync p50 %.1f us, ratio %.2f)\n",
-               a50, a99, fs_p50, a50 / fs_p50);
-    if (!o.skip_big) {
+        printf("always-1    one 100 B record per append (%d): p50 %.1f us, p99 %.1f us, "
+               "p999 %.1f us, max %.1f us (raw fdatasync p50 %.1f us, ratio %.2f)\n",
+               o.always_n, ar.p50, ar.p99, ar.p999, ar.max, fs_p50, ar.p50 / fs_p50);
+    if (!o.skip_big && !o.only_always) {
         snprintf(dir, sizeof dir, "%s/big", base);
         if ((rc = bench_big(dir, &o, show, &big)))
             goto fail;
@@ -463,8 +487,13 @@ int cmd_log_bench(int argc, char **argv)
         json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "fdatasync_4k_p50_us", fs_p50,
                               "seq_fdatasync_MB_per_s", seq, "append100_records_per_s", r100,
                               "append100_MB_per_s", mb100, "append1k_records_per_s", r1k,
-                              "append1k_MB_per_s", mb1k, "always1_p50_us", a50, "always1_p99_us", a99);
-        if (j && !o.skip_big) {
+                              "append1k_MB_per_s", mb1k, "always1_p50_us", ar.p50,
+                              "always1_p99_us", ar.p99);
+        if (j) {
+            json_object_set_new(j, "always1_p999_us", json_real(ar.p999));
+            json_object_set_new(j, "always1_max_us", json_real(ar.max));
+        }
+        if (j && !o.skip_big && !o.only_always) {
             json_object_set_new(j, "big_gib", json_real(big.gib));
             json_object_set_new(j, "reopen_ms", json_real(big.reopen_ms));
             json_object_set_new(j, "read_p50_us", json_real(big.read_p50_us));

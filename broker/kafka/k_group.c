@@ -711,6 +711,7 @@ int kgroups_open(struct kafka *k)
     vc.durability = VLOG_DURABILITY_ALWAYS;
     vc.segment_bytes = 64u << 20;
     vc.checkpoint_records = 10000;
+    vc.prealloc_bytes = b->cfg.log_prealloc_bytes;
     vc.signing_key = b->signing_key;
     uint64_t bad = 0;
     int rc = vlog_open(dir, &vc, now_ms(), &gs->log, &bad);

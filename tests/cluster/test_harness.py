@@ -191,6 +191,22 @@ def test_replicas(tmp):
         f.write(bytes([b[0] ^ 0x10]))
     ok, diffs = history.replicas_identical(dirs)
     expect(not ok and len(diffs) == 1, "one flipped bit is seen")
+    # The active (last) segment's zero tail (docs/FORMAT.md 5.3) is not
+    # compared; a closed segment's is.
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b)
+    with open(os.path.join(dirs[1], "00000000000000000000.log"), "ab") as f:
+        f.write(bytes(65536))
+    ok, diffs = history.replicas_identical(dirs)
+    expect(ok and not diffs, "a zero tail on the active segment is not a difference")
+    with open(os.path.join(dirs[1], "00000000000000000099.log"), "wb") as f:
+        f.write(bytes(range(256)))
+    for d in (dirs[0], dirs[2]):
+        with open(os.path.join(d, "00000000000000000099.log"), "wb") as f:
+            f.write(bytes(range(256)))
+    ok, diffs = history.replicas_identical(dirs)
+    expect(not ok and len(diffs) == 1, "a zero tail on a closed segment is a difference")
 
 
 def main():
